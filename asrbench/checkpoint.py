@@ -1,0 +1,71 @@
+"""Self-describing checkpoints: config + tokenizer + normalization stats + weights.
+
+``decode`` needs nothing but a checkpoint. Files load with ``torch.load(weights_only=True)``, so a
+checkpoint from a stranger can hold tensors and plain containers but never run code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from asrbench import fileio
+from asrbench.config import RunConfig, run_config_from_dict
+from asrbench.data.features import GlobalCMVN
+from asrbench.data.tokenizer import CharTokenizer
+from asrbench.errors import AsrbenchError
+from asrbench.models import build_model
+
+FORMAT = "asrbench-checkpoint-1"
+
+
+def save(path: Path, config: RunConfig, tokenizer: CharTokenizer, cmvn: GlobalCMVN, model: nn.Module,
+         **extra) -> None:
+    state = {
+        "format": FORMAT,
+        "config": config.to_dict(),
+        "tokenizer": tokenizer.to_dict(),
+        "cmvn": cmvn.to_dict(),
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
+    }
+    fileio.torch_save(state, path)
+
+
+def load_state(path: Path) -> dict:
+    if not path.is_file():
+        raise AsrbenchError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure here means a damaged or foreign file
+        raise AsrbenchError(f"{path}: unreadable checkpoint ({type(err).__name__}: {str(err)[:120]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise AsrbenchError(f"{path}: not an asrbench checkpoint")
+    return state
+
+
+@dataclass
+class LoadedModel:
+    config: RunConfig
+    tokenizer: CharTokenizer
+    cmvn: GlobalCMVN
+    model: nn.Module
+    state: dict
+
+
+def load_model(path: Path) -> LoadedModel:
+    """Rebuild the model from a checkpoint alone (eval mode, CPU)."""
+    state = load_state(path)
+    config = run_config_from_dict(state["config"], str(path))
+    tokenizer = CharTokenizer.from_dict(state["tokenizer"])
+    cmvn = GlobalCMVN.from_dict(state["cmvn"])
+    model = build_model(config.model.name, config.model.options, config.features.dim(), len(tokenizer))
+    try:
+        model.load_state_dict(state["model_state"])
+    except RuntimeError as err:
+        raise AsrbenchError(f"{path}: weights do not match the model config ({str(err)[:120]})") from None
+    model.eval()
+    return LoadedModel(config, tokenizer, cmvn, model, state)

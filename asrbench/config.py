@@ -1,0 +1,329 @@
+"""Recipe configuration: dataclasses validated against YAML, with dotted ``--set`` overrides.
+
+A recipe (``recipes/*.yaml``) has shared sections (``data``, ``features``, ``augment``,
+``tokenizer``, ``train``) and a ``models`` section with one entry per architecture. An entry
+holds the model's constructor options and, under ``train``, overrides of the shared training
+options for that model. Resolving a recipe for one model gives a :class:`RunConfig`, the
+resolved config written into every run dir. Unknown keys and wrong types are rejected with the
+valid keys listed, so a typo never silently changes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from asrbench.errors import AsrbenchError
+
+DEFAULT_DATA_ROOT = "../shared/data"
+
+
+def data_root() -> Path:
+    """Where real corpora live: ``$ASRBENCH_DATA_ROOT``, default ``../shared/data``."""
+    return Path(os.environ.get("ASRBENCH_DATA_ROOT", DEFAULT_DATA_ROOT))
+
+
+@dataclass
+class DataConfig:
+    dir: str = ""  # prepared data dir holding train/dev/test.jsonl
+    corpus: str = ""  # if set with `source`, `train` prepares `dir` when it is missing
+    source: str = ""  # corpus folder; relative paths are under $ASRBENCH_DATA_ROOT
+    max_duration: float = 30.0  # longer training utterances are skipped (and counted)
+
+
+@dataclass
+class FeatureConfig:
+    kind: str = "fbank"  # fbank | mfcc
+    sample_rate: int = 16000
+    num_mel_bins: int = 80
+    num_ceps: int = 13  # mfcc only
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+
+    def dim(self) -> int:
+        return self.num_ceps if self.kind == "mfcc" else self.num_mel_bins
+
+
+@dataclass
+class AugmentConfig:
+    spec_augment: bool = True
+    freq_masks: int = 2
+    freq_mask_width: int = 15  # maximum bins per mask
+    time_masks: int = 2
+    time_mask_width: int = 25  # maximum frames per mask
+    time_mask_ratio: float = 0.1  # ... and never more than this fraction of the utterance
+    speed_perturb: list = field(default_factory=list)  # e.g. [0.9, 1.1]; 1.0 is always kept
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "char"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_frames: int = 20000  # padded input frames per batch (B * T_max)
+    max_batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 200
+    schedule: str = "cosine"  # cosine | constant
+    final_lr_ratio: float = 0.05
+    grad_clip: float = 5.0
+    patience: int = 0  # epochs without dev improvement before stopping; 0 = never stop early
+    max_minutes: float = 0.0  # wall-clock budget; 0 = none
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a gradient scaler)
+    num_threads: int = 0  # 0 = torch's default
+    eval_batch_frames: int = 60000
+
+
+@dataclass
+class ModelSpec:
+    name: str = ""
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run depends on; saved as ``config.yaml`` in the run dir."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelSpec = field(default_factory=ModelSpec)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Short, stable hash of the resolved config (data dir excluded from nothing)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+SECTIONS = {
+    "data": DataConfig,
+    "features": FeatureConfig,
+    "augment": AugmentConfig,
+    "tokenizer": TokenizerConfig,
+    "train": TrainConfig,
+}
+
+CHOICES = {
+    ("features", "kind"): ("fbank", "mfcc"),
+    ("tokenizer", "kind"): ("char",),
+    ("train", "schedule"): ("cosine", "constant"),
+    ("train", "device"): ("auto", "cpu", "cuda"),
+    ("train", "precision"): ("fp32", "bf16", "fp16"),
+}
+
+POSITIVE = {
+    ("features", "sample_rate"),
+    ("features", "num_mel_bins"),
+    ("features", "num_ceps"),
+    ("features", "frame_length_ms"),
+    ("features", "frame_shift_ms"),
+    ("data", "max_duration"),
+    ("train", "epochs"),
+    ("train", "batch_frames"),
+    ("train", "max_batch_size"),
+    ("train", "lr"),
+    ("train", "eval_batch_frames"),
+}
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a dataclass field type; ints are accepted where floats are."""
+    if isinstance(annotation, str):
+        annotation = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}.get(
+            annotation, annotation
+        )
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(annotation):
+            if option is type(None) and value is None:
+                return None
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _coerce(value, options[0], where)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif annotation is list or origin is list:
+        if isinstance(value, list):
+            return value
+    elif annotation is dict or origin is dict:
+        if isinstance(value, dict):
+            return value
+    else:
+        return value
+    name = getattr(annotation, "__name__", str(annotation))
+    raise AsrbenchError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
+
+
+def build_dataclass(cls: type, values: Any, where: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise AsrbenchError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise AsrbenchError(f"{where}: unknown key '{key}' (valid keys: {', '.join(fields)})")
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _validate(config: RunConfig, where: str) -> None:
+    for (section, key), choices in CHOICES.items():
+        value = getattr(getattr(config, section), key)
+        if value not in choices:
+            raise AsrbenchError(f"{where}: {section}.{key} must be one of {', '.join(choices)}, got {value!r}")
+    for section, key in POSITIVE:
+        value = getattr(getattr(config, section), key)
+        if not value > 0:
+            raise AsrbenchError(f"{where}: {section}.{key} must be positive, got {value!r}")
+    for factor in config.augment.speed_perturb:
+        if not isinstance(factor, (int, float)) or not 0.5 <= factor <= 2.0:
+            raise AsrbenchError(f"{where}: augment.speed_perturb factors must be numbers in [0.5, 2], got {factor!r}")
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise AsrbenchError(f"{path}: recipe not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise AsrbenchError(f"{path}{line}: invalid YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise AsrbenchError(f"{path}: not UTF-8 text") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise AsrbenchError(f"{path}: a recipe must be a mapping of sections")
+    return data
+
+
+def recipe_models(recipe: dict, where: str) -> dict:
+    models = recipe.get("models") or {}
+    if not isinstance(models, dict):
+        raise AsrbenchError(f"{where}: 'models' must map model names to their options")
+    return models
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.lr=1e-3`` -> (["train", "lr"], 0.001); the value is parsed as YAML."""
+    if "=" not in text:
+        raise AsrbenchError(f"--set {text}: expected KEY=VALUE, e.g. train.lr=1e-3")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str) and _looks_like_float(raw):
+        value = float(raw)
+    return key.strip().split("."), value
+
+
+def _looks_like_float(raw: str) -> bool:
+    try:
+        float(raw)
+    except ValueError:
+        return False
+    return True
+
+
+def resolve(
+    recipe_path: str | Path,
+    model: str,
+    overrides: list[str] | None = None,
+) -> RunConfig:
+    """Resolve a recipe for one model: shared sections + the model's entry + ``--set`` overrides."""
+    from asrbench.models import model_config_class
+
+    where = str(recipe_path)
+    recipe = load_yaml(recipe_path)
+    valid = list(SECTIONS) + ["models"]
+    for key in recipe:
+        if key not in valid:
+            raise AsrbenchError(f"{where}: unknown key '{key}' (valid keys: {', '.join(valid)})")
+    models = recipe_models(recipe, where)
+    config_class = model_config_class(model)  # raises with the valid names
+    if model not in models:
+        available = ", ".join(models) or "none"
+        raise AsrbenchError(f"{where}: no section for model '{model}' under 'models' (recipe has: {available})")
+    entry = copy.deepcopy(models[model]) or {}
+    if not isinstance(entry, dict):
+        raise AsrbenchError(f"{where}: models.{model} must be a mapping")
+    train_override = entry.pop("train", None) or {}
+    sections = {name: copy.deepcopy(recipe.get(name) or {}) for name in SECTIONS}
+    if not isinstance(train_override, dict):
+        raise AsrbenchError(f"{where}: models.{model}.train must be a mapping")
+    if not isinstance(sections["train"], dict):
+        raise AsrbenchError(f"{where}: train: expected a mapping")
+    sections["train"].update(train_override)
+    sections["model"] = entry
+    for text in overrides or []:
+        path, value = parse_override(text)
+        _apply_override(sections, path, value, text, model)
+    built = {name: build_dataclass(cls, sections[name], f"{where}: {name}") for name, cls in SECTIONS.items()}
+    options = build_dataclass(config_class, sections["model"], f"{where}: models.{model}")
+    config = RunConfig(**built, model=ModelSpec(name=model, options=dataclasses.asdict(options)))
+    _validate(config, where)
+    return config
+
+
+def _apply_override(sections: dict, path: list[str], value: Any, text: str, model: str) -> None:
+    if path[0] == "models" and len(path) > 2 and path[1] == model:
+        path = ["model"] + path[2:]
+    if path[0] not in sections:
+        raise AsrbenchError(
+            f"--set {text}: unknown section '{path[0]}' (valid: {', '.join(list(SECTIONS) + ['model'])})"
+        )
+    if len(path) != 2:
+        raise AsrbenchError(f"--set {text}: expected SECTION.KEY=VALUE, e.g. train.lr=1e-3")
+    section = sections[path[0]]
+    if not isinstance(section, dict):
+        raise AsrbenchError(f"--set {text}: section '{path[0]}' is not a mapping")
+    section[path[1]] = value  # unknown keys are caught by build_dataclass with the valid list
+
+
+def run_config_from_dict(values: dict, where: str) -> RunConfig:
+    """Rebuild a RunConfig from a saved run dir or checkpoint."""
+    from asrbench.models import model_config_class
+
+    built = {name: build_dataclass(cls, values.get(name), f"{where}: {name}") for name, cls in SECTIONS.items()}
+    model = values.get("model") or {}
+    name = model.get("name", "")
+    options = build_dataclass(model_config_class(name), model.get("options") or {}, f"{where}: model")
+    return RunConfig(**built, model=ModelSpec(name=name, options=dataclasses.asdict(options)))

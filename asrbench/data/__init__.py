@@ -1,0 +1,1 @@
+"""The shared data pipeline: corpus -> manifest (JSONL) -> features -> length-bucketed batches."""

@@ -1,0 +1,163 @@
+"""Log-mel filterbank (or MFCC) features, cached on disk keyed by the feature config.
+
+A split's features are stored as one tensor of all frames (N_frames, F) plus per-utterance
+offsets, so reading an epoch from the cache is a single file read. The cache key hashes the
+feature config, the speed-perturbation factor and every utterance's id, audio path, offset,
+duration and file size, so changing any of them recomputes and nothing stale is ever served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from asrbench import fileio
+from asrbench.config import FeatureConfig
+from asrbench.data.audio import load_audio
+from asrbench.data.manifest import Utterance, read_manifest, split_path
+from asrbench.errors import AsrbenchError
+from asrbench.progress import progress_bar
+from asrbench.torchaudio_compat import functional as audio_functional
+from asrbench.torchaudio_compat import kaldi
+
+CACHE_VERSION = 1
+
+
+class FeatureExtractor:
+    """waveform (samples,) at ``config.sample_rate`` -> features (T, F), Kaldi-compatible."""
+
+    def __init__(self, config: FeatureConfig):
+        self.config = config
+
+    def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        # Kaldi computes on int16-scaled samples; scaling keeps our log-energies comparable to it.
+        scaled = (waveform * 32768.0).unsqueeze(0)
+        common = dict(
+            sample_frequency=config.sample_rate,
+            frame_length=config.frame_length_ms,
+            frame_shift=config.frame_shift_ms,
+            dither=0.0,
+        )
+        min_samples = int(config.sample_rate * config.frame_length_ms / 1000)
+        if scaled.size(1) < min_samples:
+            scaled = torch.nn.functional.pad(scaled, (0, min_samples - scaled.size(1)))
+        if config.kind == "mfcc":
+            return kaldi.mfcc(scaled, num_ceps=config.num_ceps, num_mel_bins=max(config.num_mel_bins, 23), **common)
+        return kaldi.fbank(scaled, num_mel_bins=config.num_mel_bins, **common)
+
+
+def speed_perturb(waveform: torch.Tensor, sample_rate: int, factor: float) -> torch.Tensor:
+    """Kaldi/sox-style speed change (tempo and pitch): resample to rate/factor, play at rate."""
+    if factor == 1.0:
+        return waveform
+    return audio_functional.resample(waveform, sample_rate, int(round(sample_rate / factor)))
+
+
+@dataclass
+class FeatureSet:
+    """Features of one split: frames of all utterances concatenated along time."""
+
+    utterances: list[Utterance]
+    frames: torch.Tensor  # (N_frames, F) float32
+    offsets: torch.Tensor  # (N_utts + 1,) int64: utterance i is frames[offsets[i]:offsets[i+1]]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.offsets[1:] - self.offsets[:-1]
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.frames[self.offsets[index] : self.offsets[index + 1]]
+
+    def subset(self, keep: list[int]) -> FeatureSet:
+        pieces = [self[i] for i in keep]
+        lengths = torch.tensor([0] + [p.size(0) for p in pieces])
+        frames = torch.cat(pieces) if pieces else self.frames[:0]
+        return FeatureSet([self.utterances[i] for i in keep], frames, torch.cumsum(lengths, 0))
+
+
+def cache_key(utterances: list[Utterance], config: FeatureConfig, speed: float) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"version": CACHE_VERSION, "config": asdict(config), "speed": speed}).encode())
+    for utt in utterances:
+        try:
+            size = os.path.getsize(utt.audio)
+        except OSError:
+            size = -1
+        digest.update(f"{utt.id}\t{utt.audio}\t{utt.offset}\t{utt.duration}\t{size}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def extract(
+    utterances: list[Utterance], config: FeatureConfig, speed: float = 1.0, description: str = "features"
+) -> FeatureSet:
+    extractor = FeatureExtractor(config)
+    pieces = []
+    with progress_bar() as progress:
+        task = progress.add_task(description, total=len(utterances))
+        for utt in utterances:
+            waveform = load_audio(utt.audio, config.sample_rate, utt.offset, utt.duration if utt.offset else None)
+            pieces.append(extractor(speed_perturb(waveform, config.sample_rate, speed)))
+            progress.advance(task)
+    lengths = torch.tensor([0] + [piece.size(0) for piece in pieces])
+    frames = torch.cat(pieces) if pieces else torch.zeros(0, config.dim())
+    return FeatureSet(utterances, frames.contiguous(), torch.cumsum(lengths, 0))
+
+
+def load_features(data_dir: str | Path, split: str, config: FeatureConfig, speed: float = 1.0) -> FeatureSet:
+    """Features of a prepared split, from ``<data_dir>/features/`` when cached there."""
+    utterances = read_manifest(split_path(data_dir, split))
+    if speed != 1.0:
+        utterances = [
+            Utterance(f"sp{speed:g}-{u.id}", u.audio, u.duration / speed, u.text, u.speaker, u.offset)
+            for u in utterances
+        ]
+    key = cache_key(utterances, config, speed)
+    cache = Path(data_dir) / "features" / f"{split}-{key}.pt"
+    if cache.is_file():
+        try:
+            stored = torch.load(cache, weights_only=True)
+            if stored["ids"] == [u.id for u in utterances]:
+                return FeatureSet(utterances, stored["frames"], stored["offsets"])
+        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
+            pass
+    label = f"{split} features" + (f" (speed {speed:g})" if speed != 1.0 else "")
+    features = extract(utterances, config, speed, label)
+    try:
+        fileio.torch_save(
+            {"ids": [u.id for u in utterances], "frames": features.frames, "offsets": features.offsets}, cache
+        )
+    except OSError as err:
+        raise AsrbenchError(f"{cache}: cannot write the feature cache ({err.strerror})") from None
+    return features
+
+
+@dataclass
+class GlobalCMVN:
+    """Global mean/variance normalization with statistics from the training set."""
+
+    mean: torch.Tensor  # (F,)
+    std: torch.Tensor  # (F,)
+
+    @classmethod
+    def from_frames(cls, frames: torch.Tensor) -> GlobalCMVN:
+        frames = frames.double()
+        return cls(frames.mean(0).float(), frames.std(0).clamp(min=1e-5).float())
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.mean) / self.std
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GlobalCMVN:
+        return cls(values["mean"], values["std"])

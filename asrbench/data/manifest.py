@@ -1,0 +1,116 @@
+"""JSON Lines manifests: one utterance per line.
+
+Fields: ``id``, ``audio`` (path; relative paths are relative to the manifest's folder),
+``duration`` (seconds), ``text``, optional ``speaker`` and ``offset`` (seconds into the audio
+file, for segmented recordings such as Kaldi ``segments``).
+A prepared data dir holds ``train.jsonl``, ``dev.jsonl`` and ``test.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from asrbench import fileio
+from asrbench.errors import AsrbenchError
+
+SPLITS = ("train", "dev", "test")
+REQUIRED_FIELDS = ("id", "audio", "duration", "text")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    audio: str
+    duration: float
+    text: str
+    speaker: str | None = None
+    offset: float = 0.0
+
+    def to_json(self) -> dict:
+        row = asdict(self)
+        if row["speaker"] is None:
+            del row["speaker"]
+        if not row["offset"]:
+            del row["offset"]
+        return row
+
+
+def read_manifest(path: str | Path) -> list[Utterance]:
+    """Read a manifest; any malformed line raises :class:`AsrbenchError` naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise AsrbenchError(f"{path}: manifest not found")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise AsrbenchError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    utterances: list[Utterance] = []
+    seen: dict[str, int] = {}
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise AsrbenchError(f"{where}: malformed JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise AsrbenchError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        missing = [name for name in REQUIRED_FIELDS if name not in row]
+        if missing:
+            raise AsrbenchError(f"{where}: missing field(s) {', '.join(missing)}")
+        try:
+            duration = float(row["duration"])
+            offset = float(row.get("offset", 0.0))
+        except (TypeError, ValueError):
+            raise AsrbenchError(f"{where}: 'duration' and 'offset' must be numbers") from None
+        if not duration > 0:
+            raise AsrbenchError(f"{where}: duration must be positive, got {row['duration']!r}")
+        for name in ("id", "audio", "text"):
+            if not isinstance(row[name], str):
+                raise AsrbenchError(f"{where}: field '{name}' must be a string")
+        if not row["text"].strip():
+            raise AsrbenchError(f"{where}: empty text for utterance '{row['id']}'")
+        if row["id"] in seen:
+            raise AsrbenchError(f"{where}: duplicate id '{row['id']}' (first on line {seen[row['id']]})")
+        seen[row["id"]] = line_number
+        audio = Path(row["audio"])
+        if not audio.is_absolute():
+            audio = (path.parent / audio).resolve()
+        speaker = row.get("speaker")
+        utterances.append(
+            Utterance(
+                id=row["id"],
+                audio=str(audio),
+                duration=duration,
+                text=row["text"].strip(),
+                speaker=None if speaker is None else str(speaker),
+                offset=offset,
+            )
+        )
+    return utterances
+
+
+def write_manifest(path: str | Path, utterances: list[Utterance]) -> None:
+    fileio.write_jsonl(path, [utt.to_json() for utt in utterances])
+
+
+def write_data_dir(out_dir: str | Path, splits: dict[str, list[Utterance]]) -> dict[str, int]:
+    """Write ``<split>.jsonl`` for each split; returns utterance counts per split."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split, utterances in splits.items():
+        write_manifest(out_dir / f"{split}.jsonl", utterances)
+    return {split: len(utts) for split, utts in splits.items()}
+
+
+def split_path(data_dir: str | Path, split: str) -> Path:
+    """Path of a split's manifest, with a clear error if it was never prepared."""
+    path = Path(data_dir) / f"{split}.jsonl"
+    if not path.is_file():
+        raise AsrbenchError(
+            f"{path}: split '{split}' was never prepared (run `asrbench data prepare` first)"
+        )
+    return path

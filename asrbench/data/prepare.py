@@ -1,0 +1,532 @@
+"""Corpus preparers: a corpus as distributed → ``train.jsonl``, ``dev.jsonl``, ``test.jsonl``.
+
+Each preparer only reads the corpus layout (transcripts, file names, Kaldi tables) and returns
+:class:`Candidate` utterances per split. :func:`prepare_corpus` then reads every audio header
+once (durations come from the header, never from decoding audio), skips bad utterances with a
+count per reason, and writes all splits only after every split is built, so a failure leaves
+nothing half-written.
+
+Splits are decided from the layout *before* audio is checked: a missing file in one split never
+moves an utterance from another split into its place. Every split is sorted by id. Texts are
+kept as the corpus writes them (whitespace collapsed); the built-in corpora give uppercase words.
+
+Corpora (``src`` is the folder given on the command line):
+
+- ``an4``: the ``an4`` folder (``etc/``, ``wav/``). Ids follow ESPnet ``egs2/an4/asr1/local/
+  data_prep.py``: transcript source ``(an251-fash-b)`` → id ``fash-an251-b`` (speaker first).
+  Train ids sorted; the first 100 are ``dev`` (ESPnet ``train_dev``), the other 848 ``train``
+  (``train_nodev``); ``test`` is ``an4test_clstk`` (130).
+- ``fsdd``: the ``recordings`` folder (or the one holding it). Index 0–4 of every
+  speaker/digit → test (the official split), 5–9 → dev, 10–49 → train.
+- ``yesno``: ``waves_yesno`` (or the one holding it). Sorted paths; odd positions ``[1::2]`` are
+  test (30, exactly icefall/lhotse's test set). The even positions (30) are icefall's train; since
+  the corpus has no dev set, every 5th of them (positions 4, 9, ..., 29 of that list) is held out
+  as dev (6) and the remaining 24 are train.
+- ``librispeech``: the ``LibriSpeech`` folder holding subsets. train = every ``train-*`` subset,
+  dev = ``dev-clean``, test = ``test-clean``; ``dev-other`` and ``test-other`` go to
+  ``dev_other.jsonl`` and ``test_other.jsonl``. ``src`` may instead be one subset folder: then
+  only that subset's split is written (e.g. ``test-clean`` → ``test.jsonl``), for decoding only.
+- ``kaldi``: a folder holding Kaldi data dirs ``train/``, ``dev/``, ``test/``, or ESPnet's
+  ``train_nodev/`` (train), ``train_dev/`` (dev), ``test/``; the ESPnet names win when
+  ``train_dev/`` exists, because ESPnet's ``train/`` then still contains the dev utterances.
+  Each dir holds ``wav.scp`` and ``text``, optionally ``utt2spk`` and ``segments``. Commands in
+  ``wav.scp`` (``... |``) and archive offsets are refused: asrbench never runs shell commands.
+  Relative paths are relative to the data dir. A segment ``utt rec start end`` becomes one
+  utterance with ``offset=start``; ``end`` may overshoot the audio by up to 0.5 s (clipped, as
+  Kaldi's ``extract-segments --max-overshoot``), and ``end=-1`` means the end of the file.
+- ``manifest``: NeMo-style JSON lines (``audio_filepath``, ``text``, optional ``offset`` with
+  ``duration``, ``speaker``/``spk``) in ``train.json(l)``, ``dev.json(l)`` or
+  ``validation.json(l)``, ``test.json(l)``. Without ``offset`` the whole file is one utterance
+  and its duration comes from the header; with ``offset`` the manifest's ``duration`` is used.
+  Ids are the audio file's stem (``<stem>-<offset in centiseconds>`` with an offset), with
+  ``-2``, ``-3``, ... appended to repeats.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from asrbench.data.audio import audio_info
+from asrbench.data.manifest import SPLITS, Utterance, write_data_dir
+from asrbench.errors import AsrbenchError
+
+MAX_EXAMPLES = 3
+SEGMENT_MAX_OVERSHOOT = 0.5  # seconds a segment may run past the end of its audio (Kaldi's default)
+
+
+@dataclass
+class PrepareReport:
+    counts: dict[str, int] = field(default_factory=dict)  # split -> utterances written
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> utterances skipped
+    examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> up to 3 ids or paths
+
+    def skip(self, reason: str, example: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < MAX_EXAMPLES and example not in examples:
+            examples.append(example)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An utterance found in a corpus layout, before its audio header is read."""
+
+    id: str
+    audio: str  # absolute path
+    text: str
+    speaker: str | None = None
+    offset: float = 0.0  # seconds into the audio file
+    duration: float | None = None  # None: from ``offset`` to the end of the file
+
+
+Preparer = Callable[[Path, PrepareReport], dict[str, list[Candidate]]]
+
+
+def _absolute(path: str | Path) -> str:
+    """Absolute and normalized, but symlinks kept as the user laid them out."""
+    return os.path.abspath(path)
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _read_lines(path: Path) -> list[tuple[str, str]]:
+    """(``file:line``, line) for every non-blank line of a UTF-8 text file."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise AsrbenchError(f"{path}: file not found") from None
+    except UnicodeDecodeError as err:
+        raise AsrbenchError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    return [(f"{path}:{number}", line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+# --- AN4 -------------------------------------------------------------------------------------
+
+AN4_SOURCES = {
+    "train": ("an4_train.transcription", "an4_clstk"),
+    "test": ("an4_test.transcription", "an4test_clstk"),
+}
+AN4_DEV_SIZE = 100
+AN4_LINE = re.compile(r"^(?P<words>.*?)\s*\((?P<source>[^()\s]+)\)\s*$")
+
+
+def _read_an4_transcription(path: Path, wav_dir: Path) -> list[Candidate]:
+    candidates: dict[str, Candidate] = {}
+    for where, line in _read_lines(path):
+        match = AN4_LINE.match(line)
+        if match is None:
+            raise AsrbenchError(f"{where}: expected 'WORDS (utterance-id)', got {line.strip()!r}")
+        source = match["source"]
+        parts = source.split("-")
+        if len(parts) != 3:
+            raise AsrbenchError(f"{where}: utterance id {source!r} is not '<utt>-<speaker>-<mic>'")
+        utterance, speaker, mic = parts
+        utt_id = f"{speaker}-{utterance}-{mic}"  # ESPnet: speaker first, so sorting groups speakers
+        if utt_id in candidates:
+            raise AsrbenchError(f"{where}: duplicate utterance id {source!r}")
+        words = [word for word in match["words"].split() if word not in ("<s>", "</s>")]
+        audio = _absolute(wav_dir / speaker / f"{source}.sph")
+        candidates[utt_id] = Candidate(utt_id, audio, " ".join(words), speaker)
+    return sorted(candidates.values(), key=lambda candidate: candidate.id)
+
+
+def prepare_an4(src: Path, report: PrepareReport) -> dict[str, list[Candidate]]:
+    root = src / "an4" if (src / "an4" / "etc").is_dir() else src
+    found = {}
+    for split, (transcription, wav_folder) in AN4_SOURCES.items():
+        path = root / "etc" / transcription
+        if not path.is_file():
+            raise AsrbenchError(
+                f"{path}: AN4 transcription not found (src must be the an4 folder with etc/ and wav/)"
+            )
+        found[split] = _read_an4_transcription(path, root / "wav" / wav_folder)
+    return {
+        "train": found["train"][AN4_DEV_SIZE:],
+        "dev": found["train"][:AN4_DEV_SIZE],
+        "test": found["test"],
+    }
+
+
+# --- FSDD ------------------------------------------------------------------------------------
+
+FSDD_NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>.+)_(?P<index>\d+)$")
+DIGIT_WORDS = ("ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE")
+
+
+def _fsdd_split(index: int) -> str:
+    if index <= 4:
+        return "test"  # the official test set (README "Usage")
+    return "dev" if index <= 9 else "train"
+
+
+def prepare_fsdd(src: Path, report: PrepareReport) -> dict[str, list[Candidate]]:
+    folder = src / "recordings" if (src / "recordings").is_dir() else src
+    paths = sorted(folder.glob("*.wav"))
+    if not paths:
+        raise AsrbenchError(
+            f"{folder}: no .wav files (src must be FSDD's recordings/ folder or the one holding it)"
+        )
+    splits: dict[str, list[Candidate]] = {split: [] for split in SPLITS}
+    for path in paths:
+        match = FSDD_NAME.match(path.stem)
+        if match is None:
+            report.skip("unrecognized file name", str(path))
+            continue
+        text = DIGIT_WORDS[int(match["digit"])]
+        candidate = Candidate(path.stem, _absolute(path), text, match["speaker"])
+        splits[_fsdd_split(int(match["index"]))].append(candidate)
+    return splits
+
+
+# --- yesno -----------------------------------------------------------------------------------
+
+YESNO_WORDS = {"0": "NO", "1": "YES"}
+YESNO_DEV_EVERY = 5
+
+
+def prepare_yesno(src: Path, report: PrepareReport) -> dict[str, list[Candidate]]:
+    folder = src / "waves_yesno" if (src / "waves_yesno").is_dir() else src
+    paths = sorted(folder.glob("*.wav"))
+    if not paths:
+        raise AsrbenchError(f"{folder}: no .wav files (src must be waves_yesno/ or the folder holding it)")
+    named = []
+    for path in paths:
+        labels = path.stem.split("_")
+        if not all(label in YESNO_WORDS for label in labels):
+            report.skip("unrecognized file name", str(path))
+            continue
+        text = " ".join(YESNO_WORDS[label] for label in labels)
+        named.append(Candidate(path.stem, _absolute(path), text))
+    icefall_train, test = named[::2], named[1::2]
+    dev_positions = range(YESNO_DEV_EVERY - 1, len(icefall_train), YESNO_DEV_EVERY)
+    return {
+        "train": [candidate for i, candidate in enumerate(icefall_train) if i not in dev_positions],
+        "dev": [icefall_train[i] for i in dev_positions],
+        "test": test,
+    }
+
+
+# --- LibriSpeech -----------------------------------------------------------------------------
+
+LIBRISPEECH_SUBSETS = (
+    ("train-", "train"),
+    ("dev-clean", "dev"),
+    ("dev-other", "dev_other"),
+    ("test-clean", "test"),
+    ("test-other", "test_other"),
+)
+
+
+def _librispeech_split(subset: Path) -> str:
+    for prefix, split in LIBRISPEECH_SUBSETS:
+        if subset.name.startswith(prefix):
+            return split
+    valid = ", ".join(prefix + ("*" if prefix.endswith("-") else "") for prefix, _ in LIBRISPEECH_SUBSETS)
+    raise AsrbenchError(f"{subset}: not a LibriSpeech subset name (expected {valid})")
+
+
+def _is_librispeech_subset(folder: Path) -> bool:
+    return next(folder.glob("*/*/*.trans.txt"), None) is not None
+
+
+def _read_librispeech_subset(subset: Path) -> list[Candidate]:
+    candidates = []
+    for transcript in sorted(subset.glob("*/*/*.trans.txt")):
+        for _, line in _read_lines(transcript):
+            utt_id, _, text = line.strip().partition(" ")
+            audio = _absolute(transcript.parent / f"{utt_id}.flac")
+            candidates.append(Candidate(utt_id, audio, _words(text), utt_id.split("-")[0]))
+    return candidates
+
+
+def prepare_librispeech(src: Path, report: PrepareReport) -> dict[str, list[Candidate]]:
+    root = src / "LibriSpeech" if (src / "LibriSpeech").is_dir() else src
+    if _is_librispeech_subset(root):
+        return {_librispeech_split(root): _read_librispeech_subset(root)}
+    subsets = [
+        folder for folder in sorted(root.iterdir()) if folder.is_dir() and _is_librispeech_subset(folder)
+    ]
+    splits: dict[str, list[Candidate]] = {}
+    for subset in subsets:
+        splits.setdefault(_librispeech_split(subset), []).extend(_read_librispeech_subset(subset))
+    missing = [split for split in SPLITS if split not in splits]
+    if missing:
+        found = ", ".join(subset.name for subset in subsets) or "none"
+        raise AsrbenchError(
+            f"{root}: no LibriSpeech subset for {', '.join(missing)} (need train-*, dev-clean, test-clean; "
+            f"found: {found}); or pass a single subset folder to prepare just that split"
+        )
+    return {split: splits.pop(split) for split in SPLITS} | splits
+
+
+# --- Kaldi data dirs -------------------------------------------------------------------------
+
+KALDI_LAYOUTS = (
+    {"train": "train_nodev", "dev": "train_dev", "test": "test"},  # ESPnet recipes
+    {"train": "train", "dev": "dev", "test": "test"},
+)
+
+
+def _read_kaldi_table(path: Path, fields: int | None = None) -> dict[str, tuple[str, list[str]]]:
+    """key -> (``file:line``, remaining fields); ``fields`` counts the key too when given."""
+    table: dict[str, tuple[str, list[str]]] = {}
+    for where, line in _read_lines(path):
+        key, *rest = line.split()
+        if fields is not None and len(rest) + 1 != fields:
+            raise AsrbenchError(f"{where}: expected {fields} fields, got {len(rest) + 1}")
+        if key in table:
+            raise AsrbenchError(f"{where}: duplicate key {key!r} (first at {table[key][0]})")
+        table[key] = (where, rest)
+    return table
+
+
+def _read_wav_scp(path: Path) -> dict[str, str]:
+    recordings: dict[str, str] = {}
+    for where, line in _read_lines(path):
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) != 2:
+            raise AsrbenchError(f"{where}: expected '<recording-id> <audio path>'")
+        key, location = parts
+        if location.endswith("|") or location == "-":
+            raise AsrbenchError(
+                f"{where}: {location!r} is a shell command; asrbench never runs commands, so convert "
+                "the audio to files (WAV, FLAC, SPHERE) and list their paths in wav.scp"
+            )
+        if re.search(r"\.ark:\d+$", location):
+            raise AsrbenchError(
+                f"{where}: Kaldi archive offsets ({location!r}) are not supported; list audio files"
+            )
+        if key in recordings:
+            raise AsrbenchError(f"{where}: duplicate recording id {key!r}")
+        recordings[key] = _absolute(path.parent / location)
+    return recordings
+
+
+def _parse_segment(where: str, fields: list[str]) -> tuple[str, float, float | None]:
+    recording, start_text, end_text = fields
+    try:
+        start, end = float(start_text), float(end_text)
+    except ValueError:
+        raise AsrbenchError(f"{where}: start and end times must be numbers") from None
+    if end == -1:
+        return recording, start, None
+    if start < 0 or end <= start:
+        raise AsrbenchError(f"{where}: need 0 <= start < end, got {start_text} {end_text}")
+    return recording, start, end - start
+
+
+def _read_kaldi_dir(data_dir: Path, report: PrepareReport) -> list[Candidate]:
+    for name in ("wav.scp", "text"):
+        if not (data_dir / name).is_file():
+            raise AsrbenchError(f"{data_dir / name}: missing (a Kaldi data dir needs wav.scp and text)")
+    recordings = _read_wav_scp(data_dir / "wav.scp")
+    texts = _read_kaldi_table(data_dir / "text")
+    speakers = _read_kaldi_table(data_dir / "utt2spk", 2) if (data_dir / "utt2spk").is_file() else {}
+    if (data_dir / "segments").is_file():
+        segments = {
+            utt: _parse_segment(where, rest)
+            for utt, (where, rest) in _read_kaldi_table(data_dir / "segments", 4).items()
+        }
+    else:
+        segments = {recording: (recording, 0.0, None) for recording in recordings}
+    candidates = []
+    for utt_id, (_, words) in texts.items():
+        if utt_id not in segments or segments[utt_id][0] not in recordings:
+            report.skip("no audio entry", utt_id)
+            continue
+        recording, offset, duration = segments[utt_id]
+        speaker = speakers[utt_id][1][0] if utt_id in speakers else None
+        candidates.append(
+            Candidate(utt_id, recordings[recording], " ".join(words), speaker, offset, duration)
+        )
+    for utt_id in sorted(segments.keys() - texts.keys()):
+        report.skip("no transcript", utt_id)
+    return candidates
+
+
+def prepare_kaldi(src: Path, report: PrepareReport) -> dict[str, list[Candidate]]:
+    if (src / "wav.scp").is_file():
+        raise AsrbenchError(f"{src}: this is one Kaldi data dir; pass the folder holding train/, dev/, test/")
+    layout = KALDI_LAYOUTS[0] if (src / KALDI_LAYOUTS[0]["dev"]).is_dir() else KALDI_LAYOUTS[1]
+    missing = [name for name in layout.values() if not (src / name).is_dir()]
+    if missing:
+        raise AsrbenchError(
+            f"{src}: missing Kaldi data dir(s) {', '.join(missing)} "
+            "(expected train/, dev/, test/ or ESPnet's train_nodev/, train_dev/, test/)"
+        )
+    return {split: _read_kaldi_dir(src / name, report) for split, name in layout.items()}
+
+
+# --- NeMo-style JSON manifests ---------------------------------------------------------------
+
+MANIFEST_NAMES = {"train": ("train",), "dev": ("dev", "validation"), "test": ("test",)}
+
+
+def _find_manifest(src: Path, split: str) -> Path:
+    names = [stem + suffix for stem in MANIFEST_NAMES[split] for suffix in (".json", ".jsonl")]
+    found = [src / name for name in names if (src / name).is_file()]
+    if not found:
+        raise AsrbenchError(f"{src}: no {split} manifest (expected one of {', '.join(names)})")
+    if len(found) > 1:
+        raise AsrbenchError(
+            f"{src}: several {split} manifests ({', '.join(path.name for path in found)}); keep one"
+        )
+    return found[0]
+
+
+def _number(where: str, row: dict, name: str) -> float:
+    value = row[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise AsrbenchError(f"{where}: field '{name}' must be a number, got {value!r}")
+    return float(value)
+
+
+def _read_nemo_manifest(path: Path) -> list[Candidate]:
+    candidates = []
+    used: set[str] = set()
+    for where, line in _read_lines(path):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise AsrbenchError(f"{where}: malformed JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise AsrbenchError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        required = ("audio_filepath", "text", "duration") if "offset" in row else ("audio_filepath", "text")
+        missing = [name for name in required if name not in row]
+        if missing:
+            raise AsrbenchError(f"{where}: missing field(s) {', '.join(missing)}")
+        for name in ("audio_filepath", "text"):
+            if not isinstance(row[name], str):
+                raise AsrbenchError(f"{where}: field '{name}' must be a string")
+        audio = Path(row["audio_filepath"])
+        utt_id, offset, duration = audio.stem, 0.0, None
+        if "offset" in row:
+            offset, duration = _number(where, row, "offset"), _number(where, row, "duration")
+            if offset < 0 or duration <= 0:
+                raise AsrbenchError(f"{where}: need offset >= 0 and duration > 0")
+            utt_id = f"{audio.stem}-{round(offset * 100):07d}"
+        base, repeat = utt_id, 1
+        while utt_id in used:
+            repeat += 1
+            utt_id = f"{base}-{repeat}"
+        used.add(utt_id)
+        speaker = row.get("speaker", row.get("spk"))
+        candidates.append(
+            Candidate(
+                utt_id,
+                _absolute(path.parent / audio),
+                _words(row["text"]),
+                None if speaker is None else str(speaker),
+                offset,
+                duration,
+            )
+        )
+    return candidates
+
+
+def prepare_manifest(src: Path, report: PrepareReport) -> dict[str, list[Candidate]]:
+    return {split: _read_nemo_manifest(_find_manifest(src, split)) for split in SPLITS}
+
+
+CORPORA: dict[str, Preparer] = {
+    "an4": prepare_an4,
+    "fsdd": prepare_fsdd,
+    "yesno": prepare_yesno,
+    "librispeech": prepare_librispeech,
+    "kaldi": prepare_kaldi,
+    "manifest": prepare_manifest,
+}
+
+
+# --- audio headers, skipping, writing --------------------------------------------------------
+
+
+def _header_durations(paths: list[str], description: str, progress: bool) -> dict[str, float | str]:
+    """path -> duration in seconds, or the reason to skip it."""
+    durations: dict[str, float | str] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
+        task = bar.add_task(description, total=len(paths))
+        for path in paths:
+            if not os.path.isfile(path):
+                durations[path] = "missing audio"
+            else:
+                try:
+                    durations[path] = audio_info(path)[0]
+                except AsrbenchError:
+                    durations[path] = "unreadable audio"
+            bar.advance(task)
+    return durations
+
+
+def _to_utterance(candidate: Candidate, file_duration: float) -> Utterance | None:
+    """The utterance, or None when its segment lies outside the audio."""
+    available = file_duration - candidate.offset
+    duration = available if candidate.duration is None else candidate.duration
+    if duration > available + SEGMENT_MAX_OVERSHOOT:
+        return None
+    duration = round(min(duration, available), 6)
+    if duration <= 0:
+        return None
+    return Utterance(
+        candidate.id, candidate.audio, duration, candidate.text, candidate.speaker, candidate.offset
+    )
+
+
+def _build_splits(
+    corpus: str, candidates: dict[str, list[Candidate]], report: PrepareReport, progress: bool
+) -> dict[str, list[Utterance]]:
+    for split_candidates in candidates.values():
+        for candidate in split_candidates:
+            if not candidate.text:
+                report.skip("empty transcript", candidate.id)
+    paths = sorted({c.audio for split_candidates in candidates.values() for c in split_candidates if c.text})
+    durations = _header_durations(paths, f"{corpus}: reading audio headers", progress)
+    splits: dict[str, list[Utterance]] = {}
+    for split, split_candidates in candidates.items():
+        utterances: dict[str, Utterance] = {}
+        for candidate in split_candidates:
+            if not candidate.text:
+                continue
+            file_duration = durations[candidate.audio]
+            if isinstance(file_duration, str):
+                report.skip(file_duration, candidate.audio)
+                continue
+            utterance = _to_utterance(candidate, file_duration)
+            if utterance is None:
+                report.skip("segment outside audio", candidate.id)
+            elif utterance.id in utterances:
+                report.skip("duplicate id", candidate.id)
+            else:
+                utterances[utterance.id] = utterance
+        splits[split] = sorted(utterances.values(), key=lambda utterance: utterance.id)
+    for split, utterances in splits.items():
+        if not utterances:
+            skipped = "; ".join(f"{reason}: {count}" for reason, count in report.skipped.items()) or "none"
+            raise AsrbenchError(
+                f"{corpus}: split '{split}' has no usable utterances (skipped: {skipped}); nothing written"
+            )
+    return splits
+
+
+def prepare_corpus(corpus: str, src: Path, out: Path, progress: bool = True) -> PrepareReport:
+    """Write ``out/<split>.jsonl`` for ``corpus`` found at ``src``; see the module docstring."""
+    if corpus not in CORPORA:
+        raise AsrbenchError(f"unknown corpus '{corpus}' (valid: {', '.join(CORPORA)})")
+    if not Path(src).is_dir():
+        raise AsrbenchError(f"{src}: corpus folder not found")
+    report = PrepareReport()
+    candidates = CORPORA[corpus](Path(_absolute(src)), report)
+    splits = _build_splits(corpus, candidates, report, progress)
+    report.counts = write_data_dir(out, splits)
+    return report

@@ -1,0 +1,69 @@
+"""Character tokenizer with the CTC blank at index 0, saved with every model.
+
+Index 1 is ``<unk>`` for characters never seen in training, so decoding a new corpus never
+crashes; the space is a token of its own so words can be recovered from characters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from asrbench.errors import AsrbenchError
+
+BLANK = "<blank>"
+UNK = "<unk>"
+
+
+@dataclass
+class CharTokenizer:
+    tokens: list[str]
+    kind: str = "char"
+
+    def __post_init__(self) -> None:
+        if self.tokens[:2] != [BLANK, UNK]:
+            raise AsrbenchError("tokenizer: the first tokens must be <blank> and <unk>")
+        self._index = {token: i for i, token in enumerate(self.tokens)}
+
+    @classmethod
+    def build(cls, texts: list[str]) -> CharTokenizer:
+        characters = sorted({char for text in texts for char in text})
+        return cls([BLANK, UNK] + characters)
+
+    @property
+    def blank_id(self) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, text: str) -> list[int]:
+        unk = self._index[UNK]
+        return [self._index.get(char, unk) for char in text]
+
+    def unknown_characters(self, text: str) -> set[str]:
+        return {char for char in text if char not in self._index}
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.tokens[i] for i in ids if i > 1)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "tokens": list(self.tokens)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> CharTokenizer:
+        if values.get("kind") != "char":
+            raise AsrbenchError(f"tokenizer: unsupported kind {values.get('kind')!r} (supported: char)")
+        return cls(list(values["tokens"]))
+
+
+def ctc_greedy(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    """Best path: (B, T, V), (B,) -> token ids per utterance with repeats merged and blanks removed."""
+    best = log_probs.argmax(dim=-1)  # (B, T)
+    keep = torch.ones_like(best, dtype=torch.bool)
+    keep[:, 1:] = best[:, 1:] != best[:, :-1]
+    keep &= best != 0
+    keep &= torch.arange(best.size(1), device=best.device).unsqueeze(0) < lengths.unsqueeze(1)
+    best, keep = best.cpu(), keep.cpu()
+    return [best[i][keep[i]].tolist() for i in range(best.size(0))]

@@ -1,0 +1,56 @@
+"""The model registry: name -> (options dataclass, module class).
+
+Every model implements one contract:
+``forward(features (B, T, F), feature_lengths (B,)) -> (log_probs (B, T', V), output_lengths (B,))``
+and is trained with CTC (blank = 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from asrbench.errors import AsrbenchError
+from asrbench.models.cnn import CNN, CNNConfig
+from asrbench.models.conformer import Conformer, ConformerConfig
+from asrbench.models.crdnn import CRDNN, CRDNNConfig
+from asrbench.models.dnn import DNN, DNNConfig
+from asrbench.models.rnn import GRU, LSTM, RNNConfig
+from asrbench.models.transformer import Transformer, TransformerConfig
+
+MODELS: dict[str, tuple[type, type[nn.Module]]] = {
+    "dnn": (DNNConfig, DNN),
+    "cnn": (CNNConfig, CNN),
+    "lstm": (RNNConfig, LSTM),
+    "gru": (RNNConfig, GRU),
+    "crdnn": (CRDNNConfig, CRDNN),
+    "transformer": (TransformerConfig, Transformer),
+    "conformer": (ConformerConfig, Conformer),
+}
+
+
+def _entry(name: str) -> tuple[type, type[nn.Module]]:
+    if name not in MODELS:
+        raise AsrbenchError(f"unknown model '{name}' (valid models: {', '.join(MODELS)})")
+    return MODELS[name]
+
+
+def model_config_class(name: str) -> type:
+    return _entry(name)[0]
+
+
+def build_model(name: str, options: dict, input_dim: int, vocab_size: int) -> nn.Module:
+    config_class, model_class = _entry(name)
+    from asrbench.config import build_dataclass
+
+    config = build_dataclass(config_class, options, f"model {name}")
+    return model_class(input_dim, vocab_size, config)
+
+
+def default_options(name: str) -> dict:
+    return dataclasses.asdict(model_config_class(name)())
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,76 @@
+"""Building blocks shared by several encoders."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def padding_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    """(B,) lengths -> (B, T) bool mask, True at padded positions."""
+    positions = torch.arange(max_length, device=lengths.device)
+    return positions.unsqueeze(0) >= lengths.unsqueeze(1)
+
+
+class Conv2dSubsampling(nn.Module):
+    """Two stride-2 3x3 convolutions over (time, frequency): (B, T, F) -> (B, ~T/4, d_model).
+
+    Subsampling time by 4 is what makes attention and recurrent encoders affordable on a CPU
+    (a BiLSTM at 100 frames/s is 4x the work and barely more accurate for characters).
+    """
+
+    def __init__(self, input_dim: int, d_model: int, channels: int = 64, dropout: float = 0.0):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, channels, kernel_size=3, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, kernel_size=3, stride=2),
+            nn.ReLU(),
+        )
+        freq = ((input_dim - 1) // 2 - 1) // 2
+        self.out = nn.Linear(channels * freq, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    @staticmethod
+    def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
+        return ((lengths - 1) // 2 - 1) // 2
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.conv(features.unsqueeze(1))  # (B, C, T', F')
+        batch, channels, time, freq = x.shape
+        x = self.out(x.transpose(1, 2).reshape(batch, time, channels * freq))
+        return self.dropout(x), self.output_lengths(lengths).clamp(min=1, max=time)
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """Adds fixed sine/cosine position codes to (B, T, d_model) inputs scaled by sqrt(d_model)."""
+
+    def __init__(self, d_model: int, dropout: float = 0.0, max_length: int = 10000):
+        super().__init__()
+        position = torch.arange(max_length).unsqueeze(1)
+        div = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
+        table = torch.zeros(max_length, d_model)
+        table[:, 0::2] = torch.sin(position * div)
+        table[:, 1::2] = torch.cos(position * div)
+        self.register_buffer("table", table, persistent=False)
+        self.scale = math.sqrt(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.size(1) > self.table.size(0):
+            raise ValueError(f"sequence of {x.size(1)} frames exceeds the positional table ({self.table.size(0)})")
+        return self.dropout(x * self.scale + self.table[: x.size(1)])
+
+
+class CTCHead(nn.Module):
+    """Projection to the vocabulary: (B, T, d) -> log-probabilities (B, T, V)."""
+
+    def __init__(self, input_dim: int, vocab_size: int, dropout: float = 0.0):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.proj = nn.Linear(input_dim, vocab_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.proj(self.dropout(x)).float(), dim=-1)

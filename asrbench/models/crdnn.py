@@ -1,0 +1,77 @@
+"""CRDNN: convolution, recurrence, then fully connected layers (DeepSpeech2-style).
+
+Two 2-D conv layers with batch norm and clipped ReLU (DeepSpeech2's Hardtanh(0, 20)) subsample
+time by 4, bidirectional GRUs model the sequence, and a DNN stack sits before the CTC output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from asrbench.models.common import CTCHead, padding_mask
+
+
+@dataclass
+class CRDNNConfig:
+    conv_channels: int = 32
+    rnn_type: str = "gru"  # gru | lstm
+    rnn_hidden: int = 256
+    rnn_layers: int = 2
+    dnn_hidden: int = 256
+    dnn_layers: int = 1
+    dropout: float = 0.1
+
+
+class CRDNN(nn.Module):
+    def __init__(self, input_dim: int, vocab_size: int, config: CRDNNConfig):
+        super().__init__()
+        if config.rnn_type not in ("gru", "lstm"):
+            raise ValueError(f"rnn_type must be gru or lstm, got {config.rnn_type!r}")
+        channels = config.conv_channels
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, channels, kernel_size=(11, 41), stride=(2, 2), padding=(5, 20)),
+            nn.BatchNorm2d(channels),
+            nn.Hardtanh(0, 20),
+            nn.Conv2d(channels, channels, kernel_size=(11, 21), stride=(2, 1), padding=(5, 10)),
+            nn.BatchNorm2d(channels),
+            nn.Hardtanh(0, 20),
+        )
+        freq = (input_dim + 2 * 20 - 41) // 2 + 1
+        cell = nn.GRU if config.rnn_type == "gru" else nn.LSTM
+        self.rnn = cell(
+            channels * freq,
+            config.rnn_hidden,
+            num_layers=config.rnn_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=config.dropout if config.rnn_layers > 1 else 0.0,
+        )
+        layers: list[nn.Module] = []
+        width = 2 * config.rnn_hidden
+        for _ in range(config.dnn_layers):
+            layers += [nn.Linear(width, config.dnn_hidden), nn.ReLU(), nn.Dropout(config.dropout)]
+            width = config.dnn_hidden
+        self.dnn = nn.Sequential(*layers)
+        self.head = CTCHead(width, vocab_size)
+
+    @staticmethod
+    def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
+        for _ in range(2):  # kernel 11, stride 2, padding 5 along time, twice
+            lengths = (lengths + 2 * 5 - 11) // 2 + 1
+        return lengths
+
+    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
+        pad = padding_mask(feature_lengths, features.size(1))
+        x = self.conv(features.masked_fill(pad.unsqueeze(-1), 0.0).unsqueeze(1))  # (B, C, T', F')
+        batch, channels, time, freq = x.shape
+        x = x.transpose(1, 2).reshape(batch, time, channels * freq)
+        lengths = self.output_lengths(feature_lengths).clamp(min=1, max=time)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        output, _ = self.rnn(packed)
+        x, _ = pad_packed_sequence(output, batch_first=True, total_length=time)
+        return self.head(self.dnn(x)), lengths

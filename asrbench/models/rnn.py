@@ -1,0 +1,58 @@
+"""Bidirectional LSTM and GRU encoders with 4x convolutional time subsampling.
+
+Packed sequences keep padding out of the recurrence, so a short utterance in a long batch gets
+the same output as alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from asrbench.models.common import Conv2dSubsampling, CTCHead
+
+
+@dataclass
+class RNNConfig:
+    subsample_channels: int = 32
+    hidden_size: int = 256
+    num_layers: int = 3
+    dropout: float = 0.1
+    bidirectional: bool = True
+
+
+class RNNEncoder(nn.Module):
+    cell: type[nn.RNNBase] = nn.LSTM
+
+    def __init__(self, input_dim: int, vocab_size: int, config: RNNConfig):
+        super().__init__()
+        self.subsampling = Conv2dSubsampling(input_dim, config.hidden_size, config.subsample_channels)
+        self.rnn = self.cell(
+            config.hidden_size,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            bidirectional=config.bidirectional,
+        )
+        directions = 2 if config.bidirectional else 1
+        self.head = CTCHead(config.hidden_size * directions, vocab_size, config.dropout)
+
+    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
+        x, lengths = self.subsampling(features, feature_lengths)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        output, _ = self.rnn(packed)
+        x, _ = pad_packed_sequence(output, batch_first=True, total_length=x.size(1))
+        return self.head(x), lengths
+
+
+class LSTM(RNNEncoder):
+    cell = nn.LSTM
+
+
+class GRU(RNNEncoder):
+    cell = nn.GRU

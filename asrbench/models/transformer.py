@@ -1,0 +1,45 @@
+"""Transformer encoder for CTC: conv subsampling, sinusoidal positions, pre-norm self-attention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from asrbench.models.common import Conv2dSubsampling, CTCHead, SinusoidalPositionalEncoding, padding_mask
+
+
+@dataclass
+class TransformerConfig:
+    d_model: int = 144
+    num_heads: int = 4
+    num_layers: int = 6
+    ff_dim: int = 576
+    dropout: float = 0.1
+    subsample_channels: int = 32
+
+
+class Transformer(nn.Module):
+    def __init__(self, input_dim: int, vocab_size: int, config: TransformerConfig):
+        super().__init__()
+        self.subsampling = Conv2dSubsampling(input_dim, config.d_model, config.subsample_channels)
+        self.positions = SinusoidalPositionalEncoding(config.d_model, config.dropout)
+        layer = nn.TransformerEncoderLayer(
+            config.d_model,
+            config.num_heads,
+            config.ff_dim,
+            config.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(config.d_model)
+        self.head = CTCHead(config.d_model, vocab_size)
+
+    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
+        x, lengths = self.subsampling(features, feature_lengths)
+        x = self.encoder(self.positions(x), src_key_padding_mask=padding_mask(lengths, x.size(1)))
+        return self.head(self.norm(x)), lengths

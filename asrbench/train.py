@@ -1,0 +1,315 @@
+"""One training loop for every model: CTC, AdamW, warm-up then cosine decay, clipping, budgets.
+
+The trainer knows nothing about architectures: it builds the model from the registry, feeds it
+``(features, feature_lengths)`` and trains the ``(log_probs, output_lengths)`` it returns with
+CTC. After every epoch it measures dev CER with greedy decoding, keeps the best checkpoint and a
+resumable last one (optimizer, scheduler and RNG state included), and appends to metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from asrbench import checkpoint, fileio, rundir
+from asrbench.config import RunConfig, data_root, resolve
+from asrbench.data.batching import BucketBatchSampler, Collator
+from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
+from asrbench.data.tokenizer import CharTokenizer
+from asrbench.decode import recognize
+from asrbench.env import environment, resolve_device
+from asrbench.errors import AsrbenchError
+from asrbench.models import build_model, count_parameters
+from asrbench.progress import console, progress_bar
+from asrbench.scoring import error_rates
+from asrbench.text import DEFAULT_NORMALIZER, normalize
+
+
+@dataclass
+class TrainingData:
+    train: FeatureSet
+    dev: FeatureSet
+    tokenizer: CharTokenizer
+    cmvn: GlobalCMVN
+    train_tokens: list[list[int]]
+    dev_tokens: list[list[int]]
+    skipped_long: int
+
+
+def ensure_data_dir(config: RunConfig) -> Path:
+    """The prepared data dir; prepared on the fly when the recipe names a corpus and source."""
+    data_dir = Path(config.data.dir)
+    if not config.data.dir:
+        raise AsrbenchError("no data dir: set data.dir in the recipe or pass --data DIR")
+    if (data_dir / "train.jsonl").is_file():
+        return data_dir
+    if config.data.corpus == "synth":
+        from asrbench.data.synth import synthesize_corpus
+
+        console.print(f"preparing the built-in corpus in {data_dir}")
+        synthesize_corpus(data_dir)
+    elif config.data.corpus:
+        from asrbench.data.prepare import prepare_corpus
+
+        source = Path(config.data.source or config.data.corpus)
+        if not source.is_absolute():
+            source = data_root() / source
+        console.print(f"preparing {config.data.corpus} from {source} into {data_dir}")
+        prepare_corpus(config.data.corpus, source, data_dir)
+    else:
+        raise AsrbenchError(f"{data_dir}: no train.jsonl (run `asrbench data prepare` or set data.corpus)")
+    return data_dir
+
+
+def load_training_data(config: RunConfig, tokenizer: CharTokenizer | None = None) -> TrainingData:
+    data_dir = ensure_data_dir(config)
+    train = load_features(data_dir, "train", config.features)
+    dev = load_features(data_dir, "dev", config.features)
+    keep = [i for i, utt in enumerate(train.utterances) if utt.duration <= config.data.max_duration]
+    skipped_long = len(train) - len(keep)
+    if skipped_long:
+        train = train.subset(keep)
+    cmvn = GlobalCMVN.from_frames(train.frames)  # statistics of the unperturbed training audio
+    for factor in config.augment.speed_perturb:
+        if factor != 1.0:
+            perturbed = load_features(data_dir, "train", config.features, speed=float(factor))
+            keep = [i for i, utt in enumerate(perturbed.utterances) if utt.duration <= config.data.max_duration]
+            perturbed = perturbed.subset(keep)
+            train = FeatureSet(
+                train.utterances + perturbed.utterances,
+                torch.cat([train.frames, perturbed.frames]),
+                torch.cat([train.offsets, perturbed.offsets[1:] + train.offsets[-1]]),
+            )
+    train_texts = [normalize(utt.text) for utt in train.utterances]
+    tokenizer = tokenizer or CharTokenizer.build(train_texts)
+    return TrainingData(
+        train=train,
+        dev=dev,
+        tokenizer=tokenizer,
+        cmvn=cmvn,
+        train_tokens=[tokenizer.encode(text) for text in train_texts],
+        dev_tokens=[tokenizer.encode(normalize(utt.text)) for utt in dev.utterances],
+        skipped_long=skipped_long,
+    )
+
+
+def lr_factor(step: int, total_steps: int, config) -> float:
+    """Linear warm-up to 1, then cosine decay to ``final_lr_ratio`` (or constant)."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
+    return config.final_lr_ratio + (1 - config.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train(
+    recipe: str | Path | None,
+    model_name: str | None,
+    out: str | Path,
+    data_dir: str | None = None,
+    overrides: list[str] | None = None,
+    resume: bool = False,
+    epochs: int | None = None,
+    max_minutes: float | None = None,
+    seed: int | None = None,
+) -> dict:
+    """Train one model; returns the training summary (also written to train_summary.json)."""
+    run_dir = Path(out)
+    extra = list(overrides or [])
+    if data_dir is not None:
+        extra.append(f"data.dir={data_dir}")
+    if epochs is not None:
+        extra.append(f"train.epochs={epochs}")
+    if max_minutes is not None:
+        extra.append(f"train.max_minutes={max_minutes}")
+    if seed is not None:
+        extra.append(f"train.seed={seed}")
+
+    last_state = None
+    if resume and (run_dir / rundir.LAST).is_file():
+        config = rundir.read_config(run_dir)
+        budget_keys = [o for o in extra if o.split("=", 1)[0] in ("train.epochs", "train.max_minutes")]
+        if budget_keys:  # a resumed run may be given more epochs or time, nothing else
+            from asrbench.config import _apply_override, build_dataclass, parse_override, TrainConfig
+
+            sections = {"train": config.train.__dict__.copy()}
+            for text in budget_keys:
+                path, value = parse_override(text)
+                _apply_override(sections, path, value, text, config.model.name)
+            config.train = build_dataclass(TrainConfig, sections["train"], "--resume")
+        last_state = checkpoint.load_state(run_dir / rundir.LAST)
+    else:
+        if recipe is None or model_name is None:
+            raise AsrbenchError("a recipe and --model are needed to start a new run")
+        if (run_dir / rundir.CONFIG).is_file():
+            raise AsrbenchError(f"{run_dir}: already holds a run (use --resume to continue it, or another --out)")
+        config = resolve(recipe, model_name, extra)
+
+    if config.train.num_threads > 0:
+        torch.set_num_threads(config.train.num_threads)
+    device = resolve_device(config.train.device)
+    seed_everything(config.train.seed)
+    tokenizer = None
+    if last_state is not None:
+        tokenizer = CharTokenizer.from_dict(last_state["tokenizer"])
+    data = load_training_data(config, tokenizer)
+    if last_state is not None:
+        data.cmvn = GlobalCMVN.from_dict(last_state["cmvn"])
+
+    model = build_model(config.model.name, config.model.options, config.features.dim(), len(data.tokenizer))
+    model.to(device)
+    parameters = count_parameters(model)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.write_config(run_dir, config)
+    fileio.write_json(run_dir / rundir.TOKENIZER, data.tokenizer.to_dict())
+    fileio.write_json(run_dir / rundir.ENVIRONMENT, environment(device))
+
+    tc = config.train
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    sampler = BucketBatchSampler(data.train.lengths.tolist(), tc.batch_frames, tc.max_batch_size, True, tc.seed)
+    steps_per_epoch = len(sampler)
+    total_steps = steps_per_epoch * tc.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, tc))
+    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16" and device.type == "cuda")
+    collate = Collator(data.train, data.train_tokens, data.cmvn, config.augment)
+
+    start_epoch, step, best_cer, bad_epochs, train_seconds = 0, 0, float("inf"), 0, 0.0
+    if last_state is not None:
+        model.load_state_dict(last_state["model_state"])
+        optimizer.load_state_dict(last_state["optimizer"])
+        scheduler.load_state_dict(last_state["scheduler"])
+        start_epoch, step = last_state["epoch"], last_state["step"]
+        best_cer, bad_epochs = last_state["best_dev_cer"], last_state["bad_epochs"]
+        train_seconds = last_state["train_seconds"]
+        torch.set_rng_state(last_state["torch_rng"])
+        random.setstate(last_state["python_rng"])
+
+    stop_reason = "epochs"
+    budget_seconds = tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
+    skipped_batches = 0
+    epoch = start_epoch
+    metrics_row: dict = {}
+    console.print(
+        f"[bold]{config.model.name}[/bold]: {parameters:,} parameters, {len(data.train)} training utterances, "
+        f"{steps_per_epoch} steps/epoch, device {device}"
+        + (f", {data.skipped_long} utterances longer than {config.data.max_duration}s skipped"
+           if data.skipped_long else "")
+    )
+    with progress_bar("loss", "lr", "dev_cer") as progress:
+        task = progress.add_task(
+            f"train {config.model.name}", total=total_steps, completed=step, loss="-", lr="-",
+            dev_cer="-" if best_cer == math.inf else f"{best_cer:.2f}",
+        )
+        for epoch in range(start_epoch, tc.epochs):
+            if train_seconds >= budget_seconds:
+                stop_reason = "time budget"
+                break
+            epoch_start = time.perf_counter()
+            model.train()
+            sampler.set_epoch(epoch)
+            loss_sum, loss_count = 0.0, 0
+            for indices in sampler:
+                batch = collate(indices).to(device)
+                with _autocast(device, tc.precision):
+                    log_probs, output_lengths = model(batch.features, batch.feature_lengths)
+                loss = nn.functional.ctc_loss(
+                    log_probs.float().transpose(0, 1),
+                    batch.targets,
+                    output_lengths,
+                    batch.target_lengths,
+                    blank=data.tokenizer.blank_id,
+                    reduction="sum",
+                    zero_infinity=True,
+                ) / len(indices)
+                optimizer.zero_grad(set_to_none=True)
+                if not torch.isfinite(loss):
+                    skipped_batches += 1
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    loss_sum += float(loss.detach()) * len(indices)
+                    loss_count += len(indices)
+                scheduler.step()
+                step += 1
+                progress.update(task, advance=1, loss=f"{float(loss.detach()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                if train_seconds + time.perf_counter() - epoch_start >= budget_seconds:
+                    stop_reason = "time budget"
+                    break
+            dev = recognize(model, data.dev, data.cmvn, data.tokenizer, device, tc.eval_batch_frames,
+                            token_ids=data.dev_tokens)
+            rates = error_rates([u.text for u in data.dev.utterances], dev.hypotheses, DEFAULT_NORMALIZER)
+            train_seconds += time.perf_counter() - epoch_start
+            improved = rates.cer < best_cer
+            if improved:
+                best_cer, bad_epochs = rates.cer, 0
+                checkpoint.save(run_dir / rundir.BEST, config, data.tokenizer, data.cmvn, model,
+                                epoch=epoch + 1, step=step, dev_cer=rates.cer, dev_wer=rates.wer)
+            else:
+                bad_epochs += 1
+            metrics_row = {
+                "epoch": epoch + 1,
+                "step": step,
+                "train_loss": loss_sum / loss_count if loss_count else None,
+                "dev_loss": dev.loss,
+                "dev_cer": rates.cer,
+                "dev_wer": rates.wer,
+                "lr": scheduler.get_last_lr()[0],
+                "train_seconds": train_seconds,
+                "skipped_batches": skipped_batches,
+            }
+            rundir.append_metrics(run_dir, metrics_row)
+            checkpoint.save(
+                run_dir / rundir.LAST, config, data.tokenizer, data.cmvn, model,
+                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), epoch=epoch + 1, step=step,
+                best_dev_cer=best_cer, bad_epochs=bad_epochs, train_seconds=train_seconds,
+                torch_rng=torch.get_rng_state(), python_rng=random.getstate(),
+            )
+            progress.update(task, dev_cer=f"{rates.cer:.2f}")
+            if stop_reason == "time budget":
+                break
+            if tc.patience and bad_epochs >= tc.patience:
+                stop_reason = "early stopping"
+                break
+    epochs_done = metrics_row.get("epoch", start_epoch)
+    summary = {
+        "model": config.model.name,
+        "params": parameters,
+        "epochs": epochs_done,
+        "steps": step,
+        "train_seconds": train_seconds,
+        "best_dev_cer": best_cer,
+        "stop_reason": stop_reason,
+        "skipped_long_utterances": data.skipped_long,
+        "skipped_batches": skipped_batches,
+        "config_hash": config.hash(),
+        "environment": environment(device),
+    }
+    fileio.write_json(run_dir / rundir.SUMMARY, summary)
+    console.print(
+        f"[green]done[/green] {config.model.name}: best dev CER {best_cer:.2f}% after {epochs_done} epochs, "
+        f"{train_seconds:.0f}s ({stop_reason}) -> {run_dir}"
+    )
+    return summary
