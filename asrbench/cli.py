@@ -29,29 +29,17 @@ def _fail(message: str) -> None:
 
 
 def run_app() -> None:
-    """Console-script entry point: user errors become one line and exit code 2."""
+    """Console-script entry point: user errors become one line and exit code 2.
+
+    Click (standalone mode) handles usage errors (exit 2), ``typer.Exit`` codes and Ctrl-C.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except AsrbenchError as err:
         if _state["debug"]:
             raise
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(1)
-    except Exception as err:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
 
 
 @data_app.command("prepare")

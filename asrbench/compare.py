@@ -93,4 +93,10 @@ def render(rows: list[dict], fmt: str) -> str:
                  "|" + "|".join("---" if k in ("run", "model", "split") else "---:" for k in COLUMNS) + "|"]
         lines += ["| " + " | ".join(_cell(k, row[k]) for k in COLUMNS) + " |" for row in rows]
         return "\n".join(lines) + "\n"
+    if fmt == "table":
+        from rich.console import Console
+
+        console = Console(width=140, record=True, file=io.StringIO())
+        console.print(rich_table(rows))
+        return console.export_text()
     raise AsrbenchError(f"unknown format '{fmt}' (valid: {', '.join(FORMATS)})")

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -147,8 +148,33 @@ POSITIVE = {
 }
 
 
+NON_NEGATIVE = {
+    ("train", "warmup_steps"),
+    ("train", "grad_clip"),
+    ("train", "patience"),
+    ("train", "max_minutes"),
+    ("train", "weight_decay"),
+    ("train", "num_threads"),
+    ("augment", "freq_masks"),
+    ("augment", "time_masks"),
+    ("augment", "freq_mask_width"),
+    ("augment", "time_mask_width"),
+    ("augment", "time_mask_ratio"),
+}
+
+
+@dataclass(frozen=True)
+class _Override:
+    """A ``--set`` value: its raw text is kept for string fields (``data.dir=2024`` or ``=yes``)."""
+
+    raw: str
+    value: Any
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check ``value`` against a dataclass field type; ints are accepted where floats are."""
+    if isinstance(value, _Override):
+        value = value.raw if annotation in (str, "str") else value.value
     if isinstance(annotation, str):
         annotation = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}.get(
             annotation, annotation
@@ -172,6 +198,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     elif annotation is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # `--set data.dir=2024` names a folder, not a number
     elif annotation is list or origin is list:
         if isinstance(value, list):
             return value
@@ -209,9 +237,24 @@ def _validate(config: RunConfig, where: str) -> None:
         value = getattr(getattr(config, section), key)
         if not value > 0:
             raise AsrbenchError(f"{where}: {section}.{key} must be positive, got {value!r}")
+    for section, key in NON_NEGATIVE:
+        value = getattr(getattr(config, section), key)
+        if value < 0:
+            raise AsrbenchError(f"{where}: {section}.{key} must not be negative, got {value!r}")
     for factor in config.augment.speed_perturb:
         if not isinstance(factor, (int, float)) or not 0.5 <= factor <= 2.0:
             raise AsrbenchError(f"{where}: augment.speed_perturb factors must be numbers in [0.5, 2], got {factor!r}")
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; recipes mean a float."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -219,7 +262,7 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise AsrbenchError(f"{path}: recipe not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_RecipeLoader)  # noqa: S506 - safe loader
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -315,7 +358,25 @@ def _apply_override(sections: dict, path: list[str], value: Any, text: str, mode
     section = sections[path[0]]
     if not isinstance(section, dict):
         raise AsrbenchError(f"--set {text}: section '{path[0]}' is not a mapping")
-    section[path[1]] = value  # unknown keys are caught by build_dataclass with the valid list
+    raw = text.split("=", 1)[1]
+    section[path[1]] = _Override(raw, value)  # unknown keys are caught by build_dataclass with the valid list
+
+
+def with_overrides(config: RunConfig, overrides: list[str], where: str = "--set") -> RunConfig:
+    """A copy of a resolved config with ``--set`` overrides applied (e.g. to extend a resumed run)."""
+    values = config.to_dict()
+    sections = {name: values[name] for name in SECTIONS}
+    sections["model"] = values["model"]["options"]
+    for text in overrides:
+        path, value = parse_override(text)
+        _apply_override(sections, path, value, text, config.model.name)
+    built = {name: build_dataclass(cls, sections[name], f"{where}: {name}") for name, cls in SECTIONS.items()}
+    from asrbench.models import model_config_class
+
+    options = build_dataclass(model_config_class(config.model.name), sections["model"], f"{where}: model")
+    result = RunConfig(**built, model=ModelSpec(name=config.model.name, options=dataclasses.asdict(options)))
+    _validate(result, where)
+    return result
 
 
 def run_config_from_dict(values: dict, where: str) -> RunConfig:

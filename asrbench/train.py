@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from asrbench import checkpoint, fileio, rundir
-from asrbench.config import RunConfig, data_root, resolve
+from asrbench.config import RunConfig, data_root, resolve, with_overrides
 from asrbench.data.batching import BucketBatchSampler, Collator
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.tokenizer import CharTokenizer
@@ -148,15 +148,9 @@ def train(
     last_state = None
     if resume and (run_dir / rundir.LAST).is_file():
         config = rundir.read_config(run_dir)
-        budget_keys = [o for o in extra if o.split("=", 1)[0] in ("train.epochs", "train.max_minutes")]
-        if budget_keys:  # a resumed run may be given more epochs or time, nothing else
-            from asrbench.config import _apply_override, build_dataclass, parse_override, TrainConfig
-
-            sections = {"train": config.train.__dict__.copy()}
-            for text in budget_keys:
-                path, value = parse_override(text)
-                _apply_override(sections, path, value, text, config.model.name)
-            config.train = build_dataclass(TrainConfig, sections["train"], "--resume")
+        # A resumed run may be given more epochs or time, nothing else.
+        budget = [o for o in extra if o.split("=", 1)[0].strip() in ("train.epochs", "train.max_minutes")]
+        config = with_overrides(config, budget, "--resume")
         last_state = checkpoint.load_state(run_dir / rundir.LAST)
     else:
         if recipe is None or model_name is None:
@@ -193,13 +187,14 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16" and device.type == "cuda")
     collate = Collator(data.train, data.train_tokens, data.cmvn, config.augment)
 
-    start_epoch, step, best_cer, bad_epochs, train_seconds = 0, 0, float("inf"), 0, 0.0
+    start_epoch, step, best_cer, best_loss, bad_epochs, train_seconds = 0, 0, math.inf, math.inf, 0, 0.0
     if last_state is not None:
         model.load_state_dict(last_state["model_state"])
         optimizer.load_state_dict(last_state["optimizer"])
         scheduler.load_state_dict(last_state["scheduler"])
         start_epoch, step = last_state["epoch"], last_state["step"]
-        best_cer, bad_epochs = last_state["best_dev_cer"], last_state["bad_epochs"]
+        best_cer, best_loss = last_state["best_dev_cer"], last_state["best_dev_loss"]
+        bad_epochs = last_state["bad_epochs"]
         train_seconds = last_state["train_seconds"]
         torch.set_rng_state(last_state["torch_rng"])
         random.setstate(last_state["python_rng"])
@@ -262,9 +257,9 @@ def train(
                             token_ids=data.dev_tokens)
             rates = error_rates([u.text for u in data.dev.utterances], dev.hypotheses, DEFAULT_NORMALIZER)
             train_seconds += time.perf_counter() - epoch_start
-            improved = rates.cer < best_cer
-            if improved:
-                best_cer, bad_epochs = rates.cer, 0
+            # Dev CER decides; dev loss breaks ties (small dev sets often sit at 0% CER for many epochs).
+            if (rates.cer, dev.loss) < (best_cer, best_loss):
+                best_cer, best_loss, bad_epochs = rates.cer, dev.loss, 0
                 checkpoint.save(run_dir / rundir.BEST, config, data.tokenizer, data.cmvn, model,
                                 epoch=epoch + 1, step=step, dev_cer=rates.cer, dev_wer=rates.wer)
             else:
@@ -284,7 +279,7 @@ def train(
             checkpoint.save(
                 run_dir / rundir.LAST, config, data.tokenizer, data.cmvn, model,
                 optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), epoch=epoch + 1, step=step,
-                best_dev_cer=best_cer, bad_epochs=bad_epochs, train_seconds=train_seconds,
+                best_dev_cer=best_cer, best_dev_loss=best_loss, bad_epochs=bad_epochs, train_seconds=train_seconds,
                 torch_rng=torch.get_rng_state(), python_rng=random.getstate(),
             )
             progress.update(task, dev_cer=f"{rates.cer:.2f}")

@@ -129,3 +129,15 @@ def test_missing_extra_is_a_clear_error(monkeypatch, tmp_path):
 def test_negative_count_is_rejected():
     with pytest.raises(AsrbenchError, match="dev_utterances"):
         synth.SynthConfig(dev_utterances=-1)
+
+
+@pytest.mark.parametrize("target_rate", [16000, 8000, 44100])
+def test_resample_keeps_a_tone(target_rate):
+    def tone(rate: int, seconds: float) -> np.ndarray:
+        return 1000 * np.sin(2 * np.pi * 440 * np.arange(int(rate * seconds)) / rate)
+
+    resampled = synth._resample(tone(22050, 1.0), 22050, target_rate)
+    expected = tone(target_rate, 1.0)
+    assert resampled.shape == expected.shape
+    middle = slice(target_rate // 10, -target_rate // 10)  # the edges see the signal's abrupt start and end
+    assert np.abs(resampled[middle] - expected[middle]).max() < 5  # 0.5% of the amplitude

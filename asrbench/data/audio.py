@@ -6,6 +6,7 @@ rates are resampled (torchaudio's pure-Python ``resample``).
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -15,8 +16,15 @@ import torch
 from asrbench.errors import AsrbenchError
 
 
+def _require_file(path: str) -> None:
+    # soundfile reports a missing file as a generic "System error", so check first.
+    if not os.path.isfile(path):
+        raise AsrbenchError(f"{path}: audio file not found")
+
+
 def audio_info(path: str) -> tuple[float, int]:
     """(duration in seconds, sample rate) read from the header."""
+    _require_file(path)
     try:
         info = soundfile.info(path)
     except FileNotFoundError:
@@ -30,6 +38,7 @@ def audio_info(path: str) -> tuple[float, int]:
 
 def load_audio(path: str, sample_rate: int, offset: float = 0.0, duration: float | None = None) -> torch.Tensor:
     """Load ``path`` as a mono float32 tensor of shape (samples,) at ``sample_rate``."""
+    _require_file(path)
     try:
         with soundfile.SoundFile(path) as handle:
             native_rate = handle.samplerate

@@ -38,6 +38,8 @@ class Conv2dSubsampling(nn.Module):
         return ((lengths - 1) // 2 - 1) // 2
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if features.size(1) < 7:  # the two convolutions need 7 frames to give one
+            features = nn.functional.pad(features, (0, 0, 0, 7 - features.size(1)))
         x = self.conv(features.unsqueeze(1))  # (B, C, T', F')
         batch, channels, time, freq = x.shape
         x = self.out(x.transpose(1, 2).reshape(batch, time, channels * freq))

@@ -1,8 +1,11 @@
 """Conformer encoder for CTC: conv subsampling, then torchaudio's Conformer blocks.
 
-torchaudio's ``Conformer`` is pure Python (no compiled extension) and is the reference
-implementation of Gulati et al. (2020) macaron feed-forward / self-attention / convolution
-blocks; we add subsampling, absolute positions and the CTC head around it.
+torchaudio's ``Conformer`` is pure Python (no compiled extension) and a reference implementation
+of Gulati et al. (2020): macaron feed-forward, self-attention and convolution modules. Two
+changes make it padding-invariant, so an utterance decodes the same alone or in a padded batch:
+padded frames are zeroed before each depthwise convolution, and the convolution module's
+BatchNorm (whose statistics would mix in padding) is replaced by a per-frame LayerNorm over
+channels, as ESPnet and NeMo allow.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from asrbench.models.common import Conv2dSubsampling, CTCHead, SinusoidalPositionalEncoding
+from asrbench.models.common import Conv2dSubsampling, CTCHead, SinusoidalPositionalEncoding, padding_mask
 from asrbench.torchaudio_compat import torchaudio
 
 
@@ -25,6 +28,13 @@ class ConformerConfig:
     kernel_size: int = 15
     dropout: float = 0.1
     subsample_channels: int = 32
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over channels of a (B, C, T) tensor, frame by frame."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
 class Conformer(nn.Module):
@@ -40,10 +50,22 @@ class Conformer(nn.Module):
             depthwise_conv_kernel_size=config.kernel_size,
             dropout=config.dropout,
         )
+        self._padding: torch.Tensor | None = None  # (B, 1, T) of the batch being encoded
+        for layer in self.encoder.conformer_layers:
+            conv = layer.conv_module.sequential
+            conv[3] = ChannelLayerNorm(conv[3].num_features)
+            conv[2].register_forward_pre_hook(self._zero_padding)
         self.head = CTCHead(config.d_model, vocab_size)
+
+    def _zero_padding(self, module: nn.Module, inputs: tuple[torch.Tensor]) -> tuple[torch.Tensor]:
+        return (inputs[0].masked_fill(self._padding, 0.0),)
 
     def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
         x, lengths = self.subsampling(features, feature_lengths)
-        x, lengths = self.encoder(self.positions(x), lengths)
+        self._padding = padding_mask(lengths, x.size(1)).unsqueeze(1)
+        try:
+            x, lengths = self.encoder(self.positions(x), lengths)
+        finally:
+            self._padding = None
         return self.head(x), lengths

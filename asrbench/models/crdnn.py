@@ -32,13 +32,19 @@ class CRDNN(nn.Module):
         if config.rnn_type not in ("gru", "lstm"):
             raise ValueError(f"rnn_type must be gru or lstm, got {config.rnn_type!r}")
         channels = config.conv_channels
-        self.conv = nn.Sequential(
-            nn.Conv2d(1, channels, kernel_size=(11, 41), stride=(2, 2), padding=(5, 20)),
-            nn.BatchNorm2d(channels),
-            nn.Hardtanh(0, 20),
-            nn.Conv2d(channels, channels, kernel_size=(11, 21), stride=(2, 1), padding=(5, 10)),
-            nn.BatchNorm2d(channels),
-            nn.Hardtanh(0, 20),
+        self.conv = nn.ModuleList(
+            [
+                nn.Sequential(
+                    nn.Conv2d(1, channels, kernel_size=(11, 41), stride=(2, 2), padding=(5, 20)),
+                    nn.BatchNorm2d(channels),
+                    nn.Hardtanh(0, 20),
+                ),
+                nn.Sequential(
+                    nn.Conv2d(channels, channels, kernel_size=(11, 21), stride=(2, 1), padding=(5, 10)),
+                    nn.BatchNorm2d(channels),
+                    nn.Hardtanh(0, 20),
+                ),
+            ]
         )
         freq = (input_dim + 2 * 20 - 41) // 2 + 1
         cell = nn.GRU if config.rnn_type == "gru" else nn.LSTM
@@ -59,18 +65,19 @@ class CRDNN(nn.Module):
         self.head = CTCHead(width, vocab_size)
 
     @staticmethod
-    def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
-        for _ in range(2):  # kernel 11, stride 2, padding 5 along time, twice
-            lengths = (lengths + 2 * 5 - 11) // 2 + 1
-        return lengths
+    def block_lengths(lengths: torch.Tensor) -> torch.Tensor:
+        return (lengths + 2 * 5 - 11) // 2 + 1  # kernel 11, stride 2, padding 5 along time
 
     def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
-        pad = padding_mask(feature_lengths, features.size(1))
-        x = self.conv(features.masked_fill(pad.unsqueeze(-1), 0.0).unsqueeze(1))  # (B, C, T', F')
-        batch, channels, time, freq = x.shape
+        lengths = feature_lengths
+        x = features.unsqueeze(1)  # (B, 1, T, F)
+        for block in self.conv:
+            # Zero the padding before each block so no frame of an utterance sees a neighbour's data.
+            x = block(x.masked_fill(padding_mask(lengths, x.size(2)).view(x.size(0), 1, -1, 1), 0.0))
+            lengths = self.block_lengths(lengths).clamp(min=1, max=x.size(2))
+        batch, channels, time, freq = x.shape  # (B, C, T/4, F')
         x = x.transpose(1, 2).reshape(batch, time, channels * freq)
-        lengths = self.output_lengths(feature_lengths).clamp(min=1, max=time)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         output, _ = self.rnn(packed)
         x, _ = pad_packed_sequence(output, batch_first=True, total_length=time)

@@ -40,8 +40,15 @@ class DNN(nn.Module):
     def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, F), (B,) -> log_probs (B, ceil(T/stride), V), output_lengths (B,)."""
         k, stride = self.config.context, self.config.stride
-        padded = nn.functional.pad(features.transpose(1, 2), (k, k), mode="replicate").transpose(1, 2)
-        windows = padded.unfold(1, 2 * k + 1, stride)  # (B, T', F, 2k+1)
-        spliced = windows.transpose(2, 3).reshape(windows.size(0), windows.size(1), -1)
+        batch, time, dim = features.shape
+        centers = torch.arange(0, time, stride, device=features.device)  # (T',)
+        offsets = torch.arange(-k, k + 1, device=features.device)  # (2k+1,)
+        # Each window is clipped to its own utterance (edge frames repeat), never into the padding,
+        # so an utterance gives the same output alone or in a padded batch.
+        last = (feature_lengths - 1).clamp(min=0).view(batch, 1, 1)
+        index = (centers.view(1, -1, 1) + offsets.view(1, 1, -1)).clamp(min=0)
+        index = torch.minimum(index.expand(batch, -1, -1), last)  # (B, T', 2k+1)
+        gathered = features.gather(1, index.reshape(batch, -1, 1).expand(-1, -1, dim))
+        spliced = gathered.reshape(batch, centers.numel(), (2 * k + 1) * dim)
         output_lengths = (feature_lengths + stride - 1) // stride
-        return self.head(self.layers(spliced)), output_lengths.clamp(max=spliced.size(1))
+        return self.head(self.layers(spliced)), output_lengths.clamp(max=centers.numel())

@@ -1,0 +1,186 @@
+"""The command line: thin commands over library functions; user errors are one line and exit 2."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from asrbench import cli
+from asrbench.cli import app, run_app
+from asrbench.compare import collect
+from asrbench.errors import AsrbenchError
+from asrbench.models import MODELS, build_model, count_parameters, default_options
+
+RECIPE = Path(__file__).parents[1] / "recipes" / "yesno.yaml"
+
+runner = CliRunner()
+
+
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the console-script entry point in-process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["asrbench", *args])
+    monkeypatch.setitem(cli._state, "debug", False)
+    code = 0
+    try:
+        run_app()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def fake_run(root: Path, name: str, wer: float) -> Path:
+    run_dir = root / name
+    (run_dir / "decode" / "test").mkdir(parents=True)
+    result = {"model": name, "wer": wer, "cer": wer / 2, "params": 1000, "rtfx": 50.0, "words": 10}
+    (run_dir / "decode" / "test" / "result.json").write_text(json.dumps(result), encoding="utf-8")
+    (run_dir / "train_summary.json").write_text(json.dumps({"train_seconds": 3.0, "epochs": 2}), encoding="utf-8")
+    return run_dir
+
+
+def test_models_lists_every_model_with_its_parameter_count():
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for name in MODELS:
+        parameters = count_parameters(build_model(name, default_options(name), 80, 30))
+        row = [line for line in lines if line.count("│") >= 2 and line.split("│")[1].strip() == name]
+        assert row, f"{name} missing from:\n{result.output}"
+        assert f"{parameters:,}" in row[0]
+    assert len(MODELS) >= 7
+
+
+def test_train_with_unknown_model_lists_valid_models(monkeypatch, capsys, tmp_path):
+    code, out, err = run_main(monkeypatch, capsys, "train", str(RECIPE), "--model", "whisper", "--out",
+                              str(tmp_path / "run"))
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "whisper" in err
+    for name in MODELS:
+        assert name in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_without_recipe_or_model_is_a_user_error(monkeypatch, capsys, tmp_path):
+    code, _, err = run_main(monkeypatch, capsys, "train", "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert "recipe and --model" in err
+
+
+@pytest.mark.parametrize("make_dir", [True, False], ids=["empty-folder", "missing-folder"])
+def test_decode_on_something_that_is_not_a_run_dir(monkeypatch, capsys, tmp_path, make_dir):
+    target = tmp_path / "not-a-run"
+    if make_dir:
+        target.mkdir()
+        (target / "notes.txt").write_text("hello", encoding="utf-8")
+    code, out, err = run_main(monkeypatch, capsys, "decode", str(target))
+    assert code == 2
+    assert err.startswith(f"error: {target}") and err.count("\n") == 1
+    assert ("not a run dir" if make_dir else "run dir not found") in err
+    assert "Traceback" not in err
+
+
+def test_debug_flag_keeps_the_exception(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["asrbench", "--debug", "decode", str(tmp_path)])
+    monkeypatch.setitem(cli._state, "debug", False)
+    with pytest.raises(AsrbenchError, match="not a run dir"):
+        run_app()
+
+
+@pytest.mark.bug
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["no-such-command"], "no-such-command"),
+        (["train", "--epochs", "many", "--out", "run"], "epochs"),
+        (["decode"], "run_dir"),
+    ],
+    ids=["unknown-command", "bad-option-value", "missing-argument"],
+)
+def test_usage_errors_exit_2_without_a_traceback(monkeypatch, capsys, args, fragment):
+    """BUG: typer >= 0.2x vendors click as ``typer._click``, so run_app's
+    ``isinstance(err, click.ClickException)`` is False for typer's usage errors: an unknown
+    command, a bad option value or a missing argument escape as a traceback with exit code 1.
+    Fix: let click handle its own errors (``app()`` in standalone mode, catching only
+    AsrbenchError around it), or test for the ClickException class typer actually raises."""
+    try:
+        code, _, err = run_main(monkeypatch, capsys, *args)
+    except Exception as exc:  # noqa: BLE001 - the bug: the usage error escapes run_app
+        pytest.fail(f"run_app raised {type(exc).__module__}.{type(exc).__name__}: {exc}")
+    assert code == 2
+    assert fragment.lower() in err.lower()
+    assert "Traceback" not in err
+
+
+@pytest.mark.bug
+def test_failing_command_exit_code_reaches_the_shell(monkeypatch, capsys, tmp_path):
+    """BUG: ``_fail`` raises ``typer.Exit(2)``; with ``app(standalone_mode=False)`` click *returns*
+    2 instead of raising, run_app drops the return value, and the process exits 0 after printing
+    the error (e.g. ``asrbench compare RUN --format xml``). Fix: ``sys.exit(app(...) or 0)``, or
+    standalone mode as above."""
+    run = fake_run(tmp_path, "lstm", 12.5)
+    code, _, err = run_main(monkeypatch, capsys, "compare", str(run), "--format", "xml")
+    assert "unknown format 'xml'" in err
+    assert code == 2
+
+
+def test_compare_json(tmp_path):
+    runs = [fake_run(tmp_path, "lstm", 12.5), fake_run(tmp_path, "cnn", 9.0)]
+    result = runner.invoke(app, ["compare", *map(str, runs), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert rows == collect(runs)
+    assert [(row["model"], row["wer"], row["epochs"]) for row in rows] == [("lstm", 12.5, 2), ("cnn", 9.0, 2)]
+
+
+def test_compare_csv_to_a_file(tmp_path):
+    runs = [fake_run(tmp_path, "gru", 20.0)]
+    out = tmp_path / "table.csv"
+    result = runner.invoke(app, ["compare", str(runs[0]), "--format", "csv", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    (row,) = csv.DictReader(io.StringIO(out.read_text(encoding="utf-8")))
+    assert row["model"] == "gru" and float(row["wer"]) == 20.0
+
+
+def test_compare_table_and_markdown(tmp_path):
+    runs = [fake_run(tmp_path, "lstm", 12.5), fake_run(tmp_path, "cnn", 9.0)]
+    table = runner.invoke(app, ["compare", *map(str, runs)])
+    assert table.exit_code == 0 and "12.50" in table.stdout and "9.00" in table.stdout
+    markdown = runner.invoke(app, ["compare", *map(str, runs), "--format", "markdown"])
+    assert markdown.exit_code == 0
+    assert markdown.stdout.count("\n") == 4 and "| lstm |" in markdown.stdout
+
+
+def test_compare_unknown_format_exits_2(tmp_path):
+    run = fake_run(tmp_path, "lstm", 12.5)
+    result = runner.invoke(app, ["compare", str(run), "--format", "xml"])
+    assert result.exit_code == 2
+    assert "unknown format 'xml'" in result.stderr
+    for fmt in ("table", "markdown", "csv", "json"):
+        assert fmt in result.stderr
+
+
+def test_compare_without_decode_results_exits_2(monkeypatch, capsys, tmp_path):
+    code, _, err = run_main(monkeypatch, capsys, "compare", str(tmp_path), "--format", "json")
+    assert code == 2
+    assert "no decode result" in err and err.count("\n") == 1
+
+
+def test_console_script_turns_user_errors_into_one_line():
+    script = Path(sys.executable).parent / "asrbench"
+    assert script.is_file(), f"{script}: console script not installed (pip install -e .)"
+    target = Path(__file__).parent  # a folder that exists but is not a run dir
+    result = subprocess.run([str(script), "decode", str(target)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {target}: not a run dir")
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""

@@ -1,0 +1,468 @@
+"""Recipe resolution: shared sections + per-model entries + --set overrides, strictly validated."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from asrbench.config import (
+    SECTIONS,
+    ModelSpec,
+    RunConfig,
+    TrainConfig,
+    parse_override,
+    resolve,
+    run_config_from_dict,
+)
+from asrbench.errors import AsrbenchError
+from asrbench.models import MODELS, build_model, count_parameters, default_options
+
+RECIPES_DIR = Path(__file__).parents[1] / "recipes"
+
+RECIPE = """\
+data:
+  dir: data/tiny
+features:
+  sample_rate: 8000
+  num_mel_bins: 40
+train:
+  epochs: 7
+  lr: 2.0e-3
+  batch_frames: 5000
+models:
+  lstm:
+    hidden_size: 48
+    num_layers: 1
+    train:
+      lr: 5.0e-4
+      epochs: 3
+  gru: {hidden_size: 24}
+"""
+
+
+def write_recipe(tmp_path: Path, text: str = RECIPE, name: str = "recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def recipe_with(tmp_path: Path, **sections) -> Path:
+    """A recipe whose ``models`` has an lstm entry, plus the given sections."""
+    values = {"models": {"lstm": {}}, **sections}
+    return write_recipe(tmp_path, yaml.safe_dump(values))
+
+
+# --- resolving ---------------------------------------------------------------------------------
+
+
+def test_resolve_merges_shared_sections_model_options_and_model_train_overrides(tmp_path):
+    config = resolve(write_recipe(tmp_path), "lstm")
+    assert config.data.dir == "data/tiny"
+    assert config.features.sample_rate == 8000
+    assert config.features.num_mel_bins == 40
+    assert config.features.dim() == 40
+    # models.lstm.train overrides the shared train section, other shared keys are kept.
+    assert config.train.lr == pytest.approx(5e-4)
+    assert config.train.epochs == 3
+    assert config.train.batch_frames == 5000
+    # Keys nobody set keep the dataclass defaults.
+    assert config.train.weight_decay == TrainConfig().weight_decay
+    assert config.model.name == "lstm"
+    expected = {**default_options("lstm"), "hidden_size": 48, "num_layers": 1}
+    assert config.model.options == expected
+    assert "train" not in config.model.options
+
+
+def test_model_train_overrides_do_not_leak_into_other_models(tmp_path):
+    config = resolve(write_recipe(tmp_path), "gru")
+    assert config.train.lr == pytest.approx(2e-3)
+    assert config.train.epochs == 7
+    assert config.model.options["hidden_size"] == 24
+
+
+def test_resolve_does_not_modify_the_recipe_between_calls(tmp_path):
+    path = write_recipe(tmp_path)
+    first = resolve(path, "lstm", ["train.lr=0.1", "model.hidden_size=8"])
+    second = resolve(path, "lstm")
+    assert first.train.lr == pytest.approx(0.1)
+    assert second.train.lr == pytest.approx(5e-4)
+    assert second.model.options["hidden_size"] == 48
+
+
+def test_int_is_accepted_for_float_and_becomes_float(tmp_path):
+    config = resolve(recipe_with(tmp_path, train={"lr": 1}), "lstm")
+    assert config.train.lr == 1.0
+    assert isinstance(config.train.lr, float)
+
+
+def test_empty_recipe_sections_use_defaults(tmp_path):
+    path = write_recipe(tmp_path, "data:\ntrain:\nmodels:\n  lstm:\n")
+    config = resolve(path, "lstm")
+    assert config.train == TrainConfig()
+    assert config.model.options == default_options("lstm")
+
+
+@pytest.mark.bug
+def test_yaml_exponent_float_without_dot_is_a_float(tmp_path):
+    """BUG: PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a *string*, so a recipe with
+    ``lr: 1e-3`` is rejected ("expected float, got str '1e-3'") although ``--set train.lr=1e-3``
+    is accepted. Both spellings should give 0.001."""
+    config = resolve(write_recipe(tmp_path, "train:\n  lr: 1e-3\nmodels:\n  lstm: {}\n"), "lstm")
+    assert config.train.lr == pytest.approx(1e-3)
+
+
+# --- unknown keys ------------------------------------------------------------------------------
+
+
+def test_unknown_top_level_key_lists_valid_sections(tmp_path):
+    path = recipe_with(tmp_path, trian={"lr": 0.1})
+    with pytest.raises(AsrbenchError) as err:
+        resolve(path, "lstm")
+    message = str(err.value)
+    assert "trian" in message
+    for section in list(SECTIONS) + ["models"]:
+        assert section in message
+
+
+def test_unknown_section_key_lists_valid_keys(tmp_path):
+    path = recipe_with(tmp_path, train={"learning_rate": 0.1})
+    with pytest.raises(AsrbenchError) as err:
+        resolve(path, "lstm")
+    message = str(err.value)
+    assert "learning_rate" in message
+    for name in ("lr", "epochs", "batch_frames", "schedule"):
+        assert name in message
+
+
+def test_unknown_model_option_lists_valid_options(tmp_path):
+    path = write_recipe(tmp_path, "models:\n  lstm: {hidden: 32}\n")
+    with pytest.raises(AsrbenchError) as err:
+        resolve(path, "lstm")
+    message = str(err.value)
+    assert "hidden" in message and "models.lstm" in message
+    for name in default_options("lstm"):
+        assert name in message
+
+
+def test_unknown_key_in_model_train_override_is_rejected(tmp_path):
+    path = write_recipe(tmp_path, "models:\n  lstm:\n    train: {lrate: 0.1}\n")
+    with pytest.raises(AsrbenchError, match="lrate"):
+        resolve(path, "lstm")
+
+
+# --- types, choices, ranges --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("train", "epochs", "ten"),  # str for int
+        ("train", "epochs", True),  # bool for int
+        ("train", "epochs", 2.5),  # float for int
+        ("train", "lr", "fast"),  # str for float
+        ("train", "lr", False),  # bool for float
+        ("augment", "spec_augment", 1),  # int for bool
+        ("data", "dir", ["a", "b"]),  # list for str
+        ("augment", "speed_perturb", 0.9),  # number for list
+    ],
+)
+def test_wrong_type_names_the_key(tmp_path, section, key, value):
+    path = recipe_with(tmp_path, **{section: {key: value}})
+    with pytest.raises(AsrbenchError) as err:
+        resolve(path, "lstm")
+    assert f"{section}.{key}" in str(err.value)
+
+
+def test_wrong_type_in_model_option_names_the_key(tmp_path):
+    path = write_recipe(tmp_path, "models:\n  lstm: {hidden_size: big}\n")
+    with pytest.raises(AsrbenchError, match=r"hidden_size"):
+        resolve(path, "lstm")
+
+
+def test_section_that_is_not_a_mapping_is_rejected(tmp_path):
+    path = write_recipe(tmp_path, "features: [1, 2]\nmodels:\n  lstm: {}\n")
+    with pytest.raises(AsrbenchError, match="features"):
+        resolve(path, "lstm")
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "bad", "good"),
+    [
+        ("train", "schedule", "linear", "constant"),
+        ("train", "device", "tpu", "cpu"),
+        ("train", "precision", "int8", "bf16"),
+        ("features", "kind", "spectrogram", "mfcc"),
+        ("tokenizer", "kind", "bpe", "char"),
+    ],
+)
+def test_choices_are_enforced(tmp_path, section, key, bad, good):
+    with pytest.raises(AsrbenchError) as err:
+        resolve(recipe_with(tmp_path, **{section: {key: bad}}), "lstm")
+    assert f"{section}.{key}" in str(err.value) and bad in str(err.value)
+    assert good in str(err.value)  # the valid choices are listed
+    config = resolve(recipe_with(tmp_path, **{section: {key: good}}), "lstm")
+    assert getattr(getattr(config, section), key) == good
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ("train", "epochs"),
+        ("train", "lr"),
+        ("train", "batch_frames"),
+        ("train", "max_batch_size"),
+        ("features", "sample_rate"),
+        ("features", "num_mel_bins"),
+        ("features", "frame_shift_ms"),
+        ("data", "max_duration"),
+    ],
+)
+@pytest.mark.parametrize("value", [0, -1])
+def test_positive_values_are_enforced(tmp_path, section, key, value):
+    with pytest.raises(AsrbenchError, match=rf"{section}\.{key} must be positive"):
+        resolve(recipe_with(tmp_path, **{section: {key: value}}), "lstm")
+
+
+@pytest.mark.parametrize("factors", [[0.3], [0.9, 2.5], ["fast"]])
+def test_speed_perturb_factors_must_be_reasonable(tmp_path, factors):
+    with pytest.raises(AsrbenchError, match="speed_perturb"):
+        resolve(recipe_with(tmp_path, augment={"speed_perturb": factors}), "lstm")
+
+
+def test_speed_perturb_factors_in_range_are_kept(tmp_path):
+    config = resolve(recipe_with(tmp_path, augment={"speed_perturb": [0.9, 1.1]}), "lstm")
+    assert config.augment.speed_perturb == [0.9, 1.1]
+
+
+# --- --set overrides ---------------------------------------------------------------------------
+
+
+def test_parse_override_values_are_yaml():
+    assert parse_override("train.lr=1e-3") == (["train", "lr"], pytest.approx(1e-3))
+    assert isinstance(parse_override("train.lr=1e-3")[1], float)
+    assert parse_override("model.hidden_size=32") == (["model", "hidden_size"], 32)
+    assert parse_override("augment.spec_augment=false") == (["augment", "spec_augment"], False)
+    assert parse_override("augment.speed_perturb=[0.9, 1.1]") == (["augment", "speed_perturb"], [0.9, 1.1])
+    assert parse_override("train.device=cpu") == (["train", "device"], "cpu")
+    # Only the first '=' separates key from value.
+    assert parse_override("data.dir=a=b") == (["data", "dir"], "a=b")
+
+
+def test_override_without_equals_sign_is_an_error():
+    with pytest.raises(AsrbenchError, match="KEY=VALUE"):
+        parse_override("train.lr")
+
+
+def test_overrides_apply_to_shared_sections_and_the_model(tmp_path):
+    path = write_recipe(tmp_path)
+    config = resolve(path, "lstm", ["train.lr=1e-3", "model.hidden_size=32", "features.kind=mfcc"])
+    assert config.train.lr == pytest.approx(1e-3)
+    assert config.model.options["hidden_size"] == 32
+    assert config.model.options["num_layers"] == 1  # from the recipe, untouched
+    assert config.features.kind == "mfcc"
+
+
+def test_override_beats_model_train_section(tmp_path):
+    config = resolve(write_recipe(tmp_path), "lstm", ["train.epochs=11"])
+    assert config.train.epochs == 11
+
+
+def test_override_with_models_prefix_targets_the_chosen_model(tmp_path):
+    config = resolve(write_recipe(tmp_path), "lstm", ["models.lstm.hidden_size=32"])
+    assert config.model.options["hidden_size"] == 32
+
+
+def test_override_of_unknown_section_lists_valid_sections(tmp_path):
+    with pytest.raises(AsrbenchError) as err:
+        resolve(write_recipe(tmp_path), "lstm", ["optim.lr=0.1"])
+    message = str(err.value)
+    assert "optim" in message
+    for section in list(SECTIONS) + ["model"]:
+        assert section in message
+
+
+def test_override_of_unknown_key_lists_valid_keys(tmp_path):
+    with pytest.raises(AsrbenchError) as err:
+        resolve(write_recipe(tmp_path), "lstm", ["train.lrate=0.1"])
+    assert "lrate" in str(err.value) and "warmup_steps" in str(err.value)
+
+
+def test_override_with_wrong_type_names_the_key(tmp_path):
+    with pytest.raises(AsrbenchError, match=r"train\.epochs"):
+        resolve(write_recipe(tmp_path), "lstm", ["train.epochs=many"])
+    with pytest.raises(AsrbenchError, match=r"hidden_size"):
+        resolve(write_recipe(tmp_path), "lstm", ["model.hidden_size=1.5"])
+
+
+def test_override_without_a_key_is_an_error(tmp_path):
+    with pytest.raises(AsrbenchError, match="SECTION.KEY"):
+        resolve(write_recipe(tmp_path), "lstm", ["train=1"])
+    with pytest.raises(AsrbenchError, match="SECTION.KEY"):
+        resolve(write_recipe(tmp_path), "lstm", ["train.lr.x=1"])
+
+
+def test_override_is_validated_like_the_recipe(tmp_path):
+    with pytest.raises(AsrbenchError, match="train.schedule"):
+        resolve(write_recipe(tmp_path), "lstm", ["train.schedule=linear"])
+    with pytest.raises(AsrbenchError, match="must be positive"):
+        resolve(write_recipe(tmp_path), "lstm", ["train.lr=0"])
+
+
+@pytest.mark.bug
+@pytest.mark.parametrize("folder", ["2024", "yes", "null"])
+def test_override_of_a_string_field_keeps_the_text(tmp_path, folder):
+    """BUG: override values are parsed as YAML before their field's type is known, so
+    ``--data 2024`` (train.py turns it into ``data.dir=2024``) fails with "expected str, got int",
+    ``--data yes`` becomes True and ``--data null`` None. A str field should get the raw text."""
+    config = resolve(write_recipe(tmp_path), "lstm", [f"data.dir={folder}"])
+    assert config.data.dir == folder
+
+
+# --- recipe-level errors -----------------------------------------------------------------------
+
+
+def test_unknown_model_lists_valid_models(tmp_path):
+    with pytest.raises(AsrbenchError) as err:
+        resolve(write_recipe(tmp_path), "wav2vec")
+    message = str(err.value)
+    assert "wav2vec" in message
+    for name in MODELS:
+        assert name in message
+
+
+def test_recipe_without_a_section_for_the_model(tmp_path):
+    with pytest.raises(AsrbenchError) as err:
+        resolve(write_recipe(tmp_path), "transformer")
+    message = str(err.value)
+    assert "transformer" in message
+    assert "lstm" in message and "gru" in message  # what the recipe does have
+
+
+def test_recipe_without_models_section(tmp_path):
+    with pytest.raises(AsrbenchError, match="no section for model 'lstm'"):
+        resolve(write_recipe(tmp_path, "train: {epochs: 1}\n"), "lstm")
+
+
+def test_invalid_yaml_reports_file_and_line(tmp_path):
+    path = write_recipe(tmp_path, "train:\n  lr: 0.1\n  epochs: [1, 2\nmodels:\n  lstm: {}\n")
+    with pytest.raises(AsrbenchError) as err:
+        resolve(path, "lstm")
+    message = str(err.value)
+    assert message.startswith(f"{path}:")
+    line = int(message[len(str(path)) + 1 :].split(":")[0])
+    assert 3 <= line <= 4  # the unclosed list starts on line 3; the parser notices on line 4
+
+
+def test_tab_indentation_reports_the_line(tmp_path):
+    path = write_recipe(tmp_path, "train:\n  lr: 0.1\n\tepochs: 2\nmodels:\n  lstm: {}\n")
+    with pytest.raises(AsrbenchError, match=rf"{path}:3: invalid YAML"):
+        resolve(path, "lstm")
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(AsrbenchError, match="recipe not found"):
+        resolve(tmp_path / "nope.yaml", "lstm")
+
+
+def test_recipe_that_is_not_a_mapping(tmp_path):
+    with pytest.raises(AsrbenchError, match="mapping"):
+        resolve(write_recipe(tmp_path, "- a\n- b\n"), "lstm")
+
+
+def test_recipe_with_utf8_bom_loads(tmp_path):
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + RECIPE.encode())
+    assert resolve(path, "lstm").train.epochs == 3
+
+
+# --- RunConfig ---------------------------------------------------------------------------------
+
+
+def test_run_config_round_trips_through_a_dict(tmp_path):
+    config = resolve(write_recipe(tmp_path), "lstm", ["augment.speed_perturb=[0.9, 1.1]", "train.seed=3"])
+    values = json.loads(json.dumps(config.to_dict()))  # as saved in a run dir or checkpoint
+    rebuilt = run_config_from_dict(values, "saved")
+    assert rebuilt == config
+    assert rebuilt.hash() == config.hash()
+    # ... and through YAML, the run dir's format.
+    assert run_config_from_dict(yaml.safe_load(yaml.safe_dump(config.to_dict())), "saved") == config
+
+
+def test_run_config_from_dict_rejects_unknown_keys_and_models():
+    values = RunConfig(model=ModelSpec("lstm", default_options("lstm"))).to_dict()
+    values["train"]["lrate"] = 1.0
+    with pytest.raises(AsrbenchError, match="lrate"):
+        run_config_from_dict(values, "saved")
+    values = RunConfig(model=ModelSpec("nosuch", {})).to_dict()
+    with pytest.raises(AsrbenchError, match="nosuch"):
+        run_config_from_dict(values, "saved")
+
+
+def test_hash_is_stable_and_sensitive_to_every_change(tmp_path):
+    config = resolve(write_recipe(tmp_path), "lstm")
+    assert config.hash() == resolve(write_recipe(tmp_path), "lstm").hash()
+    assert len(config.hash()) == 12
+    changed = {
+        "lr": resolve(write_recipe(tmp_path), "lstm", ["train.lr=0.01"]),
+        "seed": resolve(write_recipe(tmp_path), "lstm", ["train.seed=1"]),
+        "model option": resolve(write_recipe(tmp_path), "lstm", ["model.hidden_size=8"]),
+        "features": resolve(write_recipe(tmp_path), "lstm", ["features.num_mel_bins=41"]),
+        "model": resolve(write_recipe(tmp_path), "gru", ["train.lr=5e-4", "train.epochs=3"]),
+    }
+    hashes = {name: other.hash() for name, other in changed.items()}
+    for name, value in hashes.items():
+        assert value != config.hash(), name
+    assert len(set(hashes.values())) == len(hashes)
+
+
+def test_hash_is_the_same_in_another_process():
+    config = RunConfig(model=ModelSpec("lstm", {"hidden_size": 8, "num_layers": 1}))
+    code = (
+        "from asrbench.config import RunConfig, ModelSpec;"
+        "print(RunConfig(model=ModelSpec('lstm', {'num_layers': 1, 'hidden_size': 8})).hash())"
+    )
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert other.stdout.strip() == config.hash()
+
+
+def test_dataclass_defaults_pass_validation(tmp_path):
+    # A recipe that sets nothing but the model must resolve to the documented defaults.
+    config = resolve(write_recipe(tmp_path, "models:\n  lstm:\n"), "lstm")
+    for name, cls in SECTIONS.items():
+        assert getattr(config, name) == cls(), name
+    assert dataclasses.asdict(config)["model"]["name"] == "lstm"
+
+
+# --- the real recipes --------------------------------------------------------------------------
+
+
+def _recipe_models() -> list:
+    params = []
+    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+        try:
+            models = (yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}).get("models") or {}
+        except Exception:  # noqa: BLE001 - resolve() then reports the broken recipe as a failure
+            models = {"<unreadable recipe>": None}
+        if not isinstance(models, dict) or not models:
+            models = {"<no models>": None}
+        params += [pytest.param(path, name, id=f"{path.stem}-{name}") for name in models]
+    return params
+
+
+@pytest.mark.parametrize(("recipe", "model"), _recipe_models())
+def test_every_real_recipe_resolves_for_every_model_it_lists(recipe, model):
+    config = resolve(recipe, model)
+    assert config.model.name == model
+    # The options must also build a model (e.g. crdnn's rnn_type is only checked there).
+    network = build_model(model, config.model.options, config.features.dim(), 30)
+    assert count_parameters(network) > 0
+
+
+def test_real_recipes_exist():
+    assert list(RECIPES_DIR.glob("*.yaml")), "no recipes/*.yaml found"

@@ -1,0 +1,54 @@
+"""End to end on real recorded speech (Kaldi's yesno): prepare -> train -> decode -> compare via the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from asrbench.cli import app
+
+DATA_ROOT = Path(os.environ.get("ASRBENCH_DATA_ROOT", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "yesno.yaml"
+
+pytestmark = pytest.mark.slow
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_yesno_prepare_train_decode_compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = DATA_ROOT / "yesno"
+    assert source.is_dir(), f"yesno corpus expected at {source} (set ASRBENCH_DATA_ROOT)"
+    monkeypatch.setenv("ASRBENCH_NO_PROGRESS", "1")
+    data_dir = tmp_path / "data"
+    invoke("data", "prepare", "yesno", str(source), "--out", str(data_dir))
+    assert sum(1 for _ in open(data_dir / "test.jsonl")) == 30
+
+    runs = []
+    for model in ("conformer", "dnn"):
+        run_dir = tmp_path / "runs" / model
+        invoke("train", str(RECIPE), "--model", model, "--out", str(run_dir), "--data", str(data_dir), "--seed", "0")
+        for name in ("config.yaml", "tokenizer.json", "environment.json", "metrics.jsonl", "train_summary.json",
+                     "checkpoints/best.pt", "checkpoints/last.pt"):
+            assert (run_dir / name).is_file(), name
+        invoke("decode", str(run_dir), "--split", "test")
+        runs.append(run_dir)
+
+    results = {run.name: json.loads((run / "decode" / "test" / "result.json").read_text()) for run in runs}
+    for name, result in results.items():
+        assert result["utterances"] == 30 and result["words"] == 240
+        assert result["wer"] <= 1.0, f"{name}: yesno test WER {result['wer']:.2f}% (target <= 1%)"
+        assert result["rtfx"] > 1
+    hypotheses = [json.loads(line) for line in open(runs[0] / "decode" / "test" / "hypotheses.jsonl")]
+    assert len(hypotheses) == 30 and set(hypotheses[0]) == {"id", "ref", "hyp"}
+
+    table = json.loads(invoke("compare", *map(str, runs), "--format", "json"))
+    assert [row["model"] for row in table] == ["conformer", "dnn"]
+    assert all({"run", "model", "params", "wer", "cer", "rtfx", "train_seconds"} <= set(row) for row in table)
