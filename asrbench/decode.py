@@ -61,7 +61,7 @@ def recognize(
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         log_probs, output_lengths = model(batch.features, batch.feature_lengths)
-        for index, ids in zip(indices, ctc_greedy(log_probs, output_lengths)):
+        for index, ids in zip(indices, ctc_greedy(log_probs, output_lengths), strict=True):
             hypotheses[index] = tokenizer.decode(ids)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -107,7 +107,7 @@ def decode(
     out_dir = run_dir / "decode" / split
     rows = [
         {"id": utt.id, "ref": normalize(utt.text, normalizer), "hyp": normalize(hyp, normalizer)}
-        for utt, hyp in zip(features.utterances, recognition.hypotheses)
+        for utt, hyp in zip(features.utterances, recognition.hypotheses, strict=True)
     ]
     fileio.write_jsonl(out_dir / "hypotheses.jsonl", rows)
     result = {

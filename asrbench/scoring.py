@@ -62,6 +62,6 @@ def error_rates(references: list[str], hypotheses: list[str], normalizer: str = 
         char_insertions=chars.insertions,
         characters=char_total,
         utterances=len(refs),
-        sentence_errors=sum(r != h for r, h in zip(refs, hyps)),
+        sentence_errors=sum(r != h for r, h in zip(refs, hyps, strict=True)),
         normalizer=normalizer,
     )

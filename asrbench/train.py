@@ -249,7 +249,8 @@ def train(
                     loss_count += len(indices)
                 scheduler.step()
                 step += 1
-                progress.update(task, advance=1, loss=f"{float(loss.detach()):.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                learning_rate = scheduler.get_last_lr()[0]
+                progress.update(task, advance=1, loss=f"{float(loss.detach()):.3f}", lr=f"{learning_rate:.2e}")
                 if train_seconds + time.perf_counter() - epoch_start >= budget_seconds:
                     stop_reason = "time budget"
                     break

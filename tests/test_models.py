@@ -218,3 +218,21 @@ def test_default_size_builds_for_80_dim_features(name):
         log_probs, output_lengths = model.eval()(torch.randn(2, 50, 80), torch.tensor([50, 30]))
     assert log_probs.shape[0] == 2 and log_probs.shape[2] == 30
     assert int(output_lengths[0]) == log_probs.size(1)
+
+
+def test_masked_batch_norm_ignores_padded_frames():
+    """Training statistics come from real frames only; padding values cannot change the output."""
+    from asrbench.models.common import MaskedBatchNorm1d, padding_mask
+
+    lengths = torch.tensor([5, 3])
+    mask = padding_mask(lengths, 5).unsqueeze(1)  # (B, 1, T)
+    norm = MaskedBatchNorm1d(4, lambda: mask)
+    x = torch.randn(2, 4, 5)
+    y = torch.randn(2, 4, 5)
+    y[0], y[1, :, :3] = x[0], x[1, :, :3]  # same real frames, different padding
+    out_x, out_y = norm(x), norm(y)
+    assert torch.allclose(out_x[0], out_y[0], atol=1e-6)
+    assert torch.allclose(out_x[1, :, :3], out_y[1, :, :3], atol=1e-6)
+    real = torch.cat([x[0], x[1, :, :3]], dim=1)  # (C, 8 real frames)
+    expected = (real - real.mean(1, keepdim=True)) / torch.sqrt(real.var(1, unbiased=False, keepdim=True) + 1e-5)
+    assert torch.allclose(out_x[0], expected[:, :5], atol=1e-5)

@@ -76,3 +76,32 @@ class CTCHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(self.proj(self.dropout(x)).float(), dim=-1)
+
+
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm over (B, C, T) whose training statistics count only real frames, not padding.
+
+    ``padding`` returns the (B, 1, T) padding mask of the batch being encoded (or None). In eval
+    mode the running statistics make it a per-frame affine map, so padding never leaks.
+    """
+
+    def __init__(self, num_features: int, padding):
+        super().__init__(num_features)
+        self._padding = padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = self._padding()
+        if not self.training or pad is None:
+            return super().forward(x)
+        valid = (~pad).to(x.dtype)  # (B, 1, T)
+        count = valid.sum().clamp(min=2)
+        mean = (x * valid).sum(dim=(0, 2)) / count
+        var = ((x - mean[None, :, None]).pow(2) * valid).sum(dim=(0, 2)) / count
+        with torch.no_grad():
+            momentum = self.momentum if self.momentum is not None else 0.1
+            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
+            unbiased = var.detach() * count / (count - 1)
+            self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+            self.num_batches_tracked += 1
+        x = (x - mean[None, :, None]) * torch.rsqrt(var[None, :, None] + self.eps)
+        return x * self.weight[None, :, None] + self.bias[None, :, None]

@@ -4,8 +4,7 @@ torchaudio's ``Conformer`` is pure Python (no compiled extension) and a referenc
 of Gulati et al. (2020): macaron feed-forward, self-attention and convolution modules. Two
 changes make it padding-invariant, so an utterance decodes the same alone or in a padded batch:
 padded frames are zeroed before each depthwise convolution, and the convolution module's
-BatchNorm (whose statistics would mix in padding) is replaced by a per-frame LayerNorm over
-channels, as ESPnet and NeMo allow.
+BatchNorm computes its training statistics over real frames only (MaskedBatchNorm1d).
 """
 
 from __future__ import annotations
@@ -15,7 +14,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from asrbench.models.common import Conv2dSubsampling, CTCHead, SinusoidalPositionalEncoding, padding_mask
+from asrbench.models.common import (
+    Conv2dSubsampling,
+    CTCHead,
+    MaskedBatchNorm1d,
+    SinusoidalPositionalEncoding,
+    padding_mask,
+)
 from asrbench.torchaudio_compat import torchaudio
 
 
@@ -28,13 +33,6 @@ class ConformerConfig:
     kernel_size: int = 15
     dropout: float = 0.1
     subsample_channels: int = 32
-
-
-class ChannelLayerNorm(nn.LayerNorm):
-    """LayerNorm over channels of a (B, C, T) tensor, frame by frame."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
 class Conformer(nn.Module):
@@ -53,9 +51,12 @@ class Conformer(nn.Module):
         self._padding: torch.Tensor | None = None  # (B, 1, T) of the batch being encoded
         for layer in self.encoder.conformer_layers:
             conv = layer.conv_module.sequential
-            conv[3] = ChannelLayerNorm(conv[3].num_features)
+            conv[3] = MaskedBatchNorm1d(conv[3].num_features, self._current_padding)
             conv[2].register_forward_pre_hook(self._zero_padding)
         self.head = CTCHead(config.d_model, vocab_size)
+
+    def _current_padding(self) -> torch.Tensor | None:
+        return self._padding
 
     def _zero_padding(self, module: nn.Module, inputs: tuple[torch.Tensor]) -> tuple[torch.Tensor]:
         return (inputs[0].masked_fill(self._padding, 0.0),)

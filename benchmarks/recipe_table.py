@@ -1,0 +1,61 @@
+"""Accuracy benchmark: train every model of a recipe, decode the test split, print and save the table.
+
+    python benchmarks/recipe_table.py recipes/yesno.yaml --out runs/yesno [--models dnn,cnn] [--threads N]
+
+Finished runs (a train_summary.json in the run dir) are not trained again. Appends one JSON line
+per model to ``benchmarks/results/<recipe>.jsonl`` (with machine, torch version and git commit)
+and writes the Markdown table to ``benchmarks/results/<recipe>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from asrbench import fileio
+from asrbench.compare import collect, render, rich_table
+from asrbench.config import load_yaml, recipe_models
+from asrbench.decode import decode
+from asrbench.env import environment
+from asrbench.progress import console
+from asrbench.train import train
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", type=Path)
+    parser.add_argument("--out", type=Path, required=True, help="Root folder for the run dirs.")
+    parser.add_argument("--models", default="all", help="Comma-separated model names, or 'all' (the recipe's).")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = default).")
+    args = parser.parse_args()
+
+    names = list(recipe_models(load_yaml(args.recipe), str(args.recipe)))
+    if args.models != "all":
+        names = [name.strip() for name in args.models.split(",")]
+    overrides = [f"train.num_threads={args.threads}"] if args.threads else []
+    run_dirs = []
+    for name in names:
+        run_dir = args.out / name
+        if not (run_dir / "train_summary.json").is_file():
+            if run_dir.exists():
+                raise SystemExit(f"{run_dir}: unfinished run; resume it with `asrbench train --resume` or remove it")
+            train(args.recipe, name, run_dir, overrides=overrides)
+        decode(run_dir, "test")
+        run_dirs.append(run_dir)
+    rows = collect(run_dirs, "test")
+    console.print(rich_table(rows, title=f"{args.recipe.stem} test"))
+    env = environment(torch.device("cpu"))
+    RESULTS.mkdir(exist_ok=True)
+    with open(RESULTS / f"{args.recipe.stem}.jsonl", "a", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps({"benchmark": f"accuracy/{args.recipe.stem}", **row, "environment": env}) + "\n")
+    fileio.write_text(RESULTS / f"{args.recipe.stem}.md", render(rows, "markdown"))
+
+
+if __name__ == "__main__":
+    main()
