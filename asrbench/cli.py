@@ -94,10 +94,10 @@ def data_download(
 @app.command("models")
 def models_command() -> None:
     """List every model with its parameter count at the default size."""
+    from rich.console import Console
     from rich.table import Table
 
     from asrbench.models import MODELS, build_model, count_parameters, default_options
-    from asrbench.progress import console
 
     table = Table(title="models (80-dim features, 30 tokens, default options)")
     table.add_column("name")
@@ -107,9 +107,7 @@ def models_command() -> None:
         model = build_model(name, default_options(name), 80, 30)
         doc = (sys.modules[model_class.__module__].__doc__ or "").strip().splitlines()[0]
         table.add_row(name, f"{count_parameters(model):,}", doc)
-    console.file = sys.stdout
-    console.print(table)
-    console.file = sys.stderr
+    Console().print(table)
 
 
 @app.command("train")
