@@ -14,13 +14,13 @@ import json
 from pathlib import Path
 
 import torch
+from rich.console import Console
 
 from asrbench import fileio
 from asrbench.compare import collect, render, rich_table
 from asrbench.config import load_yaml, recipe_models
 from asrbench.decode import decode
 from asrbench.env import environment
-from asrbench.progress import console
 from asrbench.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -48,7 +48,7 @@ def main() -> None:
         decode(run_dir, "test")
         run_dirs.append(run_dir)
     rows = collect(run_dirs, "test")
-    console.print(rich_table(rows, title=f"{args.recipe.stem} test"))
+    Console(width=160).print(rich_table(rows, title=f"{args.recipe.stem} test"))
     env = environment(torch.device("cpu"))
     RESULTS.mkdir(exist_ok=True)
     with open(RESULTS / f"{args.recipe.stem}.jsonl", "a", encoding="utf-8") as handle:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from asrbench.models.common import Conv2dSubsampling, CTCHead, padding_mask
+from asrbench.models.common import Conv2dSubsampling, CTCHead, MaskedBatchNorm1d, padding_mask
 
 
 @dataclass
@@ -24,18 +24,18 @@ class CNNConfig:
 
 
 class SeparableBlock(nn.Module):
-    """(B, C, T) -> (B, C, T): depthwise conv, pointwise conv, norm, ReLU, residual."""
+    """(B, C, T) -> (B, C, T): depthwise conv, pointwise conv, batch norm, ReLU, residual."""
 
     def __init__(self, channels: int, kernel_size: int, dropout: float):
         super().__init__()
         self.depthwise = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
         self.pointwise = nn.Conv1d(channels, channels, 1)
-        self.norm = nn.LayerNorm(channels)
+        self.norm = MaskedBatchNorm1d(channels)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         y = self.pointwise(self.depthwise(x.masked_fill(pad.unsqueeze(1), 0.0)))
-        y = self.norm(y.transpose(1, 2)).transpose(1, 2)
+        y = self.norm(y, pad.unsqueeze(1))
         return x + self.dropout(torch.relu(y))
 
 

@@ -81,16 +81,19 @@ class CTCHead(nn.Module):
 class MaskedBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm over (B, C, T) whose training statistics count only real frames, not padding.
 
-    ``padding`` returns the (B, 1, T) padding mask of the batch being encoded (or None). In eval
-    mode the running statistics make it a per-frame affine map, so padding never leaks.
+    The (B, 1, T) padding mask is passed to ``forward`` or, where the module sits inside a
+    library's Sequential (the Conformer), returned by the ``padding`` callable. In eval mode the
+    running statistics make it a per-frame affine map, so padding never leaks. Unlike a per-frame
+    LayerNorm it does not blow silence frames up to unit scale, which matters on small corpora.
     """
 
-    def __init__(self, num_features: int, padding):
+    def __init__(self, num_features: int, padding=None):
         super().__init__(num_features)
         self._padding = padding
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad = self._padding()
+    def forward(self, x: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
+        if pad is None and self._padding is not None:
+            pad = self._padding()
         if not self.training or pad is None:
             return super().forward(x)
         valid = (~pad).to(x.dtype)  # (B, 1, T)

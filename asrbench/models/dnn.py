@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from asrbench.models.common import CTCHead
+from asrbench.models.common import CTCHead, MaskedBatchNorm1d, padding_mask
 
 
 @dataclass
@@ -29,12 +29,13 @@ class DNN(nn.Module):
         super().__init__()
         self.config = config
         width = (2 * config.context + 1) * input_dim
-        layers: list[nn.Module] = []
+        self.linears = nn.ModuleList()
+        self.norms = nn.ModuleList()
         for _ in range(config.num_layers):
-            layers += [nn.Linear(width, config.hidden_size), nn.LayerNorm(config.hidden_size), nn.ReLU()]
-            layers.append(nn.Dropout(config.dropout))
+            self.linears.append(nn.Linear(width, config.hidden_size))
+            self.norms.append(MaskedBatchNorm1d(config.hidden_size))
             width = config.hidden_size
-        self.layers = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(config.dropout)
         self.head = CTCHead(width, vocab_size)
 
     def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,4 +52,10 @@ class DNN(nn.Module):
         gathered = features.gather(1, index.reshape(batch, -1, 1).expand(-1, -1, dim))
         spliced = gathered.reshape(batch, centers.numel(), (2 * k + 1) * dim)
         output_lengths = (feature_lengths + stride - 1) // stride
-        return self.head(self.layers(spliced)), output_lengths.clamp(max=centers.numel())
+        output_lengths = output_lengths.clamp(max=centers.numel())
+        pad = padding_mask(output_lengths, centers.numel()).unsqueeze(1)  # (B, 1, T')
+        x = spliced
+        for linear, norm in zip(self.linears, self.norms, strict=True):
+            # Batch norm (statistics over real frames), as in the hybrid DNNs of the 2010s.
+            x = self.dropout(torch.relu(norm(linear(x).transpose(1, 2), pad).transpose(1, 2)))
+        return self.head(x), output_lengths
