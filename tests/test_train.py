@@ -1,0 +1,137 @@
+"""The trainer on a tiny generated corpus: run dir contents, resume equivalence, budgets, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from asrbench import checkpoint, rundir
+from asrbench.decode import decode
+from asrbench.errors import AsrbenchError
+from asrbench.train import lr_factor, train
+
+WORDS = {"LOW": 300.0, "HIGH": 1500.0}
+
+
+def _write_corpus(root: Path) -> Path:
+    """Utterances of one or two tone 'words' (300 Hz = LOW, 1500 Hz = HIGH) separated by silence."""
+    rng = np.random.default_rng(0)
+    data_dir = root / "data"
+    (root / "audio").mkdir(parents=True)
+    for split, count in (("train", 12), ("dev", 4), ("test", 4)):
+        rows = []
+        for index in range(count):
+            words = [rng.choice(list(WORDS)) for _ in range(1 + index % 2)]
+            pieces = []
+            for word in words:
+                time = np.arange(2400) / 8000
+                pieces += [np.sin(2 * np.pi * WORDS[word] * time) * 0.3, np.zeros(800)]
+            audio = np.concatenate(pieces) + rng.normal(0, 0.003, sum(len(p) for p in pieces))
+            path = root / "audio" / f"{split}{index}.wav"
+            soundfile.write(path, audio, 8000, subtype="PCM_16")
+            rows.append({"id": f"{split}{index}", "audio": str(path), "duration": len(audio) / 8000,
+                         "text": " ".join(words)})
+        data_dir.mkdir(exist_ok=True)
+        (data_dir / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return data_dir
+
+
+@pytest.fixture
+def recipe(tmp_path: Path) -> Path:
+    data_dir = _write_corpus(tmp_path)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        f"""
+data: {{dir: {data_dir}}}
+features: {{sample_rate: 8000, num_mel_bins: 23}}
+augment: {{time_mask_width: 5, freq_mask_width: 4}}
+train: {{epochs: 3, batch_frames: 400, lr: 3.0e-3, warmup_steps: 5}}
+models:
+  dnn: {{context: 3, stride: 2, hidden_size: 32, num_layers: 2}}
+  gru: {{subsample_channels: 4, hidden_size: 16, num_layers: 1}}
+"""
+    )
+    return path
+
+
+def test_run_dir_holds_everything_decode_needs(recipe: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    summary = train(recipe, "dnn", run, seed=1)
+    for name in (rundir.CONFIG, rundir.TOKENIZER, rundir.ENVIRONMENT, rundir.METRICS, rundir.SUMMARY):
+        assert (run / name).is_file(), name
+    metrics = rundir.read_metrics(run)
+    assert [row["epoch"] for row in metrics] == [1, 2, 3]
+    assert summary["epochs"] == 3 and summary["params"] > 0 and summary["stop_reason"] == "epochs"
+    assert summary["best_dev_cer"] == min(row["dev_cer"] for row in metrics)
+    assert rundir.read_config(run).train.seed == 1
+    result = decode(run, "test")
+    assert result["utterances"] == 4 and result["model"] == "dnn"
+    assert {"wer", "cer", "substitutions", "deletions", "insertions", "words", "rtfx", "params"} <= set(result)
+    saved = json.loads((run / "decode" / "test" / "result.json").read_text())
+    assert saved["wer"] == result["wer"]
+    lines = (run / "decode" / "test" / "hypotheses.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+
+
+def test_resume_reaches_the_same_state_as_an_uninterrupted_run(
+    recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(recipe, "gru", straight, epochs=3, seed=3)
+
+    real_save = checkpoint.save
+
+    def save_then_die_after_epoch_2(path, *args, **kwargs):
+        real_save(path, *args, **kwargs)
+        if path.name == "last.pt" and kwargs["epoch"] == 2:
+            raise KeyboardInterrupt  # the process dies right after the epoch-2 checkpoint
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, "gru", resumed, epochs=3, seed=3)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    assert len(rundir.read_metrics(resumed)) == 2
+    train(None, None, resumed, resume=True)
+    assert len(rundir.read_metrics(resumed)) == 3
+    assert rundir.read_metrics(straight)[-1]["train_loss"] == pytest.approx(
+        rundir.read_metrics(resumed)[-1]["train_loss"], rel=1e-6
+    )
+    a = torch.load(straight / rundir.LAST, weights_only=True)["model_state"]
+    b = torch.load(resumed / rundir.LAST, weights_only=True)["model_state"]
+    assert all(torch.allclose(a[key], b[key], atol=1e-6) for key in a)
+
+
+def test_a_run_dir_is_never_overwritten(recipe: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    train(recipe, "dnn", run, epochs=1)
+    with pytest.raises(AsrbenchError, match="already holds a run"):
+        train(recipe, "dnn", run, epochs=1)
+
+
+def test_wall_clock_budget_stops_training(recipe: Path, tmp_path: Path):
+    summary = train(recipe, "dnn", tmp_path / "run", epochs=50, max_minutes=0.0001)
+    assert summary["stop_reason"] == "time budget" and summary["epochs"] == 1
+
+
+def test_per_model_train_overrides_and_set(recipe: Path, tmp_path: Path):
+    entry = "hidden_size: 32, num_layers: 2"
+    text = recipe.read_text().replace(entry + "}", entry + ", train: {lr: 0.01}}")
+    recipe.write_text(text)
+    train(recipe, "dnn", tmp_path / "run", epochs=1, overrides=["model.hidden_size=8"])
+    config = rundir.read_config(tmp_path / "run")
+    assert config.train.lr == 0.01 and config.model.options["hidden_size"] == 8
+
+
+def test_learning_rate_warms_up_then_decays():
+    class Schedule:
+        warmup_steps, schedule, final_lr_ratio = 10, "cosine", 0.1
+
+    factors = [lr_factor(step, 100, Schedule) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+    assert factors[-1] == pytest.approx(0.1, abs=0.01)
