@@ -152,6 +152,8 @@ def train(
         budget = [o for o in extra if o.split("=", 1)[0].strip() in ("train.epochs", "train.max_minutes")]
         config = with_overrides(config, budget, "--resume")
         last_state = checkpoint.load_state(run_dir / rundir.LAST)
+    elif resume and (run_dir / rundir.CONFIG).is_file():
+        config = rundir.read_config(run_dir)  # interrupted before its first checkpoint: start it over
     else:
         if recipe is None or model_name is None:
             raise AsrbenchError("a recipe and --model are needed to start a new run")
@@ -188,6 +190,7 @@ def train(
     collate = Collator(data.train, data.train_tokens, data.cmvn, config.augment)
 
     start_epoch, step, best_cer, best_loss, bad_epochs, train_seconds = 0, 0, math.inf, math.inf, 0, 0.0
+    skipped_batches = 0
     if last_state is not None:
         model.load_state_dict(last_state["model_state"])
         optimizer.load_state_dict(last_state["optimizer"])
@@ -196,12 +199,12 @@ def train(
         best_cer, best_loss = last_state["best_dev_cer"], last_state["best_dev_loss"]
         bad_epochs = last_state["bad_epochs"]
         train_seconds = last_state["train_seconds"]
+        skipped_batches = last_state.get("skipped_batches", 0)
         torch.set_rng_state(last_state["torch_rng"])
         random.setstate(last_state["python_rng"])
 
     stop_reason = "epochs"
     budget_seconds = tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
-    skipped_batches = 0
     epoch = start_epoch
     metrics_row: dict = {}
     console.print(
@@ -281,6 +284,7 @@ def train(
                 run_dir / rundir.LAST, config, data.tokenizer, data.cmvn, model,
                 optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), epoch=epoch + 1, step=step,
                 best_dev_cer=best_cer, best_dev_loss=best_loss, bad_epochs=bad_epochs, train_seconds=train_seconds,
+                skipped_batches=skipped_batches,
                 torch_rng=torch.get_rng_state(), python_rng=random.getstate(),
             )
             progress.update(task, dev_cer=f"{rates.cer:.2f}")
