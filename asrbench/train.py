@@ -205,6 +205,7 @@ def train(
 
     stop_reason = "epochs"
     budget_seconds = tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
+    eval_seconds = 0.0  # the last dev pass; the budget keeps room for the final one
     epoch = start_epoch
     metrics_row: dict = {}
     console.print(
@@ -254,12 +255,14 @@ def train(
                 step += 1
                 learning_rate = scheduler.get_last_lr()[0]
                 progress.update(task, advance=1, loss=f"{float(loss.detach()):.3f}", lr=f"{learning_rate:.2e}")
-                if train_seconds + time.perf_counter() - epoch_start >= budget_seconds:
+                if train_seconds + time.perf_counter() - epoch_start + eval_seconds >= budget_seconds:
                     stop_reason = "time budget"
                     break
+            eval_start = time.perf_counter()
             dev = recognize(model, data.dev, data.cmvn, data.tokenizer, device, tc.eval_batch_frames,
                             token_ids=data.dev_tokens)
             rates = error_rates([u.text for u in data.dev.utterances], dev.hypotheses, DEFAULT_NORMALIZER)
+            eval_seconds = time.perf_counter() - eval_start
             train_seconds += time.perf_counter() - epoch_start
             # Dev CER decides; dev loss breaks ties (small dev sets often sit at 0% CER for many epochs).
             if (rates.cer, dev.loss) < (best_cer, best_loss):
