@@ -10,13 +10,6 @@ import soundfile
 import torch
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "bug: exposes a known bug in asrbench/ (fails until the library is fixed; see the test's docstring)",
-    )
-
-
 @pytest.fixture(autouse=True)
 def _no_progress(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ASRBENCH_NO_PROGRESS", "1")

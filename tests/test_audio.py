@@ -77,9 +77,8 @@ def test_missing_file(tmp_path):
     assert str(path) in str(err.value)
 
 
-@pytest.mark.bug
 def test_missing_file_says_not_found(tmp_path):
-    """BUG (message): soundfile >= 0.12 raises LibsndfileError("... System error."), not
+    """Regression test (message) (fixed): soundfile >= 0.12 raises LibsndfileError("... System error."), not
     FileNotFoundError, for a missing file, so the "audio file not found" branches in
     audio_info/load_audio never run and users get "unreadable audio (Error opening ...: System
     error.)". Checking ``os.path.exists`` (or ``err.errno``/the message) first would fix it."""

@@ -94,7 +94,6 @@ def test_debug_flag_keeps_the_exception(monkeypatch, tmp_path):
         run_app()
 
 
-@pytest.mark.bug
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
@@ -105,23 +104,22 @@ def test_debug_flag_keeps_the_exception(monkeypatch, tmp_path):
     ids=["unknown-command", "bad-option-value", "missing-argument"],
 )
 def test_usage_errors_exit_2_without_a_traceback(monkeypatch, capsys, args, fragment):
-    """BUG: typer >= 0.2x vendors click as ``typer._click``, so run_app's
+    """Regression test (fixed): typer >= 0.2x vendors click as ``typer._click``, so run_app's
     ``isinstance(err, click.ClickException)`` is False for typer's usage errors: an unknown
     command, a bad option value or a missing argument escape as a traceback with exit code 1.
     Fix: let click handle its own errors (``app()`` in standalone mode, catching only
     AsrbenchError around it), or test for the ClickException class typer actually raises."""
     try:
         code, _, err = run_main(monkeypatch, capsys, *args)
-    except Exception as exc:  # noqa: BLE001 - the bug: the usage error escapes run_app
+    except Exception as exc:  # noqa: BLE001 - a usage error must not escape run_app
         pytest.fail(f"run_app raised {type(exc).__module__}.{type(exc).__name__}: {exc}")
     assert code == 2
     assert fragment.lower() in err.lower()
     assert "Traceback" not in err
 
 
-@pytest.mark.bug
 def test_failing_command_exit_code_reaches_the_shell(monkeypatch, capsys, tmp_path):
-    """BUG: ``_fail`` raises ``typer.Exit(2)``; with ``app(standalone_mode=False)`` click *returns*
+    """Regression test (fixed): ``_fail`` raises ``typer.Exit(2)``; with ``app(standalone_mode=False)`` click *returns*
     2 instead of raising, run_app drops the return value, and the process exits 0 after printing
     the error (e.g. ``asrbench compare RUN --format xml``). Fix: ``sys.exit(app(...) or 0)``, or
     standalone mode as above."""

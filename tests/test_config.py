@@ -108,9 +108,8 @@ def test_empty_recipe_sections_use_defaults(tmp_path):
     assert config.model.options == default_options("lstm")
 
 
-@pytest.mark.bug
 def test_yaml_exponent_float_without_dot_is_a_float(tmp_path):
-    """BUG: PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a *string*, so a recipe with
+    """Regression test (fixed): PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a *string*, so a recipe with
     ``lr: 1e-3`` is rejected ("expected float, got str '1e-3'") although ``--set train.lr=1e-3``
     is accepted. Both spellings should give 0.001."""
     config = resolve(write_recipe(tmp_path, "train:\n  lr: 1e-3\nmodels:\n  lstm: {}\n"), "lstm")
@@ -314,10 +313,9 @@ def test_override_is_validated_like_the_recipe(tmp_path):
         resolve(write_recipe(tmp_path), "lstm", ["train.lr=0"])
 
 
-@pytest.mark.bug
 @pytest.mark.parametrize("folder", ["2024", "yes", "null"])
 def test_override_of_a_string_field_keeps_the_text(tmp_path, folder):
-    """BUG: override values are parsed as YAML before their field's type is known, so
+    """Regression test (fixed): override values are parsed as YAML before their field's type is known, so
     ``--data 2024`` (train.py turns it into ``data.dir=2024``) fails with "expected str, got int",
     ``--data yes`` becomes True and ``--data null`` None. A str field should get the raw text."""
     config = resolve(write_recipe(tmp_path), "lstm", [f"data.dir={folder}"])

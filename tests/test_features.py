@@ -120,11 +120,10 @@ def test_speed_perturb_raises_the_pitch():
     assert abs(peak_hz - 625) < 10
 
 
-@pytest.mark.bug
 @pytest.mark.parametrize("rate", [8000, 16000])
 @pytest.mark.parametrize("factor", [0.9, 1.1])
 def test_speed_perturb_uses_a_small_resampling_ratio(monkeypatch, rate, factor):
-    """BUG (performance): speed_perturb resamples from ``rate`` to ``round(rate / factor)``, e.g.
+    """Regression test (performance) (fixed): speed_perturb resamples from ``rate`` to ``round(rate / factor)``, e.g.
     16000 -> 17778 = 8000:8889 in lowest terms for factor 0.9. torchaudio's resample builds a
     (8889, 8000+) filter bank for that on every call: ~3 s and ~1.4 GB per utterance on CPU.
     Resampling from ``round(rate * factor)`` to ``rate`` (14400 -> 16000 = 9:10, as Kaldi and
@@ -230,10 +229,9 @@ def test_speed_perturbed_features(data_dir, factor):
     assert len(list((data_dir / "features").glob("train-*.pt"))) == 2
 
 
-@pytest.mark.bug
 @pytest.mark.parametrize("factor", [0.8, 1.25])
 def test_speed_perturbation_of_a_segment_keeps_the_whole_segment(tmp_path, write_audio, factor):
-    """BUG: for a segment of a longer recording (``offset`` > 0), load_features divides the
+    """Regression test (fixed): for a segment of a longer recording (``offset`` > 0), load_features divides the
     utterance duration by the speed factor *before* extraction, and extract() then reads only
     ``duration / factor`` seconds of the original audio. Above speed 1 the end of the segment is
     cut off; below 1 audio from after the segment is read. Features should be ~(segment / factor)."""

@@ -25,9 +25,6 @@ TINY = {
                   "subsample_channels": 4},
 }
 
-# Padding invariance fails for these (see test_padding_does_not_change_the_output): marked, not skipped.
-PADDING_LEAKS = {"dnn", "crdnn", "conformer"}
-
 ALL_MODELS = sorted(MODELS)
 
 
@@ -110,9 +107,8 @@ def test_output_lengths_are_monotone_in_input_length(name):
 def _padding_params():
     params = []
     for model_name in ALL_MODELS:
-        marks = [pytest.mark.bug] if model_name in PADDING_LEAKS else []
         for pad in ("zeros", "noise"):
-            params.append(pytest.param(model_name, pad, marks=marks, id=f"{model_name}-{pad}"))
+            params.append(pytest.param(model_name, pad, id=f"{model_name}-{pad}"))
     return params
 
 
@@ -120,7 +116,7 @@ def _padding_params():
 def test_padding_does_not_change_the_output(model_name, pad):
     """An utterance decoded alone and inside a padded batch must give the same log-probs.
 
-    BUG (dnn, crdnn, conformer): they leak padding into the last frames of a short utterance:
+    Regression (fixed): dnn, crdnn and conformer used to leak padding into the last frames of a short utterance:
     - dnn: frames are spliced across the padded region (replicate padding applies only at the
       batch's end), so the last windows of a short utterance see padding frames;
     - crdnn: the first conv block's outputs at padded positions are BatchNorm/bias values, not
