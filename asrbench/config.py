@@ -321,7 +321,7 @@ def resolve(
         if key not in valid:
             raise AsrbenchError(f"{where}: unknown key '{key}' (valid keys: {', '.join(valid)})")
     models = recipe_models(recipe, where)
-    config_class = model_config_class(model)  # raises with the valid names
+    model_config_class(model)  # an unknown model fails here, with the valid names
     if model not in models:
         available = ", ".join(models) or "none"
         raise AsrbenchError(f"{where}: no section for model '{model}' under 'models' (recipe has: {available})")
@@ -339,11 +339,18 @@ def resolve(
     for text in overrides or []:
         path, value = parse_override(text)
         _apply_override(sections, path, value, text, model)
-    built = {name: build_dataclass(cls, sections[name], f"{where}: {name}") for name, cls in SECTIONS.items()}
-    options = build_dataclass(config_class, sections["model"], f"{where}: models.{model}")
-    config = RunConfig(**built, model=ModelSpec(name=model, options=dataclasses.asdict(options)))
+    config = _build(sections, model, where, f"{where}: models.{model}")
     _validate(config, where)
     return config
+
+
+def _build(sections: dict, model: str, where: str, model_where: str) -> RunConfig:
+    """RunConfig from plain section mappings plus the model's options, every key validated."""
+    from asrbench.models import model_config_class
+
+    built = {name: build_dataclass(cls, sections.get(name), f"{where}: {name}") for name, cls in SECTIONS.items()}
+    options = build_dataclass(model_config_class(model), sections.get("model") or {}, model_where)
+    return RunConfig(**built, model=ModelSpec(name=model, options=dataclasses.asdict(options)))
 
 
 def _apply_override(sections: dict, path: list[str], value: Any, text: str, model: str) -> None:
@@ -370,21 +377,16 @@ def with_overrides(config: RunConfig, overrides: list[str], where: str = "--set"
     for text in overrides:
         path, value = parse_override(text)
         _apply_override(sections, path, value, text, config.model.name)
-    built = {name: build_dataclass(cls, sections[name], f"{where}: {name}") for name, cls in SECTIONS.items()}
-    from asrbench.models import model_config_class
-
-    options = build_dataclass(model_config_class(config.model.name), sections["model"], f"{where}: model")
-    result = RunConfig(**built, model=ModelSpec(name=config.model.name, options=dataclasses.asdict(options)))
+    result = _build(sections, config.model.name, where, f"{where}: model")
     _validate(result, where)
     return result
 
 
 def run_config_from_dict(values: dict, where: str) -> RunConfig:
     """Rebuild a RunConfig from a saved run dir or checkpoint."""
-    from asrbench.models import model_config_class
-
-    built = {name: build_dataclass(cls, values.get(name), f"{where}: {name}") for name, cls in SECTIONS.items()}
     model = values.get("model") or {}
-    name = model.get("name", "")
-    options = build_dataclass(model_config_class(name), model.get("options") or {}, f"{where}: model")
-    return RunConfig(**built, model=ModelSpec(name=name, options=dataclasses.asdict(options)))
+    if not isinstance(model, dict):
+        raise AsrbenchError(f"{where}: model: expected a mapping")
+    sections = {name: values.get(name) for name in SECTIONS}
+    sections["model"] = model.get("options")
+    return _build(sections, model.get("name", ""), where, f"{where}: model")
