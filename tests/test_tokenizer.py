@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asrbench.data.tokenizer import BLANK, UNK, CharTokenizer, ctc_greedy
+from asrbench.data.tokenizer import BLANK, SOS_EOS, UNK, CharTokenizer, ctc_greedy
 from asrbench.errors import AsrbenchError
 
 
@@ -21,8 +21,9 @@ def test_blank_is_zero_and_unk_is_one(tokenizer):
 
 
 def test_vocabulary_is_every_character_once_sorted(tokenizer):
-    assert tokenizer.tokens[2:] == sorted(set("YES NO'S"))
-    assert len(tokenizer) == 2 + len(set("YES NO'S"))
+    assert tokenizer.tokens[2:-1] == sorted(set("YES NO'S"))
+    assert tokenizer.tokens[-1] == SOS_EOS
+    assert len(tokenizer) == 3 + len(set("YES NO'S"))
     assert " " in tokenizer.tokens  # the word separator is a token of its own
 
 
@@ -114,3 +115,14 @@ def test_ctc_greedy_decodes_through_the_tokenizer(tokenizer):
     path = [y, y, 0, e, s, s, 0, space, n, 0, o, o]
     ids = ctc_greedy(log_probs_for([path], vocab=len(tokenizer)), torch.tensor([len(path)]))[0]
     assert tokenizer.decode(ids) == "YES NO"
+
+
+def test_sos_eos_is_the_last_token_and_never_decoded(tokenizer):
+    assert tokenizer.sos_id == tokenizer.eos_id == len(tokenizer) - 1
+    assert tokenizer.decode([tokenizer.sos_id] + tokenizer.encode("NO") + [tokenizer.eos_id]) == "NO"
+    assert tokenizer.space_id == tokenizer.tokens.index(" ")
+
+
+def test_tokenizer_saved_without_sos_eos_still_loads():
+    old = CharTokenizer.from_dict({"kind": "char", "tokens": [BLANK, UNK, " ", "A"]})
+    assert old.sos_id is None and old.decode([3, 2, 3]) == "A A"

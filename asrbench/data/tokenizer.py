@@ -1,7 +1,10 @@
 """Character tokenizer with the CTC blank at index 0, saved with every model.
 
 Index 1 is ``<unk>`` for characters never seen in training, so decoding a new corpus never
-crashes; the space is a token of its own so words can be recovered from characters.
+crashes; the space is a token of its own so words can be recovered from characters. The last
+token is ``<sos/eos>`` (one symbol for both, as in ESPnet): attention decoders start from it and
+predict it to stop; CTC heads carry it as an output they are never trained to emit. Tokenizers
+saved before it existed load unchanged (``sos_id`` is then ``None``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from asrbench.errors import AsrbenchError
 
 BLANK = "<blank>"
 UNK = "<unk>"
+SOS_EOS = "<sos/eos>"
 
 
 @dataclass
@@ -25,15 +29,29 @@ class CharTokenizer:
         if self.tokens[:2] != [BLANK, UNK]:
             raise AsrbenchError("tokenizer: the first tokens must be <blank> and <unk>")
         self._index = {token: i for i, token in enumerate(self.tokens)}
+        self._special = {i for i, token in enumerate(self.tokens) if token in (BLANK, UNK, SOS_EOS)}
 
     @classmethod
     def build(cls, texts: list[str]) -> CharTokenizer:
-        characters = sorted({char for text in texts for char in text})
-        return cls([BLANK, UNK] + characters)
+        characters = sorted({char for text in texts for char in text} - {BLANK, UNK, SOS_EOS})
+        return cls([BLANK, UNK] + characters + [SOS_EOS])
 
     @property
     def blank_id(self) -> int:
         return 0
+
+    @property
+    def sos_id(self) -> int | None:
+        """Start (and end) of sentence for attention decoders; None for old CTC-only tokenizers."""
+        return self._index.get(SOS_EOS)
+
+    @property
+    def eos_id(self) -> int | None:
+        return self._index.get(SOS_EOS)
+
+    @property
+    def space_id(self) -> int | None:
+        return self._index.get(" ")
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -46,7 +64,7 @@ class CharTokenizer:
         return {char for char in text if char not in self._index}
 
     def decode(self, ids: list[int]) -> str:
-        return "".join(self.tokens[i] for i in ids if i > 1)
+        return "".join(self.tokens[i] for i in ids if i not in self._special)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "tokens": list(self.tokens)}

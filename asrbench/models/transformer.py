@@ -18,13 +18,20 @@ class TransformerConfig:
     ff_dim: int = 576
     dropout: float = 0.1
     subsample_channels: int = 32
+    positional: str = "sinusoidal"  # sinusoidal | none (the conv front end already sees local order)
 
 
 class Transformer(nn.Module):
     def __init__(self, input_dim: int, vocab_size: int, config: TransformerConfig):
         super().__init__()
         self.subsampling = Conv2dSubsampling(input_dim, config.d_model, config.subsample_channels)
-        self.positions = SinusoidalPositionalEncoding(config.d_model, config.dropout)
+        if config.positional not in ("sinusoidal", "none"):
+            raise ValueError(f"positional must be 'sinusoidal' or 'none', not {config.positional!r}")
+        self.positions = (
+            SinusoidalPositionalEncoding(config.d_model, config.dropout)
+            if config.positional == "sinusoidal"
+            else nn.Dropout(config.dropout)
+        )
         layer = nn.TransformerEncoderLayer(
             config.d_model,
             config.num_heads,
