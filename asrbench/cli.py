@@ -170,3 +170,29 @@ def compare_command(
         fileio.write_text(output, text)
     else:
         typer.echo(text, nl=False)
+
+
+lm_app = typer.Typer(no_args_is_help=True, help="Train n-gram language models for CTC beam search.")
+app.add_typer(lm_app, name="lm")
+
+
+@lm_app.command("train")
+def lm_train(
+    data_dir: Path = typer.Argument(..., help="Prepared data dir; only train.jsonl is learned from."),
+    order: int = typer.Option(3, "--order", help="n-gram order."),
+    out: Path = typer.Option(..., "--out", help="LM dir to write lm.arpa, lexicon.txt and lm.json into."),
+    unit: str = typer.Option("word", "--unit", help="word | char"),
+    normalizer: str = typer.Option("basic-1", "--normalizer", help="Text normalizer applied before training."),
+) -> None:
+    """Train a Kneser-Ney n-gram LM on a data dir's training transcripts."""
+    from asrbench.lm import train_lm
+    from asrbench.progress import console
+
+    summary = train_lm(data_dir, out, order=order, unit=unit, normalizer=normalizer)
+    ngrams = " ".join(f"{n}-grams {count}" for n, count in summary["ngram_counts"].items())
+    dev = summary["dev_perplexity"]
+    console.print(
+        f"lm {summary['unit']} {summary['order']}-gram: {summary['sentences']} sentences, "
+        f"vocab {summary['vocabulary_size']}, {ngrams}, "
+        f"dev perplexity {'n/a' if dev is None else f'{dev:.2f}'} -> {out}"
+    )

@@ -18,7 +18,7 @@ from asrbench import fileio, rundir
 from asrbench.checkpoint import load_model
 from asrbench.data.batching import BucketBatchSampler, Collator
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
-from asrbench.data.tokenizer import CharTokenizer, ctc_greedy
+from asrbench.data.tokenizer import CharTokenizer
 from asrbench.env import environment, resolve_device
 from asrbench.models import count_parameters
 from asrbench.scoring import error_rates
@@ -28,7 +28,7 @@ from asrbench.text import DEFAULT_NORMALIZER, normalize
 @dataclass
 class Recognition:
     hypotheses: list[str]  # in the order of the FeatureSet
-    loss: float  # mean CTC loss per utterance (nan when targets were not given)
+    loss: float  # the model's mean loss per utterance (nan when targets were not given)
     model_seconds: float  # forward + search, excluding the warm-up batch
     audio_seconds: float  # audio covered by the timed batches
 
@@ -43,8 +43,14 @@ def recognize(
     batch_frames: int = 60000,
     token_ids: list[list[int]] | None = None,
     warmup: bool = False,
+    search=None,
 ) -> Recognition:
-    """Greedy CTC over a FeatureSet; optionally the CTC loss against ``token_ids``."""
+    """Recognize a FeatureSet; optionally the model's loss against ``token_ids``.
+
+    ``search(features, feature_lengths) -> token ids per utterance`` defaults to the model's
+    greedy decoding (best path for CTC, argmax for attention decoders).
+    """
+    search = search or model.greedy_decode
     was_training = model.training
     model.eval()
     collate = Collator(features, token_ids or [[] for _ in range(len(features))], cmvn)
@@ -54,30 +60,21 @@ def recognize(
     total_loss, model_seconds, audio_seconds = 0.0, 0.0, 0.0
     if warmup and batches:
         batch = collate(batches[0]).to(device)
-        model(batch.features, batch.feature_lengths)
+        search(batch.features, batch.feature_lengths)
     for indices in batches:
         batch = collate(indices).to(device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        log_probs, output_lengths = model(batch.features, batch.feature_lengths)
-        for index, ids in zip(indices, ctc_greedy(log_probs, output_lengths), strict=True):
+        for index, ids in zip(indices, search(batch.features, batch.feature_lengths), strict=True):
             hypotheses[index] = tokenizer.decode(ids)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         model_seconds += time.perf_counter() - start
         audio_seconds += sum(features.utterances[i].duration for i in indices)
         if token_ids is not None:
-            loss = nn.functional.ctc_loss(
-                log_probs.transpose(0, 1),
-                batch.targets,
-                output_lengths,
-                batch.target_lengths,
-                blank=tokenizer.blank_id,
-                reduction="sum",
-                zero_infinity=True,
-            )
-            total_loss += float(loss)
+            loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)
+            total_loss += float(loss) * len(indices)
     model.train(was_training)
     mean_loss = total_loss / len(features) if token_ids is not None and len(features) else float("nan")
     return Recognition(hypotheses, mean_loss, model_seconds, audio_seconds)

@@ -1,9 +1,10 @@
-"""One training loop for every model: CTC, AdamW, warm-up then cosine decay, clipping, budgets.
+"""One training loop for every model: AdamW, warm-up then cosine decay, clipping, budgets.
 
-The trainer knows nothing about architectures: it builds the model from the registry, feeds it
-``(features, feature_lengths)`` and trains the ``(log_probs, output_lengths)`` it returns with
-CTC. After every epoch it measures dev CER with greedy decoding, keeps the best checkpoint and a
-resumable last one (optimizer, scheduler and RNG state included), and appends to metrics.jsonl.
+The trainer knows nothing about architectures: it builds the model from the registry and asks
+the model's family for its loss (``compute_loss``: CTC, attention cross-entropy, or both).
+After every epoch it measures dev CER with the model's greedy decoding, keeps the best
+checkpoint and a resumable last one (optimizer, scheduler and RNG state included), and appends
+to metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -230,16 +231,8 @@ def train(
             for indices in sampler:
                 batch = collate(indices).to(device)
                 with _autocast(device, tc.precision):
-                    log_probs, output_lengths = model(batch.features, batch.feature_lengths)
-                loss = nn.functional.ctc_loss(
-                    log_probs.float().transpose(0, 1),
-                    batch.targets,
-                    output_lengths,
-                    batch.target_lengths,
-                    blank=data.tokenizer.blank_id,
-                    reduction="sum",
-                    zero_infinity=True,
-                ) / len(indices)
+                    loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets,
+                                              batch.target_lengths)
                 optimizer.zero_grad(set_to_none=True)
                 if not torch.isfinite(loss):
                     skipped_batches += 1

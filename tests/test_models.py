@@ -1,5 +1,7 @@
 """The model contract, checked for every registered model:
-``forward(features (B, T, F), feature_lengths (B,)) -> (log_probs (B, T', V), output_lengths (B,))``.
+``forward(features (B, T, F), feature_lengths (B,)) -> (log_probs (B, T', V), output_lengths (B,))``
+(for attention models, their CTC branch). The attention decoders have tests of their own in
+test_attention_models.py.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ TINY = {
     "transformer": {"d_model": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 32, "subsample_channels": 4},
     "conformer": {"d_model": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 32, "kernel_size": 5,
                   "subsample_channels": 4},
+    "las": {"subsample_channels": 4, "encoder_hidden": 16, "encoder_layers": 1, "decoder_hidden": 16,
+            "embed_dim": 8, "attention_dim": 16, "location_channels": 4, "location_kernel": 5},
+    "transformer_aed": {"d_model": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 32, "subsample_channels": 4,
+                        "decoder_layers": 1, "decoder_ff_dim": 32},
+    "conformer_aed": {"d_model": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 32, "kernel_size": 5,
+                      "subsample_channels": 4, "decoder_layers": 1, "decoder_ff_dim": 32},
 }
 
 ALL_MODELS = sorted(MODELS)

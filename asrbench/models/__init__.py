@@ -1,8 +1,13 @@
 """The model registry: name -> (options dataclass, module class).
 
-Every model implements one contract:
-``forward(features (B, T, F), feature_lengths (B,)) -> (log_probs (B, T', V), output_lengths (B,))``
-and is trained with CTC (blank = 0).
+Two families, one contract for the trainer and the decoder (``compute_loss``, ``greedy_decode``,
+and ``ctc_log_probs`` where a CTC output exists):
+
+- CTC models (``models.common.CTCModel``): ``forward(features (B, T, F), feature_lengths (B,))
+  -> (log_probs (B, T', V), output_lengths (B,))``, trained with CTC (blank = 0).
+- Attention encoder-decoders (``models.attention.AttentionModel``): a decoder trained with
+  label-smoothed cross-entropy, optionally with a CTC branch (hybrid CTC/attention); ``encode``,
+  ``init_state``, ``step`` and ``reorder_state`` drive beam search.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ import dataclasses
 from torch import nn
 
 from asrbench.errors import AsrbenchError
+from asrbench.models.aed import ConformerAED, ConformerAEDConfig, TransformerAED, TransformerAEDConfig
 from asrbench.models.cnn import CNN, CNNConfig
 from asrbench.models.conformer import Conformer, ConformerConfig
 from asrbench.models.crdnn import CRDNN, CRDNNConfig
 from asrbench.models.dnn import DNN, DNNConfig
+from asrbench.models.las import LAS, LASConfig
 from asrbench.models.rnn import GRU, LSTM, RNNConfig
 from asrbench.models.transformer import Transformer, TransformerConfig
 
@@ -27,6 +34,9 @@ MODELS: dict[str, tuple[type, type[nn.Module]]] = {
     "crdnn": (CRDNNConfig, CRDNN),
     "transformer": (TransformerConfig, Transformer),
     "conformer": (ConformerConfig, Conformer),
+    "las": (LASConfig, LAS),
+    "transformer_aed": (TransformerAEDConfig, TransformerAED),
+    "conformer_aed": (ConformerAEDConfig, ConformerAED),
 }
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from asrbench.models.common import Conv2dSubsampling, CTCHead, MaskedBatchNorm1d, padding_mask
+from asrbench.models.common import Conv2dSubsampling, CTCHead, CTCModel, MaskedBatchNorm1d, padding_mask
 
 
 @dataclass
@@ -39,7 +39,7 @@ class SeparableBlock(nn.Module):
         return x + self.dropout(torch.relu(y))
 
 
-class CNN(nn.Module):
+class CNN(CTCModel):
     def __init__(self, input_dim: int, vocab_size: int, config: CNNConfig):
         super().__init__()
         self.subsampling = Conv2dSubsampling(input_dim, config.channels, config.subsample_channels)

@@ -108,3 +108,42 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
             self.num_batches_tracked += 1
         x = (x - mean[None, :, None]) * torch.rsqrt(var[None, :, None] + self.eps)
         return x * self.weight[None, :, None] + self.bias[None, :, None]
+
+
+class CTCModel(nn.Module):
+    """The CTC family: ``forward`` gives ``(log_probs (B, T', V), output_lengths (B,))``.
+
+    A family contributes what the trainer and decoder call, so neither branches on a model's name:
+    ``compute_loss`` (sum over the batch / B), ``greedy_decode`` (token ids per utterance) and,
+    where a CTC output exists, ``ctc_log_probs`` for beam search.
+    """
+
+    family = "ctc"
+
+    def ctc_log_probs(self, features: torch.Tensor, feature_lengths: torch.Tensor):
+        return self(features, feature_lengths)
+
+    def compute_loss(self, features, feature_lengths, targets, target_lengths) -> torch.Tensor:
+        """Targets are concatenated (sum U,) with lengths (B,); CTC summed then divided by B."""
+        log_probs, output_lengths = self(features, feature_lengths)
+        return ctc_loss(log_probs, output_lengths, targets, target_lengths)
+
+    def greedy_decode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
+        from asrbench.data.tokenizer import ctc_greedy
+
+        log_probs, output_lengths = self(features, feature_lengths)
+        return ctc_greedy(log_probs, output_lengths)
+
+
+def ctc_loss(log_probs, output_lengths, targets, target_lengths, blank: int = 0) -> torch.Tensor:
+    """CTC (blank 0) summed over the batch and divided by B; impossible alignments count zero."""
+    loss = nn.functional.ctc_loss(
+        log_probs.float().transpose(0, 1),
+        targets,
+        output_lengths,
+        target_lengths,
+        blank=blank,
+        reduction="sum",
+        zero_infinity=True,
+    )
+    return loss / log_probs.size(0)

@@ -17,6 +17,7 @@ from torch import nn
 from asrbench.models.common import (
     Conv2dSubsampling,
     CTCHead,
+    CTCModel,
     MaskedBatchNorm1d,
     SinusoidalPositionalEncoding,
     padding_mask,
@@ -35,7 +36,7 @@ class ConformerConfig:
     subsample_channels: int = 32
 
 
-class Conformer(nn.Module):
+class Conformer(CTCModel):
     def __init__(self, input_dim: int, vocab_size: int, config: ConformerConfig):
         super().__init__()
         self.subsampling = Conv2dSubsampling(input_dim, config.d_model, config.subsample_channels)
@@ -61,12 +62,17 @@ class Conformer(nn.Module):
     def _zero_padding(self, module: nn.Module, inputs: tuple[torch.Tensor]) -> tuple[torch.Tensor]:
         return (inputs[0].masked_fill(self._padding, 0.0),)
 
-    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
+    def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F), (B,) -> encoder output (B, T/4, d_model), output_lengths (B,)."""
         x, lengths = self.subsampling(features, feature_lengths)
         self._padding = padding_mask(lengths, x.size(1)).unsqueeze(1)
         try:
             x, lengths = self.encoder(self.positions(x), lengths)
         finally:
             self._padding = None
+        return x, lengths
+
+    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
+        x, lengths = self.encode(features, feature_lengths)
         return self.head(x), lengths

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asrbench.models.common import CTCHead, padding_mask
+from asrbench.models.common import CTCHead, CTCModel, padding_mask
 
 
 @dataclass
@@ -26,7 +26,7 @@ class CRDNNConfig:
     dropout: float = 0.1
 
 
-class CRDNN(nn.Module):
+class CRDNN(CTCModel):
     def __init__(self, input_dim: int, vocab_size: int, config: CRDNNConfig):
         super().__init__()
         if config.rnn_type not in ("gru", "lstm"):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from asrbench.models.common import CTCHead, MaskedBatchNorm1d, padding_mask
+from asrbench.models.common import CTCHead, CTCModel, MaskedBatchNorm1d, padding_mask
 
 
 @dataclass
@@ -24,7 +24,7 @@ class DNNConfig:
     dropout: float = 0.1
 
 
-class DNN(nn.Module):
+class DNN(CTCModel):
     def __init__(self, input_dim: int, vocab_size: int, config: DNNConfig):
         super().__init__()
         self.config = config

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asrbench.models.common import Conv2dSubsampling, CTCHead
+from asrbench.models.common import Conv2dSubsampling, CTCHead, CTCModel
 
 
 @dataclass
@@ -24,7 +24,7 @@ class RNNConfig:
     bidirectional: bool = True
 
 
-class RNNEncoder(nn.Module):
+class RNNEncoder(CTCModel):
     cell: type[nn.RNNBase] = nn.LSTM
 
     def __init__(self, input_dim: int, vocab_size: int, config: RNNConfig):
@@ -41,12 +41,17 @@ class RNNEncoder(nn.Module):
         directions = 2 if config.bidirectional else 1
         self.head = CTCHead(config.hidden_size * directions, vocab_size, config.dropout)
 
-    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
+    def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F), (B,) -> encoder output (B, T/4, directions * hidden), output_lengths (B,)."""
         x, lengths = self.subsampling(features, feature_lengths)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         output, _ = self.rnn(packed)
         x, _ = pad_packed_sequence(output, batch_first=True, total_length=x.size(1))
+        return x, lengths
+
+    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
+        x, lengths = self.encode(features, feature_lengths)
         return self.head(x), lengths
 
 

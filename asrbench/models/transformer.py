@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from asrbench.models.common import Conv2dSubsampling, CTCHead, SinusoidalPositionalEncoding, padding_mask
+from asrbench.models.common import Conv2dSubsampling, CTCHead, CTCModel, SinusoidalPositionalEncoding, padding_mask
 
 
 @dataclass
@@ -21,7 +21,7 @@ class TransformerConfig:
     positional: str = "sinusoidal"  # sinusoidal | none (the conv front end already sees local order)
 
 
-class Transformer(nn.Module):
+class Transformer(CTCModel):
     def __init__(self, input_dim: int, vocab_size: int, config: TransformerConfig):
         super().__init__()
         self.subsampling = Conv2dSubsampling(input_dim, config.d_model, config.subsample_channels)
@@ -45,8 +45,13 @@ class Transformer(nn.Module):
         self.norm = nn.LayerNorm(config.d_model)
         self.head = CTCHead(config.d_model, vocab_size)
 
-    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
+    def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F), (B,) -> encoder output (B, T/4, d_model), output_lengths (B,)."""
         x, lengths = self.subsampling(features, feature_lengths)
         x = self.encoder(self.positions(x), src_key_padding_mask=padding_mask(lengths, x.size(1)))
-        return self.head(self.norm(x)), lengths
+        return self.norm(x), lengths
+
+    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
+        x, lengths = self.encode(features, feature_lengths)
+        return self.head(x), lengths

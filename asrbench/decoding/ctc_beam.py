@@ -1,0 +1,378 @@
+"""CTC prefix beam search with optional n-gram LM fusion and a lexicon constraint, in plain Python.
+
+The search keeps, for every surviving label prefix, the probability of all alignments that
+collapse to it and end in blank (``pb``) and in its last label (``pnb``); extending a prefix
+whose last label is ``c`` by ``c`` again is only possible from ``pb`` (CTC needs a blank between
+repeats), and alignments reaching the same prefix are summed.
+
+Speed comes from doing little per frame, not from vectorizing it:
+
+* Prefixes are nodes of a trie that lives for one utterance. A node is created (and, with an LM,
+  scored) once, the first time any beam extends into it; after that an extension is a dict
+  lookup keyed by one int, and identical prefixes merge by node id instead of hashing tuples.
+* Probabilities, not log-probabilities: each frame is divided by its best token probability
+  (the same factor for every path, so rankings do not change; the log of it is added back at
+  the end), which makes merging a ``+`` instead of a log-sum-exp. Beams are renormalized on the
+  rare occasion their best probability drops below 1e-100.
+* Per frame only the top ``token_top_k`` labels within ``token_beam`` nats of the frame's best
+  are tried (the whole batch is pruned with numpy before the Python loop starts).
+* Frames where blank has probability above ``blank_skip`` only extend with blank; a run of them
+  costs one pass over the beam, whatever its length.
+
+LM fusion (natural-log scores): with a word LM, a word is scored when it is closed (a space after
+a non-empty word, or the end of the utterance); with a char LM every label is scored, the space
+included. A hypothesis' score is ``acoustic + lm_weight * lm + word_bonus * words`` plus, at
+the end, ``lm_weight`` times the LM's end-of-sentence log-probability.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asrbench.data.tokenizer import BLANK, SOS_EOS, UNK, CharTokenizer
+from asrbench.errors import AsrbenchError
+
+CHAR_LM_SPACE = "<space>"  # how ARPA files of char LMs write the space; asrbench.lm reads it back as " "
+_RESCALE_BELOW = 1e-100  # renormalize the beams before their probabilities can underflow
+
+
+@dataclass(frozen=True)
+class CTCBeamOptions:
+    beam: int = 10  # prefixes kept after every frame
+    lm_weight: float = 0.0  # times the LM's natural-log probability
+    word_bonus: float = 0.0  # added per emitted word (counters the LM's preference for short outputs)
+    token_top_k: int = 8  # labels (besides blank) tried per frame
+    token_beam: float = 10.0  # ... and only those within this many nats of the frame's best label
+    # Frames with P(blank) above this extend every prefix with blank only: no label can start
+    # or continue there, and the (< 1 - blank_skip) non-blank mass is dropped from the scores.
+    # Peaky CTC models put most frames there, so this is the largest speed-up; 1.0 turns it off.
+    blank_skip: float = 0.999
+    lexicon: bool = False  # words must come from the lexicon (given, or the word LM's vocabulary)
+
+    def __post_init__(self) -> None:
+        if self.beam < 1 or self.token_top_k < 1:
+            raise AsrbenchError(f"ctc beam: beam and token_top_k must be >= 1 (got {self.beam}, {self.token_top_k})")
+        if not 0.5 <= self.blank_skip <= 1.0:  # above 0.5, blank is the frame's best label (scaled to 1)
+            raise AsrbenchError(f"ctc beam: blank_skip must be in [0.5, 1] (got {self.blank_skip})")
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    token_ids: list[int]
+    score: float  # acoustic + lm_weight * lm + word_bonus * words: what the search ranks by
+    acoustic: float  # log-probability of all (kept) alignments of token_ids
+    lm: float  # unweighted LM log-probability, end of sentence included (0.0 without an LM)
+
+
+class Lexicon:
+    """A trie over token ids: which label sequences spell a word, and which word they spell."""
+
+    def __init__(self) -> None:
+        self.children: list[dict[int, int]] = [{}]  # node -> {token id: child node}; node 0 is the root
+        self.words: list[str | None] = [None]  # the word a node completes, if any
+        self.skipped = 0  # words left out because the tokenizer cannot spell them
+
+    def __len__(self) -> int:
+        return sum(word is not None for word in self.words)
+
+    def add(self, word: str, token_ids: list[int]) -> None:
+        node = 0
+        for token in token_ids:
+            child = self.children[node].get(token)
+            if child is None:
+                child = len(self.children)
+                self.children[node][token] = child
+                self.children.append({})
+                self.words.append(None)
+            node = child
+        if node and self.words[node] is None:
+            self.words[node] = word
+
+    def spellings(self) -> list[tuple[str, list[int]]]:
+        """Every (word, token ids) in the trie, depth first."""
+        found, stack = [], [(0, [])]
+        while stack:
+            node, prefix = stack.pop()
+            if self.words[node] is not None:
+                found.append((self.words[node], prefix))
+            stack.extend((child, prefix + [token]) for token, child in self.children[node].items())
+        return found
+
+    @classmethod
+    def from_words(cls, words: Iterable[str], tokenizer: CharTokenizer) -> Lexicon:
+        """Words spelled with the tokenizer's characters; ones it cannot spell are counted in ``skipped``."""
+        lexicon = cls()
+        space = " "
+        for word in words:
+            if not word or space in word or tokenizer.unknown_characters(word):
+                lexicon.skipped += 1
+                continue
+            lexicon.add(word, tokenizer.encode(word))
+        return lexicon
+
+    @classmethod
+    def from_file(cls, path: str | Path, tokenizer: CharTokenizer) -> Lexicon:
+        """``WORD<TAB>W O R D`` lines (spelling in tokenizer characters) or one word per line."""
+        path = Path(path)
+        if not path.is_file():
+            raise AsrbenchError(f"{path}: lexicon not found")
+        lexicon = cls()
+        index = {token: i for i, token in enumerate(tokenizer.tokens) if token not in (BLANK, UNK, SOS_EOS, " ")}
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                line = line.rstrip("\n").rstrip("\r")
+                if not line.strip():
+                    continue
+                fields = line.split("\t")
+                word = fields[0].strip()
+                if len(fields) > 2 or not word or len(word.split()) != 1:
+                    raise AsrbenchError(
+                        f"{path}:{number}: expected 'WORD<TAB>W O R D' or one word per line, got {line[:80]!r}"
+                    )
+                if len(fields) == 1:
+                    spelling = list(word)
+                else:
+                    spelling = fields[1].split()
+                    if not spelling:
+                        raise AsrbenchError(f"{path}:{number}: {word!r} has an empty spelling")
+                if any(symbol not in index for symbol in spelling):
+                    lexicon.skipped += 1
+                    continue
+                lexicon.add(word, [index[symbol] for symbol in spelling])
+        return lexicon
+
+
+def _lm_words(lm) -> list[str]:
+    return [word for word in lm.vocabulary if word not in ("<s>", "</s>", "<unk>")]
+
+
+def ctc_prefix_beam_search(
+    log_probs: torch.Tensor,
+    lengths: torch.Tensor,
+    tokenizer: CharTokenizer,
+    options: CTCBeamOptions = CTCBeamOptions(),
+    lm=None,
+    lexicon: Lexicon | None = None,
+) -> list[list[Hypothesis]]:
+    """(B, T, V) log-softmax outputs, (B,) lengths -> per utterance the n-best, best first.
+
+    ``lm`` is an n-gram LM from :mod:`asrbench.lm` (or anything with ``start``/``score``/``finish``,
+    ``unit`` "word" or "char"). With ``options.lexicon`` the words come from ``lexicon`` or, when it
+    is None, from the word LM's vocabulary. Without an LM or lexicon the search is plain CTC prefix
+    search; with either, a space may only follow a non-empty word.
+    """
+    if log_probs.dim() != 3 or log_probs.size(2) != len(tokenizer):
+        raise AsrbenchError(f"ctc beam: expected log_probs (B, T, {len(tokenizer)}), got {tuple(log_probs.shape)}")
+    if options.lexicon and lexicon is None:
+        if lm is None or getattr(lm, "unit", "word") != "word":
+            raise AsrbenchError("ctc beam: lexicon=True needs a lexicon or a word LM to take the words from")
+        lexicon = Lexicon.from_words(_lm_words(lm), tokenizer)
+    if not options.lexicon:
+        lexicon = None
+    batch, frames, vocab = log_probs.shape
+    scores = log_probs.detach().to("cpu", torch.float64).numpy()  # (B, T, V), converted once
+    lengths_list = [min(int(length), frames) for length in lengths.tolist()]
+
+    blank = tokenizer.blank_id
+    allowed = np.ones(vocab, dtype=bool)
+    allowed[blank] = False
+    if tokenizer.sos_id is not None:
+        allowed[tokenizer.sos_id] = False  # CTC heads carry <sos/eos> but are never trained to emit it
+    best = scores.max(axis=2)  # (B, T)
+    scaled = np.exp(scores - best[..., None])  # (B, T, V), each frame's best label at 1.0
+    skip = scores[..., blank] > math.log(options.blank_skip) if options.blank_skip < 1.0 else np.zeros_like(best, bool)
+    # Candidate labels per frame: top-k of the allowed ones, and within token_beam of the frame's best.
+    masked = np.where(allowed, scores, -np.inf)
+    k = min(options.token_top_k, int(allowed.sum()))
+    top = np.argpartition(-masked, k - 1, axis=2)[..., :k] if k < vocab else np.broadcast_to(
+        np.arange(vocab), masked.shape
+    )
+    top_scores = np.take_along_axis(masked, top, axis=2)
+    keep = top_scores >= (best - options.token_beam)[..., None]
+
+    search = _Search(tokenizer, options, lm, lexicon)
+    results = []
+    for b in range(batch):
+        length = lengths_list[b]
+        active = np.flatnonzero(~skip[b, :length])
+        # Skipped frames before each active frame, and after the last one.
+        skipped_before = np.diff(np.concatenate(([-1], active, [length]))) - 1
+        rows = scaled[b, active].tolist()
+        tokens_b, keep_b = top[b, active].tolist(), keep[b, active].tolist()
+        candidates = [
+            [(token, row[token]) for token, ok in zip(frame_tokens, frame_keep, strict=True) if ok]
+            for frame_tokens, frame_keep, row in zip(tokens_b, keep_b, rows, strict=True)
+        ]
+        offset = float(best[b, :length].sum())
+        results.append(search.run(rows, candidates, skipped_before.tolist(), offset))
+    return results
+
+
+class _Search:
+    """The per-utterance loop; prefix-trie nodes are kept in parallel lists indexed by node id."""
+
+    def __init__(self, tokenizer: CharTokenizer, options: CTCBeamOptions, lm, lexicon: Lexicon | None):
+        self.options = options
+        self.lm = lm
+        self.lexicon = lexicon
+        self.strings = list(tokenizer.tokens)
+        self.vocab = len(tokenizer)
+        self.space = tokenizer.space_id
+        self.word_lm = lm is not None and getattr(lm, "unit", "word") == "word"
+        self.char_lm = lm is not None and not self.word_lm
+        self.lm_space = CHAR_LM_SPACE if self.char_lm and CHAR_LM_SPACE in lm.vocabulary else " "
+        # With an LM or lexicon, words matter: spaces only close non-empty words.
+        self.words_matter = lm is not None or lexicon is not None
+        self.fused = self.words_matter or options.word_bonus != 0.0
+
+    def run(self, rows: list[list[float]], candidates: list[list[tuple[int, float]]], skipped: list[int],
+            offset: float) -> list[Hypothesis]:
+        # Prefix trie of this utterance; node 0 is the empty prefix.
+        self.parent, self.last = [-1], [-1]
+        self.lm_raw, self.fused_score, self.word_count = [0.0], [0.0], [0]
+        self.lm_state = [self.lm.start() if self.lm is not None else None]
+        self.partial, self.lex_node = [""], [0]
+        self.children: dict[int, int] = {}
+        vocab, beam, fused = self.vocab, self.options.beam, self.fused
+        children, last_token, fused_score = self.children, self.last, self.fused_score
+        extend = self._extend
+        log = math.log
+
+        beams = [(0, 1.0, 0.0)]  # (node, pb, pnb), probabilities relative to exp(offset)
+        for row, frame_candidates, before in zip(rows, candidates, skipped, strict=False):
+            if before:  # blank-only frames: every alignment now ends in blank, scaled P(blank) = 1
+                beams = [(node, pb + pnb, 0.0) for node, pb, pnb in beams]
+            p_blank = row[0]
+            next_blank: dict[int, float] = {}
+            next_label: dict[int, float] = {}
+            for node, pb, pnb in beams:
+                total = pb + pnb
+                next_blank[node] = total * p_blank
+                last = last_token[node]
+                if pnb and last >= 0:  # the last label continues (no new label)
+                    next_label[node] = next_label.get(node, 0.0) + pnb * row[last]
+                key = node * vocab
+                for token, p in frame_candidates:
+                    child = children.get(key + token)
+                    if child is None:
+                        child = extend(node, token)
+                    if child < 0:
+                        continue
+                    if token == last:  # a repeat is a new label only after a blank
+                        if pb:
+                            next_label[child] = next_label.get(child, 0.0) + pb * p
+                    else:
+                        next_label[child] = next_label.get(child, 0.0) + total * p
+            merged = next_blank
+            for node, pnb in next_label.items():
+                merged.setdefault(node, 0.0)
+            if fused:
+                ranked = sorted(
+                    (
+                        (log(total) + fused_score[node], node)
+                        for node, pb in merged.items()
+                        if (total := pb + next_label.get(node, 0.0)) > 0.0
+                    ),
+                    reverse=True,
+                )
+            else:
+                ranked = sorted(((pb + next_label.get(node, 0.0), node) for node, pb in merged.items()), reverse=True)
+            beams = [(node, merged[node], next_label.get(node, 0.0)) for _, node in ranked[:beam]]
+            if not beams:  # every prefix was forbidden (lexicon) or underflowed
+                return []
+            top = max(pb + pnb for _, pb, pnb in beams) if fused else ranked[0][0]
+            if 0.0 < top < _RESCALE_BELOW:
+                offset += log(top)
+                beams = [(node, pb / top, pnb / top) for node, pb, pnb in beams]
+        # Blank-only frames after the last active one change no prefix's total: nothing to do.
+        return self._finish(beams, offset)
+
+    def _extend(self, node: int, token: int) -> int:
+        """Create the child prefix ``node + token`` (LM-scored, lexicon-checked); -1 if not allowed."""
+        key = node * self.vocab + token
+        lm_state, lm_raw, words = self.lm_state[node], self.lm_raw[node], self.word_count[node]
+        partial, lex_node = self.partial[node], self.lex_node[node]
+        if token == self.space:
+            if partial:
+                lm_state, lm_raw, words, ok = self._close_word(lm_state, lm_raw, words, partial, lex_node)
+            else:  # a leading or second space: plain CTC allows it, word-level decoding does not
+                ok = not self.words_matter
+            if not ok:
+                self.children[key] = -1
+                return -1
+            if self.char_lm:
+                logprob, lm_state = self.lm.score(lm_state, self.lm_space)
+                lm_raw += logprob
+            partial, lex_node = "", 0
+        else:
+            if self.lexicon is not None:
+                lex_node = self.lexicon.children[lex_node].get(token, -1)
+                if lex_node < 0:
+                    self.children[key] = -1
+                    return -1
+            partial = partial + self.strings[token]
+            if self.char_lm:
+                logprob, lm_state = self.lm.score(lm_state, self.strings[token])
+                lm_raw += logprob
+        child = len(self.parent)
+        self.parent.append(node)
+        self.last.append(token)
+        self.lm_state.append(lm_state)
+        self.lm_raw.append(lm_raw)
+        self.word_count.append(words)
+        self.fused_score.append(self.options.lm_weight * lm_raw + self.options.word_bonus * words)
+        self.partial.append(partial)
+        self.lex_node.append(lex_node)
+        self.children[key] = child
+        return child
+
+    def _close_word(self, lm_state, lm_raw: float, words: int, partial: str, lex_node: int):
+        """Score a finished word: -> (lm_state, lm_raw, words, allowed)."""
+        word = partial
+        if self.lexicon is not None:
+            word = self.lexicon.words[lex_node]
+            if word is None:
+                return lm_state, lm_raw, words, False
+        if self.word_lm:
+            logprob, lm_state = self.lm.score(lm_state, word)
+            lm_raw += logprob
+        return lm_state, lm_raw, words + 1, True
+
+    def _finish(self, beams: list[tuple[int, float, float]], offset: float) -> list[Hypothesis]:
+        options = self.options
+        finished = []
+        for node, pb, pnb in beams:
+            total = pb + pnb
+            if total <= 0.0:
+                continue
+            lm_state, lm_raw, words = self.lm_state[node], self.lm_raw[node], self.word_count[node]
+            complete = True
+            if self.partial[node]:
+                lm_state, lm_raw, words, complete = self._close_word(
+                    lm_state, lm_raw, words, self.partial[node], self.lex_node[node]
+                )
+            if self.lm is not None:
+                lm_raw += self.lm.finish(lm_state)
+            acoustic = math.log(total) + offset
+            score = acoustic + options.lm_weight * lm_raw + options.word_bonus * words
+            finished.append((complete, score, acoustic, lm_raw, node))
+        if any(complete for complete, *_ in finished):  # an unfinished lexicon word only if nothing else
+            finished = [entry for entry in finished if entry[0]]
+        finished.sort(key=lambda entry: entry[1], reverse=True)
+        return [
+            Hypothesis(self._token_ids(node), score, acoustic, lm_raw)
+            for _, score, acoustic, lm_raw, node in finished
+        ]
+
+    def _token_ids(self, node: int) -> list[int]:
+        ids = []
+        while node > 0:
+            ids.append(self.last[node])
+            node = self.parent[node]
+        return ids[::-1]

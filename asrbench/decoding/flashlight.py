@@ -1,0 +1,144 @@
+"""The flashlight CTC beam-search decoder (torchaudio's ``ctc_decoder``), with our options and output.
+
+A reference point for :mod:`asrbench.decoding.ctc_beam`: same inputs, same ``Hypothesis`` list.
+
+Token mapping: flashlight gets our token list unchanged (so ids need no translation) except that
+the space is renamed ``<space>`` and used as its word separator ("silence") token; that is also
+how char-LM ARPA files write the space, so a char LM's n-grams match. A tokenizer without a space
+gets an extra ``<space>`` column that can never win. Blank is ``<blank>``.
+
+Modes:
+
+* no LM dir: lexicon-free, no LM;
+* word LM dir: lexicon decoder over ``lexicon.txt`` (words our tokenizer cannot spell are left
+  out) with KenLM reading ``lm.arpa``. Flashlight cannot fuse a word LM without a lexicon, so
+  this mode is always lexicon-constrained, whatever ``options.lexicon`` says; unlike ours, its
+  words may also follow each other without a space;
+* char LM dir: lexicon-free with KenLM scoring every token of ``lm.arpa``.
+
+Option mapping: KenLM scores are log10 where ours are natural logs, so flashlight's ``lm_weight``
+is ``options.lm_weight * ln(10)``, which makes the fused LM term identical. ``word_bonus`` is
+flashlight's ``word_score`` (added per lexicon word) in the lexicon decoder and its ``sil_score``
+(added per ``<space>``, so one fewer per utterance than ours) in the lexicon-free one.
+``beam_size`` is ``options.beam``; ``beam_size_token`` is ``options.token_top_k + 1`` (flashlight
+counts blank among the tokens); hypotheses more than ``BEAM_THRESHOLD`` below the best are
+dropped; ``log_add`` is on, so identical prefixes are summed as in ours. ``blank_skip`` and
+``token_beam`` have no flashlight counterpart.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import torch
+
+from asrbench.data.tokenizer import CharTokenizer
+from asrbench.decoding.ctc_beam import CHAR_LM_SPACE, CTCBeamOptions, Hypothesis, Lexicon
+from asrbench.errors import AsrbenchError
+
+BEAM_THRESHOLD = 25.0  # nats below the best hypothesis at which flashlight drops one
+_NEVER = -1e9  # log-probability of the added <space> column when the tokenizer has no space
+_LN10 = math.log(10.0)
+
+
+def _ctc_decoder():
+    from asrbench import torchaudio_compat  # noqa: F401 - torchaudio must be imported through it first
+
+    try:
+        from torchaudio.models.decoder import ctc_decoder
+    except (ImportError, RuntimeError) as err:
+        raise AsrbenchError(f"flashlight decoder unavailable: {err} (pip install flashlight-text)") from None
+    return ctc_decoder
+
+
+class FlashlightDecoder:
+    """Build once (loading the LM is the slow part), then call on batches of log-probs."""
+
+    def __init__(self, tokenizer: CharTokenizer, options: CTCBeamOptions = CTCBeamOptions(),
+                 lm_dir: str | Path | None = None):
+        self.tokenizer = tokenizer
+        self.options = options
+        self.vocab = len(tokenizer)
+        tokens = [CHAR_LM_SPACE if token == " " else token for token in tokenizer.tokens]
+        if tokenizer.space_id is None:
+            tokens.append(CHAR_LM_SPACE)
+        self.flashlight_vocab = len(tokens)
+        unit = None
+        if lm_dir is not None:
+            from asrbench.lm import load_lm  # only its metadata check; KenLM reads the ARPA itself
+
+            _, metadata = load_lm(lm_dir)
+            unit = metadata.get("unit", "word")
+        self.unit = unit
+        settings = dict(
+            tokens=tokens,
+            nbest=options.beam,
+            beam_size=options.beam,
+            beam_size_token=min(options.token_top_k + 1, len(tokens)),
+            beam_threshold=BEAM_THRESHOLD,
+            lm_weight=options.lm_weight * _LN10,
+            log_add=True,
+            blank_token=tokenizer.tokens[tokenizer.blank_id],
+            sil_token=CHAR_LM_SPACE,
+        )
+        ctc_decoder = _ctc_decoder()
+        if unit == "word":
+            lexicon = Lexicon.from_file(Path(lm_dir) / "lexicon.txt", tokenizer)
+            if not len(lexicon):
+                raise AsrbenchError(f"{lm_dir}/lexicon.txt: no word can be spelled with the model's characters")
+            with tempfile.TemporaryDirectory() as tmp:
+                lexicon_path = Path(tmp) / "lexicon.txt"
+                lexicon_path.write_text(
+                    "".join(f"{word}\t{' '.join(tokens[i] for i in ids)}\n" for word, ids in lexicon.spellings()),
+                    encoding="utf-8",
+                )
+                self.decoder = ctc_decoder(lexicon=str(lexicon_path), lm=str(Path(lm_dir) / "lm.arpa"),
+                                           word_score=options.word_bonus, **settings)
+        else:
+            lm = str(Path(lm_dir) / "lm.arpa") if unit == "char" else None
+            self.decoder = ctc_decoder(lexicon=None, lm=lm, sil_score=options.word_bonus, **settings)
+
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
+        """(B, T, V) log-softmax outputs, (B,) lengths -> per utterance the n-best, best first."""
+        if log_probs.dim() != 3 or log_probs.size(2) != self.vocab:
+            raise AsrbenchError(f"flashlight: expected log_probs (B, T, {self.vocab}), got {tuple(log_probs.shape)}")
+        emissions = log_probs.detach().to("cpu", torch.float32)
+        if self.flashlight_vocab > self.vocab:
+            emissions = torch.nn.functional.pad(emissions, (0, self.flashlight_vocab - self.vocab), value=_NEVER)
+        emissions = emissions.contiguous()
+        frames = emissions.size(1)
+        stride = emissions.stride(0) * emissions.element_size()
+        results = []
+        for b, length in enumerate(lengths.tolist()):
+            length = min(int(length), frames)
+            if length == 0:
+                results.append([Hypothesis([], 0.0, 0.0, 0.0)])
+                continue
+            found = self.decoder.decoder.decode(emissions.data_ptr() + b * stride, length, self.flashlight_vocab)
+            results.append([self._hypothesis(result) for result in found[: self.options.beam]])
+        return results
+
+    def _hypothesis(self, result) -> Hypothesis:
+        # result.tokens holds one token per frame plus the start and end <space> the decoder adds.
+        ids, previous = [], None
+        for token in list(result.tokens)[1:-1]:
+            if token != previous and token != self.tokenizer.blank_id and token < self.vocab:
+                ids.append(token)
+            previous = token
+        acoustic = getattr(result, "emittingModelScore", None)
+        if acoustic is None:
+            acoustic = result.amScore
+        return Hypothesis(ids, float(result.score), float(acoustic), float(result.lmScore) * _LN10)
+
+
+def flashlight_beam_search(
+    log_probs: torch.Tensor,
+    lengths: torch.Tensor,
+    tokenizer: CharTokenizer,
+    options: CTCBeamOptions = CTCBeamOptions(),
+    lm_dir: str | Path | None = None,
+) -> list[list[Hypothesis]]:
+    """One-shot :class:`FlashlightDecoder`; build the decoder yourself to decode many batches."""
+    return FlashlightDecoder(tokenizer, options, lm_dir)(log_probs, lengths)
