@@ -134,16 +134,75 @@ def decode_command(
     split: str = typer.Option("test", "--split", help="Split to decode."),
     data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (default: the run's)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    beam: Optional[int] = typer.Option(None, "--beam", help="Beam size; 1 (default) is greedy search."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="auto | ctc (an attention model's CTC branch) | attention"),
+    lm: Optional[str] = typer.Option(None, "--lm", help="LM dir from `asrbench lm train` (CTC search)."),
+    lm_weight: Optional[float] = typer.Option(None, "--lm-weight", help="LM weight (default: tuned, else 0.5)."),
+    word_bonus: Optional[float] = typer.Option(None, "--word-bonus", help="Score added per word (CTC search)."),
+    lexicon: Optional[str] = typer.Option(None, "--lexicon", help="'train' (training words) or a lexicon file."),
+    ctc_weight: Optional[float] = typer.Option(None, "--ctc-weight", help="Joint CTC/attention weight."),
+    length_bonus: Optional[float] = typer.Option(None, "--length-bonus", help="Attention search: per token."),
+    length_norm: Optional[bool] = typer.Option(None, "--length-norm/--no-length-norm",
+                                               help="Attention search: rank by score / length."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="CTC beam search: native | flashlight"),
+    tag: str = typer.Option("", "--tag", help="Write to decode/<split>-<tag>/ instead of decode/<split>/."),
+    tuned: bool = typer.Option(False, "--tuned", help="Use every value saved by `asrbench tune`."),
 ) -> None:
-    """Greedy CTC decoding of a split; writes decode/<split>/hypotheses.jsonl and result.json."""
+    """Decode a split; writes decode/<split>/hypotheses.jsonl and result.json."""
     from asrbench.decode import decode
+    from asrbench.decoding.searchers import DecodeOptions
     from asrbench.progress import console
 
-    result = decode(run_dir, split, data, device)
+    given = {"beam": beam, "mode": mode, "lm": lm, "lm_weight": lm_weight, "word_bonus": word_bonus,
+             "lexicon": lexicon, "ctc_weight": ctc_weight, "length_bonus": length_bonus, "length_norm": length_norm,
+             "backend": backend}
+    explicit = {key for key, value in given.items() if value is not None}
+    values = {key: value for key, value in given.items() if value is not None}
+    if lm and lm_weight is None:
+        values["lm_weight"] = 0.5  # replaced by the tuned weight when this LM was tuned
+    result = decode(run_dir, split, data, device, options=DecodeOptions(**values), tag=tag, explicit=explicit,
+                    use_tuned=tuned)
+    where = f"{split}-{tag}" if tag else split
+    search = f", search RTFx {result['search_rtfx']:,.0f}" if result.get("search_rtfx") else ""
     console.print(
-        f"{result['model']} {split}: WER {result['wer']:.2f}% CER {result['cer']:.2f}% "
-        f"({result['utterances']} utterances, RTFx {result['rtfx']:,.0f}) -> {run_dir}/decode/{split}"
+        f"{result['model']} {split} ({result['decoder']['kind']}): WER {result['wer']:.2f}% CER {result['cer']:.2f}% "
+        f"({result['utterances']} utterances, RTFx {result['rtfx']:,.0f}{search}) -> {run_dir}/decode/{where}"
     )
+
+
+@app.command("tune")
+def tune_command(
+    run_dir: Path = typer.Argument(..., help="Run dir from `asrbench train`."),
+    split: str = typer.Option("dev", "--split", help="Split to tune on (never test)."),
+    lm: Optional[str] = typer.Option(None, "--lm", help="LM dir from `asrbench lm train`."),
+    beams: str = typer.Option("10", "--beams", help="Comma-separated beam sizes."),
+    lm_weights: Optional[str] = typer.Option(None, "--lm-weights", help="Comma-separated LM weights."),
+    word_bonuses: Optional[str] = typer.Option(None, "--word-bonuses", help="Comma-separated word bonuses."),
+    ctc_weights: Optional[str] = typer.Option(None, "--ctc-weights", help="Attention models: joint CTC weights."),
+    length_bonuses: Optional[str] = typer.Option(None, "--length-bonuses", help="Attention models: per token."),
+    lexicon: str = typer.Option("", "--lexicon", help="'train' or a lexicon file (CTC search)."),
+    mode: str = typer.Option("auto", "--mode", help="auto | ctc | attention"),
+    data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (default: the run's)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+) -> None:
+    """Grid-search beam, LM weight, word bonus (or CTC weight) on dev; saves tuned.json in the run dir."""
+    from asrbench.progress import console
+    from asrbench.tune import tune
+
+    def numbers(text: Optional[str], kind, name: str):
+        if text is None:
+            return None
+        try:
+            return [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            _fail(f"{name}: '{text}' is not a comma-separated list of numbers")
+
+    result = tune(run_dir, split, lm, numbers(beams, int, "--beams"), numbers(lm_weights, float, "--lm-weights"),
+                  numbers(word_bonuses, float, "--word-bonuses"), numbers(ctc_weights, float, "--ctc-weights"),
+                  numbers(length_bonuses, float, "--length-bonuses"), lexicon, mode, data, device)
+    chosen = {key: value for key, value in result["options"].items() if value not in (None, "", False)}
+    console.print(f"best on {split} of {len(result['grid'])}: WER {result['wer']:.2f}% CER {result['cer']:.2f}% "
+                  f"with {chosen} -> {run_dir}/tuned.json")
 
 
 @app.command("compare")
@@ -194,5 +253,6 @@ def lm_train(
     console.print(
         f"lm {summary['unit']} {summary['order']}-gram: {summary['sentences']} sentences, "
         f"vocab {summary['vocabulary_size']}, {ngrams}, "
-        f"dev perplexity {'n/a' if dev is None else f'{dev:.2f}'} -> {out}"
+        f"dev perplexity {'n/a' if dev is None else f'{dev:.2f}'} -> {out}",
+        soft_wrap=True,
     )

@@ -1,4 +1,4 @@
-"""Batched greedy CTC decoding of a prepared split with a trained run dir.
+"""Decoding of a prepared split with a trained run dir: greedy, CTC beam (+ lexicon, LM), attention beam.
 
 Writes ``<run>/decode/<split>/hypotheses.jsonl`` (id, ref, hyp, normalized as scored) and
 ``result.json`` (error rates, RTFx, parameters, options, environment). ``result.json`` is
@@ -19,7 +19,9 @@ from asrbench.checkpoint import load_model
 from asrbench.data.batching import BucketBatchSampler, Collator
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.tokenizer import CharTokenizer
+from asrbench.decoding.searchers import DecodeOptions, Searcher, build_searcher
 from asrbench.env import environment, resolve_device
+from asrbench.errors import AsrbenchError
 from asrbench.models import count_parameters
 from asrbench.scoring import error_rates
 from asrbench.text import DEFAULT_NORMALIZER, normalize
@@ -29,8 +31,27 @@ from asrbench.text import DEFAULT_NORMALIZER, normalize
 class Recognition:
     hypotheses: list[str]  # in the order of the FeatureSet
     loss: float  # the model's mean loss per utterance (nan when targets were not given)
-    model_seconds: float  # forward + search, excluding the warm-up batch
+    model_seconds: float  # network + search, excluding the warm-up batch
     audio_seconds: float  # audio covered by the timed batches
+    search_seconds: float = 0.0  # the search alone (for attention search: the decoder network included)
+
+
+def _greedy_searcher(model: nn.Module) -> Searcher:
+    return Searcher("greedy", lambda features, lengths: (features, lengths),
+                    lambda out: model.greedy_decode(*out), {"kind": "greedy"})
+
+
+def batches_of(features: FeatureSet, cmvn: GlobalCMVN, batch_frames: int,
+               token_ids: list[list[int]] | None = None) -> tuple[Collator, list[list[int]]]:
+    """Length-bucketed, unshuffled batches of a FeatureSet (as decoding uses them)."""
+    collate = Collator(features, token_ids or [[] for _ in range(len(features))], cmvn)
+    sampler = BucketBatchSampler(features.lengths.tolist(), batch_frames, max_batch_size=256, shuffle=False)
+    return collate, sampler.batches()
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @torch.inference_mode()
@@ -43,41 +64,72 @@ def recognize(
     batch_frames: int = 60000,
     token_ids: list[list[int]] | None = None,
     warmup: bool = False,
-    search=None,
+    searcher: Searcher | None = None,
 ) -> Recognition:
     """Recognize a FeatureSet; optionally the model's loss against ``token_ids``.
 
-    ``search(features, feature_lengths) -> token ids per utterance`` defaults to the model's
-    greedy decoding (best path for CTC, argmax for attention decoders).
+    ``searcher`` (see :mod:`asrbench.decoding.searchers`) defaults to the model's greedy decoding
+    (best path for CTC, argmax for attention decoders). The network and the search are timed
+    separately, after one untimed warm-up batch when ``warmup`` is set.
     """
-    search = search or model.greedy_decode
+    searcher = searcher or _greedy_searcher(model)
     was_training = model.training
     model.eval()
-    collate = Collator(features, token_ids or [[] for _ in range(len(features))], cmvn)
-    batches = BucketBatchSampler(features.lengths.tolist(), batch_frames, max_batch_size=256, shuffle=False)
-    batches = batches.batches()
+    collate, batches = batches_of(features, cmvn, batch_frames, token_ids)
     hypotheses: list[str] = [""] * len(features)
-    total_loss, model_seconds, audio_seconds = 0.0, 0.0, 0.0
+    total_loss, model_seconds, search_seconds, audio_seconds = 0.0, 0.0, 0.0, 0.0
     if warmup and batches:
         batch = collate(batches[0]).to(device)
-        search(batch.features, batch.feature_lengths)
+        searcher(batch.features, batch.feature_lengths)
     for indices in batches:
         batch = collate(indices).to(device)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _synchronize(device)
         start = time.perf_counter()
-        for index, ids in zip(indices, search(batch.features, batch.feature_lengths), strict=True):
+        outputs = searcher.outputs(batch.features, batch.feature_lengths)
+        _synchronize(device)
+        searched = time.perf_counter()
+        for index, ids in zip(indices, searcher.search(outputs), strict=True):
             hypotheses[index] = tokenizer.decode(ids)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        model_seconds += time.perf_counter() - start
+        _synchronize(device)
+        end = time.perf_counter()
+        model_seconds += end - start
+        search_seconds += end - searched
         audio_seconds += sum(features.utterances[i].duration for i in indices)
         if token_ids is not None:
             loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)
             total_loss += float(loss) * len(indices)
     model.train(was_training)
     mean_loss = total_loss / len(features) if token_ids is not None and len(features) else float("nan")
-    return Recognition(hypotheses, mean_loss, model_seconds, audio_seconds)
+    return Recognition(hypotheses, mean_loss, model_seconds, audio_seconds, search_seconds)
+
+
+TUNED = "tuned.json"  # decoding values chosen on dev by `asrbench tune`
+
+
+def read_tuned(run_dir: Path) -> dict | None:
+    path = run_dir / TUNED
+    return rundir.read_json(path) if path.is_file() else None
+
+
+def resolve_options(run_dir: Path, options: DecodeOptions, explicit: set[str], use_tuned: bool) -> tuple:
+    """Fill the values the user did not give from ``tuned.json`` when it was tuned for this LM.
+
+    ``explicit`` names the options given on the command line; they always win. Returns the
+    options and where the tuned values came from (None when none were used).
+    """
+    tuned = read_tuned(run_dir)
+    if tuned is None:
+        if use_tuned:
+            raise AsrbenchError(f"{run_dir}: no {TUNED} (run `asrbench tune {run_dir} --split dev` first)")
+        return options, None
+    same_lm = (tuned.get("options", {}).get("lm") or "") == (options.lm or "")
+    if not (use_tuned or (options.lm and same_lm)):
+        return options, None
+    values = {key: value for key, value in tuned["options"].items() if key not in explicit}
+    if "lm" in explicit:
+        values.pop("lm", None)
+    merged = DecodeOptions(**{**options.to_dict(), **values})
+    return merged, {"file": str(run_dir / TUNED), "split": tuned.get("split"), "values": values}
 
 
 def decode(
@@ -87,38 +139,64 @@ def decode(
     device: str = "auto",
     batch_frames: int | None = None,
     checkpoint: str = "best",
+    options: DecodeOptions | None = None,
+    tag: str = "",
+    explicit: set[str] | None = None,
+    use_tuned: bool = False,
 ) -> dict:
-    """Decode ``split`` with the run's best checkpoint; returns the result dict written to disk."""
+    """Decode ``split`` with the run's best checkpoint; returns the result dict written to disk.
+
+    Results go to ``decode/<split>/`` (or ``decode/<split>-<tag>/`` to keep several decodings of
+    one split side by side). ``options`` selects greedy, CTC beam (+ lexicon, LM) or attention
+    beam search; see :mod:`asrbench.decoding.searchers`.
+    """
     run_dir = rundir.require_run_dir(run_dir)
+    if tag and not tag.replace("-", "").replace("_", "").isalnum():
+        raise AsrbenchError(f"--tag '{tag}': use letters, digits, '-' and '_' only")
+    options, tuned_from = resolve_options(run_dir, options or DecodeOptions(), explicit or set(), use_tuned)
     loaded = load_model(run_dir / (rundir.BEST if checkpoint == "best" else rundir.LAST))
     config = loaded.config
     data_dir = Path(data_dir) if data_dir else Path(config.data.dir)
     torch_device = resolve_device(device)
     model = loaded.model.to(torch_device)
+    searcher = build_searcher(model, loaded.tokenizer, options, config.data.dir)
     features = load_features(data_dir, split, config.features)
     batch_frames = batch_frames or config.train.eval_batch_frames
-    recognition = recognize(model, features, loaded.cmvn, loaded.tokenizer, torch_device, batch_frames, warmup=True)
+    recognition = recognize(model, features, loaded.cmvn, loaded.tokenizer, torch_device, batch_frames,
+                            warmup=True, searcher=searcher)
     normalizer = DEFAULT_NORMALIZER
     references = [utt.text for utt in features.utterances]
     rates = error_rates(references, recognition.hypotheses, normalizer)
-    out_dir = run_dir / "decode" / split
+    out_dir = run_dir / "decode" / (f"{split}-{tag}" if tag else split)
     rows = [
         {"id": utt.id, "ref": normalize(utt.text, normalizer), "hyp": normalize(hyp, normalizer)}
         for utt, hyp in zip(features.utterances, recognition.hypotheses, strict=True)
     ]
     fileio.write_jsonl(out_dir / "hypotheses.jsonl", rows)
+    audio = recognition.audio_seconds
     result = {
         "run": str(run_dir),
         "model": config.model.name,
         "split": split,
+        "tag": tag or None,
         "data_dir": str(data_dir),
         **rates.to_dict(),
-        "rtfx": recognition.audio_seconds / recognition.model_seconds if recognition.model_seconds else None,
+        "rtfx": audio / recognition.model_seconds if recognition.model_seconds else None,
+        "search_rtfx": audio / recognition.search_seconds if recognition.search_seconds else None,
         "audio_seconds": sum(utt.duration for utt in features.utterances),
         "decode_seconds": recognition.model_seconds,
+        "search_seconds": recognition.search_seconds,
         "params": count_parameters(model),
-        "decoder": {"kind": "ctc_greedy", "batch_frames": batch_frames, "checkpoint": checkpoint,
-                    "rtfx_covers": "model forward + greedy search, after one warm-up batch; features from cache"},
+        "decoder": {
+            **searcher.description,
+            "options": options.to_dict(),
+            "tuned": tuned_from,
+            "batch_frames": batch_frames,
+            "checkpoint": checkpoint,
+            "threads": torch.get_num_threads(),
+            "rtfx_covers": "network + search after one warm-up batch, features from cache; search_rtfx: the "
+                           "search alone (attention search includes its decoder network)",
+        },
         "config_hash": config.hash(),
         "environment": environment(torch_device),
     }

@@ -372,7 +372,7 @@ def train_ngram(
     total = sum(unigrams.values())
     uniform = sum(discounted(count, 1) for count in unigrams.values()) / total / vocabulary_size
     probs = {gram: (count - discounted(count, 1)) / total + uniform for gram, count in unigrams.items()}
-    pass
+    probs.setdefault((UNK,), uniform)
     gammas: dict[tuple[str, ...], float] = {}
     for n in range(2, order + 1):
         totals: dict[tuple[str, ...], float] = defaultdict(float)

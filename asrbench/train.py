@@ -25,6 +25,7 @@ from asrbench.data.batching import BucketBatchSampler, Collator
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decode import recognize
+from asrbench.decoding.searchers import Searcher
 from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.models import build_model, count_parameters
@@ -189,6 +190,8 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, tc))
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16" and device.type == "cuda")
     collate = Collator(data.train, data.train_tokens, data.cmvn, config.augment)
+    dev_searcher = Searcher("dev", lambda features, lengths: (features, lengths),
+                            lambda out: model.dev_decode(*out), {"kind": "dev"})
 
     start_epoch, step, best_cer, best_loss, bad_epochs, train_seconds = 0, 0, math.inf, math.inf, 0, 0.0
     skipped_batches = 0
@@ -253,7 +256,7 @@ def train(
                     break
             eval_start = time.perf_counter()
             dev = recognize(model, data.dev, data.cmvn, data.tokenizer, device, tc.eval_batch_frames,
-                            token_ids=data.dev_tokens)
+                            token_ids=data.dev_tokens, searcher=dev_searcher)
             rates = error_rates([u.text for u in data.dev.utterances], dev.hypotheses, DEFAULT_NORMALIZER)
             eval_seconds = time.perf_counter() - eval_start
             train_seconds += time.perf_counter() - epoch_start

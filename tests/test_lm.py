@@ -205,6 +205,9 @@ def test_not_an_arpa_file(tmp_path):
     (tmp_path / "empty.arpa").write_text("hello\n", encoding="utf-8")
     with pytest.raises(AsrbenchError, match="no \\\\data"):
         NGramLM.from_arpa(tmp_path / "empty.arpa")
+    (tmp_path / "latin1.arpa").write_bytes(HAND_ARPA.replace("\tB", "\t\xe9").encode("latin-1"))
+    with pytest.raises(AsrbenchError, match=r"latin1.arpa:10: not UTF-8"):
+        NGramLM.from_arpa(tmp_path / "latin1.arpa")
 
 
 def test_bad_training_input_is_a_user_error():

@@ -53,6 +53,8 @@ class CTCBeamOptions:
     # or continue there, and the (< 1 - blank_skip) non-blank mass is dropped from the scores.
     # Peaky CTC models put most frames there, so this is the largest speed-up; 1.0 turns it off.
     blank_skip: float = 0.999
+    # Prefixes (and label extensions) more than this many nats below the frame's best are dropped.
+    score_beam: float = 15.0
     lexicon: bool = False  # words must come from the lexicon (given, or the word LM's vocabulary)
 
     def __post_init__(self) -> None:
@@ -194,6 +196,8 @@ def ctc_prefix_beam_search(
         np.arange(vocab), masked.shape
     )
     top_scores = np.take_along_axis(masked, top, axis=2)
+    order = np.argsort(-top_scores, axis=2, kind="stable")  # most likely first: the search stops early
+    top, top_scores = np.take_along_axis(top, order, axis=2), np.take_along_axis(top_scores, order, axis=2)
     keep = top_scores >= (best - options.token_beam)[..., None]
 
     search = _Search(tokenizer, options, lm, lexicon)
@@ -234,34 +238,53 @@ class _Search:
     def run(self, rows: list[list[float]], candidates: list[list[tuple[int, float]]], skipped: list[int],
             offset: float) -> list[Hypothesis]:
         # Prefix trie of this utterance; node 0 is the empty prefix.
-        self.parent, self.last = [-1], [-1]
-        self.lm_raw, self.fused_score, self.word_count = [0.0], [0.0], [0]
-        self.lm_state = [self.lm.start() if self.lm is not None else None]
-        self.partial, self.lex_node = [""], [0]
-        self.children: dict[int, int] = {}
+        self.parent, self.last, self.fused_score = [-1], [-1], [0.0]
+        # (LM state, unweighted LM log-prob, words closed, partial word, lexicon node); fused search only
+        self.info = [(self.lm.start() if self.lm is not None else None, 0.0, 0, "", 0)]
+        self.children: dict[int, int] = {}  # node * V + token -> child node, or -1 where not allowed
         vocab, beam, fused = self.vocab, self.options.beam, self.fused
-        children, last_token, fused_score = self.children, self.last, self.fused_score
+        children, parent, last_token, fused_score = self.children, self.parent, self.last, self.fused_score
         extend = self._extend
-        log = math.log
+        log, exp = math.log, math.exp
+        # A label extension is skipped, without creating its node, when it could not come within
+        # score_beam of the frame's best candidate (an LM or word bonus only lowers a new node's
+        # score relative to its parent, except by at most one word bonus). Ranking keys are
+        # probabilities without fusion, log-scores with it.
+        theta = self.options.score_beam + (max(self.options.word_bonus, 0.0) if fused else 0.0)
+        cut = exp(-theta)
 
-        beams = [(0, 1.0, 0.0)]  # (node, pb, pnb), probabilities relative to exp(offset)
+        beams = [(0, 1.0, 0.0, 0.0 if fused else 1.0)]  # (node, pb, pnb, key); pb, pnb relative to exp(offset)
         for row, frame_candidates, before in zip(rows, candidates, skipped, strict=False):
             if before:  # blank-only frames: every alignment now ends in blank, scaled P(blank) = 1
-                beams = [(node, pb + pnb, 0.0) for node, pb, pnb in beams]
+                beams = [(node, pb + pnb, 0.0, key) for node, pb, pnb, key in beams]
             p_blank = row[0]
+            frame_best = max(p_blank, frame_candidates[0][1]) if frame_candidates else p_blank
+            best_key = beams[0][3]
             next_blank: dict[int, float] = {}
             next_label: dict[int, float] = {}
-            for node, pb, pnb in beams:
+            for node, pb, pnb, key in beams:
                 total = pb + pnb
                 next_blank[node] = total * p_blank
                 last = last_token[node]
                 if pnb and last >= 0:  # the last label continues (no new label)
                     next_label[node] = next_label.get(node, 0.0) + pnb * row[last]
-                key = node * vocab
-                for token, p in frame_candidates:
-                    child = children.get(key + token)
+                if fused:
+                    p_min = frame_best * exp(best_key - key - theta)
+                else:
+                    p_min = frame_best * cut * best_key / key if key > 0.0 else math.inf
+                base = node * vocab
+                for token, p in frame_candidates:  # sorted, most likely first
+                    if p < p_min:
+                        break
+                    child = children.get(base + token)
                     if child is None:
-                        child = extend(node, token)
+                        if fused:
+                            child = extend(node, token)
+                        else:
+                            child = len(parent)
+                            parent.append(node)
+                            last_token.append(token)
+                            children[base + token] = child
                     if child < 0:
                         continue
                     if token == last:  # a repeat is a new label only after a blank
@@ -270,7 +293,7 @@ class _Search:
                     else:
                         next_label[child] = next_label.get(child, 0.0) + total * p
             merged = next_blank
-            for node, pnb in next_label.items():
+            for node in next_label:
                 merged.setdefault(node, 0.0)
             if fused:
                 ranked = sorted(
@@ -281,23 +304,26 @@ class _Search:
                     ),
                     reverse=True,
                 )
+                floor = ranked[0][0] - theta if ranked else 0.0
             else:
                 ranked = sorted(((pb + next_label.get(node, 0.0), node) for node, pb in merged.items()), reverse=True)
-            beams = [(node, merged[node], next_label.get(node, 0.0)) for _, node in ranked[:beam]]
+                floor = ranked[0][0] * cut
+            beams = [
+                (node, merged[node], next_label.get(node, 0.0), key) for key, node in ranked[:beam] if key >= floor
+            ]
             if not beams:  # every prefix was forbidden (lexicon) or underflowed
                 return []
-            top = max(pb + pnb for _, pb, pnb in beams) if fused else ranked[0][0]
+            top = max(pb + pnb for _, pb, pnb, _ in beams) if fused else beams[0][3]
             if 0.0 < top < _RESCALE_BELOW:
                 offset += log(top)
-                beams = [(node, pb / top, pnb / top) for node, pb, pnb in beams]
+                beams = [(node, pb / top, pnb / top, key if fused else key / top) for node, pb, pnb, key in beams]
         # Blank-only frames after the last active one change no prefix's total: nothing to do.
-        return self._finish(beams, offset)
+        return self._finish([beam[:3] for beam in beams], offset)
 
     def _extend(self, node: int, token: int) -> int:
         """Create the child prefix ``node + token`` (LM-scored, lexicon-checked); -1 if not allowed."""
         key = node * self.vocab + token
-        lm_state, lm_raw, words = self.lm_state[node], self.lm_raw[node], self.word_count[node]
-        partial, lex_node = self.partial[node], self.lex_node[node]
+        lm_state, lm_raw, words, partial, lex_node = self.info[node]
         if token == self.space:
             if partial:
                 lm_state, lm_raw, words, ok = self._close_word(lm_state, lm_raw, words, partial, lex_node)
@@ -323,12 +349,8 @@ class _Search:
         child = len(self.parent)
         self.parent.append(node)
         self.last.append(token)
-        self.lm_state.append(lm_state)
-        self.lm_raw.append(lm_raw)
-        self.word_count.append(words)
         self.fused_score.append(self.options.lm_weight * lm_raw + self.options.word_bonus * words)
-        self.partial.append(partial)
-        self.lex_node.append(lex_node)
+        self.info.append((lm_state, lm_raw, words, partial, lex_node))
         self.children[key] = child
         return child
 
@@ -351,15 +373,16 @@ class _Search:
             total = pb + pnb
             if total <= 0.0:
                 continue
-            lm_state, lm_raw, words = self.lm_state[node], self.lm_raw[node], self.word_count[node]
+            acoustic = math.log(total) + offset
+            if not self.fused:  # plain CTC: the trie kept no LM or word fields
+                finished.append((True, acoustic, acoustic, 0.0, node))
+                continue
+            lm_state, lm_raw, words, partial, lex_node = self.info[node]
             complete = True
-            if self.partial[node]:
-                lm_state, lm_raw, words, complete = self._close_word(
-                    lm_state, lm_raw, words, self.partial[node], self.lex_node[node]
-                )
+            if partial:
+                lm_state, lm_raw, words, complete = self._close_word(lm_state, lm_raw, words, partial, lex_node)
             if self.lm is not None:
                 lm_raw += self.lm.finish(lm_state)
-            acoustic = math.log(total) + offset
             score = acoustic + options.lm_weight * lm_raw + options.word_bonus * words
             finished.append((complete, score, acoustic, lm_raw, node))
         if any(complete for complete, *_ in finished):  # an unfinished lexicon word only if nothing else

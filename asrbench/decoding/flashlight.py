@@ -72,6 +72,7 @@ class FlashlightDecoder:
             _, metadata = load_lm(lm_dir)
             unit = metadata.get("unit", "word")
         self.unit = unit
+        self.spellings: dict[str, list[int]] | None = None  # word -> token ids, in the lexicon mode
         settings = dict(
             tokens=tokens,
             nbest=options.beam,
@@ -86,6 +87,7 @@ class FlashlightDecoder:
         ctc_decoder = _ctc_decoder()
         if unit == "word":
             lexicon = Lexicon.from_file(Path(lm_dir) / "lexicon.txt", tokenizer)
+            self.spellings = {word: ids for word, ids in lexicon.spellings()}
             if not len(lexicon):
                 raise AsrbenchError(f"{lm_dir}/lexicon.txt: no word can be spelled with the model's characters")
             with tempfile.TemporaryDirectory() as tmp:
@@ -121,12 +123,22 @@ class FlashlightDecoder:
         return results
 
     def _hypothesis(self, result) -> Hypothesis:
-        # result.tokens holds one token per frame plus the start and end <space> the decoder adds.
-        ids, previous = [], None
-        for token in list(result.tokens)[1:-1]:
-            if token != previous and token != self.tokenizer.blank_id and token < self.vocab:
-                ids.append(token)
-            previous = token
+        if self.spellings is not None:
+            # The words, spelled and joined by spaces: flashlight completes a word whose last two
+            # letters repeat without the blank CTC needs between them ("all" from frames a l l),
+            # so its frame tokens would collapse to a word it did not mean ("al").
+            word_dict = self.decoder.word_dict
+            ids = []
+            for index in result.words:
+                if index >= 0:
+                    ids.extend(([self.tokenizer.space_id] if ids else []) + self.spellings[word_dict.get_entry(index)])
+        else:
+            # One token per frame plus the start and end <space> the decoder adds.
+            ids, previous = [], None
+            for token in list(result.tokens)[1:-1]:
+                if token != previous and token != self.tokenizer.blank_id and token < self.vocab:
+                    ids.append(token)
+                previous = token
         acoustic = getattr(result, "emittingModelScore", None)
         if acoustic is None:
             acoustic = result.amScore

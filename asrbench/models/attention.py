@@ -6,7 +6,8 @@ only these, never a model's name:
 - ``compute_loss``: teacher-forced cross-entropy with label smoothing on ``<sos> y`` -> ``y <eos>``,
   plus, when ``ctc_weight > 0``, CTC on the encoder output (hybrid CTC/attention, Watanabe et
   al. 2017): ``(1 - ctc_weight) * attention + ctc_weight * ctc``, each summed and divided by B.
-- ``greedy_decode``: batched argmax decoding until every utterance has emitted ``<eos>``.
+- ``greedy_decode``: batched argmax decoding until every utterance has emitted ``<eos>``;
+  ``dev_decode``: what checkpoints are chosen by (the CTC branch's best path for hybrids).
 - ``encode``, ``init_state``, ``step``, ``reorder_state``: what beam search needs.
 - ``ctc_log_probs``: the CTC branch, for joint CTC/attention scoring and CTC decoding.
 
@@ -97,6 +98,16 @@ class AttentionModel(nn.Module):
 
     def max_length(self, memory_length: int) -> int:
         return max(1, int(self.max_length_ratio * memory_length))
+
+    def dev_decode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
+        """What the trainer scores on dev to pick checkpoints: the CTC branch's best path when there
+        is one (it tracks the encoder from the first epoch, while a decoder that has not learned
+        to align yet loops or stops early and makes greedy CER noise), else attention greedy."""
+        if self.ctc_head is None:
+            return self.greedy_decode(features, feature_lengths)
+        from asrbench.data.tokenizer import ctc_greedy
+
+        return ctc_greedy(*self.ctc_log_probs(features, feature_lengths))
 
     @torch.no_grad()
     def greedy_decode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:

@@ -114,7 +114,8 @@ class CTCModel(nn.Module):
     """The CTC family: ``forward`` gives ``(log_probs (B, T', V), output_lengths (B,))``.
 
     A family contributes what the trainer and decoder call, so neither branches on a model's name:
-    ``compute_loss`` (sum over the batch / B), ``greedy_decode`` (token ids per utterance) and,
+    ``compute_loss`` (sum over the batch / B), ``greedy_decode`` (token ids per utterance),
+    ``dev_decode`` (what the trainer picks checkpoints by) and,
     where a CTC output exists, ``ctc_log_probs`` for beam search.
     """
 
@@ -133,6 +134,8 @@ class CTCModel(nn.Module):
 
         log_probs, output_lengths = self(features, feature_lengths)
         return ctc_greedy(log_probs, output_lengths)
+
+    dev_decode = greedy_decode  # what the trainer scores on dev to pick checkpoints
 
 
 def ctc_loss(log_probs, output_lengths, targets, target_lengths, blank: int = 0) -> torch.Tensor:

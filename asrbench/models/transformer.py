@@ -19,6 +19,7 @@ class TransformerConfig:
     dropout: float = 0.1
     subsample_channels: int = 32
     positional: str = "sinusoidal"  # sinusoidal | none (the conv front end already sees local order)
+    attention_window: int = 0  # > 0: each frame attends only to frames within this distance; 0 = all
 
 
 class Transformer(CTCModel):
@@ -43,12 +44,17 @@ class Transformer(CTCModel):
         )
         self.encoder = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.d_model)
+        self.attention_window = config.attention_window
         self.head = CTCHead(config.d_model, vocab_size)
 
     def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, F), (B,) -> encoder output (B, T/4, d_model), output_lengths (B,)."""
         x, lengths = self.subsampling(features, feature_lengths)
-        x = self.encoder(self.positions(x), src_key_padding_mask=padding_mask(lengths, x.size(1)))
+        window = None
+        if self.attention_window > 0:
+            positions = torch.arange(x.size(1), device=x.device)
+            window = (positions[None, :] - positions[:, None]).abs() > self.attention_window  # (T, T), True = hidden
+        x = self.encoder(self.positions(x), mask=window, src_key_padding_mask=padding_mask(lengths, x.size(1)))
         return self.norm(x), lengths
 
     def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,174 @@
+"""Decoding options and the searcher they select, for every model family.
+
+A searcher splits recognition in two so that speed can be reported for each part:
+``outputs(features, feature_lengths)`` runs the network (the encoder, and the CTC head where it
+is used) and ``search(outputs)`` turns them into token ids. CTC beam search therefore gets a
+search-only real-time factor; attention beam search calls the decoder network inside its
+search, so its "search" time includes the decoder.
+
+Which search runs:
+- ``mode`` "auto": CTC models decode their CTC output; attention models their decoder
+  (joint CTC/attention scoring when ``ctc_weight`` > 0 and the model has a CTC branch).
+- ``mode`` "ctc": the CTC output of any model that has one (a hybrid's CTC branch included), so
+  hybrids can use the lexicon and LM.
+- ``beam`` 1 without an LM or lexicon is greedy search; otherwise beam search.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from asrbench.data.tokenizer import CharTokenizer, ctc_greedy
+from asrbench.errors import AsrbenchError
+
+MODES = ("auto", "ctc", "attention")
+BACKENDS = ("native", "flashlight")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam: int = 1
+    mode: str = "auto"  # auto | ctc | attention
+    lm: str = ""  # LM dir written by `asrbench lm train`
+    lm_weight: float = 0.0  # times the LM's natural-log probability
+    word_bonus: float = 0.0  # added per word (CTC beam search with an LM or lexicon)
+    lexicon: str = ""  # "" | "train" (the run's training words) | a lexicon file
+    ctc_weight: float | None = None  # attention models: joint scoring weight; None = the training ctc_weight
+    length_bonus: float = 0.0  # attention beam search: added per token
+    length_norm: bool = True  # attention beam search: rank ended hypotheses by score / length
+    backend: str = "native"  # CTC beam search: native | flashlight (torchaudio's ctc_decoder)
+
+    def __post_init__(self) -> None:
+        if self.beam < 1:
+            raise AsrbenchError(f"--beam must be at least 1, not {self.beam}")
+        if self.mode not in MODES:
+            raise AsrbenchError(f"unknown decoding mode '{self.mode}' (valid: {', '.join(MODES)})")
+        if self.backend not in BACKENDS:
+            raise AsrbenchError(f"unknown CTC search backend '{self.backend}' (valid: {', '.join(BACKENDS)})")
+        if self.ctc_weight is not None and not 0.0 <= self.ctc_weight <= 1.0:
+            raise AsrbenchError(f"--ctc-weight must be in [0, 1], not {self.ctc_weight}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Searcher:
+    """Runs a model and a search: ``outputs`` (network) then ``search`` (token ids per utterance)."""
+
+    def __init__(self, kind: str, outputs, search, description: dict):
+        self.kind = kind
+        self.outputs = outputs
+        self.search = search
+        self.description = description  # what result.json records about the search
+
+    def __call__(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
+        return self.search(self.outputs(features, feature_lengths))
+
+
+def training_words(data_dir: str | Path) -> list[str]:
+    """The words of a data dir's training transcripts, normalized as scored."""
+    from asrbench.data.manifest import read_manifest, split_path
+    from asrbench.text import normalize
+
+    return sorted({word for utt in read_manifest(split_path(Path(data_dir), "train"))
+                   for word in normalize(utt.text).split()})
+
+
+def build_searcher(model, tokenizer: CharTokenizer, options: DecodeOptions, data_dir: str | Path | None = None,
+                   lm=None) -> Searcher:
+    """The searcher for ``options``; ``lm`` is an already loaded LM (tuning reuses one)."""
+    family = getattr(model, "family", "ctc")
+    use_ctc = family == "ctc" or options.mode == "ctc"
+    if options.mode == "attention" and family != "attention":
+        raise AsrbenchError(f"--mode attention needs an attention model; {model.__class__.__name__} is CTC only")
+    if use_ctc and family == "attention" and model.ctc_head is None:
+        raise AsrbenchError("--mode ctc needs a CTC branch; this model was trained with ctc_weight 0")
+    if not use_ctc and (options.lm or options.lexicon):
+        raise AsrbenchError("LM fusion and lexicons apply to CTC search: add --mode ctc to decode an attention "
+                            "model's CTC branch with them")
+    if use_ctc:
+        return _ctc_searcher(model, tokenizer, options, data_dir, lm)
+    return _attention_searcher(model, options)
+
+
+def _ctc_searcher(model, tokenizer, options: DecodeOptions, data_dir, lm) -> Searcher:
+    def outputs(features, feature_lengths):
+        log_probs, lengths = model.ctc_log_probs(features, feature_lengths)
+        return log_probs.float().cpu(), lengths.cpu()
+
+    if options.beam == 1 and not options.lm and not options.lexicon:
+        return Searcher("ctc_greedy", outputs, lambda out: ctc_greedy(*out), {"kind": "ctc_greedy"})
+
+    from asrbench.decoding.ctc_beam import CTCBeamOptions, Lexicon, ctc_prefix_beam_search
+
+    lm_metadata = None
+    if options.lm and lm is None:
+        from asrbench.lm import load_lm
+
+        lm, lm_metadata = load_lm(options.lm)
+    lexicon = None
+    if options.lexicon == "train":
+        if data_dir is None:
+            raise AsrbenchError("--lexicon train needs the run's data dir")
+        lexicon = Lexicon.from_words(training_words(data_dir), tokenizer)
+    elif options.lexicon:
+        lexicon = Lexicon.from_file(options.lexicon, tokenizer)
+    beam_options = CTCBeamOptions(beam=options.beam, lm_weight=options.lm_weight if lm is not None else 0.0,
+                                  word_bonus=options.word_bonus, lexicon=lexicon is not None)
+    description = {
+        "kind": "ctc_prefix_beam", "backend": options.backend, "beam": options.beam,
+        "lm": str(options.lm) if options.lm else None, "lm_weight": beam_options.lm_weight,
+        "word_bonus": options.word_bonus, "lexicon": options.lexicon or None,
+        "lexicon_words": len(lexicon) if lexicon is not None else None,
+        "token_top_k": beam_options.token_top_k, "token_beam": beam_options.token_beam,
+        "blank_skip": beam_options.blank_skip,
+    }
+    if lm_metadata is not None:
+        description["lm_order"], description["lm_unit"] = lm_metadata.get("order"), lm_metadata.get("unit")
+    if options.backend == "flashlight":
+        from asrbench.decoding.flashlight import FlashlightDecoder
+
+        if options.lexicon:
+            raise AsrbenchError("the flashlight backend takes its lexicon from the LM dir; drop --lexicon")
+        decoder = FlashlightDecoder(tokenizer, beam_options, options.lm or None)
+        return Searcher("ctc_flashlight", outputs, lambda out: [hyps[0].token_ids for hyps in decoder(*out)],
+                        description)
+
+    def search(out):
+        return [hyps[0].token_ids if hyps else [] for hyps in
+                ctc_prefix_beam_search(out[0], out[1], tokenizer, beam_options, lm=lm, lexicon=lexicon)]
+
+    return Searcher("ctc_prefix_beam", outputs, search, description)
+
+
+def _attention_searcher(model, options: DecodeOptions) -> Searcher:
+    from asrbench.decoding.attention_beam import AttentionBeamOptions, attention_beam_search
+
+    ctc_weight = options.ctc_weight
+    if ctc_weight is None:
+        ctc_weight = model.ctc_weight if model.ctc_head is not None else 0.0
+    if ctc_weight > 0 and model.ctc_head is None:
+        raise AsrbenchError("--ctc-weight needs a CTC branch; this model was trained with ctc_weight 0")
+    beam_options = AttentionBeamOptions(beam=options.beam, ctc_weight=ctc_weight,
+                                        length_bonus=options.length_bonus, length_norm=options.length_norm)
+    description = {"kind": "attention_beam", "beam": options.beam, "ctc_weight": ctc_weight,
+                   "length_bonus": options.length_bonus, "length_norm": options.length_norm,
+                   "pre_beam_ratio": beam_options.pre_beam_ratio}
+
+    def outputs(features, feature_lengths):
+        memory, lengths = model.encode(features, feature_lengths)
+        ctc = model.ctc_head(memory) if ctc_weight > 0 else None
+        return memory, lengths, ctc
+
+    def search(out):
+        memory, lengths, ctc = out
+        return [
+            attention_beam_search(model, memory[i:i + 1], int(length), beam_options,
+                                  None if ctc is None else ctc[i])[0].token_ids
+            for i, length in enumerate(lengths.tolist())
+        ]
+
+    return Searcher("attention_beam", outputs, search, description)

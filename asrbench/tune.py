@@ -1,0 +1,120 @@
+"""Grid search of decoding values (beam, LM weight, word bonus, CTC weight) on a dev split.
+
+The network runs once over the split; every grid point re-runs only the search on its stored
+outputs. The best point (lowest WER, then CER, then the smaller beam) is saved to the run dir's
+``tuned.json`` with the whole grid, and ``asrbench decode --tuned`` (or ``--lm`` with the same
+LM) uses it on test. Tuning on the test split is refused: values chosen on test make its WER
+a biased estimate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import torch
+
+from asrbench import fileio, rundir
+from asrbench.checkpoint import load_model
+from asrbench.decode import TUNED, batches_of
+from asrbench.decoding.searchers import DecodeOptions, build_searcher
+from asrbench.env import environment, resolve_device
+from asrbench.errors import AsrbenchError
+from asrbench.progress import progress_bar
+from asrbench.scoring import error_rates
+from asrbench.text import DEFAULT_NORMALIZER
+
+DEFAULT_LM_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
+DEFAULT_WORD_BONUSES = (-1.0, 0.0, 1.0, 2.0)
+DEFAULT_CTC_WEIGHTS = (0.0, 0.3, 0.5)
+DEFAULT_LENGTH_BONUSES = (0.0, 0.5, 1.0)
+
+
+def tune(
+    run_dir: str | Path,
+    split: str = "dev",
+    lm: str | None = None,
+    beams: list[int] | None = None,
+    lm_weights: list[float] | None = None,
+    word_bonuses: list[float] | None = None,
+    ctc_weights: list[float] | None = None,
+    length_bonuses: list[float] | None = None,
+    lexicon: str = "",
+    mode: str = "auto",
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+) -> dict:
+    """Search the grid on ``split`` and write ``tuned.json``; returns what it wrote."""
+    if split == "test":
+        raise AsrbenchError("tuning on the test split is not offered: tune on dev, then decode test")
+    run_dir = rundir.require_run_dir(run_dir)
+    loaded = load_model(run_dir / rundir.BEST)
+    config, model, tokenizer = loaded.config, loaded.model, loaded.tokenizer
+    torch_device = resolve_device(device)
+    model.to(torch_device)
+    data_dir = Path(data_dir) if data_dir else Path(config.data.dir)
+    from asrbench.data.features import load_features
+
+    features = load_features(data_dir, split, config.features)
+    attention = getattr(model, "family", "ctc") == "attention" and mode != "ctc"
+    beams = beams or [10]
+    lm_model = None
+    if lm:
+        from asrbench.lm import load_lm
+
+        lm_model, _ = load_lm(lm)
+    if attention:
+        has_ctc = model.ctc_head is not None
+        ctc_weights = ctc_weights if ctc_weights is not None else (list(DEFAULT_CTC_WEIGHTS) if has_ctc else [0.0])
+        length_bonuses = length_bonuses if length_bonuses is not None else list(DEFAULT_LENGTH_BONUSES)
+        grid = [DecodeOptions(beam=b, mode=mode, ctc_weight=c, length_bonus=length_bonus)
+                for b, c, length_bonus in itertools.product(beams, ctc_weights, length_bonuses)]
+    else:
+        lm_weights = lm_weights if lm_weights is not None else (list(DEFAULT_LM_WEIGHTS) if lm else [0.0])
+        word_bonuses = word_bonuses if word_bonuses is not None else (
+            list(DEFAULT_WORD_BONUSES) if lm or lexicon else [0.0])
+        grid = [DecodeOptions(beam=b, mode=mode, lm=str(lm or ""), lm_weight=w, word_bonus=bonus, lexicon=lexicon)
+                for b, w, bonus in itertools.product(beams, lm_weights, word_bonuses)]
+
+    # The network runs once; outputs of a searcher that needs the most (CTC branch included).
+    widest = max(grid, key=lambda o: (o.ctc_weight or 0.0))
+    base = build_searcher(model, tokenizer, widest, config.data.dir, lm=lm_model)
+    collate, batches = batches_of(features, loaded.cmvn, config.train.eval_batch_frames)
+    stored = []
+    with torch.inference_mode():
+        model.eval()
+        for indices in batches:
+            batch = collate(indices).to(torch_device)
+            stored.append((indices, base.outputs(batch.features, batch.feature_lengths)))
+
+    references = [utt.text for utt in features.utterances]
+    rows = []
+    with progress_bar("wer") as progress, torch.inference_mode():
+        task = progress.add_task(f"tune on {split}", total=len(grid), wer="-")
+        for options in grid:
+            searcher = build_searcher(model, tokenizer, options, config.data.dir, lm=lm_model)
+            hypotheses = [""] * len(features)
+            start = time.perf_counter()
+            for indices, outputs in stored:
+                for index, ids in zip(indices, searcher.search(outputs), strict=True):
+                    hypotheses[index] = tokenizer.decode(ids)
+            seconds = time.perf_counter() - start
+            rates = error_rates(references, hypotheses, DEFAULT_NORMALIZER)
+            rows.append({"options": options.to_dict(), "wer": rates.wer, "cer": rates.cer,
+                         "search_seconds": seconds})
+            progress.update(task, advance=1, wer=f"{rates.wer:.2f}")
+    best = min(rows, key=lambda row: (row["wer"], row["cer"], row["options"]["beam"]))
+    chosen = dict(best["options"])
+    result = {
+        "split": split,
+        "data_dir": str(data_dir),
+        "options": chosen,
+        "wer": best["wer"],
+        "cer": best["cer"],
+        "grid": rows,
+        "config_hash": config.hash(),
+        "environment": environment(torch_device),
+    }
+    fileio.write_json(run_dir / TUNED, result)
+    return result
