@@ -147,6 +147,7 @@ def decode_command(
     backend: Optional[str] = typer.Option(None, "--backend", help="CTC beam search: native | flashlight"),
     tag: str = typer.Option("", "--tag", help="Write to decode/<split>-<tag>/ instead of decode/<split>/."),
     tuned: bool = typer.Option(False, "--tuned", help="Use every value saved by `asrbench tune`."),
+    threads: int = typer.Option(0, "--threads", help="Torch threads (0: torch's default); recorded with RTFx."),
 ) -> None:
     """Decode a split; writes decode/<split>/hypotheses.jsonl and result.json."""
     from asrbench.decode import decode
@@ -161,7 +162,7 @@ def decode_command(
     if lm and lm_weight is None:
         values["lm_weight"] = 0.5  # replaced by the tuned weight when this LM was tuned
     result = decode(run_dir, split, data, device, options=DecodeOptions(**values), tag=tag, explicit=explicit,
-                    use_tuned=tuned)
+                    use_tuned=tuned, threads=threads)
     where = f"{split}-{tag}" if tag else split
     search = f", search RTFx {result['search_rtfx']:,.0f}" if result.get("search_rtfx") else ""
     console.print(

@@ -143,6 +143,7 @@ def decode(
     tag: str = "",
     explicit: set[str] | None = None,
     use_tuned: bool = False,
+    threads: int = 0,
 ) -> dict:
     """Decode ``split`` with the run's best checkpoint; returns the result dict written to disk.
 
@@ -151,6 +152,8 @@ def decode(
     beam search; see :mod:`asrbench.decoding.searchers`.
     """
     run_dir = rundir.require_run_dir(run_dir)
+    if threads > 0:
+        torch.set_num_threads(threads)
     if tag and not tag.replace("-", "").replace("_", "").isalnum():
         raise AsrbenchError(f"--tag '{tag}': use letters, digits, '-' and '_' only")
     options, tuned_from = resolve_options(run_dir, options or DecodeOptions(), explicit or set(), use_tuned)

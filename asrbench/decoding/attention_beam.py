@@ -8,9 +8,10 @@ and looping (repeated words have no CTC support). CTC scores are computed only f
 ``pre_beam`` best attention candidates of each hypothesis, as in ESPnet.
 
 The search is synchronous: every running hypothesis has the same length. A hypothesis ends when
-it picks ``<eos>``; the search stops when ``beam`` hypotheses have ended and no running one
-scores better than the best ended one (end detection on raw scores), or at the model's maximum
-length. Ended hypotheses are ranked by score divided by their length when ``length_norm`` is on.
+it picks ``<eos>``; the search stops when no running one
+scores better than the best ended one (exact without length normalization or bonus; otherwise
+ESPnet's end detection), or at the model's maximum length. Ended hypotheses are ranked by score,
+or by score divided by length when ``length_norm`` is on.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class AttentionBeamOptions:
     beam: int = 10
     ctc_weight: float = 0.0  # 0 = attention scores only
     length_bonus: float = 0.0  # added per output token (including <eos>)
-    length_norm: bool = True  # rank ended hypotheses by score / length
+    length_norm: bool = False  # rank ended hypotheses by score / length (CTC scoring already curbs short outputs)
     pre_beam_ratio: float = 1.5  # CTC scores the best ratio * beam attention candidates per hypothesis
 
     def __post_init__(self) -> None:
@@ -56,7 +57,8 @@ class CTCPrefixScorer:
     """
 
     def __init__(self, log_probs: np.ndarray, blank: int, eos: int):
-        self.x = log_probs.astype(np.float64)  # (T, V)
+        # (T, V); floored so cumulative sums stay finite (e^-1e4 is zero anyway)
+        self.x = np.maximum(log_probs.astype(np.float64), -1e4)
         self.blank = blank
         self.eos = eos
         self.frames = log_probs.shape[0]
@@ -82,16 +84,49 @@ class CTCPrefixScorer:
         repeat = candidates == last[:, None]
         if repeat.any():
             phi[:, repeat] = np.broadcast_to(r_prev[:, 1, :, None], (frames, n, k))[:, repeat]
-        blank = self.x[:, self.blank]
-        for t in range(max(1, prefix_length), frames):
-            r[t, 0] = np.logaddexp(r[t - 1, 0], phi[t - 1]) + xs[t]
-            r[t, 1] = np.logaddexp(r[t - 1, 0], r[t - 1, 1]) + blank[t]
+        # The recursions r_n[t] = x_c[t] + logaddexp(r_n[t-1], phi[t-1]) and r_b[t] = x_blank[t] +
+        # logaddexp(r_b[t-1], r_n[t-1]) are linear in probability space, so they unroll into
+        # cumulative sums: r_n[t] = C[t] + logsumexp_{s<=t}(phi[s-1] - C[s-1]) with C the cumulative
+        # sum of x_c (and likewise for r_b). No Python loop over frames.
+        if frames > 1:
+            cum = np.cumsum(xs[1:], axis=0)  # C[1..T-1]
+            cum_prev = np.concatenate([np.zeros((1, n, k)), cum[:-1]], axis=0)  # C[0..T-2]
+            steps = np.logaddexp.accumulate(phi[:-1] - cum_prev, axis=0)  # over s = 1..t
+            r[1:, 0] = cum + np.logaddexp(r[0, 0][None], steps)
+            blank_cum = np.cumsum(self.x[1:, self.blank])  # B[1..T-1]
+            blank_prev = np.concatenate([[0.0], blank_cum[:-1]])
+            r[1:, 1] = blank_cum[:, None, None] + np.logaddexp.accumulate(
+                r[:-1, 0] - blank_prev[:, None, None], axis=0)
+            np.maximum(r, NEG_INF, out=r)
         terms = np.concatenate([r[:1, 0], phi[:-1] + xs[1:]], axis=0)  # (T, N, K)
         psi = np.logaddexp.reduce(terms, axis=0)
         ended = candidates == self.eos  # <eos>: the prefix is the whole label sequence
         if ended.any():
             psi[ended] = np.broadcast_to(both[-1][:, None], (n, k))[ended]
         return psi, r
+
+
+END_MARGIN = 10.0  # nats: ESPnet's end detection threshold (D_end = log 1e-10 ~ -23 there; 10 is stricter)
+END_LENGTHS = 3  # ... over this many consecutive lengths
+
+
+def _search_is_over(ended: list[AttentionHypothesis], best_running: float, position: int,
+                    options: AttentionBeamOptions) -> bool:
+    """Whether more steps can no longer change the best hypothesis.
+
+    Without length normalization or bonus, scores only fall as tokens are added, so once every
+    running hypothesis scores below the best ended one the search is exact to stop. Otherwise
+    (a normalized score can rise again) it stops as ESPnet does: when for each of the last
+    ``END_LENGTHS`` lengths the hypotheses that ended there are ``END_MARGIN`` worse than the best.
+    """
+    best_ended = max(h.score for h in ended)
+    if not options.length_norm and options.length_bonus <= 0:
+        return best_running < best_ended
+    for length in range(position - END_LENGTHS + 1, position + 1):
+        same = [h.score for h in ended if len(h.token_ids) == length]
+        if not same or max(same) - best_ended >= -END_MARGIN:
+            return False
+    return True
 
 
 @torch.no_grad()
@@ -148,8 +183,7 @@ def attention_beam_search(model, memory: torch.Tensor, memory_length: int, optio
                 keep_tokens.append((row, col))
         if not keep_rows:
             break
-        best_running = max(total[row, col] for row, col in keep_tokens)
-        if len(ended) >= beam and best_running < max(h.score for h in ended) and options.length_bonus <= 0:
+        if ended and _search_is_over(ended, max(total[r, c] for r, c in keep_tokens), position, options):
             break
         index = torch.tensor(keep_rows, device=memory.device)
         state = model.reorder_state(state, index)

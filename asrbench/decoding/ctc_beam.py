@@ -15,7 +15,10 @@ Speed comes from doing little per frame, not from vectorizing it:
   the end), which makes merging a ``+`` instead of a log-sum-exp. Beams are renormalized on the
   rare occasion their best probability drops below 1e-100.
 * Per frame only the top ``token_top_k`` labels within ``token_beam`` nats of the frame's best
-  are tried (the whole batch is pruned with numpy before the Python loop starts).
+  are tried (the whole batch is pruned with numpy before the Python loop starts), most likely
+  first, stopping at the first that cannot come within ``score_beam`` of the frame's best
+  candidate; prefixes that fall more than ``score_beam`` behind are dropped even when fewer than
+  ``beam`` remain.
 * Frames where blank has probability above ``blank_skip`` only extend with blank; a run of them
   costs one pass over the beam, whatever its length.
 
@@ -166,8 +169,14 @@ def ctc_prefix_beam_search(
 
     ``lm`` is an n-gram LM from :mod:`asrbench.lm` (or anything with ``start``/``score``/``finish``,
     ``unit`` "word" or "char"). With ``options.lexicon`` the words come from ``lexicon`` or, when it
-    is None, from the word LM's vocabulary. Without an LM or lexicon the search is plain CTC prefix
-    search; with either, a space may only follow a non-empty word.
+    is None, from the word LM's vocabulary (rebuilt on every call: pass a :class:`Lexicon` when
+    decoding many batches). Without an LM or lexicon the search is plain CTC prefix search; with
+    either, a space may only follow a non-empty word. ``<sos/eos>`` is never emitted.
+
+    Every hypothesis' ``acoustic`` is the log-probability of the alignments of its labels that the
+    search kept: exact without pruning, a lower bound with it. An utterance whose every prefix was
+    forbidden by the lexicon gets an empty list; with a lexicon, a hypothesis ending inside a word
+    is returned only when none ends on a word boundary.
     """
     if log_probs.dim() != 3 or log_probs.size(2) != len(tokenizer):
         raise AsrbenchError(f"ctc beam: expected log_probs (B, T, {len(tokenizer)}), got {tuple(log_probs.shape)}")

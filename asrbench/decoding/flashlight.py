@@ -12,8 +12,11 @@ Modes:
 * no LM dir: lexicon-free, no LM;
 * word LM dir: lexicon decoder over ``lexicon.txt`` (words our tokenizer cannot spell are left
   out) with KenLM reading ``lm.arpa``. Flashlight cannot fuse a word LM without a lexicon, so
-  this mode is always lexicon-constrained, whatever ``options.lexicon`` says; unlike ours, its
-  words may also follow each other without a space;
+  this mode is always lexicon-constrained, whatever ``options.lexicon`` says. Each spelling ends
+  with ``<space>``, so that, as in ours, words must be separated by a space: flashlight's
+  separator is otherwise optional, and with a word bonus it then prefers spelling out "NINETEEN"
+  as "NINE TEEN" or a run of one-letter words. To let the last word close, every utterance gets
+  one extra frame where ``<space>`` has probability 1 (it adds nothing to any score);
 * char LM dir: lexicon-free with KenLM scoring every token of ``lm.arpa``.
 
 Option mapping: KenLM scores are log10 where ours are natural logs, so flashlight's ``lm_weight``
@@ -22,8 +25,14 @@ flashlight's ``word_score`` (added per lexicon word) in the lexicon decoder and 
 (added per ``<space>``, so one fewer per utterance than ours) in the lexicon-free one.
 ``beam_size`` is ``options.beam``; ``beam_size_token`` is ``options.token_top_k + 1`` (flashlight
 counts blank among the tokens); hypotheses more than ``BEAM_THRESHOLD`` below the best are
-dropped; ``log_add`` is on, so identical prefixes are summed as in ours. ``blank_skip`` and
+dropped; ``log_add`` is on, so merged hypotheses are summed as in ours. ``blank_skip`` and
 ``token_beam`` have no flashlight counterpart.
+
+Scores differ from ours in meaning: flashlight keeps blank- and label-ending alignments of a
+prefix as separate hypotheses and merges ones that share LM state and lexicon node (with an LM,
+not only identical texts), so its ``score`` is neither a single text's summed probability nor
+always below it; ``acoustic`` is its emitting-model score of the best merged path and ``lm`` its
+LM score converted to natural log.
 """
 
 from __future__ import annotations
@@ -73,6 +82,7 @@ class FlashlightDecoder:
             unit = metadata.get("unit", "word")
         self.unit = unit
         self.spellings: dict[str, list[int]] | None = None  # word -> token ids, in the lexicon mode
+        self.sil = tokens.index(CHAR_LM_SPACE)
         settings = dict(
             tokens=tokens,
             nbest=options.beam,
@@ -92,10 +102,10 @@ class FlashlightDecoder:
                 raise AsrbenchError(f"{lm_dir}/lexicon.txt: no word can be spelled with the model's characters")
             with tempfile.TemporaryDirectory() as tmp:
                 lexicon_path = Path(tmp) / "lexicon.txt"
-                lexicon_path.write_text(
-                    "".join(f"{word}\t{' '.join(tokens[i] for i in ids)}\n" for word, ids in lexicon.spellings()),
-                    encoding="utf-8",
-                )
+                lines = [
+                    f"{word}\t{' '.join(tokens[i] for i in ids)} {CHAR_LM_SPACE}\n" for word, ids in lexicon.spellings()
+                ]
+                lexicon_path.write_text("".join(lines), encoding="utf-8")
                 self.decoder = ctc_decoder(lexicon=str(lexicon_path), lm=str(Path(lm_dir) / "lm.arpa"),
                                            word_score=options.word_bonus, **settings)
         else:
@@ -107,18 +117,28 @@ class FlashlightDecoder:
         if log_probs.dim() != 3 or log_probs.size(2) != self.vocab:
             raise AsrbenchError(f"flashlight: expected log_probs (B, T, {self.vocab}), got {tuple(log_probs.shape)}")
         emissions = log_probs.detach().to("cpu", torch.float32)
-        if self.flashlight_vocab > self.vocab:
-            emissions = torch.nn.functional.pad(emissions, (0, self.flashlight_vocab - self.vocab), value=_NEVER)
-        emissions = emissions.contiguous()
         frames = emissions.size(1)
+        lengths = lengths.cpu().clamp(max=frames)
+        closing = self.spellings is not None  # the extra frame that closes the last word
+        if self.flashlight_vocab > self.vocab or closing:
+            emissions = torch.nn.functional.pad(
+                emissions, (0, self.flashlight_vocab - self.vocab, 0, int(closing)), value=_NEVER
+            )
+        if closing:
+            rows = emissions[torch.arange(emissions.size(0)), lengths]  # (B, V'): the frame after each utterance
+            rows.fill_(_NEVER)
+            rows[:, self.sil] = 0.0
+            emissions[torch.arange(emissions.size(0)), lengths] = rows
+        emissions = emissions.contiguous()
         stride = emissions.stride(0) * emissions.element_size()
         results = []
         for b, length in enumerate(lengths.tolist()):
-            length = min(int(length), frames)
             if length == 0:
                 results.append([Hypothesis([], 0.0, 0.0, 0.0)])
                 continue
-            found = self.decoder.decoder.decode(emissions.data_ptr() + b * stride, length, self.flashlight_vocab)
+            found = self.decoder.decoder.decode(
+                emissions.data_ptr() + b * stride, length + int(closing), self.flashlight_vocab
+            )
             results.append([self._hypothesis(result) for result in found[: self.options.beam]])
         return results
 

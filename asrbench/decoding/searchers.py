@@ -38,7 +38,7 @@ class DecodeOptions:
     lexicon: str = ""  # "" | "train" (the run's training words) | a lexicon file
     ctc_weight: float | None = None  # attention models: joint scoring weight; None = the training ctc_weight
     length_bonus: float = 0.0  # attention beam search: added per token
-    length_norm: bool = True  # attention beam search: rank ended hypotheses by score / length
+    length_norm: bool = False  # attention beam search: rank ended hypotheses by score / length
     backend: str = "native"  # CTC beam search: native | flashlight (torchaudio's ctc_decoder)
 
     def __post_init__(self) -> None:
@@ -124,7 +124,7 @@ def _ctc_searcher(model, tokenizer, options: DecodeOptions, data_dir, lm) -> Sea
         "word_bonus": options.word_bonus, "lexicon": options.lexicon or None,
         "lexicon_words": len(lexicon) if lexicon is not None else None,
         "token_top_k": beam_options.token_top_k, "token_beam": beam_options.token_beam,
-        "blank_skip": beam_options.blank_skip,
+        "blank_skip": beam_options.blank_skip, "score_beam": beam_options.score_beam,
     }
     if lm_metadata is not None:
         description["lm_order"], description["lm_unit"] = lm_metadata.get("order"), lm_metadata.get("unit")
@@ -134,8 +134,10 @@ def _ctc_searcher(model, tokenizer, options: DecodeOptions, data_dir, lm) -> Sea
         if options.lexicon:
             raise AsrbenchError("the flashlight backend takes its lexicon from the LM dir; drop --lexicon")
         decoder = FlashlightDecoder(tokenizer, beam_options, options.lm or None)
-        return Searcher("ctc_flashlight", outputs, lambda out: [hyps[0].token_ids for hyps in decoder(*out)],
-                        description)
+        def flashlight_search(out):
+            return [hyps[0].token_ids if hyps else [] for hyps in decoder(*out)]
+
+        return Searcher("ctc_flashlight", outputs, flashlight_search, description)
 
     def search(out):
         return [hyps[0].token_ids if hyps else [] for hyps in

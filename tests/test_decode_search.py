@@ -1,0 +1,146 @@
+"""decode's search options, tune on dev and the tuned values, end to end through the CLI on a
+tiny tone corpus with a hybrid CTC/attention model and an n-gram LM."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from test_train import _write_corpus
+from typer.testing import CliRunner
+
+from asrbench.cli import app
+from asrbench.decode import decode
+from asrbench.decoding.searchers import DecodeOptions
+from asrbench.errors import AsrbenchError
+from asrbench.train import train
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("search")
+    data_dir = _write_corpus(root)
+    recipe = root / "recipe.yaml"
+    recipe.write_text(
+        f"""
+data: {{dir: {data_dir}}}
+features: {{sample_rate: 8000, num_mel_bins: 23}}
+augment: {{spec_augment: false}}
+train: {{epochs: 8, batch_frames: 600, lr: 5.0e-3, warmup_steps: 5}}
+models:
+  conformer_aed: {{d_model: 32, num_heads: 2, num_layers: 1, ff_dim: 64, kernel_size: 5, subsample_channels: 4,
+                  decoder_layers: 1, decoder_ff_dim: 64, ctc_weight: 0.5, dropout: 0.0}}
+  gru: {{subsample_channels: 4, hidden_size: 32, num_layers: 1}}
+"""
+    )
+    hybrid, ctc = root / "hybrid", root / "gru"
+    train(recipe, "conformer_aed", hybrid, seed=0)
+    train(recipe, "gru", ctc, seed=0)
+    lm_dir = root / "lm"
+    result = runner.invoke(app, ["lm", "train", str(data_dir), "--order", "2", "--out", str(lm_dir)])
+    assert result.exit_code == 0, result.output
+    return {"data": data_dir, "hybrid": hybrid, "ctc": ctc, "lm": lm_dir}
+
+
+def _result(run: Path, name: str) -> dict:
+    return json.loads((run / "decode" / name / "result.json").read_text())
+
+
+def test_greedy_is_the_default_and_records_its_options(workspace):
+    result = decode(workspace["ctc"], "test")
+    assert result["decoder"]["kind"] == "ctc_greedy"
+    assert result["decoder"]["options"]["beam"] == 1
+    assert result["search_rtfx"] > 0 and result["rtfx"] > 0
+
+
+def test_ctc_beam_with_lm_and_lexicon_records_them(workspace):
+    run = workspace["ctc"]
+    outcome = runner.invoke(app, ["decode", str(run), "--beam", "4", "--lm", str(workspace["lm"]),
+                                  "--lm-weight", "0.8", "--lexicon", "train", "--tag", "lm"])
+    assert outcome.exit_code == 0, outcome.output
+    result = _result(run, "test-lm")
+    decoder = result["decoder"]
+    assert decoder["kind"] == "ctc_prefix_beam" and decoder["beam"] == 4
+    assert decoder["lm"] == str(workspace["lm"]) and decoder["lm_weight"] == 0.8
+    assert decoder["lexicon"] == "train" and decoder["lexicon_words"] == 2  # LOW, HIGH
+    assert result["split"] == "test" and result["tag"] == "lm"
+    hypotheses = [json.loads(line)["hyp"] for line in
+                  (run / "decode" / "test-lm" / "hypotheses.jsonl").read_text().splitlines()]
+    assert all(word in ("LOW", "HIGH") for hyp in hypotheses for word in hyp.split())  # lexicon words only
+
+
+def test_hybrid_decodes_with_attention_beam_and_with_its_ctc_branch(workspace):
+    run = workspace["hybrid"]
+    attention = decode(run, "test", options=DecodeOptions(beam=3), tag="att")
+    assert attention["decoder"]["kind"] == "attention_beam"
+    assert attention["decoder"]["ctc_weight"] == 0.5  # the training weight by default
+    pure = decode(run, "test", options=DecodeOptions(beam=3, ctc_weight=0.0), tag="pure")
+    assert pure["decoder"]["ctc_weight"] == 0.0
+    ctc = decode(run, "test", options=DecodeOptions(beam=3, mode="ctc"), tag="ctc")
+    assert ctc["decoder"]["kind"] == "ctc_prefix_beam"
+
+
+def test_lm_needs_ctc_search_for_an_attention_model(workspace):
+    with pytest.raises(AsrbenchError, match="--mode ctc"):
+        decode(workspace["hybrid"], "test", options=DecodeOptions(beam=2, lm=str(workspace["lm"])))
+    with pytest.raises(AsrbenchError, match="attention model"):
+        decode(workspace["ctc"], "test", options=DecodeOptions(beam=2, mode="attention"))
+
+
+def test_tune_refuses_test_and_bad_lists(workspace):
+    outcome = runner.invoke(app, ["tune", str(workspace["ctc"]), "--split", "test"])
+    assert outcome.exit_code != 0
+    assert "test" in str(outcome.exception or outcome.output)
+    outcome = runner.invoke(app, ["tune", str(workspace["ctc"]), "--beams", "4,x"])
+    assert outcome.exit_code == 2 and "--beams" in outcome.output
+
+
+def test_tune_on_dev_saves_the_best_point_and_decode_uses_it(workspace):
+    run = workspace["ctc"]
+    outcome = runner.invoke(app, ["tune", str(run), "--lm", str(workspace["lm"]), "--beams", "2,4",
+                                  "--lm-weights", "0,0.5", "--word-bonuses", "0,1"])
+    assert outcome.exit_code == 0, outcome.output
+    tuned = json.loads((run / "tuned.json").read_text())
+    assert tuned["split"] == "dev" and len(tuned["grid"]) == 8
+    best = min(tuned["grid"], key=lambda row: (row["wer"], row["cer"], row["options"]["beam"]))
+    assert tuned["options"] == best["options"] and tuned["wer"] == best["wer"]
+    # decode with the same LM and no weights takes the tuned ones; an explicit value wins.
+    outcome = runner.invoke(app, ["decode", str(run), "--lm", str(workspace["lm"]), "--tag", "tuned"])
+    assert outcome.exit_code == 0, outcome.output
+    decoder = _result(run, "test-tuned")["decoder"]
+    assert decoder["tuned"]["split"] == "dev"
+    assert decoder["beam"] == tuned["options"]["beam"] and decoder["lm_weight"] == tuned["options"]["lm_weight"]
+    outcome = runner.invoke(app, ["decode", str(run), "--lm", str(workspace["lm"]), "--lm-weight", "0.25",
+                                  "--tag", "explicit"])
+    assert outcome.exit_code == 0, outcome.output
+    assert _result(run, "test-explicit")["decoder"]["lm_weight"] == 0.25
+    # --tuned brings back every tuned value, the LM included.
+    outcome = runner.invoke(app, ["decode", str(run), "--tuned", "--tag", "all"])
+    assert outcome.exit_code == 0, outcome.output
+    assert _result(run, "test-all")["decoder"]["lm"] == str(workspace["lm"])
+
+
+def test_tune_an_attention_model_grids_ctc_weight(workspace):
+    result = runner.invoke(app, ["tune", str(workspace["hybrid"]), "--beams", "2", "--ctc-weights", "0,0.5",
+                                 "--length-bonuses", "0"])
+    assert result.exit_code == 0, result.output
+    tuned = json.loads((workspace["hybrid"] / "tuned.json").read_text())
+    assert sorted(row["options"]["ctc_weight"] for row in tuned["grid"]) == [0.0, 0.5]
+
+
+def test_bad_decode_options_are_errors(workspace, tmp_path):
+    for values, needle in (({"beam": 0}, "--beam"), ({"mode": "rnnt"}, "decoding mode"),
+                           ({"backend": "kenlm"}, "backend"), ({"ctc_weight": 2.0}, "--ctc-weight")):
+        with pytest.raises(AsrbenchError, match=needle):
+            DecodeOptions(**values)
+    with pytest.raises(AsrbenchError, match="--tag"):
+        decode(workspace["ctc"], "test", tag="a/b")
+    untuned = tmp_path / "untuned"
+    shutil.copytree(workspace["ctc"], untuned)
+    (untuned / "tuned.json").unlink(missing_ok=True)
+    outcome = runner.invoke(app, ["decode", str(untuned), "--tuned"])
+    assert outcome.exit_code != 0 and "tuned.json" in str(outcome.exception)
