@@ -20,6 +20,7 @@ class TransformerConfig:
     subsample_channels: int = 32
     positional: str = "sinusoidal"  # sinusoidal | none (the conv front end already sees local order)
     attention_window: int = 0  # > 0: each frame attends only to frames within this distance; 0 = all
+    final_norm: bool = True  # LayerNorm on the encoder output (pre-norm Transformers usually have one)
 
 
 class Transformer(CTCModel):
@@ -43,7 +44,7 @@ class Transformer(CTCModel):
             norm_first=True,
         )
         self.encoder = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(config.d_model)
+        self.norm = nn.LayerNorm(config.d_model) if config.final_norm else nn.Identity()
         self.attention_window = config.attention_window
         self.head = CTCHead(config.d_model, vocab_size)
 
