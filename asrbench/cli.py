@@ -171,6 +171,28 @@ def decode_command(
     )
 
 
+@app.command("bench")
+def bench_command(
+    recipe: Path = typer.Argument(..., help="Recipe YAML."),
+    models: str = typer.Option("all", "--models", help="'all' (every model of the recipe) or a,b,c."),
+    seeds: int = typer.Option(1, "--seeds", help="Runs per model (seeds first-seed, first-seed+1, ...)."),
+    budget_minutes: Optional[float] = typer.Option(None, "--budget-minutes", help="Same training budget for all."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Same number of epochs for all."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Sweep dir (default runs/bench/<recipe>)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (overrides data.dir)."),
+    set_: List[str] = typer.Option([], "--set", help="Override for every run, e.g. train.num_threads=1."),
+    first_seed: int = typer.Option(0, "--first-seed", help="The first seed."),
+) -> None:
+    """Train, decode (dev and test) and compare models under one budget; resumable."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from asrbench.bench import bench, markdown
+
+    report = bench(recipe, models, seeds, out, budget_minutes, epochs, data, set_, first_seed)
+    Console(width=160).print(Markdown(markdown(report["summary"])))
+
+
 @app.command("tune")
 def tune_command(
     run_dir: Path = typer.Argument(..., help="Run dir from `asrbench train`."),

@@ -61,3 +61,16 @@ def environment(device: torch.device | None = None) -> dict:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def peak_memory_mb(device: torch.device) -> dict:
+    """Peak memory so far: GPU memory allocated by torch on CUDA; the process's peak resident set
+    size on CPU (data, features and Python included, so an upper bound for the model's share)."""
+    if device.type == "cuda":
+        return {"kind": "cuda_max_allocated", "mb": torch.cuda.max_memory_allocated(device) / 2**20}
+    try:
+        import resource
+
+        return {"kind": "process_max_rss", "mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    except (ImportError, OSError):  # not on Linux/macOS
+        return {"kind": "unavailable", "mb": None}

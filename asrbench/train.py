@@ -26,7 +26,7 @@ from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decode import recognize
 from asrbench.decoding.searchers import Searcher
-from asrbench.env import environment, resolve_device
+from asrbench.env import environment, peak_memory_mb, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.models import build_model, count_parameters
 from asrbench.progress import console, progress_bar
@@ -303,6 +303,7 @@ def train(
         "stop_reason": stop_reason,
         "skipped_long_utterances": data.skipped_long,
         "skipped_batches": skipped_batches,
+        "peak_memory": peak_memory_mb(device),
         "config_hash": config.hash(),
         "environment": environment(device),
     }
