@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)" "$(TORCHAUDIO_PIN)"
-	$(BIN)/python -m pip install --quiet -e ".[synth,dev,flashlight]" "$(TORCH_PIN)"
+	$(BIN)/python -m pip install --quiet -e ".[synth,dev,flashlight,plot]" "$(TORCH_PIN)"
 	touch $(STAMP)
 
 test: setup

@@ -1,16 +1,36 @@
-"""Word and character error rates with their substitution/deletion/insertion counts (jiwer).
+"""Word and character error rates, per utterance and in total, with readable alignments (jiwer).
 
 References and hypotheses are normalized by the same named normalizer before scoring; the
 normalizer's name goes into every result. CER counts spaces as characters, as ESPnet's and
 Kaldi's AN4 character counts do (2565 characters on AN4 test).
+
+Empty references: an utterance with an empty reference has 0 reference words, and every
+hypothesis word is an insertion counted in the total's numerator (as sclite counts it). A rate
+whose denominator is 0 (no reference word at all) is reported as 0.0; the counts still show the
+insertions.
+
+Per utterance, jiwer's alignment chunks become word-level operations: C (correct), S
+(substitution), D (deletion), I (insertion). From them come sclite-like alignments
+(``alignments.txt``), confusion pairs, per-speaker rates and NIST ``trn`` files that sclite scores
+with ``sclite -r ref.trn trn -h hyp.trn trn -i spu_id``: each line is ``TEXT (SPEAKER_UTTERANCE)``,
+the speaker being everything before the first ``_`` (underscores inside the speaker become ``-``;
+whitespace and parentheses in ids become ``-``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import io
+import json
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import jiwer
+import numpy as np
 
+from asrbench import fileio, stats
+from asrbench.errors import AsrbenchError
 from asrbench.text import DEFAULT_NORMALIZER, normalize
 
 
@@ -34,34 +54,396 @@ class ErrorRates:
         return asdict(self)
 
 
+@dataclass
+class UtteranceScore:
+    id: str
+    ref: str  # normalized
+    hyp: str  # normalized
+    words: int  # reference words
+    substitutions: int
+    deletions: int
+    insertions: int
+    characters: int  # reference characters, spaces included
+    char_substitutions: int
+    char_deletions: int
+    char_insertions: int
+    # Word-level alignment: (operation, reference word, hypothesis word), operation C | S | D | I;
+    # the reference word is None for an insertion, the hypothesis word None for a deletion.
+    alignment: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+
+    @property
+    def word_errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def char_errors(self) -> int:
+        return self.char_substitutions + self.char_deletions + self.char_insertions
+
+
 def _percent(errors: int, total: int) -> float:
     return 100.0 * errors / total if total else 0.0
 
 
-def error_rates(references: list[str], hypotheses: list[str], normalizer: str = DEFAULT_NORMALIZER) -> ErrorRates:
-    """Score aligned lists of reference and hypothesis texts."""
+def _word_operations(chunks, ref_words: list[str], hyp_words: list[str]) -> list[tuple]:
+    operations: list[tuple] = []
+    for chunk in chunks:
+        ref = ref_words[chunk.ref_start_idx:chunk.ref_end_idx]
+        hyp = hyp_words[chunk.hyp_start_idx:chunk.hyp_end_idx]
+        if chunk.type == "equal":
+            operations += [("C", r, h) for r, h in zip(ref, hyp, strict=True)]
+        elif chunk.type == "substitute":
+            operations += [("S", r, h) for r, h in zip(ref, hyp, strict=False)]
+            # Levenshtein substitutions are one to one; should a chunk ever be uneven, the rest
+            # is deletions or insertions, so the counts still add up to the edit distance.
+            operations += [("D", r, None) for r in ref[len(hyp):]] + [("I", None, h) for h in hyp[len(ref):]]
+        elif chunk.type == "delete":
+            operations += [("D", r, None) for r in ref]
+        else:
+            operations += [("I", None, h) for h in hyp]
+    return operations
+
+
+def _char_counts(chunks) -> tuple[int, int, int]:
+    substitutions = deletions = insertions = 0
+    for chunk in chunks:
+        if chunk.type == "substitute":
+            substitutions += chunk.ref_end_idx - chunk.ref_start_idx
+        elif chunk.type == "delete":
+            deletions += chunk.ref_end_idx - chunk.ref_start_idx
+        elif chunk.type == "insert":
+            insertions += chunk.hyp_end_idx - chunk.hyp_start_idx
+    return substitutions, deletions, insertions
+
+
+def score_utterances(references: list[str], hypotheses: list[str], normalizer: str = DEFAULT_NORMALIZER,
+                     ids: list[str] | None = None) -> list[UtteranceScore]:
+    """Score aligned lists of texts utterance by utterance (ids default to "0", "1", ...)."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    ids = [str(index) for index in range(len(references))] if ids is None else list(ids)
+    if len(ids) != len(references):
+        raise ValueError(f"{len(ids)} ids for {len(references)} utterances")
     refs = [normalize(text, normalizer) for text in references]
     hyps = [normalize(text, normalizer) for text in hypotheses]
     if not refs:
-        return ErrorRates(0.0, 0.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, normalizer)
+        return []
     words = jiwer.process_words(refs, hyps)
     chars = jiwer.process_characters(refs, hyps)
-    word_total = words.substitutions + words.deletions + words.hits
-    char_total = chars.substitutions + chars.deletions + chars.hits
+    scores = []
+    for index, utterance_id in enumerate(ids):
+        operations = _word_operations(words.alignments[index], words.references[index], words.hypotheses[index])
+        op_counts = Counter(operation for operation, _, _ in operations)
+        char_s, char_d, char_i = _char_counts(chars.alignments[index])
+        scores.append(UtteranceScore(
+            id=utterance_id, ref=refs[index], hyp=hyps[index], words=len(words.references[index]),
+            substitutions=op_counts["S"], deletions=op_counts["D"], insertions=op_counts["I"],
+            characters=len(chars.references[index]), char_substitutions=char_s, char_deletions=char_d,
+            char_insertions=char_i, alignment=operations,
+        ))
+    return scores
+
+
+def summarize(scores: list[UtteranceScore], normalizer: str = DEFAULT_NORMALIZER) -> ErrorRates:
+    """Corpus totals of per-utterance scores: errors and reference lengths are summed, then divided."""
+    def total(name: str) -> int:
+        return sum(getattr(score, name) for score in scores)
+
+    words, characters = total("words"), total("characters")
     return ErrorRates(
-        wer=_percent(words.substitutions + words.deletions + words.insertions, word_total),
-        cer=_percent(chars.substitutions + chars.deletions + chars.insertions, char_total),
-        substitutions=words.substitutions,
-        deletions=words.deletions,
-        insertions=words.insertions,
-        words=word_total,
-        char_substitutions=chars.substitutions,
-        char_deletions=chars.deletions,
-        char_insertions=chars.insertions,
-        characters=char_total,
-        utterances=len(refs),
-        sentence_errors=sum(r != h for r, h in zip(refs, hyps, strict=True)),
+        wer=_percent(total("word_errors"), words),
+        cer=_percent(total("char_errors"), characters),
+        substitutions=total("substitutions"),
+        deletions=total("deletions"),
+        insertions=total("insertions"),
+        words=words,
+        char_substitutions=total("char_substitutions"),
+        char_deletions=total("char_deletions"),
+        char_insertions=total("char_insertions"),
+        characters=characters,
+        utterances=len(scores),
+        sentence_errors=sum(score.ref != score.hyp for score in scores),
         normalizer=normalizer,
     )
+
+
+def error_rates(references: list[str], hypotheses: list[str], normalizer: str = DEFAULT_NORMALIZER) -> ErrorRates:
+    """Score aligned lists of reference and hypothesis texts."""
+    return summarize(score_utterances(references, hypotheses, normalizer), normalizer)
+
+
+# --- confidence intervals ------------------------------------------------------------------------
+
+
+def confidence_intervals(scores: list[UtteranceScore], resamples: int = stats.DEFAULT_RESAMPLES,
+                         confidence: float = stats.DEFAULT_CONFIDENCE, seed: int = 0) -> dict:
+    """``wer_ci`` and ``cer_ci`` ([low, high] percent, bootstrap over utterances, the same resamples for both)."""
+    errors = np.array([[s.word_errors for s in scores], [s.char_errors for s in scores]], dtype=np.float64)
+    totals = np.array([[s.words for s in scores], [s.characters for s in scores]], dtype=np.float64)
+    (wer_low, wer_high), (cer_low, cer_high) = stats.bootstrap_cis(errors, totals, resamples, confidence, seed)
+    return {
+        "wer_ci": [float(wer_low), float(wer_high)],
+        "cer_ci": [float(cer_low), float(cer_high)],
+        "ci": {"method": "percentile bootstrap over utterances", "resamples": resamples,
+               "confidence": confidence, "seed": seed},
+    }
+
+
+# --- speakers, confusions, alignments --------------------------------------------------------------
+
+_SPEAKER_SEPARATOR = re.compile(r"[-_]")
+
+
+def speaker_of(utterance_id: str, speaker: str | None = None) -> str:
+    """The given speaker, else the id's prefix before its first '-' or '_' (the whole id if none)."""
+    if speaker:
+        return speaker
+    prefix = _SPEAKER_SEPARATOR.split(utterance_id, maxsplit=1)[0]
+    return prefix or utterance_id
+
+
+def per_speaker(scores: list[UtteranceScore], speakers: dict[str, str | None] | None = None) -> list[dict]:
+    """Error rates per speaker, sorted by speaker; ``speakers`` maps ids to known speakers."""
+    speakers = speakers or {}
+    groups: dict[str, list[UtteranceScore]] = {}
+    for score in scores:
+        groups.setdefault(speaker_of(score.id, speakers.get(score.id)), []).append(score)
+    rows = []
+    for speaker in sorted(groups):
+        rates = summarize(groups[speaker])
+        rows.append({"speaker": speaker, "utterances": rates.utterances, "words": rates.words, "wer": rates.wer,
+                     "substitutions": rates.substitutions, "deletions": rates.deletions,
+                     "insertions": rates.insertions, "characters": rates.characters, "cer": rates.cer,
+                     "sentence_errors": rates.sentence_errors})
+    return rows
+
+
+def confusions(scores: list[UtteranceScore], top: int | None = 20) -> dict:
+    """The most frequent substitutions (ref -> hyp), deleted words and inserted words, with counts."""
+    substituted, deleted, inserted = Counter(), Counter(), Counter()
+    for score in scores:
+        for operation, ref, hyp in score.alignment:
+            if operation == "S":
+                substituted[(ref, hyp)] += 1
+            elif operation == "D":
+                deleted[ref] += 1
+            elif operation == "I":
+                inserted[hyp] += 1
+
+    def most_common(counter: Counter) -> list:
+        return sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:top]
+
+    return {
+        "substitutions": [{"ref": ref, "hyp": hyp, "count": count} for (ref, hyp), count in most_common(substituted)],
+        "deletions": [{"word": word, "count": count} for word, count in most_common(deleted)],
+        "insertions": [{"word": word, "count": count} for word, count in most_common(inserted)],
+    }
+
+
+def format_alignment(score: UtteranceScore, utterance_id: str | None = None) -> str:
+    """sclite-style REF/HYP/Eval lines; ``***`` (as wide as the other word) stands for a missing word."""
+    ref_cells, hyp_cells, eval_cells = [], [], []
+    for operation, ref, hyp in score.alignment:
+        ref = ref if ref is not None else "*" * max(3, len(hyp))
+        hyp = hyp if hyp is not None else "*" * max(3, len(ref))
+        width = max(len(ref), len(hyp))
+        ref_cells.append(ref.ljust(width))
+        hyp_cells.append(hyp.ljust(width))
+        eval_cells.append(("" if operation == "C" else operation).ljust(width))
+    correct = sum(operation == "C" for operation, _, _ in score.alignment)
+    lines = [
+        f"id: ({utterance_id or score.id})",
+        f"Scores: (#C #S #D #I) {correct} {score.substitutions} {score.deletions} {score.insertions}",
+        "REF:  " + " ".join(ref_cells),
+        "HYP:  " + " ".join(hyp_cells),
+        "Eval: " + " ".join(eval_cells),
+    ]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+# --- NIST trn files -------------------------------------------------------------------------------
+
+_TRN_UNSAFE = re.compile(r"[\s()]")
+_TRN_LINE = re.compile(r"^(?P<text>.*?)\s*\((?P<id>[^()\s]+)\)\s*$")
+
+
+def trn_id(utterance_id: str, speaker: str | None = None) -> str:
+    """``SPEAKER_UTTERANCE`` for sclite's ``-i spu_id``: the speaker is what precedes the first '_'."""
+    speaker = _TRN_UNSAFE.sub("-", speaker_of(utterance_id, speaker)).replace("_", "-")
+    return f"{speaker}_{_TRN_UNSAFE.sub('-', utterance_id)}"
+
+
+def trn_line(text: str, identifier: str) -> str:
+    return f"{text} ({identifier})" if text else f"({identifier})"
+
+
+def read_trn(path: str | Path) -> list[tuple[str, str]]:
+    """(id, text) per line of a trn file, in file order."""
+    rows = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        match = _TRN_LINE.match(line)
+        if match is None:
+            raise AsrbenchError(f"{path}:{number}: not a trn line 'TEXT (ID)'")
+        rows.append((match["id"], match["text"].strip()))
+    return rows
+
+
+def write_report(out_dir: str | Path, scores: list[UtteranceScore], speakers: dict[str, str | None] | None = None,
+                 normalizer: str = DEFAULT_NORMALIZER, top: int = 50) -> None:
+    """Write ``alignments.txt``, ``ref.trn``, ``hyp.trn`` and ``report.json`` (per speaker, confusions)."""
+    out_dir = Path(out_dir)
+    speakers = speakers or {}
+    ids = [trn_id(score.id, speakers.get(score.id)) for score in scores]
+    rates = summarize(scores, normalizer)
+    header = (f"# normalizer {normalizer}; WER {rates.wer:.2f}% ({rates.substitutions} S, {rates.deletions} D, "
+              f"{rates.insertions} I over {rates.words} words); Eval: S substitution, D deletion, I insertion\n\n")
+    fileio.write_text(out_dir / "alignments.txt",
+                      header + "\n".join(format_alignment(score, i) for score, i in zip(scores, ids, strict=True)))
+    fileio.write_text(out_dir / "ref.trn", "".join(trn_line(s.ref, i) + "\n" for s, i in zip(scores, ids, strict=True)))
+    fileio.write_text(out_dir / "hyp.trn", "".join(trn_line(s.hyp, i) + "\n" for s, i in zip(scores, ids, strict=True)))
+    fileio.write_json(out_dir / "report.json", {
+        "normalizer": normalizer,
+        "sclite": "sclite -r ref.trn trn -h hyp.trn trn -i spu_id -o sum pra",
+        "per_speaker": per_speaker(scores, speakers),
+        "confusions": confusions(scores, top),
+    })
+
+
+# --- scoring transcript files ------------------------------------------------------------------------
+
+
+@dataclass
+class Transcripts:
+    path: Path
+    texts: dict[str, str]  # id -> text, in file order
+    speakers: dict[str, str]  # id -> speaker, where the file names one
+
+
+def read_transcripts(path: str | Path, side: str = "ref") -> Transcripts:
+    """Read ``id text`` lines (Kaldi) or JSONL; JSONL when the first non-blank line starts with '{'.
+
+    JSONL rows need ``id`` and a text: the reference side reads ``ref`` else ``text``, the
+    hypothesis side ``hyp`` else ``text`` (so decode's hypotheses.jsonl serves as either, and a
+    manifest as the reference); ``speaker`` (or ``spk``) is used when present. In Kaldi files the
+    text is everything after the first whitespace (none: an empty text). Duplicate ids and malformed
+    lines are errors naming ``file:line``.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise AsrbenchError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise AsrbenchError(f"{path}: cannot read ({err})") from None
+    first = next((line.lstrip() for line in lines if line.strip()), "")
+    jsonl = first.startswith("{")
+    text_keys = ("ref" if side == "ref" else "hyp", "text")
+    texts: dict[str, str] = {}
+    speakers: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        speaker = None
+        if jsonl:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise AsrbenchError(f"{where}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("id"), (str, int)):
+                raise AsrbenchError(f"{where}: expected a JSON object with an 'id' and a '{text_keys[0]}' or 'text'")
+            key = next((key for key in text_keys if key in row), None)
+            if key is None or not isinstance(row[key], str):
+                raise AsrbenchError(f"{where}: no string '{text_keys[0]}' or 'text' field")
+            utterance_id, text = str(row["id"]), row[key]
+            speaker = row.get("speaker", row.get("spk"))
+        else:
+            if line[0].isspace():
+                raise AsrbenchError(f"{where}: starts with whitespace; expected 'utterance-id text'")
+            parts = line.split(None, 1)
+            utterance_id, text = parts[0], parts[1] if len(parts) > 1 else ""
+        if utterance_id in texts:
+            first = first_line[utterance_id]
+            raise AsrbenchError(f"{where}: duplicate utterance id '{utterance_id}' (first on line {first})")
+        texts[utterance_id] = text
+        first_line[utterance_id] = number
+        if speaker is not None:
+            speakers[utterance_id] = str(speaker)
+    return Transcripts(path, texts, speakers)
+
+
+def _missing(ids: list[str], in_file: Path, other: Path, what: str) -> AsrbenchError:
+    more = f" (and {len(ids) - 1} more)" if len(ids) > 1 else ""
+    return AsrbenchError(f"{in_file}: no {what} for utterance '{ids[0]}' of {other}{more}; "
+                         f"--missing-as-empty scores missing texts as empty")
+
+
+def score_files(reference_path: str | Path, hypothesis_path: str | Path, normalizer: str = DEFAULT_NORMALIZER,
+                missing_as_empty: bool = False, resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0,
+                out_dir: str | Path | None = None, top: int = 10) -> dict:
+    """Score a hypothesis file against a reference file (see :func:`read_transcripts` for formats).
+
+    Utterances are matched by id. An id in one file but not the other is an error, unless
+    ``missing_as_empty``: then the missing text is scored as empty (a missing hypothesis deletes
+    every reference word; a missing reference makes every hypothesis word an insertion).
+    ``out_dir`` also receives the files decode writes (alignments, trn, report.json).
+    """
+    refs, hyps = read_transcripts(reference_path, "ref"), read_transcripts(hypothesis_path, "hyp")
+    if not refs.texts:
+        raise AsrbenchError(f"{refs.path}: no utterances")
+    no_hypothesis = [utterance_id for utterance_id in refs.texts if utterance_id not in hyps.texts]
+    no_reference = [utterance_id for utterance_id in hyps.texts if utterance_id not in refs.texts]
+    if not missing_as_empty and no_hypothesis:
+        raise _missing(no_hypothesis, hyps.path, refs.path, "hypothesis")
+    if not missing_as_empty and no_reference:
+        raise _missing(no_reference, refs.path, hyps.path, "reference")
+    ids = list(refs.texts) + no_reference
+    scores = score_utterances([refs.texts.get(i, "") for i in ids], [hyps.texts.get(i, "") for i in ids],
+                              normalizer, ids)
+    speakers = {**hyps.speakers, **refs.speakers}
+    if out_dir is not None:
+        write_report(out_dir, scores, speakers, normalizer)
+    return {
+        **summarize(scores, normalizer).to_dict(),
+        **confidence_intervals(scores, resamples, seed=seed),
+        "reference_file": str(refs.path),
+        "hypothesis_file": str(hyps.path),
+        "missing_hypotheses": len(no_hypothesis),
+        "missing_references": len(no_reference),
+        "per_speaker": per_speaker(scores, speakers),
+        "confusions": confusions(scores, top),
+    }
+
+
+def render_score(result: dict, fmt: str = "table") -> str:
+    """``score_files``'s result as JSON or as a short human-readable table."""
+    if fmt == "json":
+        return json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+    if fmt != "table":
+        raise AsrbenchError(f"unknown format '{fmt}' (valid: table, json)")
+    from rich.console import Console
+    from rich.table import Table
+
+    title = f"{result['hypothesis_file']} vs {result['reference_file']} (normalizer {result['normalizer']})"
+    table = Table(title=title)
+    for header in ("utterances", "words", "WER %", "WER 95% CI", "S", "D", "I", "CER %", "CER 95% CI"):
+        table.add_column(header, justify="right")
+    table.add_row(str(result["utterances"]), str(result["words"]), f"{result['wer']:.2f}",
+                  "{:.2f}–{:.2f}".format(*result["wer_ci"]), str(result["substitutions"]), str(result["deletions"]),
+                  str(result["insertions"]), f"{result['cer']:.2f}", "{:.2f}–{:.2f}".format(*result["cer_ci"]))
+    console = Console(width=140, record=True, file=io.StringIO())
+    console.print(table)
+    pairs = result["confusions"]
+    if pairs["substitutions"]:
+        console.print("top substitutions: " + ", ".join(f"{p['ref']} -> {p['hyp']} ({p['count']})"
+                                                        for p in pairs["substitutions"]), soft_wrap=True)
+    for kind in ("deletions", "insertions"):
+        if pairs[kind]:
+            console.print(f"top {kind}: " + ", ".join(f"{p['word']} ({p['count']})" for p in pairs[kind]),
+                          soft_wrap=True)
+    if result["missing_hypotheses"] or result["missing_references"]:
+        console.print(f"scored as empty: {result['missing_hypotheses']} missing hypotheses, "
+                      f"{result['missing_references']} missing references", soft_wrap=True)
+    return console.export_text()

@@ -1,0 +1,121 @@
+"""PNG figures of a comparison: WER against parameters and against speed (with the Pareto front),
+and learning curves (dev CER against epoch and against training time) for every run.
+
+matplotlib is an optional extra (``asrbench[plot]``, installed by ``make setup``); it is imported
+only here, with the non-interactive Agg backend, so plotting works on headless machines.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from asrbench import rundir
+from asrbench.errors import AsrbenchError
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise AsrbenchError("plots need matplotlib: pip install 'asrbench[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pareto_front(points: list[tuple[float, float]], higher_x_is_better: bool) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower y is better), sorted by x."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i][0] if higher_x_is_better else points[i][0],
+                                                      points[i][1]))
+    front, best_y = [], float("inf")
+    for i in order:
+        if points[i][1] < best_y:
+            front.append(i)
+            best_y = points[i][1]
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def _save(figure, path: Path) -> None:
+    """Atomically: a temporary PNG in the same folder, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(handle)
+    try:
+        figure.savefig(temporary, dpi=120, bbox_inches="tight")
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _label(row: dict) -> str:
+    return row.get("model") or Path(row["run"]).name
+
+
+def _scatter(plt, rows: list[dict], key: str, xlabel: str, log_x: bool, higher_x_is_better: bool, title: str):
+    usable = [row for row in rows if row.get(key) and row.get("wer") is not None]
+    figure, axes = plt.subplots(figsize=(6.4, 4.4))
+    points = [(float(row[key]), float(row["wer"])) for row in usable]
+    for row, (x, y) in zip(usable, points, strict=True):
+        axes.scatter(x, y, s=36, zorder=3)
+        axes.annotate(_label(row), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        low_high = row.get("wer_ci")
+        if low_high:
+            axes.errorbar(x, y, yerr=[[y - low_high[0]], [low_high[1] - y]], fmt="none", ecolor="grey",
+                          capsize=3, zorder=2)
+    if len(points) > 1:
+        front = pareto_front(points, higher_x_is_better)
+        axes.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="tab:red",
+                  label="Pareto front", zorder=1)
+        axes.legend(fontsize=8)
+    if log_x:
+        axes.set_xscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("test WER % (95% CI where known)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(True, alpha=0.3)
+    return figure
+
+
+def write_plots(rows: list[dict], out_dir: str | Path) -> list[Path]:
+    """rows: ``compare.collect`` output (run, model, params, wer, rtfx, optional wer_ci)."""
+    plt = _pyplot()
+    out_dir = Path(out_dir)
+    written = []
+    split = rows[0].get("split", "test") if rows else "test"
+    figure = _scatter(plt, rows, "params", "parameters", True, False, f"WER vs model size ({split})")
+    _save(figure, out_dir / "wer_vs_params.png")
+    written.append(out_dir / "wer_vs_params.png")
+    plt.close(figure)
+    figure = _scatter(plt, rows, "rtfx", "decoding speed (RTFx, higher is faster)", True, True,
+                      f"WER vs decoding speed ({split})")
+    _save(figure, out_dir / "wer_vs_rtfx.png")
+    written.append(out_dir / "wer_vs_rtfx.png")
+    plt.close(figure)
+
+    figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for row in rows:
+        metrics_path = Path(row["run"]) / rundir.METRICS
+        if not metrics_path.is_file():
+            continue
+        metrics = [m for m in rundir.read_metrics(Path(row["run"])) if m.get("dev_cer") is not None]
+        if not metrics:
+            continue
+        label = _label(row)
+        by_epoch.plot([m["epoch"] for m in metrics], [m["dev_cer"] for m in metrics], label=label)
+        by_time.plot([m["train_seconds"] / 60 for m in metrics], [m["dev_cer"] for m in metrics], label=label)
+    by_epoch.set_xlabel("epoch")
+    by_time.set_xlabel("training wall time (minutes)")
+    by_epoch.set_ylabel("dev CER %")
+    for axes in (by_epoch, by_time):
+        axes.set_yscale("symlog", linthresh=1.0)  # dev CER reaches 0 on small corpora
+        axes.grid(True, alpha=0.3)
+    by_time.legend(fontsize=8)
+    figure.suptitle("learning curves", fontsize=10)
+    _save(figure, out_dir / "learning_curves.png")
+    written.append(out_dir / "learning_curves.png")
+    plt.close(figure)
+    return written
