@@ -234,8 +234,11 @@ def compare_command(
     split: str = typer.Option("test", "--split", help="Split to compare."),
     fmt: str = typer.Option("table", "--format", help="table | markdown | csv | json"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
+    resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for CIs and paired tests."),
+    alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0, help="Significance level for '≈best'."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
 ) -> None:
-    """Compare decode results of several runs."""
+    """Compare decode results of several runs (CIs, pairwise tests on runs with the same test utterances)."""
     from rich.console import Console
 
     from asrbench import fileio
@@ -243,7 +246,7 @@ def compare_command(
 
     if fmt not in FORMATS:
         _fail(f"unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
-    rows = collect(run_dirs, split)
+    rows = collect(run_dirs, split, resamples=resamples, alpha=alpha, seed=seed)
     if fmt == "table":
         Console(width=140).print(rich_table(rows, title=f"{split} results"))
         return
@@ -252,6 +255,30 @@ def compare_command(
         fileio.write_text(output, text)
     else:
         typer.echo(text, nl=False)
+
+
+@app.command("score")
+def score_command(
+    reference: Path = typer.Argument(..., help="References: 'id text' lines (Kaldi) or JSONL (id + ref or text)."),
+    hypothesis: Path = typer.Argument(..., help="Hypotheses: 'id text' lines or JSONL (id + hyp or text)."),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+    missing_as_empty: bool = typer.Option(False, "--missing-as-empty",
+                                          help="Score an id missing from one file as an empty text."),
+    normalizer: str = typer.Option("basic-1", "--normalizer", help="Text normalizer for both sides: basic-1 | none"),
+    resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for the 95% CIs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write alignments.txt, ref.trn, hyp.trn, report.json."),
+) -> None:
+    """Score any system's hypotheses against references: WER, CER, S/D/I, bootstrap CIs.
+
+    A file is JSONL when its first non-blank line starts with '{'; decode's hypotheses.jsonl works
+    as either file (its 'ref' field as references, 'hyp' as hypotheses)."""
+    from asrbench.scoring import render_score, score_files
+
+    if fmt not in ("table", "json"):
+        _fail(f"unknown format '{fmt}' (valid: table, json)")
+    result = score_files(reference, hypothesis, normalizer, missing_as_empty, resamples, seed, out)
+    typer.echo(render_score(result, fmt), nl=False)
 
 
 lm_app = typer.Typer(no_args_is_help=True, help="Train n-gram language models for CTC beam search.")

@@ -7,18 +7,32 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 from rich.table import Table
 
-from asrbench import rundir
+from asrbench import rundir, scoring, stats
 from asrbench.errors import AsrbenchError
 
 FORMATS = ("table", "markdown", "csv", "json")
-COLUMNS = ("run", "model", "params", "wer", "cer", "rtfx", "train_seconds", "epochs", "split")
+COLUMNS = ("run", "model", "params", "wer", "wer_ci", "vs_best", "cer", "rtfx", "train_seconds", "epochs", "split")
+HYPOTHESES = "hypotheses.jsonl"
+# vs_best: the run with the lowest WER among runs decoded on the same utterances, and whether each
+# other run is significantly worse than it (stats.compare_systems' matched-pairs test at alpha).
+BEST, NOT_WORSE, WORSE = "best", "not significantly worse", "significantly worse"
 
 
-def collect(run_dirs: list[str | Path], split: str = "test") -> list[dict]:
-    """One row per run, read from ``decode/<split>/result.json`` and ``train_summary.json``."""
-    rows = []
+def collect(run_dirs: list[str | Path], split: str = "test", resamples: int = stats.DEFAULT_RESAMPLES,
+            alpha: float = stats.DEFAULT_ALPHA, seed: int = 0) -> list[dict]:
+    """One row per run, read from ``decode/<split>/result.json`` and ``train_summary.json``.
+
+    ``wer_ci`` comes from result.json, or is computed from ``hypotheses.jsonl`` for results
+    decoded before CIs were written. Runs whose hypotheses cover the same utterances (ids and
+    normalized references) are compared pairwise: each row's ``pairs`` lists, per other run,
+    ``p_better`` (paired bootstrap probability that this run's WER is lower), the sign test's and
+    the matched-pairs test's p-values; ``vs_best`` says whether the run is the best of its group,
+    not significantly worse, or significantly worse (None for a run with nothing to compare to).
+    """
+    rows, utterance_errors = [], []
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
         result_path = run_dir / "decode" / split / "result.json"
@@ -33,7 +47,10 @@ def collect(run_dirs: list[str | Path], split: str = "test") -> list[dict]:
                 "model": result.get("model"),
                 "params": result.get("params"),
                 "wer": result.get("wer"),
+                "wer_ci": result.get("wer_ci"),
+                "vs_best": None,
                 "cer": result.get("cer"),
+                "cer_ci": result.get("cer_ci"),
                 "rtfx": result.get("rtfx"),
                 "train_seconds": summary.get("train_seconds"),
                 "epochs": summary.get("epochs"),
@@ -45,9 +62,61 @@ def collect(run_dirs: list[str | Path], split: str = "test") -> list[dict]:
                 "utterances": result.get("utterances"),
                 "normalizer": result.get("normalizer"),
                 "config_hash": result.get("config_hash"),
+                "pairs": [],
             }
         )
+        utterance_errors.append(read_utterance_errors(result_path.parent / HYPOTHESES))
+    _add_significance(rows, utterance_errors, resamples, alpha, seed)
     return rows
+
+
+def read_utterance_errors(path: Path) -> tuple[tuple, np.ndarray, np.ndarray] | None:
+    """Per-utterance word errors of a decode's hypotheses.jsonl, sorted by id, or None without one.
+
+    Returns (key, errors (U,), words (U,)); ``key`` (ids and references) identifies the test set.
+    The stored texts are already normalized, so they are rescored with the ``none`` normalizer.
+    """
+    if not path.is_file():
+        return None
+    refs, hyps = scoring.read_transcripts(path, "ref"), scoring.read_transcripts(path, "hyp")
+    ids = sorted(refs.texts)
+    if not ids:
+        return None
+    scores = scoring.score_utterances([refs.texts[i] for i in ids], [hyps.texts[i] for i in ids], "none", ids)
+    key = tuple((i, refs.texts[i]) for i in ids)
+    return key, np.array([s.word_errors for s in scores], float), np.array([s.words for s in scores], float)
+
+
+def _add_significance(rows: list[dict], utterance_errors: list, resamples: int, alpha: float, seed: int) -> None:
+    groups: dict[tuple, list[int]] = {}
+    for index, found in enumerate(utterance_errors):
+        if found is None:
+            continue
+        key, errors, words = found
+        if rows[index]["wer_ci"] is None:
+            rows[index]["wer_ci"] = list(stats.bootstrap_ci(errors, words, resamples, seed=seed))
+        groups.setdefault(key, []).append(index)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        names = [str(index) for index in members]
+        comparison = stats.compare_systems(np.stack([utterance_errors[i][1] for i in members]),
+                                           utterance_errors[members[0]][2], names, resamples, alpha=alpha,
+                                           seed=seed)
+        for index, system in zip(members, comparison.systems, strict=True):
+            rows[index]["vs_best"] = BEST if system.best else NOT_WORSE if system.not_significantly_worse else WORSE
+            for other in members:
+                if other == index:
+                    continue
+                pair = comparison.pair(str(index), str(other))
+                rows[index]["pairs"].append({"run": rows[other]["run"], "p_better": pair.p_a_better,
+                                             "sign_p": pair.sign_p, "mp_p": pair.mp_p})
+
+
+MARKS = {BEST: "best", NOT_WORSE: "yes", WORSE: "no"}
+LEGEND = ("≈best: 'best' is the lowest WER among runs decoded on the same utterances; 'yes' a run not "
+          "significantly worse than it (per-utterance matched-pairs test), 'no' one that is. "
+          "WER 95% CI: bootstrap over utterances.")
 
 
 def _cell(key: str, value) -> str:
@@ -55,6 +124,10 @@ def _cell(key: str, value) -> str:
         return "-"
     if key in ("wer", "cer"):
         return f"{value:.2f}"
+    if key == "wer_ci":
+        return f"{value[0]:.2f}–{value[1]:.2f}"
+    if key == "vs_best":
+        return MARKS.get(value, str(value))
     if key == "rtfx":
         return f"{value:,.0f}"
     if key == "params":
@@ -64,34 +137,46 @@ def _cell(key: str, value) -> str:
     return str(value)
 
 
-HEADERS = {"run": "run", "model": "model", "params": "params", "wer": "WER %", "cer": "CER %", "rtfx": "RTFx",
-           "train_seconds": "train s", "epochs": "epochs", "split": "split"}
+HEADERS = {"run": "run", "model": "model", "params": "params", "wer": "WER %", "wer_ci": "WER 95% CI",
+           "vs_best": "≈best", "cer": "CER %", "rtfx": "RTFx", "train_seconds": "train s", "epochs": "epochs",
+           "split": "split"}
+
+
+def _has_statistics(rows: list[dict]) -> bool:
+    return any(row.get("wer_ci") is not None or row.get("vs_best") is not None for row in rows)
 
 
 def rich_table(rows: list[dict], title: str | None = None) -> Table:
-    table = Table(title=title)
+    table = Table(title=title, caption=LEGEND if _has_statistics(rows) else None)
     for key in COLUMNS:
         table.add_column(HEADERS[key], justify="left" if key in ("run", "model", "split") else "right")
     best = min((row["wer"] for row in rows if row["wer"] is not None), default=None)
+    grouped = any(row.get("vs_best") is not None for row in rows)
     for row in rows:
-        style = "bold green" if row["wer"] is not None and row["wer"] == best else None
-        table.add_row(*(_cell(key, row[key]) for key in COLUMNS), style=style)
+        is_best = row.get("vs_best") == BEST if grouped else row["wer"] is not None and row["wer"] == best
+        table.add_row(*(_cell(key, row[key]) for key in COLUMNS), style="bold green" if is_best else None)
     return table
+
+
+def _csv_value(value):
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
 def render(rows: list[dict], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(rows, indent=2) + "\n"
+        return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else list(COLUMNS))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: _csv_value(value) for key, value in row.items()} for row in rows)
         return buffer.getvalue()
     if fmt == "markdown":
         lines = ["| " + " | ".join(HEADERS[k] for k in COLUMNS) + " |",
                  "|" + "|".join("---" if k in ("run", "model", "split") else "---:" for k in COLUMNS) + "|"]
         lines += ["| " + " | ".join(_cell(k, row[k]) for k in COLUMNS) + " |" for row in rows]
+        if _has_statistics(rows):
+            lines += ["", LEGEND]
         return "\n".join(lines) + "\n"
     if fmt == "table":
         from rich.console import Console

@@ -23,7 +23,7 @@ from asrbench.decoding.searchers import DecodeOptions, Searcher, build_searcher
 from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.models import count_parameters
-from asrbench.scoring import error_rates
+from asrbench.scoring import confidence_intervals, error_rates, score_utterances, write_report
 from asrbench.text import DEFAULT_NORMALIZER, normalize
 
 
@@ -176,6 +176,9 @@ def decode(
         for utt, hyp in zip(features.utterances, recognition.hypotheses, strict=True)
     ]
     fileio.write_jsonl(out_dir / "hypotheses.jsonl", rows)
+    # Per-utterance scores: readable alignments, sclite trn files, per-speaker rates, confusions, CIs.
+    scores = score_utterances(references, recognition.hypotheses, normalizer, [utt.id for utt in features.utterances])
+    write_report(out_dir, scores, {utt.id: utt.speaker for utt in features.utterances}, normalizer)
     audio = recognition.audio_seconds
     result = {
         "run": str(run_dir),
@@ -184,6 +187,7 @@ def decode(
         "tag": tag or None,
         "data_dir": str(data_dir),
         **rates.to_dict(),
+        **confidence_intervals(scores),
         "rtfx": audio / recognition.model_seconds if recognition.model_seconds else None,
         "search_rtfx": audio / recognition.search_seconds if recognition.search_seconds else None,
         "audio_seconds": sum(utt.duration for utt in features.utterances),

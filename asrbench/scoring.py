@@ -365,8 +365,8 @@ def read_transcripts(path: str | Path, side: str = "ref") -> Transcripts:
             parts = line.split(None, 1)
             utterance_id, text = parts[0], parts[1] if len(parts) > 1 else ""
         if utterance_id in texts:
-            first = first_line[utterance_id]
-            raise AsrbenchError(f"{where}: duplicate utterance id '{utterance_id}' (first on line {first})")
+            seen = first_line[utterance_id]
+            raise AsrbenchError(f"{where}: duplicate utterance id '{utterance_id}' (first on line {seen})")
         texts[utterance_id] = text
         first_line[utterance_id] = number
         if speaker is not None:
