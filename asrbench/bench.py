@@ -15,32 +15,19 @@ import json
 import statistics
 from pathlib import Path
 
-import yaml
-
 from asrbench import fileio, rundir
+from asrbench.config import load_yaml, recipe_models
 from asrbench.errors import AsrbenchError
 from asrbench.models import MODELS
 
 SPLITS = ("dev", "test")
 
 
-def recipe_models(recipe: str | Path) -> list[str]:
-    path = Path(recipe)
-    if not path.is_file():
-        raise AsrbenchError(f"{path}: recipe not found")
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise AsrbenchError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    models = document.get("models") if isinstance(document, dict) else None
-    if not isinstance(models, dict) or not models:
-        raise AsrbenchError(f"{path}: no 'models' section")
-    return list(models)
-
-
 def select_models(recipe: str | Path, models: str) -> list[str]:
     """``all`` (every model of the recipe) or a comma-separated list, checked against both."""
-    available = recipe_models(recipe)
+    available = list(recipe_models(load_yaml(recipe), str(recipe)))
+    if not available:
+        raise AsrbenchError(f"{recipe}: no 'models' section")
     if models.strip() == "all":
         return [name for name in available if name in MODELS]
     chosen = [name.strip() for name in models.split(",") if name.strip()]
