@@ -2,6 +2,9 @@
 
     python benchmarks/recipe_table.py recipes/yesno.yaml --out runs/yesno [--models dnn,cnn] [--threads N]
 
+CTC models are decoded greedily; attention models with beam search (--attention-beam, default
+10) and joint CTC/attention scoring at their training CTC weight.
+
 Finished runs (a train_summary.json in the run dir) are not trained again. Appends one JSON line
 per model to ``benchmarks/results/<recipe>.jsonl`` (with machine, torch version and git commit)
 and writes the Markdown table to ``benchmarks/results/<recipe>.md``.
@@ -20,7 +23,9 @@ from asrbench import fileio
 from asrbench.compare import collect, render, rich_table
 from asrbench.config import load_yaml, recipe_models
 from asrbench.decode import decode
+from asrbench.decoding.searchers import DecodeOptions
 from asrbench.env import environment
+from asrbench.models import MODELS
 from asrbench.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -32,6 +37,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="Root folder for the run dirs.")
     parser.add_argument("--models", default="all", help="Comma-separated model names, or 'all' (the recipe's).")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = default).")
+    parser.add_argument("--attention-beam", type=int, default=10,
+                        help="Beam for attention models (joint CTC/attention at the training CTC weight); "
+                             "CTC models are decoded greedily.")
     args = parser.parse_args()
 
     names = list(recipe_models(load_yaml(args.recipe), str(args.recipe)))
@@ -45,7 +53,9 @@ def main() -> None:
             if run_dir.exists():
                 raise SystemExit(f"{run_dir}: unfinished run; resume it with `asrbench train --resume` or remove it")
             train(args.recipe, name, run_dir, overrides=overrides)
-        decode(run_dir, "test")
+        attention = getattr(MODELS[name][1], "family", "ctc") == "attention"
+        decode(run_dir, "test", options=DecodeOptions(beam=args.attention_beam) if attention else None,
+               threads=args.threads)
         run_dirs.append(run_dir)
     rows = collect(run_dirs, "test")
     Console(width=160).print(rich_table(rows, title=f"{args.recipe.stem} test"))

@@ -7,6 +7,7 @@ memory the decoder attends to, and their CTC head is the hybrid CTC branch (drop
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from asrbench.models.attention import AttentionModel, TransformerDecoder, TransformerDecoderMixin
@@ -15,35 +16,29 @@ from asrbench.models.transformer import Transformer, TransformerConfig
 
 
 @dataclass
-class TransformerAEDConfig:
-    d_model: int = 144
-    num_heads: int = 4
-    num_layers: int = 6  # encoder
-    ff_dim: int = 576
-    dropout: float = 0.1
-    subsample_channels: int = 32
-    positional: str = "sinusoidal"  # encoder positions: sinusoidal | none
+class DecoderOptions:
+    """What every Transformer-decoder model adds to its encoder's options."""
+
     decoder_layers: int = 3
     decoder_ff_dim: int = 576
-    ctc_weight: float = 0.3  # 0 = pure attention; ESPnet's AN4 recipe uses 0.3
+    ctc_weight: float = 0.3  # hybrid CTC/attention; 0 = pure attention (ESPnet's AN4 recipe uses 0.3)
     label_smoothing: float = 0.1
     max_length_ratio: float = 1.0  # decoding stops after this many tokens per encoder frame
 
 
 @dataclass
-class ConformerAEDConfig:
-    d_model: int = 144
-    num_heads: int = 4
+class TransformerAEDConfig(TransformerConfig, DecoderOptions):
+    num_layers: int = 6  # encoder
+
+
+@dataclass
+class ConformerAEDConfig(ConformerConfig, DecoderOptions):
     num_layers: int = 4  # encoder
-    ff_dim: int = 576
-    kernel_size: int = 15
-    dropout: float = 0.1
-    subsample_channels: int = 32
-    decoder_layers: int = 3
-    decoder_ff_dim: int = 576
-    ctc_weight: float = 0.3
-    label_smoothing: float = 0.1
-    max_length_ratio: float = 1.0
+
+
+def _encoder_options(encoder_config, config):
+    """The encoder's own options out of an encoder-decoder config."""
+    return encoder_config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(encoder_config)})
 
 
 class _EncoderDecoder(TransformerDecoderMixin, AttentionModel):
@@ -62,19 +57,11 @@ class _EncoderDecoder(TransformerDecoderMixin, AttentionModel):
 
 class TransformerAED(_EncoderDecoder):
     def __init__(self, input_dim: int, vocab_size: int, config: TransformerAEDConfig):
-        encoder = Transformer(input_dim, vocab_size, TransformerConfig(
-            d_model=config.d_model, num_heads=config.num_heads, num_layers=config.num_layers,
-            ff_dim=config.ff_dim, dropout=config.dropout, subsample_channels=config.subsample_channels,
-            positional=config.positional,
-        ))
+        encoder = Transformer(input_dim, vocab_size, _encoder_options(TransformerConfig, config))
         super().__init__(encoder, vocab_size, config)
 
 
 class ConformerAED(_EncoderDecoder):
     def __init__(self, input_dim: int, vocab_size: int, config: ConformerAEDConfig):
-        encoder = Conformer(input_dim, vocab_size, ConformerConfig(
-            d_model=config.d_model, num_heads=config.num_heads, num_layers=config.num_layers,
-            ff_dim=config.ff_dim, kernel_size=config.kernel_size, dropout=config.dropout,
-            subsample_channels=config.subsample_channels,
-        ))
+        encoder = Conformer(input_dim, vocab_size, _encoder_options(ConformerConfig, config))
         super().__init__(encoder, vocab_size, config)
