@@ -32,6 +32,7 @@ DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_ALPHA = 0.05
 DECISION_TESTS = ("mp", "sign", "bootstrap")
+_EXACT_TRIALS = 2000  # sign test: exact integer binomial tails up to this many differing utterances
 _BLOCK_DRAWS = 1 << 23  # draws per block of resamples: (rows, U) counts in float64 stay near 64 MiB
 
 
@@ -169,12 +170,18 @@ class SignTest:
 def binomial_two_sided(successes: int, trials: int) -> float:
     """Exact two-sided p-value of ``successes`` out of ``trials`` under Binomial(trials, 1/2).
 
-    Twice the smaller tail, capped at 1; the tail is summed in log space, so trials in the
-    millions are fine.
+    Twice the smaller tail, capped at 1. Up to ``_EXACT_TRIALS`` trials the tail is an exact
+    integer sum divided once (correctly rounded); beyond, it is summed in log space.
     """
     if trials == 0:
         return 1.0
     smaller = min(successes, trials - successes)
+    if trials <= _EXACT_TRIALS:
+        term, tail = 1, 1
+        for index in range(smaller):
+            term = term * (trials - index) // (index + 1)
+            tail += term
+        return min(1.0, 2 * tail / 2**trials)
     steps = np.arange(1, smaller + 1, dtype=np.float64)
     log_choose = np.concatenate([[0.0], np.cumsum(np.log(trials - steps + 1) - np.log(steps))])
     log_pmf = log_choose - trials * math.log(2.0)

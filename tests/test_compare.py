@@ -132,3 +132,73 @@ def test_empty_rows_render():
     assert json.loads(render([], "json")) == []
     assert list(csv.reader(io.StringIO(render([], "csv")))) == [list(COLUMNS)]
     assert len(render([], "markdown").splitlines()) == 2
+
+
+# --- confidence intervals and pairwise tests from hypotheses.jsonl -------------------------------------
+
+
+def write_hypotheses(run_dir: Path, pairs: list[tuple[str, str]], split: str = "test") -> None:
+    rows = [{"id": f"utt{index:03d}", "ref": ref, "hyp": hyp} for index, (ref, hyp) in enumerate(pairs)]
+    (run_dir / "decode" / split / "hypotheses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+REFS = [f"W{i % 7} W{(i + 1) % 5} W{i % 3}" for i in range(60)]
+
+
+@pytest.fixture
+def decoded(tmp_path) -> list[Path]:
+    """Three runs on the same 60 utterances: good (2 errors), close (3), bad (40); one on other utterances."""
+    good, close, bad, other = (fake_run(tmp_path, name, wer, 1000) for name, wer in
+                               (("good", 1.1), ("close", 1.7), ("bad", 22.2), ("other", 5.0)))
+    write_hypotheses(good, [(r, "X" + r if i < 2 else r) for i, r in enumerate(REFS)])
+    write_hypotheses(close, [(r, "X" + r if i in (3, 4, 5) else r) for i, r in enumerate(REFS)])
+    write_hypotheses(bad, [(r, "X" + r if i < 40 else r) for i, r in enumerate(REFS)])
+    write_hypotheses(other, [(r, r) for r in REFS[:10]])
+    return [good, close, bad, other]
+
+
+def test_runs_on_the_same_utterances_are_compared_pairwise(decoded):
+    rows = collect(decoded)
+    good, close, bad, other = rows
+    assert [row["vs_best"] for row in rows] == ["best", "not significantly worse", "significantly worse", None]
+    assert other["pairs"] == [] and other["wer_ci"] == [0.0, 0.0]  # CI from its hypotheses; nothing to pair with
+    assert [pair["run"] for pair in good["pairs"]] == [close["run"], bad["run"]]
+    to_bad = good["pairs"][1]
+    assert to_bad["p_better"] == 1.0 and to_bad["sign_p"] < 1e-6 and to_bad["mp_p"] < 1e-6
+    back = bad["pairs"][0]
+    assert back["run"] == good["run"] and back["p_better"] == 0.0 and back["sign_p"] == to_bad["sign_p"]
+    assert close["pairs"][0]["sign_p"] == 1.0  # 2 utterances against 3
+    for row in rows:
+        low, high = row["wer_ci"]
+        assert low <= high
+    assert good["wer_ci"][0] <= 100 * 2 / 180 <= good["wer_ci"][1]
+    assert json.loads(render(rows, "json")) == rows
+
+
+def test_wer_ci_from_result_json_wins(tmp_path):
+    run = fake_run(tmp_path, "lstm", 12.0, 10, wer_ci=[10.0, 14.0])
+    write_hypotheses(run, [("A B", "A")])
+    assert collect([run])[0]["wer_ci"] == [10.0, 14.0]
+
+
+def test_tables_mark_the_best_and_show_the_ci(decoded):
+    rows = collect(decoded)
+    lines = render(rows, "markdown").splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert "WER 95% CI" in header and "≈best" in header
+    cells = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[2:6]]
+    assert [c["≈best"] for c in cells] == ["best", "yes", "no", "-"]
+    assert cells[3]["WER 95% CI"] == "0.00–0.00"
+    assert lines[-1].startswith("≈best:")
+    table = render(rows, "table")
+    assert "WER 95% CI" in table and "best" in table
+    parsed = list(csv.DictReader(io.StringIO(render(rows, "csv"))))
+    assert json.loads(parsed[0]["wer_ci"]) == rows[0]["wer_ci"]
+    assert json.loads(parsed[0]["pairs"]) == rows[0]["pairs"]
+
+
+def test_corrupt_hypotheses_are_an_error_naming_file_and_line(tmp_path):
+    run = fake_run(tmp_path, "lstm", 12.0, 10)
+    (run / "decode" / "test" / "hypotheses.jsonl").write_text('{"id": "a", "ref": "A", "hyp": "A"}\n{oops\n')
+    with pytest.raises(AsrbenchError, match=r"hypotheses.jsonl:2"):
+        collect([run])

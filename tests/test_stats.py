@@ -1,0 +1,249 @@
+"""Bootstrap CIs, the paired bootstrap, sign and matched-pairs tests against slow or hand-computed references."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from asrbench import stats
+from asrbench.stats import (
+    binomial_two_sided,
+    bootstrap_ci,
+    bootstrap_cis,
+    compare_systems,
+    matched_pairs_test,
+    paired_bootstrap,
+    paired_bootstrap_matrix,
+    resample_indices,
+    resampled_sums,
+    sign_test,
+)
+
+
+def synthetic(utterances: int, error_rate: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-utterance (errors, words) of a system with about ``error_rate`` errors per word."""
+    rng = np.random.default_rng(seed)
+    words = rng.integers(1, 20, utterances)
+    return rng.binomial(words, error_rate), words
+
+
+def slow_ci(errors, totals, indices: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """The textbook loop: one resample at a time, its rate from the drawn utterances."""
+    rates = []
+    for row in indices:
+        drawn_errors = sum(int(errors[i]) for i in row)
+        drawn_totals = sum(int(totals[i]) for i in row)
+        rates.append(100.0 * drawn_errors / drawn_totals if drawn_totals else 0.0)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(np.array(rates), [tail, 1 - tail])
+    return float(low), float(high)
+
+
+# --- resampling ------------------------------------------------------------------------------------
+
+
+def test_resampled_sums_equal_summing_the_drawn_rows():
+    values = np.random.default_rng(1).integers(0, 9, (37, 3))
+    indices = resample_indices(37, 50, seed=4)
+    assert indices.shape == (50, 37) and indices.min() >= 0 and indices.max() < 37
+    np.testing.assert_array_equal(resampled_sums(values, 50, seed=4), values[indices].sum(axis=1))
+
+
+def test_blocks_of_resamples_give_the_same_draws_as_one_array(monkeypatch):
+    values = np.arange(30.0)
+    indices = resample_indices(30, 20, seed=2)
+    monkeypatch.setattr(stats, "_BLOCK_DRAWS", 100)  # 3 resamples per block: 7 blocks
+    np.testing.assert_array_equal(resampled_sums(values, 20, seed=2)[:, 0], values[resample_indices(30, 20, 2)].sum(1))
+    assert resample_indices(30, 20, seed=2).shape == indices.shape
+
+
+# --- bootstrap CIs -----------------------------------------------------------------------------------
+
+
+def test_ci_matches_a_slow_per_resample_loop_exactly():
+    errors, words = synthetic(25, seed=3)
+    indices = resample_indices(25, 200, seed=7)
+    assert bootstrap_ci(errors, words, resamples=200, seed=7) == slow_ci(errors, words, indices)
+    assert bootstrap_ci(errors, words, resamples=200, confidence=0.8, seed=7) == slow_ci(errors, words, indices, 0.8)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ci_contains_the_point_estimate(seed):
+    errors, words = synthetic(200, error_rate=0.05 + 0.1 * seed, seed=seed)
+    low, high = bootstrap_ci(errors, words, seed=seed)
+    wer = 100.0 * errors.sum() / words.sum()
+    assert low <= wer <= high
+    assert 0.0 <= low < high
+
+
+def test_ci_narrows_with_more_utterances():
+    widths = []
+    for utterances in (50, 500, 5000):
+        low, high = bootstrap_ci(*synthetic(utterances, seed=utterances))
+        widths.append(high - low)
+    assert widths[0] > widths[1] > widths[2]
+    assert widths[0] / widths[2] == pytest.approx(10.0, rel=0.3)  # width ~ 1 / sqrt(U)
+
+
+def test_ci_is_reproducible_for_a_seed():
+    errors, words = synthetic(300)
+    assert bootstrap_ci(errors, words, seed=5) == bootstrap_ci(errors, words, seed=5)
+    assert bootstrap_ci(errors, words, seed=5) != bootstrap_ci(errors, words, seed=6)
+
+
+def test_batched_cis_equal_one_system_at_a_time():
+    systems = [synthetic(120, rate, seed=i) for i, rate in enumerate((0.1, 0.2, 0.3))]
+    words = systems[0][1]
+    errors = np.stack([np.minimum(e, words) for e, _ in systems])
+    batched = bootstrap_cis(errors, words, resamples=300, seed=9)
+    assert batched.shape == (3, 2)
+    for row, system_errors in zip(batched, errors, strict=True):
+        assert tuple(row) == bootstrap_ci(system_errors, words, resamples=300, seed=9)
+
+
+def test_per_system_totals_are_allowed():
+    errors, words = synthetic(80)
+    chars = words * 5
+    both = bootstrap_cis(np.stack([errors, errors * 2]), np.stack([words, chars]), resamples=100)
+    assert tuple(both[0]) == bootstrap_ci(errors, words, resamples=100)
+    assert tuple(both[1]) == bootstrap_ci(errors * 2, chars, resamples=100)
+
+
+def test_degenerate_inputs():
+    assert bootstrap_ci([0, 0, 0], [3, 4, 5]) == (0.0, 0.0)
+    assert bootstrap_ci([1, 2], [1, 2]) == (100.0, 100.0)
+    assert bootstrap_ci([], []) == (0.0, 0.0)
+    assert bootstrap_ci([2, 0], [0, 0]) == (0.0, 0.0)  # no reference words: rates are 0 by convention
+    with pytest.raises(ValueError):
+        bootstrap_ci([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError):
+        bootstrap_ci([1], [1], confidence=1.5)
+
+
+# --- paired tests ------------------------------------------------------------------------------------
+
+
+def test_paired_bootstrap_is_one_for_a_system_better_on_every_utterance():
+    errors, words = synthetic(100, seed=2)
+    better = np.maximum(errors - 1, 0)
+    worse = errors + 1
+    assert paired_bootstrap(errors, worse, words) == 1.0
+    assert paired_bootstrap(worse, errors, words) == 0.0
+    assert paired_bootstrap(better, worse, words) == 1.0
+
+
+def test_paired_bootstrap_is_one_half_for_identical_systems():
+    errors, words = synthetic(100, seed=2)
+    assert paired_bootstrap(errors, errors, words) == 0.5
+
+
+def test_paired_bootstrap_matrix_is_complementary_and_shares_resamples():
+    words = synthetic(60, seed=1)[1]
+    errors = np.stack([np.random.default_rng(s).binomial(words, 0.2) for s in range(4)])
+    matrix = paired_bootstrap_matrix(errors, words, resamples=400, seed=3)
+    np.testing.assert_allclose(matrix + matrix.T, 1.0)
+    np.testing.assert_allclose(np.diag(matrix), 0.5)
+    assert matrix[1, 2] == paired_bootstrap(errors[1], errors[2], words, resamples=400, seed=3)
+
+
+def test_paired_bootstrap_matches_a_slow_loop():
+    words = synthetic(30, seed=4)[1]
+    a, b = (np.random.default_rng(s).binomial(words, 0.3) for s in (1, 2))
+    indices = resample_indices(30, 300, seed=11)
+    wins = 0.0
+    for row in indices:
+        rate_a, rate_b = a[row].sum() / words[row].sum(), b[row].sum() / words[row].sum()
+        wins += 1.0 if rate_a < rate_b else 0.5 if rate_a == rate_b else 0.0
+    assert paired_bootstrap(a, b, words, resamples=300, seed=11) == pytest.approx(wins / 300, abs=1e-12)
+
+
+def exact_two_sided(successes: int, trials: int) -> float:
+    tail = sum(math.comb(trials, i) for i in range(min(successes, trials - successes) + 1))
+    return float(min(Fraction(1), 2 * Fraction(tail, 2**trials)))
+
+
+def test_binomial_p_values_by_hand():
+    assert binomial_two_sided(2, 10) == pytest.approx(2 * (1 + 10 + 45) / 1024, rel=1e-12)  # 0.109375
+    assert binomial_two_sided(8, 10) == pytest.approx(0.109375, rel=1e-12)
+    assert binomial_two_sided(0, 5) == pytest.approx(2 / 32, rel=1e-12)
+    assert binomial_two_sided(5, 20) == pytest.approx(2 * 21700 / 2**20, rel=1e-12)  # 1+20+190+1140+4845+15504
+    assert binomial_two_sided(3, 6) == 1.0
+    assert binomial_two_sided(0, 0) == 1.0
+    assert binomial_two_sided(0, 1) == 1.0
+
+
+def test_binomial_p_values_against_exact_fractions():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        trials = int(rng.integers(1, 300))
+        successes = int(rng.integers(0, trials + 1))
+        assert binomial_two_sided(successes, trials) == exact_two_sided(successes, trials)
+    assert binomial_two_sided(5000, 10000) == 1.0
+    assert 0.0 < binomial_two_sided(4700, 10000) < 1e-8
+
+
+def test_log_space_binomial_tails_agree_with_exact_ones(monkeypatch):
+    cases = [(2, 10), (0, 5), (40, 100), (130, 300), (149, 300), (990, 2000)]
+    exact = [binomial_two_sided(k, n) for k, n in cases]
+    monkeypatch.setattr(stats, "_EXACT_TRIALS", 0)
+    for (k, n), value in zip(cases, exact, strict=True):
+        assert binomial_two_sided(k, n) == pytest.approx(value, rel=1e-9)
+
+
+def test_sign_test_counts_only_utterances_that_differ():
+    result = sign_test([0, 1, 2, 3, 4], [1, 1, 3, 5, 4])
+    assert (result.a_better, result.b_better) == (3, 0)
+    assert result.p_value == pytest.approx(2 / 8)
+    assert sign_test([1, 2], [1, 2]).p_value == 1.0
+
+
+def test_matched_pairs_by_hand():
+    a, b = np.array([3, 4, 5, 2]), np.array([2, 2, 2, 2])  # differences 1, 2, 3, 0
+    mean = 1.5
+    sd = math.sqrt(((1 - mean) ** 2 + (2 - mean) ** 2 + (3 - mean) ** 2 + (0 - mean) ** 2) / 3)
+    z = mean / (sd / 2)
+    result = matched_pairs_test(a, b)
+    assert result.mean_difference == pytest.approx(mean)
+    assert result.z == pytest.approx(z)
+    assert result.p_value == pytest.approx(math.erfc(z / math.sqrt(2)))
+    assert result.p_value == pytest.approx(0.02014, abs=1e-4)
+    assert matched_pairs_test(b, a).z == pytest.approx(-z)
+    assert matched_pairs_test(a, a).p_value == 1.0
+    assert matched_pairs_test(a + 1, a).p_value == 0.0
+
+
+# --- many systems --------------------------------------------------------------------------------------
+
+
+def test_compare_systems_finds_the_best_and_the_ones_not_significantly_worse():
+    rng = np.random.default_rng(0)
+    words = rng.integers(5, 15, 400)
+    base = rng.binomial(words, 0.1)
+    near = base.copy()
+    near[:8] += 1  # 8 utterances worse, 5 better: 3 more errors in 400 utterances, not significant
+    near[np.flatnonzero(base > 0)[-5:]] -= 1
+    far = base + rng.binomial(words, 0.1)  # about twice the errors: significant
+    errors = np.stack([near, base, far])
+    for test in stats.DECISION_TESTS:
+        comparison = compare_systems(errors, words, ["near", "base", "far"], resamples=500, test=test)
+        assert comparison.best == "base"
+        flags = {s.name: (s.best, s.not_significantly_worse) for s in comparison.systems}
+        assert flags == {"near": (False, True), "base": (True, True), "far": (False, False)}, test
+    assert [(p.a, p.b) for p in comparison.pairs] == [("near", "base"), ("near", "far"), ("base", "far")]
+    pair = comparison.pair("base", "far")
+    assert pair.p_a_better == 1.0 and pair.sign_p < 1e-6 and pair.mp_p < 1e-6 and pair.mp_z < 0
+    assert comparison.pair("far", "base").p_a_better == 0.0
+    np.testing.assert_array_equal([s.ci for s in comparison.systems], bootstrap_cis(errors, words, resamples=500))
+    assert comparison.systems[1].rate == pytest.approx(100 * base.sum() / words.sum())
+    assert comparison.to_dict()["best"] == "base"
+
+
+def test_compare_systems_rejects_bad_arguments():
+    errors, words = synthetic(10)
+    with pytest.raises(ValueError, match="test"):
+        compare_systems(np.stack([errors, errors]), words, test="t-test")
+    with pytest.raises(ValueError, match="names"):
+        compare_systems(np.stack([errors, errors]), words, names=["a", "a"])
