@@ -237,6 +237,7 @@ def compare_command(
     resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for CIs and paired tests."),
     alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0, help="Significance level for '≈best'."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG figures (WER vs size/speed, learning curves)."),
 ) -> None:
     """Compare decode results of several runs (CIs, pairwise tests on runs with the same test utterances)."""
     from rich.console import Console
@@ -247,6 +248,12 @@ def compare_command(
     if fmt not in FORMATS:
         _fail(f"unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
     rows = collect(run_dirs, split, resamples=resamples, alpha=alpha, seed=seed)
+    if plot is not None:
+        from asrbench.plots import write_plots
+        from asrbench.progress import console
+
+        for path in write_plots(rows, plot):
+            console.print(f"wrote {path}")
     if fmt == "table":
         Console(width=140).print(rich_table(rows, title=f"{split} results"))
         return

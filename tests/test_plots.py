@@ -31,3 +31,22 @@ def test_write_plots_writes_three_pngs(tmp_path: Path):
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
     assert not list((tmp_path / "plots").glob(".*"))  # no temporary files left behind
+
+
+def test_compare_plot_option_writes_the_figures(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from asrbench.cli import app
+
+    runs = []
+    for name, wer in (("a", 10.0), ("b", 20.0)):
+        run = tmp_path / name
+        (run / "decode" / "test").mkdir(parents=True)
+        result = {"model": name, "wer": wer, "cer": wer / 2, "params": 1000 * len(runs) + 500, "rtfx": 50.0 + wer}
+        (run / "decode" / "test" / "result.json").write_text(json.dumps(result))
+        (run / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "dev_cer": wer, "train_seconds": 3.0}) + "\n")
+        runs.append(str(run))
+    outcome = CliRunner().invoke(app, ["compare", *runs, "--format", "json", "--plot", str(tmp_path / "figures")])
+    assert outcome.exit_code == 0, outcome.output
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+        "learning_curves.png", "wer_vs_params.png", "wer_vs_rtfx.png"]
