@@ -62,6 +62,8 @@ def collect(run_dirs: list[str | Path], split: str = "test", resamples: int = st
                 "utterances": result.get("utterances"),
                 "normalizer": result.get("normalizer"),
                 "config_hash": result.get("config_hash"),
+                "decoder": (result.get("decoder") or {}).get("kind"),
+                "environment": result.get("environment"),
                 "pairs": [],
             }
         )
@@ -162,6 +164,21 @@ def _csv_value(value):
     return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
+def _provenance(rows: list[dict]) -> list[str]:
+    """The Markdown report's second table: where each number comes from."""
+    lines = ["| run | config hash | decoder | asrbench | git commit | torch | device | CPU/GPU |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        env = row.get("environment") or {}
+        commit = str(env.get("git_commit") or "-")
+        commit = commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+        cells = [row["run"], row.get("config_hash") or "-", row.get("decoder") or "-",
+                 env.get("asrbench_version") or "-", commit, env.get("torch_version") or "-",
+                 env.get("device") or "-", env.get("gpu") or env.get("cpu") or "-"]
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    return lines
+
+
 def render(rows: list[dict], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
@@ -177,6 +194,7 @@ def render(rows: list[dict], fmt: str) -> str:
         lines += ["| " + " | ".join(_cell(k, row[k]) for k in COLUMNS) + " |" for row in rows]
         if _has_statistics(rows):
             lines += ["", LEGEND]
+        lines += ["", *_provenance(rows)]
         return "\n".join(lines) + "\n"
     if fmt == "table":
         from rich.console import Console
