@@ -1,7 +1,9 @@
 """Decoding of a prepared split with a trained run dir: greedy, CTC beam (+ lexicon, LM), attention beam.
 
-Writes ``<run>/decode/<split>/hypotheses.jsonl`` (id, ref, hyp, normalized as scored) and
-``result.json`` (error rates, RTFx, parameters, options, environment). ``result.json`` is
+Writes into ``<run>/decode/<split>/`` (or ``<split>-<tag>/``): ``hypotheses.jsonl`` (id, ref,
+hyp, normalized as scored), ``alignments.txt`` (sclite-like), ``ref.trn`` and ``hyp.trn`` (for
+NIST sclite), ``report.json`` (per-speaker rates, confusion pairs) and ``result.json`` (error
+rates with bootstrap CIs, RTFx, parameters, decoder options, environment). ``result.json`` is
 written last and atomically, so an interrupted decode leaves none behind.
 """
 
