@@ -87,6 +87,8 @@ def test_hybrid_decodes_with_attention_beam_and_with_its_ctc_branch(workspace):
 def test_lm_needs_ctc_search_for_an_attention_model(workspace):
     with pytest.raises(AsrbenchError, match="--mode ctc"):
         decode(workspace["hybrid"], "test", options=DecodeOptions(beam=2, lm=str(workspace["lm"])))
+    with pytest.raises(AsrbenchError, match="CTC search backend"):
+        decode(workspace["hybrid"], "test", options=DecodeOptions(beam=2, backend="flashlight"))
     with pytest.raises(AsrbenchError, match="attention model"):
         decode(workspace["ctc"], "test", options=DecodeOptions(beam=2, mode="attention"))
 

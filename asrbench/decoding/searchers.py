@@ -89,6 +89,8 @@ def build_searcher(model, tokenizer: CharTokenizer, options: DecodeOptions, data
     if not use_ctc and (options.lm or options.lexicon):
         raise AsrbenchError("LM fusion and lexicons apply to CTC search: add --mode ctc to decode an attention "
                             "model's CTC branch with them")
+    if not use_ctc and options.backend != "native":
+        raise AsrbenchError(f"--backend {options.backend} is a CTC search backend: add --mode ctc")
     if use_ctc:
         return _ctc_searcher(model, tokenizer, options, data_dir, lm)
     return _attention_searcher(model, options)
