@@ -6,16 +6,15 @@ import json
 import random
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import jiwer
 import pytest
+from test_cli import run_main
 from test_scoring import levenshtein
 from typer.testing import CliRunner
 
-from asrbench import cli
-from asrbench.cli import app, run_app
+from asrbench.cli import app
 from asrbench.errors import AsrbenchError
 from asrbench.scoring import (
     confusions,
@@ -259,18 +258,6 @@ def test_score_files_matches_ids_and_handles_missing_ones(tmp_path):
 
 
 # --- the command line -----------------------------------------------------------------------------------
-
-
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["asrbench", *args])
-    monkeypatch.setitem(cli._state, "debug", False)
-    code = 0
-    try:
-        run_app()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 REQUIRED = {"wer", "cer", "substitutions", "deletions", "insertions", "words", "utterances", "wer_ci", "normalizer"}
