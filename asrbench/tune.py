@@ -18,7 +18,7 @@ import torch
 from asrbench import fileio, rundir
 from asrbench.checkpoint import load_model
 from asrbench.decode import TUNED, batches_of
-from asrbench.decoding.searchers import DecodeOptions, build_searcher
+from asrbench.decoding.searchers import DecodeOptions, build_searcher, load_lexicon
 from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.progress import progress_bar
@@ -77,9 +77,10 @@ def tune(
         grid = [DecodeOptions(beam=b, mode=mode, lm=str(lm or ""), lm_weight=w, word_bonus=bonus, lexicon=lexicon)
                 for b, w, bonus in itertools.product(beams, lm_weights, word_bonuses)]
 
+    lexicon_trie = load_lexicon(lexicon, tokenizer, config.data.dir) if lexicon and not attention else None
     # The network runs once; outputs of a searcher that needs the most (CTC branch included).
     widest = max(grid, key=lambda o: (o.ctc_weight or 0.0))
-    base = build_searcher(model, tokenizer, widest, config.data.dir, lm=lm_model)
+    base = build_searcher(model, tokenizer, widest, config.data.dir, lm=lm_model, lexicon=lexicon_trie)
     collate, batches = batches_of(features, loaded.cmvn, config.train.eval_batch_frames)
     stored = []
     with torch.inference_mode():
@@ -93,7 +94,7 @@ def tune(
     with progress_bar("wer") as progress, torch.inference_mode():
         task = progress.add_task(f"tune on {split}", total=len(grid), wer="-")
         for options in grid:
-            searcher = build_searcher(model, tokenizer, options, config.data.dir, lm=lm_model)
+            searcher = build_searcher(model, tokenizer, options, config.data.dir, lm=lm_model, lexicon=lexicon_trie)
             hypotheses = [""] * len(features)
             start = time.perf_counter()
             for indices, outputs in stored:

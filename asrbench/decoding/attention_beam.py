@@ -213,9 +213,16 @@ def batch_attention_beam_search(model, features: torch.Tensor, feature_lengths: 
         if model.ctc_head is None:
             raise AsrbenchError("joint CTC/attention scoring needs a model trained with a CTC branch (ctc_weight > 0)")
         ctc = model.ctc_head(memory)
-    results = []
+    return search_encoded(model, memory, memory_lengths, ctc, options)
+
+
+def search_encoded(model, memory: torch.Tensor, memory_lengths: torch.Tensor, ctc: torch.Tensor | None,
+                   options: AttentionBeamOptions) -> list[list[int]]:
+    """Beam search each utterance of an encoded batch: memory (B, T, D), CTC log-probs (B, T, V)
+    or None; returns the best token ids per utterance."""
+    best = []
     for i, length in enumerate(memory_lengths.tolist()):
         hypotheses = attention_beam_search(model, memory[i:i + 1], int(length), options,
                                            None if ctc is None else ctc[i])
-        results.append(hypotheses[0].token_ids)
-    return results
+        best.append(hypotheses[0].token_ids)
+    return best

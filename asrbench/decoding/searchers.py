@@ -77,9 +77,21 @@ def training_words(data_dir: str | Path) -> list[str]:
                    for word in normalize(utt.text).split()})
 
 
+def load_lexicon(spec: str, tokenizer: CharTokenizer, data_dir: str | Path | None):
+    """``train`` (the data dir's training words) or a lexicon file -> a Lexicon trie."""
+    from asrbench.decoding.ctc_beam import Lexicon
+
+    if spec == "train":
+        if data_dir is None:
+            raise AsrbenchError("--lexicon train needs the run's data dir")
+        return Lexicon.from_words(training_words(data_dir), tokenizer)
+    return Lexicon.from_file(spec, tokenizer)
+
+
 def build_searcher(model, tokenizer: CharTokenizer, options: DecodeOptions, data_dir: str | Path | None = None,
-                   lm=None) -> Searcher:
-    """The searcher for ``options``; ``lm`` is an already loaded LM (tuning reuses one)."""
+                   lm=None, lexicon=None) -> Searcher:
+    """The searcher for ``options``; ``lm`` and ``lexicon`` may come already loaded (tuning
+    builds one searcher per grid point and loads them once)."""
     family = getattr(model, "family", "ctc")
     use_ctc = family == "ctc" or options.mode == "ctc"
     if options.mode == "attention" and family != "attention":
@@ -92,11 +104,11 @@ def build_searcher(model, tokenizer: CharTokenizer, options: DecodeOptions, data
     if not use_ctc and options.backend != "native":
         raise AsrbenchError(f"--backend {options.backend} is a CTC search backend: add --mode ctc")
     if use_ctc:
-        return _ctc_searcher(model, tokenizer, options, data_dir, lm)
+        return _ctc_searcher(model, tokenizer, options, data_dir, lm, lexicon)
     return _attention_searcher(model, options)
 
 
-def _ctc_searcher(model, tokenizer, options: DecodeOptions, data_dir, lm) -> Searcher:
+def _ctc_searcher(model, tokenizer, options: DecodeOptions, data_dir, lm, lexicon) -> Searcher:
     def outputs(features, feature_lengths):
         log_probs, lengths = model.ctc_log_probs(features, feature_lengths)
         return log_probs.float().cpu(), lengths.cpu()
@@ -104,20 +116,15 @@ def _ctc_searcher(model, tokenizer, options: DecodeOptions, data_dir, lm) -> Sea
     if options.beam == 1 and not options.lm and not options.lexicon:
         return Searcher("ctc_greedy", outputs, lambda out: ctc_greedy(*out), {"kind": "ctc_greedy"})
 
-    from asrbench.decoding.ctc_beam import CTCBeamOptions, Lexicon, ctc_prefix_beam_search
+    from asrbench.decoding.ctc_beam import CTCBeamOptions, ctc_prefix_beam_search
 
     lm_metadata = None
     if options.lm and lm is None:
         from asrbench.lm import load_lm
 
         lm, lm_metadata = load_lm(options.lm)
-    lexicon = None
-    if options.lexicon == "train":
-        if data_dir is None:
-            raise AsrbenchError("--lexicon train needs the run's data dir")
-        lexicon = Lexicon.from_words(training_words(data_dir), tokenizer)
-    elif options.lexicon:
-        lexicon = Lexicon.from_file(options.lexicon, tokenizer)
+    if lexicon is None and options.lexicon:
+        lexicon = load_lexicon(options.lexicon, tokenizer, data_dir)
     beam_options = CTCBeamOptions(beam=options.beam, lm_weight=options.lm_weight if lm is not None else 0.0,
                                   word_bonus=options.word_bonus, lexicon=lexicon is not None)
     description = {
@@ -149,7 +156,7 @@ def _ctc_searcher(model, tokenizer, options: DecodeOptions, data_dir, lm) -> Sea
 
 
 def _attention_searcher(model, options: DecodeOptions) -> Searcher:
-    from asrbench.decoding.attention_beam import AttentionBeamOptions, attention_beam_search
+    from asrbench.decoding.attention_beam import AttentionBeamOptions, search_encoded
 
     ctc_weight = options.ctc_weight
     if ctc_weight is None:
@@ -168,11 +175,6 @@ def _attention_searcher(model, options: DecodeOptions) -> Searcher:
         return memory, lengths, ctc
 
     def search(out):
-        memory, lengths, ctc = out
-        return [
-            attention_beam_search(model, memory[i:i + 1], int(length), beam_options,
-                                  None if ctc is None else ctc[i])[0].token_ids
-            for i, length in enumerate(lengths.tolist())
-        ]
+        return search_encoded(model, *out, beam_options)
 
     return Searcher("attention_beam", outputs, search, description)
