@@ -7,15 +7,28 @@ decode results are reused while they belong to the run's current checkpoint.
 
 Layout: ``<out>/<model>/seed<k>/`` run dirs, then ``<out>/bench.json`` (every run and the
 per-model mean ± standard deviation over seeds) and ``<out>/bench.md``.
+
+Statistics across architectures treat the utterance as the unit, as the test set is what is
+sampled: each model's per-utterance word errors are averaged over its seeds, then a bootstrap
+over utterances gives the model's WER confidence interval, and every pair of models gets the
+paired bootstrap probability, the sign test and the matched-pairs test on those averages.
+
+``jobs`` > 1 trains that many runs at once in worker processes (give each one thread with
+``--set train.num_threads=1`` on a CPU); the table does not depend on it.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import statistics
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from asrbench import fileio, rundir
+import numpy as np
+
+from asrbench import fileio, rundir, stats
 from asrbench.config import load_yaml, recipe_models
 from asrbench.errors import AsrbenchError
 from asrbench.models import MODELS
@@ -75,25 +88,141 @@ def summarize(runs: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda row: (row["wer"] is None, row["wer"]))
 
 
+def add_statistics(rows: list[dict], runs: list[dict], resamples: int = stats.DEFAULT_RESAMPLES,
+                   alpha: float = stats.DEFAULT_ALPHA, seed: int = 0) -> list[dict]:
+    """Per-model WER CI and pairwise tests on seed-averaged per-utterance errors (see module doc).
+
+    Adds ``wer_ci``, ``pooled_wer`` and ``vs_best`` to each row and returns the pairs (each once).
+    Models whose runs were not all decoded on the same test utterances are left out.
+    """
+    from asrbench.compare import BEST, NOT_WORSE, WORSE, read_utterance_errors
+
+    per_model: dict[str, list] = {}
+    for run in runs:
+        per_model.setdefault(run["model"], []).append(
+            read_utterance_errors(Path(run["run"]) / "decode" / "test" / "hypotheses.jsonl"))
+    averaged, key, words = {}, None, None
+    for model, found in per_model.items():
+        if any(item is None for item in found) or len({item[0] for item in found}) != 1:
+            continue
+        if key is None:
+            key, words = found[0][0], found[0][2]
+        if found[0][0] != key:
+            continue
+        averaged[model] = np.mean([item[1] for item in found], axis=0)
+    for row in rows:
+        row.setdefault("wer_ci", None), row.setdefault("pooled_wer", None), row.setdefault("vs_best", None)
+    if not averaged:
+        return []
+    names = list(averaged)
+    comparison = stats.compare_systems(np.stack([averaged[name] for name in names]), words, names, resamples,
+                                       alpha=alpha, seed=seed)
+    by_name = {system.name: system for system in comparison.systems}
+    for row in rows:
+        system = by_name.get(row["model"])
+        if system is None:
+            continue
+        row["pooled_wer"], row["wer_ci"] = system.rate, system.ci
+        row["vs_best"] = BEST if system.best else NOT_WORSE if system.not_significantly_worse else WORSE
+    return [{"a": pair.a, "b": pair.b, "p_a_better": pair.p_a_better, "sign_p": pair.sign_p,
+             "a_better_utterances": pair.a_better_utterances, "b_better_utterances": pair.b_better_utterances,
+             "mp_p": pair.mp_p, "mp_z": pair.mp_z} for pair in comparison.pairs]
+
+
 def _format(mean, sd, digits: int = 2) -> str:
     if mean is None:
         return "-"
     return f"{mean:.{digits}f} ± {sd:.{digits}f}" if sd else f"{mean:.{digits}f}"
 
 
-def markdown(rows: list[dict]) -> str:
-    header = ("| model | seeds | test WER % | test CER % | dev WER % | dev-test gap | params | train s | epochs "
-              "| RTFx | peak MB |")
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    columns = (("wer", 2), ("cer", 2), ("dev_wer", 2), ("dev_test_gap", 2))
+def _ci(row: dict) -> str:
+    ci = row.get("wer_ci")
+    return f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "-"
+
+
+def markdown(rows: list[dict], pairs: list[dict] | None = None) -> str:
+    """The summary table, then (with ``pairs``) the pairwise matched-pairs p-values and a legend."""
+    from asrbench.compare import MARKS
+
+    header = ("| model | seeds | test WER % | 95% CI | ≈best | test CER % | dev WER % | dev-test gap | params "
+              "| train s | epochs | RTFx | peak MB |")
+    lines = [header, "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         params = f"{row['params'] / 1e6:.2f}M" if row["params"] else "-"
-        cells = [row["model"], str(row["seeds"])] + [_format(row[key], row[f"{key}_sd"], digits)
-                                                     for key, digits in columns]
+        cells = [row["model"], str(row["seeds"]), _format(row["wer"], row["wer_sd"]), _ci(row),
+                 MARKS.get(row.get("vs_best"), "-")]
+        cells += [_format(row[key], row[f"{key}_sd"]) for key in ("cer", "dev_wer", "dev_test_gap")]
         cells += [params] + [_format(row[key], row[f"{key}_sd"], digits) for key, digits in
                              (("train_seconds", 0), ("epochs", 1), ("rtfx", 0), ("peak_memory_mb", 0))]
         lines.append("| " + " | ".join(cells) + " |")
+    if pairs:
+        names = [row["model"] for row in rows if row.get("wer_ci")]
+        lookup = {}
+        for pair in pairs:
+            lookup[(pair["a"], pair["b"])] = (pair["mp_p"], pair["p_a_better"])
+            lookup[(pair["b"], pair["a"])] = (pair["mp_p"], 1.0 - pair["p_a_better"])
+        lines += ["", "Pairwise tests on seed-averaged per-utterance errors: matched-pairs p-value / paired "
+                  "bootstrap probability that the row model is better than the column model.", "",
+                  "| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for a in names:
+            cells = ["-" if a == b else f"{lookup[(a, b)][0]:.3f} / {lookup[(a, b)][1]:.2f}" for b in names]
+            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+        lines += ["", "95% CI: bootstrap over test utterances of the seed-averaged errors. ≈best: 'best' is the "
+                  "lowest pooled WER, 'yes' a model not significantly worse than it (matched-pairs test, "
+                  "p ≥ 0.05), 'no' one that is."]
     return "\n".join(lines) + "\n"
+
+
+def _run_one(recipe: str, name: str, run_dir: str, data_dir: str | None, extra: list[str], epochs: int | None,
+             budget_minutes: float | None, seed: int, quiet: bool) -> str:
+    """Train (or resume) one run, then decode dev and test; in a worker process when ``jobs`` > 1."""
+    from asrbench.train import train
+
+    if quiet:
+        os.environ["ASRBENCH_NO_PROGRESS"] = "1"
+    run_dir = Path(run_dir)
+    if (run_dir / rundir.SUMMARY).is_file():
+        pass
+    elif (run_dir / rundir.CONFIG).is_file():
+        train(None, None, run_dir, resume=True)
+    else:
+        train(recipe, name, run_dir, data_dir, extra, epochs=epochs, max_minutes=budget_minutes, seed=seed)
+    for split in SPLITS:
+        _decode_split(run_dir, split)
+    return str(run_dir)
+
+
+def _decode_split(run_dir: Path, split: str) -> dict:
+    from asrbench.decode import decode
+
+    result = _decoded(run_dir, split)
+    if result is None:
+        result = decode(run_dir, split)
+        result["checkpoint_mtime"] = (run_dir / rundir.BEST).stat().st_mtime
+        fileio.write_json(run_dir / "decode" / split / "result.json", result)
+    return result
+
+
+def _run_parallel(tasks: list[tuple], jobs: int) -> None:
+    """Run ``_run_one`` tasks in ``jobs`` worker processes with one progress bar over the runs."""
+    from asrbench.progress import console, progress_bar
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool, progress_bar("last") as progress:
+        bar = progress.add_task(f"bench ({jobs} jobs)", total=len(tasks), last="-")
+        pending = {pool.submit(_run_one, *task, True): task for task in tasks}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task = pending.pop(future)
+                    future.result()  # a failed run stops the sweep with its own error
+                    console.print(f"{task[2]}: done")
+                    progress.update(bar, advance=1, last=f"{task[1]} seed {task[7]}")
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
 
 
 def bench(
@@ -106,55 +235,63 @@ def bench(
     data_dir: str | None = None,
     overrides: list[str] | None = None,
     first_seed: int = 0,
+    jobs: int = 1,
 ) -> dict:
     """Run (or resume) the sweep and write ``bench.json`` and ``bench.md``; returns the summary."""
-    from asrbench.decode import decode
     from asrbench.progress import console
-    from asrbench.train import train
 
     if seeds < 1:
         raise AsrbenchError(f"--seeds must be at least 1, not {seeds}")
+    if jobs < 1:
+        raise AsrbenchError(f"--jobs must be at least 1, not {jobs}")
     if budget_minutes is not None and epochs is not None:
         raise AsrbenchError("give --budget-minutes or --epochs, not both")
     names = select_models(recipe, models)
     out = Path(out or Path("runs") / "bench" / Path(recipe).stem)
     extra = list(overrides or [])
+    plan = [(name, seed, out / name / f"seed{seed}") for name in names
+            for seed in range(first_seed, first_seed + seeds)]
+    tasks = []
+    for name, seed, run_dir in plan:
+        if (run_dir / rundir.SUMMARY).is_file():
+            console.print(f"[dim]{run_dir}: trained, skipped[/dim]")
+        elif (run_dir / rundir.CONFIG).is_file():
+            console.print(f"{run_dir}: resuming")
+        tasks.append((str(recipe), name, str(run_dir), data_dir, extra, epochs, budget_minutes, seed))
+    if jobs > 1:
+        _run_parallel([task for task in tasks if _unfinished(Path(task[2]))], jobs)
     runs = []
-    for name in names:
-        for seed in range(first_seed, first_seed + seeds):
-            run_dir = out / name / f"seed{seed}"
-            if (run_dir / rundir.SUMMARY).is_file():
-                console.print(f"[dim]{run_dir}: trained, skipped[/dim]")
-            elif (run_dir / rundir.CONFIG).is_file():
-                console.print(f"{run_dir}: resuming")
-                train(None, None, run_dir, resume=True)
-            else:
-                train(recipe, name, run_dir, data_dir, extra, epochs=epochs, max_minutes=budget_minutes, seed=seed)
-            results = {}
-            for split in SPLITS:
-                result = _decoded(run_dir, split)
-                if result is None:
-                    result = decode(run_dir, split)
-                    result["checkpoint_mtime"] = (run_dir / rundir.BEST).stat().st_mtime
-                    fileio.write_json(run_dir / "decode" / split / "result.json", result)
-                results[split] = result
-            summary = rundir.read_json(run_dir / rundir.SUMMARY)
-            test, dev = results["test"], results["dev"]
-            runs.append({
-                "run": str(run_dir), "model": name, "seed": seed,
-                "wer": test["wer"], "cer": test["cer"], "dev_wer": dev["wer"], "dev_cer": dev["cer"],
-                "dev_test_gap": test["wer"] - dev["wer"], "params": test["params"],
-                "train_seconds": summary.get("train_seconds"), "epochs": summary.get("epochs"),
-                "stop_reason": summary.get("stop_reason"), "rtfx": test["rtfx"],
-                "rtfx_conditions": {key: test["decoder"].get(key) for key in ("batch_frames", "threads")}
-                | {"device": test["environment"].get("device")},
-                "peak_memory_mb": (summary.get("peak_memory") or {}).get("mb"),
-                "peak_memory_kind": (summary.get("peak_memory") or {}).get("kind"),
-                "config_hash": test.get("config_hash"),
-            })
+    for task in tasks:
+        name, seed, run_dir = task[1], task[7], Path(task[2])
+        if _unfinished(run_dir):
+            _run_one(*task, False)
+        results = {split: _decode_split(run_dir, split) for split in SPLITS}
+        summary = rundir.read_json(run_dir / rundir.SUMMARY)
+        test, dev = results["test"], results["dev"]
+        runs.append({
+            "run": str(run_dir), "model": name, "seed": seed,
+            "wer": test["wer"], "cer": test["cer"], "dev_wer": dev["wer"], "dev_cer": dev["cer"],
+            "dev_test_gap": test["wer"] - dev["wer"], "params": test["params"],
+            "train_seconds": summary.get("train_seconds"), "epochs": summary.get("epochs"),
+            "stop_reason": summary.get("stop_reason"), "rtfx": test["rtfx"],
+            "rtfx_conditions": {key: test["decoder"].get(key) for key in ("batch_frames", "threads")}
+            | {"device": test["environment"].get("device")},
+            "peak_memory_mb": (summary.get("peak_memory") or {}).get("mb"),
+            "peak_memory_kind": (summary.get("peak_memory") or {}).get("kind"),
+            "config_hash": test.get("config_hash"),
+        })
     rows = summarize(runs)
+    pairs = add_statistics(rows, runs)
     report = {"recipe": str(recipe), "models": names, "seeds": seeds, "first_seed": first_seed,
-              "budget_minutes": budget_minutes, "epochs": epochs, "overrides": extra, "runs": runs, "summary": rows}
+              "budget_minutes": budget_minutes, "epochs": epochs, "jobs": jobs, "overrides": extra, "runs": runs,
+              "summary": rows, "pairs": pairs}
     fileio.write_text(out / "bench.json", json.dumps(report, indent=2) + "\n")
-    fileio.write_text(out / "bench.md", markdown(rows))
+    fileio.write_text(out / "bench.md", markdown(rows, pairs))
     return report
+
+
+def _unfinished(run_dir: Path) -> bool:
+    """Whether the run still needs training or a decode of its current checkpoint."""
+    if not (run_dir / rundir.SUMMARY).is_file() or not (run_dir / rundir.BEST).is_file():
+        return True
+    return any(_decoded(run_dir, split) is None for split in SPLITS)

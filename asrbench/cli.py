@@ -182,6 +182,8 @@ def bench_command(
     data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (overrides data.dir)."),
     set_: List[str] = typer.Option([], "--set", help="Override for every run, e.g. train.num_threads=1."),
     first_seed: int = typer.Option(0, "--first-seed", help="The first seed."),
+    jobs: int = typer.Option(1, "--jobs", help="Runs trained at once (worker processes); pair with "
+                             "--set train.num_threads=N so jobs x N fits the cores."),
 ) -> None:
     """Train, decode (dev and test) and compare models under one budget; resumable."""
     from rich.console import Console
@@ -189,8 +191,8 @@ def bench_command(
 
     from asrbench.bench import bench, markdown
 
-    report = bench(recipe, models, seeds, out, budget_minutes, epochs, data, set_, first_seed)
-    Console(width=160).print(Markdown(markdown(report["summary"])))
+    report = bench(recipe, models, seeds, out, budget_minutes, epochs, data, set_, first_seed, jobs)
+    Console(width=160).print(Markdown(markdown(report["summary"], report["pairs"])))
 
 
 @app.command("tune")

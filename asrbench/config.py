@@ -84,6 +84,9 @@ class TrainConfig:
     grad_clip: float = 5.0
     patience: int = 0  # epochs without dev improvement before stopping; 0 = never stop early
     max_minutes: float = 0.0  # wall-clock budget; 0 = none
+    # With max_minutes, the learning-rate decay also follows the clock: it reaches its end when the
+    # budget runs out, if that comes before the last epoch (progress = max(steps, time) fraction).
+    budget_schedule: bool = True
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a gradient scaler)

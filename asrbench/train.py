@@ -102,13 +102,18 @@ def load_training_data(config: RunConfig, tokenizer: CharTokenizer | None = None
     )
 
 
-def lr_factor(step: int, total_steps: int, config) -> float:
-    """Linear warm-up to 1, then cosine decay to ``final_lr_ratio`` (or constant)."""
+def lr_factor(step: int, total_steps: int, config, time_fraction: float = 0.0) -> float:
+    """Linear warm-up to 1, then cosine decay to ``final_lr_ratio`` (or constant).
+
+    ``time_fraction`` (elapsed / budgeted wall time) moves the decay forward when a time budget
+    will end training before ``total_steps``: progress is the larger of the two fractions.
+    """
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     if config.schedule == "constant":
         return 1.0
     progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
+    progress = max(progress, min(1.0, time_fraction))
     return config.final_lr_ratio + (1 - config.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -187,7 +192,10 @@ def train(
     sampler = BucketBatchSampler(data.train.lengths.tolist(), tc.batch_frames, tc.max_batch_size, True, tc.seed)
     steps_per_epoch = len(sampler)
     total_steps = steps_per_epoch * tc.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, tc))
+    budget_seconds = tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
+    clock = {"fraction": 0.0}  # elapsed / budgeted seconds, read by the schedule (budget_schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, tc, clock["fraction"]))
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16" and device.type == "cuda")
     collate = Collator(data.train, data.train_tokens, data.cmvn, config.augment)
     dev_searcher = Searcher("dev", lambda features, lengths: (features, lengths),
@@ -208,7 +216,6 @@ def train(
         random.setstate(last_state["python_rng"])
 
     stop_reason = "epochs"
-    budget_seconds = tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
     eval_seconds = 0.0  # the last dev pass; the budget keeps room for the final one
     epoch = start_epoch
     metrics_row: dict = {}
@@ -247,11 +254,14 @@ def train(
                     scaler.update()
                     loss_sum += float(loss.detach()) * len(indices)
                     loss_count += len(indices)
+                elapsed = train_seconds + time.perf_counter() - epoch_start + eval_seconds
+                if tc.budget_schedule:
+                    clock["fraction"] = elapsed / budget_seconds
                 scheduler.step()
                 step += 1
                 learning_rate = scheduler.get_last_lr()[0]
                 progress.update(task, advance=1, loss=f"{float(loss.detach()):.3f}", lr=f"{learning_rate:.2e}")
-                if train_seconds + time.perf_counter() - epoch_start + eval_seconds >= budget_seconds:
+                if elapsed >= budget_seconds:
                     stop_reason = "time budget"
                     break
             eval_start = time.perf_counter()

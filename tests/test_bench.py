@@ -11,7 +11,7 @@ from test_train import _write_corpus
 from typer.testing import CliRunner
 
 from asrbench import rundir
-from asrbench.bench import bench, select_models, summarize
+from asrbench.bench import add_statistics, bench, markdown, select_models, summarize
 from asrbench.cli import app
 from asrbench.errors import AsrbenchError
 
@@ -90,3 +90,56 @@ def test_bench_cli(recipe: Path, tmp_path: Path, monkeypatch):
                                       "--out", str(tmp_path / "cli")])
     assert result.exit_code == 0, result.output
     assert "gru" in result.output and (tmp_path / "cli" / "bench.json").is_file()
+
+
+def _hypotheses(path: Path, pairs: list[tuple[str, str]]) -> None:
+    path.mkdir(parents=True)
+    lines = [json.dumps({"id": f"u{index:02d}", "ref": ref, "hyp": hyp}) for index, (ref, hyp) in enumerate(pairs)]
+    (path / "hypotheses.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_statistics_pool_seeds_per_utterance(tmp_path: Path):
+    refs = [f"one two three {index}" for index in range(40)]  # 4 words each, 160 in all
+    # Model a: seed 0 makes one error in the first 10 utterances, seed 1 in the first 20 -> 15 on average.
+    # Model b: a substitution in each of the first 30 utterances in both seeds, plus 10 words on a
+    # test set that differs (so model c is left out of the statistics).
+    systems = {("a", 0): 10, ("a", 1): 20, ("b", 0): 30, ("b", 1): 30}
+    runs = []
+    for (model, seed), wrong in systems.items():
+        run = tmp_path / model / f"seed{seed}"
+        _hypotheses(run / "decode" / "test", [(ref, ref.replace("one", "won") if index < wrong else ref)
+                                              for index, ref in enumerate(refs)])
+        runs.append({"run": str(run), "model": model, "seed": seed, "wer": wrong / 160 * 100})
+    other = tmp_path / "c" / "seed0"
+    _hypotheses(other / "decode" / "test", [(ref + " four", ref) for ref in refs])
+    runs.append({"run": str(other), "model": "c", "seed": 0, "wer": 20.0})
+    rows = summarize(runs)
+    pairs = add_statistics(rows, runs, resamples=500)
+    by_model = {row["model"]: row for row in rows}
+    assert by_model["a"]["pooled_wer"] == pytest.approx(15 / 160 * 100)
+    assert by_model["b"]["pooled_wer"] == pytest.approx(30 / 160 * 100)
+    low, high = by_model["a"]["wer_ci"]
+    assert low < by_model["a"]["pooled_wer"] < high
+    assert by_model["a"]["vs_best"] == "best" and by_model["b"]["vs_best"] == "significantly worse"
+    assert by_model["c"]["wer_ci"] is None and by_model["c"]["vs_best"] is None
+    assert len(pairs) == 1 and {pairs[0]["a"], pairs[0]["b"]} == {"a", "b"}
+    pair = pairs[0] if pairs[0]["a"] == "a" else None
+    assert pair is not None and pair["p_a_better"] > 0.99 and pair["mp_p"] < 0.01
+    assert pair["a_better_utterances"] == 20 and pair["b_better_utterances"] == 0  # utterances 10-29
+    table = markdown(rows, pairs)
+    assert "| a | 2 |" in table and "best" in table and "| c | 1 |" in table
+    assert "| a | - | " in table and "| b | " in table  # the pairwise matrix, diagonal blank
+
+
+def test_parallel_jobs_train_every_run(recipe: Path, tmp_path: Path):
+    out = tmp_path / "sweep"
+    report = bench(recipe, "all", seeds=1, out=out, epochs=1, jobs=2, overrides=["train.num_threads=1"])
+    assert [(run["model"], run["epochs"]) for run in report["runs"]] == [("dnn", 1), ("gru", 1)]
+    for run in report["runs"]:
+        assert (Path(run["run"]) / "decode" / "test" / "hypotheses.jsonl").is_file()
+    assert len(report["pairs"]) == 1 and all(row["wer_ci"] for row in report["summary"])
+    # Nothing left to do: a second call trains nothing and reproduces the same table.
+    again = bench(recipe, "all", seeds=1, out=out, epochs=1, jobs=2, overrides=["train.num_threads=1"])
+    assert again["summary"] == report["summary"]
+    with pytest.raises(AsrbenchError, match="--jobs"):
+        bench(recipe, "all", jobs=0)

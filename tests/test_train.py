@@ -135,3 +135,26 @@ def test_learning_rate_warms_up_then_decays():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
     assert factors[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_time_budget_moves_the_decay_forward():
+    class Schedule:
+        warmup_steps, schedule, final_lr_ratio = 10, "cosine", 0.1
+
+    # At step 20 of 1000 the step fraction is ~1%; half the time budget gone means half decayed.
+    assert lr_factor(20, 1000, Schedule, time_fraction=0.0) == pytest.approx(1.0, abs=0.01)
+    assert lr_factor(20, 1000, Schedule, time_fraction=0.5) == pytest.approx(0.55)
+    assert lr_factor(20, 1000, Schedule, time_fraction=1.5) == pytest.approx(0.1)
+    # Steps ahead of the clock still win, and warm-up is untouched.
+    assert lr_factor(1000, 1000, Schedule, time_fraction=0.2) == pytest.approx(0.1)
+    assert lr_factor(4, 1000, Schedule, time_fraction=0.9) == pytest.approx(0.5)
+
+
+def test_budgeted_run_ends_near_the_final_learning_rate(recipe: Path, tmp_path: Path):
+    # 1000 epochs could never finish in 0.05 minutes; the schedule must still decay to its end.
+    train(recipe, "dnn", tmp_path / "run", epochs=1000, max_minutes=0.05,
+          overrides=["train.warmup_steps=1", "train.final_lr_ratio=0.1"])
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    config = rundir.read_config(tmp_path / "run")
+    assert rows[-1]["epoch"] < 1000
+    assert rows[-1]["lr"] <= config.train.lr * 0.5
