@@ -6,6 +6,7 @@ checkpoint from a stranger can hold tensors and plain containers but never run c
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,30 @@ def save(path: Path, config: RunConfig, tokenizer: CharTokenizer, cmvn: GlobalCM
         **extra,
     }
     fileio.torch_save(state, path)
+
+
+# What a resumable checkpoint must hold besides the model (asrbench.train writes them).
+RESUME_KEYS = ("optimizer", "scheduler", "epoch", "step", "best_dev_cer", "best_dev_loss", "bad_epochs",
+               "train_seconds", "torch_rng", "python_rng")
+
+
+def save_rotating(path: Path, previous: Path, *args, **extra) -> None:
+    """Save like :func:`save`, keeping the file it replaces as ``previous`` (the fallback).
+
+    Each step is an atomic rename, so a crash at any point leaves ``path`` or ``previous`` whole.
+    """
+    if path.is_file():
+        os.replace(path, previous)
+    save(path, *args, **extra)
+
+
+def load_resumable(path: Path) -> dict:
+    """A checkpoint to resume training from; a damaged or incomplete one is a clear error."""
+    state = load_state(path)
+    missing = [key for key in RESUME_KEYS + ("model_state", "tokenizer", "cmvn") if key not in state]
+    if missing:
+        raise AsrbenchError(f"{path}: not a resumable checkpoint (missing {', '.join(missing)})")
+    return state
 
 
 def load_state(path: Path) -> dict:

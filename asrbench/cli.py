@@ -39,6 +39,12 @@ def run_app() -> None:
         if _state["debug"]:
             raise
         typer.echo(f"error: {err}", err=True)
+        sys.exit(getattr(err, "exit_code", 2))
+    except OSError as err:  # the system refused: permission, disk full, a path that vanished
+        if _state["debug"]:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        typer.echo(f"error: {where}{err.strerror or err}", err=True)
         sys.exit(2)
 
 

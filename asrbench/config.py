@@ -69,6 +69,9 @@ class AugmentConfig:
 @dataclass
 class TokenizerConfig:
     kind: str = "char"
+    # Dev/test characters the training transcripts never had: map them to <unk>, drop those
+    # utterances (counted), or fail naming the first one.
+    unknown: str = "map"
 
 
 @dataclass
@@ -87,6 +90,10 @@ class TrainConfig:
     # With max_minutes, the learning-rate decay also follows the clock: it reaches its end when the
     # budget runs out, if that comes before the last epoch (progress = max(steps, time) fraction).
     budget_schedule: bool = True
+    # Also write the resumable checkpoint inside an epoch this often (0 = only at epoch ends).
+    checkpoint_minutes: float = 10.0
+    # Batches in a row with a non-finite loss or gradient before training stops with an error.
+    max_nonfinite_batches: int = 20
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a gradient scaler)
@@ -131,6 +138,7 @@ SECTIONS = {
 CHOICES = {
     ("features", "kind"): ("fbank", "mfcc"),
     ("tokenizer", "kind"): ("char",),
+    ("tokenizer", "unknown"): ("map", "drop", "fail"),
     ("train", "schedule"): ("cosine", "constant"),
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("train", "precision"): ("fp32", "bf16", "fp16"),
@@ -148,6 +156,7 @@ POSITIVE = {
     ("train", "max_batch_size"),
     ("train", "lr"),
     ("train", "eval_batch_frames"),
+    ("train", "max_nonfinite_batches"),
 }
 
 
@@ -156,6 +165,7 @@ NON_NEGATIVE = {
     ("train", "grad_clip"),
     ("train", "patience"),
     ("train", "max_minutes"),
+    ("train", "checkpoint_minutes"),
     ("train", "weight_decay"),
     ("train", "num_threads"),
     ("augment", "freq_masks"),

@@ -20,6 +20,7 @@ from asrbench import fileio, rundir
 from asrbench.checkpoint import load_model
 from asrbench.data.batching import BucketBatchSampler, Collator
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
+from asrbench.data.manifest import split_path
 from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decoding.searchers import DecodeOptions, Searcher, build_searcher
 from asrbench.env import environment, resolve_device
@@ -158,6 +159,10 @@ def decode(
         torch.set_num_threads(threads)
     if tag and not tag.replace("-", "").replace("_", "").isalnum():
         raise AsrbenchError(f"--tag '{tag}': use letters, digits, '-' and '_' only")
+    split_path(data_dir or rundir.read_config(run_dir).data.dir, split)  # a plain, prepared split name
+    out_dir = run_dir / "decode" / (f"{split}-{tag}" if tag else split)
+    # The result is written last; an old one goes first, so an interrupted decode leaves none behind.
+    (out_dir / "result.json").unlink(missing_ok=True)
     options, tuned_from = resolve_options(run_dir, options or DecodeOptions(), explicit or set(), use_tuned)
     loaded = load_model(run_dir / (rundir.BEST if checkpoint == "best" else rundir.LAST))
     config = loaded.config
@@ -172,7 +177,6 @@ def decode(
     normalizer = DEFAULT_NORMALIZER
     references = [utt.text for utt in features.utterances]
     rates = error_rates(references, recognition.hypotheses, normalizer)
-    out_dir = run_dir / "decode" / (f"{split}-{tag}" if tag else split)
     rows = [
         {"id": utt.id, "ref": normalize(utt.text, normalizer), "hyp": normalize(hyp, normalizer)}
         for utt, hyp in zip(features.utterances, recognition.hypotheses, strict=True)

@@ -37,13 +37,23 @@ def cpu_name() -> str:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; anything else, or a GPU torch cannot see, is a clear error."""
+    from asrbench.errors import AsrbenchError
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from asrbench.errors import AsrbenchError
-
-        raise AsrbenchError("device 'cuda' requested but torch sees no CUDA GPU (use --set train.device=cpu)")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AsrbenchError(f"device '{name}': use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise AsrbenchError(f"device '{name}': use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AsrbenchError(f"device '{name}' requested but torch sees no CUDA GPU (use --set train.device=cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise AsrbenchError(f"device '{name}': only {torch.cuda.device_count()} CUDA GPUs visible")
+    return device
 
 
 def environment(device: torch.device | None = None) -> dict:

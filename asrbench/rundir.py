@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -18,6 +21,38 @@ METRICS = "metrics.jsonl"
 SUMMARY = "train_summary.json"
 BEST = Path("checkpoints") / "best.pt"
 LAST = Path("checkpoints") / "last.pt"
+PREVIOUS = Path("checkpoints") / "last.prev.pt"  # the resumable checkpoint before LAST, kept as a fallback
+LOCK = ".lock"
+
+
+@contextmanager
+def lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run dir; a second holder fails at once with a clear error.
+
+    ``flock`` locks die with their process, so a killed training never leaves a stale lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK, "a+")  # noqa: SIM115 - held for the whole block
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            raise AsrbenchError(f"{run_dir}: another asrbench process is training here"
+                                f"{f' (pid {holder})' if holder else ''}; wait for it or use another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 def require_run_dir(run_dir: str | Path) -> Path:
@@ -55,7 +90,22 @@ def read_metrics(run_dir: Path) -> list[dict]:
     path = run_dir / METRICS
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise AsrbenchError(f"{path}:{number}: malformed metrics line ({err.msg})") from None
+    return rows
+
+
+def truncate_metrics(run_dir: Path, epochs: int) -> None:
+    """Drop rows after ``epochs`` (written by a run killed before its checkpoint): they are redone."""
+    rows = read_metrics(run_dir)
+    kept = [row for row in rows if row.get("epoch", 0) <= epochs]
+    if len(kept) != len(rows):
+        fileio.write_jsonl(run_dir / METRICS, kept)
 
 
 def append_metrics(run_dir: Path, row: dict) -> None:

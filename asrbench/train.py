@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -91,6 +93,7 @@ def load_training_data(config: RunConfig, tokenizer: CharTokenizer | None = None
             )
     train_texts = [normalize(utt.text) for utt in train.utterances]
     tokenizer = tokenizer or CharTokenizer.build(train_texts)
+    dev = apply_unknown_policy(dev, tokenizer, config.tokenizer.unknown, data_dir / "dev.jsonl")
     return TrainingData(
         train=train,
         dev=dev,
@@ -100,6 +103,31 @@ def load_training_data(config: RunConfig, tokenizer: CharTokenizer | None = None
         dev_tokens=[tokenizer.encode(normalize(utt.text)) for utt in dev.utterances],
         skipped_long=skipped_long,
     )
+
+
+def apply_unknown_policy(features: FeatureSet, tokenizer: CharTokenizer, policy: str, where: Path) -> FeatureSet:
+    """Utterances with characters the tokenizer lacks: ``map`` to <unk>, ``drop`` them, or ``fail``.
+
+    Either way the count and the characters are reported, so nothing changes silently.
+    """
+    unknown = {i: tokenizer.unknown_characters(normalize(utt.text)) for i, utt in enumerate(features.utterances)}
+    unknown = {i: chars for i, chars in unknown.items() if chars}
+    if not unknown:
+        return features
+    characters = "".join(sorted(set().union(*unknown.values())))
+    first = features.utterances[min(unknown)].id
+    if policy == "fail":
+        raise AsrbenchError(f"{where}: utterance '{first}' has characters outside the tokenizer ({characters!r}); "
+                            "set tokenizer.unknown=map or drop, or add them to the training text")
+    action = "mapped to <unk>" if policy == "map" else "dropped"
+    console.print(f"[yellow]note[/yellow]: {where}: {len(unknown)} utterances with characters outside the "
+                  f"tokenizer ({characters!r}), {action} (tokenizer.unknown={policy})")
+    if policy == "drop":
+        keep = [i for i in range(len(features)) if i not in unknown]
+        if not keep:
+            raise AsrbenchError(f"{where}: every utterance has characters outside the tokenizer; nothing left")
+        return features.subset(keep)
+    return features
 
 
 def lr_factor(step: int, total_steps: int, config, time_fraction: float = 0.0) -> float:
@@ -122,6 +150,54 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class Interrupted(AsrbenchError):
+    """Ctrl-C during training, after the resumable checkpoint was saved."""
+
+    exit_code = 130
+
+
+class StopRequest:
+    """While active, the first Ctrl-C (SIGINT) only sets ``requested``; the second one interrupts.
+
+    The training loop checks the flag between batches, so the checkpoint it saves describes a
+    finished batch exactly. Outside the main thread signals cannot be caught: it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        console.print("[yellow]stopping after this batch (Ctrl-C again to abort at once)[/yellow]")
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate(state["python_rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+
+
 def _autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return nullcontext()
@@ -140,8 +216,34 @@ def train(
     max_minutes: float | None = None,
     seed: int | None = None,
 ) -> dict:
-    """Train one model; returns the training summary (also written to train_summary.json)."""
+    """Train one model; returns the training summary (also written to train_summary.json).
+
+    The run dir is locked while training: a second process aiming at it stops with an error.
+    """
     run_dir = Path(out)
+    config, last_state = _start(recipe, model_name, run_dir, data_dir, overrides, resume, epochs, max_minutes, seed)
+    with rundir.lock(run_dir):
+        if last_state is None and not resume and (run_dir / rundir.CONFIG).is_file():
+            raise AsrbenchError(f"{run_dir}: already holds a run (use --resume to continue it, or another --out)")
+        return _fit(config, last_state, run_dir)
+
+
+def _resume_state(run_dir: Path) -> dict:
+    """The resumable checkpoint; when it is damaged, the one before it (with a note)."""
+    try:
+        return checkpoint.load_resumable(run_dir / rundir.LAST)
+    except AsrbenchError as err:
+        previous = run_dir / rundir.PREVIOUS
+        if not previous.is_file():
+            raise
+        state = checkpoint.load_resumable(previous)
+        console.print(f"[yellow]note[/yellow]: {err}; resuming from {previous} (epoch {state['epoch']})")
+        return state
+
+
+def _start(recipe, model_name, run_dir: Path, data_dir, overrides, resume, epochs, max_minutes,
+           seed) -> tuple[RunConfig, dict | None]:
+    """The run's config and, when resuming, its checkpoint; nothing is written yet."""
     extra = list(overrides or [])
     if data_dir is not None:
         extra.append(f"data.dir={data_dir}")
@@ -153,21 +255,26 @@ def train(
         extra.append(f"train.seed={seed}")
 
     last_state = None
-    if resume and (run_dir / rundir.LAST).is_file():
+    if resume and ((run_dir / rundir.LAST).is_file() or (run_dir / rundir.PREVIOUS).is_file()):
         config = rundir.read_config(run_dir)
         # A resumed run may be given more epochs or time, nothing else.
         budget = [o for o in extra if o.split("=", 1)[0].strip() in ("train.epochs", "train.max_minutes")]
         config = with_overrides(config, budget, "--resume")
-        last_state = checkpoint.load_state(run_dir / rundir.LAST)
+        last_state = _resume_state(run_dir)
     elif resume and (run_dir / rundir.CONFIG).is_file():
         config = rundir.read_config(run_dir)  # interrupted before its first checkpoint: start it over
+    elif resume:
+        raise AsrbenchError(f"{run_dir}: no run to resume (no {rundir.CONFIG}); start one without --resume")
     else:
         if recipe is None or model_name is None:
             raise AsrbenchError("a recipe and --model are needed to start a new run")
         if (run_dir / rundir.CONFIG).is_file():
             raise AsrbenchError(f"{run_dir}: already holds a run (use --resume to continue it, or another --out)")
         config = resolve(recipe, model_name, extra)
+    return config, last_state
 
+
+def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
     if config.train.num_threads > 0:
         torch.set_num_threads(config.train.num_threads)
     device = resolve_device(config.train.device)
@@ -202,21 +309,37 @@ def train(
                             lambda out: model.dev_decode(*out), {"kind": "dev"})
 
     start_epoch, step, best_cer, best_loss, bad_epochs, train_seconds = 0, 0, math.inf, math.inf, 0, 0.0
-    skipped_batches = 0
+    skipped_batches, position, loss_sum, loss_count = 0, 0, 0.0, 0
     if last_state is not None:
         model.load_state_dict(last_state["model_state"])
         optimizer.load_state_dict(last_state["optimizer"])
         scheduler.load_state_dict(last_state["scheduler"])
+        if last_state.get("scaler"):
+            scaler.load_state_dict(last_state["scaler"])
         start_epoch, step = last_state["epoch"], last_state["step"]
         best_cer, best_loss = last_state["best_dev_cer"], last_state["best_dev_loss"]
         bad_epochs = last_state["bad_epochs"]
         train_seconds = last_state["train_seconds"]
         skipped_batches = last_state.get("skipped_batches", 0)
-        torch.set_rng_state(last_state["torch_rng"])
-        random.setstate(last_state["python_rng"])
+        # Inside an epoch: the batches already done, and the running loss of the epoch.
+        position = last_state.get("position", 0)
+        loss_sum, loss_count = last_state.get("loss_sum", 0.0), last_state.get("loss_count", 0)
+        _set_rng_state(last_state, device)
+        rundir.truncate_metrics(run_dir, start_epoch)  # rows written after this checkpoint are redone
+
+    def save_last(epoch_index: int, batches_done: int, seconds: float) -> None:
+        """The resumable checkpoint; the one it replaces is kept as the fallback."""
+        checkpoint.save_rotating(
+            run_dir / rundir.LAST, run_dir / rundir.PREVIOUS, config, data.tokenizer, data.cmvn, model,
+            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+            epoch=epoch_index, position=batches_done, step=step, loss_sum=loss_sum, loss_count=loss_count,
+            best_dev_cer=best_cer, best_dev_loss=best_loss, bad_epochs=bad_epochs, train_seconds=seconds,
+            skipped_batches=skipped_batches, **_rng_state(device),
+        )
 
     stop_reason = "epochs"
     eval_seconds = 0.0  # the last dev pass; the budget keeps room for the final one
+    nonfinite_in_a_row = 0
     epoch = start_epoch
     metrics_row: dict = {}
     console.print(
@@ -224,84 +347,118 @@ def train(
         f"{steps_per_epoch} steps/epoch, device {device}"
         + (f", {data.skipped_long} utterances longer than {config.data.max_duration}s skipped"
            if data.skipped_long else "")
+        + (f"; resuming at epoch {start_epoch + 1}" + (f", batch {position + 1}" if position else "")
+           if last_state is not None else "")
     )
+    checkpoint_seconds = tc.checkpoint_minutes * 60 if tc.checkpoint_minutes > 0 else math.inf
+    stop_request = StopRequest()
     with progress_bar("loss", "lr", "dev_cer") as progress:
         task = progress.add_task(
             f"train {config.model.name}", total=total_steps, completed=step, loss="-", lr="-",
             dev_cer="-" if best_cer == math.inf else f"{best_cer:.2f}",
         )
-        for epoch in range(start_epoch, tc.epochs):
-            if train_seconds >= budget_seconds:
-                stop_reason = "time budget"
-                break
-            epoch_start = time.perf_counter()
-            model.train()
-            sampler.set_epoch(epoch)
-            loss_sum, loss_count = 0.0, 0
-            for indices in sampler:
-                batch = collate(indices).to(device)
-                with _autocast(device, tc.precision):
-                    loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets,
-                                              batch.target_lengths)
-                optimizer.zero_grad(set_to_none=True)
-                if not torch.isfinite(loss):
-                    skipped_batches += 1
-                else:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    loss_sum += float(loss.detach()) * len(indices)
-                    loss_count += len(indices)
-                elapsed = train_seconds + time.perf_counter() - epoch_start + eval_seconds
-                if tc.budget_schedule:
-                    clock["fraction"] = elapsed / budget_seconds
-                scheduler.step()
-                step += 1
-                learning_rate = scheduler.get_last_lr()[0]
-                progress.update(task, advance=1, loss=f"{float(loss.detach()):.3f}", lr=f"{learning_rate:.2e}")
-                if elapsed >= budget_seconds:
+        with stop_request:
+            for epoch in range(start_epoch, tc.epochs):
+                if train_seconds >= budget_seconds:
                     stop_reason = "time budget"
                     break
-            eval_start = time.perf_counter()
-            dev = recognize(model, data.dev, data.cmvn, data.tokenizer, device, tc.eval_batch_frames,
-                            token_ids=data.dev_tokens, searcher=dev_searcher)
-            rates = error_rates([u.text for u in data.dev.utterances], dev.hypotheses, DEFAULT_NORMALIZER)
-            eval_seconds = time.perf_counter() - eval_start
-            train_seconds += time.perf_counter() - epoch_start
-            # Dev CER decides; dev loss breaks ties (small dev sets often sit at 0% CER for many epochs).
-            if (rates.cer, dev.loss) < (best_cer, best_loss):
-                best_cer, best_loss, bad_epochs = rates.cer, dev.loss, 0
-                checkpoint.save(run_dir / rundir.BEST, config, data.tokenizer, data.cmvn, model,
-                                epoch=epoch + 1, step=step, dev_cer=rates.cer, dev_wer=rates.wer)
-            else:
-                bad_epochs += 1
-            metrics_row = {
-                "epoch": epoch + 1,
-                "step": step,
-                "train_loss": loss_sum / loss_count if loss_count else None,
-                "dev_loss": dev.loss,
-                "dev_cer": rates.cer,
-                "dev_wer": rates.wer,
-                "lr": scheduler.get_last_lr()[0],
-                "train_seconds": train_seconds,
-                "skipped_batches": skipped_batches,
-            }
-            rundir.append_metrics(run_dir, metrics_row)
-            checkpoint.save(
-                run_dir / rundir.LAST, config, data.tokenizer, data.cmvn, model,
-                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), epoch=epoch + 1, step=step,
-                best_dev_cer=best_cer, best_dev_loss=best_loss, bad_epochs=bad_epochs, train_seconds=train_seconds,
-                skipped_batches=skipped_batches,
-                torch_rng=torch.get_rng_state(), python_rng=random.getstate(),
-            )
-            progress.update(task, dev_cer=f"{rates.cer:.2f}")
-            if stop_reason == "time budget":
-                break
-            if tc.patience and bad_epochs >= tc.patience:
-                stop_reason = "early stopping"
-                break
+                epoch_start = time.perf_counter()
+                last_save = epoch_start
+                model.train()
+                sampler.set_epoch(epoch)
+                batches = sampler.batches()
+                if position == 0:
+                    loss_sum, loss_count = 0.0, 0
+                for batch_index in range(position, len(batches)):
+                    indices = batches[batch_index]
+                    batch = collate(indices).to(device)
+                    with _autocast(device, tc.precision):
+                        loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets,
+                                                  batch.target_lengths)
+                    optimizer.zero_grad(set_to_none=True)
+                    finite = bool(torch.isfinite(loss))
+                    if finite:
+                        scaler.scale(loss).backward()
+                        scaler.unscale_(optimizer)
+                        norm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                        # With fp16 the gradient scaler skips overflowing steps itself; otherwise a
+                        # non-finite gradient would poison the weights, so the batch is skipped.
+                        finite = scaler.is_enabled() or bool(torch.isfinite(norm))
+                        if finite:
+                            scaler.step(optimizer)
+                            scaler.update()
+                            loss_sum += float(loss.detach()) * len(indices)
+                            loss_count += len(indices)
+                        else:
+                            optimizer.zero_grad(set_to_none=True)
+                    if finite:
+                        nonfinite_in_a_row = 0
+                    else:
+                        skipped_batches += 1
+                        nonfinite_in_a_row += 1
+                        if nonfinite_in_a_row >= tc.max_nonfinite_batches:
+                            raise AsrbenchError(
+                                f"{run_dir}: {nonfinite_in_a_row} batches in a row had a non-finite loss or "
+                                f"gradient (epoch {epoch + 1}, step {step + 1}); training stopped and the last "
+                                "good checkpoint was kept. Lower train.lr, check the data or use precision fp32"
+                            )
+                    now = time.perf_counter()
+                    elapsed = train_seconds + now - epoch_start + eval_seconds
+                    if tc.budget_schedule:
+                        clock["fraction"] = elapsed / budget_seconds
+                    scheduler.step()
+                    step += 1
+                    progress.update(task, advance=1, loss=f"{float(loss.detach()):.3f}",
+                                    lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                    if elapsed >= budget_seconds:
+                        stop_reason = "time budget"
+                        break
+                    if stop_request.requested:  # Ctrl-C: finish the batch, save, stop
+                        save_last(epoch, batch_index + 1, train_seconds + time.perf_counter() - epoch_start)
+                        raise Interrupted(
+                            f"{run_dir}: interrupted; checkpoint saved after batch {batch_index + 1} of "
+                            f"{len(batches)} in epoch {epoch + 1}. Continue with: asrbench train --out {run_dir} "
+                            "--resume"
+                        )
+                    if now - last_save >= checkpoint_seconds and batch_index + 1 < len(batches):
+                        save_last(epoch, batch_index + 1, train_seconds + now - epoch_start)
+                        last_save = time.perf_counter()
+                position = 0
+                eval_start = time.perf_counter()
+                dev = recognize(model, data.dev, data.cmvn, data.tokenizer, device, tc.eval_batch_frames,
+                                token_ids=data.dev_tokens, searcher=dev_searcher)
+                rates = error_rates([u.text for u in data.dev.utterances], dev.hypotheses, DEFAULT_NORMALIZER)
+                eval_seconds = time.perf_counter() - eval_start
+                train_seconds += time.perf_counter() - epoch_start
+                # Dev CER decides; dev loss breaks ties (small dev sets often sit at 0% CER for many epochs).
+                if (rates.cer, dev.loss) < (best_cer, best_loss):
+                    best_cer, best_loss, bad_epochs = rates.cer, dev.loss, 0
+                    checkpoint.save(run_dir / rundir.BEST, config, data.tokenizer, data.cmvn, model,
+                                    epoch=epoch + 1, step=step, dev_cer=rates.cer, dev_wer=rates.wer)
+                else:
+                    bad_epochs += 1
+                metrics_row = {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "train_loss": loss_sum / loss_count if loss_count else None,
+                    "dev_loss": dev.loss,
+                    "dev_cer": rates.cer,
+                    "dev_wer": rates.wer,
+                    "lr": scheduler.get_last_lr()[0],
+                    "train_seconds": train_seconds,
+                    "skipped_batches": skipped_batches,
+                }
+                rundir.append_metrics(run_dir, metrics_row)
+                save_last(epoch + 1, 0, train_seconds)
+                progress.update(task, dev_cer=f"{rates.cer:.2f}")
+                if stop_request.requested:
+                    raise Interrupted(f"{run_dir}: interrupted; checkpoint saved at the end of epoch {epoch + 1}. "
+                                      f"Continue with: asrbench train --out {run_dir} --resume")
+                if stop_reason == "time budget":
+                    break
+                if tc.patience and bad_epochs >= tc.patience:
+                    stop_reason = "early stopping"
+                    break
     epochs_done = metrics_row.get("epoch", start_epoch)
     summary = {
         "model": config.model.name,

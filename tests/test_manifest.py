@@ -120,7 +120,7 @@ def test_duplicate_id_names_both_lines(tmp_path):
 @pytest.mark.parametrize("duration", [0, -1.5, "nan"])
 def test_non_positive_duration(tmp_path, duration):
     value = float(duration) if duration == "nan" else duration  # json writes NaN, which json reads back
-    assert_error_at(write_lines(tmp_path / "m.jsonl", [row(duration=value)]), 1, "duration must be positive")
+    assert_error_at(write_lines(tmp_path / "m.jsonl", [row(duration=value)]), 1, "duration must be a positive number")
 
 
 @pytest.mark.parametrize("field", ["duration", "offset"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import Counter
 
 import numpy as np
 import soundfile
@@ -36,8 +37,13 @@ def audio_info(path: str) -> tuple[float, int]:
     return info.frames / info.samplerate, info.samplerate
 
 
-def load_audio(path: str, sample_rate: int, offset: float = 0.0, duration: float | None = None) -> torch.Tensor:
-    """Load ``path`` as a mono float32 tensor of shape (samples,) at ``sample_rate``."""
+def load_audio(path: str, sample_rate: int, offset: float = 0.0, duration: float | None = None,
+               notes: Counter | None = None) -> torch.Tensor:
+    """Load ``path`` as a mono float32 tensor of shape (samples,) at ``sample_rate``.
+
+    ``notes`` counts the conversions made (``"resampled from N Hz"``, ``"downmixed from C channels"``)
+    so callers can report them once per split instead of per file.
+    """
     _require_file(path)
     try:
         with soundfile.SoundFile(path) as handle:
@@ -54,6 +60,10 @@ def load_audio(path: str, sample_rate: int, offset: float = 0.0, duration: float
     if data.shape[0] == 0:
         raise AsrbenchError(f"{path}: zero-length audio")
     waveform = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]))
+    if notes is not None and data.shape[1] > 1:
+        notes[f"downmixed from {data.shape[1]} channels to mono"] += 1
+    if notes is not None and native_rate != sample_rate:
+        notes[f"resampled from {native_rate} Hz to {sample_rate} Hz"] += 1
     if native_rate != sample_rate:
         from asrbench.torchaudio_compat import functional
 

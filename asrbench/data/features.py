@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from asrbench.config import FeatureConfig
 from asrbench.data.audio import load_audio
 from asrbench.data.manifest import Utterance, read_manifest, split_path
 from asrbench.errors import AsrbenchError
-from asrbench.progress import progress_bar
+from asrbench.progress import console, progress_bar
 from asrbench.torchaudio_compat import functional as audio_functional
 from asrbench.torchaudio_compat import kaldi
 
@@ -103,14 +104,17 @@ def extract(
 ) -> FeatureSet:
     extractor = FeatureExtractor(config)
     pieces = []
+    notes: Counter = Counter()
     with progress_bar() as progress:
         task = progress.add_task(description, total=len(utterances))
         for utt in utterances:
             # A perturbed utterance's duration is already divided by the speed factor; read the original span.
             span = utt.duration * speed if utt.offset else None
-            waveform = load_audio(utt.audio, config.sample_rate, utt.offset, span)
+            waveform = load_audio(utt.audio, config.sample_rate, utt.offset, span, notes)
             pieces.append(extractor(speed_perturb(waveform, config.sample_rate, speed)))
             progress.advance(task)
+    for what, count in sorted(notes.items()):
+        console.print(f"[yellow]note[/yellow]: {description}: {count} of {len(utterances)} files {what}")
     lengths = torch.tensor([0] + [piece.size(0) for piece in pieces])
     frames = torch.cat(pieces) if pieces else torch.zeros(0, config.dim())
     return FeatureSet(utterances, frames.contiguous(), torch.cumsum(lengths, 0))

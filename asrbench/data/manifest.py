@@ -9,6 +9,7 @@ A prepared data dir holds ``train.jsonl``, ``dev.jsonl`` and ``test.jsonl``.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -66,11 +67,16 @@ def read_manifest(path: str | Path) -> list[Utterance]:
             offset = float(row.get("offset", 0.0))
         except (TypeError, ValueError):
             raise AsrbenchError(f"{where}: 'duration' and 'offset' must be numbers") from None
-        if not duration > 0:
-            raise AsrbenchError(f"{where}: duration must be positive, got {row['duration']!r}")
+        if not (math.isfinite(duration) and duration > 0):
+            raise AsrbenchError(f"{where}: duration must be a positive number of seconds, got {row['duration']!r}")
+        if not (math.isfinite(offset) and offset >= 0):
+            raise AsrbenchError(f"{where}: offset must be zero or more seconds, got {row.get('offset')!r}")
         for name in ("id", "audio", "text"):
             if not isinstance(row[name], str):
                 raise AsrbenchError(f"{where}: field '{name}' must be a string")
+        for name in ("id", "audio"):
+            if not row[name].strip() or "\0" in row[name]:
+                raise AsrbenchError(f"{where}: field '{name}' must be a non-empty string without NUL characters")
         if not row["text"].strip():
             raise AsrbenchError(f"{where}: empty text for utterance '{row['id']}'")
         if row["id"] in seen:
@@ -98,16 +104,22 @@ def write_manifest(path: str | Path, utterances: list[Utterance]) -> None:
 
 
 def write_data_dir(out_dir: str | Path, splits: dict[str, list[Utterance]]) -> dict[str, int]:
-    """Write ``<split>.jsonl`` for each split; returns utterance counts per split."""
+    """Write ``<split>.jsonl`` for each split, all or nothing; returns utterance counts per split."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for split, utterances in splits.items():
-        write_manifest(out_dir / f"{split}.jsonl", utterances)
+    fileio.write_texts_together({
+        out_dir / f"{split}.jsonl": "".join(json.dumps(utt.to_json(), ensure_ascii=False) + "\n" for utt in utterances)
+        for split, utterances in splits.items()
+    })
     return {split: len(utts) for split, utts in splits.items()}
 
 
 def split_path(data_dir: str | Path, split: str) -> Path:
-    """Path of a split's manifest, with a clear error if it was never prepared."""
+    """Path of a split's manifest, with a clear error if it was never prepared.
+
+    A split is a plain name: it also names cache files and decode dirs, so it may not hold a path.
+    """
+    if not split or split.startswith(".") or any(sep in split for sep in ("/", "\\", "\0")):
+        raise AsrbenchError(f"split '{split}': give a split name such as train, dev or test, not a path")
     path = Path(data_dir) / f"{split}.jsonl"
     if not path.is_file():
         raise AsrbenchError(
