@@ -83,3 +83,16 @@ def test_binary_mode_and_torch_save(tmp_path):
     loaded = torch.load(tmp_path / "t.pt", weights_only=True)
     assert torch.equal(loaded["w"], tensors["w"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blob.bin", "t.pt"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    from asrbench import fileio
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    fileio.write_text(tmp_path / "a.txt", "x")
+    fileio.write_texts_together({tmp_path / "b.txt": "y"})
+    for name in ("a.txt", "b.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
