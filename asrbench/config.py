@@ -378,8 +378,14 @@ def _apply_override(sections: dict, path: list[str], value: Any, text: str, mode
     section = sections[path[0]]
     if not isinstance(section, dict):
         raise AsrbenchError(f"--set {text}: section '{path[0]}' is not a mapping")
+    from asrbench.models import model_config_class
+
+    cls = model_config_class(model) if path[0] == "model" else SECTIONS[path[0]]
+    valid = [f.name for f in dataclasses.fields(cls)]
+    if path[1] not in valid:
+        raise AsrbenchError(f"--set {text}: unknown key '{path[1]}' in {path[0]} (valid keys: {', '.join(valid)})")
     raw = text.split("=", 1)[1]
-    section[path[1]] = _Override(raw, value)  # unknown keys are caught by build_dataclass with the valid list
+    section[path[1]] = _Override(raw, value)
 
 
 def with_overrides(config: RunConfig, overrides: list[str], where: str = "--set") -> RunConfig:

@@ -289,7 +289,10 @@ def test_override_of_unknown_section_lists_valid_sections(tmp_path):
 def test_override_of_unknown_key_lists_valid_keys(tmp_path):
     with pytest.raises(AsrbenchError) as err:
         resolve(write_recipe(tmp_path), "lstm", ["train.lrate=0.1"])
-    assert "lrate" in str(err.value) and "warmup_steps" in str(err.value)
+    assert str(err.value).startswith("--set train.lrate=0.1: unknown key 'lrate' in train")
+    assert "warmup_steps" in str(err.value)
+    with pytest.raises(AsrbenchError, match=r"^--set model.hiden=3: unknown key 'hiden' in model .*hidden_size"):
+        resolve(write_recipe(tmp_path), "lstm", ["model.hiden=3"])
 
 
 def test_override_with_wrong_type_names_the_key(tmp_path):
