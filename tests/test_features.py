@@ -77,6 +77,23 @@ def test_fbank_equals_kaldi_on_int16_scaled_samples():
     assert torch.allclose(FeatureExtractor(config)(waveform), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("rate,mels,length_ms,shift_ms", [(16000, 80, 25.0, 10.0), (8000, 40, 25.0, 5.0),
+                                                          (22050, 64, 20.0, 10.0), (16000, 23, 32.0, 12.5)])
+def test_batched_fbank_matches_kaldi_for_every_utterance(rate, mels, length_ms, shift_ms):
+    torch.manual_seed(1)
+    config = FeatureConfig(sample_rate=rate, num_mel_bins=mels, frame_length_ms=length_ms, frame_shift_ms=shift_ms)
+    # Speech-like levels, silence (exact zeros hit the log floor) and a DC offset.
+    levels = ((0.41, 0.05), (1.3, 0.3), (0.9, 0.001))
+    waveforms = [torch.randn(int(rate * seconds)) * level for seconds, level in levels]
+    waveforms += [torch.zeros(int(rate * 0.5)), torch.randn(int(rate * 0.7)) * 0.05 + 0.2]
+    batched = FeatureExtractor(config).batch(waveforms)
+    for waveform, features in zip(waveforms, batched, strict=True):
+        expected = kaldi.fbank((waveform * 32768.0).unsqueeze(0), num_mel_bins=mels, sample_frequency=rate,
+                               frame_length=length_ms, frame_shift=shift_ms, dither=0.0)
+        assert features.shape == expected.shape
+        assert torch.allclose(features, expected, atol=2e-3, rtol=1e-4), (features - expected).abs().max()
+
+
 def test_louder_audio_has_higher_log_energy_by_the_gain():
     # log-mel energies move by 2*log(gain) when the waveform is scaled, a property of log power.
     torch.manual_seed(0)
