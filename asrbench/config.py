@@ -94,6 +94,9 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
     # Batches in a row with a non-finite loss or gradient before training stops with an error.
     max_nonfinite_batches: int = 20
+    max_steps: int = 0  # stop after this many optimizer steps in all (0 = no limit)
+    # Processes collating batches ahead of the training step (0 = in the training process).
+    data_workers: int = 1
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a gradient scaler)
@@ -166,6 +169,8 @@ NON_NEGATIVE = {
     ("train", "patience"),
     ("train", "max_minutes"),
     ("train", "checkpoint_minutes"),
+    ("train", "max_steps"),
+    ("train", "data_workers"),
     ("train", "weight_decay"),
     ("train", "num_threads"),
     ("augment", "freq_masks"),

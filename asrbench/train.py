@@ -23,7 +23,7 @@ from torch import nn
 
 from asrbench import checkpoint, fileio, rundir
 from asrbench.config import RunConfig, data_root, resolve, with_overrides
-from asrbench.data.batching import BucketBatchSampler, Collator
+from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches, epoch_loader
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decode import recognize
@@ -362,6 +362,9 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
                 if train_seconds >= budget_seconds:
                     stop_reason = "time budget"
                     break
+                if tc.max_steps and step >= tc.max_steps:
+                    stop_reason = "max steps"
+                    break
                 epoch_start = time.perf_counter()
                 last_save = epoch_start
                 model.train()
@@ -369,9 +372,12 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
                 batches = sampler.batches()
                 if position == 0:
                     loss_sum, loss_count = 0.0, 0
-                for batch_index in range(position, len(batches)):
+                loader = epoch_loader(EpochBatches(collate, batches, tc.seed, epoch, position), tc.data_workers,
+                                      pin_memory=device.type == "cuda")
+                loop_start, loop_steps = time.perf_counter(), 0
+                for batch_index, batch in enumerate(loader, start=position):
                     indices = batches[batch_index]
-                    batch = collate(indices).to(device)
+                    batch = batch.to(device)
                     with _autocast(device, tc.precision):
                         loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets,
                                                   batch.target_lengths)
@@ -408,10 +414,14 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
                         clock["fraction"] = elapsed / budget_seconds
                     scheduler.step()
                     step += 1
+                    loop_steps += 1
                     progress.update(task, advance=1, loss=f"{float(loss.detach()):.3f}",
                                     lr=f"{scheduler.get_last_lr()[0]:.2e}")
                     if elapsed >= budget_seconds:
                         stop_reason = "time budget"
+                        break
+                    if tc.max_steps and step >= tc.max_steps:
+                        stop_reason = "max steps"
                         break
                     if stop_request.requested:  # Ctrl-C: finish the batch, save, stop
                         save_last(epoch, batch_index + 1, train_seconds + time.perf_counter() - epoch_start)
@@ -423,6 +433,8 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
                     if now - last_save >= checkpoint_seconds and batch_index + 1 < len(batches):
                         save_last(epoch, batch_index + 1, train_seconds + now - epoch_start)
                         last_save = time.perf_counter()
+                loop_seconds = time.perf_counter() - loop_start
+                del loader  # its workers exit now, not during the dev pass
                 position = 0
                 eval_start = time.perf_counter()
                 dev = recognize(model, data.dev, data.cmvn, data.tokenizer, device, tc.eval_batch_frames,
@@ -447,6 +459,9 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
                     "lr": scheduler.get_last_lr()[0],
                     "train_seconds": train_seconds,
                     "skipped_batches": skipped_batches,
+                    # Throughput of the batch loop alone (data, step, logging; no dev pass).
+                    "loop_steps": loop_steps,
+                    "loop_seconds": loop_seconds,
                 }
                 rundir.append_metrics(run_dir, metrics_row)
                 save_last(epoch + 1, 0, train_seconds)
@@ -454,7 +469,7 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
                 if stop_request.requested:
                     raise Interrupted(f"{run_dir}: interrupted; checkpoint saved at the end of epoch {epoch + 1}. "
                                       f"Continue with: asrbench train --out {run_dir} --resume")
-                if stop_reason == "time budget":
+                if stop_reason in ("time budget", "max steps"):
                     break
                 if tc.patience and bad_epochs >= tc.patience:
                     stop_reason = "early stopping"

@@ -19,7 +19,6 @@ from test_train import _write_corpus
 
 from asrbench import checkpoint, fileio, rundir
 from asrbench.config import data_root
-from asrbench.data import batching
 from asrbench.data.audio import load_audio
 from asrbench.data.features import extract
 from asrbench.data.manifest import Utterance, split_path
@@ -54,7 +53,8 @@ def _same_weights(a: dict, b: dict) -> bool:
 
 
 def _metrics(run: Path) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "train_seconds"} for row in rundir.read_metrics(run)]
+    timing = ("train_seconds", "loop_seconds", "loop_steps")  # how long, and how much of it this process did
+    return [{k: v for k, v in row.items() if k not in timing} for row in rundir.read_metrics(run)]
 
 
 # --- Ctrl-C, kill -9 and resume -------------------------------------------------------------
@@ -91,13 +91,15 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches_an_uninterrupted_run(recipe: 
 
 
 def test_ctrl_c_exits_130_with_one_line(recipe: Path, tmp_path: Path, monkeypatch, capsys):
-    original = batching.Collator.__call__
+    from asrbench.models.dnn import DNN
 
-    def interrupt(self, indices):
+    original = DNN.compute_loss
+
+    def interrupt(self, *args):
         os.kill(os.getpid(), signal.SIGINT)
-        return original(self, indices)
+        return original(self, *args)
 
-    monkeypatch.setattr(batching.Collator, "__call__", interrupt)
+    monkeypatch.setattr(DNN, "compute_loss", interrupt)
     monkeypatch.setenv("ASRBENCH_NO_PROGRESS", "1")
     code, _, err = run_main(monkeypatch, capsys, "train", str(recipe), "--model", "dnn", "--out",
                             str(tmp_path / "run"))
@@ -109,38 +111,67 @@ def test_ctrl_c_exits_130_with_one_line(recipe: Path, tmp_path: Path, monkeypatc
 YESNO_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "yesno.yaml"
 
 
-def _train_command(out: Path, *extra: str) -> list[str]:
+def _train_command(out: Path, data: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "asrbench", "train", str(YESNO_RECIPE), "--model", "cnn", "--out", str(out),
-            "--data", str(out.parent / "data"), "--epochs", "8", "--set", "train.num_threads=1",
-            "--set", "train.max_minutes=0", *extra]
+            "--data", str(data), "--epochs", "8", "--set", "train.num_threads=1", "--set", "train.max_minutes=0",
+            "--set", "train.data_workers=1", *extra]
 
 
-def test_kill_9_then_resume_ends_like_an_uninterrupted_yesno_run(tmp_path: Path):
+ENV = {**os.environ, "ASRBENCH_NO_PROGRESS": "1"}
+
+
+@pytest.fixture(scope="module")
+def yesno_reference(tmp_path_factory) -> tuple[Path, Path]:
+    """Prepared yesno data and an uninterrupted 8-epoch cnn run on it."""
     source = data_root() / "yesno"
     assert source.is_dir(), f"yesno corpus expected at {source} (set ASRBENCH_DATA_ROOT)"
-    env = {**os.environ, "ASRBENCH_NO_PROGRESS": "1"}
+    root = tmp_path_factory.mktemp("yesno")
     subprocess.run([sys.executable, "-m", "asrbench", "data", "prepare", "yesno", str(source), "--out",
-                    str(tmp_path / "data")], check=True, env=env, capture_output=True)
-    reference = tmp_path / "reference"
-    subprocess.run(_train_command(reference), check=True, env=env, capture_output=True)
+                    str(root / "data")], check=True, env=ENV, capture_output=True)
+    subprocess.run(_train_command(root / "reference", root / "data"), check=True, env=ENV, capture_output=True)
+    return root / "data", root / "reference"
 
-    run = tmp_path / "run"
-    process = subprocess.Popen(_train_command(run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+def _interrupt_after(run: Path, data: Path, epochs: int, kill) -> subprocess.Popen:
+    process = subprocess.Popen(_train_command(run, data), env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
-    while len(rundir.read_metrics(run)) < 3 and process.poll() is None and time.monotonic() < deadline:
+    while len(rundir.read_metrics(run)) < epochs and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
+    kill(process)
     process.wait()
-    killed_at = len(rundir.read_metrics(run))
-    assert 3 <= killed_at < 8, "the kill came too late to test anything"
-    assert not (run / rundir.SUMMARY).exists()
+    return process
 
-    resumed = subprocess.run(_train_command(run, "--resume"), env=env, capture_output=True, text=True)
+
+def _assert_resumes_like(run: Path, data: Path, reference: Path) -> None:
+    resumed = subprocess.run(_train_command(run, data, "--resume"), env=ENV, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert _metrics(run) == _metrics(reference)
     assert _same_weights(_weights(run), _weights(reference))
     assert json.loads((run / rundir.SUMMARY).read_text())["best_dev_cer"] == \
         json.loads((reference / rundir.SUMMARY).read_text())["best_dev_cer"]
+
+
+def test_kill_9_then_resume_ends_like_an_uninterrupted_yesno_run(yesno_reference, tmp_path: Path):
+    data, reference = yesno_reference
+    run = tmp_path / "run"
+    _interrupt_after(run, data, 3, lambda process: process.send_signal(signal.SIGKILL))
+    assert 3 <= len(rundir.read_metrics(run)) < 8, "the kill came too late to test anything"
+    assert not (run / rundir.SUMMARY).exists()
+    _assert_resumes_like(run, data, reference)
+
+
+def test_ctrl_c_to_the_process_group_with_loader_workers(yesno_reference, tmp_path: Path):
+    # A terminal's Ctrl-C reaches the trainer and its data-loader workers alike.
+    data, reference = yesno_reference
+    run = tmp_path / "run"
+    process = _interrupt_after(run, data, 2, lambda process: os.killpg(process.pid, signal.SIGINT))
+    errors = process.stderr.read().strip().splitlines()
+    assert process.returncode == 130, errors[-5:]
+    assert errors[-1].startswith("error: ") and "interrupted; checkpoint saved" in errors[-1]
+    assert "Traceback" not in "\n".join(errors)
+    assert len(rundir.read_metrics(run)) < 8 and not (run / rundir.SUMMARY).exists()
+    _assert_resumes_like(run, data, reference)
 
 
 def test_metrics_written_after_the_last_checkpoint_are_redone(recipe: Path, tmp_path: Path):

@@ -8,13 +8,13 @@ utterances are short or long.
 from __future__ import annotations
 
 import random
+import signal
 from dataclasses import dataclass
 
 import torch
 
 from asrbench.config import AugmentConfig
 from asrbench.data.features import FeatureSet, GlobalCMVN
-from asrbench.torchaudio_compat import functional as audio_functional
 
 
 class BucketBatchSampler:
@@ -78,6 +78,11 @@ class Batch:
     targets: torch.Tensor  # (sum of target lengths,) token ids, concatenated
     target_lengths: torch.Tensor  # (B,)
 
+    def pin_memory(self) -> Batch:
+        """Page-locked copies, so that ``to(cuda, non_blocking=True)`` overlaps with compute."""
+        return Batch(self.ids, self.features.pin_memory(), self.feature_lengths.pin_memory(),
+                     self.targets.pin_memory(), self.target_lengths.pin_memory())
+
     def to(self, device: torch.device) -> Batch:
         non_blocking = device.type == "cuda"
         return Batch(
@@ -89,17 +94,33 @@ class Batch:
         )
 
 
-def spec_augment(features: torch.Tensor, config: AugmentConfig) -> torch.Tensor:
-    """(T, F) -> (T, F) with frequency and time masks (Park et al., 2019), drawn from torch's RNG."""
-    spec = features.t().unsqueeze(0)  # (1, F, T), torchaudio's layout
+def _mask(spec: torch.Tensor, max_width: int, value: float, axis: int, generator: torch.Generator | None) -> None:
+    """One mask of width U[0, max_width) at a uniform start, in place (torchaudio's convention)."""
+    size = spec.size(axis)
+    width = float(torch.rand((), generator=generator)) * max_width
+    start = float(torch.rand((), generator=generator)) * (size - width)
+    first = max(0, int(start))
+    last = min(size, int(start) + int(width))  # fewer than max_width frames or bins, inside the axis
+    if last > first:
+        spec.narrow(axis, first, last - first).fill_(value)
+
+
+def spec_augment(features: torch.Tensor, config: AugmentConfig,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """(T, F) -> (T, F) with frequency and time masks (Park et al., 2019) filled with the mean.
+
+    Draws come from ``generator`` (torch's global RNG without one), so a batch can be augmented
+    the same way in any process and after any resume.
+    """
+    out = features.clone()
     mean = float(features.mean())
     for _ in range(config.freq_masks):
-        spec = audio_functional.mask_along_axis(spec, config.freq_mask_width, mean, axis=1)
+        _mask(out, config.freq_mask_width, mean, 1, generator)
     time_width = min(config.time_mask_width, int(config.time_mask_ratio * features.size(0)))
     if time_width > 0:
         for _ in range(config.time_masks):
-            spec = audio_functional.mask_along_axis(spec, time_width, mean, axis=2)
-    return spec.squeeze(0).t()
+            _mask(out, time_width, mean, 0, generator)
+    return out
 
 
 class Collator:
@@ -117,10 +138,12 @@ class Collator:
         self.cmvn = cmvn
         self.augment = augment
 
-    def __call__(self, indices: list[int]) -> Batch:
+    def __call__(self, indices: list[int], seed: int | None = None) -> Batch:
+        """The padded batch; with ``seed`` its augmentation is a function of the seed alone."""
         pieces = [self.cmvn(self.features[i]) for i in indices]
         if self.augment is not None and self.augment.spec_augment:
-            pieces = [spec_augment(piece, self.augment) for piece in pieces]
+            generator = torch.Generator().manual_seed(seed) if seed is not None else None
+            pieces = [spec_augment(piece, self.augment, generator) for piece in pieces]
         lengths = torch.tensor([piece.size(0) for piece in pieces])
         padded = torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True)
         targets = [torch.tensor(self.token_ids[i], dtype=torch.long) for i in indices]
@@ -131,3 +154,43 @@ class Collator:
             targets=torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long),
             target_lengths=torch.tensor([t.numel() for t in targets]),
         )
+
+
+class EpochBatches(torch.utils.data.Dataset):
+    """The batches of one epoch from ``start`` on, collated on demand (in loader workers).
+
+    Batch ``i`` of epoch ``e`` is augmented with the seed ``seed * 1000003 + e * 10007 + i``,
+    so the data a step sees depends on nothing but (seed, epoch, batch): not on the number of
+    loader workers, and not on whether training was resumed in between.
+    """
+
+    def __init__(self, collate: Collator, batches: list[list[int]], seed: int, epoch: int, start: int = 0):
+        self.collate = collate
+        self.batches = batches
+        self.seed, self.epoch, self.start = seed, epoch, start
+
+    def __len__(self) -> int:
+        return len(self.batches) - self.start
+
+    def __getitem__(self, item: int) -> Batch:
+        index = self.start + item
+        return self.collate(self.batches[index], self.seed * 1000003 + self.epoch * 10007 + index)
+
+
+def _ignore_ctrl_c(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; the training process decides what happens (it
+    # finishes the batch and saves), so its workers must keep serving batches until then.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def epoch_loader(dataset: EpochBatches, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
+    """Batches in order, collated by ``workers`` processes ahead of the training step (0: inline).
+
+    The loader gets a private generator: creating it must not draw from the global RNG that
+    dropout uses, or a resumed run would diverge from an uninterrupted one.
+    """
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None, generator=torch.Generator(),
+        worker_init_fn=_ignore_ctrl_c if workers else None,
+    )
