@@ -7,10 +7,11 @@ TORCH_PIN ?= torch==2.13.0
 TORCHAUDIO_PIN ?= torchaudio==2.11.0
 STAMP := $(VENV)/.installed
 
+DATA_ROOT ?= $(or $(ASRBENCH_DATA_ROOT),../shared/data)
 DEMO_DIR ?= runs/demo
 DEMO_MODELS := dnn cnn lstm gru crdnn transformer conformer
 
-.PHONY: setup test test-fast lint demo clean
+.PHONY: setup test test-fast lint demo bench clean
 
 setup: $(STAMP)
 
@@ -40,6 +41,12 @@ demo: setup
 	done
 	$(BIN)/asrbench compare $(addprefix $(DEMO_DIR)/,$(DEMO_MODELS))
 	$(BIN)/asrbench compare $(addprefix $(DEMO_DIR)/,$(DEMO_MODELS)) --format markdown -o $(DEMO_DIR)/RESULTS.md
+
+# The benchmark suite (benchmarks/run_all.py): one table of every figure against its target,
+# benchmarks/results/latest.json; <= 15 minutes on 2 CPU cores.
+bench: setup
+	test -f data/an4/train.jsonl || $(BIN)/asrbench data prepare an4 $(DATA_ROOT)/an4 --out data/an4
+	ASRBENCH_NO_PROGRESS=1 $(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) runs data .pytest_cache .ruff_cache

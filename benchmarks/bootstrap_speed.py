@@ -30,6 +30,7 @@ from pathlib import Path
 
 import jiwer
 import numpy as np
+from _common import figure, record
 
 from asrbench import stats
 from asrbench.scoring import score_utterances
@@ -140,6 +141,10 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
+    figures = {"bootstrap_seconds": figure(vectorized, 1.0, "s", better="lower",
+                                           speedup_vs_numpy_loop=loop_seconds / vectorized,
+                                           speedup_vs_naive_jiwer=naive_seconds / vectorized)}
+    record("bootstrap_speed", figures, {key: report[key] for key in ("systems", "utterances", "resamples", "pairs")})
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ def extract(
     extractor = FeatureExtractor(config)
     pieces: list[torch.Tensor] = []
     notes: Counter = Counter()
-    pending: list[torch.Tensor] = []  # waveforms waiting for one batched pass (~32 s of audio)
+    pending: list[torch.Tensor] = []  # waveforms waiting for one batched pass (~16 s of audio: cache-sized)
     pending_samples = 0
     with progress_bar() as progress:
         task = progress.add_task(description, total=len(utterances))
@@ -175,7 +175,7 @@ def extract(
                                      config.sample_rate, speed)
             pending.append(waveform)
             pending_samples += waveform.numel()
-            if pending_samples >= 32 * config.sample_rate or index == len(utterances) - 1:
+            if pending_samples >= 16 * config.sample_rate or index == len(utterances) - 1:
                 pieces += extractor.batch(pending)
                 progress.advance(task, len(pending))
                 pending, pending_samples = [], 0

@@ -1,0 +1,175 @@
+"""CTC decoding speed after the encoder: greedy search, and prefix beam search against flashlight.
+
+    python benchmarks/decode_bench.py --run runs/final/an4/conformer [--data data/an4] [--split test]
+    python benchmarks/decode_bench.py --max-utterances 5 --repeat 1     # synthetic, a quick check
+
+Emissions (log-probs, (T', V) per utterance) are made once, untimed: with ``--run``, the run's
+best checkpoint over the split's cached features (``ctc_log_probs``, as decoding calls it);
+without, synthetic peaky CTC outputs (``ctc_beam_speed.peaky_log_probs``) for the split's
+manifest texts and durations, at 25 frames per second (10 ms frames, 4x subsampling), over a
+character tokenizer built from the split's texts (~30 tokens). They are padded into length-sorted
+batches (as decoding's bucketed batches are) before timing.
+
+Timed, best of ``--repeat`` passes over the whole split, each search exactly as ``asrbench
+decode`` runs it: ``build_searcher(...).search((log_probs, lengths))`` per batch, then
+``tokenizer.decode`` per utterance. RTFx = audio seconds / search seconds.
+
+- greedy (``ctc_greedy``) at batch size 1 and 16: target >= 50,000x real time at both;
+- CTC prefix beam search, ``--beam`` 10, lexicon-free, no LM, batches of 16: ours against
+  flashlight-text's lexicon-free decoder on the same emissions, in this process; the figure is
+  our speed / flashlight's (target >= 1.0), with both WERs (and how often the texts agree).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import best_time, figure, record, set_threads
+from ctc_beam_speed import FRAME_RATE, peaky_log_probs
+
+from asrbench.data.tokenizer import CharTokenizer
+from asrbench.decoding.searchers import DecodeOptions, build_searcher
+from asrbench.errors import AsrbenchError
+from asrbench.scoring import error_rates
+
+GREEDY_TARGET = 50000.0  # x real time
+
+
+@torch.inference_mode()
+def model_emissions(run_dir: Path, data_dir: Path, split: str, limit: int):
+    """-> (tokenizer, [log_probs (T', V)], references, durations) from a run's best checkpoint, on CPU."""
+    from asrbench import rundir
+    from asrbench.checkpoint import load_model
+    from asrbench.data.features import load_features
+    from asrbench.decode import batches_of
+
+    loaded = load_model(rundir.require_run_dir(run_dir) / rundir.BEST)
+    features = load_features(data_dir, split, loaded.config.features)
+    if limit:
+        features = features.subset(list(range(min(limit, len(features)))))
+    collate, batches = batches_of(features, loaded.cmvn, loaded.config.train.eval_batch_frames)
+    emissions: list[torch.Tensor] = [torch.empty(0)] * len(features)
+    for indices in batches:
+        batch = collate(indices)
+        log_probs, lengths = loaded.model.ctc_log_probs(batch.features, batch.feature_lengths)
+        for index, rows, length in zip(indices, log_probs.float(), lengths.tolist(), strict=True):
+            emissions[index] = rows[:length].clone()
+    utterances = features.utterances
+    return loaded.tokenizer, emissions, [u.text for u in utterances], [u.duration for u in utterances]
+
+
+def synthetic_emissions(texts: list[str], durations: list[float], alphabet: list[str], seed: int = 0):
+    """-> (tokenizer, [log_probs (T', V)], references, durations): peaky outputs spelling ``texts``.
+
+    The tokenizer has the characters of ``alphabet`` (texts), so its size does not depend on how
+    many utterances are decoded. A text whose spikes might not fit in its frames loses words from
+    the end (the reference too)."""
+    tokenizer = CharTokenizer.build(alphabet)
+    rng = np.random.default_rng(seed)
+    emissions, references = [], []
+    for text, duration in zip(texts, durations, strict=True):
+        frames = max(int(duration * FRAME_RATE), 1)
+        while len(text) * 2.3 > frames:
+            text = text.rsplit(" ", 1)[0] if " " in text else ""
+        emissions.append(torch.from_numpy(peaky_log_probs(text, frames, tokenizer, rng)))
+        references.append(text)
+    return tokenizer, emissions, references, list(durations)
+
+
+def sorted_batches(emissions: list[torch.Tensor], batch_size: int) -> list[tuple]:
+    """Length-sorted batches: (utterance indices, log_probs (B, T', V) zero-padded, lengths (B,))."""
+    order = sorted(range(len(emissions)), key=lambda i: emissions[i].size(0))
+    batches = []
+    for start in range(0, len(order), batch_size):
+        indices = order[start:start + batch_size]
+        pieces = [emissions[i] for i in indices]
+        padded = torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True, padding_value=0.0)
+        batches.append((indices, padded, torch.tensor([piece.size(0) for piece in pieces])))
+    return batches
+
+
+def transcribe(search, tokenizer: CharTokenizer, batches, count: int) -> list[str]:
+    """What ``asrbench.decode.recognize`` does after the network: search, then ids -> text."""
+    texts = [""] * count
+    for indices, log_probs, lengths in batches:
+        for index, ids in zip(indices, search((log_probs, lengths)), strict=True):
+            texts[index] = tokenizer.decode(ids)
+    return texts
+
+
+def timed(search, tokenizer, batches, count: int, repeat: int) -> tuple[float, list[str]]:
+    """(best seconds of ``repeat`` passes, texts); one untimed pass first warms up and gives the texts."""
+    texts = transcribe(search, tokenizer, batches, count)
+    return best_time(lambda: transcribe(search, tokenizer, batches, count), repeat), texts
+
+
+def measure(tokenizer: CharTokenizer, emissions: list[torch.Tensor], references: list[str], audio_seconds: float,
+            beam: int = 10, repeat: int = 3) -> dict[str, dict]:
+    """The three figures: greedy RTFx at batch 1 and 16, and our beam search's speed / flashlight's."""
+    count, figures = len(emissions), {}
+    by_size = {size: sorted_batches(emissions, size) for size in (1, 16)}
+    # The model is never called: searches get the emissions directly, so none is needed.
+    greedy = build_searcher(None, tokenizer, DecodeOptions(beam=1)).search
+    for size, batches in by_size.items():
+        seconds, texts = timed(greedy, tokenizer, batches, count, repeat)
+        figures[f"greedy_rtfx_batch{size}"] = figure(audio_seconds / seconds, GREEDY_TARGET, "x real time",
+                                                     seconds=seconds, wer=error_rates(references, texts).wer)
+
+    native = build_searcher(None, tokenizer, DecodeOptions(beam=beam))
+    native_seconds, native_texts = timed(native.search, tokenizer, by_size[16], count, repeat)
+    details = {"beam": beam, "batch_size": 16, "native_rtfx": audio_seconds / native_seconds,
+               "native_wer": error_rates(references, native_texts).wer, "search": native.description}
+    try:
+        flashlight = build_searcher(None, tokenizer, DecodeOptions(beam=beam, backend="flashlight")).search
+    except AsrbenchError as err:
+        figures["ctc_beam_vs_flashlight"] = figure(None, 1.0, "x flashlight speed", note=str(err), **details)
+        return figures
+    flashlight_seconds, flashlight_texts = timed(flashlight, tokenizer, by_size[16], count, repeat)
+    flashlight_wer = error_rates(references, flashlight_texts).wer
+    same = sum(a == b for a, b in zip(native_texts, flashlight_texts, strict=True)) / max(count, 1)
+    difference = details["native_wer"] - flashlight_wer
+    note = "same WER" if abs(difference) < 1e-9 else f"WER differs: native - flashlight = {difference:+.2f} points"
+    figures["ctc_beam_vs_flashlight"] = figure(
+        flashlight_seconds / native_seconds, 1.0, "x flashlight speed", **details,
+        flashlight_rtfx=audio_seconds / flashlight_seconds, flashlight_wer=flashlight_wer, same_text_fraction=same,
+        note=note)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, help="Run dir whose best checkpoint makes the emissions (else synthetic).")
+    parser.add_argument("--data", type=Path, default=Path("data/an4"), help="Prepared data dir.")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default).")
+    parser.add_argument("--repeat", type=int, default=3, help="Timed passes per search; the fastest counts.")
+    parser.add_argument("--beam", type=int, default=10)
+    parser.add_argument("--max-utterances", type=int, default=0, help="Only the first N utterances (0 = all).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the synthetic emissions.")
+    args = parser.parse_args()
+    threads = set_threads(args.threads)
+
+    if args.run is not None:
+        tokenizer, emissions, references, durations = model_emissions(args.run, args.data, args.split,
+                                                                      args.max_utterances)
+    else:
+        from asrbench.data.manifest import read_manifest, split_path
+
+        every = read_manifest(split_path(args.data, args.split))
+        utterances = every[:args.max_utterances] if args.max_utterances else every
+        tokenizer, emissions, references, durations = synthetic_emissions(
+            [u.text for u in utterances], [u.duration for u in utterances], [u.text for u in every], args.seed)
+    audio_seconds = sum(durations)
+    figures = measure(tokenizer, emissions, references, audio_seconds, args.beam, args.repeat)
+    record("decode_bench", figures, {
+        "utterances": len(emissions), "audio_seconds": audio_seconds, "frames": sum(e.size(0) for e in emissions),
+        "vocab": len(tokenizer), "threads": threads, "run": str(args.run) if args.run else None,
+        "emissions": "model" if args.run else f"synthetic (seed {args.seed})", "data": str(args.data),
+        "split": args.split, "repeat": args.repeat})
+
+
+if __name__ == "__main__":
+    main()

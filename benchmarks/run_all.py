@@ -1,0 +1,109 @@
+"""The benchmark suite (`make bench`): run every benchmark script, one table against the targets.
+
+    python benchmarks/run_all.py [--only NAME,...] [--skip NAME,...] [--list]
+
+Each script runs in its own process (so timings and memory do not leak between them), prints
+one JSON line and appends it to ``benchmarks/results/<name>.jsonl``. This collects every figure
+into ``benchmarks/results/latest.json`` — per figure ``value``, ``target``, ``unit``, ``ok`` —
+plus the environment, and prints one rich table. A script that fails is reported as failed (and
+the exit code is 1), the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+from _common import RESULTS, ROOT, environment
+
+# name -> script and arguments; sized so that the whole suite takes <= 15 minutes on 2 cores.
+# decode_bench decodes real emissions of the AN4 Conformer when its run dir exists (see README),
+# synthetic AN4-shaped ones otherwise (its JSON says which).
+AN4_RUN = ROOT / "runs" / "final" / "an4" / "conformer"
+SUITE: dict[str, list[str]] = {
+    "bootstrap_speed": ["bootstrap_speed.py"],
+    "feature_speed": ["feature_speed.py", "--data", "data/an4"],
+    "decode_bench": ["decode_bench.py", "--threads", "1"] + (["--run", str(AN4_RUN)] if AN4_RUN.is_dir() else []),
+    "memory_bench": ["memory_bench.py", "--recipe", "recipes/an4.yaml", "--max-utterances", "100", "--epochs", "5"],
+    "setup_time": ["setup_time.py"],
+}
+
+
+def run(name: str, command: list[str]) -> tuple[dict | None, float, str]:
+    start = time.perf_counter()
+    process = subprocess.run([sys.executable, str(ROOT / "benchmarks" / command[0]), *command[1:]], cwd=ROOT,
+                             capture_output=True, text=True, env=None)
+    seconds = time.perf_counter() - start
+    line = None
+    for text in reversed(process.stdout.splitlines()):
+        if text.startswith("{"):
+            try:
+                candidate = json.loads(text)
+            except json.JSONDecodeError:
+                continue
+            if candidate.get("benchmark") == name:
+                line = candidate
+                break
+    error = "" if process.returncode == 0 and line else (process.stderr.strip().splitlines() or ["no result"])[-1]
+    return line, seconds, error
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="Comma-separated benchmark names.")
+    parser.add_argument("--skip", default="", help="Comma-separated benchmark names.")
+    parser.add_argument("--list", action="store_true", help="List the benchmarks and exit.")
+    args = parser.parse_args()
+    if args.list:
+        for name, command in SUITE.items():
+            print(name, " ".join(command))
+        return
+    only = {n for n in args.only.split(",") if n}
+    skip = {n for n in args.skip.split(",") if n}
+    unknown = (only | skip) - set(SUITE)
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s): {', '.join(sorted(unknown))} (valid: {', '.join(SUITE)})")
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    latest: dict = {"figures": {}, "benchmarks": {}, "environment": environment()}
+    failed = False
+    for name, command in SUITE.items():
+        if (only and name not in only) or name in skip:
+            continue
+        console.print(f"[bold]{name}[/bold]: {' '.join(command)}")
+        line, seconds, error = run(name, command)
+        latest["benchmarks"][name] = {"seconds": seconds, "ok": not error, "error": error or None}
+        if error:
+            failed = True
+            console.print(f"[red]failed[/red]: {error}")
+            continue
+        for figure_name, figure in line["figures"].items():
+            latest["figures"][figure_name] = {"benchmark": name, **figure}
+
+    table = Table(title="asrbench benchmarks")
+    for column in ("benchmark", "figure", "value", "target", "unit", "met"):
+        table.add_column(column, justify="right" if column in ("value", "target") else "left")
+    for figure_name, figure in latest["figures"].items():
+        value = figure["value"]
+        shown = "-" if value is None else f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+        sign = "≥" if figure["better"] == "higher" else "≤"
+        table.add_row(figure["benchmark"], figure_name, shown, f"{sign} {figure['target']:,.3g}", figure["unit"],
+                      "[green]yes[/green]" if figure["ok"] else "[red]no[/red]")
+    for name, info in latest["benchmarks"].items():
+        if info["error"]:
+            table.add_row(name, "(failed)", "-", "-", "", f"[red]{info['error'][:60]}[/red]")
+    console.print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(latest, indent=2) + "\n")
+    console.print(f"wrote {RESULTS / 'latest.json'}")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
