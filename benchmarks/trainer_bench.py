@@ -1,0 +1,130 @@
+"""Trainer overhead, compute utilisation and padding waste, per architecture, on a real recipe.
+
+    python benchmarks/trainer_bench.py [--recipe recipes/an4.yaml] [--models dnn,cnn,...] [--steps 20]
+
+For each model, in this process, side by side:
+
+- trainer: ``asrbench train`` itself (features from the cache, length buckets, collation with
+  SpecAugment in its data-loader worker, clipping, schedule, progress bar, logging) stopped after
+  ``--steps`` optimizer steps; its steps/s comes from the epoch's ``loop_steps / loop_seconds``
+  in metrics.jsonl (the dev pass is not part of it);
+- bare loop: the same first ``--steps`` batches of the same epoch, collated beforehand with the
+  same seeds, then only forward + backward + optimizer step, timed over the same steps.
+  Target: trainer / bare >= 0.95.
+
+Compute utilisation (``--flops-models``, default transformer and conformer): the matmul and
+convolution FLOPs of one training step (forward + backward, counted by
+``torch.utils.flop_counter.FlopCounterMode`` on a typical batch) times the trainer's steps/s,
+divided by this machine's float32 matmul rate measured here (2048 x 2048 ``torch.mm``).
+Target >= 0.5. Padding: the fraction of padded frames over one epoch of the recipe's batches
+(target <= 10%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from _common import best_time, figure, record, set_threads
+
+
+def matmul_flops_per_second(size: int = 2048, repeat: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    return 2 * size**3 / best_time(lambda: torch.mm(a, b), repeat)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="recipes/an4.yaml")
+    parser.add_argument("--models", default="dnn,cnn,lstm,gru,crdnn,transformer,conformer")
+    parser.add_argument("--flops-models", default="transformer,conformer")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default).")
+    parser.add_argument("--out", default=None, help="Scratch dir for the trainer's run dirs (default: a temp dir).")
+    args = parser.parse_args()
+    threads = set_threads(args.threads)
+
+    import torch
+
+    from asrbench import rundir
+    from asrbench.config import resolve
+    from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches
+    from asrbench.models import build_model
+    from asrbench.train import load_training_data, seed_everything, train
+
+    scratch = Path(args.out or tempfile.mkdtemp(prefix="trainer_bench_"))
+    peak_flops = matmul_flops_per_second()
+    figures, details = {}, {}
+    padding = None
+    for name in args.models.split(","):
+        overrides = [f"train.max_steps={args.steps}", "train.patience=0", "train.max_minutes=0",
+                     f"train.num_threads={threads}"]
+        config = resolve(args.recipe, name, overrides)
+        data = load_training_data(config)
+        tc = config.train
+
+        # The trainer, end to end.
+        run_dir = scratch / name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        train(args.recipe, name, run_dir, overrides=overrides)
+        row = rundir.read_metrics(run_dir)[-1]
+        trainer_steps_per_second = row["loop_steps"] / row["loop_seconds"]
+
+        # The bare loop on the same batches (epoch 0, same augmentation seeds).
+        seed_everything(tc.seed)
+        model = build_model(name, config.model.options, config.features.dim(), len(data.tokenizer))
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        sampler = BucketBatchSampler(data.train.lengths.tolist(), tc.batch_frames, tc.max_batch_size, True, tc.seed)
+        sampler.set_epoch(0)
+        batches = sampler.batches()
+        dataset = EpochBatches(Collator(data.train, data.train_tokens, data.cmvn, config.augment), batches, tc.seed, 0)
+        collated = [dataset[i] for i in range(min(args.steps, len(dataset)))]
+        start = time.perf_counter()
+        for batch in collated:
+            loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        bare_steps_per_second = len(collated) / (time.perf_counter() - start)
+        ratio = trainer_steps_per_second / bare_steps_per_second
+        figures[f"trainer_overhead_{name}"] = figure(ratio, 0.95, "trainer / bare loop steps/s",
+                                                     trainer_steps_per_second=trainer_steps_per_second,
+                                                     bare_steps_per_second=bare_steps_per_second)
+
+        if name in args.flops_models.split(","):
+            from torch.utils.flop_counter import FlopCounterMode
+
+            batch = collated[len(collated) // 2]
+            with FlopCounterMode(display=False) as counter:
+                loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)
+                loss.backward()
+            optimizer.zero_grad(set_to_none=True)
+            step_flops = counter.get_total_flops()
+            achieved = step_flops * trainer_steps_per_second
+            figures[f"compute_utilisation_{name}"] = figure(
+                achieved / peak_flops, 0.5, "of torch matmul FLOP/s", step_gflops=step_flops / 1e9,
+                achieved_gflops_per_second=achieved / 1e9, matmul_gflops_per_second=peak_flops / 1e9,
+                batch_shape=list(batch.features.shape))
+        if padding is None:
+            lengths = data.train.lengths.tolist()
+            padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+            padding = 1 - sum(lengths) / padded
+            figures["padding_fraction"] = figure(padding, 0.10, "padded / all frames", better="lower",
+                                                 batches=len(batches), batch_frames=tc.batch_frames)
+        details[name] = {"params": sum(p.numel() for p in model.parameters()), "steps": len(collated)}
+        del model, optimizer, data
+    if not args.out:
+        shutil.rmtree(scratch, ignore_errors=True)
+    record("trainer_bench", figures, {"recipe": args.recipe, "steps": args.steps, "threads": threads,
+                                      "models": details})
+
+
+if __name__ == "__main__":
+    main()
