@@ -23,6 +23,18 @@ BEST = Path("checkpoints") / "best.pt"
 LAST = Path("checkpoints") / "last.pt"
 PREVIOUS = Path("checkpoints") / "last.prev.pt"  # the resumable checkpoint before LAST, kept as a fallback
 LOCK = ".lock"
+_held_locks: list = []  # open lock files of this process (see close_inherited_locks)
+
+
+def close_inherited_locks() -> None:
+    """In a forked child (a data-loader worker): drop the copies of the parent's lock files.
+
+    A ``flock`` lock lives as long as any copy of its file descriptor, so a worker outliving a
+    killed trainer would otherwise keep the run dir locked.
+    """
+    for handle in _held_locks:
+        handle.close()
+    _held_locks.clear()
 
 
 @contextmanager
@@ -50,8 +62,11 @@ def lock(run_dir: Path) -> Iterator[None]:
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
+        _held_locks.append(handle)
         yield
     finally:
+        if handle in _held_locks:
+            _held_locks.remove(handle)
         handle.close()
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from asrbench import checkpoint, fileio, rundir
 from asrbench.config import RunConfig, data_root, resolve, with_overrides
-from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches, epoch_loader
+from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches, EpochKeys, train_loader
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decode import recognize
@@ -305,6 +305,9 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
         optimizer, lambda step: lr_factor(step, total_steps, tc, clock["fraction"]))
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16" and device.type == "cuda")
     collate = Collator(data.train, data.train_tokens, data.cmvn, config.augment)
+    keys = EpochKeys()
+    loader = train_loader(EpochBatches(collate, sampler, tc.seed), keys, tc.data_workers,
+                          pin_memory=device.type == "cuda")
     dev_searcher = Searcher("dev", lambda features, lengths: (features, lengths),
                             lambda out: model.dev_decode(*out), {"kind": "dev"})
 
@@ -372,8 +375,7 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
                 batches = sampler.batches()
                 if position == 0:
                     loss_sum, loss_count = 0.0, 0
-                loader = epoch_loader(EpochBatches(collate, batches, tc.seed, epoch, position), tc.data_workers,
-                                      pin_memory=device.type == "cuda")
+                keys.set(epoch, position, len(batches))
                 loop_start, loop_steps = time.perf_counter(), 0
                 for batch_index, batch in enumerate(loader, start=position):
                     indices = batches[batch_index]
@@ -434,7 +436,6 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
                         save_last(epoch, batch_index + 1, train_seconds + now - epoch_start)
                         last_save = time.perf_counter()
                 loop_seconds = time.perf_counter() - loop_start
-                del loader  # its workers exit now, not during the dev pass
                 position = 0
                 eval_start = time.perf_counter()
                 dev = recognize(model, data.dev, data.cmvn, data.tokenizer, device, tc.eval_batch_frames,

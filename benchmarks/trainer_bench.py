@@ -84,8 +84,8 @@ def main() -> None:
         sampler = BucketBatchSampler(data.train.lengths.tolist(), tc.batch_frames, tc.max_batch_size, True, tc.seed)
         sampler.set_epoch(0)
         batches = sampler.batches()
-        dataset = EpochBatches(Collator(data.train, data.train_tokens, data.cmvn, config.augment), batches, tc.seed, 0)
-        collated = [dataset[i] for i in range(min(args.steps, len(dataset)))]
+        dataset = EpochBatches(Collator(data.train, data.train_tokens, data.cmvn, config.augment), sampler, tc.seed)
+        collated = [dataset[(0, i)] for i in range(min(args.steps, len(batches)))]
         start = time.perf_counter()
         for batch in collated:
             loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)

@@ -7,6 +7,7 @@ utterances are short or long.
 
 from __future__ import annotations
 
+import copy
 import random
 import signal
 from dataclasses import dataclass
@@ -156,41 +157,76 @@ class Collator:
         )
 
 
-class EpochBatches(torch.utils.data.Dataset):
-    """The batches of one epoch from ``start`` on, collated on demand (in loader workers).
+def batch_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of batch ``index`` of ``epoch``: a function of these three alone."""
+    return seed * 1000003 + epoch * 10007 + index
 
-    Batch ``i`` of epoch ``e`` is augmented with the seed ``seed * 1000003 + e * 10007 + i``,
-    so the data a step sees depends on nothing but (seed, epoch, batch): not on the number of
-    loader workers, and not on whether training was resumed in between.
+
+class EpochBatches(torch.utils.data.Dataset):
+    """Training batches by key ``(epoch, index)``, collated on demand (in loader workers).
+
+    A worker recomputes an epoch's batches from the sampler (they depend only on its seed and the
+    epoch) and augments batch ``index`` with :func:`batch_seed`, so what a step sees depends on
+    nothing but (seed, epoch, batch): not on the number of workers, and not on whether training
+    was resumed in between. One loader with persistent workers serves every epoch.
     """
 
-    def __init__(self, collate: Collator, batches: list[list[int]], seed: int, epoch: int, start: int = 0):
+    def __init__(self, collate: Collator, sampler: BucketBatchSampler, seed: int):
         self.collate = collate
-        self.batches = batches
-        self.seed, self.epoch, self.start = seed, epoch, start
+        self.sampler = copy.copy(sampler)
+        self.seed = seed
+        self._epoch: int | None = None
+        self._batches: list[list[int]] = []
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        if epoch != self._epoch:
+            self.sampler.set_epoch(epoch)
+            self._batches, self._epoch = self.sampler.batches(), epoch
+        return self._batches
 
     def __len__(self) -> int:
-        return len(self.batches) - self.start
+        return len(self.batches(self._epoch or 0))
 
-    def __getitem__(self, item: int) -> Batch:
-        index = self.start + item
-        return self.collate(self.batches[index], self.seed * 1000003 + self.epoch * 10007 + index)
+    def __getitem__(self, key: tuple[int, int]) -> Batch:
+        epoch, index = key
+        return self.collate(self.batches(epoch)[index], batch_seed(self.seed, epoch, index))
 
 
-def _ignore_ctrl_c(worker_id: int) -> None:
+class EpochKeys(torch.utils.data.Sampler):
+    """The keys ``(epoch, index)`` for ``index`` in ``[start, stop)``; set before each epoch."""
+
+    def __init__(self) -> None:
+        self.epoch, self.start, self.stop = 0, 0, 0
+
+    def set(self, epoch: int, start: int, stop: int) -> None:
+        self.epoch, self.start, self.stop = epoch, start, stop
+
+    def __iter__(self):
+        return iter([(self.epoch, index) for index in range(self.start, self.stop)])
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def _init_worker(worker_id: int) -> None:
+    from asrbench import rundir
+
     # Ctrl-C reaches the whole process group; the training process decides what happens (it
     # finishes the batch and saves), so its workers must keep serving batches until then.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    rundir.close_inherited_locks()  # the run dir's lock must die with the trainer
 
 
-def epoch_loader(dataset: EpochBatches, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
-    """Batches in order, collated by ``workers`` processes ahead of the training step (0: inline).
+def train_loader(dataset: EpochBatches, keys: EpochKeys, workers: int,
+                 pin_memory: bool) -> torch.utils.data.DataLoader:
+    """Batches in key order, collated by ``workers`` persistent processes ahead of the training
+    step (0: in the training process).
 
-    The loader gets a private generator: creating it must not draw from the global RNG that
-    dropout uses, or a resumed run would diverge from an uninterrupted one.
+    The loader gets a private generator: creating or iterating it must not draw from the global
+    RNG that dropout uses, or a resumed run would diverge from an uninterrupted one.
     """
     return torch.utils.data.DataLoader(
-        dataset, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin_memory,
-        prefetch_factor=4 if workers else None, generator=torch.Generator(),
-        worker_init_fn=_ignore_ctrl_c if workers else None,
+        dataset, batch_size=None, sampler=keys, num_workers=workers, pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None, persistent_workers=workers > 0, generator=torch.Generator(),
+        worker_init_fn=_init_worker if workers else None,
     )
