@@ -71,7 +71,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=140)
     latest: dict = {"figures": {}, "benchmarks": {}, "environment": environment()}
     failed = False
     for name, command in SUITE.items():
