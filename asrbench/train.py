@@ -76,7 +76,13 @@ def load_training_data(config: RunConfig, tokenizer: CharTokenizer | None = None
     data_dir = ensure_data_dir(config)
     train = load_features(data_dir, "train", config.features)
     dev = load_features(data_dir, "dev", config.features)
-    keep = [i for i, utt in enumerate(train.utterances) if utt.duration <= config.data.max_duration]
+    def fits(features: FeatureSet) -> list[int]:
+        # Longer than data.max_duration, or more frames than a whole batch may hold: skipped, counted.
+        lengths = features.lengths.tolist()
+        return [i for i, utt in enumerate(features.utterances)
+                if utt.duration <= config.data.max_duration and lengths[i] <= config.train.batch_frames]
+
+    keep = fits(train)
     skipped_long = len(train) - len(keep)
     if skipped_long:
         train = train.subset(keep)
@@ -84,8 +90,7 @@ def load_training_data(config: RunConfig, tokenizer: CharTokenizer | None = None
     for factor in config.augment.speed_perturb:
         if factor != 1.0:
             perturbed = load_features(data_dir, "train", config.features, speed=float(factor))
-            keep = [i for i, utt in enumerate(perturbed.utterances) if utt.duration <= config.data.max_duration]
-            perturbed = perturbed.subset(keep)
+            perturbed = perturbed.subset(fits(perturbed))
             train = FeatureSet(
                 train.utterances + perturbed.utterances,
                 torch.cat([train.frames, perturbed.frames]),
@@ -348,8 +353,8 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
     console.print(
         f"[bold]{config.model.name}[/bold]: {parameters:,} parameters, {len(data.train)} training utterances, "
         f"{steps_per_epoch} steps/epoch, device {device}"
-        + (f", {data.skipped_long} utterances longer than {config.data.max_duration}s skipped"
-           if data.skipped_long else "")
+        + (f", {data.skipped_long} utterances longer than {config.data.max_duration}s or "
+           f"{tc.batch_frames} frames (train.batch_frames) skipped" if data.skipped_long else "")
         + (f"; resuming at epoch {start_epoch + 1}" + (f", batch {position + 1}" if position else "")
            if last_state is not None else "")
     )

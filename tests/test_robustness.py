@@ -364,6 +364,9 @@ def test_several_files_are_written_all_or_nothing(tmp_path: Path):
 def test_utterances_too_long_for_training_are_skipped_and_counted(recipe: Path, tmp_path: Path):
     summary = train(recipe, "dnn", tmp_path / "run", epochs=1, overrides=["data.max_duration=0.5"])
     assert summary["skipped_long_utterances"] == 6  # the 12 training utterances alternate 0.4 s / 0.8 s
+    # 0.8 s is 78 frames: with batch_frames 60 only the 0.4 s (38-frame) utterances fit in a batch.
+    summary = train(recipe, "dnn", tmp_path / "run2", epochs=1, overrides=["train.batch_frames=60"])
+    assert summary["skipped_long_utterances"] == 6
 
 
 @pytest.mark.parametrize("fmt", ["NIST", "WAV"])
