@@ -159,14 +159,14 @@ def decode(
         torch.set_num_threads(threads)
     if tag and not tag.replace("-", "").replace("_", "").isalnum():
         raise AsrbenchError(f"--tag '{tag}': use letters, digits, '-' and '_' only")
-    split_path(data_dir or rundir.read_config(run_dir).data.dir, split)  # a plain, prepared split name
-    out_dir = run_dir / "decode" / (f"{split}-{tag}" if tag else split)
-    # The result is written last; an old one goes first, so an interrupted decode leaves none behind.
-    (out_dir / "result.json").unlink(missing_ok=True)
     options, tuned_from = resolve_options(run_dir, options or DecodeOptions(), explicit or set(), use_tuned)
     loaded = load_model(run_dir / (rundir.BEST if checkpoint == "best" else rundir.LAST))
     config = loaded.config
     data_dir = Path(data_dir) if data_dir else Path(config.data.dir)
+    split_path(data_dir, split)  # a plain, prepared split name
+    out_dir = run_dir / "decode" / (f"{split}-{tag}" if tag else split)
+    # The result is written last; an old one goes first, so an interrupted decode leaves none behind.
+    (out_dir / "result.json").unlink(missing_ok=True)
     torch_device = resolve_device(device)
     model = loaded.model.to(torch_device)
     searcher = build_searcher(model, loaded.tokenizer, options, config.data.dir)

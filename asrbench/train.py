@@ -360,6 +360,15 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
     )
     checkpoint_seconds = tc.checkpoint_minutes * 60 if tc.checkpoint_minutes > 0 else math.inf
     stop_request = StopRequest()
+
+    def limit_reached(seconds: float) -> str | None:
+        """Why training must stop now (the time budget or the step limit), or None."""
+        if seconds >= budget_seconds:
+            return "time budget"
+        if tc.max_steps and step >= tc.max_steps:
+            return "max steps"
+        return None
+
     with progress_bar("loss", "lr", "dev_cer") as progress:
         task = progress.add_task(
             f"train {config.model.name}", total=total_steps, completed=step, loss="-", lr="-",
@@ -367,11 +376,8 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
         )
         with stop_request:
             for epoch in range(start_epoch, tc.epochs):
-                if train_seconds >= budget_seconds:
-                    stop_reason = "time budget"
-                    break
-                if tc.max_steps and step >= tc.max_steps:
-                    stop_reason = "max steps"
+                stop_reason = limit_reached(train_seconds) or stop_reason
+                if stop_reason != "epochs":
                     break
                 epoch_start = time.perf_counter()
                 last_save = epoch_start
@@ -424,11 +430,8 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
                     loop_steps += 1
                     progress.update(task, advance=1, loss=f"{float(loss.detach()):.3f}",
                                     lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                    if elapsed >= budget_seconds:
-                        stop_reason = "time budget"
-                        break
-                    if tc.max_steps and step >= tc.max_steps:
-                        stop_reason = "max steps"
+                    stop_reason = limit_reached(elapsed) or stop_reason
+                    if stop_reason != "epochs":
                         break
                     if stop_request.requested:  # Ctrl-C: finish the batch, save, stop
                         save_last(epoch, batch_index + 1, train_seconds + time.perf_counter() - epoch_start)
