@@ -94,6 +94,45 @@ def test_batched_fbank_matches_kaldi_for_every_utterance(rate, mels, length_ms, 
         assert torch.allclose(features, expected, atol=2e-3, rtol=1e-4), (features - expected).abs().max()
 
 
+def test_batch_equals_one_utterance_at_a_time_whatever_the_neighbours():
+    # Utterances are laid end to end in one signal; frames straddling two of them must be dropped,
+    # and a clip shorter than one window (padded to one frame) must not shift the ones after it.
+    torch.manual_seed(2)
+    extractor = FeatureExtractor(SMALL)
+    waveforms = [torch.randn(n) * 0.1 + 0.3 * (i % 2) for i, n in enumerate((8001, 40, 200, 199, 161, 5000))]
+    batched = extractor.batch(waveforms)
+    for waveform, features in zip(waveforms, batched, strict=True):
+        alone = extractor.batch([waveform])[0]
+        assert features.shape == alone.shape == (max(kaldi_frames(waveform.numel(), 8000), 1), 23)
+        assert torch.allclose(features, alone, atol=1e-4)
+
+
+def test_map_chunks_keeps_the_order_and_restores_torch_threads():
+    threads = torch.get_num_threads()
+    seen_threads = []
+
+    def work(chunk):
+        seen_threads.append(torch.get_num_threads())
+        return [x * 2 for x in chunk]
+
+    chunks = [[i, i + 1] for i in range(0, 40, 2)]
+    assert list(features_module.map_chunks(work, chunks, threads=2)) == [[2 * i, 2 * i + 2] for i in range(0, 40, 2)]
+    assert set(seen_threads) == {1}  # ops inside a chunk run single-threaded, the chunks side by side
+    assert torch.get_num_threads() == threads
+
+    def failing(chunk):
+        raise ValueError("bad chunk")
+
+    with pytest.raises(ValueError, match="bad chunk"):
+        list(features_module.map_chunks(failing, chunks, threads=2))
+    assert torch.get_num_threads() == threads
+
+
+def test_chunked_groups_consecutive_items_up_to_the_limit():
+    assert features_module.chunked([3.0, 3.0, 3.0, 1.0, 9.0, 0.5], 5.0) == [[0, 1], [2, 3, 4], [5]]
+    assert features_module.chunked([], 5.0) == []
+
+
 def test_louder_audio_has_higher_log_energy_by_the_gain():
     # log-mel energies move by 2*log(gain) when the waveform is scaled, a property of log power.
     torch.manual_seed(0)

@@ -8,13 +8,17 @@ duration and file size, so changing any of them recomputes and nothing stale is 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -27,7 +31,10 @@ from asrbench.progress import console, progress_bar
 from asrbench.torchaudio_compat import functional as audio_functional
 from asrbench.torchaudio_compat import kaldi
 
-CACHE_VERSION = 2  # 2: batched Kaldi-compatible fbank (equal to version 1 within 2e-3)
+T = TypeVar("T")
+R = TypeVar("R")
+
+CACHE_VERSION = 3  # 2: batched Kaldi-compatible fbank; 3: utterances laid end to end (equal within 2e-3)
 
 
 class FeatureExtractor:
@@ -69,34 +76,44 @@ class FeatureExtractor:
     def batch(self, waveforms: list[torch.Tensor]) -> list[torch.Tensor]:
         """Features of several utterances at once: one list entry (T_i, F) per waveform.
 
-        The per-frame DC removal and pre-emphasis are linear, so they are applied to the whole
-        waveform first: with e[n] = x[n] - 0.97 x[n-1], a frame's pre-emphasized, DC-free samples
-        are e minus 0.03 times the frame mean (the first sample uses 0.03 x instead, Kaldi's
-        "replicate" edge), and the mean comes from a cumulative sum.
+        The utterances are laid end to end, each padded to a whole number of frame shifts, so the
+        frames of all of them are one strided view of one signal; the few frames that straddle two
+        utterances are computed and dropped. The per-frame DC removal and pre-emphasis are linear,
+        so they move out of the frame loop: with e[n] = x[n] - 0.97 x[n-1] over the whole signal, a
+        frame's DC-free, pre-emphasized samples are e minus 0.03 times the frame mean. Kaldi
+        replicates the first sample of a frame for its pre-emphasis instead of using the sample
+        before it, but the Povey window is exactly 0 there, so both give the same windowed frame.
         """
         if self.config.kind != "fbank":
             return [self(waveform) for waveform in waveforms]
-        k = self.PREEMPHASIS
-        frames, firsts, means, counts = [], [], [], []
+        size, shift, k = self.size, self.shift, self.PREEMPHASIS
+        pieces, sizes = [], []  # sizes: frames of utterance 0, straddling frames, frames of utterance 1, ...
+        padding = torch.zeros(size + shift)
         for waveform in waveforms:
-            x = self._scaled(waveform)
-            count = 1 + (x.numel() - self.size) // self.shift
-            emphasized = torch.empty_like(x)
-            torch.sub(x[1:], x[:-1], alpha=k, out=emphasized[1:])
-            frames.append(emphasized.as_strided((count, self.size), (self.shift, 1)))
-            firsts.append(x.as_strided((count,), (self.shift,)))
-            sums = torch.nn.functional.pad(x.double().cumsum(0), (1, 0))
-            starts = torch.arange(count) * self.shift
-            means.append(((sums[starts + self.size] - sums[starts]) / self.size).float())
-            counts.append(count)
-        x = torch.cat(frames)
-        x[:, 0] = torch.cat(firsts) * (1 - k)
-        x.addr_(torch.cat(means), torch.ones(self.size), alpha=-(1 - k))  # DC removal after pre-emphasis
-        x.mul_(self.window)
-        spectrum = torch.fft.rfft(x, n=self.padded)
-        power = spectrum.real.square_().add_(spectrum.imag.square())
-        features = (self.banks @ power.T).T.clamp_min(self.epsilon).log_()
-        return list(torch.split(features, counts))
+            n = waveform.numel()
+            span = -(-max(n, size) // shift) * shift  # whole frame shifts, at least one window
+            count = 1 + (max(n, size) - size) // shift
+            pieces.append(waveform.float())
+            if span > n:
+                pieces.append(padding[: span - n])
+            sizes += [count, span // shift - count]
+        pieces.append(padding[: max(size - shift, 0)])  # the last straddling frames read past the end
+        signal = torch.cat(pieces).mul_(32768.0)  # Kaldi computes on int16-scaled samples
+        total = sum(sizes)
+        emphasized = torch.empty_like(signal)
+        emphasized[0] = 0.0  # under the window's zero
+        torch.sub(signal[1:], signal[:-1], alpha=k, out=emphasized[1:])
+        means = signal.as_strided((total, size), (shift, 1)).mean(1)
+        frames = torch.empty(total, self.padded)
+        frames[:, size:] = 0.0  # zero-padded to the FFT size
+        windowed = frames[:, :size]
+        torch.sub(emphasized.as_strided((total, size), (shift, 1)), means.mul_(1 - k).unsqueeze(1), out=windowed)
+        windowed.mul_(self.window)
+        squared = torch.view_as_real(torch.fft.rfft(frames)).square_()
+        power = torch.empty(squared.size(1), total)  # (bins, frames): the layout the sparse product reads
+        torch.add(squared[..., 0].T, squared[..., 1].T, out=power)
+        features = (self.banks @ power).clamp_min_(self.epsilon).log_().T
+        return list(torch.split(features, sizes))[::2]
 
     def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
         config = self.config
@@ -158,27 +175,70 @@ def cache_key(utterances: list[Utterance], config: FeatureConfig, speed: float) 
     return digest.hexdigest()[:20]
 
 
+CHUNK_SECONDS = 8.0  # audio per batched pass: big enough to amortize the calls, small enough for the cache
+
+
+@contextlib.contextmanager
+def _single_threaded_ops():
+    """torch ops run on one thread each while this is active; the previous setting comes back after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield previous
+    finally:
+        torch.set_num_threads(previous)
+
+
+def map_chunks(work: Callable[[T], R], chunks: list[T], threads: int | None = None) -> Iterator[R]:
+    """``work(chunk)`` for every chunk, yielded in order, on ``threads`` (default: torch's) threads.
+
+    Feature extraction is a chain of small tensor ops (a few hundred frames each) that parallelize
+    poorly inside one op, so the chunks run side by side instead, each thread's ops on one core.
+    """
+    threads = threads or torch.get_num_threads()
+    if threads <= 1 or len(chunks) <= 1:
+        yield from map(work, chunks)
+        return
+    with _single_threaded_ops(), ThreadPoolExecutor(threads) as pool:
+        yield from pool.map(work, chunks)
+
+
+def chunked(sizes: list[float], limit: float) -> list[list[int]]:
+    """Consecutive indices grouped so that each group's sizes add up to about ``limit``."""
+    groups, group, total = [], [], 0.0
+    for index, size in enumerate(sizes):
+        group.append(index)
+        total += size
+        if total >= limit:
+            groups.append(group)
+            group, total = [], 0.0
+    return groups + ([group] if group else [])
+
+
 def extract(
     utterances: list[Utterance], config: FeatureConfig, speed: float = 1.0, description: str = "features"
 ) -> FeatureSet:
     extractor = FeatureExtractor(config)
-    pieces: list[torch.Tensor] = []
-    notes: Counter = Counter()
-    pending: list[torch.Tensor] = []  # waveforms waiting for one batched pass (~16 s of audio: cache-sized)
-    pending_samples = 0
-    with progress_bar() as progress:
-        task = progress.add_task(description, total=len(utterances))
-        for index, utt in enumerate(utterances):
+
+    def work(indices: list[int]) -> tuple[list[torch.Tensor], Counter]:
+        notes: Counter = Counter()
+        waveforms = []
+        for index in indices:
+            utt = utterances[index]
             # A perturbed utterance's duration is already divided by the speed factor; read the original span.
             span = utt.duration * speed if utt.offset else None
-            waveform = speed_perturb(load_audio(utt.audio, config.sample_rate, utt.offset, span, notes),
-                                     config.sample_rate, speed)
-            pending.append(waveform)
-            pending_samples += waveform.numel()
-            if pending_samples >= 16 * config.sample_rate or index == len(utterances) - 1:
-                pieces += extractor.batch(pending)
-                progress.advance(task, len(pending))
-                pending, pending_samples = [], 0
+            waveforms.append(speed_perturb(load_audio(utt.audio, config.sample_rate, utt.offset, span, notes),
+                                           config.sample_rate, speed))
+        return extractor.batch(waveforms), notes
+
+    pieces: list[torch.Tensor] = []
+    notes: Counter = Counter()
+    with progress_bar() as progress:
+        task = progress.add_task(description, total=len(utterances))
+        for features, chunk_notes in map_chunks(work, chunked([u.duration for u in utterances], CHUNK_SECONDS)):
+            pieces += features
+            notes.update(chunk_notes)
+            progress.advance(task, len(features))
     for what, count in sorted(notes.items()):
         console.print(f"[yellow]note[/yellow]: {description}: {count} of {len(utterances)} files {what}")
     lengths = torch.tensor([0] + [piece.size(0) for piece in pieces])

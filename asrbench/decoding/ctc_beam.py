@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ from asrbench.errors import AsrbenchError
 
 CHAR_LM_SPACE = "<space>"  # how ARPA files of char LMs write the space; asrbench.lm reads it back as " "
 _RESCALE_BELOW = 1e-100  # renormalize the beams before their probabilities can underflow
+_second = itemgetter(1)
 
 
 @dataclass(frozen=True)
@@ -301,25 +303,27 @@ class _Search:
                             next_label[child] = next_label.get(child, 0.0) + pb * p
                     else:
                         next_label[child] = next_label.get(child, 0.0) + total * p
-            merged = next_blank
-            for node in next_label:
-                merged.setdefault(node, 0.0)
+            # Prefix totals: every labelled extension, plus the (at most beam) blank-extended prefixes.
+            totals = next_label.copy()
+            for node, p in next_blank.items():
+                totals[node] = totals.get(node, 0.0) + p
             if fused:
                 ranked = sorted(
-                    (
-                        (log(total) + fused_score[node], node)
-                        for node, pb in merged.items()
-                        if (total := pb + next_label.get(node, 0.0)) > 0.0
-                    ),
+                    ((log(total) + fused_score[node], node) for node, total in totals.items() if total > 0.0),
                     reverse=True,
                 )
                 floor = ranked[0][0] - theta if ranked else 0.0
+                beams = [
+                    (node, next_blank.get(node, 0.0), next_label.get(node, 0.0), key)
+                    for key, node in ranked[:beam] if key >= floor
+                ]
             else:
-                ranked = sorted(((pb + next_label.get(node, 0.0), node) for node, pb in merged.items()), reverse=True)
-                floor = ranked[0][0] * cut
-            beams = [
-                (node, merged[node], next_label.get(node, 0.0), key) for key, node in ranked[:beam] if key >= floor
-            ]
+                ranked = sorted(totals.items(), key=_second, reverse=True)[:beam]
+                floor = ranked[0][1] * cut
+                beams = [
+                    (node, next_blank.get(node, 0.0), next_label.get(node, 0.0), key)
+                    for node, key in ranked if key >= floor
+                ]
             if not beams:  # every prefix was forbidden (lexicon) or underflowed
                 return []
             top = max(pb + pnb for _, pb, pnb, _ in beams) if fused else beams[0][3]
