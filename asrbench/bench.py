@@ -19,6 +19,7 @@ paired bootstrap probability, the sign test and the matched-pairs test on those 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -30,6 +31,7 @@ import numpy as np
 
 from asrbench import fileio, rundir, stats
 from asrbench.config import load_yaml, recipe_models
+from asrbench.env import CORES_VARIABLE, available_cores
 from asrbench.errors import AsrbenchError
 from asrbench.models import MODELS
 
@@ -203,12 +205,60 @@ def _decode_split(run_dir: Path, split: str) -> dict:
     return result
 
 
+@contextlib.contextmanager
+def _environment(**values: str):
+    """Set environment variables (inherited by processes started meanwhile), then restore them."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as ``CUDA_VISIBLE_DEVICES`` entries; [] without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    listed = [entry.strip() for entry in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if entry.strip()]
+    return listed[: torch.cuda.device_count()] if listed else [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _claim_gpu(counter, gpus: list[str]) -> None:
+    """Pool initializer: the i-th worker process trains on ``gpus[i % len(gpus)]``.
+
+    It runs before the worker's first CUDA call (torch reads ``CUDA_VISIBLE_DEVICES`` then), so
+    each job sees its one GPU as ``cuda:0`` and J jobs fan out round-robin over the GPUs.
+    """
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+
+
 def _run_parallel(tasks: list[tuple], jobs: int) -> None:
     """Run ``_run_one`` tasks in ``jobs`` worker processes with one progress bar over the runs."""
     from asrbench.progress import console, progress_bar
 
     context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool, progress_bar("last") as progress:
+    # Each job sizes its automatic data-loader workers (train.data_workers = -1) on its share of
+    # the cores, not on all of them: see asrbench.train.loader_workers.
+    share = max(available_cores() // jobs, 1)
+    gpus = visible_gpus()
+    if gpus:
+        console.print(f"bench: {jobs} jobs over {len(gpus)} GPU{'s' * (len(gpus) > 1)} ({', '.join(gpus)})")
+    with (
+        _environment(**{CORES_VARIABLE: str(share)}),
+        ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_claim_gpu if gpus else None,
+                            initargs=(context.Value("i", 0), gpus) if gpus else ()) as pool,
+        progress_bar("last") as progress,
+    ):
         bar = progress.add_task(f"bench ({jobs} jobs)", total=len(tasks), last="-")
         pending = {pool.submit(_run_one, *task, True): task for task in tasks}
         try:

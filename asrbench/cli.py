@@ -127,11 +127,13 @@ def train_command(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Number of epochs."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Wall-clock training budget."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda (sets train.device)."),
 ) -> None:
-    """Train one model from a recipe into a run dir."""
+    """Train one model from a recipe into a run dir (also under torchrun, one process per rank)."""
     from asrbench.train import train
 
-    train(recipe, model, out, data, set_, resume, epochs, max_minutes, seed)
+    overrides = [*set_, f"train.device={device}"] if device is not None else set_
+    train(recipe, model, out, data, overrides, resume, epochs, max_minutes, seed)
 
 
 @app.command("decode")

@@ -95,8 +95,13 @@ class TrainConfig:
     # Batches in a row with a non-finite loss or gradient before training stops with an error.
     max_nonfinite_batches: int = 20
     max_steps: int = 0  # stop after this many optimizer steps in all (0 = no limit)
-    # Processes collating batches ahead of the training step (0 = in the training process).
-    data_workers: int = 1
+    # Batches whose gradients add up to one optimizer step, per rank: a step sees
+    # world_size * grad_accum batches (asrbench.distributed).
+    grad_accum: int = 1
+    # Processes collating batches ahead of the training step (0 = in the training process; -1 =
+    # auto: on a CPU only cores left over by the compute threads, since a worker sharing a core with
+    # them stalls every parallel op of the step; see asrbench.train.loader_workers).
+    data_workers: int = -1
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a gradient scaler)
@@ -160,6 +165,7 @@ POSITIVE = {
     ("train", "lr"),
     ("train", "eval_batch_frames"),
     ("train", "max_nonfinite_batches"),
+    ("train", "grad_accum"),
 }
 
 
@@ -170,7 +176,6 @@ NON_NEGATIVE = {
     ("train", "max_minutes"),
     ("train", "checkpoint_minutes"),
     ("train", "max_steps"),
-    ("train", "data_workers"),
     ("train", "weight_decay"),
     ("train", "num_threads"),
     ("augment", "freq_masks"),
@@ -259,6 +264,9 @@ def _validate(config: RunConfig, where: str) -> None:
         value = getattr(getattr(config, section), key)
         if value < 0:
             raise AsrbenchError(f"{where}: {section}.{key} must not be negative, got {value!r}")
+    if config.train.data_workers < -1:
+        workers = config.train.data_workers
+        raise AsrbenchError(f"{where}: train.data_workers must be -1 (auto), 0 or more, got {workers}")
     for factor in config.augment.speed_perturb:
         if not isinstance(factor, (int, float)) or not 0.5 <= factor <= 2.0:
             raise AsrbenchError(f"{where}: augment.speed_perturb factors must be numbers in [0.5, 2], got {factor!r}")

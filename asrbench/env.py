@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -34,6 +35,18 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+CORES_VARIABLE = "ASRBENCH_CORES"  # caps the cores asrbench counts as its own (set by bench --jobs)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask), capped by ``$ASRBENCH_CORES``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cap = os.environ.get(CORES_VARIABLE, "")
+    if cap.isdigit() and int(cap) > 0:
+        cores = min(cores, int(cap))
+    return cores
 
 
 def resolve_device(name: str = "auto") -> torch.device:

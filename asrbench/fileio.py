@@ -105,3 +105,26 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
 
     with atomic_open(path, "wb") as handle:
         torch.save(obj, handle)
+
+
+@contextlib.contextmanager
+def build_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Wait for, then hold, an exclusive lock on ``path`` (created if missing).
+
+    For work that several processes may start at once (the ranks of a torchrun job building one
+    feature cache): the first builds while the others wait, then find the result and only read
+    it. ``flock`` locks die with their process, so a killed builder never blocks the others.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

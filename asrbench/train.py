@@ -21,14 +21,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from asrbench import checkpoint, fileio, rundir
+from asrbench import checkpoint, distributed, fileio, rundir
 from asrbench.config import RunConfig, data_root, resolve, with_overrides
 from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches, EpochKeys, train_loader
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decode import recognize
 from asrbench.decoding.searchers import Searcher
-from asrbench.env import environment, peak_memory_mb, resolve_device
+from asrbench.distributed import Context
+from asrbench.env import available_cores, environment, peak_memory_mb, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.models import build_model, count_parameters
 from asrbench.progress import console, progress_bar
@@ -54,12 +55,22 @@ def ensure_data_dir(config: RunConfig) -> Path:
         raise AsrbenchError("no data dir: set data.dir in the recipe or pass --data DIR")
     if (data_dir / "train.jsonl").is_file():
         return data_dir
+    if not config.data.corpus:
+        raise AsrbenchError(f"{data_dir}: no train.jsonl (run `asrbench data prepare` or set data.corpus)")
+    # Several processes (torchrun ranks) may start at once: one prepares, the others wait.
+    with fileio.build_lock(data_dir.parent / f".{data_dir.name}.prepare.lock"):
+        if not (data_dir / "train.jsonl").is_file():
+            _prepare_data_dir(config, data_dir)
+    return data_dir
+
+
+def _prepare_data_dir(config: RunConfig, data_dir: Path) -> None:
     if config.data.corpus == "synth":
         from asrbench.data.synth import synthesize_corpus
 
         console.print(f"preparing the built-in corpus in {data_dir}")
         synthesize_corpus(data_dir)
-    elif config.data.corpus:
+    else:
         from asrbench.data.prepare import prepare_corpus
 
         source = Path(config.data.source or config.data.corpus)
@@ -67,9 +78,6 @@ def ensure_data_dir(config: RunConfig) -> Path:
             source = data_root() / source
         console.print(f"preparing {config.data.corpus} from {source} into {data_dir}")
         prepare_corpus(config.data.corpus, source, data_dir)
-    else:
-        raise AsrbenchError(f"{data_dir}: no train.jsonl (run `asrbench data prepare` or set data.corpus)")
-    return data_dir
 
 
 def load_training_data(config: RunConfig, tokenizer: CharTokenizer | None = None) -> TrainingData:
@@ -203,6 +211,25 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
+def _seed_rank(seed: int, rank: int, epoch: int) -> None:
+    """A fresh dropout stream for ``rank`` > 0 (rank 0 keeps the single-process one)."""
+    seed_everything(seed * 1000003 + 7919 * rank + epoch)
+
+
+def _restore_rng(state: dict, context: Context, device: torch.device, seed: int) -> None:
+    """Each rank takes back its own RNG state; ranks the checkpoint did not have start fresh ones."""
+    states = state.get("rank_rng") or [state]
+    if context.rank < len(states):
+        _set_rng_state(states[context.rank], device)
+    else:
+        _seed_rank(seed, context.rank, state["epoch"])
+    saved_world = state.get("world_size", 1)
+    if saved_world != context.world and context.main:
+        console.print(f"[yellow]note[/yellow]: the checkpoint was written by {saved_world} rank(s), this run has "
+                      f"{context.world}: steps now take {context.world} x train.grad_accum batches, and ranks "
+                      "without a saved RNG state start fresh dropout streams")
+
+
 def _autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return nullcontext()
@@ -227,10 +254,19 @@ def train(
     """
     run_dir = Path(out)
     config, last_state = _start(recipe, model_name, run_dir, data_dir, overrides, resume, epochs, max_minutes, seed)
-    with rundir.lock(run_dir):
-        if last_state is None and not resume and (run_dir / rundir.CONFIG).is_file():
-            raise AsrbenchError(f"{run_dir}: already holds a run (use --resume to continue it, or another --out)")
-        return _fit(config, last_state, run_dir)
+    # Under torchrun: join the process group (every rank has read the run dir by now), then only
+    # rank 0 locks and writes the run dir and prints.
+    context, device_name = distributed.setup(config.train.device)
+    quiet = console.quiet
+    console.quiet = quiet or not context.main
+    try:
+        with rundir.lock(run_dir) if context.main else nullcontext():
+            if last_state is None and not resume and (run_dir / rundir.CONFIG).is_file() and context.main:
+                raise AsrbenchError(f"{run_dir}: already holds a run (use --resume to continue it, or another --out)")
+            return _fit(config, last_state, run_dir, context, device_name)
+    finally:
+        console.quiet = quiet
+        distributed.teardown(context)
 
 
 def _resume_state(run_dir: Path) -> dict:
@@ -244,6 +280,10 @@ def _resume_state(run_dir: Path) -> dict:
         state = checkpoint.load_resumable(previous)
         console.print(f"[yellow]note[/yellow]: {err}; resuming from {previous} (epoch {state['epoch']})")
         return state
+
+
+# What a resumed run may change: its budget and the hardware it runs on.
+RESUMABLE_OVERRIDES = ("train.epochs", "train.max_minutes", "train.device", "train.num_threads", "train.data_workers")
 
 
 def _start(recipe, model_name, run_dir: Path, data_dir, overrides, resume, epochs, max_minutes,
@@ -262,9 +302,9 @@ def _start(recipe, model_name, run_dir: Path, data_dir, overrides, resume, epoch
     last_state = None
     if resume and ((run_dir / rundir.LAST).is_file() or (run_dir / rundir.PREVIOUS).is_file()):
         config = rundir.read_config(run_dir)
-        # A resumed run may be given more epochs or time, nothing else.
-        budget = [o for o in extra if o.split("=", 1)[0].strip() in ("train.epochs", "train.max_minutes")]
-        config = with_overrides(config, budget, "--resume")
+        # A resumed run may be given more epochs or time, and other hardware; nothing else.
+        allowed = [o for o in extra if o.split("=", 1)[0].strip() in RESUMABLE_OVERRIDES]
+        config = with_overrides(config, allowed, "--resume")
         last_state = _resume_state(run_dir)
     elif resume and (run_dir / rundir.CONFIG).is_file():
         config = rundir.read_config(run_dir)  # interrupted before its first checkpoint: start it over
@@ -279,10 +319,28 @@ def _start(recipe, model_name, run_dir: Path, data_dir, overrides, resume, epoch
     return config, last_state
 
 
-def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
+def loader_workers(configured: int, device: torch.device, cores: int | None = None) -> int:
+    """Data-loader processes for ``train.data_workers`` (-1 = auto).
+
+    On a GPU, collation overlaps the device's work: up to 4 workers, leaving one core to the
+    trainer. On a CPU the step's own ops run on ``torch.get_num_threads()`` cores, and a worker
+    that shares a core with them delays every parallel op of the step (measured on 2 cores: the
+    trainer at 0.68x a bare loop with one worker, 0.98x with none; see benchmarks/trainer_bench.py),
+    so workers get only the cores the compute threads leave free. ``ASRBENCH_CORES`` caps the cores
+    counted (``asrbench bench --jobs J`` gives each job its share).
+    """
+    if configured >= 0:
+        return configured
+    cores = cores or available_cores()
+    if device.type == "cuda":
+        return min(4, max(cores - 1, 0))
+    return min(4, max(cores - torch.get_num_threads(), 0))
+
+
+def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Context, device_name: str) -> dict:
     if config.train.num_threads > 0:
         torch.set_num_threads(config.train.num_threads)
-    device = resolve_device(config.train.device)
+    device = resolve_device(device_name)
     seed_everything(config.train.seed)
     tokenizer = None
     if last_state is not None:
@@ -294,15 +352,21 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
     model = build_model(config.model.name, config.model.options, config.features.dim(), len(data.tokenizer))
     model.to(device)
     parameters = count_parameters(model)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_config(run_dir, config)
-    fileio.write_json(run_dir / rundir.TOKENIZER, data.tokenizer.to_dict())
-    fileio.write_json(run_dir / rundir.ENVIRONMENT, environment(device))
+    if context.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.write_config(run_dir, config)
+        fileio.write_json(run_dir / rundir.TOKENIZER, data.tokenizer.to_dict())
+        fileio.write_json(run_dir / rundir.ENVIRONMENT, {**environment(device), "world_size": context.world})
 
     tc = config.train
+    # One optimizer step consumes a group of world * grad_accum batches (asrbench.distributed).
+    accum, group = tc.grad_accum, context.world * tc.grad_accum
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sampler = BucketBatchSampler(data.train.lengths.tolist(), tc.batch_frames, tc.max_batch_size, True, tc.seed)
-    steps_per_epoch = len(sampler)
+    steps_per_epoch = len(sampler.batches(group)) // group
+    if steps_per_epoch == 0:
+        raise AsrbenchError(f"{config.data.dir}: {len(sampler.batches())} training batches cannot feed one step of "
+                            f"{group} batches ({context.world} ranks x train.grad_accum {accum})")
     total_steps = steps_per_epoch * tc.epochs
     budget_seconds = tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
     clock = {"fraction": 0.0}  # elapsed / budgeted seconds, read by the schedule (budget_schedule)
@@ -311,13 +375,14 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16" and device.type == "cuda")
     collate = Collator(data.train, data.train_tokens, data.cmvn, config.augment)
     keys = EpochKeys()
-    loader = train_loader(EpochBatches(collate, sampler, tc.seed), keys, tc.data_workers,
-                          pin_memory=device.type == "cuda")
+    workers = loader_workers(tc.data_workers, device)
+    loader = train_loader(EpochBatches(collate, sampler, tc.seed), keys, workers, pin_memory=device.type == "cuda")
     dev_searcher = Searcher("dev", lambda features, lengths: (features, lengths),
                             lambda out: model.dev_decode(*out), {"kind": "dev"})
 
     start_epoch, step, best_cer, best_loss, bad_epochs, train_seconds = 0, 0, math.inf, math.inf, 0, 0.0
     skipped_batches, position, loss_sum, loss_count = 0, 0, 0.0, 0
+    resumed_group = group  # the group size the resumed epoch's batch list was made with
     if last_state is not None:
         model.load_state_dict(last_state["model_state"])
         optimizer.load_state_dict(last_state["optimizer"])
@@ -329,20 +394,33 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
         bad_epochs = last_state["bad_epochs"]
         train_seconds = last_state["train_seconds"]
         skipped_batches = last_state.get("skipped_batches", 0)
-        # Inside an epoch: the batches already done, and the running loss of the epoch.
+        # Inside an epoch: the batches already done (of all ranks), and the epoch's running loss
+        # (summed over the ranks; kept by rank 0, the other ranks add theirs from here on).
         position = last_state.get("position", 0)
-        loss_sum, loss_count = last_state.get("loss_sum", 0.0), last_state.get("loss_count", 0)
-        _set_rng_state(last_state, device)
-        rundir.truncate_metrics(run_dir, start_epoch)  # rows written after this checkpoint are redone
+        resumed_group = last_state.get("group", 1)
+        if context.main:
+            loss_sum, loss_count = last_state.get("loss_sum", 0.0), last_state.get("loss_count", 0)
+        _restore_rng(last_state, context, device, tc.seed)
+        if context.main:
+            rundir.truncate_metrics(run_dir, start_epoch)  # rows written after this checkpoint are redone
+    elif context.rank > 0:
+        _seed_rank(tc.seed, context.rank, 0)  # every rank its own dropout stream; the weights come from rank 0
+    train_module = distributed.wrap(model, context, device)
 
-    def save_last(epoch_index: int, batches_done: int, seconds: float) -> None:
-        """The resumable checkpoint; the one it replaces is kept as the fallback."""
+    def save_last(epoch_index: int, batches_done: int, seconds: float, epoch_group: int) -> None:
+        """The resumable checkpoint (every rank takes part; rank 0 writes it); the one it replaces
+        is kept as the fallback."""
+        rng_states = context.gather(_rng_state(device))
+        losses = context.sum(loss_sum, loss_count)
+        if not context.main:
+            return
         checkpoint.save_rotating(
             run_dir / rundir.LAST, run_dir / rundir.PREVIOUS, config, data.tokenizer, data.cmvn, model,
             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
-            epoch=epoch_index, position=batches_done, step=step, loss_sum=loss_sum, loss_count=loss_count,
-            best_dev_cer=best_cer, best_dev_loss=best_loss, bad_epochs=bad_epochs, train_seconds=seconds,
-            skipped_batches=skipped_batches, **_rng_state(device),
+            epoch=epoch_index, position=batches_done, group=epoch_group, step=step, loss_sum=losses[0],
+            loss_count=int(losses[1]), best_dev_cer=best_cer, best_dev_loss=best_loss, bad_epochs=bad_epochs,
+            train_seconds=seconds, skipped_batches=skipped_batches, world_size=context.world,
+            rank_rng=rng_states, **rng_states[0],
         )
 
     stop_reason = "epochs"
@@ -352,7 +430,9 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
     metrics_row: dict = {}
     console.print(
         f"[bold]{config.model.name}[/bold]: {parameters:,} parameters, {len(data.train)} training utterances, "
-        f"{steps_per_epoch} steps/epoch, device {device}"
+        f"{steps_per_epoch} steps/epoch, device {device}, {workers} data-loader worker{'s' * (workers != 1)}"
+        + (f", {context.world} ranks" if context.distributed else "")
+        + (f", {accum} batches per rank and step" if accum > 1 else "")
         + (f", {data.skipped_long} utterances longer than {config.data.max_duration}s or "
            f"{tc.batch_frames} frames (train.batch_frames) skipped" if data.skipped_long else "")
         + (f"; resuming at epoch {start_epoch + 1}" + (f", batch {position + 1}" if position else "")
@@ -382,35 +462,54 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
                 epoch_start = time.perf_counter()
                 last_save = epoch_start
                 model.train()
+                # A resumed epoch keeps the batch list it was started with, even with another
+                # number of ranks; its remaining batches are shared out in steps of this run's group.
+                epoch_group = resumed_group if position else group
                 sampler.set_epoch(epoch)
-                batches = sampler.batches()
+                batches = sampler.batches(epoch_group)
+                epoch_steps = (len(batches) - position) // group
                 if position == 0:
                     loss_sum, loss_count = 0.0, 0
-                keys.set(epoch, position, len(batches))
-                loop_start, loop_steps = time.perf_counter(), 0
-                for batch_index, batch in enumerate(loader, start=position):
-                    indices = batches[batch_index]
+                stop = position + epoch_steps * group
+                keys.set(epoch, position + context.rank, stop, epoch_group, context.world)
+                loop_start, loop_steps, loop_utterances, loop_frames = time.perf_counter(), 0, 0, 0
+                micro, bad, batches_done = 0, False, position
+                step_losses: list[tuple[torch.Tensor, int]] = []
+                for batch in loader:
                     batch = batch.to(device)
-                    with _autocast(device, tc.precision):
-                        loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets,
-                                                  batch.target_lengths)
-                    optimizer.zero_grad(set_to_none=True)
-                    finite = bool(torch.isfinite(loss))
-                    if finite:
-                        scaler.scale(loss).backward()
-                        scaler.unscale_(optimizer)
-                        norm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                        # With fp16 the gradient scaler skips overflowing steps itself; otherwise a
-                        # non-finite gradient would poison the weights, so the batch is skipped.
-                        finite = scaler.is_enabled() or bool(torch.isfinite(norm))
-                        if finite:
-                            scaler.step(optimizer)
-                            scaler.update()
-                            loss_sum += float(loss.detach()) * len(indices)
-                            loss_count += len(indices)
-                        else:
-                            optimizer.zero_grad(set_to_none=True)
-                    if finite:
+                    # DDP averages gradients over the ranks on the group's last backward only.
+                    sync = micro == accum - 1 or not context.distributed
+                    with nullcontext() if sync else train_module.no_sync():
+                        with _autocast(device, tc.precision):
+                            loss = train_module(batch.features, batch.feature_lengths, batch.targets,
+                                                batch.target_lengths)
+                        finite = bool(torch.isfinite(loss))
+                        bad = bad or not finite
+                        # A rank never skips its backward alone: DDP's all-reduce needs every rank.
+                        if finite or context.distributed:
+                            scaler.scale(loss / accum).backward()
+                    step_losses.append((loss.detach(), batch.features.size(0)))
+                    loop_utterances += batch.features.size(0)
+                    loop_frames += int(batch.feature_lengths.sum())
+                    micro += 1
+                    if micro < accum:
+                        continue
+                    scaler.unscale_(optimizer)
+                    norm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                    # With fp16 the gradient scaler skips overflowing steps itself; otherwise a
+                    # non-finite gradient would poison the weights, so the step is skipped.
+                    bad = bad or not (scaler.is_enabled() or bool(torch.isfinite(norm)))
+                    now = time.perf_counter()
+                    elapsed = train_seconds + now - epoch_start + eval_seconds
+                    # Decisions every rank must take together: one small all-reduce when distributed.
+                    bad, stop_now, save_now, over_budget = context.any(
+                        bad, stop_request.requested, now - last_save >= checkpoint_seconds, elapsed >= budget_seconds)
+                    if not bad:
+                        scaler.step(optimizer)
+                        scaler.update()
+                        for value, size in step_losses:
+                            loss_sum += float(value) * size
+                            loss_count += size
                         nonfinite_in_a_row = 0
                     else:
                         skipped_batches += 1
@@ -421,8 +520,9 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
                                 f"gradient (epoch {epoch + 1}, step {step + 1}); training stopped and the last "
                                 "good checkpoint was kept. Lower train.lr, check the data or use precision fp32"
                             )
-                    now = time.perf_counter()
-                    elapsed = train_seconds + now - epoch_start + eval_seconds
+                    optimizer.zero_grad(set_to_none=True)
+                    micro, bad, step_losses = 0, False, []
+                    batches_done += group
                     if tc.budget_schedule:
                         clock["fraction"] = elapsed / budget_seconds
                     scheduler.step()
@@ -430,52 +530,69 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
                     loop_steps += 1
                     progress.update(task, advance=1, loss=f"{float(loss.detach()):.3f}",
                                     lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                    stop_reason = limit_reached(elapsed) or stop_reason
+                    if over_budget:  # on any rank's clock, so every rank stops at the same step
+                        stop_reason = "time budget"
+                    stop_reason = limit_reached(0.0) or stop_reason
                     if stop_reason != "epochs":
                         break
-                    if stop_request.requested:  # Ctrl-C: finish the batch, save, stop
-                        save_last(epoch, batch_index + 1, train_seconds + time.perf_counter() - epoch_start)
+                    if stop_now:  # Ctrl-C: finish the step, save, stop
+                        save_last(epoch, batches_done, train_seconds + time.perf_counter() - epoch_start,
+                                  epoch_group)
                         raise Interrupted(
-                            f"{run_dir}: interrupted; checkpoint saved after batch {batch_index + 1} of "
+                            f"{run_dir}: interrupted; checkpoint saved after batch {batches_done} of "
                             f"{len(batches)} in epoch {epoch + 1}. Continue with: asrbench train --out {run_dir} "
                             "--resume"
                         )
-                    if now - last_save >= checkpoint_seconds and batch_index + 1 < len(batches):
-                        save_last(epoch, batch_index + 1, train_seconds + now - epoch_start)
+                    if save_now and batches_done < stop:
+                        save_last(epoch, batches_done, train_seconds + now - epoch_start, epoch_group)
                         last_save = time.perf_counter()
                 loop_seconds = time.perf_counter() - loop_start
                 position = 0
+                loss_sum, loss_count, loop_utterances, loop_frames = context.sum(
+                    loss_sum, loss_count, loop_utterances, loop_frames)
+                if not context.main:
+                    loss_sum, loss_count = 0.0, 0  # rank 0 holds the epoch's totals
                 eval_start = time.perf_counter()
-                dev = recognize(model, data.dev, data.cmvn, data.tokenizer, device, tc.eval_batch_frames,
-                                token_ids=data.dev_tokens, searcher=dev_searcher)
-                rates = error_rates([u.text for u in data.dev.utterances], dev.hypotheses, DEFAULT_NORMALIZER)
-                eval_seconds = time.perf_counter() - eval_start
-                train_seconds += time.perf_counter() - epoch_start
+                if context.main:
+                    dev = recognize(model, data.dev, data.cmvn, data.tokenizer, device, tc.eval_batch_frames,
+                                    token_ids=data.dev_tokens, searcher=dev_searcher)
+                    rates = error_rates([u.text for u in data.dev.utterances], dev.hypotheses, DEFAULT_NORMALIZER)
+                    dev_result = {"cer": rates.cer, "wer": rates.wer, "loss": dev.loss}
+                # Only rank 0 evaluates; the others wait here for its verdict (and its clock).
+                dev_result, eval_seconds, train_seconds = context.broadcast(
+                    (dev_result if context.main else None, time.perf_counter() - eval_start,
+                     train_seconds + time.perf_counter() - epoch_start))
                 # Dev CER decides; dev loss breaks ties (small dev sets often sit at 0% CER for many epochs).
-                if (rates.cer, dev.loss) < (best_cer, best_loss):
-                    best_cer, best_loss, bad_epochs = rates.cer, dev.loss, 0
-                    checkpoint.save(run_dir / rundir.BEST, config, data.tokenizer, data.cmvn, model,
-                                    epoch=epoch + 1, step=step, dev_cer=rates.cer, dev_wer=rates.wer)
+                if (dev_result["cer"], dev_result["loss"]) < (best_cer, best_loss):
+                    best_cer, best_loss, bad_epochs = dev_result["cer"], dev_result["loss"], 0
+                    if context.main:
+                        checkpoint.save(run_dir / rundir.BEST, config, data.tokenizer, data.cmvn, model,
+                                        epoch=epoch + 1, step=step, dev_cer=best_cer, dev_wer=dev_result["wer"])
                 else:
                     bad_epochs += 1
                 metrics_row = {
                     "epoch": epoch + 1,
                     "step": step,
                     "train_loss": loss_sum / loss_count if loss_count else None,
-                    "dev_loss": dev.loss,
-                    "dev_cer": rates.cer,
-                    "dev_wer": rates.wer,
+                    "dev_loss": dev_result["loss"],
+                    "dev_cer": dev_result["cer"],
+                    "dev_wer": dev_result["wer"],
                     "lr": scheduler.get_last_lr()[0],
                     "train_seconds": train_seconds,
                     "skipped_batches": skipped_batches,
                     # Throughput of the batch loop alone (data, step, logging; no dev pass).
                     "loop_steps": loop_steps,
                     "loop_seconds": loop_seconds,
+                    "loop_utterances": int(loop_utterances),  # of all ranks
+                    "loop_audio_seconds": loop_frames * config.features.frame_shift_ms / 1000,
+                    "data_workers": workers,
+                    "world_size": context.world,
                 }
-                rundir.append_metrics(run_dir, metrics_row)
-                save_last(epoch + 1, 0, train_seconds)
-                progress.update(task, dev_cer=f"{rates.cer:.2f}")
-                if stop_request.requested:
+                if context.main:
+                    rundir.append_metrics(run_dir, metrics_row)
+                save_last(epoch + 1, 0, train_seconds, group)
+                progress.update(task, dev_cer=f"{dev_result['cer']:.2f}")
+                if context.any(stop_request.requested)[0]:
                     raise Interrupted(f"{run_dir}: interrupted; checkpoint saved at the end of epoch {epoch + 1}. "
                                       f"Continue with: asrbench train --out {run_dir} --resume")
                 if stop_reason in ("time budget", "max steps"):
@@ -494,11 +611,14 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path) -> dict:
         "stop_reason": stop_reason,
         "skipped_long_utterances": data.skipped_long,
         "skipped_batches": skipped_batches,
+        "world_size": context.world,
+        "grad_accum": accum,
         "peak_memory": peak_memory_mb(device),
         "config_hash": config.hash(),
         "environment": environment(device),
     }
-    fileio.write_json(run_dir / rundir.SUMMARY, summary)
+    if context.main:
+        fileio.write_json(run_dir / rundir.SUMMARY, summary)
     console.print(
         f"[green]done[/green] {config.model.name}: best dev CER {best_cer:.2f}% after {epochs_done} epochs, "
         f"{train_seconds:.0f}s ({stop_reason}) -> {run_dir}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from asrbench import rundir
 from asrbench.bench import add_statistics, bench, markdown, select_models, summarize
 from asrbench.cli import app
+from asrbench.env import CORES_VARIABLE, available_cores
 from asrbench.errors import AsrbenchError
 
 
@@ -138,8 +140,42 @@ def test_parallel_jobs_train_every_run(recipe: Path, tmp_path: Path):
     for run in report["runs"]:
         assert (Path(run["run"]) / "decode" / "test" / "hypotheses.jsonl").is_file()
     assert len(report["pairs"]) == 1 and all(row["wer_ci"] for row in report["summary"])
+    # Each job sized its automatic loader workers on its half of the cores, next to its one thread.
+    share = max(available_cores() // 2, 1)
+    for run in report["runs"]:
+        assert rundir.read_metrics(Path(run["run"]))[-1]["data_workers"] == min(4, max(share - 1, 0))
+    assert CORES_VARIABLE not in os.environ
     # Nothing left to do: a second call trains nothing and reproduces the same table.
     again = bench(recipe, "all", seeds=1, out=out, epochs=1, jobs=2, overrides=["train.num_threads=1"])
     assert again["summary"] == report["summary"]
     with pytest.raises(AsrbenchError, match="--jobs"):
         bench(recipe, "all", jobs=0)
+
+
+def test_parallel_jobs_fan_out_round_robin_over_the_gpus(monkeypatch):
+    import multiprocessing
+
+    from asrbench import bench as bench_module
+
+    counter = multiprocessing.get_context("spawn").Value("i", 0)
+    claimed = []
+    for _ in range(5):  # five worker processes starting, three GPUs
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        bench_module._claim_gpu(counter, ["0", "2", "5"])
+        claimed.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert claimed == ["0", "2", "5", "0", "2"]
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
+    import torch
+
+    from asrbench import bench as bench_module
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench_module.visible_gpus() == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    assert bench_module.visible_gpus() == ["3", "1"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert bench_module.visible_gpus() == ["0", "1"]

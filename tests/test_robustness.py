@@ -53,8 +53,9 @@ def _same_weights(a: dict, b: dict) -> bool:
 
 
 def _metrics(run: Path) -> list[dict]:
-    timing = ("train_seconds", "loop_seconds", "loop_steps")  # how long, and how much of it this process did
-    return [{k: v for k, v in row.items() if k not in timing} for row in rundir.read_metrics(run)]
+    # How long, and how much of the epoch this process did (loop_*): the rest must match.
+    return [{k: v for k, v in row.items() if k != "train_seconds" and not k.startswith("loop_")}
+            for row in rundir.read_metrics(run)]
 
 
 # --- Ctrl-C, kill -9 and resume -------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ import torch
 
 from asrbench import checkpoint, rundir
 from asrbench.decode import decode
+from asrbench.env import CORES_VARIABLE, available_cores
 from asrbench.errors import AsrbenchError
-from asrbench.train import lr_factor, train
+from asrbench.train import loader_workers, lr_factor, train
 
 WORDS = {"LOW": 300.0, "HIGH": 1500.0}
 
@@ -169,3 +171,29 @@ def test_mixed_precision_trains_on_cpu(recipe: Path, tmp_path: Path, precision: 
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert rundir.read_config(tmp_path / "run").train.precision == precision
     assert decode(tmp_path / "run", "test")["utterances"] == 4
+
+
+def test_automatic_data_workers_leave_the_compute_threads_their_cores(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert loader_workers(-1, cpu, cores=2) == 0  # a worker would share a core with the step's threads
+    assert loader_workers(-1, cpu, cores=3) == 1
+    assert loader_workers(-1, cpu, cores=64) == 4
+    assert loader_workers(-1, cuda, cores=2) == 1  # on a GPU collation overlaps the device's work
+    assert loader_workers(-1, cuda, cores=1) == 0
+    assert loader_workers(3, cpu, cores=2) == 3  # an explicit number is taken as given
+    monkeypatch.setenv(CORES_VARIABLE, "3")  # bench --jobs gives each job its share
+    assert available_cores() == min(3, len(os.sched_getaffinity(0)))
+    monkeypatch.setenv(CORES_VARIABLE, "not a number")
+    assert available_cores() == len(os.sched_getaffinity(0))
+
+
+def test_run_records_the_resolved_data_workers(recipe: Path, tmp_path: Path):
+    train(recipe, "dnn", tmp_path / "auto", epochs=1)
+    assert rundir.read_config(tmp_path / "auto").train.data_workers == -1
+    expected = loader_workers(-1, torch.device("cpu"))
+    assert rundir.read_metrics(tmp_path / "auto")[-1]["data_workers"] == expected
+    train(recipe, "dnn", tmp_path / "one", epochs=1, overrides=["train.data_workers=1"])
+    assert rundir.read_metrics(tmp_path / "one")[-1]["data_workers"] == 1
+    with pytest.raises(AsrbenchError, match="train.data_workers must be -1"):
+        train(recipe, "dnn", tmp_path / "bad", epochs=1, overrides=["train.data_workers=-2"])

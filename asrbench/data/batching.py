@@ -39,7 +39,11 @@ class BucketBatchSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def batches(self) -> list[list[int]]:
+    def batches(self, group: int = 1) -> list[list[int]]:
+        """The epoch's batches. With ``group`` > 1 (batches per optimizer step over all ranks and
+        micro-batches, see asrbench.distributed), runs of ``group`` batches of neighbouring lengths
+        stay together so the ranks of a step get similarly sized batches; the groups are shuffled,
+        and ``len % group`` batches drawn at random (different ones every epoch) are left out."""
         rng = random.Random(self.seed * 100003 + self.epoch)
         if self.shuffle:
             # Noise of +-10% reorders utterances of similar length only, so padding stays low.
@@ -60,9 +64,16 @@ class BucketBatchSampler:
             longest = longest_if_added
         if current:
             batches.append(current)
+        if group <= 1:
+            if self.shuffle:
+                rng.shuffle(batches)
+            return batches
+        left_out = set(rng.sample(range(len(batches)), len(batches) % group))
+        batches = [batch for index, batch in enumerate(batches) if index not in left_out]
+        groups = [batches[start : start + group] for start in range(0, len(batches), group)]
         if self.shuffle:
-            rng.shuffle(batches)
-        return batches
+            rng.shuffle(groups)
+        return [batch for members in groups for batch in members]
 
     def __iter__(self):
         return iter(self.batches())
@@ -163,49 +174,51 @@ def batch_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class EpochBatches(torch.utils.data.Dataset):
-    """Training batches by key ``(epoch, index)``, collated on demand (in loader workers).
+    """Training batches by key ``(epoch, group, index)``, collated on demand (in loader workers).
 
-    A worker recomputes an epoch's batches from the sampler (they depend only on its seed and the
-    epoch) and augments batch ``index`` with :func:`batch_seed`, so what a step sees depends on
-    nothing but (seed, epoch, batch): not on the number of workers, and not on whether training
-    was resumed in between. One loader with persistent workers serves every epoch.
+    A worker recomputes an epoch's batches from the sampler (they depend only on its seed, the
+    epoch and the step group size) and augments batch ``index`` with :func:`batch_seed`, so what a
+    step sees depends on nothing but (seed, epoch, group, batch): not on the number of workers or
+    ranks, and not on whether training was resumed in between. One loader with persistent workers
+    serves every epoch.
     """
 
     def __init__(self, collate: Collator, sampler: BucketBatchSampler, seed: int):
         self.collate = collate
         self.sampler = copy.copy(sampler)
         self.seed = seed
-        self._epoch: int | None = None
+        self._key: tuple[int, int] | None = None
         self._batches: list[list[int]] = []
 
-    def batches(self, epoch: int) -> list[list[int]]:
-        if epoch != self._epoch:
+    def batches(self, epoch: int, group: int = 1) -> list[list[int]]:
+        if (epoch, group) != self._key:
             self.sampler.set_epoch(epoch)
-            self._batches, self._epoch = self.sampler.batches(), epoch
+            self._batches, self._key = self.sampler.batches(group), (epoch, group)
         return self._batches
 
     def __len__(self) -> int:
-        return len(self.batches(self._epoch or 0))
+        return len(self.batches(*(self._key or (0, 1))))
 
-    def __getitem__(self, key: tuple[int, int]) -> Batch:
-        epoch, index = key
-        return self.collate(self.batches(epoch)[index], batch_seed(self.seed, epoch, index))
+    def __getitem__(self, key: tuple[int, int, int]) -> Batch:
+        epoch, group, index = key
+        return self.collate(self.batches(epoch, group)[index], batch_seed(self.seed, epoch, index))
 
 
 class EpochKeys(torch.utils.data.Sampler):
-    """The keys ``(epoch, index)`` for ``index`` in ``[start, stop)``; set before each epoch."""
+    """The keys ``(epoch, group, index)`` for ``index`` in ``range(start, stop, stride)``; set
+    before each epoch (a rank of ``world`` takes every ``world``-th batch, from ``rank`` on)."""
 
     def __init__(self) -> None:
-        self.epoch, self.start, self.stop = 0, 0, 0
+        self.epoch, self.group, self.start, self.stop, self.stride = 0, 1, 0, 0, 1
 
-    def set(self, epoch: int, start: int, stop: int) -> None:
-        self.epoch, self.start, self.stop = epoch, start, stop
+    def set(self, epoch: int, start: int, stop: int, group: int = 1, stride: int = 1) -> None:
+        self.epoch, self.group, self.start, self.stop, self.stride = epoch, group, start, stop, stride
 
     def __iter__(self):
-        return iter([(self.epoch, index) for index in range(self.start, self.stop)])
+        return iter([(self.epoch, self.group, index) for index in range(self.start, self.stop, self.stride)])
 
     def __len__(self) -> int:
-        return self.stop - self.start
+        return len(range(self.start, self.stop, self.stride))
 
 
 def _init_worker(worker_id: int) -> None:

@@ -256,22 +256,37 @@ def load_features(data_dir: str | Path, split: str, config: FeatureConfig, speed
         ]
     key = cache_key(utterances, config, speed)
     cache = Path(data_dir) / "features" / f"{split}-{key}.pt"
-    if cache.is_file():
+    features = _read_cache(cache, utterances)
+    if features is not None:
+        return features
+    # Several processes (torchrun ranks, parallel bench jobs) may want the same cache at once:
+    # one extracts, the others wait for it and then read it.
+    with fileio.build_lock(cache.with_suffix(".lock")):
+        features = _read_cache(cache, utterances)
+        if features is not None:
+            return features
+        label = f"{split} features" + (f" (speed {speed:g})" if speed != 1.0 else "")
+        features = extract(utterances, config, speed, label)
         try:
-            stored = torch.load(cache, weights_only=True)
-            if stored["ids"] == [u.id for u in utterances]:
-                return FeatureSet(utterances, stored["frames"], stored["offsets"])
-        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
-            pass
-    label = f"{split} features" + (f" (speed {speed:g})" if speed != 1.0 else "")
-    features = extract(utterances, config, speed, label)
-    try:
-        fileio.torch_save(
-            {"ids": [u.id for u in utterances], "frames": features.frames, "offsets": features.offsets}, cache
-        )
-    except OSError as err:
-        raise AsrbenchError(f"{cache}: cannot write the feature cache ({err.strerror})") from None
+            fileio.torch_save(
+                {"ids": [u.id for u in utterances], "frames": features.frames, "offsets": features.offsets}, cache
+            )
+        except OSError as err:
+            raise AsrbenchError(f"{cache}: cannot write the feature cache ({err.strerror})") from None
     return features
+
+
+def _read_cache(cache: Path, utterances: list[Utterance]) -> FeatureSet | None:
+    """The cached features when ``cache`` holds these utterances' features; None otherwise."""
+    if not cache.is_file():
+        return None
+    try:
+        stored = torch.load(cache, weights_only=True)
+        if stored["ids"] == [u.id for u in utterances]:
+            return FeatureSet(utterances, stored["frames"], stored["offsets"])
+    except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
+        pass
+    return None
 
 
 @dataclass
