@@ -29,7 +29,7 @@ from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decode import recognize
 from asrbench.decoding.searchers import Searcher
 from asrbench.distributed import Context
-from asrbench.env import available_cores, environment, peak_memory_mb, resolve_device
+from asrbench.env import available_cores, environment, peak_memory_mb, release_free_memory, resident_mb, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.models import build_model, count_parameters
 from asrbench.progress import console, progress_bar
@@ -588,6 +588,8 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
                     "data_workers": workers,
                     "world_size": context.world,
                 }
+                release_free_memory()
+                metrics_row["rss_mb"] = resident_mb()  # after the dev pass, with free heap pages returned
                 if context.main:
                     rundir.append_metrics(run_dir, metrics_row)
                 save_last(epoch + 1, 0, train_seconds, group)

@@ -17,7 +17,9 @@ Per model: ``peak_rss_mb_<model>`` (target ≤ 4000 MB, generous) and ``rss_grow
 at the end of the last epoch minus that at the end of epoch 2 (epoch 1 includes the allocator's
 warm-up), as a fraction of the peak; target ≤ 0.05. ``--max-utterances`` trains on the first N
 training (and dev) utterances, copied into a data dir under ``--out``; run dirs, logs and that
-copy are removed afterwards unless ``--keep``.
+copy are removed afterwards unless ``--keep``. The per-epoch RSS is the ``rss_mb`` the trainer
+writes into each metrics row when it has one (it is taken at a fixed point of the epoch's end),
+else the polled VmRSS.
 """
 
 from __future__ import annotations
@@ -142,6 +144,11 @@ def measure(args: argparse.Namespace, model: str, data_dir: str | None, environm
         raise SystemExit(f"training {model} failed (exit {process.returncode}); {log_path} ends:\n{tail}")
     summary = json.loads((run_dir / "train_summary.json").read_text())
     summary_peak = (summary.get("peak_memory") or {}).get("mb") or 0.0
+    # The trainer records its own RSS at each epoch end (after the dev pass and returning free heap
+    # pages); that is exact where the poll above lands anywhere in the checkpoint write after it.
+    recorded = [json.loads(line).get("rss_mb") for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    if recorded and all(value is not None for value in recorded):
+        epoch_rss = recorded
     return {"epoch_rss_mb": epoch_rss, "sampled_peak_mb": peaks["vmhwm"], "summary_peak_mb": summary_peak,
             "peak_mb": max(peaks["vmhwm"], summary_peak), "with_workers_mb": peaks["with_workers"],
             "processes": peaks["processes"], "epochs": summary["epochs"], "seconds": seconds,

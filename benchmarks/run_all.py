@@ -29,6 +29,7 @@ SUITE: dict[str, list[str]] = {
     "trainer_bench": ["trainer_bench.py", "--recipe", "recipes/an4.yaml", "--steps", "20"],
     "decode_bench": ["decode_bench.py", "--threads", "1"] + (["--run", str(AN4_RUN)] if AN4_RUN.is_dir() else []),
     "memory_bench": ["memory_bench.py", "--recipe", "recipes/an4.yaml", "--max-utterances", "100", "--epochs", "5"],
+    "ddp_bench": ["ddp_bench.py", "--recipe", "recipes/an4.yaml", "--model", "cnn", "--batches", "40"],
     "setup_time": ["setup_time.py"],
 }
 

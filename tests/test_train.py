@@ -197,3 +197,18 @@ def test_run_records_the_resolved_data_workers(recipe: Path, tmp_path: Path):
     assert rundir.read_metrics(tmp_path / "one")[-1]["data_workers"] == 1
     with pytest.raises(AsrbenchError, match="train.data_workers must be -1"):
         train(recipe, "dnn", tmp_path / "bad", epochs=1, overrides=["train.data_workers=-2"])
+
+
+def test_each_epoch_records_the_resident_memory_after_returning_free_heap_pages(recipe: Path, tmp_path: Path):
+    from asrbench.env import release_free_memory, resident_mb
+
+    before = resident_mb()
+    assert before is not None and before > 10  # this pytest process holds torch: far more than 10 MB
+    block = bytearray(64 * 2**20)  # touched, so resident
+    assert resident_mb() > before + 50
+    del block
+    release_free_memory()
+    assert resident_mb() < before + 50
+    train(recipe, "dnn", tmp_path / "run", epochs=2)
+    rows = rundir.read_metrics(tmp_path / "run")
+    assert all(isinstance(row["rss_mb"], float) and row["rss_mb"] > 10 for row in rows)
