@@ -240,3 +240,59 @@ def test_masked_batch_norm_ignores_padded_frames():
     real = torch.cat([x[0], x[1, :, :3]], dim=1)  # (C, 8 real frames)
     expected = (real - real.mean(1, keepdim=True)) / torch.sqrt(real.var(1, unbiased=False, keepdim=True) + 1e-5)
     assert torch.allclose(out_x[0], expected[:, :5], atol=1e-5)
+
+
+# --- fast dropout on CPU -----------------------------------------------------------------------
+
+
+def test_fast_dropout_drops_p_and_keeps_the_expectation():
+    from asrbench.models.common import FastDropout
+
+    torch.manual_seed(0)
+    layer = FastDropout(0.3)
+    x = torch.ones(400, 1000, requires_grad=True)
+    y = layer(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.3) < 4 * (0.3 * 0.7 / x.numel()) ** 0.5  # within 4 sigma of p
+    assert y.mean().item() == pytest.approx(1.0, abs=0.005)
+    values = torch.unique(y).tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(65536 / (65536 - round(0.3 * 65536)))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # gradient: the same mask and scale
+    torch.manual_seed(0)
+    assert torch.equal(layer(torch.ones(400, 1000)), y.detach())  # the global generator: reproducible
+    layer.eval()
+    assert torch.equal(layer(x), x)
+
+
+def test_every_dropout_of_a_model_is_the_fast_one():
+    from asrbench.models.common import FastDropout, FastMultiheadAttention
+
+    for name in ("transformer", "conformer", "transformer_aed", "dnn"):
+        model = make(name)
+        kinds = {type(module) for module in model.modules()}
+        assert torch.nn.Dropout not in kinds and torch.nn.MultiheadAttention not in kinds
+        assert FastDropout in kinds
+        if name != "dnn":
+            assert FastMultiheadAttention in kinds
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_fast_attention_computes_what_torch_attention_does(batch_first, monkeypatch):
+    from asrbench.models import common
+
+    torch.manual_seed(0)
+    reference = torch.nn.MultiheadAttention(16, 4, dropout=0.2, batch_first=batch_first)
+    fast = torch.nn.MultiheadAttention(16, 4, dropout=0.2, batch_first=batch_first)
+    fast.load_state_dict(reference.state_dict())
+    fast.__class__ = common.FastMultiheadAttention
+    monkeypatch.setattr(common, "fast_dropout", lambda x, p: x)  # the dropout itself is tested above
+    reference.dropout = 0.0  # torch's path without dropout is the expected value
+    x = torch.randn(3, 7, 16) if batch_first else torch.randn(7, 3, 16)
+    padding = torch.tensor([[False] * 7, [False] * 5 + [True] * 2, [False] * 3 + [True] * 4])
+    window = (torch.arange(7)[None, :] - torch.arange(7)[:, None]).abs() > 2
+    expected, _ = reference(x, x, x, key_padding_mask=padding, attn_mask=window, need_weights=False)
+    got, _ = fast(x, x, x, key_padding_mask=padding, attn_mask=window, need_weights=False)
+    assert torch.allclose(got, expected, atol=1e-5)
+    got.sum().backward()
+    assert fast.in_proj_weight.grad is not None

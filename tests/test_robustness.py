@@ -53,8 +53,8 @@ def _same_weights(a: dict, b: dict) -> bool:
 
 
 def _metrics(run: Path) -> list[dict]:
-    # How long, and how much of the epoch this process did (loop_*): the rest must match.
-    return [{k: v for k, v in row.items() if k != "train_seconds" and not k.startswith("loop_")}
+    # How long, how much of the epoch this process did (loop_*) and its memory: the rest must match.
+    return [{k: v for k, v in row.items() if k not in ("train_seconds", "rss_mb") and not k.startswith("loop_")}
             for row in rundir.read_metrics(run)]
 
 

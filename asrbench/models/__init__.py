@@ -55,7 +55,9 @@ def build_model(name: str, options: dict, input_dim: int, vocab_size: int) -> nn
     from asrbench.config import build_dataclass
 
     config = build_dataclass(config_class, options, f"model {name}")
-    return model_class(input_dim, vocab_size, config)
+    from asrbench.models.common import use_fast_dropout
+
+    return use_fast_dropout(model_class(input_dim, vocab_size, config))
 
 
 def default_options(name: str) -> dict:
