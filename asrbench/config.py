@@ -104,7 +104,9 @@ class TrainConfig:
     data_workers: int = -1
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a gradient scaler)
+    # fp32 | bf16 | fp16 (autocast; fp16 adds a gradient scaler) | amp: bf16 on a GPU that has
+    # it, else fp16 on a GPU, fp32 on a CPU (CPU autocast rarely pays off without AMX units).
+    precision: str = "fp32"
     num_threads: int = 0  # 0 = torch's default
     eval_batch_frames: int = 60000
 
@@ -149,7 +151,7 @@ CHOICES = {
     ("tokenizer", "unknown"): ("map", "drop", "fail"),
     ("train", "schedule"): ("cosine", "constant"),
     ("train", "device"): ("auto", "cpu", "cuda"),
-    ("train", "precision"): ("fp32", "bf16", "fp16"),
+    ("train", "precision"): ("fp32", "bf16", "fp16", "amp"),
 }
 
 POSITIVE = {

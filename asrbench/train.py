@@ -230,6 +230,15 @@ def _restore_rng(state: dict, context: Context, device: torch.device, seed: int)
                       "without a saved RNG state start fresh dropout streams")
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``amp`` -> bf16 where the GPU supports it, else fp16 on a GPU, fp32 on a CPU; others as given."""
+    if precision != "amp":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
 def _autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return nullcontext()
@@ -372,7 +381,8 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
     clock = {"fraction": 0.0}  # elapsed / budgeted seconds, read by the schedule (budget_schedule)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, tc, clock["fraction"]))
-    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16" and device.type == "cuda")
+    precision = resolve_precision(tc.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
     collate = Collator(data.train, data.train_tokens, data.cmvn, config.augment)
     keys = EpochKeys()
     workers = loader_workers(tc.data_workers, device)
@@ -433,6 +443,7 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
         f"{steps_per_epoch} steps/epoch, device {device}, {workers} data-loader worker{'s' * (workers != 1)}"
         + (f", {context.world} ranks" if context.distributed else "")
         + (f", {accum} batches per rank and step" if accum > 1 else "")
+        + (f", precision {precision}" if precision != "fp32" else "")
         + (f", {data.skipped_long} utterances longer than {config.data.max_duration}s or "
            f"{tc.batch_frames} frames (train.batch_frames) skipped" if data.skipped_long else "")
         + (f"; resuming at epoch {start_epoch + 1}" + (f", batch {position + 1}" if position else "")
@@ -480,7 +491,7 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
                     # DDP averages gradients over the ranks on the group's last backward only.
                     sync = micro == accum - 1 or not context.distributed
                     with nullcontext() if sync else train_module.no_sync():
-                        with _autocast(device, tc.precision):
+                        with _autocast(device, precision):
                             loss = train_module(batch.features, batch.feature_lengths, batch.targets,
                                                 batch.target_lengths)
                         finite = bool(torch.isfinite(loss))
@@ -615,6 +626,7 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
         "skipped_batches": skipped_batches,
         "world_size": context.world,
         "grad_accum": accum,
+        "precision": precision,
         "peak_memory": peak_memory_mb(device),
         "config_hash": config.hash(),
         "environment": environment(device),

@@ -212,3 +212,18 @@ def test_spec_augment_does_not_modify_its_input():
     copy = features.clone()
     spec_augment(features, AugmentConfig())
     assert torch.equal(features, copy)
+
+
+def test_batched_collation_equals_normalizing_and_augmenting_each_utterance():
+    # The collator pads first and works on the batch in place; the values must be those of the
+    # utterance-by-utterance recipe (CMVN, SpecAugment with the batch's generator, zero padding).
+    features = make_features([30, 17, 25, 9], seed=3)
+    cmvn = GlobalCMVN.from_frames(features.frames)
+    augment = AugmentConfig(freq_masks=2, freq_mask_width=3, time_masks=2, time_mask_width=5)
+    batch = Collator(features, [[1, 2]] * 4, cmvn, augment)([2, 0, 3], seed=11)
+    generator = torch.Generator().manual_seed(11)
+    for row, index in enumerate([2, 0, 3]):
+        expected = spec_augment(cmvn(features[index]), augment, generator)
+        length = expected.size(0)
+        assert torch.equal(batch.features[row, :length], expected)
+        assert not batch.features[row, length:].any()

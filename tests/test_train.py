@@ -212,3 +212,18 @@ def test_each_epoch_records_the_resident_memory_after_returning_free_heap_pages(
     train(recipe, "dnn", tmp_path / "run", epochs=2)
     rows = rundir.read_metrics(tmp_path / "run")
     assert all(isinstance(row["rss_mb"], float) and row["rss_mb"] > 10 for row in rows)
+
+
+def test_amp_picks_bf16_where_the_gpu_has_it_else_fp16_and_fp32_on_cpu(monkeypatch, recipe: Path, tmp_path: Path):
+    from asrbench.train import resolve_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert resolve_precision("amp", cuda) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert resolve_precision("amp", cuda) == "fp16"
+    assert resolve_precision("amp", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"  # an explicit choice is kept
+    summary = train(recipe, "dnn", tmp_path / "run", epochs=1, overrides=["train.precision=amp"])
+    assert summary["precision"] == "fp32"
+    assert rundir.read_config(tmp_path / "run").train.precision == "amp"

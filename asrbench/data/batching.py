@@ -124,7 +124,13 @@ def spec_augment(features: torch.Tensor, config: AugmentConfig,
     Draws come from ``generator`` (torch's global RNG without one), so a batch can be augmented
     the same way in any process and after any resume.
     """
-    out = features.clone()
+    return spec_augment_(features.clone(), config, generator)
+
+
+def spec_augment_(features: torch.Tensor, config: AugmentConfig,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """:func:`spec_augment` in place (on a view into a padded batch, say)."""
+    out = features
     mean = float(features.mean())
     for _ in range(config.freq_masks):
         _mask(out, config.freq_mask_width, mean, 1, generator)
@@ -152,12 +158,17 @@ class Collator:
 
     def __call__(self, indices: list[int], seed: int | None = None) -> Batch:
         """The padded batch; with ``seed`` its augmentation is a function of the seed alone."""
-        pieces = [self.cmvn(self.features[i]) for i in indices]
-        if self.augment is not None and self.augment.spec_augment:
-            generator = torch.Generator().manual_seed(seed) if seed is not None else None
-            pieces = [spec_augment(piece, self.augment, generator) for piece in pieces]
+        # Pad first, then normalize and augment the batch in place: the same values as doing it
+        # utterance by utterance, with one CMVN op and no copies per utterance.
+        pieces = [self.features[i] for i in indices]
         lengths = torch.tensor([piece.size(0) for piece in pieces])
         padded = torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True)
+        padded.sub_(self.cmvn.mean).div_(self.cmvn.std)
+        padded.masked_fill_((torch.arange(padded.size(1))[None, :] >= lengths[:, None]).unsqueeze(-1), 0.0)
+        if self.augment is not None and self.augment.spec_augment:
+            generator = torch.Generator().manual_seed(seed) if seed is not None else None
+            for row, length in zip(padded, lengths.tolist(), strict=True):
+                spec_augment_(row[:length], self.augment, generator)
         targets = [torch.tensor(self.token_ids[i], dtype=torch.long) for i in indices]
         return Batch(
             ids=[self.features.utterances[i].id for i in indices],
