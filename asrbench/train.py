@@ -328,6 +328,35 @@ def _start(recipe, model_name, run_dir: Path, data_dir, overrides, resume, epoch
     return config, last_state
 
 
+class FlatGradients:
+    """Every parameter's ``.grad`` as a view into one flat buffer, so that clipping and zeroing
+    are one op each instead of a few per parameter (PyTorch's multi-tensor kernels skip CPU
+    tensors; per-parameter clipping cost ~2% of an AN4 step on 2 cores). Backward accumulates
+    into the existing views in place; the buffer is zeroed, never freed, between steps.
+    """
+
+    def __init__(self, model: nn.Module):
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        first = parameters[0]
+        if any(p.dtype != first.dtype or p.device != first.device for p in parameters):
+            raise AsrbenchError("the model's parameters differ in dtype or device; asrbench trains one of each")
+        self.buffer = torch.zeros(sum(p.numel() for p in parameters), dtype=first.dtype, device=first.device)
+        offset = 0
+        for parameter in parameters:
+            parameter.grad = self.buffer[offset : offset + parameter.numel()].view_as(parameter)
+            offset += parameter.numel()
+
+    def zero_(self) -> None:
+        self.buffer.zero_()
+
+    def clip_(self, max_norm: float) -> torch.Tensor:
+        """Scale the gradients to an L2 norm of at most ``max_norm``; -> the norm before (as
+        ``nn.utils.clip_grad_norm_``)."""
+        norm = torch.linalg.vector_norm(self.buffer)
+        self.buffer.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+        return norm
+
+
 def loader_workers(configured: int, device: torch.device, cores: int | None = None) -> int:
     """Data-loader processes for ``train.data_workers`` (-1 = auto).
 
@@ -415,6 +444,7 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
             rundir.truncate_metrics(run_dir, start_epoch)  # rows written after this checkpoint are redone
     elif context.rank > 0:
         _seed_rank(tc.seed, context.rank, 0)  # every rank its own dropout stream; the weights come from rank 0
+    gradients = FlatGradients(model)
     train_module = distributed.wrap(model, context, device)
 
     def save_last(epoch_index: int, batches_done: int, seconds: float, epoch_group: int) -> None:
@@ -506,7 +536,7 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
                     if micro < accum:
                         continue
                     scaler.unscale_(optimizer)
-                    norm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                    norm = gradients.clip_(tc.grad_clip)
                     # With fp16 the gradient scaler skips overflowing steps itself; otherwise a
                     # non-finite gradient would poison the weights, so the step is skipped.
                     bad = bad or not (scaler.is_enabled() or bool(torch.isfinite(norm)))
@@ -531,7 +561,7 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
                                 f"gradient (epoch {epoch + 1}, step {step + 1}); training stopped and the last "
                                 "good checkpoint was kept. Lower train.lr, check the data or use precision fp32"
                             )
-                    optimizer.zero_grad(set_to_none=True)
+                    gradients.zero_()
                     micro, bad, step_losses = 0, False, []
                     batches_done += group
                     if tc.budget_schedule:

@@ -1,6 +1,6 @@
 """Trainer overhead, compute utilisation and padding waste, per architecture, on a real recipe.
 
-    python benchmarks/trainer_bench.py [--recipe recipes/an4.yaml] [--models dnn,cnn,...] [--steps 20]
+    python benchmarks/trainer_bench.py [--recipe recipes/an4.yaml] [--models dnn,cnn,...] [--steps 30] [--repeat 2]
 
 For each model, in this process, side by side:
 
@@ -14,6 +14,8 @@ For each model, in this process, side by side:
 Both sides are timed warm: each runs once untimed first (a whole trainer run, a whole pass of the
 bare loop with a throwaway model), since the first pass over new batch shapes pays one-off costs
 (allocator growth, oneDNN kernel creation) of about 10% here that the other side would then skip.
+Then trainer and bare loop alternate ``--repeat`` times and each side keeps its fastest run: the
+machine's speed drifts by several percent between minutes, more than the overhead measured.
   Target: trainer / bare >= 0.95.
 
 Compute utilisation (``--flops-models``, default transformer and conformer): the matmul and
@@ -43,12 +45,45 @@ def matmul_flops_per_second(size: int = 2048, repeat: int = 5) -> float:
     return 2 * size**3 / best_time(lambda: torch.mm(a, b), repeat)
 
 
+def trainer_run(recipe: str, name: str, run_dir: Path, overrides: list[str]) -> float:
+    """``asrbench train`` end to end; -> its batch loop's steps/s."""
+    from asrbench import rundir
+    from asrbench.train import train
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    train(recipe, name, run_dir, overrides=overrides)
+    row = rundir.read_metrics(run_dir)[-1]
+    return row["loop_steps"] / row["loop_seconds"]
+
+
+def bare_run(config, vocab: int, collated: list) -> tuple[float, object]:
+    """Forward + backward + AdamW step over pre-collated batches, fresh model; -> (steps/s, model)."""
+    import torch
+
+    from asrbench.models import build_model
+    from asrbench.train import seed_everything
+
+    tc = config.train
+    seed_everything(tc.seed)
+    model = build_model(config.model.name, config.model.options, config.features.dim(), vocab)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    start = time.perf_counter()
+    for batch in collated:
+        loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return len(collated) / (time.perf_counter() - start), model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="recipes/an4.yaml")
     parser.add_argument("--models", default="dnn,cnn,lstm,gru,crdnn,transformer,conformer")
     parser.add_argument("--flops-models", default="transformer,conformer")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=2, help="Timed trainer and bare runs, alternating; best of each.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default).")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="Extra recipe overrides for both sides (repeatable), e.g. train.data_workers=0.")
@@ -56,13 +91,9 @@ def main() -> None:
     args = parser.parse_args()
     threads = set_threads(args.threads)
 
-    import torch
-
-    from asrbench import rundir
     from asrbench.config import resolve
     from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches
-    from asrbench.models import build_model
-    from asrbench.train import load_training_data, seed_everything, train
+    from asrbench.train import load_training_data
 
     scratch = Path(args.out or tempfile.mkdtemp(prefix="trainer_bench_"))
     peak_flops = matmul_flops_per_second()
@@ -75,33 +106,25 @@ def main() -> None:
         data = load_training_data(config)
         tc = config.train
 
-        # The trainer, end to end; a first, untimed run warms the process (allocator, oneDNN's
-        # kernels for these batch shapes) as the bare loop's untimed pass does below.
-        for attempt in ("warm-up", "timed"):
-            run_dir = scratch / f"{name}-{attempt}"
-            shutil.rmtree(run_dir, ignore_errors=True)
-            train(args.recipe, name, run_dir, overrides=overrides)
-        row = rundir.read_metrics(run_dir)[-1]
-        trainer_steps_per_second = row["loop_steps"] / row["loop_seconds"]
-
-        # The bare loop on the same batches (epoch 0, same augmentation seeds), after a warm-up pass.
+        # The bare loop's batches: epoch 0's first, with the same augmentation seeds.
         sampler = BucketBatchSampler(data.train.lengths.tolist(), tc.batch_frames, tc.max_batch_size, True, tc.seed)
         sampler.set_epoch(0)
         batches = sampler.batches()
         dataset = EpochBatches(Collator(data.train, data.train_tokens, data.cmvn, config.augment), sampler, tc.seed)
         collated = [dataset[(0, 1, i)] for i in range(min(args.steps, len(batches)))]
-        for _pass in ("warm-up", "timed"):
-            seed_everything(tc.seed)
-            model = build_model(name, config.model.options, config.features.dim(), len(data.tokenizer))
-            model.train()
-            optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-            start = time.perf_counter()
-            for batch in collated:
-                loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            bare_steps_per_second = len(collated) / (time.perf_counter() - start)
+        vocab = len(data.tokenizer)
+
+        # Untimed first passes warm the process (allocator, oneDNN's kernels for these batch
+        # shapes) for both; then the two alternate --repeat times and each keeps its best, so
+        # that drift in the machine's speed hits both sides alike.
+        trainer_run(args.recipe, name, scratch / f"{name}-warm-up", overrides)
+        bare_run(config, vocab, collated)
+        trainer_speeds, bare_speeds = [], []
+        for attempt in range(args.repeat):
+            trainer_speeds.append(trainer_run(args.recipe, name, scratch / f"{name}-timed{attempt}", overrides))
+            speed, model = bare_run(config, vocab, collated)
+            bare_speeds.append(speed)
+        trainer_steps_per_second, bare_steps_per_second = max(trainer_speeds), max(bare_speeds)
         ratio = trainer_steps_per_second / bare_steps_per_second
         figures[f"trainer_overhead_{name}"] = figure(ratio, 0.95, "trainer / bare loop steps/s",
                                                      trainer_steps_per_second=trainer_steps_per_second,
@@ -114,7 +137,7 @@ def main() -> None:
             with FlopCounterMode(display=False) as counter:
                 loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)
                 loss.backward()
-            optimizer.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=True)
             step_flops = counter.get_total_flops()
             achieved = step_flops * trainer_steps_per_second
             figures[f"compute_utilisation_{name}"] = figure(
@@ -128,7 +151,7 @@ def main() -> None:
             figures["padding_fraction"] = figure(padding, 0.10, "padded / all frames", better="lower",
                                                  batches=len(batches), batch_frames=tc.batch_frames)
         details[name] = {"params": sum(p.numel() for p in model.parameters()), "steps": len(collated)}
-        del model, optimizer, data
+        del model, data
     if not args.out:
         shutil.rmtree(scratch, ignore_errors=True)
     record("trainer_bench", figures, {"recipe": args.recipe, "steps": args.steps, "threads": threads,

@@ -227,3 +227,26 @@ def test_amp_picks_bf16_where_the_gpu_has_it_else_fp16_and_fp32_on_cpu(monkeypat
     summary = train(recipe, "dnn", tmp_path / "run", epochs=1, overrides=["train.precision=amp"])
     assert summary["precision"] == "fp32"
     assert rundir.read_config(tmp_path / "run").train.precision == "amp"
+
+
+def test_flat_gradients_clip_like_torch_and_stay_views_through_backward():
+    from asrbench.train import FlatGradients
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    reference = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    reference.load_state_dict(model.state_dict())
+    gradients = FlatGradients(model)
+    x = torch.randn(8, 6)
+    for _ in range(2):  # the second backward must land in the same (zeroed) buffer
+        gradients.zero_()
+        reference.zero_grad(set_to_none=True)
+        (model(x) ** 2).sum().backward()
+        (reference(x) ** 2).sum().backward()
+        assert all(p.grad.data_ptr() >= gradients.buffer.data_ptr() for p in model.parameters())
+        norm = gradients.clip_(0.5)
+        expected = torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5)
+        assert norm.item() == pytest.approx(expected.item(), rel=1e-5) and norm > 0.5
+        for ours, theirs in zip(model.parameters(), reference.parameters(), strict=True):
+            assert torch.allclose(ours.grad, theirs.grad, atol=1e-6)
+    assert torch.linalg.vector_norm(gradients.buffer).item() == pytest.approx(0.5, rel=1e-4)
