@@ -26,7 +26,7 @@ AN4_RUN = ROOT / "runs" / "final" / "an4" / "conformer"
 SUITE: dict[str, list[str]] = {
     "bootstrap_speed": ["bootstrap_speed.py"],
     "feature_speed": ["feature_speed.py", "--data", "data/an4"],
-    "trainer_bench": ["trainer_bench.py", "--recipe", "recipes/an4.yaml", "--steps", "40"],
+    "trainer_bench": ["trainer_bench.py", "--recipe", "recipes/an4.yaml", "--steps", "30", "--repeat", "2"],
     "decode_bench": ["decode_bench.py", "--threads", "1"] + (["--run", str(AN4_RUN)] if AN4_RUN.is_dir() else []),
     "memory_bench": ["memory_bench.py", "--recipe", "recipes/an4.yaml", "--max-utterances", "100", "--epochs", "5"],
     "ddp_bench": ["ddp_bench.py", "--recipe", "recipes/an4.yaml", "--model", "cnn", "--batches", "40"],
