@@ -439,9 +439,8 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
         resumed_group = last_state.get("group", 1)
         if context.main:
             loss_sum, loss_count = last_state.get("loss_sum", 0.0), last_state.get("loss_count", 0)
-        _restore_rng(last_state, context, device, tc.seed)
-        if context.main:
             rundir.truncate_metrics(run_dir, start_epoch)  # rows written after this checkpoint are redone
+        _restore_rng(last_state, context, device, tc.seed)
     elif context.rank > 0:
         _seed_rank(tc.seed, context.rank, 0)  # every rank its own dropout stream; the weights come from rank 0
     gradients = FlatGradients(model)
@@ -482,9 +481,9 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
     checkpoint_seconds = tc.checkpoint_minutes * 60 if tc.checkpoint_minutes > 0 else math.inf
     stop_request = StopRequest()
 
-    def limit_reached(seconds: float) -> str | None:
+    def limit_reached(over_budget: bool) -> str | None:
         """Why training must stop now (the time budget or the step limit), or None."""
-        if seconds >= budget_seconds:
+        if over_budget:
             return "time budget"
         if tc.max_steps and step >= tc.max_steps:
             return "max steps"
@@ -497,7 +496,7 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
         )
         with stop_request:
             for epoch in range(start_epoch, tc.epochs):
-                stop_reason = limit_reached(train_seconds) or stop_reason
+                stop_reason = limit_reached(train_seconds >= budget_seconds) or stop_reason
                 if stop_reason != "epochs":
                     break
                 epoch_start = time.perf_counter()
@@ -571,9 +570,8 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
                     loop_steps += 1
                     progress.update(task, advance=1, loss=f"{float(loss.detach()):.3f}",
                                     lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                    if over_budget:  # on any rank's clock, so every rank stops at the same step
-                        stop_reason = "time budget"
-                    stop_reason = limit_reached(0.0) or stop_reason
+                    # The budget on any rank's clock (over_budget), so every rank stops at the same step.
+                    stop_reason = limit_reached(over_budget) or stop_reason
                     if stop_reason != "epochs":
                         break
                     if stop_now:  # Ctrl-C: finish the step, save, stop

@@ -130,15 +130,14 @@ def spec_augment(features: torch.Tensor, config: AugmentConfig,
 def spec_augment_(features: torch.Tensor, config: AugmentConfig,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """:func:`spec_augment` in place (on a view into a padded batch, say)."""
-    out = features
     mean = float(features.mean())
     for _ in range(config.freq_masks):
-        _mask(out, config.freq_mask_width, mean, 1, generator)
+        _mask(features, config.freq_mask_width, mean, 1, generator)
     time_width = min(config.time_mask_width, int(config.time_mask_ratio * features.size(0)))
     if time_width > 0:
         for _ in range(config.time_masks):
-            _mask(out, time_width, mean, 0, generator)
-    return out
+            _mask(features, time_width, mean, 0, generator)
+    return features
 
 
 class Collator:
