@@ -107,27 +107,6 @@ def test_batch_equals_one_utterance_at_a_time_whatever_the_neighbours():
         assert torch.allclose(features, alone, atol=1e-4)
 
 
-def test_map_chunks_keeps_the_order_and_restores_torch_threads():
-    threads = torch.get_num_threads()
-    seen_threads = []
-
-    def work(chunk):
-        seen_threads.append(torch.get_num_threads())
-        return [x * 2 for x in chunk]
-
-    chunks = [[i, i + 1] for i in range(0, 40, 2)]
-    assert list(features_module.map_chunks(work, chunks, threads=2)) == [[2 * i, 2 * i + 2] for i in range(0, 40, 2)]
-    assert set(seen_threads) == {1}  # ops inside a chunk run single-threaded, the chunks side by side
-    assert torch.get_num_threads() == threads
-
-    def failing(chunk):
-        raise ValueError("bad chunk")
-
-    with pytest.raises(ValueError, match="bad chunk"):
-        list(features_module.map_chunks(failing, chunks, threads=2))
-    assert torch.get_num_threads() == threads
-
-
 def test_chunked_groups_consecutive_items_up_to_the_limit():
     assert features_module.chunked([3.0, 3.0, 3.0, 1.0, 9.0, 0.5], 5.0) == [[0, 1], [2, 3, 4], [5]]
     assert features_module.chunked([], 5.0) == []
@@ -212,6 +191,18 @@ def test_load_features_matches_direct_extraction(data_dir):
         assert torch.equal(features[i], direct)
     assert features.lengths.tolist() == [kaldi_frames(int(d * 8000), 8000) for d in (0.5, 0.8, 0.3)]
     assert features.frames.shape == (int(features.lengths.sum()), 23)
+
+
+@pytest.mark.parametrize("chunk_seconds", [0.5, 1.0, 100.0])
+def test_extract_over_several_chunks_keeps_every_utterance_in_place(data_dir, monkeypatch, chunk_seconds):
+    """Chunks of 1, 2 or all 3 utterances give the same features, in manifest order."""
+    monkeypatch.setattr(features_module, "CHUNK_SECONDS", chunk_seconds)
+    utterances = features_module.read_manifest(data_dir / "train.jsonl")
+    features = features_module.extract(utterances, SMALL)
+    extractor = FeatureExtractor(SMALL)
+    for i, utt in enumerate(utterances):
+        assert torch.allclose(features[i], extractor(load_audio(utt.audio, 8000)), atol=1e-4)
+    assert features.lengths.tolist() == [kaldi_frames(int(d * 8000), 8000) for d in (0.5, 0.8, 0.3)]
 
 
 def test_second_load_reads_the_cache(data_dir, monkeypatch):
