@@ -72,6 +72,24 @@ def load_state(path: Path) -> dict:
     return state
 
 
+def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of the checkpoints' weights (ESPnet's n-best model averaging).
+
+    Floating-point tensors (weights, batch-norm running statistics) are averaged in float64 and
+    cast back; integer ones (batch-norm step counters) come from the first checkpoint.
+    """
+    states = [load_state(path)["model_state"] for path in paths]
+    first = states[0]
+    for path, state in zip(paths[1:], states[1:], strict=True):
+        if state.keys() != first.keys() or any(state[k].shape != first[k].shape for k in first):
+            raise AsrbenchError(f"{path}: its weights do not match {paths[0]}'s; they cannot be averaged")
+    return {
+        key: torch.stack([state[key].double() for state in states]).mean(0).to(value.dtype)
+        if value.is_floating_point() else value
+        for key, value in first.items()
+    }
+
+
 @dataclass
 class LoadedModel:
     config: RunConfig

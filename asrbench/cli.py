@@ -156,6 +156,9 @@ def decode_command(
     tag: str = typer.Option("", "--tag", help="Write to decode/<split>-<tag>/ instead of decode/<split>/."),
     tuned: bool = typer.Option(False, "--tuned", help="Use every value saved by `asrbench tune`."),
     threads: int = typer.Option(0, "--threads", help="Torch threads (0: torch's default); recorded with RTFx."),
+    checkpoint: str = typer.Option("best", "--checkpoint",
+                                   help="best (the final model: the n-best average with train.average_best), last, "
+                                        "or a checkpoint file in the run dir, e.g. checkpoints/nbest/epoch0012.pt"),
 ) -> None:
     """Decode a split; writes decode/<split>/hypotheses.jsonl and result.json."""
     from asrbench.decode import decode
@@ -169,8 +172,8 @@ def decode_command(
     values = {key: value for key, value in given.items() if value is not None}
     if lm and lm_weight is None:
         values["lm_weight"] = 0.5  # replaced by the tuned weight when this LM was tuned
-    result = decode(run_dir, split, data, device, options=DecodeOptions(**values), tag=tag, explicit=explicit,
-                    use_tuned=tuned, threads=threads)
+    result = decode(run_dir, split, data, device, checkpoint=checkpoint, options=DecodeOptions(**values), tag=tag,
+                    explicit=explicit, use_tuned=tuned, threads=threads)
     where = f"{split}-{tag}" if tag else split
     search = f", search RTFx {result['search_rtfx']:,.0f}" if result.get("search_rtfx") else ""
     console.print(

@@ -86,6 +86,9 @@ class TrainConfig:
     final_lr_ratio: float = 0.05
     grad_clip: float = 5.0
     patience: int = 0  # epochs without dev improvement before stopping; 0 = never stop early
+    # The final model (checkpoints/best.pt) is the average of the weights of the N best epochs on
+    # dev (CER, then loss), as ESPnet's --keep_nbest_models/average does; 1 = the single best epoch.
+    average_best: int = 1
     max_minutes: float = 0.0  # wall-clock budget; 0 = none
     # With max_minutes, the learning-rate decay also follows the clock: it reaches its end when the
     # budget runs out, if that comes before the last epoch (progress = max(steps, time) fraction).
@@ -168,6 +171,7 @@ POSITIVE = {
     ("train", "eval_batch_frames"),
     ("train", "max_nonfinite_batches"),
     ("train", "grad_accum"),
+    ("train", "average_best"),
 }
 
 

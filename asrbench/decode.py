@@ -160,7 +160,9 @@ def decode(
     if tag and not tag.replace("-", "").replace("_", "").isalnum():
         raise AsrbenchError(f"--tag '{tag}': use letters, digits, '-' and '_' only")
     options, tuned_from = resolve_options(run_dir, options or DecodeOptions(), explicit or set(), use_tuned)
-    loaded = load_model(run_dir / (rundir.BEST if checkpoint == "best" else rundir.LAST))
+    # best: the final model (the n-best average under train.average_best); last: the resumable one;
+    # anything else is a checkpoint file inside the run dir, e.g. checkpoints/nbest/epoch0012.pt.
+    loaded = load_model(run_dir / {"best": rundir.BEST, "last": rundir.LAST}.get(checkpoint, Path(checkpoint)))
     config = loaded.config
     data_dir = Path(data_dir) if data_dir else Path(config.data.dir)
     split_path(data_dir, split)  # a plain, prepared split name

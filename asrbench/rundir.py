@@ -22,6 +22,11 @@ SUMMARY = "train_summary.json"
 BEST = Path("checkpoints") / "best.pt"
 LAST = Path("checkpoints") / "last.pt"
 PREVIOUS = Path("checkpoints") / "last.prev.pt"  # the resumable checkpoint before LAST, kept as a fallback
+NBEST = Path("checkpoints") / "nbest"  # the N best epochs on dev, averaged into BEST (train.average_best)
+
+
+def nbest_checkpoint(epoch: int) -> Path:
+    return NBEST / f"epoch{epoch:04d}.pt"
 LOCK = ".lock"
 _held_locks: list = []  # open lock files of this process (see close_inherited_locks)
 

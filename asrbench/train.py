@@ -230,6 +230,19 @@ def _restore_rng(state: dict, context: Context, device: torch.device, seed: int)
                       "without a saved RNG state start fresh dropout streams")
 
 
+def _keep_nbest(nbest: list[list], entry: list, size: int) -> list[list]:
+    """Put ``entry`` ([dev CER, dev loss, epoch]) into the ``size`` best, best first (lower CER, then
+    lower loss, then the earlier epoch); returns the entries that fell out. ``size`` 1 keeps none:
+    the single best is checkpoints/best.pt already."""
+    if size <= 1:
+        return []
+    nbest.append(entry)
+    nbest.sort()
+    dropped = nbest[size:]
+    del nbest[size:]
+    return dropped
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``amp`` -> bf16 where the GPU supports it, else fp16 on a GPU, fp32 on a CPU; others as given."""
     if precision != "amp":
@@ -421,6 +434,7 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
 
     start_epoch, step, best_cer, best_loss, bad_epochs, train_seconds = 0, 0, math.inf, math.inf, 0, 0.0
     skipped_batches, position, loss_sum, loss_count = 0, 0, 0.0, 0
+    nbest: list[list] = []  # [dev CER, dev loss, epoch] of the epochs kept for averaging, best first
     resumed_group = group  # the group size the resumed epoch's batch list was made with
     if last_state is not None:
         model.load_state_dict(last_state["model_state"])
@@ -431,6 +445,7 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
         start_epoch, step = last_state["epoch"], last_state["step"]
         best_cer, best_loss = last_state["best_dev_cer"], last_state["best_dev_loss"]
         bad_epochs = last_state["bad_epochs"]
+        nbest = [list(entry) for entry in last_state.get("nbest", [])]
         train_seconds = last_state["train_seconds"]
         skipped_batches = last_state.get("skipped_batches", 0)
         # Inside an epoch: the batches already done (of all ranks), and the epoch's running loss
@@ -458,12 +473,13 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
             epoch=epoch_index, position=batches_done, group=epoch_group, step=step, loss_sum=losses[0],
             loss_count=int(losses[1]), best_dev_cer=best_cer, best_dev_loss=best_loss, bad_epochs=bad_epochs,
-            train_seconds=seconds, skipped_batches=skipped_batches, world_size=context.world,
+            train_seconds=seconds, skipped_batches=skipped_batches, world_size=context.world, nbest=nbest,
             rank_rng=rng_states, **rng_states[0],
         )
 
     stop_reason = "epochs"
     eval_seconds = 0.0  # the last dev pass; the budget keeps room for the final one
+    eval_passes = 2 if tc.average_best > 1 else 1  # and for the averaged model's
     nonfinite_in_a_row = 0
     epoch = start_epoch
     metrics_row: dict = {}
@@ -540,7 +556,7 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
                     # non-finite gradient would poison the weights, so the step is skipped.
                     bad = bad or not (scaler.is_enabled() or bool(torch.isfinite(norm)))
                     now = time.perf_counter()
-                    elapsed = train_seconds + now - epoch_start + eval_seconds
+                    elapsed = train_seconds + now - epoch_start + eval_passes * eval_seconds
                     # Decisions every rank must take together: one small all-reduce when distributed.
                     bad, stop_now, save_now, over_budget = context.any(
                         bad, stop_request.requested, now - last_save >= checkpoint_seconds, elapsed >= budget_seconds)
@@ -609,6 +625,11 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
                                         epoch=epoch + 1, step=step, dev_cer=best_cer, dev_wer=dev_result["wer"])
                 else:
                     bad_epochs += 1
+                dropped = _keep_nbest(nbest, [dev_result["cer"], dev_result["loss"], epoch + 1], tc.average_best)
+                if context.main and any(entry[2] == epoch + 1 for entry in nbest):
+                    checkpoint.save(run_dir / rundir.nbest_checkpoint(epoch + 1), config, data.tokenizer, data.cmvn,
+                                    model, epoch=epoch + 1, step=step, dev_cer=dev_result["cer"],
+                                    dev_wer=dev_result["wer"])
                 metrics_row = {
                     "epoch": epoch + 1,
                     "step": step,
@@ -632,6 +653,9 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
                 if context.main:
                     rundir.append_metrics(run_dir, metrics_row)
                 save_last(epoch + 1, 0, train_seconds, group)
+                if context.main:  # only now: the previous resumable checkpoint still listed them
+                    for entry in dropped:
+                        (run_dir / rundir.nbest_checkpoint(entry[2])).unlink(missing_ok=True)
                 progress.update(task, dev_cer=f"{dev_result['cer']:.2f}")
                 if context.any(stop_request.requested)[0]:
                     raise Interrupted(f"{run_dir}: interrupted; checkpoint saved at the end of epoch {epoch + 1}. "
@@ -642,6 +666,18 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
                     stop_reason = "early stopping"
                     break
     epochs_done = metrics_row.get("epoch", start_epoch)
+    averaged = None
+    if len(nbest) > 1 and context.main:
+        average_start = time.perf_counter()
+        epochs = [entry[2] for entry in nbest]
+        model.load_state_dict(checkpoint.average_weights([run_dir / rundir.nbest_checkpoint(e) for e in epochs]))
+        dev = recognize(model, data.dev, data.cmvn, data.tokenizer, device, tc.eval_batch_frames,
+                        token_ids=data.dev_tokens, searcher=dev_searcher)
+        rates = error_rates([u.text for u in data.dev.utterances], dev.hypotheses, DEFAULT_NORMALIZER)
+        averaged = {"epochs": epochs, "dev_cer": rates.cer, "dev_wer": rates.wer, "dev_loss": dev.loss}
+        checkpoint.save(run_dir / rundir.BEST, config, data.tokenizer, data.cmvn, model, epoch=epochs_done,
+                        step=step, dev_cer=rates.cer, dev_wer=rates.wer, averaged_epochs=epochs)
+        train_seconds += time.perf_counter() - average_start
     summary = {
         "model": config.model.name,
         "params": parameters,
@@ -649,6 +685,7 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
         "steps": step,
         "train_seconds": train_seconds,
         "best_dev_cer": best_cer,
+        "averaged": averaged,  # the final model, when train.average_best > 1: its epochs and dev figures
         "stop_reason": stop_reason,
         "skipped_long_utterances": data.skipped_long,
         "skipped_batches": skipped_batches,
@@ -663,6 +700,8 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
         fileio.write_json(run_dir / rundir.SUMMARY, summary)
     console.print(
         f"[green]done[/green] {config.model.name}: best dev CER {best_cer:.2f}% after {epochs_done} epochs, "
-        f"{train_seconds:.0f}s ({stop_reason}) -> {run_dir}"
+        + (f"average of {len(averaged['epochs'])} best epochs: dev CER {averaged['dev_cer']:.2f}%, "
+           if averaged else "")
+        + f"{train_seconds:.0f}s ({stop_reason}) -> {run_dir}"
     )
     return summary

@@ -250,3 +250,113 @@ def test_flat_gradients_clip_like_torch_and_stay_views_through_backward():
         for ours, theirs in zip(model.parameters(), reference.parameters(), strict=True):
             assert torch.allclose(ours.grad, theirs.grad, atol=1e-6)
     assert torch.linalg.vector_norm(gradients.buffer).item() == pytest.approx(0.5, rel=1e-4)
+
+
+def _ranked_epochs(run: Path, size: int) -> list[int]:
+    """The ``size`` best epochs by (dev CER, dev loss, epoch), read from metrics.jsonl."""
+    rows = sorted((row["dev_cer"], row["dev_loss"], row["epoch"]) for row in rundir.read_metrics(run))
+    return [epoch for _, _, epoch in rows[:size]]
+
+
+def test_average_best_writes_the_mean_of_the_n_best_epochs_as_the_final_model(recipe: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    summary = train(recipe, "dnn", run, epochs=5, seed=2, overrides=["train.average_best=3"])
+    epochs = _ranked_epochs(run, 3)
+    assert summary["averaged"]["epochs"] == epochs
+    kept = sorted(path.name for path in (run / rundir.NBEST).iterdir())
+    assert kept == sorted(rundir.nbest_checkpoint(epoch).name for epoch in epochs)  # the others were deleted
+    states = [checkpoint.load_state(run / rundir.nbest_checkpoint(epoch)) for epoch in epochs]
+    assert [state["epoch"] for state in states] == epochs
+    best = checkpoint.load_state(run / rundir.BEST)
+    assert best["averaged_epochs"] == epochs
+    for key, value in best["model_state"].items():
+        if value.is_floating_point():
+            expected = sum(state["model_state"][key] for state in states) / 3
+            assert torch.allclose(value, expected, atol=1e-6), key
+        else:  # batch-norm step counters: the best epoch's
+            assert torch.equal(value, states[0]["model_state"][key]), key
+    # The averaged model's own dev figures are measured and recorded; it decodes like any run.
+    assert summary["averaged"]["dev_cer"] == best["dev_cer"]
+    assert 0.0 <= summary["averaged"]["dev_loss"] < float("inf")
+    assert decode(run, "test")["utterances"] == 4
+
+
+def test_average_best_survives_a_resume(recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    overrides = ["train.average_best=2"]
+    train(recipe, "gru", straight, epochs=4, seed=3, overrides=overrides)
+    real_save = checkpoint.save
+
+    def save_then_die_after_epoch_3(path, *args, **kwargs):
+        real_save(path, *args, **kwargs)
+        if path.name == "last.pt" and kwargs["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die_after_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, "gru", resumed, epochs=4, seed=3, overrides=overrides)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    summary = train(None, None, resumed, resume=True)
+    assert summary["averaged"]["epochs"] == _ranked_epochs(straight, 2) == _ranked_epochs(resumed, 2)
+    a = checkpoint.load_state(straight / rundir.BEST)["model_state"]
+    b = checkpoint.load_state(resumed / rundir.BEST)["model_state"]
+    assert all(torch.allclose(a[key], b[key], atol=1e-6) for key in a)
+
+
+def test_without_averaging_the_final_model_is_the_best_epoch(recipe: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    summary = train(recipe, "dnn", run, epochs=3, seed=2)
+    assert summary["averaged"] is None and not (run / rundir.NBEST).exists()
+    assert checkpoint.load_state(run / rundir.BEST)["epoch"] == _ranked_epochs(run, 1)[0]
+
+
+def test_average_weights_means_floats_and_keeps_integer_counters(tmp_path: Path, recipe: Path):
+    run = tmp_path / "run"
+    train(recipe, "dnn", run, epochs=1)
+    base = checkpoint.load_state(run / rundir.BEST)
+    paths = []
+    for index, scale in enumerate((1.0, 3.0)):
+        state = dict(base)
+        state["model_state"] = {"w": torch.full((2, 2), scale), "steps": torch.tensor(7 + index)}
+        paths.append(tmp_path / f"c{index}.pt")
+        torch.save(state, paths[-1])
+    averaged = checkpoint.average_weights(paths)
+    assert torch.equal(averaged["w"], torch.full((2, 2), 2.0)) and averaged["w"].dtype == torch.float32
+    assert averaged["steps"].item() == 7 and averaged["steps"].dtype == torch.int64
+    mismatched = dict(base)
+    mismatched["model_state"] = {"w": torch.zeros(3), "steps": torch.tensor(1)}
+    torch.save(mismatched, tmp_path / "bad.pt")
+    with pytest.raises(AsrbenchError, match="bad.pt: its weights do not match"):
+        checkpoint.average_weights([paths[0], tmp_path / "bad.pt"])
+
+
+def test_average_best_must_be_positive(recipe: Path, tmp_path: Path):
+    with pytest.raises(AsrbenchError, match="train.average_best"):
+        train(recipe, "dnn", tmp_path / "run", epochs=1, overrides=["train.average_best=0"])
+
+
+def test_decode_can_score_a_kept_epoch_instead_of_the_average(recipe: Path, tmp_path: Path, monkeypatch, capsys):
+    import sys
+
+    from asrbench import cli
+
+    run = tmp_path / "run"
+    summary = train(recipe, "dnn", run, epochs=3, seed=2, overrides=["train.average_best=2"])
+    single = rundir.nbest_checkpoint(summary["averaged"]["epochs"][0])
+
+    def main(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["asrbench", *args])
+        try:
+            cli.run_app()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code
+        return code, capsys.readouterr().err
+
+    assert main("decode", str(run), "--split", "dev", "--checkpoint", str(single), "--tag", "single")[0] == 0
+    result = json.loads((run / "decode" / "dev-single" / "result.json").read_text())
+    assert result["decoder"]["checkpoint"] == str(single)
+    # The single best epoch's dev CER, as recorded when it was kept.
+    assert result["cer"] == pytest.approx(checkpoint.load_state(run / single)["dev_cer"])
+    code, err = main("decode", str(run), "--checkpoint", "checkpoints/nbest/epoch0099.pt")
+    assert code == 2 and err.count("\n") == 1 and "epoch0099.pt: checkpoint not found" in err
