@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -48,17 +49,20 @@ def fold_dirs(data_dir: Path, out: Path, folds: int) -> list[Path]:
 
 
 def run_one(recipe: str, model: str, fold: str, run_dir: str, overrides: list[str], threads: int,
-            attention_beam: int, also_average: list[int]) -> dict:
+            attention_beam: int, also_average: list[int], cores: int) -> dict:
     """Train (unless finished) and score one fold's run; its held-out error counts, final and single best."""
     import torch
 
     from asrbench.decode import decode
     from asrbench.decoding.searchers import DecodeOptions
+    from asrbench.env import CORES_VARIABLE
     from asrbench.models import MODELS
     from asrbench.train import train
 
     if threads:
         torch.set_num_threads(threads)
+    if cores:  # this job's share of the machine: decides the automatic loader workers
+        os.environ[CORES_VARIABLE] = str(cores)
     run = Path(run_dir)
     summary_path = run / "train_summary.json"
     if summary_path.is_file():
@@ -111,7 +115,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from asrbench.config import load_yaml, recipe_models, resolve
-    from asrbench.env import environment
+    from asrbench.env import available_cores, environment
 
     names = list(recipe_models(load_yaml(args.recipe), str(args.recipe)))
     if args.models != "all":
@@ -120,8 +124,9 @@ def main() -> None:
     folds = fold_dirs(data_dir, args.out, args.folds)
     tag = args.tag or ",".join(args.overrides) or "recipe"
     also = [int(size) for size in args.also_average.split(",") if size.strip()]
+    cores = max(1, available_cores() // args.jobs) if args.jobs > 1 else 0
     jobs = [(str(args.recipe), model, str(fold), str(args.out / tag / model / fold.name), args.overrides,
-             args.threads, args.attention_beam, also) for model in names for fold in folds]
+             args.threads, args.attention_beam, also, cores) for model in names for fold in folds]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(run_one, *zip(*jobs, strict=True)))
 
