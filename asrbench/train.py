@@ -445,7 +445,9 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
         start_epoch, step = last_state["epoch"], last_state["step"]
         best_cer, best_loss = last_state["best_dev_cer"], last_state["best_dev_loss"]
         bad_epochs = last_state["bad_epochs"]
-        nbest = [list(entry) for entry in last_state.get("nbest", [])]
+        # A fallback to last.prev.pt may list an epoch whose file was deleted after it was written.
+        nbest = [list(entry) for entry in last_state.get("nbest", [])
+                 if (run_dir / rundir.nbest_checkpoint(entry[2])).is_file()]
         train_seconds = last_state["train_seconds"]
         skipped_batches = last_state.get("skipped_batches", 0)
         # Inside an epoch: the batches already done (of all ranks), and the epoch's running loss

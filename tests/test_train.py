@@ -360,3 +360,15 @@ def test_decode_can_score_a_kept_epoch_instead_of_the_average(recipe: Path, tmp_
     assert result["cer"] == pytest.approx(checkpoint.load_state(run / single)["dev_cer"])
     code, err = main("decode", str(run), "--checkpoint", "checkpoints/nbest/epoch0099.pt")
     assert code == 2 and err.count("\n") == 1 and "epoch0099.pt: checkpoint not found" in err
+
+
+def test_a_resume_forgets_kept_epochs_whose_files_are_gone(recipe: Path, tmp_path: Path):
+    """As after falling back to last.prev.pt, which may list an epoch deleted after it was written."""
+    run = tmp_path / "run"
+    first = train(recipe, "dnn", run, epochs=3, seed=2, overrides=["train.average_best=2"])
+    gone = first["averaged"]["epochs"][1]
+    (run / rundir.nbest_checkpoint(gone)).unlink()
+    summary = train(None, None, run, resume=True, epochs=4)
+    assert summary["epochs"] == 4 and len(summary["averaged"]["epochs"]) == 2
+    assert gone not in summary["averaged"]["epochs"]
+    assert all((run / rundir.nbest_checkpoint(epoch)).is_file() for epoch in summary["averaged"]["epochs"])
