@@ -296,3 +296,46 @@ def test_fast_attention_computes_what_torch_attention_does(batch_first, monkeypa
     assert torch.allclose(got, expected, atol=1e-5)
     got.sum().backward()
     assert fast.in_proj_weight.grad is not None
+
+
+def _packed(rnn: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The reference: PyTorch's packed sequences (what run_recurrent does on a GPU)."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    output, _ = rnn(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+    return pad_packed_sequence(output, batch_first=True, total_length=x.size(1))[0]
+
+
+@pytest.mark.parametrize("cell", [torch.nn.LSTM, torch.nn.GRU])
+@pytest.mark.parametrize(("layers", "bidirectional"), [(1, True), (2, True), (3, False)])
+@pytest.mark.parametrize("training", [False, True])
+def test_run_recurrent_computes_what_packed_sequences_do(cell, layers, bidirectional, training):
+    from asrbench.models.common import run_recurrent
+
+    torch.manual_seed(layers)
+    rnn = cell(12, 8, num_layers=layers, bidirectional=bidirectional, batch_first=True).train(training)
+    lengths = torch.tensor([17, 9, 17, 1])
+    x = torch.randn(4, 17, 12, requires_grad=True)
+    ours, reference = run_recurrent(rnn, x, lengths), _packed(rnn, x, lengths)
+    assert ours.shape == reference.shape == (4, 17, 8 * (2 if bidirectional else 1))
+    assert torch.allclose(ours, reference, atol=1e-6)
+    assert not ours[1, 9:].any() and not ours[3, 1:].any()  # zero after each sequence's end
+    weights = torch.randn_like(ours)
+    parameters = [x, *rnn.parameters()]
+    ours_grads = torch.autograd.grad((ours * weights).sum(), parameters)
+    reference_grads = torch.autograd.grad((reference * weights).sum(), parameters)
+    for a, b in zip(ours_grads, reference_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_run_recurrent_drops_between_layers_only_in_training():
+    from asrbench.models.common import run_recurrent
+
+    rnn = torch.nn.LSTM(6, 5, num_layers=2, dropout=0.5, batch_first=True)
+    x, lengths = torch.randn(2, 7, 6), torch.tensor([7, 4])
+    assert torch.allclose(run_recurrent(rnn.eval(), x, lengths), _packed(rnn, x, lengths), atol=1e-6)
+    rnn.train()
+    torch.manual_seed(0)
+    first = run_recurrent(rnn, x, lengths)
+    torch.manual_seed(1)
+    assert not torch.allclose(first, run_recurrent(rnn, x, lengths))  # another dropout mask

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asrbench.models.common import CTCHead, CTCModel, padding_mask
+from asrbench.models.common import CTCHead, CTCModel, padding_mask, run_recurrent
 
 
 @dataclass
@@ -78,7 +77,4 @@ class CRDNN(CTCModel):
             lengths = self.block_lengths(lengths).clamp(min=1, max=x.size(2))
         batch, channels, time, freq = x.shape  # (B, C, T/4, F')
         x = x.transpose(1, 2).reshape(batch, time, channels * freq)
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        output, _ = self.rnn(packed)
-        x, _ = pad_packed_sequence(output, batch_first=True, total_length=time)
-        return self.head(self.dnn(x)), lengths
+        return self.head(self.dnn(run_recurrent(self.rnn, x, lengths))), lengths

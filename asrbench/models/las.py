@@ -1,6 +1,6 @@
 """Listen, Attend and Spell (Chan et al. 2016) with location-aware attention (Chorowski et al. 2015).
 
-Listen: the registry's BiLSTM encoder (4x conv subsampling, packed, so padding never leaks).
+Listen: the registry's BiLSTM encoder (4x conv subsampling; padding never reaches the recurrence).
 Attend: additive attention whose energies also see a convolution of the previous step's
 attention weights, which keeps the alignment moving forward monotonically.
 Spell: a stack of LSTM cells fed the previous token's embedding and the previous context; the

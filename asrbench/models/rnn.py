@@ -1,7 +1,7 @@
 """Bidirectional LSTM and GRU encoders with 4x convolutional time subsampling.
 
-Packed sequences keep padding out of the recurrence, so a short utterance in a long batch gets
-the same output as alone.
+Padding is kept out of the recurrence (:func:`asrbench.models.common.run_recurrent`), so a
+short utterance in a long batch gets the same output as alone.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asrbench.models.common import Conv2dSubsampling, CTCHead, CTCModel
+from asrbench.models.common import Conv2dSubsampling, CTCHead, CTCModel, run_recurrent
 
 
 @dataclass
@@ -44,10 +43,7 @@ class RNNEncoder(CTCModel):
     def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, F), (B,) -> encoder output (B, T/4, directions * hidden), output_lengths (B,)."""
         x, lengths = self.subsampling(features, feature_lengths)
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        output, _ = self.rnn(packed)
-        x, _ = pad_packed_sequence(output, batch_first=True, total_length=x.size(1))
-        return x, lengths
+        return run_recurrent(self.rnn, x, lengths), lengths
 
     def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
