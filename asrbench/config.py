@@ -148,6 +148,9 @@ SECTIONS = {
     "train": TrainConfig,
 }
 
+# Shared sections a model's recipe entry may override (features stay shared: one cache per corpus).
+MODEL_SECTIONS = ("train", "augment")
+
 CHOICES = {
     ("features", "kind"): ("fbank", "mfcc"),
     ("tokenizer", "kind"): ("char",),
@@ -360,13 +363,16 @@ def resolve(
     entry = copy.deepcopy(models[model]) or {}
     if not isinstance(entry, dict):
         raise AsrbenchError(f"{where}: models.{model} must be a mapping")
-    train_override = entry.pop("train", None) or {}
     sections = {name: copy.deepcopy(recipe.get(name) or {}) for name in SECTIONS}
-    if not isinstance(train_override, dict):
-        raise AsrbenchError(f"{where}: models.{model}.train must be a mapping")
-    if not isinstance(sections["train"], dict):
-        raise AsrbenchError(f"{where}: train: expected a mapping")
-    sections["train"].update(train_override)
+    # A model's entry may override keys of the shared sections (models.dnn.train.lr,
+    # models.dnn.augment.speed_perturb); everything else in it is a model option.
+    for name in MODEL_SECTIONS:
+        override = entry.pop(name, None) or {}
+        if not isinstance(override, dict):
+            raise AsrbenchError(f"{where}: models.{model}.{name} must be a mapping")
+        if not isinstance(sections[name], dict):
+            raise AsrbenchError(f"{where}: {name}: expected a mapping")
+        sections[name].update(override)
     sections["model"] = entry
     for text in overrides or []:
         path, value = parse_override(text)

@@ -467,3 +467,16 @@ def test_every_real_recipe_resolves_for_every_model_it_lists(recipe, model):
 
 def test_real_recipes_exist():
     assert list(RECIPES_DIR.glob("*.yaml")), "no recipes/*.yaml found"
+
+
+def test_a_model_entry_may_override_the_shared_augment_section(tmp_path):
+    text = RECIPE.replace("  gru: {hidden_size: 24}", "  gru: {hidden_size: 24, augment: {speed_perturb: [0.9, 1.1]}}")
+    text = text.replace("models:", "augment:\n  freq_masks: 1\nmodels:")
+    path = write_recipe(tmp_path, text)
+    gru, lstm = resolve(path, "gru"), resolve(path, "lstm")
+    assert gru.augment.speed_perturb == [0.9, 1.1] and gru.augment.freq_masks == 1
+    assert lstm.augment.speed_perturb == [] and lstm.augment.freq_masks == 1
+    assert "augment" not in gru.model.options
+    bad = write_recipe(tmp_path, RECIPE.replace("  gru: {hidden_size: 24}", "  gru: {augment: 3}"), "bad.yaml")
+    with pytest.raises(AsrbenchError, match="models.gru.augment must be a mapping"):
+        resolve(bad, "gru")
