@@ -339,3 +339,15 @@ def test_run_recurrent_drops_between_layers_only_in_training():
     first = run_recurrent(rnn, x, lengths)
     torch.manual_seed(1)
     assert not torch.allclose(first, run_recurrent(rnn, x, lengths))  # another dropout mask
+
+
+def test_forget_bias_sets_the_lstm_forget_gates_only():
+    model = build_model("lstm", {"hidden_size": 8, "num_layers": 2, "subsample_channels": 4, "forget_bias": 1.0}, 20, 5)
+    for name, bias in model.rnn.named_parameters():
+        if name.startswith("bias_"):
+            assert torch.all(bias[8:16] == (1.0 if name.startswith("bias_ih") else 0.0)), name
+            assert bias[:8].abs().max() > 0 and bias[16:].abs().max() > 0  # the other gates keep torch's init
+    default = build_model("lstm", {"hidden_size": 8, "num_layers": 1, "subsample_channels": 4}, 20, 5)
+    assert default.rnn.bias_ih_l0[8:16].abs().max() < 1 / 8**0.5 + 1e-6  # PyTorch's uniform init
+    with pytest.raises(AsrbenchError, match="forget_bias"):
+        build_model("gru", {"hidden_size": 8, "forget_bias": 1.0}, 20, 5)

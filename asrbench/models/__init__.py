@@ -57,7 +57,13 @@ def build_model(name: str, options: dict, input_dim: int, vocab_size: int) -> nn
     config = build_dataclass(config_class, options, f"model {name}")
     from asrbench.models.common import use_fast_dropout
 
-    return use_fast_dropout(model_class(input_dim, vocab_size, config))
+    try:
+        model = model_class(input_dim, vocab_size, config)
+    except ValueError as err:  # an option value the model refuses (e.g. crdnn rnn_type, gru forget_bias)
+        from asrbench.errors import AsrbenchError
+
+        raise AsrbenchError(f"model {name}: {err}") from None
+    return use_fast_dropout(model)
 
 
 def default_options(name: str) -> dict:

@@ -54,11 +54,12 @@ def run_recurrent(rnn: nn.LSTM | nn.GRU, x: torch.Tensor, lengths: torch.Tensor)
     own ``lengths[b]`` frames only -> (B, T, directions * hidden), zero at padded positions.
 
     The result is that of packing the batch (``pack_padded_sequence``), which is what runs on a
-    GPU. On a CPU, PyTorch runs a packed batch of unequal lengths step by step: 5-14x slower than
-    a padded batch of the same shape, so a short utterance in a batch made the whole step crawl.
-    Here every layer and direction is one call of the fast padded kernel with the module's own
-    weights: padding after a sequence's end cannot reach its frames going forward, and the
-    backward direction reads each sequence reversed within its length. Dropout between layers is
+    GPU. On a CPU, PyTorch runs an LSTM over a packed batch of unequal lengths step by step, 5-14x
+    slower than over a padded batch of the same shape (oneDNN's kernel), so one shorter utterance
+    made the whole step crawl. Here every layer and direction is one call of the padded kernel
+    with the module's own weights: padding after a sequence's end cannot reach its frames going
+    forward, and the backward direction reads each sequence reversed within its length. (A GRU
+    has no oneDNN kernel on CPU; it runs as fast as packed here, a few percent faster.) Dropout between layers is
     applied as ``nn.LSTM`` applies it (training only, not after the last layer).
     """
     if x.is_cuda:

@@ -21,6 +21,9 @@ class RNNConfig:
     num_layers: int = 3
     dropout: float = 0.1
     bidirectional: bool = True
+    # LSTM only: the forget gates' bias at initialization (None: PyTorch's uniform init). 1.0 is
+    # the usual choice (Gers et al. 2000; Jozefowicz et al. 2015): cells keep their state early on.
+    forget_bias: float | None = None
 
 
 class RNNEncoder(CTCModel):
@@ -37,6 +40,14 @@ class RNNEncoder(CTCModel):
             dropout=config.dropout if config.num_layers > 1 else 0.0,
             bidirectional=config.bidirectional,
         )
+        if config.forget_bias is not None:
+            if self.cell is not nn.LSTM:
+                raise ValueError("forget_bias applies to LSTMs only")
+            with torch.no_grad():
+                hidden = config.hidden_size
+                for name, bias in self.rnn.named_parameters():
+                    if name.startswith("bias_"):  # gates i, f, g, o; the two biases add up
+                        bias[hidden : 2 * hidden] = config.forget_bias if name.startswith("bias_ih") else 0.0
         directions = 2 if config.bidirectional else 1
         self.head = CTCHead(config.hidden_size * directions, vocab_size, config.dropout)
 
