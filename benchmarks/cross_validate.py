@@ -2,6 +2,7 @@
 
     python benchmarks/cross_validate.py recipes/yesno.yaml --out runs/cv [--folds 5] [--models dnn,cnn]
         [--set train.average_best=5 ...] [--tag NAME] [--threads 1] [--jobs 2] [--attention-beam 10]
+        [--also-average 5] [--lexicon-beam 10]
 
 A corpus as small as yesno has a dev split of 6 utterances, on which every model reaches 0% CER:
 it cannot tell two recipes apart. This script pools the recipe's train and dev splits (sorted by
@@ -11,7 +12,9 @@ or selecting. The held-out word and character errors of the K runs are pooled, s
 utterance is scored exactly once. The test split is never read.
 
 With ``train.average_best`` > 1 each run is scored twice: the final model (the n-best average) and
-the single best epoch on dev. Finished runs are not trained again, so a sweep can be resumed.
+the single best epoch on dev; ``--lexicon-beam N`` also scores CTC models' final model with prefix
+beam search over the fold's training words. Finished runs are not trained again, so a sweep can be
+resumed (or re-scored with other decodings).
 Appends one JSON line per model and setting to ``benchmarks/results/cross_validate.jsonl``.
 """
 
@@ -49,7 +52,7 @@ def fold_dirs(data_dir: Path, out: Path, folds: int) -> list[Path]:
 
 
 def run_one(recipe: str, model: str, fold: str, run_dir: str, overrides: list[str], threads: int,
-            attention_beam: int, also_average: list[int], cores: int) -> dict:
+            attention_beam: int, also_average: list[int], cores: int, lexicon_beam: int) -> dict:
     """Train (unless finished) and score one fold's run; its held-out error counts, final and single best."""
     import torch
 
@@ -90,8 +93,11 @@ def run_one(recipe: str, model: str, fold: str, run_dir: str, overrides: list[st
                         [run / rundir.nbest_checkpoint(epoch) for epoch in ranked[:size]])
                     torch.save(state, run / name)
                 checkpoints[f"average{size}"] = name
+    decodings = [(name, checkpoint, options) for name, checkpoint in checkpoints.items()]
+    if lexicon_beam and not attention:  # CTC prefix beam search over the fold's training words
+        decodings.append(("lexicon_beam", "best", DecodeOptions(beam=lexicon_beam, lexicon="train")))
     scores = {}
-    for name, checkpoint in checkpoints.items():
+    for name, checkpoint, options in decodings:
         result = decode(run, "test", options=options, checkpoint=checkpoint, tag=name, threads=threads)
         errors = result["substitutions"] + result["deletions"] + result["insertions"]
         scores[name] = {"word_errors": errors, "words": result["words"], "wer": result["wer"], "cer": result["cer"]}
@@ -109,6 +115,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run.")
     parser.add_argument("--jobs", type=int, default=1, help="Runs side by side.")
     parser.add_argument("--attention-beam", type=int, default=10)
+    parser.add_argument("--lexicon-beam", type=int, default=0,
+                        help="Also score CTC models' final model with prefix beam search of this width over "
+                             "the fold's training words (--lexicon train); 0 = no.")
     parser.add_argument("--also-average", default="",
                         help="With train.average_best=N: also score the average of the k best epochs, "
                              "for each k given (comma-separated, 1 < k < N).")
@@ -126,12 +135,12 @@ def main() -> None:
     also = [int(size) for size in args.also_average.split(",") if size.strip()]
     cores = max(1, available_cores() // args.jobs) if args.jobs > 1 else 0
     jobs = [(str(args.recipe), model, str(fold), str(args.out / tag / model / fold.name), args.overrides,
-             args.threads, args.attention_beam, also, cores) for model in names for fold in folds]
+             args.threads, args.attention_beam, also, cores, args.lexicon_beam) for model in names for fold in folds]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(run_one, *zip(*jobs, strict=True)))
 
     table = Table(title=f"{args.recipe.stem}: {args.folds}-fold held-out errors ({tag})")
-    kinds = ["final", "single_best"] + [f"average{size}" for size in also]
+    kinds = ["final", "single_best"] + [f"average{size}" for size in also] + ["lexicon_beam"] * bool(args.lexicon_beam)
     table.add_column("model")
     for kind in kinds:
         table.add_column(f"{kind} WER % (errors)", justify="right")
