@@ -432,6 +432,13 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
     dev_searcher = Searcher("dev", lambda features, lengths: (features, lengths),
                             lambda out: model.dev_decode(*out), {"kind": "dev"})
 
+    def evaluate_dev() -> dict:
+        """Dev CER, WER (percent) and loss of the model as it is now."""
+        dev = recognize(model, data.dev, data.cmvn, data.tokenizer, device, tc.eval_batch_frames,
+                        token_ids=data.dev_tokens, searcher=dev_searcher)
+        rates = error_rates([u.text for u in data.dev.utterances], dev.hypotheses, DEFAULT_NORMALIZER)
+        return {"cer": rates.cer, "wer": rates.wer, "loss": dev.loss}
+
     start_epoch, step, best_cer, best_loss, bad_epochs, train_seconds = 0, 0, math.inf, math.inf, 0, 0.0
     skipped_batches, position, loss_sum, loss_count = 0, 0, 0.0, 0
     nbest: list[list] = []  # [dev CER, dev loss, epoch] of the epochs kept for averaging, best first
@@ -611,10 +618,7 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
                     loss_sum, loss_count = 0.0, 0  # rank 0 holds the epoch's totals
                 eval_start = time.perf_counter()
                 if context.main:
-                    dev = recognize(model, data.dev, data.cmvn, data.tokenizer, device, tc.eval_batch_frames,
-                                    token_ids=data.dev_tokens, searcher=dev_searcher)
-                    rates = error_rates([u.text for u in data.dev.utterances], dev.hypotheses, DEFAULT_NORMALIZER)
-                    dev_result = {"cer": rates.cer, "wer": rates.wer, "loss": dev.loss}
+                    dev_result = evaluate_dev()
                 # Only rank 0 evaluates; the others wait here for its verdict (and its clock).
                 dev_result, eval_seconds, train_seconds = context.broadcast(
                     (dev_result if context.main else None, time.perf_counter() - eval_start,
@@ -673,12 +677,10 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
         average_start = time.perf_counter()
         epochs = [entry[2] for entry in nbest]
         model.load_state_dict(checkpoint.average_weights([run_dir / rundir.nbest_checkpoint(e) for e in epochs]))
-        dev = recognize(model, data.dev, data.cmvn, data.tokenizer, device, tc.eval_batch_frames,
-                        token_ids=data.dev_tokens, searcher=dev_searcher)
-        rates = error_rates([u.text for u in data.dev.utterances], dev.hypotheses, DEFAULT_NORMALIZER)
-        averaged = {"epochs": epochs, "dev_cer": rates.cer, "dev_wer": rates.wer, "dev_loss": dev.loss}
+        result = evaluate_dev()
+        averaged = {"epochs": epochs, "dev_cer": result["cer"], "dev_wer": result["wer"], "dev_loss": result["loss"]}
         checkpoint.save(run_dir / rundir.BEST, config, data.tokenizer, data.cmvn, model, epoch=epochs_done,
-                        step=step, dev_cer=rates.cer, dev_wer=rates.wer, averaged_epochs=epochs)
+                        step=step, dev_cer=result["cer"], dev_wer=result["wer"], averaged_epochs=epochs)
         train_seconds += time.perf_counter() - average_start
     summary = {
         "model": config.model.name,

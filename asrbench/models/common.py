@@ -41,14 +41,6 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     return x * (noise >= threshold - 32768) * (65536 / (65536 - threshold))
 
 
-def _reverse_each(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(B, T, H): the first ``lengths[b]`` steps of each sequence in reverse order, padding in place."""
-    steps = torch.arange(x.size(1), device=x.device).expand(x.size(0), -1)
-    limit = lengths.to(x.device).unsqueeze(1)
-    order = torch.where(steps < limit, limit - 1 - steps, steps)
-    return x.gather(1, order.unsqueeze(2).expand_as(x))
-
-
 def run_recurrent(rnn: nn.LSTM | nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """A batch-first ``nn.LSTM``/``nn.GRU`` over a padded batch (B, T, H_in), each sequence over its
     own ``lengths[b]`` frames only -> (B, T, directions * hidden), zero at padded positions.
@@ -59,8 +51,8 @@ def run_recurrent(rnn: nn.LSTM | nn.GRU, x: torch.Tensor, lengths: torch.Tensor)
     made the whole step crawl. Here every layer and direction is one call of the padded kernel
     with the module's own weights: padding after a sequence's end cannot reach its frames going
     forward, and the backward direction reads each sequence reversed within its length. (A GRU
-    has no oneDNN kernel on CPU; it runs as fast as packed here, a few percent faster.) Dropout between layers is
-    applied as ``nn.LSTM`` applies it (training only, not after the last layer).
+    has no oneDNN kernel on CPU; it runs as fast as packed here, a few percent faster.) Dropout
+    between layers is applied as ``nn.LSTM`` applies it (training only, not after the last layer).
     """
     if x.is_cuda:
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
@@ -70,23 +62,32 @@ def run_recurrent(rnn: nn.LSTM | nn.GRU, x: torch.Tensor, lengths: torch.Tensor)
         raise ValueError("run_recurrent needs a batch_first LSTM or GRU without projections")
     lstm = isinstance(rnn, nn.LSTM)
     directions = 2 if rnn.bidirectional else 1
+    limit = lengths.to(x.device).unsqueeze(1)
+    steps = torch.arange(x.size(1), device=x.device).expand(x.size(0), -1)
+    # Time order with each sequence's first lengths[b] steps reversed and its padding in place (its
+    # own inverse, so it turns the backward direction's input and output alike).
+    order = torch.where(steps < limit, limit - 1 - steps, steps).unsqueeze(2)
+
+    def reverse(t: torch.Tensor) -> torch.Tensor:
+        return t.gather(1, order.expand_as(t))
+
+    names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if rnn.bias else [])
     for layer in range(rnn.num_layers):
         outputs = []
         for direction in range(directions):
             suffix = f"l{layer}" + ("_reverse" if direction else "")
-            names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if rnn.bias else [])
             weights = [getattr(rnn, f"{name}_{suffix}") for name in names]
-            source = _reverse_each(x, lengths) if direction else x
+            source = reverse(x) if direction else x
             state = source.new_zeros(1, x.size(0), rnn.hidden_size)
             if lstm:
                 output = torch.lstm(source, [state, state], weights, rnn.bias, 1, 0.0, rnn.training, False, True)[0]
             else:
                 output = torch.gru(source, state, weights, rnn.bias, 1, 0.0, rnn.training, False, True)[0]
-            outputs.append(_reverse_each(output, lengths) if direction else output)
+            outputs.append(reverse(output) if direction else output)
         x = torch.cat(outputs, dim=2) if directions == 2 else outputs[0]
         if layer < rnn.num_layers - 1 and rnn.training and 0.0 < rnn.dropout < 1.0:
             x = fast_dropout(x, rnn.dropout)
-    return x.masked_fill(padding_mask(lengths.to(x.device), x.size(1)).unsqueeze(2), 0.0)
+    return x.masked_fill(steps.unsqueeze(2) >= limit.unsqueeze(2), 0.0)
 
 
 class FastMultiheadAttention(nn.MultiheadAttention):
