@@ -51,7 +51,7 @@ def main() -> None:
 
     names = list(recipe_models(load_yaml(args.recipe), str(args.recipe)))
     if args.models != "all":
-        names = [name.strip() for name in args.models.split(",")]
+        names = [model.strip() for model in args.models.split(",")]
     overrides = [f"train.num_threads={args.threads}"] if args.threads else []
     run_dirs = []
     for model in names:
