@@ -5,9 +5,10 @@ normalizer's name goes into every result. CER counts spaces as characters, as ES
 Kaldi's AN4 character counts do (2565 characters on AN4 test).
 
 Empty references: an utterance with an empty reference has 0 reference words, and every
-hypothesis word is an insertion counted in the total's numerator (as sclite counts it). A rate
-whose denominator is 0 (no reference word at all) is reported as 0.0; the counts still show the
-insertions.
+hypothesis word is an insertion counted in every pooled rate's numerator (the corpus, a speaker,
+a bootstrap resample), as sclite counts it. A rate whose denominator is 0 (no reference word at
+all) is undefined: ``None`` in results (``null`` in JSON, "n/a" in tables), never 0%; the counts
+still show the insertions.
 
 Per utterance, jiwer's alignment chunks become word-level operations: C (correct), S
 (substitution), D (deletion), I (insertion). From them come sclite-like alignments
@@ -38,8 +39,8 @@ from asrbench.text import DEFAULT_NORMALIZER, normalize
 
 @dataclass
 class ErrorRates:
-    wer: float  # percent
-    cer: float  # percent
+    wer: float | None  # percent; None when there is no reference word (undefined)
+    cer: float | None  # percent; None when there is no reference character
     substitutions: int
     deletions: int
     insertions: int
@@ -82,8 +83,30 @@ class UtteranceScore:
         return self.char_substitutions + self.char_deletions + self.char_insertions
 
 
-def _percent(errors: int, total: int) -> float:
-    return 100.0 * errors / total if total else 0.0
+def _percent(errors: int, total: int) -> float | None:
+    """Errors per 100 reference units; None (undefined) without any reference unit."""
+    return 100.0 * errors / total if total else None
+
+
+def format_rate(rate: float | None, digits: int = 2) -> str:
+    """A rate in percent for tables and messages; "n/a" when undefined (no reference word)."""
+    return "n/a" if rate is None else f"{rate:.{digits}f}"
+
+
+def format_ci(interval) -> str:
+    """``low–high`` in percent, or "n/a"."""
+    if not interval or any(bound is None for bound in interval):
+        return "n/a"
+    return f"{interval[0]:.2f}–{interval[1]:.2f}"
+
+
+def undefined_rate_warning(rates: dict | ErrorRates, where: str) -> str | None:
+    """The warning to print when a WER is undefined (no reference words), else None."""
+    values = rates.to_dict() if isinstance(rates, ErrorRates) else rates
+    if values.get("wer") is not None:
+        return None
+    return (f"{where}: no reference words after normalization ({values.get('normalizer')}), so the WER is undefined "
+            f"(n/a); {values.get('insertions', 0)} inserted words over {values.get('utterances', 0)} utterances")
 
 
 def _word_operations(chunks, ref_words: list[str], hyp_words: list[str]) -> list[tuple]:
@@ -181,10 +204,14 @@ def confidence_intervals(scores: list[UtteranceScore], resamples: int = stats.DE
     """``wer_ci`` and ``cer_ci`` ([low, high] percent, bootstrap over utterances, the same resamples for both)."""
     errors = np.array([[s.word_errors for s in scores], [s.char_errors for s in scores]], dtype=np.float64)
     totals = np.array([[s.words for s in scores], [s.characters for s in scores]], dtype=np.float64)
-    (wer_low, wer_high), (cer_low, cer_high) = stats.bootstrap_cis(errors, totals, resamples, confidence, seed)
+    wer_ci, cer_ci = stats.bootstrap_cis(errors, totals, resamples, confidence, seed)
+
+    def bounds(interval) -> list[float] | None:  # None: undefined (no reference word in any resample)
+        return None if np.isnan(interval).any() else [float(interval[0]), float(interval[1])]
+
     return {
-        "wer_ci": [float(wer_low), float(wer_high)],
-        "cer_ci": [float(cer_low), float(cer_high)],
+        "wer_ci": bounds(wer_ci),
+        "cer_ci": bounds(cer_ci),
         "ci": {"method": "percentile bootstrap over utterances", "resamples": resamples,
                "confidence": confidence, "seed": seed},
     }
@@ -201,6 +228,30 @@ def speaker_of(utterance_id: str, speaker: str | None = None) -> str:
         return speaker
     prefix = _SPEAKER_SEPARATOR.split(utterance_id, maxsplit=1)[0]
     return prefix or utterance_id
+
+
+def known_speakers(ids: list[str], given: dict[str, str | None] | None = None) -> tuple[dict[str, str], str] | None:
+    """Each utterance's speaker and where the speakers come from, or None when they are not known.
+
+    Speakers are known when every utterance has one: given (a manifest's ``speaker``, a JSONL
+    ``speaker`` field, an utt2spk file) or, by the Kaldi convention, the id's prefix before its
+    first '-' or '_'. An id without a separator and without a given speaker names no speaker: a
+    "per-speaker" table would then be per utterance, so there is none.
+    """
+    given = given or {}
+    speakers, sources = {}, set()
+    for utterance_id in ids:
+        if given.get(utterance_id):
+            speakers[utterance_id] = given[utterance_id]
+            sources.add("given")
+        elif speaker_of(utterance_id) != utterance_id:
+            speakers[utterance_id] = speaker_of(utterance_id)
+            sources.add("id prefix")
+        else:
+            return None
+    if not speakers:
+        return None
+    return speakers, " and ".join(sorted(sources))
 
 
 def per_speaker(scores: list[UtteranceScore], speakers: dict[str, str | None] | None = None) -> list[dict]:
@@ -296,6 +347,9 @@ def read_trn(path: str | Path) -> list[tuple[str, str]]:
     return rows
 
 
+REPORT_FILES = ("alignments.txt", "ref.trn", "hyp.trn", "report.json")
+
+
 def write_report(out_dir: str | Path, scores: list[UtteranceScore], speakers: dict[str, str | None] | None = None,
                  normalizer: str = DEFAULT_NORMALIZER, top: int = 50) -> None:
     """Write ``alignments.txt``, ``ref.trn``, ``hyp.trn`` and ``report.json`` (per speaker, confusions)."""
@@ -303,7 +357,8 @@ def write_report(out_dir: str | Path, scores: list[UtteranceScore], speakers: di
     speakers = speakers or {}
     ids = [trn_id(score.id, speakers.get(score.id)) for score in scores]
     rates = summarize(scores, normalizer)
-    header = (f"# normalizer {normalizer}; WER {rates.wer:.2f}% ({rates.substitutions} S, {rates.deletions} D, "
+    header = (f"# normalizer {normalizer}; WER {format_rate(rates.wer)}% ({rates.substitutions} S, "
+              f"{rates.deletions} D, "
               f"{rates.insertions} I over {rates.words} words); Eval: S substitution, D deletion, I insertion\n\n")
     fileio.write_text(out_dir / "alignments.txt",
                       header + "\n".join(format_alignment(score, i) for score, i in zip(scores, ids, strict=True)))
@@ -312,9 +367,18 @@ def write_report(out_dir: str | Path, scores: list[UtteranceScore], speakers: di
     fileio.write_json(out_dir / "report.json", {
         "normalizer": normalizer,
         "sclite": "sclite -r ref.trn trn -h hyp.trn trn -i spu_id -o sum pra",
-        "per_speaker": per_speaker(scores, speakers),
+        **speaker_report(scores, speakers),
         "confusions": confusions(scores, top),
     })
+
+
+def speaker_report(scores: list[UtteranceScore], speakers: dict[str, str | None] | None = None) -> dict:
+    """``per_speaker`` rows (None when speakers are unknown, see :func:`known_speakers`) and
+    ``speakers``, where they come from."""
+    known = known_speakers([score.id for score in scores], speakers)
+    if known is None:
+        return {"per_speaker": None, "speakers": None}
+    return {"per_speaker": per_speaker(scores, known[0]), "speakers": known[1]}
 
 
 # --- scoring transcript files ------------------------------------------------------------------------
@@ -381,6 +445,28 @@ def read_transcripts(path: str | Path, side: str = "ref") -> Transcripts:
     return Transcripts(path, texts, speakers)
 
 
+def read_utt2spk(path: str | Path) -> dict[str, str]:
+    """A Kaldi ``utt2spk`` file: ``utterance-id speaker-id`` per line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise AsrbenchError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise AsrbenchError(f"{path}: cannot read ({err})") from None
+    speakers: dict[str, str] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise AsrbenchError(f"{path}:{number}: expected 'utterance-id speaker-id'")
+        if parts[0] in speakers:
+            raise AsrbenchError(f"{path}:{number}: duplicate utterance id '{parts[0]}'")
+        speakers[parts[0]] = parts[1]
+    return speakers
+
+
 def _missing(ids: list[str], in_file: Path, other: Path, what: str) -> AsrbenchError:
     more = f" (and {len(ids) - 1} more)" if len(ids) > 1 else ""
     return AsrbenchError(f"{in_file}: no {what} for utterance '{ids[0]}' of {other}{more}; "
@@ -389,13 +475,15 @@ def _missing(ids: list[str], in_file: Path, other: Path, what: str) -> AsrbenchE
 
 def score_files(reference_path: str | Path, hypothesis_path: str | Path, normalizer: str = DEFAULT_NORMALIZER,
                 missing_as_empty: bool = False, resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0,
-                out_dir: str | Path | None = None, top: int = 10) -> dict:
+                out_dir: str | Path | None = None, top: int = 10, utt2spk: str | Path | None = None) -> dict:
     """Score a hypothesis file against a reference file (see :func:`read_transcripts` for formats).
 
     Utterances are matched by id. An id in one file but not the other is an error, unless
     ``missing_as_empty``: then the missing text is scored as empty (a missing hypothesis deletes
     every reference word; a missing reference makes every hypothesis word an insertion).
-    ``out_dir`` also receives the files decode writes (alignments, trn, report.json).
+    ``out_dir`` also receives the files decode writes (alignments, trn, report.json). Speakers
+    come from ``utt2spk``, else from the files' ``speaker`` fields, else from id prefixes; the
+    per-speaker rows are None when they are not known (see :func:`known_speakers`).
     """
     refs, hyps = read_transcripts(reference_path, "ref"), read_transcripts(hypothesis_path, "hyp")
     if not refs.texts:
@@ -409,7 +497,7 @@ def score_files(reference_path: str | Path, hypothesis_path: str | Path, normali
     ids = list(refs.texts) + no_reference
     scores = score_utterances([refs.texts.get(i, "") for i in ids], [hyps.texts.get(i, "") for i in ids],
                               normalizer, ids)
-    speakers = {**hyps.speakers, **refs.speakers}
+    speakers = {**hyps.speakers, **refs.speakers, **(read_utt2spk(utt2spk) if utt2spk else {})}
     if out_dir is not None:
         write_report(out_dir, scores, speakers, normalizer)
     return {
@@ -419,7 +507,7 @@ def score_files(reference_path: str | Path, hypothesis_path: str | Path, normali
         "hypothesis_file": str(hyps.path),
         "missing_hypotheses": len(no_hypothesis),
         "missing_references": len(no_reference),
-        "per_speaker": per_speaker(scores, speakers),
+        **speaker_report(scores, speakers),
         "confusions": confusions(scores, top),
     }
 
@@ -437,11 +525,13 @@ def render_score(result: dict, fmt: str = "table") -> str:
     table = Table(title=title)
     for header in ("utterances", "words", "WER %", "WER 95% CI", "S", "D", "I", "CER %", "CER 95% CI"):
         table.add_column(header, justify="right")
-    table.add_row(str(result["utterances"]), str(result["words"]), f"{result['wer']:.2f}",
-                  "{:.2f}–{:.2f}".format(*result["wer_ci"]), str(result["substitutions"]), str(result["deletions"]),
-                  str(result["insertions"]), f"{result['cer']:.2f}", "{:.2f}–{:.2f}".format(*result["cer_ci"]))
+    table.add_row(str(result["utterances"]), str(result["words"]), format_rate(result["wer"]),
+                  format_ci(result["wer_ci"]), str(result["substitutions"]), str(result["deletions"]),
+                  str(result["insertions"]), format_rate(result["cer"]), format_ci(result["cer_ci"]))
     console = Console(width=140, record=True, file=io.StringIO())
     console.print(table)
+    if result.get("per_speaker"):
+        console.print(_speaker_table(result["per_speaker"], result.get("speakers")))
     pairs = result["confusions"]
     if pairs["substitutions"]:
         console.print("top substitutions: " + ", ".join(f"{p['ref']} -> {p['hyp']} ({p['count']})"
@@ -454,3 +544,21 @@ def render_score(result: dict, fmt: str = "table") -> str:
         console.print(f"scored as empty: {result['missing_hypotheses']} missing hypotheses, "
                       f"{result['missing_references']} missing references", soft_wrap=True)
     return console.export_text()
+
+
+SPEAKER_ROWS = 30  # the table shows the worst speakers; the JSON has them all
+
+
+def _speaker_table(rows: list[dict], source: str | None):
+    from rich.table import Table
+
+    ranked = sorted(rows, key=lambda row: (row["wer"] is None, -(row["wer"] or 0.0), row["speaker"]))
+    shown = ranked[:SPEAKER_ROWS]
+    more = f", the {len(shown)} worst shown" if len(ranked) > len(shown) else ""
+    table = Table(title=f"per speaker ({len(rows)} speakers, from {source or 'the files'}{more})")
+    for header in ("speaker", "utterances", "words", "WER %", "S", "D", "I", "CER %"):
+        table.add_column(header, justify="left" if header == "speaker" else "right")
+    for row in shown:
+        table.add_row(row["speaker"], str(row["utterances"]), str(row["words"]), format_rate(row["wer"]),
+                      str(row["substitutions"]), str(row["deletions"]), str(row["insertions"]), format_rate(row["cer"]))
+    return table

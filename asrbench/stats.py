@@ -83,8 +83,9 @@ def resampled_sums(values: np.ndarray, resamples: int = DEFAULT_RESAMPLES, seed:
 
 
 def _percent(errors: np.ndarray, totals: np.ndarray) -> np.ndarray:
-    """100 * errors / totals, and 0.0 where totals is 0 (the convention of ErrorRates)."""
-    rates = np.zeros(np.broadcast_shapes(errors.shape, totals.shape))
+    """100 * errors / totals, and NaN where totals is 0: with no reference word the rate is undefined
+    (as ErrorRates reports it), however many insertions there are."""
+    rates = np.full(np.broadcast_shapes(errors.shape, totals.shape), np.nan)
     np.divide(100.0 * errors, totals, out=rates, where=totals > 0)
     return rates
 
@@ -111,11 +112,22 @@ def resampled_rates(errors, totals, resamples: int = DEFAULT_RESAMPLES, seed: in
 
 
 def _interval(rates: np.ndarray, confidence: float) -> np.ndarray:
-    """Percentile interval over axis 0 of (R, S) rates: (S, 2)."""
+    """Percentile interval over axis 0 of (R, S) rates: (S, 2).
+
+    Resamples that drew no reference word at all (only empty references: possible when some are
+    empty) have no rate and are left out; a system with no defined resample gets NaN bounds.
+    """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence {confidence} is not in (0, 1)")
     tail = (1.0 - confidence) / 2.0
-    return np.quantile(rates, [tail, 1.0 - tail], axis=0).T
+    if not np.isnan(rates).any():
+        return np.quantile(rates, [tail, 1.0 - tail], axis=0).T
+    intervals = np.full((rates.shape[1], 2), np.nan)
+    for system in range(rates.shape[1]):
+        defined = rates[:, system][~np.isnan(rates[:, system])]
+        if defined.size:
+            intervals[system] = np.quantile(defined, [tail, 1.0 - tail])
+    return intervals
 
 
 def bootstrap_cis(errors, totals, resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
@@ -134,14 +146,21 @@ def bootstrap_ci(errors, totals, resamples: int = DEFAULT_RESAMPLES, confidence:
     """Bootstrap confidence interval (low, high) in percent of one system's error rate.
 
     ``errors`` (U,) per-utterance error counts (S + D + I) and ``totals`` (U,) per-utterance
-    reference lengths.
+    reference lengths. NaN bounds when no utterance has a reference word (the rate is undefined).
     """
     low, high = bootstrap_cis(np.asarray(errors)[None, :], totals, resamples, confidence, seed)[0]
     return float(low), float(high)
 
 
 def _improvement_matrix(rates: np.ndarray) -> np.ndarray:
-    """(S, S): entry [i, j] is the share of resamples where system i's rate is below system j's."""
+    """(S, S): entry [i, j] is the share of resamples where system i's rate is below system j's.
+
+    Systems on the same utterances share their totals, so a resample with no reference word is
+    undefined for all of them at once; such resamples are left out (0.5 if none is defined).
+    """
+    rates = rates[~np.isnan(rates).any(axis=1)]
+    if rates.shape[0] == 0:
+        return np.full((rates.shape[1], rates.shape[1]), 0.5)
     lower = (rates[:, :, None] < rates[:, None, :]).mean(axis=0)
     ties = (rates[:, :, None] == rates[:, None, :]).mean(axis=0)
     return lower + 0.5 * ties
@@ -293,6 +312,8 @@ def compare_systems(errors, totals, names: list[str] | None = None, resamples: i
     names = list(names) if names is not None else [f"system{index}" for index in range(systems)]
     if len(names) != systems or len(set(names)) != systems:
         raise ValueError(f"{systems} systems need {systems} distinct names, got {names}")
+    if not totals.sum() > 0:
+        raise ValueError("no reference words: error rates are undefined, so systems cannot be compared")
     rates = resampled_rates(errors, totals, resamples, seed)
     intervals = _interval(rates, confidence)
     improvement = _improvement_matrix(rates)

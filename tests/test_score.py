@@ -73,11 +73,33 @@ def test_empty_reference_convention():
     rates = error_rates(["A", ""], ["A", "B C"])
     assert (rates.words, rates.insertions) == (1, 2)
     assert rates.wer == pytest.approx(200.0)
-    # No reference word at all: the rate has no denominator and is reported as 0.0, the counts remain.
+    # Regression (issue 15.2): with no reference word at all the rate has no denominator: it is
+    # undefined (None, "n/a"), not 0%; the counts remain.
     rates = error_rates([""], ["A B"])
-    assert rates.wer == 0.0 and rates.insertions == 2 and rates.sentence_errors == 1
+    assert rates.wer is None and rates.cer is None and rates.insertions == 2 and rates.sentence_errors == 1
     rates = error_rates([""], [""])
-    assert rates.wer == 0.0 and rates.insertions == 0 and rates.sentence_errors == 0
+    assert rates.wer is None and rates.insertions == 0 and rates.sentence_errors == 0
+    # A speaker whose references are all empty: undefined too, while the pooled rate counts its insertions.
+    scores = score_utterances(["A B", ""], ["A B", "C"], ids=["s1-1", "s2-1"])
+    rows = {row["speaker"]: row for row in per_speaker(scores)}
+    assert rows["s2"]["wer"] is None and rows["s2"]["insertions"] == 1 and rows["s1"]["wer"] == 0.0
+    assert summarize(scores).wer == pytest.approx(50.0)
+
+
+def test_empty_references_in_the_bootstrap():
+    """Resamples that draw only empty references have no rate: they are left out of the CI, and a
+    set with no reference word at all has no CI."""
+    from asrbench.scoring import confidence_intervals
+
+    assert confidence_intervals(score_utterances([""], ["A B"]))["wer_ci"] is None
+    scores = score_utterances(["", "", "", "A"], ["B", "C", "", "A"])  # 2 insertions, 1 reference word
+    interval = confidence_intervals(scores, resamples=2000)["wer_ci"]
+    # A resample that draws the one real utterance k times and j insertions has rate 100 j / k;
+    # the all-empty resamples ((3/4)^4 = 32%) would have pulled the lower bound to 0% as "rates" of 0.
+    assert interval is not None and 0.0 <= interval[0] <= summarize(scores).wer <= interval[1]
+    rates = [r for r in __import__("asrbench.stats", fromlist=["x"]).resampled_rates(
+        [[s.word_errors for s in scores]], [s.words for s in scores], 2000)[:, 0]]
+    assert sum(rate != rate for rate in rates) > 400  # NaN: undefined, not 0
 
 
 def test_agrees_with_jiwer_on_its_documented_examples():
@@ -255,6 +277,15 @@ def test_score_files_matches_ids_and_handles_missing_ones(tmp_path):
         score_files(ref, extra)
     result = score_files(ref, extra, missing_as_empty=True)
     assert result["insertions"] == 1 and result["missing_references"] == 1 and result["wer"] == pytest.approx(100 / 7)
+    # Regression (issue 15.2): an empty reference against 'hello there' scored WER 0%.
+    empty_ref = write(tmp_path / "empty_ref", "u1\n")
+    hello = write(tmp_path / "hello", "u1 hello there\n")
+    result = score_files(empty_ref, hello)
+    assert result["wer"] is None and result["wer_ci"] is None and result["insertions"] == 2 and result["words"] == 0
+    # --missing-as-empty: an extra hypothesis id is scored against an empty reference, the same way.
+    only_extra = write(tmp_path / "only_extra", "u1\nu9 surprise words\n")
+    result = score_files(empty_ref, only_extra, missing_as_empty=True)
+    assert result["wer"] is None and result["insertions"] == 2 and result["missing_references"] == 1
 
 
 # --- the command line -----------------------------------------------------------------------------------
@@ -363,7 +394,8 @@ models:
     assert [t for _, t in hyp] == [row["hyp"] for row in rows]
     assert (out / "alignments.txt").read_text().count("REF:") == len(rows) == saved["utterances"]
     report = json.loads((out / "report.json").read_text())
-    assert sum(row["utterances"] for row in report["per_speaker"]) == len(rows)
+    # Ids test0, test1, ... name no speaker (no manifest speaker, no SPEAKER- prefix): no per-speaker rows.
+    assert report["per_speaker"] is None and report["speakers"] is None
     # Two decodes of the same test set are compared pairwise; identical systems are equally good.
     twin = tmp_path / "twin"
     shutil.copytree(run, twin)

@@ -115,8 +115,11 @@ def test_per_system_totals_are_allowed():
 def test_degenerate_inputs():
     assert bootstrap_ci([0, 0, 0], [3, 4, 5]) == (0.0, 0.0)
     assert bootstrap_ci([1, 2], [1, 2]) == (100.0, 100.0)
-    assert bootstrap_ci([], []) == (0.0, 0.0)
-    assert bootstrap_ci([2, 0], [0, 0]) == (0.0, 0.0)  # no reference words: rates are 0 by convention
+    # Regression (issue 15.2): no reference words: the rate is undefined (NaN here, None in results), not 0.
+    assert all(math.isnan(bound) for bound in bootstrap_ci([], []))
+    assert all(math.isnan(bound) for bound in bootstrap_ci([2, 0], [0, 0]))
+    with pytest.raises(ValueError, match="no reference words"):
+        compare_systems([[1, 0], [0, 1]], [0, 0])
     with pytest.raises(ValueError):
         bootstrap_ci([1, 2], [1, 2, 3])
     with pytest.raises(ValueError):
