@@ -7,11 +7,9 @@ only here, with the non-interactive Agg backend, so plotting works on headless m
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
-from asrbench import rundir
+from asrbench import fileio, rundir
 from asrbench.errors import AsrbenchError
 
 
@@ -39,16 +37,46 @@ def pareto_front(points: list[tuple[float, float]], higher_x_is_better: bool) ->
 
 
 def _save(figure, path: Path) -> None:
-    """Atomically: a temporary PNG in the same folder, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(handle)
-    try:
-        figure.savefig(temporary, dpi=120, bbox_inches="tight")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    """Atomically, with the usual file permissions: fileio's temporary file, then a rename."""
+    with fileio.atomic_open(path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=120, bbox_inches="tight")
+
+
+def _compact(value: float, _position=None) -> str:
+    """Tick labels that stay short: 300, 1.5k, 20k, 3M."""
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _x_axis(axes, values: list[float], log_x: bool) -> None:
+    """A log x axis with short labels (300, 1k, 2k) at a few ticks when the values span a decade or
+    more. matplotlib's own log labels collide on narrow ranges (it labels the minor ticks 2x10^2,
+    3x10^2, ... side by side); less than a decade is drawn on a linear axis with a few round ticks."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    low, high = min(values), max(values)
+    if log_x and low > 0 and high / low >= 10:
+        axes.set_xscale("log")
+        # Up to three decades: labels at 1, 2 and 5 times each power of ten; beyond, decades only.
+        subs = (1.0, 2.0, 5.0) if high / low < 1000 else (1.0,)
+        axes.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+        axes.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        axes.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    axes.xaxis.set_major_formatter(FuncFormatter(_compact))
+    axes.margins(x=0.08, y=0.1)
+
+
+def _position(value: float, values: list[float], log_x: bool) -> float:
+    """Where ``value`` lies between the smallest and the largest value, 0 to 1 (on the axis' scale)."""
+    import math
+
+    low, high = min(values), max(values)
+    if log_x and low > 0 and high / low >= 10:
+        value, low, high = math.log(value), math.log(low), math.log(high)
+    return (value - low) / (high - low) if high > low else 0.0
 
 
 def _label(row: dict) -> str:
@@ -59,9 +87,13 @@ def _scatter(plt, rows: list[dict], key: str, xlabel: str, log_x: bool, higher_x
     usable = [row for row in rows if row.get(key) and row.get("wer") is not None]
     figure, axes = plt.subplots(figsize=(6.4, 4.4))
     points = [(float(row[key]), float(row["wer"])) for row in usable]
+    xs = [x for x, _ in points] or [1.0]
     for row, (x, y) in zip(usable, points, strict=True):
         axes.scatter(x, y, s=36, zorder=3)
-        axes.annotate(_label(row), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        # Points in the right half are labelled on their left, so no label runs past the right edge.
+        right = _position(x, xs, log_x) > 0.5
+        axes.annotate(_label(row), (x, y), textcoords="offset points", xytext=(-5, 4) if right else (5, 4),
+                      ha="right" if right else "left", fontsize=8)
         low_high = row.get("wer_ci")
         if low_high:
             axes.errorbar(x, y, yerr=[[y - low_high[0]], [low_high[1] - y]], fmt="none", ecolor="grey",
@@ -71,8 +103,7 @@ def _scatter(plt, rows: list[dict], key: str, xlabel: str, log_x: bool, higher_x
         axes.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="tab:red",
                   label="Pareto front", zorder=1)
         axes.legend(fontsize=8)
-    if log_x:
-        axes.set_xscale("log")
+    _x_axis(axes, xs, log_x)
     axes.set_xlabel(xlabel)
     axes.set_ylabel("test WER % (95% CI where known)")
     axes.set_title(title, fontsize=10)
@@ -113,7 +144,8 @@ def write_plots(rows: list[dict], out_dir: str | Path) -> list[Path]:
     for axes in (by_epoch, by_time):
         axes.set_yscale("symlog", linthresh=1.0)  # dev CER reaches 0 on small corpora
         axes.grid(True, alpha=0.3)
-    by_time.legend(fontsize=8)
+    if by_time.lines:
+        by_time.legend(fontsize=8)
     figure.suptitle("learning curves", fontsize=10)
     _save(figure, out_dir / "learning_curves.png")
     written.append(out_dir / "learning_curves.png")

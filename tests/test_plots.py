@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from asrbench.plots import pareto_front, write_plots
 
 
@@ -50,3 +52,50 @@ def test_compare_plot_option_writes_the_figures(tmp_path: Path):
     assert outcome.exit_code == 0, outcome.output
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
         "learning_curves.png", "wer_vs_params.png", "wer_vs_rtfx.png"]
+
+
+def _visible_tick_labels(axes, renderer) -> list:
+    labels = axes.get_xticklabels() + axes.xaxis.get_minorticklabels()
+    low, high = axes.get_xlim()
+    return [label for label in labels if label.get_visible() and label.get_text()
+            and min(low, high) <= label.get_position()[0] <= max(low, high)]
+
+
+@pytest.mark.parametrize("rtfx", [(310.0, 420.0, 560.0), (150.0, 480.0, 900.0), (200.0, 900.0, 3000.0),
+                                  (120.0, 2500.0, 90000.0), (50.0, 3e4, 4e6)],
+                         ids=["within-a-decade", "most-of-a-decade", "over-a-decade", "three-decades", "five-decades"])
+def test_speed_plot_ticks_do_not_overlap_and_labels_stay_inside(rtfx):
+    """Regression (issue 15.11): on a narrow log range the tick labels overlapped (matplotlib labels
+    the minor ticks 2x10^2 ... 9x10^2), and labels of points at the right edge were clipped."""
+    from asrbench.plots import _pyplot, _scatter
+
+    plt = _pyplot()
+    rows = [{"run": name, "model": name, "rtfx": x, "wer": wer, "wer_ci": [wer - 1, wer + 1]}
+            for name, x, wer in zip(("conformer_aed_long", "transformer_aed", "crdnn_rightmost"), rtfx, (10, 12, 9),
+                                    strict=True)]
+    figure = _scatter(plt, rows, "rtfx", "RTFx", True, True, "narrow")
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    axes = figure.axes[0]
+    boxes = sorted((label.get_window_extent(renderer) for label in _visible_tick_labels(axes, renderer)),
+                   key=lambda box: box.x0)
+    assert len(boxes) >= 2, "the x axis needs at least two labelled ticks"
+    for left, right in zip(boxes, boxes[1:], strict=False):
+        assert left.x1 <= right.x0, f"tick labels overlap: {left} and {right}"
+    inside = axes.get_window_extent(renderer)
+    for text in axes.texts:
+        box = text.get_window_extent(renderer)
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1, f"label '{text.get_text()}' leaves the axes"
+    plt.close(figure)
+
+
+def test_plots_get_the_usual_file_permissions(tmp_path: Path):
+    """Regression (issue 15.11): PNGs were written with mode 0600 (mkstemp without a chmod)."""
+    import os
+
+    rows = [{"run": str(tmp_path / "none"), "model": "a", "params": 1e5, "wer": 10.0, "rtfx": 300.0}]
+    umask = os.umask(0)
+    os.umask(umask)
+    written = write_plots(rows, tmp_path / "plots")
+    for path in written:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, oct(path.stat().st_mode)
