@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from asrbench.errors import AsrbenchError
+from asrbench.errors import AsrbenchError, did_you_mean
 
 DEFAULT_DATA_ROOT = "../shared/data"
 
@@ -197,15 +197,19 @@ NON_NEGATIVE = {
 
 @dataclass(frozen=True)
 class _Override:
-    """A ``--set`` value: its raw text is kept for string fields (``data.dir=2024`` or ``=yes``)."""
+    """A ``--set`` value: its raw text is kept for string fields (``data.dir=2024`` or ``=yes``),
+    and the whole argument (``train.lr=abc``) for errors, which name it rather than the recipe."""
 
     raw: str
     value: Any
+    text: str = ""
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check ``value`` against a dataclass field type; ints are accepted where floats are."""
     if isinstance(value, _Override):
+        if value.text:
+            where = f"--set {value.text}"
         value = value.raw if annotation in (str, "str") else value.value
     if isinstance(annotation, str):
         annotation = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}.get(
@@ -255,30 +259,52 @@ def build_dataclass(cls: type, values: Any, where: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
-            raise AsrbenchError(f"{where}: unknown key '{key}' (valid keys: {', '.join(fields)})")
+            raise AsrbenchError(f"{where}: unknown key '{key}'{did_you_mean(key, fields)} "
+                                f"(valid keys: {', '.join(fields)})")
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
     return cls(**kwargs)
 
 
-def _validate(config: RunConfig, where: str) -> None:
+def _validate(config: RunConfig, where: str, overridden: dict[tuple[str, str], str] | None = None) -> None:
+    """Value checks; an error names the ``--set`` argument when the value came from one."""
+    overridden = overridden or {}
+
+    def at(section: str, key: str) -> str:
+        return f"--set {overridden[(section, key)]}" if (section, key) in overridden else where
+
     for (section, key), choices in CHOICES.items():
         value = getattr(getattr(config, section), key)
         if value not in choices:
-            raise AsrbenchError(f"{where}: {section}.{key} must be one of {', '.join(choices)}, got {value!r}")
+            raise AsrbenchError(f"{at(section, key)}: {section}.{key} must be one of {', '.join(choices)}, "
+                                f"got {value!r}")
     for section, key in POSITIVE:
         value = getattr(getattr(config, section), key)
         if not value > 0:
-            raise AsrbenchError(f"{where}: {section}.{key} must be positive, got {value!r}")
+            raise AsrbenchError(f"{at(section, key)}: {section}.{key} must be positive, got {value!r}")
     for section, key in NON_NEGATIVE:
         value = getattr(getattr(config, section), key)
         if value < 0:
-            raise AsrbenchError(f"{where}: {section}.{key} must not be negative, got {value!r}")
+            raise AsrbenchError(f"{at(section, key)}: {section}.{key} must not be negative, got {value!r}")
     if config.train.data_workers < -1:
         workers = config.train.data_workers
-        raise AsrbenchError(f"{where}: train.data_workers must be -1 (auto), 0 or more, got {workers}")
+        raise AsrbenchError(f"{at('train', 'data_workers')}: train.data_workers must be -1 (auto), 0 or more, "
+                            f"got {workers}")
     for factor in config.augment.speed_perturb:
         if not isinstance(factor, (int, float)) or not 0.5 <= factor <= 2.0:
-            raise AsrbenchError(f"{where}: augment.speed_perturb factors must be numbers in [0.5, 2], got {factor!r}")
+            raise AsrbenchError(f"{at('augment', 'speed_perturb')}: augment.speed_perturb factors must be numbers "
+                                f"in [0.5, 2], got {factor!r}")
+
+
+def _overridden(overrides: list[str], model: str) -> dict[tuple[str, str], str]:
+    """(section, key) -> the ``--set`` argument that set it."""
+    keys = {}
+    for text in overrides:
+        path = text.split("=", 1)[0].strip().split(".")
+        if path[0] == "models" and len(path) > 2 and path[1] == model:
+            path = ["model", *path[2:]]
+        if len(path) == 2:
+            keys[(path[0], path[1])] = text.strip()
+    return keys
 
 
 class _RecipeLoader(yaml.SafeLoader):
@@ -354,7 +380,8 @@ def resolve(
     valid = list(SECTIONS) + ["models"]
     for key in recipe:
         if key not in valid:
-            raise AsrbenchError(f"{where}: unknown key '{key}' (valid keys: {', '.join(valid)})")
+            raise AsrbenchError(f"{where}: unknown key '{key}'{did_you_mean(key, valid)} "
+                                f"(valid keys: {', '.join(valid)})")
     models = recipe_models(recipe, where)
     model_config_class(model)  # an unknown model fails here, with the valid names
     if model not in models:
@@ -378,7 +405,7 @@ def resolve(
         path, value = parse_override(text)
         _apply_override(sections, path, value, text, model)
     config = _build(sections, model, where, f"{where}: models.{model}")
-    _validate(config, where)
+    _validate(config, where, _overridden(overrides or [], model))
     return config
 
 
@@ -395,9 +422,9 @@ def _apply_override(sections: dict, path: list[str], value: Any, text: str, mode
     if path[0] == "models" and len(path) > 2 and path[1] == model:
         path = ["model"] + path[2:]
     if path[0] not in sections:
-        raise AsrbenchError(
-            f"--set {text}: unknown section '{path[0]}' (valid: {', '.join(list(SECTIONS) + ['model'])})"
-        )
+        valid_sections = list(SECTIONS) + ["model"]
+        raise AsrbenchError(f"--set {text}: unknown section '{path[0]}'{did_you_mean(path[0], valid_sections)} "
+                            f"(valid: {', '.join(valid_sections)})")
     if len(path) != 2:
         raise AsrbenchError(f"--set {text}: expected SECTION.KEY=VALUE, e.g. train.lr=1e-3")
     section = sections[path[0]]
@@ -408,9 +435,10 @@ def _apply_override(sections: dict, path: list[str], value: Any, text: str, mode
     cls = model_config_class(model) if path[0] == "model" else SECTIONS[path[0]]
     valid = [f.name for f in dataclasses.fields(cls)]
     if path[1] not in valid:
-        raise AsrbenchError(f"--set {text}: unknown key '{path[1]}' in {path[0]} (valid keys: {', '.join(valid)})")
+        raise AsrbenchError(f"--set {text}: unknown key '{path[1]}' in {path[0]}{did_you_mean(path[1], valid)} "
+                            f"(valid keys: {', '.join(valid)})")
     raw = text.split("=", 1)[1]
-    section[path[1]] = _Override(raw, value)
+    section[path[1]] = _Override(raw, value, text.strip())
 
 
 def with_overrides(config: RunConfig, overrides: list[str], where: str = "--set") -> RunConfig:
@@ -422,7 +450,7 @@ def with_overrides(config: RunConfig, overrides: list[str], where: str = "--set"
         path, value = parse_override(text)
         _apply_override(sections, path, value, text, config.model.name)
     result = _build(sections, config.model.name, where, f"{where}: model")
-    _validate(result, where)
+    _validate(result, where, _overridden(overrides, config.model.name))
     return result
 
 

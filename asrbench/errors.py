@@ -12,5 +12,16 @@ class AsrbenchError(Exception):
     ``--set`` value) are shown escaped.
     """
 
+    exit_code = 2
+    prefix = "error"  # what the command line prints before the message
+
     def __init__(self, message: str = "") -> None:
         super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
+
+
+def did_you_mean(name: str, valid) -> str:
+    """`` (did you mean 'lr'?)`` for the closest valid name to a mistyped one, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(option) for option in valid], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

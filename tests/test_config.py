@@ -302,6 +302,41 @@ def test_override_with_wrong_type_names_the_key(tmp_path):
         resolve(write_recipe(tmp_path), "lstm", ["model.hidden_size=1.5"])
 
 
+def test_override_errors_name_the_set_argument_not_the_recipe(tmp_path):
+    """Regression (issue 15.8): ``--set train.lr=abc`` blamed the recipe file
+    (``recipes/yesno.yaml: train.lr: expected float``); a --set value's error names the --set."""
+    recipe = write_recipe(tmp_path)
+    with pytest.raises(AsrbenchError, match=r"^--set train.lr=abc: expected float, got str 'abc'$"):
+        resolve(recipe, "lstm", ["train.lr=abc"])
+    with pytest.raises(AsrbenchError, match=r"^--set model.hidden_size=1.5: expected int"):
+        resolve(recipe, "lstm", ["model.hidden_size=1.5"])
+    with pytest.raises(AsrbenchError, match=r"^--set train.lr=0: train.lr must be positive, got 0"):
+        resolve(recipe, "lstm", ["train.lr=0"])
+    with pytest.raises(AsrbenchError, match=r"^--set train.schedule=linear: train.schedule must be one of"):
+        resolve(recipe, "lstm", ["train.schedule=linear"])
+    # A bad value in the recipe itself still names the recipe.
+    bad = write_recipe(tmp_path, RECIPE.replace("batch_frames: 5000", "batch_frames: many"), name="bad.yaml")
+    with pytest.raises(AsrbenchError, match=r"^.*bad.yaml: train.batch_frames: expected int"):
+        resolve(bad, "lstm", [])
+
+
+def test_unknown_keys_suggest_the_closest_valid_one(tmp_path):
+    recipe = write_recipe(tmp_path)
+    with pytest.raises(AsrbenchError, match=r"unknown key 'lrr' in train \(did you mean 'lr'\?\)"):
+        resolve(recipe, "lstm", ["train.lrr=1"])
+    with pytest.raises(AsrbenchError, match=r"unknown section 'trian' \(did you mean 'train'\?\)"):
+        resolve(recipe, "lstm", ["trian.lr=1"])
+    with pytest.raises(AsrbenchError, match=r"unknown key 'hiden_size' \(did you mean 'hidden_size'\?\)"):
+        resolve(write_recipe(tmp_path, RECIPE.replace("hidden_size: 48", "hiden_size: 48"), name="a.yaml"), "lstm", [])
+    with pytest.raises(AsrbenchError, match=r"unknown key 'tarin' \(did you mean 'train'\?\)"):
+        resolve(write_recipe(tmp_path, "tarin: {}\n" + RECIPE, name="b.yaml"), "lstm", [])
+    with pytest.raises(AsrbenchError, match=r"unknown model 'lstmm' \(did you mean 'lstm'\?\)"):
+        resolve(recipe, "lstmm", [])
+    with pytest.raises(AsrbenchError) as err:  # nothing close: no suggestion
+        resolve(recipe, "lstm", ["train.zzzzzz=1"])
+    assert "did you mean" not in str(err.value)
+
+
 def test_override_without_a_key_is_an_error(tmp_path):
     with pytest.raises(AsrbenchError, match="SECTION.KEY"):
         resolve(write_recipe(tmp_path), "lstm", ["train=1"])

@@ -16,7 +16,7 @@ import dataclasses
 
 from torch import nn
 
-from asrbench.errors import AsrbenchError
+from asrbench.errors import AsrbenchError, did_you_mean
 from asrbench.models.aed import ConformerAED, ConformerAEDConfig, TransformerAED, TransformerAEDConfig
 from asrbench.models.cnn import CNN, CNNConfig
 from asrbench.models.conformer import Conformer, ConformerConfig
@@ -42,7 +42,7 @@ MODELS: dict[str, tuple[type, type[nn.Module]]] = {
 
 def _entry(name: str) -> tuple[type, type[nn.Module]]:
     if name not in MODELS:
-        raise AsrbenchError(f"unknown model '{name}' (valid models: {', '.join(MODELS)})")
+        raise AsrbenchError(f"unknown model '{name}'{did_you_mean(name, MODELS)} (valid models: {', '.join(MODELS)})")
     return MODELS[name]
 
 
@@ -60,10 +60,14 @@ def build_model(name: str, options: dict, input_dim: int, vocab_size: int) -> nn
     try:
         model = model_class(input_dim, vocab_size, config)
     except ValueError as err:  # an option value the model refuses (e.g. crdnn rnn_type, gru forget_bias)
-        from asrbench.errors import AsrbenchError
-
         raise AsrbenchError(f"model {name}: {err}") from None
     return use_fast_dropout(model)
+
+
+def describe_model(name: str) -> str:
+    """What the model is, in one line: the first line of its class docstring."""
+    model_class = _entry(name)[1]
+    return (model_class.__doc__ or model_class.__name__).strip().splitlines()[0]
 
 
 def default_options(name: str) -> dict:

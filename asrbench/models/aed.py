@@ -56,12 +56,16 @@ class _EncoderDecoder(TransformerDecoderMixin, AttentionModel):
 
 
 class TransformerAED(_EncoderDecoder):
+    """Attention: Transformer encoder + Transformer decoder, with an optional CTC branch (hybrid)."""
+
     def __init__(self, input_dim: int, vocab_size: int, config: TransformerAEDConfig):
         encoder = Transformer(input_dim, vocab_size, _encoder_options(TransformerConfig, config))
         super().__init__(encoder, vocab_size, config)
 
 
 class ConformerAED(_EncoderDecoder):
+    """Attention: Conformer encoder + Transformer decoder, with an optional CTC branch (hybrid)."""
+
     def __init__(self, input_dim: int, vocab_size: int, config: ConformerAEDConfig):
         encoder = Conformer(input_dim, vocab_size, _encoder_options(ConformerConfig, config))
         super().__init__(encoder, vocab_size, config)

@@ -40,6 +40,8 @@ class SeparableBlock(nn.Module):
 
 
 class CNN(CTCModel):
+    """CTC: 2-D conv subsampling, then residual depthwise-separable time convolutions (QuartzNet-like)."""
+
     def __init__(self, input_dim: int, vocab_size: int, config: CNNConfig):
         super().__init__()
         self.subsampling = Conv2dSubsampling(input_dim, config.channels, config.subsample_channels)

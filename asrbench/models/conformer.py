@@ -37,6 +37,8 @@ class ConformerConfig:
 
 
 class Conformer(CTCModel):
+    """CTC: conv subsampling, then Conformer blocks (self-attention + convolution modules)."""
+
     def __init__(self, input_dim: int, vocab_size: int, config: ConformerConfig):
         super().__init__()
         self.subsampling = Conv2dSubsampling(input_dim, config.d_model, config.subsample_channels)

@@ -26,6 +26,8 @@ class CRDNNConfig:
 
 
 class CRDNN(CTCModel):
+    """CTC: conv layers, bidirectional GRUs (or LSTMs), then a DNN stack (DeepSpeech2-style)."""
+
     def __init__(self, input_dim: int, vocab_size: int, config: CRDNNConfig):
         super().__init__()
         if config.rnn_type not in ("gru", "lstm"):

@@ -25,6 +25,8 @@ class DNNConfig:
 
 
 class DNN(CTCModel):
+    """CTC: feed-forward layers on spliced frames (+-context), the first neural acoustic model."""
+
     def __init__(self, input_dim: int, vocab_size: int, config: DNNConfig):
         super().__init__()
         self.config = config

@@ -55,6 +55,8 @@ class LocationAwareAttention(nn.Module):
 
 
 class LAS(AttentionModel):
+    """Attention: Listen, Attend and Spell (BiLSTM encoder, location-aware attention, LSTM decoder)."""
+
     def __init__(self, input_dim: int, vocab_size: int, config: LASConfig):
         super().__init__(vocab_size, config.ctc_weight, config.label_smoothing, config.max_length_ratio)
         self.encoder = LSTM(input_dim, vocab_size, RNNConfig(

@@ -63,8 +63,12 @@ class RNNEncoder(CTCModel):
 
 
 class LSTM(RNNEncoder):
+    """CTC: LSTM layers (bidirectional by default) over 4x conv-subsampled frames."""
+
     cell = nn.LSTM
 
 
 class GRU(RNNEncoder):
+    """CTC: GRU layers (bidirectional by default) over 4x conv-subsampled frames; fewer gates than the LSTM."""
+
     cell = nn.GRU

@@ -26,6 +26,8 @@ class TransformerConfig:
 
 
 class Transformer(CTCModel):
+    """CTC: conv subsampling, then a pre-norm Transformer self-attention encoder."""
+
     def __init__(self, input_dim: int, vocab_size: int, config: TransformerConfig):
         super().__init__()
         self.subsampling = Conv2dSubsampling(input_dim, config.d_model, config.subsample_channels)
