@@ -290,6 +290,48 @@ def test_manifest_malformed_json_names_file_and_line(tmp_path):
         prepare_corpus("manifest", src, tmp_path / "out", progress=False)
 
 
+def _nemo_rows(src: Path, names: list[str]) -> list[str]:
+    lines = []
+    for name in names:
+        write_tone(src / "wav" / f"{name}.wav", seconds=0.3)
+        lines.append(json.dumps({"audio_filepath": f"wav/{name}.wav", "duration": 0.3, "text": name.upper()}) + "\n")
+    return lines
+
+
+@pytest.mark.parametrize("names", [("train_manifest.json", "validation_manifest.json", "test_manifest.json"),
+                                   ("train_manifest.jsonl", "val_manifest.json", "test_manifest.jsonl"),
+                                   ("train.json", "dev_manifest.json", "test.json")])
+def test_manifest_folder_accepts_nemos_usual_names(tmp_path, names):
+    """Regression (issue 15.7): NeMo's ``train_manifest.json`` names were refused."""
+    src = tmp_path / "nemo"
+    for name, utterance in zip(names, ("one", "two", "three"), strict=True):
+        write_text(src / name, "".join(_nemo_rows(src, [utterance])))
+    report = prepare_corpus("manifest", src, tmp_path / "out", progress=False)
+    assert report.counts == {"train": 1, "dev": 1, "test": 1}
+    assert [u.text for u in load(tmp_path / "out", "dev").values()] == ["TWO"]
+
+
+def test_manifest_files_named_one_by_one(tmp_path):
+    """Regression (issue 15.7): a single manifest file was refused as "corpus folder not found"."""
+    src = tmp_path / "mine"
+    train_file = write_text(src / "a.json", "".join(_nemo_rows(src, ["one", "two"])))
+    test_file = write_text(src / "b.json", "".join(_nemo_rows(src, ["three"])))
+    out = tmp_path / "out"
+    report = prepare_corpus("manifest", None, out, progress=False, files={"train": train_file, "test": test_file})
+    assert report.counts == {"train": 2, "test": 1}
+    assert sorted(path.name for path in out.iterdir()) == ["test.jsonl", "train.jsonl"]
+    with pytest.raises(AsrbenchError, match=r"a.json: a file, not a corpus folder; to prepare one manifest file, "
+                                            r"name its split: --train .*a.json"):
+        prepare_corpus("manifest", train_file, tmp_path / "out2", progress=False)
+    with pytest.raises(AsrbenchError, match=r"--dev .*missing.json: manifest file not found"):
+        prepare_corpus("manifest", None, tmp_path / "out2", progress=False, files={"dev": src / "missing.json"})
+    with pytest.raises(AsrbenchError, match="not both"):
+        prepare_corpus("manifest", src, tmp_path / "out2", progress=False, files={"train": train_file})
+    with pytest.raises(AsrbenchError, match="use them with 'manifest', not 'kaldi'"):
+        prepare_corpus("kaldi", None, tmp_path / "out2", progress=False, files={"train": train_file})
+    assert not (tmp_path / "out2").exists()
+
+
 # --- common behaviour ------------------------------------------------------------------------
 
 
@@ -315,7 +357,8 @@ def test_empty_split_fails_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
-def test_progress_bar_runs(tmp_path, capsys):
+def test_progress_bar_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ASRBENCH_NO_PROGRESS")  # the one switch that turns every bar off
     src = make_kaldi(tmp_path / "data")
     prepare_corpus("kaldi", src, tmp_path / "out", progress=True)
     assert "kaldi: reading audio headers" in capsys.readouterr().err

@@ -35,9 +35,13 @@ Corpora (``src`` is the folder given on the command line):
   utterance with ``offset=start``; ``end`` may overshoot the audio by up to 0.5 s (clipped, as
   Kaldi's ``extract-segments --max-overshoot``), and ``end=-1`` means the end of the file.
 - ``manifest``: NeMo-style JSON lines (``audio_filepath``, ``text``, optional ``offset`` with
-  ``duration``, ``speaker``/``spk``) in ``train.json(l)``, ``dev.json(l)`` or
-  ``validation.json(l)``, ``test.json(l)``. Without ``offset`` the whole file is one utterance
-  and its duration comes from the header; with ``offset`` the manifest's ``duration`` is used.
+  ``duration``, ``speaker``/``spk``). ``src`` is a folder holding one manifest per split, named
+  as in :data:`MANIFEST_NAMES` (``train``, ``train_manifest``; ``dev``, ``dev_manifest``,
+  ``validation``, ``validation_manifest``, ``val``, ``val_manifest``; ``test``,
+  ``test_manifest``; each ``.json`` or ``.jsonl``), or the manifest files are named one by one
+  (``--train F --dev F --test F``, any subset: only those splits are written). Without
+  ``offset`` the whole file is one utterance and its duration comes from the header; with
+  ``offset`` the manifest's ``duration`` is used.
   Ids are the audio file's stem (``<stem>-<offset in centiseconds>`` with an offset), with
   ``-2``, ``-3``, ... appended to repeats.
 """
@@ -51,12 +55,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from asrbench.data.audio import audio_info
 from asrbench.data.manifest import SPLITS, Utterance, write_data_dir
-from asrbench.errors import AsrbenchError
+from asrbench.errors import AsrbenchError, did_you_mean
+from asrbench.progress import progress_bar
 
 MAX_EXAMPLES = 3
 SEGMENT_MAX_OVERSHOOT = 0.5  # seconds a segment may run past the end of its audio (Kaldi's default)
@@ -369,7 +371,12 @@ def prepare_kaldi(src: Path, report: PrepareReport) -> dict[str, list[Candidate]
 
 # --- NeMo-style JSON manifests ---------------------------------------------------------------
 
-MANIFEST_NAMES = {"train": ("train",), "dev": ("dev", "validation"), "test": ("test",)}
+# File stems of each split's manifest in a folder (NeMo's scripts write <split>_manifest.json).
+MANIFEST_NAMES = {
+    "train": ("train", "train_manifest"),
+    "dev": ("dev", "dev_manifest", "validation", "validation_manifest", "val", "val_manifest"),
+    "test": ("test", "test_manifest"),
+}
 
 
 def _find_manifest(src: Path, split: str) -> Path:
@@ -454,8 +461,7 @@ CORPORA: dict[str, Preparer] = {
 def _header_durations(paths: list[str], description: str, progress: bool) -> dict[str, float | str]:
     """path -> duration in seconds, or the reason to skip it."""
     durations: dict[str, float | str] = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
+    with progress_bar(disable=not progress) as bar:
         task = bar.add_task(description, total=len(paths))
         for path in paths:
             if not os.path.isfile(path):
@@ -519,14 +525,36 @@ def _build_splits(
     return splits
 
 
-def prepare_corpus(corpus: str, src: Path, out: Path, progress: bool = True) -> PrepareReport:
-    """Write ``out/<split>.jsonl`` for ``corpus`` found at ``src``; see the module docstring."""
+def prepare_corpus(corpus: str, src: Path | None, out: Path, progress: bool = True,
+                   files: dict[str, Path] | None = None) -> PrepareReport:
+    """Write ``out/<split>.jsonl`` for ``corpus`` found at ``src``; see the module docstring.
+
+    ``files`` (``manifest`` only) maps splits to manifest files, instead of a folder ``src``.
+    """
     if corpus not in CORPORA:
-        raise AsrbenchError(f"unknown corpus '{corpus}' (valid: {', '.join(CORPORA)})")
-    if not Path(src).is_dir():
-        raise AsrbenchError(f"{src}: corpus folder not found")
+        raise AsrbenchError(f"unknown corpus '{corpus}'{did_you_mean(corpus, CORPORA)} (valid: {', '.join(CORPORA)})")
+    files = {split: Path(path) for split, path in (files or {}).items() if path is not None}
     report = PrepareReport()
-    candidates = CORPORA[corpus](Path(_absolute(src)), report)
+    if files:
+        if corpus != "manifest":
+            raise AsrbenchError(f"--train/--dev/--test name manifest files: use them with 'manifest', not '{corpus}'")
+        if src is not None:
+            raise AsrbenchError(f"give a folder ({src}) or manifest files (--train/--dev/--test), not both")
+        for split, path in files.items():
+            if not path.is_file():
+                raise AsrbenchError(f"--{split} {path}: manifest file not found")
+        candidates = {split: _read_nemo_manifest(Path(_absolute(path))) for split, path in files.items()}
+    else:
+        if src is None:
+            raise AsrbenchError(f"{corpus}: give the corpus folder"
+                                + (" or manifest files (--train F --dev F --test F)" if corpus == "manifest" else ""))
+        if Path(src).is_file():
+            hint = (f"; to prepare one manifest file, name its split: --train {src}, --dev {src} or --test {src}"
+                    if corpus == "manifest" else "")
+            raise AsrbenchError(f"{src}: a file, not a corpus folder{hint}")
+        if not Path(src).is_dir():
+            raise AsrbenchError(f"{src}: corpus folder not found")
+        candidates = CORPORA[corpus](Path(_absolute(src)), report)
     splits = _build_splits(corpus, candidates, report, progress)
     report.counts = write_data_dir(out, splits)
     return report
