@@ -31,7 +31,8 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check asrbench tests benchmarks
 
-# The main job on the built-in corpus: synthesize, train all 7 architectures, decode, compare.
+# The main job on the built-in corpus: synthesize, train the 7 CTC architectures (dnn ... conformer; the
+# attention models are in the recipes, not in the demo), decode, compare.
 demo: setup
 	test -f data/synth/train.jsonl || $(BIN)/asrbench data synth --out data/synth
 	for model in $(DEMO_MODELS); do \

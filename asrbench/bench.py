@@ -31,6 +31,7 @@ import numpy as np
 
 from asrbench import fileio, rundir, stats
 from asrbench.config import load_yaml, recipe_models
+from asrbench.data.manifest import require_prepared
 from asrbench.env import CORES_VARIABLE, available_cores
 from asrbench.errors import AsrbenchError
 from asrbench.models import MODELS
@@ -114,7 +115,7 @@ def add_statistics(rows: list[dict], runs: list[dict], resamples: int = stats.DE
         averaged[model] = np.mean([item[1] for item in found], axis=0)
     for row in rows:
         row.setdefault("wer_ci", None), row.setdefault("pooled_wer", None), row.setdefault("vs_best", None)
-    if not averaged:
+    if not averaged or not words.sum() > 0:  # no reference words: nothing to compare (WER undefined)
         return []
     names = list(averaged)
     comparison = stats.compare_systems(np.stack([averaged[name] for name in names]), words, names, resamples,
@@ -151,7 +152,8 @@ def markdown(rows: list[dict], pairs: list[dict] | None = None) -> str:
     lines = [header, "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         params = f"{row['params'] / 1e6:.2f}M" if row["params"] else "-"
-        cells = [row["model"], str(row["seeds"]), _format(row["wer"], row["wer_sd"]), _ci(row),
+        wer = "n/a" if row["wer"] is None else _format(row["wer"], row["wer_sd"])  # n/a: no reference words
+        cells = [row["model"], str(row["seeds"]), wer, _ci(row),
                  MARKS.get(row.get("vs_best"), "-")]
         cells += [_format(row[key], row[f"{key}_sd"]) for key in ("cer", "dev_wer", "dev_test_gap")]
         cells += [params] + [_format(row[key], row[f"{key}_sd"], digits) for key, digits in
@@ -297,6 +299,8 @@ def bench(
     if budget_minutes is not None and epochs is not None:
         raise AsrbenchError("give --budget-minutes or --epochs, not both")
     names = select_models(recipe, models)
+    if data_dir is not None:
+        require_prepared(data_dir, ("train", *SPLITS), "--data")  # a named data dir is never prepared on the fly
     out = Path(out or Path("runs") / "bench" / Path(recipe).stem)
     extra = list(overrides or [])
     plan = [(name, seed, out / name / f"seed{seed}") for name in names
@@ -321,7 +325,8 @@ def bench(
         runs.append({
             "run": str(run_dir), "model": name, "seed": seed,
             "wer": test["wer"], "cer": test["cer"], "dev_wer": dev["wer"], "dev_cer": dev["cer"],
-            "dev_test_gap": test["wer"] - dev["wer"], "params": test["params"],
+            "dev_test_gap": None if None in (test["wer"], dev["wer"]) else test["wer"] - dev["wer"],
+            "params": test["params"],
             "train_seconds": summary.get("train_seconds"), "epochs": summary.get("epochs"),
             "stop_reason": summary.get("stop_reason"), "rtfx": test["rtfx"],
             "rtfx_conditions": {key: test["decoder"].get(key) for key in ("batch_frames", "threads")}

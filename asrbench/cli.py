@@ -10,9 +10,42 @@ import typer
 
 from asrbench.errors import AsrbenchError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Train, decode and compare speech-recognition architectures side by side.")
-data_app = typer.Typer(no_args_is_help=True, help="Prepare, synthesize and download corpora.")
+try:  # typer >= 0.2x vendors click as typer._click; older typer uses click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_exceptions
+
+
+def _flags_without_placeholder(params: list) -> list:
+    """typer's rich help shows a ``<bool>`` placeholder after flags (``--resume <bool>``) as if they
+    took a value; an empty metavar shows nothing there."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Command(typer.core.TyperCommand):
+    def get_params(self, ctx) -> list:
+        return _flags_without_placeholder(super().get_params(ctx))
+
+
+class _Group(typer.core.TyperGroup):
+    def get_params(self, ctx) -> list:
+        return _flags_without_placeholder(super().get_params(ctx))
+
+
+def _typer(**settings) -> typer.Typer:
+    return typer.Typer(cls=_Group, no_args_is_help=True, **settings)
+
+
+def _command(group: typer.Typer, name: str):
+    return group.command(name, cls=_Command)
+
+
+app = _typer(add_completion=False, pretty_exceptions_enable=False,
+             help="Train, decode and compare speech-recognition architectures side by side.")
+data_app = _typer(help="Prepare, synthesize and download corpora.")
 app.add_typer(data_app, name="data")
 
 _state = {"debug": False}
@@ -28,37 +61,64 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def run_app() -> None:
-    """Console-script entry point: user errors become one line and exit code 2.
+INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C (128 + SIGINT)
 
-    Click (standalone mode) handles usage errors (exit 2), ``typer.Exit`` codes and Ctrl-C.
+
+def run_app() -> None:
+    """Console-script entry point: every error a user can cause is one line and a non-zero exit.
+
+    Usage errors (an unknown option, a bad value) are ``error: ...`` plus the ``--help`` to read,
+    exit 2; an :class:`AsrbenchError` is its message, exit 2 (or its own ``exit_code``); Ctrl-C is
+    ``interrupted``, exit 130 (training says how to resume). ``--debug`` keeps the traceback.
     """
     try:
-        app()
+        code = app(prog_name="asrbench", standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click_exceptions.UsageError as err:
+        command = err.ctx.command_path if err.ctx is not None else "asrbench"
+        typer.echo(f"error: {err.format_message()} (see '{command} --help')".replace("\n", " "), err=True)
+        sys.exit(err.exit_code)
+    except click_exceptions.ClickException as err:
+        typer.echo(f"error: {err.format_message()}", err=True)
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(INTERRUPTED)
     except AsrbenchError as err:
         if _state["debug"]:
             raise
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(getattr(err, "exit_code", 2))
+        typer.echo(f"{err.prefix}: {err}", err=True)
+        sys.exit(err.exit_code)
     except OSError as err:  # the system refused: permission, disk full, a path that vanished
         if _state["debug"]:
             raise
         where = f"{err.filename}: " if err.filename else ""
         typer.echo(f"error: {where}{err.strerror or err}", err=True)
         sys.exit(2)
+    if code == INTERRUPTED:  # Ctrl-C outside training: click turned it into this exit code
+        typer.echo("interrupted", err=True)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
-@data_app.command("prepare")
+@_command(data_app, "prepare")
 def data_prepare(
     corpus: str = typer.Argument(..., help="an4 | fsdd | yesno | librispeech | kaldi | manifest"),
-    src: Path = typer.Argument(..., help="Corpus folder."),
+    src: Optional[Path] = typer.Argument(None, help="Corpus folder (for manifest: or name files with --train ...)."),
     out: Path = typer.Option(..., "--out", help="Data dir to write train/dev/test.jsonl into."),
+    train: Optional[Path] = typer.Option(None, "--train", help="manifest: the training manifest file."),
+    dev: Optional[Path] = typer.Option(None, "--dev", help="manifest: the dev (validation) manifest file."),
+    test: Optional[Path] = typer.Option(None, "--test", help="manifest: the test manifest file."),
 ) -> None:
-    """Write JSONL manifests for a corpus on disk."""
+    """Write JSONL manifests for a corpus on disk.
+
+    manifest: a folder of NeMo-style manifests (train[_manifest], dev[_manifest] | validation[_manifest] |
+    val[_manifest], test[_manifest], each .json or .jsonl), or the files one by one with --train/--dev/--test."""
     from asrbench.data.prepare import prepare_corpus
     from asrbench.progress import console
 
-    report = prepare_corpus(corpus, src, out)
+    report = prepare_corpus(corpus, src, out, files={"train": train, "dev": dev, "test": test})
     console.print(f"{corpus}: " + ", ".join(f"{split} {count}" for split, count in report.counts.items())
                   + f" -> {out}")
     for reason, count in report.skipped.items():
@@ -66,7 +126,7 @@ def data_prepare(
         console.print(f"[yellow]skipped {count}: {reason}[/yellow]" + (f" (e.g. {examples})" if examples else ""))
 
 
-@data_app.command("synth")
+@_command(data_app, "synth")
 def data_synth(
     out: Path = typer.Option(..., "--out", help="Data dir for the built-in corpus."),
     seed: int = typer.Option(0, help="Seed: the same seed gives the same corpus."),
@@ -74,7 +134,7 @@ def data_synth(
     dev: int = typer.Option(100, help="Dev utterances."),
     test: int = typer.Option(100, help="Test utterances (held-out voices)."),
 ) -> None:
-    """Synthesize the built-in corpus with espeak-ng (needs asrbench[synth])."""
+    """Synthesize the built-in corpus with espeak-ng (needs the extra asrbench\\[synth])."""
     from asrbench.data.synth import SynthConfig, synthesize_corpus
     from asrbench.progress import console
 
@@ -83,7 +143,7 @@ def data_synth(
     console.print("synth: " + ", ".join(f"{split} {count}" for split, count in counts.items()) + f" -> {out}")
 
 
-@data_app.command("download")
+@_command(data_app, "download")
 def data_download(
     corpus: str = typer.Argument(..., help="an4 | fsdd | yesno | a LibriSpeech subset"),
     dest: Path = typer.Option(..., "--dest", help="Folder to download and extract into."),
@@ -97,26 +157,27 @@ def data_download(
     console.print(f"{corpus} -> {path}")
 
 
-@app.command("models")
+@_command(app, "models")
 def models_command() -> None:
     """List every model with its parameter count at the default size."""
     from rich.console import Console
     from rich.table import Table
 
-    from asrbench.models import MODELS, build_model, count_parameters, default_options
+    from asrbench.models import MODELS, build_model, count_parameters, default_options, describe_model
 
-    table = Table(title="models (80-dim features, 30 tokens, default options)")
+    table = Table(title="models (80-dim features, 30 tokens, default options)",
+                  caption="CTC models emit one token distribution per frame; attention models add a decoder. "
+                          "`make demo` trains the seven CTC models.")
     table.add_column("name")
     table.add_column("params", justify="right")
     table.add_column("description")
-    for name, (_, model_class) in MODELS.items():
+    for name in MODELS:
         model = build_model(name, default_options(name), 80, 30)
-        doc = (sys.modules[model_class.__module__].__doc__ or "").strip().splitlines()[0]
-        table.add_row(name, f"{count_parameters(model):,}", doc)
+        table.add_row(name, f"{count_parameters(model):,}", describe_model(name))
     Console().print(table)
 
 
-@app.command("train")
+@_command(app, "train")
 def train_command(
     recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (not needed with --resume)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model name (see `asrbench models`)."),
@@ -130,13 +191,16 @@ def train_command(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda (sets train.device)."),
 ) -> None:
     """Train one model from a recipe into a run dir (also under torchrun, one process per rank)."""
-    from asrbench.train import train
+    from asrbench.train import stopped_at_once, train
 
     overrides = [*set_, f"train.device={device}"] if device is not None else set_
-    train(recipe, model, out, data, overrides, resume, epochs, max_minutes, seed)
+    try:
+        train(recipe, model, out, data, overrides, resume, epochs, max_minutes, seed)
+    except KeyboardInterrupt:
+        raise stopped_at_once(out) from None
 
 
-@app.command("decode")
+@_command(app, "decode")
 def decode_command(
     run_dir: Path = typer.Argument(..., help="Run dir from `asrbench train`."),
     split: str = typer.Option("test", "--split", help="Split to decode."),
@@ -145,7 +209,8 @@ def decode_command(
     beam: Optional[int] = typer.Option(None, "--beam", help="Beam size; 1 (default) is greedy search."),
     mode: Optional[str] = typer.Option(None, "--mode", help="auto | ctc (an attention model's CTC branch) | attention"),
     lm: Optional[str] = typer.Option(None, "--lm", help="LM dir from `asrbench lm train` (CTC search)."),
-    lm_weight: Optional[float] = typer.Option(None, "--lm-weight", help="LM weight (default: tuned, else 0.5)."),
+    lm_weight: Optional[float] = typer.Option(None, "--lm-weight", help="LM weight (default 0.5; the tuned one "
+                                              "with --tuned)."),
     word_bonus: Optional[float] = typer.Option(None, "--word-bonus", help="Score added per word (CTC search)."),
     lexicon: Optional[str] = typer.Option(None, "--lexicon", help="'train' (training words) or a lexicon file."),
     ctc_weight: Optional[float] = typer.Option(None, "--ctc-weight", help="Joint CTC/attention weight."),
@@ -164,6 +229,7 @@ def decode_command(
     from asrbench.decode import decode
     from asrbench.decoding.searchers import DecodeOptions
     from asrbench.progress import console
+    from asrbench.scoring import format_rate, undefined_rate_warning
 
     given = {"beam": beam, "mode": mode, "lm": lm, "lm_weight": lm_weight, "word_bonus": word_bonus,
              "lexicon": lexicon, "ctc_weight": ctc_weight, "length_bonus": length_bonus, "length_norm": length_norm,
@@ -171,18 +237,22 @@ def decode_command(
     explicit = {key for key, value in given.items() if value is not None}
     values = {key: value for key, value in given.items() if value is not None}
     if lm and lm_weight is None:
-        values["lm_weight"] = 0.5  # replaced by the tuned weight when this LM was tuned
+        values["lm_weight"] = 0.5  # --tuned replaces it with the tuned weight
     result = decode(run_dir, split, data, device, checkpoint=checkpoint, options=DecodeOptions(**values), tag=tag,
                     explicit=explicit, use_tuned=tuned, threads=threads)
     where = f"{split}-{tag}" if tag else split
     search = f", search RTFx {result['search_rtfx']:,.0f}" if result.get("search_rtfx") else ""
+    warning = undefined_rate_warning(result, f"{run_dir} {split}")
+    if warning:
+        console.print(f"[yellow]warning[/yellow]: {warning}", soft_wrap=True, highlight=False)
     console.print(
-        f"{result['model']} {split} ({result['decoder']['kind']}): WER {result['wer']:.2f}% CER {result['cer']:.2f}% "
+        f"{result['model']} {split} ({result['decoder']['kind']}): WER {format_rate(result['wer'])}% "
+        f"CER {format_rate(result['cer'])}% "
         f"({result['utterances']} utterances, RTFx {result['rtfx']:,.0f}{search}) -> {run_dir}/decode/{where}"
     )
 
 
-@app.command("bench")
+@_command(app, "bench")
 def bench_command(
     recipe: Path = typer.Argument(..., help="Recipe YAML."),
     models: str = typer.Option("all", "--models", help="'all' (every model of the recipe) or a,b,c."),
@@ -206,7 +276,7 @@ def bench_command(
     Console(width=160).print(Markdown(markdown(report["summary"], report["pairs"])))
 
 
-@app.command("tune")
+@_command(app, "tune")
 def tune_command(
     run_dir: Path = typer.Argument(..., help="Run dir from `asrbench train`."),
     split: str = typer.Option("dev", "--split", help="Split to tune on (never test)."),
@@ -223,7 +293,7 @@ def tune_command(
 ) -> None:
     """Grid-search beam, LM weight, word bonus (or CTC weight) on dev; saves tuned.json in the run dir."""
     from asrbench.progress import console
-    from asrbench.tune import tune
+    from asrbench.tune import summarize_tuning, tune
 
     def numbers(text: Optional[str], kind, name: str):
         if text is None:
@@ -236,17 +306,16 @@ def tune_command(
     result = tune(run_dir, split, lm, numbers(beams, int, "--beams"), numbers(lm_weights, float, "--lm-weights"),
                   numbers(word_bonuses, float, "--word-bonuses"), numbers(ctc_weights, float, "--ctc-weights"),
                   numbers(length_bonuses, float, "--length-bonuses"), lexicon, mode, data, device)
-    chosen = {key: value for key, value in result["options"].items() if value not in (None, "", False)}
-    console.print(f"best on {split} of {len(result['grid'])}: WER {result['wer']:.2f}% CER {result['cer']:.2f}% "
-                  f"with {chosen} -> {run_dir}/tuned.json")
+    console.print(summarize_tuning(result, split) + f" -> {run_dir}/tuned.json", soft_wrap=True)
 
 
-@app.command("compare")
+@_command(app, "compare")
 def compare_command(
     run_dirs: List[Path] = typer.Argument(..., help="Run dirs with decode results."),
     split: str = typer.Option("test", "--split", help="Split to compare."),
     fmt: str = typer.Option("table", "--format", help="table | markdown | csv | json"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to a file instead of stdout."),
+    output: Optional[Path] = typer.Option(None, "--out", "-o", "--output",
+                                          help="Write to a file instead of stdout (--output: the old spelling)."),
     resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for CIs and paired tests."),
     alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0, help="Significance level for '≈best'."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
@@ -256,28 +325,32 @@ def compare_command(
     from rich.console import Console
 
     from asrbench import fileio
-    from asrbench.compare import FORMATS, collect, render, rich_table
+    from asrbench.compare import FORMATS, collect, render, rich_table, select_runs
+    from asrbench.progress import console
 
     if fmt not in FORMATS:
         _fail(f"unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
-    rows = collect(run_dirs, split, resamples=resamples, alpha=alpha, seed=seed)
+    runs, skipped = select_runs(run_dirs)
+    for path in skipped:
+        console.print(f"[yellow]note[/yellow]: skipped {path}: not a run dir", soft_wrap=True)
+    rows = collect(runs, split, resamples=resamples, alpha=alpha, seed=seed)
     if plot is not None:
         from asrbench.plots import write_plots
-        from asrbench.progress import console
 
         for path in write_plots(rows, plot):
-            console.print(f"wrote {path}")
-    if fmt == "table":
+            console.print(f"wrote {path}", soft_wrap=True)
+    if fmt == "table" and output is None:
         Console(width=140).print(rich_table(rows, title=f"{split} results"))
         return
     text = render(rows, fmt)
     if output:
         fileio.write_text(output, text)
+        console.print(f"wrote {output}", soft_wrap=True)
     else:
         typer.echo(text, nl=False)
 
 
-@app.command("score")
+@_command(app, "score")
 def score_command(
     reference: Path = typer.Argument(..., help="References: 'id text' lines (Kaldi) or JSONL (id + ref or text)."),
     hypothesis: Path = typer.Argument(..., help="Hypotheses: 'id text' lines or JSONL (id + hyp or text)."),
@@ -288,24 +361,32 @@ def score_command(
     resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for the 95% CIs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write alignments.txt, ref.trn, hyp.trn, report.json."),
+    utt2spk: Optional[Path] = typer.Option(None, "--utt2spk", help="Kaldi utt2spk file: the speaker of each id."),
 ) -> None:
     """Score any system's hypotheses against references: WER, CER, S/D/I, bootstrap CIs.
 
     A file is JSONL when its first non-blank line starts with '{'; decode's hypotheses.jsonl works
-    as either file (its 'ref' field as references, 'hyp' as hypotheses)."""
-    from asrbench.scoring import render_score, score_files
+    as either file (its 'ref' field as references, 'hyp' as hypotheses). Per-speaker rates come
+    only when speakers are known: --utt2spk, a JSONL 'speaker' field, or ids SPEAKER-... / SPEAKER_..."""
+    from asrbench.progress import console
+    from asrbench.scoring import REPORT_FILES, render_score, score_files, undefined_rate_warning
 
     if fmt not in ("table", "json"):
         _fail(f"unknown format '{fmt}' (valid: table, json)")
-    result = score_files(reference, hypothesis, normalizer, missing_as_empty, resamples, seed, out)
+    result = score_files(reference, hypothesis, normalizer, missing_as_empty, resamples, seed, out, utt2spk=utt2spk)
+    warning = undefined_rate_warning(result, str(reference))
+    if warning:
+        console.print(f"[yellow]warning[/yellow]: {warning}", soft_wrap=True, highlight=False)
     typer.echo(render_score(result, fmt), nl=False)
+    if out is not None:
+        console.print(f"wrote {', '.join(REPORT_FILES)} in {out}", soft_wrap=True)
 
 
-lm_app = typer.Typer(no_args_is_help=True, help="Train n-gram language models for CTC beam search.")
+lm_app = _typer(help="Train n-gram language models for CTC beam search.")
 app.add_typer(lm_app, name="lm")
 
 
-@lm_app.command("train")
+@_command(lm_app, "train")
 def lm_train(
     data_dir: Path = typer.Argument(..., help="Prepared data dir; only train.jsonl is learned from."),
     order: int = typer.Option(3, "--order", help="n-gram order."),

@@ -21,6 +21,24 @@ HYPOTHESES = "hypotheses.jsonl"
 BEST, NOT_WORSE, WORSE = "best", "not significantly worse", "significantly worse"
 
 
+def is_run_dir(path: Path) -> bool:
+    """A folder `asrbench train` made (config.yaml), or one holding decode results."""
+    return path.is_dir() and ((path / rundir.CONFIG).is_file() or (path / "decode").is_dir()
+                              or (path / rundir.SUMMARY).is_file())
+
+
+def select_runs(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
+    """(run dirs, other paths) of a shell glob such as ``runs/an4/*``, which also matches LM dirs
+    and result files. With a single path nothing is set aside: :func:`collect` names it."""
+    paths = [Path(path) for path in paths]
+    if len(paths) < 2:
+        return paths, []
+    runs = [path for path in paths if is_run_dir(path)]
+    if not runs:
+        return paths, []  # collect says what the first one is
+    return runs, [path for path in paths if not is_run_dir(path)]
+
+
 def collect(run_dirs: list[str | Path], split: str = "test", resamples: int = stats.DEFAULT_RESAMPLES,
             alpha: float = stats.DEFAULT_ALPHA, seed: int = 0) -> list[dict]:
     """One row per run, read from ``decode/<split>/result.json`` and ``train_summary.json``.
@@ -36,8 +54,15 @@ def collect(run_dirs: list[str | Path], split: str = "test", resamples: int = st
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
         result_path = run_dir / "decode" / split / "result.json"
+        if not run_dir.exists():
+            raise AsrbenchError(f"{run_dir}: run dir not found")
+        if not is_run_dir(run_dir):
+            raise AsrbenchError(f"{run_dir}: not a run dir (no {rundir.CONFIG} or decode/ in it)")
         if not result_path.is_file():
-            raise AsrbenchError(f"{run_dir}: no decode result for split '{split}' (run `asrbench decode` first)")
+            decoded = sorted(path.parent.name for path in (run_dir / "decode").glob("*/result.json"))
+            have = f"; it has decode results for: {', '.join(decoded)}" if decoded else ""
+            raise AsrbenchError(f"{run_dir}: no decode result for split '{split}' (run `asrbench decode {run_dir} "
+                                f"--split {split}` first{have})")
         result = rundir.read_json(result_path)
         summary_path = run_dir / rundir.SUMMARY
         summary = rundir.read_json(summary_path) if summary_path.is_file() else {}
@@ -95,6 +120,8 @@ def _add_significance(rows: list[dict], utterance_errors: list, resamples: int, 
         if found is None:
             continue
         key, errors, words = found
+        if not words.sum() > 0:
+            continue  # no reference words: the WER, its CI and any test are undefined ("n/a")
         if rows[index]["wer_ci"] is None:
             rows[index]["wer_ci"] = list(stats.bootstrap_ci(errors, words, resamples, seed=seed))
         groups.setdefault(key, []).append(index)
@@ -122,12 +149,12 @@ LEGEND = ("≈best: 'best' is the lowest WER among runs decoded on the same utte
 
 
 def _cell(key: str, value) -> str:
+    if key in ("wer", "cer"):
+        return scoring.format_rate(value)  # "n/a": no reference words, the rate is undefined
+    if key == "wer_ci":
+        return scoring.format_ci(value)
     if value is None:
         return "-"
-    if key in ("wer", "cer"):
-        return f"{value:.2f}"
-    if key == "wer_ci":
-        return f"{value[0]:.2f}–{value[1]:.2f}"
     if key == "vs_best":
         return MARKS.get(value, str(value))
     if key == "rtfx":

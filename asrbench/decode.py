@@ -20,12 +20,13 @@ from asrbench import fileio, rundir
 from asrbench.checkpoint import load_model
 from asrbench.data.batching import BucketBatchSampler, Collator
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
-from asrbench.data.manifest import split_path
+from asrbench.data.manifest import require_prepared, split_path
 from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decoding.searchers import DecodeOptions, Searcher, build_searcher
 from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.models import count_parameters
+from asrbench.progress import console
 from asrbench.scoring import confidence_intervals, error_rates, score_utterances, write_report
 from asrbench.text import DEFAULT_NORMALIZER, normalize
 
@@ -115,24 +116,36 @@ def read_tuned(run_dir: Path) -> dict | None:
 
 
 def resolve_options(run_dir: Path, options: DecodeOptions, explicit: set[str], use_tuned: bool) -> tuple:
-    """Fill the values the user did not give from ``tuned.json`` when it was tuned for this LM.
+    """With ``use_tuned`` (``--tuned``), fill the values the user did not give from ``tuned.json``.
 
-    ``explicit`` names the options given on the command line; they always win. Returns the
-    options and where the tuned values came from (None when none were used).
+    Tuned values apply only when asked for: never because the same LM was named. ``explicit``
+    names the options given on the command line; they always win. Returns the options and where
+    the tuned values came from (None when none were used).
     """
     tuned = read_tuned(run_dir)
+    if not use_tuned:
+        if tuned is not None:
+            console.print(f"[dim]note: {run_dir / TUNED} holds values tuned on {tuned.get('split', 'dev')}; "
+                          "add --tuned to use them[/dim]")
+        return options, None
     if tuned is None:
-        if use_tuned:
-            raise AsrbenchError(f"{run_dir}: no {TUNED} (run `asrbench tune {run_dir} --split dev` first)")
-        return options, None
-    same_lm = (tuned.get("options", {}).get("lm") or "") == (options.lm or "")
-    if not (use_tuned or (options.lm and same_lm)):
-        return options, None
+        raise AsrbenchError(f"{run_dir}: no {TUNED} (run `asrbench tune {run_dir} --split dev` first)")
     values = {key: value for key, value in tuned["options"].items() if key not in explicit}
     if "lm" in explicit:
         values.pop("lm", None)
+        tuned_lm = tuned["options"].get("lm") or "none"
+        if tuned_lm != (options.lm or "none"):
+            console.print(f"[yellow]note[/yellow]: {TUNED} was tuned with LM {tuned_lm}; its other values are used "
+                          f"with --lm {options.lm or 'none'}")
     merged = DecodeOptions(**{**options.to_dict(), **values})
     return merged, {"file": str(run_dir / TUNED), "split": tuned.get("split"), "values": values}
+
+
+def describe_search(description: dict, checkpoint: str, tuned_from: dict | None) -> str:
+    """The decoding options in force, in one line: the searcher's kind and every value it records."""
+    values = ", ".join(f"{key} {value}" for key, value in description.items() if key != "kind" and value is not None)
+    tuned = f"; tuned on {tuned_from['split']}: {', '.join(sorted(tuned_from['values']))}" if tuned_from else ""
+    return f"{description['kind']}" + (f" ({values})" if values else "") + f", checkpoint {checkpoint}{tuned}"
 
 
 def decode(
@@ -164,6 +177,8 @@ def decode(
     # anything else is a checkpoint file inside the run dir, e.g. checkpoints/nbest/epoch0012.pt.
     loaded = load_model(run_dir / {"best": rundir.BEST, "last": rundir.LAST}.get(checkpoint, Path(checkpoint)))
     config = loaded.config
+    if data_dir:
+        require_prepared(data_dir, (), "--data")  # a folder that exists; split_path names the missing split
     data_dir = Path(data_dir) if data_dir else Path(config.data.dir)
     split_path(data_dir, split)  # a plain, prepared split name
     out_dir = run_dir / "decode" / (f"{split}-{tag}" if tag else split)
@@ -172,6 +187,8 @@ def decode(
     torch_device = resolve_device(device)
     model = loaded.model.to(torch_device)
     searcher = build_searcher(model, loaded.tokenizer, options, config.data.dir)
+    console.print(f"decoding {run_dir} {split}: {describe_search(searcher.description, checkpoint, tuned_from)}",
+                  soft_wrap=True)
     features = load_features(data_dir, split, config.features)
     batch_frames = batch_frames or config.train.eval_batch_frames
     recognition = recognize(model, features, loaded.cmvn, loaded.tokenizer, torch_device, batch_frames,

@@ -25,6 +25,7 @@ from asrbench import checkpoint, distributed, fileio, rundir
 from asrbench.config import RunConfig, data_root, resolve, with_overrides
 from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches, EpochKeys, train_loader
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
+from asrbench.data.manifest import require_prepared
 from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decode import recognize
 from asrbench.decoding.searchers import Searcher
@@ -164,9 +165,19 @@ def seed_everything(seed: int) -> None:
 
 
 class Interrupted(AsrbenchError):
-    """Ctrl-C during training, after the resumable checkpoint was saved."""
+    """Ctrl-C during training: the message says what was saved and how to resume."""
 
     exit_code = 130
+    prefix = "interrupted"
+
+
+def stopped_at_once(run_dir: str | Path) -> Interrupted:
+    """A second Ctrl-C (KeyboardInterrupt mid-batch) as the command line reports it."""
+    run_dir = Path(run_dir)
+    saved = (run_dir / rundir.LAST).is_file() or (run_dir / rundir.PREVIOUS).is_file()
+    return Interrupted(f"{run_dir}: stopped at once by a second Ctrl-C; "
+                       + ("the last saved checkpoint is kept" if saved else "no checkpoint had been saved yet")
+                       + f"; resume with: asrbench train --out {run_dir} --resume")
 
 
 class StopRequest:
@@ -325,7 +336,11 @@ def _start(recipe, model_name, run_dir: Path, data_dir, overrides, resume, epoch
     if resume and ((run_dir / rundir.LAST).is_file() or (run_dir / rundir.PREVIOUS).is_file()):
         config = rundir.read_config(run_dir)
         # A resumed run may be given more epochs or time, and other hardware; nothing else.
-        allowed = [o for o in extra if o.split("=", 1)[0].strip() in RESUMABLE_OVERRIDES]
+        allowed = [o for o in extra if _override_key(o) in RESUMABLE_OVERRIDES]
+        ignored = [o for o in extra if _override_key(o) not in RESUMABLE_OVERRIDES]
+        if ignored:
+            console.print(f"[yellow]note[/yellow]: --resume keeps the run's own config; ignored: {', '.join(ignored)} "
+                          f"(a resumed run may change only {', '.join(RESUMABLE_OVERRIDES)})")
         config = with_overrides(config, allowed, "--resume")
         last_state = _resume_state(run_dir)
     elif resume and (run_dir / rundir.CONFIG).is_file():
@@ -338,7 +353,15 @@ def _start(recipe, model_name, run_dir: Path, data_dir, overrides, resume, epoch
         if (run_dir / rundir.CONFIG).is_file():
             raise AsrbenchError(f"{run_dir}: already holds a run (use --resume to continue it, or another --out)")
         config = resolve(recipe, model_name, extra)
+        # A data dir the user names (--data, --set data.dir=) is used as it is: only the recipe's own
+        # data.dir is prepared on the fly, so a mistyped one fails instead of training on the recipe's corpus.
+        if any(_override_key(o) == "data.dir" for o in extra):
+            require_prepared(config.data.dir, ("train", "dev"), "--data" if data_dir is not None else "--set data.dir")
     return config, last_state
+
+
+def _override_key(text: str) -> str:
+    return text.split("=", 1)[0].strip()
 
 
 class FlatGradients:
@@ -437,6 +460,9 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
         dev = recognize(model, data.dev, data.cmvn, data.tokenizer, device, tc.eval_batch_frames,
                         token_ids=data.dev_tokens, searcher=dev_searcher)
         rates = error_rates([u.text for u in data.dev.utterances], dev.hypotheses, DEFAULT_NORMALIZER)
+        if rates.cer is None:
+            raise AsrbenchError(f"{config.data.dir}: the dev references have no characters after normalization "
+                                f"({DEFAULT_NORMALIZER}): dev CER, which picks the best epoch, is undefined")
         return {"cer": rates.cer, "wer": rates.wer, "loss": dev.loss}
 
     start_epoch, step, best_cer, best_loss, bad_epochs, train_seconds = 0, 0, math.inf, math.inf, 0, 0.0
@@ -515,9 +541,12 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
         return None
 
     with progress_bar("loss", "lr", "dev_cer") as progress:
+        # Under a time budget the bar shows the time left in it when that ends training first.
+        budgeted = math.isfinite(budget_seconds)
         task = progress.add_task(
-            f"train {config.model.name}", total=total_steps, completed=step, loss="-", lr="-",
+            config.model.name, total=total_steps, completed=step, loss="-", lr="-",
             dev_cer="-" if best_cer == math.inf else f"{best_cer:.2f}",
+            deadline=time.monotonic() + budget_seconds - train_seconds if budgeted else None,
         )
         with stop_request:
             for epoch in range(start_epoch, tc.epochs):
@@ -594,7 +623,8 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
                     step += 1
                     loop_steps += 1
                     progress.update(task, advance=1, loss=f"{float(loss.detach()):.3f}",
-                                    lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                                    lr=f"{scheduler.get_last_lr()[0]:.1e}",
+                                    deadline=time.monotonic() + budget_seconds - elapsed if budgeted else None)
                     # The budget on any rank's clock (over_budget), so every rank stops at the same step.
                     stop_reason = limit_reached(over_budget) or stop_reason
                     if stop_reason != "epochs":
@@ -603,9 +633,8 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
                         save_last(epoch, batches_done, train_seconds + time.perf_counter() - epoch_start,
                                   epoch_group)
                         raise Interrupted(
-                            f"{run_dir}: interrupted; checkpoint saved after batch {batches_done} of "
-                            f"{len(batches)} in epoch {epoch + 1}. Continue with: asrbench train --out {run_dir} "
-                            "--resume"
+                            f"{run_dir}: checkpoint saved after batch {batches_done} of {len(batches)} in epoch "
+                            f"{epoch + 1}; resume with: asrbench train --out {run_dir} --resume"
                         )
                     if save_now and batches_done < stop:
                         save_last(epoch, batches_done, train_seconds + now - epoch_start, epoch_group)
@@ -664,8 +693,8 @@ def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Con
                         (run_dir / rundir.nbest_checkpoint(entry[2])).unlink(missing_ok=True)
                 progress.update(task, dev_cer=f"{dev_result['cer']:.2f}")
                 if context.any(stop_request.requested)[0]:
-                    raise Interrupted(f"{run_dir}: interrupted; checkpoint saved at the end of epoch {epoch + 1}. "
-                                      f"Continue with: asrbench train --out {run_dir} --resume")
+                    raise Interrupted(f"{run_dir}: checkpoint saved at the end of epoch {epoch + 1}; resume with: "
+                                      f"asrbench train --out {run_dir} --resume")
                 if stop_reason in ("time budget", "max steps"):
                     break
                 if tc.patience and bad_epochs >= tc.patience:

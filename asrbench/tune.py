@@ -1,15 +1,16 @@
 """Grid search of decoding values (beam, LM weight, word bonus, CTC weight) on a dev split.
 
 The network runs once over the split; every grid point re-runs only the search on its stored
-outputs. The best point (lowest WER, then CER, then the smaller beam) is saved to the run dir's
-``tuned.json`` with the whole grid, and ``asrbench decode --tuned`` (or ``--lm`` with the same
-LM) uses it on test. Tuning on the test split is refused: values chosen on test make its WER
-a biased estimate.
+outputs. The best point (lowest WER, then CER, then the smaller beam, then the first in grid
+order: :data:`TIE_RULE`) is saved to the run dir's ``tuned.json`` with the whole grid and the
+points that tied with it, and ``asrbench decode --tuned`` uses it on test (only then). Tuning on
+the test split is refused: values chosen on test make its WER a biased estimate.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import torch
 
 from asrbench import fileio, rundir
 from asrbench.checkpoint import load_model
+from asrbench.data.features import load_features
+from asrbench.data.manifest import require_prepared
 from asrbench.decode import TUNED, batches_of
 from asrbench.decoding.searchers import DecodeOptions, build_searcher, load_lexicon
 from asrbench.env import environment, resolve_device
@@ -25,6 +28,7 @@ from asrbench.progress import progress_bar
 from asrbench.scoring import error_rates
 from asrbench.text import DEFAULT_NORMALIZER
 
+TIE_RULE = "lowest WER, then lowest CER, then the smallest beam, then the first in grid order"
 DEFAULT_LM_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
 DEFAULT_WORD_BONUSES = (-1.0, 0.0, 1.0, 2.0)
 DEFAULT_CTC_WEIGHTS = (0.0, 0.3, 0.5)
@@ -53,8 +57,9 @@ def tune(
     config, model, tokenizer = loaded.config, loaded.model, loaded.tokenizer
     torch_device = resolve_device(device)
     model.to(torch_device)
+    if data_dir:
+        require_prepared(data_dir, (), "--data")
     data_dir = Path(data_dir) if data_dir else Path(config.data.dir)
-    from asrbench.data.features import load_features
 
     features = load_features(data_dir, split, config.features)
     attention = getattr(model, "family", "ctc") == "attention" and mode != "ctc"
@@ -105,17 +110,47 @@ def tune(
             rows.append({"options": options.to_dict(), "wer": rates.wer, "cer": rates.cer,
                          "search_seconds": seconds})
             progress.update(task, advance=1, wer=f"{rates.wer:.2f}")
+    if rows and rows[0]["wer"] is None:
+        raise AsrbenchError(f"{data_dir}/{split}.jsonl: no reference words after normalization; nothing to tune on")
     best = min(rows, key=lambda row: (row["wer"], row["cer"], row["options"]["beam"]))
     chosen = dict(best["options"])
+    tied = [row for row in rows if (row["wer"], row["cer"]) == (best["wer"], best["cer"])]
     result = {
         "split": split,
         "data_dir": str(data_dir),
         "options": chosen,
         "wer": best["wer"],
         "cer": best["cer"],
+        # Grid points as good as the chosen one on dev (WER and CER); TIE_RULE says which one won.
+        "tied": [row["options"] for row in tied],
+        "tie_rule": TIE_RULE,
         "grid": rows,
         "config_hash": config.hash(),
         "environment": environment(torch_device),
     }
     fileio.write_json(run_dir / TUNED, result)
     return result
+
+
+def _grid_values(options: list[dict]) -> list[str]:
+    """The option names that vary over ``options``."""
+    return [key for key in options[0] if len({json.dumps(o[key]) for o in options}) > 1]
+
+
+def summarize_tuning(result: dict, split: str = "dev") -> str:
+    """One line: the chosen value of every option the grid searched (0 and empty values included),
+    and, when several points tied on dev, how many and which rule picked one."""
+    grid = [row["options"] for row in result["grid"]]
+    searched = _grid_values(grid) or ["beam"]
+    defaults = DecodeOptions().to_dict()
+    fixed = [key for key, value in result["options"].items() if key not in searched and value != defaults.get(key)]
+    options = result["options"]
+    chosen = ", ".join(f"{key} {options[key]!r}" for key in searched)
+    line = (f"best on {split} of {len(grid)} grid points: WER {result['wer']:.2f}% CER {result['cer']:.2f}% "
+            f"with {chosen}")
+    if fixed:
+        line += " (fixed: " + ", ".join(f"{key} {options[key]!r}" for key in fixed) + ")"
+    tied = result.get("tied") or []
+    if len(tied) > 1:
+        line += f"; {len(tied)} points tie at this WER and CER, picked by {result.get('tie_rule', TIE_RULE)}"
+    return line

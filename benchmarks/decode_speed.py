@@ -3,7 +3,7 @@ report WER and speed for each: RTFx (network + search) and search RTFx (the sear
 attention search the decoder network is part of the search), with the ratio to greedy measured
 in the same run.
 
-    python benchmarks/decode_speed.py runs/an4/conformer_aed --split test --lm runs/an4/lm3 --threads 2 \
+    python benchmarks/decode_speed.py runs/an4/conformer_aed --split test --lm lms/an4/lm3 --threads 2 \
         --json benchmarks/results/decode_speed_an4.json
 
 Searches: greedy; CTC prefix beam 10 (native, and flashlight); CTC beam 10 + lexicon + LM when

@@ -167,6 +167,7 @@ def test_compare_unknown_format_exits_2(tmp_path):
 
 
 def test_compare_without_decode_results_exits_2(monkeypatch, capsys, tmp_path):
+    (tmp_path / "config.yaml").write_text("{}")
     code, _, err = run_main(monkeypatch, capsys, "compare", str(tmp_path), "--format", "json")
     assert code == 2
     assert "no decode result" in err and err.count("\n") == 1
@@ -182,3 +183,136 @@ def test_console_script_turns_user_errors_into_one_line():
     assert result.stderr.startswith(f"error: {target}: not a run dir")
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+# --- issue 15: what a new user hit in the first hour ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["compare", "x", "--outt", "x.md"], "No such option: --outt"),
+        (["train", "--epochs", "many", "--out", "run"], "Invalid value for '--epochs'"),
+        (["decode"], "Missing argument"),
+        (["data", "prepare", "an4"], "Missing option '--out'"),
+    ],
+    ids=["unknown-option", "bad-value", "missing-argument", "subcommand"],
+)
+def test_usage_errors_are_one_line_naming_the_help_to_read(monkeypatch, capsys, args, fragment):
+    """Regression (issue 15.9): unknown options printed Typer's boxed usage error, not one line."""
+    code, out, err = run_main(monkeypatch, capsys, *args)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and fragment in err, err
+    command = " ".join(["asrbench", *[a for a in args[:2] if not a.startswith("-") and a in ("compare", "train",
+                                                                                         "decode", "data",
+                                                                                         "prepare")]])
+    assert f"(see '{command} --help')" in err
+    assert "╭" not in err and "Usage:" not in err
+
+
+def test_compare_writes_with_out_and_keeps_output_as_an_alias(monkeypatch, capsys, tmp_path):
+    """Regression (issue 15.9): compare wrote with -o/--output while every other command uses --out,
+    and said nothing about the file it wrote."""
+    runs = [str(fake_run(tmp_path, "lstm", 12.5)), str(fake_run(tmp_path, "cnn", 9.0))]
+    for flag in ("--out", "-o", "--output"):
+        target = tmp_path / f"table{flag.strip('-')}.md"
+        code, out, err = run_main(monkeypatch, capsys, "compare", *runs, "--format", "markdown", flag, str(target))
+        assert code == 0, err
+        assert target.read_text().startswith("| run | model |") and out == ""
+        assert f"wrote {target}" in err
+    # The rich table goes to the file too when --out is given (it used to go to the terminal).
+    code, out, err = run_main(monkeypatch, capsys, "compare", *runs, "--out", str(tmp_path / "table.txt"))
+    assert code == 0 and "lstm" in (tmp_path / "table.txt").read_text() and out == ""
+
+
+def test_compare_over_a_glob_skips_what_is_not_a_run_dir(monkeypatch, capsys, tmp_path):
+    """Regression (issue 15.5): ``compare runs/an4/*`` failed on the LM dir with "run asrbench decode first"."""
+    runs = [str(fake_run(tmp_path, "lstm", 12.5)), str(fake_run(tmp_path, "cnn", 9.0))]
+    lm_dir = tmp_path / "lm3"
+    lm_dir.mkdir()
+    (lm_dir / "lm.json").write_text("{}")
+    code, out, err = run_main(monkeypatch, capsys, "compare", *runs, str(lm_dir), "--format", "json")
+    assert code == 0, err
+    assert [row["model"] for row in json.loads(out)] == ["lstm", "cnn"]
+    assert f"note: skipped {lm_dir}: not a run dir" in " ".join(err.split())
+    code, _, err = run_main(monkeypatch, capsys, "compare", str(lm_dir))
+    assert code == 2 and err == f"error: {lm_dir}: not a run dir (no config.yaml or decode/ in it)\n"
+
+
+def test_ctrl_c_outside_training_says_interrupted(monkeypatch, capsys):
+    """Regression (issue 15.10): a deliberate Ctrl-C is "interrupted" with exit code 130, never "error:"."""
+    import asrbench.models as models_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models_module, "build_model", interrupted)
+    code, _, err = run_main(monkeypatch, capsys, "models")
+    assert code == 130 and err == "interrupted\n"
+
+
+def test_help_shows_extras_and_no_placeholder_after_flags():
+    """Regression (issue 15.12): Rich ate ``[synth]`` as markup, and flags showed ``<bool>``."""
+    synth = runner.invoke(app, ["data", "synth", "--help"], terminal_width=100)
+    assert synth.exit_code == 0 and "asrbench[synth]" in synth.output
+    for command in (["train"], ["decode"], ["data", "synth"], []):
+        output = runner.invoke(app, [*command, "--help"], terminal_width=100).output
+        assert "<bool>" not in output, command
+    train = runner.invoke(app, ["train", "--help"], terminal_width=100).output
+    assert "--resume" in train and "<int>" in train  # options that take a value keep their type
+
+
+def test_models_describes_each_model_differently():
+    """Regression (issue 15.13): lstm/gru and transformer_aed/conformer_aed had identical descriptions."""
+    from asrbench.models import describe_model
+
+    descriptions = {name: describe_model(name) for name in MODELS}
+    assert len(set(descriptions.values())) == len(MODELS), descriptions
+    for name, text in descriptions.items():
+        family = getattr(MODELS[name][1], "family", "ctc")
+        assert text.startswith("CTC: " if family == "ctc" else "Attention: "), (name, text)
+    output = runner.invoke(app, ["models"], terminal_width=200).output
+    assert "make demo` trains the seven CTC models" in " ".join(output.split())
+
+
+def test_score_prints_per_speaker_rows_only_when_speakers_are_known(tmp_path):
+    """Regression (issue 15.15): Kaldi files without speakers printed per-utterance "per speaker" rows."""
+    ref = tmp_path / "ref.txt"
+    hyp = tmp_path / "hyp.txt"
+    ref.write_text("utt1 hello there\nutt2 good morning\n")
+    hyp.write_text("utt1 hello their\nutt2 good morning\n")
+    plain = runner.invoke(app, ["score", str(ref), str(hyp), "--format", "json"])
+    assert plain.exit_code == 0 and json.loads(plain.stdout)["per_speaker"] is None
+    assert "per speaker" not in runner.invoke(app, ["score", str(ref), str(hyp)]).stdout
+    utt2spk = tmp_path / "utt2spk"
+    utt2spk.write_text("utt1 alice\nutt2 bob\n")
+    known = runner.invoke(app, ["score", str(ref), str(hyp), "--utt2spk", str(utt2spk), "--format", "json"])
+    scored = json.loads(known.stdout)
+    assert [row["speaker"] for row in scored["per_speaker"]] == ["alice", "bob"] and scored["speakers"] == "given"
+    table = runner.invoke(app, ["score", str(ref), str(hyp), "--utt2spk", str(utt2spk)], terminal_width=140).stdout
+    assert "per speaker (2 speakers" in table and "alice" in table
+
+
+def test_score_warns_when_the_wer_is_undefined(tmp_path):
+    """Regression (issue 15.2): an empty reference against 'hello there' printed WER 0.00%."""
+    ref, hyp = tmp_path / "ref.txt", tmp_path / "hyp.txt"
+    ref.write_text("u1\n")
+    hyp.write_text("u1 hello there\n")
+    result = runner.invoke(app, ["score", str(ref), str(hyp)], terminal_width=140)
+    assert result.exit_code == 0
+    assert "n/a" in result.stdout and "0.00" not in result.stdout.split("\n")[3]
+    assert "WER is undefined (n/a); 2 inserted words over 1 utterances" in " ".join(result.stderr.split())
+    assert json.loads(runner.invoke(app, ["score", str(ref), str(hyp), "--format", "json"]).stdout)["wer"] is None
+
+
+def test_data_prepare_manifest_takes_files_by_split(tmp_path, write_audio):
+    """Regression (issue 15.7): explicit manifest files (``--train F --dev F --test F``)."""
+    files = {}
+    for split in ("train", "dev", "test"):
+        audio = write_audio(tmp_path / "wav" / f"{split}.wav")
+        files[split] = tmp_path / f"{split}_list.json"
+        files[split].write_text(json.dumps({"audio_filepath": str(audio), "duration": 0.5, "text": "hi"}) + "\n")
+    result = runner.invoke(app, ["data", "prepare", "manifest", "--train", str(files["train"]), "--dev",
+                                 str(files["dev"]), "--test", str(files["test"]), "--out", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in (tmp_path / "data").iterdir()) == ["dev.jsonl", "test.jsonl", "train.jsonl"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from asrbench.compare import COLUMNS, FORMATS, collect, render, rich_table
+from asrbench.compare import COLUMNS, FORMATS, collect, render, rich_table, select_runs
 from asrbench.errors import AsrbenchError
 
 
@@ -63,12 +63,42 @@ def test_collect_other_split(tmp_path):
 
 
 def test_missing_result_is_an_error_naming_the_run(tmp_path, runs):
-    empty = tmp_path / "not-decoded"
-    empty.mkdir()
+    run = tmp_path / "not-decoded"
+    run.mkdir()
+    (run / "config.yaml").write_text("{}")
     with pytest.raises(AsrbenchError) as err:
-        collect(runs + [empty])
-    assert str(empty) in str(err.value)
-    assert "asrbench decode" in str(err.value)
+        collect(runs + [run])
+    assert str(err.value).startswith(f"{run}: no decode result for split 'test'")
+    assert f"asrbench decode {run} --split test" in str(err.value)
+
+
+def test_a_folder_that_is_not_a_run_dir_is_named_so(tmp_path, runs):
+    """Regression (issue 15.5): an LM dir in ``compare runs/an4/*`` failed with "run `asrbench
+    decode` first". Named alone it is "not a run dir"; among run dirs (a glob) it is set aside."""
+    lm_dir = tmp_path / "lm3"
+    lm_dir.mkdir()
+    (lm_dir / "lm.arpa").write_text("\\data\\\n")
+    with pytest.raises(AsrbenchError, match=rf"^{lm_dir}: not a run dir") as err:
+        collect([lm_dir])
+    assert "asrbench decode" not in str(err.value)
+    notes = tmp_path / "RESULTS.md"
+    notes.write_text("# results\n")
+    chosen, skipped = select_runs([*runs, lm_dir, notes])
+    assert chosen == list(runs) and skipped == [lm_dir, notes]
+    assert select_runs([lm_dir]) == ([lm_dir], [])  # alone: collect names it
+
+
+def test_an_undefined_wer_is_na_and_left_out_of_the_tests(tmp_path, runs):
+    """Regression (issue 15.2): a decode with no reference words is n/a in every table."""
+    run = tmp_path / "empty-refs"
+    (run / "decode" / "test").mkdir(parents=True)
+    (run / "decode" / "test" / "result.json").write_text(json.dumps(
+        {"model": "x", "wer": None, "cer": None, "wer_ci": None, "insertions": 8, "words": 0}))
+    (run / "decode" / "test" / "hypotheses.jsonl").write_text(json.dumps({"id": "u1", "ref": "", "hyp": "A B"}) + "\n")
+    rows = collect([run])
+    assert rows[0]["wer"] is None and rows[0]["vs_best"] is None and rows[0]["wer_ci"] is None
+    line = [line for line in render(rows, "markdown").splitlines() if line.startswith(f"| {run} ")][0]
+    assert "| n/a | n/a |" in line
 
 
 def test_corrupt_result_is_an_error(tmp_path):

@@ -110,20 +110,28 @@ def test_tune_on_dev_saves_the_best_point_and_decode_uses_it(workspace):
     assert tuned["split"] == "dev" and len(tuned["grid"]) == 8
     best = min(tuned["grid"], key=lambda row: (row["wer"], row["cer"], row["options"]["beam"]))
     assert tuned["options"] == best["options"] and tuned["wer"] == best["wer"]
-    # decode with the same LM and no weights takes the tuned ones; an explicit value wins.
-    outcome = runner.invoke(app, ["decode", str(run), "--lm", str(workspace["lm"]), "--tag", "tuned"])
+    # Regression (issue 15.3): decode with the same LM but without --tuned used to take the tuned
+    # values silently. Now it uses what it was given (the default LM weight 0.5, beam 3) and says so.
+    outcome = runner.invoke(app, ["decode", str(run), "--beam", "3", "--lm", str(workspace["lm"]), "--tag", "lm"])
     assert outcome.exit_code == 0, outcome.output
-    decoder = _result(run, "test-tuned")["decoder"]
-    assert decoder["tuned"]["split"] == "dev"
-    assert decoder["beam"] == tuned["options"]["beam"] and decoder["lm_weight"] == tuned["options"]["lm_weight"]
-    outcome = runner.invoke(app, ["decode", str(run), "--lm", str(workspace["lm"]), "--lm-weight", "0.25",
-                                  "--tag", "explicit"])
-    assert outcome.exit_code == 0, outcome.output
-    assert _result(run, "test-explicit")["decoder"]["lm_weight"] == 0.25
-    # --tuned brings back every tuned value, the LM included.
+    decoder = _result(run, "test-lm")["decoder"]
+    assert decoder["tuned"] is None and decoder["beam"] == 3 and decoder["lm_weight"] == 0.5
+    assert decoder["lexicon"] is None and decoder["word_bonus"] == 0.0
+    assert "add --tuned to use them" in outcome.stderr
+    # The options in force are printed in one line at the start of every decode.
+    started = [line for line in outcome.stderr.splitlines() if line.startswith(f"decoding {run} test: ")]
+    assert len(started) == 1 and "ctc_prefix_beam (backend native, beam 3, lm " in started[0]
+    assert "lm_weight 0.5, word_bonus 0.0" in started[0] and "checkpoint best" in started[0]
+    # --tuned brings back every tuned value, the LM included; an explicit value wins.
     outcome = runner.invoke(app, ["decode", str(run), "--tuned", "--tag", "all"])
     assert outcome.exit_code == 0, outcome.output
-    assert _result(run, "test-all")["decoder"]["lm"] == str(workspace["lm"])
+    decoder = _result(run, "test-all")["decoder"]
+    assert decoder["tuned"]["split"] == "dev" and decoder["lm"] == str(workspace["lm"])
+    assert decoder["beam"] == tuned["options"]["beam"] and decoder["lm_weight"] == tuned["options"]["lm_weight"]
+    assert "; tuned on dev: " in outcome.stderr
+    outcome = runner.invoke(app, ["decode", str(run), "--tuned", "--lm-weight", "0.25", "--tag", "explicit"])
+    assert outcome.exit_code == 0, outcome.output
+    assert _result(run, "test-explicit")["decoder"]["lm_weight"] == 0.25
 
 
 def test_tune_an_attention_model_grids_ctc_weight(workspace):
@@ -146,3 +154,48 @@ def test_bad_decode_options_are_errors(workspace, tmp_path):
     (untuned / "tuned.json").unlink(missing_ok=True)
     outcome = runner.invoke(app, ["decode", str(untuned), "--tuned"])
     assert outcome.exit_code != 0 and "tuned.json" in str(outcome.exception)
+
+
+def test_tune_summary_prints_every_chosen_value_and_says_how_a_tie_was_broken(workspace, tmp_path):
+    """Regression (issue 15.4): the summary dropped a chosen weight of 0.0 (it filtered values with
+    ``value not in (None, "", False)``) and did not say when several grid points tied."""
+    run = tmp_path / "ctc"
+    shutil.copytree(workspace["ctc"], run)
+    outcome = runner.invoke(app, ["tune", str(run), "--lm", str(workspace["lm"]), "--beams", "2",
+                                  "--lm-weights", "0,0.0001", "--word-bonuses", "0"])
+    assert outcome.exit_code == 0, outcome.output
+    tuned = json.loads((run / "tuned.json").read_text())
+    # A negligible LM weight cannot change the search here: both points tie, and the first one wins.
+    assert len(tuned["tied"]) == 2 and tuned["options"]["lm_weight"] == 0.0
+    summary = " ".join(outcome.stderr.split())
+    assert "with lm_weight 0.0 (fixed: beam 2, lm " in summary
+    assert "2 points tie at this WER and CER, picked by lowest WER, then lowest CER, then the smallest beam, " \
+           "then the first in grid order" in summary
+
+
+def test_decode_with_no_reference_words_reports_an_undefined_wer(workspace, tmp_path):
+    """Regression (issue 15.2): a decode whose only reference normalised to nothing printed
+    ``WER 0.00%`` with 8 insertions in result.json (``words: 0``)."""
+    data = tmp_path / "data"
+    shutil.copytree(workspace["data"], data)
+    rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
+    (data / "test.jsonl").write_text(json.dumps({**rows[0], "text": "..."}) + "\n")  # normalizes to ""
+    run = tmp_path / "run"
+    shutil.copytree(workspace["ctc"], run)
+    outcome = runner.invoke(app, ["decode", str(run), "--data", str(data)], terminal_width=200)
+    assert outcome.exit_code == 0, outcome.output
+    result = _result(run, "test")
+    assert result["words"] == 0 and result["wer"] is None and result["wer_ci"] is None
+    assert result["insertions"] == len(json.loads((run / "decode" / "test" / "hypotheses.jsonl")
+                                                  .read_text())["hyp"].split())
+    assert "WER n/a%" in outcome.stderr and "the WER is undefined (n/a)" in " ".join(outcome.stderr.split())
+    assert (run / "decode" / "test" / "alignments.txt").read_text().startswith("# normalizer basic-1; WER n/a%")
+
+
+def test_decode_names_a_mistyped_data_dir_and_lists_the_splits(workspace, tmp_path):
+    """Regression (issues 15.1 and 15.6)."""
+    run = workspace["ctc"]
+    outcome = runner.invoke(app, ["decode", str(run), "--data", str(tmp_path / "mykaldl")])
+    assert outcome.exit_code != 0 and "no such data dir" in str(outcome.exception)
+    with pytest.raises(AsrbenchError, match=r"no split 'tset' \(prepared splits: train, dev, test\)"):
+        decode(run, "tset")

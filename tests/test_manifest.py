@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from asrbench.data.manifest import Utterance, read_manifest, split_path, write_data_dir, write_manifest
+from asrbench.data.manifest import (
+    Utterance,
+    prepared_splits,
+    read_manifest,
+    split_path,
+    write_data_dir,
+    write_manifest,
+)
 from asrbench.errors import AsrbenchError
 
 
@@ -46,8 +53,20 @@ def test_write_data_dir_and_split_path(tmp_path):
     }
     assert write_data_dir(tmp_path / "data", splits) == {"train": 1, "dev": 2}
     assert [u.id for u in read_manifest(split_path(tmp_path / "data", "dev"))] == ["b", "c"]
-    with pytest.raises(AsrbenchError, match="split 'test' was never prepared"):
-        split_path(tmp_path / "data", "test")
+    # Regression (issue 15.6): a mistyped split names the splits that exist.
+    with pytest.raises(AsrbenchError, match=r"no split 'tset' \(prepared splits: train, dev\)"):
+        split_path(tmp_path / "data", "tset")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AsrbenchError, match="split 'test' was never prepared: the folder holds no"):
+        split_path(tmp_path / "empty", "test")
+
+
+def test_prepared_splits_lists_the_usual_three_first(tmp_path):
+    for split in ("test_other", "test", "train", "dev"):
+        (tmp_path / f"{split}.jsonl").write_text("")
+    (tmp_path / "notes.txt").write_text("")
+    assert prepared_splits(tmp_path) == ["train", "dev", "test", "test_other"]
+    assert prepared_splits(tmp_path / "missing") == []
 
 
 def test_relative_audio_paths_resolve_against_the_manifest_folder(tmp_path):

@@ -105,8 +105,31 @@ def test_ctrl_c_exits_130_with_one_line(recipe: Path, tmp_path: Path, monkeypatc
     code, _, err = run_main(monkeypatch, capsys, "train", str(recipe), "--model", "dnn", "--out",
                             str(tmp_path / "run"))
     last = err.strip().splitlines()[-1]
-    assert code == 130 and last.startswith("error: ") and "--resume" in last and "Traceback" not in err
+    # Regression (issue 15.10): reported as "interrupted", not as an error.
+    assert code == 130 and last.startswith("interrupted: ") and "--resume" in last and "Traceback" not in err
+    assert "error" not in err
     assert (tmp_path / "run" / rundir.LAST).is_file()
+
+
+def test_a_second_ctrl_c_stops_at_once_and_says_how_to_resume(recipe: Path, tmp_path: Path, monkeypatch, capsys):
+    from asrbench.models.dnn import DNN
+
+    original = DNN.compute_loss
+    calls = []
+
+    def interrupt_twice(self, *args):
+        calls.append(1)
+        if len(calls) == 5:  # the first Ctrl-C asks to stop after the batch; the second one stops now
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(DNN, "compute_loss", interrupt_twice)
+    code, _, err = run_main(monkeypatch, capsys, "train", str(recipe), "--model", "dnn", "--out",
+                            str(tmp_path / "run"))
+    last = err.strip().splitlines()[-1]
+    assert code == 130 and "Traceback" not in err
+    assert last.startswith(f"interrupted: {tmp_path / 'run'}: stopped at once by a second Ctrl-C; ")
+    assert last.endswith(f"resume with: asrbench train --out {tmp_path / 'run'} --resume")
 
 
 YESNO_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "yesno.yaml"
@@ -169,7 +192,9 @@ def test_ctrl_c_to_the_process_group_with_loader_workers(yesno_reference, tmp_pa
     process = _interrupt_after(run, data, 2, lambda process: os.killpg(process.pid, signal.SIGINT))
     errors = process.stderr.read().strip().splitlines()
     assert process.returncode == 130, errors[-5:]
-    assert errors[-1].startswith("error: ") and "interrupted; checkpoint saved" in errors[-1]
+    # Regression (issue 15.10): a deliberate Ctrl-C is no error; the line says how to resume.
+    assert errors[-1].startswith(f"interrupted: {run}: checkpoint saved"), errors[-1]
+    assert errors[-1].endswith(f"resume with: asrbench train --out {run} --resume")
     assert "Traceback" not in "\n".join(errors)
     assert len(rundir.read_metrics(run)) < 8 and not (run / rundir.SUMMARY).exists()
     _assert_resumes_like(run, data, reference)

@@ -372,3 +372,46 @@ def test_a_resume_forgets_kept_epochs_whose_files_are_gone(recipe: Path, tmp_pat
     assert summary["epochs"] == 4 and len(summary["averaged"]["epochs"]) == 2
     assert gone not in summary["averaged"]["epochs"]
     assert all((run / rundir.nbest_checkpoint(epoch)).is_file() for epoch in summary["averaged"]["epochs"])
+
+
+def test_a_named_data_dir_must_be_prepared_and_is_never_prepared_from_the_recipe(tmp_path: Path, monkeypatch):
+    """Regression (issue 15.1): ``--data data/mykaldl`` (a typo) printed "preparing yesno from ..."
+    and trained on the recipe's corpus. A data dir the user names must already be prepared."""
+    import asrbench.data.prepare as prepare_module
+
+    def must_not_prepare(*args, **kwargs):
+        raise AssertionError("a named --data dir was prepared from the recipe's corpus")
+
+    monkeypatch.setattr(prepare_module, "prepare_corpus", must_not_prepare)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"data: {{dir: {tmp_path / 'own'}, corpus: yesno, source: yesno}}\n"
+                      "models:\n  dnn: {}\n")
+    typo = tmp_path / "mykaldl"
+    with pytest.raises(AsrbenchError, match=r"--data .*mykaldl: no such data dir"):
+        train(recipe, "dnn", tmp_path / "run", data_dir=str(typo))
+    assert not typo.exists() and not (tmp_path / "run").exists()
+    typo.mkdir()
+    (typo / "test.jsonl").write_text("")
+    with pytest.raises(AsrbenchError, match=r"not a prepared data dir \(missing train.jsonl, dev.jsonl; it holds "
+                                            r"test.jsonl"):
+        train(recipe, "dnn", tmp_path / "run", data_dir=str(typo))
+    with pytest.raises(AsrbenchError, match=r"--set data.dir .*mykaldl: not a prepared data dir"):
+        train(recipe, "dnn", tmp_path / "run", overrides=[f"data.dir={typo}"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_recipes_own_data_dir_is_still_prepared_on_the_fly(tmp_path: Path, monkeypatch):
+    import asrbench.data.prepare as prepare_module
+
+    calls = []
+
+    def prepare(corpus, source, out, *args, **kwargs):
+        calls.append((corpus, Path(out)))
+        raise AsrbenchError("stop here")
+
+    monkeypatch.setattr(prepare_module, "prepare_corpus", prepare)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"data: {{dir: {tmp_path / 'own'}, corpus: yesno, source: yesno}}\nmodels:\n  dnn: {{}}\n")
+    with pytest.raises(AsrbenchError, match="stop here"):
+        train(recipe, "dnn", tmp_path / "run")
+    assert calls == [("yesno", tmp_path / "own")]

@@ -113,8 +113,15 @@ def write_data_dir(out_dir: str | Path, splits: dict[str, list[Utterance]]) -> d
     return {split: len(utts) for split, utts in splits.items()}
 
 
+def prepared_splits(data_dir: str | Path) -> list[str]:
+    """The splits a data dir holds (``<split>.jsonl`` files), the usual three first."""
+    data_dir = Path(data_dir)
+    found = sorted(path.stem for path in data_dir.glob("*.jsonl") if path.is_file()) if data_dir.is_dir() else []
+    return [split for split in SPLITS if split in found] + [split for split in found if split not in SPLITS]
+
+
 def split_path(data_dir: str | Path, split: str) -> Path:
-    """Path of a split's manifest, with a clear error if it was never prepared.
+    """Path of a split's manifest, with a clear error (listing the splits there are) if it was never prepared.
 
     A split is a plain name: it also names cache files and decode dirs, so it may not hold a path.
     """
@@ -122,7 +129,29 @@ def split_path(data_dir: str | Path, split: str) -> Path:
         raise AsrbenchError(f"split '{split}': give a split name such as train, dev or test, not a path")
     path = Path(data_dir) / f"{split}.jsonl"
     if not path.is_file():
-        raise AsrbenchError(
-            f"{path}: split '{split}' was never prepared (run `asrbench data prepare` first)"
-        )
+        present = prepared_splits(data_dir)
+        if present:
+            raise AsrbenchError(f"{data_dir}: no split '{split}' (prepared splits: {', '.join(present)})")
+        raise AsrbenchError(f"{data_dir}: split '{split}' was never prepared: the folder holds no <split>.jsonl "
+                            "manifests (run `asrbench data prepare` first)")
+    return path
+
+
+def require_prepared(data_dir: str | Path, splits: tuple[str, ...] = ("train", "dev"),
+                     given_by: str = "--data") -> Path:
+    """``data_dir`` as given by the user (``--data``): it must already be a prepared data dir.
+
+    Only a recipe's own ``data.dir`` is ever prepared on the fly; a data dir the user names is
+    used as it is, so a typo fails here instead of training on whatever the recipe prepares.
+    """
+    path = Path(data_dir)
+    if not path.is_dir():
+        raise AsrbenchError(f"{given_by} {path}: no such data dir (prepare one with "
+                            f"`asrbench data prepare CORPUS SRC --out {path}`)")
+    missing = [f"{split}.jsonl" for split in splits if not (path / f"{split}.jsonl").is_file()]
+    if missing:
+        present = prepared_splits(path)
+        held = f"; it holds {', '.join(f'{split}.jsonl' for split in present)}" if present else ""
+        raise AsrbenchError(f"{given_by} {path}: not a prepared data dir (missing {', '.join(missing)}{held}; "
+                            f"prepare one with `asrbench data prepare CORPUS SRC --out {path}`)")
     return path
