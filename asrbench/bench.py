@@ -30,11 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from asrbench import fileio, rundir, stats
+from asrbench.compare import BEST, MARKS, NOT_WORSE, WORSE, read_utterance_errors
 from asrbench.config import load_yaml, recipe_models
 from asrbench.data.manifest import require_prepared
+from asrbench.decode import decode
 from asrbench.env import CORES_VARIABLE, available_cores
 from asrbench.errors import AsrbenchError
 from asrbench.models import MODELS
+from asrbench.progress import console, progress_bar
+from asrbench.train import train
 
 SPLITS = ("dev", "test")
 
@@ -98,8 +102,6 @@ def add_statistics(rows: list[dict], runs: list[dict], resamples: int = stats.DE
     Adds ``wer_ci``, ``pooled_wer`` and ``vs_best`` to each row and returns the pairs (each once).
     Models whose runs were not all decoded on the same test utterances are left out.
     """
-    from asrbench.compare import BEST, NOT_WORSE, WORSE, read_utterance_errors
-
     per_model: dict[str, list] = {}
     for run in runs:
         per_model.setdefault(run["model"], []).append(
@@ -145,8 +147,6 @@ def _ci(row: dict) -> str:
 
 def markdown(rows: list[dict], pairs: list[dict] | None = None) -> str:
     """The summary table, then (with ``pairs``) the pairwise matched-pairs p-values and a legend."""
-    from asrbench.compare import MARKS
-
     header = ("| model | seeds | test WER % | 95% CI | ≈best | test CER % | dev WER % | dev-test gap | params "
               "| train s | epochs | RTFx | peak MB |")
     lines = [header, "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -180,8 +180,6 @@ def markdown(rows: list[dict], pairs: list[dict] | None = None) -> str:
 def _run_one(recipe: str, name: str, run_dir: str, data_dir: str | None, extra: list[str], epochs: int | None,
              budget_minutes: float | None, seed: int, quiet: bool) -> str:
     """Train (or resume) one run, then decode dev and test; in a worker process when ``jobs`` > 1."""
-    from asrbench.train import train
-
     if quiet:
         os.environ["ASRBENCH_NO_PROGRESS"] = "1"
     run_dir = Path(run_dir)
@@ -197,8 +195,6 @@ def _run_one(recipe: str, name: str, run_dir: str, data_dir: str | None, extra: 
 
 
 def _decode_split(run_dir: Path, split: str) -> dict:
-    from asrbench.decode import decode
-
     result = _decoded(run_dir, split)
     if result is None:
         result = decode(run_dir, split)
@@ -246,8 +242,6 @@ def _claim_gpu(counter, gpus: list[str]) -> None:
 
 def _run_parallel(tasks: list[tuple], jobs: int) -> None:
     """Run ``_run_one`` tasks in ``jobs`` worker processes with one progress bar over the runs."""
-    from asrbench.progress import console, progress_bar
-
     context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
     # Each job sizes its automatic data-loader workers (train.data_workers = -1) on its share of
     # the cores, not on all of them: see asrbench.train.loader_workers.
@@ -290,8 +284,6 @@ def bench(
     jobs: int = 1,
 ) -> dict:
     """Run (or resume) the sweep and write ``bench.json`` and ``bench.md``; returns the summary."""
-    from asrbench.progress import console
-
     if seeds < 1:
         raise AsrbenchError(f"--seeds must be at least 1, not {seeds}")
     if jobs < 1:

@@ -16,14 +16,14 @@ from torch import nn
 from asrbench import fileio
 from asrbench.config import RunConfig, run_config_from_dict
 from asrbench.data.features import GlobalCMVN
-from asrbench.data.tokenizer import CharTokenizer
+from asrbench.data.tokenizer import Tokenizer, tokenizer_from_dict
 from asrbench.errors import AsrbenchError
 from asrbench.models import build_model
 
 FORMAT = "asrbench-checkpoint-1"
 
 
-def save(path: Path, config: RunConfig, tokenizer: CharTokenizer, cmvn: GlobalCMVN, model: nn.Module,
+def save(path: Path, config: RunConfig, tokenizer: Tokenizer, cmvn: GlobalCMVN, model: nn.Module,
          **extra) -> None:
     state = {
         "format": FORMAT,
@@ -36,11 +36,6 @@ def save(path: Path, config: RunConfig, tokenizer: CharTokenizer, cmvn: GlobalCM
     fileio.torch_save(state, path)
 
 
-# What a resumable checkpoint must hold besides the model (asrbench.train writes them).
-RESUME_KEYS = ("optimizer", "scheduler", "epoch", "step", "best_dev_cer", "best_dev_loss", "bad_epochs",
-               "train_seconds", "torch_rng", "python_rng")
-
-
 def save_rotating(path: Path, previous: Path, *args, **extra) -> None:
     """Save like :func:`save`, keeping the file it replaces as ``previous`` (the fallback).
 
@@ -51,10 +46,11 @@ def save_rotating(path: Path, previous: Path, *args, **extra) -> None:
     save(path, *args, **extra)
 
 
-def load_resumable(path: Path) -> dict:
-    """A checkpoint to resume training from; a damaged or incomplete one is a clear error."""
+def load_resumable(path: Path, required: tuple[str, ...]) -> dict:
+    """A checkpoint to resume training from (``required``: the keys the trainer needs, see
+    ``asrbench.train.RESUME_KEYS``); a damaged or incomplete one is a clear error."""
     state = load_state(path)
-    missing = [key for key in RESUME_KEYS + ("model_state", "tokenizer", "cmvn") if key not in state]
+    missing = [key for key in required if key not in state]
     if missing:
         raise AsrbenchError(f"{path}: not a resumable checkpoint (missing {', '.join(missing)})")
     return state
@@ -93,7 +89,7 @@ def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
 @dataclass
 class LoadedModel:
     config: RunConfig
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     cmvn: GlobalCMVN
     model: nn.Module
     state: dict
@@ -103,7 +99,7 @@ def load_model(path: Path) -> LoadedModel:
     """Rebuild the model from a checkpoint alone (eval mode, CPU)."""
     state = load_state(path)
     config = run_config_from_dict(state["config"], str(path))
-    tokenizer = CharTokenizer.from_dict(state["tokenizer"])
+    tokenizer = tokenizer_from_dict(state["tokenizer"])
     cmvn = GlobalCMVN.from_dict(state["cmvn"])
     model = build_model(config.model.name, config.model.options, config.features.dim(), len(tokenizer))
     try:

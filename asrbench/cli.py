@@ -189,11 +189,15 @@ def train_command(
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Wall-clock training budget."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda (sets train.device)."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Write TensorBoard events to <out>/tensorboard/ "
+                                     "(sets train.tensorboard; needs asrbench\\[tensorboard])."),
 ) -> None:
     """Train one model from a recipe into a run dir (also under torchrun, one process per rank)."""
     from asrbench.train import stopped_at_once, train
 
-    overrides = [*set_, f"train.device={device}"] if device is not None else set_
+    overrides = [*set_, f"train.device={device}"] if device is not None else list(set_)
+    if tensorboard:
+        overrides.append("train.tensorboard=true")
     try:
         train(recipe, model, out, data, overrides, resume, epochs, max_minutes, seed)
     except KeyboardInterrupt:

@@ -16,15 +16,16 @@ import hashlib
 import json
 import os
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from asrbench.data.tokenizer import TOKENIZERS
 from asrbench.errors import AsrbenchError, did_you_mean
+from asrbench.models import model_config_class
+from asrbench.schema import Override, build_dataclass
 
 DEFAULT_DATA_ROOT = "../shared/data"
 
@@ -68,7 +69,7 @@ class AugmentConfig:
 
 @dataclass
 class TokenizerConfig:
-    kind: str = "char"
+    kind: str = "char"  # a key of asrbench.data.tokenizer.TOKENIZERS
     # Dev/test characters the training transcripts never had: map them to <unk>, drop those
     # utterances (counted), or fail naming the first one.
     unknown: str = "map"
@@ -112,6 +113,10 @@ class TrainConfig:
     precision: str = "fp32"
     num_threads: int = 0  # 0 = torch's default
     eval_batch_frames: int = 60000
+    # TensorBoard event files in <run>/tensorboard/ (rank 0; needs asrbench[tensorboard]): the
+    # training loss and lr every tensorboard_every_steps steps (0: per epoch only), dev loss/CER/WER.
+    tensorboard: bool = False
+    tensorboard_every_steps: int = 50
 
 
 @dataclass
@@ -153,7 +158,6 @@ MODEL_SECTIONS = ("train", "augment")
 
 CHOICES = {
     ("features", "kind"): ("fbank", "mfcc"),
-    ("tokenizer", "kind"): ("char",),
     ("tokenizer", "unknown"): ("map", "drop", "fail"),
     ("train", "schedule"): ("cosine", "constant"),
     ("train", "device"): ("auto", "cpu", "cuda"),
@@ -187,82 +191,13 @@ NON_NEGATIVE = {
     ("train", "max_steps"),
     ("train", "weight_decay"),
     ("train", "num_threads"),
+    ("train", "tensorboard_every_steps"),
     ("augment", "freq_masks"),
     ("augment", "time_masks"),
     ("augment", "freq_mask_width"),
     ("augment", "time_mask_width"),
     ("augment", "time_mask_ratio"),
 }
-
-
-@dataclass(frozen=True)
-class _Override:
-    """A ``--set`` value: its raw text is kept for string fields (``data.dir=2024`` or ``=yes``),
-    and the whole argument (``train.lr=abc``) for errors, which name it rather than the recipe."""
-
-    raw: str
-    value: Any
-    text: str = ""
-
-
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Check ``value`` against a dataclass field type; ints are accepted where floats are."""
-    if isinstance(value, _Override):
-        if value.text:
-            where = f"--set {value.text}"
-        value = value.raw if annotation in (str, "str") else value.value
-    if isinstance(annotation, str):
-        annotation = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}.get(
-            annotation, annotation
-        )
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(annotation):
-            if option is type(None) and value is None:
-                return None
-        options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _coerce(value, options[0], where)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-    elif annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif annotation is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # `--set data.dir=2024` names a folder, not a number
-    elif annotation is list or origin is list:
-        if isinstance(value, list):
-            return value
-    elif annotation is dict or origin is dict:
-        if isinstance(value, dict):
-            return value
-    else:
-        return value
-    name = getattr(annotation, "__name__", str(annotation))
-    raise AsrbenchError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
-
-
-def build_dataclass(cls: type, values: Any, where: str) -> Any:
-    """Instantiate dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise AsrbenchError(f"{where}: expected a mapping, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise AsrbenchError(f"{where}: unknown key '{key}'{did_you_mean(key, fields)} "
-                                f"(valid keys: {', '.join(fields)})")
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
-    return cls(**kwargs)
 
 
 def _validate(config: RunConfig, where: str, overridden: dict[tuple[str, str], str] | None = None) -> None:
@@ -285,6 +220,9 @@ def _validate(config: RunConfig, where: str, overridden: dict[tuple[str, str], s
         value = getattr(getattr(config, section), key)
         if value < 0:
             raise AsrbenchError(f"{at(section, key)}: {section}.{key} must not be negative, got {value!r}")
+    if config.tokenizer.kind not in TOKENIZERS:  # read at call time: a registered tokenizer counts at once
+        raise AsrbenchError(f"{at('tokenizer', 'kind')}: tokenizer.kind must be one of {', '.join(TOKENIZERS)}, "
+                            f"got {config.tokenizer.kind!r}")
     if config.train.data_workers < -1:
         workers = config.train.data_workers
         raise AsrbenchError(f"{at('train', 'data_workers')}: train.data_workers must be -1 (auto), 0 or more, "
@@ -373,8 +311,6 @@ def resolve(
     overrides: list[str] | None = None,
 ) -> RunConfig:
     """Resolve a recipe for one model: shared sections + the model's entry + ``--set`` overrides."""
-    from asrbench.models import model_config_class
-
     where = str(recipe_path)
     recipe = load_yaml(recipe_path)
     valid = list(SECTIONS) + ["models"]
@@ -411,8 +347,6 @@ def resolve(
 
 def _build(sections: dict, model: str, where: str, model_where: str) -> RunConfig:
     """RunConfig from plain section mappings plus the model's options, every key validated."""
-    from asrbench.models import model_config_class
-
     built = {name: build_dataclass(cls, sections.get(name), f"{where}: {name}") for name, cls in SECTIONS.items()}
     options = build_dataclass(model_config_class(model), sections.get("model") or {}, model_where)
     return RunConfig(**built, model=ModelSpec(name=model, options=dataclasses.asdict(options)))
@@ -430,15 +364,13 @@ def _apply_override(sections: dict, path: list[str], value: Any, text: str, mode
     section = sections[path[0]]
     if not isinstance(section, dict):
         raise AsrbenchError(f"--set {text}: section '{path[0]}' is not a mapping")
-    from asrbench.models import model_config_class
-
     cls = model_config_class(model) if path[0] == "model" else SECTIONS[path[0]]
     valid = [f.name for f in dataclasses.fields(cls)]
     if path[1] not in valid:
         raise AsrbenchError(f"--set {text}: unknown key '{path[1]}' in {path[0]}{did_you_mean(path[1], valid)} "
                             f"(valid keys: {', '.join(valid)})")
     raw = text.split("=", 1)[1]
-    section[path[1]] = _Override(raw, value, text.strip())
+    section[path[1]] = Override(raw, value, text.strip())
 
 
 def with_overrides(config: RunConfig, overrides: list[str], where: str = "--set") -> RunConfig:

@@ -21,7 +21,7 @@ from asrbench.checkpoint import load_model
 from asrbench.data.batching import BucketBatchSampler, Collator
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.manifest import require_prepared, split_path
-from asrbench.data.tokenizer import CharTokenizer
+from asrbench.data.tokenizer import Tokenizer
 from asrbench.decoding.searchers import DecodeOptions, Searcher, build_searcher
 from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
@@ -63,7 +63,7 @@ def recognize(
     model: nn.Module,
     features: FeatureSet,
     cmvn: GlobalCMVN,
-    tokenizer: CharTokenizer,
+    tokenizer: Tokenizer,
     device: torch.device,
     batch_frames: int = 60000,
     token_ids: list[list[int]] | None = None,

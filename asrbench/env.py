@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 import asrbench
+from asrbench.errors import AsrbenchError
 
 
 def git_commit() -> str | None:
@@ -53,8 +54,6 @@ def available_cores() -> int:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; anything else, or a GPU torch cannot see, is a clear error."""
-    from asrbench.errors import AsrbenchError
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -1,32 +1,36 @@
 """One training loop for every model: AdamW, warm-up then cosine decay, clipping, budgets.
 
-The trainer knows nothing about architectures: it builds the model from the registry and asks
-the model's family for its loss (``compute_loss``: CTC, attention cross-entropy, or both).
-After every epoch it measures dev CER with the model's greedy decoding, keeps the best
-checkpoint and a resumable last one (optimizer, scheduler and RNG state included), and appends
-to metrics.jsonl.
+The trainer knows nothing about architectures: it builds the model from the registry and calls
+only the family contract (:mod:`asrbench.models.base`): ``compute_loss`` to train and
+``dev_decode`` to choose checkpoints. After every epoch it measures dev CER, keeps the best
+checkpoint and a resumable last one, appends to metrics.jsonl (and to TensorBoard with
+``train.tensorboard``). What a resume restores is one dataclass, :class:`TrainState`, plus the
+optimizer, scheduler, scaler and RNG streams (:meth:`Trainer.resumable_state`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import signal
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from asrbench import checkpoint, distributed, fileio, rundir
-from asrbench.config import RunConfig, data_root, resolve, with_overrides
+from asrbench.config import RunConfig, resolve, with_overrides
 from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches, EpochKeys, train_loader
-from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
+from asrbench.data.features import GlobalCMVN
 from asrbench.data.manifest import require_prepared
-from asrbench.data.tokenizer import CharTokenizer
+from asrbench.data.tokenizer import tokenizer_from_dict
+from asrbench.data.training import load_training_data
 from asrbench.decode import recognize
 from asrbench.decoding.searchers import Searcher
 from asrbench.distributed import Context
@@ -35,113 +39,8 @@ from asrbench.errors import AsrbenchError
 from asrbench.models import build_model, count_parameters
 from asrbench.progress import console, progress_bar
 from asrbench.scoring import error_rates
-from asrbench.text import DEFAULT_NORMALIZER, normalize
-
-
-@dataclass
-class TrainingData:
-    train: FeatureSet
-    dev: FeatureSet
-    tokenizer: CharTokenizer
-    cmvn: GlobalCMVN
-    train_tokens: list[list[int]]
-    dev_tokens: list[list[int]]
-    skipped_long: int
-
-
-def ensure_data_dir(config: RunConfig) -> Path:
-    """The prepared data dir; prepared on the fly when the recipe names a corpus and source."""
-    data_dir = Path(config.data.dir)
-    if not config.data.dir:
-        raise AsrbenchError("no data dir: set data.dir in the recipe or pass --data DIR")
-    if (data_dir / "train.jsonl").is_file():
-        return data_dir
-    if not config.data.corpus:
-        raise AsrbenchError(f"{data_dir}: no train.jsonl (run `asrbench data prepare` or set data.corpus)")
-    # Several processes (torchrun ranks) may start at once: one prepares, the others wait.
-    with fileio.build_lock(data_dir.parent / f".{data_dir.name}.prepare.lock"):
-        if not (data_dir / "train.jsonl").is_file():
-            _prepare_data_dir(config, data_dir)
-    return data_dir
-
-
-def _prepare_data_dir(config: RunConfig, data_dir: Path) -> None:
-    if config.data.corpus == "synth":
-        from asrbench.data.synth import synthesize_corpus
-
-        console.print(f"preparing the built-in corpus in {data_dir}")
-        synthesize_corpus(data_dir)
-    else:
-        from asrbench.data.prepare import prepare_corpus
-
-        source = Path(config.data.source or config.data.corpus)
-        if not source.is_absolute():
-            source = data_root() / source
-        console.print(f"preparing {config.data.corpus} from {source} into {data_dir}")
-        prepare_corpus(config.data.corpus, source, data_dir)
-
-
-def load_training_data(config: RunConfig, tokenizer: CharTokenizer | None = None) -> TrainingData:
-    data_dir = ensure_data_dir(config)
-    train = load_features(data_dir, "train", config.features)
-    dev = load_features(data_dir, "dev", config.features)
-    def fits(features: FeatureSet) -> list[int]:
-        # Longer than data.max_duration, or more frames than a whole batch may hold: skipped, counted.
-        lengths = features.lengths.tolist()
-        return [i for i, utt in enumerate(features.utterances)
-                if utt.duration <= config.data.max_duration and lengths[i] <= config.train.batch_frames]
-
-    keep = fits(train)
-    skipped_long = len(train) - len(keep)
-    if skipped_long:
-        train = train.subset(keep)
-    cmvn = GlobalCMVN.from_frames(train.frames)  # statistics of the unperturbed training audio
-    for factor in config.augment.speed_perturb:
-        if factor != 1.0:
-            perturbed = load_features(data_dir, "train", config.features, speed=float(factor))
-            perturbed = perturbed.subset(fits(perturbed))
-            train = FeatureSet(
-                train.utterances + perturbed.utterances,
-                torch.cat([train.frames, perturbed.frames]),
-                torch.cat([train.offsets, perturbed.offsets[1:] + train.offsets[-1]]),
-            )
-    train_texts = [normalize(utt.text) for utt in train.utterances]
-    tokenizer = tokenizer or CharTokenizer.build(train_texts)
-    dev = apply_unknown_policy(dev, tokenizer, config.tokenizer.unknown, data_dir / "dev.jsonl")
-    return TrainingData(
-        train=train,
-        dev=dev,
-        tokenizer=tokenizer,
-        cmvn=cmvn,
-        train_tokens=[tokenizer.encode(text) for text in train_texts],
-        dev_tokens=[tokenizer.encode(normalize(utt.text)) for utt in dev.utterances],
-        skipped_long=skipped_long,
-    )
-
-
-def apply_unknown_policy(features: FeatureSet, tokenizer: CharTokenizer, policy: str, where: Path) -> FeatureSet:
-    """Utterances with characters the tokenizer lacks: ``map`` to <unk>, ``drop`` them, or ``fail``.
-
-    Either way the count and the characters are reported, so nothing changes silently.
-    """
-    unknown = {i: tokenizer.unknown_characters(normalize(utt.text)) for i, utt in enumerate(features.utterances)}
-    unknown = {i: chars for i, chars in unknown.items() if chars}
-    if not unknown:
-        return features
-    characters = "".join(sorted(set().union(*unknown.values())))
-    first = features.utterances[min(unknown)].id
-    if policy == "fail":
-        raise AsrbenchError(f"{where}: utterance '{first}' has characters outside the tokenizer ({characters!r}); "
-                            "set tokenizer.unknown=map or drop, or add them to the training text")
-    action = "mapped to <unk>" if policy == "map" else "dropped"
-    console.print(f"[yellow]note[/yellow]: {where}: {len(unknown)} utterances with characters outside the "
-                  f"tokenizer ({characters!r}), {action} (tokenizer.unknown={policy})")
-    if policy == "drop":
-        keep = [i for i in range(len(features)) if i not in unknown]
-        if not keep:
-            raise AsrbenchError(f"{where}: every utterance has characters outside the tokenizer; nothing left")
-        return features.subset(keep)
-    return features
+from asrbench.tensorboard import TrainingLog
+from asrbench.text import DEFAULT_NORMALIZER
 
 
 def lr_factor(step: int, total_steps: int, config, time_fraction: float = 0.0) -> float:
@@ -296,7 +195,7 @@ def train(
         with rundir.lock(run_dir) if context.main else nullcontext():
             if last_state is None and not resume and (run_dir / rundir.CONFIG).is_file() and context.main:
                 raise AsrbenchError(f"{run_dir}: already holds a run (use --resume to continue it, or another --out)")
-            return _fit(config, last_state, run_dir, context, device_name)
+            return Trainer(config, last_state, run_dir, context, device_name).run()
     finally:
         console.quiet = quiet
         distributed.teardown(context)
@@ -305,18 +204,19 @@ def train(
 def _resume_state(run_dir: Path) -> dict:
     """The resumable checkpoint; when it is damaged, the one before it (with a note)."""
     try:
-        return checkpoint.load_resumable(run_dir / rundir.LAST)
+        return checkpoint.load_resumable(run_dir / rundir.LAST, RESUME_KEYS)
     except AsrbenchError as err:
         previous = run_dir / rundir.PREVIOUS
         if not previous.is_file():
             raise
-        state = checkpoint.load_resumable(previous)
+        state = checkpoint.load_resumable(previous, RESUME_KEYS)
         console.print(f"[yellow]note[/yellow]: {err}; resuming from {previous} (epoch {state['epoch']})")
         return state
 
 
 # What a resumed run may change: its budget and the hardware it runs on.
-RESUMABLE_OVERRIDES = ("train.epochs", "train.max_minutes", "train.device", "train.num_threads", "train.data_workers")
+RESUMABLE_OVERRIDES = ("train.epochs", "train.max_minutes", "train.device", "train.num_threads", "train.data_workers",
+                       "train.tensorboard", "train.tensorboard_every_steps")
 
 
 def _start(recipe, model_name, run_dir: Path, data_dir, overrides, resume, epochs, max_minutes,
@@ -411,330 +311,449 @@ def loader_workers(configured: int, device: torch.device, cores: int | None = No
     return min(4, max(cores - torch.get_num_threads(), 0))
 
 
-def _fit(config: RunConfig, last_state: dict | None, run_dir: Path, context: Context, device_name: str) -> dict:
-    if config.train.num_threads > 0:
-        torch.set_num_threads(config.train.num_threads)
-    device = resolve_device(device_name)
-    seed_everything(config.train.seed)
-    tokenizer = None
-    if last_state is not None:
-        tokenizer = CharTokenizer.from_dict(last_state["tokenizer"])
-    data = load_training_data(config, tokenizer)
-    if last_state is not None:
-        data.cmvn = GlobalCMVN.from_dict(last_state["cmvn"])
+@dataclass
+class TrainState:
+    """What a resume restores besides the weights, optimizer, scheduler, gradient scaler and RNG
+    streams (:meth:`Trainer.resumable_state` adds those). Saved under these names in last.pt."""
 
-    model = build_model(config.model.name, config.model.options, config.features.dim(), len(data.tokenizer))
-    model.to(device)
-    parameters = count_parameters(model)
-    if context.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        rundir.write_config(run_dir, config)
-        fileio.write_json(run_dir / rundir.TOKENIZER, data.tokenizer.to_dict())
-        fileio.write_json(run_dir / rundir.ENVIRONMENT, {**environment(device), "world_size": context.world})
+    epoch: int = 0  # epochs finished; inside an epoch, the epoch under way
+    position: int = 0  # batches of that epoch already done (of all ranks)
+    group: int = 1  # batches per optimizer step the epoch's batch list was made for
+    step: int = 0  # optimizer steps taken
+    best_dev_cer: float = math.inf
+    best_dev_loss: float = math.inf
+    bad_epochs: int = 0  # epochs since dev last improved (train.patience)
+    train_seconds: float = 0.0  # training wall time before the epoch under way
+    skipped_batches: int = 0  # non-finite losses or gradients
+    loss_sum: float = 0.0  # the epoch's running training loss (summed over utterances and ranks)
+    loss_count: int = 0
+    nbest: list = field(default_factory=list)  # [dev CER, dev loss, epoch] kept for averaging, best first
 
-    tc = config.train
-    # One optimizer step consumes a group of world * grad_accum batches (asrbench.distributed).
-    accum, group = tc.grad_accum, context.world * tc.grad_accum
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sampler = BucketBatchSampler(data.train.lengths.tolist(), tc.batch_frames, tc.max_batch_size, True, tc.seed)
-    steps_per_epoch = len(sampler.batches(group)) // group
-    if steps_per_epoch == 0:
-        raise AsrbenchError(f"{config.data.dir}: {len(sampler.batches())} training batches cannot feed one step of "
-                            f"{group} batches ({context.world} ranks x train.grad_accum {accum})")
-    total_steps = steps_per_epoch * tc.epochs
-    budget_seconds = tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
-    clock = {"fraction": 0.0}  # elapsed / budgeted seconds, read by the schedule (budget_schedule)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, tc, clock["fraction"]))
-    precision = resolve_precision(tc.precision, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
-    collate = Collator(data.train, data.train_tokens, data.cmvn, config.augment)
-    keys = EpochKeys()
-    workers = loader_workers(tc.data_workers, device)
-    loader = train_loader(EpochBatches(collate, sampler, tc.seed), keys, workers, pin_memory=device.type == "cuda")
-    dev_searcher = Searcher("dev", lambda features, lengths: (features, lengths),
-                            lambda out: model.dev_decode(*out), {"kind": "dev"})
+    # Older checkpoints lack the others; they start from the defaults.
+    REQUIRED: ClassVar[tuple[str, ...]] = ("epoch", "step", "best_dev_cer", "best_dev_loss", "bad_epochs",
+                                           "train_seconds")
 
-    def evaluate_dev() -> dict:
+    def state_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> TrainState:
+        defaults = cls()
+        return cls(**{f.name: state.get(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(cls)})
+
+
+# Everything a resumable checkpoint must hold (checkpoint.load_resumable checks it).
+RESUME_KEYS = ("optimizer", "scheduler", *TrainState.REQUIRED, "torch_rng", "python_rng", "model_state", "tokenizer",
+               "cmvn")
+
+
+@dataclass
+class EpochLoop:
+    """Throughput of one epoch's batch loop (data, step, logging; no dev pass)."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    utterances: int = 0
+    frames: int = 0
+
+
+class Trainer:
+    """One run: the model, its optimizer and schedule, the data and a :class:`TrainState`.
+
+    :meth:`run` trains epoch by epoch (:meth:`train_one_epoch`, then :meth:`end_epoch`: dev pass,
+    checkpoints, metrics) until the epochs, the time budget, the step limit or early stopping end
+    it, then :meth:`finish` averages the n best epochs and writes the summary. Under torchrun
+    every rank runs it; only rank 0 evaluates dev and writes files.
+    """
+
+    def __init__(self, config: RunConfig, last_state: dict | None, run_dir: Path, context: Context,
+                 device_name: str) -> None:
+        tc = self.tc = config.train
+        if tc.num_threads > 0:
+            torch.set_num_threads(tc.num_threads)
+        self.config, self.run_dir, self.context = config, run_dir, context
+        self.device = resolve_device(device_name)
+        seed_everything(tc.seed)
+        tokenizer = tokenizer_from_dict(last_state["tokenizer"]) if last_state is not None else None
+        self.data = load_training_data(config, tokenizer)
+        if last_state is not None:
+            self.data.cmvn = GlobalCMVN.from_dict(last_state["cmvn"])
+        self.model = build_model(config.model.name, config.model.options, config.features.dim(),
+                                 len(self.data.tokenizer))
+        self.model.to(self.device)
+        self.parameters = count_parameters(self.model)
+        if context.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            rundir.write_config(run_dir, config)
+            fileio.write_json(run_dir / rundir.TOKENIZER, self.data.tokenizer.to_dict())
+            fileio.write_json(run_dir / rundir.ENVIRONMENT, {**environment(self.device), "world_size": context.world})
+        self._build_optimization()
+        self.state = TrainState(group=self.group)
+        self.resumed = last_state is not None
+        if last_state is not None:
+            self._resume(last_state)
+        elif context.rank > 0:
+            _seed_rank(tc.seed, context.rank, 0)  # every rank its own dropout stream; the weights come from rank 0
+        self.gradients = FlatGradients(self.model)
+        self.train_module = distributed.wrap(self.model, context, self.device)
+        self.dev_searcher = Searcher("dev", lambda features, lengths: (features, lengths),
+                                     lambda out: self.model.dev_decode(*out), {"kind": "dev"})
+        self.budget_seconds = tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
+        self.checkpoint_seconds = tc.checkpoint_minutes * 60 if tc.checkpoint_minutes > 0 else math.inf
+        self.eval_seconds = 0.0  # the last dev pass; the budget keeps room for the final one
+        self.eval_passes = 2 if tc.average_best > 1 else 1  # and for the averaged model's
+        self.nonfinite_in_a_row = 0
+        self.stop_reason = "epochs"
+        self.stop_request = StopRequest()
+        self.log = TrainingLog.open(run_dir, tc.tensorboard, context.main, tc.tensorboard_every_steps,
+                                    resume_step=self.state.step if last_state is not None else None)
+
+    def _build_optimization(self) -> None:
+        """Optimizer, learning-rate schedule, gradient scaler, batch sampler and loader."""
+        tc, data, context = self.tc, self.data, self.context
+        # One optimizer step consumes a group of world * grad_accum batches (asrbench.distributed).
+        self.accum, self.group = tc.grad_accum, context.world * tc.grad_accum
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.sampler = BucketBatchSampler(data.train.lengths.tolist(), tc.batch_frames, tc.max_batch_size, True,
+                                          tc.seed)
+        self.steps_per_epoch = len(self.sampler.batches(self.group)) // self.group
+        if self.steps_per_epoch == 0:
+            raise AsrbenchError(f"{self.config.data.dir}: {len(self.sampler.batches())} training batches cannot feed "
+                                f"one step of {self.group} batches ({context.world} ranks x train.grad_accum "
+                                f"{self.accum})")
+        self.total_steps = self.steps_per_epoch * tc.epochs
+        self.time_fraction = 0.0  # elapsed / budgeted seconds, read by the schedule (train.budget_schedule)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, self.total_steps, tc, self.time_fraction))
+        self.precision = resolve_precision(tc.precision, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.precision == "fp16" and self.device.type == "cuda")
+        collate = Collator(data.train, data.train_tokens, data.cmvn, self.config.augment)
+        self.keys = EpochKeys()
+        self.workers = loader_workers(tc.data_workers, self.device)
+        self.loader = train_loader(EpochBatches(collate, self.sampler, tc.seed), self.keys, self.workers,
+                                   pin_memory=self.device.type == "cuda")
+
+    # -- resuming ----------------------------------------------------------------------------------
+
+    def resumable_state(self, batches_done: int, seconds: float, epoch_group: int, epoch: int) -> dict:
+        """Everything :data:`RESUME_KEYS` names: the TrainState (at ``batches_done`` of ``epoch``,
+        after ``seconds`` of training), the optimizer, scheduler and scaler, and every rank's RNG
+        state (every rank takes part: they are gathered to rank 0)."""
+        rng_states = self.context.gather(_rng_state(self.device))
+        losses = self.context.sum(self.state.loss_sum, self.state.loss_count)
+        state = dataclasses.replace(self.state, epoch=epoch, position=batches_done, group=epoch_group,
+                                    train_seconds=seconds, loss_sum=losses[0], loss_count=int(losses[1]))
+        return {**state.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "world_size": self.context.world, "rank_rng": rng_states, **rng_states[0]}
+
+    def _resume(self, last_state: dict) -> None:
+        """The inverse of :meth:`resumable_state` (the weights come from the same checkpoint)."""
+        self.model.load_state_dict(last_state["model_state"])
+        self.optimizer.load_state_dict(last_state["optimizer"])
+        self.scheduler.load_state_dict(last_state["scheduler"])
+        if last_state.get("scaler"):
+            self.scaler.load_state_dict(last_state["scaler"])
+        state = TrainState.from_state_dict(last_state)
+        # A fallback to last.prev.pt may list an epoch whose file was deleted after it was written.
+        state.nbest = [list(entry) for entry in state.nbest
+                       if (self.run_dir / rundir.nbest_checkpoint(entry[2])).is_file()]
+        if self.context.main:
+            rundir.truncate_metrics(self.run_dir, state.epoch)  # rows written after this checkpoint are redone
+        else:  # the epoch's running loss so far is rank 0's; the other ranks add theirs from here on
+            state.loss_sum, state.loss_count = 0.0, 0
+        self.state = state
+        _restore_rng(last_state, self.context, self.device, self.tc.seed)
+
+    def save_last(self, epoch: int, batches_done: int, seconds: float, epoch_group: int) -> None:
+        """The resumable checkpoint (every rank takes part; rank 0 writes it); the one it replaces is
+        kept as the fallback."""
+        resumable = self.resumable_state(batches_done, seconds, epoch_group, epoch)
+        if self.context.main:
+            checkpoint.save_rotating(self.run_dir / rundir.LAST, self.run_dir / rundir.PREVIOUS, self.config,
+                                     self.data.tokenizer, self.data.cmvn, self.model, **resumable)
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def evaluate_dev(self) -> dict:
         """Dev CER, WER (percent) and loss of the model as it is now."""
-        dev = recognize(model, data.dev, data.cmvn, data.tokenizer, device, tc.eval_batch_frames,
-                        token_ids=data.dev_tokens, searcher=dev_searcher)
+        data = self.data
+        dev = recognize(self.model, data.dev, data.cmvn, data.tokenizer, self.device, self.tc.eval_batch_frames,
+                        token_ids=data.dev_tokens, searcher=self.dev_searcher)
         rates = error_rates([u.text for u in data.dev.utterances], dev.hypotheses, DEFAULT_NORMALIZER)
         if rates.cer is None:
-            raise AsrbenchError(f"{config.data.dir}: the dev references have no characters after normalization "
+            raise AsrbenchError(f"{self.config.data.dir}: the dev references have no characters after normalization "
                                 f"({DEFAULT_NORMALIZER}): dev CER, which picks the best epoch, is undefined")
         return {"cer": rates.cer, "wer": rates.wer, "loss": dev.loss}
 
-    start_epoch, step, best_cer, best_loss, bad_epochs, train_seconds = 0, 0, math.inf, math.inf, 0, 0.0
-    skipped_batches, position, loss_sum, loss_count = 0, 0, 0.0, 0
-    nbest: list[list] = []  # [dev CER, dev loss, epoch] of the epochs kept for averaging, best first
-    resumed_group = group  # the group size the resumed epoch's batch list was made with
-    if last_state is not None:
-        model.load_state_dict(last_state["model_state"])
-        optimizer.load_state_dict(last_state["optimizer"])
-        scheduler.load_state_dict(last_state["scheduler"])
-        if last_state.get("scaler"):
-            scaler.load_state_dict(last_state["scaler"])
-        start_epoch, step = last_state["epoch"], last_state["step"]
-        best_cer, best_loss = last_state["best_dev_cer"], last_state["best_dev_loss"]
-        bad_epochs = last_state["bad_epochs"]
-        # A fallback to last.prev.pt may list an epoch whose file was deleted after it was written.
-        nbest = [list(entry) for entry in last_state.get("nbest", [])
-                 if (run_dir / rundir.nbest_checkpoint(entry[2])).is_file()]
-        train_seconds = last_state["train_seconds"]
-        skipped_batches = last_state.get("skipped_batches", 0)
-        # Inside an epoch: the batches already done (of all ranks), and the epoch's running loss
-        # (summed over the ranks; kept by rank 0, the other ranks add theirs from here on).
-        position = last_state.get("position", 0)
-        resumed_group = last_state.get("group", 1)
-        if context.main:
-            loss_sum, loss_count = last_state.get("loss_sum", 0.0), last_state.get("loss_count", 0)
-            rundir.truncate_metrics(run_dir, start_epoch)  # rows written after this checkpoint are redone
-        _restore_rng(last_state, context, device, tc.seed)
-    elif context.rank > 0:
-        _seed_rank(tc.seed, context.rank, 0)  # every rank its own dropout stream; the weights come from rank 0
-    gradients = FlatGradients(model)
-    train_module = distributed.wrap(model, context, device)
-
-    def save_last(epoch_index: int, batches_done: int, seconds: float, epoch_group: int) -> None:
-        """The resumable checkpoint (every rank takes part; rank 0 writes it); the one it replaces
-        is kept as the fallback."""
-        rng_states = context.gather(_rng_state(device))
-        losses = context.sum(loss_sum, loss_count)
-        if not context.main:
-            return
-        checkpoint.save_rotating(
-            run_dir / rundir.LAST, run_dir / rundir.PREVIOUS, config, data.tokenizer, data.cmvn, model,
-            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
-            epoch=epoch_index, position=batches_done, group=epoch_group, step=step, loss_sum=losses[0],
-            loss_count=int(losses[1]), best_dev_cer=best_cer, best_dev_loss=best_loss, bad_epochs=bad_epochs,
-            train_seconds=seconds, skipped_batches=skipped_batches, world_size=context.world, nbest=nbest,
-            rank_rng=rng_states, **rng_states[0],
-        )
-
-    stop_reason = "epochs"
-    eval_seconds = 0.0  # the last dev pass; the budget keeps room for the final one
-    eval_passes = 2 if tc.average_best > 1 else 1  # and for the averaged model's
-    nonfinite_in_a_row = 0
-    epoch = start_epoch
-    metrics_row: dict = {}
-    console.print(
-        f"[bold]{config.model.name}[/bold]: {parameters:,} parameters, {len(data.train)} training utterances, "
-        f"{steps_per_epoch} steps/epoch, device {device}, {workers} data-loader worker{'s' * (workers != 1)}"
-        + (f", {context.world} ranks" if context.distributed else "")
-        + (f", {accum} batches per rank and step" if accum > 1 else "")
-        + (f", precision {precision}" if precision != "fp32" else "")
-        + (f", {data.skipped_long} utterances longer than {config.data.max_duration}s or "
-           f"{tc.batch_frames} frames (train.batch_frames) skipped" if data.skipped_long else "")
-        + (f"; resuming at epoch {start_epoch + 1}" + (f", batch {position + 1}" if position else "")
-           if last_state is not None else "")
-    )
-    checkpoint_seconds = tc.checkpoint_minutes * 60 if tc.checkpoint_minutes > 0 else math.inf
-    stop_request = StopRequest()
-
-    def limit_reached(over_budget: bool) -> str | None:
+    def limit_reached(self, over_budget: bool) -> str | None:
         """Why training must stop now (the time budget or the step limit), or None."""
         if over_budget:
             return "time budget"
-        if tc.max_steps and step >= tc.max_steps:
+        if self.tc.max_steps and self.state.step >= self.tc.max_steps:
             return "max steps"
         return None
 
-    with progress_bar("loss", "lr", "dev_cer") as progress:
-        # Under a time budget the bar shows the time left in it when that ends training first.
-        budgeted = math.isfinite(budget_seconds)
-        task = progress.add_task(
-            config.model.name, total=total_steps, completed=step, loss="-", lr="-",
-            dev_cer="-" if best_cer == math.inf else f"{best_cer:.2f}",
-            deadline=time.monotonic() + budget_seconds - train_seconds if budgeted else None,
-        )
-        with stop_request:
-            for epoch in range(start_epoch, tc.epochs):
-                stop_reason = limit_reached(train_seconds >= budget_seconds) or stop_reason
-                if stop_reason != "epochs":
+    def run(self) -> dict:
+        state, tc = self.state, self.tc
+        self._announce()
+        with progress_bar("loss", "lr", "dev_cer") as progress, self.stop_request, self.log:
+            # Under a time budget the bar shows the time left in it when that ends training first.
+            self.progress, self.task = progress, progress.add_task(
+                self.config.model.name, total=self.total_steps, completed=state.step, loss="-", lr="-",
+                dev_cer="-" if state.best_dev_cer == math.inf else f"{state.best_dev_cer:.2f}",
+                deadline=self._deadline(state.train_seconds))
+            for epoch in range(state.epoch, tc.epochs):
+                self.stop_reason = self.limit_reached(state.train_seconds >= self.budget_seconds) or self.stop_reason
+                if self.stop_reason != "epochs":
                     break
                 epoch_start = time.perf_counter()
-                last_save = epoch_start
-                model.train()
-                # A resumed epoch keeps the batch list it was started with, even with another
-                # number of ranks; its remaining batches are shared out in steps of this run's group.
-                epoch_group = resumed_group if position else group
-                sampler.set_epoch(epoch)
-                batches = sampler.batches(epoch_group)
-                epoch_steps = (len(batches) - position) // group
-                if position == 0:
-                    loss_sum, loss_count = 0.0, 0
-                stop = position + epoch_steps * group
-                keys.set(epoch, position + context.rank, stop, epoch_group, context.world)
-                loop_start, loop_steps, loop_utterances, loop_frames = time.perf_counter(), 0, 0, 0
-                micro, bad, batches_done = 0, False, position
-                step_losses: list[tuple[torch.Tensor, int]] = []
-                for batch in loader:
-                    batch = batch.to(device)
-                    # DDP averages gradients over the ranks on the group's last backward only.
-                    sync = micro == accum - 1 or not context.distributed
-                    with nullcontext() if sync else train_module.no_sync():
-                        with _autocast(device, precision):
-                            loss = train_module(batch.features, batch.feature_lengths, batch.targets,
-                                                batch.target_lengths)
-                        finite = bool(torch.isfinite(loss))
-                        bad = bad or not finite
-                        # A rank never skips its backward alone: DDP's all-reduce needs every rank.
-                        if finite or context.distributed:
-                            scaler.scale(loss / accum).backward()
-                    step_losses.append((loss.detach(), batch.features.size(0)))
-                    loop_utterances += batch.features.size(0)
-                    loop_frames += int(batch.feature_lengths.sum())
-                    micro += 1
-                    if micro < accum:
-                        continue
-                    scaler.unscale_(optimizer)
-                    norm = gradients.clip_(tc.grad_clip)
-                    # With fp16 the gradient scaler skips overflowing steps itself; otherwise a
-                    # non-finite gradient would poison the weights, so the step is skipped.
-                    bad = bad or not (scaler.is_enabled() or bool(torch.isfinite(norm)))
-                    now = time.perf_counter()
-                    elapsed = train_seconds + now - epoch_start + eval_passes * eval_seconds
-                    # Decisions every rank must take together: one small all-reduce when distributed.
-                    bad, stop_now, save_now, over_budget = context.any(
-                        bad, stop_request.requested, now - last_save >= checkpoint_seconds, elapsed >= budget_seconds)
-                    if not bad:
-                        scaler.step(optimizer)
-                        scaler.update()
-                        for value, size in step_losses:
-                            loss_sum += float(value) * size
-                            loss_count += size
-                        nonfinite_in_a_row = 0
-                    else:
-                        skipped_batches += 1
-                        nonfinite_in_a_row += 1
-                        if nonfinite_in_a_row >= tc.max_nonfinite_batches:
-                            raise AsrbenchError(
-                                f"{run_dir}: {nonfinite_in_a_row} batches in a row had a non-finite loss or "
-                                f"gradient (epoch {epoch + 1}, step {step + 1}); training stopped and the last "
-                                "good checkpoint was kept. Lower train.lr, check the data or use precision fp32"
-                            )
-                    gradients.zero_()
-                    micro, bad, step_losses = 0, False, []
-                    batches_done += group
-                    if tc.budget_schedule:
-                        clock["fraction"] = elapsed / budget_seconds
-                    scheduler.step()
-                    step += 1
-                    loop_steps += 1
-                    progress.update(task, advance=1, loss=f"{float(loss.detach()):.3f}",
-                                    lr=f"{scheduler.get_last_lr()[0]:.1e}",
-                                    deadline=time.monotonic() + budget_seconds - elapsed if budgeted else None)
-                    # The budget on any rank's clock (over_budget), so every rank stops at the same step.
-                    stop_reason = limit_reached(over_budget) or stop_reason
-                    if stop_reason != "epochs":
-                        break
-                    if stop_now:  # Ctrl-C: finish the step, save, stop
-                        save_last(epoch, batches_done, train_seconds + time.perf_counter() - epoch_start,
-                                  epoch_group)
-                        raise Interrupted(
-                            f"{run_dir}: checkpoint saved after batch {batches_done} of {len(batches)} in epoch "
-                            f"{epoch + 1}; resume with: asrbench train --out {run_dir} --resume"
-                        )
-                    if save_now and batches_done < stop:
-                        save_last(epoch, batches_done, train_seconds + now - epoch_start, epoch_group)
-                        last_save = time.perf_counter()
-                loop_seconds = time.perf_counter() - loop_start
-                position = 0
-                loss_sum, loss_count, loop_utterances, loop_frames = context.sum(
-                    loss_sum, loss_count, loop_utterances, loop_frames)
-                if not context.main:
-                    loss_sum, loss_count = 0.0, 0  # rank 0 holds the epoch's totals
-                eval_start = time.perf_counter()
-                if context.main:
-                    dev_result = evaluate_dev()
-                # Only rank 0 evaluates; the others wait here for its verdict (and its clock).
-                dev_result, eval_seconds, train_seconds = context.broadcast(
-                    (dev_result if context.main else None, time.perf_counter() - eval_start,
-                     train_seconds + time.perf_counter() - epoch_start))
-                # Dev CER decides; dev loss breaks ties (small dev sets often sit at 0% CER for many epochs).
-                if (dev_result["cer"], dev_result["loss"]) < (best_cer, best_loss):
-                    best_cer, best_loss, bad_epochs = dev_result["cer"], dev_result["loss"], 0
-                    if context.main:
-                        checkpoint.save(run_dir / rundir.BEST, config, data.tokenizer, data.cmvn, model,
-                                        epoch=epoch + 1, step=step, dev_cer=best_cer, dev_wer=dev_result["wer"])
-                else:
-                    bad_epochs += 1
-                dropped = _keep_nbest(nbest, [dev_result["cer"], dev_result["loss"], epoch + 1], tc.average_best)
-                if context.main and any(entry[2] == epoch + 1 for entry in nbest):
-                    checkpoint.save(run_dir / rundir.nbest_checkpoint(epoch + 1), config, data.tokenizer, data.cmvn,
-                                    model, epoch=epoch + 1, step=step, dev_cer=dev_result["cer"],
-                                    dev_wer=dev_result["wer"])
-                metrics_row = {
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "train_loss": loss_sum / loss_count if loss_count else None,
-                    "dev_loss": dev_result["loss"],
-                    "dev_cer": dev_result["cer"],
-                    "dev_wer": dev_result["wer"],
-                    "lr": scheduler.get_last_lr()[0],
-                    "train_seconds": train_seconds,
-                    "skipped_batches": skipped_batches,
-                    # Throughput of the batch loop alone (data, step, logging; no dev pass).
-                    "loop_steps": loop_steps,
-                    "loop_seconds": loop_seconds,
-                    "loop_utterances": int(loop_utterances),  # of all ranks
-                    "loop_audio_seconds": loop_frames * config.features.frame_shift_ms / 1000,
-                    "data_workers": workers,
-                    "world_size": context.world,
-                }
-                release_free_memory()
-                metrics_row["rss_mb"] = resident_mb()  # after the dev pass, with free heap pages returned
-                if context.main:
-                    rundir.append_metrics(run_dir, metrics_row)
-                save_last(epoch + 1, 0, train_seconds, group)
-                if context.main:  # only now: the previous resumable checkpoint still listed them
-                    for entry in dropped:
-                        (run_dir / rundir.nbest_checkpoint(entry[2])).unlink(missing_ok=True)
-                progress.update(task, dev_cer=f"{dev_result['cer']:.2f}")
-                if context.any(stop_request.requested)[0]:
-                    raise Interrupted(f"{run_dir}: checkpoint saved at the end of epoch {epoch + 1}; resume with: "
-                                      f"asrbench train --out {run_dir} --resume")
-                if stop_reason in ("time budget", "max steps"):
+                loop = self.train_one_epoch(epoch, epoch_start)
+                if self.end_epoch(epoch, epoch_start, loop):
                     break
-                if tc.patience and bad_epochs >= tc.patience:
-                    stop_reason = "early stopping"
-                    break
-    epochs_done = metrics_row.get("epoch", start_epoch)
-    averaged = None
-    if len(nbest) > 1 and context.main:
-        average_start = time.perf_counter()
-        epochs = [entry[2] for entry in nbest]
-        model.load_state_dict(checkpoint.average_weights([run_dir / rundir.nbest_checkpoint(e) for e in epochs]))
-        result = evaluate_dev()
-        averaged = {"epochs": epochs, "dev_cer": result["cer"], "dev_wer": result["wer"], "dev_loss": result["loss"]}
-        checkpoint.save(run_dir / rundir.BEST, config, data.tokenizer, data.cmvn, model, epoch=epochs_done,
-                        step=step, dev_cer=result["cer"], dev_wer=result["wer"], averaged_epochs=epochs)
-        train_seconds += time.perf_counter() - average_start
-    summary = {
-        "model": config.model.name,
-        "params": parameters,
-        "epochs": epochs_done,
-        "steps": step,
-        "train_seconds": train_seconds,
-        "best_dev_cer": best_cer,
-        "averaged": averaged,  # the final model, when train.average_best > 1: its epochs and dev figures
-        "stop_reason": stop_reason,
-        "skipped_long_utterances": data.skipped_long,
-        "skipped_batches": skipped_batches,
-        "world_size": context.world,
-        "grad_accum": accum,
-        "precision": precision,
-        "peak_memory": peak_memory_mb(device),
-        "config_hash": config.hash(),
-        "environment": environment(device),
-    }
-    if context.main:
-        fileio.write_json(run_dir / rundir.SUMMARY, summary)
-    console.print(
-        f"[green]done[/green] {config.model.name}: best dev CER {best_cer:.2f}% after {epochs_done} epochs, "
-        + (f"average of {len(averaged['epochs'])} best epochs: dev CER {averaged['dev_cer']:.2f}%, "
-           if averaged else "")
-        + f"{train_seconds:.0f}s ({stop_reason}) -> {run_dir}"
-    )
-    return summary
+        return self.finish()
+
+    def _deadline(self, elapsed: float) -> float | None:
+        """When the time budget runs out, on the progress bar's clock (None without a budget)."""
+        return time.monotonic() + self.budget_seconds - elapsed if math.isfinite(self.budget_seconds) else None
+
+    def _announce(self) -> None:
+        config, tc, data, context, state = self.config, self.tc, self.data, self.context, self.state
+        workers = self.workers
+        console.print(
+            f"[bold]{config.model.name}[/bold]: {self.parameters:,} parameters, {len(data.train)} training "
+            f"utterances, {self.steps_per_epoch} steps/epoch, device {self.device}, {workers} data-loader "
+            f"worker{'s' * (workers != 1)}"
+            + (f", {context.world} ranks" if context.distributed else "")
+            + (f", {self.accum} batches per rank and step" if self.accum > 1 else "")
+            + (f", precision {self.precision}" if self.precision != "fp32" else "")
+            + (f", {data.skipped_long} utterances longer than {config.data.max_duration}s or "
+               f"{tc.batch_frames} frames (train.batch_frames) skipped" if data.skipped_long else "")
+            + (f"; resuming at epoch {state.epoch + 1}" + (f", batch {state.position + 1}" if state.position else "")
+               if self.resumed else "")
+            + (f"; TensorBoard events in {self.log.log_dir}" if self.log.enabled else "")
+        )
+
+    def train_one_epoch(self, epoch: int, epoch_start: float) -> EpochLoop:
+        """The batch loop of one epoch (the hot loop: it stays in one function so that each step
+        costs no more Python than it must). Stops early at the time budget or the step limit
+        (``stop_reason``), and on Ctrl-C after saving the resumable checkpoint."""
+        state, tc, context, device = self.state, self.tc, self.context, self.device
+        accum, group = self.accum, self.group
+        scaler, gradients = self.scaler, self.gradients
+        last_save = epoch_start
+        self.model.train()
+        # A resumed epoch keeps the batch list it was started with, even with another number of
+        # ranks; its remaining batches are shared out in steps of this run's group.
+        epoch_group = state.group if state.position else group
+        state.group = epoch_group
+        self.sampler.set_epoch(epoch)
+        batches = self.sampler.batches(epoch_group)
+        epoch_steps = (len(batches) - state.position) // group
+        if state.position == 0:
+            state.loss_sum, state.loss_count = 0.0, 0
+        stop = state.position + epoch_steps * group
+        self.keys.set(epoch, state.position + context.rank, stop, epoch_group, context.world)
+        loop, loop_start = EpochLoop(), time.perf_counter()
+        micro, bad, batches_done = 0, False, state.position
+        step_losses: list[tuple[torch.Tensor, int]] = []
+        for batch in self.loader:
+            batch = batch.to(device)
+            # DDP averages gradients over the ranks on the group's last backward only.
+            sync = micro == accum - 1 or not context.distributed
+            with nullcontext() if sync else self.train_module.no_sync():
+                with _autocast(device, self.precision):
+                    loss = self.train_module(batch.features, batch.feature_lengths, batch.targets,
+                                             batch.target_lengths)
+                finite = bool(torch.isfinite(loss))
+                bad = bad or not finite
+                # A rank never skips its backward alone: DDP's all-reduce needs every rank.
+                if finite or context.distributed:
+                    scaler.scale(loss / accum).backward()
+            step_losses.append((loss.detach(), batch.features.size(0)))
+            loop.utterances += batch.features.size(0)
+            loop.frames += int(batch.feature_lengths.sum())
+            micro += 1
+            if micro < accum:
+                continue
+            scaler.unscale_(self.optimizer)
+            norm = gradients.clip_(tc.grad_clip)
+            # With fp16 the gradient scaler skips overflowing steps itself; otherwise a non-finite
+            # gradient would poison the weights, so the step is skipped.
+            bad = bad or not (scaler.is_enabled() or bool(torch.isfinite(norm)))
+            now = time.perf_counter()
+            elapsed = state.train_seconds + now - epoch_start + self.eval_passes * self.eval_seconds
+            # Decisions every rank must take together: one small all-reduce when distributed.
+            bad, stop_now, save_now, over_budget = context.any(
+                bad, self.stop_request.requested, now - last_save >= self.checkpoint_seconds,
+                elapsed >= self.budget_seconds)
+            self._apply_step(bad, step_losses, epoch)
+            micro, bad, step_losses = 0, False, []
+            batches_done += group
+            if tc.budget_schedule:
+                self.time_fraction = elapsed / self.budget_seconds
+            self.scheduler.step()
+            state.step += 1
+            loop.steps += 1
+            lr = self.scheduler.get_last_lr()[0]
+            self.progress.update(self.task, advance=1, loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.1e}",
+                                 deadline=self._deadline(elapsed))
+            self.log.step(state.step, loss.detach(), lr)
+            # The budget on any rank's clock (over_budget), so every rank stops at the same step.
+            self.stop_reason = self.limit_reached(over_budget) or self.stop_reason
+            if self.stop_reason != "epochs":
+                break
+            if stop_now:  # Ctrl-C: finish the step, save, stop
+                self.save_last(epoch, batches_done, state.train_seconds + time.perf_counter() - epoch_start,
+                               epoch_group)
+                raise Interrupted(f"{self.run_dir}: checkpoint saved after batch {batches_done} of {len(batches)} "
+                                  f"in epoch {epoch + 1}; resume with: asrbench train --out {self.run_dir} --resume")
+            if save_now and batches_done < stop:
+                self.save_last(epoch, batches_done, state.train_seconds + now - epoch_start, epoch_group)
+                last_save = time.perf_counter()
+        loop.seconds = time.perf_counter() - loop_start
+        state.position = 0
+        return loop
+
+    def _apply_step(self, bad: bool, step_losses: list[tuple[torch.Tensor, int]], epoch: int) -> None:
+        """Take the optimizer step, or skip it (and count it) when a loss or gradient was not finite."""
+        state = self.state
+        if not bad:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            for value, size in step_losses:
+                state.loss_sum += float(value) * size
+                state.loss_count += size
+            self.nonfinite_in_a_row = 0
+        else:
+            state.skipped_batches += 1
+            self.nonfinite_in_a_row += 1
+            if self.nonfinite_in_a_row >= self.tc.max_nonfinite_batches:
+                raise AsrbenchError(
+                    f"{self.run_dir}: {self.nonfinite_in_a_row} batches in a row had a non-finite loss or "
+                    f"gradient (epoch {epoch + 1}, step {state.step + 1}); training stopped and the last good "
+                    "checkpoint was kept. Lower train.lr, check the data or use precision fp32"
+                )
+        self.gradients.zero_()
+
+    def end_epoch(self, epoch: int, epoch_start: float, loop: EpochLoop) -> bool:
+        """Dev pass, best and n-best checkpoints, metrics, the resumable checkpoint; whether to stop."""
+        state, context, tc, run_dir = self.state, self.context, self.tc, self.run_dir
+        state.loss_sum, state.loss_count, loop.utterances, loop.frames = context.sum(
+            state.loss_sum, state.loss_count, loop.utterances, loop.frames)
+        if not context.main:
+            state.loss_sum, state.loss_count = 0.0, 0  # rank 0 holds the epoch's totals
+        eval_start = time.perf_counter()
+        dev_result = self.evaluate_dev() if context.main else None
+        # Only rank 0 evaluates; the others wait here for its verdict (and its clock).
+        dev_result, self.eval_seconds, state.train_seconds = context.broadcast(
+            (dev_result, time.perf_counter() - eval_start, state.train_seconds + time.perf_counter() - epoch_start))
+        self._keep_checkpoints(epoch, dev_result)
+        dropped = _keep_nbest(state.nbest, [dev_result["cer"], dev_result["loss"], epoch + 1], tc.average_best)
+        if context.main and any(entry[2] == epoch + 1 for entry in state.nbest):
+            checkpoint.save(run_dir / rundir.nbest_checkpoint(epoch + 1), self.config, self.data.tokenizer,
+                            self.data.cmvn, self.model, epoch=epoch + 1, step=state.step, dev_cer=dev_result["cer"],
+                            dev_wer=dev_result["wer"])
+        self.metrics_row = self._metrics_row(epoch, dev_result, loop)
+        if context.main:
+            rundir.append_metrics(run_dir, self.metrics_row)
+        self.log.epoch(epoch + 1, state.step, self.metrics_row)
+        state.epoch = epoch + 1
+        self.save_last(epoch + 1, 0, state.train_seconds, self.group)
+        if context.main:  # only now: the previous resumable checkpoint still listed them
+            for entry in dropped:
+                (run_dir / rundir.nbest_checkpoint(entry[2])).unlink(missing_ok=True)
+        self.progress.update(self.task, dev_cer=f"{dev_result['cer']:.2f}")
+        if context.any(self.stop_request.requested)[0]:
+            raise Interrupted(f"{run_dir}: checkpoint saved at the end of epoch {epoch + 1}; resume with: "
+                              f"asrbench train --out {run_dir} --resume")
+        if self.stop_reason in ("time budget", "max steps"):
+            return True
+        if tc.patience and state.bad_epochs >= tc.patience:
+            self.stop_reason = "early stopping"
+            return True
+        return False
+
+    def _keep_checkpoints(self, epoch: int, dev_result: dict) -> None:
+        """The best epoch so far on dev (CER, then loss: small dev sets often sit at 0% CER for many
+        epochs) becomes checkpoints/best.pt."""
+        state = self.state
+        if (dev_result["cer"], dev_result["loss"]) < (state.best_dev_cer, state.best_dev_loss):
+            state.best_dev_cer, state.best_dev_loss, state.bad_epochs = dev_result["cer"], dev_result["loss"], 0
+            if self.context.main:
+                checkpoint.save(self.run_dir / rundir.BEST, self.config, self.data.tokenizer, self.data.cmvn,
+                                self.model, epoch=epoch + 1, step=state.step, dev_cer=state.best_dev_cer,
+                                dev_wer=dev_result["wer"])
+        else:
+            state.bad_epochs += 1
+
+    def _metrics_row(self, epoch: int, dev_result: dict, loop: EpochLoop) -> dict:
+        state = self.state
+        row = {
+            "epoch": epoch + 1,
+            "step": state.step,
+            "train_loss": state.loss_sum / state.loss_count if state.loss_count else None,
+            "dev_loss": dev_result["loss"],
+            "dev_cer": dev_result["cer"],
+            "dev_wer": dev_result["wer"],
+            "lr": self.scheduler.get_last_lr()[0],
+            "train_seconds": state.train_seconds,
+            "skipped_batches": state.skipped_batches,
+            # Throughput of the batch loop alone (data, step, logging; no dev pass).
+            "loop_steps": loop.steps,
+            "loop_seconds": loop.seconds,
+            "loop_utterances": int(loop.utterances),  # of all ranks
+            "loop_audio_seconds": loop.frames * self.config.features.frame_shift_ms / 1000,
+            "data_workers": self.workers,
+            "world_size": self.context.world,
+        }
+        release_free_memory()
+        row["rss_mb"] = resident_mb()  # after the dev pass, with free heap pages returned
+        return row
+
+    def finish(self) -> dict:
+        """Average the n best epochs into the final model (train.average_best), write the summary."""
+        state, config, context, run_dir = self.state, self.config, self.context, self.run_dir
+        epochs_done = state.epoch
+        averaged = None
+        if len(state.nbest) > 1 and context.main:
+            average_start = time.perf_counter()
+            epochs = [entry[2] for entry in state.nbest]
+            self.model.load_state_dict(checkpoint.average_weights([run_dir / rundir.nbest_checkpoint(e)
+                                                                   for e in epochs]))
+            result = self.evaluate_dev()
+            averaged = {"epochs": epochs, "dev_cer": result["cer"], "dev_wer": result["wer"],
+                        "dev_loss": result["loss"]}
+            checkpoint.save(run_dir / rundir.BEST, config, self.data.tokenizer, self.data.cmvn, self.model,
+                            epoch=epochs_done, step=state.step, dev_cer=result["cer"], dev_wer=result["wer"],
+                            averaged_epochs=epochs)
+            state.train_seconds += time.perf_counter() - average_start
+        summary = {
+            "model": config.model.name,
+            "params": self.parameters,
+            "epochs": epochs_done,
+            "steps": state.step,
+            "train_seconds": state.train_seconds,
+            "best_dev_cer": state.best_dev_cer,
+            "averaged": averaged,  # the final model, when train.average_best > 1: its epochs and dev figures
+            "stop_reason": self.stop_reason,
+            "skipped_long_utterances": self.data.skipped_long,
+            "skipped_batches": state.skipped_batches,
+            "world_size": context.world,
+            "grad_accum": self.accum,
+            "precision": self.precision,
+            "peak_memory": peak_memory_mb(self.device),
+            "config_hash": config.hash(),
+            "environment": environment(self.device),
+        }
+        if context.main:
+            fileio.write_json(run_dir / rundir.SUMMARY, summary)
+        console.print(
+            f"[green]done[/green] {config.model.name}: best dev CER {state.best_dev_cer:.2f}% after {epochs_done} "
+            "epochs, "
+            + (f"average of {len(averaged['epochs'])} best epochs: dev CER {averaged['dev_cer']:.2f}%, "
+               if averaged else "")
+            + f"{state.train_seconds:.0f}s ({self.stop_reason}) -> {run_dir}"
+        )
+        return summary

@@ -9,7 +9,6 @@ the test split is refused: values chosen on test make its WER a biased estimate.
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from pathlib import Path
@@ -21,18 +20,15 @@ from asrbench.checkpoint import load_model
 from asrbench.data.features import load_features
 from asrbench.data.manifest import require_prepared
 from asrbench.decode import TUNED, batches_of
-from asrbench.decoding.searchers import DecodeOptions, build_searcher, load_lexicon
+from asrbench.decoding.searchers import DecodeOptions, TuningRequest, build_searcher, load_lexicon
 from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
+from asrbench.lm import load_lm
 from asrbench.progress import progress_bar
 from asrbench.scoring import error_rates
 from asrbench.text import DEFAULT_NORMALIZER
 
 TIE_RULE = "lowest WER, then lowest CER, then the smallest beam, then the first in grid order"
-DEFAULT_LM_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
-DEFAULT_WORD_BONUSES = (-1.0, 0.0, 1.0, 2.0)
-DEFAULT_CTC_WEIGHTS = (0.0, 0.3, 0.5)
-DEFAULT_LENGTH_BONUSES = (0.0, 0.5, 1.0)
 
 
 def tune(
@@ -62,27 +58,17 @@ def tune(
     data_dir = Path(data_dir) if data_dir else Path(config.data.dir)
 
     features = load_features(data_dir, split, config.features)
-    attention = getattr(model, "family", "ctc") == "attention" and mode != "ctc"
-    beams = beams or [10]
-    lm_model = None
-    if lm:
-        from asrbench.lm import load_lm
 
-        lm_model, _ = load_lm(lm)
-    if attention:
-        has_ctc = model.ctc_head is not None
-        ctc_weights = ctc_weights if ctc_weights is not None else (list(DEFAULT_CTC_WEIGHTS) if has_ctc else [0.0])
-        length_bonuses = length_bonuses if length_bonuses is not None else list(DEFAULT_LENGTH_BONUSES)
-        grid = [DecodeOptions(beam=b, mode=mode, ctc_weight=c, length_bonus=length_bonus)
-                for b, c, length_bonus in itertools.product(beams, ctc_weights, length_bonuses)]
-    else:
-        lm_weights = lm_weights if lm_weights is not None else (list(DEFAULT_LM_WEIGHTS) if lm else [0.0])
-        word_bonuses = word_bonuses if word_bonuses is not None else (
-            list(DEFAULT_WORD_BONUSES) if lm or lexicon else [0.0])
-        grid = [DecodeOptions(beam=b, mode=mode, lm=str(lm or ""), lm_weight=w, word_bonus=bonus, lexicon=lexicon)
-                for b, w, bonus in itertools.product(beams, lm_weights, word_bonuses)]
+    def listed(values):
+        return None if values is None else tuple(values)
 
-    lexicon_trie = load_lexicon(lexicon, tokenizer, config.data.dir) if lexicon and not attention else None
+    # The model's family decides which values make up the grid (see asrbench.decoding.searchers).
+    grid = model.tuning_grid(TuningRequest(
+        beams=tuple(beams or [10]), lm=str(lm or ""), lm_weights=listed(lm_weights), word_bonuses=listed(word_bonuses),
+        ctc_weights=listed(ctc_weights), length_bonuses=listed(length_bonuses), lexicon=lexicon, mode=mode))
+    lm_model = load_lm(lm)[0] if lm and any(options.lm for options in grid) else None
+    lexicon_trie = (load_lexicon(lexicon, tokenizer, config.data.dir) if any(options.lexicon for options in grid)
+                    else None)
     # The network runs once; outputs of a searcher that needs the most (CTC branch included).
     widest = max(grid, key=lambda o: (o.ctc_weight or 0.0))
     base = build_searcher(model, tokenizer, widest, config.data.dir, lm=lm_model, lexicon=lexicon_trie)

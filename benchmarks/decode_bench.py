@@ -5,13 +5,13 @@
 
 Emissions (log-probs, (T', V) per utterance) are made once, untimed: with ``--run``, the run's
 best checkpoint over the split's cached features (``ctc_log_probs``, as decoding calls it);
-without, synthetic peaky CTC outputs (``ctc_beam_speed.peaky_log_probs``) for the split's
+without, synthetic peaky CTC outputs (``asrbench.experiment_data.peaky_log_probs``) for the split's
 manifest texts and durations, at 25 frames per second (10 ms frames, 4x subsampling), over a
 character tokenizer built from the split's texts (~30 tokens). They are padded into length-sorted
 batches (as decoding's bucketed batches are) before timing.
 
 Timed, best of ``--repeat`` passes over the whole split, each search exactly as ``asrbench
-decode`` runs it: ``build_searcher(...).search((log_probs, lengths))`` per batch, then
+decode`` runs it: ``ctc_searcher(...).search((log_probs, lengths))`` per batch, then
 ``tokenizer.decode`` per utterance. RTFx = audio seconds / search seconds.
 
 - greedy (``ctc_greedy``) at batch size 1 and 16: target >= 50,000x real time at both;
@@ -25,14 +25,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 from _common import best_time, figure, record, set_threads
-from ctc_beam_speed import FRAME_RATE, peaky_log_probs
 
 from asrbench.data.tokenizer import CharTokenizer
-from asrbench.decoding.searchers import DecodeOptions, build_searcher
+from asrbench.decoding.searchers import DecodeOptions, ctc_searcher
 from asrbench.errors import AsrbenchError
+from asrbench.experiment_data import sorted_batches, synthetic_emissions
 from asrbench.scoring import error_rates
 
 GREEDY_TARGET = 50000.0  # x real time
@@ -61,36 +60,6 @@ def model_emissions(run_dir: Path, data_dir: Path, split: str, limit: int):
     return loaded.tokenizer, emissions, [u.text for u in utterances], [u.duration for u in utterances]
 
 
-def synthetic_emissions(texts: list[str], durations: list[float], alphabet: list[str], seed: int = 0):
-    """-> (tokenizer, [log_probs (T', V)], references, durations): peaky outputs spelling ``texts``.
-
-    The tokenizer has the characters of ``alphabet`` (texts), so its size does not depend on how
-    many utterances are decoded. A text whose spikes might not fit in its frames loses words from
-    the end (the reference too)."""
-    tokenizer = CharTokenizer.build(alphabet)
-    rng = np.random.default_rng(seed)
-    emissions, references = [], []
-    for text, duration in zip(texts, durations, strict=True):
-        frames = max(int(duration * FRAME_RATE), 1)
-        while len(text) * 2.3 > frames:
-            text = text.rsplit(" ", 1)[0] if " " in text else ""
-        emissions.append(torch.from_numpy(peaky_log_probs(text, frames, tokenizer, rng)))
-        references.append(text)
-    return tokenizer, emissions, references, list(durations)
-
-
-def sorted_batches(emissions: list[torch.Tensor], batch_size: int) -> list[tuple]:
-    """Length-sorted batches: (utterance indices, log_probs (B, T', V) zero-padded, lengths (B,))."""
-    order = sorted(range(len(emissions)), key=lambda i: emissions[i].size(0))
-    batches = []
-    for start in range(0, len(order), batch_size):
-        indices = order[start:start + batch_size]
-        pieces = [emissions[i] for i in indices]
-        padded = torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True, padding_value=0.0)
-        batches.append((indices, padded, torch.tensor([piece.size(0) for piece in pieces])))
-    return batches
-
-
 def transcribe(search, tokenizer: CharTokenizer, batches, count: int) -> list[str]:
     """What ``asrbench.decode.recognize`` does after the network: search, then ids -> text."""
     texts = [""] * count
@@ -112,18 +81,18 @@ def measure(tokenizer: CharTokenizer, emissions: list[torch.Tensor], references:
     count, figures = len(emissions), {}
     by_size = {size: sorted_batches(emissions, size) for size in (1, 16)}
     # The model is never called: searches get the emissions directly, so none is needed.
-    greedy = build_searcher(None, tokenizer, DecodeOptions(beam=1)).search
+    greedy = ctc_searcher(None, tokenizer, DecodeOptions(beam=1)).search
     for size, batches in by_size.items():
         seconds, texts = timed(greedy, tokenizer, batches, count, repeat)
         figures[f"greedy_rtfx_batch{size}"] = figure(audio_seconds / seconds, GREEDY_TARGET, "x real time",
                                                      seconds=seconds, wer=error_rates(references, texts).wer)
 
-    native = build_searcher(None, tokenizer, DecodeOptions(beam=beam))
+    native = ctc_searcher(None, tokenizer, DecodeOptions(beam=beam))
     native_seconds, native_texts = timed(native.search, tokenizer, by_size[16], count, repeat)
     details = {"beam": beam, "batch_size": 16, "native_rtfx": audio_seconds / native_seconds,
                "native_wer": error_rates(references, native_texts).wer, "search": native.description}
     try:
-        flashlight = build_searcher(None, tokenizer, DecodeOptions(beam=beam, backend="flashlight")).search
+        flashlight = ctc_searcher(None, tokenizer, DecodeOptions(beam=beam, backend="flashlight")).search
     except AsrbenchError as err:
         figures["ctc_beam_vs_flashlight"] = figure(None, 1.0, "x flashlight speed", note=str(err), **details)
         return figures

@@ -20,7 +20,7 @@ import time
 from _common import RESULTS, ROOT, environment
 
 # name -> script and arguments; sized so that the whole suite takes <= 15 minutes on 2 cores.
-# decode_bench decodes real emissions of the AN4 Conformer when its run dir exists (see README),
+# decode_bench decodes real emissions of the AN4 Conformer when its run dir exists (docs/benchmarks.md),
 # synthetic AN4-shaped ones otherwise (its JSON says which).
 AN4_RUN = ROOT / "runs" / "final" / "an4" / "conformer"
 SUITE: dict[str, list[str]] = {

@@ -1,4 +1,9 @@
-"""Shared test setup: no progress bars, and a helper that writes tiny generated audio."""
+"""Shared test setup: no progress bars, one torch thread for unit tests, tiny generated audio, and
+the rule that a test which trains a model is marked ``slow`` (so ``make test-fast`` stays quick).
+
+Helpers that are plain functions (a tone corpus, tiny models, the CLI entry point) are in
+``tests/helpers.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,31 @@ import pytest
 import soundfile
 import torch
 
+import asrbench.train
+
+# Whether the test being set up may train (it is marked slow); checked when a Trainer is built,
+# so a module-scoped fixture that trains counts for the first test that uses it.
+_may_train = {"value": True}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    _may_train["value"] = item.get_closest_marker("slow") is not None
+    yield
+
+
+_build_trainer = asrbench.train.Trainer.__init__
+
+
+def _guarded_trainer(self, *args, **kwargs):
+    if not _may_train["value"]:
+        raise AssertionError("this test trains a model: mark it @pytest.mark.slow (make test-fast is the quick "
+                             "unit suite)")
+    _build_trainer(self, *args, **kwargs)
+
+
+asrbench.train.Trainer.__init__ = _guarded_trainer
+
 
 @pytest.fixture(autouse=True)
 def _no_progress(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -17,9 +47,10 @@ def _no_progress(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread(request: pytest.FixtureRequest):
-    """Unit tests use tiny tensors: extra intra-op threads only spin, and slow the tests several
-    times over on a busy 2-core machine. Slow (end-to-end) tests keep torch's default."""
-    if request.node.get_closest_marker("slow"):
+    """Tests use tiny tensors: extra intra-op threads only spin, and slow the tests several
+    times over on a busy 2-core machine. End-to-end tests (``e2e``: real corpora, real recipes)
+    keep torch's default."""
+    if request.node.get_closest_marker("e2e"):
         yield
         return
     threads = torch.get_num_threads()

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_train import _write_corpus
+from helpers import write_tone_corpus
 from typer.testing import CliRunner
 
 from asrbench import rundir
@@ -20,7 +20,7 @@ from asrbench.errors import AsrbenchError
 
 @pytest.fixture
 def recipe(tmp_path: Path) -> Path:
-    data_dir = _write_corpus(tmp_path)
+    data_dir = write_tone_corpus(tmp_path)
     path = tmp_path / "recipe.yaml"
     path.write_text(
         f"""
@@ -35,6 +35,7 @@ models:
     return path
 
 
+@pytest.mark.slow
 def test_sweep_trains_every_model_and_seed_under_the_same_budget(recipe: Path, tmp_path: Path):
     out = tmp_path / "sweep"
     report = bench(recipe, "all", seeds=2, out=out, epochs=2)
@@ -54,6 +55,7 @@ def test_sweep_trains_every_model_and_seed_under_the_same_budget(recipe: Path, t
     assert "| dnn | 2 |" in (out / "bench.md").read_text()
 
 
+@pytest.mark.slow
 def test_sweep_resumes_and_skips_finished_runs(recipe: Path, tmp_path: Path):
     out = tmp_path / "sweep"
     bench(recipe, "dnn", seeds=1, out=out, epochs=2)
@@ -86,6 +88,7 @@ def test_summary_mean_and_standard_deviation():
     assert rows["b"]["wer_sd"] == 0.0 and summarize(runs)[0]["model"] == "b"  # best first
 
 
+@pytest.mark.slow
 def test_bench_cli(recipe: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("ASRBENCH_NO_PROGRESS", "1")
     result = CliRunner().invoke(app, ["bench", str(recipe), "--models", "gru", "--seeds", "1", "--epochs", "1",

@@ -1,4 +1,5 @@
-"""benchmarks/decode_bench.py: its measurement on a few synthetic utterances (nothing recorded)."""
+"""Synthetic CTC emissions (asrbench.experiment_data) and benchmarks/decode_bench.py's measurement
+on a few of them (nothing recorded)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from asrbench.experiment_data import sorted_batches, synthetic_emissions
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TEXTS = ["ERASE C Q Q F SEVEN", "ENTER SIX", "RUBOUT G M E F THREE NINE", "NO"]
 DURATIONS = [4.1, 1.6, 4.0, 0.7]
@@ -14,21 +17,21 @@ DURATIONS = [4.1, 1.6, 4.0, 0.7]
 
 @pytest.fixture
 def decode_bench(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import _common as a sibling
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # a suite script: it imports _common as a sibling
     return importlib.import_module("decode_bench")
 
 
-def test_synthetic_emissions_have_an4_shapes(decode_bench) -> None:
-    tokenizer, emissions, references, durations = decode_bench.synthetic_emissions(TEXTS, DURATIONS, TEXTS)
+def test_synthetic_emissions_have_an4_shapes() -> None:
+    tokenizer, emissions, references, durations = synthetic_emissions(TEXTS, DURATIONS, TEXTS)
     assert references == TEXTS and durations == DURATIONS  # all fit in 25 frames per second
     assert [e.shape for e in emissions] == [(int(d * 25), len(tokenizer)) for d in DURATIONS]
-    batches = decode_bench.sorted_batches(emissions, 3)
+    batches = sorted_batches(emissions, 3)
     assert [len(indices) for indices, _, _ in batches] == [3, 1]
     assert batches[0][0] == [3, 1, 2] and batches[0][2].tolist() == [17, 40, 100]  # shortest first
 
 
 def test_measure_gives_the_three_figures(decode_bench) -> None:
-    tokenizer, emissions, references, durations = decode_bench.synthetic_emissions(TEXTS, DURATIONS, TEXTS)
+    tokenizer, emissions, references, durations = synthetic_emissions(TEXTS, DURATIONS, TEXTS)
     figures = decode_bench.measure(tokenizer, emissions, references, sum(durations), beam=4, repeat=1)
     assert set(figures) == {"greedy_rtfx_batch1", "greedy_rtfx_batch16", "ctc_beam_vs_flashlight"}
     batch1, batch16 = figures["greedy_rtfx_batch1"], figures["greedy_rtfx_batch16"]

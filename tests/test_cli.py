@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_main
 from typer.testing import CliRunner
 
 from asrbench import cli
@@ -21,19 +22,6 @@ from asrbench.models import MODELS, build_model, count_parameters, default_optio
 RECIPE = Path(__file__).parents[1] / "recipes" / "yesno.yaml"
 
 runner = CliRunner()
-
-
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the console-script entry point in-process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["asrbench", *args])
-    monkeypatch.setitem(cli._state, "debug", False)
-    code = 0
-    try:
-        run_app()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def fake_run(root: Path, name: str, wer: float) -> Path:
@@ -269,8 +257,7 @@ def test_models_describes_each_model_differently():
     descriptions = {name: describe_model(name) for name in MODELS}
     assert len(set(descriptions.values())) == len(MODELS), descriptions
     for name, text in descriptions.items():
-        family = getattr(MODELS[name][1], "family", "ctc")
-        assert text.startswith("CTC: " if family == "ctc" else "Attention: "), (name, text)
+        assert text.startswith("CTC: " if MODELS[name].family.name == "CTC" else "Attention: "), (name, text)
     output = runner.invoke(app, ["models"], terminal_width=200).output
     assert "make demo` trains the seven CTC models" in " ".join(output.split())
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from asrbench.data.tokenizer import CharTokenizer, ctc_greedy
+from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decoding.ctc_beam import CTCBeamOptions, Hypothesis, Lexicon, ctc_prefix_beam_search
+from asrbench.decoding.greedy import ctc_greedy
 from asrbench.errors import AsrbenchError
 from asrbench.lm import train_ngram
 

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_train import _write_corpus
+from helpers import write_tone_corpus
 from typer.testing import CliRunner
 
 from asrbench.cli import app
@@ -18,12 +18,13 @@ from asrbench.errors import AsrbenchError
 from asrbench.train import train
 
 runner = CliRunner()
+pytestmark = pytest.mark.slow  # every test decodes the runs its module fixture trains
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("search")
-    data_dir = _write_corpus(root)
+    data_dir = write_tone_corpus(root)
     recipe = root / "recipe.yaml"
     recipe.write_text(
         f"""

@@ -12,8 +12,7 @@ import threading
 
 import pytest
 import torch
-from test_models import TINY, make
-from test_train import _write_corpus
+from helpers import TINY, make, write_tone_corpus
 
 from asrbench import checkpoint, distributed, rundir
 from asrbench.config import FeatureConfig
@@ -163,7 +162,7 @@ def _asrbench(*args: str, ranks: int = 1, check: bool = True) -> subprocess.Comp
 def two_rank_runs(tmp_path_factory):
     """One gru trained by 2 Gloo ranks (1 batch each per step) and by 1 process accumulating 2."""
     root = tmp_path_factory.mktemp("ddp")
-    data_dir = _write_corpus(root)
+    data_dir = write_tone_corpus(root)
     recipe = root / "recipe.yaml"
     recipe.write_text(RECIPE.format(data_dir=data_dir))
     two, one = root / "two_ranks", root / "one_rank"
@@ -172,6 +171,7 @@ def two_rank_runs(tmp_path_factory):
     return recipe, two, one
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_follow_the_single_process_loss_trajectory(two_rank_runs):
     # Tolerance: the ranks average their gradients by all-reduce, the single process by
     # accumulation; the sums differ in rounding only (float32, ~1e-7), which 3 epochs of AdamW
@@ -197,6 +197,7 @@ def test_two_gloo_ranks_follow_the_single_process_loss_trajectory(two_rank_runs)
     assert json.loads((two / rundir.SUMMARY).read_text())["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_a_two_rank_checkpoint_resumes_on_one_rank(two_rank_runs, tmp_path):
     recipe, two, _ = two_rank_runs
     run = tmp_path / "resumed"

@@ -14,7 +14,7 @@ from asrbench.cli import app
 DATA_ROOT = Path(os.environ.get("ASRBENCH_DATA_ROOT", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "yesno.yaml"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 def invoke(*args: str) -> str:
@@ -47,7 +47,7 @@ def test_yesno_prepare_train_decode_compare(tmp_path: Path, monkeypatch: pytest.
     results = {run.name: json.loads((run / "decode" / "test" / "result.json").read_text()) for run in runs}
     for name, result in results.items():
         assert result["utterances"] == 30 and result["words"] == 240
-        # 240 test words: <= 6 errors. (The <= 1% target is measured by benchmarks/recipe_table.py.)
+        # 240 test words: <= 6 errors. (The <= 1% target is measured by benchmarks/experiments/recipe_table.py.)
         assert result["wer"] <= 2.5, f"{name}: yesno test WER {result['wer']:.2f}%"
         assert result["rtfx"] > 1
     hypotheses = [json.loads(line) for line in open(runs[0] / "decode" / "test" / "hypotheses.jsonl")]

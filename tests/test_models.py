@@ -8,37 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import INPUT_DIM, TINY, VOCAB, make
 
 from asrbench.errors import AsrbenchError
 from asrbench.models import MODELS, build_model, count_parameters, default_options, model_config_class
 
-INPUT_DIM = 20
-VOCAB = 9
-
 # Small options keep the tests fast; a model missing here is tested at its default size.
-TINY = {
-    "dnn": {"context": 2, "stride": 3, "hidden_size": 32, "num_layers": 2},
-    "cnn": {"subsample_channels": 4, "channels": 16, "kernel_size": 5, "num_blocks": 2},
-    "lstm": {"subsample_channels": 4, "hidden_size": 16, "num_layers": 2},
-    "gru": {"subsample_channels": 4, "hidden_size": 16, "num_layers": 2},
-    "crdnn": {"conv_channels": 4, "rnn_hidden": 16, "rnn_layers": 2, "dnn_hidden": 16},
-    "transformer": {"d_model": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 32, "subsample_channels": 4},
-    "conformer": {"d_model": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 32, "kernel_size": 5,
-                  "subsample_channels": 4},
-    "las": {"subsample_channels": 4, "encoder_hidden": 16, "encoder_layers": 1, "decoder_hidden": 16,
-            "embed_dim": 8, "attention_dim": 16, "location_channels": 4, "location_kernel": 5},
-    "transformer_aed": {"d_model": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 32, "subsample_channels": 4,
-                        "decoder_layers": 1, "decoder_ff_dim": 32},
-    "conformer_aed": {"d_model": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 32, "kernel_size": 5,
-                      "subsample_channels": 4, "decoder_layers": 1, "decoder_ff_dim": 32},
-}
-
 ALL_MODELS = sorted(MODELS)
-
-
-def make(name: str, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build_model(name, TINY.get(name, {}), INPUT_DIM, VOCAB)
 
 
 def settle(model: torch.nn.Module) -> torch.nn.Module:
@@ -58,7 +34,7 @@ def name(request) -> str:
 
 def test_registry_entries_are_consistent():
     assert len(MODELS) >= 7
-    for name, (config_class, _) in MODELS.items():
+    for name, (config_class, _, _) in MODELS.items():
         assert model_config_class(name) is config_class
         assert isinstance(default_options(name), dict)
 
@@ -351,3 +327,82 @@ def test_forget_bias_sets_the_lstm_forget_gates_only():
     assert default.rnn.bias_ih_l0[8:16].abs().max() < 1 / 8**0.5 + 1e-6  # PyTorch's uniform init
     with pytest.raises(AsrbenchError, match="forget_bias"):
         build_model("gru", {"hidden_size": 8, "forget_bias": 1.0}, 20, 5)
+
+
+# --- the family contracts (asrbench.models.base) --------------------------------------------------
+
+
+def test_every_model_belongs_to_a_family_and_satisfies_its_protocol(name):
+    from asrbench.models.base import ASRModel, Encoder
+
+    entry = MODELS[name]
+    model = make(name)
+    assert isinstance(model, entry.family.base)
+    assert isinstance(model, entry.family.protocol) and isinstance(model, ASRModel) and isinstance(model, Encoder)
+    assert model.search_modes()[0] == entry.family.default_mode
+
+
+def test_every_encoder_returns_encoder_dim_features_and_the_output_lengths(name):
+    """``encode`` is the contract any head is built on: (B, T', encoder_dim) and (B,) lengths, the
+    same lengths as the model's own output."""
+    model = make(name).eval()
+    features, lengths = torch.randn(3, 70, INPUT_DIM), torch.tensor([70, 52, 21])
+    with torch.no_grad():
+        encoded, encoded_lengths = model.encode(features, lengths)
+        _, output_lengths = model(features, lengths)
+    assert encoded.shape[0] == 3 and encoded.shape[2] == model.encoder_dim
+    assert encoded.shape[1] == int(encoded_lengths.max())
+    assert torch.equal(encoded_lengths, output_lengths)
+
+
+def test_any_encoder_can_back_an_attention_decoder(name):
+    """A Transformer decoder over any model's ``encode`` output (projected to its width) trains:
+    the encoder contract is all a head needs."""
+    from asrbench.models.attention import TransformerDecoder
+    from asrbench.models.common import padding_mask
+
+    encoder = make(name)
+    decoder = TransformerDecoder(VOCAB, 16, 2, 1, 32, 0.0)
+    bridge = torch.nn.Linear(encoder.encoder_dim, 16)
+    parameters = list(encoder.parameters()) + list(decoder.parameters()) + list(bridge.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=1e-2)
+    torch.manual_seed(0)
+    features, lengths = torch.randn(2, 60, INPUT_DIM), torch.tensor([60, 44])
+    tokens = torch.tensor([[VOCAB - 1, 2, 3, 4], [VOCAB - 1, 5, 6, 7]])
+    targets = torch.tensor([[2, 3, 4, VOCAB - 1], [5, 6, 7, VOCAB - 1]])
+    losses = []
+    for _ in range(30):
+        memory, memory_lengths = encoder.encode(features, lengths)
+        logits = decoder(tokens, None, bridge(memory), padding_mask(memory_lengths, memory.size(1)))
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0], losses
+    # Every encoder weight learned from the decoder's loss (not the CTC heads, and of an attention
+    # model only its encoder: encode does not run its own decoder).
+    own_decoder = MODELS[name].family.default_mode == "attention"
+    assert all(p.grad is not None for key, p in encoder.named_parameters()
+               if p.dim() > 1 and not key.startswith(("head.", "ctc_head."))
+               and (key.startswith("encoder.") or not own_decoder))
+
+
+def test_a_model_that_satisfies_no_family_is_refused_at_registration():
+    from asrbench.models import family_of, register, unregister
+    from asrbench.models.ctc import CTCModel
+
+    class NotAModel(torch.nn.Module):
+        pass
+
+    class HalfCTC(CTCModel):  # a CTC model that forgot encode: the base class's raises at run time
+        encode = None
+
+    with pytest.raises(TypeError, match=r"NotAModel satisfies no model family \(CTC needs a subclass of CTCModel"):
+        register("not_a_model", MODELS["dnn"].config, NotAModel)
+    with pytest.raises(TypeError, match=r"HalfCTC satisfies no model family \(CTC needs encode"):
+        family_of(HalfCTC)
+    with pytest.raises(TypeError, match="registered twice"):
+        register("dnn", MODELS["dnn"].config, MODELS["dnn"].model)
+    assert "not_a_model" not in MODELS
+    unregister("not_a_model")

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from test_cli import run_main
-from test_train import _write_corpus
+from helpers import run_main, write_tone_corpus
 
 from asrbench import checkpoint, fileio, rundir
 from asrbench.config import data_root
@@ -40,7 +39,7 @@ models:
 @pytest.fixture
 def recipe(tmp_path: Path) -> Path:
     path = tmp_path / "recipe.yaml"
-    path.write_text(RECIPE.format(data_dir=_write_corpus(tmp_path)))
+    path.write_text(RECIPE.format(data_dir=write_tone_corpus(tmp_path)))
     return path
 
 
@@ -61,6 +60,7 @@ def _metrics(run: Path) -> list[dict]:
 # --- Ctrl-C, kill -9 and resume -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_mid_epoch_and_resume_matches_an_uninterrupted_run(recipe: Path, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch):
     reference = tmp_path / "reference"
@@ -91,6 +91,7 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches_an_uninterrupted_run(recipe: 
     assert _same_weights(_weights(run), _weights(reference))
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_with_one_line(recipe: Path, tmp_path: Path, monkeypatch, capsys):
     from asrbench.models.dnn import DNN
 
@@ -111,6 +112,7 @@ def test_ctrl_c_exits_130_with_one_line(recipe: Path, tmp_path: Path, monkeypatc
     assert (tmp_path / "run" / rundir.LAST).is_file()
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_and_says_how_to_resume(recipe: Path, tmp_path: Path, monkeypatch, capsys):
     from asrbench.models.dnn import DNN
 
@@ -176,6 +178,7 @@ def _assert_resumes_like(run: Path, data: Path, reference: Path) -> None:
         json.loads((reference / rundir.SUMMARY).read_text())["best_dev_cer"]
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_ends_like_an_uninterrupted_yesno_run(yesno_reference, tmp_path: Path):
     data, reference = yesno_reference
     run = tmp_path / "run"
@@ -185,6 +188,7 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_yesno_run(yesno_reference
     _assert_resumes_like(run, data, reference)
 
 
+@pytest.mark.slow
 def test_ctrl_c_to_the_process_group_with_loader_workers(yesno_reference, tmp_path: Path):
     # A terminal's Ctrl-C reaches the trainer and its data-loader workers alike.
     data, reference = yesno_reference
@@ -200,6 +204,7 @@ def test_ctrl_c_to_the_process_group_with_loader_workers(yesno_reference, tmp_pa
     _assert_resumes_like(run, data, reference)
 
 
+@pytest.mark.slow
 def test_metrics_written_after_the_last_checkpoint_are_redone(recipe: Path, tmp_path: Path):
     run = tmp_path / "run"
     train(recipe, "dnn", run, epochs=2)
@@ -214,6 +219,7 @@ def test_metrics_written_after_the_last_checkpoint_are_redone(recipe: Path, tmp_
 # --- damaged checkpoints ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_truncated_last_checkpoint_falls_back_to_the_previous_one(recipe: Path, tmp_path: Path, capsys):
     run = tmp_path / "run"
     train(recipe, "dnn", run, epochs=2)
@@ -228,6 +234,7 @@ def test_a_truncated_last_checkpoint_falls_back_to_the_previous_one(recipe: Path
     assert [row["epoch"] for row in rundir.read_metrics(run)] == [1, 2, 3]  # epoch 2 redone from epoch 1
 
 
+@pytest.mark.slow
 def test_damaged_checkpoints_without_a_fallback_are_a_clear_error(recipe: Path, tmp_path: Path):
     run = tmp_path / "run"
     train(recipe, "dnn", run, epochs=1)
@@ -248,6 +255,7 @@ def test_resume_without_a_run_says_so(tmp_path: Path):
 # --- locks, NaN -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_trainer_in_the_same_run_dir_is_refused(recipe: Path, tmp_path: Path):
     run = tmp_path / "run"
     with rundir.lock(run):  # another process holding the run dir (flock is per open file)
@@ -258,6 +266,7 @@ def test_a_second_trainer_in_the_same_run_dir_is_refused(recipe: Path, tmp_path:
     assert (run / rundir.SUMMARY).is_file()
 
 
+@pytest.mark.slow
 def test_non_finite_losses_are_skipped_then_stop_training(recipe: Path, tmp_path: Path, monkeypatch):
     from asrbench.models.dnn import DNN
 
@@ -272,6 +281,7 @@ def test_non_finite_losses_are_skipped_then_stop_training(recipe: Path, tmp_path
     assert not (run / rundir.SUMMARY).exists()
 
 
+@pytest.mark.slow
 def test_non_finite_gradients_skip_the_batch_and_are_counted(recipe: Path, tmp_path: Path, monkeypatch):
     from asrbench.models.dnn import DNN
 
@@ -302,6 +312,7 @@ def test_split_names_cannot_be_paths(tmp_path: Path):
             split_path(tmp_path / "data", bad)
 
 
+@pytest.mark.slow
 def test_an_interrupted_decode_leaves_no_result(recipe: Path, tmp_path: Path, monkeypatch):
     import asrbench.decode as decode_module
 
@@ -363,6 +374,7 @@ def _add_unknown_dev_text(recipe: Path) -> None:
     (data_dir / "dev.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
+@pytest.mark.slow
 def test_unknown_characters_policy(recipe: Path, tmp_path: Path, capsys):
     _add_unknown_dev_text(recipe)
     train(recipe, "dnn", tmp_path / "map", epochs=1)
@@ -387,6 +399,7 @@ def test_several_files_are_written_all_or_nothing(tmp_path: Path):
     assert first.read_text() == "new\n" and (tmp_path / "dev.jsonl").read_text() == "x\n"
 
 
+@pytest.mark.slow
 def test_utterances_too_long_for_training_are_skipped_and_counted(recipe: Path, tmp_path: Path):
     summary = train(recipe, "dnn", tmp_path / "run", epochs=1, overrides=["data.max_duration=0.5"])
     assert summary["skipped_long_utterances"] == 6  # the 12 training utterances alternate 0.4 s / 0.8 s

@@ -1,11 +1,19 @@
-"""Character tokenizer (blank 0, unk 1) and greedy CTC decoding on hand-built log-probs."""
+"""The tokenizer contract and the character tokenizer (blank 0, unk 1, the space as word separator)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
-from asrbench.data.tokenizer import BLANK, SOS_EOS, UNK, CharTokenizer, ctc_greedy
+from asrbench.config import TokenizerConfig
+from asrbench.data.tokenizer import (
+    BLANK,
+    SOS_EOS,
+    UNK,
+    CharTokenizer,
+    Tokenizer,
+    build_tokenizer,
+    tokenizer_from_dict,
+)
 from asrbench.errors import AsrbenchError
 
 
@@ -65,64 +73,34 @@ def test_to_dict_from_dict_round_trip(tokenizer):
 
 
 def test_from_dict_rejects_other_kinds_and_bad_token_lists():
-    with pytest.raises(AsrbenchError, match="unsupported kind"):
-        CharTokenizer.from_dict({"kind": "bpe", "tokens": [BLANK, UNK, "A"]})
+    with pytest.raises(AsrbenchError, match="unsupported kind 'bpe'"):
+        tokenizer_from_dict({"kind": "bpe", "tokens": [BLANK, UNK, "A"]})
     with pytest.raises(AsrbenchError, match="blank"):
         CharTokenizer.from_dict({"kind": "char", "tokens": ["A", BLANK, UNK]})
-
-
-# --- ctc_greedy ----------------------------------------------------------------------------------
-
-
-def log_probs_for(paths: list[list[int]], vocab: int = 6) -> torch.Tensor:
-    """(B, T, V) log-probs whose best path is ``paths[b]`` (padded with blanks to the longest)."""
-    time = max(len(path) for path in paths)
-    scores = torch.full((len(paths), time, vocab), -5.0)
-    for b, path in enumerate(paths):
-        for t in range(time):
-            scores[b, t, path[t] if t < len(path) else 0] = 0.0
-    return scores.log_softmax(-1)
-
-
-def test_ctc_greedy_merges_repeats_and_removes_blanks():
-    log_probs = log_probs_for([[0, 2, 2, 0, 3, 3, 3, 0, 0, 2]])
-    assert ctc_greedy(log_probs, torch.tensor([10])) == [[2, 3, 2]]
-
-
-def test_ctc_greedy_keeps_repeats_separated_by_blank():
-    log_probs = log_probs_for([[4, 0, 4, 4, 0, 0, 4]])
-    assert ctc_greedy(log_probs, torch.tensor([7])) == [[4, 4, 4]]
-
-
-def test_ctc_greedy_all_blank_is_empty():
-    assert ctc_greedy(log_probs_for([[0, 0, 0]]), torch.tensor([3])) == [[]]
-
-
-def test_ctc_greedy_respects_lengths():
-    # Frames past each utterance's length are padding: whatever they say must be ignored.
-    log_probs = log_probs_for([[2, 3, 4, 5, 5], [3, 0, 3, 5, 2]])
-    assert ctc_greedy(log_probs, torch.tensor([5, 3])) == [[2, 3, 4, 5], [3, 3]]
-    assert ctc_greedy(log_probs, torch.tensor([2, 1])) == [[2, 3], [3]]
-
-
-def test_ctc_greedy_repeat_across_the_length_boundary():
-    log_probs = log_probs_for([[2, 2, 2, 2]])
-    assert ctc_greedy(log_probs, torch.tensor([2])) == [[2]]
-
-
-def test_ctc_greedy_decodes_through_the_tokenizer(tokenizer):
-    y, e, s, space, n, o = tokenizer.encode("YES NO")
-    path = [y, y, 0, e, s, s, 0, space, n, 0, o, o]
-    ids = ctc_greedy(log_probs_for([path], vocab=len(tokenizer)), torch.tensor([len(path)]))[0]
-    assert tokenizer.decode(ids) == "YES NO"
 
 
 def test_sos_eos_is_the_last_token_and_never_decoded(tokenizer):
     assert tokenizer.sos_id == tokenizer.eos_id == len(tokenizer) - 1
     assert tokenizer.decode([tokenizer.sos_id] + tokenizer.encode("NO") + [tokenizer.eos_id]) == "NO"
-    assert tokenizer.space_id == tokenizer.tokens.index(" ")
+    assert tokenizer.word_separator_id == tokenizer.tokens.index(" ")
 
 
 def test_tokenizer_saved_without_sos_eos_still_loads():
     old = CharTokenizer.from_dict({"kind": "char", "tokens": [BLANK, UNK, " ", "A"]})
     assert old.sos_id is None and old.decode([3, 2, 3]) == "A A"
+
+
+def test_the_char_tokenizer_meets_the_contract_and_is_built_from_the_config(tokenizer):
+    built = build_tokenizer(TokenizerConfig(kind="char"), ["YES NO", "NO YES", "NO'S"])
+    assert isinstance(built, Tokenizer) and built.tokens == tokenizer.tokens
+    assert tokenizer_from_dict(built.to_dict()).tokens == built.tokens
+    with pytest.raises(AsrbenchError, match="tokenizer.kind: unknown kind 'wordpiece'"):
+        build_tokenizer(TokenizerConfig(kind="wordpiece"), ["A"])
+
+
+def test_words_are_spelled_by_the_tokenizer(tokenizer):
+    assert tokenizer.spell("YES") == tokenizer.encode("YES")
+    assert tokenizer.spell("YES NO") is None  # one word, not two
+    assert tokenizer.spell("MAYBE") is None  # M, A, B are not in the tokenizer
+    assert tokenizer.spell("") is None
+    assert tokenizer.special_ids == {0, 1, len(tokenizer) - 1}

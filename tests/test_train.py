@@ -8,44 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 import torch
+from helpers import write_tone_corpus
 
 from asrbench import checkpoint, rundir
+from asrbench.config import resolve
+from asrbench.data.training import ensure_data_dir
 from asrbench.decode import decode
 from asrbench.env import CORES_VARIABLE, available_cores
 from asrbench.errors import AsrbenchError
 from asrbench.train import loader_workers, lr_factor, train
 
-WORDS = {"LOW": 300.0, "HIGH": 1500.0}
-
-
-def _write_corpus(root: Path) -> Path:
-    """Utterances of one or two tone 'words' (300 Hz = LOW, 1500 Hz = HIGH) separated by silence."""
-    rng = np.random.default_rng(0)
-    data_dir = root / "data"
-    (root / "audio").mkdir(parents=True)
-    for split, count in (("train", 12), ("dev", 4), ("test", 4)):
-        rows = []
-        for index in range(count):
-            words = [rng.choice(list(WORDS)) for _ in range(1 + index % 2)]
-            pieces = []
-            for word in words:
-                time = np.arange(2400) / 8000
-                pieces += [np.sin(2 * np.pi * WORDS[word] * time) * 0.3, np.zeros(800)]
-            audio = np.concatenate(pieces) + rng.normal(0, 0.003, sum(len(p) for p in pieces))
-            path = root / "audio" / f"{split}{index}.wav"
-            soundfile.write(path, audio, 8000, subtype="PCM_16")
-            rows.append({"id": f"{split}{index}", "audio": str(path), "duration": len(audio) / 8000,
-                         "text": " ".join(words)})
-        data_dir.mkdir(exist_ok=True)
-        (data_dir / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return data_dir
-
 
 @pytest.fixture
 def recipe(tmp_path: Path) -> Path:
-    data_dir = _write_corpus(tmp_path)
+    data_dir = write_tone_corpus(tmp_path)
     path = tmp_path / "recipe.yaml"
     path.write_text(
         f"""
@@ -61,6 +38,7 @@ models:
     return path
 
 
+@pytest.mark.slow
 def test_run_dir_holds_everything_decode_needs(recipe: Path, tmp_path: Path):
     run = tmp_path / "run"
     summary = train(recipe, "dnn", run, seed=1)
@@ -80,6 +58,7 @@ def test_run_dir_holds_everything_decode_needs(recipe: Path, tmp_path: Path):
     assert len(lines) == 4
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_same_state_as_an_uninterrupted_run(
     recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -108,6 +87,7 @@ def test_resume_reaches_the_same_state_as_an_uninterrupted_run(
     assert all(torch.allclose(a[key], b[key], atol=1e-6) for key in a)
 
 
+@pytest.mark.slow
 def test_a_run_dir_is_never_overwritten(recipe: Path, tmp_path: Path):
     run = tmp_path / "run"
     train(recipe, "dnn", run, epochs=1)
@@ -115,11 +95,13 @@ def test_a_run_dir_is_never_overwritten(recipe: Path, tmp_path: Path):
         train(recipe, "dnn", run, epochs=1)
 
 
+@pytest.mark.slow
 def test_wall_clock_budget_stops_training(recipe: Path, tmp_path: Path):
     summary = train(recipe, "dnn", tmp_path / "run", epochs=50, max_minutes=0.0001)
     assert summary["stop_reason"] == "time budget" and summary["epochs"] == 1
 
 
+@pytest.mark.slow
 def test_per_model_train_overrides_and_set(recipe: Path, tmp_path: Path):
     entry = "hidden_size: 32, num_layers: 2"
     text = recipe.read_text().replace(entry + "}", entry + ", train: {lr: 0.01}}")
@@ -152,6 +134,7 @@ def test_time_budget_moves_the_decay_forward():
     assert lr_factor(4, 1000, Schedule, time_fraction=0.9) == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 def test_budgeted_run_ends_near_the_final_learning_rate(recipe: Path, tmp_path: Path):
     # 1000 epochs could never finish in 0.05 minutes; the schedule must still decay to its end.
     train(recipe, "dnn", tmp_path / "run", epochs=1000, max_minutes=0.05,
@@ -162,6 +145,7 @@ def test_budgeted_run_ends_near_the_final_learning_rate(recipe: Path, tmp_path: 
     assert rows[-1]["lr"] <= config.train.lr * 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_trains_on_cpu(recipe: Path, tmp_path: Path, precision: str):
     # The autocast path GPUs use, exercised on CPU: losses stay finite, the run decodes.
@@ -188,6 +172,7 @@ def test_automatic_data_workers_leave_the_compute_threads_their_cores(monkeypatc
     assert available_cores() == len(os.sched_getaffinity(0))
 
 
+@pytest.mark.slow
 def test_run_records_the_resolved_data_workers(recipe: Path, tmp_path: Path):
     train(recipe, "dnn", tmp_path / "auto", epochs=1)
     assert rundir.read_config(tmp_path / "auto").train.data_workers == -1
@@ -199,6 +184,7 @@ def test_run_records_the_resolved_data_workers(recipe: Path, tmp_path: Path):
         train(recipe, "dnn", tmp_path / "bad", epochs=1, overrides=["train.data_workers=-2"])
 
 
+@pytest.mark.slow
 def test_each_epoch_records_the_resident_memory_after_returning_free_heap_pages(recipe: Path, tmp_path: Path):
     from asrbench.env import release_free_memory, resident_mb
 
@@ -214,6 +200,7 @@ def test_each_epoch_records_the_resident_memory_after_returning_free_heap_pages(
     assert all(isinstance(row["rss_mb"], float) and row["rss_mb"] > 10 for row in rows)
 
 
+@pytest.mark.slow
 def test_amp_picks_bf16_where_the_gpu_has_it_else_fp16_and_fp32_on_cpu(monkeypatch, recipe: Path, tmp_path: Path):
     from asrbench.train import resolve_precision
 
@@ -258,6 +245,7 @@ def _ranked_epochs(run: Path, size: int) -> list[int]:
     return [epoch for _, _, epoch in rows[:size]]
 
 
+@pytest.mark.slow
 def test_average_best_writes_the_mean_of_the_n_best_epochs_as_the_final_model(recipe: Path, tmp_path: Path):
     run = tmp_path / "run"
     summary = train(recipe, "dnn", run, epochs=5, seed=2, overrides=["train.average_best=3"])
@@ -281,6 +269,7 @@ def test_average_best_writes_the_mean_of_the_n_best_epochs_as_the_final_model(re
     assert decode(run, "test")["utterances"] == 4
 
 
+@pytest.mark.slow
 def test_average_best_survives_a_resume(recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     overrides = ["train.average_best=2"]
@@ -303,6 +292,7 @@ def test_average_best_survives_a_resume(recipe: Path, tmp_path: Path, monkeypatc
     assert all(torch.allclose(a[key], b[key], atol=1e-6) for key in a)
 
 
+@pytest.mark.slow
 def test_without_averaging_the_final_model_is_the_best_epoch(recipe: Path, tmp_path: Path):
     run = tmp_path / "run"
     summary = train(recipe, "dnn", run, epochs=3, seed=2)
@@ -310,6 +300,7 @@ def test_without_averaging_the_final_model_is_the_best_epoch(recipe: Path, tmp_p
     assert checkpoint.load_state(run / rundir.BEST)["epoch"] == _ranked_epochs(run, 1)[0]
 
 
+@pytest.mark.slow
 def test_average_weights_means_floats_and_keeps_integer_counters(tmp_path: Path, recipe: Path):
     run = tmp_path / "run"
     train(recipe, "dnn", run, epochs=1)
@@ -335,6 +326,7 @@ def test_average_best_must_be_positive(recipe: Path, tmp_path: Path):
         train(recipe, "dnn", tmp_path / "run", epochs=1, overrides=["train.average_best=0"])
 
 
+@pytest.mark.slow
 def test_decode_can_score_a_kept_epoch_instead_of_the_average(recipe: Path, tmp_path: Path, monkeypatch, capsys):
     import sys
 
@@ -362,6 +354,7 @@ def test_decode_can_score_a_kept_epoch_instead_of_the_average(recipe: Path, tmp_
     assert code == 2 and err.count("\n") == 1 and "epoch0099.pt: checkpoint not found" in err
 
 
+@pytest.mark.slow
 def test_a_resume_forgets_kept_epochs_whose_files_are_gone(recipe: Path, tmp_path: Path):
     """As after falling back to last.prev.pt, which may list an epoch deleted after it was written."""
     run = tmp_path / "run"
@@ -377,7 +370,7 @@ def test_a_resume_forgets_kept_epochs_whose_files_are_gone(recipe: Path, tmp_pat
 def test_a_named_data_dir_must_be_prepared_and_is_never_prepared_from_the_recipe(tmp_path: Path, monkeypatch):
     """Regression (issue 15.1): ``--data data/mykaldl`` (a typo) printed "preparing yesno from ..."
     and trained on the recipe's corpus. A data dir the user names must already be prepared."""
-    import asrbench.data.prepare as prepare_module
+    import asrbench.data.training as prepare_module
 
     def must_not_prepare(*args, **kwargs):
         raise AssertionError("a named --data dir was prepared from the recipe's corpus")
@@ -401,17 +394,40 @@ def test_a_named_data_dir_must_be_prepared_and_is_never_prepared_from_the_recipe
 
 
 def test_the_recipes_own_data_dir_is_still_prepared_on_the_fly(tmp_path: Path, monkeypatch):
-    import asrbench.data.prepare as prepare_module
+    import asrbench.data.training as prepare_module
 
     calls = []
-
-    def prepare(corpus, source, out, *args, **kwargs):
-        calls.append((corpus, Path(out)))
-        raise AsrbenchError("stop here")
-
-    monkeypatch.setattr(prepare_module, "prepare_corpus", prepare)
+    monkeypatch.setattr(prepare_module, "prepare_corpus", lambda corpus, source, out, *a, **k: calls.append(
+        (corpus, Path(out))))
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"data: {{dir: {tmp_path / 'own'}, corpus: yesno, source: yesno}}\nmodels:\n  dnn: {{}}\n")
-    with pytest.raises(AsrbenchError, match="stop here"):
-        train(recipe, "dnn", tmp_path / "run")
+    assert ensure_data_dir(resolve(recipe, "dnn")) == tmp_path / "own"
     assert calls == [("yesno", tmp_path / "own")]
+
+
+@pytest.mark.slow
+def test_tensorboard_events_mirror_the_metrics(recipe: Path, tmp_path: Path):
+    """train.tensorboard (the CLI's --tensorboard) writes event files tensorboard's own reader
+    reads: per-epoch dev figures equal to metrics.jsonl, and the step loss every N steps."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from typer.testing import CliRunner
+
+    from asrbench.cli import app
+
+    run = tmp_path / "run"
+    outcome = CliRunner().invoke(app, ["train", str(recipe), "--model", "dnn", "--out", str(run), "--tensorboard",
+                                       "--set", "train.tensorboard_every_steps=2"])
+    assert outcome.exit_code == 0, outcome.output
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "lr", "dev/loss", "dev/cer", "dev/wer", "train/epoch_loss"} <= tags
+    metrics = rundir.read_metrics(run)
+    dev_cer = events.Scalars("dev/cer")
+    assert [event.step for event in dev_cer] == [row["step"] for row in metrics]
+    assert [event.value for event in dev_cer] == pytest.approx([row["dev_cer"] for row in metrics])
+    assert [event.step for event in events.Scalars("train/loss")] == list(range(2, metrics[-1]["step"] + 1, 2))
+    assert rundir.read_config(run).train.tensorboard is True
+    plain = tmp_path / "plain"
+    train(recipe, "dnn", plain, epochs=1)
+    assert not (plain / "tensorboard").exists()  # off by default

@@ -65,6 +65,7 @@ def load_audio(path: str, sample_rate: int, offset: float = 0.0, duration: float
     if notes is not None and native_rate != sample_rate:
         notes[f"resampled from {native_rate} Hz to {sample_rate} Hz"] += 1
     if native_rate != sample_rate:
+        # Only to resample: `data prepare` reads headers through this module and need not load torchaudio.
         from asrbench.torchaudio_compat import functional
 
         with warnings.catch_warnings():

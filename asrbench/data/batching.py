@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from asrbench import rundir
 from asrbench.config import AugmentConfig
 from asrbench.data.features import FeatureSet, GlobalCMVN
 
@@ -232,8 +233,6 @@ class EpochKeys(torch.utils.data.Sampler):
 
 
 def _init_worker(worker_id: int) -> None:
-    from asrbench import rundir
-
     # Ctrl-C reaches the whole process group; the training process decides what happens (it
     # finishes the batch and saves), so its workers must keep serving batches until then.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,17 +1,21 @@
-"""Character tokenizer with the CTC blank at index 0, saved with every model.
+"""Tokenizers: the :class:`Tokenizer` contract, the character tokenizer, and the registry.
 
-Index 1 is ``<unk>`` for characters never seen in training, so decoding a new corpus never
-crashes; the space is a token of its own so words can be recovered from characters. The last
-token is ``<sos/eos>`` (one symbol for both, as in ESPnet): attention decoders start from it and
-predict it to stop; CTC heads carry it as an output they are never trained to emit. Tokenizers
-saved before it existed load unchanged (``sos_id`` is then ``None``).
+Every tokenizer puts the CTC blank at index 0 and ``<unk>`` at index 1, so decoding a new corpus
+never crashes, and ends with ``<sos/eos>`` (one symbol for both, as in ESPnet): attention
+decoders start from it and predict it to stop; CTC heads carry it as an output they are never
+trained to emit. A tokenizer is saved with every model (``to_dict``) and rebuilt from that alone
+(:func:`tokenizer_from_dict`), so a checkpoint describes itself.
+
+Word boundaries belong to the tokenizer, not to a space character: CTC beam search, the
+lexicon, flashlight and LM fusion ask it which token separates words (``word_separator_id``) and
+how a word is written in tokens (``spell``). A new tokenizer is one class implementing
+:class:`Tokenizer` plus one line in :data:`TOKENIZERS`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import ClassVar, Protocol, runtime_checkable
 
 from asrbench.errors import AsrbenchError
 
@@ -20,16 +24,44 @@ UNK = "<unk>"
 SOS_EOS = "<sos/eos>"
 
 
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What training, decoding, the lexicon and the LMs need of a tokenizer."""
+
+    kind: str
+    tokens: list[str]  # id -> the token's text (specials included)
+
+    @property
+    def blank_id(self) -> int: ...  # 0
+    @property
+    def sos_id(self) -> int | None: ...  # start (and end) of sentence for attention decoders
+    @property
+    def eos_id(self) -> int | None: ...
+    @property
+    def special_ids(self) -> frozenset[int]: ...  # blank, <unk>, <sos/eos>: never part of a text
+    @property
+    def word_separator_id(self) -> int | None: ...  # the token between words; None if it has none
+    def __len__(self) -> int: ...
+    def encode(self, text: str) -> list[int]: ...  # a normalized transcript -> token ids
+    def decode(self, ids: list[int]) -> str: ...  # token ids -> text (specials dropped)
+    def spell(self, word: str) -> list[int] | None: ...  # one word's tokens; None if it cannot be written
+    def unknown_characters(self, text: str) -> set[str]: ...  # what ``encode`` would map to <unk>
+    def to_dict(self) -> dict: ...
+
+
 @dataclass
 class CharTokenizer:
+    """Characters of the training transcripts; the space is a token of its own (the word separator)."""
+
     tokens: list[str]
     kind: str = "char"
+    SEPARATOR: ClassVar[str] = " "
 
     def __post_init__(self) -> None:
         if self.tokens[:2] != [BLANK, UNK]:
             raise AsrbenchError("tokenizer: the first tokens must be <blank> and <unk>")
         self._index = {token: i for i, token in enumerate(self.tokens)}
-        self._special = {i for i, token in enumerate(self.tokens) if token in (BLANK, UNK, SOS_EOS)}
+        self._special = frozenset(i for i, token in enumerate(self.tokens) if token in (BLANK, UNK, SOS_EOS))
 
     @classmethod
     def build(cls, texts: list[str]) -> CharTokenizer:
@@ -50,8 +82,12 @@ class CharTokenizer:
         return self._index.get(SOS_EOS)
 
     @property
-    def space_id(self) -> int | None:
-        return self._index.get(" ")
+    def special_ids(self) -> frozenset[int]:
+        return self._special
+
+    @property
+    def word_separator_id(self) -> int | None:
+        return self._index.get(self.SEPARATOR)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -59,6 +95,11 @@ class CharTokenizer:
     def encode(self, text: str) -> list[int]:
         unk = self._index[UNK]
         return [self._index.get(char, unk) for char in text]
+
+    def spell(self, word: str) -> list[int] | None:
+        if not word or self.SEPARATOR in word or self.unknown_characters(word):
+            return None
+        return self.encode(word)
 
     def unknown_characters(self, text: str) -> set[str]:
         return {char for char in text if char not in self._index}
@@ -71,17 +112,24 @@ class CharTokenizer:
 
     @classmethod
     def from_dict(cls, values: dict) -> CharTokenizer:
-        if values.get("kind") != "char":
-            raise AsrbenchError(f"tokenizer: unsupported kind {values.get('kind')!r} (supported: char)")
         return cls(list(values["tokens"]))
 
 
-def ctc_greedy(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-    """Best path: (B, T, V), (B,) -> token ids per utterance with repeats merged and blanks removed."""
-    best = log_probs.argmax(dim=-1)  # (B, T)
-    keep = torch.ones_like(best, dtype=torch.bool)
-    keep[:, 1:] = best[:, 1:] != best[:, :-1]
-    keep &= best != 0
-    keep &= torch.arange(best.size(1), device=best.device).unsqueeze(0) < lengths.unsqueeze(1)
-    best, keep = best.cpu(), keep.cpu()
-    return [best[i][keep[i]].tolist() for i in range(best.size(0))]
+# kind -> class with ``build(texts)`` and ``from_dict(values)``; recipes choose with tokenizer.kind.
+TOKENIZERS: dict[str, type] = {"char": CharTokenizer}
+
+
+def build_tokenizer(config, texts: list[str]) -> Tokenizer:
+    """The tokenizer ``config.kind`` names (a :class:`asrbench.config.TokenizerConfig`), learned from
+    the normalized training transcripts ``texts`` only."""
+    if config.kind not in TOKENIZERS:
+        raise AsrbenchError(f"tokenizer.kind: unknown kind {config.kind!r} (valid: {', '.join(TOKENIZERS)})")
+    return TOKENIZERS[config.kind].build(texts)
+
+
+def tokenizer_from_dict(values: dict) -> Tokenizer:
+    """Rebuild a saved tokenizer (a run dir's tokenizer.json, a checkpoint's ``tokenizer``)."""
+    kind = values.get("kind") if isinstance(values, dict) else None
+    if kind not in TOKENIZERS:
+        raise AsrbenchError(f"tokenizer: unsupported kind {kind!r} (supported: {', '.join(TOKENIZERS)})")
+    return TOKENIZERS[kind].from_dict(values)

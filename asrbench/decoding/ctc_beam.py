@@ -22,10 +22,11 @@ Speed comes from doing little per frame, not from vectorizing it:
 * Frames where blank has probability above ``blank_skip`` only extend with blank; a run of them
   costs one pass over the beam, whatever its length.
 
-LM fusion (natural-log scores): with a word LM, a word is scored when it is closed (a space after
-a non-empty word, or the end of the utterance); with a char LM every label is scored, the space
-included. A hypothesis' score is ``acoustic + lm_weight * lm + word_bonus * words`` plus, at
-the end, ``lm_weight`` times the LM's end-of-sentence log-probability.
+LM fusion (natural-log scores): with a word LM, a word is scored when it is closed (the
+tokenizer's word separator, ``word_separator_id``, the space for characters, after a non-empty
+word, or the end of the utterance); with a char LM every label is scored, the separator included.
+A hypothesis' score is ``acoustic + lm_weight * lm + word_bonus * words`` plus, at the end,
+``lm_weight`` times the LM's end-of-sentence log-probability.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asrbench.data.tokenizer import BLANK, SOS_EOS, UNK, CharTokenizer
+from asrbench.data.tokenizer import Tokenizer
 from asrbench.errors import AsrbenchError
 
 CHAR_LM_SPACE = "<space>"  # how ARPA files of char LMs write the space; asrbench.lm reads it back as " "
@@ -112,25 +113,27 @@ class Lexicon:
         return found
 
     @classmethod
-    def from_words(cls, words: Iterable[str], tokenizer: CharTokenizer) -> Lexicon:
-        """Words spelled with the tokenizer's characters; ones it cannot spell are counted in ``skipped``."""
+    def from_words(cls, words: Iterable[str], tokenizer: Tokenizer) -> Lexicon:
+        """Words spelled by the tokenizer (``spell``); ones it cannot spell are counted in ``skipped``."""
         lexicon = cls()
-        space = " "
         for word in words:
-            if not word or space in word or tokenizer.unknown_characters(word):
+            spelling = tokenizer.spell(word)
+            if spelling is None:
                 lexicon.skipped += 1
                 continue
-            lexicon.add(word, tokenizer.encode(word))
+            lexicon.add(word, spelling)
         return lexicon
 
     @classmethod
-    def from_file(cls, path: str | Path, tokenizer: CharTokenizer) -> Lexicon:
-        """``WORD<TAB>W O R D`` lines (spelling in tokenizer characters) or one word per line."""
+    def from_file(cls, path: str | Path, tokenizer: Tokenizer) -> Lexicon:
+        """``WORD<TAB>W O R D`` lines (the spelling in the tokenizer's token texts) or one word per
+        line (spelled by the tokenizer)."""
         path = Path(path)
         if not path.is_file():
             raise AsrbenchError(f"{path}: lexicon not found")
         lexicon = cls()
-        index = {token: i for i, token in enumerate(tokenizer.tokens) if token not in (BLANK, UNK, SOS_EOS, " ")}
+        unusable = tokenizer.special_ids | {tokenizer.word_separator_id}
+        index = {token: i for i, token in enumerate(tokenizer.tokens) if i not in unusable}
         with open(path, encoding="utf-8") as handle:
             for number, line in enumerate(handle, 1):
                 line = line.rstrip("\n").rstrip("\r")
@@ -143,15 +146,16 @@ class Lexicon:
                         f"{path}:{number}: expected 'WORD<TAB>W O R D' or one word per line, got {line[:80]!r}"
                     )
                 if len(fields) == 1:
-                    spelling = list(word)
+                    ids = tokenizer.spell(word)
                 else:
                     spelling = fields[1].split()
                     if not spelling:
                         raise AsrbenchError(f"{path}:{number}: {word!r} has an empty spelling")
-                if any(symbol not in index for symbol in spelling):
+                    ids = [index[symbol] for symbol in spelling] if all(s in index for s in spelling) else None
+                if ids is None:
                     lexicon.skipped += 1
                     continue
-                lexicon.add(word, [index[symbol] for symbol in spelling])
+                lexicon.add(word, ids)
         return lexicon
 
 
@@ -162,7 +166,7 @@ def _lm_words(lm) -> list[str]:
 def ctc_prefix_beam_search(
     log_probs: torch.Tensor,
     lengths: torch.Tensor,
-    tokenizer: CharTokenizer,
+    tokenizer: Tokenizer,
     options: CTCBeamOptions = CTCBeamOptions(),
     lm=None,
     lexicon: Lexicon | None = None,
@@ -232,13 +236,13 @@ def ctc_prefix_beam_search(
 class _Search:
     """The per-utterance loop; prefix-trie nodes are kept in parallel lists indexed by node id."""
 
-    def __init__(self, tokenizer: CharTokenizer, options: CTCBeamOptions, lm, lexicon: Lexicon | None):
+    def __init__(self, tokenizer: Tokenizer, options: CTCBeamOptions, lm, lexicon: Lexicon | None):
         self.options = options
         self.lm = lm
         self.lexicon = lexicon
         self.strings = list(tokenizer.tokens)
         self.vocab = len(tokenizer)
-        self.space = tokenizer.space_id
+        self.space = tokenizer.word_separator_id  # closes a word (None: this tokenizer has no separator)
         self.word_lm = lm is not None and getattr(lm, "unit", "word") == "word"
         self.char_lm = lm is not None and not self.word_lm
         self.lm_space = CHAR_LM_SPACE if self.char_lm and CHAR_LM_SPACE in lm.vocabulary else " "

@@ -3,7 +3,8 @@
 A reference point for :mod:`asrbench.decoding.ctc_beam`: same inputs, same ``Hypothesis`` list.
 
 Token mapping: flashlight gets our token list unchanged (so ids need no translation) except that
-the space is renamed ``<space>`` and used as its word separator ("silence") token; that is also
+the tokenizer's word separator (``word_separator_id``: the space for characters) is renamed
+``<space>`` and used as its word separator ("silence") token; that is also
 how char-LM ARPA files write the space, so a char LM's n-grams match. A tokenizer without a space
 gets an extra ``<space>`` column that can never win. Blank is ``<blank>``.
 
@@ -43,9 +44,10 @@ from pathlib import Path
 
 import torch
 
-from asrbench.data.tokenizer import CharTokenizer
+from asrbench.data.tokenizer import Tokenizer
 from asrbench.decoding.ctc_beam import CHAR_LM_SPACE, CTCBeamOptions, Hypothesis, Lexicon
 from asrbench.errors import AsrbenchError
+from asrbench.lm import load_lm
 
 BEAM_THRESHOLD = 25.0  # nats below the best hypothesis at which flashlight drops one
 _NEVER = -1e9  # log-probability of the added <space> column when the tokenizer has no space
@@ -53,7 +55,9 @@ _LN10 = math.log(10.0)
 
 
 def _ctc_decoder():
-    from asrbench import torchaudio_compat  # noqa: F401 - torchaudio must be imported through it first
+    # Imported only when a flashlight decoder is built: torchaudio (through torchaudio_compat, which
+    # must come first) and the optional flashlight-text bindings are slow to load and may be absent.
+    from asrbench import torchaudio_compat  # noqa: F401
 
     try:
         from torchaudio.models.decoder import ctc_decoder
@@ -65,19 +69,18 @@ def _ctc_decoder():
 class FlashlightDecoder:
     """Build once (loading the LM is the slow part), then call on batches of log-probs."""
 
-    def __init__(self, tokenizer: CharTokenizer, options: CTCBeamOptions = CTCBeamOptions(),
+    def __init__(self, tokenizer: Tokenizer, options: CTCBeamOptions = CTCBeamOptions(),
                  lm_dir: str | Path | None = None):
         self.tokenizer = tokenizer
         self.options = options
         self.vocab = len(tokenizer)
-        tokens = [CHAR_LM_SPACE if token == " " else token for token in tokenizer.tokens]
-        if tokenizer.space_id is None:
+        separator = tokenizer.word_separator_id
+        tokens = [CHAR_LM_SPACE if i == separator else token for i, token in enumerate(tokenizer.tokens)]
+        if separator is None:
             tokens.append(CHAR_LM_SPACE)
         self.flashlight_vocab = len(tokens)
         unit = None
         if lm_dir is not None:
-            from asrbench.lm import load_lm  # only its metadata check; KenLM reads the ARPA itself
-
             _, metadata = load_lm(lm_dir)
             unit = metadata.get("unit", "word")
         self.unit = unit
@@ -151,7 +154,8 @@ class FlashlightDecoder:
             ids = []
             for index in result.words:
                 if index >= 0:
-                    ids.extend(([self.tokenizer.space_id] if ids else []) + self.spellings[word_dict.get_entry(index)])
+                    separator = [self.tokenizer.word_separator_id] if ids else []
+                    ids.extend(separator + self.spellings[word_dict.get_entry(index)])
         else:
             # One token per frame plus the start and end <space> the decoder adds.
             ids, previous = [], None
@@ -168,7 +172,7 @@ class FlashlightDecoder:
 def flashlight_beam_search(
     log_probs: torch.Tensor,
     lengths: torch.Tensor,
-    tokenizer: CharTokenizer,
+    tokenizer: Tokenizer,
     options: CTCBeamOptions = CTCBeamOptions(),
     lm_dir: str | Path | None = None,
 ) -> list[list[Hypothesis]]:

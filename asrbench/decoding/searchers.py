@@ -16,13 +16,20 @@ Which search runs:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from asrbench.data.tokenizer import CharTokenizer, ctc_greedy
+from asrbench.data.manifest import read_manifest, split_path
+from asrbench.data.tokenizer import Tokenizer
+from asrbench.decoding.attention_beam import AttentionBeamOptions, search_encoded
+from asrbench.decoding.ctc_beam import CTCBeamOptions, Lexicon, ctc_prefix_beam_search
+from asrbench.decoding.greedy import ctc_greedy
 from asrbench.errors import AsrbenchError
+from asrbench.lm import load_lm
+from asrbench.text import normalize
 
 MODES = ("auto", "ctc", "attention")
 BACKENDS = ("native", "flashlight")
@@ -70,17 +77,12 @@ class Searcher:
 
 def training_words(data_dir: str | Path) -> list[str]:
     """The words of a data dir's training transcripts, normalized as scored."""
-    from asrbench.data.manifest import read_manifest, split_path
-    from asrbench.text import normalize
-
     return sorted({word for utt in read_manifest(split_path(Path(data_dir), "train"))
                    for word in normalize(utt.text).split()})
 
 
-def load_lexicon(spec: str, tokenizer: CharTokenizer, data_dir: str | Path | None):
+def load_lexicon(spec: str, tokenizer: Tokenizer, data_dir: str | Path | None):
     """``train`` (the data dir's training words) or a lexicon file -> a Lexicon trie."""
-    from asrbench.decoding.ctc_beam import Lexicon
-
     if spec == "train":
         if data_dir is None:
             raise AsrbenchError("--lexicon train needs the run's data dir")
@@ -88,27 +90,17 @@ def load_lexicon(spec: str, tokenizer: CharTokenizer, data_dir: str | Path | Non
     return Lexicon.from_file(spec, tokenizer)
 
 
-def build_searcher(model, tokenizer: CharTokenizer, options: DecodeOptions, data_dir: str | Path | None = None,
+def build_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir: str | Path | None = None,
                    lm=None, lexicon=None) -> Searcher:
-    """The searcher for ``options``; ``lm`` and ``lexicon`` may come already loaded (tuning
-    builds one searcher per grid point and loads them once)."""
-    family = getattr(model, "family", "ctc")
-    use_ctc = family == "ctc" or options.mode == "ctc"
-    if options.mode == "attention" and family != "attention":
-        raise AsrbenchError(f"--mode attention needs an attention model; {model.__class__.__name__} is CTC only")
-    if use_ctc and family == "attention" and model.ctc_head is None:
-        raise AsrbenchError("--mode ctc needs a CTC branch; this model was trained with ctc_weight 0")
-    if not use_ctc and (options.lm or options.lexicon):
-        raise AsrbenchError("LM fusion and lexicons apply to CTC search: add --mode ctc to decode an attention "
-                            "model's CTC branch with them")
-    if not use_ctc and options.backend != "native":
-        raise AsrbenchError(f"--backend {options.backend} is a CTC search backend: add --mode ctc")
-    if use_ctc:
-        return _ctc_searcher(model, tokenizer, options, data_dir, lm, lexicon)
-    return _attention_searcher(model, options)
+    """The searcher for ``options``: the model's family decides (``model.make_searcher``); ``lm``
+    and ``lexicon`` may come already loaded (tuning builds one searcher per grid point and loads
+    them once)."""
+    return model.make_searcher(tokenizer, options, data_dir, lm=lm, lexicon=lexicon)
 
 
-def _ctc_searcher(model, tokenizer, options: DecodeOptions, data_dir, lm, lexicon) -> Searcher:
+def ctc_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=None, lm=None,
+                 lexicon=None) -> Searcher:
+    """Greedy or prefix beam search (lexicon, LM, flashlight) over ``model.ctc_log_probs``."""
     def outputs(features, feature_lengths):
         log_probs, lengths = model.ctc_log_probs(features, feature_lengths)
         return log_probs.float().cpu(), lengths.cpu()
@@ -116,12 +108,8 @@ def _ctc_searcher(model, tokenizer, options: DecodeOptions, data_dir, lm, lexico
     if options.beam == 1 and not options.lm and not options.lexicon:
         return Searcher("ctc_greedy", outputs, lambda out: ctc_greedy(*out), {"kind": "ctc_greedy"})
 
-    from asrbench.decoding.ctc_beam import CTCBeamOptions, ctc_prefix_beam_search
-
     lm_metadata = None
     if options.lm and lm is None:
-        from asrbench.lm import load_lm
-
         lm, lm_metadata = load_lm(options.lm)
     if lexicon is None and options.lexicon:
         lexicon = load_lexicon(options.lexicon, tokenizer, data_dir)
@@ -138,6 +126,7 @@ def _ctc_searcher(model, tokenizer, options: DecodeOptions, data_dir, lm, lexico
     if lm_metadata is not None:
         description["lm_order"], description["lm_unit"] = lm_metadata.get("order"), lm_metadata.get("unit")
     if options.backend == "flashlight":
+        # Imported only here: it loads torchaudio's flashlight bindings (the optional extra).
         from asrbench.decoding.flashlight import FlashlightDecoder
 
         if options.lexicon:
@@ -155,9 +144,8 @@ def _ctc_searcher(model, tokenizer, options: DecodeOptions, data_dir, lm, lexico
     return Searcher("ctc_prefix_beam", outputs, search, description)
 
 
-def _attention_searcher(model, options: DecodeOptions) -> Searcher:
-    from asrbench.decoding.attention_beam import AttentionBeamOptions, search_encoded
-
+def attention_searcher(model, options: DecodeOptions) -> Searcher:
+    """Attention beam search (joint CTC/attention scoring with ``ctc_weight``) over ``model.encode``."""
     ctc_weight = options.ctc_weight
     if ctc_weight is None:
         ctc_weight = model.ctc_weight if model.ctc_head is not None else 0.0
@@ -178,3 +166,46 @@ def _attention_searcher(model, options: DecodeOptions) -> Searcher:
         return search_encoded(model, *out, beam_options)
 
     return Searcher("attention_beam", outputs, search, description)
+
+
+# --- tuning grids ---------------------------------------------------------------------------------
+
+DEFAULT_LM_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
+DEFAULT_WORD_BONUSES = (-1.0, 0.0, 1.0, 2.0)
+DEFAULT_CTC_WEIGHTS = (0.0, 0.3, 0.5)
+DEFAULT_LENGTH_BONUSES = (0.0, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class TuningRequest:
+    """What ``asrbench tune`` was asked to search; None means the family's default values."""
+
+    beams: tuple[int, ...] = (10,)
+    lm: str = ""
+    lm_weights: tuple[float, ...] | None = None
+    word_bonuses: tuple[float, ...] | None = None
+    ctc_weights: tuple[float, ...] | None = None
+    length_bonuses: tuple[float, ...] | None = None
+    lexicon: str = ""
+    mode: str = "auto"
+
+
+def ctc_tuning_grid(request: TuningRequest) -> list[DecodeOptions]:
+    """Beam x LM weight x word bonus for CTC search (the weights only where an LM or lexicon makes
+    them mean something)."""
+    lm_weights = request.lm_weights if request.lm_weights is not None else (
+        DEFAULT_LM_WEIGHTS if request.lm else (0.0,))
+    word_bonuses = request.word_bonuses if request.word_bonuses is not None else (
+        DEFAULT_WORD_BONUSES if request.lm or request.lexicon else (0.0,))
+    return [DecodeOptions(beam=beam, mode=request.mode, lm=request.lm, lm_weight=weight, word_bonus=bonus,
+                          lexicon=request.lexicon)
+            for beam, weight, bonus in itertools.product(request.beams, lm_weights, word_bonuses)]
+
+
+def attention_tuning_grid(request: TuningRequest, has_ctc: bool) -> list[DecodeOptions]:
+    """Beam x joint CTC weight (only with a CTC branch) x length bonus for attention search."""
+    ctc_weights = request.ctc_weights if request.ctc_weights is not None else (
+        DEFAULT_CTC_WEIGHTS if has_ctc else (0.0,))
+    length_bonuses = request.length_bonuses if request.length_bonuses is not None else DEFAULT_LENGTH_BONUSES
+    return [DecodeOptions(beam=beam, mode=request.mode, ctc_weight=weight, length_bonus=bonus)
+            for beam, weight, bonus in itertools.product(request.beams, ctc_weights, length_bonuses)]

@@ -1,64 +1,116 @@
-"""The model registry: name -> (options dataclass, module class).
+"""The model registry: name -> (options dataclass, module class, family).
 
-Two families, one contract for the trainer and the decoder (``compute_loss``, ``greedy_decode``,
-and ``ctc_log_probs`` where a CTC output exists):
+A model belongs to a family (:mod:`asrbench.models.base`): it derives from the family's base class
+and so satisfies its protocol, which is everything the trainer, ``decode``, ``tune`` and ``bench``
+call. :func:`register` checks that when the entry is made, so a model that satisfies no family
+fails at import time with what it lacks, never later as a silently wrong decode.
 
-- CTC models (``models.common.CTCModel``): ``forward(features (B, T, F), feature_lengths (B,))
-  -> (log_probs (B, T', V), output_lengths (B,))``, trained with CTC (blank = 0).
-- Attention encoder-decoders (``models.attention.AttentionModel``): a decoder trained with
-  label-smoothed cross-entropy, optionally with a CTC branch (hybrid CTC/attention); ``encode``,
+- CTC (:class:`asrbench.models.ctc.CTCModel`): ``encode`` + a CTC head; ``forward(features (B, T, F),
+  feature_lengths (B,)) -> (log_probs (B, T', V), output_lengths (B,))``, trained with CTC (blank 0).
+- Attention encoder-decoders (:class:`asrbench.models.attention.AttentionModel`): an encoder, a
+  decoder trained with label-smoothed cross-entropy, optionally a CTC branch (hybrid); ``encode``,
   ``init_state``, ``step`` and ``reorder_state`` drive beam search.
+
+Adding a model is one file (options dataclass + module class) and one :func:`register` line
+below; see docs/extending.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 from torch import nn
 
 from asrbench.errors import AsrbenchError, did_you_mean
 from asrbench.models.aed import ConformerAED, ConformerAEDConfig, TransformerAED, TransformerAEDConfig
+from asrbench.models.attention import ATTENTION
+from asrbench.models.base import Family
 from asrbench.models.cnn import CNN, CNNConfig
+from asrbench.models.common import use_fast_dropout
 from asrbench.models.conformer import Conformer, ConformerConfig
 from asrbench.models.crdnn import CRDNN, CRDNNConfig
+from asrbench.models.ctc import CTC
 from asrbench.models.dnn import DNN, DNNConfig
 from asrbench.models.las import LAS, LASConfig
 from asrbench.models.rnn import GRU, LSTM, RNNConfig
 from asrbench.models.transformer import Transformer, TransformerConfig
+from asrbench.schema import build_dataclass
 
-MODELS: dict[str, tuple[type, type[nn.Module]]] = {
-    "dnn": (DNNConfig, DNN),
-    "cnn": (CNNConfig, CNN),
-    "lstm": (RNNConfig, LSTM),
-    "gru": (RNNConfig, GRU),
-    "crdnn": (CRDNNConfig, CRDNN),
-    "transformer": (TransformerConfig, Transformer),
-    "conformer": (ConformerConfig, Conformer),
-    "las": (LASConfig, LAS),
-    "transformer_aed": (TransformerAEDConfig, TransformerAED),
-    "conformer_aed": (ConformerAEDConfig, ConformerAED),
-}
+FAMILIES: tuple[Family, ...] = (CTC, ATTENTION)
 
 
-def _entry(name: str) -> tuple[type, type[nn.Module]]:
+class ModelEntry(NamedTuple):
+    config: type  # the options dataclass (recipe ``models.<name>`` keys)
+    model: type[nn.Module]  # built as model(input_dim, vocab_size, config)
+    family: Family
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def family_of(model_class: type) -> Family:
+    """The family ``model_class`` belongs to; TypeError naming what it lacks when it belongs to none."""
+    lacking = {}
+    for family in FAMILIES:
+        missing = family.missing(model_class)
+        if not missing:
+            return family
+        lacking[family.name] = missing
+    detail = "; ".join(f"{name} needs {', '.join(missing)}" for name, missing in lacking.items())
+    raise TypeError(f"{model_class.__name__} satisfies no model family ({detail})")
+
+
+def register(name: str, config_class: type, model_class: type[nn.Module]) -> None:
+    """Add a model to the registry; its family is checked here (TypeError when it has none)."""
+    if name in MODELS:
+        raise TypeError(f"model '{name}' is registered twice")
+    if not dataclasses.is_dataclass(config_class):
+        raise TypeError(f"model '{name}': its options {config_class.__name__} must be a dataclass")
+    MODELS[name] = ModelEntry(config_class, model_class, family_of(model_class))
+
+
+def unregister(name: str) -> None:
+    """Remove a model (tests and plugins that register their own)."""
+    MODELS.pop(name, None)
+
+
+register("dnn", DNNConfig, DNN)
+register("cnn", CNNConfig, CNN)
+register("lstm", RNNConfig, LSTM)
+register("gru", RNNConfig, GRU)
+register("crdnn", CRDNNConfig, CRDNN)
+register("transformer", TransformerConfig, Transformer)
+register("conformer", ConformerConfig, Conformer)
+register("las", LASConfig, LAS)
+register("transformer_aed", TransformerAEDConfig, TransformerAED)
+register("conformer_aed", ConformerAEDConfig, ConformerAED)
+
+
+def _entry(name: str) -> ModelEntry:
     if name not in MODELS:
         raise AsrbenchError(f"unknown model '{name}'{did_you_mean(name, MODELS)} (valid models: {', '.join(MODELS)})")
     return MODELS[name]
 
 
 def model_config_class(name: str) -> type:
-    return _entry(name)[0]
+    return _entry(name).config
+
+
+def model_family(name: str) -> Family:
+    return _entry(name).family
+
+
+def default_mode(name: str) -> str:
+    """The decoding mode ``--mode auto`` means for this model: "ctc" or "attention"."""
+    return _entry(name).family.default_mode
 
 
 def build_model(name: str, options: dict, input_dim: int, vocab_size: int) -> nn.Module:
-    config_class, model_class = _entry(name)
-    from asrbench.config import build_dataclass
-
-    config = build_dataclass(config_class, options, f"model {name}")
-    from asrbench.models.common import use_fast_dropout
-
+    entry = _entry(name)
+    config = build_dataclass(entry.config, options, f"model {name}")
     try:
-        model = model_class(input_dim, vocab_size, config)
+        model = entry.model(input_dim, vocab_size, config)
     except ValueError as err:  # an option value the model refuses (e.g. crdnn rnn_type, gru forget_bias)
         raise AsrbenchError(f"model {name}: {err}") from None
     return use_fast_dropout(model)
@@ -66,7 +118,7 @@ def build_model(name: str, options: dict, input_dim: int, vocab_size: int) -> nn
 
 def describe_model(name: str) -> str:
     """What the model is, in one line: the first line of its class docstring."""
-    model_class = _entry(name)[1]
+    model_class = _entry(name).model
     return (model_class.__doc__ or model_class.__name__).strip().splitlines()[0]
 
 

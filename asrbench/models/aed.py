@@ -45,6 +45,7 @@ class _EncoderDecoder(TransformerDecoderMixin, AttentionModel):
     def __init__(self, encoder, vocab_size: int, config):
         super().__init__(vocab_size, config.ctc_weight, config.label_smoothing, config.max_length_ratio)
         self.encoder = encoder
+        self.encoder_dim = encoder.encoder_dim
         self.ctc_head = encoder.head if config.ctc_weight > 0 else None
         del encoder.head  # registered once, as ctc_head
         self.decoder = TransformerDecoder(vocab_size, config.d_model, config.num_heads, config.decoder_layers,

@@ -19,17 +19,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from asrbench.decoding.greedy import ctc_greedy
+from asrbench.decoding.searchers import (
+    DecodeOptions,
+    Searcher,
+    TuningRequest,
+    attention_searcher,
+    attention_tuning_grid,
+    ctc_searcher,
+    ctc_tuning_grid,
+)
 from asrbench.errors import AsrbenchError
-from asrbench.models.common import CTCHead, SinusoidalPositionalEncoding, ctc_loss, padding_mask
+from asrbench.models.base import AttentionFamily, Family
+from asrbench.models.common import SinusoidalPositionalEncoding, padding_mask
+from asrbench.models.ctc import CTCHead, ctc_loss
 
 IGNORE = -1
 
 
 class AttentionModel(nn.Module):
-    """Base of attention encoder-decoders. Subclasses set ``ctc_head`` (or None) and implement
-    ``encode``, ``decoder_logits``, ``init_state``, ``step`` and ``reorder_state``."""
+    """Base of attention encoder-decoders. Subclasses set ``ctc_head`` (or None) and ``encoder_dim``,
+    and implement ``encode``, ``decoder_logits``, ``init_state``, ``step`` and ``reorder_state``."""
 
-    family = "attention"
+    encoder_dim: int
 
     def __init__(self, vocab_size: int, ctc_weight: float, label_smoothing: float, max_length_ratio: float):
         super().__init__()
@@ -105,9 +117,28 @@ class AttentionModel(nn.Module):
         to align yet loops or stops early and makes greedy CER noise), else attention greedy."""
         if self.ctc_head is None:
             return self.greedy_decode(features, feature_lengths)
-        from asrbench.data.tokenizer import ctc_greedy
-
         return ctc_greedy(*self.ctc_log_probs(features, feature_lengths))
+
+    def search_modes(self) -> tuple[str, ...]:
+        return ("attention", "ctc") if self.ctc_head is not None else ("attention",)
+
+    def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
+        """Attention beam search, or with ``mode`` "ctc" the CTC branch's search (lexicon and LM included)."""
+        if options.mode == "ctc":
+            if self.ctc_head is None:
+                raise AsrbenchError("--mode ctc needs a CTC branch; this model was trained with ctc_weight 0")
+            return ctc_searcher(self, tokenizer, options, data_dir, lm, lexicon)
+        if options.lm or options.lexicon:
+            raise AsrbenchError("LM fusion and lexicons apply to CTC search: add --mode ctc to decode an attention "
+                                "model's CTC branch with them")
+        if options.backend != "native":
+            raise AsrbenchError(f"--backend {options.backend} is a CTC search backend: add --mode ctc")
+        return attention_searcher(self, options)
+
+    def tuning_grid(self, request: TuningRequest) -> list[DecodeOptions]:
+        if request.mode == "ctc":
+            return ctc_tuning_grid(request)
+        return attention_tuning_grid(request, has_ctc=self.ctc_head is not None)
 
     @torch.no_grad()
     def greedy_decode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
@@ -179,3 +210,6 @@ class TransformerDecoderMixin:
     def reorder_state(self, state, indices):
         memory, memory_pad = state
         return memory.index_select(0, indices), memory_pad.index_select(0, indices)
+
+
+ATTENTION = Family("attention encoder-decoder", AttentionFamily, AttentionModel, default_mode="attention")

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from asrbench.models.common import Conv2dSubsampling, CTCHead, CTCModel, MaskedBatchNorm1d, padding_mask
+from asrbench.models.common import Conv2dSubsampling, MaskedBatchNorm1d, padding_mask
+from asrbench.models.ctc import CTCHead, CTCModel
 
 
 @dataclass
@@ -48,13 +49,14 @@ class CNN(CTCModel):
         self.blocks = nn.ModuleList(
             SeparableBlock(config.channels, config.kernel_size, config.dropout) for _ in range(config.num_blocks)
         )
+        self.encoder_dim = config.channels
         self.head = CTCHead(config.channels, vocab_size)
 
-    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
+    def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F), (B,) -> encoded (B, T/4, channels), output_lengths (B,)."""
         x, lengths = self.subsampling(features, feature_lengths)
         pad = padding_mask(lengths, x.size(1))
         x = x.transpose(1, 2)  # (B, C, T')
         for block in self.blocks:
             x = block(x, pad)
-        return self.head(x.transpose(1, 2)), lengths
+        return x.transpose(1, 2), lengths

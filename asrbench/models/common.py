@@ -199,18 +199,6 @@ class SinusoidalPositionalEncoding(nn.Module):
         return self.dropout(x * self.scale + self.table[: x.size(1)])
 
 
-class CTCHead(nn.Module):
-    """Projection to the vocabulary: (B, T, d) -> log-probabilities (B, T, V)."""
-
-    def __init__(self, input_dim: int, vocab_size: int, dropout: float = 0.0):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.proj = nn.Linear(input_dim, vocab_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(self.proj(self.dropout(x)).float(), dim=-1)
-
-
 class MaskedBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm over (B, C, T) whose training statistics count only real frames, not padding.
 
@@ -241,45 +229,3 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
             self.num_batches_tracked += 1
         x = (x - mean[None, :, None]) * torch.rsqrt(var[None, :, None] + self.eps)
         return x * self.weight[None, :, None] + self.bias[None, :, None]
-
-
-class CTCModel(nn.Module):
-    """The CTC family: ``forward`` gives ``(log_probs (B, T', V), output_lengths (B,))``.
-
-    A family contributes what the trainer and decoder call, so neither branches on a model's name:
-    ``compute_loss`` (sum over the batch / B), ``greedy_decode`` (token ids per utterance),
-    ``dev_decode`` (what the trainer picks checkpoints by) and,
-    where a CTC output exists, ``ctc_log_probs`` for beam search.
-    """
-
-    family = "ctc"
-
-    def ctc_log_probs(self, features: torch.Tensor, feature_lengths: torch.Tensor):
-        return self(features, feature_lengths)
-
-    def compute_loss(self, features, feature_lengths, targets, target_lengths) -> torch.Tensor:
-        """Targets are concatenated (sum U,) with lengths (B,); CTC summed then divided by B."""
-        log_probs, output_lengths = self(features, feature_lengths)
-        return ctc_loss(log_probs, output_lengths, targets, target_lengths)
-
-    def greedy_decode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
-        from asrbench.data.tokenizer import ctc_greedy
-
-        log_probs, output_lengths = self(features, feature_lengths)
-        return ctc_greedy(log_probs, output_lengths)
-
-    dev_decode = greedy_decode  # what the trainer scores on dev to pick checkpoints
-
-
-def ctc_loss(log_probs, output_lengths, targets, target_lengths, blank: int = 0) -> torch.Tensor:
-    """CTC (blank 0) summed over the batch and divided by B; impossible alignments count zero."""
-    loss = nn.functional.ctc_loss(
-        log_probs.float().transpose(0, 1),
-        targets,
-        output_lengths,
-        target_lengths,
-        blank=blank,
-        reduction="sum",
-        zero_infinity=True,
-    )
-    return loss / log_probs.size(0)

@@ -14,14 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from asrbench.models.common import (
-    Conv2dSubsampling,
-    CTCHead,
-    CTCModel,
-    MaskedBatchNorm1d,
-    SinusoidalPositionalEncoding,
-    padding_mask,
-)
+from asrbench.models.common import Conv2dSubsampling, MaskedBatchNorm1d, SinusoidalPositionalEncoding, padding_mask
+from asrbench.models.ctc import CTCHead, CTCModel
 from asrbench.torchaudio_compat import torchaudio
 
 
@@ -56,6 +50,7 @@ class Conformer(CTCModel):
             conv = layer.conv_module.sequential
             conv[3] = MaskedBatchNorm1d(conv[3].num_features, self._current_padding)
             conv[2].register_forward_pre_hook(self._zero_padding)
+        self.encoder_dim = config.d_model
         self.head = CTCHead(config.d_model, vocab_size)
 
     def _current_padding(self) -> torch.Tensor | None:
@@ -73,8 +68,3 @@ class Conformer(CTCModel):
         finally:
             self._padding = None
         return x, lengths
-
-    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
-        x, lengths = self.encode(features, feature_lengths)
-        return self.head(x), lengths

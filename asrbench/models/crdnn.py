@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from asrbench.models.common import CTCHead, CTCModel, padding_mask, run_recurrent
+from asrbench.models.common import padding_mask, run_recurrent
+from asrbench.models.ctc import CTCHead, CTCModel
 
 
 @dataclass
@@ -63,14 +64,15 @@ class CRDNN(CTCModel):
             layers += [nn.Linear(width, config.dnn_hidden), nn.ReLU(), nn.Dropout(config.dropout)]
             width = config.dnn_hidden
         self.dnn = nn.Sequential(*layers)
+        self.encoder_dim = width
         self.head = CTCHead(width, vocab_size)
 
     @staticmethod
     def block_lengths(lengths: torch.Tensor) -> torch.Tensor:
         return (lengths + 2 * 5 - 11) // 2 + 1  # kernel 11, stride 2, padding 5 along time
 
-    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
+    def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F), (B,) -> encoded (B, T/4, dnn_hidden or 2 * rnn_hidden), output_lengths (B,)."""
         lengths = feature_lengths
         x = features.unsqueeze(1)  # (B, 1, T, F)
         for block in self.conv:
@@ -79,4 +81,4 @@ class CRDNN(CTCModel):
             lengths = self.block_lengths(lengths).clamp(min=1, max=x.size(2))
         batch, channels, time, freq = x.shape  # (B, C, T/4, F')
         x = x.transpose(1, 2).reshape(batch, time, channels * freq)
-        return self.head(self.dnn(run_recurrent(self.rnn, x, lengths))), lengths
+        return self.dnn(run_recurrent(self.rnn, x, lengths)), lengths

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from asrbench.models.common import CTCHead, CTCModel, MaskedBatchNorm1d, padding_mask
+from asrbench.models.common import MaskedBatchNorm1d, padding_mask
+from asrbench.models.ctc import CTCHead, CTCModel
 
 
 @dataclass
@@ -38,10 +39,11 @@ class DNN(CTCModel):
             self.norms.append(MaskedBatchNorm1d(config.hidden_size))
             width = config.hidden_size
         self.dropout = nn.Dropout(config.dropout)
+        self.encoder_dim = width
         self.head = CTCHead(width, vocab_size)
 
-    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, F), (B,) -> log_probs (B, ceil(T/stride), V), output_lengths (B,)."""
+    def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F), (B,) -> encoded (B, ceil(T/stride), hidden_size), output_lengths (B,)."""
         k, stride = self.config.context, self.config.stride
         batch, time, dim = features.shape
         centers = torch.arange(0, time, stride, device=features.device)  # (T',)
@@ -60,4 +62,4 @@ class DNN(CTCModel):
         for linear, norm in zip(self.linears, self.norms, strict=True):
             # Batch norm (statistics over real frames), as in the hybrid DNNs of the 2010s.
             x = self.dropout(torch.relu(norm(linear(x).transpose(1, 2), pad).transpose(1, 2)))
-        return self.head(x), output_lengths
+        return x, output_lengths

@@ -65,7 +65,7 @@ class LAS(AttentionModel):
         ))
         self.ctc_head = self.encoder.head if config.ctc_weight > 0 else None
         del self.encoder.head
-        memory_dim = 2 * config.encoder_hidden
+        memory_dim = self.encoder_dim = self.encoder.encoder_dim
         self.embed = nn.Embedding(vocab_size, config.embed_dim)
         self.cells = nn.ModuleList(
             nn.LSTMCell(config.embed_dim + memory_dim if i == 0 else config.decoder_hidden, config.decoder_hidden)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from asrbench.models.common import Conv2dSubsampling, CTCHead, CTCModel, run_recurrent
+from asrbench.models.common import Conv2dSubsampling, run_recurrent
+from asrbench.models.ctc import CTCHead, CTCModel
 
 
 @dataclass
@@ -27,6 +28,8 @@ class RNNConfig:
 
 
 class RNNEncoder(CTCModel):
+    """CTC: recurrent layers (``cell``) over 4x conv-subsampled frames."""
+
     cell: type[nn.RNNBase] = nn.LSTM
 
     def __init__(self, input_dim: int, vocab_size: int, config: RNNConfig):
@@ -49,17 +52,13 @@ class RNNEncoder(CTCModel):
                     if name.startswith("bias_"):  # gates i, f, g, o; the two biases add up
                         bias[hidden : 2 * hidden] = config.forget_bias if name.startswith("bias_ih") else 0.0
         directions = 2 if config.bidirectional else 1
-        self.head = CTCHead(config.hidden_size * directions, vocab_size, config.dropout)
+        self.encoder_dim = config.hidden_size * directions
+        self.head = CTCHead(self.encoder_dim, vocab_size, config.dropout)
 
     def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, F), (B,) -> encoder output (B, T/4, directions * hidden), output_lengths (B,)."""
         x, lengths = self.subsampling(features, feature_lengths)
         return run_recurrent(self.rnn, x, lengths), lengths
-
-    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
-        x, lengths = self.encode(features, feature_lengths)
-        return self.head(x), lengths
 
 
 class LSTM(RNNEncoder):

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from asrbench.errors import AsrbenchError
-from asrbench.models.common import Conv2dSubsampling, CTCHead, CTCModel, SinusoidalPositionalEncoding, padding_mask
+from asrbench.models.common import Conv2dSubsampling, SinusoidalPositionalEncoding, padding_mask
+from asrbench.models.ctc import CTCHead, CTCModel
 
 
 @dataclass
@@ -59,6 +60,7 @@ class Transformer(CTCModel):
         self.encoder = nn.TransformerEncoder(layer, config.num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.d_model) if config.final_norm else nn.Identity()
         self.attention_window = config.attention_window
+        self.encoder_dim = config.d_model
         self.head = CTCHead(config.d_model, vocab_size)
 
     def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,8 +76,3 @@ class Transformer(CTCModel):
             window = (positions[None, :] - positions[:, None]).abs() > self.attention_window  # (T, T), True = hidden
         x = self.encoder(self.positions(x), mask=window, src_key_padding_mask=pad)
         return self.norm(x), lengths
-
-    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, F), (B,) -> log_probs (B, T/4, V), output_lengths (B,)."""
-        x, lengths = self.encode(features, feature_lengths)
-        return self.head(x), lengths

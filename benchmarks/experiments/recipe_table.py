@@ -1,6 +1,6 @@
 """Accuracy benchmark: train every model of a recipe, decode the test split, print and save the table.
 
-    python benchmarks/recipe_table.py recipes/yesno.yaml --out runs/yesno [--models dnn,cnn] [--threads N]
+    python benchmarks/experiments/recipe_table.py recipes/yesno.yaml --out runs/yesno [--models dnn,cnn] [--threads N]
         [--ctc-beam 10 --ctc-lexicon train --name yesno_lexicon]
 
 CTC models are decoded greedily, or with prefix beam search (--ctc-beam, optionally over a
@@ -28,10 +28,10 @@ from asrbench.config import load_yaml, recipe_models
 from asrbench.decode import decode
 from asrbench.decoding.searchers import DecodeOptions
 from asrbench.env import environment
-from asrbench.models import MODELS
+from asrbench.models import default_mode
 from asrbench.train import train
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"  # benchmarks/results
 
 
 def main() -> None:
@@ -60,7 +60,7 @@ def main() -> None:
             if run_dir.exists():
                 raise SystemExit(f"{run_dir}: unfinished run; resume it with `asrbench train --resume` or remove it")
             train(args.recipe, model, run_dir, overrides=overrides)
-        attention = getattr(MODELS[model][1], "family", "ctc") == "attention"
+        attention = default_mode(model) == "attention"
         options = (DecodeOptions(beam=args.attention_beam) if attention
                    else DecodeOptions(beam=args.ctc_beam, lexicon=args.ctc_lexicon))
         decode(run_dir, "test", options=options, threads=args.threads)

@@ -1,6 +1,6 @@
 """K-fold cross-validation on a corpus's non-test utterances: compare recipe settings without the test set.
 
-    python benchmarks/cross_validate.py recipes/yesno.yaml --out runs/cv [--folds 5] [--models dnn,cnn]
+    python benchmarks/experiments/cross_validate.py recipes/yesno.yaml --out runs/cv [--folds 5] [--models dnn,cnn]
         [--set train.average_best=5 ...] [--tag NAME] [--threads 1] [--jobs 2] [--attention-beam 10]
         [--also-average 5] [--lexicon-beam 10]
 
@@ -23,32 +23,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from _common import RESULTS
 from rich.console import Console
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for _common (which adds the repo)
+from _common import RESULTS  # noqa: E402
 
-def fold_dirs(data_dir: Path, out: Path, folds: int) -> list[Path]:
-    """Prepared data dirs of the K folds: train, dev (fold k+1) and test (fold k, the held-out one)."""
-    from asrbench.data.manifest import read_manifest, split_path, write_manifest
-
-    pool = sorted(read_manifest(split_path(data_dir, "train")) + read_manifest(split_path(data_dir, "dev")),
-                  key=lambda utt: utt.id)
-    if len(pool) < 3 * folds:
-        raise SystemExit(f"{data_dir}: {len(pool)} train + dev utterances are too few for {folds} folds")
-    parts = [pool[k::folds] for k in range(folds)]
-    dirs = []
-    for k in range(folds):
-        held_out, dev = parts[k], parts[(k + 1) % folds]
-        train = [utt for j, part in enumerate(parts) if j not in (k, (k + 1) % folds) for utt in part]
-        fold = out / "folds" / f"fold{k}"
-        for name, utterances in (("train", train), ("dev", dev), ("test", held_out)):
-            write_manifest(fold / f"{name}.jsonl", utterances)
-        dirs.append(fold)
-    return dirs
+from asrbench.errors import AsrbenchError  # noqa: E402
+from asrbench.experiment_data import fold_dirs  # noqa: E402
 
 
 def run_one(recipe: str, model: str, fold: str, run_dir: str, overrides: list[str], threads: int,
@@ -59,7 +45,7 @@ def run_one(recipe: str, model: str, fold: str, run_dir: str, overrides: list[st
     from asrbench.decode import decode
     from asrbench.decoding.searchers import DecodeOptions
     from asrbench.env import CORES_VARIABLE
-    from asrbench.models import MODELS
+    from asrbench.models import default_mode
     from asrbench.train import train
 
     if threads:
@@ -75,7 +61,7 @@ def run_one(recipe: str, model: str, fold: str, run_dir: str, overrides: list[st
             raise SystemExit(f"{run}: unfinished run; remove it to train it again")
         summary = train(recipe, model, run, data_dir=fold, overrides=overrides
                         + ([f"train.num_threads={threads}"] if threads else []))
-    attention = getattr(MODELS[model][1], "family", "ctc") == "attention"
+    attention = default_mode(model) == "attention"
     options = DecodeOptions(beam=attention_beam) if attention else None
     checkpoints = {"final": "best"}
     if summary.get("averaged"):
@@ -130,7 +116,10 @@ def main() -> None:
     if args.models != "all":
         names = [name.strip() for name in args.models.split(",")]
     data_dir = Path(resolve(args.recipe, names[0], args.overrides).data.dir)
-    folds = fold_dirs(data_dir, args.out, args.folds)
+    try:
+        folds = fold_dirs(data_dir, args.out, args.folds)
+    except AsrbenchError as err:
+        raise SystemExit(f"error: {err}") from None
     tag = args.tag or ",".join(args.overrides) or "recipe"
     also = [int(size) for size in args.also_average.split(",") if size.strip()]
     cores = max(1, available_cores() // args.jobs) if args.jobs > 1 else 0

@@ -3,7 +3,7 @@ report WER and speed for each: RTFx (network + search) and search RTFx (the sear
 attention search the decoder network is part of the search), with the ratio to greedy measured
 in the same run.
 
-    python benchmarks/decode_speed.py runs/an4/conformer_aed --split test --lm lms/an4/lm3 --threads 2 \
+    python benchmarks/experiments/decode_speed.py runs/an4/conformer_aed --split test --lm lms/an4/lm3 --threads 2 \
         --json benchmarks/results/decode_speed_an4.json
 
 Searches: greedy; CTC prefix beam 10 (native, and flashlight); CTC beam 10 + lexicon + LM when
@@ -28,8 +28,9 @@ from asrbench.decoding.searchers import DecodeOptions
 
 def searches(run_dir: Path, lm: str | None, beam: int) -> list[tuple[str, DecodeOptions]]:
     model = load_model(run_dir / "checkpoints" / "best.pt").model
-    attention = getattr(model, "family", "ctc") == "attention"
-    has_ctc = not attention or model.ctc_head is not None
+    modes = model.search_modes()  # e.g. ("ctc",), ("attention", "ctc"): the default first
+    attention = modes[0] == "attention"
+    has_ctc = "ctc" in modes
     rows = [("greedy", DecodeOptions(beam=1, mode="ctc" if attention and has_ctc else "auto"))]
     if has_ctc:
         mode = "ctc" if attention else "auto"

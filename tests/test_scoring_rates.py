@@ -1,27 +1,19 @@
-"""WER/CER against an independent Levenshtein distance, error counts, and normalization."""
+"""asrbench/scoring.py, the arithmetic: corpus WER/CER and error counts against an independent
+Levenshtein distance, and the text normalization both sides go through (asrbench/text.py).
+
+The files, alignments, trn/sclite, reports and the `score` command: tests/test_scoring_reports.py.
+"""
 
 from __future__ import annotations
 
 import random
 
 import pytest
+from helpers import levenshtein
 
 from asrbench.errors import AsrbenchError
 from asrbench.scoring import error_rates
 from asrbench.text import DEFAULT_NORMALIZER, NORMALIZERS, normalize
-
-
-def levenshtein(reference: list, hypothesis: list) -> int:
-    """Minimum substitutions + deletions + insertions turning ``reference`` into ``hypothesis``."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, ref_item in enumerate(reference, start=1):
-        current = [i]
-        for j, hyp_item in enumerate(hypothesis, start=1):
-            current.append(
-                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_item != hyp_item))
-            )
-        previous = current
-    return previous[-1]
 
 
 def test_levenshtein_reference_implementation():

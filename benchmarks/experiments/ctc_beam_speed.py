@@ -1,7 +1,7 @@
 """Search-only speed of CTC decoders: greedy, our prefix beam search (± LM), flashlight (± LM).
 
-    python benchmarks/ctc_beam_speed.py --run runs/an4/conformer --split test [--data DIR] [--lm LM_DIR]
-    python benchmarks/ctc_beam_speed.py --synthetic 600 [--lm LM_DIR] [--json OUT]
+    python benchmarks/experiments/ctc_beam_speed.py --run runs/an4/conformer --split test [--data DIR] [--lm LM_DIR]
+    python benchmarks/experiments/ctc_beam_speed.py --synthetic 600 [--lm LM_DIR] [--json OUT]
 
 With a run dir the model's log-probs are computed once (forward passes untimed); with
 ``--synthetic N`` they are generated for N seconds of audio: peaky CTC-like outputs at 25 frames
@@ -27,12 +27,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from asrbench.data.tokenizer import CharTokenizer, ctc_greedy
+from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decoding.ctc_beam import CTCBeamOptions, Lexicon, ctc_prefix_beam_search
+from asrbench.decoding.greedy import ctc_greedy
 from asrbench.env import environment
+from asrbench.experiment_data import FRAME_RATE, peaky_log_probs
 from asrbench.scoring import error_rates
 
-FRAME_RATE = 25.0  # output frames per second: 10 ms features, 4x subsampling
 WORDS = (
     "the of and to in is was he for it with as his on be at by had not are but from or have an they which one "
     "you were her all she there would their we him been has when who will more no if out so said what up its "
@@ -55,43 +56,6 @@ def random_texts(count: int, seconds: float, rng: np.random.Generator) -> list[s
             words.append(WORDS[rng.choice(len(WORDS), p=weights)])
         texts.append(" ".join(words))
     return texts
-
-
-def peaky_log_probs(text: str, frames: int, tokenizer: CharTokenizer, rng: np.random.Generator) -> np.ndarray:
-    """(frames, V) log-probs a trained CTC model might give for ``text``.
-
-    Characters sit on one spike frame (two, 20% of the time) at random places with a blank frame
-    between repeats; spikes hold 50-99% of the mass, blank and a random rival most of the rest, and
-    in 5% of spike frames the rival takes the target's place (so greedy makes errors to fix).
-    Blank frames leave 10^U(-5.5, -1.5) to the other tokens, so most but not all exceed 0.999.
-    """
-    vocab = len(tokenizer)
-    ids = tokenizer.encode(text)
-    spans = [2 if rng.random() < 0.2 else 1 for _ in ids]
-    needed = sum(spans) + len(ids)
-    if needed > frames:
-        raise ValueError(f"{len(ids)} characters do not fit in {frames} frames")
-    gaps = rng.multinomial(frames - needed, np.ones(len(ids) + 1) / (len(ids) + 1))
-    targets = np.zeros(frames, dtype=np.int64)
-    position = gaps[0]
-    for token, span, gap in zip(ids, spans, gaps[1:], strict=True):
-        targets[position:position + span] = token
-        position += span + 1 + gap  # at least one blank after every character
-    probs = rng.dirichlet(np.full(vocab, 0.3), size=frames)  # (frames, V): how the leftover mass spreads
-    spike = targets != 0
-    leftover = np.where(spike, rng.uniform(0.01, 0.5, frames), 10 ** rng.uniform(-5.5, -1.5, frames))
-    rival = rng.integers(2, vocab - (tokenizer.sos_id is not None), frames)  # never <sos/eos>
-    probs[np.arange(frames), rival] += np.where(spike, 1.0, 0.0)  # a confusable character
-    probs[spike, 0] += 2.0  # blank takes much of a spike's leftover
-    probs[np.arange(frames), targets] = 0.0
-    probs /= probs.sum(axis=1, keepdims=True)
-    probs *= leftover[:, None]
-    probs[np.arange(frames), targets] = 1.0 - leftover
-    swap = np.flatnonzero(spike & (rival != targets) & (rng.random(frames) < 0.05))
-    probs[swap, rival[swap]], probs[swap, targets[swap]] = probs[swap, targets[swap]], probs[swap, rival[swap]]
-    if tokenizer.sos_id is not None:
-        probs[:, tokenizer.sos_id] = 1e-9
-    return np.log(np.maximum(probs, 1e-12)).astype(np.float32)
 
 
 def synthetic_batches(seconds: float, seed: int, batch_size: int = 16):

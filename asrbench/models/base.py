@@ -1,0 +1,127 @@
+"""The written contracts between the models and everything that trains, decodes and tunes them.
+
+The trainer, ``decode``, ``tune``, ``bench`` and the benchmark scripts call only what these
+protocols name; they never branch on a model's name or family. A family is a base class that
+implements its protocol once (:class:`asrbench.models.ctc.CTCModel`,
+:class:`asrbench.models.attention.AttentionModel`) plus a :class:`Family` record; the registry
+(:mod:`asrbench.models`) refuses a model class that satisfies no family.
+
+Shapes: features ``(B, T, F)`` float, ``feature_lengths (B,)`` int64; targets concatenated
+``(sum U,)`` with ``target_lengths (B,)``; token id 0 is the CTC blank.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from asrbench.decoding.searchers import DecodeOptions, Searcher, TuningRequest
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Acoustic encoder: ``encode(features (B, T, F), feature_lengths (B,)) -> (encoded (B, T', D),
+    output_lengths (B,))`` with ``D == encoder_dim``. Every model of the zoo has one (dnn, cnn and
+    crdnn included), so any encoder can back any head: a CTC projection, an attention decoder, or
+    a transducer joiner."""
+
+    encoder_dim: int
+
+    def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@runtime_checkable
+class ASRModel(Protocol):
+    """What every family gives the trainer, the decoder and the tuner."""
+
+    def compute_loss(self, features: torch.Tensor, feature_lengths: torch.Tensor, targets: torch.Tensor,
+                     target_lengths: torch.Tensor) -> torch.Tensor:
+        """The training loss of the batch: a scalar, summed over utterances and divided by B."""
+        ...
+
+    def greedy_decode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
+        """The family's cheapest search: token ids per utterance."""
+        ...
+
+    def dev_decode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
+        """What the trainer scores on dev after each epoch to choose checkpoints."""
+        ...
+
+    def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
+        """The searcher ``options`` select (greedy, beam, lexicon, LM ...); a user error for
+        options this family cannot honour."""
+        ...
+
+    def tuning_grid(self, request: TuningRequest) -> list[DecodeOptions]:
+        """The grid ``asrbench tune`` searches on dev for this model."""
+        ...
+
+    def search_modes(self) -> tuple[str, ...]:
+        """The decoding modes this model offers, its default first (e.g. ("ctc",), ("attention", "ctc"))."""
+        ...
+
+
+@runtime_checkable
+class CTCFamily(ASRModel, Encoder, Protocol):
+    """CTC models: ``forward(features, feature_lengths) -> (log_probs (B, T', V), output_lengths (B,))``,
+    ``ctc_log_probs`` the same, for beam search."""
+
+    def ctc_log_probs(self, features: torch.Tensor, feature_lengths: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@runtime_checkable
+class AttentionFamily(ASRModel, Encoder, Protocol):
+    """Attention encoder-decoders: teacher-forced ``decoder_logits``, and the incremental
+    ``init_state`` / ``step`` / ``reorder_state`` beam search drives; ``ctc_head`` is the hybrid
+    CTC branch or None."""
+
+    def decoder_logits(self, memory: torch.Tensor, memory_lengths: torch.Tensor, tokens: torch.Tensor,
+                       token_lengths: torch.Tensor) -> torch.Tensor: ...
+
+    def init_state(self, memory: torch.Tensor, memory_lengths: torch.Tensor): ...
+
+    def step(self, state, prefixes: torch.Tensor) -> tuple[torch.Tensor, object]: ...
+
+    def reorder_state(self, state, indices: torch.Tensor): ...
+
+
+def protocol_members(protocol: type) -> list[str]:
+    """The attributes and methods a protocol (and the protocols it extends) requires."""
+    names: list[str] = []
+    for klass in reversed(protocol.__mro__):
+        if klass is object or klass is Protocol or not getattr(klass, "_is_protocol", False):
+            continue
+        for name, value in vars(klass).items():
+            if name.startswith("_") or name in names:
+                continue
+            if inspect.isfunction(value) or isinstance(value, property):
+                names.append(name)
+        for name in getattr(klass, "__annotations__", {}):
+            if not name.startswith("_") and name not in names:
+                names.append(name)
+    return names
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: the protocol its models satisfy and the base class that implements it."""
+
+    name: str  # shown by `asrbench models`
+    protocol: type
+    base: type
+    default_mode: str  # the decoding mode (DecodeOptions.mode) "auto" means for its models
+
+    def missing(self, model_class: type) -> list[str]:
+        """What ``model_class`` lacks to belong to this family ([] when it belongs).
+
+        Attributes a model sets in ``__init__`` (``encoder_dim``) cannot be seen on the class, so
+        only the methods are checked here; the shape tests build every model and check the rest.
+        """
+        if not issubclass(model_class, self.base):
+            return [f"a subclass of {self.base.__name__}"]
+        return [name for name in protocol_members(self.protocol)
+                if name not in ("encoder_dim",) and not callable(getattr(model_class, name, None))]

@@ -1,0 +1,96 @@
+"""Helpers several test files share: a tiny tone corpus, tiny models, the CLI entry point, a
+reference edit distance. (Fixtures live in conftest.py; these are plain functions and constants.)"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+
+from asrbench import cli
+from asrbench.cli import run_app
+from asrbench.models import build_model
+
+INPUT_DIM = 20
+VOCAB = 9
+
+TINY = {
+    "dnn": {"context": 2, "stride": 3, "hidden_size": 32, "num_layers": 2},
+    "cnn": {"subsample_channels": 4, "channels": 16, "kernel_size": 5, "num_blocks": 2},
+    "lstm": {"subsample_channels": 4, "hidden_size": 16, "num_layers": 2},
+    "gru": {"subsample_channels": 4, "hidden_size": 16, "num_layers": 2},
+    "crdnn": {"conv_channels": 4, "rnn_hidden": 16, "rnn_layers": 2, "dnn_hidden": 16},
+    "transformer": {"d_model": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 32, "subsample_channels": 4},
+    "conformer": {"d_model": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 32, "kernel_size": 5,
+                  "subsample_channels": 4},
+    "las": {"subsample_channels": 4, "encoder_hidden": 16, "encoder_layers": 1, "decoder_hidden": 16,
+            "embed_dim": 8, "attention_dim": 16, "location_channels": 4, "location_kernel": 5},
+    "transformer_aed": {"d_model": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 32, "subsample_channels": 4,
+                        "decoder_layers": 1, "decoder_ff_dim": 32},
+    "conformer_aed": {"d_model": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 32, "kernel_size": 5,
+                      "subsample_channels": 4, "decoder_layers": 1, "decoder_ff_dim": 32},
+}
+
+
+def make(name: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(name, TINY.get(name, {}), INPUT_DIM, VOCAB)
+
+
+
+WORDS = {"LOW": 300.0, "HIGH": 1500.0}
+
+
+def write_tone_corpus(root: Path) -> Path:
+    """Utterances of one or two tone 'words' (300 Hz = LOW, 1500 Hz = HIGH) separated by silence."""
+    rng = np.random.default_rng(0)
+    data_dir = root / "data"
+    (root / "audio").mkdir(parents=True)
+    for split, count in (("train", 12), ("dev", 4), ("test", 4)):
+        rows = []
+        for index in range(count):
+            words = [rng.choice(list(WORDS)) for _ in range(1 + index % 2)]
+            pieces = []
+            for word in words:
+                time = np.arange(2400) / 8000
+                pieces += [np.sin(2 * np.pi * WORDS[word] * time) * 0.3, np.zeros(800)]
+            audio = np.concatenate(pieces) + rng.normal(0, 0.003, sum(len(p) for p in pieces))
+            path = root / "audio" / f"{split}{index}.wav"
+            soundfile.write(path, audio, 8000, subtype="PCM_16")
+            rows.append({"id": f"{split}{index}", "audio": str(path), "duration": len(audio) / 8000,
+                         "text": " ".join(words)})
+        data_dir.mkdir(exist_ok=True)
+        (data_dir / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return data_dir
+
+
+
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the console-script entry point in-process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["asrbench", *args])
+    monkeypatch.setitem(cli._state, "debug", False)
+    code = 0
+    try:
+        run_app()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+
+def levenshtein(reference: list, hypothesis: list) -> int:
+    """Minimum substitutions + deletions + insertions turning ``reference`` into ``hypothesis``."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, ref_item in enumerate(reference, start=1):
+        current = [i]
+        for j, hyp_item in enumerate(hypothesis, start=1):
+            current.append(
+                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_item != hyp_item))
+            )
+        previous = current
+    return previous[-1]
