@@ -391,6 +391,16 @@ class Transcripts:
     speakers: dict[str, str]  # id -> speaker, where the file names one
 
 
+def _read_lines(path: Path) -> list[str]:
+    """A UTF-8 text file's lines; a missing or unreadable file is a one-line error naming it."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise AsrbenchError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise AsrbenchError(f"{path}: cannot read ({err})") from None
+
+
 def read_transcripts(path: str | Path, side: str = "ref") -> Transcripts:
     """Read ``id text`` lines (Kaldi) or JSONL; JSONL when the first non-blank line starts with '{'.
 
@@ -401,12 +411,7 @@ def read_transcripts(path: str | Path, side: str = "ref") -> Transcripts:
     lines are errors naming ``file:line``.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise AsrbenchError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise AsrbenchError(f"{path}: cannot read ({err})") from None
+    lines = _read_lines(path)
     first = next((line.lstrip() for line in lines if line.strip()), "")
     jsonl = first.startswith("{")
     text_keys = ("ref" if side == "ref" else "hyp", "text")
@@ -448,12 +453,7 @@ def read_transcripts(path: str | Path, side: str = "ref") -> Transcripts:
 def read_utt2spk(path: str | Path) -> dict[str, str]:
     """A Kaldi ``utt2spk`` file: ``utterance-id speaker-id`` per line."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise AsrbenchError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise AsrbenchError(f"{path}: cannot read ({err})") from None
+    lines = _read_lines(path)
     speakers: dict[str, str] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -378,7 +378,7 @@ def test_any_encoder_can_back_an_attention_decoder(name):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
     # Every encoder weight learned from the decoder's loss (not the CTC heads, and of an attention
     # model only its encoder: encode does not run its own decoder).
