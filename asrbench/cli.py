@@ -126,6 +126,44 @@ def data_prepare(
         console.print(f"[yellow]skipped {count}: {reason}[/yellow]" + (f" (e.g. {examples})" if examples else ""))
 
 
+@_command(data_app, "features")
+def data_features(
+    data_dir: Path = typer.Argument(..., help="Prepared data dir."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe whose features (and train speed "
+                                          "perturbation) to extract; default: the default features."),
+    model: Optional[str] = typer.Option(None, "--model", help="Take the recipe's sections as resolved for this model."),
+    splits: Optional[str] = typer.Option(None, "--splits", help="Comma-separated splits (default: every "
+                                         "prepared one)."),
+    jobs: int = typer.Option(0, "--jobs", min=0, help="Worker processes (0: one per core)."),
+    set_: List[str] = typer.Option([], "--set", help="Override, e.g. features.dtype=float32 (repeatable)."),
+) -> None:
+    """Extract a data dir's features into its feature store (what `train` does on its own when needed)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from asrbench.config import FeatureConfig, recipe_features
+    from asrbench.data.features import extract_data_dir
+    from asrbench.data.manifest import require_prepared
+
+    require_prepared(data_dir, (), "data dir")
+    if recipe is not None:
+        features, augment = recipe_features(recipe, model, set_)
+        speeds = augment.speed_perturb
+    else:
+        if model is not None or set_:
+            _fail("--model and --set need --recipe")
+        features, speeds = FeatureConfig(), []
+    names = [name.strip() for name in splits.split(",") if name.strip()] if splits else None
+    rows = extract_data_dir(data_dir, features, speeds, names, jobs)
+    table = Table(title=f"feature stores of {data_dir} ({features.kind}, {features.dim()} dims, {features.dtype})")
+    for header in ("split", "speed", "utterances", "hours", "MB/hour", "store"):
+        table.add_column(header, justify="left" if header in ("split", "store") else "right")
+    for row in rows:
+        table.add_row(row["split"], f"{row['speed']:g}", f"{row['utterances']:,}", f"{row['hours']:.2f}",
+                      f"{row['bytes_per_hour'] / 1e6:.1f}", row["store"])
+    Console(width=160).print(table)
+
+
 @_command(data_app, "synth")
 def data_synth(
     out: Path = typer.Option(..., "--out", help="Data dir for the built-in corpus."),

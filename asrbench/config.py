@@ -51,6 +51,9 @@ class FeatureConfig:
     num_ceps: int = 13  # mfcc only
     frame_length_ms: float = 25.0
     frame_shift_ms: float = 10.0
+    # How the feature store keeps frames on disk: float16 (2 bytes a value; normalized in float32
+    # after reading) or float32.
+    dtype: str = "float16"
 
     def dim(self) -> int:
         return self.num_ceps if self.kind == "mfcc" else self.num_mel_bins
@@ -158,6 +161,7 @@ MODEL_SECTIONS = ("train", "augment")
 
 CHOICES = {
     ("features", "kind"): ("fbank", "mfcc"),
+    ("features", "dtype"): ("float16", "float32"),
     ("tokenizer", "unknown"): ("map", "drop", "fail"),
     ("train", "schedule"): ("cosine", "constant"),
     ("train", "device"): ("auto", "cpu", "cuda"),
@@ -394,3 +398,23 @@ def run_config_from_dict(values: dict, where: str) -> RunConfig:
     sections = {name: values.get(name) for name in SECTIONS}
     sections["model"] = model.get("options")
     return _build(sections, model.get("name", ""), where, f"{where}: model")
+
+
+def recipe_features(recipe_path: str | Path, model: str | None = None,
+                    overrides: list[str] | None = None) -> tuple[FeatureConfig, AugmentConfig]:
+    """A recipe's feature and augmentation sections: for one model (its own overrides included),
+    or the shared sections alone when ``model`` is None (what ``asrbench data features`` extracts)."""
+    if model is not None:
+        config = resolve(recipe_path, model, overrides)
+        return config.features, config.augment
+    where = str(recipe_path)
+    recipe = load_yaml(recipe_path)
+    sections = {name: copy.deepcopy(recipe.get(name) or {}) for name in ("features", "augment")}
+    for text in overrides or []:
+        path, value = parse_override(text)
+        if path[0] not in sections or len(path) != 2:
+            raise AsrbenchError(f"--set {text}: without --model only features.KEY and augment.KEY can be set")
+        sections[path[0]][path[1]] = Override(text.split("=", 1)[1], value, text.strip())
+    features = build_dataclass(FeatureConfig, sections["features"], f"{where}: features")
+    augment = build_dataclass(AugmentConfig, sections["augment"], f"{where}: augment")
+    return features, augment

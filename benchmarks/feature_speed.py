@@ -40,8 +40,10 @@ def main() -> None:
     from asrbench.config import AugmentConfig, FeatureConfig
     from asrbench.data.audio import load_audio
     from asrbench.data.batching import BucketBatchSampler, Collator
-    from asrbench.data.features import CHUNK_SECONDS, FeatureExtractor, GlobalCMVN, chunked, load_features
+    from asrbench.data.fbank import FeatureExtractor
+    from asrbench.data.features import load_features
     from asrbench.data.manifest import read_manifest, split_path
+    from asrbench.data.store import CHUNK_SECONDS, chunked
     from asrbench.torchaudio_compat import kaldi
 
     utterances = [utt for split in args.splits.split(",") for utt in read_manifest(split_path(args.data, split))]
@@ -81,7 +83,7 @@ def main() -> None:
     start = time.perf_counter()
     features = load_features(args.data, split, config)
     load_seconds = time.perf_counter() - start
-    cmvn = GlobalCMVN.from_frames(features.frames)
+    cmvn = features.cmvn()
     tokens = [[1] * 10 for _ in range(len(features))]
     collate = Collator(features, tokens, cmvn, AugmentConfig(spec_augment=False))
 

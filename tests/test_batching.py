@@ -113,12 +113,12 @@ def make_features(lengths: list[int], dim: int = 5, seed: int = 0) -> FeatureSet
     generator = torch.Generator().manual_seed(seed)
     pieces = [torch.randn(length, dim, generator=generator) * 3 + 2 for length in lengths]
     utterances = [Utterance(f"utt{i}", f"/audio/{i}.wav", length / 100, "x") for i, length in enumerate(lengths)]
-    return FeatureSet(utterances, torch.cat(pieces), torch.cumsum(torch.tensor([0] + lengths), 0))
+    return FeatureSet.from_frames(utterances, torch.cat(pieces), torch.cumsum(torch.tensor([0] + lengths), 0))
 
 
 def test_collator_pads_normalizes_and_concatenates_targets():
     features = make_features([12, 30, 7, 19])
-    cmvn = GlobalCMVN.from_frames(features.frames)
+    cmvn = GlobalCMVN.from_frames(features.frames())
     token_ids = [[2, 3], [4], [5, 6, 7], [8, 2, 2, 3]]
     batch = Collator(features, token_ids, cmvn)([3, 0, 2])
     assert batch.ids == ["utt3", "utt0", "utt2"]
@@ -135,13 +135,13 @@ def test_collator_pads_normalizes_and_concatenates_targets():
 
 def test_collator_without_augment_is_deterministic():
     features = make_features([10, 20])
-    collate = Collator(features, [[2], [3]], GlobalCMVN.from_frames(features.frames), augment=None)
+    collate = Collator(features, [[2], [3]], GlobalCMVN.from_frames(features.frames()), augment=None)
     assert torch.equal(collate([0, 1]).features, collate([0, 1]).features)
 
 
 def test_collator_with_spec_augment_disabled_does_not_mask():
     features = make_features([40, 60])
-    cmvn = GlobalCMVN.from_frames(features.frames)
+    cmvn = GlobalCMVN.from_frames(features.frames())
     plain = Collator(features, [[2], [3]], cmvn)([0, 1])
     disabled = Collator(features, [[2], [3]], cmvn, AugmentConfig(spec_augment=False))([0, 1])
     assert torch.equal(plain.features, disabled.features)
@@ -149,7 +149,7 @@ def test_collator_with_spec_augment_disabled_does_not_mask():
 
 def test_collator_applies_spec_augment_when_training():
     features = make_features([200, 150])
-    cmvn = GlobalCMVN.from_frames(features.frames)
+    cmvn = GlobalCMVN.from_frames(features.frames())
     augment = AugmentConfig(freq_masks=2, freq_mask_width=3, time_masks=2, time_mask_width=20)
     torch.manual_seed(0)
     plain = Collator(features, [[2], [3]], cmvn)([0, 1])
@@ -161,7 +161,7 @@ def test_collator_applies_spec_augment_when_training():
 
 def test_batch_to_device_keeps_everything():
     features = make_features([10, 20])
-    batch = Collator(features, [[2], [3, 4]], GlobalCMVN.from_frames(features.frames))([0, 1])
+    batch = Collator(features, [[2], [3, 4]], GlobalCMVN.from_frames(features.frames()))([0, 1])
     moved = batch.to(torch.device("cpu"))
     assert moved.ids == batch.ids
     assert torch.equal(moved.features, batch.features) and torch.equal(moved.targets, batch.targets)
@@ -218,7 +218,7 @@ def test_batched_collation_equals_normalizing_and_augmenting_each_utterance():
     # The collator pads first and works on the batch in place; the values must be those of the
     # utterance-by-utterance recipe (CMVN, SpecAugment with the batch's generator, zero padding).
     features = make_features([30, 17, 25, 9], seed=3)
-    cmvn = GlobalCMVN.from_frames(features.frames)
+    cmvn = GlobalCMVN.from_frames(features.frames())
     augment = AugmentConfig(freq_masks=2, freq_mask_width=3, time_masks=2, time_mask_width=5)
     batch = Collator(features, [[1, 2]] * 4, cmvn, augment)([2, 0, 3], seed=11)
     generator = torch.Generator().manual_seed(11)

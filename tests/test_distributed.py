@@ -111,14 +111,14 @@ def test_concurrent_loaders_extract_the_features_once(tmp_path, write_audio, mon
     utterances = [Utterance(f"u{i}", str(write_audio(tmp_path / f"u{i}.wav", 0.4, rate=8000, frequency=400 + i)),
                             0.4, "yes") for i in range(3)]
     write_manifest(tmp_path / "data" / "train.jsonl", utterances)
-    calls, real_extract = [], features_module.extract
+    calls, real_build = [], features_module.build_store
 
-    def slow_extract(*args, **kwargs):
+    def slow_build(*args, **kwargs):
         calls.append(1)
         threading.Event().wait(0.3)  # long enough for the other loader to arrive and wait
-        return real_extract(*args, **kwargs)
+        return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(features_module, "extract", slow_extract)
+    monkeypatch.setattr(features_module, "build_store", slow_build)
     config = FeatureConfig(sample_rate=8000, num_mel_bins=23)
     results = [None, None]
 
@@ -131,7 +131,7 @@ def test_concurrent_loaders_extract_the_features_once(tmp_path, write_audio, mon
     for thread in threads:
         thread.join()
     assert len(calls) == 1
-    assert torch.equal(results[0].frames, results[1].frames)
+    assert torch.equal(results[0].frames(), results[1].frames())
 
 
 # --- torchrun, 2 Gloo ranks against 1 process ------------------------------------------------

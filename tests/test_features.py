@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import pickle
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from asrbench.config import FeatureConfig
-from asrbench.data import features as features_module
+from asrbench.data import fbank as fbank_module
+from asrbench.data import store as store_module
 from asrbench.data.audio import load_audio
-from asrbench.data.features import FeatureExtractor, FeatureSet, GlobalCMVN, load_features, speed_perturb
+from asrbench.data.fbank import FeatureExtractor, speed_perturb
+from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.manifest import Utterance, write_manifest
+from asrbench.data.store import ShardedFrames, bytes_per_hour
 from asrbench.torchaudio_compat import kaldi
 
 SMALL = FeatureConfig(sample_rate=8000, num_mel_bins=23)
@@ -108,8 +115,8 @@ def test_batch_equals_one_utterance_at_a_time_whatever_the_neighbours():
 
 
 def test_chunked_groups_consecutive_items_up_to_the_limit():
-    assert features_module.chunked([3.0, 3.0, 3.0, 1.0, 9.0, 0.5], 5.0) == [[0, 1], [2, 3, 4], [5]]
-    assert features_module.chunked([], 5.0) == []
+    assert store_module.chunked([3.0, 3.0, 3.0, 1.0, 9.0, 0.5], 5.0) == [[0, 1], [2, 3, 4], [5]]
+    assert store_module.chunked([], 5.0) == []
 
 
 def test_louder_audio_has_higher_log_energy_by_the_gain():
@@ -163,7 +170,7 @@ def test_speed_perturb_uses_a_small_resampling_ratio(monkeypatch, rate, factor):
     (8889, 8000+) filter bank for that on every call: ~3 s and ~1.4 GB per utterance on CPU.
     Resampling from ``round(rate * factor)`` to ``rate`` (14400 -> 16000 = 9:10, as Kaldi and
     lhotse do) gives the same length change with a tiny filter."""
-    real_resample = features_module.audio_functional.resample
+    real_resample = fbank_module.audio_functional.resample
     ratios = []
 
     def checked_resample(waveform, orig_freq, new_freq, *args, **kwargs):
@@ -172,95 +179,180 @@ def test_speed_perturb_uses_a_small_resampling_ratio(monkeypatch, rate, factor):
         assert max(ratios[-1]) <= 100, f"resampling {orig_freq} -> {new_freq} is {ratios[-1]} in lowest terms"
         return real_resample(waveform, orig_freq, new_freq, *args, **kwargs)
 
-    monkeypatch.setattr(features_module.audio_functional, "resample", checked_resample)
+    monkeypatch.setattr(fbank_module.audio_functional, "resample", checked_resample)
     waveform = torch.randn(rate)
     perturbed = speed_perturb(waveform, rate, factor)
     assert ratios
     assert abs(perturbed.numel() - rate / factor) <= 2
 
 
-# --- load_features and its cache --------------------------------------------------------------
+# --- load_features and the feature store ---------------------------------------------------------
+
+EXACT = dataclasses.replace(SMALL, dtype="float32")  # stored as extracted, for bit-exact comparisons
+
+
+def _stores(data_dir: Path, split: str = "train") -> list[Path]:
+    return sorted(path for path in (data_dir / "features").glob(f"{split}-*") if path.is_dir())
+
+
+def _count_shard_extractions(monkeypatch) -> list:
+    calls = []
+    real = store_module._extract_shard
+    monkeypatch.setattr(store_module, "_extract_shard", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    return calls
 
 
 def test_load_features_matches_direct_extraction(data_dir):
-    features = load_features(data_dir, "train", SMALL)
+    features = load_features(data_dir, "train", EXACT)
     assert len(features) == 3
     assert [utt.id for utt in features.utterances] == ["u0", "u1", "u2"]
     for i, utt in enumerate(features.utterances):
-        direct = FeatureExtractor(SMALL)(load_audio(utt.audio, 8000))
+        direct = FeatureExtractor(EXACT)(load_audio(utt.audio, 8000))
         assert torch.equal(features[i], direct)
     assert features.lengths.tolist() == [kaldi_frames(int(d * 8000), 8000) for d in (0.5, 0.8, 0.3)]
-    assert features.frames.shape == (int(features.lengths.sum()), 23)
+    assert features.frames().shape == (int(features.lengths.sum()), 23)
+
+
+def test_float16_storage_rounds_to_half_precision_and_reads_back_float32(data_dir):
+    half = load_features(data_dir, "train", SMALL)  # features.dtype float16, the default
+    exact = load_features(data_dir, "train", EXACT)
+    for i in range(len(half)):
+        assert half[i].dtype == torch.float32
+        assert torch.equal(half[i], exact[i].half().float())
+    (store,) = [path for path in _stores(data_dir)
+                if json.loads((path / "store.json").read_text())["dtype"] == "float16"]
+    (shard,) = store.glob("shard-*.npy")
+    frames = int(half.lengths.sum())
+    assert np.load(shard, mmap_mode="r").dtype == np.float16
+    assert shard.stat().st_size <= frames * 23 * 2 + 128  # 2 bytes a value, plus the .npy header
+    assert bytes_per_hour(store) > 0
 
 
 @pytest.mark.parametrize("chunk_seconds", [0.5, 1.0, 100.0])
-def test_extract_over_several_chunks_keeps_every_utterance_in_place(data_dir, monkeypatch, chunk_seconds):
+def test_extraction_over_several_chunks_keeps_every_utterance_in_place(data_dir, monkeypatch, chunk_seconds):
     """Chunks of 1, 2 or all 3 utterances give the same features, in manifest order."""
-    monkeypatch.setattr(features_module, "CHUNK_SECONDS", chunk_seconds)
-    utterances = features_module.read_manifest(data_dir / "train.jsonl")
-    features = features_module.extract(utterances, SMALL)
-    extractor = FeatureExtractor(SMALL)
-    for i, utt in enumerate(utterances):
+    monkeypatch.setattr(store_module, "CHUNK_SECONDS", chunk_seconds)
+    features = load_features(data_dir, "train", EXACT)
+    extractor = FeatureExtractor(EXACT)
+    for i, utt in enumerate(features.utterances):
         assert torch.allclose(features[i], extractor(load_audio(utt.audio, 8000)), atol=1e-4)
     assert features.lengths.tolist() == [kaldi_frames(int(d * 8000), 8000) for d in (0.5, 0.8, 0.3)]
 
 
-def test_second_load_reads_the_cache(data_dir, monkeypatch):
-    calls = []
-    real_extract = features_module.extract
+def test_shards_follow_the_plan_and_memory_maps_serve_the_frames(data_dir, monkeypatch):
+    monkeypatch.setattr(store_module, "SHARD_SECONDS", 0.6)  # u0 + u1 (1.3 s), then u2
+    assert store_module.plan_shards([0.5, 0.8, 0.3]) == [(0, 2), (2, 3)]
+    assert store_module.plan_shards([0.5, 0.8, 0.3], 10.0) == [(0, 3)] and store_module.plan_shards([]) == [(0, 0)]
+    features = load_features(data_dir, "train", EXACT)
+    (store,) = _stores(data_dir)
+    assert sorted(path.name for path in store.iterdir()) == [
+        "shard-00000.json", "shard-00000.npy", "shard-00001.json", "shard-00001.npy", "store.json"]
+    assert features.locations[:, 1].tolist() == [0, 0, 1]
+    assert isinstance(features.sources[0], ShardedFrames)
+    # The frames pickle as paths and map again: what a loader worker receives.
+    clone = pickle.loads(pickle.dumps(features))
+    assert len(pickle.dumps(features.sources[0])) < 1000
+    assert all(torch.equal(clone[i], features[i]) for i in range(3))
 
-    def counting_extract(*args, **kwargs):
-        calls.append(args)
-        return real_extract(*args, **kwargs)
 
-    monkeypatch.setattr(features_module, "extract", counting_extract)
-    first = load_features(data_dir, "train", SMALL)
-    assert len(calls) == 1
-    assert len(list((data_dir / "features").glob("train-*.pt"))) == 1
-
-    def must_not_extract(*args, **kwargs):
-        raise AssertionError("features were extracted again instead of read from the cache")
-
-    monkeypatch.setattr(features_module, "extract", must_not_extract)
-    second = load_features(data_dir, "train", SMALL)
-    assert torch.equal(second.frames, first.frames)
-    assert torch.equal(second.offsets, first.offsets)
+def test_a_second_load_reads_the_store(data_dir, monkeypatch):
+    first = load_features(data_dir, "train", EXACT)
+    calls = _count_shard_extractions(monkeypatch)
+    second = load_features(data_dir, "train", EXACT)
+    assert calls == []
+    assert torch.equal(second.frames(), first.frames())
     assert [u.id for u in second.utterances] == [u.id for u in first.utterances]
+    assert len(_stores(data_dir)) == 1
 
 
 @pytest.mark.parametrize(
-    "change", [{"num_mel_bins": 24}, {"frame_shift_ms": 20.0}, {"kind": "mfcc"}], ids=lambda c: next(iter(c))
-)
-def test_changing_the_feature_config_invalidates_the_cache(data_dir, monkeypatch, change):
-    load_features(data_dir, "train", SMALL)
-    calls = []
-    real_extract = features_module.extract
-    monkeypatch.setattr(features_module, "extract", lambda *a, **k: calls.append(a) or real_extract(*a, **k))
-    changed = dataclasses.replace(SMALL, **change)
+    "change", [{"num_mel_bins": 24}, {"frame_shift_ms": 20.0}, {"kind": "mfcc"}, {"dtype": "float16"}],
+    ids=lambda c: next(iter(c)))
+def test_changing_the_feature_config_extracts_a_new_store(data_dir, monkeypatch, change):
+    load_features(data_dir, "train", EXACT)
+    calls = _count_shard_extractions(monkeypatch)
+    changed = dataclasses.replace(EXACT, **change)
     features = load_features(data_dir, "train", changed)
     assert len(calls) == 1
-    assert features.frames.size(1) == changed.dim()
-    assert len(list((data_dir / "features").glob("train-*.pt"))) == 2
+    assert features[0].size(1) == changed.dim()
+    assert len(_stores(data_dir)) == 2
 
 
-def test_changed_audio_file_invalidates_the_cache(data_dir, write_audio, monkeypatch):
-    first = load_features(data_dir, "train", SMALL)
+def test_changed_audio_file_extracts_again(data_dir, write_audio, monkeypatch):
+    first = load_features(data_dir, "train", EXACT)
     audio = Path(first.utterances[0].audio)
     write_audio(audio, 0.6, rate=8000)  # same path, different content and size
-    calls = []
-    real_extract = features_module.extract
-    monkeypatch.setattr(features_module, "extract", lambda *a, **k: calls.append(a) or real_extract(*a, **k))
-    second = load_features(data_dir, "train", SMALL)
+    calls = _count_shard_extractions(monkeypatch)
+    second = load_features(data_dir, "train", EXACT)
     assert len(calls) == 1
     assert second.lengths[0] == kaldi_frames(int(0.6 * 8000), 8000)
 
 
-def test_damaged_cache_is_rebuilt(data_dir):
-    first = load_features(data_dir, "train", SMALL)
-    (cache,) = (data_dir / "features").glob("train-*.pt")
-    cache.write_bytes(b"not a torch file")
-    second = load_features(data_dir, "train", SMALL)
-    assert torch.equal(second.frames, first.frames)
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "drop the index", "drop store.json"])
+def test_a_damaged_shard_is_extracted_again_never_served(data_dir, monkeypatch, damage):
+    monkeypatch.setattr(store_module, "SHARD_SECONDS", 0.6)  # two shards: u0 + u1, then u2
+    first = load_features(data_dir, "train", EXACT)
+    (store,) = _stores(data_dir)
+    array, index = store / "shard-00001.npy", store / "shard-00001.json"
+    if damage == "flip a byte":
+        data = bytearray(array.read_bytes())
+        data[-5] ^= 0xFF
+        array.write_bytes(bytes(data))
+    elif damage == "truncate":
+        array.write_bytes(array.read_bytes()[:-40])
+    elif damage == "drop the index":
+        index.unlink()
+    else:
+        (store / "store.json").unlink()
+    calls = _count_shard_extractions(monkeypatch)
+    second = load_features(data_dir, "train", EXACT)
+    assert calls == ([] if damage == "drop store.json" else [1])  # only the damaged shard
+    assert torch.equal(second.frames(), first.frames())
+
+
+def test_a_killed_extraction_resumes_from_the_complete_shards(data_dir, monkeypatch):
+    monkeypatch.setattr(store_module, "SHARD_SECONDS", 0.6)
+    real = store_module._extract_shard
+
+    def die_on_the_second(directory, shard, *args, **kwargs):
+        if shard == 1:
+            raise KeyboardInterrupt  # the process is killed while extracting shard 1
+        return real(directory, shard, *args, **kwargs)
+
+    monkeypatch.setattr(store_module, "_extract_shard", die_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        load_features(data_dir, "train", EXACT, jobs=1)  # in this process, where the patch is
+    (store,) = _stores(data_dir)
+    assert (store / "shard-00000.json").is_file() and not (store / "store.json").exists()
+    assert not list(store.glob(".*"))  # no temporary file left behind
+    calls = []
+    monkeypatch.setattr(store_module, "_extract_shard", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    features = load_features(data_dir, "train", EXACT)
+    assert calls == [1] and len(features) == 3
+
+
+def test_parallel_extraction_in_worker_processes_gives_the_same_store(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "SHARD_SECONDS", 0.6)
+    alone = load_features(data_dir, "train", EXACT, jobs=1)
+    copy = tmp_path / "copy"
+    shutil.copytree(data_dir, copy, ignore=shutil.ignore_patterns("features"))
+    # The parent plans the shards (spawned workers never see the monkeypatched size) and sends each
+    # worker its shard's utterances.
+    together = load_features(copy, "train", EXACT, jobs=2)
+    assert torch.equal(together.frames(), alone.frames())
+    assert together.statistics["count"] == alone.statistics["count"]
+
+
+def test_store_statistics_give_the_cmvn_of_the_frames(data_dir):
+    features = load_features(data_dir, "train", EXACT)
+    from_frames = GlobalCMVN.from_frames(features.frames())
+    from_store = features.cmvn()
+    assert torch.allclose(from_store.mean, from_frames.mean, atol=1e-5)
+    assert torch.allclose(from_store.std, from_frames.std, atol=1e-5)
+    # Leaving utterances out subtracts their frames from the sums.
+    kept = GlobalCMVN.from_frames(torch.cat([features[0], features[2]]))
+    left_out = features.cmvn(leave_out=[1])
+    assert torch.allclose(left_out.mean, kept.mean, atol=1e-5) and torch.allclose(left_out.std, kept.std, atol=1e-5)
 
 
 @pytest.mark.parametrize("factor", [0.8, 1.25])
@@ -272,16 +364,16 @@ def test_speed_perturbed_features(data_dir, factor):
         assert utt.duration == pytest.approx(base.duration / factor)
     for length, base_length in zip(perturbed.lengths.tolist(), plain.lengths.tolist(), strict=True):
         assert abs(length - base_length / factor) <= 2
-    # The perturbed features are cached apart from the plain ones.
-    assert len(list((data_dir / "features").glob("train-*.pt"))) == 2
+    # The perturbed features are stored apart from the plain ones.
+    assert len(_stores(data_dir)) == 2
 
 
 @pytest.mark.parametrize("factor", [0.8, 1.25])
 def test_speed_perturbation_of_a_segment_keeps_the_whole_segment(tmp_path, write_audio, factor):
     """Regression test (fixed): for a segment of a longer recording (``offset`` > 0), load_features divides the
-    utterance duration by the speed factor *before* extraction, and extract() then reads only
-    ``duration / factor`` seconds of the original audio. Above speed 1 the end of the segment is
-    cut off; below 1 audio from after the segment is read. Features should be ~(segment / factor)."""
+    utterance duration by the speed factor *before* extraction, and extraction then read only
+    ``duration / factor`` seconds of the original audio. Above speed 1 the end of the segment was
+    cut off; below 1 audio from after the segment was read. Features should be ~(segment / factor)."""
     recording = write_audio(tmp_path / "audio" / "long.wav", 3.0, rate=8000)
     segment = Utterance("seg", str(recording), duration=1.0, text="yes", offset=1.0)
     write_manifest(tmp_path / "data" / "train.jsonl", [segment])
@@ -295,9 +387,9 @@ def test_segment_offset_reads_the_right_audio(tmp_path, write_audio):
     recording = write_audio(tmp_path / "long.wav", 2.0, rate=8000)
     segment = Utterance("seg", str(recording), duration=0.5, text="yes", offset=1.0)
     write_manifest(tmp_path / "data" / "train.jsonl", [segment])
-    features = load_features(tmp_path / "data", "train", SMALL)
+    features = load_features(tmp_path / "data", "train", EXACT)
     samples = load_audio(str(recording), 8000)[8000:12000]
-    assert torch.allclose(features[0], FeatureExtractor(SMALL)(samples), atol=1e-4)
+    assert torch.allclose(features[0], FeatureExtractor(EXACT)(samples), atol=1e-4)
 
 
 # --- FeatureSet and CMVN -----------------------------------------------------------------------
@@ -307,7 +399,7 @@ def make_feature_set(lengths: list[int], dim: int = 4) -> FeatureSet:
     pieces = [torch.full((length, dim), float(i)) for i, length in enumerate(lengths)]
     offsets = torch.cumsum(torch.tensor([0] + lengths), 0)
     utterances = [Utterance(f"u{i}", f"/a/{i}.wav", 1.0, "x") for i in range(len(lengths))]
-    return FeatureSet(utterances, torch.cat(pieces), offsets)
+    return FeatureSet.from_frames(utterances, torch.cat(pieces), offsets)
 
 
 def test_feature_set_indexing_and_lengths():
@@ -324,9 +416,17 @@ def test_feature_set_subset_keeps_the_chosen_utterances_in_order():
     assert subset.lengths.tolist() == [4, 5]
     assert torch.equal(subset[0], features[3])
     assert torch.equal(subset[1], features[1])
-    assert subset.frames.size(0) == 9
+    assert subset.frames().size(0) == 9
+    assert subset.sources[0] is features.sources[0]  # a view: no frames copied
     empty = features.subset([])
-    assert len(empty) == 0 and empty.frames.shape == (0, 4) and empty.offsets.tolist() == [0]
+    assert len(empty) == 0 and empty.lengths.tolist() == []
+
+
+def test_feature_sets_concatenate_as_views_over_both():
+    a, b = make_feature_set([3, 5]), make_feature_set([2])
+    both = a.concat(b)
+    assert both.lengths.tolist() == [3, 5, 2] and len(both.sources) == 2
+    assert torch.equal(both[2], b[0]) and torch.equal(both[1], a[1])
 
 
 def test_global_cmvn_normalizes_to_zero_mean_unit_std():

@@ -19,8 +19,8 @@ from helpers import run_main, write_tone_corpus
 from asrbench import checkpoint, fileio, rundir
 from asrbench.config import data_root
 from asrbench.data.audio import load_audio
-from asrbench.data.features import extract
-from asrbench.data.manifest import Utterance, split_path
+from asrbench.data.features import load_features
+from asrbench.data.manifest import Utterance, split_path, write_manifest
 from asrbench.decode import decode
 from asrbench.env import resolve_device
 from asrbench.errors import AsrbenchError
@@ -361,7 +361,8 @@ def test_resampling_and_downmixing_are_noted_once_per_split(tmp_path: Path, caps
         utterances.append(Utterance(f"s{index}", str(path), 1.0, "A"))
     waveform = load_audio(str(tmp_path / "s0.wav"), 8000)
     assert waveform.shape == (8000,)
-    extract(utterances, FeatureConfig(sample_rate=8000, num_mel_bins=23), description="dev features")
+    write_manifest(tmp_path / "data" / "dev.jsonl", utterances)
+    load_features(tmp_path / "data", "dev", FeatureConfig(sample_rate=8000, num_mel_bins=23), jobs=1)
     err = capsys.readouterr().err
     assert "dev features: 3 of 3 files downmixed from 2 channels to mono" in err
     assert "dev features: 3 of 3 files resampled from 16000 Hz to 8000 Hz" in err

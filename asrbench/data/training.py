@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from asrbench import fileio
 from asrbench.config import RunConfig, data_root
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
@@ -76,18 +74,15 @@ def load_training_data(config: RunConfig, tokenizer: Tokenizer | None = None) ->
 
     keep = fits(train)
     skipped_long = len(train) - len(keep)
+    # Statistics of the unperturbed training audio that is trained on (the store's sums, minus
+    # the utterances skipped as too long).
+    cmvn = train.cmvn(leave_out=sorted(set(range(len(train))) - set(keep)))
     if skipped_long:
         train = train.subset(keep)
-    cmvn = GlobalCMVN.from_frames(train.frames)  # statistics of the unperturbed training audio
     for factor in config.augment.speed_perturb:
         if factor != 1.0:
             perturbed = load_features(data_dir, "train", config.features, speed=float(factor))
-            perturbed = perturbed.subset(fits(perturbed))
-            train = FeatureSet(
-                train.utterances + perturbed.utterances,
-                torch.cat([train.frames, perturbed.frames]),
-                torch.cat([train.offsets, perturbed.offsets[1:] + train.offsets[-1]]),
-            )
+            train = train.concat(perturbed.subset(fits(perturbed)))
     train_texts = [normalize(utt.text) for utt in train.utterances]
     tokenizer = tokenizer or build_tokenizer(config.tokenizer, train_texts)
     dev = apply_unknown_policy(dev, tokenizer, config.tokenizer.unknown, data_dir / "dev.jsonl")
