@@ -14,7 +14,8 @@ over utterances gives the model's WER confidence interval, and every pair of mod
 paired bootstrap probability, the sign test and the matched-pairs test on those averages.
 
 ``jobs`` > 1 trains that many runs at once in worker processes (give each one thread with
-``--set train.num_threads=1`` on a CPU); the table does not depend on it.
+``--set train.num_threads=1`` on a CPU); ``executor="ray"`` runs each run as a Ray task on a
+cluster (:mod:`asrbench.ray_executor`). The table does not depend on either.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asrbench import fileio, rundir, stats
+from asrbench import fileio, ray_executor, rundir, stats
 from asrbench.compare import BEST, MARKS, NOT_WORSE, WORSE, read_utterance_errors
 from asrbench.config import load_yaml, recipe_models
 from asrbench.data.manifest import require_prepared
@@ -282,6 +283,9 @@ def bench(
     overrides: list[str] | None = None,
     first_seed: int = 0,
     jobs: int = 1,
+    executor: str = "local",
+    address: str = "local",
+    gpus_per_run: float = 0.0,
 ) -> dict:
     """Run (or resume) the sweep and write ``bench.json`` and ``bench.md``; returns the summary."""
     if seeds < 1:
@@ -304,7 +308,13 @@ def bench(
         elif (run_dir / rundir.CONFIG).is_file():
             console.print(f"{run_dir}: resuming")
         tasks.append((str(recipe), name, str(run_dir), data_dir, extra, epochs, budget_minutes, seed))
-    if jobs > 1:
+    if executor not in EXECUTORS:
+        raise AsrbenchError(f"unknown executor '{executor}' (valid: {', '.join(EXECUTORS)})")
+    if executor == "ray":
+        unfinished = [task for task in tasks if _unfinished(Path(task[2]))]
+        if unfinished:
+            ray_executor.run_tasks(_run_one, unfinished, address, cpus=_threads(extra), gpus=gpus_per_run)
+    elif jobs > 1:
         _run_parallel([task for task in tasks if _unfinished(Path(task[2]))], jobs)
     runs = []
     for task in tasks:
@@ -330,11 +340,24 @@ def bench(
     rows = summarize(runs)
     pairs = add_statistics(rows, runs)
     report = {"recipe": str(recipe), "models": names, "seeds": seeds, "first_seed": first_seed,
-              "budget_minutes": budget_minutes, "epochs": epochs, "jobs": jobs, "overrides": extra, "runs": runs,
+              "budget_minutes": budget_minutes, "epochs": epochs, "jobs": jobs, "executor": executor,
+              "overrides": extra, "runs": runs,
               "summary": rows, "pairs": pairs}
     fileio.write_text(out / "bench.json", json.dumps(report, indent=2) + "\n")
     fileio.write_text(out / "bench.md", markdown(rows, pairs))
     return report
+
+
+EXECUTORS = ("local", "ray")
+
+
+def _threads(overrides: list[str]) -> int:
+    """The CPUs one run asks for: its train.num_threads override (1 without one)."""
+    values = [text.split("=", 1)[1] for text in overrides if text.split("=", 1)[0].strip() == "train.num_threads"]
+    try:
+        return max(1, int(values[-1])) if values else 1
+    except ValueError:
+        raise AsrbenchError(f"--set train.num_threads={values[-1]}: expected a whole number") from None
 
 
 def _unfinished(run_dir: Path) -> bool:

@@ -104,12 +104,12 @@ def run_app() -> None:
 
 @_command(data_app, "prepare")
 def data_prepare(
-    corpus: str = typer.Argument(..., help="an4 | fsdd | yesno | librispeech | kaldi | manifest"),
+    corpus: str = typer.Argument(..., help="an4 | fsdd | yesno | librispeech | kaldi | manifest | lhotse"),
     src: Optional[Path] = typer.Argument(None, help="Corpus folder (for manifest: or name files with --train ...)."),
     out: Path = typer.Option(..., "--out", help="Data dir to write train/dev/test.jsonl into."),
-    train: Optional[Path] = typer.Option(None, "--train", help="manifest: the training manifest file."),
-    dev: Optional[Path] = typer.Option(None, "--dev", help="manifest: the dev (validation) manifest file."),
-    test: Optional[Path] = typer.Option(None, "--test", help="manifest: the test manifest file."),
+    train: Optional[Path] = typer.Option(None, "--train", help="manifest, lhotse: the training manifest file."),
+    dev: Optional[Path] = typer.Option(None, "--dev", help="manifest, lhotse: the dev (validation) manifest file."),
+    test: Optional[Path] = typer.Option(None, "--test", help="manifest, lhotse: the test manifest file."),
 ) -> None:
     """Write JSONL manifests for a corpus on disk.
 
@@ -307,6 +307,10 @@ def bench_command(
     first_seed: int = typer.Option(0, "--first-seed", help="The first seed."),
     jobs: int = typer.Option(1, "--jobs", help="Runs trained at once (worker processes); pair with "
                              "--set train.num_threads=N so jobs x N fits the cores."),
+    executor: str = typer.Option("local", "--executor", help="local (this machine) | ray (one Ray task per run)."),
+    address: str = typer.Option("local", "--address", help="--executor ray: local (a Ray instance for this "
+                                "sweep) | auto (this machine's cluster) | HOST:PORT (a cluster's head)."),
+    gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", min=0.0, help="--executor ray: GPUs each run asks for."),
 ) -> None:
     """Train, decode (dev and test) and compare models under one budget; resumable."""
     from rich.console import Console
@@ -314,7 +318,8 @@ def bench_command(
 
     from asrbench.bench import bench, markdown
 
-    report = bench(recipe, models, seeds, out, budget_minutes, epochs, data, set_, first_seed, jobs)
+    report = bench(recipe, models, seeds, out, budget_minutes, epochs, data, set_, first_seed, jobs, executor,
+                   address, gpus_per_run)
     Console(width=160).print(Markdown(markdown(report["summary"], report["pairs"])))
 
 

@@ -43,7 +43,7 @@ POLL_SECONDS = 0.2
 WARM_CACHE = """
 import sys
 from asrbench.config import resolve
-from asrbench.train import load_training_data
+from asrbench.data.training import load_training_data
 load_training_data(resolve(sys.argv[1], sys.argv[2], sys.argv[3:]))
 """
 

@@ -93,7 +93,7 @@ def main() -> None:
 
     from asrbench.config import resolve
     from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches
-    from asrbench.train import load_training_data
+    from asrbench.data.training import load_training_data
 
     scratch = Path(args.out or tempfile.mkdtemp(prefix="trainer_bench_"))
     peak_flops = matmul_flops_per_second()

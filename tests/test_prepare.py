@@ -327,7 +327,7 @@ def test_manifest_files_named_one_by_one(tmp_path):
         prepare_corpus("manifest", None, tmp_path / "out2", progress=False, files={"dev": src / "missing.json"})
     with pytest.raises(AsrbenchError, match="not both"):
         prepare_corpus("manifest", src, tmp_path / "out2", progress=False, files={"train": train_file})
-    with pytest.raises(AsrbenchError, match="use them with 'manifest', not 'kaldi'"):
+    with pytest.raises(AsrbenchError, match="use them with 'manifest' or 'lhotse', not 'kaldi'"):
         prepare_corpus("kaldi", None, tmp_path / "out2", progress=False, files={"train": train_file})
     assert not (tmp_path / "out2").exists()
 
@@ -340,7 +340,7 @@ def test_unknown_corpus_lists_valid_names(tmp_path):
         AsrbenchError, match="unknown corpus 'timit'.*an4, fsdd, yesno, librispeech, kaldi, manifest"
     ):
         prepare_corpus("timit", tmp_path, tmp_path / "out")
-    assert set(CORPORA) == {"an4", "fsdd", "yesno", "librispeech", "kaldi", "manifest"}
+    assert set(CORPORA) == {"an4", "fsdd", "yesno", "librispeech", "kaldi", "manifest", "lhotse"}
 
 
 def test_missing_src_is_named(tmp_path):
@@ -421,3 +421,88 @@ def test_real_yesno(tmp_path):
     assert ids(out, "test") == names[1::2]  # icefall's test set
     assert sorted(ids(out, "train") + ids(out, "dev")) == names[::2]
     assert load(out, "train")["0_0_0_0_1_1_1_1"].text == "NO NO NO NO YES YES YES YES"
+
+
+# --- lhotse manifests ---------------------------------------------------------------------------------
+
+
+def _lhotse_recording(rec_id: str, path: Path, seconds: float, rate: int = 16000) -> dict:
+    """A Recording as lhotse writes it (``Recording.to_dict()``)."""
+    return {"id": rec_id, "sources": [{"type": "file", "channels": [0], "source": str(path)}],
+            "sampling_rate": rate, "num_samples": int(seconds * rate), "duration": seconds, "channel_ids": [0]}
+
+
+def _write_jsonl_gz(path: Path, rows: list[dict]) -> Path:
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    return path
+
+
+def _lhotse_corpus(root: Path) -> Path:
+    """icefall's layout: cuts for train, supervisions + recordings for dev and test, a dev-other part."""
+    src = root / "manifests"
+    long = write_tone(root / "audio" / "long.wav", seconds=2.0)
+    short = write_tone(root / "audio" / "short.wav", seconds=0.6)
+    cuts = [
+        {"id": "cut-a", "start": 0.5, "duration": 1.0, "channel": 0, "type": "MonoCut",
+         "supervisions": [{"id": "sup-a", "recording_id": "long", "start": 0.1, "duration": 0.6, "channel": 0,
+                           "text": "hello  world", "speaker": "spk1", "language": "English"}],
+         "recording": _lhotse_recording("long", long, 2.0)},
+        {"id": "cut-b", "start": 0.0, "duration": 0.6, "channel": 0, "type": "MonoCut",
+         "supervisions": [{"id": "b1", "recording_id": "short", "start": 0.0, "duration": 0.3, "channel": 0,
+                           "text": "one", "speaker": "spk2"},
+                          {"id": "b2", "recording_id": "short", "start": 0.3, "duration": 0.3, "channel": 0,
+                           "text": "two", "speaker": "spk2"}],
+         "recording": _lhotse_recording("short", short, 0.6)},
+        {"id": "cut-url", "start": 0.0, "duration": 1.0, "channel": 0, "type": "MonoCut",
+         "supervisions": [{"id": "u", "recording_id": "r", "start": 0.0, "duration": 1.0, "text": "x"}],
+         "recording": {"id": "r", "sources": [{"type": "url", "channels": [0], "source": "https://x/y.flac"}],
+                       "sampling_rate": 16000, "num_samples": 16000, "duration": 1.0}},
+    ]
+    _write_jsonl_gz(src / "librispeech_cuts_train-clean-100.jsonl.gz", cuts)
+    for part in ("dev-clean", "dev-other", "test-clean"):
+        _write_jsonl_gz(src / f"librispeech_recordings_{part}.jsonl.gz", [_lhotse_recording("long", long, 2.0)])
+        _write_jsonl_gz(src / f"librispeech_supervisions_{part}.jsonl.gz", [
+            {"id": f"{part}-1", "recording_id": "long", "start": 1.2, "duration": 0.5, "channel": 0,
+             "text": part.upper(), "speaker": "spk3"},
+            {"id": f"{part}-gone", "recording_id": "nowhere", "start": 0.0, "duration": 0.5, "text": "lost"}])
+    return src
+
+
+def test_lhotse_cuts_supervisions_and_recordings_become_utterances(tmp_path):
+    src = _lhotse_corpus(tmp_path)
+    out = tmp_path / "out"
+    report = prepare_corpus("lhotse", src, out, progress=False)
+    assert report.counts == {"train": 3, "dev": 1, "dev_other": 1, "test": 1}
+    assert report.skipped == {"recording is not an audio file (url, command or memory source)": 1,
+                              "no recording in the RecordingSet": 3}
+    train = load(out, "train")
+    assert sorted(train) == ["b1", "b2", "cut-a"]
+    # A cut's supervision starts relative to the cut, the cut relative to its recording.
+    assert (train["cut-a"].offset, train["cut-a"].duration, train["cut-a"].text) == (0.6, 0.6, "hello world")
+    assert (train["b2"].offset, train["b2"].speaker) == (0.3, "spk2")
+    assert train["cut-a"].audio == str(tmp_path / "audio" / "long.wav")
+    dev = load(out, "dev")
+    assert list(dev) == ["dev-clean-1"] and dev["dev-clean-1"].offset == 1.2 and dev["dev-clean-1"].text == "DEV-CLEAN"
+    assert list(load(out, "dev_other")) == ["dev-other-1"]
+
+
+def test_lhotse_files_named_by_split_and_clear_errors(tmp_path):
+    src = _lhotse_corpus(tmp_path)
+    cuts = src / "librispeech_cuts_train-clean-100.jsonl.gz"
+    supervisions = src / "librispeech_supervisions_test-clean.jsonl.gz"
+    report = prepare_corpus("lhotse", None, tmp_path / "out", progress=False,
+                            files={"train": cuts, "test": supervisions})
+    assert report.counts == {"train": 3, "test": 1}
+    with pytest.raises(AsrbenchError, match="a RecordingSet has no transcripts"):
+        prepare_corpus("lhotse", None, tmp_path / "o2", progress=False,
+                       files={"test": src / "librispeech_recordings_test-clean.jsonl.gz"})
+    bad = _write_jsonl_gz(tmp_path / "bad" / "cuts_train.jsonl.gz", [{"id": "c", "start": 0.0}])
+    with pytest.raises(AsrbenchError, match=r"cuts_train.jsonl.gz:1: missing field 'recording'"):
+        prepare_corpus("lhotse", None, tmp_path / "o3", progress=False, files={"train": bad})
+    with pytest.raises(AsrbenchError, match="no lhotse manifest"):
+        prepare_corpus("lhotse", tmp_path / "audio", tmp_path / "o4", progress=False)

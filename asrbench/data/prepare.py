@@ -44,6 +44,8 @@ Corpora (``src`` is the folder given on the command line):
   ``offset`` the manifest's ``duration`` is used.
   Ids are the audio file's stem (``<stem>-<offset in centiseconds>`` with an offset), with
   ``-2``, ``-3``, ... appended to repeats.
+- ``lhotse``: lhotse CutSets, or SupervisionSets with their RecordingSets (``.jsonl[.gz]``), read
+  without lhotse installed; see :mod:`asrbench.data.lhotse`.
 """
 
 from __future__ import annotations
@@ -52,64 +54,16 @@ import json
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from asrbench.data.audio import audio_info
+from asrbench.data.corpus import Candidate, Preparer, PrepareReport, absolute, collapse_spaces, read_lines
+from asrbench.data.lhotse import prepare_lhotse, read_lhotse_file
 from asrbench.data.manifest import SPLITS, Utterance, write_data_dir
 from asrbench.errors import AsrbenchError, did_you_mean
 from asrbench.progress import progress_bar
 
-MAX_EXAMPLES = 3
 SEGMENT_MAX_OVERSHOOT = 0.5  # seconds a segment may run past the end of its audio (Kaldi's default)
-
-
-@dataclass
-class PrepareReport:
-    counts: dict[str, int] = field(default_factory=dict)  # split -> utterances written
-    skipped: dict[str, int] = field(default_factory=dict)  # reason -> utterances skipped
-    examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> up to 3 ids or paths
-
-    def skip(self, reason: str, example: str) -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
-        examples = self.examples.setdefault(reason, [])
-        if len(examples) < MAX_EXAMPLES and example not in examples:
-            examples.append(example)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """An utterance found in a corpus layout, before its audio header is read."""
-
-    id: str
-    audio: str  # absolute path
-    text: str
-    speaker: str | None = None
-    offset: float = 0.0  # seconds into the audio file
-    duration: float | None = None  # None: from ``offset`` to the end of the file
-
-
-Preparer = Callable[[Path, PrepareReport], dict[str, list[Candidate]]]
-
-
-def _absolute(path: str | Path) -> str:
-    """Absolute and normalized, but symlinks kept as the user laid them out."""
-    return os.path.abspath(path)
-
-
-def _words(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _read_lines(path: Path) -> list[tuple[str, str]]:
-    """(``file:line``, line) for every non-blank line of a UTF-8 text file."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise AsrbenchError(f"{path}: file not found") from None
-    except UnicodeDecodeError as err:
-        raise AsrbenchError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    return [(f"{path}:{number}", line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
 # --- AN4 -------------------------------------------------------------------------------------
@@ -124,7 +78,7 @@ AN4_LINE = re.compile(r"^(?P<words>.*?)\s*\((?P<source>[^()\s]+)\)\s*$")
 
 def _read_an4_transcription(path: Path, wav_dir: Path) -> list[Candidate]:
     candidates: dict[str, Candidate] = {}
-    for where, line in _read_lines(path):
+    for where, line in read_lines(path):
         match = AN4_LINE.match(line)
         if match is None:
             raise AsrbenchError(f"{where}: expected 'WORDS (utterance-id)', got {line.strip()!r}")
@@ -137,7 +91,7 @@ def _read_an4_transcription(path: Path, wav_dir: Path) -> list[Candidate]:
         if utt_id in candidates:
             raise AsrbenchError(f"{where}: duplicate utterance id {source!r}")
         words = [word for word in match["words"].split() if word not in ("<s>", "</s>")]
-        audio = _absolute(wav_dir / speaker / f"{source}.sph")
+        audio = absolute(wav_dir / speaker / f"{source}.sph")
         candidates[utt_id] = Candidate(utt_id, audio, " ".join(words), speaker)
     return sorted(candidates.values(), key=lambda candidate: candidate.id)
 
@@ -185,7 +139,7 @@ def prepare_fsdd(src: Path, report: PrepareReport) -> dict[str, list[Candidate]]
             report.skip("unrecognized file name", str(path))
             continue
         text = DIGIT_WORDS[int(match["digit"])]
-        candidate = Candidate(path.stem, _absolute(path), text, match["speaker"])
+        candidate = Candidate(path.stem, absolute(path), text, match["speaker"])
         splits[_fsdd_split(int(match["index"]))].append(candidate)
     return splits
 
@@ -208,7 +162,7 @@ def prepare_yesno(src: Path, report: PrepareReport) -> dict[str, list[Candidate]
             report.skip("unrecognized file name", str(path))
             continue
         text = " ".join(YESNO_WORDS[label] for label in labels)
-        named.append(Candidate(path.stem, _absolute(path), text))
+        named.append(Candidate(path.stem, absolute(path), text))
     icefall_train, test = named[::2], named[1::2]
     dev_positions = range(YESNO_DEV_EVERY - 1, len(icefall_train), YESNO_DEV_EVERY)
     return {
@@ -244,10 +198,10 @@ def _is_librispeech_subset(folder: Path) -> bool:
 def _read_librispeech_subset(subset: Path) -> list[Candidate]:
     candidates = []
     for transcript in sorted(subset.glob("*/*/*.trans.txt")):
-        for _, line in _read_lines(transcript):
+        for _, line in read_lines(transcript):
             utt_id, _, text = line.strip().partition(" ")
-            audio = _absolute(transcript.parent / f"{utt_id}.flac")
-            candidates.append(Candidate(utt_id, audio, _words(text), utt_id.split("-")[0]))
+            audio = absolute(transcript.parent / f"{utt_id}.flac")
+            candidates.append(Candidate(utt_id, audio, collapse_spaces(text), utt_id.split("-")[0]))
     return candidates
 
 
@@ -282,7 +236,7 @@ KALDI_LAYOUTS = (
 def _read_kaldi_table(path: Path, fields: int | None = None) -> dict[str, tuple[str, list[str]]]:
     """key -> (``file:line``, remaining fields); ``fields`` counts the key too when given."""
     table: dict[str, tuple[str, list[str]]] = {}
-    for where, line in _read_lines(path):
+    for where, line in read_lines(path):
         key, *rest = line.split()
         if fields is not None and len(rest) + 1 != fields:
             raise AsrbenchError(f"{where}: expected {fields} fields, got {len(rest) + 1}")
@@ -294,7 +248,7 @@ def _read_kaldi_table(path: Path, fields: int | None = None) -> dict[str, tuple[
 
 def _read_wav_scp(path: Path) -> dict[str, str]:
     recordings: dict[str, str] = {}
-    for where, line in _read_lines(path):
+    for where, line in read_lines(path):
         parts = line.strip().split(maxsplit=1)
         if len(parts) != 2:
             raise AsrbenchError(f"{where}: expected '<recording-id> <audio path>'")
@@ -310,7 +264,7 @@ def _read_wav_scp(path: Path) -> dict[str, str]:
             )
         if key in recordings:
             raise AsrbenchError(f"{where}: duplicate recording id {key!r}")
-        recordings[key] = _absolute(path.parent / location)
+        recordings[key] = absolute(path.parent / location)
     return recordings
 
 
@@ -401,7 +355,7 @@ def _number(where: str, row: dict, name: str) -> float:
 def _read_nemo_manifest(path: Path) -> list[Candidate]:
     candidates = []
     used: set[str] = set()
-    for where, line in _read_lines(path):
+    for where, line in read_lines(path):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
@@ -431,8 +385,8 @@ def _read_nemo_manifest(path: Path) -> list[Candidate]:
         candidates.append(
             Candidate(
                 utt_id,
-                _absolute(path.parent / audio),
-                _words(row["text"]),
+                absolute(path.parent / audio),
+                collapse_spaces(row["text"]),
                 None if speaker is None else str(speaker),
                 offset,
                 duration,
@@ -452,6 +406,13 @@ CORPORA: dict[str, Preparer] = {
     "librispeech": prepare_librispeech,
     "kaldi": prepare_kaldi,
     "manifest": prepare_manifest,
+    "lhotse": prepare_lhotse,
+}
+
+# Corpora whose splits may also be named file by file (--train F --dev F --test F).
+FILE_READERS: dict[str, Callable[[Path, PrepareReport], list[Candidate]]] = {
+    "manifest": lambda path, report: _read_nemo_manifest(path),
+    "lhotse": read_lhotse_file,
 }
 
 
@@ -529,32 +490,33 @@ def prepare_corpus(corpus: str, src: Path | None, out: Path, progress: bool = Tr
                    files: dict[str, Path] | None = None) -> PrepareReport:
     """Write ``out/<split>.jsonl`` for ``corpus`` found at ``src``; see the module docstring.
 
-    ``files`` (``manifest`` only) maps splits to manifest files, instead of a folder ``src``.
+    ``files`` (corpora in :data:`FILE_READERS`) maps splits to manifest files, instead of a folder ``src``.
     """
     if corpus not in CORPORA:
         raise AsrbenchError(f"unknown corpus '{corpus}'{did_you_mean(corpus, CORPORA)} (valid: {', '.join(CORPORA)})")
     files = {split: Path(path) for split, path in (files or {}).items() if path is not None}
     report = PrepareReport()
     if files:
-        if corpus != "manifest":
-            raise AsrbenchError(f"--train/--dev/--test name manifest files: use them with 'manifest', not '{corpus}'")
+        if corpus not in FILE_READERS:
+            raise AsrbenchError(f"--train/--dev/--test name manifest files: use them with "
+                                f"{' or '.join(repr(name) for name in FILE_READERS)}, not '{corpus}'")
         if src is not None:
             raise AsrbenchError(f"give a folder ({src}) or manifest files (--train/--dev/--test), not both")
         for split, path in files.items():
             if not path.is_file():
                 raise AsrbenchError(f"--{split} {path}: manifest file not found")
-        candidates = {split: _read_nemo_manifest(Path(_absolute(path))) for split, path in files.items()}
+        candidates = {split: FILE_READERS[corpus](Path(absolute(path)), report) for split, path in files.items()}
     else:
         if src is None:
             raise AsrbenchError(f"{corpus}: give the corpus folder"
-                                + (" or manifest files (--train F --dev F --test F)" if corpus == "manifest" else ""))
+                                + (" or manifest files (--train F --dev F --test F)" if corpus in FILE_READERS else ""))
         if Path(src).is_file():
             hint = (f"; to prepare one manifest file, name its split: --train {src}, --dev {src} or --test {src}"
-                    if corpus == "manifest" else "")
+                    if corpus in FILE_READERS else "")
             raise AsrbenchError(f"{src}: a file, not a corpus folder{hint}")
         if not Path(src).is_dir():
             raise AsrbenchError(f"{src}: corpus folder not found")
-        candidates = CORPORA[corpus](Path(_absolute(src)), report)
+        candidates = CORPORA[corpus](Path(absolute(src)), report)
     splits = _build_splits(corpus, candidates, report, progress)
     report.counts = write_data_dir(out, splits)
     return report

@@ -162,9 +162,15 @@ def _extract_in_worker(*args) -> dict:
     return _extract_shard(*args, progress=_progress)
 
 
-def extraction_jobs(requested: int, shards: int) -> int:
-    """Worker processes for ``requested`` (0: one per core, at most one per shard to extract)."""
-    jobs = requested if requested > 0 else available_cores()
+# Audio a worker process must have to extract before starting one pays off: a spawned worker
+# takes ~2 s to start (it imports torch), and one process extracts an hour of AN4 in ~2 s.
+HOURS_PER_WORKER = 2.0
+
+
+def extraction_jobs(requested: int, shards: int, hours: float) -> int:
+    """Worker processes: ``requested``, or with 0 one per core but only as many as ``hours`` of
+    audio to extract keep busy (:data:`HOURS_PER_WORKER`); never more than the shards to extract."""
+    jobs = requested if requested > 0 else min(available_cores(), max(1, int(hours // HOURS_PER_WORKER)))
     return max(1, min(jobs, shards))
 
 
@@ -177,13 +183,13 @@ def build_store(directory: Path, utterances: list[Utterance], config: FeatureCon
     todo = [k for k, (start, stop) in enumerate(plan)
             if _shard_index(directory, k, [u.id for u in utterances[start:stop]]) is None]
     if todo:
-        jobs = extraction_jobs(jobs, len(todo))
+        hours = sum(u.duration for k in todo for u in utterances[plan[k][0]:plan[k][1]]) / 3600
+        jobs = extraction_jobs(jobs, len(todo), hours)
         done_before = len(plan) - len(todo)
         if done_before:
             console.print(f"{description}: {done_before} of {len(plan)} shards already extracted, resuming")
         notes: Counter = Counter()
         tasks = [(str(directory), k, utterances[plan[k][0]:plan[k][1]], asdict(config), speed, dtype) for k in todo]
-        hours = sum(u.duration for k in todo for u in utterances[plan[k][0]:plan[k][1]]) / 3600
         with progress_bar("hours") as bar:
             task = bar.add_task(f"{description} ({jobs} job{'s' * (jobs > 1)})",
                                 total=sum(plan[k][1] - plan[k][0] for k in todo), hours=f"0.00/{hours:.2f}")
