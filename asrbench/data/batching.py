@@ -169,7 +169,7 @@ class Collator:
             generator = torch.Generator().manual_seed(seed) if seed is not None else None
             for row, length in zip(padded, lengths.tolist(), strict=True):
                 spec_augment_(row[:length], self.augment, generator)
-        targets = [torch.tensor(self.token_ids[i], dtype=torch.long) for i in indices]
+        targets = [torch.as_tensor(self.token_ids[i], dtype=torch.long) for i in indices]
         return Batch(
             ids=[self.features.utterances[i].id for i in indices],
             features=padded,

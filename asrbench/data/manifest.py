@@ -20,7 +20,7 @@ SPLITS = ("train", "dev", "test")
 REQUIRED_FIELDS = ("id", "audio", "duration", "text")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a million utterances stay small
 class Utterance:
     id: str
     audio: str

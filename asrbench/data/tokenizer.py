@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
+import torch
+
 from asrbench.errors import AsrbenchError
 
 BLANK = "<blank>"
@@ -133,3 +135,35 @@ def tokenizer_from_dict(values: dict) -> Tokenizer:
     if kind not in TOKENIZERS:
         raise AsrbenchError(f"tokenizer: unsupported kind {kind!r} (supported: {', '.join(TOKENIZERS)})")
     return TOKENIZERS[kind].from_dict(values)
+
+
+class TokenTable:
+    """Token ids of many utterances in one flat int32 tensor, not a Python list per utterance
+    (a list of small ints costs ~30x the memory at a million utterances); ``rows`` lets several
+    utterances share one sequence (the speed-perturbed copies of an utterance share its tokens).
+    ``table[i]`` is utterance i's ids as an int64 tensor."""
+
+    def __init__(self, sequences: list[list[int]], rows: torch.Tensor | None = None):
+        lengths = torch.tensor([len(sequence) for sequence in sequences], dtype=torch.int64)
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+        self.flat = torch.tensor([token for sequence in sequences for token in sequence], dtype=torch.int32)
+        self.rows = torch.arange(len(sequences)) if rows is None else rows
+
+    def repeated(self, times: int) -> TokenTable:
+        """The same sequences for ``times`` copies of the utterances, one after another (no copy)."""
+        table = TokenTable.__new__(TokenTable)
+        table.offsets, table.flat, table.rows = self.offsets, self.flat, self.rows.repeat(times)
+        return table
+
+    def subset(self, keep: list[int]) -> TokenTable:
+        table = TokenTable.__new__(TokenTable)
+        table.offsets, table.flat = self.offsets, self.flat
+        table.rows = self.rows[torch.tensor(keep, dtype=torch.int64)] if keep else self.rows[:0]
+        return table
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        row = int(self.rows[index])
+        return self.flat[int(self.offsets[row]):int(self.offsets[row + 1])].long()

@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from asrbench import fileio
 from asrbench.config import RunConfig, data_root
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.prepare import prepare_corpus
 from asrbench.data.synth import synthesize_corpus
-from asrbench.data.tokenizer import Tokenizer, build_tokenizer
+from asrbench.data.tokenizer import Tokenizer, TokenTable, build_tokenizer
 from asrbench.errors import AsrbenchError
 from asrbench.progress import console
 from asrbench.text import normalize
@@ -27,7 +29,7 @@ class TrainingData:
     dev: FeatureSet
     tokenizer: Tokenizer
     cmvn: GlobalCMVN
-    train_tokens: list[list[int]]
+    train_tokens: TokenTable  # of train's utterances (all copies), in its order
     dev_tokens: list[list[int]]
     skipped_long: int
 
@@ -77,21 +79,26 @@ def load_training_data(config: RunConfig, tokenizer: Tokenizer | None = None) ->
     # Statistics of the unperturbed training audio that is trained on (the store's sums, minus
     # the utterances skipped as too long).
     cmvn = train.cmvn(leave_out=sorted(set(range(len(train))) - set(keep)))
+    # Every copy of an utterance (plain, speed-perturbed) has its text and token ids: rows of the
+    # split's utterances, in the order the copies are concatenated.
+    texts = [normalize(utt.text) for utt in train.utterances]
+    rows = list(keep)
     if skipped_long:
         train = train.subset(keep)
     for factor in config.augment.speed_perturb:
         if factor != 1.0:
             perturbed = load_features(data_dir, "train", config.features, speed=float(factor))
-            train = train.concat(perturbed.subset(fits(perturbed)))
-    train_texts = [normalize(utt.text) for utt in train.utterances]
-    tokenizer = tokenizer or build_tokenizer(config.tokenizer, train_texts)
+            kept = fits(perturbed)
+            train = train.concat(perturbed.subset(kept))
+            rows += kept
+    tokenizer = tokenizer or build_tokenizer(config.tokenizer, [texts[row] for row in sorted(set(rows))])
     dev = apply_unknown_policy(dev, tokenizer, config.tokenizer.unknown, data_dir / "dev.jsonl")
     return TrainingData(
         train=train,
         dev=dev,
         tokenizer=tokenizer,
         cmvn=cmvn,
-        train_tokens=[tokenizer.encode(text) for text in train_texts],
+        train_tokens=TokenTable([tokenizer.encode(text) for text in texts], torch.tensor(rows, dtype=torch.int64)),
         dev_tokens=[tokenizer.encode(normalize(utt.text)) for utt in dev.utterances],
         skipped_long=skipped_long,
     )
