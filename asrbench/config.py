@@ -54,6 +54,9 @@ class FeatureConfig:
     # How the feature store keeps frames on disk: float16 (2 bytes a value; normalized in float32
     # after reading) or float32.
     dtype: str = "float16"
+    # false: keep no frames on disk; compute them from the audio for each batch (the store holds
+    # only frame counts and CMVN sums), for corpora whose features do not fit on disk.
+    cache: bool = True
 
     def dim(self) -> int:
         return self.num_ceps if self.kind == "mfcc" else self.num_mel_bins

@@ -20,7 +20,7 @@ import torch
 from asrbench import fileio
 from asrbench.config import FeatureConfig
 from asrbench.data.manifest import Utterance, prepared_splits, read_manifest, split_path
-from asrbench.data.store import ShardedFrames, build_store, bytes_per_hour, open_store
+from asrbench.data.store import OnTheFlyFrames, ShardedFrames, build_store, bytes_per_hour, open_store
 from asrbench.errors import AsrbenchError
 
 CACHE_VERSION = 4  # 3: one in-memory tensor per split; 4: the sharded, memory-mapped store
@@ -32,7 +32,7 @@ class FeatureSet:
     (source, shard, start, length) in one of ``sources``; ``features[i]`` is its (T_i, F) float32."""
 
     utterances: list[Utterance]
-    sources: list[ShardedFrames | torch.Tensor]  # a store's shards, or frames in memory (F columns)
+    sources: list[ShardedFrames | OnTheFlyFrames | torch.Tensor]  # a store's shards, audio, or frames in memory
     locations: torch.Tensor  # (N, 4) int64
     statistics: dict | None = None  # count, sum, sum_squares of the frames (a whole store's)
 
@@ -53,7 +53,7 @@ class FeatureSet:
     def __getitem__(self, index: int) -> torch.Tensor:
         source, shard, start, length = self.locations[index].tolist()
         frames = self.sources[source]
-        if isinstance(frames, ShardedFrames):
+        if isinstance(frames, (ShardedFrames, OnTheFlyFrames)):
             return frames.slice(shard, start, length)
         return frames[start:start + length].float()
 

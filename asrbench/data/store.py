@@ -98,6 +98,8 @@ def _shard_index(directory: Path, shard: int, ids: list[str]) -> dict | None:
         index = json.loads(index_path.read_text(encoding="utf-8"))
         if index.get("version") != STORE_VERSION or index.get("ids") != ids:
             return None
+        if not index.get("stored", True):  # features computed on the fly: an index without frames
+            return index
         if array_path.stat().st_size != index["bytes"] or _crc32(array_path) != index["crc32"]:
             return None
         return index
@@ -137,13 +139,15 @@ def _extract_shard(directory: str, shard: int, utterances: list[Utterance], conf
             progress.put((len(chunk), sum(utterances[i].duration for i in chunk)))
     frames = np.concatenate(pieces) if pieces else np.zeros((0, feature_config.dim()), DTYPES[dtype])
     array_path, index_path = _shard_paths(Path(directory), shard)
-    with fileio.atomic_open(array_path, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(frames))
+    if feature_config.cache:
+        with fileio.atomic_open(array_path, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(frames))
     index = {
         "version": STORE_VERSION, "ids": [u.id for u in utterances], "lengths": [int(p.shape[0]) for p in pieces],
-        "dtype": dtype, "dim": int(frames.shape[1]), "bytes": array_path.stat().st_size,
-        "crc32": _crc32(array_path), "sum": total.tolist(), "sum_squares": squares.tolist(),
-        "frames": int(frames.shape[0]), "notes": dict(notes),
+        "dtype": dtype, "dim": int(frames.shape[1]), "stored": feature_config.cache,
+        "bytes": array_path.stat().st_size if feature_config.cache else 0,
+        "crc32": _crc32(array_path) if feature_config.cache else 0, "sum": total.tolist(),
+        "sum_squares": squares.tolist(), "frames": int(frames.shape[0]), "notes": dict(notes),
     }
     fileio.write_json(index_path, index)
     return index
@@ -276,9 +280,39 @@ class ShardedFrames:
         self.paths, self._maps = state["paths"], None
 
 
-def open_store(directory: Path, utterances: list[Utterance]) -> tuple[ShardedFrames, torch.Tensor, dict] | None:
+class OnTheFlyFrames:
+    """Features computed from the audio when a batch asks for them (``features.cache: false``),
+    for corpora whose features do not fit on disk: the same values as the stored path (rounded
+    to ``features.dtype`` like them). The store then holds only the index (frame counts, CMVN
+    sums), from one extraction pass that writes no frames. ``slice`` takes an utterance's index."""
+
+    def __init__(self, utterances: list[Utterance], config: FeatureConfig, speed: float):
+        self.utterances, self.config, self.speed = utterances, config, speed
+        self._extractor: FeatureExtractor | None = None
+
+    def slice(self, utterance: int, start: int, length: int) -> torch.Tensor:
+        if self._extractor is None:
+            self._extractor = FeatureExtractor(self.config)
+        utt = self.utterances[utterance]
+        span = utt.duration * self.speed if utt.offset else None
+        waveform = load_audio(utt.audio, self.config.sample_rate, utt.offset, span)
+        features = self._extractor(speed_perturb(waveform, self.config.sample_rate, self.speed))
+        rounded = features.numpy().astype(DTYPES[self.config.dtype]).astype(np.float32)
+        return torch.from_numpy(rounded[start:start + length])
+
+    def __getstate__(self) -> dict:
+        return {"utterances": self.utterances, "config": self.config, "speed": self.speed}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["utterances"], state["config"], state["speed"])
+
+
+def open_store(directory: Path, utterances: list[Utterance]
+               ) -> tuple[ShardedFrames | OnTheFlyFrames, torch.Tensor, dict] | None:
     """(frames, locations (N, 3) int64 [shard, start, length], statistics) of a complete store
-    holding exactly ``utterances``; None when it is missing, incomplete, stale or damaged."""
+    holding exactly ``utterances``; None when it is missing, incomplete, stale or damaged. For a
+    store of ``features.cache: false`` the frames are :class:`OnTheFlyFrames` and each location's
+    "shard" is the utterance's index."""
     try:
         meta = json.loads((directory / "store.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -301,7 +335,11 @@ def open_store(directory: Path, utterances: list[Utterance]) -> tuple[ShardedFra
         total = np.asarray(index["sum"]) if total is None else total + np.asarray(index["sum"])
         squares = np.asarray(index["sum_squares"]) if squares is None else squares + np.asarray(index["sum_squares"])
     statistics = {"count": count, "sum": total, "sum_squares": squares}
-    return ShardedFrames(paths), torch.tensor(locations, dtype=torch.int64).reshape(-1, 3), statistics
+    locations = torch.tensor(locations, dtype=torch.int64).reshape(-1, 3)
+    if not meta["config"].get("cache", True):
+        locations[:, 0], locations[:, 1] = torch.arange(len(utterances)), 0
+        return OnTheFlyFrames(utterances, FeatureConfig(**meta["config"]), meta["speed"]), locations, statistics
+    return ShardedFrames(paths), locations, statistics
 
 
 def bytes_per_hour(directory: Path) -> float:
