@@ -23,7 +23,7 @@ from asrbench.data.manifest import Utterance, prepared_splits, read_manifest, sp
 from asrbench.data.store import OnTheFlyFrames, ShardedFrames, build_store, bytes_per_hour, open_store
 from asrbench.errors import AsrbenchError
 
-CACHE_VERSION = 4  # 3: one in-memory tensor per split; 4: the sharded, memory-mapped store
+CACHE_VERSION = 4  # 3: one in-memory tensor per split; 4: the sharded store
 
 
 @dataclass
@@ -117,9 +117,11 @@ def cache_key(utterances: list[Utterance], config: FeatureConfig, speed: float) 
     return digest.hexdigest()[:20]
 
 
-def split_utterances(data_dir: str | Path, split: str, speed: float = 1.0) -> list[Utterance]:
-    """A split's utterances; speed-perturbed copies get ``sp<factor>-`` ids and scaled durations."""
-    utterances = read_manifest(split_path(data_dir, split))
+def split_utterances(data_dir: str | Path, split: str, speed: float = 1.0,
+                     manifest: list[Utterance] | None = None) -> list[Utterance]:
+    """A split's utterances (``manifest``, or read from the data dir); speed-perturbed copies get
+    ``sp<factor>-`` ids and scaled durations."""
+    utterances = manifest if manifest is not None else read_manifest(split_path(data_dir, split))
     if speed != 1.0:
         utterances = [
             Utterance(f"sp{speed:g}-{u.id}", u.audio, u.duration / speed, u.text, u.speaker, u.offset)
@@ -136,10 +138,11 @@ def store_dir(data_dir: str | Path, split: str, config: FeatureConfig, speed: fl
 
 
 def load_features(data_dir: str | Path, split: str, config: FeatureConfig, speed: float = 1.0,
-                  jobs: int = 0) -> FeatureSet:
+                  jobs: int = 0, manifest: list[Utterance] | None = None) -> FeatureSet:
     """Features of a prepared split from its store, extracting what is missing first (``jobs``
-    worker processes; 0: one per core)."""
-    utterances = split_utterances(data_dir, split, speed)
+    worker processes; 0: one per core). ``manifest``: the split's utterances when the caller
+    has read them already (the speed copies of train are made from them, not read again)."""
+    utterances = split_utterances(data_dir, split, speed, manifest)
     directory = store_dir(data_dir, split, config, speed, utterances)
     opened = open_store(directory, utterances)
     if opened is None:

@@ -1,4 +1,4 @@
-"""The feature store: a split's features on disk in shards, read back through memory maps.
+"""The feature store: a split's features on disk in shards, read back from the page cache.
 
 A store is a folder ``<data_dir>/features/<split>-<key>/`` (the key hashes the feature config,
 the speed factor and every utterance's identity, see :func:`asrbench.data.features.cache_key`):
@@ -17,9 +17,10 @@ whose ``.npy`` fails its size or CRC check, or whose ``.json`` is missing or nam
 utterances, is extracted again; nothing damaged or stale is ever served.
 
 Extraction writes one shard at a time per worker (``jobs`` worker processes, or in this process
-with ``jobs`` 1), so its memory is one shard's frames whatever the corpus size. Reading maps each
-shard (``numpy.load(mmap_mode="r")``): the page cache holds the data, shared by loader workers
-and torchrun ranks, and a batch copies only its own frames (to float32).
+with ``jobs`` 1), so its memory is one shard's frames whatever the corpus size. Reading copies
+each utterance's bytes out of the page cache with a positioned read (:class:`ShardedFrames`
+says why not memory maps): the page cache holds the data, shared by loader workers and torchrun
+ranks, and a batch holds only its own frames (as float32).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import os
 import queue
 import zlib
-from collections import Counter
+from collections import Counter, OrderedDict
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict
 from pathlib import Path
@@ -43,6 +45,7 @@ from asrbench.data.audio import load_audio
 from asrbench.data.fbank import FeatureExtractor, speed_perturb
 from asrbench.data.manifest import Utterance
 from asrbench.env import available_cores
+from asrbench.errors import AsrbenchError
 from asrbench.progress import console, progress_bar
 
 STORE_VERSION = 1
@@ -255,29 +258,72 @@ def _extract_in_workers(tasks: list[tuple], jobs: int, bar, task, hours: float) 
 # --- reading -----------------------------------------------------------------------------------------
 
 
+MAX_OPEN_SHARDS = 64  # file descriptors a reader keeps open (least recently used closed first)
+
+
+def _npy_layout(path: Path) -> tuple[int, tuple[int, ...], np.dtype]:
+    """(byte offset of the data, shape, dtype) of an .npy file, from its header alone."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(handle)
+        if fortran:
+            raise AsrbenchError(f"{path}: a Fortran-ordered array is not a feature shard")
+        return handle.tell(), shape, dtype
+
+
 class ShardedFrames:
-    """The frames of a store's shards, memory-mapped; pickles as its paths (loader workers and
-    spawned processes map the files themselves instead of receiving copies)."""
+    """The frames of a store's shards, read with positioned reads (``os.pread``) from the page
+    cache; pickles as its paths (loader workers and spawned processes open the files themselves).
+
+    Not memory maps: the kernel maps a file's page cache in large folios (up to 2 MB) around each
+    page touched, and counts what a process maps as its resident memory; batches read utterances
+    from everywhere, so 50 training steps on 100 h mapped 2.4 GB (0.3 GB on 1 h), even with
+    ``madvise(MADV_RANDOM)``. A positioned read copies just the utterance's bytes out of the page
+    cache, which holds the data (shared by every process reading the store) whatever its size.
+    """
 
     def __init__(self, paths: list[Path]):
         self.paths = [Path(path) for path in paths]
-        self._maps: list[np.ndarray] | None = None
+        self._layouts: dict[int, tuple[int, int, np.dtype]] = {}
+        self._files: OrderedDict[int, int] = OrderedDict()  # shard -> open file descriptor
 
-    @property
-    def maps(self) -> list[np.ndarray]:
-        if self._maps is None:
-            self._maps = [np.load(path, mmap_mode="r") for path in self.paths]
-        return self._maps
+    def _file(self, shard: int) -> tuple[int, int, int, np.dtype]:
+        if shard not in self._layouts:
+            offset, shape, dtype = _npy_layout(self.paths[shard])
+            self._layouts[shard] = (offset, shape[1] if len(shape) == 2 else 0, dtype)
+        if shard in self._files:
+            self._files.move_to_end(shard)
+        else:
+            if len(self._files) >= MAX_OPEN_SHARDS:
+                os.close(self._files.popitem(last=False)[1])
+            self._files[shard] = os.open(self.paths[shard], os.O_RDONLY)
+        return (self._files[shard], *self._layouts[shard])
 
     def slice(self, shard: int, start: int, length: int) -> torch.Tensor:
-        """Frames ``[start, start + length)`` of a shard as a float32 tensor (a copy of just those)."""
-        return torch.from_numpy(np.array(self.maps[shard][start:start + length], dtype=np.float32))
+        """Frames ``[start, start + length)`` of a shard as a float32 tensor."""
+        descriptor, offset, dim, dtype = self._file(shard)
+        size = dtype.itemsize * dim
+        data = os.pread(descriptor, length * size, offset + start * size)
+        if len(data) != length * size:
+            raise AsrbenchError(f"{self.paths[shard]}: shorter than its index says (changed after it was checked?)")
+        return torch.from_numpy(np.frombuffer(data, dtype=dtype).reshape(length, dim).astype(np.float32))
+
+    def close(self) -> None:
+        while self._files:
+            os.close(self._files.popitem()[1])
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except (OSError, AttributeError, TypeError):  # interpreter shutdown
+            pass
 
     def __getstate__(self) -> dict:
         return {"paths": self.paths}
 
     def __setstate__(self, state: dict) -> None:
-        self.paths, self._maps = state["paths"], None
+        self.__init__(state["paths"])
 
 
 class OnTheFlyFrames:

@@ -81,13 +81,14 @@ def load_training_data(config: RunConfig, tokenizer: Tokenizer | None = None) ->
     cmvn = train.cmvn(leave_out=sorted(set(range(len(train))) - set(keep)))
     # Every copy of an utterance (plain, speed-perturbed) has its text and token ids: rows of the
     # split's utterances, in the order the copies are concatenated.
-    texts = [normalize(utt.text) for utt in train.utterances]
+    manifest = train.utterances  # read once; the speed copies are made from it
+    texts = [normalize(utt.text) for utt in manifest]
     rows = list(keep)
     if skipped_long:
         train = train.subset(keep)
     for factor in config.augment.speed_perturb:
         if factor != 1.0:
-            perturbed = load_features(data_dir, "train", config.features, speed=float(factor))
+            perturbed = load_features(data_dir, "train", config.features, speed=float(factor), manifest=manifest)
             kept = fits(perturbed)
             train = train.concat(perturbed.subset(kept))
             rows += kept
