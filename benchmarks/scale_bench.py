@@ -11,7 +11,8 @@ For each size, a data dir whose train split is AN4's training utterances repeate
   peak resident memory of the largest process of the extraction (the parent or a worker);
 - the store on disk: bytes per hour of audio and per stored feature value (float16 + indexes);
 - training: 50 steps of the AN4 cnn with speed perturbation (``asrbench train ... --set
-  train.max_steps=50``) in a child process, its peak resident memory (VmHWM) and, at that peak's
+  train.max_steps=50``) in a child process, its peak resident memory (VmHWM; the median of three
+  fresh runs) and, at that peak's
   sampling, its anonymous and file-backed parts (memory-mapped shards are file-backed: page
   cache the kernel can drop, shared with other processes).
 
@@ -21,7 +22,8 @@ Then, on the smallest size (AN4-sized), side by side in this process and both wa
   in-memory tensor (what asrbench did before the store);
 - training steps: the cnn's forward, backward and optimizer step on batches collated from the
   store against batches from the in-memory tensor (alternating, each side's best of 3);
-- extraction with 2 worker processes against 1 (the 10 h size's train split, no speed copies);
+- extraction with 2 worker processes against 1 (the 10 h size's train split, no speed copies;
+  alternating, each side's best of 3);
 - a 1,000,000-line manifest: reading it and building its length-bucketed batches (seconds, and
   the peak resident memory of a child process doing it).
 
@@ -125,7 +127,7 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, "-m", "asrbench", *args]
 
 
-def measure_size(source: Path, root: Path, hours: float, jobs: int, steps: int) -> dict:
+def measure_size(source: Path, root: Path, hours: float, jobs: int, steps: int, repeat: int) -> dict:
     data, seconds = replicated(source, root / f"{hours:g}h", hours)
     extraction = run_measured(_python("data", "features", str(data), "--recipe", str(RECIPE), "--splits",
                                       "train", "--jobs", str(jobs)))
@@ -134,17 +136,23 @@ def measure_size(source: Path, root: Path, hours: float, jobs: int, steps: int) 
     stores = [path for path in (data / "features").iterdir() if path.is_dir()]
     per_hour = sum(bytes_per_hour(path) for path in stores) / len(stores)
     dim = json.loads((stores[0] / "store.json").read_text())["config"]["num_mel_bins"]
-    run = root / f"run-{hours:g}h"
-    training = run_measured(_python("train", str(RECIPE), "--model", "cnn", "--data", str(data), "--out", str(run),
-                                    "--set", f"train.max_steps={steps}", "--set", "train.max_minutes=0",
-                                    "--set", "train.checkpoint_minutes=0"))
+    # A process's peak varies by ~10% from run to run (the allocator's arenas, the dev pass's
+    # tensors): the median of ``repeat`` fresh trainings.
+    trainings = []
+    for attempt in range(repeat):
+        run = root / f"run-{hours:g}h-{attempt}"
+        trainings.append(run_measured(_python("train", str(RECIPE), "--model", "cnn", "--data", str(data), "--out",
+                                              str(run), "--set", f"train.max_steps={steps}", "--set",
+                                              "train.max_minutes=0", "--set", "train.checkpoint_minutes=0")))
+        shutil.rmtree(run, ignore_errors=True)
+    training = sorted(trainings, key=lambda measured: measured["peak_mb"])[len(trainings) // 2]
     return {
         "hours": seconds / 3600, "train_utterances": sum(1 for _ in (data / "train.jsonl").open()),
         "extraction_seconds": extraction["seconds"], "extraction_rtfx": 3 * seconds / extraction["seconds"],
         "extraction_peak_mb": extraction["peak_mb"], "store_bytes_per_hour": per_hour,
         "bytes_per_value": per_hour / (360000 * dim), "training_peak_mb": training["peak_mb"],
         "training_anon_mb": training["anon_mb"], "training_file_mb": training["file_mb"],
-        "training_seconds": training["seconds"],
+        "training_seconds": training["seconds"], "training_peaks_mb": [measured["peak_mb"] for measured in trainings],
     }
 
 
@@ -247,15 +255,19 @@ def main() -> None:
         # First, on a quiet machine: measured after the other parts, the same child process peaked
         # at ~1.35 GB instead of ~0.84 GB (a state of the machine the page cache alone does not explain).
         manifest = manifest_million(args.data, root)
-        sizes = [measure_size(args.data, root, float(hours), args.jobs, args.steps) for hours in args.hours.split(",")]
+        sizes = [measure_size(args.data, root, float(hours), args.jobs, args.steps, args.repeat)
+                 for hours in args.hours.split(",")]
         smallest, largest = sizes[0], sizes[-1]
         compared = side_by_side(root / f"{float(args.hours.split(',')[0]):g}h", args.repeat)
         ten = root / f"{float(args.hours.split(',')[min(1, len(sizes) - 1)]):g}h"
-        workers = {}
-        for jobs in (1, 2):
-            shutil.rmtree(ten / "features", ignore_errors=True)
-            workers[jobs] = run_measured(_python("data", "features", str(ten), "--recipe", str(RECIPE), "--splits",
-                                                 "train", "--set", "augment.speed_perturb=[]", "--jobs", str(jobs)))
+        workers = {1: [], 2: []}
+        for _ in range(args.repeat):  # alternating, each side's best
+            for jobs in (1, 2):
+                shutil.rmtree(ten / "features", ignore_errors=True)
+                workers[jobs].append(run_measured(_python("data", "features", str(ten), "--recipe", str(RECIPE),
+                                                          "--splits", "train", "--set", "augment.speed_perturb=[]",
+                                                          "--jobs", str(jobs)))["seconds"])
+        workers = {jobs: {"seconds": min(times)} for jobs, times in workers.items()}
         seconds = sizes[min(1, len(sizes) - 1)]["hours"] * 3600
     finally:
         if not args.keep:
