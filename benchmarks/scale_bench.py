@@ -12,9 +12,9 @@ For each size, a data dir whose train split is AN4's training utterances repeate
 - the store on disk: bytes per hour of audio and per stored feature value (float16 + indexes);
 - training: 50 steps of the AN4 cnn with speed perturbation (``asrbench train ... --set
   train.max_steps=50``) in a child process, its peak resident memory (VmHWM; the median of three
-  fresh runs) and, at that peak's
-  sampling, its anonymous and file-backed parts (memory-mapped shards are file-backed: page
-  cache the kernel can drop, shared with other processes).
+  fresh runs) and, at that peak's sampling, its anonymous and file-backed parts (file-backed:
+  mapped libraries; the store is read with positioned reads, so its pages stay in the page cache
+  and out of the process).
 
 Then, on the smallest size (AN4-sized), side by side in this process and both warm:
 
