@@ -24,12 +24,11 @@ first) is dev and the first ``test*`` part is test; other parts (``dev-other``) 
 from __future__ import annotations
 
 import gzip
-import json
 import re
 from pathlib import Path
 
 from asrbench.data.corpus import Candidate, PrepareReport, absolute, collapse_spaces
-from asrbench.data.manifest import SPLITS
+from asrbench.data.manifest import SPLITS, json_object
 from asrbench.errors import AsrbenchError
 
 _NAME = re.compile(r"(?:^|[_.-])(?P<kind>cuts|supervisions|recordings)_(?P<part>.+?)\.jsonl(?:\.gz)?$")
@@ -44,13 +43,7 @@ def _rows(path: Path):
                 if not line.strip():
                     continue
                 where = f"{path}:{number}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise AsrbenchError(f"{where}: malformed JSON ({err.msg})") from None
-                if not isinstance(row, dict):
-                    raise AsrbenchError(f"{where}: expected a JSON object, got {type(row).__name__}")
-                yield where, row
+                yield where, json_object(line, where)
     except FileNotFoundError:
         raise AsrbenchError(f"{path}: manifest not found") from None
     except (OSError, EOFError, UnicodeDecodeError) as err:

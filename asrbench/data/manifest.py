@@ -39,6 +39,17 @@ class Utterance:
         return row
 
 
+def json_object(line: str, where: str) -> dict:
+    """One JSON Lines line as an object; anything else is an error naming ``where`` (file:line)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise AsrbenchError(f"{where}: malformed JSON ({err.msg})") from None
+    if not isinstance(row, dict):
+        raise AsrbenchError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    return row
+
+
 def _lines(path: Path):
     """The file's lines, read as a stream (a manifest of millions of lines is never held whole)."""
     try:
@@ -73,12 +84,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
         if not line.strip():
             continue
         where = f"{path}:{line_number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise AsrbenchError(f"{where}: malformed JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise AsrbenchError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        row = json_object(line, where)
         missing = [name for name in REQUIRED_FIELDS if name not in row]
         if missing:
             raise AsrbenchError(f"{where}: missing field(s) {', '.join(missing)}")

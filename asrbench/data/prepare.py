@@ -50,7 +50,6 @@ Corpora (``src`` is the folder given on the command line):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable
@@ -59,7 +58,7 @@ from pathlib import Path
 from asrbench.data.audio import audio_info
 from asrbench.data.corpus import Candidate, Preparer, PrepareReport, absolute, collapse_spaces, read_lines
 from asrbench.data.lhotse import prepare_lhotse, read_lhotse_file
-from asrbench.data.manifest import SPLITS, Utterance, write_data_dir
+from asrbench.data.manifest import SPLITS, Utterance, json_object, write_data_dir
 from asrbench.errors import AsrbenchError, did_you_mean
 from asrbench.progress import progress_bar
 
@@ -356,12 +355,7 @@ def _read_nemo_manifest(path: Path) -> list[Candidate]:
     candidates = []
     used: set[str] = set()
     for where, line in read_lines(path):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise AsrbenchError(f"{where}: malformed JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise AsrbenchError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        row = json_object(line, where)
         required = ("audio_filepath", "text", "duration") if "offset" in row else ("audio_filepath", "text")
         missing = [name for name in required if name not in row]
         if missing:
