@@ -68,7 +68,10 @@ def run_task(function, task: tuple, cpus: int) -> str:
 
 
 def connect(address: str) -> bool:
-    """Join (or, with ``local``, start) a Ray cluster; True when this call started it."""
+    """Join (or, with ``local``, start) a Ray cluster; True when this call connected, in which case
+    the caller disconnects when done (:func:`run_tasks` does). When this process is already
+    connected (a program that embeds asrbench called ``ray.init`` itself), that connection is used
+    and left open; False."""
     ray = _ray()
     if ray.is_initialized():
         return False
@@ -76,11 +79,11 @@ def connect(address: str) -> bool:
     try:
         if address == "local":
             ray.init(address="local", include_dashboard=False, **settings)
-            return True
-        ray.init(address=address, **settings)
+        else:
+            ray.init(address=address, **settings)
     except ConnectionError as err:
         raise AsrbenchError(f"--address {address}: cannot join a Ray cluster ({str(err).splitlines()[0]})") from None
-    return False
+    return True
 
 
 def run_tasks(function, tasks: list[tuple], address: str, cpus: int = 1, gpus: float = 0.0) -> None:
@@ -88,7 +91,7 @@ def run_tasks(function, tasks: list[tuple], address: str, cpus: int = 1, gpus: f
     module must be importable on the workers); AsrbenchError naming each failed run and its log
     when any failed."""
     ray = _ray()
-    started = connect(address)
+    connected = connect(address)
     try:
         resources = ray.cluster_resources()
         console.print(f"bench on Ray ({address}): {len(tasks)} runs, {cpus} CPU{'s' * (cpus != 1)}"
@@ -115,5 +118,7 @@ def run_tasks(function, tasks: list[tuple], address: str, cpus: int = 1, gpus: f
         if failures:
             raise AsrbenchError(f"{len(failures)} of {len(tasks)} runs failed on Ray: " + "; ".join(failures))
     finally:
-        if started:
+        # Disconnect from whatever this call joined: a driver left connected to a cluster that
+        # later stops is killed by Ray once it loses the cluster's control store (~60 s).
+        if connected:
             ray.shutdown()

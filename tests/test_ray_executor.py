@@ -54,6 +54,9 @@ def cluster(tmp_path_factory):
         time.sleep(3)  # the worker node registers with the head
         yield address
     finally:
+        import ray
+
+        ray.shutdown()  # never leave this process joined to the cluster being stopped
         for node in reversed(nodes):
             try:
                 os.killpg(node.pid, signal.SIGTERM)
@@ -97,6 +100,11 @@ def test_ray_tasks_give_the_local_executors_table(cluster, recipe: Path, tmp_pat
                    address=cluster)
     assert [{key: row[key] for key in COLUMNS} for row in on_ray["summary"]] == \
         [{key: row[key] for key in COLUMNS} for row in local["summary"]]
+    # Disconnected after the sweep: a driver left joined to a cluster that then stops is killed by
+    # Ray (this once took the whole test session down), and a later --address must not reuse it.
+    import ray
+
+    assert not ray.is_initialized()
     for run in on_ray["runs"]:
         run_dir = Path(run["run"])
         assert (run_dir / "decode" / "test" / "result.json").is_file()
