@@ -75,9 +75,14 @@ class AugmentConfig:
 
 @dataclass
 class TokenizerConfig:
-    kind: str = "char"  # a key of asrbench.data.tokenizer.TOKENIZERS
-    # Dev/test characters the training transcripts never had: map them to <unk>, drop those
-    # utterances (counted), or fail naming the first one.
+    kind: str = "char"  # a key of asrbench.data.tokenizer.TOKENIZERS: char | bpe | unigram | phone
+    # bpe / unigram: sentencepiece pieces (<unk> included) learned from the training transcripts.
+    vocab_size: int = 0
+    # phone: a CMUdict / Sphinx pronunciation lexicon (e.g. an4/etc/an4.dic); a relative path that
+    # does not exist from the working directory is looked up under $ASRBENCH_DATA_ROOT.
+    lexicon: str = ""
+    # Dev/test characters the training transcripts never had (for phones: words the lexicon lacks,
+    # in training too): map them to <unk>, drop those utterances (counted), or fail naming them.
     unknown: str = "map"
 
 
@@ -230,6 +235,12 @@ def _validate(config: RunConfig, where: str, overridden: dict[tuple[str, str], s
     if config.tokenizer.kind not in TOKENIZERS:  # read at call time: a registered tokenizer counts at once
         raise AsrbenchError(f"{at('tokenizer', 'kind')}: tokenizer.kind must be one of {', '.join(TOKENIZERS)}, "
                             f"got {config.tokenizer.kind!r}")
+    if config.tokenizer.kind in ("bpe", "unigram") and config.tokenizer.vocab_size < 2:
+        raise AsrbenchError(f"{at('tokenizer', 'vocab_size')}: tokenizer.kind {config.tokenizer.kind} needs "
+                            f"tokenizer.vocab_size (the number of subword pieces, e.g. 30 or 500)")
+    if config.tokenizer.kind == "phone" and not config.tokenizer.lexicon:
+        raise AsrbenchError(f"{at('tokenizer', 'lexicon')}: tokenizer.kind phone needs tokenizer.lexicon, a "
+                            "pronunciation lexicon (CMUdict / Sphinx format, e.g. an4/etc/an4.dic)")
     if config.train.data_workers < -1:
         workers = config.train.data_workers
         raise AsrbenchError(f"{at('train', 'data_workers')}: train.data_workers must be -1 (auto), 0 or more, "

@@ -197,7 +197,7 @@ def test_section_that_is_not_a_mapping_is_rejected(tmp_path):
         ("train", "device", "tpu", "cpu"),
         ("train", "precision", "int8", "bf16"),
         ("features", "kind", "spectrogram", "mfcc"),
-        ("tokenizer", "kind", "bpe", "char"),
+        ("tokenizer", "kind", "wordpiece", "char"),
     ],
 )
 def test_choices_are_enforced(tmp_path, section, key, bad, good):

@@ -73,7 +73,9 @@ def test_to_dict_from_dict_round_trip(tokenizer):
 
 
 def test_from_dict_rejects_other_kinds_and_bad_token_lists():
-    with pytest.raises(AsrbenchError, match="unsupported kind 'bpe'"):
+    with pytest.raises(AsrbenchError, match="unsupported kind 'wordpiece'"):
+        tokenizer_from_dict({"kind": "wordpiece", "tokens": [BLANK, UNK, "A"]})
+    with pytest.raises(AsrbenchError, match="sentencepiece tokenizer without its model"):
         tokenizer_from_dict({"kind": "bpe", "tokens": [BLANK, UNK, "A"]})
     with pytest.raises(AsrbenchError, match="blank"):
         CharTokenizer.from_dict({"kind": "char", "tokens": ["A", BLANK, UNK]})

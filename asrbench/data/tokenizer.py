@@ -7,9 +7,15 @@ trained to emit. A tokenizer is saved with every model (``to_dict``) and rebuilt
 (:func:`tokenizer_from_dict`), so a checkpoint describes itself.
 
 Word boundaries belong to the tokenizer, not to a space character: CTC beam search, the
-lexicon, flashlight and LM fusion ask it which token separates words (``word_separator_id``) and
-how a word is written in tokens (``spell``). A new tokenizer is one class implementing
-:class:`Tokenizer` plus one line in :data:`TOKENIZERS`.
+lexicon, flashlight and LM fusion ask it which token separates words (``word_separator_id``:
+the space for characters, ``|`` for phones), which tokens start a word (``word_start_ids``:
+sentencepiece's ``▁`` pieces), what text a token adds to its word (``piece``) and how a word is
+written in tokens (``spellings``: every pronunciation of a word, for phones). A new tokenizer is
+one class implementing :class:`Tokenizer` plus one line in :data:`TOKENIZERS`:
+
+* ``char`` (:class:`CharTokenizer`): the characters of the training transcripts;
+* ``bpe``, ``unigram`` (:mod:`asrbench.data.subword`): a sentencepiece model trained on them;
+* ``phone`` (:mod:`asrbench.data.phones`): the phones of a pronunciation lexicon.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 
+from asrbench.data.phones import PhoneTokenizer
+from asrbench.data.special_tokens import BLANK, SOS_EOS, UNK
+from asrbench.data.subword import SentencePieceTokenizer
 from asrbench.errors import AsrbenchError
 
-BLANK = "<blank>"
-UNK = "<unk>"
-SOS_EOS = "<sos/eos>"
+__all__ = ["BLANK", "SOS_EOS", "TOKENIZERS", "UNK", "CharTokenizer", "TokenTable", "Tokenizer", "build_tokenizer",
+           "tokenizer_from_dict"]
 
 
 @runtime_checkable
@@ -43,11 +51,20 @@ class Tokenizer(Protocol):
     def special_ids(self) -> frozenset[int]: ...  # blank, <unk>, <sos/eos>: never part of a text
     @property
     def word_separator_id(self) -> int | None: ...  # the token between words; None if it has none
+    @property
+    def word_start_ids(self) -> frozenset[int]: ...  # tokens that begin a new word (may be empty)
+    @property
+    def unit_name(self) -> str: ...  # what unknown_characters returns: "characters" or "words"
+    @property
+    def writes_words_through_lexicon(self) -> bool: ...  # word output needs the lexicon (phones)
     def __len__(self) -> int: ...
     def encode(self, text: str) -> list[int]: ...  # a normalized transcript -> token ids
     def decode(self, ids: list[int]) -> str: ...  # token ids -> text (specials dropped)
+    def piece(self, token: int) -> str: ...  # the text ``token`` adds to the word it is part of
     def spell(self, word: str) -> list[int] | None: ...  # one word's tokens; None if it cannot be written
+    def spellings(self, word: str) -> list[list[int]]: ...  # every way to write ``word``; [] if none
     def unknown_characters(self, text: str) -> set[str]: ...  # what ``encode`` would map to <unk>
+    def lexicon_words(self) -> list[str]: ...  # the words of its own lexicon (phones); [] if it has none
     def to_dict(self) -> dict: ...
 
 
@@ -66,7 +83,7 @@ class CharTokenizer:
         self._special = frozenset(i for i, token in enumerate(self.tokens) if token in (BLANK, UNK, SOS_EOS))
 
     @classmethod
-    def build(cls, texts: list[str]) -> CharTokenizer:
+    def build(cls, texts: list[str], config=None) -> CharTokenizer:
         characters = sorted({char for text in texts for char in text} - {BLANK, UNK, SOS_EOS})
         return cls([BLANK, UNK] + characters + [SOS_EOS])
 
@@ -91,8 +108,23 @@ class CharTokenizer:
     def word_separator_id(self) -> int | None:
         return self._index.get(self.SEPARATOR)
 
+    @property
+    def word_start_ids(self) -> frozenset[int]:
+        return frozenset()
+
+    @property
+    def unit_name(self) -> str:
+        return "characters"
+
+    @property
+    def writes_words_through_lexicon(self) -> bool:
+        return False
+
     def __len__(self) -> int:
         return len(self.tokens)
+
+    def piece(self, token: int) -> str:
+        return self.tokens[token]
 
     def encode(self, text: str) -> list[int]:
         unk = self._index[UNK]
@@ -103,8 +135,15 @@ class CharTokenizer:
             return None
         return self.encode(word)
 
+    def spellings(self, word: str) -> list[list[int]]:
+        spelling = self.spell(word)
+        return [spelling] if spelling is not None else []
+
     def unknown_characters(self, text: str) -> set[str]:
         return {char for char in text if char not in self._index}
+
+    def lexicon_words(self) -> list[str]:
+        return []
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self.tokens[i] for i in ids if i not in self._special)
@@ -117,8 +156,13 @@ class CharTokenizer:
         return cls(list(values["tokens"]))
 
 
-# kind -> class with ``build(texts)`` and ``from_dict(values)``; recipes choose with tokenizer.kind.
-TOKENIZERS: dict[str, type] = {"char": CharTokenizer}
+# kind -> class with ``build(texts, config)`` and ``from_dict(values)``; recipes choose with tokenizer.kind.
+TOKENIZERS: dict[str, type] = {
+    "char": CharTokenizer,
+    "bpe": SentencePieceTokenizer,
+    "unigram": SentencePieceTokenizer,
+    "phone": PhoneTokenizer,
+}
 
 
 def build_tokenizer(config, texts: list[str]) -> Tokenizer:
@@ -126,7 +170,7 @@ def build_tokenizer(config, texts: list[str]) -> Tokenizer:
     the normalized training transcripts ``texts`` only."""
     if config.kind not in TOKENIZERS:
         raise AsrbenchError(f"tokenizer.kind: unknown kind {config.kind!r} (valid: {', '.join(TOKENIZERS)})")
-    return TOKENIZERS[config.kind].build(texts)
+    return TOKENIZERS[config.kind].build(texts, config)
 
 
 def tokenizer_from_dict(values: dict) -> Tokenizer:

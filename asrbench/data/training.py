@@ -7,6 +7,7 @@ own ``data.dir`` is prepared on the fly (from ``data.corpus`` and ``data.source`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,20 @@ def load_training_data(config: RunConfig, tokenizer: Tokenizer | None = None) ->
             kept = fits(perturbed)
             train = train.concat(perturbed.subset(kept))
             rows += kept
-    tokenizer = tokenizer or build_tokenizer(config.tokenizer, [texts[row] for row in sorted(set(rows))])
+    if tokenizer is None:
+        tokenizer_config = config.tokenizer
+        if tokenizer_config.lexicon:
+            tokenizer_config = dataclasses.replace(tokenizer_config,
+                                                   lexicon=str(resolve_lexicon_path(tokenizer_config.lexicon)))
+        tokenizer = build_tokenizer(tokenizer_config, [texts[row] for row in sorted(set(rows))])
+    # Training texts the tokenizer cannot write in full: only a lexicon's missing words (phones).
+    unknown_rows = {row for row in set(rows) if tokenizer.unknown_characters(texts[row])}
+    if unknown_rows:
+        positions = [i for i, row in enumerate(rows) if row not in unknown_rows]
+        train_kept = apply_unknown_policy(train, tokenizer, config.tokenizer.unknown, data_dir / "train.jsonl",
+                                          texts=[texts[row] for row in rows])
+        if len(train_kept) != len(train):
+            train, rows = train.subset(positions), [rows[i] for i in positions]
     dev = apply_unknown_policy(dev, tokenizer, config.tokenizer.unknown, data_dir / "dev.jsonl")
     return TrainingData(
         train=train,
@@ -105,28 +119,50 @@ def load_training_data(config: RunConfig, tokenizer: Tokenizer | None = None) ->
     )
 
 
-def apply_unknown_policy(features: FeatureSet, tokenizer: Tokenizer, policy: str, where: Path) -> FeatureSet:
-    """Utterances with characters the tokenizer lacks: ``map`` to <unk>, ``drop`` them, or ``fail``.
+def apply_unknown_policy(features: FeatureSet, tokenizer: Tokenizer, policy: str, where: Path,
+                         texts: list[str] | None = None) -> FeatureSet:
+    """Utterances with characters the tokenizer lacks (for phones: words the lexicon lacks): ``map``
+    to <unk>, ``drop`` them, or ``fail``. ``texts``: the normalized transcripts of ``features``
+    (read from its utterances when None).
 
-    Either way the count and the characters are reported, so nothing changes silently.
+    Either way the count and the characters (words) are reported, so nothing changes silently.
     """
-    unknown = {i: tokenizer.unknown_characters(normalize(utt.text)) for i, utt in enumerate(features.utterances)}
+    texts = texts if texts is not None else [normalize(utt.text) for utt in features.utterances]
+    unknown = {i: tokenizer.unknown_characters(text) for i, text in enumerate(texts)}
     unknown = {i: chars for i, chars in unknown.items() if chars}
     if not unknown:
         return features
-    characters = "".join(sorted(set().union(*unknown.values())))
+    unit = tokenizer.unit_name
+    joined = " ".join(sorted(set().union(*unknown.values()))) if unit == "words" else \
+        "".join(sorted(set().union(*unknown.values())))
+    shown = joined if len(joined) <= 200 else joined[:200] + " ..."
     first = features.utterances[min(unknown)].id
+    fix = "add them to the lexicon" if unit == "words" else "add them to the training text"
     if policy == "fail":
-        raise AsrbenchError(f"{where}: utterance '{first}' has characters outside the tokenizer ({characters!r}); "
-                            "set tokenizer.unknown=map or drop, or add them to the training text")
+        raise AsrbenchError(f"{where}: utterance '{first}' has {unit} outside the tokenizer ({shown!r}); "
+                            f"set tokenizer.unknown=map or drop, or {fix}")
+    utterances = len({features.utterances[i].id for i in unknown})
     action = "mapped to <unk>" if policy == "map" else "dropped"
-    console.print(f"[yellow]note[/yellow]: {where}: {len(unknown)} utterances with characters outside the "
-                  f"tokenizer ({characters!r}), {action} (tokenizer.unknown={policy})")
+    console.print(f"[yellow]note[/yellow]: {where}: {utterances} utterances with {unit} outside the "
+                  f"tokenizer ({shown!r}), {action} (tokenizer.unknown={policy})")
     if policy == "drop":
         keep = [i for i in range(len(features)) if i not in unknown]
         if not keep:
-            raise AsrbenchError(f"{where}: every utterance has characters outside the tokenizer; nothing left")
+            raise AsrbenchError(f"{where}: every utterance has {unit} outside the tokenizer; nothing left")
         return features.subset(keep)
     return features
+
+
+def resolve_lexicon_path(name: str) -> Path:
+    """A lexicon named in a recipe (``tokenizer.lexicon``): as given when that file exists
+    (absolute, or relative to the working directory), else under ``$ASRBENCH_DATA_ROOT``, like
+    ``data.source``."""
+    path = Path(name)
+    if path.is_file() or path.is_absolute():
+        return path
+    under_root = data_root() / path
+    if under_root.is_file():
+        return under_root
+    raise AsrbenchError(f"tokenizer.lexicon: {name}: no such file (nor {under_root})")
 
 

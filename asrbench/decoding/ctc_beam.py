@@ -23,8 +23,11 @@ Speed comes from doing little per frame, not from vectorizing it:
   costs one pass over the beam, whatever its length.
 
 LM fusion (natural-log scores): with a word LM, a word is scored when it is closed (the
-tokenizer's word separator, ``word_separator_id``, the space for characters, after a non-empty
-word, or the end of the utterance); with a char LM every label is scored, the separator included.
+tokenizer's word separator, ``word_separator_id``, the space for characters and ``|`` for
+phones, after a non-empty word; a token that starts a word, ``word_start_ids``, sentencepiece's
+``▁`` pieces, after one; or the end of the utterance); with a char LM every character is scored,
+the space between words included (so a char LM needs units written in characters: not phones).
+A word's text is its tokens' ``piece`` texts joined, or, with a lexicon, the lexicon's word.
 A hypothesis' score is ``acoustic + lm_weight * lm + word_bonus * words`` plus, at the end,
 ``lm_weight`` times the LM's end-of-sentence log-probability.
 """
@@ -40,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asrbench.data.phones import read_pronunciations
 from asrbench.data.tokenizer import Tokenizer
 from asrbench.errors import AsrbenchError
 
@@ -117,17 +121,22 @@ class Lexicon:
         """Words spelled by the tokenizer (``spell``); ones it cannot spell are counted in ``skipped``."""
         lexicon = cls()
         for word in words:
-            spelling = tokenizer.spell(word)
-            if spelling is None:
+            spellings = tokenizer.spellings(word)  # every pronunciation, for phones
+            if not spellings:
                 lexicon.skipped += 1
-                continue
-            lexicon.add(word, spelling)
+            for spelling in spellings:
+                lexicon.add(word, spelling)
         return lexicon
 
     @classmethod
     def from_file(cls, path: str | Path, tokenizer: Tokenizer) -> Lexicon:
-        """``WORD<TAB>W O R D`` lines (the spelling in the tokenizer's token texts) or one word per
-        line (spelled by the tokenizer)."""
+        """``WORD<TAB>W O R D`` lines (the spelling in the tokenizer's token texts), one word per
+        line (spelled by the tokenizer: every pronunciation, for phones), or, for phones, a CMUdict /
+        Sphinx pronunciation lexicon (``WORD(2)  PH O N E S``)."""
+        if tokenizer.writes_words_through_lexicon:
+            from_phones = cls._from_pronunciations(path, tokenizer)
+            if from_phones is not None:
+                return from_phones
         path = Path(path)
         if not path.is_file():
             raise AsrbenchError(f"{path}: lexicon not found")
@@ -156,6 +165,28 @@ class Lexicon:
                     lexicon.skipped += 1
                     continue
                 lexicon.add(word, ids)
+        return lexicon
+
+
+    @classmethod
+    def _from_pronunciations(cls, path: str | Path, tokenizer: Tokenizer) -> Lexicon | None:
+        """A pronunciation lexicon file in the tokenizer's phones; None for a word list (one word a
+        line, or ``WORD<TAB>...``), which :meth:`from_file` reads as for any unit."""
+        path = Path(path)
+        if not path.is_file():
+            raise AsrbenchError(f"{path}: lexicon not found")
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if "\t" in text or all(len(line.split()) <= 1 for line in text.splitlines()):
+            return None
+        index = {token: i for i, token in enumerate(tokenizer.tokens)
+                 if i not in tokenizer.special_ids and i != tokenizer.word_separator_id}
+        lexicon = cls()
+        for word, entries in read_pronunciations(path).items():
+            usable = [entry for entry in entries if all(phone in index for phone in entry)]
+            if not usable:
+                lexicon.skipped += 1
+            for entry in usable:
+                lexicon.add(word, [index[phone] for phone in entry])
         return lexicon
 
 
@@ -240,11 +271,15 @@ class _Search:
         self.options = options
         self.lm = lm
         self.lexicon = lexicon
-        self.strings = list(tokenizer.tokens)
+        self.strings = [tokenizer.piece(token) for token in range(len(tokenizer))]
         self.vocab = len(tokenizer)
         self.space = tokenizer.word_separator_id  # closes a word (None: this tokenizer has no separator)
+        self.starts = tokenizer.word_start_ids  # begin a word, closing the one before (sentencepiece)
         self.word_lm = lm is not None and getattr(lm, "unit", "word") == "word"
         self.char_lm = lm is not None and not self.word_lm
+        if self.char_lm and tokenizer.writes_words_through_lexicon:
+            raise AsrbenchError(f"ctc beam: a char LM scores characters; {tokenizer.kind} units are not written in "
+                                "characters (use a word LM)")
         self.lm_space = CHAR_LM_SPACE if self.char_lm and CHAR_LM_SPACE in lm.vocabulary else " "
         # With an LM or lexicon, words matter: spaces only close non-empty words.
         self.words_matter = lm is not None or lexicon is not None
@@ -342,7 +377,7 @@ class _Search:
         key = node * self.vocab + token
         lm_state, lm_raw, words, partial, lex_node = self.info[node]
         if token == self.space:
-            if partial:
+            if partial or lex_node:
                 lm_state, lm_raw, words, ok = self._close_word(lm_state, lm_raw, words, partial, lex_node)
             else:  # a leading or second space: plain CTC allows it, word-level decoding does not
                 ok = not self.words_matter
@@ -354,15 +389,26 @@ class _Search:
                 lm_raw += logprob
             partial, lex_node = "", 0
         else:
+            if token in self.starts and (partial or lex_node):  # a new word closes the one before
+                lm_state, lm_raw, words, ok = self._close_word(lm_state, lm_raw, words, partial, lex_node)
+                if not ok:
+                    self.children[key] = -1
+                    return -1
+                if self.char_lm:
+                    logprob, lm_state = self.lm.score(lm_state, self.lm_space)
+                    lm_raw += logprob
+                partial, lex_node = "", 0
             if self.lexicon is not None:
                 lex_node = self.lexicon.children[lex_node].get(token, -1)
                 if lex_node < 0:
                     self.children[key] = -1
                     return -1
-            partial = partial + self.strings[token]
+            text = self.strings[token]
+            partial = partial + text
             if self.char_lm:
-                logprob, lm_state = self.lm.score(lm_state, self.strings[token])
-                lm_raw += logprob
+                for char in text:
+                    logprob, lm_state = self.lm.score(lm_state, char)
+                    lm_raw += logprob
         child = len(self.parent)
         self.parent.append(node)
         self.last.append(token)
@@ -396,7 +442,7 @@ class _Search:
                 continue
             lm_state, lm_raw, words, partial, lex_node = self.info[node]
             complete = True
-            if partial:
+            if partial or lex_node:
                 lm_state, lm_raw, words, complete = self._close_word(lm_state, lm_raw, words, partial, lex_node)
             if self.lm is not None:
                 lm_raw += self.lm.finish(lm_state)

@@ -71,6 +71,11 @@ class FlashlightDecoder:
 
     def __init__(self, tokenizer: Tokenizer, options: CTCBeamOptions = CTCBeamOptions(),
                  lm_dir: str | Path | None = None):
+        if tokenizer.kind != "char":
+            # Its lexicons are spelled in characters (lm dirs' lexicon.txt) and a token is a whole
+            # LM unit: subword and phone models use the native search.
+            raise AsrbenchError(f"--backend flashlight decodes character units; this model's are {tokenizer.kind} "
+                                "(use the native backend)")
         self.tokenizer = tokenizer
         self.options = options
         self.vocab = len(tokenizer)

@@ -111,14 +111,18 @@ def ctc_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=N
     lm_metadata = None
     if options.lm and lm is None:
         lm, lm_metadata = load_lm(options.lm)
+    lexicon_source = options.lexicon or None
     if lexicon is None and options.lexicon:
         lexicon = load_lexicon(options.lexicon, tokenizer, data_dir)
+    if lexicon is None and tokenizer.writes_words_through_lexicon and options.backend != "flashlight":
+        # Phones spell no words by themselves: beam search always keeps to the pronunciations.
+        lexicon, lexicon_source = Lexicon.from_words(tokenizer.lexicon_words(), tokenizer), "tokenizer"
     beam_options = CTCBeamOptions(beam=options.beam, lm_weight=options.lm_weight if lm is not None else 0.0,
                                   word_bonus=options.word_bonus, lexicon=lexicon is not None)
     description = {
         "kind": "ctc_prefix_beam", "backend": options.backend, "beam": options.beam,
         "lm": str(options.lm) if options.lm else None, "lm_weight": beam_options.lm_weight,
-        "word_bonus": options.word_bonus, "lexicon": options.lexicon or None,
+        "word_bonus": options.word_bonus, "lexicon": lexicon_source,
         "lexicon_words": len(lexicon) if lexicon is not None else None,
         "token_top_k": beam_options.token_top_k, "token_beam": beam_options.token_beam,
         "blank_skip": beam_options.blank_skip, "score_beam": beam_options.score_beam,
