@@ -204,8 +204,8 @@ def models_command() -> None:
     from asrbench.models import MODELS, build_model, count_parameters, default_options, describe_model
 
     table = Table(title="models (80-dim features, 30 tokens, default options)",
-                  caption="CTC models emit one token distribution per frame; attention models add a decoder. "
-                          "`make demo` trains the seven CTC models.")
+                  caption="CTC models emit one token distribution per frame; attention models add a decoder; "
+                          "transducers a prediction network and a joiner. `make demo` trains the seven CTC models.")
     table.add_column("name")
     table.add_column("params", justify="right")
     table.add_column("description")
@@ -249,7 +249,8 @@ def decode_command(
     data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (default: the run's)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     beam: Optional[int] = typer.Option(None, "--beam", help="Beam size; 1 (default) is greedy search."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="auto | ctc (an attention model's CTC branch) | attention"),
+    mode: Optional[str] = typer.Option(None, "--mode", help="auto | ctc (a hybrid's or transducer's CTC branch) | "
+                                       "attention | transducer"),
     lm: Optional[str] = typer.Option(None, "--lm", help="LM dir from `asrbench lm train` (CTC search)."),
     lm_weight: Optional[float] = typer.Option(None, "--lm-weight", help="LM weight (default 0.5; the tuned one "
                                               "with --tuned)."),

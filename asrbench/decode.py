@@ -10,7 +10,7 @@ written last and atomically, so an interrupted decode leaves none behind.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.models import count_parameters
 from asrbench.progress import console
-from asrbench.scoring import confidence_intervals, error_rates, score_utterances, write_report
+from asrbench.scoring import confidence_intervals, error_rates, score_utterances, token_error_rate, write_report
 from asrbench.text import DEFAULT_NORMALIZER, normalize
 
 
@@ -38,6 +38,7 @@ class Recognition:
     model_seconds: float  # network + search, excluding the warm-up batch
     audio_seconds: float  # audio covered by the timed batches
     search_seconds: float = 0.0  # the search alone (for attention search: the decoder network included)
+    token_ids: list[list[int]] = field(default_factory=list)  # what the search output, per utterance
 
 
 def _greedy_searcher(model: nn.Module) -> Searcher:
@@ -81,6 +82,7 @@ def recognize(
     model.eval()
     collate, batches = batches_of(features, cmvn, batch_frames, token_ids)
     hypotheses: list[str] = [""] * len(features)
+    searched_ids: list[list[int]] = [[] for _ in range(len(features))]
     total_loss, model_seconds, search_seconds, audio_seconds = 0.0, 0.0, 0.0, 0.0
     if warmup and batches:
         batch = collate(batches[0]).to(device)
@@ -94,6 +96,7 @@ def recognize(
         searched = time.perf_counter()
         for index, ids in zip(indices, searcher.search(outputs), strict=True):
             hypotheses[index] = tokenizer.decode(ids)
+            searched_ids[index] = list(ids)
         _synchronize(device)
         end = time.perf_counter()
         model_seconds += end - start
@@ -104,7 +107,7 @@ def recognize(
             total_loss += float(loss) * len(indices)
     model.train(was_training)
     mean_loss = total_loss / len(features) if token_ids is not None and len(features) else float("nan")
-    return Recognition(hypotheses, mean_loss, model_seconds, audio_seconds, search_seconds)
+    return Recognition(hypotheses, mean_loss, model_seconds, audio_seconds, search_seconds, searched_ids)
 
 
 TUNED = "tuned.json"  # decoding values chosen on dev by `asrbench tune`
@@ -196,6 +199,11 @@ def decode(
     normalizer = DEFAULT_NORMALIZER
     references = [utt.text for utt in features.utterances]
     rates = error_rates(references, recognition.hypotheses, normalizer)
+    tokenizer = loaded.tokenizer
+    ignored = {tokenizer.blank_id, tokenizer.sos_id}
+    token_rates = token_error_rate(
+        [[i for i in tokenizer.encode(normalize(text, normalizer)) if i not in ignored] for text in references],
+        [[i for i in ids if i not in ignored] for ids in recognition.token_ids])
     rows = [
         {"id": utt.id, "ref": normalize(utt.text, normalizer), "hyp": normalize(hyp, normalizer)}
         for utt, hyp in zip(features.utterances, recognition.hypotheses, strict=True)
@@ -213,6 +221,8 @@ def decode(
         "data_dir": str(data_dir),
         **rates.to_dict(),
         **confidence_intervals(scores),
+        **token_rates,
+        "units": tokenizer.kind,
         "rtfx": audio / recognition.model_seconds if recognition.model_seconds else None,
         "search_rtfx": audio / recognition.search_seconds if recognition.search_seconds else None,
         "audio_seconds": sum(utt.duration for utt in features.utterances),

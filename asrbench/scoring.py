@@ -199,6 +199,22 @@ def error_rates(references: list[str], hypotheses: list[str], normalizer: str = 
 # --- confidence intervals ------------------------------------------------------------------------
 
 
+def token_error_rate(references: list[list[int]], hypotheses: list[list[int]]) -> dict:
+    """Edit distance between reference and hypothesis token ids (the model's own units: characters,
+    subword pieces or phones, word separators included) over the reference token count, in percent
+    (None without reference tokens). Reported beside WER and CER, which are always on words."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    errors = sum(len(hyp) for ref, hyp in zip(references, hypotheses, strict=True) if not ref)
+    pairs = [(ref, hyp) for ref, hyp in zip(references, hypotheses, strict=True) if ref]
+    if pairs:  # jiwer aligns words: one "word" per token id
+        output = jiwer.process_words([" ".join(map(str, ref)) for ref, _ in pairs],
+                                     [" ".join(map(str, hyp)) for _, hyp in pairs])
+        errors += output.substitutions + output.deletions + output.insertions
+    tokens = sum(len(ref) for ref in references)
+    return {"ter": _percent(errors, tokens), "token_errors": errors, "tokens": tokens}
+
+
 def confidence_intervals(scores: list[UtteranceScore], resamples: int = stats.DEFAULT_RESAMPLES,
                          confidence: float = stats.DEFAULT_CONFIDENCE, seed: int = 0) -> dict:
     """``wer_ci`` and ``cer_ci`` ([low, high] percent, bootstrap over utterances, the same resamples for both)."""

@@ -33,6 +33,10 @@ TINY = {
                         "decoder_layers": 1, "decoder_ff_dim": 32},
     "conformer_aed": {"d_model": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 32, "kernel_size": 5,
                       "subsample_channels": 4, "decoder_layers": 1, "decoder_ff_dim": 32},
+    "conformer_transducer": {"d_model": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 32, "kernel_size": 5,
+                             "subsample_channels": 4, "predictor_dim": 16, "joiner_dim": 16},
+    "lstm_transducer": {"subsample_channels": 4, "hidden_size": 16, "num_layers": 1, "predictor_dim": 16,
+                        "joiner_dim": 16},
 }
 
 

@@ -256,8 +256,9 @@ def test_models_describes_each_model_differently():
 
     descriptions = {name: describe_model(name) for name in MODELS}
     assert len(set(descriptions.values())) == len(MODELS), descriptions
+    prefixes = {"CTC": "CTC: ", "attention encoder-decoder": "Attention: ", "transducer": "Transducer: "}
     for name, text in descriptions.items():
-        assert text.startswith("CTC: " if MODELS[name].family.name == "CTC" else "Attention: "), (name, text)
+        assert text.startswith(prefixes[MODELS[name].family.name]), (name, text)
     output = runner.invoke(app, ["models"], terminal_width=200).output
     assert "make demo` trains the seven CTC models" in " ".join(output.split())
 

@@ -42,7 +42,8 @@ def tiny_conv():
 @pytest.mark.slow
 def test_the_documented_model_registers_trains_and_decodes(tiny_conv, tmp_path: Path):
     assert models.MODELS["tiny_conv"].family.name == "CTC"
-    listing = CliRunner().invoke(app, ["models"], terminal_width=200)
+    # rich lays the table out to COLUMNS, not to click's terminal width: wide enough for one line per description
+    listing = CliRunner().invoke(app, ["models"], terminal_width=200, env={"COLUMNS": "200"})
     assert "tiny_conv" in listing.output and "CTC: 4x conv subsampling, then one ReLU layer." in listing.output
     data_dir = write_tone_corpus(tmp_path)
     recipe = tmp_path / "recipe.yaml"

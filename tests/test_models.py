@@ -381,8 +381,8 @@ def test_any_encoder_can_back_an_attention_decoder(name):
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
     # Every encoder weight learned from the decoder's loss (not the CTC heads, and of an attention
-    # model only its encoder: encode does not run its own decoder).
-    own_decoder = MODELS[name].family.default_mode == "attention"
+    # model or a transducer only its encoder: encode runs neither its decoder nor its predictor and joiner).
+    own_decoder = MODELS[name].family.default_mode != "ctc"
     assert all(p.grad is not None for key, p in encoder.named_parameters()
                if p.dim() > 1 and not key.startswith(("head.", "ctc_head."))
                and (key.startswith("encoder.") or not own_decoder))

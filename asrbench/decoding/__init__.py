@@ -1,1 +1,2 @@
-"""Beam-search decoders for CTC outputs: our prefix beam search and a flashlight wrapper."""
+"""Searches: CTC prefix beam search and a flashlight wrapper, attention beam search, transducer
+greedy and modified beam search; ``searchers`` picks one from the decoding options."""

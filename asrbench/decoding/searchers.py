@@ -11,6 +11,8 @@ Which search runs:
   (joint CTC/attention scoring when ``ctc_weight`` > 0 and the model has a CTC branch).
 - ``mode`` "ctc": the CTC output of any model that has one (a hybrid's CTC branch included), so
   hybrids can use the lexicon and LM.
+- ``mode`` "transducer" (what "auto" means for transducers): greedy search at ``beam`` 1, else
+  modified beam search (:mod:`asrbench.decoding.transducer_search`); no LM or lexicon yet.
 - ``beam`` 1 without an LM or lexicon is greedy search; otherwise beam search.
 """
 
@@ -27,18 +29,19 @@ from asrbench.data.tokenizer import Tokenizer
 from asrbench.decoding.attention_beam import AttentionBeamOptions, search_encoded
 from asrbench.decoding.ctc_beam import CTCBeamOptions, Lexicon, ctc_prefix_beam_search
 from asrbench.decoding.greedy import ctc_greedy
+from asrbench.decoding.transducer_search import TransducerBeamOptions, greedy_search, modified_beam_search
 from asrbench.errors import AsrbenchError
 from asrbench.lm import load_lm
 from asrbench.text import normalize
 
-MODES = ("auto", "ctc", "attention")
+MODES = ("auto", "ctc", "attention", "transducer")
 BACKENDS = ("native", "flashlight")
 
 
 @dataclass(frozen=True)
 class DecodeOptions:
     beam: int = 1
-    mode: str = "auto"  # auto | ctc | attention
+    mode: str = "auto"  # auto | ctc | attention | transducer
     lm: str = ""  # LM dir written by `asrbench lm train`
     lm_weight: float = 0.0  # times the LM's natural-log probability
     word_bonus: float = 0.0  # added per word (CTC beam search with an LM or lexicon)
@@ -172,6 +175,46 @@ def attention_searcher(model, options: DecodeOptions) -> Searcher:
     return Searcher("attention_beam", outputs, search, description)
 
 
+def refuse_transducer_fusion(lm, lexicon) -> None:
+    """Transducer search has no LM fusion or lexicon yet (``score_extension`` in
+    :mod:`asrbench.decoding.transducer_search` is where they go)."""
+    if lm or lexicon:
+        raise AsrbenchError("transducer search has no LM fusion or lexicon yet: decode without --lm/--lexicon, "
+                            "or add --mode ctc to use them on the model's CTC branch")
+
+
+def transducer_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=None, lm=None,
+                        lexicon=None) -> Searcher:
+    """Greedy search (beam 1, up to the model's ``max_symbols_per_frame`` symbols a frame) or
+    modified beam search (one symbol a frame) over ``model.encode``; the predictor and joiner run
+    inside the search, so its "search" time includes them (as for attention beam search)."""
+    refuse_transducer_fusion(options.lm or lm is not None, options.lexicon or lexicon is not None)
+    if options.backend != "native":
+        raise AsrbenchError(f"--backend {options.backend} is a CTC search backend: add --mode ctc")
+
+    def outputs(features, feature_lengths):
+        return model.encode(features, feature_lengths)
+
+    if options.beam == 1:
+        max_symbols = model.max_symbols_per_frame
+        description = {"kind": "transducer_greedy", "beam": 1, "max_symbols_per_frame": max_symbols,
+                       "lm": None, "lexicon": None}
+
+        def greedy(out):
+            return [hypothesis.token_ids for hypothesis in greedy_search(model, *out, max_symbols)]
+
+        return Searcher("transducer_greedy", outputs, greedy, description)
+    beam_options = TransducerBeamOptions(beam=options.beam, length_norm=options.length_norm)
+    description = {"kind": "transducer_modified_beam", **asdict(beam_options), "max_symbols_per_frame": 1,
+                   "lm": None, "lexicon": None}
+
+    def search(out):
+        return [hypotheses[0].token_ids if hypotheses else [] for hypotheses in
+                modified_beam_search(model, *out, beam_options)]
+
+    return Searcher("transducer_modified_beam", outputs, search, description)
+
+
 # --- tuning grids ---------------------------------------------------------------------------------
 
 DEFAULT_LM_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
@@ -213,3 +256,11 @@ def attention_tuning_grid(request: TuningRequest, has_ctc: bool) -> list[DecodeO
     length_bonuses = request.length_bonuses if request.length_bonuses is not None else DEFAULT_LENGTH_BONUSES
     return [DecodeOptions(beam=beam, mode=request.mode, ctc_weight=weight, length_bonus=bonus)
             for beam, weight, bonus in itertools.product(request.beams, ctc_weights, length_bonuses)]
+
+
+def transducer_tuning_grid(request: TuningRequest) -> list[DecodeOptions]:
+    """Beam sizes for transducer search (1: greedy; more: modified beam search). LM weights and
+    word bonuses join the grid once transducer search has LM fusion; until then an LM or a
+    lexicon is refused."""
+    refuse_transducer_fusion(request.lm, request.lexicon)
+    return [DecodeOptions(beam=beam, mode=request.mode) for beam in request.beams]

@@ -10,6 +10,10 @@ fails at import time with what it lacks, never later as a silently wrong decode.
 - Attention encoder-decoders (:class:`asrbench.models.attention.AttentionModel`): an encoder, a
   decoder trained with label-smoothed cross-entropy, optionally a CTC branch (hybrid); ``encode``,
   ``init_state``, ``step`` and ``reorder_state`` drive beam search.
+- Transducers (:class:`asrbench.models.transducer.TransducerModel`): an encoder, a prediction
+  network and a joiner, trained with the RNN-T loss (optionally plus CTC on the encoder);
+  ``predictor_init_state``, ``predictor_step``, ``select_state``, ``merge_state`` and ``join``
+  drive greedy and modified beam search.
 
 Adding a model is one file (options dataclass + module class) and one :func:`register` line
 below; see docs/extending.md.
@@ -34,10 +38,17 @@ from asrbench.models.ctc import CTC
 from asrbench.models.dnn import DNN, DNNConfig
 from asrbench.models.las import LAS, LASConfig
 from asrbench.models.rnn import GRU, LSTM, RNNConfig
+from asrbench.models.transducer import (
+    TRANSDUCER,
+    ConformerTransducer,
+    ConformerTransducerConfig,
+    LSTMTransducer,
+    LSTMTransducerConfig,
+)
 from asrbench.models.transformer import Transformer, TransformerConfig
 from asrbench.schema import build_dataclass
 
-FAMILIES: tuple[Family, ...] = (CTC, ATTENTION)
+FAMILIES: tuple[Family, ...] = (CTC, ATTENTION, TRANSDUCER)
 
 
 class ModelEntry(NamedTuple):
@@ -85,6 +96,8 @@ register("conformer", ConformerConfig, Conformer)
 register("las", LASConfig, LAS)
 register("transformer_aed", TransformerAEDConfig, TransformerAED)
 register("conformer_aed", ConformerAEDConfig, ConformerAED)
+register("conformer_transducer", ConformerTransducerConfig, ConformerTransducer)
+register("lstm_transducer", LSTMTransducerConfig, LSTMTransducer)
 
 
 def _entry(name: str) -> ModelEntry:
@@ -102,7 +115,7 @@ def model_family(name: str) -> Family:
 
 
 def default_mode(name: str) -> str:
-    """The decoding mode ``--mode auto`` means for this model: "ctc" or "attention"."""
+    """The decoding mode ``--mode auto`` means for this model: "ctc", "attention" or "transducer"."""
     return _entry(name).family.default_mode
 
 

@@ -128,6 +128,8 @@ class AttentionModel(nn.Module):
             if self.ctc_head is None:
                 raise AsrbenchError("--mode ctc needs a CTC branch; this model was trained with ctc_weight 0")
             return ctc_searcher(self, tokenizer, options, data_dir, lm, lexicon)
+        if options.mode == "transducer":
+            raise AsrbenchError(f"--mode transducer needs a transducer; {type(self).__name__} is an attention model")
         if options.lm or options.lexicon:
             raise AsrbenchError("LM fusion and lexicons apply to CTC search: add --mode ctc to decode an attention "
                                 "model's CTC branch with them")

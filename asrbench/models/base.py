@@ -3,8 +3,8 @@
 The trainer, ``decode``, ``tune``, ``bench`` and the benchmark scripts call only what these
 protocols name; they never branch on a model's name or family. A family is a base class that
 implements its protocol once (:class:`asrbench.models.ctc.CTCModel`,
-:class:`asrbench.models.attention.AttentionModel`) plus a :class:`Family` record; the registry
-(:mod:`asrbench.models`) refuses a model class that satisfies no family.
+:class:`asrbench.models.attention.AttentionModel`, :class:`asrbench.models.transducer.TransducerModel`)
+plus a :class:`Family` record; the registry (:mod:`asrbench.models`) refuses a model class that satisfies no family.
 
 Shapes: features ``(B, T, F)`` float, ``feature_lengths (B,)`` int64; targets concatenated
 ``(sum U,)`` with ``target_lengths (B,)``; token id 0 is the CTC blank.
@@ -87,6 +87,32 @@ class AttentionFamily(ASRModel, Encoder, Protocol):
     def step(self, state, prefixes: torch.Tensor) -> tuple[torch.Tensor, object]: ...
 
     def reorder_state(self, state, indices: torch.Tensor): ...
+
+
+@runtime_checkable
+class TransducerFamily(ASRModel, Encoder, Protocol):
+    """Transducers (RNN-T): the encoder, a prediction network over the tokens emitted so far, and a
+    joiner of the two; ``ctc_head`` is the auxiliary CTC branch or None. What search drives, for
+    ``N`` hypotheses at once (token id 0, the blank, is also the predictor's start symbol):
+
+    - ``predictor_init_state(batch, device)``: the state of ``batch`` hypotheses that have read nothing;
+    - ``predictor_step(tokens (N,), state) -> (predicted (N, P), state)``: read one token per
+      hypothesis (the start symbol first, then each emitted token);
+    - ``select_state(state, indices (M,))``: the states of hypotheses ``indices`` (reorder, repeat, drop);
+    - ``merge_state(state, new_state, mask (N,) bool)``: ``new_state`` where ``mask``, else ``state``;
+    - ``join(encoded (..., D), predicted (..., P)) -> log_probs (..., V)``: float32 log-softmax,
+      broadcasting over the leading dimensions; ``<sos/eos>`` (``V - 1``) is always ``-inf``.
+    """
+
+    def predictor_init_state(self, batch: int, device: torch.device): ...
+
+    def predictor_step(self, tokens: torch.Tensor, state) -> tuple[torch.Tensor, object]: ...
+
+    def select_state(self, state, indices: torch.Tensor): ...
+
+    def merge_state(self, state, new_state, mask: torch.Tensor): ...
+
+    def join(self, encoded: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor: ...
 
 
 def protocol_members(protocol: type) -> list[str]:

@@ -65,6 +65,8 @@ class CTCModel(nn.Module):
     def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
         if options.mode == "attention":
             raise AsrbenchError(f"--mode attention needs an attention model; {type(self).__name__} is CTC only")
+        if options.mode == "transducer":
+            raise AsrbenchError(f"--mode transducer needs a transducer; {type(self).__name__} is CTC only")
         return ctc_searcher(self, tokenizer, options, data_dir, lm, lexicon)
 
     def tuning_grid(self, request: TuningRequest) -> list[DecodeOptions]:

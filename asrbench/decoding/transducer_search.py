@@ -1,0 +1,188 @@
+"""Transducer (RNN-T) search: batched greedy search and icefall's modified beam search.
+
+Both drive a model through the transducer protocol (:class:`asrbench.models.base.TransducerFamily`):
+``predictor_init_state``, ``predictor_step``, ``select_state``, ``merge_state`` and ``join``, over
+the encoder output ``encoded (B, T', D)`` with ``lengths (B,)``. Token id 0 is the blank, and also
+the predictor's start symbol (as in icefall); the joiner gives ``<sos/eos>`` probability zero, so
+it is never emitted. Scores are natural-log probabilities of the path (or, after merging, of the
+paths) a hypothesis stands for.
+
+- Greedy search: per frame, the best symbol; after a non-blank one the predictor reads it and the
+  joiner scores the same frame again, up to ``max_symbols_per_frame`` symbols, and a blank moves
+  on to the next frame (so does reaching the limit, as in icefall: no blank is scored then). All
+  utterances of the batch step through the frames together; the predictor runs on the whole batch
+  and its new output and state are kept only where a symbol was emitted.
+- Modified beam search (icefall's ``modified_beam_search``; Kang et al. 2023, "Fast and parallel
+  decoding for transducer"): at most one symbol per frame, so every hypothesis advances one frame
+  per step and the hypotheses of all utterances go through the joiner and the predictor as one
+  batch. Per frame each hypothesis proposes its ``beam`` best tokens (blank included: the
+  hypothesis unchanged); proposals with the same tokens merge by log-add (two alignments of one
+  label sequence), and each utterance keeps its ``beam`` best. A token proposal may also get an
+  extra score (``score_extension``: an LM, a lexicon), added where the proposals are scored.
+  With ``beam`` 1 it is greedy search with one symbol per frame.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from asrbench.errors import AsrbenchError
+
+BLANK = 0
+
+# (utterance index in the batch, the hypothesis' tokens, candidate tokens (K,), all non-blank)
+# -> extra scores (K,) added to those candidates' scores: the place for LM fusion or a lexicon
+# (-inf forbids a token). Called once per hypothesis and frame.
+ScoreExtension = Callable[[int, tuple[int, ...], np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class TransducerBeamOptions:
+    beam: int = 4  # hypotheses kept per utterance after every frame
+    length_norm: bool = False  # rank the final hypotheses by score / (tokens + 1); icefall ranks so
+
+    def __post_init__(self) -> None:
+        if self.beam < 1:
+            raise AsrbenchError(f"transducer beam: beam must be at least 1, not {self.beam}")
+
+
+@dataclass
+class TransducerHypothesis:
+    token_ids: list[int]
+    score: float  # log-probability of the path(s), plus any extension scores
+
+
+@torch.no_grad()
+def greedy_search(model, encoded: torch.Tensor, lengths: torch.Tensor,
+                  max_symbols_per_frame: int = 3) -> list[TransducerHypothesis]:
+    """Batched greedy search: encoded (B, T', D), lengths (B,) -> one hypothesis per utterance."""
+    if max_symbols_per_frame < 1:
+        raise AsrbenchError(f"max_symbols_per_frame must be at least 1, not {max_symbols_per_frame}")
+    batch, frames, _ = encoded.shape
+    device = encoded.device
+    lengths = lengths.to(device)
+    state = model.predictor_init_state(batch, device)
+    predicted, state = model.predictor_step(torch.full((batch,), BLANK, dtype=torch.long, device=device), state)
+    tokens: list[list[int]] = [[] for _ in range(batch)]
+    scores = torch.zeros(batch, dtype=torch.float64, device=device)
+    for t in range(frames):
+        active = lengths > t  # (B,): utterances still on frame t
+        frame = encoded[:, t]
+        for _ in range(max_symbols_per_frame):
+            best_log_probs, best = model.join(frame, predicted).max(dim=-1)  # (B,), (B,)
+            scores += torch.where(active, best_log_probs.double(), 0.0)
+            emitted = active & (best != BLANK)
+            if not bool(emitted.any()):
+                break
+            new_predicted, new_state = model.predictor_step(torch.where(emitted, best, BLANK), state)
+            predicted = torch.where(emitted[:, None], new_predicted, predicted)
+            state = model.merge_state(state, new_state, emitted)
+            best_tokens = best.tolist()
+            for i in emitted.nonzero().flatten().tolist():
+                tokens[i].append(best_tokens[i])
+            active = emitted  # a blank moves on to the next frame
+    return [TransducerHypothesis(ids, score) for ids, score in zip(tokens, scores.tolist(), strict=True)]
+
+
+@dataclass
+class _Beams:
+    """The live hypotheses of every utterance, grouped by utterance: row r of ``predicted`` (N, P)
+    and of the predictor state belongs to utterance ``owners[r]``."""
+
+    owners: list[int]
+    prefixes: list[tuple[int, ...]]
+    scores: list[float]
+    predicted: torch.Tensor
+    state: object
+
+    def select(self, model, rows: list[int]) -> _Beams:
+        index = torch.tensor(rows, dtype=torch.long, device=self.predicted.device)
+        return _Beams([self.owners[r] for r in rows], [self.prefixes[r] for r in rows],
+                      [self.scores[r] for r in rows], self.predicted.index_select(0, index),
+                      model.select_state(self.state, index))
+
+
+def _proposals(beams: _Beams, log_probs: torch.Tensor, beam: int,
+               score_extension: ScoreExtension | None) -> list[tuple[int, int, float]]:
+    """Each utterance's ``beam`` best (source row, token, score) extensions, identical prefixes
+    merged by log-add; grouped by utterance, best first within each. log_probs (N, V)."""
+    width = min(beam, log_probs.size(1))
+    top_log_probs, top_tokens = log_probs.topk(width, dim=-1)  # (N, K): the only tokens a hypothesis can keep
+    totals = np.asarray(beams.scores)[:, None] + top_log_probs.double().cpu().numpy()
+    top_tokens = top_tokens.cpu().numpy()
+    if score_extension is not None:
+        for row in range(len(beams.owners)):
+            labels = top_tokens[row] != BLANK
+            if labels.any():
+                totals[row, labels] += score_extension(beams.owners[row], beams.prefixes[row], top_tokens[row, labels])
+    chosen: list[tuple[int, int, float]] = []
+    start = 0
+    for _, group in itertools.groupby(beams.owners):
+        stop = start + len(list(group))
+        merged: dict[tuple[int, ...], list] = {}  # prefix -> [source row, token, score]
+        for row in range(start, stop):
+            for column in range(width):
+                score = float(totals[row, column])
+                if score == float("-inf"):
+                    continue
+                token = int(top_tokens[row, column])
+                prefix = beams.prefixes[row] + (token,) if token != BLANK else beams.prefixes[row]
+                if prefix in merged:  # the same label sequence by another alignment
+                    merged[prefix][2] = float(np.logaddexp(merged[prefix][2], score))
+                else:
+                    merged[prefix] = [row, token, score]
+        best = sorted(merged.values(), key=lambda entry: -entry[2])[:beam]
+        chosen.extend((row, token, score) for row, token, score in best)
+        start = stop
+    return chosen
+
+
+def _advance(model, beams: _Beams, chosen: list[tuple[int, int, float]]) -> _Beams:
+    """The hypotheses ``chosen`` makes: the predictor reads the emitted tokens (one batched step)."""
+    rows = [row for row, _, _ in chosen]
+    selected = beams.select(model, rows)
+    tokens = torch.tensor([token for _, token, _ in chosen], dtype=torch.long, device=beams.predicted.device)
+    emitted = tokens != BLANK
+    predicted, state = selected.predicted, selected.state
+    if bool(emitted.any()):
+        new_predicted, new_state = model.predictor_step(tokens, state)
+        predicted = torch.where(emitted[:, None], new_predicted, predicted)
+        state = model.merge_state(state, new_state, emitted)
+    prefixes = [selected.prefixes[i] + (token,) if token != BLANK else selected.prefixes[i]
+                for i, (_, token, _) in enumerate(chosen)]
+    return _Beams(selected.owners, prefixes, [score for _, _, score in chosen], predicted, state)
+
+
+@torch.no_grad()
+def modified_beam_search(model, encoded: torch.Tensor, lengths: torch.Tensor, options: TransducerBeamOptions,
+                         score_extension: ScoreExtension | None = None) -> list[list[TransducerHypothesis]]:
+    """encoded (B, T', D), lengths (B,) -> each utterance's hypotheses, best first."""
+    batch, frames, _ = encoded.shape
+    device = encoded.device
+    ends = [int(length) for length in lengths.tolist()]
+    state = model.predictor_init_state(batch, device)
+    predicted, state = model.predictor_step(torch.full((batch,), BLANK, dtype=torch.long, device=device), state)
+    beams = _Beams(list(range(batch)), [()] * batch, [0.0] * batch, predicted, state)
+    finished: list[list[TransducerHypothesis]] = [[] for _ in range(batch)]
+    for t in range(frames + 1):
+        live = [row for row, owner in enumerate(beams.owners) if ends[owner] > t]
+        if len(live) < len(beams.owners):  # utterances that end here leave the search
+            for row, owner in enumerate(beams.owners):
+                if ends[owner] <= t:
+                    finished[owner].append(TransducerHypothesis(list(beams.prefixes[row]), beams.scores[row]))
+            beams = beams.select(model, live)
+        if not live:
+            break
+        owners = torch.tensor(beams.owners, dtype=torch.long, device=device)
+        log_probs = model.join(encoded[owners, t], beams.predicted)  # (N, V)
+        beams = _advance(model, beams, _proposals(beams, log_probs, options.beam, score_extension))
+
+    def rank(hypothesis: TransducerHypothesis) -> float:
+        return hypothesis.score / (len(hypothesis.token_ids) + 1) if options.length_norm else hypothesis.score
+
+    return [sorted(hypotheses, key=rank, reverse=True) for hypotheses in finished]

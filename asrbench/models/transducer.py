@@ -1,0 +1,304 @@
+"""The transducer (RNN-T) family: an encoder, a prediction network and a joiner (Graves 2012).
+
+- Encoder: any encoder of the zoo, reused whole by composition (its ``encode``; its CTC head
+  becomes the auxiliary CTC branch, dropped when ``ctc_weight`` is 0). ``conformer_transducer``
+  uses the Conformer encoder, ``lstm_transducer`` the BiLSTM one.
+- Prediction network (``predictor``): ``stateless``, icefall's stateless decoder (an embedding and
+  a depthwise 1-D convolution over the last ``context_size`` tokens, then ReLU; Ghodsi et al. 2020),
+  or ``lstm``, an embedding and LSTM layers. Its start symbol is the blank (id 0), as in icefall,
+  whose embedding is fixed at zero (``padding_idx``).
+- Joiner: ``Linear(encoder) + Linear(predictor)``, tanh, ``Linear(joiner_dim, V - 1)``, log-softmax;
+  the last token, ``<sos/eos>``, gets log-probability ``-inf`` in training and decoding alike, so
+  it is never emitted. It runs in float32 (autocast off): the (B, T', U+1, V) joint tensor is what
+  the loss reads.
+- Loss: RNN-T (:func:`asrbench.models.rnnt_loss.rnnt_loss`, blank 0), summed over utterances and
+  divided by B; with ``ctc_weight > 0``, mixed with CTC on the encoder output as the attention
+  hybrids do: ``(1 - ctc_weight) * rnnt + ctc_weight * ctc``.
+- Decoding (:mod:`asrbench.decoding.transducer_search`): greedy search (up to
+  ``max_symbols_per_frame`` symbols a frame) and modified beam search; ``--mode ctc`` decodes the
+  CTC branch with the CTC searches (lexicon and LM included).
+
+Memory: training holds a few (B, T', U+1, joiner_dim) and (B, T', U+1, V) float32 tensors (no
+pruned loss here), so the batch size is what ``joiner_dim`` and the longest transcript allow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from asrbench.decoding.searchers import (
+    DecodeOptions,
+    Searcher,
+    TuningRequest,
+    ctc_searcher,
+    ctc_tuning_grid,
+    transducer_searcher,
+    transducer_tuning_grid,
+)
+from asrbench.decoding.transducer_search import greedy_search
+from asrbench.errors import AsrbenchError
+from asrbench.models.base import Family, TransducerFamily
+from asrbench.models.conformer import Conformer, ConformerConfig
+from asrbench.models.ctc import CTCHead, ctc_loss
+from asrbench.models.rnn import LSTM, RNNConfig
+from asrbench.models.rnnt_loss import rnnt_loss
+
+BLANK = 0
+PREDICTORS = ("stateless", "lstm")
+
+
+@dataclass
+class TransducerOptions:
+    """What every transducer adds to its encoder's options."""
+
+    predictor: str = "stateless"  # stateless | lstm
+    predictor_dim: int = 256  # embedding (and LSTM) width
+    predictor_layers: int = 1  # lstm only
+    context_size: int = 2  # stateless only: tokens the predictor sees (icefall's default)
+    joiner_dim: int = 256
+    ctc_weight: float = 0.3  # auxiliary CTC on the encoder; 0 = pure RNN-T
+    max_symbols_per_frame: int = 3  # greedy search
+
+
+class StatelessPredictor(nn.Module):
+    """Embedding + depthwise convolution over the last ``context_size`` tokens + ReLU (icefall).
+    Its state is those tokens, (N, context_size) int64."""
+
+    def __init__(self, vocab_size: int, dim: int, context_size: int):
+        super().__init__()
+        self.context_size = context_size
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=BLANK)  # the blank context is zero
+        self.conv = (nn.Conv1d(dim, dim, context_size, groups=dim, bias=False) if context_size > 1 else None)
+
+    def _convolve(self, embedded: torch.Tensor) -> torch.Tensor:
+        """(N, L + context_size - 1, E) -> (N, L, E)."""
+        if self.conv is not None:
+            embedded = self.conv(embedded.transpose(1, 2)).transpose(1, 2)
+        return torch.relu(embedded)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: tokens (B, U+1) starting with the start symbol -> (B, U+1, E). The left
+        padding (zeros, the blank's embedding) is the context before the start symbol."""
+        embedded = nn.functional.pad(self.embed(tokens), (0, 0, self.context_size - 1, 0))
+        return self._convolve(embedded)
+
+    def init_state(self, batch: int, device: torch.device) -> torch.Tensor:
+        return torch.full((batch, self.context_size), BLANK, dtype=torch.long, device=device)
+
+    def step(self, tokens: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        context = torch.cat([state[:, 1:], tokens[:, None]], dim=1)
+        return self._convolve(self.embed(context))[:, -1], context
+
+    @staticmethod
+    def select_state(state: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return state.index_select(0, indices)
+
+    @staticmethod
+    def merge_state(state: torch.Tensor, new_state: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask[:, None], new_state, state)
+
+
+class LSTMPredictor(nn.Module):
+    """Embedding + LSTM layers (the classic RNN-T prediction network). Its state is the LSTM's
+    ``(h, c)``, each (layers, N, dim)."""
+
+    def __init__(self, vocab_size: int, dim: int, num_layers: int, dropout: float):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=BLANK)
+        self.dropout = nn.Dropout(dropout)
+        self.lstm = nn.LSTM(dim, dim, num_layers=num_layers, batch_first=True,
+                            dropout=dropout if num_layers > 1 else 0.0)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: tokens (B, U+1) -> (B, U+1, dim); causal, so padding after an
+        utterance's tokens changes none of its outputs."""
+        output, _ = self.lstm(self.dropout(self.embed(tokens)))
+        return self.dropout(output)
+
+    def init_state(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        zeros = torch.zeros(self.lstm.num_layers, batch, self.lstm.hidden_size, device=device)
+        return zeros, zeros.clone()
+
+    def step(self, tokens: torch.Tensor, state):
+        output, state = self.lstm(self.dropout(self.embed(tokens[:, None])), state)
+        return self.dropout(output[:, 0]), state
+
+    @staticmethod
+    def select_state(state, indices: torch.Tensor):
+        return tuple(part.index_select(1, indices) for part in state)
+
+    @staticmethod
+    def merge_state(state, new_state, mask: torch.Tensor):
+        return tuple(torch.where(mask[None, :, None], new, old) for old, new in zip(state, new_state, strict=True))
+
+
+class Joiner(nn.Module):
+    """(..., encoder_dim), (..., predictor_dim), broadcast -> float32 log-probs (..., V); the last
+    token (``<sos/eos>``) is ``-inf``."""
+
+    def __init__(self, encoder_dim: int, predictor_dim: int, joiner_dim: int, vocab_size: int):
+        super().__init__()
+        self.encoder_proj = nn.Linear(encoder_dim, joiner_dim)
+        self.predictor_proj = nn.Linear(predictor_dim, joiner_dim)
+        self.out = nn.Linear(joiner_dim, vocab_size - 1)
+
+    def forward(self, encoded: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=encoded.device.type, enabled=False):
+            hidden = torch.tanh(self.encoder_proj(encoded.float()) + self.predictor_proj(predicted.float()))
+            log_probs = torch.log_softmax(self.out(hidden), dim=-1)
+        return nn.functional.pad(log_probs, (0, 1), value=float("-inf"))
+
+
+def build_predictor(vocab_size: int, options: TransducerOptions, dropout: float) -> nn.Module:
+    if options.predictor not in PREDICTORS:
+        raise ValueError(f"unknown predictor '{options.predictor}' (valid: {', '.join(PREDICTORS)})")
+    if options.predictor_dim < 1 or options.predictor_layers < 1 or options.context_size < 1:
+        raise ValueError("predictor_dim, predictor_layers and context_size must be at least 1")
+    if options.predictor == "lstm":
+        return LSTMPredictor(vocab_size, options.predictor_dim, options.predictor_layers, dropout)
+    return StatelessPredictor(vocab_size, options.predictor_dim, options.context_size)
+
+
+class TransducerModel(nn.Module):
+    """Base of transducers: built around an encoder (any zoo model's ``encode``); the predictor,
+    the joiner, the loss and the searches are the family's. ``forward`` is the CTC branch."""
+
+    encoder_dim: int
+
+    def __init__(self, encoder: nn.Module, vocab_size: int, options: TransducerOptions, dropout: float = 0.0):
+        super().__init__()
+        if not 0.0 <= options.ctc_weight < 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1), not {options.ctc_weight}")
+        if options.max_symbols_per_frame < 1:
+            raise ValueError(f"max_symbols_per_frame must be at least 1, not {options.max_symbols_per_frame}")
+        self.vocab_size = vocab_size
+        self.ctc_weight = options.ctc_weight
+        self.max_symbols_per_frame = options.max_symbols_per_frame
+        self.encoder = encoder
+        self.encoder_dim = encoder.encoder_dim
+        head = getattr(encoder, "head", None)
+        if head is not None:
+            del encoder.head  # registered once, as ctc_head
+        if options.ctc_weight > 0:
+            self.ctc_head: CTCHead | None = head if head is not None else CTCHead(self.encoder_dim, vocab_size)
+        else:
+            self.ctc_head = None
+        self.predictor = build_predictor(vocab_size, options, dropout)
+        self.joiner = Joiner(self.encoder_dim, options.predictor_dim, options.joiner_dim, vocab_size)
+
+    # -- what search drives (TransducerFamily) ------------------------------------------------
+    def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F), (B,) -> encoded (B, T', encoder_dim), output_lengths (B,)."""
+        return self.encoder.encode(features, feature_lengths)
+
+    def predictor_init_state(self, batch: int, device: torch.device):
+        return self.predictor.init_state(batch, device)
+
+    def predictor_step(self, tokens: torch.Tensor, state) -> tuple[torch.Tensor, object]:
+        """tokens (N,) -> the predictor's output after reading them (N, predictor_dim), new state."""
+        return self.predictor.step(tokens, state)
+
+    def select_state(self, state, indices: torch.Tensor):
+        return self.predictor.select_state(state, indices)
+
+    def merge_state(self, state, new_state, mask: torch.Tensor):
+        return self.predictor.merge_state(state, new_state, mask)
+
+    def join(self, encoded: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+        """(..., encoder_dim), (..., predictor_dim) -> float32 log-probs (..., V)."""
+        return self.joiner(encoded, predicted)
+
+    # -- the family's contract ----------------------------------------------------------------
+    def forward(self, features: torch.Tensor, feature_lengths: torch.Tensor):
+        """The CTC branch: (B, T, F), (B,) -> log_probs (B, T', V), output_lengths (B,)."""
+        return self.ctc_log_probs(features, feature_lengths)
+
+    def ctc_log_probs(self, features: torch.Tensor, feature_lengths: torch.Tensor):
+        if self.ctc_head is None:
+            raise AsrbenchError("this transducer has no CTC branch (trained with ctc_weight 0)")
+        encoded, lengths = self.encode(features, feature_lengths)
+        return self.ctc_head(encoded), lengths
+
+    def joint_log_probs(self, encoded: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: encoded (B, T', D), padded targets (B, U) -> (B, T', U+1, V) float32."""
+        predicted = self.predictor(nn.functional.pad(targets, (1, 0), value=BLANK))  # (B, U+1, P)
+        return self.join(encoded[:, :, None], predicted[:, None])
+
+    def compute_loss(self, features, feature_lengths, targets, target_lengths) -> torch.Tensor:
+        """Targets concatenated (sum U,) with lengths (B,); RNN-T (and CTC) summed, divided by B."""
+        encoded, lengths = self.encode(features, feature_lengths)
+        padded = nn.utils.rnn.pad_sequence(list(targets.split(target_lengths.tolist())), batch_first=True,
+                                           padding_value=BLANK)
+        log_probs = self.joint_log_probs(encoded, padded)
+        rnnt = rnnt_loss(log_probs, padded, lengths, target_lengths, blank=BLANK, reduction="sum") / features.size(0)
+        if self.ctc_head is None:
+            return rnnt
+        ctc = ctc_loss(self.ctc_head(encoded), lengths, targets, target_lengths)
+        return (1.0 - self.ctc_weight) * rnnt + self.ctc_weight * ctc
+
+    @torch.no_grad()
+    def greedy_decode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
+        encoded, lengths = self.encode(features, feature_lengths)
+        return [hypothesis.token_ids for hypothesis in greedy_search(self, encoded, lengths,
+                                                                     self.max_symbols_per_frame)]
+
+    dev_decode = greedy_decode  # what the trainer scores on dev: the transducer's own greedy search
+
+    def search_modes(self) -> tuple[str, ...]:
+        return ("transducer", "ctc") if self.ctc_head is not None else ("transducer",)
+
+    def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
+        """Transducer search (greedy or modified beam), or with ``mode`` "ctc" the CTC branch's."""
+        if options.mode == "ctc":
+            if self.ctc_head is None:
+                raise AsrbenchError("--mode ctc needs a CTC branch; this transducer was trained with ctc_weight 0")
+            return ctc_searcher(self, tokenizer, options, data_dir, lm, lexicon)
+        if options.mode == "attention":
+            raise AsrbenchError(f"--mode attention needs an attention model; {type(self).__name__} is a transducer")
+        return transducer_searcher(self, tokenizer, options, data_dir, lm, lexicon)
+
+    def tuning_grid(self, request: TuningRequest) -> list[DecodeOptions]:
+        if request.mode == "ctc":
+            return ctc_tuning_grid(request)
+        return transducer_tuning_grid(request)
+
+
+# --- the architectures -----------------------------------------------------------------------
+
+
+@dataclass
+class ConformerTransducerConfig(ConformerConfig, TransducerOptions):
+    num_layers: int = 6  # encoder
+
+
+@dataclass
+class LSTMTransducerConfig(RNNConfig, TransducerOptions):
+    predictor: str = "lstm"
+
+
+def _encoder_options(encoder_config, config):
+    """The encoder's own options out of a transducer config."""
+    return encoder_config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(encoder_config)})
+
+
+class ConformerTransducer(TransducerModel):
+    """Transducer: Conformer encoder + prediction network (stateless by default) + joiner, optional CTC branch."""
+
+    def __init__(self, input_dim: int, vocab_size: int, config: ConformerTransducerConfig):
+        encoder = Conformer(input_dim, vocab_size, _encoder_options(ConformerConfig, config))
+        super().__init__(encoder, vocab_size, config, config.dropout)
+
+
+class LSTMTransducer(TransducerModel):
+    """Transducer: BiLSTM encoder + LSTM prediction network (by default) + joiner, optional CTC branch."""
+
+    def __init__(self, input_dim: int, vocab_size: int, config: LSTMTransducerConfig):
+        encoder = LSTM(input_dim, vocab_size, _encoder_options(RNNConfig, config))
+        super().__init__(encoder, vocab_size, config, config.dropout)
+
+
+TRANSDUCER = Family("transducer", TransducerFamily, TransducerModel, default_mode="transducer")
