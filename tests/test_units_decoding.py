@@ -100,8 +100,11 @@ def test_a_word_lm_scores_subword_words_where_a_word_start_closes_them(subword):
     # word LM, which saw "ONE NINE" and never "ONE FIVE", decides. Words are closed by the next
     # word-start piece or the end of the utterance: no separator token exists.
     # Two words spelled with as many pieces, and different ones at every position.
-    first, second = next((a, b) for a in WORDS for b in WORDS if a < b and len(subword.spell(a)) ==
-                         len(subword.spell(b)) and all(x != y for x, y in zip(subword.spell(a), subword.spell(b), strict=True)))
+    def differ_everywhere(a: str, b: str) -> bool:
+        spelled_a, spelled_b = subword.spell(a), subword.spell(b)
+        return len(spelled_a) == len(spelled_b) and all(x != y for x, y in zip(spelled_a, spelled_b, strict=True))
+
+    first, second = next((a, b) for a in WORDS for b in WORDS if a < b and differ_everywhere(a, b))
     one = subword.spell("ONE")
     ids = one + subword.spell(first)
     confusions = {len(one) + i: {x: 0.5, y: 0.5}
