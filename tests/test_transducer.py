@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from asrbench.data.tokenizer import BLANK, SOS_EOS, UNK, CharTokenizer
+from asrbench.decoding.ctc_beam import Lexicon
 from asrbench.decoding.searchers import DecodeOptions, TuningRequest
 from asrbench.decoding.transducer_search import TransducerBeamOptions, greedy_search, modified_beam_search
 from asrbench.errors import AsrbenchError
@@ -16,6 +18,7 @@ from asrbench.models.transducer import TransducerModel
 INPUT_DIM = 20
 VOCAB = 9  # blank, unk, 6 characters, <sos/eos>
 EOS = VOCAB - 1
+TOKENIZER = CharTokenizer([BLANK, UNK, " ", "A", "B", "C", "D", "E", SOS_EOS])  # ids 2..7: " ABCDE"
 ENCODER = {
     "conformer_transducer": {"d_model": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 32, "kernel_size": 5,
                              "subsample_channels": 4},
@@ -230,13 +233,14 @@ def test_the_family_hands_out_its_searchers_and_grid():
     assert MODELS["conformer_transducer"].family.default_mode == "transducer"
     assert MODELS["lstm_transducer"].family.default_mode == "transducer"
     assert model.search_modes() == ("transducer", "ctc")
-    greedy = model.make_searcher(None, DecodeOptions())
+    greedy = model.make_searcher(TOKENIZER, DecodeOptions())
     assert greedy.description == {"kind": "transducer_greedy", "beam": 1, "max_symbols_per_frame": 3,
                                   "lm": None, "lexicon": None}
-    beam = model.make_searcher(None, DecodeOptions(beam=5, mode="transducer", length_norm=True))
+    beam = model.make_searcher(TOKENIZER, DecodeOptions(beam=5, mode="transducer", length_norm=True))
     assert beam.description == {"kind": "transducer_modified_beam", "beam": 5, "length_norm": True,
-                                "max_symbols_per_frame": 1, "lm": None, "lexicon": None}
-    assert model.make_searcher(None, DecodeOptions(mode="ctc")).kind == "ctc_greedy"
+                                "max_symbols_per_frame": 1, "lm": None, "lm_weight": 0.0, "word_bonus": 0.0,
+                                "lexicon": None, "lexicon_words": None}
+    assert model.make_searcher(TOKENIZER, DecodeOptions(mode="ctc")).kind == "ctc_greedy"
     features, lengths = torch.randn(2, 40, INPUT_DIM), torch.tensor([40, 31])
     assert greedy(features, lengths) == model.greedy_decode(features, lengths) == model.dev_decode(features, lengths)
     assert len(beam(features, lengths)) == 2
@@ -248,21 +252,19 @@ def test_the_family_hands_out_its_searchers_and_grid():
 def test_options_the_family_cannot_honour_are_one_line_errors():
     model = make("lstm_transducer", "lstm", ctc_weight=0.0).eval()
     assert model.search_modes() == ("transducer",) and model.ctc_head is None
-    for options, fragment in ((DecodeOptions(beam=4, lm="runs/lm"), "no LM fusion"),
-                              (DecodeOptions(beam=4, lexicon="train"), "no LM fusion or lexicon"),
+    for options, fragment in ((DecodeOptions(beam=4, lexicon="train"), "--lexicon train needs the run's data dir"),
                               (DecodeOptions(mode="ctc"), "needs a CTC branch"),
                               (DecodeOptions(mode="attention"), "needs an attention model"),
                               (DecodeOptions(beam=4, backend="flashlight"), "CTC search backend")):
         with pytest.raises(AsrbenchError, match=fragment):
-            model.make_searcher(None, options)
-    for request in (TuningRequest(lm="runs/lm"), TuningRequest(lexicon="train")):
-        with pytest.raises(AsrbenchError, match="no LM fusion"):
-            model.tuning_grid(request)
+            model.make_searcher(TOKENIZER, options)
+    grid = model.tuning_grid(TuningRequest(beams=(4,), lm="runs/lm"))  # an LM: weights and bonuses too
+    assert len({(options.lm_weight, options.word_bonus) for options in grid}) == len(grid) > 1
     with pytest.raises(AsrbenchError, match="no CTC branch"):
         model(torch.randn(1, 40, INPUT_DIM), torch.tensor([40]))
     ctc_model = build_model("dnn", {}, INPUT_DIM, VOCAB)
     with pytest.raises(AsrbenchError, match="--mode transducer needs a transducer"):
-        ctc_model.make_searcher(None, DecodeOptions(mode="transducer"))
+        ctc_model.make_searcher(TOKENIZER, DecodeOptions(mode="transducer"))
     with pytest.raises(AsrbenchError, match="unknown decoding mode"):
         DecodeOptions(mode="rnnt")
     with pytest.raises(AsrbenchError, match="beam must be at least 1"):
@@ -316,7 +318,12 @@ def test_tiny_overfit_learns_every_utterance(name, predictor, ctc_weight):
     encoded, encoded_lengths = model.encode(features, lengths)
     beam = modified_beam_search(model, encoded, encoded_lengths, TransducerBeamOptions(beam=4))
     assert [hypotheses[0].token_ids for hypotheses in beam] == labels
-    assert model.make_searcher(None, DecodeOptions(beam=4))(features, lengths) == labels
+    assert model.make_searcher(TOKENIZER, DecodeOptions(beam=4))(features, lengths) == labels
+    # A lexicon keeps the search to its words: "CDE" (utterance 1) is not one of them.
+    lexicon = Lexicon.from_words(["AB", "AAD", "E"], TOKENIZER)
+    constrained = model.make_searcher(TOKENIZER, DecodeOptions(beam=4), lexicon=lexicon)(features, lengths)
+    assert constrained[1] != labels[1]
+    assert all(set(TOKENIZER.decode(ids).split()) <= {"AB", "AAD", "E"} for ids in constrained)
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ from asrbench.decoding.attention_beam import AttentionBeamOptions, search_encode
 from asrbench.decoding.ctc_beam import CTCBeamOptions, Lexicon, ctc_prefix_beam_search
 from asrbench.decoding.greedy import ctc_greedy
 from asrbench.decoding.transducer_search import TransducerBeamOptions, greedy_search, modified_beam_search
+from asrbench.decoding.word_fusion import WordFusion
 from asrbench.errors import AsrbenchError
 from asrbench.lm import load_lm
 from asrbench.text import normalize
@@ -175,27 +176,20 @@ def attention_searcher(model, options: DecodeOptions) -> Searcher:
     return Searcher("attention_beam", outputs, search, description)
 
 
-def refuse_transducer_fusion(lm, lexicon) -> None:
-    """Transducer search has no LM fusion or lexicon yet (``score_extension`` in
-    :mod:`asrbench.decoding.transducer_search` is where they go)."""
-    if lm or lexicon:
-        raise AsrbenchError("transducer search has no LM fusion or lexicon yet: decode without --lm/--lexicon, "
-                            "or add --mode ctc to use them on the model's CTC branch")
-
-
 def transducer_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=None, lm=None,
                         lexicon=None) -> Searcher:
-    """Greedy search (beam 1, up to the model's ``max_symbols_per_frame`` symbols a frame) or
-    modified beam search (one symbol a frame) over ``model.encode``; the predictor and joiner run
-    inside the search, so its "search" time includes them (as for attention beam search)."""
-    refuse_transducer_fusion(options.lm or lm is not None, options.lexicon or lexicon is not None)
+    """Greedy search (beam 1 without an LM or lexicon: up to the model's ``max_symbols_per_frame``
+    symbols a frame) or modified beam search (one symbol a frame), with word LM shallow fusion, a
+    word bonus and a lexicon (:mod:`asrbench.decoding.word_fusion`), over ``model.encode``; the
+    predictor and joiner run inside the search, so its "search" time includes them (as for
+    attention beam search). Phone models always search within their lexicon, as in CTC search."""
     if options.backend != "native":
         raise AsrbenchError(f"--backend {options.backend} is a CTC search backend: add --mode ctc")
 
     def outputs(features, feature_lengths):
         return model.encode(features, feature_lengths)
 
-    if options.beam == 1:
+    if options.beam == 1 and not options.lm and not options.lexicon and lm is None and lexicon is None:
         max_symbols = model.max_symbols_per_frame
         description = {"kind": "transducer_greedy", "beam": 1, "max_symbols_per_frame": max_symbols,
                        "lm": None, "lexicon": None}
@@ -204,13 +198,31 @@ def transducer_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, dat
             return [hypothesis.token_ids for hypothesis in greedy_search(model, *out, max_symbols)]
 
         return Searcher("transducer_greedy", outputs, greedy, description)
+    lm_metadata = None
+    if options.lm and lm is None:
+        lm, lm_metadata = load_lm(options.lm)
+    lexicon_source = options.lexicon or None
+    if lexicon is None and options.lexicon:
+        lexicon = load_lexicon(options.lexicon, tokenizer, data_dir)
+    if lexicon is None and tokenizer.writes_words_through_lexicon:
+        lexicon, lexicon_source = Lexicon.from_words(tokenizer.lexicon_words(), tokenizer), "tokenizer"
+    lm_weight = options.lm_weight if lm is not None else 0.0
+    fused = lm is not None or lexicon is not None or options.word_bonus != 0.0
     beam_options = TransducerBeamOptions(beam=options.beam, length_norm=options.length_norm)
     description = {"kind": "transducer_modified_beam", **asdict(beam_options), "max_symbols_per_frame": 1,
-                   "lm": None, "lexicon": None}
+                   "lm": str(options.lm) if options.lm else None, "lm_weight": lm_weight,
+                   "word_bonus": options.word_bonus, "lexicon": lexicon_source,
+                   "lexicon_words": len(lexicon) if lexicon is not None else None}
+    if lm_metadata is not None:
+        description["lm_order"], description["lm_unit"] = lm_metadata.get("order"), lm_metadata.get("unit")
 
     def search(out):
+        extension = end = None
+        if fused:  # fresh per batch: the fusion caches every prefix it scored
+            fusion = WordFusion(tokenizer, lm, lexicon, lm_weight, options.word_bonus)
+            extension, end = (lambda _, prefix, tokens: fusion.extension(prefix, tokens)), fusion.finish
         return [hypotheses[0].token_ids if hypotheses else [] for hypotheses in
-                modified_beam_search(model, *out, beam_options)]
+                modified_beam_search(model, *out, beam_options, score_extension=extension, score_end=end)]
 
     return Searcher("transducer_modified_beam", outputs, search, description)
 
@@ -259,8 +271,6 @@ def attention_tuning_grid(request: TuningRequest, has_ctc: bool) -> list[DecodeO
 
 
 def transducer_tuning_grid(request: TuningRequest) -> list[DecodeOptions]:
-    """Beam sizes for transducer search (1: greedy; more: modified beam search). LM weights and
-    word bonuses join the grid once transducer search has LM fusion; until then an LM or a
-    lexicon is refused."""
-    refuse_transducer_fusion(request.lm, request.lexicon)
-    return [DecodeOptions(beam=beam, mode=request.mode) for beam in request.beams]
+    """Beam x LM weight x word bonus for transducer search (beam 1 alone: greedy), the weights
+    only where an LM or lexicon makes them mean something, as for CTC."""
+    return ctc_tuning_grid(request)

@@ -160,8 +160,14 @@ def _advance(model, beams: _Beams, chosen: list[tuple[int, int, float]]) -> _Bea
 
 @torch.no_grad()
 def modified_beam_search(model, encoded: torch.Tensor, lengths: torch.Tensor, options: TransducerBeamOptions,
-                         score_extension: ScoreExtension | None = None) -> list[list[TransducerHypothesis]]:
-    """encoded (B, T', D), lengths (B,) -> each utterance's hypotheses, best first."""
+                         score_extension: ScoreExtension | None = None,
+                         score_end: Callable[[tuple[int, ...]], float] | None = None
+                         ) -> list[list[TransducerHypothesis]]:
+    """encoded (B, T', D), lengths (B,) -> each utterance's hypotheses, best first.
+
+    ``score_end(tokens)`` is added to each final hypothesis' score before ranking (an LM's end of
+    sentence and last word; ``-inf`` where a lexicon word is unfinished). Hypotheses scored
+    ``-inf`` rank last, and are returned only when nothing else is."""
     batch, frames, _ = encoded.shape
     device = encoded.device
     ends = [int(length) for length in lengths.tolist()]
@@ -181,6 +187,11 @@ def modified_beam_search(model, encoded: torch.Tensor, lengths: torch.Tensor, op
         owners = torch.tensor(beams.owners, dtype=torch.long, device=device)
         log_probs = model.join(encoded[owners, t], beams.predicted)  # (N, V)
         beams = _advance(model, beams, _proposals(beams, log_probs, options.beam, score_extension))
+
+    if score_end is not None:
+        for hypotheses in finished:
+            for hypothesis in hypotheses:
+                hypothesis.score += score_end(tuple(hypothesis.token_ids))
 
     def rank(hypothesis: TransducerHypothesis) -> float:
         return hypothesis.score / (len(hypothesis.token_ids) + 1) if options.length_norm else hypothesis.score
