@@ -708,6 +708,9 @@ class Trainer:
             "data_workers": self.workers,
             "world_size": self.context.world,
         }
+        # The peak over every step so far (process max RSS on CPU, torch's max allocated on CUDA),
+        # so a step whose memory spikes (a transducer's joint tensor on the longest batch) shows.
+        row["peak_memory_mb"] = peak_memory_mb(self.device)["mb"]
         release_free_memory()
         row["rss_mb"] = resident_mb()  # after the dev pass, with free heap pages returned
         return row

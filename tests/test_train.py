@@ -198,6 +198,9 @@ def test_each_epoch_records_the_resident_memory_after_returning_free_heap_pages(
     train(recipe, "dnn", tmp_path / "run", epochs=2)
     rows = rundir.read_metrics(tmp_path / "run")
     assert all(isinstance(row["rss_mb"], float) and row["rss_mb"] > 10 for row in rows)
+    # The peak of every step so far: never below what is resident at the epoch's end, never falling.
+    assert all(row["peak_memory_mb"] >= row["rss_mb"] for row in rows)
+    assert rows[1]["peak_memory_mb"] >= rows[0]["peak_memory_mb"]
 
 
 @pytest.mark.slow
