@@ -14,7 +14,7 @@ from asrbench import rundir, scoring, stats
 from asrbench.errors import AsrbenchError
 
 FORMATS = ("table", "markdown", "csv", "json")
-COLUMNS = ("run", "model", "params", "wer", "wer_ci", "vs_best", "cer", "rtfx", "train_seconds", "epochs", "split")
+COLUMNS = ("run", "model", "units", "params", "wer", "wer_ci", "vs_best", "cer", "rtfx", "train_seconds", "epochs", "split")
 HYPOTHESES = "hypotheses.jsonl"
 # vs_best: the run with the lowest WER among runs decoded on the same utterances, and whether each
 # other run is significantly worse than it (stats.compare_systems' matched-pairs test at alpha).
@@ -70,12 +70,14 @@ def collect(run_dirs: list[str | Path], split: str = "test", resamples: int = st
             {
                 "run": str(run_dir),
                 "model": result.get("model"),
+                "units": result.get("units", "char"),  # results older than subword and phone units: char
                 "params": result.get("params"),
                 "wer": result.get("wer"),
                 "wer_ci": result.get("wer_ci"),
                 "vs_best": None,
                 "cer": result.get("cer"),
                 "cer_ci": result.get("cer_ci"),
+                "ter": result.get("ter"),
                 "rtfx": result.get("rtfx"),
                 "train_seconds": summary.get("train_seconds"),
                 "epochs": summary.get("epochs"),
@@ -166,7 +168,7 @@ def _cell(key: str, value) -> str:
     return str(value)
 
 
-HEADERS = {"run": "run", "model": "model", "params": "params", "wer": "WER %", "wer_ci": "WER 95% CI",
+HEADERS = {"run": "run", "model": "model", "units": "units", "params": "params", "wer": "WER %", "wer_ci": "WER 95% CI",
            "vs_best": "≈best", "cer": "CER %", "rtfx": "RTFx", "train_seconds": "train s", "epochs": "epochs",
            "split": "split"}
 
@@ -178,7 +180,7 @@ def _has_statistics(rows: list[dict]) -> bool:
 def rich_table(rows: list[dict], title: str | None = None) -> Table:
     table = Table(title=title, caption=LEGEND if _has_statistics(rows) else None)
     for key in COLUMNS:
-        table.add_column(HEADERS[key], justify="left" if key in ("run", "model", "split") else "right")
+        table.add_column(HEADERS[key], justify="left" if key in ("run", "model", "units", "split") else "right")
     best = min((row["wer"] for row in rows if row["wer"] is not None), default=None)
     grouped = any(row.get("vs_best") is not None for row in rows)
     for row in rows:
@@ -217,7 +219,7 @@ def render(rows: list[dict], fmt: str) -> str:
         return buffer.getvalue()
     if fmt == "markdown":
         lines = ["| " + " | ".join(HEADERS[k] for k in COLUMNS) + " |",
-                 "|" + "|".join("---" if k in ("run", "model", "split") else "---:" for k in COLUMNS) + "|"]
+                 "|" + "|".join("---" if k in ("run", "model", "units", "split") else "---:" for k in COLUMNS) + "|"]
         lines += ["| " + " | ".join(_cell(k, row[k]) for k in COLUMNS) + " |" for row in rows]
         if _has_statistics(rows):
             lines += ["", LEGEND]
