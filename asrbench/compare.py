@@ -14,7 +14,8 @@ from asrbench import rundir, scoring, stats
 from asrbench.errors import AsrbenchError
 
 FORMATS = ("table", "markdown", "csv", "json")
-COLUMNS = ("run", "model", "units", "params", "wer", "wer_ci", "vs_best", "cer", "rtfx", "train_seconds", "epochs", "split")
+COLUMNS = ("run", "model", "units", "params", "wer", "wer_ci", "vs_best", "cer", "rtfx", "train_seconds", "epochs",
+           "split")
 HYPOTHESES = "hypotheses.jsonl"
 # vs_best: the run with the lowest WER among runs decoded on the same utterances, and whether each
 # other run is significantly worse than it (stats.compare_systems' matched-pairs test at alpha).

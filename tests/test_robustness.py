@@ -53,7 +53,8 @@ def _same_weights(a: dict, b: dict) -> bool:
 
 def _metrics(run: Path) -> list[dict]:
     # How long, how much of the epoch this process did (loop_*) and its memory: the rest must match.
-    return [{k: v for k, v in row.items() if k not in ("train_seconds", "rss_mb", "peak_memory_mb") and not k.startswith("loop_")}
+    varying = ("train_seconds", "rss_mb", "peak_memory_mb")
+    return [{k: v for k, v in row.items() if k not in varying and not k.startswith("loop_")}
             for row in rundir.read_metrics(run)]
 
 
