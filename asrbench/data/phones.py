@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from asrbench.data.special_tokens import BLANK, SOS_EOS, UNK
+from asrbench.data.special_tokens import BLANK, SOS_EOS, UNK, StandardIds
 from asrbench.errors import AsrbenchError
 
 BOUNDARY = "|"
@@ -64,7 +64,7 @@ def read_pronunciations(path: str | Path) -> dict[str, list[list[str]]]:
 
 
 @dataclass
-class PhoneTokenizer:
+class PhoneTokenizer(StandardIds):
     """Tokens: ``<blank> <unk>``, the lexicon's phones (sorted), ``|`` (word boundary), ``<sos/eos>``.
 
     ``pronunciations`` holds only the words of the lexicon file the tokenizer was built with, all
@@ -84,7 +84,7 @@ class PhoneTokenizer:
         if self.tokens[:2] != [BLANK, UNK] or self.tokens[-1] != SOS_EOS or BOUNDARY not in self.tokens:
             raise AsrbenchError("tokenizer: a phone tokenizer's tokens are <blank> <unk> phones | <sos/eos>")
         self._index = {token: i for i, token in enumerate(self.tokens)}
-        self._special = frozenset((0, 1, len(self.tokens) - 1))
+        self._special = self.special_ids
         self._unk = 1
         self._encoded = {word: [self._index[phone] for phone in entries[0]]
                          for word, entries in self.pronunciations.items()}
@@ -115,22 +115,6 @@ class PhoneTokenizer:
     # -- the Tokenizer contract --------------------------------------------------------------------
 
     @property
-    def blank_id(self) -> int:
-        return 0
-
-    @property
-    def sos_id(self) -> int | None:
-        return len(self.tokens) - 1
-
-    @property
-    def eos_id(self) -> int | None:
-        return len(self.tokens) - 1
-
-    @property
-    def special_ids(self) -> frozenset[int]:
-        return self._special
-
-    @property
     def word_separator_id(self) -> int | None:
         return self._index[BOUNDARY]
 
@@ -146,9 +130,6 @@ class PhoneTokenizer:
     def writes_words_through_lexicon(self) -> bool:
         """Word output needs the lexicon: beam search always constrains to it."""
         return True
-
-    def __len__(self) -> int:
-        return len(self.tokens)
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []

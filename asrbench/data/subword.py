@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import sentencepiece
 
-from asrbench.data.special_tokens import BLANK, SOS_EOS, UNK
+from asrbench.data.special_tokens import BLANK, SOS_EOS, UNK, StandardIds
 from asrbench.errors import AsrbenchError
 
 WORD_START = "\u2581"  # sentencepiece's word-boundary mark, "▁"
@@ -56,7 +56,7 @@ def train_sentencepiece(texts: list[str], kind: str, vocab_size: int) -> bytes:
 
 
 @dataclass
-class SentencePieceTokenizer:
+class SentencePieceTokenizer(StandardIds):
     """A sentencepiece model behind the :class:`asrbench.data.tokenizer.Tokenizer` contract."""
 
     model_proto: bytes
@@ -70,7 +70,7 @@ class SentencePieceTokenizer:
             raise AsrbenchError(f"tokenizer: not a sentencepiece model ({str(err).strip()[:80]})") from None
         pieces = [self._processor.id_to_piece(i) for i in range(self._processor.get_piece_size())]
         self.tokens = [BLANK, UNK] + pieces[1:] + [SOS_EOS]
-        self._special = frozenset((0, 1, len(self.tokens) - 1))
+        self._special = self.special_ids
         self._starts = frozenset(i + 1 for i, piece in enumerate(pieces) if i and piece.startswith(WORD_START))
         self._pieces = [token.lstrip(WORD_START) if i not in self._special else ""
                         for i, token in enumerate(self.tokens)]
@@ -79,22 +79,6 @@ class SentencePieceTokenizer:
     @classmethod
     def build(cls, texts: list[str], config) -> SentencePieceTokenizer:
         return cls(train_sentencepiece(texts, config.kind, config.vocab_size), config.kind)
-
-    @property
-    def blank_id(self) -> int:
-        return 0
-
-    @property
-    def sos_id(self) -> int | None:
-        return len(self.tokens) - 1
-
-    @property
-    def eos_id(self) -> int | None:
-        return len(self.tokens) - 1
-
-    @property
-    def special_ids(self) -> frozenset[int]:
-        return self._special
 
     @property
     def word_separator_id(self) -> int | None:
@@ -111,9 +95,6 @@ class SentencePieceTokenizer:
     @property
     def writes_words_through_lexicon(self) -> bool:
         return False
-
-    def __len__(self) -> int:
-        return len(self.tokens)
 
     def encode(self, text: str) -> list[int]:
         return [i + 1 for i in self._processor.encode(text, out_type=int)]

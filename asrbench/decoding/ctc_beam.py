@@ -376,7 +376,9 @@ class _Search:
         """Create the child prefix ``node + token`` (LM-scored, lexicon-checked); -1 if not allowed."""
         key = node * self.vocab + token
         lm_state, lm_raw, words, partial, lex_node = self.info[node]
-        if token == self.space:
+        separator = token == self.space
+        # A separator closes the word before it; so does a word-start token (sentencepiece's "▁").
+        if separator or (token in self.starts and (partial or lex_node)):
             if partial or lex_node:
                 lm_state, lm_raw, words, ok = self._close_word(lm_state, lm_raw, words, partial, lex_node)
             else:  # a leading or second space: plain CTC allows it, word-level decoding does not
@@ -388,16 +390,7 @@ class _Search:
                 logprob, lm_state = self.lm.score(lm_state, self.lm_space)
                 lm_raw += logprob
             partial, lex_node = "", 0
-        else:
-            if token in self.starts and (partial or lex_node):  # a new word closes the one before
-                lm_state, lm_raw, words, ok = self._close_word(lm_state, lm_raw, words, partial, lex_node)
-                if not ok:
-                    self.children[key] = -1
-                    return -1
-                if self.char_lm:
-                    logprob, lm_state = self.lm.score(lm_state, self.lm_space)
-                    lm_raw += logprob
-                partial, lex_node = "", 0
+        if not separator:
             if self.lexicon is not None:
                 lex_node = self.lexicon.children[lex_node].get(token, -1)
                 if lex_node < 0:

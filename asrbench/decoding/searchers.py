@@ -94,6 +94,23 @@ def load_lexicon(spec: str, tokenizer: Tokenizer, data_dir: str | Path | None):
     return Lexicon.from_file(spec, tokenizer)
 
 
+def word_knowledge(options: DecodeOptions, tokenizer: Tokenizer, data_dir, lm=None, lexicon=None,
+                   own_lexicon: bool = True) -> tuple:
+    """The LM and lexicon a beam search uses: those given (already loaded), else the ones
+    ``options`` names; phone units spell no words by themselves, so without a lexicon their own
+    (the tokenizer's pronunciations) is used when ``own_lexicon``. -> (lm, its metadata or None,
+    lexicon, where the lexicon came from)."""
+    lm_metadata = None
+    if options.lm and lm is None:
+        lm, lm_metadata = load_lm(options.lm)
+    source = options.lexicon or None
+    if lexicon is None and options.lexicon:
+        lexicon = load_lexicon(options.lexicon, tokenizer, data_dir)
+    if lexicon is None and tokenizer.writes_words_through_lexicon and own_lexicon:
+        lexicon, source = Lexicon.from_words(tokenizer.lexicon_words(), tokenizer), "tokenizer"
+    return lm, lm_metadata, lexicon, source
+
+
 def build_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir: str | Path | None = None,
                    lm=None, lexicon=None) -> Searcher:
     """The searcher for ``options``: the model's family decides (``model.make_searcher``); ``lm``
@@ -112,15 +129,8 @@ def ctc_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=N
     if options.beam == 1 and not options.lm and not options.lexicon:
         return Searcher("ctc_greedy", outputs, lambda out: ctc_greedy(*out), {"kind": "ctc_greedy"})
 
-    lm_metadata = None
-    if options.lm and lm is None:
-        lm, lm_metadata = load_lm(options.lm)
-    lexicon_source = options.lexicon or None
-    if lexicon is None and options.lexicon:
-        lexicon = load_lexicon(options.lexicon, tokenizer, data_dir)
-    if lexicon is None and tokenizer.writes_words_through_lexicon and options.backend != "flashlight":
-        # Phones spell no words by themselves: beam search always keeps to the pronunciations.
-        lexicon, lexicon_source = Lexicon.from_words(tokenizer.lexicon_words(), tokenizer), "tokenizer"
+    lm, lm_metadata, lexicon, lexicon_source = word_knowledge(options, tokenizer, data_dir, lm, lexicon,
+                                                              own_lexicon=options.backend != "flashlight")
     beam_options = CTCBeamOptions(beam=options.beam, lm_weight=options.lm_weight if lm is not None else 0.0,
                                   word_bonus=options.word_bonus, lexicon=lexicon is not None)
     description = {
@@ -198,14 +208,7 @@ def transducer_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, dat
             return [hypothesis.token_ids for hypothesis in greedy_search(model, *out, max_symbols)]
 
         return Searcher("transducer_greedy", outputs, greedy, description)
-    lm_metadata = None
-    if options.lm and lm is None:
-        lm, lm_metadata = load_lm(options.lm)
-    lexicon_source = options.lexicon or None
-    if lexicon is None and options.lexicon:
-        lexicon = load_lexicon(options.lexicon, tokenizer, data_dir)
-    if lexicon is None and tokenizer.writes_words_through_lexicon:
-        lexicon, lexicon_source = Lexicon.from_words(tokenizer.lexicon_words(), tokenizer), "tokenizer"
+    lm, lm_metadata, lexicon, lexicon_source = word_knowledge(options, tokenizer, data_dir, lm, lexicon)
     lm_weight = options.lm_weight if lm is not None else 0.0
     fused = lm is not None or lexicon is not None or options.word_bonus != 0.0
     beam_options = TransducerBeamOptions(beam=options.beam, length_norm=options.length_norm)
