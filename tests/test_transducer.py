@@ -359,3 +359,26 @@ models:
     assert ctc["decoder"]["kind"] == "ctc_greedy"
     tuned = tune(run, beams=[1, 2])
     assert [row["options"]["beam"] for row in tuned["grid"]] == [1, 2]
+
+
+@pytest.mark.parametrize("name", list(ENCODER))
+def test_fused_sub_batches_give_the_dense_loss_and_gradients(name):
+    """fused_batch_size: joiner + loss over checkpointed sub-batches, each cut to its own lengths;
+    the same loss and the same gradient for every parameter as the whole batch at once."""
+    labels = [[2, 3, 4], [5], [3, 3, 6, 2, 7], [7, 2], [4, 4]]
+    targets, target_lengths = _targets(labels)
+    features, lengths = torch.randn(5, 48, INPUT_DIM), torch.tensor([48, 30, 44, 20, 36])
+    results = []
+    for fused in (0, 2):
+        model = make(name, "stateless", seed=1, fused_batch_size=fused).train()
+        loss = model.compute_loss(features, lengths, targets, target_lengths)
+        loss.backward()
+        results.append((float(loss.detach()), {key: param.grad.clone() for key, param in model.named_parameters()
+                                      if param.grad is not None}))
+    (dense_loss, dense_grads), (fused_loss, fused_grads) = results
+    assert fused_loss == pytest.approx(dense_loss, rel=1e-5)
+    assert dense_grads.keys() == fused_grads.keys() and any("joiner" in key for key in dense_grads)
+    for key, grad in dense_grads.items():
+        torch.testing.assert_close(fused_grads[key], grad, rtol=1e-4, atol=1e-5, msg=key)
+    with pytest.raises(AsrbenchError, match="fused_batch_size must be 0"):
+        build_model(name, {**ENCODER[name], "fused_batch_size": -1}, INPUT_DIM, VOCAB)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from asrbench.decoding.searchers import (
     DecodeOptions,
@@ -62,6 +63,11 @@ class TransducerOptions:
     joiner_dim: int = 256
     ctc_weight: float = 0.3  # auxiliary CTC on the encoder; 0 = pure RNN-T
     max_symbols_per_frame: int = 3  # greedy search
+    # Joiner + loss over sub-batches of this many utterances, each cut to its own longest frames
+    # and transcript and recomputed in the backward pass (activation checkpointing), so training
+    # holds one sub-batch's (b, T', U+1, V) joint tensor at a time, not the batch's (NeMo's
+    # fused_batch_size). 0: the whole batch at once (fastest when it fits).
+    fused_batch_size: int = 0
 
 
 class StatelessPredictor(nn.Module):
@@ -175,7 +181,10 @@ class TransducerModel(nn.Module):
             raise ValueError(f"ctc_weight must be in [0, 1), not {options.ctc_weight}")
         if options.max_symbols_per_frame < 1:
             raise ValueError(f"max_symbols_per_frame must be at least 1, not {options.max_symbols_per_frame}")
+        if options.fused_batch_size < 0:
+            raise ValueError(f"fused_batch_size must be 0 (off) or more, not {options.fused_batch_size}")
         self.vocab_size = vocab_size
+        self.fused_batch_size = options.fused_batch_size
         self.ctc_weight = options.ctc_weight
         self.max_symbols_per_frame = options.max_symbols_per_frame
         self.encoder = encoder
@@ -228,13 +237,32 @@ class TransducerModel(nn.Module):
         predicted = self.predictor(nn.functional.pad(targets, (1, 0), value=BLANK))  # (B, U+1, P)
         return self.join(encoded[:, :, None], predicted[:, None])
 
+    def _joint_loss(self, encoded, predicted, padded, lengths, target_lengths) -> torch.Tensor:
+        """The summed RNN-T loss of (b, T', D) encoder and (b, U+1, P) predictor outputs."""
+        log_probs = self.join(encoded[:, :, None], predicted[:, None])  # (b, T', U+1, V)
+        return rnnt_loss(log_probs, padded, lengths, target_lengths, blank=BLANK, reduction="sum")
+
+    def _rnnt(self, encoded, lengths, padded, target_lengths) -> torch.Tensor:
+        """RNN-T summed over the batch: at once, or in checkpointed sub-batches (``fused_batch_size``)."""
+        predicted = self.predictor(nn.functional.pad(padded, (1, 0), value=BLANK))  # (B, U+1, P)
+        size = self.fused_batch_size
+        if not size or size >= encoded.size(0):
+            return self._joint_loss(encoded, predicted, padded, lengths, target_lengths)
+        total = encoded.new_zeros((), dtype=torch.float32)
+        for start in range(0, encoded.size(0), size):
+            part = slice(start, start + size)
+            frames, labels = int(lengths[part].max()), int(target_lengths[part].max())
+            total = total + checkpoint(self._joint_loss, encoded[part, :frames], predicted[part, :labels + 1],
+                                       padded[part, :labels], lengths[part], target_lengths[part],
+                                       use_reentrant=False)
+        return total
+
     def compute_loss(self, features, feature_lengths, targets, target_lengths) -> torch.Tensor:
         """Targets concatenated (sum U,) with lengths (B,); RNN-T (and CTC) summed, divided by B."""
         encoded, lengths = self.encode(features, feature_lengths)
         padded = nn.utils.rnn.pad_sequence(list(targets.split(target_lengths.tolist())), batch_first=True,
                                            padding_value=BLANK)
-        log_probs = self.joint_log_probs(encoded, padded)
-        rnnt = rnnt_loss(log_probs, padded, lengths, target_lengths, blank=BLANK, reduction="sum") / features.size(0)
+        rnnt = self._rnnt(encoded, lengths, padded, target_lengths) / features.size(0)
         if self.ctc_head is None:
             return rnnt
         ctc = ctc_loss(self.ctc_head(encoded), lengths, targets, target_lengths)
