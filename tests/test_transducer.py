@@ -382,3 +382,21 @@ def test_fused_sub_batches_give_the_dense_loss_and_gradients(name):
         torch.testing.assert_close(fused_grads[key], grad, rtol=1e-4, atol=1e-5, msg=key)
     with pytest.raises(AsrbenchError, match="fused_batch_size must be 0"):
         build_model(name, {**ENCODER[name], "fused_batch_size": -1}, INPUT_DIM, VOCAB)
+
+
+def test_a_no_grad_loss_pass_splits_big_batches_and_gives_the_same_loss(monkeypatch):
+    """The dev loss (decode's big batches, no backward) runs in sub-batches within a joint budget."""
+    import asrbench.models.transducer as transducer
+
+    labels = [[2, 3, 4], [5], [3, 3, 6, 2, 7], [7, 2], [4, 4]]
+    targets, target_lengths = _targets(labels)
+    features, lengths = torch.randn(5, 48, INPUT_DIM), torch.tensor([48, 30, 44, 20, 36])
+    model = make("conformer_transducer", "stateless", seed=2).eval()
+    with torch.no_grad():
+        whole = model.compute_loss(features, lengths, targets, target_lengths)
+        calls = []
+        real = model._joint_loss
+        monkeypatch.setattr(model, "_joint_loss", lambda *args: calls.append(args[0].shape) or real(*args))
+        monkeypatch.setattr(transducer, "EVAL_JOINT_BYTES", 1)  # one utterance per sub-batch
+        split = model.compute_loss(features, lengths, targets, target_lengths)
+    assert len(calls) == 5 and float(split) == pytest.approx(float(whole), rel=1e-5)

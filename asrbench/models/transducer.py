@@ -50,6 +50,7 @@ from asrbench.models.rnnt_loss import rnnt_loss
 
 BLANK = 0
 PREDICTORS = ("stateless", "lstm")
+EVAL_JOINT_BYTES = 128 * 2**20  # the joint tensor's share of a no-grad (dev loss) pass
 
 
 @dataclass
@@ -243,18 +244,25 @@ class TransducerModel(nn.Module):
         return rnnt_loss(log_probs, padded, lengths, target_lengths, blank=BLANK, reduction="sum")
 
     def _rnnt(self, encoded, lengths, padded, target_lengths) -> torch.Tensor:
-        """RNN-T summed over the batch: at once, or in checkpointed sub-batches (``fused_batch_size``)."""
+        """RNN-T summed over the batch: at once, or in sub-batches cut to their own lengths, which
+        training checkpoints (``fused_batch_size``)."""
         predicted = self.predictor(nn.functional.pad(padded, (1, 0), value=BLANK))  # (B, U+1, P)
-        size = self.fused_batch_size
+        size, training = self.fused_batch_size, torch.is_grad_enabled()
+        if not training:
+            # A dev-loss pass (decode's batches are several training batches big): nothing is kept
+            # for a backward pass, so sub-batches within a fixed joint-tensor budget cost nothing.
+            width = max(self.joiner.out.in_features, self.vocab_size)
+            size = max(1, EVAL_JOINT_BYTES // (encoded.size(1) * (padded.size(1) + 1) * width * 4))
         if not size or size >= encoded.size(0):
             return self._joint_loss(encoded, predicted, padded, lengths, target_lengths)
         total = encoded.new_zeros((), dtype=torch.float32)
         for start in range(0, encoded.size(0), size):
             part = slice(start, start + size)
             frames, labels = int(lengths[part].max()), int(target_lengths[part].max())
-            total = total + checkpoint(self._joint_loss, encoded[part, :frames], predicted[part, :labels + 1],
-                                       padded[part, :labels], lengths[part], target_lengths[part],
-                                       use_reentrant=False)
+            inputs = (encoded[part, :frames], predicted[part, :labels + 1], padded[part, :labels], lengths[part],
+                      target_lengths[part])
+            total = total + (checkpoint(self._joint_loss, *inputs, use_reentrant=False) if training
+                             else self._joint_loss(*inputs))
         return total
 
     def compute_loss(self, features, feature_lengths, targets, target_lengths) -> torch.Tensor:
