@@ -24,17 +24,6 @@ if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
 
-def cpu_model() -> str:
-    """The "model name" line of /proc/cpuinfo, or the platform's processor string elsewhere."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def median_ms(function, repeat: int) -> float:
     function()  # warm-up: allocator, first-call dispatch
     times = []
@@ -83,6 +72,8 @@ def main() -> None:
 
     import torch
 
+    from asrbench.env import cpu_name
+
     torch.set_num_threads(args.threads)
     rows = [measure(args.batch, args.frames, args.units, int(v), args.repeat) for v in args.vocabs.split(",")]
 
@@ -92,7 +83,7 @@ def main() -> None:
               f"{row['forward_backward_ms']:>11.1f} {row['joint_mib']:>10.1f}")
     report = {"benchmark": "rnnt_loss_speed", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "repeat": args.repeat,
               "statistic": "median after one warm-up", "results": rows,
-              "environment": {"cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(),
+              "environment": {"cpu_model": cpu_name(), "torch_threads": torch.get_num_threads(),
                               "torch": torch.__version__, "python": platform.python_version()}}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
