@@ -136,3 +136,32 @@ def test_a_phone_recipe_without_a_lexicon_fails_naming_the_key(tmp_path):
     recipe.write_text("data: {dir: data/x}\ntokenizer: {kind: phone}\nmodels: {cnn: {}}\n")
     with pytest.raises(AsrbenchError, match=r"recipe.yaml: tokenizer.kind phone needs tokenizer.lexicon"):
         resolve(recipe, "cnn")
+
+
+def test_training_words_missing_from_the_lexicon_drop_their_utterances_or_fail(tmp_path):
+    """tokenizer.unknown for training text: drop (counted, the rest trains) or fail (naming them)."""
+    from helpers import write_tone_corpus
+
+    from asrbench.config import resolve
+    from asrbench.data.manifest import read_manifest
+    from asrbench.data.training import load_training_data
+
+    data_dir = write_tone_corpus(tmp_path)
+    lexicon = tmp_path / "low-only.dic"
+    lexicon.write_text("LOW L OW\n")  # HIGH is missing
+    recipe = tmp_path / "recipe.yaml"
+
+    def load(unknown: str):
+        recipe.write_text(f"data: {{dir: {data_dir}}}\nfeatures: {{sample_rate: 8000, num_mel_bins: 23}}\n"
+                          f"tokenizer: {{kind: phone, lexicon: {lexicon}, unknown: {unknown}}}\nmodels: {{cnn: {{}}}}\n")
+        return load_training_data(resolve(recipe, "cnn"))
+
+    manifest = read_manifest(data_dir / "train.jsonl")
+    low_only = [utt.id for utt in manifest if "HIGH" not in utt.text.split()]
+    data = load("drop")
+    assert sorted(utt.id for utt in data.train.utterances) == sorted(low_only) and 0 < len(low_only) < len(manifest)
+    assert all(1 not in data.train_tokens[i].tolist() for i in range(len(data.train_tokens)))  # no <unk> left
+    with pytest.raises(AsrbenchError, match="1 training words are not in the lexicon: HIGH"):
+        load("fail")
+    mapped = load("map")  # kept, HIGH written as <unk>
+    assert len(mapped.train) == len(manifest)
