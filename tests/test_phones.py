@@ -153,7 +153,8 @@ def test_training_words_missing_from_the_lexicon_drop_their_utterances_or_fail(t
 
     def load(unknown: str):
         recipe.write_text(f"data: {{dir: {data_dir}}}\nfeatures: {{sample_rate: 8000, num_mel_bins: 23}}\n"
-                          f"tokenizer: {{kind: phone, lexicon: {lexicon}, unknown: {unknown}}}\nmodels: {{cnn: {{}}}}\n")
+                          f"tokenizer: {{kind: phone, lexicon: {lexicon}, unknown: {unknown}}}\n"
+                          "models: {cnn: {}}\n")
         return load_training_data(resolve(recipe, "cnn"))
 
     manifest = read_manifest(data_dir / "train.jsonl")
