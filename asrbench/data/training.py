@@ -101,12 +101,11 @@ def load_training_data(config: RunConfig, tokenizer: Tokenizer | None = None) ->
         tokenizer = build_tokenizer(tokenizer_config, [texts[row] for row in sorted(set(rows))])
     # Training texts the tokenizer cannot write in full: only a lexicon's missing words (phones).
     unknown_rows = {row for row in set(rows) if tokenizer.unknown_characters(texts[row])}
-    if unknown_rows:
-        positions = [i for i, row in enumerate(rows) if row not in unknown_rows]
-        train_kept = apply_unknown_policy(train, tokenizer, config.tokenizer.unknown, data_dir / "train.jsonl",
-                                          texts=[texts[row] for row in rows])
-        if len(train_kept) != len(train):
-            train, rows = train.subset(positions), [rows[i] for i in positions]
+    if unknown_rows:  # notes them, fails, or (drop) returns the other utterances
+        kept = apply_unknown_policy(train, tokenizer, config.tokenizer.unknown, data_dir / "train.jsonl",
+                                    texts=[texts[row] for row in rows])
+        if kept is not train:
+            train, rows = kept, [row for row in rows if row not in unknown_rows]
     dev = apply_unknown_policy(dev, tokenizer, config.tokenizer.unknown, data_dir / "dev.jsonl")
     return TrainingData(
         train=train,
