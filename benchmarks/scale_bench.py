@@ -22,8 +22,9 @@ Then, on the smallest size (AN4-sized), side by side in this process and both wa
   in-memory tensor (what asrbench did before the store);
 - training steps: the cnn's forward, backward and optimizer step on batches collated from the
   store against batches from the in-memory tensor (alternating, each side's best of 3);
-- extraction with 2 worker processes against 1 (the 10 h size's train split, no speed copies;
-  alternating, each side's best of 3);
+- extraction with 2 worker processes against 1 (the second size's train split, or
+  ``--workers-hours H``; no speed copies; alternating, each side's best of 3; ``--only-workers``
+  measures just this);
 - a 1,000,000-line manifest: reading it and building its length-bucketed batches (seconds, and
   the peak resident memory of a child process doing it).
 
@@ -156,6 +157,32 @@ def measure_size(source: Path, root: Path, hours: float, jobs: int, steps: int, 
     }
 
 
+def compare_workers(source: Path, root: Path, hours: float, repeat: int) -> dict:
+    """Extraction of a ``hours`` train split (no speed copies) with 1 and with 2 worker processes,
+    alternating, each side's best of ``repeat``; each run is a fresh child process, so both sides
+    pay the same start-up (importing torch, reading the manifest)."""
+    data = root / f"{hours:g}h"
+    seconds = replicated(source, data, hours)[1] if not (data / "train.jsonl").exists() else sum(
+        json.loads(line)["duration"] for line in (data / "train.jsonl").open() if line.strip())
+    times = {1: [], 2: []}
+    for _ in range(repeat):
+        for jobs in (1, 2):
+            shutil.rmtree(data / "features", ignore_errors=True)
+            times[jobs].append(run_measured(_python("data", "features", str(data), "--recipe", str(RECIPE),
+                                                    "--splits", "train", "--set", "augment.speed_perturb=[]",
+                                                    "--jobs", str(jobs)))["seconds"])
+    shutil.rmtree(data / "features", ignore_errors=True)
+    return {"hours": seconds / 3600, "audio_seconds": seconds, "seconds": {jobs: min(t) for jobs, t in times.items()},
+            "all_seconds": times}
+
+
+def workers_figure(workers: dict) -> dict:
+    one, two = workers["seconds"][1], workers["seconds"][2]
+    return figure(one / two, 1.0, f"2 workers / 1 worker (× real time, {workers['hours']:.3g} h, no speed copies)",
+                  hours=workers["hours"], one_worker_rtfx=workers["audio_seconds"] / one,
+                  two_workers_rtfx=workers["audio_seconds"] / two, seconds=workers["all_seconds"])
+
+
 def side_by_side(data: Path, repeat: int) -> dict:
     """Batch reads and training steps, store against one in-memory tensor, on ``data`` (warm)."""
     import torch
@@ -246,29 +273,32 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--workers-hours", type=float, default=None,
+                        help="corpus size of the 2-workers / 1-worker comparison (default: the second --hours size)")
+    parser.add_argument("--only-workers", action="store_true", help="measure only the worker comparison")
     args = parser.parse_args()
     set_threads(0)
+    hours = [float(value) for value in args.hours.split(",")]
+    workers_hours = args.workers_hours if args.workers_hours is not None else hours[min(1, len(hours) - 1)]
     root = Path(args.out or tempfile.mkdtemp(prefix="scale_bench_", dir=ROOT / "runs" if (ROOT / "runs").is_dir()
                                              else None))
     root.mkdir(parents=True, exist_ok=True)
+    if args.only_workers:
+        try:
+            workers = compare_workers(args.data, root, workers_hours, args.repeat)
+        finally:
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
+        record("scale_bench", {"extraction_workers_speedup": workers_figure(workers)})
+        return
     try:
         # First, on a quiet machine: measured after the other parts, the same child process peaked
         # at ~1.35 GB instead of ~0.84 GB (a state of the machine the page cache alone does not explain).
         manifest = manifest_million(args.data, root)
-        sizes = [measure_size(args.data, root, float(hours), args.jobs, args.steps, args.repeat)
-                 for hours in args.hours.split(",")]
+        sizes = [measure_size(args.data, root, size, args.jobs, args.steps, args.repeat) for size in hours]
         smallest, largest = sizes[0], sizes[-1]
-        compared = side_by_side(root / f"{float(args.hours.split(',')[0]):g}h", args.repeat)
-        ten = root / f"{float(args.hours.split(',')[min(1, len(sizes) - 1)]):g}h"
-        workers = {1: [], 2: []}
-        for _ in range(args.repeat):  # alternating, each side's best
-            for jobs in (1, 2):
-                shutil.rmtree(ten / "features", ignore_errors=True)
-                workers[jobs].append(run_measured(_python("data", "features", str(ten), "--recipe", str(RECIPE),
-                                                          "--splits", "train", "--set", "augment.speed_perturb=[]",
-                                                          "--jobs", str(jobs)))["seconds"])
-        workers = {jobs: {"seconds": min(times)} for jobs, times in workers.items()}
-        seconds = sizes[min(1, len(sizes) - 1)]["hours"] * 3600
+        compared = side_by_side(root / f"{hours[0]:g}h", args.repeat)
+        workers = compare_workers(args.data, root, workers_hours, args.repeat)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -280,9 +310,7 @@ def main() -> None:
                                           better="lower", sizes=sizes),
         "extraction_peak_rss_ratio": figure(largest["extraction_peak_mb"] / smallest["extraction_peak_mb"], 1.2,
                                             "largest extraction process, largest / smallest size", better="lower"),
-        "extraction_workers_speedup": figure(workers[1]["seconds"] / workers[2]["seconds"], 1.0,
-                                             "2 workers / 1 worker (× real time)", one_worker_rtfx=seconds
-                                             / workers[1]["seconds"], two_workers_rtfx=seconds / workers[2]["seconds"]),
+        "extraction_workers_speedup": workers_figure(workers),
         "store_bytes_per_value": figure(largest["bytes_per_value"], 2.2, "bytes per stored value", better="lower"),
         "store_steps_ratio": figure(step_ratio, 0.95, "training steps/s, store / in-memory tensor",
                                     **compared["steps_per_second"]),
