@@ -295,6 +295,55 @@ def decode_command(
     )
 
 
+@_command(app, "transcribe")
+def transcribe_command(
+    model: Path = typer.Argument(..., help="Run dir from `asrbench train`."),
+    audio: List[str] = typer.Argument(..., help="Audio files, directories (searched for audio), or - (paths on "
+                                      "stdin)."),
+    fmt: str = typer.Option("text", "--format", "-f", help="text (path, tab, transcript) | jsonl (segments, words, "
+                            "times, confidences) | srt | vtt"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", "--output", help="Output file (text, jsonl) or "
+                                       "directory (srt, vtt); default stdout."),
+    vad: str = typer.Option("energy", "--vad", help="Splitting of long files at pauses: energy | silero (the vad "
+                            "extra) | none (fixed pieces)."),
+    max_segment: float = typer.Option(20.0, "--max-segment", help="Seconds: shorter files are decoded whole; "
+                                      "longer speech is cut."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    beam: Optional[int] = typer.Option(None, "--beam", help="Beam size; 1 (default) is greedy search."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="auto | ctc | attention | transducer"),
+    lm: Optional[str] = typer.Option(None, "--lm", help="LM dir from `asrbench lm train`."),
+    lm_weight: Optional[float] = typer.Option(None, "--lm-weight", help="LM weight (default 0.5)."),
+    word_bonus: Optional[float] = typer.Option(None, "--word-bonus", help="Score added per word."),
+    lexicon: Optional[str] = typer.Option(None, "--lexicon", help="'train' (training words) or a lexicon file."),
+    tuned: bool = typer.Option(False, "--tuned", help="Use every value saved by `asrbench tune`."),
+    threads: int = typer.Option(0, "--threads", help="Torch threads (0: torch's default)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, or a checkpoint file in the run dir."),
+) -> None:
+    """Transcribe audio files: text, JSONL with word times and confidences, or subtitles."""
+    from asrbench.decoding.searchers import DecodeOptions
+    from asrbench.progress import console
+    from asrbench.transcribe import Transcriber, transcribe_files
+    from asrbench.vad import VadOptions
+
+    given = {"beam": beam, "mode": mode, "lm": lm, "lm_weight": lm_weight, "word_bonus": word_bonus,
+             "lexicon": lexicon}
+    values = {key: value for key, value in given.items() if value is not None}
+    if lm and lm_weight is None:
+        values["lm_weight"] = 0.5
+    transcriber = Transcriber(model, DecodeOptions(**values), device, checkpoint, set(values), tuned,
+                              VadOptions(kind=vad, max_segment=max_segment), threads)
+    console.print(f"transcribing with {model}: {transcriber.description}", soft_wrap=True, highlight=False)
+    counts = transcribe_files(transcriber, audio, fmt, out)
+    rtfx = counts["audio_seconds"] / counts["seconds"] if counts["seconds"] else 0.0
+    resumed = f", {counts['resumed']} already done" if counts["resumed"] else ""
+    failed = f", [red]{counts['failed']} failed[/red]" if counts["failed"] else ""
+    console.print(f"{counts['files'] - counts['failed']} of {counts['files']} files transcribed "
+                  f"({counts['audio_seconds'] / 3600:.2f} h, RTFx {rtfx:,.0f}{resumed}){failed}"
+                  + (f" -> {out}" if out else ""), highlight=False)
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
 @_command(app, "bench")
 def bench_command(
     recipe: Path = typer.Argument(..., help="Recipe YAML."),

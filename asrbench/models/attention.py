@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from asrbench.decoding.alignment import ctc_alignments
 from asrbench.decoding.greedy import ctc_greedy
 from asrbench.decoding.searchers import (
     DecodeOptions,
@@ -121,6 +122,15 @@ class AttentionModel(nn.Module):
 
     def search_modes(self) -> tuple[str, ...]:
         return ("attention", "ctc") if self.ctc_head is not None else ("attention",)
+
+    @torch.no_grad()
+    def align(self, features: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]) -> list:
+        """The CTC branch's Viterbi alignment; None for every utterance without a CTC branch (the
+        attention weights say where the decoder looked, not when a token was spoken)."""
+        if self.ctc_head is None:
+            return [None] * len(token_ids)
+        log_probs, lengths = self.ctc_log_probs(features, feature_lengths)
+        return ctc_alignments(log_probs, lengths, feature_lengths, token_ids)
 
     def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
         """Attention beam search, or with ``mode`` "ctc" the CTC branch's search (lexicon and LM included)."""

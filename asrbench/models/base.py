@@ -63,6 +63,12 @@ class ASRModel(Protocol):
         """The decoding modes this model offers, its default first (e.g. ("ctc",), ("attention", "ctc"))."""
         ...
 
+    def align(self, features: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]) -> list:
+        """Where each utterance's ``token_ids`` (from any search) sit on the output frames: a
+        :class:`asrbench.decoding.alignment.TokenAlignment` per utterance, or None for one this
+        model cannot align (an attention model without a CTC branch). For word times."""
+        ...
+
 
 @runtime_checkable
 class CTCFamily(ASRModel, Encoder, Protocol):

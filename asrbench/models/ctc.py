@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from asrbench.decoding.alignment import ctc_alignments
 from asrbench.decoding.greedy import ctc_greedy
 from asrbench.decoding.searchers import DecodeOptions, Searcher, TuningRequest, ctc_searcher, ctc_tuning_grid
 from asrbench.errors import AsrbenchError
@@ -58,6 +59,12 @@ class CTCModel(nn.Module):
         return ctc_greedy(log_probs, output_lengths)
 
     dev_decode = greedy_decode  # what the trainer scores on dev to pick checkpoints
+
+    @torch.no_grad()
+    def align(self, features: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]) -> list:
+        """CTC Viterbi alignment of each hypothesis over this model's log-probs."""
+        log_probs, lengths = self(features, feature_lengths)
+        return ctc_alignments(log_probs, lengths, feature_lengths, token_ids)
 
     def search_modes(self) -> tuple[str, ...]:
         return ("ctc",)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from asrbench.decoding.alignment import transducer_alignments
 from asrbench.decoding.searchers import (
     DecodeOptions,
     Searcher,
@@ -286,6 +287,12 @@ class TransducerModel(nn.Module):
 
     def search_modes(self) -> tuple[str, ...]:
         return ("transducer", "ctc") if self.ctc_head is not None else ("transducer",)
+
+    @torch.no_grad()
+    def align(self, features: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]) -> list:
+        """Viterbi alignment through the joiner's lattice: each token on the frame that emits it."""
+        encoded, lengths = self.encode(features, feature_lengths)
+        return transducer_alignments(self, encoded, lengths, feature_lengths, token_ids)
 
     def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
         """Transducer search (greedy or modified beam), or with ``mode`` "ctc" the CTC branch's."""

@@ -1,0 +1,347 @@
+"""Transcribe audio files with a trained run dir: ``asrbench transcribe RUN AUDIO...``.
+
+For each file: its audio is read as mono at the model's sample rate (any format libsndfile reads;
+other rates are resampled and channels downmixed, noted once per kind), a file longer than the
+VAD's ``max_segment`` is split at pauses (:mod:`asrbench.vad`), and the pieces are decoded in
+batches with the same features, CMVN and search as ``asrbench decode`` (so a prepared utterance
+transcribes to exactly its ``decode`` hypothesis). Each hypothesis is then aligned to the model's
+output frames (:mod:`asrbench.decoding.alignment`) for word times and confidences.
+
+Memory is bounded by the VAD's per-frame scores and one batch of pieces: a file is never held
+whole unless it is short enough to be decoded whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+
+from asrbench import fileio, rundir
+from asrbench.checkpoint import load_model
+from asrbench.data.audio import audio_info, load_audio
+from asrbench.data.fbank import FeatureExtractor
+from asrbench.data.store import DTYPES
+from asrbench.decode import describe_search, resolve_options
+from asrbench.decoding.alignment import word_spans
+from asrbench.decoding.searchers import DecodeOptions, build_searcher
+from asrbench.env import resolve_device
+from asrbench.errors import AsrbenchError
+from asrbench.progress import console, progress_bar
+from asrbench.vad import VadOptions, detect
+
+BATCH_SECONDS = 120.0  # audio decoded in one batch
+
+
+def audio_extensions() -> set[str]:
+    """File name endings libsndfile reads (``.wav``, ``.flac``, ``.ogg``, ``.sph`` ...)."""
+    extensions = {f".{name.lower()}" for name in soundfile.available_formats()}
+    return extensions | {".wav", ".flac", ".ogg", ".oga", ".opus", ".sph", ".nist", ".aiff", ".aif", ".au", ".mp3"}
+
+
+def find_audio(inputs: list[str], stdin=None) -> list[Path]:
+    """Files named, audio files under directories named (sorted), and with ``-`` one path per line
+    of ``stdin``. A path that does not exist is kept: transcribing it reports it."""
+    found: list[Path] = []
+    extensions = audio_extensions()
+    for item in inputs:
+        if item == "-":
+            found.extend(Path(line.strip()) for line in (stdin or sys.stdin) if line.strip())
+        elif Path(item).is_dir():
+            found.extend(sorted(path for path in Path(item).rglob("*")
+                                if path.is_file() and path.suffix.lower() in extensions))
+        else:
+            found.append(Path(item))
+    return found
+
+
+@dataclass
+class Segment:
+    start: float  # seconds in the file
+    end: float
+    text: str
+    words: list[dict] = field(default_factory=list)  # word, start, end (seconds in the file), confidence
+
+    def to_dict(self) -> dict:
+        return {"start": self.start, "end": self.end, "text": self.text, "words": self.words}
+
+
+@dataclass
+class FileTranscript:
+    path: str
+    duration: float
+    segments: list[Segment]
+    error: str | None = None  # why the file could not be transcribed
+
+    @property
+    def text(self) -> str:
+        return " ".join(segment.text for segment in self.segments if segment.text)
+
+    def to_dict(self) -> dict:
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        return {"path": self.path, "duration": self.duration, "text": self.text,
+                "segments": [segment.to_dict() for segment in self.segments]}
+
+
+@dataclass
+class _Piece:
+    file: int  # index of the file it belongs to
+    start: float
+    end: float
+    waveform: torch.Tensor
+
+
+class Transcriber:
+    """A run dir's model with its features, CMVN, tokenizer and searcher, ready for audio."""
+
+    def __init__(self, model_dir: str | Path, options: DecodeOptions | None = None, device: str = "auto",
+                 checkpoint: str = "best", explicit: set[str] | None = None, use_tuned: bool = False,
+                 vad: VadOptions | None = None, threads: int = 0):
+        run_dir = rundir.require_run_dir(model_dir)
+        if threads > 0:
+            torch.set_num_threads(threads)
+        options, tuned_from = resolve_options(run_dir, options or DecodeOptions(), explicit or set(), use_tuned)
+        loaded = load_model(run_dir / {"best": rundir.BEST, "last": rundir.LAST}.get(checkpoint, Path(checkpoint)))
+        self.config, self.tokenizer, self.cmvn = loaded.config, loaded.tokenizer, loaded.cmvn
+        self.device = resolve_device(device)
+        self.model = loaded.model.to(self.device).eval()
+        self.searcher = build_searcher(self.model, self.tokenizer, options, self.config.data.dir)
+        self.description = describe_search(self.searcher.description, checkpoint, tuned_from)
+        self.options, self.vad = options, vad or VadOptions()
+        self.extractor = FeatureExtractor(self.config.features)
+        self.sample_rate = self.config.features.sample_rate
+        self.frame_shift = self.config.features.frame_shift_ms / 1000
+        self.notes: Counter = Counter()  # resampling and downmixing, reported once per kind
+
+    def describe(self) -> dict:
+        return {"model": self.config.model.name, "units": self.tokenizer.kind,
+                "decoder": self.searcher.description, "vad": self.vad.to_dict()}
+
+    # -- pieces of audio ---------------------------------------------------------------------
+    def _pieces(self, index: int, path: Path) -> Iterator[_Piece]:
+        duration, _ = audio_info(str(path))
+        notes: Counter = Counter()
+        for start, end in detect(str(path), duration, self.vad):
+            waveform = load_audio(str(path), self.sample_rate, start,
+                                  None if (start, end) == (0.0, duration) else end - start, notes)
+            if waveform.numel() >= self.extractor.size:
+                yield _Piece(index, start, end, waveform)
+        self.notes.update(notes.keys())  # once per file
+
+    @torch.inference_mode()
+    def _decode(self, pieces: list[_Piece]) -> list[Segment]:
+        """One batch of pieces -> their segments (text, words with file times)."""
+        features = [self.cmvn(torch.from_numpy(f.numpy().astype(DTYPES[self.config.features.dtype])
+                                               .astype(np.float32)))
+                    for f in self.extractor.batch([piece.waveform for piece in pieces])]
+        lengths = torch.tensor([f.size(0) for f in features], dtype=torch.long)
+        padded = torch.nn.utils.rnn.pad_sequence(features, batch_first=True).to(self.device)
+        token_ids = self.searcher(padded, lengths.to(self.device))
+        alignments = self.model.align(padded, lengths.to(self.device), token_ids)
+        segments = []
+        for piece, ids, alignment in zip(pieces, token_ids, alignments, strict=True):
+            words = []
+            if alignment is not None:
+                words = [{"word": word.word, "start": round(piece.start + word.start, 3),
+                          "end": round(piece.start + word.end, 3), "confidence": word.confidence}
+                         for word in word_spans(alignment, self.tokenizer, self.frame_shift)]
+            segments.append(Segment(piece.start, piece.end, self.tokenizer.decode(list(ids)), words))
+        return segments
+
+    def transcribe(self, paths: list[Path], on_file=None) -> Iterator[FileTranscript]:
+        """Transcripts of ``paths`` in order; a file that cannot be read gives one with ``error``
+        (and the others go on). ``on_file(transcript)`` is called as each file finishes."""
+        total = 0.0
+        durations: list[float | None] = []
+        for path in paths:
+            try:
+                durations.append(audio_info(str(path))[0])
+                total += durations[-1]
+            except AsrbenchError:
+                durations.append(None)
+        with progress_bar("hours") as bar:
+            task = bar.add_task("transcribing", total=len(paths), hours=f"0.00/{total / 3600:.2f}")
+            done = 0.0
+            for index, path in enumerate(paths):
+                transcript = self._file(index, path, durations[index])
+                done += durations[index] or 0.0
+                bar.update(task, advance=1, hours=f"{done / 3600:.2f}/{total / 3600:.2f}")
+                if on_file is not None:
+                    on_file(transcript)
+                yield transcript
+
+    def _file(self, index: int, path: Path, duration: float | None) -> FileTranscript:
+        if duration is None:
+            try:
+                audio_info(str(path))
+            except AsrbenchError as err:
+                return FileTranscript(str(path), 0.0, [], error=str(err))
+        segments: list[Segment] = []
+        batch: list[_Piece] = []
+        try:
+            for piece in self._pieces(index, path):
+                batch.append(piece)
+                if sum(p.end - p.start for p in batch) >= BATCH_SECONDS:
+                    segments.extend(self._decode(batch))
+                    batch = []
+            if batch:
+                segments.extend(self._decode(batch))
+        except AsrbenchError as err:
+            return FileTranscript(str(path), duration or 0.0, [], error=str(err))
+        return FileTranscript(str(path), duration or 0.0, segments)
+
+
+# --- output formats -------------------------------------------------------------------------------
+
+FORMATS = ("text", "jsonl", "srt", "vtt")
+CUE_WORDS = 12  # subtitle cues of at most this many words
+CUE_SECONDS = 6.0  # and this long
+
+
+def _clock(seconds: float, separator: str) -> str:
+    milliseconds = int(round(seconds * 1000))
+    hours, rest = divmod(milliseconds, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, milliseconds = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{whole:02d}{separator}{milliseconds:03d}"
+
+
+def cues(transcript: FileTranscript) -> list[tuple[float, float, str]]:
+    """Subtitle cues: each segment, cut at word boundaries into cues of at most CUE_WORDS words
+    and CUE_SECONDS when it has word times."""
+    result: list[tuple[float, float, str]] = []
+    for segment in transcript.segments:
+        if not segment.text:
+            continue
+        if not segment.words:
+            result.append((segment.start, segment.end, segment.text))
+            continue
+        group: list[dict] = []
+        for word in segment.words:
+            if group and (len(group) >= CUE_WORDS or word["end"] - group[0]["start"] > CUE_SECONDS):
+                result.append((group[0]["start"], group[-1]["end"], " ".join(w["word"] for w in group)))
+                group = []
+            group.append(word)
+        if group:
+            result.append((group[0]["start"], group[-1]["end"], " ".join(w["word"] for w in group)))
+    return result
+
+
+def to_subtitles(transcript: FileTranscript, kind: str) -> str:
+    """The transcript as an SRT or WebVTT file."""
+    lines = ["WEBVTT", ""] if kind == "vtt" else []
+    separator = "." if kind == "vtt" else ","
+    for number, (start, end, text) in enumerate(cues(transcript), 1):
+        if kind == "srt":
+            lines.append(str(number))
+        lines += [f"{_clock(start, separator)} --> {_clock(max(end, start + 0.001), separator)}", text, ""]
+    return "\n".join(lines)
+
+
+def _done_paths(partial: Path, fmt: str) -> dict[str, str]:
+    """Lines of an interrupted run's ``.partial`` output, by the path they transcribe."""
+    done: dict[str, str] = {}
+    if not partial.is_file():
+        return done
+    for line in partial.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            path = json.loads(line)["path"] if fmt == "jsonl" else line.split("\t", 1)[0]
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by the kill
+        done[path] = line
+    return done
+
+
+def _subtitle_paths(paths: list[Path], out: Path, fmt: str) -> dict[Path, Path]:
+    """Where each input's subtitle file goes in ``out``: its stem, numbered when stems repeat."""
+    taken: Counter = Counter()
+    where: dict[Path, Path] = {}
+    for path in paths:
+        taken[path.stem] += 1
+        suffix = "" if taken[path.stem] == 1 else f"-{taken[path.stem]}"
+        where[path] = out / f"{path.stem}{suffix}.{fmt}"
+    return where
+
+
+def transcribe_files(transcriber: Transcriber, inputs: list[str], fmt: str = "text", out: Path | None = None,
+                     stdout=None) -> dict:
+    """Transcribe ``inputs`` (files, directories, ``-``) and write them in ``fmt``; returns counts.
+
+    ``text``/``jsonl`` go to ``out`` (a file) or ``stdout``; a file is written line by line to
+    ``<out>.partial`` and renamed when all are done, so a killed run keeps what it finished and
+    the same command resumes it (files already in the ``.partial`` are not redone). ``srt``/``vtt``
+    write one file per input into ``out`` (a directory; stdout when one file and no ``out``).
+    """
+    if fmt not in FORMATS:
+        raise AsrbenchError(f"unknown --format '{fmt}' (valid: {', '.join(FORMATS)})")
+    paths = find_audio(inputs)
+    if not paths:
+        raise AsrbenchError(f"no audio found in {' '.join(inputs)}")
+    stdout = stdout or sys.stdout
+    subtitles = fmt in ("srt", "vtt")
+    if subtitles and out is None and len(paths) > 1:
+        raise AsrbenchError(f"--format {fmt} writes one file per input: name a directory with -o for {len(paths)} "
+                            "files")
+    if out is not None and not subtitles and out.is_dir():
+        raise AsrbenchError(f"-o {out}: is a directory; --format {fmt} writes one file")
+    counts = {"files": len(paths), "failed": 0, "audio_seconds": 0.0, "seconds": 0.0, "resumed": 0}
+    start = time.perf_counter()
+    partial = out.with_name(out.name + ".partial") if out is not None and not subtitles else None
+    done = _done_paths(partial, fmt) if partial is not None else {}
+    todo = [path for path in paths if str(path) not in done]
+    counts["resumed"] = len(paths) - len(todo)
+    if subtitles and out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        where = _subtitle_paths(paths, out, fmt)
+    handle = None
+    if partial is not None:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        if partial.exists():  # keep only whole lines: the kill may have cut the last one short
+            fileio.write_text(partial, "".join(line + "\n" for line in done.values()))
+        handle = partial.open("a", encoding="utf-8")
+    try:
+        for transcript in transcriber.transcribe(todo):
+            if transcript.error is not None:
+                counts["failed"] += 1
+                console.print(f"[red]error[/red]: {transcript.error} (skipped)", soft_wrap=True, highlight=False)
+                continue
+            counts["audio_seconds"] += transcript.duration
+            if subtitles:
+                text = to_subtitles(transcript, fmt)
+                if out is None:
+                    stdout.write(text)
+                else:
+                    fileio.write_text(where[Path(transcript.path)], text)
+                continue
+            line = (json.dumps({**transcript.to_dict(), **transcriber.describe()}) if fmt == "jsonl"
+                    else f"{transcript.path}\t{transcript.text}")
+            if handle is not None:
+                handle.write(line + "\n")
+                handle.flush()
+            else:
+                stdout.write(line + "\n")
+                stdout.flush()
+    finally:
+        if handle is not None:
+            handle.close()
+    if partial is not None:
+        # In input order, resumed lines included; then the finished file replaces the partial one.
+        finished = _done_paths(partial, fmt)
+        fileio.write_text(out, "".join(finished[str(path)] + "\n" for path in paths if str(path) in finished))
+        os.unlink(partial)
+    counts["seconds"] = time.perf_counter() - start
+    for note, times in sorted(transcriber.notes.items()):
+        console.print(f"[dim]note: {times} file{'s' * (times > 1)} {note}[/dim]", highlight=False)
+    return counts
