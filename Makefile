@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)" "$(TORCHAUDIO_PIN)"
-	$(BIN)/python -m pip install --quiet -e ".[synth,dev,flashlight,plot,tensorboard,ray,vad]" "$(TORCH_PIN)"
+	$(BIN)/python -m pip install --quiet -e ".[synth,dev,flashlight,plot,tensorboard,ray,vad,onnx]" "$(TORCH_PIN)"
 	touch $(STAMP)
 
 # No test is skipped: tests/test_scoring_reports.py checks our trn files against NIST sclite (SCTK), so

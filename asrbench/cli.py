@@ -297,7 +297,7 @@ def decode_command(
 
 @_command(app, "transcribe")
 def transcribe_command(
-    model: Path = typer.Argument(..., help="Run dir from `asrbench train`."),
+    model: Path = typer.Argument(..., help="Run dir from `asrbench train`, or a dir from `asrbench export`."),
     audio: List[str] = typer.Argument(..., help="Audio files, directories (searched for audio), or - (paths on "
                                       "stdin)."),
     fmt: str = typer.Option("text", "--format", "-f", help="text (path, tab, transcript) | jsonl (segments, words, "
@@ -342,6 +342,24 @@ def transcribe_command(
                   + (f" -> {out}" if out else ""), highlight=False)
     if counts["failed"]:
         raise typer.Exit(1)
+
+
+@_command(app, "export")
+def export_command(
+    run_dir: Path = typer.Argument(..., help="Run dir from `asrbench train`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write the exported model into."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx"),
+    quantize: str = typer.Option("", "--quantize", help="int8: also write a dynamically quantized graph and use it."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, or a checkpoint file in the run dir."),
+) -> None:
+    """Export a CTC model to a self-contained ONNX dir that `asrbench transcribe` runs on onnxruntime."""
+    from asrbench.export import export_run
+    from asrbench.progress import console
+
+    manifest = export_run(run_dir, out, fmt, quantize, checkpoint)
+    differences = ", ".join(f"{name} {value:.1e}" for name, value in manifest["max_abs_difference_vs_pytorch"].items())
+    console.print(f"exported {manifest['model']} ({manifest['units']}) -> {out}; largest log-prob difference from "
+                  f"PyTorch on a check batch: {differences}", highlight=False)
 
 
 @_command(app, "bench")

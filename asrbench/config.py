@@ -24,7 +24,6 @@ import yaml
 
 from asrbench.data.tokenizer import TOKENIZERS
 from asrbench.errors import AsrbenchError, did_you_mean
-from asrbench.models import model_config_class
 from asrbench.schema import Override, build_dataclass
 
 DEFAULT_DATA_ROOT = "../shared/data"
@@ -292,6 +291,15 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise AsrbenchError(f"{path}: a recipe must be a mapping of sections")
     return data
+
+
+def model_config_class(model: str) -> type:
+    """The options dataclass of ``model`` (an unknown name fails with the valid ones)."""
+    # Imported here: the model registry loads every architecture (torch.nn modules), which a
+    # FeatureConfig read by an exported model (asrbench.exported) must not pull in.
+    from asrbench.models import model_config_class as registered
+
+    return registered(model)
 
 
 def recipe_models(recipe: dict, where: str) -> dict:

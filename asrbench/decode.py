@@ -22,7 +22,7 @@ from asrbench.data.batching import BucketBatchSampler, Collator
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.manifest import require_prepared, split_path
 from asrbench.data.tokenizer import Tokenizer
-from asrbench.decoding.searchers import DecodeOptions, Searcher, build_searcher
+from asrbench.decoding.searchers import DecodeOptions, Searcher, build_searcher, describe_search
 from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.models import count_parameters
@@ -142,13 +142,6 @@ def resolve_options(run_dir: Path, options: DecodeOptions, explicit: set[str], u
                           f"with --lm {options.lm or 'none'}")
     merged = DecodeOptions(**{**options.to_dict(), **values})
     return merged, {"file": str(run_dir / TUNED), "split": tuned.get("split"), "values": values}
-
-
-def describe_search(description: dict, checkpoint: str, tuned_from: dict | None) -> str:
-    """The decoding options in force, in one line: the searcher's kind and every value it records."""
-    values = ", ".join(f"{key} {value}" for key, value in description.items() if key != "kind" and value is not None)
-    tuned = f"; tuned on {tuned_from['split']}: {', '.join(sorted(tuned_from['values']))}" if tuned_from else ""
-    return f"{description['kind']}" + (f" ({values})" if values else "") + f", checkpoint {checkpoint}{tuned}"
 
 
 def decode(

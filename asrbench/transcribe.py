@@ -27,15 +27,13 @@ import soundfile
 import torch
 
 from asrbench import fileio, rundir
-from asrbench.checkpoint import load_model
 from asrbench.data.audio import audio_info, load_audio
-from asrbench.data.fbank import FeatureExtractor
 from asrbench.data.store import DTYPES
-from asrbench.decode import describe_search, resolve_options
 from asrbench.decoding.alignment import word_spans
-from asrbench.decoding.searchers import DecodeOptions, build_searcher
+from asrbench.decoding.searchers import DecodeOptions, build_searcher, describe_search
 from asrbench.env import resolve_device
 from asrbench.errors import AsrbenchError
+from asrbench.exported import is_export, load_export
 from asrbench.progress import console, progress_bar
 from asrbench.vad import VadOptions, detect
 
@@ -107,24 +105,41 @@ class Transcriber:
     def __init__(self, model_dir: str | Path, options: DecodeOptions | None = None, device: str = "auto",
                  checkpoint: str = "best", explicit: set[str] | None = None, use_tuned: bool = False,
                  vad: VadOptions | None = None, threads: int = 0):
-        run_dir = rundir.require_run_dir(model_dir)
         if threads > 0:
             torch.set_num_threads(threads)
-        options, tuned_from = resolve_options(run_dir, options or DecodeOptions(), explicit or set(), use_tuned)
-        loaded = load_model(run_dir / {"best": rundir.BEST, "last": rundir.LAST}.get(checkpoint, Path(checkpoint)))
-        self.config, self.tokenizer, self.cmvn = loaded.config, loaded.tokenizer, loaded.cmvn
-        self.device = resolve_device(device)
-        self.model = loaded.model.to(self.device).eval()
-        self.searcher = build_searcher(self.model, self.tokenizer, options, self.config.data.dir)
+        options = options or DecodeOptions()
+        if is_export(model_dir):  # onnxruntime and the NumPy front end; no PyTorch model
+            if use_tuned:
+                raise AsrbenchError(f"{model_dir}: --tuned reads a run dir's tuned.json; give the values instead")
+            exported = load_export(model_dir, threads)
+            self.model_name, self.features, self.data_dir = exported.name, exported.features, exported.data_dir
+            self.tokenizer, self.cmvn, self.model = exported.tokenizer, exported.cmvn, exported.model
+            self.extractor, self.device, tuned_from = exported.extractor, torch.device("cpu"), None
+            checkpoint = f"{exported.manifest['graph']} (exported from {exported.manifest['source_run']})"
+        else:
+            # A run dir needs its PyTorch model; an export (above) must not load asrbench.models.
+            from asrbench.checkpoint import load_model
+            from asrbench.data.fbank import FeatureExtractor  # torchaudio's mel banks: not for an export
+            from asrbench.decode import resolve_options  # decode imports the model registry
+
+            run_dir = rundir.require_run_dir(model_dir)
+            options, tuned_from = resolve_options(run_dir, options, explicit or set(), use_tuned)
+            loaded = load_model(run_dir / {"best": rundir.BEST, "last": rundir.LAST}.get(checkpoint, Path(checkpoint)))
+            self.model_name, self.features, self.data_dir = (loaded.config.model.name, loaded.config.features,
+                                                             loaded.config.data.dir)
+            self.tokenizer, self.cmvn = loaded.tokenizer, loaded.cmvn
+            self.device = resolve_device(device)
+            self.model = loaded.model.to(self.device).eval()
+            self.extractor = FeatureExtractor(self.features)
+        self.searcher = build_searcher(self.model, self.tokenizer, options, self.data_dir)
         self.description = describe_search(self.searcher.description, checkpoint, tuned_from)
         self.options, self.vad = options, vad or VadOptions()
-        self.extractor = FeatureExtractor(self.config.features)
-        self.sample_rate = self.config.features.sample_rate
-        self.frame_shift = self.config.features.frame_shift_ms / 1000
+        self.sample_rate = self.features.sample_rate
+        self.frame_shift = self.features.frame_shift_ms / 1000
         self.notes: Counter = Counter()  # resampling and downmixing, reported once per kind
 
     def describe(self) -> dict:
-        return {"model": self.config.model.name, "units": self.tokenizer.kind,
+        return {"model": self.model_name, "units": self.tokenizer.kind,
                 "decoder": self.searcher.description, "vad": self.vad.to_dict()}
 
     # -- pieces of audio ---------------------------------------------------------------------
@@ -141,7 +156,7 @@ class Transcriber:
     @torch.inference_mode()
     def _decode(self, pieces: list[_Piece]) -> list[Segment]:
         """One batch of pieces -> their segments (text, words with file times)."""
-        features = [self.cmvn(torch.from_numpy(f.numpy().astype(DTYPES[self.config.features.dtype])
+        features = [self.cmvn(torch.from_numpy(f.numpy().astype(DTYPES[self.features.dtype])
                                                .astype(np.float32)))
                     for f in self.extractor.batch([piece.waveform for piece in pieces])]
         lengths = torch.tensor([f.size(0) for f in features], dtype=torch.long)
@@ -155,7 +170,8 @@ class Transcriber:
                 words = [{"word": word.word, "start": round(piece.start + word.start, 3),
                           "end": round(piece.start + word.end, 3), "confidence": word.confidence}
                          for word in word_spans(alignment, self.tokenizer, self.frame_shift)]
-            segments.append(Segment(piece.start, piece.end, self.tokenizer.decode(list(ids)), words))
+            text = " ".join(self.tokenizer.decode(list(ids)).split())  # no stray spaces at the ends
+            segments.append(Segment(piece.start, piece.end, text, words))
         return segments
 
     def transcribe(self, paths: list[Path], on_file=None) -> Iterator[FileTranscript]:

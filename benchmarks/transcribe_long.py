@@ -66,8 +66,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     transcriber = Transcriber(args.run, DecodeOptions(), "cpu", vad=VadOptions(kind="none"), threads=args.threads)
-    config = transcriber.config
-    utterances = read_manifest(split_path(Path(config.data.dir), args.split))
+    utterances = read_manifest(split_path(Path(transcriber.data_dir), args.split))
     references = [utt.text for utt in utterances]
     joined = " ".join(references)
     figures: dict = {}
@@ -108,7 +107,7 @@ def main() -> None:
                                    segments=len(transcript.segments),
                                    seconds=elapsed, rtfx=seconds / elapsed, vad=options.to_dict(),
                                    audio_seconds=seconds)
-    figures["setup"] = {"run": str(args.run), "split": args.split, "model": config.model.name,
+    figures["setup"] = {"run": str(args.run), "split": args.split, "model": transcriber.model_name,
                         "decoder": transcriber.searcher.description, "audio_seconds": seconds,
                         "threads": args.threads}
     record("transcribe_long", figures)

@@ -24,7 +24,9 @@ def test_the_package_layering_is_clean():
     result = layering.scan()
     assert layering.checks(result) == []
     graph = result.graph
-    assert "asrbench.models" in graph["asrbench.config"]  # config builds model options through the registry
+    # config builds model options through the registry, imported where they are built, so that an
+    # exported model (asrbench.exported) reads a FeatureConfig without loading torch.nn modules
+    assert "asrbench.models" not in graph["asrbench.config"]
     assert "asrbench.config" not in graph["asrbench.models"]  # ... and the registry does not import config
     assert "asrbench.schema" in graph["asrbench.config"] and "asrbench.schema" in graph["asrbench.models"]
 

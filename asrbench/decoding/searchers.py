@@ -79,6 +79,13 @@ class Searcher:
         return self.search(self.outputs(features, feature_lengths))
 
 
+def describe_search(description: dict, checkpoint: str, tuned_from: dict | None) -> str:
+    """The decoding options in force, in one line: the searcher's kind and every value it records."""
+    values = ", ".join(f"{key} {value}" for key, value in description.items() if key != "kind" and value is not None)
+    tuned = f"; tuned on {tuned_from['split']}: {', '.join(sorted(tuned_from['values']))}" if tuned_from else ""
+    return f"{description['kind']}" + (f" ({values})" if values else "") + f", checkpoint {checkpoint}{tuned}"
+
+
 def training_words(data_dir: str | Path) -> list[str]:
     """The words of a data dir's training transcripts, normalized as scored."""
     return sorted({word for utt in read_manifest(split_path(Path(data_dir), "train"))

@@ -1,0 +1,143 @@
+"""`asrbench export`: every CTC model of the zoo as an ONNX graph equal to PyTorch, the NumPy front
+end equal to the extractor, and an exported dir that transcribes without asrbench.models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import INPUT_DIM, TINY, make, run_main, write_tone_corpus
+
+from asrbench.config import FeatureConfig
+from asrbench.data.fbank import FeatureExtractor
+from asrbench.errors import AsrbenchError
+from asrbench.export import export_run, write_ctc_graph
+from asrbench.exported import is_export, load_export
+from asrbench.frontend import NumpyFbank
+from asrbench.models import default_mode
+from asrbench.train import train
+from asrbench.transcribe import Transcriber
+
+CTC_MODELS = sorted(name for name in TINY if default_mode(name) == "ctc")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CTC_MODELS)
+def test_every_ctc_model_exports_equal_to_pytorch_for_other_batch_sizes_and_lengths(name: str, tmp_path: Path):
+    model = make(name).eval()
+    _, session, exporter, _ = write_ctc_graph(model, INPUT_DIM, tmp_path / "model.onnx")
+    assert exporter in ("dynamo", "torchscript")
+    generator = torch.Generator().manual_seed(1)
+    for lengths in ([90], [123, 57, 31], [400, 400]):  # none is the export's check batch (317, 201)
+        features = torch.randn(len(lengths), max(lengths), INPUT_DIM, generator=generator)
+        lengths = torch.tensor(lengths)
+        with torch.no_grad():
+            expected, expected_lengths = model.ctc_log_probs(features, lengths)
+        got, got_lengths = session.run(None, {"features": features.numpy(), "lengths": lengths.numpy()})
+        assert got_lengths.tolist() == expected_lengths.tolist()
+        valid = np.arange(got.shape[1])[None] < got_lengths[:, None]
+        assert np.abs(got - expected.numpy())[valid].max() < 1e-4, name
+
+
+@pytest.mark.parametrize("rate,mels", [(16000, 80), (8000, 23)])
+def test_the_numpy_front_end_equals_the_feature_extractor(rate: int, mels: int):
+    config = FeatureConfig(sample_rate=rate, num_mel_bins=mels)
+    extractor = FeatureExtractor(config)
+    frontend = NumpyFbank(rate, config.frame_length_ms, config.frame_shift_ms, extractor.banks.to_dense().numpy())
+    generator = torch.Generator().manual_seed(0)
+    for samples in (100, 401, 12345):  # shorter than a window, a few frames, many
+        waveform = torch.randn(samples, generator=generator) * 0.1
+        expected, got = extractor(waveform).numpy(), frontend(waveform.numpy())
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() < 1e-3  # log-mel values of order 1-20
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("export")
+    data_dir = write_tone_corpus(root)
+    recipe = root / "recipe.yaml"
+    recipe.write_text(f"""
+data: {{dir: {data_dir}}}
+features: {{sample_rate: 8000, num_mel_bins: 23}}
+augment: {{spec_augment: false}}
+train: {{epochs: 60, batch_frames: 400, lr: 5.0e-3, warmup_steps: 5}}
+models:
+  cnn: {{subsample_channels: 4, channels: 16, kernel_size: 5, num_blocks: 2}}
+""")
+    run = root / "run"
+    train(recipe, "cnn", run, seed=0)
+    out = root / "exported"
+    export_run(run, out, quantize="int8")
+    return run, out, data_dir
+
+
+def _audio(data_dir: Path) -> list[Path]:
+    return [Path(json.loads(line)["audio"]) for line in (data_dir / "test.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_an_exported_dir_describes_itself_and_transcribes_like_its_run(exported):
+    run, out, data_dir = exported
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert is_export(out) and not is_export(run)
+    assert manifest["model"] == "cnn" and manifest["graph"] == "model.int8.onnx" and manifest["units"] == "char"
+    assert manifest["max_abs_difference_vs_pytorch"]["model.onnx"] < 1e-4
+    assert set(manifest["files"]) >= {"model.onnx", "model.int8.onnx", "tokenizer.json", "cmvn.json", "mel_banks.npy"}
+    assert {"torch", "onnx", "onnxruntime", "opset", "asrbench"} <= set(manifest["versions"])
+    audio = _audio(data_dir)
+    reference = [t.text for t in Transcriber(run, device="cpu").transcribe(audio)]
+    # The full-precision graph: the same text for every utterance.
+    manifest["graph"] = "model.onnx"
+    full = out.parent / "full"
+    full.mkdir()
+    for name in manifest["files"]:
+        (full / name).write_bytes((out / name).read_bytes())
+    (full / "manifest.json").write_text(json.dumps(manifest))
+    assert [t.text for t in Transcriber(full).transcribe(audio)] == reference
+    quantized = [t.text for t in Transcriber(out).transcribe(audio)]
+    assert sum(a == b for a, b in zip(quantized, reference, strict=True)) >= len(audio) - 1
+
+
+@pytest.mark.slow
+def test_transcribing_an_export_loads_no_model_code(exported, tmp_path: Path):
+    _, out, data_dir = exported
+    script = f"""
+import sys
+from asrbench.cli import run_app
+sys.argv = ["asrbench", "transcribe", {str(out)!r}, {str(_audio(data_dir)[0])!r}, "-f", "jsonl"]
+try:
+    run_app()
+except SystemExit as exit_:
+    assert not exit_.code, exit_.code
+loaded = sorted(name for name in sys.modules if name.startswith(("asrbench.models", "asrbench.checkpoint")))
+assert not loaded, loaded
+print("no model code")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "ASRBENCH_NO_PROGRESS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = json.loads(result.stdout.splitlines()[0])
+    assert row["model"] == "cnn" and row["segments"][0]["words"]
+    assert result.stdout.strip().endswith("no model code")
+
+
+@pytest.mark.slow
+def test_a_damaged_export_and_unsupported_models_are_one_clear_error(exported, tmp_path, monkeypatch, capsys):
+    run, out, _ = exported
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for path in out.iterdir():
+        (damaged / path.name).write_bytes(path.read_bytes())
+    (damaged / "cmvn.json").write_text('{"mean": [0], "std": [1]}')
+    with pytest.raises(AsrbenchError, match="cmvn.json: checksum differs"):
+        load_export(damaged)
+    code, _, err = run_main(monkeypatch, capsys, "export", str(run), "--out", str(tmp_path / "x"), "--quantize", "int4")
+    assert code == 2 and "unknown --quantize 'int4'" in err
+    code, _, err = run_main(monkeypatch, capsys, "export", str(run), "--out", str(tmp_path / "x"), "--format", "tflite")
+    assert code == 2 and "unknown --format 'tflite'" in err
