@@ -1,0 +1,135 @@
+"""Exported models against their PyTorch runs: parity on a test split, int8 accuracy, speed.
+
+    python benchmarks/export_bench.py RUN [RUN ...] [--split test] [--repeat 3] [--skip-speed]
+
+For each run (a CTC model): ``asrbench export`` with ``--quantize int8`` into a scratch dir, then
+on every utterance of the split (features from the run's store, batched as ``decode`` batches):
+
+- parity: the largest absolute difference between the ONNX graph's and PyTorch's log-probabilities
+  over all valid frames (target ≤ 1e-4), and the greedy hypotheses, which must be identical for
+  every utterance;
+- int8: the WER of the quantized graph against the full-precision one (target: within 0.5 points);
+- speed: the network alone (features in, log-probs out), onnxruntime against PyTorch eager, at 1
+  and 2 threads and batch 1 and 16 (utterances of the split, longest first, each side's best of
+  ``--repeat``); the ratio is PyTorch's time / onnxruntime's (aim ≥ 1.5 at batch 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import figure, record  # noqa: E402
+
+
+def _batches(features, cmvn, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Utterances longest first, ``size`` at a time, padded."""
+    order = sorted(range(len(features)), key=lambda i: -int(features.lengths[i]))
+    batches = []
+    for start in range(0, len(order), size):
+        pieces = [cmvn(features[i]) for i in order[start:start + size]]
+        lengths = torch.tensor([p.size(0) for p in pieces])
+        batches.append((torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True), lengths))
+    return batches
+
+
+def _time(run, batches, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for features, lengths in batches:
+            run(features, lengths)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure(run_dir: Path, split: str, repeat: int, speed: bool) -> dict:
+    from asrbench.checkpoint import load_model
+    from asrbench.data.features import load_features
+    from asrbench.decoding.greedy import ctc_greedy
+    from asrbench.export import export_run
+    from asrbench.exported import ExportedCTC
+    from asrbench.scoring import error_rates
+
+    loaded = load_model(run_dir / "checkpoints" / "best.pt")
+    model, tokenizer = loaded.model.eval(), loaded.tokenizer
+    features = load_features(loaded.config.data.dir, split, loaded.config.features)
+    references = [utt.text for utt in features.utterances]
+    with tempfile.TemporaryDirectory() as scratch:
+        manifest = export_run(run_dir, scratch, quantize="int8")
+        graphs = {name: ExportedCTC(Path(scratch) / name, threads=2) for name in ("model.onnx", "model.int8.onnx")}
+        hypotheses = {"pytorch": [""] * len(features), "model.onnx": [""] * len(features),
+                      "model.int8.onnx": [""] * len(features)}
+        largest = 0.0
+        order = sorted(range(len(features)), key=lambda i: -int(features.lengths[i]))
+        for start in range(0, len(order), 16):
+            indices = order[start:start + 16]
+            pieces = [loaded.cmvn(features[i]) for i in indices]
+            lengths = torch.tensor([p.size(0) for p in pieces])
+            padded = torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True)
+            with torch.inference_mode():
+                expected, expected_lengths = model.ctc_log_probs(padded, lengths)
+            outputs = {"pytorch": (expected, expected_lengths)}
+            for name, graph in graphs.items():
+                outputs[name] = graph.ctc_log_probs(padded, lengths)
+            valid = torch.arange(expected.size(1))[None] < expected_lengths[:, None]
+            largest = max(largest, float((outputs["model.onnx"][0] - expected).abs()[valid].max()))
+            for name, (log_probs, out_lengths) in outputs.items():
+                for index, ids in zip(indices, ctc_greedy(log_probs, out_lengths), strict=True):
+                    hypotheses[name][index] = tokenizer.decode(ids)
+        rates = {name: error_rates(references, hyps).to_dict() for name, hyps in hypotheses.items()}
+        identical = sum(a == b for a, b in zip(hypotheses["model.onnx"], hypotheses["pytorch"], strict=True))
+        result = {
+            "model": loaded.config.model.name, "exporter": manifest["exporter"], "utterances": len(features),
+            "parity_max_abs_log_prob": figure(largest, 1e-4, "largest |ONNX - PyTorch| log-prob, all frames",
+                                              better="lower"),
+            "identical_hypotheses": figure(identical / len(features), 1.0, "fraction of utterances",
+                                           identical=identical),
+            "int8_wer_delta": figure(rates["model.int8.onnx"]["wer"] - rates["model.onnx"]["wer"], 0.5,
+                                     "WER points, int8 - float32", better="lower",
+                                     wer_pytorch=rates["pytorch"]["wer"], wer_onnx=rates["model.onnx"]["wer"],
+                                     wer_int8=rates["model.int8.onnx"]["wer"]),
+        }
+        if speed:
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                session = ExportedCTC(Path(scratch) / "model.onnx", threads=threads)
+                for size in (1, 16):
+                    batches = _batches(features, loaded.cmvn, size)
+                    if size == 1:
+                        batches = batches[:: max(1, len(batches) // 40)]  # 40 utterances across the lengths
+                    with torch.inference_mode():
+                        eager = _time(lambda f, n: model.ctc_log_probs(f, n), batches, repeat)
+                    onnx = _time(session.ctc_log_probs, batches, repeat)
+                    audio = sum(int(n.sum()) for _, n in batches) * loaded.config.features.frame_shift_ms / 1000
+                    result[f"speed_threads{threads}_batch{size}"] = figure(
+                        eager / onnx, 1.5 if size == 1 else 0.0, "PyTorch eager time / onnxruntime time",
+                        eager_rtfx=audio / eager, onnx_rtfx=audio / onnx)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-speed", action="store_true")
+    args = parser.parse_args()
+    figures = {}
+    for run in args.runs:
+        figures[str(run)] = measure(run, args.split, args.repeat, not args.skip_speed)
+        summary = {key: round(value["value"], 6) for key, value in figures[str(run)].items()
+                   if isinstance(value, dict) and "value" in value}
+        print(run, figures[str(run)]["model"], figures[str(run)]["exporter"], summary)
+    record("export_bench", figures)
+
+
+if __name__ == "__main__":
+    main()
