@@ -125,7 +125,10 @@ def write_ctc_graph(model: nn.Module, dim: int, path: Path):
     graph = _CTCGraph(model.eval()).eval()
     batches = _check_batches(dim)
     failures = []
-    for exporter in EXPORTERS:
+    # Recurrent layers go straight to the exporter that has ONNX's GRU and LSTM ops (dynamo would
+    # trace the whole model before failing on them); the other remains the fallback.
+    recurrent = any(isinstance(module, nn.RNNBase) for module in model.modules())
+    for exporter in (EXPORTERS[::-1] if recurrent else EXPORTERS):
         try:
             _export(graph, batches[0], path, exporter)
             session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -93,3 +93,25 @@ def write_audio():
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def tone_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(run dir, data dir): a small cnn trained once per session on the tone corpus, for the tests
+    that use a trained model (transcribe, export); tests must not change the run dir."""
+    from helpers import write_tone_corpus
+
+    root = tmp_path_factory.mktemp("tone_run")
+    data_dir = write_tone_corpus(root)
+    recipe = root / "recipe.yaml"
+    recipe.write_text(f"""
+data: {{dir: {data_dir}}}
+features: {{sample_rate: 8000, num_mel_bins: 23}}
+augment: {{spec_augment: false}}
+train: {{epochs: 60, batch_frames: 400, lr: 5.0e-3, warmup_steps: 5}}
+models:
+  cnn: {{subsample_channels: 4, channels: 16, kernel_size: 5, num_blocks: 2}}
+""")
+    run = root / "run"
+    asrbench.train.train(recipe, "cnn", run, seed=0)
+    return run, data_dir

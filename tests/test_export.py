@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import INPUT_DIM, TINY, make, run_main, write_tone_corpus
+from helpers import INPUT_DIM, TINY, make, run_main
 
 from asrbench.config import FeatureConfig
 from asrbench.data.fbank import FeatureExtractor
@@ -20,7 +20,6 @@ from asrbench.export import export_run, write_ctc_graph
 from asrbench.exported import is_export, load_export
 from asrbench.frontend import NumpyFbank
 from asrbench.models import default_mode
-from asrbench.train import train
 from asrbench.transcribe import Transcriber
 
 CTC_MODELS = sorted(name for name in TINY if default_mode(name) == "ctc")
@@ -58,21 +57,9 @@ def test_the_numpy_front_end_equals_the_feature_extractor(rate: int, mels: int):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> tuple[Path, Path, Path]:
-    root = tmp_path_factory.mktemp("export")
-    data_dir = write_tone_corpus(root)
-    recipe = root / "recipe.yaml"
-    recipe.write_text(f"""
-data: {{dir: {data_dir}}}
-features: {{sample_rate: 8000, num_mel_bins: 23}}
-augment: {{spec_augment: false}}
-train: {{epochs: 60, batch_frames: 400, lr: 5.0e-3, warmup_steps: 5}}
-models:
-  cnn: {{subsample_channels: 4, channels: 16, kernel_size: 5, num_blocks: 2}}
-""")
-    run = root / "run"
-    train(recipe, "cnn", run, seed=0)
-    out = root / "exported"
+def exported(tone_run, tmp_path_factory) -> tuple[Path, Path, Path]:
+    run, data_dir = tone_run
+    out = tmp_path_factory.mktemp("export") / "exported"
     export_run(run, out, quantize="int8")
     return run, out, data_dir
 

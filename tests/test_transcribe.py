@@ -11,33 +11,19 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from helpers import run_main, write_tone_corpus
+from helpers import run_main
 
 from asrbench.decode import decode
 from asrbench.torchaudio_compat import functional
-from asrbench.train import train
 from asrbench.transcribe import Transcriber, find_audio, transcribe_files
 from asrbench.vad import VadOptions
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("transcribe")
-    data_dir = write_tone_corpus(root)
-    recipe = root / "recipe.yaml"
-    recipe.write_text(f"""
-data: {{dir: {data_dir}}}
-features: {{sample_rate: 8000, num_mel_bins: 23}}
-augment: {{spec_augment: false}}
-train: {{epochs: 80, batch_frames: 400, lr: 5.0e-3, warmup_steps: 5}}
-models:
-  gru: {{subsample_channels: 4, hidden_size: 32, num_layers: 1}}
-""")
-    run = root / "run"
-    train(recipe, "gru", run, seed=0)
-    return run, data_dir
+@pytest.fixture
+def trained(tone_run) -> tuple[Path, Path]:
+    return tone_run
 
 
 def _rows(data_dir: Path, split: str = "test") -> list[dict]:
@@ -122,7 +108,7 @@ def test_every_format_and_subtitle_timing(trained, tmp_path: Path):
     transcribe_files(transcriber, files, "jsonl", stdout=out)
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [row["path"] for row in rows] == files
-    assert rows[0]["model"] == "gru" and rows[0]["decoder"]["kind"] == "ctc_greedy" and rows[0]["segments"]
+    assert rows[0]["model"] == "cnn" and rows[0]["decoder"]["kind"] == "ctc_greedy" and rows[0]["segments"]
     assert [r["text"] for r in rows] == [line.split("\t")[1] for line in lines]
     subtitles = tmp_path / "subs"
     transcribe_files(transcriber, files, "srt", subtitles)
