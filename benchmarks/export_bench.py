@@ -1,6 +1,7 @@
 """Exported models against their PyTorch runs: parity on a test split, int8 accuracy, speed.
 
     python benchmarks/export_bench.py RUN [RUN ...] [--split test] [--repeat 3] [--skip-speed]
+    python benchmarks/export_bench.py [--recipe recipes/an4.yaml --model conformer]   # untrained: speed
 
 For each run (a CTC model): ``asrbench export`` with ``--quantize int8`` into a scratch dir, then
 on every utterance of the split (features from the run's store, batched as ``decode`` batches):
@@ -48,6 +49,56 @@ def _time(run, batches, repeat: int) -> float:
             run(features, lengths)
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def measure_speed(model, graph_path: Path, batches: dict[int, list], frame_shift_ms: float, repeat: int) -> dict:
+    """The network alone, PyTorch eager against onnxruntime, at 1 and 2 threads, for each batch size
+    (batch 1: 40 utterances across the lengths)."""
+    from asrbench.exported import ExportedCTC
+
+    result = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        session = ExportedCTC(graph_path, threads=threads)
+        for size, sized in batches.items():
+            chosen = sized[:: max(1, len(sized) // 40)] if size == 1 else sized
+            with torch.inference_mode():
+                eager = _time(lambda f, n: model.ctc_log_probs(f, n), chosen, repeat)
+            onnx = _time(session.ctc_log_probs, chosen, repeat)
+            audio = sum(int(n.sum()) for _, n in chosen) * frame_shift_ms / 1000
+            result[f"speed_threads{threads}_batch{size}"] = figure(
+                eager / onnx, 1.5 if size == 1 else 0.0, "PyTorch eager time / onnxruntime time",
+                eager_rtfx=audio / eager, onnx_rtfx=audio / onnx)
+    return result
+
+
+def measure_untrained(recipe: str, name: str, repeat: int) -> dict:
+    """Speed only, without a trained run: the recipe's ``name`` freshly initialised, on random
+    features of AN4 test's utterance lengths (130 utterances, 1-8 s)."""
+    from asrbench.config import resolve
+    from asrbench.export import write_ctc_graph
+    from asrbench.models import build_model
+
+    config = resolve(recipe, name)
+    torch.manual_seed(0)
+    model = build_model(name, config.model.options, config.features.dim(), 30).eval()
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(100, 800, (130,), generator=generator).sort(descending=True).values.tolist()
+    batches = {}
+    for size in (1, 16):
+        batches[size] = []
+        for start in range(0, len(lengths), size):
+            chunk = torch.tensor(lengths[start:start + size])
+            batches[size].append((torch.randn(len(chunk), int(chunk.max()), config.features.dim(),
+                                              generator=generator), chunk))
+    with tempfile.TemporaryDirectory() as scratch:
+        _, _, exporter, difference = write_ctc_graph(model, config.features.dim(), Path(scratch) / "model.onnx")
+        result = {"model": name, "exporter": exporter, "untrained": True,
+                  "parity_max_abs_log_prob": figure(difference, 1e-4, "largest |ONNX - PyTorch| log-prob, "
+                                                    "check batches", better="lower")}
+        result.update(measure_speed(model, Path(scratch) / "model.onnx", batches, config.features.frame_shift_ms,
+                                    repeat))
+    return result
 
 
 def measure(run_dir: Path, split: str, repeat: int, speed: bool) -> dict:
@@ -98,31 +149,26 @@ def measure(run_dir: Path, split: str, repeat: int, speed: bool) -> dict:
                                      wer_int8=rates["model.int8.onnx"]["wer"]),
         }
         if speed:
-            for threads in (1, 2):
-                torch.set_num_threads(threads)
-                session = ExportedCTC(Path(scratch) / "model.onnx", threads=threads)
-                for size in (1, 16):
-                    batches = _batches(features, loaded.cmvn, size)
-                    if size == 1:
-                        batches = batches[:: max(1, len(batches) // 40)]  # 40 utterances across the lengths
-                    with torch.inference_mode():
-                        eager = _time(lambda f, n: model.ctc_log_probs(f, n), batches, repeat)
-                    onnx = _time(session.ctc_log_probs, batches, repeat)
-                    audio = sum(int(n.sum()) for _, n in batches) * loaded.config.features.frame_shift_ms / 1000
-                    result[f"speed_threads{threads}_batch{size}"] = figure(
-                        eager / onnx, 1.5 if size == 1 else 0.0, "PyTorch eager time / onnxruntime time",
-                        eager_rtfx=audio / eager, onnx_rtfx=audio / onnx)
+            batches = {size: _batches(features, loaded.cmvn, size) for size in (1, 16)}
+            result.update(measure_speed(model, Path(scratch) / "model.onnx", batches,
+                                        loaded.config.features.frame_shift_ms, repeat))
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("runs", type=Path, nargs="*", help="trained CTC run dirs (none: an untrained model, speed)")
+    parser.add_argument("--recipe", default="recipes/an4.yaml", help="without runs: the recipe of the model")
+    parser.add_argument("--model", default="conformer", help="without runs: the model to time")
     parser.add_argument("--split", default="test")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args()
     figures = {}
+    if not args.runs:
+        figures["untrained"] = measure_untrained(args.recipe, args.model, args.repeat)
+        print({key: round(value["value"], 6) for key, value in figures["untrained"].items()
+               if isinstance(value, dict) and "value" in value})
     for run in args.runs:
         figures[str(run)] = measure(run, args.split, args.repeat, not args.skip_speed)
         summary = {key: round(value["value"], 6) for key, value in figures[str(run)].items()

@@ -36,6 +36,8 @@ SUITE: dict[str, list[str]] = {
     "memory_bench": ["memory_bench.py", "--recipe", "recipes/an4.yaml", "--max-utterances", "100", "--epochs", "5"],
     "ddp_bench": ["ddp_bench.py", "--recipe", "recipes/an4.yaml", "--model", "cnn", "--batches", "40"],
     "setup_time": ["setup_time.py"],
+    # onnxruntime against PyTorch eager (speed), and with the trained AN4 Conformer parity on AN4 test too.
+    "export_bench": ["export_bench.py", "--repeat", "2"] + ([str(AN4_RUN)] if AN4_RUN.is_dir() else []),
     # 1 and 10 h here (the 100 h size takes ~17 GB of disk and ~10 minutes: run it by hand, see
     # docs/benchmarks.md); the ratios' targets are for the largest size measured.
     "scale_bench": ["scale_bench.py", "--hours", "1,10"],
