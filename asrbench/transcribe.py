@@ -100,7 +100,9 @@ class _Piece:
 
 
 class Transcriber:
-    """A run dir's model with its features, CMVN, tokenizer and searcher, ready for audio."""
+    """A model with its features, CMVN, tokenizer and searcher, ready for audio: a run dir's
+    (PyTorch), or an export dir's (onnxruntime and the NumPy front end; :mod:`asrbench.exported`).
+    Word times run the network a second time (``model.align``) on each batch after the search."""
 
     def __init__(self, model_dir: str | Path, options: DecodeOptions | None = None, device: str = "auto",
                  checkpoint: str = "best", explicit: set[str] | None = None, use_tuned: bool = False,
@@ -174,9 +176,9 @@ class Transcriber:
             segments.append(Segment(piece.start, piece.end, text, words))
         return segments
 
-    def transcribe(self, paths: list[Path], on_file=None) -> Iterator[FileTranscript]:
-        """Transcripts of ``paths`` in order; a file that cannot be read gives one with ``error``
-        (and the others go on). ``on_file(transcript)`` is called as each file finishes."""
+    def transcribe(self, paths: list[Path]) -> Iterator[FileTranscript]:
+        """Transcripts of ``paths`` in order, each as soon as it is done; a file that cannot be
+        read gives one with ``error`` (and the others go on)."""
         total = 0.0
         durations: list[float | None] = []
         for path in paths:
@@ -192,8 +194,6 @@ class Transcriber:
                 transcript = self._file(index, path, durations[index])
                 done += durations[index] or 0.0
                 bar.update(task, advance=1, hours=f"{done / 3600:.2f}/{total / 3600:.2f}")
-                if on_file is not None:
-                    on_file(transcript)
                 yield transcript
 
     def _file(self, index: int, path: Path, duration: float | None) -> FileTranscript:
