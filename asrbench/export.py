@@ -2,22 +2,26 @@
 
 What the directory holds (``manifest.json`` lists every file with its SHA-256):
 
-- ``model.onnx``: the network, features ``(B, T, F)`` float32 and ``lengths (B,)`` int64 in,
-  CTC log-probabilities ``(B, T', V)`` and ``output_lengths (B,)`` out, with the batch and time
-  dimensions dynamic (``torch.onnx.export``: the dynamo exporter, or the TorchScript-based one for
-  the recurrent models it cannot export). ``model.int8.onnx`` with
-  ``--quantize int8``: onnxruntime's dynamic int8 quantization of the weights.
+- CTC models: ``model.onnx``, features ``(B, T, F)`` float32 and ``lengths (B,)`` int64 in, CTC
+  log-probabilities ``(B, T', V)`` and ``output_lengths (B,)`` out.
+- Transducers: three graphs, with the search (greedy, modified beam, LM, lexicon) left in Python
+  as sherpa-onnx does: ``encoder.onnx`` (features -> encoded ``(B, T', D)``, lengths),
+  ``predictor.onnx`` (one step: the stateless predictor's context ``(N, C)``, or a token ``(N,)``
+  and the LSTM's ``h``, ``c``) and ``joiner.onnx`` (``(N, D)``, ``(N, P)`` -> log-probs ``(N, V)``).
+- Batch, time and row dimensions are dynamic. Each graph is exported with torch's dynamo exporter,
+  or the TorchScript-based one for the recurrent layers dynamo cannot export, and kept only if it
+  equals PyTorch within 1e-4 on three example inputs of different shapes.
+- ``*.int8.onnx`` with ``--quantize int8``: onnxruntime's dynamic int8 quantization of the weights,
+  used in place of the float graphs.
 - ``mel_banks.npy`` and ``frontend.json``: the filterbank front end, computed by
-  :mod:`asrbench.frontend` in NumPy from the same mel banks as training used;
-- ``cmvn.json``, ``tokenizer.json``: the normalization statistics and the tokenizer (a
-  sentencepiece model inside, as in the checkpoint);
-- ``manifest.json``: format tag, source run and checkpoint, model name, config hash, the decoder
-  options the run was scored with, versions (asrbench, torch, onnx, onnxruntime, opset), and the
-  largest difference between the exported graph's and PyTorch's log-probabilities on a check
-  batch, measured at export.
+  :mod:`asrbench.frontend` in NumPy with the mel banks training used; ``cmvn.json``,
+  ``tokenizer.json`` (a sentencepiece model inside, as in the checkpoint).
+- ``manifest.json``: format tag, family, graphs, source run and checkpoint, model name, config
+  hash, versions (asrbench, torch, onnx, onnxruntime, opsets), the exporter of each graph and its
+  largest difference from PyTorch on the examples.
 
-CTC models export whole. Attention and transducer models need their decoder or joiner as separate
-graphs with the search in Python; that is not built yet, and exporting one is a clear error.
+Attention encoder-decoders do not export yet: their decoder state (a growing prefix, LAS's
+recurrent attention) needs its own graphs; exporting one is a clear error.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,17 +80,6 @@ def _require_onnx():
     return onnxruntime
 
 
-def _max_difference(graph: nn.Module, session, features: torch.Tensor, lengths: torch.Tensor) -> float:
-    with torch.inference_mode():
-        expected, expected_lengths = graph(features, lengths)
-    got, got_lengths = session.run(None, {"features": features.numpy(), "lengths": lengths.numpy()})
-    if not np.array_equal(got_lengths, expected_lengths.numpy()):
-        raise AsrbenchError(f"the exported graph's output lengths {got_lengths.tolist()} differ from PyTorch's "
-                            f"{expected_lengths.tolist()}")
-    valid = np.arange(got.shape[1])[None] < got_lengths[:, None]
-    return float(np.abs(got - expected.numpy())[valid].max())
-
-
 PARITY = 1e-4  # largest log-prob difference from PyTorch an exported graph may show on the check batches
 
 
@@ -95,52 +90,184 @@ def _check_batches(dim: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
             for lengths in ([317, 201], [90], [123, 57, 31])]
 
 
-def _export(graph: nn.Module, example: tuple, path: Path, exporter: str) -> None:
-    names = {"input_names": ["features", "lengths"], "output_names": ["log_probs", "output_lengths"]}
+DIM_RANGES = {"batch": (1, 1024), "time": (16, 200_000), "rows": (1, 1_000_000)}
+
+
+@dataclass
+class GraphSpec:
+    """One graph to export: its module, input and output names, which axes are dynamic (input or
+    output name -> {axis: dimension name}), example inputs (the first is traced, all are checked)
+    and how far ONNX may be from PyTorch (``compare(expected outputs, ONNX outputs) -> difference``)."""
+
+    module: nn.Module
+    inputs: list[str]
+    outputs: list[str]
+    dynamic: dict[str, dict[int, str]]
+    examples: list[tuple]
+    compare: Callable[[tuple, list], float]
+
+
+def _sequence_difference(expected: tuple, got: list) -> float:
+    """(values (B, T', ...), lengths (B,)): lengths equal, values within the valid frames."""
+    values, lengths = expected
+    if not np.array_equal(got[1], lengths.numpy()):
+        return float("inf")
+    valid = np.arange(got[0].shape[1])[None] < got[1][:, None]
+    return float(np.abs(got[0] - values.numpy())[valid].max())
+
+
+def _all_difference(expected: tuple, got: list) -> float:
+    """Every output, every value (``-inf`` where PyTorch has ``-inf``)."""
+    worst = 0.0
+    for value, onnx in zip(expected, got, strict=True):
+        value = value.numpy()
+        finite = np.isfinite(value)
+        if not np.array_equal(finite, np.isfinite(onnx)):
+            return float("inf")
+        worst = max(worst, float(np.abs(onnx[finite] - value[finite]).max()) if finite.any() else 0.0)
+    return worst
+
+
+def _export(spec: GraphSpec, path: Path, exporter: str) -> None:
+    names = {"input_names": spec.inputs, "output_names": spec.outputs}
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporters' deprecation and tracing notes
         if exporter == "dynamo":
-            batch, time = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("time", min=16, max=200_000)
-            program = torch.onnx.export(graph, example, dynamo=True, opset_version=OPSET, verbose=False,
-                                        dynamic_shapes={"features": {0: batch, 1: time}, "lengths": {0: batch}},
-                                        **names)
+            dims = {name: torch.export.Dim(name, min=low, max=high) for name, (low, high) in DIM_RANGES.items()}
+            shapes = {name: {axis: dims[dim] for axis, dim in spec.dynamic.get(name, {}).items()}
+                      for name in spec.inputs}
+            program = torch.onnx.export(spec.module, spec.examples[0], dynamo=True, opset_version=OPSET,
+                                        verbose=False, dynamic_shapes=shapes, **names)
             with fileio.atomic_open(path, "wb") as handle:
                 handle.write(program.model_proto.SerializeToString())
         else:
             with fileio.atomic_open(path, "wb") as handle:
-                torch.onnx.export(graph, example, handle, dynamo=False, opset_version=LEGACY_OPSET, **names,
-                                  dynamic_axes={"features": {0: "batch", 1: "time"}, "lengths": {0: "batch"},
-                                                "log_probs": {0: "batch", 1: "frames"}, "output_lengths": {0: "batch"}})
+                torch.onnx.export(spec.module, spec.examples[0], handle, dynamo=False, opset_version=LEGACY_OPSET,
+                                  dynamic_axes=spec.dynamic, **names)
 
 
-def write_ctc_graph(model: nn.Module, dim: int, path: Path):
-    """A CTC model's ``ctc_log_probs`` as an ONNX graph at ``path`` (batch and time dynamic).
+def write_graph(spec: GraphSpec, path: Path):
+    """``spec`` as an ONNX graph at ``path``, kept only if it equals PyTorch on every example.
 
-    torch's dynamo exporter first; where it fails or its graph differs from PyTorch on the check
-    batches (it cannot decompose ``aten.gru``, and its LSTM graph breaks on other lengths), the
-    TorchScript-based exporter, which has ONNX's own GRU and LSTM ops. Returns the wrapped module,
-    an onnxruntime session on the file, the exporter used and the largest difference measured.
+    torch's dynamo exporter first; where it fails or its graph differs (it cannot decompose
+    ``aten.gru``, and its LSTM graph breaks on other lengths), the TorchScript-based exporter,
+    which has ONNX's own GRU and LSTM ops; modules with recurrent layers try that one first.
+    Returns an onnxruntime session on the file, the exporter used and the largest difference.
     """
     onnxruntime = _require_onnx()
-    graph = _CTCGraph(model.eval()).eval()
-    batches = _check_batches(dim)
+    module = spec.module.eval()
+    recurrent = any(isinstance(part, nn.RNNBase) for part in module.modules())
     failures = []
-    # Recurrent layers go straight to the exporter that has ONNX's GRU and LSTM ops (dynamo would
-    # trace the whole model before failing on them); the other remains the fallback.
-    recurrent = any(isinstance(module, nn.RNNBase) for module in model.modules())
     for exporter in (EXPORTERS[::-1] if recurrent else EXPORTERS):
         try:
-            _export(graph, batches[0], path, exporter)
+            _export(spec, path, exporter)
             session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            difference = max(_max_difference(graph, session, *batch) for batch in batches)
+            difference = 0.0
+            for example in spec.examples:
+                with torch.inference_mode():
+                    expected = module(*example)
+                got = session.run(None, {name: value.numpy() for name, value in zip(spec.inputs, example,
+                                                                                      strict=True)})
+                difference = max(difference, spec.compare(expected, got))
         except Exception as err:  # noqa: BLE001 - any exporter failure: try the next, report all
             failures.append(f"{exporter}: {str(err).strip().splitlines()[0][:200]}")
             continue
         if difference <= PARITY:
-            return graph, session, exporter, difference
-        failures.append(f"{exporter}: log-probs differ from PyTorch by {difference:.1e}")
+            return session, exporter, difference
+        failures.append(f"{exporter}: outputs differ from PyTorch by {difference:.1e}")
     path.unlink(missing_ok=True)
-    raise AsrbenchError(f"{type(model).__name__}: no ONNX export equals PyTorch ({'; '.join(failures)})")
+    raise AsrbenchError(f"{type(module).__name__}: no ONNX export equals PyTorch ({'; '.join(failures)})")
+
+
+def write_ctc_graph(model: nn.Module, dim: int, path: Path):
+    """A CTC model's ``ctc_log_probs`` as an ONNX graph at ``path`` (batch and time dynamic).
+    Returns the wrapped module, an onnxruntime session, the exporter used and the largest
+    difference from PyTorch on the check batches."""
+    spec = _ctc_specs(model.eval(), dim)["model.onnx"]
+    session, exporter, difference = write_graph(spec, path)
+    return spec.module, session, exporter, difference
+
+
+class _EncoderGraph(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor):
+        return self.model.encode(features, lengths)
+
+
+class _StatelessStep(nn.Module):
+    """The stateless predictor on its new context (N, context_size) -> (N, P); Python keeps the context."""
+
+    def __init__(self, predictor: nn.Module):
+        super().__init__()
+        self.predictor = predictor
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        return self.predictor._convolve(self.predictor.embed(context))[:, -1]
+
+
+class _LSTMStep(nn.Module):
+    """The LSTM predictor reading one token per hypothesis: tokens (N,), h, c (L, N, P)."""
+
+    def __init__(self, predictor: nn.Module):
+        super().__init__()
+        self.predictor = predictor
+
+    def forward(self, tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+        output, (h, c) = self.predictor.step(tokens, (h, c))
+        return output, h, c
+
+
+class _JoinerGraph(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, encoded: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+        return self.model.join(encoded, predicted)
+
+
+def _ctc_specs(model: nn.Module, dim: int) -> dict[str, GraphSpec]:
+    return {"model.onnx": GraphSpec(
+        _CTCGraph(model), ["features", "lengths"], ["log_probs", "output_lengths"],
+        {"features": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "log_probs": {0: "batch", 1: "frames"},
+         "output_lengths": {0: "batch"}}, _check_batches(dim), _sequence_difference)}
+
+
+def _transducer_specs(model: nn.Module, dim: int, vocab: int) -> tuple[dict[str, GraphSpec], dict]:
+    """Encoder, predictor step and joiner: the search (greedy, modified beam) stays in Python."""
+    generator = torch.Generator().manual_seed(0)
+    predictor = model.predictor
+    encoder = GraphSpec(_EncoderGraph(model), ["features", "lengths"], ["encoded", "output_lengths"],
+                        {"features": {0: "batch", 1: "time"}, "lengths": {0: "batch"},
+                         "encoded": {0: "batch", 1: "frames"}, "output_lengths": {0: "batch"}},
+                        _check_batches(dim), _sequence_difference)
+    tokens = [torch.randint(0, vocab - 1, (rows,), generator=generator) for rows in (6, 1, 33)]
+    if hasattr(predictor, "lstm"):
+        layers, width = predictor.lstm.num_layers, predictor.lstm.hidden_size
+        step = GraphSpec(_LSTMStep(predictor), ["tokens", "h", "c"], ["predicted", "h_out", "c_out"],
+                         {"tokens": {0: "rows"}, "h": {1: "rows"}, "c": {1: "rows"}, "predicted": {0: "rows"},
+                          "h_out": {1: "rows"}, "c_out": {1: "rows"}},
+                         [(t, torch.randn(layers, t.numel(), width, generator=generator),
+                           torch.randn(layers, t.numel(), width, generator=generator)) for t in tokens],
+                         _all_difference)
+        described = {"kind": "lstm", "layers": layers, "dim": width}
+    else:
+        size = predictor.context_size
+        step = GraphSpec(_StatelessStep(predictor), ["context"], ["predicted"],
+                         {"context": {0: "rows"}, "predicted": {0: "rows"}},
+                         [(torch.randint(0, vocab - 1, (t.numel(), size), generator=generator),) for t in tokens],
+                         lambda expected, got: _all_difference((expected,), got))
+        described = {"kind": "stateless", "context_size": size}
+    width = model.joiner.predictor_proj.in_features
+    joiner = GraphSpec(_JoinerGraph(model), ["encoded", "predicted"], ["log_probs"],
+                       {"encoded": {0: "rows"}, "predicted": {0: "rows"}, "log_probs": {0: "rows"}},
+                       [(torch.randn(rows, model.encoder_dim, generator=generator),
+                         torch.randn(rows, width, generator=generator)) for rows in (6, 1, 33)],
+                       lambda expected, got: _all_difference((expected,), got))
+    return {"encoder.onnx": encoder, "predictor.onnx": step, "joiner.onnx": joiner}, described
 
 
 def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize: str = "",
@@ -155,31 +282,45 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
     onnxruntime = _require_onnx()
     loaded = load_model(run_dir / {"best": rundir.BEST, "last": rundir.LAST}.get(checkpoint, Path(checkpoint)))
     config, model = loaded.config, loaded.model.eval()
-    if model.search_modes()[0] != "ctc":
-        raise AsrbenchError(f"{config.model.name}: only CTC models export yet (attention and transducer models "
-                            "need their decoder or joiner as separate graphs, not built yet)")
+    family = model.search_modes()[0]
+    if family not in ("ctc", "transducer"):
+        raise AsrbenchError(f"{config.model.name}: attention models do not export yet (their decoder needs its own "
+                            "graph and state handling, not built yet); CTC models and transducers do")
     if config.features.kind != "fbank":
         raise AsrbenchError(f"{config.model.name}: the exported front end computes fbank features; this run uses "
                             f"{config.features.kind}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # written last: a half-written export has none
-    model_path = out / "model.onnx"
-    graph, session, exporter, largest = write_ctc_graph(model, config.features.dim(), model_path)
-    files = ["model.onnx"]
-    difference = {"model.onnx": largest}
-    graph_file = "model.onnx"
+    dim = config.features.dim()
+    extra: dict = {}
+    if family == "ctc":
+        specs = _ctc_specs(model, dim)
+    else:
+        specs, extra["predictor"] = _transducer_specs(model, dim, len(loaded.tokenizer))
+        extra["max_symbols_per_frame"] = model.max_symbols_per_frame
+    files, difference, exporters, graphs = [], {}, {}, {}
+    for name, spec in specs.items():
+        _, exporters[name], difference[name] = write_graph(spec, out / name)
+        files.append(name)
+        graphs[name.removesuffix(".onnx")] = name
     if quantize == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic  # only for --quantize int8
 
-        quantized = out / "model.int8.onnx"
         logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process, printed on every call
-        quantize_dynamic(str(model_path), str(quantized), weight_type=QuantType.QInt8)
-        session = onnxruntime.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
-        difference["model.int8.onnx"] = max(_max_difference(graph, session, *batch)
-                                            for batch in _check_batches(config.features.dim()))
-        files.append("model.int8.onnx")
-        graph_file = "model.int8.onnx"
+        for name, spec in specs.items():
+            quantized = name.replace(".onnx", ".int8.onnx")
+            quantize_dynamic(str(out / name), str(out / quantized), weight_type=QuantType.QInt8)
+            session = onnxruntime.InferenceSession(str(out / quantized), providers=["CPUExecutionProvider"])
+            worst = 0.0
+            for example in spec.examples:
+                with torch.inference_mode():
+                    expected = spec.module(*example)
+                worst = max(worst, spec.compare(expected, session.run(None, {
+                    key: value.numpy() for key, value in zip(spec.inputs, example, strict=True)})))
+            difference[quantized] = worst
+            files.append(quantized)
+            graphs[name.removesuffix(".onnx")] = quantized
     extractor = FeatureExtractor(config.features)
     with fileio.atomic_open(out / "mel_banks.npy", "wb") as handle:
         np.save(handle, extractor.banks.to_dense().numpy().astype(np.float32))
@@ -194,21 +335,22 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
 
     manifest = {
         "format": EXPORT_FORMAT,
-        "graph": graph_file,
-        "family": "ctc",
+        "family": family,
+        "graphs": graphs,  # role -> file: model (CTC), or encoder, predictor, joiner (transducer)
+        **extra,
         "model": config.model.name,
         "source_run": str(run_dir),
         "checkpoint": checkpoint,
         "config_hash": config.hash(),
         "data_dir": config.data.dir,
         "units": loaded.tokenizer.kind,
-        "inputs": {"features": "(batch, time, features) float32", "lengths": "(batch,) int64"},
-        "outputs": {"log_probs": "(batch, frames, vocab) float32", "output_lengths": "(batch,) int64"},
-        "exporter": exporter,
+        "io": {name: {"inputs": spec.inputs, "outputs": spec.outputs, "dynamic": spec.dynamic}
+               for name, spec in specs.items()},
+        "exporter": exporters,
         "max_abs_difference_vs_pytorch": difference,
         "versions": {"asrbench": __version__, "git_commit": git_commit(), "torch": torch.__version__,
                      "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                     "opset": OPSET if exporter == "dynamo" else LEGACY_OPSET},
+                     "opset": {name: OPSET if used == "dynamo" else LEGACY_OPSET for name, used in exporters.items()}},
         "files": {name: _sha256(out / name) for name in files},
     }
     fileio.write_json(out / MANIFEST, manifest)

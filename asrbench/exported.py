@@ -3,8 +3,9 @@ tokenizer and CTC search. Nothing here imports :mod:`asrbench.models` or builds 
 ``tests/test_export.py`` transcribes through it in a subprocess that asserts so.
 
 :class:`ExportedCTC` offers what CTC search and alignment call on a model (``ctc_log_probs``,
-``make_searcher``, ``align``, ``search_modes``), so ``transcribe`` drives an exported model
-exactly as it drives a run dir's.
+``make_searcher``, ``align``, ``search_modes``) and :class:`ExportedTransducer` the transducer
+protocol (encoder, predictor step, state selection, joiner), so ``transcribe`` drives an exported
+model exactly as it drives a run dir's: the same search code runs on both.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import torch
 from asrbench.config import FeatureConfig
 from asrbench.data.features import GlobalCMVN
 from asrbench.data.tokenizer import Tokenizer, tokenizer_from_dict
-from asrbench.decoding.alignment import ctc_alignments
-from asrbench.decoding.searchers import DecodeOptions, Searcher, ctc_searcher
+from asrbench.decoding.alignment import ctc_alignments, transducer_alignments
+from asrbench.decoding.searchers import DecodeOptions, Searcher, ctc_searcher, transducer_searcher
 from asrbench.errors import AsrbenchError
 from asrbench.frontend import NumpyFbank
 
@@ -44,20 +45,11 @@ class ExportedCTC:
     """An exported CTC graph on onnxruntime, with the CTC model calls search and alignment use."""
 
     def __init__(self, path: Path, threads: int = 0):
-        try:
-            import onnxruntime
-        except ImportError:
-            raise AsrbenchError("an exported model runs on onnxruntime: pip install 'asrbench[onnx]'") from None
-        options = onnxruntime.SessionOptions()
-        if threads > 0:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.graph = _Session(path, threads)
 
     def ctc_log_probs(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_probs, output_lengths = self.session.run(None, {
-            "features": features.detach().cpu().float().numpy(), "lengths": lengths.detach().cpu().long().numpy()})
-        return torch.from_numpy(log_probs), torch.from_numpy(output_lengths)
+        log_probs, output_lengths = self.graph(features.float(), lengths.long())
+        return log_probs, output_lengths
 
     def search_modes(self) -> tuple[str, ...]:
         return ("ctc",)
@@ -70,6 +62,106 @@ class ExportedCTC:
     def align(self, features: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]) -> list:
         log_probs, lengths = self.ctc_log_probs(features, feature_lengths)
         return ctc_alignments(log_probs, lengths, feature_lengths, token_ids)
+
+
+class _Session:
+    """An onnxruntime session on one graph file, fed and returning torch tensors."""
+
+    def __init__(self, path: Path, threads: int):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise AsrbenchError("an exported model runs on onnxruntime: pip install 'asrbench[onnx]'") from None
+        options = onnxruntime.SessionOptions()
+        if threads > 0:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.names = [node.name for node in self.session.get_inputs()]
+
+    def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        feed = {name: value.detach().cpu().numpy() for name, value in zip(self.names, inputs, strict=True)}
+        return [torch.from_numpy(output) for output in self.session.run(None, feed)]
+
+
+BLANK = 0
+
+
+class ExportedTransducer:
+    """An exported transducer: encoder, predictor step and joiner graphs on onnxruntime, with the
+    transducer protocol the searches drive (:class:`asrbench.models.base.TransducerFamily`), so
+    greedy and modified beam search (LM, lexicon) run on it as on the PyTorch model."""
+
+    def __init__(self, directory: Path, manifest: dict, threads: int = 0):
+        graphs = manifest["graphs"]
+        self.encoder = _Session(directory / graphs["encoder"], threads)
+        self.predictor = _Session(directory / graphs["predictor"], threads)
+        self.joiner = _Session(directory / graphs["joiner"], threads)
+        self.kind = manifest["predictor"]["kind"]
+        self.described = manifest["predictor"]
+        self.max_symbols_per_frame = int(manifest["max_symbols_per_frame"])
+
+    def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        encoded, output_lengths = self.encoder(features.float(), lengths.long())
+        return encoded, output_lengths
+
+    def predictor_init_state(self, batch: int, device: torch.device):
+        if self.kind == "lstm":
+            zeros = torch.zeros(self.described["layers"], batch, self.described["dim"])
+            return zeros, zeros.clone()
+        return torch.full((batch, self.described["context_size"]), BLANK, dtype=torch.long)
+
+    def predictor_step(self, tokens: torch.Tensor, state):
+        if self.kind == "lstm":
+            predicted, h, c = self.predictor(tokens.long(), *state)
+            return predicted, (h, c)
+        context = torch.cat([state[:, 1:], tokens.long()[:, None]], dim=1)
+        return self.predictor(context)[0], context
+
+    def select_state(self, state, indices: torch.Tensor):
+        if self.kind == "lstm":
+            return tuple(part.index_select(1, indices) for part in state)
+        return state.index_select(0, indices)
+
+    def merge_state(self, state, new_state, mask: torch.Tensor):
+        if self.kind == "lstm":
+            return tuple(torch.where(mask[None, :, None], new, old) for old, new in zip(state, new_state, strict=True))
+        return torch.where(mask[:, None], new_state, state)
+
+    def join(self, encoded: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+        """Broadcasting like the PyTorch joiner: the graph takes rows, so the leading dimensions
+        are expanded and flattened around it."""
+        shape = torch.broadcast_shapes(encoded.shape[:-1], predicted.shape[:-1])
+        rows_encoded = encoded.float().expand(*shape, encoded.size(-1)).reshape(-1, encoded.size(-1))
+        rows_predicted = predicted.float().expand(*shape, predicted.size(-1)).reshape(-1, predicted.size(-1))
+        log_probs = self.joiner(rows_encoded, rows_predicted)[0]
+        return log_probs.reshape(*shape, log_probs.size(-1))
+
+    def joint_log_probs(self, encoded: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """encoded (B, T', D), padded targets (B, U) -> (B, T', U+1, V), the predictor stepped."""
+        batch, count = targets.shape
+        state = self.predictor_init_state(batch, encoded.device)
+        outputs = []
+        tokens = torch.full((batch,), BLANK, dtype=torch.long)
+        for position in range(count + 1):
+            predicted, state = self.predictor_step(tokens, state)
+            outputs.append(predicted)
+            if position < count:
+                tokens = targets[:, position]
+        predicted = torch.stack(outputs, dim=1)  # (B, U+1, P)
+        return self.join(encoded[:, :, None], predicted[:, None])
+
+    def search_modes(self) -> tuple[str, ...]:
+        return ("transducer",)
+
+    def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
+        if options.mode not in ("auto", "transducer"):
+            raise AsrbenchError(f"--mode {options.mode}: an exported transducer decodes with transducer search only")
+        return transducer_searcher(self, tokenizer, options, data_dir, lm, lexicon)
+
+    def align(self, features: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]) -> list:
+        encoded, lengths = self.encode(features, feature_lengths)
+        return transducer_alignments(self, encoded, lengths, feature_lengths, token_ids)
 
 
 class _NumpyExtractor:
@@ -90,7 +182,7 @@ class LoadedExport:
     features: FeatureConfig
     tokenizer: Tokenizer
     cmvn: GlobalCMVN
-    model: ExportedCTC
+    model: ExportedCTC | ExportedTransducer
     extractor: _NumpyExtractor
     data_dir: str | None
     manifest: dict
@@ -123,6 +215,9 @@ def load_export(directory: str | Path, threads: int = 0, verify: bool = True) ->
     tokenizer = tokenizer_from_dict(json.loads((directory / "tokenizer.json").read_text()))
     extractor = _NumpyExtractor(NumpyFbank(features.sample_rate, features.frame_length_ms, features.frame_shift_ms,
                                            banks))
-    model = ExportedCTC(directory / manifest["graph"], threads)
+    if manifest.get("family") == "transducer":
+        model = ExportedTransducer(directory, manifest, threads)
+    else:
+        model = ExportedCTC(directory / manifest["graphs"]["model"], threads)
     return LoadedExport(manifest["model"], features, tokenizer, cmvn, model, extractor, manifest.get("data_dir"),
                         manifest)

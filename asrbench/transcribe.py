@@ -117,7 +117,8 @@ class Transcriber:
             self.model_name, self.features, self.data_dir = exported.name, exported.features, exported.data_dir
             self.tokenizer, self.cmvn, self.model = exported.tokenizer, exported.cmvn, exported.model
             self.extractor, self.device, tuned_from = exported.extractor, torch.device("cpu"), None
-            checkpoint = f"{exported.manifest['graph']} (exported from {exported.manifest['source_run']})"
+            graphs = ", ".join(exported.manifest["graphs"].values())
+            checkpoint = f"{graphs} (exported from {exported.manifest['source_run']})"
         else:
             # A run dir needs its PyTorch model; an export (above) must not load asrbench.models.
             from asrbench.checkpoint import load_model

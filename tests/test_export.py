@@ -11,15 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from helpers import INPUT_DIM, TINY, make, run_main
 
 from asrbench.config import FeatureConfig
 from asrbench.data.fbank import FeatureExtractor
+from asrbench.decoding.searchers import DecodeOptions
 from asrbench.errors import AsrbenchError
 from asrbench.export import export_run, write_ctc_graph
 from asrbench.exported import is_export, load_export
 from asrbench.frontend import NumpyFbank
 from asrbench.models import default_mode
+from asrbench.train import train
 from asrbench.transcribe import Transcriber
 
 CTC_MODELS = sorted(name for name in TINY if default_mode(name) == "ctc")
@@ -73,14 +76,15 @@ def test_an_exported_dir_describes_itself_and_transcribes_like_its_run(exported)
     run, out, data_dir = exported
     manifest = json.loads((out / "manifest.json").read_text())
     assert is_export(out) and not is_export(run)
-    assert manifest["model"] == "cnn" and manifest["graph"] == "model.int8.onnx" and manifest["units"] == "char"
+    assert manifest["model"] == "cnn" and manifest["graphs"] == {"model": "model.int8.onnx"}
+    assert manifest["family"] == "ctc" and manifest["units"] == "char"
     assert manifest["max_abs_difference_vs_pytorch"]["model.onnx"] < 1e-4
     assert set(manifest["files"]) >= {"model.onnx", "model.int8.onnx", "tokenizer.json", "cmvn.json", "mel_banks.npy"}
     assert {"torch", "onnx", "onnxruntime", "opset", "asrbench"} <= set(manifest["versions"])
     audio = _audio(data_dir)
     reference = [t.text for t in Transcriber(run, device="cpu").transcribe(audio)]
     # The full-precision graph: the same text for every utterance.
-    manifest["graph"] = "model.onnx"
+    manifest["graphs"] = {"model": "model.onnx"}
     full = out.parent / "full"
     full.mkdir()
     for name in manifest["files"]:
@@ -128,3 +132,40 @@ def test_a_damaged_export_and_unsupported_models_are_one_clear_error(exported, t
     assert code == 2 and "unknown --quantize 'int4'" in err
     code, _, err = run_main(monkeypatch, capsys, "export", str(run), "--out", str(tmp_path / "x"), "--format", "tflite")
     assert code == 2 and "unknown --format 'tflite'" in err
+
+
+@pytest.fixture(scope="module")
+def transducer_runs(tone_run, tmp_path_factory) -> dict[str, Path]:
+    """The tone corpus's two transducers, a few epochs each: a stateless and an LSTM predictor."""
+    _, data_dir = tone_run
+    root = tmp_path_factory.mktemp("transducers")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "data": {"dir": str(data_dir)}, "features": {"sample_rate": 8000, "num_mel_bins": 23},
+        "augment": {"spec_augment": False}, "train": {"epochs": 3, "batch_frames": 400, "lr": 5.0e-3,
+                                                      "warmup_steps": 5},
+        "models": {"conformer_transducer": TINY["conformer_transducer"],
+                   "lstm_transducer": {**TINY["lstm_transducer"], "predictor": "lstm"}}}))
+    runs = {}
+    for name in ("conformer_transducer", "lstm_transducer"):
+        runs[name] = root / name
+        train(recipe, name, runs[name], seed=0)
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,predictor", [("conformer_transducer", "stateless"), ("lstm_transducer", "lstm")])
+def test_a_transducer_exports_as_three_graphs_and_searches_like_its_run(transducer_runs, tone_run, tmp_path,
+                                                                       name, predictor):
+    run, (_, data_dir) = transducer_runs[name], tone_run
+    manifest = export_run(run, tmp_path / "exported")
+    assert manifest["family"] == "transducer" and manifest["predictor"]["kind"] == predictor
+    assert set(manifest["graphs"]) == {"encoder", "predictor", "joiner"}
+    assert max(manifest["max_abs_difference_vs_pytorch"].values()) < 1e-4
+    audio = _audio(data_dir)
+    for beam in (1, 4):  # greedy (several symbols a frame) and modified beam search
+        options = DecodeOptions(beam=beam)
+        reference = [t.text for t in Transcriber(run, options, device="cpu").transcribe(audio)]
+        exported = list(Transcriber(tmp_path / "exported", options).transcribe(audio))
+        assert [t.text for t in exported] == reference, beam
+    assert all(0.0 <= w["confidence"] <= 1.0 for t in exported for s in t.segments for w in s.words)
