@@ -20,8 +20,11 @@ What the directory holds (``manifest.json`` lists every file with its SHA-256):
   hash, versions (asrbench, torch, onnx, onnxruntime, opsets), the exporter of each graph and its
   largest difference from PyTorch on the examples.
 
-Attention encoder-decoders do not export yet: their decoder state (a growing prefix, LAS's
-recurrent attention) needs its own graphs; exporting one is a clear error.
+- Attention encoder-decoders with a Transformer decoder: ``encoder.onnx`` (features -> memory,
+  lengths), ``decoder.onnx`` (prefixes ``(N, U)``, memory ``(N, T, D)``, memory lengths -> the next
+  token's log-probs ``(N, V)``) and, for hybrids, ``ctc_head.onnx``; beam search (joint CTC
+  scoring) stays in Python. LAS, whose decoder keeps a recurrent attention state, does not export
+  yet: a clear error.
 """
 
 from __future__ import annotations
@@ -90,7 +93,8 @@ def _check_batches(dim: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
             for lengths in ([317, 201], [90], [123, 57, 31])]
 
 
-DIM_RANGES = {"batch": (1, 1024), "time": (16, 200_000), "rows": (1, 1_000_000)}
+DIM_RANGES = {"batch": (1, 1024), "time": (16, 200_000), "rows": (1, 1_000_000), "prefix": (1, 4096),
+              "frames": (1, 100_000)}
 
 
 @dataclass
@@ -270,6 +274,63 @@ def _transducer_specs(model: nn.Module, dim: int, vocab: int) -> tuple[dict[str,
     return {"encoder.onnx": encoder, "predictor.onnx": step, "joiner.onnx": joiner}, described
 
 
+class _CTCHeadGraph(nn.Module):
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head = head
+
+    def forward(self, memory: torch.Tensor) -> torch.Tensor:
+        return self.head(memory)
+
+
+class _DecoderStep(nn.Module):
+    """A Transformer decoder's next-token log-probs for prefixes (N, U) over memory (N, T, D)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, prefixes: torch.Tensor, memory: torch.Tensor, memory_lengths: torch.Tensor) -> torch.Tensor:
+        log_probs, _ = self.model.step(self.model.init_state(memory, memory_lengths), prefixes)
+        return log_probs
+
+
+def _attention_specs(model: nn.Module, dim: int, vocab: int) -> tuple[dict[str, GraphSpec], dict]:
+    """Encoder, the CTC branch (hybrids) and the decoder step: beam search stays in Python. Only
+    decoders whose state is the memory (the Transformer decoder re-reads the prefix each step)."""
+    from asrbench.models.attention import TransformerDecoderMixin  # the decoders this can export
+
+    if not isinstance(model, TransformerDecoderMixin):
+        raise AsrbenchError(f"{type(model).__name__}: its decoder keeps a recurrent state (LAS) that does not "
+                            "export yet; Transformer-decoder models and CTC models do")
+    generator = torch.Generator().manual_seed(0)
+    encoder = GraphSpec(_EncoderGraph(model), ["features", "lengths"], ["memory", "output_lengths"],
+                        {"features": {0: "batch", 1: "time"}, "lengths": {0: "batch"},
+                         "memory": {0: "batch", 1: "frames"}, "output_lengths": {0: "batch"}},
+                        _check_batches(dim), _sequence_difference)
+    examples = []
+    for rows, prefix, frames in ((3, 5, 40), (1, 1, 9), (6, 12, 71)):
+        prefixes = torch.randint(1, vocab - 1, (rows, prefix), generator=generator)
+        prefixes[:, 0] = model.sos
+        lengths = torch.randint(max(1, frames // 2), frames + 1, (rows,), generator=generator)
+        lengths[0] = frames
+        examples.append((prefixes, torch.randn(rows, frames, model.encoder_dim, generator=generator), lengths))
+    decoder = GraphSpec(_DecoderStep(model), ["prefixes", "memory", "memory_lengths"], ["log_probs"],
+                        {"prefixes": {0: "rows", 1: "prefix"}, "memory": {0: "rows", 1: "frames"},
+                         "memory_lengths": {0: "rows"}, "log_probs": {0: "rows"}},
+                        examples, lambda expected, got: _all_difference((expected,), got))
+    specs = {"encoder.onnx": encoder, "decoder.onnx": decoder}
+    if model.ctc_head is not None:
+        specs["ctc_head.onnx"] = GraphSpec(
+            _CTCHeadGraph(model.ctc_head), ["memory"], ["log_probs"],
+            {"memory": {0: "batch", 1: "frames"}, "log_probs": {0: "batch", 1: "frames"}},
+            [(torch.randn(b, t, model.encoder_dim, generator=generator),) for b, t in ((2, 40), (1, 9), (3, 71))],
+            lambda expected, got: _all_difference((expected,), got))
+    described = {"sos": model.sos, "eos": model.eos, "ctc_weight": model.ctc_weight if model.ctc_head is not None
+                 else 0.0, "max_length_ratio": model.max_length_ratio}
+    return specs, described
+
+
 def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize: str = "",
                checkpoint: str = "best") -> dict:
     """Export ``run_dir``'s model to ``out``; returns the manifest written there."""
@@ -283,9 +344,6 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
     loaded = load_model(run_dir / {"best": rundir.BEST, "last": rundir.LAST}.get(checkpoint, Path(checkpoint)))
     config, model = loaded.config, loaded.model.eval()
     family = model.search_modes()[0]
-    if family not in ("ctc", "transducer"):
-        raise AsrbenchError(f"{config.model.name}: attention models do not export yet (their decoder needs its own "
-                            "graph and state handling, not built yet); CTC models and transducers do")
     if config.features.kind != "fbank":
         raise AsrbenchError(f"{config.model.name}: the exported front end computes fbank features; this run uses "
                             f"{config.features.kind}")
@@ -296,9 +354,11 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
     extra: dict = {}
     if family == "ctc":
         specs = _ctc_specs(model, dim)
-    else:
+    elif family == "transducer":
         specs, extra["predictor"] = _transducer_specs(model, dim, len(loaded.tokenizer))
         extra["max_symbols_per_frame"] = model.max_symbols_per_frame
+    else:
+        specs, extra["decoder"] = _attention_specs(model, dim, len(loaded.tokenizer))
     files, difference, exporters, graphs = [], {}, {}, {}
     for name, spec in specs.items():
         _, exporters[name], difference[name] = write_graph(spec, out / name)
@@ -336,7 +396,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
     manifest = {
         "format": EXPORT_FORMAT,
         "family": family,
-        "graphs": graphs,  # role -> file: model (CTC), or encoder, predictor, joiner (transducer)
+        "graphs": graphs,  # role -> file: model (CTC); encoder, predictor, joiner; encoder, decoder, ctc_head
         **extra,
         "model": config.model.name,
         "source_run": str(run_dir),

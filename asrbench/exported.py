@@ -4,7 +4,8 @@ tokenizer and CTC search. Nothing here imports :mod:`asrbench.models` or builds 
 
 :class:`ExportedCTC` offers what CTC search and alignment call on a model (``ctc_log_probs``,
 ``make_searcher``, ``align``, ``search_modes``) and :class:`ExportedTransducer` the transducer
-protocol (encoder, predictor step, state selection, joiner), so ``transcribe`` drives an exported
+protocol (encoder, predictor step, state selection, joiner), :class:`ExportedAttention` what
+attention beam search calls (encoder, decoder step, CTC branch), so ``transcribe`` drives an exported
 model exactly as it drives a run dir's: the same search code runs on both.
 """
 
@@ -22,7 +23,13 @@ from asrbench.config import FeatureConfig
 from asrbench.data.features import GlobalCMVN
 from asrbench.data.tokenizer import Tokenizer, tokenizer_from_dict
 from asrbench.decoding.alignment import ctc_alignments, transducer_alignments
-from asrbench.decoding.searchers import DecodeOptions, Searcher, ctc_searcher, transducer_searcher
+from asrbench.decoding.searchers import (
+    DecodeOptions,
+    Searcher,
+    attention_searcher,
+    ctc_searcher,
+    transducer_searcher,
+)
 from asrbench.errors import AsrbenchError
 from asrbench.frontend import NumpyFbank
 
@@ -164,6 +171,66 @@ class ExportedTransducer:
         return transducer_alignments(self, encoded, lengths, feature_lengths, token_ids)
 
 
+class ExportedAttention:
+    """An exported Transformer-decoder encoder-decoder: encoder, decoder-step and (hybrids) CTC
+    graphs on onnxruntime, with what attention beam search (joint CTC scoring) and CTC search call
+    on a model (``encode``, ``init_state``, ``step``, ``reorder_state``, ``ctc_head``)."""
+
+    def __init__(self, directory: Path, manifest: dict, threads: int = 0):
+        graphs = manifest["graphs"]
+        self.encoder = _Session(directory / graphs["encoder"], threads)
+        self.decoder = _Session(directory / graphs["decoder"], threads)
+        head = _Session(directory / graphs["ctc_head"], threads) if "ctc_head" in graphs else None
+        self.ctc_head = (lambda memory: head(memory.float())[0]) if head is not None else None
+        decoder = manifest["decoder"]
+        self.sos, self.eos = int(decoder["sos"]), int(decoder["eos"])
+        self.ctc_weight, self.max_length_ratio = float(decoder["ctc_weight"]), float(decoder["max_length_ratio"])
+
+    def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        memory, output_lengths = self.encoder(features.float(), lengths.long())
+        return memory, output_lengths
+
+    def ctc_log_probs(self, features: torch.Tensor, lengths: torch.Tensor):
+        if self.ctc_head is None:
+            raise AsrbenchError("this model has no CTC branch (trained with ctc_weight 0)")
+        memory, output_lengths = self.encode(features, lengths)
+        return self.ctc_head(memory), output_lengths
+
+    def max_length(self, memory_length: int) -> int:
+        return max(1, int(self.max_length_ratio * memory_length))
+
+    def init_state(self, memory: torch.Tensor, memory_lengths: torch.Tensor):
+        return memory, memory_lengths
+
+    def step(self, state, prefixes: torch.Tensor):
+        memory, lengths = state
+        return self.decoder(prefixes.long(), memory.float(), lengths.long())[0], state
+
+    def reorder_state(self, state, indices: torch.Tensor):
+        memory, lengths = state
+        return memory.index_select(0, indices), lengths.index_select(0, indices)
+
+    def search_modes(self) -> tuple[str, ...]:
+        return ("attention", "ctc") if self.ctc_head is not None else ("attention",)
+
+    def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
+        if options.mode == "ctc":
+            if self.ctc_head is None:
+                raise AsrbenchError("--mode ctc needs a CTC branch; this model was trained with ctc_weight 0")
+            return ctc_searcher(self, tokenizer, options, data_dir, lm, lexicon)
+        if options.mode == "transducer":
+            raise AsrbenchError("--mode transducer needs a transducer; this is an attention model")
+        if options.lm or options.lexicon:
+            raise AsrbenchError("LM fusion and lexicons apply to CTC search: add --mode ctc")
+        return attention_searcher(self, options)
+
+    def align(self, features: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]) -> list:
+        if self.ctc_head is None:
+            return [None] * len(token_ids)
+        log_probs, lengths = self.ctc_log_probs(features, feature_lengths)
+        return ctc_alignments(log_probs, lengths, feature_lengths, token_ids)
+
+
 class _NumpyExtractor:
     """The exported front end, with :class:`asrbench.data.fbank.FeatureExtractor`'s interface."""
 
@@ -182,7 +249,7 @@ class LoadedExport:
     features: FeatureConfig
     tokenizer: Tokenizer
     cmvn: GlobalCMVN
-    model: ExportedCTC | ExportedTransducer
+    model: ExportedCTC | ExportedTransducer | ExportedAttention
     extractor: _NumpyExtractor
     data_dir: str | None
     manifest: dict
@@ -217,6 +284,8 @@ def load_export(directory: str | Path, threads: int = 0, verify: bool = True) ->
                                            banks))
     if manifest.get("family") == "transducer":
         model = ExportedTransducer(directory, manifest, threads)
+    elif manifest.get("family") == "attention":
+        model = ExportedAttention(directory, manifest, threads)
     else:
         model = ExportedCTC(directory / manifest["graphs"]["model"], threads)
     return LoadedExport(manifest["model"], features, tokenizer, cmvn, model, extractor, manifest.get("data_dir"),

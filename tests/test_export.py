@@ -135,8 +135,9 @@ def test_a_damaged_export_and_unsupported_models_are_one_clear_error(exported, t
 
 
 @pytest.fixture(scope="module")
-def transducer_runs(tone_run, tmp_path_factory) -> dict[str, Path]:
-    """The tone corpus's two transducers, a few epochs each: a stateless and an LSTM predictor."""
+def decoder_runs(tone_run, tmp_path_factory) -> dict[str, Path]:
+    """A few epochs each on the tone corpus: transducers with a stateless and an LSTM predictor, a
+    hybrid CTC/attention model and a pure attention one."""
     _, data_dir = tone_run
     root = tmp_path_factory.mktemp("transducers")
     recipe = root / "recipe.yaml"
@@ -145,9 +146,11 @@ def transducer_runs(tone_run, tmp_path_factory) -> dict[str, Path]:
         "augment": {"spec_augment": False}, "train": {"epochs": 3, "batch_frames": 400, "lr": 5.0e-3,
                                                       "warmup_steps": 5},
         "models": {"conformer_transducer": TINY["conformer_transducer"],
-                   "lstm_transducer": {**TINY["lstm_transducer"], "predictor": "lstm"}}}))
+                   "lstm_transducer": {**TINY["lstm_transducer"], "predictor": "lstm"},
+                   "conformer_aed": TINY["conformer_aed"],
+                   "transformer_aed": {**TINY["transformer_aed"], "ctc_weight": 0.0}}}))
     runs = {}
-    for name in ("conformer_transducer", "lstm_transducer"):
+    for name in ("conformer_transducer", "lstm_transducer", "conformer_aed", "transformer_aed"):
         runs[name] = root / name
         train(recipe, name, runs[name], seed=0)
     return runs
@@ -155,9 +158,9 @@ def transducer_runs(tone_run, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,predictor", [("conformer_transducer", "stateless"), ("lstm_transducer", "lstm")])
-def test_a_transducer_exports_as_three_graphs_and_searches_like_its_run(transducer_runs, tone_run, tmp_path,
+def test_a_transducer_exports_as_three_graphs_and_searches_like_its_run(decoder_runs, tone_run, tmp_path,
                                                                        name, predictor):
-    run, (_, data_dir) = transducer_runs[name], tone_run
+    run, (_, data_dir) = decoder_runs[name], tone_run
     manifest = export_run(run, tmp_path / "exported")
     assert manifest["family"] == "transducer" and manifest["predictor"]["kind"] == predictor
     assert set(manifest["graphs"]) == {"encoder", "predictor", "joiner"}
@@ -169,3 +172,32 @@ def test_a_transducer_exports_as_three_graphs_and_searches_like_its_run(transduc
         exported = list(Transcriber(tmp_path / "exported", options).transcribe(audio))
         assert [t.text for t in exported] == reference, beam
     assert all(0.0 <= w["confidence"] <= 1.0 for t in exported for s in t.segments for w in s.words)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,graphs", [("conformer_aed", {"encoder", "decoder", "ctc_head"}),
+                                         ("transformer_aed", {"encoder", "decoder"})])
+def test_an_attention_model_exports_its_decoder_step_and_beam_searches_like_its_run(decoder_runs, tone_run, tmp_path,
+                                                                                   name, graphs):
+    run, (_, data_dir) = decoder_runs[name], tone_run
+    manifest = export_run(run, tmp_path / "exported")
+    assert manifest["family"] == "attention" and set(manifest["graphs"]) == graphs
+    assert max(manifest["max_abs_difference_vs_pytorch"].values()) < 1e-4
+    audio = _audio(data_dir)
+    modes = [DecodeOptions(beam=4)] + ([DecodeOptions(beam=4, mode="ctc")] if "ctc_head" in graphs else [])
+    for options in modes:
+        reference = [t.text for t in Transcriber(run, options, device="cpu").transcribe(audio)]
+        assert [t.text for t in Transcriber(tmp_path / "exported", options).transcribe(audio)] == reference, options
+
+
+@pytest.mark.slow
+def test_las_does_not_export_yet_and_says_so(tmp_path, monkeypatch, capsys, tone_run):
+    _, data_dir = tone_run
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "data": {"dir": str(data_dir)}, "features": {"sample_rate": 8000, "num_mel_bins": 23},
+        "augment": {"spec_augment": False}, "train": {"epochs": 1, "batch_frames": 400},
+        "models": {"las": TINY["las"]}}))
+    train(recipe, "las", tmp_path / "las", seed=0)
+    code, _, err = run_main(monkeypatch, capsys, "export", str(tmp_path / "las"), "--out", str(tmp_path / "x"))
+    assert code == 2 and "recurrent state (LAS) that does not export yet" in err

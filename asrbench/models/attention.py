@@ -198,7 +198,9 @@ class TransformerDecoder(nn.Module):
         length = tokens.size(1)
         causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=tokens.device), diagonal=1)
         token_pad = None if token_lengths is None else padding_mask(token_lengths, length)
-        x = self.layers(self.positions(self.embed(tokens)), memory, tgt_mask=causal,
+        # tgt_is_causal: the mask is causal by construction, so torch need not compare it with one
+        # it builds (a data-dependent check that ONNX export cannot trace).
+        x = self.layers(self.positions(self.embed(tokens)), memory, tgt_mask=causal, tgt_is_causal=True,
                         tgt_key_padding_mask=token_pad, memory_key_padding_mask=memory_pad)
         return self.out(self.norm(x))
 
