@@ -23,8 +23,8 @@ What the directory holds (``manifest.json`` lists every file with its SHA-256):
 - Attention encoder-decoders with a Transformer decoder: ``encoder.onnx`` (features -> memory,
   lengths), ``decoder.onnx`` (prefixes ``(N, U)``, memory ``(N, T, D)``, memory lengths -> the next
   token's log-probs ``(N, V)``) and, for hybrids, ``ctc_head.onnx``; beam search (joint CTC
-  scoring) stays in Python. LAS, whose decoder keeps a recurrent attention state, does not export
-  yet: a clear error.
+  scoring) stays in Python. LAS exports its decoder step with the state as tensors (the cells'
+  ``h``, ``c``, the attention context and weights) going in and out.
 """
 
 from __future__ import annotations
@@ -295,14 +295,50 @@ class _DecoderStep(nn.Module):
         return log_probs
 
 
-def _attention_specs(model: nn.Module, dim: int, vocab: int) -> tuple[dict[str, GraphSpec], dict]:
-    """Encoder, the CTC branch (hybrids) and the decoder step: beam search stays in Python. Only
-    decoders whose state is the memory (the Transformer decoder re-reads the prefix each step)."""
-    from asrbench.models.attention import TransformerDecoderMixin  # the decoders this can export
+class _LASStep(nn.Module):
+    """LAS's decoder step with its state as tensors: the previous tokens (N,), the LSTM cells' h and
+    c stacked (L, N, H), the attention context (N, D) and weights (N, T), over memory (N, T, D)."""
 
-    if not isinstance(model, TransformerDecoderMixin):
-        raise AsrbenchError(f"{type(model).__name__}: its decoder keeps a recurrent state (LAS) that does not "
-                            "export yet; Transformer-decoder models and CTC models do")
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, h, c, context, weights, memory, memory_lengths):
+        state = self.model.init_state(memory, memory_lengths)
+        state = {**state, "h": list(h.unbind(0)), "c": list(c.unbind(0)), "context": context, "weights": weights}
+        logits, state = self.model._advance(state, tokens)
+        return (torch.log_softmax(logits.float(), dim=-1), torch.stack(state["h"]), torch.stack(state["c"]),
+                state["context"], state["weights"])
+
+
+def _las_step_spec(model: nn.Module, vocab: int, generator: torch.Generator) -> tuple[GraphSpec, dict]:
+    layers, hidden = len(model.cells), model.cells[0].hidden_size
+    examples = []
+    for rows, frames in ((3, 40), (1, 9), (6, 71)):
+        lengths = torch.randint(max(1, frames // 2), frames + 1, (rows,), generator=generator)
+        lengths[0] = frames
+        weights = torch.rand(rows, frames, generator=generator)
+        examples.append((torch.randint(1, vocab - 1, (rows,), generator=generator),
+                         torch.randn(layers, rows, hidden, generator=generator),
+                         torch.randn(layers, rows, hidden, generator=generator),
+                         torch.randn(rows, model.encoder_dim, generator=generator), weights / weights.sum(1, True),
+                         torch.randn(rows, frames, model.encoder_dim, generator=generator), lengths))
+    names = ["tokens", "h", "c", "context", "weights", "memory", "memory_lengths"]
+    outputs = ["log_probs", "h_out", "c_out", "context_out", "weights_out"]
+    dynamic = {"tokens": {0: "rows"}, "h": {1: "rows"}, "c": {1: "rows"}, "context": {0: "rows"},
+               "weights": {0: "rows", 1: "frames"}, "memory": {0: "rows", 1: "frames"}, "memory_lengths": {0: "rows"},
+               "log_probs": {0: "rows"}, "h_out": {1: "rows"}, "c_out": {1: "rows"}, "context_out": {0: "rows"},
+               "weights_out": {0: "rows", 1: "frames"}}
+    return (GraphSpec(_LASStep(model), names, outputs, dynamic, examples, _all_difference),
+            {"kind": "las", "layers": layers, "hidden": hidden})
+
+
+def _attention_specs(model: nn.Module, dim: int, vocab: int) -> tuple[dict[str, GraphSpec], dict]:
+    """Encoder, the CTC branch (hybrids) and the decoder step: beam search stays in Python. The
+    Transformer decoder's state is the memory (it re-reads the prefix each step); LAS's is its
+    cells, attention context and weights, which go in and out of the step graph."""
+    from asrbench.models.attention import TransformerDecoderMixin  # which decoder step to export
+
     generator = torch.Generator().manual_seed(0)
     encoder = GraphSpec(_EncoderGraph(model), ["features", "lengths"], ["memory", "output_lengths"],
                         {"features": {0: "batch", 1: "time"}, "lengths": {0: "batch"},
@@ -319,6 +355,9 @@ def _attention_specs(model: nn.Module, dim: int, vocab: int) -> tuple[dict[str, 
                         {"prefixes": {0: "rows", 1: "prefix"}, "memory": {0: "rows", 1: "frames"},
                          "memory_lengths": {0: "rows"}, "log_probs": {0: "rows"}},
                         examples, lambda expected, got: _all_difference((expected,), got))
+    kind: dict = {"kind": "transformer"}
+    if not isinstance(model, TransformerDecoderMixin):
+        decoder, kind = _las_step_spec(model, vocab, generator)
     specs = {"encoder.onnx": encoder, "decoder.onnx": decoder}
     if model.ctc_head is not None:
         specs["ctc_head.onnx"] = GraphSpec(
@@ -326,8 +365,9 @@ def _attention_specs(model: nn.Module, dim: int, vocab: int) -> tuple[dict[str, 
             {"memory": {0: "batch", 1: "frames"}, "log_probs": {0: "batch", 1: "frames"}},
             [(torch.randn(b, t, model.encoder_dim, generator=generator),) for b, t in ((2, 40), (1, 9), (3, 71))],
             lambda expected, got: _all_difference((expected,), got))
-    described = {"sos": model.sos, "eos": model.eos, "ctc_weight": model.ctc_weight if model.ctc_head is not None
-                 else 0.0, "max_length_ratio": model.max_length_ratio}
+    ctc_weight = model.ctc_weight if model.ctc_head is not None else 0.0
+    described = {**kind, "sos": model.sos, "eos": model.eos, "ctc_weight": ctc_weight,
+                 "max_length_ratio": model.max_length_ratio}
     return specs, described
 
 

@@ -172,8 +172,8 @@ class ExportedTransducer:
 
 
 class ExportedAttention:
-    """An exported Transformer-decoder encoder-decoder: encoder, decoder-step and (hybrids) CTC
-    graphs on onnxruntime, with what attention beam search (joint CTC scoring) and CTC search call
+    """An exported encoder-decoder (Transformer decoder or LAS): encoder, decoder-step and (hybrids)
+    CTC graphs on onnxruntime, with what attention beam search (joint CTC scoring) and CTC search call
     on a model (``encode``, ``init_state``, ``step``, ``reorder_state``, ``ctc_head``)."""
 
     def __init__(self, directory: Path, manifest: dict, threads: int = 0):
@@ -183,6 +183,8 @@ class ExportedAttention:
         head = _Session(directory / graphs["ctc_head"], threads) if "ctc_head" in graphs else None
         self.ctc_head = (lambda memory: head(memory.float())[0]) if head is not None else None
         decoder = manifest["decoder"]
+        self.kind = decoder.get("kind", "transformer")
+        self.layers, self.hidden = decoder.get("layers"), decoder.get("hidden")
         self.sos, self.eos = int(decoder["sos"]), int(decoder["eos"])
         self.ctc_weight, self.max_length_ratio = float(decoder["ctc_weight"]), float(decoder["max_length_ratio"])
 
@@ -199,16 +201,26 @@ class ExportedAttention:
     def max_length(self, memory_length: int) -> int:
         return max(1, int(self.max_length_ratio * memory_length))
 
-    def init_state(self, memory: torch.Tensor, memory_lengths: torch.Tensor):
-        return memory, memory_lengths
+    def init_state(self, memory: torch.Tensor, memory_lengths: torch.Tensor) -> dict:
+        state = {"memory": memory.float(), "lengths": memory_lengths.long()}
+        if self.kind == "las":  # as LAS.init_state: zero cells and context, uniform weights on real frames
+            batch, frames = memory.shape[:2]
+            real = (torch.arange(frames)[None] < memory_lengths[:, None]).float()
+            state.update(h=torch.zeros(self.layers, batch, self.hidden), c=torch.zeros(self.layers, batch, self.hidden),
+                         context=torch.zeros(batch, memory.size(2)),
+                         weights=real / memory_lengths.clamp(min=1)[:, None].float())
+        return state
 
-    def step(self, state, prefixes: torch.Tensor):
-        memory, lengths = state
-        return self.decoder(prefixes.long(), memory.float(), lengths.long())[0], state
+    def step(self, state: dict, prefixes: torch.Tensor):
+        if self.kind != "las":
+            return self.decoder(prefixes.long(), state["memory"], state["lengths"])[0], state
+        log_probs, h, c, context, weights = self.decoder(prefixes[:, -1].long(), state["h"], state["c"],
+                                                         state["context"], state["weights"], state["memory"],
+                                                         state["lengths"])
+        return log_probs, {**state, "h": h, "c": c, "context": context, "weights": weights}
 
-    def reorder_state(self, state, indices: torch.Tensor):
-        memory, lengths = state
-        return memory.index_select(0, indices), lengths.index_select(0, indices)
+    def reorder_state(self, state: dict, indices: torch.Tensor) -> dict:
+        return {key: value.index_select(1 if key in ("h", "c") else 0, indices) for key, value in state.items()}
 
     def search_modes(self) -> tuple[str, ...]:
         return ("attention", "ctc") if self.ctc_head is not None else ("attention",)

@@ -191,13 +191,17 @@ def test_an_attention_model_exports_its_decoder_step_and_beam_searches_like_its_
 
 
 @pytest.mark.slow
-def test_las_does_not_export_yet_and_says_so(tmp_path, monkeypatch, capsys, tone_run):
+def test_las_exports_its_recurrent_decoder_state_and_beam_searches_like_its_run(tmp_path, tone_run):
     _, data_dir = tone_run
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({
         "data": {"dir": str(data_dir)}, "features": {"sample_rate": 8000, "num_mel_bins": 23},
-        "augment": {"spec_augment": False}, "train": {"epochs": 1, "batch_frames": 400},
-        "models": {"las": TINY["las"]}}))
+        "augment": {"spec_augment": False}, "train": {"epochs": 3, "batch_frames": 400, "lr": 5.0e-3},
+        "models": {"las": {**TINY["las"], "ctc_weight": 0.3}}}))
     train(recipe, "las", tmp_path / "las", seed=0)
-    code, _, err = run_main(monkeypatch, capsys, "export", str(tmp_path / "las"), "--out", str(tmp_path / "x"))
-    assert code == 2 and "recurrent state (LAS) that does not export yet" in err
+    manifest = export_run(tmp_path / "las", tmp_path / "exported")
+    assert manifest["decoder"]["kind"] == "las" and set(manifest["graphs"]) == {"encoder", "decoder", "ctc_head"}
+    audio = _audio(data_dir)
+    options = DecodeOptions(beam=4)
+    reference = [t.text for t in Transcriber(tmp_path / "las", options, device="cpu").transcribe(audio)]
+    assert [t.text for t in Transcriber(tmp_path / "exported", options).transcribe(audio)] == reference
