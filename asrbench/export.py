@@ -16,9 +16,9 @@ What the directory holds (``manifest.json`` lists every file with its SHA-256):
 - ``mel_banks.npy`` and ``frontend.json``: the filterbank front end, computed by
   :mod:`asrbench.frontend` in NumPy with the mel banks training used; ``cmvn.json``,
   ``tokenizer.json`` (a sentencepiece model inside, as in the checkpoint).
-- ``manifest.json``: format tag, family, graphs, source run and checkpoint, model name, config
-  hash, versions (asrbench, torch, onnx, onnxruntime, opsets), the exporter of each graph and its
-  largest difference from PyTorch on the examples.
+- ``manifest.json``: format tag, search (ctc, transducer, attention), graphs, source run and
+  checkpoint, model name, config hash, versions (asrbench, torch, onnx, onnxruntime, opsets), the
+  exporter of each graph and its largest difference from PyTorch on the examples.
 
 - Attention encoder-decoders with a Transformer decoder: ``encoder.onnx`` (features -> memory,
   lengths), ``decoder.onnx`` (prefixes ``(N, U)``, memory ``(N, T, D)``, memory lengths -> the next
@@ -383,7 +383,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
     onnxruntime = _require_onnx()
     loaded = load_model(run_dir / {"best": rundir.BEST, "last": rundir.LAST}.get(checkpoint, Path(checkpoint)))
     config, model = loaded.config, loaded.model.eval()
-    family = model.search_modes()[0]
+    search = model.search_modes()[0]  # the model's own search: which graphs it needs
     if config.features.kind != "fbank":
         raise AsrbenchError(f"{config.model.name}: the exported front end computes fbank features; this run uses "
                             f"{config.features.kind}")
@@ -392,9 +392,9 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
     (out / MANIFEST).unlink(missing_ok=True)  # written last: a half-written export has none
     dim = config.features.dim()
     extra: dict = {}
-    if family == "ctc":
+    if search == "ctc":
         specs = _ctc_specs(model, dim)
-    elif family == "transducer":
+    elif search == "transducer":
         specs, extra["predictor"] = _transducer_specs(model, dim, len(loaded.tokenizer))
         extra["max_symbols_per_frame"] = model.max_symbols_per_frame
     else:
@@ -435,7 +435,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
 
     manifest = {
         "format": EXPORT_FORMAT,
-        "family": family,
+        "search": search,  # the search the graphs serve: ctc, transducer or attention
         "graphs": graphs,  # role -> file: model (CTC); encoder, predictor, joiner; encoder, decoder, ctc_head
         **extra,
         "model": config.model.name,

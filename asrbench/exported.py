@@ -294,9 +294,9 @@ def load_export(directory: str | Path, threads: int = 0, verify: bool = True) ->
     tokenizer = tokenizer_from_dict(json.loads((directory / "tokenizer.json").read_text()))
     extractor = _NumpyExtractor(NumpyFbank(features.sample_rate, features.frame_length_ms, features.frame_shift_ms,
                                            banks))
-    if manifest.get("family") == "transducer":
+    if manifest.get("search") == "transducer":
         model = ExportedTransducer(directory, manifest, threads)
-    elif manifest.get("family") == "attention":
+    elif manifest.get("search") == "attention":
         model = ExportedAttention(directory, manifest, threads)
     else:
         model = ExportedCTC(directory / manifest["graphs"]["model"], threads)

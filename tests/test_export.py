@@ -77,7 +77,7 @@ def test_an_exported_dir_describes_itself_and_transcribes_like_its_run(exported)
     manifest = json.loads((out / "manifest.json").read_text())
     assert is_export(out) and not is_export(run)
     assert manifest["model"] == "cnn" and manifest["graphs"] == {"model": "model.int8.onnx"}
-    assert manifest["family"] == "ctc" and manifest["units"] == "char"
+    assert manifest["search"] == "ctc" and manifest["units"] == "char"
     assert manifest["max_abs_difference_vs_pytorch"]["model.onnx"] < 1e-4
     assert set(manifest["files"]) >= {"model.onnx", "model.int8.onnx", "tokenizer.json", "cmvn.json", "mel_banks.npy"}
     assert {"torch", "onnx", "onnxruntime", "opset", "asrbench"} <= set(manifest["versions"])
@@ -162,7 +162,7 @@ def test_a_transducer_exports_as_three_graphs_and_searches_like_its_run(decoder_
                                                                        name, predictor):
     run, (_, data_dir) = decoder_runs[name], tone_run
     manifest = export_run(run, tmp_path / "exported")
-    assert manifest["family"] == "transducer" and manifest["predictor"]["kind"] == predictor
+    assert manifest["search"] == "transducer" and manifest["predictor"]["kind"] == predictor
     assert set(manifest["graphs"]) == {"encoder", "predictor", "joiner"}
     assert max(manifest["max_abs_difference_vs_pytorch"].values()) < 1e-4
     audio = _audio(data_dir)
@@ -181,7 +181,7 @@ def test_an_attention_model_exports_its_decoder_step_and_beam_searches_like_its_
                                                                                    name, graphs):
     run, (_, data_dir) = decoder_runs[name], tone_run
     manifest = export_run(run, tmp_path / "exported")
-    assert manifest["family"] == "attention" and set(manifest["graphs"]) == graphs
+    assert manifest["search"] == "attention" and set(manifest["graphs"]) == graphs
     assert max(manifest["max_abs_difference_vs_pytorch"].values()) < 1e-4
     audio = _audio(data_dir)
     modes = [DecodeOptions(beam=4)] + ([DecodeOptions(beam=4, mode="ctc")] if "ctc_head" in graphs else [])
