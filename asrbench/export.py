@@ -33,6 +33,7 @@ import hashlib
 import logging
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,9 +133,27 @@ def _all_difference(expected: tuple, got: list) -> float:
     return worst
 
 
+# torch's exporters log their internals (a missing torchvision, a failed tracing strategy that a
+# fallback then handles) to these loggers; a user exporting a model needs none of it.
+QUIET_LOGGERS = ("torch.onnx", "torch._dynamo", "torch._guards", "torch.export", "torch.fx", "onnxscript")
+
+
+@contextmanager
+def _quiet_exporters():
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def _export(spec: GraphSpec, path: Path, exporter: str) -> None:
     names = {"input_names": spec.inputs, "output_names": spec.outputs}
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), _quiet_exporters():
         warnings.simplefilter("ignore")  # the exporters' deprecation and tracing notes
         if exporter == "dynamo":
             dims = {name: torch.export.Dim(name, min=low, max=high) for name, (low, high) in DIM_RANGES.items()}
