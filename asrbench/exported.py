@@ -26,7 +26,7 @@ from asrbench.decoding.alignment import ctc_alignments, transducer_alignments
 from asrbench.decoding.searchers import (
     DecodeOptions,
     Searcher,
-    attention_searcher,
+    attention_model_searcher,
     ctc_searcher,
     transducer_searcher,
 )
@@ -226,15 +226,7 @@ class ExportedAttention:
         return ("attention", "ctc") if self.ctc_head is not None else ("attention",)
 
     def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
-        if options.mode == "ctc":
-            if self.ctc_head is None:
-                raise AsrbenchError("--mode ctc needs a CTC branch; this model was trained with ctc_weight 0")
-            return ctc_searcher(self, tokenizer, options, data_dir, lm, lexicon)
-        if options.mode == "transducer":
-            raise AsrbenchError("--mode transducer needs a transducer; this is an attention model")
-        if options.lm or options.lexicon:
-            raise AsrbenchError("LM fusion and lexicons apply to CTC search: add --mode ctc")
-        return attention_searcher(self, options)
+        return attention_model_searcher(self, tokenizer, options, data_dir, lm, lexicon)
 
     def align(self, features: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]) -> list:
         if self.ctc_head is None:

@@ -193,6 +193,24 @@ def attention_searcher(model, options: DecodeOptions) -> Searcher:
     return Searcher("attention_beam", outputs, search, description)
 
 
+def attention_model_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=None, lm=None,
+                             lexicon=None) -> Searcher:
+    """An attention model's searcher (PyTorch or exported): attention beam search, or with
+    ``mode`` "ctc" its CTC branch's search (lexicon and LM included)."""
+    if options.mode == "ctc":
+        if model.ctc_head is None:
+            raise AsrbenchError("--mode ctc needs a CTC branch; this model was trained with ctc_weight 0")
+        return ctc_searcher(model, tokenizer, options, data_dir, lm, lexicon)
+    if options.mode == "transducer":
+        raise AsrbenchError(f"--mode transducer needs a transducer; {type(model).__name__} is an attention model")
+    if options.lm or options.lexicon:
+        raise AsrbenchError("LM fusion and lexicons apply to CTC search: add --mode ctc to decode an attention "
+                            "model's CTC branch with them")
+    if options.backend != "native":
+        raise AsrbenchError(f"--backend {options.backend} is a CTC search backend: add --mode ctc")
+    return attention_searcher(model, options)
+
+
 def transducer_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=None, lm=None,
                         lexicon=None) -> Searcher:
     """Greedy search (beam 1 without an LM or lexicon: up to the model's ``max_symbols_per_frame``

@@ -25,9 +25,8 @@ from asrbench.decoding.searchers import (
     DecodeOptions,
     Searcher,
     TuningRequest,
-    attention_searcher,
+    attention_model_searcher,
     attention_tuning_grid,
-    ctc_searcher,
     ctc_tuning_grid,
 )
 from asrbench.errors import AsrbenchError
@@ -134,18 +133,7 @@ class AttentionModel(nn.Module):
 
     def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
         """Attention beam search, or with ``mode`` "ctc" the CTC branch's search (lexicon and LM included)."""
-        if options.mode == "ctc":
-            if self.ctc_head is None:
-                raise AsrbenchError("--mode ctc needs a CTC branch; this model was trained with ctc_weight 0")
-            return ctc_searcher(self, tokenizer, options, data_dir, lm, lexicon)
-        if options.mode == "transducer":
-            raise AsrbenchError(f"--mode transducer needs a transducer; {type(self).__name__} is an attention model")
-        if options.lm or options.lexicon:
-            raise AsrbenchError("LM fusion and lexicons apply to CTC search: add --mode ctc to decode an attention "
-                                "model's CTC branch with them")
-        if options.backend != "native":
-            raise AsrbenchError(f"--backend {options.backend} is a CTC search backend: add --mode ctc")
-        return attention_searcher(self, options)
+        return attention_model_searcher(self, tokenizer, options, data_dir, lm, lexicon)
 
     def tuning_grid(self, request: TuningRequest) -> list[DecodeOptions]:
         if request.mode == "ctc":
