@@ -169,6 +169,17 @@ def _export(spec: GraphSpec, path: Path, exporter: str) -> None:
                                   dynamic_axes=spec.dynamic, **names)
 
 
+def _largest_difference(spec: GraphSpec, session) -> float:
+    """How far ``session`` (an onnxruntime session on ``spec``'s graph) is from PyTorch on its examples."""
+    difference = 0.0
+    for example in spec.examples:
+        with torch.inference_mode():
+            expected = spec.module(*example)
+        got = session.run(None, {name: value.numpy() for name, value in zip(spec.inputs, example, strict=True)})
+        difference = max(difference, spec.compare(expected, got))
+    return difference
+
+
 def write_graph(spec: GraphSpec, path: Path):
     """``spec`` as an ONNX graph at ``path``, kept only if it equals PyTorch on every example.
 
@@ -185,13 +196,7 @@ def write_graph(spec: GraphSpec, path: Path):
         try:
             _export(spec, path, exporter)
             session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            difference = 0.0
-            for example in spec.examples:
-                with torch.inference_mode():
-                    expected = module(*example)
-                got = session.run(None, {name: value.numpy() for name, value in zip(spec.inputs, example,
-                                                                                      strict=True)})
-                difference = max(difference, spec.compare(expected, got))
+            difference = _largest_difference(spec, session)
         except Exception as err:  # noqa: BLE001 - any exporter failure: try the next, report all
             failures.append(f"{exporter}: {str(err).strip().splitlines()[0][:200]}")
             continue
@@ -431,13 +436,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
             quantized = name.replace(".onnx", ".int8.onnx")
             quantize_dynamic(str(out / name), str(out / quantized), weight_type=QuantType.QInt8)
             session = onnxruntime.InferenceSession(str(out / quantized), providers=["CPUExecutionProvider"])
-            worst = 0.0
-            for example in spec.examples:
-                with torch.inference_mode():
-                    expected = spec.module(*example)
-                worst = max(worst, spec.compare(expected, session.run(None, {
-                    key: value.numpy() for key, value in zip(spec.inputs, example, strict=True)})))
-            difference[quantized] = worst
+            difference[quantized] = _largest_difference(spec, session)
             files.append(quantized)
             graphs[name.removesuffix(".onnx")] = quantized
     extractor = FeatureExtractor(config.features)

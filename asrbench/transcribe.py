@@ -146,8 +146,7 @@ class Transcriber:
                 "decoder": self.searcher.description, "vad": self.vad.to_dict()}
 
     # -- pieces of audio ---------------------------------------------------------------------
-    def _pieces(self, index: int, path: Path) -> Iterator[_Piece]:
-        duration, _ = audio_info(str(path))
+    def _pieces(self, index: int, path: Path, duration: float) -> Iterator[_Piece]:
         notes: Counter = Counter()
         for start, end in detect(str(path), duration, self.vad):
             waveform = load_audio(str(path), self.sample_rate, start,
@@ -206,7 +205,7 @@ class Transcriber:
         segments: list[Segment] = []
         batch: list[_Piece] = []
         try:
-            for piece in self._pieces(index, path):
+            for piece in self._pieces(index, path, duration):
                 batch.append(piece)
                 if sum(p.end - p.start for p in batch) >= BATCH_SECONDS:
                     segments.extend(self._decode(batch))
