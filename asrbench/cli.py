@@ -267,6 +267,9 @@ def decode_command(
     checkpoint: str = typer.Option("best", "--checkpoint",
                                    help="best (the final model: the n-best average with train.average_best), last, "
                                         "or a checkpoint file in the run dir, e.g. checkpoints/nbest/epoch0012.pt"),
+    chunk_ms: float = typer.Option(0.0, "--chunk-ms", help="Streaming model: decode with chunks of this many ms "
+                                   "(a multiple of 40) and measure its latency; 0: full context."),
+    left_chunks: int = typer.Option(-1, "--left-chunks", help="With --chunk-ms: chunks of left context (-1: all)."),
 ) -> None:
     """Decode a split; writes decode/<split>/hypotheses.jsonl and result.json."""
     from asrbench.decode import decode
@@ -282,8 +285,8 @@ def decode_command(
     if lm and lm_weight is None:
         values["lm_weight"] = 0.5  # --tuned replaces it with the tuned weight
     result = decode(run_dir, split, data, device, checkpoint=checkpoint, options=DecodeOptions(**values), tag=tag,
-                    explicit=explicit, use_tuned=tuned, threads=threads)
-    where = f"{split}-{tag}" if tag else split
+                    explicit=explicit, use_tuned=tuned, threads=threads, chunk_ms=chunk_ms, left_chunks=left_chunks)
+    where = f"{split}-{result['tag']}" if result["tag"] else split
     search = f", search RTFx {result['search_rtfx']:,.0f}" if result.get("search_rtfx") else ""
     warning = undefined_rate_warning(result, f"{run_dir} {split}")
     if warning:
@@ -293,6 +296,14 @@ def decode_command(
         f"CER {format_rate(result['cer'])}% "
         f"({result['utterances']} utterances, RTFx {result['rtfx']:,.0f}{search}) -> {run_dir}/decode/{where}"
     )
+    latency = result.get("streaming") or {}
+    if latency.get("final_latency_ms_p90") is not None:
+        console.print(f"streaming {latency['chunk_ms']:g} ms: algorithmic latency "
+                      f"{latency['algorithmic_latency_ms']:g} ms, final-result latency p50 "
+                      f"{latency['final_latency_ms_p50']:g} / p90 "
+                      f"{latency['final_latency_ms_p90']:g} ms, first token p90 "
+                      f"{latency['first_token_latency_ms_p90']:g} ms, RTF {latency['rtf']:g}; streamed = chunked "
+                      f"pass for {latency['streamed_equals_chunked_pass']}/{latency['utterances']}", soft_wrap=True)
 
 
 @_command(app, "transcribe")
@@ -318,10 +329,18 @@ def transcribe_command(
     tuned: bool = typer.Option(False, "--tuned", help="Use every value saved by `asrbench tune`."),
     threads: int = typer.Option(0, "--threads", help="Torch threads (0: torch's default)."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, or a checkpoint file in the run dir."),
+    stream: bool = typer.Option(False, "--stream", help="Feed the audio chunk by chunk through a streaming model "
+                                "(trained with streaming: true), showing partial results."),
+    chunk_ms: float = typer.Option(320.0, "--chunk-ms", help="--stream: chunk in ms (a multiple of 40)."),
+    left_chunks: int = typer.Option(-1, "--left-chunks", help="--stream: chunks of left context (-1: all)."),
+    endpoint_silence: float = typer.Option(1.2, "--endpoint-silence", help="--stream: seconds of blank output "
+                                           "after a token that end a segment (0: never)."),
+    partials: bool = typer.Option(True, "--partials/--no-partials", help="--stream: show partial results."),
 ) -> None:
     """Transcribe audio files: text, JSONL with word times and confidences, or subtitles."""
     from asrbench.decoding.searchers import DecodeOptions
     from asrbench.progress import console
+    from asrbench.streaming import StreamOptions
     from asrbench.transcribe import Transcriber, transcribe_files
     from asrbench.vad import VadOptions
 
@@ -330,8 +349,9 @@ def transcribe_command(
     values = {key: value for key, value in given.items() if value is not None}
     if lm and lm_weight is None:
         values["lm_weight"] = 0.5
+    streamed = StreamOptions(chunk_ms, left_chunks, endpoint_silence, max_segment) if stream else None
     transcriber = Transcriber(model, DecodeOptions(**values), device, checkpoint, set(values), tuned,
-                              VadOptions(kind=vad, max_segment=max_segment), threads)
+                              VadOptions(kind=vad, max_segment=max_segment), threads, streamed, partials)
     console.print(f"transcribing with {model}: {transcriber.description}", soft_wrap=True, highlight=False)
     counts = transcribe_files(transcriber, audio, fmt, out)
     rtfx = counts["audio_seconds"] / counts["seconds"] if counts["seconds"] else 0.0

@@ -16,6 +16,8 @@ from asrbench.errors import AsrbenchError
 FORMATS = ("table", "markdown", "csv", "json")
 COLUMNS = ("run", "model", "units", "params", "wer", "wer_ci", "vs_best", "cer", "rtfx", "train_seconds", "epochs",
            "split")
+# Shown when a row was decoded in chunks (decode --chunk-ms): its latency and its full-context WER.
+STREAM_COLUMNS = ("chunk_ms", "full_context_wer", "algorithmic_latency_ms", "final_latency_ms_p90")
 HYPOTHESES = "hypotheses.jsonl"
 # vs_best: the run with the lowest WER among runs decoded on the same utterances, and whether each
 # other run is significantly worse than it (stats.compare_systems' matched-pairs test at alpha).
@@ -67,6 +69,7 @@ def collect(run_dirs: list[str | Path], split: str = "test", resamples: int = st
         result = rundir.read_json(result_path)
         summary_path = run_dir / rundir.SUMMARY
         summary = rundir.read_json(summary_path) if summary_path.is_file() else {}
+        streamed = result.get("streaming") or {}
         rows.append(
             {
                 "run": str(run_dir),
@@ -92,6 +95,8 @@ def collect(run_dirs: list[str | Path], split: str = "test", resamples: int = st
                 "config_hash": result.get("config_hash"),
                 "decoder": (result.get("decoder") or {}).get("kind"),
                 "environment": result.get("environment"),
+                **{key: streamed.get(key) for key in STREAM_COLUMNS},
+                "streaming": streamed or None,
                 "pairs": [],
             }
         )
@@ -164,14 +169,25 @@ def _cell(key: str, value) -> str:
         return f"{value:,.0f}"
     if key == "params":
         return f"{value / 1e6:.2f}M"
-    if key == "train_seconds":
+    if key in ("train_seconds", "algorithmic_latency_ms", "final_latency_ms_p90", "chunk_ms"):
         return f"{value:.0f}"
+    if key == "full_context_wer":
+        return scoring.format_rate(value)
     return str(value)
 
 
 HEADERS = {"run": "run", "model": "model", "units": "units", "params": "params", "wer": "WER %", "wer_ci": "WER 95% CI",
            "vs_best": "≈best", "cer": "CER %", "rtfx": "RTFx", "train_seconds": "train s", "epochs": "epochs",
-           "split": "split"}
+           "split": "split", "chunk_ms": "chunk ms", "full_context_wer": "full-context WER %",
+           "algorithmic_latency_ms": "algorithmic latency ms", "final_latency_ms_p90": "final latency p90 ms"}
+
+
+def columns(rows: list[dict]) -> tuple[str, ...]:
+    """The table's columns: the streaming ones after RTFx when a row was decoded in chunks."""
+    if not any(row.get("chunk_ms") for row in rows):
+        return COLUMNS
+    at = COLUMNS.index("rtfx") + 1
+    return COLUMNS[:at] + STREAM_COLUMNS + COLUMNS[at:]
 
 
 def _has_statistics(rows: list[dict]) -> bool:
@@ -180,13 +196,14 @@ def _has_statistics(rows: list[dict]) -> bool:
 
 def rich_table(rows: list[dict], title: str | None = None) -> Table:
     table = Table(title=title, caption=LEGEND if _has_statistics(rows) else None)
-    for key in COLUMNS:
+    shown = columns(rows)
+    for key in shown:
         table.add_column(HEADERS[key], justify="left" if key in ("run", "model", "units", "split") else "right")
     best = min((row["wer"] for row in rows if row["wer"] is not None), default=None)
     grouped = any(row.get("vs_best") is not None for row in rows)
     for row in rows:
         is_best = row.get("vs_best") == BEST if grouped else row["wer"] is not None and row["wer"] == best
-        table.add_row(*(_cell(key, row[key]) for key in COLUMNS), style="bold green" if is_best else None)
+        table.add_row(*(_cell(key, row.get(key)) for key in shown), style="bold green" if is_best else None)
     return table
 
 
@@ -219,9 +236,10 @@ def render(rows: list[dict], fmt: str) -> str:
         writer.writerows({key: _csv_value(value) for key, value in row.items()} for row in rows)
         return buffer.getvalue()
     if fmt == "markdown":
-        lines = ["| " + " | ".join(HEADERS[k] for k in COLUMNS) + " |",
-                 "|" + "|".join("---" if k in ("run", "model", "units", "split") else "---:" for k in COLUMNS) + "|"]
-        lines += ["| " + " | ".join(_cell(k, row[k]) for k in COLUMNS) + " |" for row in rows]
+        shown = columns(rows)
+        lines = ["| " + " | ".join(HEADERS[k] for k in shown) + " |",
+                 "|" + "|".join("---" if k in ("run", "model", "units", "split") else "---:" for k in shown) + "|"]
+        lines += ["| " + " | ".join(_cell(k, row.get(k)) for k in shown) + " |" for row in rows]
         if _has_statistics(rows):
             lines += ["", LEGEND]
         lines += ["", *_provenance(rows)]

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from asrbench import fileio, rundir
+from asrbench import fileio, rundir, streaming
 from asrbench.checkpoint import load_model
 from asrbench.data.batching import BucketBatchSampler, Collator
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
@@ -110,6 +110,45 @@ def recognize(
     return Recognition(hypotheses, mean_loss, model_seconds, audio_seconds, search_seconds, searched_ids)
 
 
+def _write_scores(out_dir: Path, features: FeatureSet, hypotheses: list[str], normalizer: str) -> list:
+    """hypotheses.jsonl, then the per-utterance scores: readable alignments, sclite trn files,
+    per-speaker rates, confusions (the CIs come from the returned scores)."""
+    utterances = features.utterances
+    fileio.write_jsonl(out_dir / "hypotheses.jsonl", [
+        {"id": utt.id, "ref": normalize(utt.text, normalizer), "hyp": normalize(hyp, normalizer)}
+        for utt, hyp in zip(utterances, hypotheses, strict=True)])
+    scores = score_utterances([utt.text for utt in utterances], hypotheses, normalizer, [utt.id for utt in utterances])
+    write_report(out_dir, scores, {utt.id: utt.speaker for utt in utterances}, normalizer)
+    return scores
+
+
+def _set_chunks(model: nn.Module, config, chunk_ms: float, left_chunks: int) -> str:
+    """Make a streaming model decode in chunks; the default tag of its decode dir."""
+    encoder = streaming.require_streaming(model, config.model.name)
+    encoder.set_chunk(streaming.chunk_frames(model, chunk_ms, config.features.frame_shift_ms), left_chunks)
+    return f"chunk{chunk_ms:g}" + (f"-left{left_chunks}" if left_chunks >= 0 else "")
+
+
+def _streaming_figures(run_dir: Path, split: str, model: nn.Module, loaded, features: FeatureSet,
+                       recognition: Recognition, chunk_ms: float, left_chunks: int, device: torch.device,
+                       references: list[str]) -> dict:
+    """``result.json``'s ``streaming``: the chunk and its algorithmic latency; for a CTC model on
+    CPU also the measured latencies (:func:`asrbench.streaming.measure`); and the split's
+    full-context WER when the run has it."""
+    config, tokenizer = loaded.config, loaded.tokenizer
+    figures = {"chunk_ms": chunk_ms, "left_chunks": left_chunks, "algorithmic_latency_ms": round(
+        streaming.algorithmic_latency_ms(chunk_ms, config.features.frame_shift_ms, config.features.frame_length_ms), 1)}
+    if streaming.streams_ctc(model) and device.type == "cpu":
+        console.print(f"streaming {len(features)} utterances at {chunk_ms:g} ms chunks for the latency figures")
+        ignored = {tokenizer.blank_id, tokenizer.sos_id}
+        figures = streaming.measure(model, tokenizer, loaded.cmvn, config.features, features.utterances, chunk_ms,
+                                    left_chunks, recognition.token_ids,
+                                    [[i for i in tokenizer.encode(text) if i not in ignored] for text in references])
+    full_context = run_dir / "decode" / split / "result.json"  # the same split at full context, if decoded
+    figures["full_context_wer"] = rundir.read_json(full_context).get("wer") if full_context.is_file() else None
+    return figures
+
+
 TUNED = "tuned.json"  # decoding values chosen on dev by `asrbench tune`
 
 
@@ -156,12 +195,18 @@ def decode(
     explicit: set[str] | None = None,
     use_tuned: bool = False,
     threads: int = 0,
+    chunk_ms: float = 0.0,
+    left_chunks: int = -1,
 ) -> dict:
     """Decode ``split`` with the run's best checkpoint; returns the result dict written to disk.
 
     Results go to ``decode/<split>/`` (or ``decode/<split>-<tag>/`` to keep several decodings of
     one split side by side). ``options`` selects greedy, CTC beam (+ lexicon, LM) or attention
     beam search; see :mod:`asrbench.decoding.searchers`.
+
+    ``chunk_ms`` > 0 decodes a streaming model in chunks of that many ms with ``left_chunks`` of
+    left context (-1: all), into ``decode/<split>-chunk<ms>/`` unless tagged, and measures its
+    latency (:func:`_streaming_figures`).
     """
     run_dir = rundir.require_run_dir(run_dir)
     if threads > 0:
@@ -177,11 +222,15 @@ def decode(
         require_prepared(data_dir, (), "--data")  # a folder that exists; split_path names the missing split
     data_dir = Path(data_dir) if data_dir else Path(config.data.dir)
     split_path(data_dir, split)  # a plain, prepared split name
+    model = loaded.model
+    if chunk_ms:
+        chunked_tag = _set_chunks(model, config, chunk_ms, left_chunks)
+        tag = tag or chunked_tag
     out_dir = run_dir / "decode" / (f"{split}-{tag}" if tag else split)
     # The result is written last; an old one goes first, so an interrupted decode leaves none behind.
     (out_dir / "result.json").unlink(missing_ok=True)
     torch_device = resolve_device(device)
-    model = loaded.model.to(torch_device)
+    model = model.to(torch_device)
     searcher = build_searcher(model, loaded.tokenizer, options, config.data.dir)
     console.print(f"decoding {run_dir} {split}: {describe_search(searcher.description, checkpoint, tuned_from)}",
                   soft_wrap=True)
@@ -197,14 +246,10 @@ def decode(
     token_rates = token_error_rate(
         [[i for i in tokenizer.encode(normalize(text, normalizer)) if i not in ignored] for text in references],
         [[i for i in ids if i not in ignored] for ids in recognition.token_ids])
-    rows = [
-        {"id": utt.id, "ref": normalize(utt.text, normalizer), "hyp": normalize(hyp, normalizer)}
-        for utt, hyp in zip(features.utterances, recognition.hypotheses, strict=True)
-    ]
-    fileio.write_jsonl(out_dir / "hypotheses.jsonl", rows)
-    # Per-utterance scores: readable alignments, sclite trn files, per-speaker rates, confusions, CIs.
-    scores = score_utterances(references, recognition.hypotheses, normalizer, [utt.id for utt in features.utterances])
-    write_report(out_dir, scores, {utt.id: utt.speaker for utt in features.utterances}, normalizer)
+    scores = _write_scores(out_dir, features, recognition.hypotheses, normalizer)
+    streamed = None if not chunk_ms else _streaming_figures(
+        run_dir, split, model, loaded, features, recognition, chunk_ms, left_chunks, torch_device,
+        [normalize(text, normalizer) for text in references])
     audio = recognition.audio_seconds
     result = {
         "run": str(run_dir),
@@ -232,6 +277,7 @@ def decode(
             "rtfx_covers": "network + search after one warm-up batch, features from cache; search_rtfx: the "
                            "search alone (attention search includes its decoder network)",
         },
+        "streaming": streamed,
         "config_hash": config.hash(),
         "environment": environment(torch_device),
     }

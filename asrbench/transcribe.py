@@ -26,7 +26,7 @@ import numpy as np
 import soundfile
 import torch
 
-from asrbench import fileio, rundir
+from asrbench import fileio, rundir, streaming
 from asrbench.data.audio import audio_info, load_audio
 from asrbench.data.store import DTYPES
 from asrbench.decoding.alignment import word_spans
@@ -35,6 +35,7 @@ from asrbench.env import resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.exported import is_export, load_export
 from asrbench.progress import console, progress_bar
+from asrbench.streaming import StreamOptions
 from asrbench.vad import VadOptions, detect
 
 BATCH_SECONDS = 120.0  # audio decoded in one batch
@@ -106,7 +107,8 @@ class Transcriber:
 
     def __init__(self, model_dir: str | Path, options: DecodeOptions | None = None, device: str = "auto",
                  checkpoint: str = "best", explicit: set[str] | None = None, use_tuned: bool = False,
-                 vad: VadOptions | None = None, threads: int = 0):
+                 vad: VadOptions | None = None, threads: int = 0, stream: StreamOptions | None = None,
+                 show_partials: bool = False):
         if threads > 0:
             torch.set_num_threads(threads)
         options = options or DecodeOptions()
@@ -134,16 +136,59 @@ class Transcriber:
             self.device = resolve_device(device)
             self.model = loaded.model.to(self.device).eval()
             self.extractor = FeatureExtractor(self.features)
+        self.stream, self.show_partials = stream, show_partials
+        if stream is not None:
+            self._streaming(options, is_export(model_dir))
         self.searcher = build_searcher(self.model, self.tokenizer, options, self.data_dir)
         self.description = describe_search(self.searcher.description, checkpoint, tuned_from)
+        if stream is not None:
+            self.description = f"streaming greedy CTC, {stream.chunk_ms:g} ms chunks ({checkpoint})"
         self.options, self.vad = options, vad or VadOptions()
         self.sample_rate = self.features.sample_rate
         self.frame_shift = self.features.frame_shift_ms / 1000
         self.notes: Counter = Counter()  # resampling and downmixing, reported once per kind
 
+    def _streaming(self, options: DecodeOptions, exported: bool) -> None:
+        """Check that this model and these options can stream, and build the streaming search."""
+        if exported:
+            raise AsrbenchError("--stream needs a run dir: exported models decode whole segments")
+        if options.beam > 1 or options.lm or options.lexicon:
+            raise AsrbenchError("--stream decodes greedily: drop --beam, --lm and --lexicon")
+        if not streaming.streams_ctc(self.model):
+            streaming.require_streaming(self.model, self.model_name)  # names the option when it cannot stream
+            raise AsrbenchError(f"model {self.model_name}: --stream has a CTC search only; decode this model "
+                                f"with `asrbench decode --chunk-ms` instead")
+        chunk = streaming.chunk_frames(self.model, self.stream.chunk_ms, self.features.frame_shift_ms)
+        self.recognizer = streaming.StreamingCTC(self.model, chunk, self.stream.left_chunks)
+        self.front_end = streaming.StreamingFrontEnd(self.extractor, self.cmvn, self.features.dtype)
+
     def describe(self) -> dict:
-        return {"model": self.model_name, "units": self.tokenizer.kind,
-                "decoder": self.searcher.description, "vad": self.vad.to_dict()}
+        return {"model": self.model_name, "units": self.tokenizer.kind, "decoder": self.searcher.description,
+                "vad": (self.stream or self.vad).to_dict()}
+
+    def _streamed(self, path: Path, duration: float) -> list[Segment]:
+        """The file streamed chunk by chunk (:func:`asrbench.streaming.stream_file`), partial
+        results shown as they grow when ``show_partials``."""
+        shown = {"text": ""}
+
+        def partial(seconds: float, tokens: list[int]) -> None:
+            text = " ".join(self.tokenizer.decode(list(tokens)).split())
+            if self.show_partials and text != shown["text"]:
+                console.print(f"[dim]{path.name} {seconds:7.2f}s  {text}[/dim]", soft_wrap=True, highlight=False)
+            shown["text"] = text
+
+        notes: Counter = Counter()
+        pieces = streaming.stream_file(str(path), duration, self.recognizer, self.front_end, self.stream,
+                                       partial, notes)
+        self.notes.update(notes.keys())
+        segments = []
+        for piece in pieces:
+            words = [{"word": word.word, "start": round(piece.start + word.start, 3),
+                      "end": round(piece.start + word.end, 3), "confidence": word.confidence}
+                     for word in word_spans(piece.alignment, self.tokenizer, self.frame_shift)]
+            text = " ".join(self.tokenizer.decode(piece.tokens).split())
+            segments.append(Segment(round(piece.start, 3), round(piece.end, 3), text, words))
+        return segments
 
     # -- pieces of audio ---------------------------------------------------------------------
     def _pieces(self, index: int, path: Path, duration: float) -> Iterator[_Piece]:
@@ -205,6 +250,8 @@ class Transcriber:
         segments: list[Segment] = []
         batch: list[_Piece] = []
         try:
+            if self.stream is not None:
+                return FileTranscript(str(path), duration, self._streamed(path, duration))
             for piece in self._pieces(index, path, duration):
                 batch.append(piece)
                 if sum(p.end - p.start for p in batch) >= BATCH_SECONDS:

@@ -115,3 +115,26 @@ models:
     run = root / "run"
     asrbench.train.train(recipe, "cnn", run, seed=0)
     return run, data_dir
+
+
+@pytest.fixture(scope="session")
+def streaming_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(run dir, data dir): a small streaming Conformer (chunked attention, causal convolution,
+    dynamic chunks) trained once per session on the tone corpus; tests may add decode dirs only."""
+    from helpers import write_tone_corpus
+
+    root = tmp_path_factory.mktemp("streaming_run")
+    data_dir = write_tone_corpus(root, pauses=(0.1, 0.4, 0.8, 1.2))  # a stream has pauses to end segments at
+    recipe = root / "recipe.yaml"
+    recipe.write_text(f"""
+data: {{dir: {data_dir}}}
+features: {{sample_rate: 8000, num_mel_bins: 23}}
+augment: {{spec_augment: false}}
+train: {{epochs: 40, batch_frames: 400, lr: 5.0e-3, warmup_steps: 5}}
+models:
+  conformer: {{d_model: 32, num_heads: 2, num_layers: 2, ff_dim: 64, kernel_size: 5, subsample_channels: 4,
+              streaming: true, max_train_chunk: 4}}
+""")
+    run = root / "run"
+    asrbench.train.train(recipe, "conformer", run, seed=0)
+    return run, data_dir

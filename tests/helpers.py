@@ -49,9 +49,11 @@ def make(name: str, seed: int = 0) -> torch.nn.Module:
 WORDS = {"LOW": 300.0, "HIGH": 1500.0}
 
 
-def write_tone_corpus(root: Path) -> Path:
-    """Utterances of one or two tone 'words' (300 Hz = LOW, 1500 Hz = HIGH) separated by silence."""
+def write_tone_corpus(root: Path, pauses: tuple[float, ...] = ()) -> Path:
+    """Utterances of one or two tone 'words' (300 Hz = LOW, 1500 Hz = HIGH) separated by silence:
+    0.1 s after each word, or one of ``pauses`` (seconds, drawn per word) when given."""
     rng = np.random.default_rng(0)
+    pause_rng = np.random.default_rng(1)  # its own draws: the corpus without pauses stays the same
     data_dir = root / "data"
     (root / "audio").mkdir(parents=True)
     for split, count in (("train", 12), ("dev", 4), ("test", 4)):
@@ -61,7 +63,8 @@ def write_tone_corpus(root: Path) -> Path:
             pieces = []
             for word in words:
                 time = np.arange(2400) / 8000
-                pieces += [np.sin(2 * np.pi * WORDS[word] * time) * 0.3, np.zeros(800)]
+                silence = int(8000 * pause_rng.choice(pauses)) if pauses else 800
+                pieces += [np.sin(2 * np.pi * WORDS[word] * time) * 0.3, np.zeros(silence)]
             audio = np.concatenate(pieces) + rng.normal(0, 0.003, sum(len(p) for p in pieces))
             path = root / "audio" / f"{split}{index}.wav"
             soundfile.write(path, audio, 8000, subtype="PCM_16")

@@ -170,6 +170,12 @@ class Conv2dSubsampling(nn.Module):
     def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
         return ((lengths - 1) // 2 - 1) // 2
 
+    @staticmethod
+    def chunk_window(chunk: int) -> tuple[int, int]:
+        """(feature frames a chunk of ``chunk`` output frames reads, feature frames it advances):
+        each output frame reads 7 frames, at a stride of 4 (streaming models feed these windows)."""
+        return 4 * chunk + 3, 4 * chunk
+
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if features.size(1) < 7:  # the two convolutions need 7 frames to give one
             features = nn.functional.pad(features, (0, 0, 0, 7 - features.size(1)))
@@ -193,10 +199,12 @@ class SinusoidalPositionalEncoding(nn.Module):
         self.scale = math.sqrt(d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.size(1) > self.table.size(0):
-            raise ValueError(f"sequence of {x.size(1)} frames exceeds the positional table ({self.table.size(0)})")
-        return self.dropout(x * self.scale + self.table[: x.size(1)])
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """x (B, T, d_model) at positions offset .. offset + T - 1 (a chunk of a stream: offset > 0)."""
+        if offset + x.size(1) > self.table.size(0):
+            raise ValueError(f"sequence of {offset + x.size(1)} frames exceeds the positional table "
+                             f"({self.table.size(0)})")
+        return self.dropout(x * self.scale + self.table[offset: offset + x.size(1)])
 
 
 class MaskedBatchNorm1d(nn.BatchNorm1d):

@@ -1,12 +1,15 @@
 """Bidirectional LSTM and GRU encoders with 4x convolutional time subsampling.
 
 Padding is kept out of the recurrence (:func:`asrbench.models.common.run_recurrent`), so a
-short utterance in a long batch gets the same output as alone.
+short utterance in a long batch gets the same output as alone. With ``bidirectional: false`` the
+encoder streams: its only lookahead is the subsampling's, and :meth:`RNNEncoder.encode_chunk`
+carries the recurrence's state from chunk to chunk (the same outputs as one pass).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,6 +28,16 @@ class RNNConfig:
     # LSTM only: the forget gates' bias at initialization (None: PyTorch's uniform init). 1.0 is
     # the usual choice (Gers et al. 2000; Jozefowicz et al. 2015): cells keep their state early on.
     forget_bias: float | None = None
+
+
+@dataclass
+class RecurrentStream:
+    """What a unidirectional recurrent encoder keeps between chunks: its layers' state."""
+
+    chunk: int
+    left_chunks: int = -1
+    hidden: Any = None  # (layers, B, H), or (h, c) for an LSTM; None before the first chunk
+    offset: int = 0
 
 
 class RNNEncoder(CTCModel):
@@ -54,11 +67,37 @@ class RNNEncoder(CTCModel):
         directions = 2 if config.bidirectional else 1
         self.encoder_dim = config.hidden_size * directions
         self.head = CTCHead(self.encoder_dim, vocab_size, config.dropout)
+        self.streaming = not config.bidirectional  # a unidirectional recurrence looks ahead no further
+        self.decode_chunk, self.decode_left_chunks = 0, -1
 
     def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, F), (B,) -> encoder output (B, T/4, directions * hidden), output_lengths (B,)."""
         x, lengths = self.subsampling(features, feature_lengths)
         return run_recurrent(self.rnn, x, lengths), lengths
+
+    # -- streaming (bidirectional: false) ------------------------------------------------------
+    def set_chunk(self, chunk: int, left_chunks: int = -1) -> None:
+        """A unidirectional recurrence gives the same outputs whatever the chunk: only checked."""
+        if chunk > 0 and not self.streaming:
+            raise ValueError("chunked decoding needs a model trained with streaming (bidirectional: false)")
+        if chunk > 0 and left_chunks >= 0:
+            raise ValueError("a recurrent encoder carries its whole history: left chunks do not apply")
+        self.decode_chunk, self.decode_left_chunks = max(0, chunk), left_chunks
+
+    chunk_window = staticmethod(Conv2dSubsampling.chunk_window)
+
+    def init_stream(self, chunk: int, left_chunks: int = -1) -> RecurrentStream:
+        self.set_chunk(chunk, left_chunks)
+        return RecurrentStream(chunk, left_chunks)
+
+    @torch.no_grad()
+    def encode_chunk(self, features: torch.Tensor, state: RecurrentStream) -> tuple[torch.Tensor, RecurrentStream]:
+        """A chunk's feature window (B, W, F) -> its encoder output (B, <= chunk, H); the state carries on."""
+        lengths = torch.full((features.size(0),), features.size(1), dtype=torch.long, device=features.device)
+        x, lengths = self.subsampling(features, lengths)
+        x, state.hidden = self.rnn(x[:, : int(lengths.min())], state.hidden)
+        state.offset += x.size(1)
+        return x, state
 
 
 class LSTM(RNNEncoder):

@@ -1,0 +1,406 @@
+"""Streaming recognition: audio in, chunk by chunk, partial results out, with measured latency.
+
+A streaming model (a Conformer trained with ``streaming: true``, :mod:`asrbench.models.conformer`)
+encodes a chunk of ``chunk_ms`` as soon as the feature frames that chunk reads have arrived,
+keeping its attention and convolution caches between chunks; its CTC head and greedy search then
+extend the hypothesis, which only grows (CTC best path is decided frame by frame). The text at the
+end of a stream equals that of one masked pass over the whole utterance with the same chunk
+configuration (``decode --chunk-ms``), which is what makes the chunk-size WER honest.
+
+Where a chunk's time goes, for an encoder frame of ``4 x shift`` (40 ms at a 10 ms shift) and a
+chunk of ``c`` encoder frames: the chunk reads ``4c + 3`` feature frames, so besides the chunk
+itself it waits for 3 more frame shifts (the subsampling's right context) and for the last
+frame's window to fill (window - shift): the **algorithmic latency** is ``chunk + 3 shifts +
+window - shift`` (320 + 30 + 15 = 365 ms at 320 ms chunks). Computing it adds the chunk's
+**compute time**; the latency figures (:func:`simulate`) replay a stream in real time with the
+measured compute time of every chunk (a chunk waits for the one before it to finish).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from asrbench.data.audio import load_audio
+from asrbench.data.store import DTYPES
+from asrbench.decoding.alignment import TokenAlignment, ctc_viterbi, word_spans
+from asrbench.errors import AsrbenchError
+
+BLANK = 0
+RECEPTIVE_FIELD = 7  # feature frames one output frame of the 4x subsampling reads
+
+
+def streaming_encoder(model: nn.Module) -> nn.Module | None:
+    """The model's encoder if it can run chunk by chunk (``streaming: true``), else None."""
+    for candidate in (model, getattr(model, "encoder", None)):
+        if candidate is not None and getattr(candidate, "streaming", False) and hasattr(candidate, "encode_chunk"):
+            return candidate
+    return None
+
+
+def chunk_frames(model: nn.Module, chunk_ms: float, frame_shift_ms: float) -> int:
+    """Encoder frames per chunk of ``chunk_ms``; a user error unless it is a whole number of them."""
+    frame_ms = 4 * frame_shift_ms
+    frames = chunk_ms / frame_ms
+    if chunk_ms <= 0 or abs(frames - round(frames)) > 1e-6:
+        raise AsrbenchError(f"--chunk-ms {chunk_ms:g}: use a positive multiple of the encoder frame, "
+                            f"{frame_ms:g} ms (e.g. {int(frame_ms * 4)}, {int(frame_ms * 8)}, {int(frame_ms * 16)})")
+    return int(round(frames))
+
+
+def require_streaming(model: nn.Module, name: str) -> nn.Module:
+    encoder = streaming_encoder(model)
+    if encoder is None:
+        raise AsrbenchError(f"model {name} was not trained to stream: --chunk-ms and --stream need a model "
+                            f"trained with streaming: true (e.g. --set models.conformer.streaming=true)")
+    return encoder
+
+
+def algorithmic_latency_ms(chunk_ms: float, frame_shift_ms: float, frame_length_ms: float) -> float:
+    """The chunk, the subsampling's right context (3 frame shifts) and the last frame's window."""
+    return chunk_ms + 3 * frame_shift_ms + (frame_length_ms - frame_shift_ms)
+
+
+class StreamingFrontEnd:
+    """Samples in, normalized feature frames out, as they become complete.
+
+    Frame ``f`` reads samples ``[f * shift, f * shift + window)`` (Kaldi's snip-edges framing), so a
+    frame is computed once its window has arrived, from the same extractor, storage rounding and
+    CMVN as a whole-utterance pass: the frames equal that pass's frames.
+    """
+
+    def __init__(self, extractor, cmvn, dtype: str):
+        self.extractor, self.cmvn, self.dtype = extractor, cmvn, DTYPES[dtype]
+        self.shift, self.size = extractor.shift, extractor.size
+        self.reset()
+
+    def reset(self) -> None:
+        self.buffer = torch.zeros(0)
+        self.frames_out = 0  # frames emitted so far
+
+    def accept(self, samples: torch.Tensor) -> torch.Tensor:
+        """(n,) float samples -> (frames, F) the new frames (possibly none)."""
+        self.buffer = torch.cat([self.buffer, samples.float()])
+        count = 0 if self.buffer.numel() < self.size else 1 + (self.buffer.numel() - self.size) // self.shift
+        if count == 0:
+            return torch.zeros(0, 0)
+        used = (count - 1) * self.shift + self.size
+        frames = self.extractor(self.buffer[:used])[:count]
+        self.buffer = self.buffer[count * self.shift:]
+        self.frames_out += count
+        return self.cmvn(torch.from_numpy(frames.numpy().astype(self.dtype).astype(np.float32)))
+
+
+@dataclass
+class ChunkResult:
+    """What one chunk did: the feature frames it read up to, its new tokens, its compute time."""
+
+    last_frame: int  # index of the last feature frame the chunk read (in the stream)
+    tokens: list[int]
+    seconds: float
+    final: bool  # the chunk at the end of the stream
+
+
+@dataclass
+class StreamingCTC:
+    """Greedy CTC over a streaming encoder, one stream (batch 1): features in, tokens out."""
+
+    model: nn.Module  # a CTC model whose encoder streams
+    chunk: int  # encoder frames per chunk
+    left_chunks: int = -1
+    results: list[ChunkResult] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.encoder = require_streaming(self.model, type(self.model).__name__)
+        self.window, self.stride = self.encoder.chunk_window(self.chunk)
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = self.encoder.init_stream(self.chunk, self.left_chunks)
+        self.pending = torch.zeros(0, 0)  # feature frames not yet consumed by a chunk (their stream index: start)
+        self.start = 0  # stream index of pending's first frame
+        self.tokens: list[int] = []
+        self.previous = BLANK  # last frame's argmax, for CTC's collapse across chunks
+        self.log_probs: list[torch.Tensor] = []  # per chunk (t, V), for alignment at the end
+        self.trailing_blanks = 0  # output frames since the last token
+        self.results = []
+
+    @property
+    def frames(self) -> int:
+        return sum(piece.size(0) for piece in self.log_probs)
+
+    @torch.no_grad()
+    def _run(self, window: torch.Tensor, final: bool) -> ChunkResult:
+        began = time.perf_counter()
+        encoded, self.state = self.encoder.encode_chunk(window.unsqueeze(0), self.state)
+        log_probs = self.model.head(encoded)[0]  # (t, V)
+        new = []
+        for token in log_probs.argmax(dim=-1).tolist():
+            if token != BLANK and token != self.previous:
+                new.append(token)
+                self.trailing_blanks = 0
+            elif token == BLANK:
+                self.trailing_blanks += 1
+            self.previous = token
+        result = ChunkResult(self.start + window.size(0) - 1, new, time.perf_counter() - began, final)
+        self.tokens.extend(new)
+        self.log_probs.append(log_probs)
+        self.results.append(result)
+        return result
+
+    def accept(self, features: torch.Tensor) -> list[ChunkResult]:
+        """New feature frames (n, F) -> the chunks they completed."""
+        if features.numel() == 0:
+            return []
+        self.pending = features if self.pending.numel() == 0 else torch.cat([self.pending, features])
+        done = []
+        while self.pending.size(0) >= self.window:
+            done.append(self._run(self.pending[: self.window], final=False))
+            self.pending = self.pending[self.stride:]
+            self.start += self.stride
+        return done
+
+    def finish(self) -> list[ChunkResult]:
+        """The stream has ended: the frames left make a last, shorter chunk (if they give an output)."""
+        done = []
+        if self.pending.size(0) >= RECEPTIVE_FIELD:
+            done.append(self._run(self.pending, final=True))
+        self.pending = self.pending[:0]
+        return done
+
+    def alignment(self, input_frames: int) -> TokenAlignment:
+        """The CTC Viterbi alignment of the hypothesis over the stream's own outputs (word times)."""
+        log_probs = torch.cat(self.log_probs) if self.log_probs else torch.zeros(0, 1)
+        spans, probabilities = ctc_viterbi(log_probs, self.tokens) if self.tokens else ([], [])
+        return TokenAlignment(list(self.tokens), spans, probabilities, log_probs.size(0), input_frames)
+
+
+def frame_available(frame: int, shift: int, size: int, sample_rate: int) -> float:
+    """Seconds into the stream at which feature frame ``frame`` has all its samples."""
+    return (frame * shift + size) / sample_rate
+
+
+@dataclass
+class StreamTimes:
+    """One replayed stream: when (seconds into the audio) each chunk was done, and its tokens."""
+
+    done: list[float]
+    tokens: list[list[int]]
+    compute: list[float]
+
+
+def simulate(results: list[ChunkResult], duration: float, shift: int, size: int, sample_rate: int) -> StreamTimes:
+    """Replay chunks in real time: a chunk starts when its last frame has arrived (the stream's end
+    for the last chunk) and the chunk before it is done, and takes its measured compute time."""
+    done, clock = [], 0.0
+    for result in results:
+        arrived = duration if result.final else min(duration, frame_available(result.last_frame, shift, size,
+                                                                             sample_rate))
+        clock = max(clock, arrived) + result.seconds
+        done.append(clock)
+    return StreamTimes(done, [r.tokens for r in results], [r.seconds for r in results])
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def latency_summary(first_token: list[float], final: list[float], compute: list[float], audio_seconds: float,
+                    chunk_ms: float, left_chunks: int, algorithmic_ms: float, identical: int, utterances: int) -> dict:
+    """The streaming figures ``result.json`` records (milliseconds; rtf = compute / audio)."""
+    def ms(value):
+        return None if value is None else round(1000 * value, 1)
+
+    return {
+        "chunk_ms": chunk_ms,
+        "left_chunks": left_chunks,
+        "algorithmic_latency_ms": round(algorithmic_ms, 1),
+        "chunk_compute_ms_p50": ms(percentile(compute, 50)),
+        "chunk_compute_ms_p90": ms(percentile(compute, 90)),
+        "rtf": round(sum(compute) / audio_seconds, 4) if audio_seconds else None,
+        "first_token_latency_ms_p50": ms(percentile(first_token, 50)),
+        "first_token_latency_ms_p90": ms(percentile(first_token, 90)),
+        "final_latency_ms_p50": ms(percentile(final, 50)),
+        "final_latency_ms_p90": ms(percentile(final, 90)),
+        "utterances": utterances,
+        "streamed_equals_chunked_pass": identical,
+        "latency_reference": "first token: when the first token is shown, after the end of the first reference "
+                             "token in the model's full-context alignment of the reference; final: when the "
+                             "last token is shown, after the end of the last reference word (end of speech)",
+        "threads": torch.get_num_threads(),
+    }
+
+
+def reference_times(model: nn.Module, features: torch.Tensor, token_ids: list[int], tokenizer,
+                    frame_shift_seconds: float) -> tuple[float, float] | None:
+    """(end of the first reference token, end of the last reference word) in seconds, from the
+    model's full-context CTC alignment of the reference; None when it does not fit."""
+    encoder = streaming_encoder(model)
+    saved = (encoder.decode_chunk, encoder.decode_left_chunks)
+    encoder.set_chunk(0)
+    try:
+        with torch.no_grad():
+            log_probs, lengths = model(features.unsqueeze(0), torch.tensor([features.size(0)]))
+    finally:
+        encoder.set_chunk(*saved)
+    log_probs = log_probs[0, : int(lengths[0])]
+    if not token_ids or len(token_ids) > log_probs.size(0):
+        return None
+    spans, probabilities = ctc_viterbi(log_probs, token_ids)
+    alignment = TokenAlignment(token_ids, spans, probabilities, log_probs.size(0), features.size(0))
+    per_frame = alignment.seconds_per_frame(frame_shift_seconds)
+    words = word_spans(alignment, tokenizer, frame_shift_seconds)
+    if not words:
+        return None
+    return (spans[0][1] + 1) * per_frame, words[-1].end
+
+
+def stream_utterance(recognizer: StreamingCTC, front_end: StreamingFrontEnd, waveform: torch.Tensor,
+                     block_seconds: float) -> list[ChunkResult]:
+    """Feed a whole waveform through the front end and the recognizer in blocks of ``block_seconds``
+    (the chunk size: what a live source delivers), then end the stream."""
+    recognizer.reset()
+    front_end.reset()
+    block = max(1, int(round(block_seconds * front_end.extractor.config.sample_rate)))
+    results, front_seconds = [], 0.0  # front-end time not yet charged to a chunk
+    for start in range(0, waveform.numel(), block):
+        began = time.perf_counter()
+        frames = front_end.accept(waveform[start: start + block])
+        front_seconds += time.perf_counter() - began
+        done = recognizer.accept(frames)
+        if done:  # the chunk that needed these frames also waited for their features
+            done[0].seconds += front_seconds
+            front_seconds = 0.0
+        results.extend(done)
+    results.extend(recognizer.finish())
+    return results
+
+
+def first_and_last(times: StreamTimes) -> tuple[float | None, float | None]:
+    """When the first token and the last token of the final result were shown (seconds)."""
+    shown = [done for done, tokens in zip(times.done, times.tokens, strict=True) if tokens]
+    return (shown[0], shown[-1]) if shown else (None, None)
+
+
+def streams_ctc(model: nn.Module) -> bool:
+    """Whether the streaming search here serves this model: its own encoder streams and a CTC head
+    reads it (transducers and attention models decode masked chunks, but have no streaming search yet)."""
+    return streaming_encoder(model) is model and hasattr(model, "head")
+
+
+@torch.inference_mode()
+def measure(model: nn.Module, tokenizer, cmvn, features_config, utterances: list, chunk_ms: float,
+            left_chunks: int, chunked_ids: list[list[int]], references: list[list[int]], progress=None) -> dict:
+    """Stream every utterance's audio (read again from its file) through the real front end and
+    the streaming search at ``chunk_ms``, replay each in real time with the measured compute
+    times, and summarize the latencies (:func:`latency_summary`). ``chunked_ids`` are the masked
+    chunked pass's hypotheses: how many streamed results equal them is recorded. ``references``:
+    the reference token ids (for the reference times of :func:`reference_times`)."""
+    from asrbench.data.fbank import FeatureExtractor  # torchaudio's mel banks: a run dir's path only
+
+    model.eval()
+    extractor = FeatureExtractor(features_config)
+    front_end = StreamingFrontEnd(extractor, cmvn, features_config.dtype)
+    recognizer = StreamingCTC(model, chunk_frames(model, chunk_ms, features_config.frame_shift_ms), left_chunks)
+    rate, shift_seconds = features_config.sample_rate, features_config.frame_shift_ms / 1000
+    first_token, final, compute, audio_seconds, identical = [], [], [], 0.0, 0
+    for index, (utterance, ids, reference) in enumerate(zip(utterances, chunked_ids, references, strict=True)):
+        waveform = load_audio(utterance.audio, rate, utterance.offset,
+                              utterance.duration if utterance.offset else None)
+        if index == 0:  # warm-up: the first chunk of a process pays for allocations
+            stream_utterance(recognizer, front_end, waveform, chunk_ms / 1000)
+        results = stream_utterance(recognizer, front_end, waveform, chunk_ms / 1000)
+        identical += recognizer.tokens == list(ids)
+        duration = waveform.numel() / rate
+        times = simulate(results, duration, front_end.shift, front_end.size, rate)
+        compute.extend(times.compute)
+        audio_seconds += duration
+        shown_first, shown_last = first_and_last(times)
+        features = cmvn(torch.from_numpy(extractor(waveform).numpy().astype(front_end.dtype).astype(np.float32)))
+        spoken = reference_times(model, features, reference, tokenizer, shift_seconds)
+        if spoken is not None and shown_first is not None:
+            first_token.append(shown_first - spoken[0])
+            final.append(shown_last - spoken[1])
+        if progress is not None:
+            progress()
+    return latency_summary(first_token, final, compute, audio_seconds, chunk_ms, left_chunks,
+                           algorithmic_latency_ms(chunk_ms, features_config.frame_shift_ms,
+                                                  features_config.frame_length_ms), identical, len(utterances))
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """``transcribe --stream``: the chunk, the left context, and when a segment ends (endpointing,
+    as sherpa-onnx's rules: enough blank output after a token, or a segment this long)."""
+
+    chunk_ms: float = 320.0
+    left_chunks: int = -1  # chunks of left context (-1: all in the segment)
+    endpoint_silence: float = 1.2  # seconds of blank output after a token end a segment; 0: never
+    max_segment: float = 20.0  # seconds: a segment ends here even mid-word; 0: never
+    block_seconds: float = 10.0  # audio read from the file at a time
+
+    def to_dict(self) -> dict:
+        return {"kind": "stream", "chunk_ms": self.chunk_ms, "left_chunks": self.left_chunks,
+                "endpoint_silence": self.endpoint_silence, "max_segment": self.max_segment}
+
+
+@dataclass
+class StreamSegment:
+    start: float  # seconds in the file
+    end: float
+    tokens: list[int]
+    alignment: TokenAlignment
+
+
+def stream_file(path: str, duration: float, recognizer: StreamingCTC, front_end: StreamingFrontEnd,
+                options: StreamOptions, on_partial=None, notes=None) -> list[StreamSegment]:
+    """Stream one file, read ``block_seconds`` at a time and fed ``chunk_ms`` at a time, into
+    segments at endpoints. ``on_partial(seconds, tokens)`` sees the hypothesis each time it grows.
+    Memory: one block of audio, and per segment its caches and output frames (bounded by
+    ``max_segment``)."""
+    rate, shift, size = front_end.extractor.config.sample_rate, front_end.shift, front_end.size
+    frame_seconds = 4 * shift / rate
+    segments: list[StreamSegment] = []
+    recognizer.reset()
+    front_end.reset()
+    base = 0  # the file's feature frame where the current segment's stream began
+
+    def close(final: bool) -> None:
+        nonlocal base
+        last = recognizer.results[-1].last_frame if recognizer.results else -1
+        if recognizer.tokens:
+            start = base * shift / rate
+            end = min(duration, (base + last) * shift / rate + size / rate)
+            segments.append(StreamSegment(start, end, list(recognizer.tokens), recognizer.alignment(last + 1)))
+        pending, offset = recognizer.pending, recognizer.start
+        recognizer.reset()
+        if not final:  # the frames not yet read by a chunk begin the next segment
+            base += offset
+            recognizer.pending = pending
+
+    def endpoint() -> bool:
+        seconds = recognizer.frames * frame_seconds
+        silent = recognizer.trailing_blanks * frame_seconds
+        return bool((options.endpoint_silence > 0 and recognizer.tokens and silent >= options.endpoint_silence)
+                    or (options.max_segment > 0 and seconds >= options.max_segment))
+
+    piece = max(1, int(round(options.chunk_ms / 1000 * rate)))
+    offset = 0.0
+    while offset < duration:
+        block = load_audio(path, rate, offset, min(options.block_seconds, duration - offset), notes)
+        offset += options.block_seconds
+        for start in range(0, block.numel(), piece):
+            for result in recognizer.accept(front_end.accept(block[start: start + piece])):
+                if result.tokens and on_partial is not None:
+                    on_partial((base + result.last_frame) * shift / rate, recognizer.tokens)
+                if endpoint():
+                    close(final=False)
+    for result in recognizer.finish():
+        if result.tokens and on_partial is not None:
+            on_partial(duration, recognizer.tokens)
+    close(final=True)
+    return segments
