@@ -394,11 +394,11 @@ def stream_file(path: str, duration: float, recognizer: StreamingCTC, front_end:
         block = load_audio(path, rate, offset, min(options.block_seconds, duration - offset), notes)
         offset += options.block_seconds
         for start in range(0, block.numel(), piece):
-            for result in recognizer.accept(front_end.accept(block[start: start + piece])):
-                if result.tokens and on_partial is not None:
-                    on_partial((base + result.last_frame) * shift / rate, recognizer.tokens)
-                if endpoint():
-                    close(final=False)
+            done = recognizer.accept(front_end.accept(block[start: start + piece]))
+            if any(result.tokens for result in done) and on_partial is not None:
+                on_partial((base + done[-1].last_frame) * shift / rate, recognizer.tokens)
+            if done and endpoint():  # every chunk of this piece belongs to the segment that ends
+                close(final=False)
     for result in recognizer.finish():
         if result.tokens and on_partial is not None:
             on_partial(duration, recognizer.tokens)

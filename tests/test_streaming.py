@@ -151,6 +151,17 @@ def test_models_not_trained_to_stream_refuse_chunks():
     assert not streaming.streams_ctc(transducer) and streaming.streams_ctc(_model(**STREAMING))
 
 
+@pytest.mark.parametrize("name,option", [("conformer", {"streaming": True}), ("lstm", {"bidirectional": False}),
+                                         ("cnn", {"causal": True})])
+def test_a_window_too_short_for_one_output_frame_gives_none(name: str, option: dict):
+    model = _model(name, **option)
+    state = model.init_stream(2)
+    encoded, state = model.encode_chunk(torch.randn(1, 6, INPUT_DIM), state)
+    assert encoded.shape == (1, 0, model.encoder_dim) and state.offset == 0
+    encoded, state = model.encode_chunk(torch.randn(1, 11, INPUT_DIM), state)
+    assert encoded.shape == (1, 2, model.encoder_dim) and state.offset == 2
+
+
 def test_chunk_sizes_are_whole_encoder_frames():
     model = _model(**STREAMING)
     assert streaming.chunk_frames(model, 320, 10.0) == 8

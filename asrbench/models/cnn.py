@@ -106,9 +106,10 @@ class CNN(CTCModel):
     @torch.no_grad()
     def encode_chunk(self, features: torch.Tensor, state: ConvolutionStream) -> tuple[torch.Tensor, ConvolutionStream]:
         """A chunk's feature window (B, W, F) -> its encoder output (B, <= chunk, C)."""
-        lengths = torch.full((features.size(0),), features.size(1), dtype=torch.long, device=features.device)
-        x, lengths = self.subsampling(features, lengths)
-        x = x[:, : int(lengths.min())].transpose(1, 2)
+        x = self.subsampling.stream_window(features)
+        if x.size(1) == 0:
+            return x, state
+        x = x.transpose(1, 2)
         for index, block in enumerate(self.blocks):
             x, cache = block(x, None, state.caches[index] if index < len(state.caches) else None)
             state.caches[index:index + 1] = [cache]

@@ -176,6 +176,15 @@ class Conv2dSubsampling(nn.Module):
         each output frame reads 7 frames, at a stride of 4 (streaming models feed these windows)."""
         return 4 * chunk + 3, 4 * chunk
 
+    def stream_window(self, features: torch.Tensor) -> torch.Tensor:
+        """A streaming chunk's window (B, W, F) -> (B, n, d_model) with n = ``output_lengths(W)``:
+        none when W < 7 (where :meth:`forward` pads to give one frame, a stream gives none)."""
+        count = (((features.size(1) - 1) // 2 - 1) // 2) if features.size(1) >= 7 else 0
+        if count == 0:
+            return features.new_zeros(features.size(0), 0, self.out.out_features)
+        lengths = torch.full((features.size(0),), features.size(1), dtype=torch.long, device=features.device)
+        return self(features, lengths)[0][:, :count]
+
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if features.size(1) < 7:  # the two convolutions need 7 frames to give one
             features = nn.functional.pad(features, (0, 0, 0, 7 - features.size(1)))

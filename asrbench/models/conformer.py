@@ -204,9 +204,9 @@ class Conformer(CTCModel):
         """One chunk of B streams: the chunk's feature window (B, W, F), W = ``chunk_window(chunk)[0]``
         or fewer at a stream's end -> encoder output (B, <= chunk, D). In eval mode, the outputs
         equal those of :meth:`encode` with :meth:`set_chunk` (same chunk and left context)."""
-        lengths = torch.full((features.size(0),), features.size(1), dtype=torch.long, device=features.device)
-        x, lengths = self.subsampling(features, lengths)
-        x = x[:, : int(lengths.min())]
+        x = self.subsampling.stream_window(features)
+        if x.size(1) == 0:
+            return x, state
         x = self.positions(x, offset=state.offset).transpose(0, 1)  # (T, B, D)
         for index, layer in enumerate(self.encoder.conformer_layers):
             x = x + 0.5 * layer.ffn1(x)

@@ -93,9 +93,10 @@ class RNNEncoder(CTCModel):
     @torch.no_grad()
     def encode_chunk(self, features: torch.Tensor, state: RecurrentStream) -> tuple[torch.Tensor, RecurrentStream]:
         """A chunk's feature window (B, W, F) -> its encoder output (B, <= chunk, H); the state carries on."""
-        lengths = torch.full((features.size(0),), features.size(1), dtype=torch.long, device=features.device)
-        x, lengths = self.subsampling(features, lengths)
-        x, state.hidden = self.rnn(x[:, : int(lengths.min())], state.hidden)
+        x = self.subsampling.stream_window(features)
+        if x.size(1) == 0:
+            return x.new_zeros(x.size(0), 0, self.encoder_dim), state
+        x, state.hidden = self.rnn(x, state.hidden)
         state.offset += x.size(1)
         return x, state
 
