@@ -517,6 +517,33 @@ def score_command(
         console.print(f"wrote {', '.join(REPORT_FILES)} in {out}", soft_wrap=True)
 
 
+study_app = _typer(help="Studies of architectures on your data, with CIs: WER by utterance length, ...")
+app.add_typer(study_app, name="study")
+
+
+@_command(study_app, "length")
+def study_length(
+    run_dirs: List[Path] = typer.Argument(..., help="Run dirs with decode results for the split."),
+    split: str = typer.Option("test", "--split", help="Split (its decode dir) to study."),
+    bins: str = typer.Option("auto", "--bins", help="Duration bin edges in seconds (0,2,4,8), or auto: quartiles."),
+    fmt: str = typer.Option("table", "--format", help="table | markdown | csv | json"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write study.json, study.md and a plot here."),
+    resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples per bin."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
+) -> None:
+    """WER by utterance duration, by reference length in words and by speaker, with CIs per bin."""
+    from asrbench.progress import console
+    from asrbench.study import FORMATS, length_study, render, write_study
+
+    if fmt not in FORMATS:
+        _fail(f"unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
+    study = length_study(run_dirs, split, bins, resamples, seed)
+    typer.echo(render(study, fmt), nl=False)
+    if out is not None:
+        for path in write_study(study, out):
+            console.print(f"wrote {path}", soft_wrap=True)
+
+
 lm_app = _typer(help="Train n-gram language models for CTC beam search.")
 app.add_typer(lm_app, name="lm")
 

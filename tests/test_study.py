@@ -1,0 +1,105 @@
+"""`asrbench study length`: WER by duration, reference length and speaker, with CIs per bin, from
+decode results (written here by hand: the study reads only decode dirs and manifests)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from helpers import run_main
+
+from asrbench.errors import AsrbenchError
+from asrbench.study import duration_edges, length_study, render, write_study
+
+# (id, speaker, duration, reference, hypothesis of run a, of run b)
+UTTERANCES = [
+    ("spk1-u1", "spk1", 1.0, "yes", "yes", "no"),
+    ("spk1-u2", "spk1", 1.5, "no no", "no no", "no"),
+    ("spk1-u3", "spk1", 3.0, "one two three four", "one two three four", "one two three for"),
+    ("spk2-u1", "spk2", 4.0, "a b c d e f g h i", "a b c d e f g h x", "a b c d e f g h i"),
+    ("spk2-u2", "spk2", 6.0, "the cat sat on the mat", "the cat sat on a mat", "the cat sat on the mat"),
+    ("spk2-u3", "spk2", 9.0, "one", "won", "one"),
+]
+
+
+def _runs(root: Path) -> tuple[Path, Path]:
+    data = root / "data"
+    data.mkdir(parents=True)
+    (data / "test.jsonl").write_text("".join(json.dumps({"id": u, "audio": f"{u}.wav", "duration": d, "text": ref,
+                                                         "speaker": s}) + "\n" for u, s, d, ref, _, _ in UTTERANCES))
+    runs = []
+    for name, column in (("a", 4), ("b", 5)):
+        decoded = root / name / "decode" / "test"
+        decoded.mkdir(parents=True)
+        (decoded / "result.json").write_text(json.dumps({"model": f"model_{name}", "data_dir": str(data)}))
+        (decoded / "hypotheses.jsonl").write_text("".join(json.dumps({"id": row[0], "ref": row[3], "hyp": row[column]})
+                                                          + "\n" for row in UTTERANCES))
+        runs.append(root / name)
+    return runs[0], runs[1]
+
+
+def _row(study: dict, run: Path, axis: str, bin_name: str) -> dict:
+    return next(r for r in study["rows"] if r["run"] == str(run) and r["axis"] == axis and r["bin"] == bin_name)
+
+
+def test_bins_count_each_utterance_once_with_its_errors_and_a_ci(tmp_path: Path):
+    a, b = _runs(tmp_path)
+    study = length_study([a, b], bins="0,2,5")
+    assert study["duration_edges"] == [0.0, 2.0, 5.0, None]
+    short = _row(study, a, "duration", "0–2 s")  # yes, no no: no errors for a
+    assert (short["utterances"], short["words"], short["errors"], short["wer"]) == (2, 3, 0, 0.0)
+    assert _row(study, b, "duration", "0–2 s")["errors"] == 2  # "no" for "yes", one "no" deleted
+    long = _row(study, a, "duration", "≥ 5 s")  # 6 words + 1 word, 2 errors
+    assert long["words"] == 7 and long["wer"] == pytest.approx(200 / 7)
+    low, high = long["wer_ci"]
+    assert 0.0 <= low <= long["wer"] <= high <= 100.0
+    for run in (a, b):
+        for axis in ("duration", "words", "speaker"):
+            rows = [r for r in study["rows"] if r["run"] == str(run) and r["axis"] == axis]
+            assert sum(r["utterances"] for r in rows) == len(UTTERANCES)  # every utterance in one bin
+            assert sum(r["words"] for r in rows) == 23
+    assert _row(study, a, "words", "1 word")["utterances"] == 2 and _row(study, a, "words", "≥ 8 words")["words"] == 9
+    assert _row(study, b, "speaker", "spk1")["errors"] == 3 and _row(study, b, "speaker", "spk2")["errors"] == 0
+
+
+def test_automatic_bins_are_quartiles_and_bad_bins_are_one_line(tmp_path: Path):
+    assert duration_edges([1, 2, 3, 4, 5, 6, 7, 8]) == [0.0, 2.8, 4.5, 6.2, math.inf]
+    assert duration_edges([1.0], "0,2,4") == [0.0, 2.0, 4.0, math.inf]
+    for bad in ("4,2", "x", "3"):
+        with pytest.raises(AsrbenchError, match="--bins"):
+            duration_edges([1.0], bad)
+
+
+def test_the_study_renders_and_writes_its_files(tmp_path: Path):
+    a, b = _runs(tmp_path)
+    study = length_study([a, b])
+    markdown = render(study, "markdown")
+    assert "### WER by duration (test)" in markdown and "| model_a |" in markdown
+    assert render(study, "csv").splitlines()[0] == "run,model,axis,bin,utterances,words,errors,wer,wer_ci"
+    assert json.loads(render(study, "json"))["rows"] == json.loads(json.dumps(study["rows"]))
+    assert "WER by speaker" in render(study, "table")
+    written = write_study(study, tmp_path / "out")
+    assert [p.name for p in written] == ["study.json", "study.md", "wer_by_duration.png"]
+    assert written[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_decodes_and_foreign_hypotheses_are_one_line(tmp_path: Path, monkeypatch, capsys):
+    a, _ = _runs(tmp_path)
+    code, _, err = run_main(monkeypatch, capsys, "study", "length", str(a), "--split", "dev")
+    assert code == 2 and "no decode result for split 'dev'" in err and "Traceback" not in err
+    hypotheses = a / "decode" / "test" / "hypotheses.jsonl"
+    hypotheses.write_text(hypotheses.read_text() + json.dumps({"id": "other", "ref": "x", "hyp": "x"}) + "\n")
+    code, _, err = run_main(monkeypatch, capsys, "study", "length", str(a))
+    assert code == 2 and "utterance 'other' of its decode is not in" in err
+    hypotheses.write_text("{not json\n")
+    code, _, err = run_main(monkeypatch, capsys, "study", "length", str(a))
+    assert code == 2 and "hypotheses.jsonl:1: not a decode hypothesis" in err
+
+
+def test_the_command_prints_the_tables(tmp_path: Path, monkeypatch, capsys):
+    a, b = _runs(tmp_path)
+    code, out, _ = run_main(monkeypatch, capsys, "study", "length", str(a), str(b), "--format", "markdown",
+                            "-o", str(tmp_path / "out"))
+    assert code == 0 and out.count("### WER by") == 3 and (tmp_path / "out" / "study.json").is_file()
