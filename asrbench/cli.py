@@ -517,8 +517,45 @@ def score_command(
         console.print(f"wrote {', '.join(REPORT_FILES)} in {out}", soft_wrap=True)
 
 
-study_app = _typer(help="Studies of architectures on your data, with CIs: WER by utterance length, ...")
+study_app = _typer(help="Studies of architectures on your data, with CIs: noise, utterance length.")
 app.add_typer(study_app, name="study")
+
+
+@_command(study_app, "noise")
+def study_noise(
+    run_dirs: List[Path] = typer.Argument(..., help="Run dirs to decode under noise (the same audio for each)."),
+    snr: str = typer.Option("inf,20,10,5,0", "--snr", help="SNRs in dB; inf: the clean split."),
+    noise: str = typer.Option("white", "--noise", help="white, pink, babble, or a directory of noise recordings; "
+                              "several, comma-separated."),
+    reverb: str = typer.Option("", "--reverb", help="RT60s in seconds of synthetic rooms, e.g. 0.3,0.6,0.9."),
+    split: str = typer.Option("test", "--split", help="Split to corrupt and decode."),
+    data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (default: the first run's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the corruption (and of the bootstrap)."),
+    beam: Optional[int] = typer.Option(None, "--beam", help="Beam size; 1 (default) is greedy search."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    fmt: str = typer.Option("table", "--format", help="table | markdown | csv | json"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write study.json, study.md and a plot here."),
+    resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples."),
+    threads: int = typer.Option(0, "--threads", help="Torch threads (0: torch's default)."),
+) -> None:
+    """WER of each run under noise at several SNRs and in reverberant rooms, with CIs and pairwise tests."""
+    import torch
+
+    from asrbench.decoding.searchers import DecodeOptions
+    from asrbench.noise_study import FORMATS, noise_study, parse_conditions, render, write_study
+    from asrbench.progress import console
+
+    if fmt not in FORMATS:
+        _fail(f"unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    conditions = parse_conditions(noise, snr, reverb)
+    options = DecodeOptions(**({"beam": beam} if beam else {}))
+    study = noise_study(run_dirs, conditions, split, data, seed, options, device, resamples=resamples)
+    typer.echo(render(study, fmt), nl=False)
+    if out is not None:
+        for path in write_study(study, out):
+            console.print(f"wrote {path}", soft_wrap=True)
 
 
 @_command(study_app, "length")

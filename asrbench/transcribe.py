@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import torch
 
 from asrbench import fileio, rundir, streaming
-from asrbench.data.audio import audio_info, load_audio
+from asrbench.data.audio import audio_extensions, audio_info, load_audio
 from asrbench.data.store import DTYPES
 from asrbench.decoding.alignment import word_spans
 from asrbench.decoding.searchers import DecodeOptions, build_searcher, describe_search
@@ -39,12 +38,6 @@ from asrbench.streaming import StreamOptions
 from asrbench.vad import VadOptions, detect
 
 BATCH_SECONDS = 120.0  # audio decoded in one batch
-
-
-def audio_extensions() -> set[str]:
-    """File name endings libsndfile reads (``.wav``, ``.flac``, ``.ogg``, ``.sph`` ...)."""
-    extensions = {f".{name.lower()}" for name in soundfile.available_formats()}
-    return extensions | {".wav", ".flac", ".ogg", ".oga", ".opus", ".sph", ".nist", ".aiff", ".aif", ".au", ".mp3"}
 
 
 def find_audio(inputs: list[str], stdin=None) -> list[Path]:

@@ -17,6 +17,12 @@ import torch
 from asrbench.errors import AsrbenchError
 
 
+def audio_extensions() -> set[str]:
+    """File name endings libsndfile reads (``.wav``, ``.flac``, ``.ogg``, ``.sph`` ...)."""
+    extensions = {f".{name.lower()}" for name in soundfile.available_formats()}
+    return extensions | {".wav", ".flac", ".ogg", ".oga", ".opus", ".sph", ".nist", ".aiff", ".aif", ".au", ".mp3"}
+
+
 def _require_file(path: str) -> None:
     # soundfile reports a missing file as a generic "System error", so check first.
     if not os.path.isfile(path):
