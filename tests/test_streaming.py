@@ -22,7 +22,7 @@ from asrbench.decode import decode
 from asrbench.decoding.greedy import ctc_greedy
 from asrbench.errors import AsrbenchError
 from asrbench.models import build_model
-from asrbench.models.conformer import chunk_mask
+from asrbench.models.chunked import chunk_mask
 from asrbench.transcribe import Transcriber
 
 STREAMING = {**TINY["conformer"], "streaming": True, "max_train_chunk": 4}
@@ -66,9 +66,16 @@ def test_the_conformer_blocks_compute_what_torchaudio_computes():
     torch.testing.assert_close(ours, reference)
 
 
+ATTENTION_STREAMS = {"conformer": STREAMING,
+                     "transformer": {**TINY["transformer"], "streaming": True, "max_train_chunk": 4},
+                     "transformer-conv": {**TINY["transformer"], "streaming": True, "positional": "conv",
+                                          "conv_positional_kernel": 5}}
+
+
+@pytest.mark.parametrize("name", list(ATTENTION_STREAMS))
 @pytest.mark.parametrize("chunk,left", [(1, -1), (2, -1), (4, -1), (4, 0), (3, 1), (5, 2)])
-def test_chunk_by_chunk_encoding_equals_the_masked_pass(chunk: int, left: int):
-    model = _model(**STREAMING)
+def test_chunk_by_chunk_encoding_equals_the_masked_pass(name: str, chunk: int, left: int):
+    model = _model(name.split("-")[0], **ATTENTION_STREAMS[name])
     features = torch.randn(1, 131, INPUT_DIM)
     model.set_chunk(chunk, left)
     with torch.no_grad():
@@ -96,10 +103,11 @@ def test_recurrent_and_causal_convolution_encoders_stream_with_their_state(name:
         offline.set_chunk(2)
 
 
-def test_a_chunk_sees_no_future_and_the_causal_convolution_no_right_context():
+@pytest.mark.parametrize("name", list(ATTENTION_STREAMS))
+def test_a_chunk_sees_no_future_and_the_causal_convolution_no_right_context(name: str):
     """Changing frames after a chunk must not change that chunk's outputs (and does change later
     ones), so the chunked model's outputs are available when the chunk has arrived."""
-    model = _model(**STREAMING)
+    model = _model(name.split("-")[0], **ATTENTION_STREAMS[name])
     model.set_chunk(2)
     features = torch.randn(1, 81, INPUT_DIM)
     changed = features.clone()
@@ -109,7 +117,7 @@ def test_a_chunk_sees_no_future_and_the_causal_convolution_no_right_context():
         after, _ = model.encode(changed, torch.tensor([81]))
     torch.testing.assert_close(before[:, :8], after[:, :8])
     assert not torch.allclose(before[:, 8:], after[:, 8:])
-    full = _model(**TINY["conformer"])  # full context: the first frames depend on the end
+    full = _model(name.split("-")[0])  # full context: the first frames depend on the end
     with torch.no_grad():
         assert not torch.allclose(full.encode(features, torch.tensor([81]))[0][:, :8],
                                   full.encode(changed, torch.tensor([81]))[0][:, :8])
@@ -152,7 +160,7 @@ def test_models_not_trained_to_stream_refuse_chunks():
 
 
 @pytest.mark.parametrize("name,option", [("conformer", {"streaming": True}), ("lstm", {"bidirectional": False}),
-                                         ("cnn", {"causal": True})])
+                                         ("cnn", {"causal": True}), ("transformer", {"streaming": True})])
 def test_a_window_too_short_for_one_output_frame_gives_none(name: str, option: dict):
     model = _model(name, **option)
     state = model.init_stream(2)
