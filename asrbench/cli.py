@@ -517,8 +517,30 @@ def score_command(
         console.print(f"wrote {', '.join(REPORT_FILES)} in {out}", soft_wrap=True)
 
 
-study_app = _typer(help="Studies of architectures on your data, with CIs: noise, utterance length.")
+study_app = _typer(help="Studies of architectures on your data, with CIs: noise, data size, utterance length.")
 app.add_typer(study_app, name="study")
+
+
+@_command(study_app, "data")
+def study_data(
+    recipe: Path = typer.Argument(..., help="Recipe YAML."),
+    models: str = typer.Option("all", "--models", help="'all' (every model of the recipe) or a,b,c."),
+    fractions: str = typer.Option("0.1,0.25,0.5,1.0", "--fractions", help="Shares of train (nested subsets)."),
+    seeds: int = typer.Option(1, "--seeds", help="Runs per model and fraction."),
+    budget_minutes: Optional[float] = typer.Option(None, "--budget-minutes", help="Same training budget for all."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Same number of epochs for all."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Study dir (default runs/study_data/<recipe>)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (overrides data.dir)."),
+    set_: List[str] = typer.Option([], "--set", help="Override for every run, e.g. train.num_threads=1."),
+    subset_seed: int = typer.Option(0, "--subset-seed", help="Seed of the subsets (the same for every model)."),
+    jobs: int = typer.Option(1, "--jobs", help="Runs trained at once; pair with --set train.num_threads=N."),
+) -> None:
+    """Data-scaling curve: every model trained on nested subsets of train, test WER against hours; resumable."""
+    from asrbench.data_study import data_study, markdown, parse_fractions
+
+    study = data_study(recipe, models, parse_fractions(fractions), seeds, out, budget_minutes, epochs, data, set_,
+                       subset_seed, jobs)
+    typer.echo(markdown(study), nl=False)
 
 
 @_command(study_app, "noise")

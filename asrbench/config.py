@@ -40,6 +40,10 @@ class DataConfig:
     corpus: str = ""  # if set with `source`, `train` prepares `dir` when it is missing
     source: str = ""  # corpus folder; relative paths are under $ASRBENCH_DATA_ROOT
     max_duration: float = 30.0  # longer training utterances are skipped (and counted)
+    # Train on this share of train's utterances: the first ones of a permutation drawn with
+    # subset_seed, so smaller shares are subsets of larger ones (study data's nested subsets).
+    train_fraction: float = 1.0
+    subset_seed: int = 0
 
 
 @dataclass
@@ -244,6 +248,9 @@ def _validate(config: RunConfig, where: str, overridden: dict[tuple[str, str], s
         workers = config.train.data_workers
         raise AsrbenchError(f"{at('train', 'data_workers')}: train.data_workers must be -1 (auto), 0 or more, "
                             f"got {workers}")
+    if not 0.0 < config.data.train_fraction <= 1.0:
+        raise AsrbenchError(f"{at('data', 'train_fraction')}: data.train_fraction must be in (0, 1], "
+                            f"got {config.data.train_fraction!r}")
     for factor in config.augment.speed_perturb:
         if not isinstance(factor, (int, float)) or not 0.5 <= factor <= 2.0:
             raise AsrbenchError(f"{at('augment', 'speed_perturb')}: augment.speed_perturb factors must be numbers "

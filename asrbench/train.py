@@ -528,6 +528,8 @@ class Trainer:
             + (f", {context.world} ranks" if context.distributed else "")
             + (f", {self.accum} batches per rank and step" if self.accum > 1 else "")
             + (f", precision {self.precision}" if self.precision != "fp32" else "")
+            + (f", {config.data.train_fraction:g} of train ({data.train_hours:.2f} h, data.train_fraction)"
+               if config.data.train_fraction < 1.0 else "")
             + (f", {data.skipped_long} utterances longer than {config.data.max_duration}s or "
                f"{tc.batch_frames} frames (train.batch_frames) skipped" if data.skipped_long else "")
             + (f"; resuming at epoch {state.epoch + 1}" + (f", batch {state.position + 1}" if state.position else "")
@@ -742,6 +744,7 @@ class Trainer:
             "averaged": averaged,  # the final model, when train.average_best > 1: its epochs and dev figures
             "stop_reason": self.stop_reason,
             "skipped_long_utterances": self.data.skipped_long,
+            "train_hours": self.data.train_hours,
             "skipped_batches": state.skipped_batches,
             "world_size": context.world,
             "grad_accum": self.accum,

@@ -103,3 +103,65 @@ def test_the_command_prints_the_tables(tmp_path: Path, monkeypatch, capsys):
     code, out, _ = run_main(monkeypatch, capsys, "study", "length", str(a), str(b), "--format", "markdown",
                             "-o", str(tmp_path / "out"))
     assert code == 0 and out.count("### WER by") == 3 and (tmp_path / "out" / "study.json").is_file()
+
+
+# --- study data: nested subsets of train, one bench sweep per fraction ----------------------------
+
+
+def test_train_subsets_are_nested_seeded_and_the_same_whatever_the_order():
+    from asrbench.data.manifest import Utterance
+    from asrbench.data.training import train_subset
+
+    utterances = [Utterance(f"u{i:03d}", f"u{i}.wav", 1.0, "x") for i in range(200)]
+    tenth, half = train_subset(utterances, 0.1, 0), train_subset(utterances, 0.5, 0)
+    assert len(tenth) == 20 and len(half) == 100 and tenth < half  # nested
+    assert train_subset(utterances, 1.0, 0) == set(range(200))
+    assert train_subset(utterances, 0.1, 1) != tenth  # another seed, another subset
+    shuffled = utterances[::-1]  # the same utterances listed in another order: the same ids chosen
+    assert {shuffled[i].id for i in train_subset(shuffled, 0.1, 0)} == {utterances[i].id for i in tenth}
+
+
+def test_fractions_and_the_subset_override_are_checked(tmp_path: Path):
+    from asrbench.config import resolve
+    from asrbench.data_study import data_study, parse_fractions
+
+    assert parse_fractions("1.0,0.25") == [0.25, 1.0]
+    for bad in ("0", "1.5", "a", "0.5,0.5"):
+        with pytest.raises(AsrbenchError, match="--fractions"):
+            parse_fractions(bad)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: {dir: x}\nmodels: {dnn: {}}\n")
+    with pytest.raises(AsrbenchError, match="data.train_fraction must be in"):
+        resolve(recipe, "dnn", ["data.train_fraction=0"])
+    with pytest.raises(AsrbenchError, match="the study sets them"):
+        data_study(recipe, "dnn", [0.5], overrides=["data.train_fraction=0.5"])
+
+
+@pytest.mark.slow
+def test_the_data_study_trains_every_model_on_the_same_nested_subsets(tmp_path: Path):
+    from helpers import write_tone_corpus
+
+    from asrbench.data_study import data_study
+    from asrbench.rundir import read_config
+
+    data_dir = write_tone_corpus(tmp_path)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"""
+data: {{dir: {data_dir}}}
+features: {{sample_rate: 8000, num_mel_bins: 23}}
+train: {{epochs: 3, batch_frames: 400, lr: 3.0e-3, warmup_steps: 5}}
+models:
+  dnn: {{context: 3, stride: 2, hidden_size: 32, num_layers: 2}}
+  cnn: {{subsample_channels: 4, channels: 16, kernel_size: 5, num_blocks: 1}}
+""")
+    out = tmp_path / "study"
+    study = data_study(recipe, "all", [0.5, 1.0], seeds=1, out=out, epochs=2)
+    assert {(r["model"], r["fraction"]) for r in study["runs"]} == {(m, f) for m in ("dnn", "cnn") for f in (0.5, 1.0)}
+    hours = {(r["model"], r["fraction"]): r["train_hours"] for r in study["runs"]}
+    assert hours[("dnn", 0.5)] == hours[("cnn", 0.5)] < hours[("dnn", 1.0)]  # the same subset for every model
+    for run in study["runs"]:
+        assert run["wer"] is not None and read_config(Path(run["run"])).data.train_fraction == run["fraction"]
+    assert (out / "study.json").is_file() and (out / "wer_vs_hours.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| dnn | 0.5 |" in (out / "study.md").read_text()
+    again = data_study(recipe, "all", [0.5, 1.0], seeds=1, out=out, epochs=2)  # resumes: nothing retrained
+    assert [r["wer"] for r in again["runs"]] == [r["wer"] for r in study["runs"]]

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from asrbench import fileio
@@ -33,6 +34,7 @@ class TrainingData:
     train_tokens: TokenTable  # of train's utterances (all copies), in its order
     dev_tokens: list[list[int]]
     skipped_long: int
+    train_hours: float = 0.0  # audio trained on (without speed copies): data.train_fraction's subset
 
 
 def ensure_data_dir(config: RunConfig) -> Path:
@@ -63,20 +65,35 @@ def _prepare_data_dir(config: RunConfig, data_dir: Path) -> None:
         prepare_corpus(config.data.corpus, source, data_dir)
 
 
+def train_subset(utterances: list, fraction: float, seed: int) -> set[int]:
+    """Indices of the ``fraction`` of ``utterances`` trained on: the first ones of a permutation of
+    their ids (sorted) drawn with ``seed``, so a smaller fraction is a subset of a larger one, and
+    every model given the same seed trains on the same utterances."""
+    if fraction >= 1.0:
+        return set(range(len(utterances)))
+    by_id = sorted(range(len(utterances)), key=lambda i: utterances[i].id)
+    order = np.random.default_rng(seed).permutation(len(by_id))
+    count = max(1, int(round(fraction * len(by_id))))
+    return {by_id[int(i)] for i in order[:count]}
+
+
 def load_training_data(config: RunConfig, tokenizer: Tokenizer | None = None) -> TrainingData:
     """Features of train (speed-perturbed copies included) and dev, the tokenizer (built from the
     training transcripts unless a resumed run brings its own), CMVN statistics and token ids."""
     data_dir = ensure_data_dir(config)
     train = load_features(data_dir, "train", config.features)
     dev = load_features(data_dir, "dev", config.features)
+    chosen = train_subset(train.utterances, config.data.train_fraction, config.data.subset_seed)
+
     def fits(features: FeatureSet) -> list[int]:
         # Longer than data.max_duration, or more frames than a whole batch may hold: skipped, counted.
+        # Outside data.train_fraction's subset: left out (not counted as skipped).
         lengths = features.lengths.tolist()
         return [i for i, utt in enumerate(features.utterances)
-                if utt.duration <= config.data.max_duration and lengths[i] <= config.train.batch_frames]
+                if i in chosen and utt.duration <= config.data.max_duration and lengths[i] <= config.train.batch_frames]
 
     keep = fits(train)
-    skipped_long = len(train) - len(keep)
+    skipped_long = len(chosen) - len(keep)
     # Statistics of the unperturbed training audio that is trained on (the store's sums, minus
     # the utterances skipped as too long).
     cmvn = train.cmvn(leave_out=sorted(set(range(len(train))) - set(keep)))
@@ -85,7 +102,7 @@ def load_training_data(config: RunConfig, tokenizer: Tokenizer | None = None) ->
     manifest = train.utterances  # read once; the speed copies are made from it
     texts = [normalize(utt.text) for utt in manifest]
     rows = list(keep)
-    if skipped_long:
+    if len(keep) < len(train):
         train = train.subset(keep)
     for factor in config.augment.speed_perturb:
         if factor != 1.0:
@@ -115,6 +132,7 @@ def load_training_data(config: RunConfig, tokenizer: Tokenizer | None = None) ->
         train_tokens=TokenTable([tokenizer.encode(text) for text in texts], torch.tensor(rows, dtype=torch.int64)),
         dev_tokens=[tokenizer.encode(normalize(utt.text)) for utt in dev.utterances],
         skipped_long=skipped_long,
+        train_hours=sum(manifest[i].duration for i in keep) / 3600,
     )
 
 
