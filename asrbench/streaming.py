@@ -1,8 +1,9 @@
 """Streaming recognition: audio in, chunk by chunk, partial results out, with measured latency.
 
-A streaming model (a Conformer trained with ``streaming: true``, :mod:`asrbench.models.conformer`)
-encodes a chunk of ``chunk_ms`` as soon as the feature frames that chunk reads have arrived,
-keeping its attention and convolution caches between chunks; its CTC head and greedy search then
+A streaming model (a Conformer or Transformer trained with ``streaming: true``, an LSTM or GRU
+with ``bidirectional: false``, a CNN with ``causal: true``; docs/models.md) encodes a chunk of
+``chunk_ms`` as soon as the feature frames that chunk reads have arrived, keeping its caches
+(attention keys and values, convolution inputs, recurrent state) between chunks; its CTC head and greedy search then
 extend the hypothesis, which only grows (CTC best path is decided frame by frame). The text at the
 end of a stream equals that of one masked pass over the whole utterance with the same chunk
 configuration (``decode --chunk-ms``), which is what makes the chunk-size WER honest.
@@ -55,8 +56,9 @@ def chunk_frames(model: nn.Module, chunk_ms: float, frame_shift_ms: float) -> in
 def require_streaming(model: nn.Module, name: str) -> nn.Module:
     encoder = streaming_encoder(model)
     if encoder is None:
-        raise AsrbenchError(f"model {name} was not trained to stream: --chunk-ms and --stream need a model "
-                            f"trained with streaming: true (e.g. --set models.conformer.streaming=true)")
+        raise AsrbenchError(f"model {name} was not trained to stream: --chunk-ms and --stream need a model trained "
+                            "with --set model.streaming=true (conformer, transformer), model.bidirectional=false "
+                            "(lstm, gru) or model.causal=true (cnn)")
     return encoder
 
 
@@ -79,8 +81,7 @@ class StreamingFrontEnd:
         self.reset()
 
     def reset(self) -> None:
-        self.buffer = torch.zeros(0)
-        self.frames_out = 0  # frames emitted so far
+        self.buffer = torch.zeros(0)  # samples not yet in a frame's hop
 
     def accept(self, samples: torch.Tensor) -> torch.Tensor:
         """(n,) float samples -> (frames, F) the new frames (possibly none)."""
@@ -91,7 +92,6 @@ class StreamingFrontEnd:
         used = (count - 1) * self.shift + self.size
         frames = self.extractor(self.buffer[:used])[:count]
         self.buffer = self.buffer[count * self.shift:]
-        self.frames_out += count
         return self.cmvn(torch.from_numpy(frames.numpy().astype(self.dtype).astype(np.float32)))
 
 
