@@ -13,14 +13,14 @@ range as a band).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from asrbench import fileio, rundir, scoring
+from asrbench import rundir, scoring
 from asrbench.bench import bench
 from asrbench.errors import AsrbenchError
+from asrbench.study import write_files
 
 
 def parse_fractions(text: str) -> list[float]:
@@ -118,10 +118,5 @@ def plot_data(study: dict, path: Path) -> Path:
 
 
 def write_study(study: dict, out_dir: Path, plot: bool = True) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [out_dir / "study.json", out_dir / "study.md"]
-    fileio.write_text(written[0], json.dumps(study, indent=2) + "\n")
-    fileio.write_text(written[1], markdown(study))
-    if plot:
-        written.append(plot_data(study, out_dir / "wer_vs_hours.png"))
-    return written
+    """``study.json``, ``study.md`` and (with the plot extra) ``wer_vs_hours.png`` in ``out_dir``."""
+    return write_files(study, out_dir, markdown(study), plot_data if plot else None, "wer_vs_hours.png")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asrbench import corruption, fileio, rundir, scoring, stats
+from asrbench import corruption, rundir, scoring, stats
 from asrbench.checkpoint import load_model
 from asrbench.data.audio import load_audio
 from asrbench.data.fbank import FeatureExtractor
@@ -34,6 +34,7 @@ from asrbench.data.store import DTYPES
 from asrbench.decoding.searchers import DecodeOptions, build_searcher
 from asrbench.errors import AsrbenchError
 from asrbench.progress import progress_bar
+from asrbench.study import write_files
 
 BABBLE_POOL = 200  # utterances of the split the babble is drawn from (the rest are not loaded)
 FORMATS = ("table", "markdown", "csv", "json")
@@ -328,10 +329,5 @@ def plot_noise(study: dict, path: Path) -> Path:
 
 
 def write_study(study: dict, out_dir: Path, plot: bool = True) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [out_dir / "study.json", out_dir / "study.md"]
-    fileio.write_json(written[0], study)
-    fileio.write_text(written[1], render(study, "markdown"))
-    if plot:
-        written.append(plot_noise(study, out_dir / "wer_by_snr.png"))
-    return written
+    """``study.json``, ``study.md`` and (with the plot extra) ``wer_by_snr.png`` in ``out_dir``."""
+    return write_files(study, out_dir, render(study, "markdown"), plot_noise if plot else None, "wer_by_snr.png")

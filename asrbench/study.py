@@ -210,12 +210,19 @@ def plot_length(study: dict, path: Path) -> Path:
     return path
 
 
-def write_study(study: dict, out_dir: Path, plot: bool = True) -> list[Path]:
-    """``study.json``, ``study.md`` and (with the plot extra) ``wer_by_duration.png`` in ``out_dir``."""
+def write_files(study: dict, out_dir: Path, markdown: str, plot=None, plot_name: str = "") -> list[Path]:
+    """Any study's ``study.json`` and ``study.md`` in ``out_dir``, and ``plot(study, path)`` as
+    ``plot_name`` when given (matplotlib, the plot extra); the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "study.json", out_dir / "study.md"]
     fileio.write_json(written[0], study)
-    fileio.write_text(written[1], render(study, "markdown"))
-    if plot:
-        written.append(plot_length(study, out_dir / "wer_by_duration.png"))
+    fileio.write_text(written[1], markdown)
+    if plot is not None:
+        written.append(plot(study, out_dir / plot_name))
     return written
+
+
+def write_study(study: dict, out_dir: Path, plot: bool = True) -> list[Path]:
+    """``study.json``, ``study.md`` and (with the plot extra) ``wer_by_duration.png`` in ``out_dir``."""
+    return write_files(study, out_dir, render(study, "markdown"), plot_length if plot else None,
+                       "wer_by_duration.png")
