@@ -1,5 +1,6 @@
 """Chunked self-attention for streaming encoders (WeNet's U2), shared by the Conformer and the
-Transformer with ``streaming: true``.
+Transformer with ``streaming: true``; and :class:`ChunkIndependent` for the encoders whose outputs
+do not depend on the chunk (a causal CNN, a unidirectional recurrence).
 
 - Training draws a chunk size per batch (dynamic chunk training): full context for half the
   batches, else 1..``max_train_chunk`` encoder frames, so one model decodes at any chunk size.
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from asrbench.models.common import Conv2dSubsampling
 
 
 def chunk_mask(length: int, chunk: int, left_chunks: int, device: torch.device) -> torch.Tensor | None:
@@ -87,6 +90,8 @@ class ChunkedAttention:
     decode_chunk: int = 0
     decode_left_chunks: int = -1
 
+    chunk_window = staticmethod(Conv2dSubsampling.chunk_window)
+
     def _init_chunking(self, config) -> None:
         self.streaming = config.streaming
         self.max_train_chunk = max(1, config.max_train_chunk)
@@ -120,3 +125,30 @@ class ChunkedAttention:
         if chunk <= 0:
             raise ValueError(f"chunk must be at least one encoder frame, not {chunk}")
         return ChunkStream(chunk, left_chunks)
+
+
+class ChunkIndependent:
+    """Mixin: a streaming encoder that looks no further ahead than its subsampling whatever the
+    chunk (causal convolutions, a unidirectional recurrence), so a chunk size is only checked.
+    A class names the option that makes it streaming, why left chunks do not apply, and its state."""
+
+    streaming: bool = False
+    streaming_option: str = ""  # e.g. "causal: true"
+    no_left_chunks: str = ""  # why left chunks do not apply
+    stream_state: type = ChunkStream
+    decode_chunk: int = 0
+    decode_left_chunks: int = -1
+
+    chunk_window = staticmethod(Conv2dSubsampling.chunk_window)
+
+    def set_chunk(self, chunk: int, left_chunks: int = -1) -> None:
+        """The outputs are the same whatever the chunk: only checked."""
+        if chunk > 0 and not self.streaming:
+            raise ValueError(f"chunked decoding needs a model trained with streaming ({self.streaming_option})")
+        if chunk > 0 and left_chunks >= 0:
+            raise ValueError(f"{self.no_left_chunks}: left chunks do not apply")
+        self.decode_chunk, self.decode_left_chunks = max(0, chunk), left_chunks
+
+    def init_stream(self, chunk: int, left_chunks: int = -1):
+        self.set_chunk(chunk, left_chunks)
+        return self.stream_state(chunk, left_chunks)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from asrbench.models.chunked import ChunkIndependent
 from asrbench.models.common import Conv2dSubsampling, MaskedBatchNorm1d, padding_mask
 from asrbench.models.ctc import CTCHead, CTCModel
 
@@ -64,8 +65,12 @@ class ConvolutionStream:
     offset: int = 0
 
 
-class CNN(CTCModel):
+class CNN(ChunkIndependent, CTCModel):
     """CTC: 2-D conv subsampling, then residual depthwise-separable time convolutions (QuartzNet-like)."""
+
+    streaming_option = "causal: true"
+    no_left_chunks = "a causal CNN's context is its kernels'"
+    stream_state = ConvolutionStream
 
     def __init__(self, input_dim: int, vocab_size: int, config: CNNConfig):
         super().__init__()
@@ -77,7 +82,6 @@ class CNN(CTCModel):
         self.encoder_dim = config.channels
         self.head = CTCHead(config.channels, vocab_size)
         self.streaming = config.causal
-        self.decode_chunk, self.decode_left_chunks = 0, -1
 
     def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, F), (B,) -> encoded (B, T/4, channels), output_lengths (B,)."""
@@ -88,21 +92,7 @@ class CNN(CTCModel):
             x, _ = block(x, pad)
         return x.transpose(1, 2), lengths
 
-    # -- streaming (causal: true) --------------------------------------------------------------
-    def set_chunk(self, chunk: int, left_chunks: int = -1) -> None:
-        """Causal convolutions give the same outputs whatever the chunk: only checked."""
-        if chunk > 0 and not self.streaming:
-            raise ValueError("chunked decoding needs a model trained with streaming (causal: true)")
-        if chunk > 0 and left_chunks >= 0:
-            raise ValueError("a causal CNN's context is its kernels': left chunks do not apply")
-        self.decode_chunk, self.decode_left_chunks = max(0, chunk), left_chunks
-
-    chunk_window = staticmethod(Conv2dSubsampling.chunk_window)
-
-    def init_stream(self, chunk: int, left_chunks: int = -1) -> ConvolutionStream:
-        self.set_chunk(chunk, left_chunks)
-        return ConvolutionStream(chunk, left_chunks)
-
+    # -- streaming (causal: true): set_chunk, init_stream from ChunkIndependent ---------------
     @torch.no_grad()
     def encode_chunk(self, features: torch.Tensor, state: ConvolutionStream) -> tuple[torch.Tensor, ConvolutionStream]:
         """A chunk's feature window (B, W, F) -> its encoder output (B, <= chunk, C)."""

@@ -115,8 +115,6 @@ class Conformer(ChunkedAttention, CTCModel):
         return x.transpose(0, 1), lengths
 
     # -- chunk by chunk -----------------------------------------------------------------------
-    chunk_window = staticmethod(Conv2dSubsampling.chunk_window)
-
     @torch.no_grad()
     def encode_chunk(self, features: torch.Tensor, state: ChunkStream) -> tuple[torch.Tensor, ChunkStream]:
         """One chunk of B streams: the chunk's feature window (B, W, F), W = ``chunk_window(chunk)[0]``

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from asrbench.models.chunked import ChunkIndependent
 from asrbench.models.common import Conv2dSubsampling, run_recurrent
 from asrbench.models.ctc import CTCHead, CTCModel
 
@@ -40,10 +41,13 @@ class RecurrentStream:
     offset: int = 0
 
 
-class RNNEncoder(CTCModel):
+class RNNEncoder(ChunkIndependent, CTCModel):
     """CTC: recurrent layers (``cell``) over 4x conv-subsampled frames."""
 
     cell: type[nn.RNNBase] = nn.LSTM
+    streaming_option = "bidirectional: false"
+    no_left_chunks = "a recurrent encoder carries its whole history"
+    stream_state = RecurrentStream
 
     def __init__(self, input_dim: int, vocab_size: int, config: RNNConfig):
         super().__init__()
@@ -68,28 +72,13 @@ class RNNEncoder(CTCModel):
         self.encoder_dim = config.hidden_size * directions
         self.head = CTCHead(self.encoder_dim, vocab_size, config.dropout)
         self.streaming = not config.bidirectional  # a unidirectional recurrence looks ahead no further
-        self.decode_chunk, self.decode_left_chunks = 0, -1
 
     def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, F), (B,) -> encoder output (B, T/4, directions * hidden), output_lengths (B,)."""
         x, lengths = self.subsampling(features, feature_lengths)
         return run_recurrent(self.rnn, x, lengths), lengths
 
-    # -- streaming (bidirectional: false) ------------------------------------------------------
-    def set_chunk(self, chunk: int, left_chunks: int = -1) -> None:
-        """A unidirectional recurrence gives the same outputs whatever the chunk: only checked."""
-        if chunk > 0 and not self.streaming:
-            raise ValueError("chunked decoding needs a model trained with streaming (bidirectional: false)")
-        if chunk > 0 and left_chunks >= 0:
-            raise ValueError("a recurrent encoder carries its whole history: left chunks do not apply")
-        self.decode_chunk, self.decode_left_chunks = max(0, chunk), left_chunks
-
-    chunk_window = staticmethod(Conv2dSubsampling.chunk_window)
-
-    def init_stream(self, chunk: int, left_chunks: int = -1) -> RecurrentStream:
-        self.set_chunk(chunk, left_chunks)
-        return RecurrentStream(chunk, left_chunks)
-
+    # -- streaming (bidirectional: false): set_chunk, init_stream from ChunkIndependent ------
     @torch.no_grad()
     def encode_chunk(self, features: torch.Tensor, state: RecurrentStream) -> tuple[torch.Tensor, RecurrentStream]:
         """A chunk's feature window (B, W, F) -> its encoder output (B, <= chunk, H); the state carries on."""

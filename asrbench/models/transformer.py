@@ -99,8 +99,6 @@ class Transformer(ChunkedAttention, CTCModel):
         out, cache = causal_convolve(conv, x, cache, conv.kernel_size[0] - 1)
         return activation(out), cache
 
-    chunk_window = staticmethod(Conv2dSubsampling.chunk_window)
-
     @torch.no_grad()
     def encode_chunk(self, features: torch.Tensor, state: ChunkStream) -> tuple[torch.Tensor, ChunkStream]:
         """One chunk of B streams: its feature window (B, W, F) -> encoder output (B, <= chunk, D); in
