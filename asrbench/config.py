@@ -74,6 +74,13 @@ class AugmentConfig:
     time_mask_width: int = 25  # maximum frames per mask
     time_mask_ratio: float = 0.1  # ... and never more than this fraction of the utterance
     speed_perturb: list = field(default_factory=list)  # e.g. [0.9, 1.1]; 1.0 is always kept
+    # Noise-augmented training: sources white | pink | babble (other training speakers) | a folder of
+    # noise recordings (relative: from the working directory, else under $ASRBENCH_DATA_ROOT),
+    # added to the waveform before features at an SNR drawn uniformly from noise_snr (dB, over
+    # the speech), to a noise_prob fraction of the utterances of every batch, seeded per batch.
+    noise: list = field(default_factory=list)
+    noise_snr: list = field(default_factory=lambda: [0.0, 20.0])
+    noise_prob: float = 0.5
 
 
 @dataclass
@@ -255,6 +262,22 @@ def _validate(config: RunConfig, where: str, overridden: dict[tuple[str, str], s
         if not isinstance(factor, (int, float)) or not 0.5 <= factor <= 2.0:
             raise AsrbenchError(f"{at('augment', 'speed_perturb')}: augment.speed_perturb factors must be numbers "
                                 f"in [0.5, 2], got {factor!r}")
+    _validate_noise(config.augment, at)
+
+
+def _validate_noise(augment: AugmentConfig, at) -> None:
+    """augment.noise's sources are names or folders (checked when training opens them), its SNR a range."""
+    if not isinstance(augment.noise, list) or not all(isinstance(source, str) and source for source in augment.noise):
+        raise AsrbenchError(f"{at('augment', 'noise')}: augment.noise must be a list of noise sources (white, pink, "
+                            f"babble or a folder of recordings), got {augment.noise!r}")
+    snr = augment.noise_snr
+    if (not isinstance(snr, list) or len(snr) != 2 or not all(isinstance(x, (int, float)) for x in snr)
+            or snr[0] > snr[1]):
+        raise AsrbenchError(f"{at('augment', 'noise_snr')}: augment.noise_snr must be [low, high] in dB with "
+                            f"low <= high, got {snr!r}")
+    if not isinstance(augment.noise_prob, (int, float)) or not 0.0 <= augment.noise_prob <= 1.0:
+        raise AsrbenchError(f"{at('augment', 'noise_prob')}: augment.noise_prob must be in [0, 1], "
+                            f"got {augment.noise_prob!r}")
 
 
 def _overridden(overrides: list[str], model: str) -> dict[tuple[str, str], str]:

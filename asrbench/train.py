@@ -29,8 +29,9 @@ from asrbench.config import RunConfig, resolve, with_overrides
 from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches, EpochKeys, train_loader
 from asrbench.data.features import GlobalCMVN
 from asrbench.data.manifest import require_prepared
+from asrbench.data.noise_augment import NoiseAugment
 from asrbench.data.tokenizer import tokenizer_from_dict
-from asrbench.data.training import load_training_data
+from asrbench.data.training import TrainingData, load_training_data
 from asrbench.decode import recognize
 from asrbench.decoding.searchers import Searcher
 from asrbench.distributed import Context
@@ -293,6 +294,14 @@ class FlatGradients:
         return norm
 
 
+def noise_augment(config: RunConfig, data: TrainingData) -> NoiseAugment | None:
+    """``augment.noise``'s augmenter for the training set (babble from its unperturbed utterances)."""
+    if not config.augment.noise:
+        return None
+    plain = [utt for index, utt in enumerate(data.train.utterances) if data.train.speed(index) == 1.0]
+    return NoiseAugment(config.augment, config.features, plain)
+
+
 def loader_workers(configured: int, device: torch.device, cores: int | None = None) -> int:
     """Data-loader processes for ``train.data_workers`` (-1 = auto).
 
@@ -428,7 +437,8 @@ class Trainer:
         self.precision = resolve_precision(tc.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.precision == "fp16" and self.device.type == "cuda")
-        collate = Collator(data.train, data.train_tokens, data.cmvn, self.config.augment)
+        collate = Collator(data.train, data.train_tokens, data.cmvn, self.config.augment,
+                           noise_augment(self.config, data))
         self.keys = EpochKeys()
         self.workers = loader_workers(tc.data_workers, self.device)
         self.loader = train_loader(EpochBatches(collate, self.sampler, tc.seed), self.keys, self.workers,

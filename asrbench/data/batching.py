@@ -17,6 +17,7 @@ import torch
 from asrbench import rundir
 from asrbench.config import AugmentConfig
 from asrbench.data.features import FeatureSet, GlobalCMVN
+from asrbench.data.noise_augment import NoiseAugment
 
 
 class BucketBatchSampler:
@@ -150,17 +151,19 @@ class Collator:
         token_ids: list[list[int]],
         cmvn: GlobalCMVN,
         augment: AugmentConfig | None = None,
+        noise: NoiseAugment | None = None,
     ):
         self.features = features
         self.token_ids = token_ids
         self.cmvn = cmvn
         self.augment = augment
+        self.noise = noise  # augment.noise: some utterances' features from noised audio
 
     def __call__(self, indices: list[int], seed: int | None = None) -> Batch:
         """The padded batch; with ``seed`` its augmentation is a function of the seed alone."""
         # Pad first, then normalize and augment the batch in place: the same values as doing it
         # utterance by utterance, with one CMVN op and no copies per utterance.
-        pieces = [self.features[i] for i in indices]
+        pieces = [self.features[i] for i in indices] if self.noise is None else self._noised(indices, seed)
         lengths = torch.tensor([piece.size(0) for piece in pieces])
         padded = torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True)
         padded.sub_(self.cmvn.mean).div_(self.cmvn.std)
@@ -177,6 +180,20 @@ class Collator:
             targets=torch.cat(targets) if targets else torch.zeros(0, dtype=torch.long),
             target_lengths=torch.tensor([t.numel() for t in targets]),
         )
+
+
+    def _noised(self, indices: list[int], seed: int | None) -> list[torch.Tensor]:
+        """The batch's features, each utterance noised or not as the batch's noise draws say."""
+        rng = self.noise.generator(seed)
+        pieces = []
+        for index in indices:
+            draw = self.noise.draw(rng)
+            if draw is None:
+                pieces.append(self.features[index])
+            else:
+                utt, length = self.features.utterances[index], int(self.features.lengths[index])
+                pieces.append(self.noise.features(utt, self.features.speed(index), length, *draw, rng))
+        return pieces
 
 
 def batch_seed(seed: int, epoch: int, index: int) -> int:

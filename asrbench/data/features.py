@@ -35,6 +35,11 @@ class FeatureSet:
     sources: list[ShardedFrames | OnTheFlyFrames | torch.Tensor]  # a store's shards, audio, or frames in memory
     locations: torch.Tensor  # (N, 4) int64
     statistics: dict | None = None  # count, sum, sum_squares of the frames (a whole store's)
+    speeds: list[float] | None = None  # each source's speed-perturbation factor (None: all 1.0)
+
+    def speed(self, index: int) -> float:
+        """The speed factor utterance ``index``'s frames were extracted at (its waveform's)."""
+        return 1.0 if self.speeds is None else self.speeds[int(self.locations[index, 0])]
 
     @classmethod
     def from_frames(cls, utterances: list[Utterance], frames: torch.Tensor, offsets: torch.Tensor) -> FeatureSet:
@@ -60,14 +65,18 @@ class FeatureSet:
     def subset(self, keep: list[int]) -> FeatureSet:
         """The utterances ``keep`` (a view: no frames are copied)."""
         index = torch.tensor(keep, dtype=torch.int64)
-        return FeatureSet([self.utterances[i] for i in keep], self.sources, self.locations[index].reshape(-1, 4))
+        return FeatureSet([self.utterances[i] for i in keep], self.sources, self.locations[index].reshape(-1, 4),
+                          speeds=self.speeds)
 
     def concat(self, other: FeatureSet) -> FeatureSet:
         """This set's utterances, then ``other``'s (a view over both sets' sources)."""
         shifted = other.locations.clone()
         shifted[:, 0] += len(self.sources)
+        speeds = None
+        if self.speeds is not None or other.speeds is not None:
+            speeds = (self.speeds or [1.0] * len(self.sources)) + (other.speeds or [1.0] * len(other.sources))
         return FeatureSet(self.utterances + other.utterances, self.sources + other.sources,
-                          torch.cat([self.locations, shifted]))
+                          torch.cat([self.locations, shifted]), speeds=speeds)
 
     def frame_statistics(self, indices: list[int] | None = None) -> dict:
         """Frame count and float64 per-dimension sums of frames and squares over ``indices`` (all
@@ -158,7 +167,7 @@ def load_features(data_dir: str | Path, split: str, config: FeatureConfig, speed
         raise AsrbenchError(f"{directory}: the feature store was written but does not read back (disk full?)")
     frames, locations, statistics = opened
     sources = torch.zeros(len(utterances), 1, dtype=torch.int64)
-    return FeatureSet(utterances, [frames], torch.cat([sources, locations], 1), statistics)
+    return FeatureSet(utterances, [frames], torch.cat([sources, locations], 1), statistics, [float(speed)])
 
 
 def extract_data_dir(data_dir: str | Path, config: FeatureConfig, speeds: list[float] | None = None,
