@@ -11,7 +11,7 @@ DATA_ROOT ?= $(or $(ASRBENCH_DATA_ROOT),../shared/data)
 DEMO_DIR ?= runs/demo
 DEMO_MODELS := dnn cnn lstm gru crdnn transformer conformer
 
-.PHONY: setup sctk test test-fast lint demo bench clean
+.PHONY: setup sctk chromium test test-fast lint demo bench clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)" "$(TORCHAUDIO_PIN)"
-	$(BIN)/python -m pip install --quiet -e ".[synth,dev,flashlight,plot,tensorboard,ray,vad,onnx]" "$(TORCH_PIN)"
+	$(BIN)/python -m pip install --quiet -e ".[synth,dev,flashlight,plot,tensorboard,ray,vad,onnx,report]" "$(TORCH_PIN)"
 	touch $(STAMP)
 
 # No test is skipped: tests/test_scoring_reports.py checks our trn files against NIST sclite (SCTK), so
@@ -37,7 +37,21 @@ sctk:
 	         "install SCTK (Debian/Ubuntu: apt-get install sctk) or the sclite test fails"; \
 	  fi
 
-test: setup sctk
+# tests/test_report.py opens the HTML report in a real headless Chromium (Playwright drives it): as root with
+# apt-get (as in CI) `chromium` installs Debian's when none is on PATH; otherwise it says why (those tests fail).
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || test -n "$$ASRBENCH_CHROMIUM" || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium for tests/test_report.py (the report's browser test)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    { apt-get install -y -qq chromium || { apt-get update -qq && apt-get install -y -qq chromium; }; } >/dev/null \
+	      || echo "note: apt-get install chromium failed; the report's browser test will fail"; \
+	  else \
+	    echo "note: no Chromium on PATH and none can be installed here (needs root and apt-get): install one" \
+	         "(apt-get install chromium, or set ASRBENCH_CHROMIUM) or the report's browser test fails"; \
+	  fi
+
+test: setup sctk chromium
 	ASRBENCH_NO_PROGRESS=1 $(BIN)/python -m pytest -q -rs
 
 # The quick unit suite: every test but those that train a model (marked slow; tests/conftest.py checks).

@@ -603,6 +603,28 @@ def study_length(
             console.print(f"wrote {path}", soft_wrap=True)
 
 
+@_command(app, "report")
+def report(
+    inputs: List[Path] = typer.Argument(..., help="Run dirs (decoded on the split) and study dirs (study.json)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The HTML file to write."),
+    split: str = typer.Option("test", "--split", help="Split (its decode dir) the runs are compared on."),
+    worst: int = typer.Option(10, "--worst", min=0, help="Utterances per run in the error browser."),
+    link_audio: bool = typer.Option(False, "--link-audio", help="Link the audio files instead of embedding clips."),
+    title: str = typer.Option("asrbench report", "--title", help="The page's title."),
+    screenshot: Optional[Path] = typer.Option(None, "--screenshot",
+                                              help="Also save a PNG of the page (headless Chromium, report extra)."),
+) -> None:
+    """One self-contained HTML page: comparison, plots, breakdowns, studies and an error browser."""
+    from asrbench.progress import console
+    from asrbench.report import select_inputs, take_screenshot, write_report
+
+    inputs = select_inputs(inputs)
+    path = write_report(inputs, out, split=split, worst=worst, link_audio=link_audio, title=title)
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", soft_wrap=True)
+    if screenshot is not None:
+        console.print(f"wrote {take_screenshot(path, screenshot)}", soft_wrap=True)
+
+
 lm_app = _typer(help="Train n-gram language models for CTC beam search.")
 app.add_typer(lm_app, name="lm")
 

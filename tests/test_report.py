@@ -1,0 +1,130 @@
+"""asrbench report: a self-contained page, escaped, checked in a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import run_main
+
+from asrbench.decode import decode
+from asrbench.errors import AsrbenchError
+from asrbench.report import alignment_html, build_report, esc, find_browser, select_inputs, table, write_report
+from asrbench.scoring import score_utterances
+
+ATTACK = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+
+
+def test_text_is_escaped_in_cells_attributes_and_alignments():
+    assert esc('<b a="1">&') == "&lt;b a=&quot;1&quot;&gt;&amp;"
+    page = table(["<th>"], [[(ATTACK, '"><script>')]])
+    assert "<script>" not in page and "<img" not in page and "&lt;script&gt;" in page
+    score = score_utterances(["a <b> c"], ["a <i> c <script>"], "none")[0]
+    aligned = alignment_html(score)
+    assert "<i>" not in aligned and "&lt;i&gt;" in aligned and "&lt;script&gt;" in aligned
+    assert aligned.count('class="S"') == 1 and aligned.count('class="I"') == 1
+
+
+def test_inputs_are_chosen_and_bad_ones_named(tmp_path):
+    run = tmp_path / "run"
+    (run / "decode").mkdir(parents=True)
+    log = tmp_path / "a.log"
+    log.write_text("x")
+    assert select_inputs([run, log]) == [run]
+    assert select_inputs([log]) == [log]
+    with pytest.raises(AsrbenchError, match="nowhere: no such run or study dir"):
+        build_report([tmp_path / "nowhere"])
+    with pytest.raises(AsrbenchError, match="a.log: neither a run dir"):
+        build_report([log])
+
+
+@pytest.fixture(scope="module")
+def report_runs(tone_run, streaming_run, tmp_path_factory) -> tuple[Path, list[Path]]:
+    """Copies of the two session runs, decoded on test; the cnn's worst hypothesis holds markup."""
+    root = tmp_path_factory.mktemp("report")
+    runs = []
+    for name, (source, _) in (("cnn", tone_run), ("conformer", streaming_run)):
+        run = root / name
+        shutil.copytree(source, run, ignore=shutil.ignore_patterns("decode"))
+        decode(run, "test")
+        runs.append(run)
+    hypotheses = runs[0] / "decode" / "test" / "hypotheses.jsonl"
+    rows = [json.loads(line) for line in hypotheses.read_text().splitlines()]
+    rows[0]["hyp"] = f"{rows[0]['hyp']} {ATTACK}"  # now the worst utterance: it is shown in the error browser
+    hypotheses.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    study = root / "study"
+    study.mkdir()
+    (study / "study.json").write_text(json.dumps({"rows": [{"run": ATTACK, "noise": "white", "snr": 10.0,
+                                                            "wer": 12.5, "wer_ci": [10.0, 15.0]}]}))
+    return root, runs + [study]
+
+
+@pytest.fixture(scope="module")
+def report_page(report_runs) -> Path:
+    root, inputs = report_runs
+    return write_report(inputs, root / "report.html", worst=3)
+
+
+def test_a_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    code, _, stderr = run_main(monkeypatch, capsys, "report", str(tmp_path / "nowhere"), "-o", str(tmp_path / "r.html"))
+    assert code == 2 and stderr.strip().splitlines() == [f"error: {tmp_path / 'nowhere'}: no such run or study dir"]
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.slow
+def test_the_page_is_self_contained_and_escaped(report_page):
+    page = report_page.read_text()
+    assert "window.__pwned" in page and "<script>window.__pwned" not in page and "<img src=x" not in page
+    assert page.count("<script>") == 1  # the sort script, and nothing from the files
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched at view time
+    assert page.count("data:audio/ogg;base64,") >= 1 and page.count("data:image/png;base64,") >= 5
+    assert page.count('<div class="utt">') <= 6
+
+
+@pytest.mark.slow
+def test_the_page_works_in_headless_chromium(report_page, tmp_path):
+    """Loads with no console errors, one row per run, a sort click reorders, audio plays, markup stays text."""
+    from playwright.sync_api import sync_playwright
+
+    out = report_page
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=find_browser(),
+                                         args=["--autoplay-policy=no-user-gesture-required"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        errors = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(out.as_uri())
+        page.wait_for_load_state("load")
+        assert errors == []
+        rows = page.locator("#comparison tbody tr")
+        assert rows.count() == 2
+        first_column = "#comparison tbody tr td:first-child"
+        before = page.locator(first_column).all_inner_texts()
+        page.click("#comparison th:has-text('run')")
+        ascending = page.locator(first_column).all_inner_texts()
+        page.click("#comparison th:has-text('run')")
+        descending = page.locator(first_column).all_inner_texts()
+        assert ascending == sorted(before) and descending == sorted(before, reverse=True)
+        page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+        played = page.evaluate("""async () => {
+            const audio = document.querySelector('audio');
+            await audio.play();
+            for (let waited = 0; audio.currentTime < 0.05 && waited < 5000; waited += 50) {
+                await new Promise(resolve => setTimeout(resolve, 50));
+            }
+            return {time: audio.currentTime, error: audio.error && audio.error.code, duration: audio.duration};
+        }""")
+        assert played["error"] is None and played["duration"] > 0.2 and played["time"] > 0.05
+        assert page.evaluate("window.__pwned") is None  # the injected markup ran nothing
+        assert ATTACK in page.inner_text("body")  # ... and shows as text, in the error browser and the study
+        shot = Path(os.environ.get("ASRBENCH_REPORT_SCREENSHOT", tmp_path / "report.png"))
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(shot))
+        browser.close()
+        assert errors == []
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
