@@ -51,12 +51,18 @@ chromium:
 	         "(apt-get install chromium, or set ASRBENCH_CHROMIUM) or the report's browser test fails"; \
 	  fi
 
+# TEST_JOBS pytest processes (pytest-xdist), each taking whole test files (--dist loadfile): a file's
+# module fixtures (a Ray cluster, a trained model) stay in one process; the session's trained
+# fixtures are built once per process that needs them.
+TEST_JOBS ?= 2
+PYTEST := ASRBENCH_NO_PROGRESS=1 $(BIN)/python -m pytest -q -rs -n $(TEST_JOBS) --dist loadfile
+
 test: setup sctk chromium
-	ASRBENCH_NO_PROGRESS=1 $(BIN)/python -m pytest -q -rs
+	$(PYTEST)
 
 # The quick unit suite: every test but those that train a model (marked slow; tests/conftest.py checks).
 test-fast: setup sctk
-	ASRBENCH_NO_PROGRESS=1 $(BIN)/python -m pytest -q -rs -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check asrbench tests benchmarks tools

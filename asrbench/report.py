@@ -52,7 +52,7 @@ th{background:#f3f3f3;cursor:pointer;user-select:none;white-space:nowrap}
 th.sorted-asc::after{content:" \\25B2"}th.sorted-desc::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;border:1px solid #eee}
-.plots img{max-width:48%;margin:.5%}
+.plots img{max-width:48%;margin:.5%}.plots img.wide{max-width:97%}
 .utt{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;margin:.8em 0}
 .utt header{font-weight:600;margin-bottom:.4em}
 .align span{display:inline-block;margin:0 .15em;padding:0 .2em;border-radius:3px}
@@ -107,8 +107,9 @@ def _ci(interval) -> str:
     return f"{interval[0]:.2f}–{interval[1]:.2f}" if interval else "–"
 
 
-def image(png: bytes, alt: str) -> str:
-    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+def image(png: bytes, alt: str, css: str = "") -> str:
+    kind = f' class="{esc(css)}"' if css else ""
+    return f'<img{kind} alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def table(headers: list[str], rows: list[list[tuple[str, object]]], table_id: str = "") -> str:
@@ -156,7 +157,8 @@ def comparison_section(rows: list[dict]) -> str:
 def plots_section(rows: list[dict], scratch: Path) -> str:
     from asrbench.plots import write_plots  # matplotlib (the plot extra) only when a report is made
 
-    images = [image(path.read_bytes(), path.stem.replace("_", " ")) for path in write_plots(rows, scratch)]
+    images = [image(path.read_bytes(), path.stem.replace("_", " "), "wide" if path.stem == "learning_curves" else "")
+              for path in write_plots(rows, scratch)]
     return '<h2>Pareto plots and learning curves</h2><div class="plots">' + "".join(images) + "</div>"
 
 
