@@ -67,6 +67,7 @@ def test_the_conformer_blocks_compute_what_torchaudio_computes():
 
 
 ATTENTION_STREAMS = {"conformer": STREAMING,
+                     "conformer-chunkconv": {**STREAMING, "conv_context": "chunk"},
                      "transformer": {**TINY["transformer"], "streaming": True, "max_train_chunk": 4},
                      "transformer-conv": {**TINY["transformer"], "streaming": True, "positional": "conv",
                                           "conv_positional_kernel": 5}}
@@ -83,6 +84,21 @@ def test_chunk_by_chunk_encoding_equals_the_masked_pass(name: str, chunk: int, l
     streamed = _streamed_encoding(model, features, chunk, left)
     assert streamed.shape == masked.shape and int(lengths[0]) == masked.size(1)
     torch.testing.assert_close(streamed, masked, atol=1e-5, rtol=1e-4)
+
+
+def test_the_chunked_convolution_at_full_context_is_the_ordinary_one():
+    """conv_context: chunk changes no weights and, at full context, no output: the offline model."""
+    chunked = _model("conformer", **{**STREAMING, "conv_context": "chunk"}).eval()
+    offline = _model("conformer", **{**STREAMING, "streaming": False}).eval()
+    offline.load_state_dict(chunked.state_dict())
+    features = torch.randn(2, 77, INPUT_DIM)
+    lengths = torch.tensor([77, 50])
+    with torch.no_grad():
+        torch.testing.assert_close(chunked.encode(features, lengths)[0], offline.encode(features, lengths)[0])
+        chunked.set_chunk(3)
+        assert not torch.allclose(chunked.encode(features, lengths)[0], offline.encode(features, lengths)[0])
+    with pytest.raises(AsrbenchError, match="conv_context must be causal or chunk"):
+        _model("conformer", **{**STREAMING, "conv_context": "future"})
 
 
 @pytest.mark.parametrize("name,option", [("lstm", {"bidirectional": False}), ("gru", {"bidirectional": False}),

@@ -81,6 +81,33 @@ def causal_convolve(conv: nn.Conv1d, x: torch.Tensor, cache: torch.Tensor | None
     return conv(joined), joined[:, :, joined.size(2) - context:]
 
 
+def chunk_convolve(conv: nn.Conv1d, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Dynamic chunk convolution (Li et al., 2023): a centred convolution (odd kernel, built with
+    padding 0) over (B, C, T) whose frames see ``kernel // 2`` frames to the left, from earlier
+    chunks too, and to the right only inside their own chunk of ``chunk`` frames (zeros past its
+    end); ``chunk`` 0 is the ordinary convolution. Then no frame waits for a later chunk's audio."""
+    half = conv.kernel_size[0] // 2
+    if chunk <= 0:
+        return conv(nn.functional.pad(x, (half, half)))
+    batch, channels, length = x.shape
+    count = -(-length // chunk)
+    padded = nn.functional.pad(x, (half, count * chunk - length))  # left context of chunk 0, then whole chunks
+    windows = padded.unfold(2, half + chunk, chunk)  # (B, C, chunks, half + chunk): left context + chunk
+    windows = nn.functional.pad(windows, (0, half)).permute(0, 2, 1, 3).reshape(batch * count, channels, -1)
+    out = conv(windows).reshape(batch, count, channels, chunk).permute(0, 2, 1, 3).reshape(batch, channels, -1)
+    return out[:, :, :length]
+
+
+def chunk_convolve_cached(conv: nn.Conv1d, x: torch.Tensor, cache: torch.Tensor | None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`chunk_convolve` for one chunk (B, C, t) after the chunks whose last ``kernel // 2``
+    inputs are ``cache`` (zeros at a stream's start): -> (out, new cache)."""
+    half = conv.kernel_size[0] // 2
+    left = cache if cache is not None else x.new_zeros(x.size(0), x.size(1), half)
+    joined = torch.cat([left, x], dim=2)
+    return conv(nn.functional.pad(joined, (0, half))), joined[:, :, joined.size(2) - half:]
+
+
 class ChunkedAttention:
     """Mixin: the chunk a streaming attention encoder uses, in training (drawn) and decoding (set)."""
 
@@ -112,11 +139,18 @@ class ChunkedAttention:
             return 0, -1
         return drawn % self.max_train_chunk + 1, self.train_left_chunks
 
+    def forward_chunk(self, length: int) -> tuple[int, int]:
+        """(chunk, left chunks) of this forward pass: drawn in training, set for decoding; (0, -1)
+        is full context (always, when not streaming)."""
+        if not self.streaming:
+            return 0, -1
+        return self._training_chunk(length) if self.training else (self.decode_chunk, self.decode_left_chunks)
+
     def attention_mask(self, length: int, device: torch.device) -> torch.Tensor | None:
         """The chunk mask of this forward pass (None: full context, or not streaming)."""
         if not self.streaming:
             return None
-        chunk, left = self._training_chunk(length) if self.training else (self.decode_chunk, self.decode_left_chunks)
+        chunk, left = self.forward_chunk(length)
         return chunk_mask(length, chunk, left, device)
 
     def init_stream(self, chunk: int, left_chunks: int = -1) -> ChunkStream:

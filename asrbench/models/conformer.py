@@ -24,7 +24,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from asrbench.models.chunked import ChunkedAttention, ChunkStream, attend_cached, causal_convolve, keep
+from asrbench.models.chunked import (
+    ChunkedAttention,
+    ChunkStream,
+    attend_cached,
+    causal_convolve,
+    chunk_convolve,
+    chunk_convolve_cached,
+    chunk_mask,
+    keep,
+)
 from asrbench.models.common import Conv2dSubsampling, MaskedBatchNorm1d, SinusoidalPositionalEncoding, padding_mask
 from asrbench.models.ctc import CTCHead, CTCModel
 from asrbench.torchaudio_compat import torchaudio
@@ -43,6 +52,10 @@ class ConformerConfig:
     streaming: bool = False
     max_train_chunk: int = 25  # streaming: chunks of 1..this many encoder frames in half the batches
     train_left_chunks: int = -1  # streaming: left chunks seen in training; -1 = all
+    # streaming: the depthwise convolution's context. causal: the kernel - 1 frames before (U2);
+    # chunk: kernel // 2 on each side, the right ones only inside the frame's chunk (dynamic chunk
+    # convolution, Li et al. 2023): no more latency, and at full context an ordinary convolution.
+    conv_context: str = "causal"
 
 
 class Conformer(ChunkedAttention, CTCModel):
@@ -62,19 +75,24 @@ class Conformer(ChunkedAttention, CTCModel):
         )
         self._init_chunking(config)
         self.kernel_size = config.kernel_size
+        if config.conv_context not in ("causal", "chunk"):
+            raise ValueError(f"conv_context must be causal or chunk, not {config.conv_context!r}")
+        self.chunk_conv = self.streaming and config.conv_context == "chunk"
         for layer in self.encoder.conformer_layers:
             conv = layer.conv_module.sequential
             conv[3] = MaskedBatchNorm1d(conv[3].num_features)
             if self.streaming:
-                conv[2].padding = (0,)  # causal: the kernel - 1 frames before come from _convolve's left pad
+                conv[2].padding = (0,)  # the context comes from _convolve's padding (causal, or chunked)
         self.encoder_dim = config.d_model
         self.head = CTCHead(config.d_model, vocab_size)
 
     # -- one Conformer block -------------------------------------------------------------------
     def _convolve(self, layer: nn.Module, x: torch.Tensor, pad: torch.Tensor | None,
-                  cache: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  cache: torch.Tensor | None = None, chunk: int = 0, streamed: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The convolution module with its residual: (T, B, D) -> (T, B, D), and in streaming mode
-        the last ``kernel - 1`` depthwise inputs (B, D, kernel - 1) for the next chunk."""
+        the last depthwise inputs (B, D, kernel - 1 or kernel // 2) for the next chunk. ``chunk``:
+        the pass's chunk (chunked convolution); ``streamed``: x is one chunk after ``cache``."""
         module = layer.conv_module
         conv = module.sequential
         y = module.layer_norm(x).permute(1, 2, 0)  # (B, D, T)
@@ -82,7 +100,11 @@ class Conformer(ChunkedAttention, CTCModel):
         if pad is not None:
             y = y.masked_fill(pad.unsqueeze(1), 0.0)  # padding must not reach real frames
         new_cache = None
-        if self.streaming:
+        if self.chunk_conv and streamed:
+            y, new_cache = chunk_convolve_cached(conv[2], y, cache)
+        elif self.chunk_conv:
+            y = chunk_convolve(conv[2], y, chunk)
+        elif self.streaming:
             y, new_cache = causal_convolve(conv[2], y, cache, self.kernel_size - 1)
         else:
             y = conv[2](y)
@@ -91,7 +113,7 @@ class Conformer(ChunkedAttention, CTCModel):
         return x + y.permute(2, 0, 1), new_cache
 
     def _block(self, layer: nn.Module, x: torch.Tensor, pad: torch.Tensor | None,
-               attention_mask: torch.Tensor | None) -> torch.Tensor:
+               attention_mask: torch.Tensor | None, chunk: int = 0) -> torch.Tensor:
         """torchaudio's ConformerLayer.forward (convolution after attention), with the attention
         mask and the padding-aware convolution. x: (T, B, D)."""
         x = x + 0.5 * layer.ffn1(x)
@@ -99,7 +121,7 @@ class Conformer(ChunkedAttention, CTCModel):
         attended, _ = layer.self_attn(normed, normed, normed, key_padding_mask=pad, attn_mask=attention_mask,
                                       need_weights=False)
         x = x + layer.self_attn_dropout(attended)
-        x, _ = self._convolve(layer, x, pad)
+        x, _ = self._convolve(layer, x, pad, chunk=chunk)
         x = x + 0.5 * layer.ffn2(x)
         return layer.final_layer_norm(x)
 
@@ -108,10 +130,11 @@ class Conformer(ChunkedAttention, CTCModel):
         """(B, T, F), (B,) -> encoder output (B, T/4, d_model), output_lengths (B,)."""
         x, lengths = self.subsampling(features, feature_lengths)
         pad = padding_mask(lengths, x.size(1))
-        mask = self.attention_mask(x.size(1), x.device)
+        chunk, left = self.forward_chunk(x.size(1))  # one draw per pass, for the mask and the convolutions
+        mask = chunk_mask(x.size(1), chunk, left, x.device)
         x = self.positions(x).transpose(0, 1)  # (T, B, D), torchaudio's layout
         for layer in self.encoder.conformer_layers:
-            x = self._block(layer, x, pad, mask)
+            x = self._block(layer, x, pad, mask, chunk)
         return x.transpose(0, 1), lengths
 
     # -- chunk by chunk -----------------------------------------------------------------------
@@ -128,7 +151,7 @@ class Conformer(ChunkedAttention, CTCModel):
             x = x + 0.5 * layer.ffn1(x)
             x = x + attend_cached(layer.self_attn, layer.self_attn_layer_norm(x), state, index)
             x, cache = self._convolve(layer, x, None, state.convolution[index] if index < len(state.convolution)
-                                      else None)
+                                      else None, streamed=True)
             keep(state.convolution, index, cache)
             x = layer.final_layer_norm(x + 0.5 * layer.ffn2(x))
         state.offset += x.size(0)
