@@ -49,12 +49,14 @@ def test_speeds_follow_subsets_and_concatenation(corpus):
 
 def test_inaudible_noise_gives_the_stored_features_at_every_speed(corpus):
     """At 200 dB SNR the noised path must reproduce the store (same audio read, speed, fbank, rounding)."""
-    _, features, cmvn = corpus
+    _, features, _ = corpus
+    raw = GlobalCMVN(torch.zeros(FEATURES.dim()), torch.ones(FEATURES.dim()))  # compare the features themselves
     indices = list(range(len(features)))
-    clean = Collator(features, [[1]] * len(features), cmvn)(indices, seed=3)
-    noised = collator(features, cmvn, noise=["white"], noise_snr=[200.0, 200.0], noise_prob=1.0)(indices, seed=3)
+    clean = Collator(features, [[1]] * len(features), raw)(indices, seed=3)
+    noised = collator(features, raw, noise=["white"], noise_snr=[200.0, 200.0], noise_prob=1.0)(indices, seed=3)
     assert torch.equal(clean.feature_lengths, noised.feature_lengths)
-    assert torch.allclose(clean.features, noised.features, atol=2e-2)
+    # Both are rounded to float16: a sum in another thread order may land one float16 step away.
+    torch.testing.assert_close(noised.features, clean.features, rtol=2 * 2.0**-10, atol=1e-3)
 
 
 def test_noise_prob_zero_changes_nothing(corpus):
