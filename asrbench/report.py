@@ -228,14 +228,11 @@ def posteriorgram(loaded, waveform: torch.Tensor, extractor) -> bytes | None:
     from asrbench.plots import _pyplot  # matplotlib is the plot extra's: imported when plotting
 
     plt = _pyplot()
-    if not hasattr(loaded.model, "ctc_log_probs"):
+    if getattr(loaded.model, "ctc_head", True) is None:  # an attention model or transducer with no CTC branch
         return None
     features = loaded.cmvn(extractor(waveform))
     with torch.no_grad():
-        try:
-            log_probs, lengths = loaded.model.ctc_log_probs(features[None], torch.tensor([features.size(0)]))
-        except (AttributeError, TypeError, ValueError, RuntimeError):  # an attention model with no CTC branch
-            return None
+        log_probs, lengths = loaded.model.ctc_log_probs(features[None], torch.tensor([features.size(0)]))
     probs = log_probs[0, : int(lengths[0])].exp().numpy().T  # (V, T')
     shown = [token for token in range(probs.shape[0]) if probs[token].max() >= 0.05]
     labels = ["∅" if token == loaded.tokenizer.blank_id else (loaded.tokenizer.piece(token) or "␣").replace(" ", "␣")

@@ -9,11 +9,27 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import run_main
+import torch
+from helpers import INPUT_DIM, TINY, run_main
 
+from asrbench.checkpoint import LoadedModel
+from asrbench.config import FeatureConfig
+from asrbench.data.fbank import FeatureExtractor
+from asrbench.data.features import GlobalCMVN
+from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decode import decode
 from asrbench.errors import AsrbenchError
-from asrbench.report import alignment_html, build_report, esc, find_browser, select_inputs, table, write_report
+from asrbench.models import build_model
+from asrbench.report import (
+    alignment_html,
+    build_report,
+    esc,
+    find_browser,
+    posteriorgram,
+    select_inputs,
+    table,
+    write_report,
+)
 from asrbench.scoring import score_utterances
 
 ATTACK = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
@@ -27,6 +43,17 @@ def test_text_is_escaped_in_cells_attributes_and_alignments():
     aligned = alignment_html(score)
     assert "<i>" not in aligned and "&lt;i&gt;" in aligned and "&lt;script&gt;" in aligned
     assert aligned.count('class="S"') == 1 and aligned.count('class="I"') == 1
+
+
+@pytest.mark.parametrize(("name", "options", "drawn"), [
+    ("cnn", {}, True), ("transformer_aed", {"ctc_weight": 0.3}, True), ("transformer_aed", {"ctc_weight": 0.0}, False)])
+def test_posteriorgrams_come_from_the_ctc_output_or_are_declined(name, options, drawn):
+    config = FeatureConfig(sample_rate=8000, num_mel_bins=INPUT_DIM)
+    tokenizer = CharTokenizer.build(["ab cd"])
+    model = build_model(name, {**TINY[name], **options}, INPUT_DIM, len(tokenizer)).eval()
+    loaded = LoadedModel(None, tokenizer, GlobalCMVN(torch.zeros(INPUT_DIM), torch.ones(INPUT_DIM)), model, {})
+    png = posteriorgram(loaded, torch.randn(8000) * 0.1, FeatureExtractor(config))
+    assert (png is not None and png[:4] == b"\x89PNG") if drawn else png is None
 
 
 def test_inputs_are_chosen_and_bad_ones_named(tmp_path):
