@@ -187,7 +187,7 @@ def noise_study(run_dirs: list[str | Path], conditions: list[Condition], split: 
                 bar.update(task, advance=1)
             checksums[condition.name] = checksum.hexdigest()
             rows += _score(runs, condition, references, hypotheses, checksums[condition.name], resamples, alpha, seed)
-    _degradation(rows)
+    _degradation(rows, resamples, seed)
     return {"kind": "noise", "split": split, "data_dir": str(data_dir), "seed": seed, "utterances": len(utterances),
             "conditions": [{**asdict(c), "name": c.name, "checksum": checksums[c.name]} for c in conditions],
             "decoder": runs.searchers[0].description, "rows": rows}
@@ -214,18 +214,37 @@ def _score(runs: _Runs, condition: Condition, references: list[str], hypotheses:
                      "cer_ci": intervals.get("cer_ci"), "utterances": len(run_scores), "checksum": checksum,
                      "vs_best": None if system is None else ("best" if system.best else "not significantly worse"
                                                              if system.not_significantly_worse
-                                                             else "significantly worse")})
+                                                             else "significantly worse"),
+                     "_errors": errors[index], "_words": words})  # for the degradation's CI; not written
     return rows
 
 
-def _degradation(rows: list[dict]) -> None:
-    """Each row's WER against the same run's clean WER: points and relative % (None without clean)."""
-    clean = {row["run"]: row["wer"] for row in rows if row["noise"] == "clean"}
+def _degradation(rows: list[dict], resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0) -> None:
+    """Each row's WER against the same run's clean WER: points, with a bootstrap CI over utterances
+    of the paired difference (each utterance's noisy minus clean errors), and relative % (None
+    without a clean condition)."""
+    clean = {row["run"]: row for row in rows if row["noise"] == "clean"}
     for row in rows:
-        base = clean.get(row["run"])
+        reference = clean.get(row["run"])
+        base = None if reference is None else reference["wer"]
         row["degradation_points"] = None if base is None or row["wer"] is None else row["wer"] - base
+        row["degradation_ci"] = None
+        if row["degradation_points"] is not None and row["noise"] != "clean":
+            difference = row["_errors"] - reference["_errors"]
+            row["degradation_ci"] = list(stats.bootstrap_ci(difference, row["_words"], resamples, seed=seed))
         row["degradation_relative"] = (None if not base or row["wer"] is None
                                        else 100.0 * (row["wer"] - base) / base)
+    for row in rows:
+        row.pop("_errors", None)
+        row.pop("_words", None)
+
+
+def _degradation_cell(row: dict) -> str:
+    if row["degradation_relative"] is None:
+        return "-"
+    interval = row.get("degradation_ci")
+    shown = f"{interval[0]:+.1f} to {interval[1]:+.1f}; " if interval else ""
+    return f"{row['degradation_points']:+.2f} ({shown}{row['degradation_relative']:+.0f}%)"
 
 
 def _pivot(study: dict) -> tuple[list[str], list[str], dict]:
@@ -252,10 +271,11 @@ def render(study: dict, fmt: str) -> str:
 
         buffer = io.StringIO()
         fields = ["run", "model", "condition", "noise", "snr", "rt60", "wer", "wer_ci", "cer", "degradation_points",
-                  "degradation_relative", "vs_best", "utterances", "checksum"]
+                  "degradation_ci", "degradation_relative", "vs_best", "utterances", "checksum"]
         writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({**row, "wer_ci": json.dumps(row["wer_ci"])} for row in study["rows"])
+        writer.writerows({**row, "wer_ci": json.dumps(row["wer_ci"]),
+                          "degradation_ci": json.dumps(row.get("degradation_ci"))} for row in study["rows"])
         return buffer.getvalue()
     runs, conditions, cells = _pivot(study)
     if fmt == "markdown":
@@ -266,12 +286,10 @@ def render(study: dict, fmt: str) -> str:
         lines += ["", LEGEND, ""]
         if any(row["degradation_points"] is not None for row in study["rows"]):
             noisy = [c for c in conditions if c != "clean"]
-            lines += ["| run | " + " | ".join(f"{c}: +points (rel. %)" for c in noisy) + " |",
+            lines += ["| run | " + " | ".join(f"{c}: +points (95% CI; rel. %)" for c in noisy) + " |",
                       "|---|" + "---:|" * len(noisy)]
             for run in runs:
-                lines.append(f"| {run} | " + " | ".join(
-                    f"{cells[(run, c)]['degradation_points']:+.2f} ({cells[(run, c)]['degradation_relative']:+.0f}%)"
-                    if cells[(run, c)]["degradation_relative"] is not None else "-" for c in noisy) + " |")
+                lines.append(f"| {run} | " + " | ".join(_degradation_cell(cells[(run, c)]) for c in noisy) + " |")
         return "\n".join(lines) + "\n"
     if fmt == "table":
         from rich.console import Console

@@ -215,6 +215,7 @@ def _overfit(name: str, ctc_weight: float) -> tuple[torch.nn.Module, torch.Tenso
     return model.eval(), features, lengths, labels
 
 
+@pytest.mark.slow  # trains: in make test, not in test-fast
 @pytest.mark.parametrize("ctc_weight", [0.0, 0.3])
 def test_tiny_overfit_learns_every_utterance(name, ctc_weight):
     model, features, lengths, labels = _overfit(name, ctc_weight)

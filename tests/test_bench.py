@@ -136,6 +136,7 @@ def test_statistics_pool_seeds_per_utterance(tmp_path: Path):
     assert "| a | - | " in table and "| b | " in table  # the pairwise matrix, diagonal blank
 
 
+@pytest.mark.slow  # trains: in make test, not in test-fast
 def test_parallel_jobs_train_every_run(recipe: Path, tmp_path: Path):
     out = tmp_path / "sweep"
     report = bench(recipe, "all", seeds=1, out=out, epochs=1, jobs=2, overrides=["train.num_threads=1"])

@@ -132,6 +132,8 @@ def test_the_noise_study_decodes_every_run_on_the_same_audio(tone_run, streaming
     white = rows_of[(str(cnn), "white 0 dB")]
     base = clean[str(cnn)]["wer"]
     assert white["wer"] >= base and white["degradation_points"] == white["wer"] - base
+    low, high = white["degradation_ci"]  # paired over utterances: it holds the point estimate
+    assert low <= white["degradation_points"] <= high and clean[str(cnn)]["degradation_ci"] is None
     again = noise_study([cnn], conditions[:2], seed=0, batch_seconds=3.0, resamples=200)  # other batches, one run
     assert [c["checksum"] for c in again["conditions"]] == [checksums["clean"], checksums["white 0 dB"]]
     assert again["rows"][1]["wer"] == white["wer"]
@@ -142,3 +144,22 @@ def test_the_noise_study_decodes_every_run_on_the_same_audio(tone_run, streaming
     written = write_study(study, tmp_path / "out")
     assert json.loads(written[0].read_text())["conditions"][0]["checksum"] == checksums["clean"]
     assert written[2].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_degradation_ci_is_of_the_paired_difference():
+    """Noise that adds exactly one error to every utterance: the CI of the degradation stays within
+    one error per 5 to 20 words (the utterances' lengths), however much their clean errors vary."""
+    from asrbench.noise_study import _degradation
+
+    words = np.array([5.0, 10.0, 5.0, 20.0])
+    clean_errors = np.array([0.0, 7.0, 1.0, 12.0])
+    rows = [{"run": "r", "noise": "clean", "wer": 100 * clean_errors.sum() / words.sum(), "_errors": clean_errors,
+             "_words": words},
+            {"run": "r", "noise": "white", "wer": 100 * (clean_errors + 1).sum() / words.sum(),
+             "_errors": clean_errors + 1, "_words": words}]
+    _degradation(rows, resamples=300)
+    noisy = rows[1]
+    assert noisy["degradation_points"] == pytest.approx(100 * 4 / 40)
+    low, high = noisy["degradation_ci"]
+    assert 100 * 1 / 20 - 1e-9 <= low <= high <= 100 * 1 / 5 + 1e-9  # one error per 5..20 words
+    assert rows[0]["degradation_ci"] is None and "_errors" not in noisy

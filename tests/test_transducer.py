@@ -309,6 +309,7 @@ def _overfit(name: str, predictor: str, ctc_weight: float):
     return model.eval(), features, lengths, labels
 
 
+@pytest.mark.slow  # trains: in make test, not in test-fast
 @pytest.mark.parametrize(("name", "predictor", "ctc_weight"),
                          [("conformer_transducer", "stateless", 0.0), ("conformer_transducer", "lstm", 0.3),
                           ("lstm_transducer", "lstm", 0.3), ("lstm_transducer", "stateless", 0.0)])
