@@ -22,34 +22,31 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[synth,dev,flashlight,plot,tensorboard,ray,vad,onnx,report]" "$(TORCH_PIN)"
 	touch $(STAMP)
 
-# No test is skipped: tests/test_scoring_reports.py checks our trn files against NIST sclite (SCTK), so
-# `sctk` installs it when it is missing and we are root with apt-get (as in CI); otherwise it says why
-# (that test then fails). -rs lists any skip in the summary.
-sctk:
-	@command -v sclite >/dev/null || test -x /usr/lib/sctk/bin/sclite || \
+# No test is skipped: a test that needs a Debian package gets it installed when it is missing and we are
+# root with apt-get (as in CI); otherwise the target says why (that test then fails). -rs lists any skip.
+# $(call apt_package,CHECK,PACKAGE,WHAT NEEDS IT): CHECK is a shell test that the tool is there.
+define apt_package
+	@$(1) || \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing sctk (NIST sclite) for tests/test_scoring_reports.py"; \
+	    echo "installing $(2) for $(3)"; \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    { apt-get install -y -qq sctk || { apt-get update -qq && apt-get install -y -qq sctk; }; } >/dev/null \
-	      || echo "note: apt-get install sctk failed; the sclite test will fail"; \
+	    { apt-get install -y -qq $(2) || { apt-get update -qq && apt-get install -y -qq $(2); }; } >/dev/null \
+	      || echo "note: apt-get install $(2) failed; $(3) will fail"; \
 	  else \
-	    echo "note: NIST sclite is missing and cannot be installed here (needs root and apt-get):" \
-	         "install SCTK (Debian/Ubuntu: apt-get install sctk) or the sclite test fails"; \
+	    echo "note: $(2) is missing and cannot be installed here (needs root and apt-get):" \
+	         "install it (Debian/Ubuntu: apt-get install $(2)) or $(3) will fail"; \
 	  fi
+endef
 
-# tests/test_report.py opens the HTML report in a real headless Chromium (Playwright drives it): as root with
-# apt-get (as in CI) `chromium` installs Debian's when none is on PATH; otherwise it says why (those tests fail).
+# tests/test_scoring_reports.py checks our trn files against NIST sclite (SCTK).
+sctk:
+	$(call apt_package,command -v sclite >/dev/null || test -x /usr/lib/sctk/bin/sclite,sctk,tests/test_scoring_reports.py)
+
+# tests/test_report.py opens the HTML report in a real headless Chromium (Playwright drives it); any Chromium
+# on PATH, or the one $$ASRBENCH_CHROMIUM names, will do.
 chromium:
-	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || test -n "$$ASRBENCH_CHROMIUM" || \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing chromium for tests/test_report.py (the report's browser test)"; \
-	    export DEBIAN_FRONTEND=noninteractive; \
-	    { apt-get install -y -qq chromium || { apt-get update -qq && apt-get install -y -qq chromium; }; } >/dev/null \
-	      || echo "note: apt-get install chromium failed; the report's browser test will fail"; \
-	  else \
-	    echo "note: no Chromium on PATH and none can be installed here (needs root and apt-get): install one" \
-	         "(apt-get install chromium, or set ASRBENCH_CHROMIUM) or the report's browser test fails"; \
-	  fi
+	$(call apt_package,command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  test -n "$$ASRBENCH_CHROMIUM",chromium,tests/test_report.py)
 
 # TEST_JOBS pytest processes (pytest-xdist), each taking whole test files (--dist loadfile): a file's
 # module fixtures (a Ray cluster, a trained model) stay in one process; the session's trained
