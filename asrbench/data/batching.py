@@ -181,7 +181,6 @@ class Collator:
             target_lengths=torch.tensor([t.numel() for t in targets]),
         )
 
-
     def _noised(self, indices: list[int], seed: int | None) -> list[torch.Tensor]:
         """The batch's features, each utterance noised or not as the batch's noise draws say."""
         rng = self.noise.generator(seed)
