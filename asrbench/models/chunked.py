@@ -73,12 +73,13 @@ def attend_cached(attention: nn.MultiheadAttention, x: torch.Tensor, state: Chun
 
 
 def causal_convolve(conv: nn.Conv1d, x: torch.Tensor, cache: torch.Tensor | None,
-                    context: int) -> tuple[torch.Tensor, torch.Tensor]:
+                    context: int, right: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A convolution (built with padding 0) over (B, C, T) with ``context`` frames of left context:
-    the cached last inputs of the chunk before, or zeros at a stream's start. -> (out, new cache)."""
+    the cached last inputs of the chunk before, or zeros at a stream's start; and ``right`` zeros
+    after the chunk. -> (out, new cache)."""
     left = cache if cache is not None else x.new_zeros(x.size(0), x.size(1), context)
     joined = torch.cat([left, x], dim=2)
-    return conv(joined), joined[:, :, joined.size(2) - context:]
+    return conv(nn.functional.pad(joined, (0, right))), joined[:, :, joined.size(2) - context:]
 
 
 def chunk_convolve(conv: nn.Conv1d, x: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -103,9 +104,7 @@ def chunk_convolve_cached(conv: nn.Conv1d, x: torch.Tensor, cache: torch.Tensor 
     """:func:`chunk_convolve` for one chunk (B, C, t) after the chunks whose last ``kernel // 2``
     inputs are ``cache`` (zeros at a stream's start): -> (out, new cache)."""
     half = conv.kernel_size[0] // 2
-    left = cache if cache is not None else x.new_zeros(x.size(0), x.size(1), half)
-    joined = torch.cat([left, x], dim=2)
-    return conv(nn.functional.pad(joined, (0, half))), joined[:, :, joined.size(2) - half:]
+    return causal_convolve(conv, x, cache, half, right=half)
 
 
 class ChunkedAttention:
@@ -148,10 +147,7 @@ class ChunkedAttention:
 
     def attention_mask(self, length: int, device: torch.device) -> torch.Tensor | None:
         """The chunk mask of this forward pass (None: full context, or not streaming)."""
-        if not self.streaming:
-            return None
-        chunk, left = self.forward_chunk(length)
-        return chunk_mask(length, chunk, left, device)
+        return chunk_mask(length, *self.forward_chunk(length), device)
 
     def init_stream(self, chunk: int, left_chunks: int = -1) -> ChunkStream:
         if not self.streaming:
