@@ -89,7 +89,10 @@ class NoiseAugment:
         self.low, self.high = float(augment.noise_snr[0]), float(augment.noise_snr[1])
         self.prob = float(augment.noise_prob)
         self.config = features
-        self.folders = {kind: resolve_noise_folder(kind) for kind in self.kinds if kind not in corruption.KINDS}
+        # Each folder's file list and durations, read once here (a bad folder fails now, in one line,
+        # not in a loader worker) and carried to the workers with this object.
+        self.recordings = {kind: RecordingNoise(resolve_noise_folder(kind), features.sample_rate)
+                           for kind in self.kinds if kind not in corruption.KINDS}
         if "babble" in self.kinds:
             by_id = sorted(utterances, key=lambda utt: utt.id)
             order = np.random.default_rng(POOL_SEED).permutation(len(by_id))[:BABBLE_POOL]
@@ -100,8 +103,6 @@ class NoiseAugment:
             self.pool = []
         self._sources: list | None = None  # built on first use, in each worker
         self._extractor: FeatureExtractor | None = None
-        for folder in self.folders.values():
-            RecordingNoise(folder, features.sample_rate)  # fail now, in one line, not in a loader worker
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -119,7 +120,7 @@ class NoiseAugment:
                 elif kind in corruption.KINDS:
                     sources.append(corruption.NoiseSource(kind, rate))
                 else:
-                    sources.append(RecordingNoise(self.folders[kind], rate))
+                    sources.append(self.recordings[kind])
             self._sources = sources
         return self._sources
 
