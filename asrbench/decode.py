@@ -103,7 +103,10 @@ def recognize(
         search_seconds += end - searched
         audio_seconds += sum(features.utterances[i].duration for i in indices)
         if token_ids is not None:
-            loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)
+            if searcher.loss is not None:
+                loss = searcher.loss(outputs, batch.targets, batch.target_lengths)
+            else:
+                loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)
             total_loss += float(loss) * len(indices)
     model.train(was_training)
     mean_loss = total_loss / len(features) if token_ids is not None and len(features) else float("nan")

@@ -33,7 +33,6 @@ from asrbench.data.noise_augment import NoiseAugment
 from asrbench.data.tokenizer import tokenizer_from_dict
 from asrbench.data.training import TrainingData, load_training_data
 from asrbench.decode import recognize
-from asrbench.decoding.searchers import Searcher
 from asrbench.distributed import Context
 from asrbench.env import available_cores, environment, peak_memory_mb, release_free_memory, resident_mb, resolve_device
 from asrbench.errors import AsrbenchError
@@ -405,8 +404,7 @@ class Trainer:
             _seed_rank(tc.seed, context.rank, 0)  # every rank its own dropout stream; the weights come from rank 0
         self.gradients = FlatGradients(self.model)
         self.train_module = distributed.wrap(self.model, context, self.device)
-        self.dev_searcher = Searcher("dev", lambda features, lengths: (features, lengths),
-                                     lambda out: self.model.dev_decode(*out), {"kind": "dev"})
+        self.dev_searcher = self.model.dev_searcher()
         self.budget_seconds = tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
         self.checkpoint_seconds = tc.checkpoint_minutes * 60 if tc.checkpoint_minutes > 0 else math.inf
         self.eval_seconds = 0.0  # the last dev pass; the budget keeps room for the final one

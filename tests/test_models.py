@@ -342,6 +342,25 @@ def test_every_model_belongs_to_a_family_and_satisfies_its_protocol(name):
     assert model.search_modes()[0] == entry.family.default_mode
 
 
+def test_the_dev_searcher_gives_dev_decode_and_compute_loss_from_one_pass(name):
+    """The trainer scores dev with ``dev_searcher``: its ids are ``dev_decode``'s and its loss,
+    from the same network outputs, is ``compute_loss``'s (one pass instead of two)."""
+    model = settle(make(name))
+    features, lengths = torch.randn(3, 70, INPUT_DIM) * 2 + 1, torch.tensor([70, 52, 31])
+    generator = torch.Generator().manual_seed(0)
+    target_lengths = torch.tensor([4, 3, 2])
+    targets = torch.randint(1, VOCAB - 1, (int(target_lengths.sum()),), generator=generator)
+    searcher = model.dev_searcher()
+    with torch.no_grad():
+        outputs = searcher.outputs(features, lengths)
+        assert searcher.search(outputs) == model.dev_decode(features, lengths)
+        assert searcher.loss is not None
+        shared = searcher.loss(outputs, targets, target_lengths)
+        separate = model.compute_loss(features, lengths, targets, target_lengths)
+    assert torch.isfinite(shared) and float(shared) > 0
+    torch.testing.assert_close(shared, separate)
+
+
 def test_every_encoder_returns_encoder_dim_features_and_the_output_lengths(name):
     """``encode`` is the contract any head is built on: (B, T', encoder_dim) and (B,) lengths, the
     same lengths as the model's own output."""

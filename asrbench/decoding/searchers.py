@@ -69,11 +69,14 @@ class DecodeOptions:
 class Searcher:
     """Runs a model and a search: ``outputs`` (network) then ``search`` (token ids per utterance)."""
 
-    def __init__(self, kind: str, outputs, search, description: dict):
+    def __init__(self, kind: str, outputs, search, description: dict, loss=None):
         self.kind = kind
         self.outputs = outputs
         self.search = search
         self.description = description  # what result.json records about the search
+        # loss(outputs, targets, target_lengths): the model's loss from the same outputs, so that
+        # scoring dev needs one network pass, not two; None: recognize calls compute_loss.
+        self.loss = loss
 
     def __call__(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
         return self.search(self.outputs(features, feature_lengths))

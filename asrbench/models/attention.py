@@ -96,13 +96,16 @@ class AttentionModel(nn.Module):
         return inputs, outputs, target_lengths + 1
 
     def compute_loss(self, features, feature_lengths, targets, target_lengths) -> torch.Tensor:
-        memory, memory_lengths = self.encode(features, feature_lengths)
+        return self.loss_from_memory(*self.encode(features, feature_lengths), targets, target_lengths)
+
+    def loss_from_memory(self, memory, memory_lengths, targets, target_lengths) -> torch.Tensor:
+        """``compute_loss`` after the encoder."""
         inputs, outputs, lengths = self.teacher_forcing_pairs(targets, target_lengths)
         logits = self.decoder_logits(memory, memory_lengths, inputs, lengths)
         attention = nn.functional.cross_entropy(
             logits.float().reshape(-1, logits.size(-1)), outputs.reshape(-1), ignore_index=IGNORE,
             label_smoothing=self.label_smoothing, reduction="sum",
-        ) / features.size(0)
+        ) / memory.size(0)
         if self.ctc_head is None or self.ctc_weight == 0.0:
             return attention
         ctc = ctc_loss(self.ctc_head(memory), memory_lengths, targets, target_lengths)
@@ -115,9 +118,17 @@ class AttentionModel(nn.Module):
         """What the trainer scores on dev to pick checkpoints: the CTC branch's best path when there
         is one (it tracks the encoder from the first epoch, while a decoder that has not learned
         to align yet loops or stops early and makes greedy CER noise), else attention greedy."""
+        return self._dev_from_memory(*self.encode(features, feature_lengths))
+
+    def _dev_from_memory(self, memory: torch.Tensor, memory_lengths: torch.Tensor) -> list[list[int]]:
         if self.ctc_head is None:
-            return self.greedy_decode(features, feature_lengths)
-        return ctc_greedy(*self.ctc_log_probs(features, feature_lengths))
+            return self._greedy_from_memory(memory, memory_lengths)
+        return ctc_greedy(self.ctc_head(memory), memory_lengths)
+
+    def dev_searcher(self) -> Searcher:
+        """``dev_decode`` and the loss from one encoder pass."""
+        return Searcher("dev", self.encode, lambda out: self._dev_from_memory(*out), {"kind": "dev"},
+                        loss=lambda out, targets, lengths: self.loss_from_memory(*out, targets, lengths))
 
     def search_modes(self) -> tuple[str, ...]:
         return ("attention", "ctc") if self.ctc_head is not None else ("attention",)
@@ -142,7 +153,10 @@ class AttentionModel(nn.Module):
 
     @torch.no_grad()
     def greedy_decode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
-        memory, memory_lengths = self.encode(features, feature_lengths)
+        return self._greedy_from_memory(*self.encode(features, feature_lengths))
+
+    @torch.no_grad()
+    def _greedy_from_memory(self, memory: torch.Tensor, memory_lengths: torch.Tensor) -> list[list[int]]:
         batch = memory.size(0)
         state = self.init_state(memory, memory_lengths)
         prefixes = torch.full((batch, 1), self.sos, dtype=torch.long, device=memory.device)

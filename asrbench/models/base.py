@@ -50,6 +50,11 @@ class ASRModel(Protocol):
         """What the trainer scores on dev after each epoch to choose checkpoints."""
         ...
 
+    def dev_searcher(self) -> Searcher:
+        """What the trainer runs on dev: ``dev_decode``'s ids and, from the same network outputs,
+        ``compute_loss`` (``Searcher.loss``), so that scoring dev costs one pass, not two."""
+        ...
+
     def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
         """The searcher ``options`` select (greedy, beam, lexicon, LM ...); a user error for
         options this family cannot honour."""

@@ -60,6 +60,11 @@ class CTCModel(nn.Module):
 
     dev_decode = greedy_decode  # what the trainer scores on dev to pick checkpoints
 
+    def dev_searcher(self) -> Searcher:
+        """``dev_decode`` and the loss from one forward pass."""
+        return Searcher("dev", self, lambda out: ctc_greedy(*out), {"kind": "dev"},
+                        loss=lambda out, targets, lengths: ctc_loss(*out, targets, lengths))
+
     @torch.no_grad()
     def align(self, features: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]) -> list:
         """CTC Viterbi alignment of each hypothesis over this model's log-probs."""

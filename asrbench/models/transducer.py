@@ -268,10 +268,13 @@ class TransducerModel(nn.Module):
 
     def compute_loss(self, features, feature_lengths, targets, target_lengths) -> torch.Tensor:
         """Targets concatenated (sum U,) with lengths (B,); RNN-T (and CTC) summed, divided by B."""
-        encoded, lengths = self.encode(features, feature_lengths)
+        return self.loss_from_encoded(*self.encode(features, feature_lengths), targets, target_lengths)
+
+    def loss_from_encoded(self, encoded, lengths, targets, target_lengths) -> torch.Tensor:
+        """``compute_loss`` after the encoder."""
         padded = nn.utils.rnn.pad_sequence(list(targets.split(target_lengths.tolist())), batch_first=True,
                                            padding_value=BLANK)
-        rnnt = self._rnnt(encoded, lengths, padded, target_lengths) / features.size(0)
+        rnnt = self._rnnt(encoded, lengths, padded, target_lengths) / encoded.size(0)
         if self.ctc_head is None:
             return rnnt
         ctc = ctc_loss(self.ctc_head(encoded), lengths, targets, target_lengths)
@@ -279,11 +282,19 @@ class TransducerModel(nn.Module):
 
     @torch.no_grad()
     def greedy_decode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
-        encoded, lengths = self.encode(features, feature_lengths)
+        return self._greedy_from_encoded(*self.encode(features, feature_lengths))
+
+    @torch.no_grad()
+    def _greedy_from_encoded(self, encoded: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
         return [hypothesis.token_ids for hypothesis in greedy_search(self, encoded, lengths,
                                                                      self.max_symbols_per_frame)]
 
     dev_decode = greedy_decode  # what the trainer scores on dev: the transducer's own greedy search
+
+    def dev_searcher(self) -> Searcher:
+        """``dev_decode`` and the loss from one encoder pass."""
+        return Searcher("dev", self.encode, lambda out: self._greedy_from_encoded(*out), {"kind": "dev"},
+                        loss=lambda out, targets, lengths: self.loss_from_encoded(*out, targets, lengths))
 
     def search_modes(self) -> tuple[str, ...]:
         return ("transducer", "ctc") if self.ctc_head is not None else ("transducer",)
