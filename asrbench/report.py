@@ -103,10 +103,6 @@ def _number(value, digits: int = 2) -> str:
     return str(value)
 
 
-def _ci(interval) -> str:
-    return f"{interval[0]:.2f}–{interval[1]:.2f}" if interval else "–"
-
-
 def image(png: bytes, alt: str, css: str = "") -> str:
     kind = f' class="{esc(css)}"' if css else ""
     return f'<img{kind} alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
@@ -139,7 +135,7 @@ def comparison_section(rows: list[dict]) -> str:
         body.append([
             (row["run"], row["run"]), (row.get("model"), row.get("model")),
             (f"{row['params'] / 1e6:.2f}M" if row.get("params") else "–", row.get("params")),
-            (_number(row.get("wer")), row.get("wer")), (_ci(row.get("wer_ci")), None),
+            (_number(row.get("wer")), row.get("wer")), (scoring.format_ci(row.get("wer_ci")), None),
             (row.get("vs_best") or "–", None), (_number(row.get("cer")), row.get("cer")),
             (_number(row.get("rtfx"), 0), row.get("rtfx")),
             (_number(row.get("train_seconds"), 0), row.get("train_seconds")), (row.get("epochs"), row.get("epochs")),
@@ -171,7 +167,7 @@ def length_section(run_dirs: list[Path], split: str, scratch: Path) -> str:
         rows = [row for row in found["rows"] if row["axis"] == axis]
         body = [[(row["run"], row["run"]), (row["bin"], row["order"] if axis != "speaker" else row["bin"]),
                  (row["utterances"], row["utterances"]), (row["words"], row["words"]),
-                 (_number(row["wer"]), row["wer"]), (_ci(row["wer_ci"]), None)] for row in rows]
+                 (_number(row["wer"]), row["wer"]), (scoring.format_ci(row["wer_ci"]), None)] for row in rows]
         parts.append(f"<details><summary>WER by {esc(title)}</summary>"
                      + table(["run", title, "utterances", "words", "WER %", "95% CI"], body) + "</details>")
     return "".join(parts)
@@ -179,7 +175,7 @@ def length_section(run_dirs: list[Path], split: str, scratch: Path) -> str:
 
 def _cell_value(value) -> tuple[str, object]:
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
-        return _ci(value), None
+        return scoring.format_ci(value), None
     if isinstance(value, float):
         return _number(value), value
     if isinstance(value, (dict, list)):
