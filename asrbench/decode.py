@@ -135,13 +135,13 @@ def _set_chunks(model: nn.Module, config, chunk_ms: float, left_chunks: int) -> 
 def _streaming_figures(run_dir: Path, split: str, model: nn.Module, loaded, features: FeatureSet,
                        recognition: Recognition, chunk_ms: float, left_chunks: int, device: torch.device,
                        references: list[str]) -> dict:
-    """``result.json``'s ``streaming``: the chunk and its algorithmic latency; for a CTC model on
+    """``result.json``'s ``streaming``: the chunk and its algorithmic latency; for a CTC model or a transducer on
     CPU also the measured latencies (:func:`asrbench.streaming.measure`); and the split's
     full-context WER when the run has it."""
     config, tokenizer = loaded.config, loaded.tokenizer
     figures = {"chunk_ms": chunk_ms, "left_chunks": left_chunks, "algorithmic_latency_ms": round(
         streaming.algorithmic_latency_ms(chunk_ms, config.features.frame_shift_ms, config.features.frame_length_ms), 1)}
-    if streaming.streams_ctc(model) and device.type == "cpu":
+    if streaming.streams(model) and device.type == "cpu":
         console.print(f"streaming {len(features)} utterances at {chunk_ms:g} ms chunks for the latency figures")
         ignored = {tokenizer.blank_id, tokenizer.sos_id}
         figures = streaming.measure(model, tokenizer, loaded.cmvn, config.features, features.utterances, chunk_ms,

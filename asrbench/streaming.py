@@ -20,7 +20,7 @@ measured compute time of every chunk (a chunk waits for the one before it to fin
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,7 +28,8 @@ from torch import nn
 
 from asrbench.data.audio import load_audio
 from asrbench.data.store import DTYPES
-from asrbench.decoding.alignment import TokenAlignment, ctc_viterbi, word_spans
+from asrbench.decoding.alignment import TokenAlignment, ctc_viterbi, transducer_alignments, word_spans
+from asrbench.decoding.transducer_search import greedy_advance, greedy_init
 from asrbench.errors import AsrbenchError
 
 BLANK = 0
@@ -105,18 +106,15 @@ class ChunkResult:
     final: bool  # the chunk at the end of the stream
 
 
-@dataclass
-class StreamingCTC:
-    """Greedy CTC over a streaming encoder, one stream (batch 1): features in, tokens out."""
+class ChunkRecognizer:
+    """A streaming encoder's chunk loop for one stream (batch 1): feature frames in, chunks of the
+    encoder run as soon as their frames are there, and the subclass's search extends the
+    hypothesis, which only grows. :class:`StreamingCTC` and :class:`StreamingTransducer`."""
 
-    model: nn.Module  # a CTC model whose encoder streams
-    chunk: int  # encoder frames per chunk
-    left_chunks: int = -1
-    results: list[ChunkResult] = field(default_factory=list)
-
-    def __post_init__(self):
-        self.encoder = require_streaming(self.model, type(self.model).__name__)
-        self.window, self.stride = self.encoder.chunk_window(self.chunk)
+    def __init__(self, model: nn.Module, chunk: int, left_chunks: int = -1):
+        self.model, self.chunk, self.left_chunks = model, chunk, left_chunks
+        self.encoder = require_streaming(model, type(model).__name__)
+        self.window, self.stride = self.encoder.chunk_window(chunk)
         self.reset()
 
     def reset(self) -> None:
@@ -124,31 +122,30 @@ class StreamingCTC:
         self.pending = torch.zeros(0, 0)  # feature frames not yet consumed by a chunk (their stream index: start)
         self.start = 0  # stream index of pending's first frame
         self.tokens: list[int] = []
-        self.previous = BLANK  # last frame's argmax, for CTC's collapse across chunks
-        self.log_probs: list[torch.Tensor] = []  # per chunk (t, V), for alignment at the end
         self.trailing_blanks = 0  # output frames since the last token
-        self.results = []
+        self.outputs: list[torch.Tensor] = []  # per chunk (t, ...) what the search read, for alignment at the end
+        self.results: list[ChunkResult] = []
+        self._reset_search()
+
+    def _reset_search(self) -> None:
+        """The search's own state at a stream's start."""
+
+    def _search(self, encoded: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+        """One chunk's encoder output (1, t, D) -> its new tokens and what to keep for alignment."""
+        raise NotImplementedError
 
     @property
     def frames(self) -> int:
-        return sum(piece.size(0) for piece in self.log_probs)
+        return sum(piece.size(0) for piece in self.outputs)
 
     @torch.no_grad()
     def _run(self, window: torch.Tensor, final: bool) -> ChunkResult:
         began = time.perf_counter()
         encoded, self.state = self.encoder.encode_chunk(window.unsqueeze(0), self.state)
-        log_probs = self.model.head(encoded)[0]  # (t, V)
-        new = []
-        for token in log_probs.argmax(dim=-1).tolist():
-            if token != BLANK and token != self.previous:
-                new.append(token)
-                self.trailing_blanks = 0
-            elif token == BLANK:
-                self.trailing_blanks += 1
-            self.previous = token
+        new, kept = self._search(encoded)
         result = ChunkResult(self.start + window.size(0) - 1, new, time.perf_counter() - began, final)
         self.tokens.extend(new)
-        self.log_probs.append(log_probs)
+        self.outputs.append(kept)
         self.results.append(result)
         return result
 
@@ -173,10 +170,74 @@ class StreamingCTC:
         return done
 
     def alignment(self, input_frames: int) -> TokenAlignment:
-        """The CTC Viterbi alignment of the hypothesis over the stream's own outputs (word times)."""
-        log_probs = torch.cat(self.log_probs) if self.log_probs else torch.zeros(0, 1)
+        """Where the hypothesis sits on the stream's own output frames (word times)."""
+        raise NotImplementedError
+
+
+class StreamingCTC(ChunkRecognizer):
+    """Greedy CTC over a streaming encoder: a chunk's frame-wise argmax, collapsed across chunks."""
+
+    def _reset_search(self) -> None:
+        self.previous = BLANK  # last frame's argmax, for CTC's collapse across chunks
+
+    def _search(self, encoded: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+        log_probs = self.model.head(encoded)[0]  # (t, V)
+        new = []
+        for token in log_probs.argmax(dim=-1).tolist():
+            if token != BLANK and token != self.previous:
+                new.append(token)
+                self.trailing_blanks = 0
+            elif token == BLANK:
+                self.trailing_blanks += 1
+            self.previous = token
+        return new, log_probs
+
+    def alignment(self, input_frames: int) -> TokenAlignment:
+        """The CTC Viterbi alignment of the hypothesis over the stream's own outputs."""
+        log_probs = torch.cat(self.outputs) if self.outputs else torch.zeros(0, 1)
         spans, probabilities = ctc_viterbi(log_probs, self.tokens) if self.tokens else ([], [])
         return TokenAlignment(list(self.tokens), spans, probabilities, log_probs.size(0), input_frames)
+
+
+class StreamingTransducer(ChunkRecognizer):
+    """Transducer greedy search over a streaming encoder: the batch search of
+    :func:`asrbench.decoding.transducer_search.greedy_search`, resumed chunk after chunk with the
+    predictor's state, so the stream's result equals the search over one chunked pass."""
+
+    def _reset_search(self) -> None:
+        self.search = greedy_init(self.model, 1, torch.device("cpu"))
+
+    def _search(self, encoded: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+        before = len(self.search.tokens[0])
+        greedy_advance(self.model, self.search, encoded, torch.tensor([encoded.size(1)]),
+                       self.model.max_symbols_per_frame)
+        self.trailing_blanks = int(self.search.quiet[0])
+        return self.search.tokens[0][before:], encoded[0]
+
+    def alignment(self, input_frames: int) -> TokenAlignment:
+        """The transducer Viterbi alignment of the hypothesis over the stream's own encoder outputs."""
+        if not self.outputs:
+            return TokenAlignment(list(self.tokens), [], [], 0, input_frames)
+        encoded = torch.cat(self.outputs).unsqueeze(0)
+        frames = torch.tensor([encoded.size(1)])
+        with torch.no_grad():
+            return transducer_alignments(self.model, encoded, frames, torch.tensor([input_frames]),
+                                         [list(self.tokens)])[0]
+
+
+def streams(model: nn.Module) -> bool:
+    """Whether the streaming search here serves this model: its encoder streams, and a CTC head
+    (CTC models) or a joiner (transducers) reads it. Attention encoder-decoders decode masked
+    chunks (``decode --chunk-ms``) but have no streaming search."""
+    encoder = streaming_encoder(model)
+    return encoder is not None and (
+        (encoder is model and hasattr(model, "head")) or (encoder is not model and hasattr(model, "joiner")))
+
+
+def make_recognizer(model: nn.Module, chunk: int, left_chunks: int = -1) -> ChunkRecognizer:
+    """The streaming search for this model (:func:`streams` must hold)."""
+    kind = StreamingTransducer if hasattr(model, "joiner") else StreamingCTC
+    return kind(model, chunk, left_chunks)
 
 
 def frame_available(frame: int, shift: int, size: int, sample_rate: int) -> float:
@@ -238,28 +299,26 @@ def latency_summary(first_token: list[float], final: list[float], compute: list[
 def reference_times(model: nn.Module, features: torch.Tensor, token_ids: list[int], tokenizer,
                     frame_shift_seconds: float) -> tuple[float, float] | None:
     """(end of the first reference token, end of the last reference word) in seconds, from the
-    model's full-context CTC alignment of the reference; None when it does not fit."""
+    model's full-context alignment of the reference (CTC or transducer Viterbi, the model's
+    ``align``); None when it does not fit."""
     encoder = streaming_encoder(model)
     saved = (encoder.decode_chunk, encoder.decode_left_chunks)
     encoder.set_chunk(0)
     try:
         with torch.no_grad():
-            log_probs, lengths = model(features.unsqueeze(0), torch.tensor([features.size(0)]))
+            alignment = model.align(features.unsqueeze(0), torch.tensor([features.size(0)]), [list(token_ids)])[0]
     finally:
         encoder.set_chunk(*saved)
-    log_probs = log_probs[0, : int(lengths[0])]
-    if not token_ids or len(token_ids) > log_probs.size(0):
+    if alignment is None or not token_ids or len(token_ids) > alignment.frames:
         return None
-    spans, probabilities = ctc_viterbi(log_probs, token_ids)
-    alignment = TokenAlignment(token_ids, spans, probabilities, log_probs.size(0), features.size(0))
     per_frame = alignment.seconds_per_frame(frame_shift_seconds)
     words = word_spans(alignment, tokenizer, frame_shift_seconds)
     if not words:
         return None
-    return (spans[0][1] + 1) * per_frame, words[-1].end
+    return (alignment.spans[0][1] + 1) * per_frame, words[-1].end
 
 
-def stream_utterance(recognizer: StreamingCTC, front_end: StreamingFrontEnd, waveform: torch.Tensor,
+def stream_utterance(recognizer: ChunkRecognizer, front_end: StreamingFrontEnd, waveform: torch.Tensor,
                      block_seconds: float) -> list[ChunkResult]:
     """Feed a whole waveform through the front end and the recognizer in blocks of ``block_seconds``
     (the chunk size: what a live source delivers), then end the stream."""
@@ -286,12 +345,6 @@ def first_and_last(times: StreamTimes) -> tuple[float | None, float | None]:
     return (shown[0], shown[-1]) if shown else (None, None)
 
 
-def streams_ctc(model: nn.Module) -> bool:
-    """Whether the streaming search here serves this model: its own encoder streams and a CTC head
-    reads it (transducers and attention models decode masked chunks, but have no streaming search yet)."""
-    return streaming_encoder(model) is model and hasattr(model, "head")
-
-
 @torch.inference_mode()
 def measure(model: nn.Module, tokenizer, cmvn, features_config, utterances: list, chunk_ms: float,
             left_chunks: int, chunked_ids: list[list[int]], references: list[list[int]], progress=None) -> dict:
@@ -305,7 +358,7 @@ def measure(model: nn.Module, tokenizer, cmvn, features_config, utterances: list
     model.eval()
     extractor = FeatureExtractor(features_config)
     front_end = StreamingFrontEnd(extractor, cmvn, features_config.dtype)
-    recognizer = StreamingCTC(model, chunk_frames(model, chunk_ms, features_config.frame_shift_ms), left_chunks)
+    recognizer = make_recognizer(model, chunk_frames(model, chunk_ms, features_config.frame_shift_ms), left_chunks)
     rate, shift_seconds = features_config.sample_rate, features_config.frame_shift_ms / 1000
     first_token, final, compute, audio_seconds, identical = [], [], [], 0.0, 0
     for index, (utterance, ids, reference) in enumerate(zip(utterances, chunked_ids, references, strict=True)):
@@ -356,7 +409,7 @@ class StreamSegment:
     alignment: TokenAlignment
 
 
-def stream_file(path: str, duration: float, recognizer: StreamingCTC, front_end: StreamingFrontEnd,
+def stream_file(path: str, duration: float, recognizer: ChunkRecognizer, front_end: StreamingFrontEnd,
                 options: StreamOptions, on_partial=None, notes=None) -> list[StreamSegment]:
     """Stream one file, read ``block_seconds`` at a time and fed ``chunk_ms`` at a time, into
     segments at endpoints. ``on_partial(seconds, tokens)`` sees the hypothesis each time it grows.

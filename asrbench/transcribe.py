@@ -135,7 +135,8 @@ class Transcriber:
         self.searcher = build_searcher(self.model, self.tokenizer, options, self.data_dir)
         self.description = describe_search(self.searcher.description, checkpoint, tuned_from)
         if stream is not None:
-            self.description = f"streaming greedy CTC, {stream.chunk_ms:g} ms chunks ({checkpoint})"
+            kind = "transducer" if isinstance(self.recognizer, streaming.StreamingTransducer) else "CTC"
+            self.description = f"streaming greedy {kind}, {stream.chunk_ms:g} ms chunks ({checkpoint})"
         self.options, self.vad = options, vad or VadOptions()
         self.sample_rate = self.features.sample_rate
         self.frame_shift = self.features.frame_shift_ms / 1000
@@ -147,12 +148,12 @@ class Transcriber:
             raise AsrbenchError("--stream needs a run dir: exported models decode whole segments")
         if options.beam > 1 or options.lm or options.lexicon:
             raise AsrbenchError("--stream decodes greedily: drop --beam, --lm and --lexicon")
-        if not streaming.streams_ctc(self.model):
+        if not streaming.streams(self.model):
             streaming.require_streaming(self.model, self.model_name)  # names the option when it cannot stream
-            raise AsrbenchError(f"model {self.model_name}: --stream has a CTC search only; decode this model "
-                                f"with `asrbench decode --chunk-ms` instead")
+            raise AsrbenchError(f"model {self.model_name}: --stream has CTC and transducer searches only; decode "
+                                f"this model with `asrbench decode --chunk-ms` instead")
         chunk = streaming.chunk_frames(self.model, self.stream.chunk_ms, self.features.frame_shift_ms)
-        self.recognizer = streaming.StreamingCTC(self.model, chunk, self.stream.left_chunks)
+        self.recognizer = streaming.make_recognizer(self.model, chunk, self.stream.left_chunks)
         self.front_end = streaming.StreamingFrontEnd(self.extractor, self.cmvn, self.features.dtype)
 
     def describe(self) -> dict:

@@ -16,8 +16,10 @@ need is one block plus one number per frame (100 a second: 1.4 MB per hour), wha
 Both then go through the same smoothing (:func:`speech_regions`): pauses shorter than
 ``min_silence`` do not split, speech shorter than ``min_speech`` is dropped, each region is padded
 by ``pad`` (never past the middle of the pause to its neighbour), and a region longer than
-``max_segment`` is cut at its quietest frame until every piece fits (models are trained on
-utterances of seconds, not minutes).
+``max_segment`` is cut until every piece fits (models are trained on
+utterances of seconds, not minutes). A cut goes through the region's longest pause, so a lower
+``max_segment`` with a longer ``min_silence`` splits a recording at its longest pauses first: the
+ends of sentences rather than the short stops inside them.
 """
 
 from __future__ import annotations
@@ -154,16 +156,24 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
 
 
-def _cut(start: int, end: int, scores: np.ndarray, longest: int, margin: int) -> list[tuple[int, int]]:
-    """Split [start, end) at its quietest frame (away from both ends) until no piece is longer than
-    ``longest`` frames."""
+def _cut(start: int, end: int, flags: np.ndarray, scores: np.ndarray, longest: int, margin: int
+         ) -> list[tuple[int, int]]:
+    """Split [start, end) until no piece is longer than ``longest`` frames: at its longest pause
+    (a run of non-speech frames, away from both ends; the pause itself dropped), or where it has
+    none, at its quietest frame."""
     if end - start <= longest:
         return [(start, end)]
     low, high = start + margin, end - margin
     if high <= low:
         low, high = start + (end - start) // 4, end - (end - start) // 4
-    cut = low + int(np.argmin(scores[low:high]))
-    return _cut(start, cut, scores, longest, margin) + _cut(cut, end, scores, longest, margin)
+    pauses = _runs(~flags[low:high])
+    if pauses:
+        first, last = max(pauses, key=lambda pause: pause[1] - pause[0])
+        left_end, right_start = low + first, low + last
+    else:
+        left_end = right_start = low + int(np.argmin(scores[low:high]))
+    return (_cut(start, left_end, flags, scores, longest, margin)
+            + _cut(right_start, end, flags, scores, longest, margin))
 
 
 def speech_regions(flags: np.ndarray, scores: np.ndarray, frame_seconds: float, options: VadOptions,
@@ -178,7 +188,7 @@ def speech_regions(flags: np.ndarray, scores: np.ndarray, frame_seconds: float, 
             regions.append([start, end])
     regions = [region for region in regions if region[1] - region[0] >= max(1, frames(options.min_speech))]
     pieces = [piece for start, end in regions
-              for piece in _cut(start, end, scores, max(1, frames(options.max_segment - 2 * options.pad)),
+              for piece in _cut(start, end, flags, scores, max(1, frames(options.max_segment - 2 * options.pad)),
                                 frames(min(1.0, options.max_segment / 4)))]
     seconds: list[tuple[float, float]] = []
     for index, (start, end) in enumerate(pieces):

@@ -2,7 +2,8 @@
 by the VAD, against decoding the utterances one by one.
 
     python benchmarks/transcribe_long.py RUN [--split test] [--vads energy,silero,none]
-                                         [--margins 12] [--threads 1]
+                                         [--margins 12] [--pads 0.2] [--min-silences 0.3]
+                                         [--max-segments 20] [--threads 1]
 
 Writes ``<split>`` of the run's data dir, every utterance in manifest order, as one 16 kHz WAV
 (under ``runs/``, removed afterwards), transcribes it with ``asrbench transcribe`` for each VAD
@@ -52,7 +53,8 @@ def main() -> None:
     parser.add_argument("--margins", default="12", help="energy VAD margins over the noise floor, dB")
     parser.add_argument("--pads", default="0.2", help="seconds kept on each side of a speech region")
     parser.add_argument("--min-silences", default="0.3", help="seconds: shorter pauses do not split")
-    parser.add_argument("--max-segment", type=float, default=20.0)
+    parser.add_argument("--max-segments", default="20",
+                        help="seconds: longer speech regions are cut at their longest pause")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
@@ -86,9 +88,10 @@ def main() -> None:
         for vad in args.vads.split(","):
             margins = floats(args.margins) if vad == "energy" else [None]
             pads, silences = (floats(args.pads), floats(args.min_silences)) if vad != "none" else ([0.2], [0.3])
-            settings += [(vad, margin, pad, silence) for margin in margins for pad in pads for silence in silences]
-        for vad, margin, pad, silence in settings:
-            options = VadOptions(kind=vad, max_segment=args.max_segment, pad=pad, min_silence=silence,
+            settings += [(vad, margin, pad, silence, longest) for margin in margins for pad in pads
+                         for silence in silences for longest in floats(args.max_segments)]
+        for vad, margin, pad, silence, longest in settings:
+            options = VadOptions(kind=vad, max_segment=longest, pad=pad, min_silence=silence,
                                  **({"energy_margin_db": margin} if margin is not None else {}))
             try:
                 transcriber.vad = options
@@ -100,7 +103,8 @@ def main() -> None:
                 continue
             rates = error_rates([joined], [transcript.text]).to_dict()
             name = f"long_{vad}" + (f"_{margin:g}db" if margin is not None else "") + (
-                f"_pad{pad:g}_silence{silence:g}" if vad != "none" else "")
+                f"_pad{pad:g}_silence{silence:g}" if vad != "none" else "") + (
+                f"_max{longest:g}" if longest != 20 else "")
             figures[name] = figure(rates["wer"] - baseline_long["wer"], 2.0,
                                    "WER points above the utterances decoded one by one (both scored as one text)",
                                    better="lower", wer=rates["wer"], cer=rates["cer"],

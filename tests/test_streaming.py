@@ -20,6 +20,7 @@ from asrbench.data.fbank import FeatureExtractor
 from asrbench.data.features import GlobalCMVN
 from asrbench.decode import decode
 from asrbench.decoding.greedy import ctc_greedy
+from asrbench.decoding.transducer_search import greedy_search
 from asrbench.errors import AsrbenchError
 from asrbench.models import build_model
 from asrbench.models.chunked import chunk_mask
@@ -110,7 +111,7 @@ def test_recurrent_and_causal_convolution_encoders_stream_with_their_state(name:
         whole, _ = model.encode(features, torch.tensor([97]))
     for chunk in (1, 3, 8):
         torch.testing.assert_close(_streamed_encoding(model, features, chunk, -1), whole, atol=1e-5, rtol=1e-4)
-    assert streaming.streams_ctc(model)
+    assert streaming.streams(model)
     with pytest.raises(ValueError, match="left chunks do not apply"):
         model.set_chunk(2, 1)
     offline = _model(name)  # bidirectional, or convolutions centred on the frame
@@ -171,8 +172,11 @@ def test_models_not_trained_to_stream_refuse_chunks():
         streaming.require_streaming(model, "conformer")
     assert streaming.streaming_encoder(_model("lstm")) is None
     transducer = _model("conformer_transducer", streaming=True)
-    assert streaming.streaming_encoder(transducer) is transducer.encoder  # masked chunks; no streaming search
-    assert not streaming.streams_ctc(transducer) and streaming.streams_ctc(_model(**STREAMING))
+    assert streaming.streaming_encoder(transducer) is transducer.encoder
+    assert streaming.streams(transducer) and streaming.streams(_model(**STREAMING))
+    assert not streaming.streams(_model("conformer_transducer"))
+    aed = _model("conformer_aed", streaming=True)  # masked chunks; no streaming search
+    assert streaming.streaming_encoder(aed) is aed.encoder and not streaming.streams(aed)
 
 
 @pytest.mark.parametrize("name,option", [("conformer", {"streaming": True}), ("lstm", {"bidirectional": False}),
@@ -212,7 +216,8 @@ def test_the_streaming_front_end_gives_the_whole_utterance_frames():
 
 def test_greedy_streaming_ctc_gives_the_masked_pass_tokens():
     model = _model(**STREAMING)
-    recognizer = streaming.StreamingCTC(model, chunk=2)
+    recognizer = streaming.make_recognizer(model, chunk=2)
+    assert isinstance(recognizer, streaming.StreamingCTC)
     features = torch.randn(1, 209, INPUT_DIM)  # 25 whole windows and a last, shorter chunk
     model.set_chunk(2)
     with torch.no_grad():
@@ -226,6 +231,37 @@ def test_greedy_streaming_ctc_gives_the_masked_pass_tokens():
     assert [r.last_frame for r in done[:3]] == [10, 18, 26]  # windows of 11 frames, stride 8
     assert done[-1].final and not any(r.final for r in done[:-1])
     assert sum(len(r.tokens) for r in done) == len(expected)
+
+
+@pytest.mark.parametrize("predictor", ["stateless", "lstm"])
+def test_greedy_streaming_transducer_gives_the_masked_pass_tokens_and_times(predictor: str):
+    """Chunk by chunk, with the predictor's state carried over, the transducer's greedy search
+    gives the batch search's tokens over one chunked pass; its alignment is the Viterbi one."""
+    torch.manual_seed(3)
+    model = build_model("conformer_transducer", {**TINY["conformer_transducer"], "streaming": True,
+                                                 "predictor": predictor, "max_symbols_per_frame": 2},
+                        INPUT_DIM, VOCAB).eval()
+    with torch.no_grad():  # a joiner that emits often, so the search crosses chunk ends mid-symbols
+        model.joiner.out.bias[0] -= 3.0
+    recognizer = streaming.make_recognizer(model, chunk=3)
+    assert isinstance(recognizer, streaming.StreamingTransducer)
+    features = torch.randn(1, 157, INPUT_DIM)
+    model.encoder.set_chunk(3)
+    with torch.no_grad():
+        encoded, lengths = model.encode(features, torch.tensor([157]))
+    expected = greedy_search(model, encoded, lengths, 2)[0].token_ids
+    assert len(expected) > 10
+    done = []
+    for start in range(0, 157, 7):
+        done += recognizer.accept(features[0, start: start + 7])
+    done += recognizer.finish()
+    assert recognizer.tokens == expected and recognizer.frames == int(lengths[0])
+    assert [token for r in done for token in r.tokens] == expected
+    alignment = recognizer.alignment(157)
+    whole = model.align(features, torch.tensor([157]), [expected])[0]
+    assert alignment.spans == whole.spans and alignment.frames == whole.frames
+    # Quiet frames count from the last symbol, as endpointing needs.
+    assert recognizer.trailing_blanks == int(lengths[0]) - 1 - recognizer.search.token_frames[0][-1]
 
 
 def test_the_replay_waits_for_arrival_and_for_the_chunk_before():
@@ -332,3 +368,58 @@ def test_the_stream_command_shows_partials_and_refuses_what_it_cannot_do(streami
     assert code == 2 and "not trained to stream" in err
     code, _, err = run_main(monkeypatch, capsys, "decode", str(cnn_run), "--chunk-ms", "80")
     assert code == 2 and "not trained to stream" in err
+
+
+# --- end to end on a small streaming Conformer transducer ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def streaming_transducer_run(tmp_path_factory) -> tuple[Path, Path]:
+    """(run dir, data dir): a small conformer transducer with a streaming encoder (chunked
+    attention, the dynamic chunk convolution), trained on the tone corpus."""
+    from helpers import write_tone_corpus
+
+    import asrbench.train
+
+    root = tmp_path_factory.mktemp("streaming_transducer")
+    data_dir = write_tone_corpus(root, pauses=(0.1, 0.4, 0.8))
+    recipe = root / "recipe.yaml"
+    recipe.write_text(f"""
+data: {{dir: {data_dir}}}
+features: {{sample_rate: 8000, num_mel_bins: 23}}
+augment: {{spec_augment: false}}
+train: {{epochs: 30, batch_frames: 400, lr: 5.0e-3, warmup_steps: 5}}
+models:
+  conformer_transducer: {{d_model: 32, num_heads: 2, num_layers: 2, ff_dim: 64, kernel_size: 5,
+                          subsample_channels: 4, streaming: true, conv_context: chunk, max_train_chunk: 4,
+                          predictor_dim: 32, joiner_dim: 32}}
+""")
+    run = root / "run"
+    asrbench.train.train(recipe, "conformer_transducer", run, seed=0)
+    return run, data_dir
+
+
+@pytest.mark.slow
+def test_a_streaming_transducer_streams_what_its_chunked_pass_decodes(streaming_transducer_run):
+    """decode --chunk-ms streams every utterance through the transducer search and measures the
+    latencies; transcribe --stream gives the chunked pass's text, with word times in segments."""
+    run, data_dir = streaming_transducer_run
+    full = decode(run, "test", threads=1)
+    result = decode(run, "test", threads=1, chunk_ms=160)
+    figures = result["streaming"]
+    assert figures["streamed_equals_chunked_pass"] == figures["utterances"] == 4
+    assert figures["final_latency_ms_p90"] is not None and 0 < figures["rtf"] < 1
+    assert figures["full_context_wer"] == full["wer"]
+    assert result["wer"] <= 50.0  # it learned the tones at 160 ms chunks
+    chunked = {json.loads(line)["id"]: json.loads(line)["hyp"]
+               for line in (run / "decode" / "test-chunk160" / "hypotheses.jsonl").read_text().splitlines()}
+    rows = _rows(data_dir)
+    transcripts = list(Transcriber(run, device="cpu", stream=streaming.StreamOptions(chunk_ms=160))
+                       .transcribe([Path(r["audio"]) for r in rows]))
+    assert [t.text for t in transcripts] == [chunked[r["id"]] for r in rows]
+    assert any(t.text for t in transcripts)
+    for transcript in transcripts:
+        for segment in transcript.segments:
+            assert [w["word"] for w in segment.words] == segment.text.split()
+            assert all(segment.start <= w["start"] < w["end"] <= segment.end + 0.05 for w in segment.words)
+            assert all(0.0 <= w["confidence"] <= 1.0 for w in segment.words)

@@ -78,6 +78,21 @@ def test_padding_never_crosses_the_middle_of_a_pause():
     assert regions == [(0.0, 0.45), (0.45, 1.0)]
 
 
+def test_a_long_region_is_cut_at_its_longest_pause_not_its_quietest_frame():
+    flags = np.zeros(900, dtype=bool)
+    flags[0:300] = flags[320:600] = flags[610:900] = True  # pauses of 0.2 s and 0.1 s, both kept inside
+    scores = flags.astype(float)
+    scores[605] = -5.0  # the quietest frame is in the shorter pause
+    options = VadOptions(min_silence=0.3, min_speech=0.2, pad=0.0, max_segment=6.1)
+    assert speech_regions(flags, scores, 0.01, options, 9.0) == [(0.0, 3.0), (3.2, 9.0)]
+    # Without pauses inside, the quietest frame is where it is cut.
+    solid = np.ones(900, dtype=bool)
+    assert speech_regions(solid, scores, 0.01, options, 9.0) == [(0.0, 6.05), (6.05, 9.0)]
+    # Padded pieces (each within max_segment - 2 pad: cut again) stop at the middle of their pauses.
+    padded = speech_regions(flags, scores, 0.01, VadOptions(min_silence=0.3, pad=0.2, max_segment=6.1), 9.0)
+    assert padded == [(0.0, 3.1), (3.1, 6.05), (6.05, 9.0)]
+
+
 @pytest.mark.parametrize("settings,message", [
     ({"kind": "webrtc"}, "unknown --vad 'webrtc'"),
     ({"max_segment": 1.0}, "--max-segment must be at least 2"),

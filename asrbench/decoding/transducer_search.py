@@ -57,21 +57,42 @@ class TransducerHypothesis:
     score: float  # log-probability of the path(s), plus any extension scores
 
 
+@dataclass
+class GreedyState:
+    """Greedy search part way through a batch: the predictor's output and state after each
+    utterance's last symbol, the symbols so far, their frames and path scores. Resumable, so a
+    stream can be searched chunk by chunk (:func:`greedy_advance`) with the result of one pass."""
+
+    predicted: torch.Tensor  # (B, P)
+    state: object
+    tokens: list[list[int]]
+    token_frames: list[list[int]]  # per symbol, the frame (from the stream's start) it was emitted on
+    scores: torch.Tensor  # (B,) float64
+    quiet: torch.Tensor  # (B,) int64: frames searched since the utterance's last symbol
+    frames: int = 0  # frames searched so far
+
+
 @torch.no_grad()
-def greedy_search(model, encoded: torch.Tensor, lengths: torch.Tensor,
-                  max_symbols_per_frame: int = 3) -> list[TransducerHypothesis]:
-    """Batched greedy search: encoded (B, T', D), lengths (B,) -> one hypothesis per utterance."""
-    if max_symbols_per_frame < 1:
-        raise AsrbenchError(f"max_symbols_per_frame must be at least 1, not {max_symbols_per_frame}")
-    batch, frames, _ = encoded.shape
-    device = encoded.device
-    lengths = lengths.to(device)
+def greedy_init(model, batch: int, device: torch.device) -> GreedyState:
+    """The state before the first frame: the predictor has read the start symbol (the blank)."""
     state = model.predictor_init_state(batch, device)
     predicted, state = model.predictor_step(torch.full((batch,), BLANK, dtype=torch.long, device=device), state)
-    tokens: list[list[int]] = [[] for _ in range(batch)]
-    scores = torch.zeros(batch, dtype=torch.float64, device=device)
-    for t in range(frames):
+    return GreedyState(predicted, state, [[] for _ in range(batch)], [[] for _ in range(batch)],
+                       torch.zeros(batch, dtype=torch.float64, device=device),
+                       torch.zeros(batch, dtype=torch.long, device=device))
+
+
+@torch.no_grad()
+def greedy_advance(model, search: GreedyState, encoded: torch.Tensor, lengths: torch.Tensor,
+                   max_symbols_per_frame: int = 3) -> GreedyState:
+    """Search the next frames, encoded (B, T', D) with lengths (B,), from ``search`` (updated)."""
+    if max_symbols_per_frame < 1:
+        raise AsrbenchError(f"max_symbols_per_frame must be at least 1, not {max_symbols_per_frame}")
+    lengths = lengths.to(encoded.device)
+    predicted, state, scores, quiet = search.predicted, search.state, search.scores, search.quiet
+    for t in range(encoded.size(1)):
         active = lengths > t  # (B,): utterances still on frame t
+        quiet = quiet + active.long()
         frame = encoded[:, t]
         for _ in range(max_symbols_per_frame):
             best_log_probs, best = model.join(frame, predicted).max(dim=-1)  # (B,), (B,)
@@ -82,11 +103,24 @@ def greedy_search(model, encoded: torch.Tensor, lengths: torch.Tensor,
             new_predicted, new_state = model.predictor_step(torch.where(emitted, best, BLANK), state)
             predicted = torch.where(emitted[:, None], new_predicted, predicted)
             state = model.merge_state(state, new_state, emitted)
+            quiet = torch.where(emitted, 0, quiet)
             best_tokens = best.tolist()
             for i in emitted.nonzero().flatten().tolist():
-                tokens[i].append(best_tokens[i])
+                search.tokens[i].append(best_tokens[i])
+                search.token_frames[i].append(search.frames + t)
             active = emitted  # a blank moves on to the next frame
-    return [TransducerHypothesis(ids, score) for ids, score in zip(tokens, scores.tolist(), strict=True)]
+    search.predicted, search.state, search.scores, search.quiet = predicted, state, scores, quiet
+    search.frames += encoded.size(1)
+    return search
+
+
+@torch.no_grad()
+def greedy_search(model, encoded: torch.Tensor, lengths: torch.Tensor,
+                  max_symbols_per_frame: int = 3) -> list[TransducerHypothesis]:
+    """Batched greedy search: encoded (B, T', D), lengths (B,) -> one hypothesis per utterance."""
+    search = greedy_advance(model, greedy_init(model, encoded.size(0), encoded.device), encoded, lengths,
+                            max_symbols_per_frame)
+    return [TransducerHypothesis(ids, score) for ids, score in zip(search.tokens, search.scores.tolist(), strict=True)]
 
 
 @dataclass
