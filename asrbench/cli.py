@@ -318,7 +318,12 @@ def transcribe_command(
     vad: str = typer.Option("energy", "--vad", help="Splitting of long files at pauses: energy | silero (the vad "
                             "extra) | none (fixed pieces)."),
     max_segment: float = typer.Option(20.0, "--max-segment", help="Seconds: shorter files are decoded whole; "
-                                      "longer speech is cut."),
+                                      "longer speech is cut at its longest pauses."),
+    min_silence: float = typer.Option(0.3, "--min-silence", help="VAD: seconds; shorter pauses do not split."),
+    vad_pad: float = typer.Option(0.6, "--vad-pad", help="VAD: seconds of context kept on each side of speech "
+                                  "(never past the middle of a pause)."),
+    energy_margin: float = typer.Option(16.0, "--energy-margin", help="--vad energy: dB above the noise floor "
+                                        "that is speech."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     beam: Optional[int] = typer.Option(None, "--beam", help="Beam size; 1 (default) is greedy search."),
     mode: Optional[str] = typer.Option(None, "--mode", help="auto | ctc | attention | transducer"),
@@ -351,7 +356,8 @@ def transcribe_command(
         values["lm_weight"] = 0.5
     streamed = StreamOptions(chunk_ms, left_chunks, endpoint_silence, max_segment) if stream else None
     transcriber = Transcriber(model, DecodeOptions(**values), device, checkpoint, set(values), tuned,
-                              VadOptions(kind=vad, max_segment=max_segment), threads, streamed, partials)
+                              VadOptions(kind=vad, max_segment=max_segment, min_silence=min_silence, pad=vad_pad,
+                                         energy_margin_db=energy_margin), threads, streamed, partials)
     console.print(f"transcribing with {model}: {transcriber.description}", soft_wrap=True, highlight=False)
     counts = transcribe_files(transcriber, audio, fmt, out)
     rtfx = counts["audio_seconds"] / counts["seconds"] if counts["seconds"] else 0.0

@@ -115,6 +115,7 @@ class ChunkRecognizer:
         self.model, self.chunk, self.left_chunks = model, chunk, left_chunks
         self.encoder = require_streaming(model, type(model).__name__)
         self.window, self.stride = self.encoder.chunk_window(chunk)
+        self.device = next(model.parameters()).device  # features arrive on the CPU
         self.reset()
 
     def reset(self) -> None:
@@ -141,7 +142,7 @@ class ChunkRecognizer:
     @torch.no_grad()
     def _run(self, window: torch.Tensor, final: bool) -> ChunkResult:
         began = time.perf_counter()
-        encoded, self.state = self.encoder.encode_chunk(window.unsqueeze(0), self.state)
+        encoded, self.state = self.encoder.encode_chunk(window.unsqueeze(0).to(self.device), self.state)
         new, kept = self._search(encoded)
         result = ChunkResult(self.start + window.size(0) - 1, new, time.perf_counter() - began, final)
         self.tokens.extend(new)
@@ -205,7 +206,7 @@ class StreamingTransducer(ChunkRecognizer):
     predictor's state, so the stream's result equals the search over one chunked pass."""
 
     def _reset_search(self) -> None:
-        self.search = greedy_init(self.model, 1, torch.device("cpu"))
+        self.search = greedy_init(self.model, 1, self.device)
 
     def _search(self, encoded: torch.Tensor) -> tuple[list[int], torch.Tensor]:
         before = len(self.search.tokens[0])

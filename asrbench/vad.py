@@ -45,8 +45,8 @@ class VadOptions:
     max_segment: float = 20.0  # s: files up to this long are decoded whole; longer regions are cut
     min_silence: float = 0.3  # s: shorter pauses do not split speech
     min_speech: float = 0.2  # s: shorter speech regions are dropped
-    pad: float = 0.2  # s of context kept on each side of a region
-    energy_margin_db: float = 18.0  # energy: speech is this far above the noise floor (chosen on AN4 dev)
+    pad: float = 0.6  # s of context kept on each side of a region (up to the middle of the pause; AN4 dev)
+    energy_margin_db: float = 16.0  # energy: speech is this far above the noise floor (chosen on AN4 dev)
     silero_threshold: float = 0.5  # silero: speech probability
 
     def __post_init__(self) -> None:

@@ -70,7 +70,7 @@ def test_a_long_file_is_split_at_pauses_into_timed_segments(trained, tmp_path: P
     path, _ = _long_file(data_dir, tmp_path / "long.wav")
     whole = next(iter(Transcriber(run, device="cpu", vad=VadOptions(kind="none", max_segment=60.0))
                       .transcribe([path])))
-    split = next(iter(Transcriber(run, device="cpu", vad=VadOptions(max_segment=2.0)).transcribe([path])))
+    split = next(iter(Transcriber(run, device="cpu", vad=VadOptions(max_segment=2.0, pad=0.2)).transcribe([path])))
     assert len(whole.segments) == 1 and len(split.segments) >= 4
     starts = [s.start for s in split.segments]
     assert starts == sorted(starts) and all(s.end - s.start <= 2.0 + 1e-6 for s in split.segments)
@@ -187,3 +187,19 @@ def test_user_errors_are_one_line(trained, tmp_path, monkeypatch, capsys):
     code, _, err = run_main(monkeypatch, capsys, "transcribe", str(run), str(tmp_path / "empty_dir_missing"),
                             "--vad", "webrtc")
     assert code == 2 and "unknown --vad 'webrtc'" in err
+
+
+def test_the_vad_options_reach_the_detector_and_default_to_the_dev_choice(trained, tmp_path, monkeypatch, capsys):
+    run, data_dir = trained
+    path, _ = _long_file(data_dir, tmp_path / "long.wav")
+    out = tmp_path / "out.jsonl"
+    code, _, err = run_main(monkeypatch, capsys, "transcribe", str(run), str(path), "-f", "jsonl", "-o", str(out),
+                            "--max-segment", "2", "--min-silence", "0.2", "--vad-pad", "0.1", "--energy-margin", "12")
+    assert code == 0, err
+    vad = json.loads(out.read_text().splitlines()[0])["vad"]
+    assert (vad["max_segment"], vad["min_silence"], vad["pad"], vad["energy_margin_db"]) == (2.0, 0.2, 0.1, 12.0)
+    code, _, err = run_main(monkeypatch, capsys, "transcribe", str(run), str(path), "-f", "jsonl", "-o", str(out))
+    assert code == 0, err
+    assert json.loads(out.read_text().splitlines()[0])["vad"] == VadOptions().to_dict()
+    code, _, err = run_main(monkeypatch, capsys, "transcribe", str(run), str(path), "--vad-pad", "-1")
+    assert code == 2 and "pad must not be negative" in err
