@@ -1,7 +1,7 @@
 """Streaming: WER at each chunk size next to full context, and the latencies, at 1 thread.
 
     python benchmarks/streaming_latency.py RUN [--split test] [--chunks 160,320,640] [--threads 1]
-                                           [--baseline RUN]
+                                           [--baseline RUN] [--checkpoint best]
 
 RUN is a model trained with ``streaming: true``. For the split it runs ``asrbench decode`` at full
 context, then ``asrbench decode --chunk-ms C`` for each chunk size: the chunked masked pass gives
@@ -35,11 +35,13 @@ def main() -> None:
     parser.add_argument("--left-chunks", type=int, default=-1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--baseline", type=Path, default=None, help="a non-streaming run of the same recipe")
+    parser.add_argument("--checkpoint", default="best",
+                        help="best, last, or a checkpoint file in the run dir (the one chosen on dev)")
     args = parser.parse_args()
 
     from asrbench.decode import decode
 
-    full = decode(args.run, args.split, device="cpu", threads=args.threads)
+    full = decode(args.run, args.split, device="cpu", threads=args.threads, checkpoint=args.checkpoint)
     figures: dict = {"full_context_wer": figure(full["wer"], 100.0, "% WER at full context", better="lower",
                                                 wer_ci=full.get("wer_ci"), cer=full["cer"])}
     if args.baseline is not None:
@@ -50,7 +52,7 @@ def main() -> None:
              f"{'first p50/p90':>14} {'final p50/p90':>14} {'streamed=chunked':>16}"]
     for chunk_ms in [float(value) for value in args.chunks.split(",")]:
         result = decode(args.run, args.split, device="cpu", threads=args.threads, chunk_ms=chunk_ms,
-                        left_chunks=args.left_chunks)
+                        left_chunks=args.left_chunks, checkpoint=args.checkpoint)
         latency = result["streaming"]
         name = f"chunk{chunk_ms:g}"
         figures[f"{name}_wer_vs_full"] = figure(result["wer"] - full["wer"], 2.5,
@@ -67,6 +69,7 @@ def main() -> None:
                      f"{latency['final_latency_ms_p90']:<7.0f} "
                      f"{latency['streamed_equals_chunked_pass']:>8}/{latency['utterances']}")
     figures["setup"] = {"run": str(args.run), "split": args.split, "threads": args.threads,
+                        "checkpoint": args.checkpoint,
                         "left_chunks": args.left_chunks, "model": full["model"], "config_hash": full["config_hash"]}
     record("streaming_latency", figures)
     print(f"full context: WER {full['wer']:.2f}")
