@@ -3,8 +3,10 @@
 A streaming model (a Conformer or Transformer trained with ``streaming: true``, an LSTM or GRU
 with ``bidirectional: false``, a CNN with ``causal: true``; docs/models.md) encodes a chunk of
 ``chunk_ms`` as soon as the feature frames that chunk reads have arrived, keeping its caches
-(attention keys and values, convolution inputs, recurrent state) between chunks; its CTC head and greedy search then
-extend the hypothesis, which only grows (CTC best path is decided frame by frame). The text at the
+(attention keys and values, convolution inputs, recurrent state) between chunks; a greedy search then
+extends the hypothesis, which only grows: CTC's best path (decided frame by frame), or a
+transducer's greedy search resumed with its predictor's state (a ``conformer_transducer`` whose
+encoder streams). The text at the
 end of a stream equals that of one masked pass over the whole utterance with the same chunk
 configuration (``decode --chunk-ms``), which is what makes the chunk-size WER honest.
 
