@@ -110,6 +110,9 @@ def data_prepare(
     train: Optional[Path] = typer.Option(None, "--train", help="manifest, lhotse: the training manifest file."),
     dev: Optional[Path] = typer.Option(None, "--dev", help="manifest, lhotse: the dev (validation) manifest file."),
     test: Optional[Path] = typer.Option(None, "--test", help="manifest, lhotse: the test manifest file."),
+    skip_missing: bool = typer.Option(False, "--skip-missing", help="Leave out dev/test utterances whose audio "
+                                      "is missing or unreadable (default: fail, naming them; train always "
+                                      "skips them with a note)."),
 ) -> None:
     """Write JSONL manifests for a corpus on disk.
 
@@ -118,7 +121,8 @@ def data_prepare(
     from asrbench.data.prepare import prepare_corpus
     from asrbench.progress import console
 
-    report = prepare_corpus(corpus, src, out, files={"train": train, "dev": dev, "test": test})
+    report = prepare_corpus(corpus, src, out, files={"train": train, "dev": dev, "test": test},
+                            skip_missing=skip_missing)
     console.print(f"{corpus}: " + ", ".join(f"{split} {count}" for split, count in report.counts.items())
                   + f" -> {out}")
     for reason, count in report.skipped.items():

@@ -199,7 +199,7 @@ def make_kaldi(root: Path) -> Path:
 
 def test_kaldi_segments_offsets_and_skips(tmp_path):
     src, out = make_kaldi(tmp_path / "data"), tmp_path / "out"
-    report = prepare_corpus("kaldi", src, out, progress=False)
+    report = prepare_corpus("kaldi", src, out, progress=False, skip_missing=True)  # dev's b has no audio
 
     assert report.counts == {"train": 4, "dev": 1, "test": 1}
     assert report.skipped == {
@@ -234,7 +234,7 @@ def test_kaldi_espnet_layout_and_missing_dirs(tmp_path):
     with pytest.raises(AsrbenchError, match="missing Kaldi data dir.*train_nodev"):
         prepare_corpus("kaldi", src, tmp_path / "out", progress=False)
     (src / "train").rename(src / "train_nodev")
-    assert prepare_corpus("kaldi", src, tmp_path / "out", progress=False).counts == {
+    assert prepare_corpus("kaldi", src, tmp_path / "out", progress=False, skip_missing=True).counts == {
         "train": 4,
         "dev": 1,
         "test": 1,
@@ -353,14 +353,14 @@ def test_empty_split_fails_and_writes_nothing(tmp_path):
     write_text(src / "test/wav.scp", "b ../audio/missing.wav\n")
     out = tmp_path / "out"
     with pytest.raises(AsrbenchError, match="split 'test' has no usable utterances.*missing audio: 2"):
-        prepare_corpus("kaldi", src, out, progress=False)
+        prepare_corpus("kaldi", src, out, progress=False, skip_missing=True)
     assert not out.exists()
 
 
 def test_progress_bar_runs(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("ASRBENCH_NO_PROGRESS")  # the one switch that turns every bar off
     src = make_kaldi(tmp_path / "data")
-    prepare_corpus("kaldi", src, tmp_path / "out", progress=True)
+    prepare_corpus("kaldi", src, tmp_path / "out", progress=True, skip_missing=True)
     assert "kaldi: reading audio headers" in capsys.readouterr().err
 
 
@@ -476,7 +476,7 @@ def _lhotse_corpus(root: Path) -> Path:
 def test_lhotse_cuts_supervisions_and_recordings_become_utterances(tmp_path):
     src = _lhotse_corpus(tmp_path)
     out = tmp_path / "out"
-    report = prepare_corpus("lhotse", src, out, progress=False)
+    report = prepare_corpus("lhotse", src, out, progress=False, skip_missing=True)
     assert report.counts == {"train": 3, "dev": 1, "dev_other": 1, "test": 1}
     assert report.skipped == {"recording is not an audio file (url, command or memory source)": 1,
                               "no recording in the RecordingSet": 3}
@@ -495,7 +495,7 @@ def test_lhotse_files_named_by_split_and_clear_errors(tmp_path):
     src = _lhotse_corpus(tmp_path)
     cuts = src / "librispeech_cuts_train-clean-100.jsonl.gz"
     supervisions = src / "librispeech_supervisions_test-clean.jsonl.gz"
-    report = prepare_corpus("lhotse", None, tmp_path / "out", progress=False,
+    report = prepare_corpus("lhotse", None, tmp_path / "out", progress=False, skip_missing=True,
                             files={"train": cuts, "test": supervisions})
     assert report.counts == {"train": 3, "test": 1}
     with pytest.raises(AsrbenchError, match="a RecordingSet has no transcripts"):
@@ -506,3 +506,88 @@ def test_lhotse_files_named_by_split_and_clear_errors(tmp_path):
         prepare_corpus("lhotse", None, tmp_path / "o3", progress=False, files={"train": bad})
     with pytest.raises(AsrbenchError, match="no lhotse manifest"):
         prepare_corpus("lhotse", tmp_path / "audio", tmp_path / "o4", progress=False)
+
+
+# --- missing audio never shrinks dev or test silently (issue 28.5) ---------------------------
+
+
+def _lhotse_cuts(root: Path, name: str, ids: list[str], missing: set[str]) -> Path:
+    rows = []
+    for cut_id in ids:
+        audio = root / "audio" / f"{cut_id}.wav"
+        if cut_id not in missing:
+            write_tone(audio, seconds=0.4)
+        rows.append({"id": cut_id, "start": 0.0, "duration": 0.4, "channel": 0, "type": "MonoCut",
+                     "supervisions": [{"id": cut_id, "recording_id": cut_id, "start": 0.0, "duration": 0.4,
+                                       "text": "yes"}],
+                     "recording": _lhotse_recording(cut_id, audio, 0.4)})
+    return _write_jsonl_gz(root / "manifests" / f"cuts_{name}.jsonl.gz", rows)
+
+
+def test_missing_audio_in_dev_or_test_fails_unless_skip_missing(tmp_path):
+    """Regression (issue 28.5): a lhotse cut whose recording was missing was skipped and the test split
+    shrank from 30 to 29 with exit 0. Missing audio in dev/test fails, naming the ids (first few and the
+    count), unless skip_missing; train still skips with a note."""
+    root = tmp_path / "corpus"
+    _lhotse_cuts(root, "train", ["t1", "t2", "t3"], missing={"t2"})
+    _lhotse_cuts(root, "dev", ["d1", "d2"], missing=set())
+    _lhotse_cuts(root, "test", [f"e{i}" for i in range(1, 7)], missing={"e2", "e3", "e4", "e5", "e6"})
+    out = tmp_path / "out"
+    with pytest.raises(AsrbenchError) as caught:
+        prepare_corpus("lhotse", root / "manifests", out, progress=False)
+    message = str(caught.value)
+    assert "test: 5 utterances without audio (e2, e3, e4, ...)" in message
+    assert "--skip-missing" in message and "t2" not in message
+    assert not out.exists()
+
+    report = prepare_corpus("lhotse", root / "manifests", out, progress=False, skip_missing=True)
+    assert report.counts == {"train": 2, "dev": 2, "test": 1}
+    assert report.skipped == {"missing audio": 6}
+
+
+def test_missing_audio_is_refused_alike_by_every_importer(tmp_path):
+    """Kaldi (no wav.scp entry, or a file that is not there), NeMo manifests, a lhotse SupervisionSet whose
+    recording is not in the RecordingSet, and the built-in corpora (AN4) refuse it the same way."""
+    kaldi = make_kaldi(tmp_path / "kaldi")  # dev: b's audio file is missing
+    write_text(kaldi / "test/text", "b TEST ME\nz NOT LISTED\n")  # z: no wav.scp entry
+    with pytest.raises(AsrbenchError, match=r"dev: 1 utterance without audio \(b\); test: 1 utterance without "
+                                            r"audio \(z\)"):
+        prepare_corpus("kaldi", kaldi, tmp_path / "o1", progress=False)
+    report = prepare_corpus("kaldi", kaldi, tmp_path / "o1", progress=False, skip_missing=True)
+    assert report.counts == {"train": 4, "dev": 1, "test": 1}
+
+    nemo = tmp_path / "nemo"
+    write_text(nemo / "train.json", "".join(_nemo_rows(nemo, ["one"])))
+    write_text(nemo / "dev.json", "".join(_nemo_rows(nemo, ["two"])))
+    write_text(nemo / "test.json", "".join(_nemo_rows(nemo, ["three"]))
+               + json.dumps({"audio_filepath": "wav/gone.wav", "duration": 1.0, "text": "GONE"}) + "\n")
+    with pytest.raises(AsrbenchError, match=r"test: 1 utterance without audio \(gone\)"):
+        prepare_corpus("manifest", nemo, tmp_path / "o2", progress=False)
+
+    lhotse = _lhotse_corpus(tmp_path / "lh")  # dev, dev-other and test each hold a supervision with no recording
+    with pytest.raises(AsrbenchError, match=r"dev: 1 utterance without audio \(dev-clean-gone\); test: 1 "
+                                            r"utterance without audio \(test-clean-gone\); dev_other: 1 "):
+        prepare_corpus("lhotse", lhotse, tmp_path / "o3", progress=False)
+
+    an4 = make_an4(tmp_path / "an4")
+    (an4 / "wav/an4test_clstk/fcaw/an406-fcaw-b.sph").unlink()
+    with pytest.raises(AsrbenchError, match=r"test: 1 utterance without audio \(fcaw-an406-b\)"):
+        prepare_corpus("an4", an4, tmp_path / "o4", progress=False)
+
+
+def test_cli_prepare_with_missing_test_audio_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    from helpers import run_main
+
+    root = tmp_path / "corpus"
+    for split, names in (("train", ["t1"]), ("dev", ["d1"]), ("test", ["e1", "e2"])):
+        _lhotse_cuts(root, split, names, missing={"e2"})
+    out = tmp_path / "out"
+    code, _, err = run_main(monkeypatch, capsys, "data", "prepare", "lhotse", str(root / "manifests"),
+                            "--out", str(out))
+    assert (code, err.count("\n")) == (2, 1), err
+    assert err.startswith("error: lhotse: test: 1 utterance without audio (e2)")
+    assert not out.exists()
+    code, _, err = run_main(monkeypatch, capsys, "data", "prepare", "lhotse", str(root / "manifests"),
+                            "--out", str(out), "--skip-missing")
+    assert code == 0
+    assert "test 1" in err and "skipped 1: missing audio" in err

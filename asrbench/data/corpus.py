@@ -39,6 +39,8 @@ class Candidate:
     speaker: str | None = None
     offset: float = 0.0  # seconds into the audio file
     duration: float | None = None  # None: from ``offset`` to the end of the file
+    # Why the layout names no audio file for it (no wav.scp entry, no recording, a url source); None: it does.
+    no_audio: str | None = None
 
 
 Preparer = Callable[[Path, PrepareReport], dict[str, list[Candidate]]]

@@ -10,10 +10,12 @@ files lhotse writes (``.jsonl`` or ``.jsonl.gz``) without lhotse installed:
 
 Every supervision becomes one utterance: its ``id`` (the cut's id when the cut has a single
 supervision), text, speaker, and the span of its recording's audio file (``offset`` = where it
-starts in the file). Recordings must be audio files (``type: file``); ``url``, ``command`` and
-``memory`` sources are refused by the count of skipped utterances (asrbench never downloads or
-runs a command from a manifest). A recording with several channels is downmixed, as every audio
-file is. Relative source paths are relative to the manifest's folder (else to the working dir).
+starts in the file). Recordings must be audio files (``type: file``); an utterance whose recording
+is a ``url``, ``command`` or ``memory`` source, or is not in the RecordingSet, has no audio, like one
+whose file is missing (asrbench never downloads or runs a command from a manifest): skipped in train,
+refused in dev and test unless ``--skip-missing`` (:func:`asrbench.data.prepare.prepare_corpus`).
+A recording with several channels is downmixed, as every audio file is. Relative source paths are
+relative to the manifest's folder (else to the working dir).
 
 ``SRC`` is a folder: each manifest's split comes from the part of its name after ``cuts_`` (or
 ``supervisions_``): ``train*`` parts are train, the first ``dev*``/``valid*`` part (``-clean``
@@ -72,6 +74,15 @@ def _audio_path(where: str, recording: dict, manifest: Path) -> str | None:
     return absolute(source)
 
 
+NOT_A_FILE = "recording is not an audio file (url, command or memory source)"
+
+
+def _without_audio(supervision: dict, utterance_id: str, reason: str) -> Candidate:
+    """An utterance whose recording gives no audio file (``reason``); prepare_corpus decides its fate."""
+    text = supervision.get("text")
+    return Candidate(utterance_id, "", collapse_spaces(text) if isinstance(text, str) else "", no_audio=reason)
+
+
 def _candidate(where: str, supervision: dict, audio: str, offset: float, utterance_id: str) -> Candidate:
     start = float(_field(where, supervision, "start", (int, float)))
     duration = float(_field(where, supervision, "duration", (int, float)))
@@ -93,13 +104,13 @@ def read_cuts(path: Path, report: PrepareReport) -> list[Candidate]:
         audio = _audio_path(where, recording, path)
         supervisions = _field(where, cut, "supervisions", (list,))
         cut_id = str(_field(where, cut, "id"))
-        if audio is None:
-            report.skip("recording is not an audio file (url, command or memory source)", cut_id)
-            continue
-        start = float(_field(where, cut, "start", (int, float)))
+        start = float(_field(where, cut, "start", (int, float))) if audio is not None else 0.0
         for supervision in supervisions:
             sup_id = cut_id if len(supervisions) == 1 else str(_field(where, supervision, "id"))
-            candidates.append(_candidate(where, supervision, audio, start, sup_id))
+            if audio is None:
+                candidates.append(_without_audio(supervision, sup_id, NOT_A_FILE))
+            else:
+                candidates.append(_candidate(where, supervision, audio, start, sup_id))
     return candidates
 
 
@@ -113,11 +124,11 @@ def read_supervisions(path: Path, recordings_path: Path, report: PrepareReport) 
         sup_id = str(_field(where, supervision, "id"))
         recording_id = str(_field(where, supervision, "recording_id"))
         if recording_id not in recordings:
-            report.skip("no recording in the RecordingSet", sup_id)
+            candidates.append(_without_audio(supervision, sup_id, "no recording in the RecordingSet"))
             continue
         audio = recordings[recording_id][0]
         if audio is None:
-            report.skip("recording is not an audio file (url, command or memory source)", sup_id)
+            candidates.append(_without_audio(supervision, sup_id, NOT_A_FILE))
             continue
         candidates.append(_candidate(where, supervision, audio, 0.0, sup_id))
     return candidates

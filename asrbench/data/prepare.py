@@ -7,8 +7,11 @@ count per reason, and writes all splits only after every split is built, so a fa
 nothing half-written.
 
 Splits are decided from the layout *before* audio is checked: a missing file in one split never
-moves an utterance from another split into its place. Every split is sorted by id. Texts are
-kept as the corpus writes them (whitespace collapsed); the built-in corpora give uppercase words.
+moves an utterance from another split into its place. An utterance without usable audio is
+skipped with a note in train, and fails the whole preparation in dev and test (the ids listed)
+unless ``--skip-missing``: a benchmark's test set never shrinks silently. Every split is sorted
+by id. Texts are kept as the corpus writes them (whitespace collapsed); the built-in corpora give
+uppercase words.
 
 Corpora (``src`` is the folder given on the command line):
 
@@ -56,7 +59,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from asrbench.data.audio import audio_info
-from asrbench.data.corpus import Candidate, Preparer, PrepareReport, absolute, collapse_spaces, read_lines
+from asrbench.data.corpus import (
+    MAX_EXAMPLES,
+    Candidate,
+    Preparer,
+    PrepareReport,
+    absolute,
+    collapse_spaces,
+    read_lines,
+)
 from asrbench.data.lhotse import prepare_lhotse, read_lhotse_file
 from asrbench.data.manifest import SPLITS, Utterance, json_object, write_data_dir
 from asrbench.errors import AsrbenchError, did_you_mean
@@ -297,7 +308,7 @@ def _read_kaldi_dir(data_dir: Path, report: PrepareReport) -> list[Candidate]:
     candidates = []
     for utt_id, (_, words) in texts.items():
         if utt_id not in segments or segments[utt_id][0] not in recordings:
-            report.skip("no audio entry", utt_id)
+            candidates.append(Candidate(utt_id, "", " ".join(words), no_audio="no audio entry"))
             continue
         recording, offset, duration = segments[utt_id]
         speaker = speakers[utt_id][1][0] if utt_id in speakers else None
@@ -444,24 +455,40 @@ def _to_utterance(candidate: Candidate, file_duration: float) -> Utterance | Non
     )
 
 
+def _refuse_missing(corpus: str, without_audio: dict[str, list[str]]) -> None:
+    """One line naming, per dev/test split, the utterances that have no usable audio (issue 28.5)."""
+    parts = []
+    for split, utt_ids in without_audio.items():
+        shown = ", ".join(utt_ids[:MAX_EXAMPLES]) + (", ..." if len(utt_ids) > MAX_EXAMPLES else "")
+        parts.append(f"{split}: {len(utt_ids)} utterance{'s' if len(utt_ids) != 1 else ''} without audio ({shown})")
+    raise AsrbenchError(f"{corpus}: {'; '.join(parts)}; an evaluation split must not shrink silently: fix the "
+                        "audio paths, or pass --skip-missing to leave them out; nothing written")
+
+
 def _build_splits(
-    corpus: str, candidates: dict[str, list[Candidate]], report: PrepareReport, progress: bool
+    corpus: str, candidates: dict[str, list[Candidate]], report: PrepareReport, progress: bool,
+    skip_missing: bool = False,
 ) -> dict[str, list[Utterance]]:
     for split_candidates in candidates.values():
         for candidate in split_candidates:
             if not candidate.text:
                 report.skip("empty transcript", candidate.id)
-    paths = sorted({c.audio for split_candidates in candidates.values() for c in split_candidates if c.text})
+    paths = sorted({c.audio for split_candidates in candidates.values() for c in split_candidates
+                    if c.text and c.no_audio is None})
     durations = _header_durations(paths, f"{corpus}: reading audio headers", progress)
     splits: dict[str, list[Utterance]] = {}
+    without_audio: dict[str, list[str]] = {}  # dev/test split -> ids whose audio is missing or unreadable
     for split, split_candidates in candidates.items():
         utterances: dict[str, Utterance] = {}
         for candidate in split_candidates:
             if not candidate.text:
                 continue
-            file_duration = durations[candidate.audio]
+            file_duration = candidate.no_audio or durations[candidate.audio]
             if isinstance(file_duration, str):
-                report.skip(file_duration, candidate.audio)
+                if split == "train" or skip_missing:
+                    report.skip(file_duration, candidate.audio or candidate.id)
+                else:
+                    without_audio.setdefault(split, []).append(candidate.id)
                 continue
             utterance = _to_utterance(candidate, file_duration)
             if utterance is None:
@@ -471,6 +498,8 @@ def _build_splits(
             else:
                 utterances[utterance.id] = utterance
         splits[split] = sorted(utterances.values(), key=lambda utterance: utterance.id)
+    if without_audio:
+        _refuse_missing(corpus, without_audio)
     for split, utterances in splits.items():
         if not utterances:
             skipped = "; ".join(f"{reason}: {count}" for reason, count in report.skipped.items()) or "none"
@@ -481,10 +510,13 @@ def _build_splits(
 
 
 def prepare_corpus(corpus: str, src: Path | None, out: Path, progress: bool = True,
-                   files: dict[str, Path] | None = None) -> PrepareReport:
+                   files: dict[str, Path] | None = None, skip_missing: bool = False) -> PrepareReport:
     """Write ``out/<split>.jsonl`` for ``corpus`` found at ``src``; see the module docstring.
 
     ``files`` (corpora in :data:`FILE_READERS`) maps splits to manifest files, instead of a folder ``src``.
+    An utterance without usable audio (a missing or unreadable file, no wav.scp entry or recording) is
+    skipped in train with a note; in any other split it fails (its ids listed) unless ``skip_missing``:
+    a benchmark's dev and test sets never shrink silently.
     """
     if corpus not in CORPORA:
         raise AsrbenchError(f"unknown corpus '{corpus}'{did_you_mean(corpus, CORPORA)} (valid: {', '.join(CORPORA)})")
@@ -511,6 +543,6 @@ def prepare_corpus(corpus: str, src: Path | None, out: Path, progress: bool = Tr
         if not Path(src).is_dir():
             raise AsrbenchError(f"{src}: corpus folder not found")
         candidates = CORPORA[corpus](Path(absolute(src)), report)
-    splits = _build_splits(corpus, candidates, report, progress)
+    splits = _build_splits(corpus, candidates, report, progress, skip_missing)
     report.counts = write_data_dir(out, splits)
     return report
