@@ -114,11 +114,13 @@ def recognize(
 
 
 def _write_scores(out_dir: Path, features: FeatureSet, hypotheses: list[str], normalizer: str) -> list:
-    """hypotheses.jsonl, then the per-utterance scores: readable alignments, sclite trn files,
-    per-speaker rates, confusions (the CIs come from the returned scores)."""
+    """hypotheses.jsonl (with the manifest's speaker, where it gives one), then the per-utterance
+    scores: readable alignments, sclite trn files, per-speaker rates, confusions (the CIs come
+    from the returned scores)."""
     utterances = features.utterances
     fileio.write_jsonl(out_dir / "hypotheses.jsonl", [
-        {"id": utt.id, "ref": normalize(utt.text, normalizer), "hyp": normalize(hyp, normalizer)}
+        {"id": utt.id, "ref": normalize(utt.text, normalizer), "hyp": normalize(hyp, normalizer),
+         **({"speaker": utt.speaker} if utt.speaker else {})}
         for utt, hyp in zip(utterances, hypotheses, strict=True)])
     scores = score_utterances([utt.text for utt in utterances], hypotheses, normalizer, [utt.id for utt in utterances])
     write_report(out_dir, scores, {utt.id: utt.speaker for utt in utterances}, normalizer)

@@ -118,13 +118,18 @@ def _source(condition: Condition, utterances: list, sample_rate: int, seed: int)
     if condition.noise == "babble":
         rng = corruption.generator(seed, "babble pool")
         chosen = sorted(rng.choice(len(utterances), size=min(BABBLE_POOL, len(utterances)), replace=False))
-        pool = [(scoring.speaker_of(utterances[i].id, utterances[i].speaker), _audio(utterances[i], sample_rate))
-                for i in chosen]
+        pool = [(_talker(utterances[i]), _audio(utterances[i], sample_rate)) for i in chosen]
         return corruption.NoiseSource("babble", sample_rate, pool=pool)
     if condition.noise in corruption.KINDS:
         return corruption.NoiseSource(condition.noise, sample_rate)
     recordings = [load_audio(str(path), sample_rate).numpy() for path in corruption.noise_files(Path(condition.noise))]
     return corruption.NoiseSource("recordings", sample_rate, recordings=recordings)
+
+
+def _talker(utterance) -> str:
+    """Who babble must not be made of: the utterance's given speaker, else (speakers unknown) the
+    utterance itself; never a speaker guessed from the id."""
+    return f"speaker {utterance.speaker}" if utterance.speaker else f"utterance {utterance.id}"
 
 
 def _audio(utterance, sample_rate: int) -> np.ndarray:
@@ -139,7 +144,7 @@ def corrupt(speech: np.ndarray, condition: Condition, source, utterance, sample_
     rng = corruption.generator(seed, condition.name, utterance.id)
     if condition.noise == "reverb":
         return corruption.reverberate(speech, condition.rt60, sample_rate, rng)
-    noise = source.sample(speech.size, rng, scoring.speaker_of(utterance.id, utterance.speaker))
+    noise = source.sample(speech.size, rng, _talker(utterance))
     return corruption.mix(speech, noise, condition.snr, sample_rate)
 
 

@@ -165,6 +165,8 @@ def length_section(run_dirs: list[Path], split: str, scratch: Path) -> str:
     titles = {"duration": "duration", "words": "reference words", "speaker": "speaker"}
     for axis, title in titles.items():
         rows = [row for row in found["rows"] if row["axis"] == axis]
+        if not rows:
+            continue  # speakers not known: no speaker table
         body = [[(row["run"], row["run"]), (row["bin"], row["order"] if axis != "speaker" else row["bin"]),
                  (row["utterances"], row["utterances"]), (row["words"], row["words"]),
                  (_number(row["wer"]), row["wer"]), (scoring.format_ci(row["wer_ci"]), None)] for row in rows]
@@ -272,9 +274,10 @@ def error_browser(run_dir: Path, split: str, worst: int, link_audio: bool) -> st
     extractor = FeatureExtractor(loaded.config.features) if loaded is not None else None
     parts = [f"<details><summary>{esc(run_dir)} ({esc(result.get('model'))}): {len(ranked)} worst of "
              f"{len(scores)} utterances</summary>"]
+    given = {row["id"]: row["speaker"] for row in rows}  # the decode's copy of the manifest's speaker
     for score in ranked:
         utt = utterances.get(score.id)
-        speaker = scoring.speaker_of(score.id, utt.speaker if utt else None)
+        speaker = given.get(score.id) or (utt.speaker if utt else None)  # never guessed from the id
         media = '<p class="muted">audio not found (the manifest or its audio moved)</p>'
         gram = ""
         if utt is not None and Path(utt.audio).is_file():
@@ -285,8 +288,9 @@ def error_browser(run_dir: Path, split: str, worst: int, link_audio: bool) -> st
             png = posteriorgram(loaded, waveform, extractor) if loaded is not None else None
             gram = (image(png, f"CTC posteriorgram of {score.id}") if png is not None
                     else '<p class="muted">no CTC posteriorgram for this model</p>')
+        who = f"speaker {esc(speaker)}, " if speaker else ""
         parts.append(
-            f'<div class="utt"><header>{esc(score.id)} <span class="muted">speaker {esc(speaker)}, '
+            f'<div class="utt"><header>{esc(score.id)} <span class="muted">{who}'
             f"{score.word_errors} word errors ({score.substitutions} S, {score.deletions} D, {score.insertions} I) "
             f"in {score.words} words</span></header>"
             f'<div class="align">REF: {esc(score.ref)}</div><div class="align">HYP: {esc(score.hyp)}</div>'

@@ -235,47 +235,31 @@ def confidence_intervals(scores: list[UtteranceScore], resamples: int = stats.DE
 
 # --- speakers, confusions, alignments --------------------------------------------------------------
 
-_SPEAKER_SEPARATOR = re.compile(r"[-_]")
-
-
-def speaker_of(utterance_id: str, speaker: str | None = None) -> str:
-    """The given speaker, else the id's prefix before its first '-' or '_' (the whole id if none)."""
-    if speaker:
-        return speaker
-    prefix = _SPEAKER_SEPARATOR.split(utterance_id, maxsplit=1)[0]
-    return prefix or utterance_id
+# A speaker is given (a manifest's ``speaker``, a JSONL ``speaker`` field, an utt2spk file) or
+# unknown; it is never read off an utterance id (yesno's ids begin with their first label).
+UNKNOWN_SPEAKER = "unknown"  # the speaker part of a trn id when none is given (sclite needs one)
 
 
 def known_speakers(ids: list[str], given: dict[str, str | None] | None = None) -> tuple[dict[str, str], str] | None:
     """Each utterance's speaker and where the speakers come from, or None when they are not known.
 
-    Speakers are known when every utterance has one: given (a manifest's ``speaker``, a JSONL
-    ``speaker`` field, an utt2spk file) or, by the Kaldi convention, the id's prefix before its
-    first '-' or '_'. An id without a separator and without a given speaker names no speaker: a
-    "per-speaker" table would then be per utterance, so there is none.
+    Speakers are known when every utterance has one given (a manifest's ``speaker``, a JSONL
+    ``speaker`` field, an utt2spk file). With some or all missing there is no per-speaker table:
+    nothing is guessed from the ids.
     """
     given = given or {}
-    speakers, sources = {}, set()
-    for utterance_id in ids:
-        if given.get(utterance_id):
-            speakers[utterance_id] = given[utterance_id]
-            sources.add("given")
-        elif speaker_of(utterance_id) != utterance_id:
-            speakers[utterance_id] = speaker_of(utterance_id)
-            sources.add("id prefix")
-        else:
-            return None
-    if not speakers:
+    if not ids or not all(given.get(utterance_id) for utterance_id in ids):
         return None
-    return speakers, " and ".join(sorted(sources))
+    return {utterance_id: str(given[utterance_id]) for utterance_id in ids}, "given"
 
 
 def per_speaker(scores: list[UtteranceScore], speakers: dict[str, str | None] | None = None) -> list[dict]:
-    """Error rates per speaker, sorted by speaker; ``speakers`` maps ids to known speakers."""
+    """Error rates per speaker, sorted by speaker; ``speakers`` maps ids to their given speakers
+    (an utterance without one is counted under ``unknown``)."""
     speakers = speakers or {}
     groups: dict[str, list[UtteranceScore]] = {}
     for score in scores:
-        groups.setdefault(speaker_of(score.id, speakers.get(score.id)), []).append(score)
+        groups.setdefault(speakers.get(score.id) or UNKNOWN_SPEAKER, []).append(score)
     rows = []
     for speaker in sorted(groups):
         rates = summarize(groups[speaker])
@@ -339,10 +323,11 @@ def trn_id(utterance_id: str, speaker: str | None = None) -> str:
     """``SPEAKER-UTTERANCE``: sclite's ``-i spu_id`` takes the speaker from before the first '-'.
 
     (Only without any '-' does sclite split at the first '_', so '-' is the separator that holds
-    for every utterance id.) A '-' inside the speaker becomes '_'; whitespace and parentheses,
-    which would end the id, become '_' in both parts.
+    for every utterance id.) Without a given speaker the speaker part is ``unknown``, never a piece
+    of the id. A '-' inside the speaker becomes '_'; whitespace and parentheses, which would end
+    the id, become '_' in both parts.
     """
-    speaker = _TRN_UNSAFE.sub("_", speaker_of(utterance_id, speaker)).replace("-", "_")
+    speaker = _TRN_UNSAFE.sub("_", speaker or UNKNOWN_SPEAKER).replace("-", "_")
     return f"{speaker}-{_TRN_UNSAFE.sub('_', utterance_id)}"
 
 
@@ -498,8 +483,8 @@ def score_files(reference_path: str | Path, hypothesis_path: str | Path, normali
     ``missing_as_empty``: then the missing text is scored as empty (a missing hypothesis deletes
     every reference word; a missing reference makes every hypothesis word an insertion).
     ``out_dir`` also receives the files decode writes (alignments, trn, report.json). Speakers
-    come from ``utt2spk``, else from the files' ``speaker`` fields, else from id prefixes; the
-    per-speaker rows are None when they are not known (see :func:`known_speakers`).
+    come from ``utt2spk``, else from the files' ``speaker`` fields, never from the ids; the
+    per-speaker rows are None when they are not known for every utterance (:func:`known_speakers`).
     """
     refs, hyps = read_transcripts(reference_path, "ref"), read_transcripts(hypothesis_path, "hyp")
     if not refs.texts:

@@ -2,8 +2,10 @@
 
 ``length`` (``asrbench study length RUN...``): WER by utterance duration, by reference length in
 words and by speaker, per run, from the runs' decode results (``decode/<split>/hypotheses.jsonl``)
-and the split's manifest (durations, speakers). Every bin has its WER with a bootstrap CI over the
-bin's utterances (:mod:`asrbench.stats`, the same resampling as ``compare``), so a claim such as
+and the split's manifest (durations, speakers). Speakers are those the decode or the manifest
+gives, never guessed from ids: a run without a speaker for every utterance has no speaker rows.
+Every bin has its WER with a bootstrap CI over the bin's utterances (:mod:`asrbench.stats`, the
+same resampling as ``compare``), so a claim such as
 "recurrent models help most on long utterances" can be read with its uncertainty.
 
 Duration bins are the same for every run: by default the pooled durations' quartiles (equal
@@ -41,7 +43,9 @@ def _decoded(run_dir: Path, split: str) -> tuple[dict, list[dict]]:
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if path.is_file() else ():
         try:
             row = json.loads(line)
-            rows.append({"id": str(row["id"]), "ref": row["ref"], "hyp": row["hyp"]})
+            speaker = row.get("speaker")  # decode copies the manifest's, where it gives one
+            rows.append({"id": str(row["id"]), "ref": row["ref"], "hyp": row["hyp"],
+                         "speaker": None if speaker is None else str(speaker)})
         except (ValueError, KeyError, TypeError):
             raise AsrbenchError(f"{path}:{number}: not a decode hypothesis (JSON with id, ref, hyp)") from None
     if not rows:
@@ -82,6 +86,7 @@ def length_study(run_dirs: list[str | Path], split: str = "test", bins: str = "a
                  resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0) -> dict:
     """Per run, per axis (duration, words, speaker), per bin: utterances, words, WER and its CI.
 
+    The speaker axis is left out for a run whose speakers are not all known (see the module doc).
     Returns ``{"split", "duration_edges", "rows": [{run, model, axis, bin, order, utterances,
     words, errors, wer, wer_ci}]}``; ``order`` sorts the bins of an axis.
     """
@@ -103,13 +108,15 @@ def length_study(run_dirs: list[str | Path], split: str = "test", bins: str = "a
         scores = scoring.score_utterances([row["ref"] for row in rows], [row["hyp"] for row in rows], "none",
                                           [row["id"] for row in rows])
         keys = {"duration": [], "words": [], "speaker": []}
-        for score in scores:
+        for score, row in zip(scores, rows, strict=True):
             utt = utterances[score.id]
             index = next(i for i in range(len(edges) - 1) if edges[i] <= utt.duration < edges[i + 1])
             keys["duration"].append((index, _label(edges[index], edges[index + 1], "s")))
             keys["words"].append(_word_bin(score.words))
-            speaker = scoring.speaker_of(score.id, utt.speaker)
+            speaker = row["speaker"] or utt.speaker
             keys["speaker"].append((speaker, speaker))
+        if not all(speaker for speaker, _ in keys["speaker"]):
+            keys["speaker"] = []  # not known for every utterance: no speaker rows
         errors = np.array([s.word_errors for s in scores], float)
         words = np.array([s.words for s in scores], float)
         for axis in AXES:
@@ -134,6 +141,11 @@ def _axis_rows(study: dict, axis: str) -> list[dict]:
     return [row for row in study["rows"] if row["axis"] == axis]
 
 
+def _shown_axes(study: dict) -> list[str]:
+    """The axes with rows: no speaker table when no run's speakers are known."""
+    return [axis for axis in AXES if _axis_rows(study, axis)]
+
+
 def render(study: dict, fmt: str) -> str:
     """The study as a Markdown, CSV or JSON document, or rich's plain-text tables (``table``)."""
     if fmt == "json":
@@ -149,7 +161,7 @@ def render(study: dict, fmt: str) -> str:
         return buffer.getvalue()
     if fmt == "markdown":
         lines = []
-        for axis in AXES:
+        for axis in _shown_axes(study):
             lines += [f"### WER by {axis} ({study['split']})", "", "| run | model | bin | utterances | words | WER % "
                       "| WER 95% CI |", "|---|---|---|---:|---:|---:|---:|"]
             lines += [f"| {row['run']} | {row['model']} | {row['bin']} | {row['utterances']} | {row['words']} | "
@@ -171,7 +183,7 @@ def rich_tables(study: dict) -> list:
     from rich.table import Table
 
     tables = []
-    for axis in AXES:
+    for axis in _shown_axes(study):
         table = Table(title=f"WER by {axis} ({study['split']})", caption="WER 95% CI: bootstrap over the bin's "
                       "utterances")
         for name in ("run", "model", "bin", "utterances", "words", "WER %", "WER 95% CI"):

@@ -81,6 +81,19 @@ def test_babble_is_other_speakers_and_recordings_are_cut_or_looped():
         corruption.NoiseSource("babble", RATE).sample(10, np.random.default_rng(0))
 
 
+def test_babble_speakers_are_given_never_read_off_the_id():
+    """Regression (issue 28.3): the noise study took the id's prefix as the speaker, so on yesno
+    (ids ``0_0_1_...``) babble for an utterance left out every utterance that starts with the same
+    label. Without speakers only the utterance itself is left out."""
+    from asrbench.data.manifest import Utterance
+    from asrbench.noise_study import _talker
+
+    first, second = Utterance("0_0_1", "a.wav", 1.0, "NO NO YES"), Utterance("0_1_1", "b.wav", 1.0, "NO YES YES")
+    assert _talker(first) != _talker(second)
+    assert _talker(Utterance("an251-fash-b", "c.wav", 1.0, "A", "fash")) == _talker(
+        Utterance("cen1-fash-b", "d.wav", 1.0, "B", "fash"))
+
+
 def test_a_room_impulse_response_decays_sixty_decibels_in_its_rt60():
     rng = np.random.default_rng(0)
     response = corruption.room_impulse_response(0.5, RATE, rng)

@@ -23,6 +23,7 @@ from asrbench.models import build_model
 from asrbench.report import (
     alignment_html,
     build_report,
+    error_browser,
     esc,
     find_browser,
     posteriorgram,
@@ -67,6 +68,24 @@ def test_inputs_are_chosen_and_bad_ones_named(tmp_path):
         build_report([tmp_path / "nowhere"])
     with pytest.raises(AsrbenchError, match="a.log: neither a run dir"):
         build_report([log])
+
+
+def test_the_error_browser_names_only_known_speakers(tmp_path):
+    """Regression (issue 28.3): yesno's utterances were shown as "speaker 0" / "speaker 1", the first
+    label of the id. A speaker is shown only when the manifest gives one."""
+    data = tmp_path / "data"
+    data.mkdir()
+    manifest = [{"id": "0_1_1_0", "audio": "a.wav", "duration": 1.0, "text": "NO YES YES NO"},
+                {"id": "1_0_0_1", "audio": "b.wav", "duration": 1.0, "text": "YES NO NO YES", "speaker": "ann"}]
+    (data / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in manifest))
+    decoded = tmp_path / "run" / "decode" / "test"
+    decoded.mkdir(parents=True)
+    (decoded / "result.json").write_text(json.dumps({"model": "cnn", "data_dir": str(data)}))
+    (decoded / "hypotheses.jsonl").write_text("".join(json.dumps({"id": row["id"], "ref": row["text"], "hyp": "NO"})
+                                                      + "\n" for row in manifest))
+    page = error_browser(tmp_path / "run", "test", 5, link_audio=True)
+    assert page.count('<div class="utt">') == 2
+    assert "speaker 0" not in page and "speaker 1" not in page and "speaker ann" in page
 
 
 @pytest.fixture(scope="module")

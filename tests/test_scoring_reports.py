@@ -29,7 +29,7 @@ from asrbench.scoring import (
     read_trn,
     score_files,
     score_utterances,
-    speaker_of,
+    speaker_report,
     summarize,
     trn_id,
     write_report,
@@ -85,7 +85,7 @@ def test_empty_reference_convention():
     assert rates.wer is None and rates.insertions == 0 and rates.sentence_errors == 0
     # A speaker whose references are all empty: undefined too, while the pooled rate counts its insertions.
     scores = score_utterances(["A B", ""], ["A B", "C"], ids=["s1-1", "s2-1"])
-    rows = {row["speaker"]: row for row in per_speaker(scores)}
+    rows = {row["speaker"]: row for row in per_speaker(scores, {"s1-1": "s1", "s2-1": "s2"})}
     assert rows["s2"]["wer"] is None and rows["s2"]["insertions"] == 1 and rows["s1"]["wer"] == 0.0
     assert summarize(scores).wer == pytest.approx(50.0)
 
@@ -159,28 +159,34 @@ def test_confusions_are_counted_and_sorted():
     assert confusions(scores, top=0) == {"substitutions": [], "deletions": [], "insertions": []}
 
 
-def test_speakers_from_the_manifest_or_the_id_prefix():
-    assert speaker_of("fash-an251-b") == "fash"
-    assert speaker_of("spk_1-2") == "spk"
-    assert speaker_of("0_george_0", "george") == "george"
-    assert speaker_of("plain") == "plain"
-    assert speaker_of("-odd") == "-odd"
-    scores = score_utterances(["A B", "A B", "C"], ["A B", "A", "D"], ids=["s1-1", "s1-2", "x"])
-    rows = per_speaker(scores, {"x": "s2"})
-    assert [(r["speaker"], r["utterances"], r["words"], r["wer"]) for r in rows] == [("s1", 2, 4, 25.0),
-                                                                                     ("s2", 1, 1, 100.0)]
+def test_speakers_come_from_the_manifest_never_from_the_id():
+    """Regression (issue 28.3): yesno ids ``0_0_1_...`` start with the first label, and the prefix
+    before '_' was taken as a speaker: "speaker 0" and "speaker 1". Speakers are given (manifest,
+    JSONL ``speaker``, utt2spk) or unknown; unknown means no per-speaker table."""
+    ids = ["0_0_1_0", "1_1_0_0", "fash-an251-b"]
+    scores = score_utterances(["NO NO YES NO", "YES YES NO NO", "A"], ["NO NO YES NO", "YES NO NO", "A"], ids=ids)
+    assert speaker_report(scores) == {"per_speaker": None, "speakers": None}
+    assert speaker_report(scores, {"0_0_1_0": "s1"}) == {"per_speaker": None, "speakers": None}  # not all known
+    known = speaker_report(scores, {"0_0_1_0": "s1", "1_1_0_0": "s1", "fash-an251-b": "fash"})
+    assert [(r["speaker"], r["utterances"], r["words"]) for r in known["per_speaker"]] == [("fash", 1, 1),
+                                                                                          ("s1", 2, 8)]
+    rows = per_speaker(scores, {"0_0_1_0": "s1", "1_1_0_0": "s1", "fash-an251-b": "s2"})
+    assert [(r["speaker"], r["utterances"], r["words"], r["wer"]) for r in rows] == [("s1", 2, 8, 12.5),
+                                                                                     ("s2", 1, 1, 0.0)]
 
 
 def test_trn_ids_put_the_speaker_before_the_first_dash():
-    assert trn_id("fash-an251-b") == "fash-fash-an251-b"
+    assert trn_id("an251-fash-b", "fash") == "fash-an251-fash-b"
     assert trn_id("0_george_0", "george") == "george-0_george_0"
     assert trn_id("u 1(x)", "mary-ann") == "mary_ann-u_1_x_"
+    # No speaker: sclite's spu_id still needs one, so a placeholder, never a piece of the id.
+    assert trn_id("0_0_1_0") == "unknown-0_0_1_0" and trn_id("fash-an251-b") == "unknown-fash-an251-b"
 
 
 def test_report_files_parse_back(tmp_path):
     ids = ["fash-an251-b", "0_george_0", "empty-hyp"]
     scores = score_utterances(["yes no", "seven", "one two"], ["yes", "seven eight", ""], ids=ids)
-    write_report(tmp_path, scores, {"0_george_0": "george"})
+    write_report(tmp_path, scores, {"0_george_0": "george", "fash-an251-b": "fash", "empty-hyp": "empty"})
     ref, hyp = read_trn(tmp_path / "ref.trn"), read_trn(tmp_path / "hyp.trn")
     expected_ids = ["fash-fash-an251-b", "george-0_george_0", "empty-empty-hyp"]
     assert [i for i, _ in ref] == expected_ids == [i for i, _ in hyp]
@@ -206,11 +212,11 @@ def test_sclite_agrees_on_the_trn_files(tmp_path):
                     "`make test` does it when it can), or build SCTK from source and put sclite on PATH",
                     pytrace=False)
     rng = random.Random(3)
-    ids = [f"{rng.choice(['ann', 'bob_x', 'c-d'])}-{index:03d}" for index in range(80)]
-    references = [random_words(rng) or "A" for _ in ids]
+    speakers = {f"u{index:03d}": rng.choice(["ann", "bob_x", "c-d"]) for index in range(80)}
+    references = [random_words(rng) or "A" for _ in speakers]
     hypotheses = [random_words(rng) if rng.random() < 0.5 else ref for ref in references]
-    scores = score_utterances(references, hypotheses, ids=ids)
-    write_report(tmp_path, scores)
+    scores = score_utterances(references, hypotheses, ids=list(speakers))
+    write_report(tmp_path, scores, speakers)
     output = subprocess.run([SCLITE, "-r", "ref.trn", "trn", "-h", "hyp.trn", "trn", "-i", "spu_id", "-o", "sum",
                              "stdout"], cwd=tmp_path, capture_output=True, text=True, timeout=60).stdout
     table = {}  # first cell -> cells of the rows "| SPKR | # Snt # Wrd | Corr Sub Del Ins Err S.Err |"
@@ -221,9 +227,10 @@ def test_sclite_agrees_on_the_trn_files(tmp_path):
     rates = summarize(scores)
     assert table["Sum/Avg"][1] == [str(rates.utterances), str(rates.words)]
     assert float(table["Sum/Avg"][2][4]) == pytest.approx(rates.wer, abs=0.051)
-    for row in per_speaker(scores):  # speakers "ann", "bob", "c": the id prefix before '-' or '_'
-        assert table[row["speaker"]][1] == [str(row["utterances"]), str(row["words"])]
-        assert float(table[row["speaker"]][2][4]) == pytest.approx(row["wer"], abs=0.051)
+    for row in per_speaker(scores, speakers):  # sclite's speaker: before the first '-', which was '_' in "c-d"
+        sclite_speaker = row["speaker"].replace("-", "_")
+        assert table[sclite_speaker][1] == [str(row["utterances"]), str(row["words"])]
+        assert float(table[sclite_speaker][2][4]) == pytest.approx(row["wer"], abs=0.051)
 
 
 def test_malformed_trn_line_is_an_error(tmp_path):
@@ -315,7 +322,7 @@ def test_score_command_on_kaldi_files(tmp_path):
     assert scored["wer"] == pytest.approx(100 * 2 / 6)
     low, high = scored["wer_ci"]
     assert low <= scored["wer"] <= high
-    assert [row["speaker"] for row in scored["per_speaker"]] == ["spk1", "spk2"]
+    assert scored["per_speaker"] is None  # "spk1-" is an id, not a speaker: no utt2spk, no speakers
     table = runner.invoke(app, ["score", str(ref), str(hyp)])
     assert table.exit_code == 0 and "33.33" in table.stdout and "WORLD -> WORD" in table.stdout
     none = json.loads(runner.invoke(app, ["score", str(ref), str(hyp), "--format", "json",
@@ -339,6 +346,44 @@ def test_score_command_on_jsonl_and_decode_output(tmp_path):
         json.dumps({"id": f"u{i}", "ref": r, "hyp": h}) + "\n" for i, (r, h) in enumerate(pairs)))
     result = runner.invoke(app, ["score", str(decoded), str(decoded), "--format", "json"])
     assert json.loads(result.stdout)["substitutions"] == 1
+
+
+def test_score_invents_no_speakers_from_yesno_ids(tmp_path):
+    """Regression (issue 28.3): ``score`` on yesno printed a per-speaker table of "speakers" 0 and 1."""
+    ids = ["0_0_1_0_0_0_1_0", "0_1_0_0_0_1_0_1", "1_0_0_0_0_0_0_1", "1_1_0_1_0_1_0_0"]
+    words = {"0": "NO", "1": "YES"}
+    ref = write(tmp_path / "ref.txt", "".join(f"{i} {' '.join(words[c] for c in i.split('_'))}\n" for i in ids))
+    hyp = write(tmp_path / "hyp.txt", "".join(f"{i} YES\n" for i in ids))
+    scored = json.loads(runner.invoke(app, ["score", str(ref), str(hyp), "--format", "json"]).stdout)
+    assert scored["per_speaker"] is None and scored["speakers"] is None
+    table = runner.invoke(app, ["score", str(ref), str(hyp)], terminal_width=140).stdout
+    assert "per speaker" not in table
+    out = tmp_path / "report"
+    score_files(ref, hyp, out_dir=out)
+    assert [i for i, _ in read_trn(out / "ref.trn")] == [f"unknown-{i}" for i in ids]
+    assert json.loads((out / "report.json").read_text())["per_speaker"] is None
+
+
+def test_decode_hypotheses_carry_the_manifest_speaker(tmp_path):
+    """Regression (issue 28.3): decode's hypotheses.jsonl had no speaker, so scoring it (or a study of
+    it) could only guess one from the id."""
+    from types import SimpleNamespace
+
+    from asrbench.data.manifest import Utterance
+    from asrbench.decode import _write_scores
+
+    utterances = [Utterance("an251-fash-b", "a.wav", 1.0, "YES NO", "fash"),
+                  Utterance("cen1-mblw-b", "b.wav", 1.0, "ONE", "mblw")]
+    _write_scores(tmp_path, SimpleNamespace(utterances=utterances), ["YES", "ONE"], "basic-1")
+    rows = [json.loads(line) for line in (tmp_path / "hypotheses.jsonl").read_text().splitlines()]
+    assert [row.get("speaker") for row in rows] == ["fash", "mblw"]
+    scored = score_files(tmp_path / "hypotheses.jsonl", tmp_path / "hypotheses.jsonl")
+    assert [row["speaker"] for row in scored["per_speaker"]] == ["fash", "mblw"]
+    unknown = [Utterance("0_1_0", "c.wav", 1.0, "NO YES NO"), Utterance("1_1_0", "d.wav", 1.0, "YES YES NO")]
+    _write_scores(tmp_path / "yesno", SimpleNamespace(utterances=unknown), ["NO", "YES"], "basic-1")
+    rows = [json.loads(line) for line in (tmp_path / "yesno" / "hypotheses.jsonl").read_text().splitlines()]
+    assert all("speaker" not in row for row in rows)
+    assert json.loads((tmp_path / "yesno" / "report.json").read_text())["per_speaker"] is None
 
 
 def test_score_command_missing_ids_exit_2_naming_id_and_file(monkeypatch, capsys, tmp_path):
@@ -402,7 +447,7 @@ models:
     assert [t for _, t in hyp] == [row["hyp"] for row in rows]
     assert (out / "alignments.txt").read_text().count("REF:") == len(rows) == saved["utterances"]
     report = json.loads((out / "report.json").read_text())
-    # Ids test0, test1, ... name no speaker (no manifest speaker, no SPEAKER- prefix): no per-speaker rows.
+    # The tone corpus's manifest gives no speakers: no per-speaker rows (none guessed from the ids).
     assert report["per_speaker"] is None and report["speakers"] is None
     # Two decodes of the same test set are compared pairwise; identical systems are equally good.
     twin = tmp_path / "twin"

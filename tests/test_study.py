@@ -85,6 +85,30 @@ def test_the_study_renders_and_writes_its_files(tmp_path: Path):
     assert written[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_no_speaker_axis_without_speakers(tmp_path: Path, monkeypatch, capsys):
+    """Regression (issue 28.3): on yesno (ids ``0_0_1_...``, no speaker in the manifest) the study
+    showed "speakers" 0 and 1, the first label of each id. Speakers come from the manifest (or the
+    decode's hypotheses, which carry it); without them there is no speaker table."""
+    a, _ = _runs(tmp_path)
+    manifest = tmp_path / "data" / "test.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    renamed = {row["id"]: "_".join(format(i, "03b")) for i, row in enumerate(rows)}  # 0_0_0, 0_0_1, ...
+    manifest.write_text("".join(json.dumps({**{k: v for k, v in row.items() if k != "speaker"},
+                                            "id": renamed[row["id"]]}) + "\n" for row in rows))
+    hypotheses = a / "decode" / "test" / "hypotheses.jsonl"
+    decoded = [json.loads(line) for line in hypotheses.read_text().splitlines()]
+    hypotheses.write_text("".join(json.dumps({**row, "id": renamed[row["id"]]}) + "\n" for row in decoded))
+    study = length_study([a])
+    assert [row for row in study["rows"] if row["axis"] == "speaker"] == []
+    assert {row["axis"] for row in study["rows"]} == {"duration", "words"}
+    assert "WER by speaker" not in render(study, "markdown") and "WER by speaker" not in render(study, "table")
+    # The decode's hypotheses carry the manifest's speaker: it is used as given.
+    hypotheses.write_text("".join(json.dumps({**row, "id": renamed[row["id"]], "speaker": "ann"}) + "\n"
+                                  for row in decoded))
+    speakers = [row for row in length_study([a])["rows"] if row["axis"] == "speaker"]
+    assert [(row["bin"], row["utterances"]) for row in speakers] == [("ann", len(UTTERANCES))]
+
+
 def test_missing_decodes_and_foreign_hypotheses_are_one_line(tmp_path: Path, monkeypatch, capsys):
     a, _ = _runs(tmp_path)
     code, _, err = run_main(monkeypatch, capsys, "study", "length", str(a), "--split", "dev")
