@@ -512,7 +512,7 @@ def score_command(
 
     A file is JSONL when its first non-blank line starts with '{'; decode's hypotheses.jsonl works
     as either file (its 'ref' field as references, 'hyp' as hypotheses). Per-speaker rates come
-    only when speakers are known: --utt2spk, a JSONL 'speaker' field, or ids SPEAKER-... / SPEAKER_..."""
+    only when every utterance's speaker is given: --utt2spk or a JSONL 'speaker' field (never the ids)."""
     from asrbench.progress import console
     from asrbench.scoring import REPORT_FILES, render_score, score_files, undefined_rate_warning
 
