@@ -74,7 +74,7 @@ demo: setup
 	  $(BIN)/asrbench decode $(DEMO_DIR)/$$model --split test || exit 1; \
 	done
 	$(BIN)/asrbench compare $(addprefix $(DEMO_DIR)/,$(DEMO_MODELS))
-	$(BIN)/asrbench compare $(addprefix $(DEMO_DIR)/,$(DEMO_MODELS)) --format markdown --out $(DEMO_DIR)/RESULTS.md
+	$(BIN)/asrbench compare $(addprefix $(DEMO_DIR)/,$(DEMO_MODELS)) --format markdown --out $(DEMO_DIR)/RESULTS.md --overwrite
 
 # The benchmark suite (benchmarks/run_all.py): one table of every figure against its target,
 # benchmarks/results/latest.json; <= 15 minutes on 2 CPU cores.

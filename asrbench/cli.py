@@ -61,6 +61,52 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _threads(threads: int) -> None:
+    """``--threads N``: torch's threads in this process (0 keeps torch's default)."""
+    if threads > 0:
+        import torch  # only the commands that compute pay for torch here
+
+        torch.set_num_threads(threads)
+
+
+def _train_threads(overrides: list[str], threads: int) -> list[str]:
+    """``--threads N`` of a command that trains: ``train.num_threads`` of its runs (after any --set)."""
+    return [*overrides, f"train.num_threads={threads}"] if threads > 0 else list(overrides)
+
+
+SUMMARY_FORMATS = ("table", "markdown", "csv", "json")
+
+
+def _check_format(fmt: str, formats: tuple[str, ...]) -> None:
+    if fmt not in formats:
+        _fail(f"unknown format '{fmt}' (valid: {', '.join(formats)})")
+
+
+def _print_summary(fmt: str, markdown_text: str, rows: list[dict], document: dict) -> None:
+    """A sweep's summary (bench, study data) in ``fmt``: the Markdown rendered (table) or as text, the
+    rows as CSV, or the whole document as JSON."""
+    import csv
+    import io
+    import json
+
+    if fmt == "table":
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        Console(width=160).print(Markdown(markdown_text))
+    elif fmt == "markdown":
+        typer.echo(markdown_text, nl=False)
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+        writer.writeheader()
+        writer.writerows({key: json.dumps(value) if isinstance(value, (list, dict)) else value
+                          for key, value in row.items()} for row in rows)
+        typer.echo(buffer.getvalue(), nl=False)
+    else:
+        typer.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+
+
 INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C (128 + SIGINT)
 
 
@@ -106,21 +152,24 @@ def run_app() -> None:
 def data_prepare(
     corpus: str = typer.Argument(..., help="an4 | fsdd | yesno | librispeech | kaldi | manifest | lhotse"),
     src: Optional[Path] = typer.Argument(None, help="Corpus folder (for manifest: or name files with --train ...)."),
-    out: Path = typer.Option(..., "--out", help="Data dir to write train/dev/test.jsonl into."),
+    out: Path = typer.Option(..., "--out", "-o", help="Data dir to write train/dev/test.jsonl into."),
     train: Optional[Path] = typer.Option(None, "--train", help="manifest, lhotse: the training manifest file."),
     dev: Optional[Path] = typer.Option(None, "--dev", help="manifest, lhotse: the dev (validation) manifest file."),
     test: Optional[Path] = typer.Option(None, "--test", help="manifest, lhotse: the test manifest file."),
     skip_missing: bool = typer.Option(False, "--skip-missing", help="Leave out dev/test utterances whose audio "
                                       "is missing or unreadable (default: fail, naming them; train always "
                                       "skips them with a note)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
 ) -> None:
     """Write JSONL manifests for a corpus on disk.
 
     manifest: a folder of NeMo-style manifests (train[_manifest], dev[_manifest] | validation[_manifest] |
     val[_manifest], test[_manifest], each .json or .jsonl), or the files one by one with --train/--dev/--test."""
+    from asrbench import fileio
     from asrbench.data.prepare import prepare_corpus
     from asrbench.progress import console
 
+    fileio.refuse_to_replace([out / f"{split}.jsonl" for split in ("train", "dev", "test")], overwrite)
     report = prepare_corpus(corpus, src, out, files={"train": train, "dev": dev, "test": test},
                             skip_missing=skip_missing)
     console.print(f"{corpus}: " + ", ".join(f"{split} {count}" for split, count in report.counts.items())
@@ -170,16 +219,19 @@ def data_features(
 
 @_command(data_app, "synth")
 def data_synth(
-    out: Path = typer.Option(..., "--out", help="Data dir for the built-in corpus."),
+    out: Path = typer.Option(..., "--out", "-o", help="Data dir for the built-in corpus."),
     seed: int = typer.Option(0, help="Seed: the same seed gives the same corpus."),
     train: int = typer.Option(600, help="Training utterances."),
     dev: int = typer.Option(100, help="Dev utterances."),
     test: int = typer.Option(100, help="Test utterances (held-out voices)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
 ) -> None:
     """Synthesize the built-in corpus with espeak-ng (needs the extra asrbench\\[synth])."""
+    from asrbench import fileio
     from asrbench.data.synth import SynthConfig, synthesize_corpus
     from asrbench.progress import console
 
+    fileio.refuse_to_replace([out / f"{split}.jsonl" for split in ("train", "dev", "test")], overwrite)
     counts = synthesize_corpus(out, SynthConfig(seed=seed, train_utterances=train, dev_utterances=dev,
                                                 test_utterances=test))
     console.print("synth: " + ", ".join(f"{split} {count}" for split, count in counts.items()) + f" -> {out}")
@@ -188,14 +240,15 @@ def data_synth(
 @_command(data_app, "download")
 def data_download(
     corpus: str = typer.Argument(..., help="an4 | fsdd | yesno | a LibriSpeech subset"),
-    dest: Path = typer.Option(..., "--dest", help="Folder to download and extract into."),
+    out: Path = typer.Option(..., "--out", "-o", "--dest", help="Folder to download and extract into (archives "
+                             "already there are reused; --dest: the old spelling)."),
     mirror: Optional[str] = typer.Option(None, help="Base URL of a mirror (or $ASRBENCH_MIRROR)."),
 ) -> None:
     """Download a public corpus archive, verify its checksum and extract it."""
     from asrbench.data.download import download_corpus
     from asrbench.progress import console
 
-    path = download_corpus(corpus, dest, base_url=mirror)
+    path = download_corpus(corpus, out, base_url=mirror)
     console.print(f"{corpus} -> {path}")
 
 
@@ -223,7 +276,7 @@ def models_command() -> None:
 def train_command(
     recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (not needed with --resume)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model name (see `asrbench models`)."),
-    out: Path = typer.Option(..., "--out", help="Run dir."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run dir (one that holds a run is refused: --resume it)."),
     data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (overrides data.dir)."),
     set_: List[str] = typer.Option([], "--set", help="Override, e.g. train.lr=1e-3 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run dir's last checkpoint."),
@@ -233,6 +286,8 @@ def train_command(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda (sets train.device)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Write TensorBoard events to <out>/tensorboard/ "
                                      "(sets train.tensorboard; needs asrbench\\[tensorboard])."),
+    threads: int = typer.Option(0, "--threads", min=0, help="Torch threads (sets train.num_threads; 0: the "
+                                "recipe's)."),
 ) -> None:
     """Train one model from a recipe into a run dir (also under torchrun, one process per rank)."""
     from asrbench.train import stopped_at_once, train
@@ -240,6 +295,7 @@ def train_command(
     overrides = [*set_, f"train.device={device}"] if device is not None else list(set_)
     if tensorboard:
         overrides.append("train.tensorboard=true")
+    overrides = _train_threads(overrides, threads)
     try:
         train(recipe, model, out, data, overrides, resume, epochs, max_minutes, seed)
     except KeyboardInterrupt:
@@ -319,6 +375,8 @@ def transcribe_command(
                             "times, confidences) | srt | vtt"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", "--output", help="Output file (text, jsonl) or "
                                        "directory (srt, vtt); default stdout."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an output that is already there (without "
+                                   "it: refused; an interrupted run's -o FILE.partial is resumed)."),
     vad: str = typer.Option("energy", "--vad", help="Splitting of long files at pauses: energy | silero (the vad "
                             "extra) | none (fixed pieces)."),
     max_segment: float = typer.Option(20.0, "--max-segment", help="Seconds: shorter files are decoded whole; "
@@ -347,6 +405,7 @@ def transcribe_command(
     partials: bool = typer.Option(True, "--partials/--no-partials", help="--stream: show partial results."),
 ) -> None:
     """Transcribe audio files: text, JSONL with word times and confidences, or subtitles."""
+    from asrbench import fileio
     from asrbench.decoding.searchers import DecodeOptions
     from asrbench.progress import console
     from asrbench.streaming import StreamOptions
@@ -358,12 +417,14 @@ def transcribe_command(
     values = {key: value for key, value in given.items() if value is not None}
     if lm and lm_weight is None:
         values["lm_weight"] = 0.5
+    if out is not None and out.is_file() and not out.with_name(out.name + ".partial").exists():
+        fileio.refuse_to_replace(out, overwrite)  # before loading the model; a .partial file is resumed
     streamed = StreamOptions(chunk_ms, left_chunks, endpoint_silence, max_segment) if stream else None
     transcriber = Transcriber(model, DecodeOptions(**values), device, checkpoint, set(values), tuned,
                               VadOptions(kind=vad, max_segment=max_segment, min_silence=min_silence, pad=vad_pad,
                                          energy_margin_db=energy_margin), threads, streamed, partials)
     console.print(f"transcribing with {model}: {transcriber.description}", soft_wrap=True, highlight=False)
-    counts = transcribe_files(transcriber, audio, fmt, out)
+    counts = transcribe_files(transcriber, audio, fmt, out, overwrite=overwrite)
     rtfx = counts["audio_seconds"] / counts["seconds"] if counts["seconds"] else 0.0
     resumed = f", {counts['resumed']} already done" if counts["resumed"] else ""
     failed = f", [red]{counts['failed']} failed[/red]" if counts["failed"] else ""
@@ -381,11 +442,16 @@ def export_command(
     fmt: str = typer.Option("onnx", "--format", help="onnx"),
     quantize: str = typer.Option("", "--quantize", help="int8: also write a dynamically quantized graph and use it."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, or a checkpoint file in the run dir."),
+    threads: int = typer.Option(0, "--threads", min=0, help="Torch threads (0: torch's default)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
 ) -> None:
     """Export a CTC model to a self-contained ONNX dir that `asrbench transcribe` runs on onnxruntime."""
+    from asrbench import fileio
     from asrbench.export import export_run
     from asrbench.progress import console
 
+    fileio.refuse_to_replace(out, overwrite)
+    _threads(threads)
     manifest = export_run(run_dir, out, fmt, quantize, checkpoint)
     differences = ", ".join(f"{name} {value:.1e}" for name, value in manifest["max_abs_difference_vs_pytorch"].items())
     console.print(f"exported {manifest['model']} ({manifest['units']}) -> {out}; largest log-prob difference from "
@@ -397,28 +463,31 @@ def bench_command(
     recipe: Path = typer.Argument(..., help="Recipe YAML."),
     models: str = typer.Option("all", "--models", help="'all' (every model of the recipe) or a,b,c."),
     seeds: int = typer.Option(1, "--seeds", help="Runs per model (seeds first-seed, first-seed+1, ...)."),
-    budget_minutes: Optional[float] = typer.Option(None, "--budget-minutes", help="Same training budget for all."),
+    budget_minutes: Optional[float] = typer.Option(None, "--max-minutes", "--budget-minutes",
+                                                   help="Same training budget for all."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Same number of epochs for all."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Sweep dir (default runs/bench/<recipe>)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Sweep dir (default runs/bench/<recipe>); an "
+                                       "existing one is resumed."),
     data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (overrides data.dir)."),
     set_: List[str] = typer.Option([], "--set", help="Override for every run, e.g. train.num_threads=1."),
     first_seed: int = typer.Option(0, "--first-seed", help="The first seed."),
     jobs: int = typer.Option(1, "--jobs", help="Runs trained at once (worker processes); pair with "
-                             "--set train.num_threads=N so jobs x N fits the cores."),
+                             "--threads N so jobs x N fits the cores."),
     executor: str = typer.Option("local", "--executor", help="local (this machine) | ray (one Ray task per run)."),
     address: str = typer.Option("local", "--address", help="--executor ray: local (a Ray instance for this "
                                 "sweep) | auto (this machine's cluster) | HOST:PORT (a cluster's head)."),
     gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", min=0.0, help="--executor ray: GPUs each run asks for."),
+    threads: int = typer.Option(0, "--threads", min=0, help="Torch threads of each run (sets train.num_threads; "
+                                "0: the recipe's)."),
+    fmt: str = typer.Option("table", "--format", help="table | markdown | csv | json"),
 ) -> None:
     """Train, decode (dev and test) and compare models under one budget; resumable."""
-    from rich.console import Console
-    from rich.markdown import Markdown
-
     from asrbench.bench import bench, markdown
 
-    report = bench(recipe, models, seeds, out, budget_minutes, epochs, data, set_, first_seed, jobs, executor,
-                   address, gpus_per_run)
-    Console(width=160).print(Markdown(markdown(report["summary"], report["pairs"])))
+    _check_format(fmt, SUMMARY_FORMATS)
+    report = bench(recipe, models, seeds, out, budget_minutes, epochs, data, _train_threads(set_, threads),
+                   first_seed, jobs, executor, address, gpus_per_run)
+    _print_summary(fmt, markdown(report["summary"], report["pairs"]), report["summary"], report)
 
 
 @_command(app, "tune")
@@ -435,6 +504,7 @@ def tune_command(
     mode: str = typer.Option("auto", "--mode", help="auto | ctc | attention"),
     data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (default: the run's)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    threads: int = typer.Option(0, "--threads", min=0, help="Torch threads (0: torch's default)."),
 ) -> None:
     """Grid-search beam, LM weight, word bonus (or CTC weight) on dev; saves tuned.json in the run dir."""
     from asrbench.progress import console
@@ -448,6 +518,7 @@ def tune_command(
         except ValueError:
             _fail(f"{name}: '{text}' is not a comma-separated list of numbers")
 
+    _threads(threads)
     result = tune(run_dir, split, lm, numbers(beams, int, "--beams"), numbers(lm_weights, float, "--lm-weights"),
                   numbers(word_bonuses, float, "--word-bonuses"), numbers(ctc_weights, float, "--ctc-weights"),
                   numbers(length_bonuses, float, "--length-bonuses"), lexicon, mode, data, device)
@@ -465,6 +536,7 @@ def compare_command(
     alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0, help="Significance level for '≈best'."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG figures (WER vs size/speed, learning curves)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
 ) -> None:
     """Compare decode results of several runs (CIs, pairwise tests on runs with the same test utterances)."""
     from rich.console import Console
@@ -475,6 +547,10 @@ def compare_command(
 
     if fmt not in FORMATS:
         _fail(f"unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
+    from asrbench.plots import FILES as PLOT_FILES
+
+    fileio.refuse_to_replace(([output] if output else []) + ([plot / name for name in PLOT_FILES] if plot else []),
+                             overwrite)
     runs, skipped = select_runs(run_dirs)
     for path in skipped:
         console.print(f"[yellow]note[/yellow]: skipped {path}: not a run dir", soft_wrap=True)
@@ -505,7 +581,9 @@ def score_command(
     normalizer: str = typer.Option("basic-1", "--normalizer", help="Text normalizer for both sides: basic-1 | none"),
     resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for the 95% CIs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Also write alignments.txt, ref.trn, hyp.trn, report.json."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write alignments.txt, ref.trn, hyp.trn, "
+                                       "report.json in this folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
     utt2spk: Optional[Path] = typer.Option(None, "--utt2spk", help="Kaldi utt2spk file: the speaker of each id."),
 ) -> None:
     """Score any system's hypotheses against references: WER, CER, S/D/I, bootstrap CIs.
@@ -518,6 +596,10 @@ def score_command(
 
     if fmt not in ("table", "json"):
         _fail(f"unknown format '{fmt}' (valid: table, json)")
+    if out is not None:
+        from asrbench import fileio
+
+        fileio.refuse_to_replace([out / name for name in REPORT_FILES], overwrite)
     result = score_files(reference, hypothesis, normalizer, missing_as_empty, resamples, seed, out, utt2spk=utt2spk)
     warning = undefined_rate_warning(result, str(reference))
     if warning:
@@ -537,20 +619,26 @@ def study_data(
     models: str = typer.Option("all", "--models", help="'all' (every model of the recipe) or a,b,c."),
     fractions: str = typer.Option("0.1,0.25,0.5,1.0", "--fractions", help="Shares of train (nested subsets)."),
     seeds: int = typer.Option(1, "--seeds", help="Runs per model and fraction."),
-    budget_minutes: Optional[float] = typer.Option(None, "--budget-minutes", help="Same training budget for all."),
+    budget_minutes: Optional[float] = typer.Option(None, "--max-minutes", "--budget-minutes",
+                                                   help="Same training budget for all."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Same number of epochs for all."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Study dir (default runs/study_data/<recipe>)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study dir (default runs/study_data/<recipe>); "
+                                       "an existing one is resumed."),
     data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (overrides data.dir)."),
     set_: List[str] = typer.Option([], "--set", help="Override for every run, e.g. train.num_threads=1."),
     subset_seed: int = typer.Option(0, "--subset-seed", help="Seed of the subsets (the same for every model)."),
-    jobs: int = typer.Option(1, "--jobs", help="Runs trained at once; pair with --set train.num_threads=N."),
+    jobs: int = typer.Option(1, "--jobs", help="Runs trained at once; pair with --threads N."),
+    threads: int = typer.Option(0, "--threads", min=0, help="Torch threads of each run (sets train.num_threads; "
+                                "0: the recipe's)."),
+    fmt: str = typer.Option("table", "--format", help="table | markdown | csv | json"),
 ) -> None:
     """Data-scaling curve: every model trained on nested subsets of train, test WER against hours; resumable."""
     from asrbench.data_study import data_study, markdown, parse_fractions
 
-    study = data_study(recipe, models, parse_fractions(fractions), seeds, out, budget_minutes, epochs, data, set_,
-                       subset_seed, jobs)
-    typer.echo(markdown(study), nl=False)
+    _check_format(fmt, SUMMARY_FORMATS)
+    study = data_study(recipe, models, parse_fractions(fractions), seeds, out, budget_minutes, epochs, data,
+                       _train_threads(set_, threads), subset_seed, jobs)
+    _print_summary(fmt, markdown(study), study["summary"], study)
 
 
 @_command(study_app, "noise")
@@ -567,6 +655,7 @@ def study_noise(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     fmt: str = typer.Option("table", "--format", help="table | markdown | csv | json"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write study.json, study.md and a plot here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
     resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples."),
     threads: int = typer.Option(0, "--threads", help="Torch threads (0: torch's default)."),
 ) -> None:
@@ -579,6 +668,10 @@ def study_noise(
 
     if fmt not in FORMATS:
         _fail(f"unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
+    if out is not None:
+        from asrbench import fileio
+
+        fileio.refuse_to_replace([out / "study.json", out / "study.md"], overwrite)
     if threads > 0:
         torch.set_num_threads(threads)
     conditions = parse_conditions(noise, snr, reverb)
@@ -597,6 +690,7 @@ def study_length(
     bins: str = typer.Option("auto", "--bins", help="Duration bin edges in seconds (0,2,4,8), or auto: quartiles."),
     fmt: str = typer.Option("table", "--format", help="table | markdown | csv | json"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write study.json, study.md and a plot here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
     resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples per bin."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
 ) -> None:
@@ -606,6 +700,10 @@ def study_length(
 
     if fmt not in FORMATS:
         _fail(f"unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
+    if out is not None:
+        from asrbench import fileio
+
+        fileio.refuse_to_replace([out / "study.json", out / "study.md"], overwrite)
     study = length_study(run_dirs, split, bins, resamples, seed)
     typer.echo(render(study, fmt), nl=False)
     if out is not None:
@@ -623,11 +721,17 @@ def report(
     title: str = typer.Option("asrbench report", "--title", help="The page's title."),
     screenshot: Optional[Path] = typer.Option(None, "--screenshot",
                                               help="Also save a PNG of the page (headless Chromium, report extra)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="Torch threads for the posteriorgrams (0: torch's "
+                                "default)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
 ) -> None:
     """One self-contained HTML page: comparison, plots, breakdowns, studies and an error browser."""
+    from asrbench import fileio
     from asrbench.progress import console
     from asrbench.report import select_inputs, take_screenshot, write_report
 
+    fileio.refuse_to_replace([out] + ([screenshot] if screenshot else []), overwrite)
+    _threads(threads)
     inputs = select_inputs(inputs)
     path = write_report(inputs, out, split=split, worst=worst, link_audio=link_audio, title=title)
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", soft_wrap=True)
@@ -643,14 +747,17 @@ app.add_typer(lm_app, name="lm")
 def lm_train(
     data_dir: Path = typer.Argument(..., help="Prepared data dir; only train.jsonl is learned from."),
     order: int = typer.Option(3, "--order", help="n-gram order."),
-    out: Path = typer.Option(..., "--out", help="LM dir to write lm.arpa, lexicon.txt and lm.json into."),
+    out: Path = typer.Option(..., "--out", "-o", help="LM dir to write lm.arpa, lexicon.txt and lm.json into."),
     unit: str = typer.Option("word", "--unit", help="word | char"),
     normalizer: str = typer.Option("basic-1", "--normalizer", help="Text normalizer applied before training."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
 ) -> None:
     """Train a Kneser-Ney n-gram LM on a data dir's training transcripts."""
+    from asrbench import fileio
     from asrbench.lm import train_lm
     from asrbench.progress import console
 
+    fileio.refuse_to_replace([out / name for name in ("lm.arpa", "lexicon.txt", "lm.json")], overwrite)
     summary = train_lm(data_dir, out, order=order, unit=unit, normalizer=normalizer)
     ngrams = " ".join(f"{n}-grams {count}" for n, count in summary["ngram_counts"].items())
     dev = summary["dev_perplexity"]

@@ -3,7 +3,7 @@
 It is ``bench`` with one more axis: for each fraction of train, every model and seed is trained
 on the same nested subset (``data.train_fraction`` with ``data.subset_seed``: the first utterances
 of one fixed permutation, so 10% is inside 25%, inside 50%), under the recipe's budget rule (or
-``--budget-minutes`` / ``--epochs`` for all), then decoded on dev and test. Each fraction is one
+``--max-minutes`` / ``--epochs`` for all), then decoded on dev and test. Each fraction is one
 ``bench`` sweep dir under ``out``, so the study resumes where it stopped, run by run.
 
 Output: per (model, fraction) the mean and spread over seeds of test WER, with the hours trained

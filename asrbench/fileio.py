@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from asrbench.errors import AsrbenchError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -128,3 +130,13 @@ def build_lock(path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def refuse_to_replace(paths, overwrite: bool) -> None:
+    """The one overwrite rule of the command line: an output that is already there (a file, or a
+    folder with something in it) is refused, naming it, unless ``overwrite``."""
+    if overwrite:
+        return
+    for path in map(Path, [paths] if isinstance(paths, (str, os.PathLike)) else paths):
+        if path.is_file() or (path.is_dir() and any(path.iterdir())):
+            raise AsrbenchError(f"{path}: already exists (pass --overwrite to replace it)")

@@ -12,6 +12,8 @@ from pathlib import Path
 from asrbench import fileio, rundir
 from asrbench.errors import AsrbenchError
 
+FILES = ("wer_vs_params.png", "wer_vs_rtfx.png", "learning_curves.png")  # what write_plots writes
+
 
 def _pyplot():
     try:

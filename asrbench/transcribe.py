@@ -333,13 +333,14 @@ def _subtitle_paths(paths: list[Path], out: Path, fmt: str) -> dict[Path, Path]:
 
 
 def transcribe_files(transcriber: Transcriber, inputs: list[str], fmt: str = "text", out: Path | None = None,
-                     stdout=None) -> dict:
+                     stdout=None, overwrite: bool = True) -> dict:
     """Transcribe ``inputs`` (files, directories, ``-``) and write them in ``fmt``; returns counts.
 
     ``text``/``jsonl`` go to ``out`` (a file) or ``stdout``; a file is written line by line to
     ``<out>.partial`` and renamed when all are done, so a killed run keeps what it finished and
     the same command resumes it (files already in the ``.partial`` are not redone). ``srt``/``vtt``
-    write one file per input into ``out`` (a directory; stdout when one file and no ``out``).
+    write one file per input into ``out`` (a directory; stdout when one file and no ``out``). Without
+    ``overwrite``, subtitle files already in ``out`` are refused (the command line's rule).
     """
     if fmt not in FORMATS:
         raise AsrbenchError(f"unknown --format '{fmt}' (valid: {', '.join(FORMATS)})")
@@ -360,8 +361,9 @@ def transcribe_files(transcriber: Transcriber, inputs: list[str], fmt: str = "te
     todo = [path for path in paths if str(path) not in done]
     counts["resumed"] = len(paths) - len(todo)
     if subtitles and out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         where = _subtitle_paths(paths, out, fmt)
+        fileio.refuse_to_replace(where.values(), overwrite)
+        out.mkdir(parents=True, exist_ok=True)
     handle = None
     if partial is not None:
         partial.parent.mkdir(parents=True, exist_ok=True)

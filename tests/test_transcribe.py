@@ -198,7 +198,8 @@ def test_the_vad_options_reach_the_detector_and_default_to_the_dev_choice(traine
     assert code == 0, err
     vad = json.loads(out.read_text().splitlines()[0])["vad"]
     assert (vad["max_segment"], vad["min_silence"], vad["pad"], vad["energy_margin_db"]) == (2.0, 0.2, 0.1, 12.0)
-    code, _, err = run_main(monkeypatch, capsys, "transcribe", str(run), str(path), "-f", "jsonl", "-o", str(out))
+    code, _, err = run_main(monkeypatch, capsys, "transcribe", str(run), str(path), "-f", "jsonl", "-o", str(out),
+                            "--overwrite")
     assert code == 0, err
     assert json.loads(out.read_text().splitlines()[0])["vad"] == VadOptions().to_dict()
     code, _, err = run_main(monkeypatch, capsys, "transcribe", str(run), str(path), "--vad-pad", "-1")

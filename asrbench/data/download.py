@@ -1,4 +1,4 @@
-"""Download, verify and extract public corpora: ``asrbench data download CORPUS --dest DIR``.
+"""Download, verify and extract public corpora: ``asrbench data download CORPUS --out DIR``.
 
 Every step survives an interruption:
 
