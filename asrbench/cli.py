@@ -573,8 +573,9 @@ def compare_command(
 
 @_command(app, "score")
 def score_command(
-    reference: Path = typer.Argument(..., help="References: 'id text' lines (Kaldi) or JSONL (id + ref or text)."),
-    hypothesis: Path = typer.Argument(..., help="Hypotheses: 'id text' lines or JSONL (id + hyp or text)."),
+    reference: Path = typer.Argument(..., help="References: 'id text' lines (Kaldi), JSONL (id + ref or text) or "
+                                     "sclite trn ('text (id)', e.g. decode's ref.trn)."),
+    hypothesis: Path = typer.Argument(..., help="Hypotheses: 'id text' lines, JSONL (id + hyp or text) or trn."),
     fmt: str = typer.Option("table", "--format", help="table | json"),
     missing_as_empty: bool = typer.Option(False, "--missing-as-empty",
                                           help="Score an id missing from one file as an empty text."),
@@ -588,8 +589,10 @@ def score_command(
 ) -> None:
     """Score any system's hypotheses against references: WER, CER, S/D/I, bootstrap CIs.
 
-    A file is JSONL when its first non-blank line starts with '{'; decode's hypotheses.jsonl works
-    as either file (its 'ref' field as references, 'hyp' as hypotheses). Per-speaker rates come
+    A file is JSONL when its first non-blank line starts with '{', trn when it is named *.trn or every
+    line ends in '(id)' (the whole id; decode's ref.trn and hyp.trn score as a pair), else Kaldi; a
+    UTF-8 byte-order mark is ignored. decode's hypotheses.jsonl works as either file (its 'ref' field
+    as references, 'hyp' as hypotheses). Per-speaker rates come
     only when every utterance's speaker is given: --utt2spk or a JSONL 'speaker' field (never the ids)."""
     from asrbench.progress import console
     from asrbench.scoring import REPORT_FILES, render_score, score_files, undefined_rate_warning

@@ -337,15 +337,28 @@ def trn_line(text: str, identifier: str) -> str:
 
 def read_trn(path: str | Path) -> list[tuple[str, str]]:
     """(id, text) per line of a trn file, in file order."""
+    return [(utterance_id, text) for _, utterance_id, text in _trn_rows(Path(path), _read_lines(Path(path)))]
+
+
+def _trn_rows(path: Path, lines: list[str]) -> list[tuple[int, str, str]]:
+    """(line number, id, text) of each non-blank trn line; a line without ``(ID)`` is an error."""
     rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         match = _TRN_LINE.match(line)
         if match is None:
             raise AsrbenchError(f"{path}:{number}: not a trn line 'TEXT (ID)'")
-        rows.append((match["id"], match["text"].strip()))
+        rows.append((number, match["id"], match["text"].strip()))
     return rows
+
+
+def _is_trn(path: Path, lines: list[str]) -> bool:
+    """A trn file: named ``*.trn``, or every non-blank line ends in ``(ID)``."""
+    if path.suffix.lower() == ".trn":
+        return True
+    filled = [line for line in lines if line.strip()]
+    return bool(filled) and all(_TRN_LINE.match(line) for line in filled)
 
 
 REPORT_FILES = ("alignments.txt", "ref.trn", "hyp.trn", "report.json")
@@ -393,9 +406,10 @@ class Transcripts:
 
 
 def _read_lines(path: Path) -> list[str]:
-    """A UTF-8 text file's lines; a missing or unreadable file is a one-line error naming it."""
+    """A UTF-8 text file's lines (a leading byte-order mark dropped, so it is not read into the
+    first id); a missing or unreadable file is a one-line error naming it."""
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise AsrbenchError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -403,13 +417,16 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def read_transcripts(path: str | Path, side: str = "ref") -> Transcripts:
-    """Read ``id text`` lines (Kaldi) or JSONL; JSONL when the first non-blank line starts with '{'.
+    """Read ``id text`` lines (Kaldi), JSONL or sclite trn (``TEXT (ID)``, what decode writes).
 
-    JSONL rows need ``id`` and a text: the reference side reads ``ref`` else ``text``, the
-    hypothesis side ``hyp`` else ``text`` (so decode's hypotheses.jsonl serves as either, and a
-    manifest as the reference); ``speaker`` (or ``spk``) is used when present. In Kaldi files the
-    text is everything after the first whitespace (none: an empty text). Duplicate ids and malformed
-    lines are errors naming ``file:line``.
+    JSONL when the first non-blank line starts with '{'; else trn when the file is named ``*.trn``
+    or every non-blank line ends in ``(ID)``; else Kaldi. JSONL rows need ``id`` and a text: the
+    reference side reads ``ref`` else ``text``, the hypothesis side ``hyp`` else ``text`` (so
+    decode's hypotheses.jsonl serves as either, and a manifest as the reference); ``speaker`` (or
+    ``spk``) is used when present. In Kaldi files the text is everything after the first whitespace
+    (none: an empty text). A trn id is the whole ``(ID)``: its ``SPEAKER-`` part is not read as a
+    speaker (give --utt2spk with those ids). Duplicate ids and malformed lines are errors naming
+    ``file:line``.
     """
     path = Path(path)
     lines = _read_lines(path)
@@ -419,12 +436,15 @@ def read_transcripts(path: str | Path, side: str = "ref") -> Transcripts:
     texts: dict[str, str] = {}
     speakers: dict[str, str] = {}
     first_line: dict[str, int] = {}
+    trn = {} if jsonl or not _is_trn(path, lines) else {number: (i, t) for number, i, t in _trn_rows(path, lines)}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
         speaker = None
-        if jsonl:
+        if trn:
+            utterance_id, text = trn[number]
+        elif jsonl:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
@@ -522,7 +542,8 @@ def render_score(result: dict, fmt: str = "table") -> str:
     from rich.console import Console
     from rich.table import Table
 
-    title = f"{result['hypothesis_file']} vs {result['reference_file']} (normalizer {result['normalizer']})"
+    title = (f"{result['reference_file']} (reference) vs {result['hypothesis_file']} (hypothesis), "
+             f"normalizer {result['normalizer']}")
     table = Table(title=title)
     for header in ("utterances", "words", "WER %", "WER 95% CI", "S", "D", "I", "CER %", "CER 95% CI"):
         table.add_column(header, justify="right")

@@ -40,7 +40,8 @@ def _decoded(run_dir: Path, split: str) -> tuple[dict, list[dict]]:
                             f"--split {split}` first)")
     path = result_path.parent / "hypotheses.jsonl"
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if path.is_file() else ():
+    lines = path.read_text(encoding="utf-8-sig").splitlines() if path.is_file() else []  # -sig: a BOM is no id
+    for number, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
             speaker = row.get("speaker")  # decode copies the manifest's, where it gives one

@@ -386,6 +386,71 @@ def test_decode_hypotheses_carry_the_manifest_speaker(tmp_path):
     assert json.loads((tmp_path / "yesno" / "report.json").read_text())["per_speaker"] is None
 
 
+def test_score_reads_the_trn_files_decode_writes(tmp_path, monkeypatch, capsys):
+    """Regression (issue 28.10): ``score ref.trn hyp.trn`` failed with "duplicate utterance id 'NO'":
+    sclite's trn lines (``TEXT (SPEAKER-UTTERANCE)``) were read as Kaldi ``id text``. A trn file is
+    known by its .trn suffix or by every line ending in ``(id)``."""
+    ids = ["0_0_1_0", "0_1_1_0", "1_0_0_1", "an251-fash-b"]
+    refs = ["NO NO YES NO", "NO YES YES NO", "YES NO NO YES", "ERASE C Q Q F SEVEN"]
+    hyps = ["NO NO YES NO", "NO YES NO", "YES NO NO YES YES", ""]
+    out = tmp_path / "decode"
+    write_report(out, score_utterances(refs, hyps, ids=ids), {"an251-fash-b": "fash"})
+    expected = error_rates(refs, hyps)
+    code, stdout, err = run_main(monkeypatch, capsys, "score", str(out / "ref.trn"), str(out / "hyp.trn"),
+                                 "--format", "json")
+    assert code == 0, err
+    scored = json.loads(stdout)
+    assert (scored["wer"], scored["words"], scored["utterances"]) == (expected.wer, expected.words, 4)
+    assert (scored["substitutions"], scored["deletions"], scored["insertions"]) == (
+        expected.substitutions, expected.deletions, expected.insertions)
+    assert scored["per_speaker"] is None  # a trn id's speaker part is not a given speaker
+    # Without the suffix: every line ends in "(id)", so it is a trn file too.
+    plain = write(tmp_path / "hyp.txt", (out / "hyp.trn").read_text())
+    assert read_transcripts(plain, "hyp").texts == read_transcripts(out / "hyp.trn", "hyp").texts
+    assert read_transcripts(plain, "hyp").texts["unknown-0_1_1_0"] == "NO YES NO"
+    assert read_transcripts(plain, "hyp").texts["fash-an251-fash-b"] == ""
+    # A Kaldi text whose last word happens to be in parentheses on one line stays a Kaldi text.
+    kaldi = write(tmp_path / "text", "u1 hello (laughs)\nu2 hello there\n")
+    assert read_transcripts(kaldi).texts == {"u1": "hello (laughs)", "u2": "hello there"}
+    bad = write(tmp_path / "bad.trn", "A B (u1)\nno id here\n")
+    with pytest.raises(AsrbenchError, match=r"bad.trn:2: not a trn line"):
+        read_transcripts(bad)
+    twice = write(tmp_path / "twice.trn", "A (u1)\nB (u1)\n")
+    with pytest.raises(AsrbenchError, match=r"twice.trn:2: duplicate utterance id 'u1' \(first on line 1\)"):
+        read_transcripts(twice)
+
+
+def test_score_title_names_reference_then_hypothesis(tmp_path):
+    """Regression (issue 28.10): the title read "HYP vs REF", the reverse of the argument order."""
+    ref = write(tmp_path / "truth.txt", "u1 a b\n")
+    hyp = write(tmp_path / "system.txt", "u1 a c\n")
+    table = runner.invoke(app, ["score", str(ref), str(hyp)], terminal_width=300).stdout
+    title = " ".join(table.split("┏")[0].split())  # the title, wrapped or not, comes before the table
+    assert title.index("truth.txt") < title.index("system.txt")
+    assert "truth.txt (reference)" in title and "system.txt (hypothesis)" in title
+
+
+def test_a_utf8_bom_is_not_part_of_the_first_id(tmp_path):
+    """Regression (issue 28.10): a BOM (as Windows editors write) was read into the first id, so
+    'u1' had no hypothesis. Kaldi text, JSONL, trn, utt2spk and manifests are read as utf-8-sig."""
+    bom = "\ufeff"
+    ref = write(tmp_path / "ref.txt", bom + "u1 a b\nu2 c\n")
+    hyp = write(tmp_path / "hyp.jsonl", bom + json.dumps({"id": "u1", "text": "a b"}) + "\n"
+                + json.dumps({"id": "u2", "text": "d"}) + "\n")
+    assert list(read_transcripts(ref).texts) == ["u1", "u2"]
+    assert list(read_transcripts(hyp, "hyp").texts) == ["u1", "u2"]  # JSONL found despite the BOM
+    utt2spk = write(tmp_path / "utt2spk", bom + "u1 ann\nu2 bob\n")
+    scored = score_files(ref, hyp, utt2spk=utt2spk)
+    assert scored["wer"] == pytest.approx(100 / 3) and [r["speaker"] for r in scored["per_speaker"]] == ["ann", "bob"]
+    trn = write(tmp_path / "hyp.trn", bom + "A B (u1)\nD (u2)\n")
+    assert list(read_transcripts(trn, "hyp").texts) == ["u1", "u2"] and read_trn(trn)[0][0] == "u1"
+    from asrbench.data.manifest import read_manifest
+
+    manifest = write(tmp_path / "test.jsonl", bom + json.dumps({"id": "u1", "audio": "a.wav", "duration": 1.0,
+                                                                "text": "A B"}) + "\n")
+    assert read_manifest(manifest)[0].id == "u1"
+
+
 def test_score_command_missing_ids_exit_2_naming_id_and_file(monkeypatch, capsys, tmp_path):
     ref = write(tmp_path / "ref.txt", "u1 a b\nu2 c\n")
     hyp = write(tmp_path / "hyp.txt", "u1 a b\n")
