@@ -36,7 +36,13 @@ def data_root() -> Path:
 
 @dataclass
 class DataConfig:
-    dir: str = ""  # prepared data dir holding train/dev/test.jsonl
+    # Prepared data dir holding train/dev/test.jsonl. Resolving a recipe makes a relative one absolute
+    # (from the working directory), so a run dir is read from anywhere; the spelling is kept below.
+    dir: str = ""
+    # data.dir as the recipe or --data wrote it, when that was relative (written by resolve(), never set
+    # by hand). The config hash reads this one: it does not change with the working directory, and is
+    # the hash older versions recorded for the same config (they stored data.dir as written).
+    dir_as_written: str = ""
     corpus: str = ""  # if set with `source`, `train` prepares `dir` when it is missing
     source: str = ""  # corpus folder; relative paths are under $ASRBENCH_DATA_ROOT
     max_duration: float = 30.0  # longer training utterances are skipped (and counted)
@@ -161,8 +167,13 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """Short, stable hash of the resolved config (data dir excluded from nothing)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """Short, stable hash of the resolved config: every key, with data.dir as the recipe wrote it
+        (``data.dir_as_written``), so the working directory a run was started from never changes it."""
+        values = self.to_dict()
+        written = values["data"].pop("dir_as_written")
+        if written:
+            values["data"]["dir"] = written
+        blob = json.dumps(values, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -396,9 +407,19 @@ def resolve(
     for text in overrides or []:
         path, value = parse_override(text)
         _apply_override(sections, path, value, text, model)
+    if isinstance(sections["data"], dict) and "dir_as_written" in sections["data"]:
+        raise AsrbenchError(f"{where}: data.dir_as_written is written by asrbench; set data.dir")
     config = _build(sections, model, where, f"{where}: models.{model}")
     _validate(config, where, _overridden(overrides or [], model))
+    _anchor_data_dir(config.data)
     return config
+
+
+def _anchor_data_dir(data: DataConfig) -> None:
+    """A relative data.dir made absolute from the working directory (where it was meant from), its
+    spelling kept in data.dir_as_written for the hash (issue 28.9)."""
+    if data.dir and not os.path.isabs(data.dir):
+        data.dir_as_written, data.dir = data.dir, os.path.abspath(data.dir)
 
 
 def _build(sections: dict, model: str, where: str, model_where: str) -> RunConfig:
@@ -425,6 +446,8 @@ def _apply_override(sections: dict, path: list[str], value: Any, text: str, mode
     if path[1] not in valid:
         raise AsrbenchError(f"--set {text}: unknown key '{path[1]}' in {path[0]}{did_you_mean(path[1], valid)} "
                             f"(valid keys: {', '.join(valid)})")
+    if path == ["data", "dir_as_written"]:
+        raise AsrbenchError(f"--set {text}: data.dir_as_written is written by asrbench; set data.dir")
     raw = text.split("=", 1)[1]
     section[path[1]] = Override(raw, value, text.strip())
 
@@ -439,6 +462,9 @@ def with_overrides(config: RunConfig, overrides: list[str], where: str = "--set"
         _apply_override(sections, path, value, text, config.model.name)
     result = _build(sections, config.model.name, where, f"{where}: model")
     _validate(result, where, _overridden(overrides, config.model.name))
+    if ("data", "dir") in _overridden(overrides, config.model.name):
+        result.data.dir_as_written = ""
+    _anchor_data_dir(result.data)
     return result
 
 

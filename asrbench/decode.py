@@ -225,7 +225,7 @@ def decode(
     config = loaded.config
     if data_dir:
         require_prepared(data_dir, (), "--data")  # a folder that exists; split_path names the missing split
-    data_dir = Path(data_dir) if data_dir else Path(config.data.dir)
+    data_dir = Path(data_dir) if data_dir else rundir.data_dir(run_dir, config)
     split_path(data_dir, split)  # a plain, prepared split name
     model = loaded.model
     if chunk_ms:

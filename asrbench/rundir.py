@@ -84,6 +84,20 @@ def require_run_dir(run_dir: str | Path) -> Path:
     return run_dir
 
 
+def data_dir(run_dir: Path, config: RunConfig) -> Path:
+    """The run's prepared data dir (``data.dir`` of its config): absolute in runs trained since issue
+    28.9; older runs kept it as written, relative to the directory training ran in. A dir that is gone
+    is one line naming it and the config key, not a complaint about an unprepared split."""
+    where = f"data.dir in {run_dir / CONFIG}"
+    if not config.data.dir:
+        raise AsrbenchError(f"{run_dir}: no data dir ({where} is empty); pass --data DIR")
+    path = Path(config.data.dir)
+    if not path.is_dir():
+        hint = "" if path.is_absolute() else "; it is relative to the directory the run was trained in: run from there"
+        raise AsrbenchError(f"data dir {path} not found ({where}){hint}, or pass --data DIR")
+    return path
+
+
 def write_config(run_dir: Path, config: RunConfig) -> None:
     fileio.write_text(run_dir / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
 

@@ -55,7 +55,7 @@ def tune(
     model.to(torch_device)
     if data_dir:
         require_prepared(data_dir, (), "--data")
-    data_dir = Path(data_dir) if data_dir else Path(config.data.dir)
+    data_dir = Path(data_dir) if data_dir else rundir.data_dir(run_dir, config)
 
     features = load_features(data_dir, split, config.features)
 

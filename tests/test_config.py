@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import subprocess
 import sys
@@ -63,7 +64,8 @@ def recipe_with(tmp_path: Path, **sections) -> Path:
 
 def test_resolve_merges_shared_sections_model_options_and_model_train_overrides(tmp_path):
     config = resolve(write_recipe(tmp_path), "lstm")
-    assert config.data.dir == "data/tiny"
+    assert config.data.dir == str(Path.cwd() / "data/tiny")  # made absolute; the spelling is kept for the hash
+    assert config.data.dir_as_written == "data/tiny"
     assert config.features.sample_rate == 8000
     assert config.features.num_mel_bins == 40
     assert config.features.dim() == 40
@@ -357,7 +359,7 @@ def test_override_of_a_string_field_keeps_the_text(tmp_path, folder):
     ``--data 2024`` (train.py turns it into ``data.dir=2024``) fails with "expected str, got int",
     ``--data yes`` becomes True and ``--data null`` None. A str field should get the raw text."""
     config = resolve(write_recipe(tmp_path), "lstm", [f"data.dir={folder}"])
-    assert config.data.dir == folder
+    assert config.data.dir_as_written == folder and config.data.dir == str(Path.cwd() / folder)
 
 
 # --- recipe-level errors -----------------------------------------------------------------------
@@ -515,3 +517,31 @@ def test_a_model_entry_may_override_the_shared_augment_section(tmp_path):
     bad = write_recipe(tmp_path, RECIPE.replace("  gru: {hidden_size: 24}", "  gru: {augment: 3}"), "bad.yaml")
     with pytest.raises(AsrbenchError, match="models.gru.augment must be a mapping"):
         resolve(bad, "gru")
+
+
+def test_data_dir_is_stored_absolute_and_the_hash_does_not_see_the_working_dir(tmp_path, monkeypatch):
+    """Regression (issue 28.9): the run dir kept ``data/tiny`` as written, so a run decoded from another
+    directory looked for another data dir. It is absolute now; the hash still uses the spelling the recipe
+    gave (so it is the same from every working dir, and the same hash older versions recorded)."""
+    recipe = write_recipe(tmp_path)
+    configs = []
+    for cwd in (tmp_path / "a", tmp_path / "b" / "c"):
+        cwd.mkdir(parents=True)
+        monkeypatch.chdir(cwd)
+        configs.append(resolve(recipe, "lstm"))
+    first, second = configs
+    assert first.data.dir == str(tmp_path / "a" / "data" / "tiny")
+    assert second.data.dir == str(tmp_path / "b" / "c" / "data" / "tiny")
+    assert first.hash() == second.hash()
+    # What older versions hashed: the config as written (data.dir relative), with no other key.
+    old = first.to_dict()
+    old["data"].pop("dir_as_written", None)
+    old["data"]["dir"] = "data/tiny"
+    assert first.hash() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:12]
+    # A run dir written before (data.dir relative, no dir_as_written) reads back with the hash it recorded.
+    assert run_config_from_dict(old, "old run").hash() == first.hash()
+    # The config survives the round trip through a run dir, and --set data.dir is made absolute too.
+    assert run_config_from_dict(json.loads(json.dumps(first.to_dict())), "saved") == first
+    assert resolve(recipe, "lstm", ["data.dir=other"]).data.dir == str(tmp_path / "b" / "c" / "other")
+    with pytest.raises(AsrbenchError, match="data.dir_as_written"):
+        resolve(recipe, "lstm", ["data.dir_as_written=x"])

@@ -48,3 +48,52 @@ def test_read_json_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{", encoding="utf-8")
     with pytest.raises(AsrbenchError, match="unreadable JSON"):
         rundir.read_json(tmp_path / "bad.json")
+
+
+@pytest.mark.slow
+def test_decode_from_another_directory_finds_the_data_dir(tmp_path, monkeypatch, capsys):
+    """Regression (issue 28.9): a run trained with ``data.dir: data`` (relative) could only be decoded from
+    the directory it was trained in; elsewhere the error blamed an unprepared split. The data dir is stored
+    absolute; an old run dir (a relative data.dir) still decodes from its old directory, and from anywhere
+    else the error names the data dir and the config key."""
+    import shutil
+
+    import torch
+    import yaml
+    from helpers import run_main, write_tone_corpus
+
+    from asrbench.train import train
+
+    project = tmp_path / "project"
+    write_tone_corpus(project)
+    (project / "recipe.yaml").write_text(
+        "data: {dir: data}\nfeatures: {sample_rate: 8000, num_mel_bins: 23}\naugment: {spec_augment: false}\n"
+        "train: {epochs: 1, batch_frames: 400, warmup_steps: 1}\n"
+        "models: {cnn: {subsample_channels: 4, channels: 8, kernel_size: 5, num_blocks: 1}}\n")
+    monkeypatch.chdir(project)
+    train("recipe.yaml", "cnn", "run", seed=0)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, _, err = run_main(monkeypatch, capsys, "decode", str(project / "run"), "--split", "test")
+    assert code == 0, err
+    assert (project / "run" / "decode" / "test" / "result.json").is_file()
+    saved = yaml.safe_load((project / "run" / rundir.CONFIG).read_text())["data"]
+    assert saved["dir"] == str(project / "data")
+
+    # An old run dir: data.dir as written, relative to where it trained.
+    old = tmp_path / "project" / "old_run"
+    shutil.copytree(project / "run", old)
+    best = old / rundir.BEST
+    state = torch.load(best, weights_only=True)
+    for values in (state["config"], ):
+        values["data"].pop("dir_as_written", None)
+        values["data"]["dir"] = "data"
+    torch.save(state, best)
+    code, _, err = run_main(monkeypatch, capsys, "decode", str(old), "--split", "test")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: ") and "data dir data not found" in err and "data.dir" in err
+    assert str(old / rundir.CONFIG) in err and "never prepared" not in err
+    monkeypatch.chdir(project)
+    code, _, err = run_main(monkeypatch, capsys, "decode", str(old), "--split", "test")
+    assert code == 0, err
