@@ -17,7 +17,7 @@ from asrbench import fileio
 from asrbench.config import RunConfig, run_config_from_dict
 from asrbench.data.features import GlobalCMVN
 from asrbench.data.tokenizer import Tokenizer, tokenizer_from_dict
-from asrbench.errors import AsrbenchError
+from asrbench.errors import AsrbenchError, excerpt
 from asrbench.models import build_model
 
 FORMAT = "asrbench-checkpoint-1"
@@ -62,7 +62,8 @@ def load_state(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure here means a damaged or foreign file
-        raise AsrbenchError(f"{path}: unreadable checkpoint ({type(err).__name__}: {str(err)[:120]})") from None
+        detail = str(err).split("WeightsUnpickler error:", 1)[-1]  # torch's reason, after its long preamble
+        raise AsrbenchError(f"{path}: unreadable checkpoint ({type(err).__name__}: {excerpt(detail)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise AsrbenchError(f"{path}: not an asrbench checkpoint")
     return state
@@ -105,6 +106,6 @@ def load_model(path: Path) -> LoadedModel:
     try:
         model.load_state_dict(state["model_state"])
     except RuntimeError as err:
-        raise AsrbenchError(f"{path}: weights do not match the model config ({str(err)[:120]})") from None
+        raise AsrbenchError(f"{path}: weights do not match the model config ({excerpt(err)})") from None
     model.eval()
     return LoadedModel(config, tokenizer, cmvn, model, state)

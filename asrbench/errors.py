@@ -25,3 +25,16 @@ def did_you_mean(name: str, valid) -> str:
 
     close = difflib.get_close_matches(str(name), [str(option) for option in valid], n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def excerpt(text, limit: int = 200) -> str:
+    """Another library's message on one line: terminal escapes dropped, whitespace collapsed, and
+    when longer than ``limit`` cut at the last word boundary before it with `` …`` (never mid-word)."""
+    import re
+
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(text)).split())
+    if len(text) <= limit:
+        return text
+    head = text[: limit + 1]
+    cut = head.rsplit(" ", 1)[0] if " " in head else text[:limit]  # one word longer than the limit: cut it
+    return cut.rstrip(" ,;:") + " …"

@@ -45,8 +45,9 @@ from asrbench import __version__, fileio, rundir
 from asrbench.checkpoint import load_model
 from asrbench.data.fbank import FeatureExtractor
 from asrbench.env import git_commit
-from asrbench.errors import AsrbenchError
+from asrbench.errors import AsrbenchError, excerpt
 from asrbench.exported import EXPORT_FORMAT, MANIFEST
+from asrbench.progress import progress_bar
 
 FORMATS = ("onnx",)
 QUANTIZATIONS = ("", "int8")
@@ -198,7 +199,7 @@ def write_graph(spec: GraphSpec, path: Path):
             session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             difference = _largest_difference(spec, session)
         except Exception as err:  # noqa: BLE001 - any exporter failure: try the next, report all
-            failures.append(f"{exporter}: {str(err).strip().splitlines()[0][:200]}")
+            failures.append(f"{exporter}: {excerpt((str(err).strip().splitlines() or [type(err).__name__])[0])}")
             continue
         if difference <= PARITY:
             return session, exporter, difference
@@ -424,21 +425,28 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
     else:
         specs, extra["decoder"] = _attention_specs(model, dim, len(loaded.tokenizer))
     files, difference, exporters, graphs = [], {}, {}, {}
-    for name, spec in specs.items():
-        _, exporters[name], difference[name] = write_graph(spec, out / name)
-        files.append(name)
-        graphs[name.removesuffix(".onnx")] = name
-    if quantize == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic  # only for --quantize int8
-
-        logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process, printed on every call
+    with progress_bar("graph", unit="graphs") as bar:  # each graph: export, then the check against PyTorch
+        task = bar.add_task(f"export {config.model.name}", total=len(specs) * (2 if quantize else 1),
+                            graph=next(iter(specs)))
         for name, spec in specs.items():
-            quantized = name.replace(".onnx", ".int8.onnx")
-            quantize_dynamic(str(out / name), str(out / quantized), weight_type=QuantType.QInt8)
-            session = onnxruntime.InferenceSession(str(out / quantized), providers=["CPUExecutionProvider"])
-            difference[quantized] = _largest_difference(spec, session)
-            files.append(quantized)
-            graphs[name.removesuffix(".onnx")] = quantized
+            bar.update(task, graph=name)
+            _, exporters[name], difference[name] = write_graph(spec, out / name)
+            files.append(name)
+            graphs[name.removesuffix(".onnx")] = name
+            bar.advance(task)
+        if quantize == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic  # only for --quantize int8
+
+            logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process, printed on every call
+            for name, spec in specs.items():
+                quantized = name.replace(".onnx", ".int8.onnx")
+                bar.update(task, graph=quantized)
+                quantize_dynamic(str(out / name), str(out / quantized), weight_type=QuantType.QInt8)
+                session = onnxruntime.InferenceSession(str(out / quantized), providers=["CPUExecutionProvider"])
+                difference[quantized] = _largest_difference(spec, session)
+                files.append(quantized)
+                graphs[name.removesuffix(".onnx")] = quantized
+                bar.advance(task)
     extractor = FeatureExtractor(config.features)
     with fileio.atomic_open(out / "mel_banks.npy", "wb") as handle:
         np.save(handle, extractor.banks.to_dense().numpy().astype(np.float32))

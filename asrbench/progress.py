@@ -44,12 +44,13 @@ def remaining_text(task, now: float | None = None) -> str:
 class FittingProgress(Progress):
     """A rich Progress whose line is laid out to the console's width (see the module docstring)."""
 
-    def __init__(self, *fields: str, **settings) -> None:
-        self.field_names = fields
+    def __init__(self, *fields: str, unit: str = "", **settings) -> None:
+        self.field_names, self.unit = fields, unit
         super().__init__(**settings)
 
     def _tail(self, task, elapsed: bool) -> str:
         counts = f"{int(task.completed)}/{int(task.total)}" if task.total is not None else f"{int(task.completed)}"
+        counts += f" {self.unit}" if self.unit else ""
         fields = [f"{name} {task.fields.get(name, '-')}" for name in self.field_names]
         timing = [_clock(task.elapsed)] if elapsed else []
         return " ".join([counts, *fields, *timing, remaining_text(task)])
@@ -83,10 +84,12 @@ class FittingProgress(Progress):
         return table
 
 
-def progress_bar(*extra_columns: str, disable: bool = False) -> Progress:
-    """A progress bar on stderr; ``extra_columns`` are task field names shown after the counts.
+def progress_bar(*extra_columns: str, unit: str = "", disable: bool = False) -> Progress:
+    """A progress bar on stderr; ``unit`` names what the counts count (``24/24 utterances``, ``83/600
+    s audio``), and ``extra_columns`` are task field names shown after them (``audio 0.04/0.04 h``:
+    a field's value carries its own unit).
 
     Disabled when ``ASRBENCH_NO_PROGRESS`` is set (tests, logs piped to files).
     """
-    return FittingProgress(*extra_columns, console=console,
+    return FittingProgress(*extra_columns, unit=unit, console=console,
                            disable=disable or bool(os.environ.get("ASRBENCH_NO_PROGRESS")))

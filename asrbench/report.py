@@ -39,6 +39,7 @@ from asrbench import compare, fileio, rundir, scoring, study
 from asrbench.data.audio import load_audio
 from asrbench.data.manifest import read_manifest, split_path
 from asrbench.errors import AsrbenchError
+from asrbench.progress import progress_bar
 
 MAX_CLIP_SECONDS = 20.0  # a longer utterance's clip is cut (the page says so)
 
@@ -127,13 +128,16 @@ def table(headers: list[str], rows: list[list[tuple[str, object]]], table_id: st
 # -- sections ------------------------------------------------------------------------------------
 
 def comparison_section(rows: list[dict]) -> str:
-    headers = ["run", "model", "params", "WER %", "WER 95% CI", "≈best", "CER %", "RTFx", "train s", "epochs",
-               "config hash", "decoder", "asrbench", "commit", "torch", "device"]
+    """The comparison table. Runs of different test sets are shown with their set and a warning, and
+    ranked only within their set (``compare.collect(..., allow_mixed=True)``)."""
+    headers = ["run", "model", "test set", "params", "WER %", "WER 95% CI", "≈best", "CER %", "RTFx", "train s",
+               "epochs", "config hash", "decoder", "asrbench", "commit", "torch", "device"]
     body = []
     for row in rows:
         env = row.get("environment") or {}
         body.append([
             (row["run"], row["run"]), (row.get("model"), row.get("model")),
+            (compare.test_set_label(row), compare.test_set_label(row)),
             (f"{row['params'] / 1e6:.2f}M" if row.get("params") else "–", row.get("params")),
             (_number(row.get("wer")), row.get("wer")), (scoring.format_ci(row.get("wer_ci")), None),
             (row.get("vs_best") or "–", None), (_number(row.get("cer")), row.get("cer")),
@@ -145,8 +149,13 @@ def comparison_section(rows: list[dict]) -> str:
         ])
     note = ('<p class="muted">≈best: "best" is the lowest WER among runs decoded on the same utterances; "yes" a '
             'run not significantly worse than it (matched-pairs test), "no" one that is. CIs: bootstrap over '
-            'utterances. Click a header to sort.</p>')
-    return f'<h2 id="comparison-table">Comparison ({esc(rows[0]["split"])})</h2>' + \
+            'utterances. Test set: a hash of the utterance ids and references, and their count. Click a header '
+            'to sort.</p>')
+    sets = {compare.test_set_label(row) for row in rows}
+    warning = (f"<p><strong>These runs were decoded on {len(sets)} different test sets</strong> "
+               f"({esc(', '.join(sorted(sets)))}): each run is ranked only against runs of its own set.</p>"
+               if len(sets) > 1 else "")
+    return f'<h2 id="comparison-table">Comparison ({esc(rows[0]["split"])})</h2>' + warning + \
         table(headers, body, "comparison") + note
 
 
@@ -255,9 +264,11 @@ def _audio_tag(utt, waveform: np.ndarray, sample_rate: int, link: bool) -> str:
     return f'<audio controls preload="metadata" src="data:audio/ogg;base64,{data}"></audio>{esc(cut)}'
 
 
-def error_browser(run_dir: Path, split: str, worst: int, link_audio: bool) -> str:
+def error_browser(run_dir: Path, split: str, worst: int, link_audio: bool, progress=None) -> str:
     """The ``worst`` utterances of one run (most word errors, then highest utterance WER): alignment,
-    audio, CTC posteriorgram."""
+    audio, CTC posteriorgram. ``progress()`` is called once the run is scored and its model loaded,
+    then after each utterance."""
+    progress = progress or (lambda: None)
     from asrbench.checkpoint import load_model  # the model registry: only for the posteriorgrams
     from asrbench.data.fbank import FeatureExtractor  # torchaudio mel banks: only for the posteriorgrams
 
@@ -275,6 +286,7 @@ def error_browser(run_dir: Path, split: str, worst: int, link_audio: bool) -> st
     parts = [f"<details><summary>{esc(run_dir)} ({esc(result.get('model'))}): {len(ranked)} worst of "
              f"{len(scores)} utterances</summary>"]
     given = {row["id"]: row["speaker"] for row in rows}  # the decode's copy of the manifest's speaker
+    progress()
     for score in ranked:
         utt = utterances.get(score.id)
         speaker = given.get(score.id) or (utt.speaker if utt else None)  # never guessed from the id
@@ -295,6 +307,7 @@ def error_browser(run_dir: Path, split: str, worst: int, link_audio: bool) -> st
             f"in {score.words} words</span></header>"
             f'<div class="align">REF: {esc(score.ref)}</div><div class="align">HYP: {esc(score.hyp)}</div>'
             f'<div class="align">{alignment_html(score)}</div>{media}{gram}</div>')
+        progress()
     parts.append("</details>")
     return "".join(parts)
 
@@ -357,18 +370,35 @@ def build_report(inputs: list[str | Path], split: str = "test", worst: int = 10,
     if not run_dirs and not studies:
         raise AsrbenchError("give at least one run dir or study dir")
     sections = []
-    with tempfile.TemporaryDirectory(prefix="asrbench-report-") as name:
+    # The bar's steps: the comparison, its plots, the length breakdown, each study, and per run its
+    # scoring (with its model loaded) and each of its worst utterances (audio, posteriorgram).
+    before_errors = 3 * bool(run_dirs) + len(studies)
+    with (
+        tempfile.TemporaryDirectory(prefix="asrbench-report-") as name,
+        progress_bar("part", unit="steps") as bar,
+    ):
+        task = bar.add_task("report", total=before_errors + len(run_dirs) * (1 + worst), part="comparison")
         scratch = Path(name)
         if run_dirs:
-            rows = compare.collect(run_dirs, split)
-            sections += [comparison_section(rows), plots_section(rows, scratch),
-                         length_section(run_dirs, split, scratch)]
-        sections += [study_section(directory) for directory in studies]
+            rows = compare.collect(run_dirs, split, allow_mixed=True)  # shown with the set, ranked within it
+            sections.append(comparison_section(rows))
+            bar.update(task, advance=1, part="plots")
+            sections.append(plots_section(rows, scratch))
+            bar.update(task, advance=1, part="lengths")
+            sections.append(length_section(run_dirs, split, scratch))
+            bar.advance(task)
+        for directory in studies:
+            bar.update(task, part=f"study {directory.name}")
+            sections.append(study_section(directory))
+            bar.advance(task)
         if run_dirs:
             sections.append(f'<h2 id="errors">Error browser: the {worst} worst utterances per run</h2>'
                             '<p class="legend"><span class="S">substitution</span><span class="D">deletion</span>'
                             '<span class="I">insertion</span> Hover a word for the reference word.</p>')
-            sections += [error_browser(run_dir, split, worst, link_audio) for run_dir in run_dirs]
+            for number, run_dir in enumerate(run_dirs):
+                bar.update(task, part=f"worst of {run_dir.name}")
+                sections.append(error_browser(run_dir, split, worst, link_audio, lambda: bar.advance(task)))
+                bar.update(task, completed=before_errors + (number + 1) * (1 + worst))  # fewer wrong ones
     made = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>"

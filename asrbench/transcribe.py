@@ -160,12 +160,14 @@ class Transcriber:
         return {"model": self.model_name, "units": self.tokenizer.kind, "decoder": self.searcher.description,
                 "vad": (self.stream or self.vad).to_dict()}
 
-    def _streamed(self, path: Path, duration: float) -> list[Segment]:
+    def _streamed(self, path: Path, duration: float, progress=None) -> list[Segment]:
         """The file streamed chunk by chunk (:func:`asrbench.streaming.stream_file`), partial
-        results shown as they grow when ``show_partials``."""
+        results shown as they grow when ``show_partials``; ``progress(seconds)`` hears each."""
         shown = {"text": ""}
 
         def partial(seconds: float, tokens: list[int]) -> None:
+            if progress is not None:
+                progress(seconds)
             text = " ".join(self.tokenizer.decode(list(tokens)).split())
             if self.show_partials and text != shown["text"]:
                 console.print(f"[dim]{path.name} {seconds:7.2f}s  {text}[/dim]", soft_wrap=True, highlight=False)
@@ -226,16 +228,20 @@ class Transcriber:
                 total += durations[-1]
             except AsrbenchError:
                 durations.append(None)
-        with progress_bar("hours") as bar:
-            task = bar.add_task("transcribing", total=len(paths), hours=f"0.00/{total / 3600:.2f}")
+        # The bar counts seconds of audio, so that one long file moves it batch by batch.
+        with progress_bar("files", unit="s audio") as bar:
+            task = bar.add_task("transcribing", total=round(total), files=f"0/{len(paths)}")
             done = 0.0
             for index, path in enumerate(paths):
-                transcript = self._file(index, path, durations[index])
+                transcript = self._file(index, path, durations[index],
+                                        lambda seconds, before=done: bar.update(task, completed=before + seconds))
                 done += durations[index] or 0.0
-                bar.update(task, advance=1, hours=f"{done / 3600:.2f}/{total / 3600:.2f}")
+                bar.update(task, completed=done, files=f"{index + 1}/{len(paths)}")
                 yield transcript
 
-    def _file(self, index: int, path: Path, duration: float | None) -> FileTranscript:
+    def _file(self, index: int, path: Path, duration: float | None, progress=None) -> FileTranscript:
+        """One file's transcript; ``progress(seconds)`` hears how far into the file decoding is."""
+        progress = progress or (lambda seconds: None)
         if duration is None:
             try:
                 audio_info(str(path))
@@ -245,14 +251,16 @@ class Transcriber:
         batch: list[_Piece] = []
         try:
             if self.stream is not None:
-                return FileTranscript(str(path), duration, self._streamed(path, duration))
+                return FileTranscript(str(path), duration, self._streamed(path, duration, progress))
             for piece in self._pieces(index, path, duration):
                 batch.append(piece)
                 if sum(p.end - p.start for p in batch) >= BATCH_SECONDS:
                     segments.extend(self._decode(batch))
+                    progress(batch[-1].end)
                     batch = []
             if batch:
                 segments.extend(self._decode(batch))
+                progress(batch[-1].end)
         except AsrbenchError as err:
             return FileTranscript(str(path), duration or 0.0, [], error=str(err))
         return FileTranscript(str(path), duration or 0.0, segments)

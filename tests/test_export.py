@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import INPUT_DIM, TINY, make, run_main
+from helpers import INPUT_DIM, TINY, RecordingBar, make, run_main
 
 from asrbench.config import FeatureConfig
 from asrbench.data.fbank import FeatureExtractor
@@ -205,3 +205,16 @@ def test_las_exports_its_recurrent_decoder_state_and_beam_searches_like_its_run(
     options = DecodeOptions(beam=4)
     reference = [t.text for t in Transcriber(tmp_path / "las", options, device="cpu").transcribe(audio)]
     assert [t.text for t in Transcriber(tmp_path / "exported", options).transcribe(audio)] == reference
+
+
+@pytest.mark.slow
+def test_export_shows_its_progress_graph_by_graph(tone_run, tmp_path, monkeypatch):
+    """Regression (issue 28.14): ``export`` was silent for ~10 s."""
+    import asrbench.export as export_module
+
+    bar = RecordingBar()
+    monkeypatch.setattr(export_module, "progress_bar", bar)
+    run, _ = tone_run
+    export_run(run, tmp_path / "exported", quantize="int8")
+    assert bar.unit == "graphs" and bar.total == 2  # model.onnx, then model.int8.onnx
+    assert bar.completed == 2 and bar.history == sorted(bar.history) and bar.fields["graph"] == "model.int8.onnx"

@@ -197,9 +197,9 @@ def build_store(directory: Path, utterances: list[Utterance], config: FeatureCon
             console.print(f"{description}: {done_before} of {len(plan)} shards already extracted, resuming")
         notes: Counter = Counter()
         tasks = [(str(directory), k, utterances[plan[k][0]:plan[k][1]], asdict(config), speed, dtype) for k in todo]
-        with progress_bar("hours") as bar:
+        with progress_bar("audio", unit="utterances") as bar:  # "24/24 utterances audio 0.04/0.04 h"
             task = bar.add_task(f"{description} ({jobs} job{'s' * (jobs > 1)})",
-                                total=sum(plan[k][1] - plan[k][0] for k in todo), hours=f"0.00/{hours:.2f}")
+                                total=sum(plan[k][1] - plan[k][0] for k in todo), audio=f"0.00/{hours:.2f} h")
             if jobs == 1:
                 feed = _BarFeed(bar, task, hours)
                 for arguments in tasks:
@@ -224,7 +224,7 @@ class _BarFeed:
     def put(self, item: tuple[int, float]) -> None:
         count, audio = item
         self.seconds += audio
-        self.bar.update(self.task, advance=count, hours=f"{self.seconds / 3600:.2f}/{self.hours:.2f}")
+        self.bar.update(self.task, advance=count, audio=f"{self.seconds / 3600:.2f}/{self.hours:.2f} h")
 
 
 def _extract_in_workers(tasks: list[tuple], jobs: int, bar, task, hours: float) -> Counter:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import sentencepiece
 
 from asrbench.data.special_tokens import BLANK, SOS_EOS, UNK, StandardIds
-from asrbench.errors import AsrbenchError
+from asrbench.errors import AsrbenchError, excerpt
 
 WORD_START = "\u2581"  # sentencepiece's word-boundary mark, "▁"
 KINDS = ("bpe", "unigram")
@@ -67,7 +67,7 @@ class SentencePieceTokenizer(StandardIds):
         try:
             self._processor.LoadFromSerializedProto(self.model_proto)
         except (RuntimeError, TypeError) as err:
-            raise AsrbenchError(f"tokenizer: not a sentencepiece model ({str(err).strip()[:80]})") from None
+            raise AsrbenchError(f"tokenizer: not a sentencepiece model ({excerpt(err, 120)})") from None
         pieces = [self._processor.id_to_piece(i) for i in range(self._processor.get_piece_size())]
         self.tokens = [BLANK, UNK] + pieces[1:] + [SOS_EOS]
         self._special = self.special_ids
