@@ -75,9 +75,13 @@ def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
     Floating-point tensors (weights, batch-norm running statistics) are averaged in float64 and
     cast back; integer ones (batch-norm step counters) come from the first checkpoint.
     """
-    states = [load_state(path)["model_state"] for path in paths]
+    checkpoints = [load_state(path) for path in paths]
+    states = [entry["model_state"] for entry in checkpoints]
     first = states[0]
-    for path, state in zip(paths[1:], states[1:], strict=True):
+    for path, entry, state in zip(paths[1:], checkpoints[1:], states[1:], strict=True):
+        # Only checkpoints of one architecture: the same model and options, the same tensors.
+        if entry["config"].get("model") != checkpoints[0]["config"].get("model"):
+            raise AsrbenchError(f"{path}: its model config differs from {paths[0]}'s; they cannot be averaged")
         if state.keys() != first.keys() or any(state[k].shape != first[k].shape for k in first):
             raise AsrbenchError(f"{path}: its weights do not match {paths[0]}'s; they cannot be averaged")
     return {

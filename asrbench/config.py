@@ -117,10 +117,19 @@ class TrainConfig:
     # The final model (checkpoints/best.pt) is the average of the weights of the N best epochs on
     # dev (CER, then loss), as ESPnet's --keep_nbest_models/average does; 1 = the single best epoch.
     average_best: int = 1
-    max_minutes: float = 0.0  # wall-clock budget; 0 = none
-    # With max_minutes, the learning-rate decay also follows the clock: it reaches its end when the
-    # budget runs out, if that comes before the last epoch (progress = max(steps, time) fraction).
+    # A time budget in minutes (0 = none), counted on train.budget_clock: "compute" is the training
+    # process's CPU time over its torch threads (what the work cost, whatever else the machine runs),
+    # "wall" is elapsed time, "auto" is compute on a CPU and wall on a GPU.
+    max_minutes: float = 0.0
+    budget_clock: str = "auto"  # auto | compute | wall
+    # With max_minutes, the learning-rate decay is fitted to the budget once, at the end of the first
+    # epoch, from the measured cost of an epoch: it ends at the step the budget is expected to reach
+    # (recorded as schedule_steps in train_summary.json), so the schedule is a function of the step alone.
     budget_schedule: bool = True
+    # The step at which the cosine decay ends (0: the last step of train.epochs). Like a budget's
+    # estimate it takes over from the end of the first epoch, so that `--max-steps S --set
+    # train.schedule_steps=T` repeats a budgeted run that reached step S with schedule T exactly.
+    schedule_steps: int = 0
     # Also write the resumable checkpoint inside an epoch this often (0 = only at epoch ends).
     checkpoint_minutes: float = 10.0
     # Batches in a row with a non-finite loss or gradient before training stops with an error.
@@ -195,6 +204,7 @@ CHOICES = {
     ("train", "schedule"): ("cosine", "constant"),
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("train", "precision"): ("fp32", "bf16", "fp16", "amp"),
+    ("train", "budget_clock"): ("auto", "compute", "wall"),
 }
 
 POSITIVE = {
@@ -222,6 +232,7 @@ NON_NEGATIVE = {
     ("train", "max_minutes"),
     ("train", "checkpoint_minutes"),
     ("train", "max_steps"),
+    ("train", "schedule_steps"),
     ("train", "weight_decay"),
     ("train", "num_threads"),
     ("train", "tensorboard_every_steps"),

@@ -43,19 +43,67 @@ from asrbench.tensorboard import TrainingLog
 from asrbench.text import DEFAULT_NORMALIZER
 
 
-def lr_factor(step: int, total_steps: int, config, time_fraction: float = 0.0) -> float:
-    """Linear warm-up to 1, then cosine decay to ``final_lr_ratio`` (or constant).
+def lr_factor(step: int, total_steps: int, config) -> float:
+    """Linear warm-up to 1, then cosine decay to ``final_lr_ratio`` at ``total_steps`` (or constant).
 
-    ``time_fraction`` (elapsed / budgeted wall time) moves the decay forward when a time budget
-    will end training before ``total_steps``: progress is the larger of the two fractions.
+    A function of the step alone: a time budget moves ``total_steps`` once, never step by step
+    (:meth:`Trainer.fit_schedule`), so the same seed gives the same learning rates on any machine.
     """
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     if config.schedule == "constant":
         return 1.0
     progress = min(1.0, (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps))
-    progress = max(progress, min(1.0, time_fraction))
     return config.final_lr_ratio + (1 - config.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class BudgetClock:
+    """The clock a time budget (``train.max_minutes``) counts on, in seconds.
+
+    ``compute`` is the training process's CPU time divided by its torch threads: the seconds of
+    work the run has had, which stay about the same when another job shares the machine (wall
+    time then stretches by the other job's share). ``wall`` is elapsed time; ``auto`` is compute
+    on a CPU and wall on a GPU, where the host's CPU time says nothing about the device's work.
+    Data-loader worker processes are not counted: they run beside the step, on cores it leaves.
+    """
+
+    def __init__(self, kind: str, device: torch.device) -> None:
+        self.kind = ("wall" if device.type == "cuda" else "compute") if kind == "auto" else kind
+
+    def __call__(self) -> float:
+        if self.kind == "wall":
+            return time.perf_counter()
+        return time.process_time() / max(1, torch.get_num_threads())
+
+
+FINAL_MODEL_RULE = ("the average of the train.average_best best epochs when its dev (CER, loss) is lower than "
+                    "the best single epoch's, else that epoch")
+BATCH_NORM_BATCHES = 50  # training batches (without augmentation) that re-estimate an average's statistics
+
+
+def recompute_batch_norm(model: nn.Module, batches) -> int:
+    """Re-estimate every batch-norm layer's running statistics from ``batches`` (cumulative means,
+    the weights unchanged and nothing else in training mode: no dropout); -> the layers redone.
+
+    Averaging checkpoints averages their running means and variances too, but those describe each
+    checkpoint's own activations, not the averaged weights' (SWA's ``update_bn`` does the same)."""
+    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    was_training = model.training
+    model.eval()
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+        norm.train()
+    with torch.no_grad():
+        for batch in batches:
+            model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    model.train(was_training)
+    return len(norms)
 
 
 def seed_everything(seed: int) -> None:
@@ -330,8 +378,11 @@ class TrainState:
     step: int = 0  # optimizer steps taken
     best_dev_cer: float = math.inf
     best_dev_loss: float = math.inf
+    best_epoch: int = 0  # the epoch checkpoints/best.pt was written at (before any average)
     bad_epochs: int = 0  # epochs since dev last improved (train.patience)
     train_seconds: float = 0.0  # training wall time before the epoch under way
+    budget_used: float = 0.0  # the same on the budget clock (BudgetClock), what train.max_minutes counts
+    schedule_steps: int = 0  # where the learning-rate decay ends, once fixed (Trainer.fit_schedule); 0: not yet
     skipped_batches: int = 0  # non-finite losses or gradients
     loss_sum: float = 0.0  # the epoch's running training loss (summed over utterances and ranks)
     loss_count: int = 0
@@ -395,8 +446,8 @@ class Trainer:
             rundir.write_config(run_dir, config)
             fileio.write_json(run_dir / rundir.TOKENIZER, self.data.tokenizer.to_dict())
             fileio.write_json(run_dir / rundir.ENVIRONMENT, {**environment(self.device), "world_size": context.world})
+        self.clock = BudgetClock(tc.budget_clock, self.device)
         self._build_optimization()
-        self.state = TrainState(group=self.group)
         self.resumed = last_state is not None
         if last_state is not None:
             self._resume(last_state)
@@ -407,8 +458,9 @@ class Trainer:
         self.dev_searcher = self.model.dev_searcher()
         self.budget_seconds = tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
         self.checkpoint_seconds = tc.checkpoint_minutes * 60 if tc.checkpoint_minutes > 0 else math.inf
-        self.eval_seconds = 0.0  # the last dev pass; the budget keeps room for the final one
+        self.eval_seconds = 0.0  # the last dev pass (budget clock); the budget keeps room for the final one
         self.eval_passes = 2 if tc.average_best > 1 else 1  # and for the averaged model's
+        self.epoch_clock = self.clock()  # the budget clock when the epoch under way began
         self.nonfinite_in_a_row = 0
         self.stop_reason = "epochs"
         self.stop_request = StopRequest()
@@ -429,9 +481,9 @@ class Trainer:
                                 f"one step of {self.group} batches ({context.world} ranks x train.grad_accum "
                                 f"{self.accum})")
         self.total_steps = self.steps_per_epoch * tc.epochs
-        self.time_fraction = 0.0  # elapsed / budgeted seconds, read by the schedule (train.budget_schedule)
+        self.state = TrainState(group=self.group)  # replaced by the checkpoint's on resume
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, self.total_steps, tc, self.time_fraction))
+            self.optimizer, lambda step: lr_factor(step, self.state.schedule_steps or self.total_steps, tc))
         self.precision = resolve_precision(tc.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.precision == "fp16" and self.device.type == "cuda")
@@ -444,14 +496,16 @@ class Trainer:
 
     # -- resuming ----------------------------------------------------------------------------------
 
-    def resumable_state(self, batches_done: int, seconds: float, epoch_group: int, epoch: int) -> dict:
+    def resumable_state(self, batches_done: int, seconds: float, epoch_group: int, epoch: int,
+                        budget_used: float) -> dict:
         """Everything :data:`RESUME_KEYS` names: the TrainState (at ``batches_done`` of ``epoch``,
         after ``seconds`` of training), the optimizer, scheduler and scaler, and every rank's RNG
         state (every rank takes part: they are gathered to rank 0)."""
         rng_states = self.context.gather(_rng_state(self.device))
         losses = self.context.sum(self.state.loss_sum, self.state.loss_count)
         state = dataclasses.replace(self.state, epoch=epoch, position=batches_done, group=epoch_group,
-                                    train_seconds=seconds, loss_sum=losses[0], loss_count=int(losses[1]))
+                                    train_seconds=seconds, budget_used=budget_used, loss_sum=losses[0],
+                                    loss_count=int(losses[1]))
         return {**state.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "world_size": self.context.world, "rank_rng": rng_states, **rng_states[0]}
@@ -464,6 +518,8 @@ class Trainer:
         if last_state.get("scaler"):
             self.scaler.load_state_dict(last_state["scaler"])
         state = TrainState.from_state_dict(last_state)
+        if "budget_used" not in last_state:  # written before the budget clock: it counted wall time
+            state.budget_used = state.train_seconds
         # A fallback to last.prev.pt may list an epoch whose file was deleted after it was written.
         state.nbest = [list(entry) for entry in state.nbest
                        if (self.run_dir / rundir.nbest_checkpoint(entry[2])).is_file()]
@@ -474,10 +530,12 @@ class Trainer:
         self.state = state
         _restore_rng(last_state, self.context, self.device, self.tc.seed)
 
-    def save_last(self, epoch: int, batches_done: int, seconds: float, epoch_group: int) -> None:
+    def save_last(self, epoch: int, batches_done: int, seconds: float, epoch_group: int,
+                  budget_used: float | None = None) -> None:
         """The resumable checkpoint (every rank takes part; rank 0 writes it); the one it replaces is
-        kept as the fallback."""
-        resumable = self.resumable_state(batches_done, seconds, epoch_group, epoch)
+        kept as the fallback. ``budget_used``: the budget clock's count now (default: the state's)."""
+        budget_used = self.state.budget_used if budget_used is None else budget_used
+        resumable = self.resumable_state(batches_done, seconds, epoch_group, epoch, budget_used)
         if self.context.main:
             checkpoint.save_rotating(self.run_dir / rundir.LAST, self.run_dir / rundir.PREVIOUS, self.config,
                                      self.data.tokenizer, self.data.cmvn, self.model, **resumable)
@@ -503,6 +561,32 @@ class Trainer:
             return "max steps"
         return None
 
+    def fit_schedule(self) -> None:
+        """At the end of the first epoch, fix where the learning-rate decay ends, once.
+
+        ``train.schedule_steps`` when given; else, under a time budget (``train.budget_schedule``),
+        the step the budget is expected to reach at the first epoch's cost (its steps and dev pass on
+        the budget clock), keeping room for the final model's extra dev pass. From here on the
+        learning rate is a function of the step alone: the run can be repeated exactly with
+        ``--max-steps`` and ``train.schedule_steps`` (train_summary.json's ``repeat``).
+        """
+        tc, state = self.tc, self.state
+        if state.schedule_steps:  # fixed before a resume
+            return
+        if tc.schedule_steps:
+            state.schedule_steps = tc.schedule_steps
+            return
+        if not (tc.budget_schedule and math.isfinite(self.budget_seconds)) or state.budget_used <= 0:
+            return
+        left = self.budget_seconds - state.budget_used - (self.eval_passes - 1) * self.eval_seconds
+        fitted = state.step + int(max(0.0, left) / state.budget_used * self.steps_per_epoch)
+        if fitted < self.total_steps:
+            state.schedule_steps = max(fitted, state.step + 1)
+            if self.context.main:
+                console.print(
+                    f"time budget: the learning-rate decay now ends at step {state.schedule_steps} (of "
+                    f"{self.total_steps} for {tc.epochs} epochs), fitted to the first epoch's cost")
+
     def run(self) -> dict:
         state, tc = self.state, self.tc
         self._announce()
@@ -511,20 +595,21 @@ class Trainer:
             self.progress, self.task = progress, progress.add_task(
                 self.config.model.name, total=self.total_steps, completed=state.step, loss="-", lr="-",
                 dev_cer="-" if state.best_dev_cer == math.inf else f"{state.best_dev_cer:.2f}",
-                deadline=self._deadline(state.train_seconds))
+                deadline=self._deadline(state.budget_used))
             for epoch in range(state.epoch, tc.epochs):
-                self.stop_reason = self.limit_reached(state.train_seconds >= self.budget_seconds) or self.stop_reason
+                self.stop_reason = self.limit_reached(state.budget_used >= self.budget_seconds) or self.stop_reason
                 if self.stop_reason != "epochs":
                     break
-                epoch_start = time.perf_counter()
+                epoch_start, self.epoch_clock = time.perf_counter(), self.clock()
                 loop = self.train_one_epoch(epoch, epoch_start)
                 if self.end_epoch(epoch, epoch_start, loop):
                     break
         return self.finish()
 
-    def _deadline(self, elapsed: float) -> float | None:
-        """When the time budget runs out, on the progress bar's clock (None without a budget)."""
-        return time.monotonic() + self.budget_seconds - elapsed if math.isfinite(self.budget_seconds) else None
+    def _deadline(self, used: float) -> float | None:
+        """When the time budget runs out, on the progress bar's clock (None without a budget); on the
+        compute clock an estimate, exact on an otherwise idle machine."""
+        return time.monotonic() + self.budget_seconds - used if math.isfinite(self.budget_seconds) else None
 
     def _announce(self) -> None:
         config, tc, data, context, state = self.config, self.tc, self.data, self.context, self.state
@@ -561,6 +646,10 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         batches = self.sampler.batches(epoch_group)
         epoch_steps = (len(batches) - state.position) // group
+        # The bar's total: the steps done, this epoch's and as many for each epoch left (the bucketed
+        # batch count varies a little from epoch to epoch), so it ends at its total.
+        bar_total = state.step + epoch_steps + (tc.epochs - epoch - 1) * (len(batches) // group)
+        self.progress.update(self.task, total=min(bar_total, tc.max_steps) if tc.max_steps else bar_total)
         if state.position == 0:
             state.loss_sum, state.loss_count = 0.0, 0
         stop = state.position + epoch_steps * group
@@ -593,22 +682,20 @@ class Trainer:
             # gradient would poison the weights, so the step is skipped.
             bad = bad or not (scaler.is_enabled() or bool(torch.isfinite(norm)))
             now = time.perf_counter()
-            elapsed = state.train_seconds + now - epoch_start + self.eval_passes * self.eval_seconds
+            used = state.budget_used + self.clock() - self.epoch_clock
             # Decisions every rank must take together: one small all-reduce when distributed.
             bad, stop_now, save_now, over_budget = context.any(
                 bad, self.stop_request.requested, now - last_save >= self.checkpoint_seconds,
-                elapsed >= self.budget_seconds)
+                used + self.eval_passes * self.eval_seconds >= self.budget_seconds)
             self._apply_step(bad, step_losses, epoch)
             micro, bad, step_losses = 0, False, []
             batches_done += group
-            if tc.budget_schedule:
-                self.time_fraction = elapsed / self.budget_seconds
             self.scheduler.step()
             state.step += 1
             loop.steps += 1
             lr = self.scheduler.get_last_lr()[0]
             self.progress.update(self.task, advance=1, loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.1e}",
-                                 deadline=self._deadline(elapsed))
+                                 deadline=self._deadline(used))
             self.log.step(state.step, loss.detach(), lr)
             # The budget on any rank's clock (over_budget), so every rank stops at the same step.
             self.stop_reason = self.limit_reached(over_budget) or self.stop_reason
@@ -616,11 +703,12 @@ class Trainer:
                 break
             if stop_now:  # Ctrl-C: finish the step, save, stop
                 self.save_last(epoch, batches_done, state.train_seconds + time.perf_counter() - epoch_start,
-                               epoch_group)
+                               epoch_group, state.budget_used + self.clock() - self.epoch_clock)
                 raise Interrupted(f"{self.run_dir}: checkpoint saved after batch {batches_done} of {len(batches)} "
                                   f"in epoch {epoch + 1}; resume with: asrbench train --out {self.run_dir} --resume")
             if save_now and batches_done < stop:
-                self.save_last(epoch, batches_done, state.train_seconds + now - epoch_start, epoch_group)
+                self.save_last(epoch, batches_done, state.train_seconds + now - epoch_start, epoch_group,
+                               state.budget_used + self.clock() - self.epoch_clock)
                 last_save = time.perf_counter()
         loop.seconds = time.perf_counter() - loop_start
         state.position = 0
@@ -654,11 +742,14 @@ class Trainer:
             state.loss_sum, state.loss_count, loop.utterances, loop.frames)
         if not context.main:
             state.loss_sum, state.loss_count = 0.0, 0  # rank 0 holds the epoch's totals
-        eval_start = time.perf_counter()
+        eval_clock = self.clock()
         dev_result = self.evaluate_dev() if context.main else None
-        # Only rank 0 evaluates; the others wait here for its verdict (and its clock).
-        dev_result, self.eval_seconds, state.train_seconds = context.broadcast(
-            (dev_result, time.perf_counter() - eval_start, state.train_seconds + time.perf_counter() - epoch_start))
+        # Only rank 0 evaluates; the others wait here for its verdict (and its clocks).
+        dev_result, self.eval_seconds, state.train_seconds, state.budget_used = context.broadcast(
+            (dev_result, self.clock() - eval_clock, state.train_seconds + time.perf_counter() - epoch_start,
+             state.budget_used + self.clock() - self.epoch_clock))
+        if epoch == 0:
+            self.fit_schedule()
         self._keep_checkpoints(epoch, dev_result)
         dropped = _keep_nbest(state.nbest, [dev_result["cer"], dev_result["loss"], epoch + 1], tc.average_best)
         if context.main and any(entry[2] == epoch + 1 for entry in state.nbest):
@@ -691,6 +782,7 @@ class Trainer:
         state = self.state
         if (dev_result["cer"], dev_result["loss"]) < (state.best_dev_cer, state.best_dev_loss):
             state.best_dev_cer, state.best_dev_loss, state.bad_epochs = dev_result["cer"], dev_result["loss"], 0
+            state.best_epoch = epoch + 1
             if self.context.main:
                 checkpoint.save(self.run_dir / rundir.BEST, self.config, self.data.tokenizer, self.data.cmvn,
                                 self.model, epoch=epoch + 1, step=state.step, dev_cer=state.best_dev_cer,
@@ -725,23 +817,39 @@ class Trainer:
         row["rss_mb"] = resident_mb()  # after the dev pass, with free heap pages returned
         return row
 
-    def finish(self) -> dict:
-        """Average the n best epochs into the final model (train.average_best), write the summary."""
-        state, config, context, run_dir = self.state, self.config, self.context, self.run_dir
-        epochs_done = state.epoch
-        averaged = None
-        if len(state.nbest) > 1 and context.main:
-            average_start = time.perf_counter()
-            epochs = [entry[2] for entry in state.nbest]
-            self.model.load_state_dict(checkpoint.average_weights([run_dir / rundir.nbest_checkpoint(e)
-                                                                   for e in epochs]))
-            result = self.evaluate_dev()
-            averaged = {"epochs": epochs, "dev_cer": result["cer"], "dev_wer": result["wer"],
-                        "dev_loss": result["loss"]}
+    def average_nbest(self) -> dict:
+        """Average the n best epochs' weights (train.average_best), re-estimate batch-norm statistics
+        for the averaged weights, score the result on dev, and keep it as checkpoints/best.pt only
+        when it beats the best single epoch there (FINAL_MODEL_RULE); best.pt otherwise stays
+        that epoch. -> the average's epochs, dev figures and whether it was kept."""
+        state, run_dir, config = self.state, self.run_dir, self.config
+        start = time.perf_counter()
+        epochs = [entry[2] for entry in state.nbest]
+        self.model.load_state_dict(checkpoint.average_weights([run_dir / rundir.nbest_checkpoint(e) for e in epochs]))
+        # An average of running statistics is not the statistics of the averaged weights' activations.
+        collate = Collator(self.data.train, self.data.train_tokens, self.data.cmvn)  # no augmentation
+        self.sampler.set_epoch(0)
+        batches = (collate(indices).to(self.device) for indices in self.sampler.batches()[:BATCH_NORM_BATCHES])
+        norms = recompute_batch_norm(self.model, batches)
+        result = self.evaluate_dev()
+        kept = (result["cer"], result["loss"]) < (state.best_dev_cer, state.best_dev_loss)
+        if kept:
             checkpoint.save(run_dir / rundir.BEST, config, self.data.tokenizer, self.data.cmvn, self.model,
-                            epoch=epochs_done, step=state.step, dev_cer=result["cer"], dev_wer=result["wer"],
+                            epoch=state.epoch, step=state.step, dev_cer=result["cer"], dev_wer=result["wer"],
                             averaged_epochs=epochs)
-            state.train_seconds += time.perf_counter() - average_start
+        state.train_seconds += time.perf_counter() - start
+        return {"epochs": epochs, "dev_cer": result["cer"], "dev_wer": result["wer"], "dev_loss": result["loss"],
+                "batch_norm_layers_recomputed": norms, "kept": kept}
+
+    def finish(self) -> dict:
+        """Choose the final model (:meth:`average_nbest`), write the summary."""
+        state, config, context, run_dir, tc = self.state, self.config, self.context, self.run_dir, self.tc
+        epochs_done = state.epoch
+        averaged = self.average_nbest() if len(state.nbest) > 1 and context.main else None
+        best_epoch = state.best_epoch or None  # None: resumed from a checkpoint that did not record it
+        final = ({"kept": "average", "epochs": averaged["epochs"], "dev_cer": averaged["dev_cer"]}
+                 if averaged and averaged["kept"] else
+                 {"kept": "best epoch", "epochs": [best_epoch], "dev_cer": state.best_dev_cer})
         summary = {
             "model": config.model.name,
             "params": self.parameters,
@@ -749,8 +857,17 @@ class Trainer:
             "steps": state.step,
             "train_seconds": state.train_seconds,
             "best_dev_cer": state.best_dev_cer,
-            "averaged": averaged,  # the final model, when train.average_best > 1: its epochs and dev figures
+            # train.average_best > 1: the average's epochs and dev figures, and whether it was kept
+            "averaged": averaged,
+            "final_model": final,  # what checkpoints/best.pt holds (FINAL_MODEL_RULE)
+            "final_model_rule": FINAL_MODEL_RULE,
             "stop_reason": self.stop_reason,
+            # Budgets count on budget.clock; steps and schedule_steps repeat the run without one
+            # (--max-steps S --set train.schedule_steps=T: the same learning rates, step for step).
+            "budget": {"max_minutes": tc.max_minutes, "clock": self.clock.kind, "used_minutes": state.budget_used / 60},
+            "schedule_steps": state.schedule_steps or self.total_steps,
+            "repeat": (f"--max-steps {state.step}"
+                       + (f" --set train.schedule_steps={state.schedule_steps}" if state.schedule_steps else "")),
             "skipped_long_utterances": self.data.skipped_long,
             "train_hours": self.data.train_hours,
             "skipped_batches": state.skipped_batches,
@@ -764,10 +881,13 @@ class Trainer:
         if context.main:
             fileio.write_json(run_dir / rundir.SUMMARY, summary)
         console.print(
-            f"[green]done[/green] {config.model.name}: best dev CER {state.best_dev_cer:.2f}% after {epochs_done} "
-            "epochs, "
-            + (f"average of {len(averaged['epochs'])} best epochs: dev CER {averaged['dev_cer']:.2f}%, "
+            f"[green]done[/green] {config.model.name}: best dev CER {state.best_dev_cer:.2f}% (epoch {best_epoch}) "
+            f"after {epochs_done} epochs, "
+            + (f"average of {len(averaged['epochs'])} best epochs: dev CER {averaged['dev_cer']:.2f}% "
+               f"({'kept' if averaged['kept'] else 'not kept: the best epoch is the final model'}), "
                if averaged else "")
-            + f"{state.train_seconds:.0f}s ({self.stop_reason}) -> {run_dir}"
+            + f"{state.train_seconds:.0f}s ({self.stop_reason}"
+            + (f"; repeat exactly with {summary['repeat']}" if self.stop_reason == "time budget" else "")
+            + f") -> {run_dir}"
         )
         return summary

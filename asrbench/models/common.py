@@ -239,7 +239,9 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         mean = (x * valid).sum(dim=(0, 2)) / count
         var = ((x - mean[None, :, None]).pow(2) * valid).sum(dim=(0, 2)) / count
         with torch.no_grad():
-            momentum = self.momentum if self.momentum is not None else 0.1
+            # momentum None: a cumulative average, as nn.BatchNorm1d's (statistics re-estimated
+            # for averaged weights, asrbench.train.recompute_batch_norm)
+            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked + 1)
             self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
             unbiased = var.detach() * count / (count - 1)
             self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
