@@ -537,8 +537,13 @@ def compare_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG figures (WER vs size/speed, learning curves)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
+    allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Allow runs decoded on different test sets: a "
+                                     "'test set' column (hash, utterances) and a ranking within each set only."),
 ) -> None:
-    """Compare decode results of several runs (CIs, pairwise tests on runs with the same test utterances)."""
+    """Compare decode results of several runs (CIs, pairwise tests on runs with the same test utterances).
+
+    Runs decoded on different utterance sets are refused (each set named by a hash of its utterance
+    ids and references, and its count), unless --allow-mixed; then each set is ranked on its own."""
     from rich.console import Console
 
     from asrbench import fileio
@@ -554,7 +559,7 @@ def compare_command(
     runs, skipped = select_runs(run_dirs)
     for path in skipped:
         console.print(f"[yellow]note[/yellow]: skipped {path}: not a run dir", soft_wrap=True)
-    rows = collect(runs, split, resamples=resamples, alpha=alpha, seed=seed)
+    rows = collect(runs, split, resamples=resamples, alpha=alpha, seed=seed, allow_mixed=allow_mixed)
     if plot is not None:
         from asrbench.plots import write_plots
 

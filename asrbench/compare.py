@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -22,6 +23,9 @@ HYPOTHESES = "hypotheses.jsonl"
 # vs_best: the run with the lowest WER among runs decoded on the same utterances, and whether each
 # other run is significantly worse than it (stats.compare_systems' matched-pairs test at alpha).
 BEST, NOT_WORSE, WORSE = "best", "not significantly worse", "significantly worse"
+# A row's test set: a short hash of its sorted utterance ids with their (normalized) references, and
+# the utterance count. Rows of different sets are never ranked against each other.
+TEST_SET_COLUMN = "test_set"
 
 
 def is_run_dir(path: Path) -> bool:
@@ -43,15 +47,20 @@ def select_runs(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
 
 
 def collect(run_dirs: list[str | Path], split: str = "test", resamples: int = stats.DEFAULT_RESAMPLES,
-            alpha: float = stats.DEFAULT_ALPHA, seed: int = 0) -> list[dict]:
+            alpha: float = stats.DEFAULT_ALPHA, seed: int = 0, allow_mixed: bool = False) -> list[dict]:
     """One row per run, read from ``decode/<split>/result.json`` and ``train_summary.json``.
 
+    Each row names its test set (``test_set``: a short hash of the sorted utterance ids and their
+    normalized references, from ``hypotheses.jsonl``; ``test_set_utterances``: their count; None
+    without hypotheses). Rows of different test sets are refused (:class:`AsrbenchError` naming
+    the runs and their sets) unless ``allow_mixed``: then each set is ranked on its own.
+
     ``wer_ci`` comes from result.json, or is computed from ``hypotheses.jsonl`` for results
-    decoded before CIs were written. Runs whose hypotheses cover the same utterances (ids and
-    normalized references) are compared pairwise: each row's ``pairs`` lists, per other run,
-    ``p_better`` (paired bootstrap probability that this run's WER is lower), the sign test's and
-    the matched-pairs test's p-values; ``vs_best`` says whether the run is the best of its group,
-    not significantly worse, or significantly worse (None for a run with nothing to compare to).
+    decoded before CIs were written. Runs of one test set are compared pairwise: each row's
+    ``pairs`` lists, per other run, ``p_better`` (paired bootstrap probability that this run's WER
+    is lower), the sign test's and the matched-pairs test's p-values; ``vs_best`` says whether the
+    run is the best of its set (a run alone on its set is), not significantly worse, or
+    significantly worse (None where the WER is undefined or the set unknown).
     """
     rows, utterance_errors = [], []
     for run_dir in run_dirs:
@@ -100,9 +109,48 @@ def collect(run_dirs: list[str | Path], split: str = "test", resamples: int = st
                 "pairs": [],
             }
         )
-        utterance_errors.append(read_utterance_errors(result_path.parent / HYPOTHESES))
+        found = read_utterance_errors(result_path.parent / HYPOTHESES)
+        rows[-1][TEST_SET_COLUMN] = test_set_hash(found[0]) if found else None
+        rows[-1]["test_set_utterances"] = len(found[0]) if found else None
+        utterance_errors.append(found)
+    if not allow_mixed:
+        _refuse_mixed_sets(rows, utterance_errors)
     _add_significance(rows, utterance_errors, resamples, alpha, seed)
     return rows
+
+
+def test_set_hash(key: tuple) -> str:
+    """8 hex digits naming a test set: its sorted (id, normalized reference) pairs."""
+    digest = hashlib.sha256()
+    for utterance_id, reference in key:
+        digest.update(f"{utterance_id}\t{reference}\n".encode())
+    return digest.hexdigest()[:8]
+
+
+def test_set_label(row: dict) -> str:
+    """``1a2b3c4d (30)``: the set's hash and its utterance count; ``unknown`` without hypotheses."""
+    if row.get(TEST_SET_COLUMN) is None:
+        return "unknown"
+    return f"{row[TEST_SET_COLUMN]} ({row['test_set_utterances']})"
+
+
+def _refuse_mixed_sets(rows: list[dict], utterance_errors: list) -> None:
+    """A one-line error naming each test set and its runs, when the rows hold more than one."""
+    sets: dict[str | None, list[str]] = {}
+    for row in rows:
+        sets.setdefault(row[TEST_SET_COLUMN], []).append(row["run"])
+    if len(sets) < 2:
+        return
+    counts = {row[TEST_SET_COLUMN]: row["test_set_utterances"] for row in rows}
+    parts = [f"test set {name} ({counts[name]} utterances): {', '.join(runs)}" if name is not None
+             else f"unknown test set (no {HYPOTHESES}): {', '.join(runs)}" for name, runs in sets.items()]
+    id_lists = {tuple(i for i, _ in found[0]) for found in utterance_errors if found}
+    known = sum(name is not None for name in sets)
+    same_ids = " (the same utterance ids with different reference texts: see each run's normalizer)" \
+        if known > 1 and len(id_lists) == 1 else ""
+    raise AsrbenchError("runs decoded on different test sets are not ranked against each other: "
+                        + "; ".join(parts) + same_ids + "; compare runs of one set, or rank within each set "
+                        "with `asrbench compare --allow-mixed`")
 
 
 def read_utterance_errors(path: Path) -> tuple[tuple, np.ndarray, np.ndarray] | None:
@@ -134,7 +182,8 @@ def _add_significance(rows: list[dict], utterance_errors: list, resamples: int, 
             rows[index]["wer_ci"] = list(stats.bootstrap_ci(errors, words, resamples, seed=seed))
         groups.setdefault(key, []).append(index)
     for members in groups.values():
-        if len(members) < 2:
+        if len(members) < 2:  # alone on its test set: the best of it, with nothing to test against
+            rows[members[0]]["vs_best"] = BEST
             continue
         names = [str(index) for index in members]
         comparison = stats.compare_systems(np.stack([utterance_errors[i][1] for i in members]),
@@ -154,6 +203,8 @@ MARKS = {BEST: "best", NOT_WORSE: "yes", WORSE: "no"}
 LEGEND = ("≈best: 'best' is the lowest WER among runs decoded on the same utterances; 'yes' a run not "
           "significantly worse than it (per-utterance matched-pairs test), 'no' one that is. "
           "WER 95% CI: bootstrap over utterances.")
+MIXED_LEGEND = ("Test set: a hash of the utterance ids and references, and the utterance count; runs are ranked "
+                "only within their own set (--allow-mixed).")
 
 
 def _cell(key: str, value) -> str:
@@ -179,31 +230,48 @@ def _cell(key: str, value) -> str:
 HEADERS = {"run": "run", "model": "model", "units": "units", "params": "params", "wer": "WER %", "wer_ci": "WER 95% CI",
            "vs_best": "≈best", "cer": "CER %", "rtfx": "RTFx", "train_seconds": "train s", "epochs": "epochs",
            "split": "split", "chunk_ms": "chunk ms", "full_context_wer": "full-context WER %",
-           "algorithmic_latency_ms": "algorithmic latency ms", "final_latency_ms_p90": "final latency p90 ms"}
+           "algorithmic_latency_ms": "algorithmic latency ms", "final_latency_ms_p90": "final latency p90 ms",
+           TEST_SET_COLUMN: "test set"}
+
+
+def is_mixed(rows: list[dict]) -> bool:
+    """Whether the rows come from more than one test set (possible only with --allow-mixed)."""
+    return len({row.get(TEST_SET_COLUMN) for row in rows}) > 1
 
 
 def columns(rows: list[dict]) -> tuple[str, ...]:
-    """The table's columns: the streaming ones after RTFx when a row was decoded in chunks."""
+    """The table's columns: the streaming ones after RTFx when a row was decoded in chunks; the
+    test set before the WER when the rows come from several sets."""
+    shown = COLUMNS
+    if is_mixed(rows):
+        at = shown.index("wer")
+        shown = shown[:at] + (TEST_SET_COLUMN,) + shown[at:]
     if not any(row.get("chunk_ms") for row in rows):
-        return COLUMNS
-    at = COLUMNS.index("rtfx") + 1
-    return COLUMNS[:at] + STREAM_COLUMNS + COLUMNS[at:]
+        return shown
+    at = shown.index("rtfx") + 1
+    return shown[:at] + STREAM_COLUMNS + shown[at:]
+
+
+def _row_cells(row: dict, shown: tuple[str, ...]) -> list[str]:
+    return [test_set_label(row) if key == TEST_SET_COLUMN else _cell(key, row.get(key)) for key in shown]
 
 
 def _has_statistics(rows: list[dict]) -> bool:
     return any(row.get("wer_ci") is not None or row.get("vs_best") is not None for row in rows)
 
 
+def _legend(rows: list[dict]) -> str | None:
+    legend = [LEGEND] if _has_statistics(rows) else []
+    return " ".join(legend + ([MIXED_LEGEND] if is_mixed(rows) else [])) or None
+
+
 def rich_table(rows: list[dict], title: str | None = None) -> Table:
-    table = Table(title=title, caption=LEGEND if _has_statistics(rows) else None)
+    table = Table(title=title, caption=_legend(rows))
     shown = columns(rows)
     for key in shown:
         table.add_column(HEADERS[key], justify="left" if key in ("run", "model", "units", "split") else "right")
-    best = min((row["wer"] for row in rows if row["wer"] is not None), default=None)
-    grouped = any(row.get("vs_best") is not None for row in rows)
-    for row in rows:
-        is_best = row.get("vs_best") == BEST if grouped else row["wer"] is not None and row["wer"] == best
-        table.add_row(*(_cell(key, row.get(key)) for key in shown), style="bold green" if is_best else None)
+    for row in rows:  # the best of each test set; a row of an unknown set is never marked
+        table.add_row(*_row_cells(row, shown), style="bold green" if row.get("vs_best") == BEST else None)
     return table
 
 
@@ -213,13 +281,13 @@ def _csv_value(value):
 
 def _provenance(rows: list[dict]) -> list[str]:
     """The Markdown report's second table: where each number comes from."""
-    lines = ["| run | config hash | decoder | asrbench | git commit | torch | device | CPU/GPU |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | test set | config hash | decoder | asrbench | git commit | torch | device | CPU/GPU |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         env = row.get("environment") or {}
         commit = str(env.get("git_commit") or "-")
         commit = commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
-        cells = [row["run"], row.get("config_hash") or "-", row.get("decoder") or "-",
+        cells = [row["run"], test_set_label(row), row.get("config_hash") or "-", row.get("decoder") or "-",
                  env.get("asrbench_version") or "-", commit, env.get("torch_version") or "-",
                  env.get("device") or "-", env.get("gpu") or env.get("cpu") or "-"]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
@@ -239,9 +307,9 @@ def render(rows: list[dict], fmt: str) -> str:
         shown = columns(rows)
         lines = ["| " + " | ".join(HEADERS[k] for k in shown) + " |",
                  "|" + "|".join("---" if k in ("run", "model", "units", "split") else "---:" for k in shown) + "|"]
-        lines += ["| " + " | ".join(_cell(k, row.get(k)) for k in shown) + " |" for row in rows]
-        if _has_statistics(rows):
-            lines += ["", LEGEND]
+        lines += ["| " + " | ".join(_row_cells(row, shown)) + " |" for row in rows]
+        if _legend(rows):
+            lines += ["", _legend(rows)]
         lines += ["", *_provenance(rows)]
         return "\n".join(lines) + "\n"
     if fmt == "table":

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import run_main
 from rich.console import Console
 
 from asrbench.compare import COLUMNS, FORMATS, collect, render, rich_table, select_runs
@@ -131,7 +132,8 @@ def test_markdown_table(runs):
     lines = results.splitlines()
     assert len(lines) == 4  # header, alignment, one line per run
     # The second table says where each number comes from: one row per run with its config hash.
-    assert provenance.splitlines()[0].startswith("| run | config hash | decoder | asrbench | git commit | torch")
+    assert provenance.splitlines()[0].startswith("| run | test set | config hash | decoder | asrbench | git commit")
+    assert provenance.splitlines()[2].startswith(f"| {runs[0]} | unknown |")  # no hypotheses.jsonl: set unknown
     assert len(provenance.splitlines()) == 4
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     assert header[:2] == ["run", "model"] and "WER %" in header and "CER %" in header
@@ -192,9 +194,10 @@ def decoded(tmp_path) -> list[Path]:
 
 
 def test_runs_on_the_same_utterances_are_compared_pairwise(decoded):
-    rows = collect(decoded)
+    rows = collect(decoded, allow_mixed=True)
     good, close, bad, other = rows
-    assert [row["vs_best"] for row in rows] == ["best", "not significantly worse", "significantly worse", None]
+    # "other" is alone on its 10 utterances: the best of its set, never ranked against the others.
+    assert [row["vs_best"] for row in rows] == ["best", "not significantly worse", "significantly worse", "best"]
     assert other["pairs"] == [] and other["wer_ci"] == [0.0, 0.0]  # CI from its hypotheses; nothing to pair with
     assert [pair["run"] for pair in good["pairs"]] == [close["run"], bad["run"]]
     to_bad = good["pairs"][1]
@@ -216,12 +219,12 @@ def test_wer_ci_from_result_json_wins(tmp_path):
 
 
 def test_tables_mark_the_best_and_show_the_ci(decoded):
-    rows = collect(decoded)
+    rows = collect(decoded, allow_mixed=True)
     lines = render(rows, "markdown").splitlines()
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     assert "WER 95% CI" in header and "≈best" in header
     cells = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[2:6]]
-    assert [c["≈best"] for c in cells] == ["best", "yes", "no", "-"]
+    assert [c["≈best"] for c in cells] == ["best", "yes", "no", "best"]
     assert cells[3]["WER 95% CI"] == "0.00–0.00"
     assert any(line.startswith("≈best:") for line in lines)
     table = render(rows, "table")
@@ -236,3 +239,89 @@ def test_corrupt_hypotheses_are_an_error_naming_file_and_line(tmp_path):
     (run / "decode" / "test" / "hypotheses.jsonl").write_text('{"id": "a", "ref": "A", "hyp": "A"}\n{oops\n')
     with pytest.raises(AsrbenchError, match=r"hypotheses.jsonl:2"):
         collect([run])
+
+
+# --- runs decoded on different test sets (issue 28.2) ---------------------------------------------------
+
+
+def _on(run_dir: Path, ids: list[str], errors: int = 0) -> Path:
+    """Hypotheses of ``run_dir`` on the utterances ``ids`` (3 words each), the first ``errors`` wrong."""
+    rows = [{"id": i, "ref": f"YES NO {i}", "hyp": ("NO NO " if n < errors else "YES NO ") + i}
+            for n, i in enumerate(ids)]
+    (run_dir / "decode" / "test" / "hypotheses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run_dir
+
+
+TEST_IDS = [f"test{i:02d}" for i in range(30)]
+OTHER_IDS = [f"train{i:02d}" for i in range(30)]  # decoded on train + dev: a 0.00% that must not win
+
+
+@pytest.fixture
+def mixed(tmp_path) -> list[Path]:
+    """The issue's three runs: 30 test utterances, 20 of them, and 30 other (train+dev) utterances."""
+    return [_on(fake_run(tmp_path, "cnn", 1.25, 1000), TEST_IDS, errors=1),
+            _on(fake_run(tmp_path, "lstm", 3.33, 1000), TEST_IDS[:20], errors=2),
+            _on(fake_run(tmp_path, "gru", 0.0, 1000), OTHER_IDS)]
+
+
+def test_runs_on_different_test_sets_are_refused_naming_runs_and_sets(mixed, monkeypatch, capsys):
+    """Regression (issue 28.2): three runs decoded on 30, 20 and 30 different utterances shared one
+    table, a 0.00% row decoded on train+dev beside a 1.25% row marked best."""
+    with pytest.raises(AsrbenchError) as err:
+        collect(mixed)
+    message = str(err.value)
+    for run in mixed:
+        assert str(run) in message
+    assert "30 utterances" in message and "20 utterances" in message and "--allow-mixed" in message
+    assert len({word for word in message.replace(",", " ").replace(":", " ").split()
+                if len(word) == 8 and all(c in "0123456789abcdef" for c in word)}) == 3  # three set hashes
+    code, out, err = run_main(monkeypatch, capsys, "compare", *map(str, mixed))
+    assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("error: ") and str(mixed[2]) in err
+    # Runs on one set are compared as before; the set is named in every export.
+    same = collect(mixed[:1] + [_on(fake_run(mixed[0].parent, "dnn", 6.6, 10), TEST_IDS, errors=5)])
+    assert same[0]["test_set"] == same[1]["test_set"] and same[0]["test_set_utterances"] == 30
+
+
+def test_allow_mixed_ranks_within_each_set_and_shows_it(mixed, monkeypatch, capsys):
+    rows = collect(mixed, allow_mixed=True)
+    sets = [(row["test_set"], row["test_set_utterances"]) for row in rows]
+    assert [n for _, n in sets] == [30, 20, 30] and len({h for h, _ in sets}) == 3
+    assert [row["vs_best"] for row in rows] == ["best", "best", "best"]  # each alone on its set: best of it
+    assert all(row["pairs"] == [] for row in rows)  # nothing is tested across sets
+    label = {row["run"]: f"{row['test_set']} ({row['test_set_utterances']})" for row in rows}
+    table = render(rows, "table")
+    assert "test set" in table and all(value in table for value in label.values())
+    markdown = render(rows, "markdown")
+    header = [cell.strip() for cell in markdown.splitlines()[0].strip("|").split("|")]
+    assert "test set" in header
+    for run, value in label.items():
+        assert any(line.startswith(f"| {run} |") and f"| {value} |" in line for line in markdown.splitlines())
+    parsed = list(csv.DictReader(io.StringIO(render(rows, "csv"))))
+    assert [(r["test_set"], int(r["test_set_utterances"])) for r in parsed] == sets
+    assert [(r["test_set"], r["test_set_utterances"]) for r in json.loads(render(rows, "json"))] == sets
+    code, out, err = run_main(monkeypatch, capsys, "compare", *map(str, mixed), "--allow-mixed", "--format", "json")
+    assert code == 0, err
+    assert [row["vs_best"] for row in json.loads(out)] == ["best", "best", "best"]
+    # Within a set the usual ranking: a second run on the 30 test utterances, worse, is "no"/"yes" against cnn.
+    worse = _on(fake_run(mixed[0].parent, "dnn", 33.3, 10), TEST_IDS, errors=30)
+    ranked = collect([*mixed, worse], allow_mixed=True)
+    assert [row["vs_best"] for row in ranked] == ["best", "best", "best", "significantly worse"]
+    assert [pair["run"] for pair in ranked[3]["pairs"]] == [str(mixed[0])]
+
+
+def test_a_lone_run_is_the_best_of_its_set(tmp_path):
+    """Regression (issue 28.2): a run alone on its utterances read '-' in the ≈best column."""
+    (row,) = collect([_on(fake_run(tmp_path, "cnn", 1.25, 1000), TEST_IDS, errors=1)])
+    assert row["vs_best"] == "best" and row["test_set_utterances"] == 30
+    assert "| best |" in render([row], "markdown")
+
+
+def test_the_same_ids_with_other_references_are_another_set(tmp_path):
+    """Two decodes of the same ids whose references differ (another normalizer, another manifest)
+    are not one test set: the error says so."""
+    first = _on(fake_run(tmp_path, "cnn", 1.25, 1000), TEST_IDS)
+    second = fake_run(tmp_path, "lstm", 2.0, 1000)
+    rows = [{"id": i, "ref": f"yes no {i}", "hyp": f"yes no {i}"} for i in TEST_IDS]
+    (second / "decode" / "test" / "hypotheses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(AsrbenchError, match="the same utterance ids with different reference texts"):
+        collect([first, second])

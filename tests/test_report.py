@@ -23,6 +23,7 @@ from asrbench.models import build_model
 from asrbench.report import (
     alignment_html,
     build_report,
+    comparison_section,
     error_browser,
     esc,
     find_browser,
@@ -86,6 +87,27 @@ def test_the_error_browser_names_only_known_speakers(tmp_path):
     page = error_browser(tmp_path / "run", "test", 5, link_audio=True)
     assert page.count('<div class="utt">') == 2
     assert "speaker 0" not in page and "speaker 1" not in page and "speaker ann" in page
+
+
+def test_the_comparison_names_each_runs_test_set(tmp_path):
+    """Regression (issue 28.2): runs decoded on different utterances were ranked in one table. The
+    report shows each run's test set (hash, count), warns when there are several, and ranks within
+    a set only."""
+    from asrbench.compare import collect
+
+    runs = []
+    for name, ids in (("cnn", ["a", "b", "c"]), ("lstm", ["x", "y"])):
+        decoded = tmp_path / name / "decode" / "test"
+        decoded.mkdir(parents=True)
+        (decoded / "result.json").write_text(json.dumps({"model": name, "wer": 0.0, "cer": 0.0}))
+        (decoded / "hypotheses.jsonl").write_text("".join(json.dumps({"id": i, "ref": "YES", "hyp": "YES"}) + "\n"
+                                                          for i in ids))
+        runs.append(tmp_path / name)
+    rows = collect(runs, allow_mixed=True)
+    section = comparison_section(rows)
+    assert "2 different test sets" in section and "test set" in section
+    assert f"{rows[0]['test_set']} (3)" in section and f"{rows[1]['test_set']} (2)" in section
+    assert "different test sets" not in comparison_section(rows[:1])
 
 
 @pytest.fixture(scope="module")
