@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+import typing
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from asrbench.errors import AsrbenchError
+from asrbench.schema import ALL_OR_COUNT, FINITE, FRACTION, NON_NEGATIVE, POSITIVE, Limit
 
 try:  # typer >= 0.2x vendors click as typer._click; older typer uses click itself
     from typer._click import exceptions as click_exceptions
@@ -25,9 +27,52 @@ def _flags_without_placeholder(params: list) -> list:
     return params
 
 
+# The values of every numeric option, by parameter name (a name means the same in every command;
+# "COMMAND NAME" is one command's own). Checked as the value is parsed, so a bad number fails in one
+# line naming the option before the command starts; tests/test_cli.py checks that no option lacks one.
+OPTION_LIMITS = {
+    "epochs": POSITIVE, "max_minutes": NON_NEGATIVE, "budget_minutes": NON_NEGATIVE, "seeds": POSITIVE,
+    "seed": NON_NEGATIVE, "first_seed": NON_NEGATIVE, "subset_seed": NON_NEGATIVE, "threads": NON_NEGATIVE,
+    "jobs": POSITIVE, "data features jobs": NON_NEGATIVE, "gpus_per_run": NON_NEGATIVE,
+    "beam": POSITIVE, "lm_weight": NON_NEGATIVE, "word_bonus": FINITE, "length_bonus": FINITE, "ctc_weight": FRACTION,
+    "chunk_ms": NON_NEGATIVE, "transcribe chunk_ms": POSITIVE, "left_chunks": ALL_OR_COUNT,
+    "max_segment": NON_NEGATIVE, "min_silence": NON_NEGATIVE, "vad_pad": NON_NEGATIVE, "energy_margin": NON_NEGATIVE,
+    "endpoint_silence": NON_NEGATIVE, "resamples": POSITIVE, "alpha": Limit(low=0, high=1, low_open=True,
+                                                                             high_open=True),
+    "worst": NON_NEGATIVE, "data synth train": POSITIVE, "data synth dev": POSITIVE, "data synth test": POSITIVE,
+    "order": POSITIVE,
+}
+
+
+def option_limit(command: str, name: str) -> Limit | None:
+    """The values option ``name`` of ``command`` ("decode", "data synth") takes."""
+    return OPTION_LIMITS.get(f"{command} {name}") or OPTION_LIMITS.get(name)
+
+
+def _checked_numbers(ctx, params: list) -> list:
+    """Each numeric option checked against its limit as it is parsed (a callback run after typer's
+    conversion): ``error: Invalid value for '--threads': must not be negative, got -2``."""
+    command = " ".join(ctx.command_path.split()[1:])
+    for param in params:
+        annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+        numeric = annotation in (int, float) or bool(set(typing.get_args(annotation)) & {int, float})
+        limit = option_limit(command, param.name) if numeric else None
+        if limit is None or getattr(param, "checked_limit", None) is limit:
+            continue
+
+        def check(ctx, param, value, limit=limit, then=param.callback):
+            problem = limit.problem(value)
+            if problem is not None:
+                raise typer.BadParameter(problem, ctx=ctx, param=param)
+            return then(ctx, param, value) if then is not None else value
+
+        param.callback, param.checked_limit = check, limit
+    return params
+
+
 class _Command(typer.core.TyperCommand):
     def get_params(self, ctx) -> list:
-        return _flags_without_placeholder(super().get_params(ctx))
+        return _checked_numbers(ctx, _flags_without_placeholder(super().get_params(ctx)))
 
 
 class _Group(typer.core.TyperGroup):
@@ -510,18 +555,24 @@ def tune_command(
     from asrbench.progress import console
     from asrbench.tune import summarize_tuning, tune
 
-    def numbers(text: Optional[str], kind, name: str):
+    def numbers(text: Optional[str], kind, name: str, limit: Limit):
         if text is None:
             return None
         try:
-            return [kind(part) for part in text.split(",") if part.strip()]
+            values = [kind(part) for part in text.split(",") if part.strip()]
         except ValueError:
             _fail(f"{name}: '{text}' is not a comma-separated list of numbers")
+        for value in values:
+            if limit.problem(value) is not None:
+                _fail(f"{name} {text}: each value {limit.problem(value)}")
+        return values
 
     _threads(threads)
-    result = tune(run_dir, split, lm, numbers(beams, int, "--beams"), numbers(lm_weights, float, "--lm-weights"),
-                  numbers(word_bonuses, float, "--word-bonuses"), numbers(ctc_weights, float, "--ctc-weights"),
-                  numbers(length_bonuses, float, "--length-bonuses"), lexicon, mode, data, device)
+    result = tune(run_dir, split, lm, numbers(beams, int, "--beams", POSITIVE),
+                  numbers(lm_weights, float, "--lm-weights", NON_NEGATIVE),
+                  numbers(word_bonuses, float, "--word-bonuses", FINITE),
+                  numbers(ctc_weights, float, "--ctc-weights", FRACTION),
+                  numbers(length_bonuses, float, "--length-bonuses", FINITE), lexicon, mode, data, device)
     console.print(summarize_tuning(result, split) + f" -> {run_dir}/tuned.json", soft_wrap=True)
 
 

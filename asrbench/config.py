@@ -14,19 +14,30 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from asrbench.data.tokenizer import TOKENIZERS
 from asrbench.errors import AsrbenchError, did_you_mean
-from asrbench.schema import Override, build_dataclass
+from asrbench.schema import (
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    Limit,
+    Override,
+    build_dataclass,
+    choices,
+    field_limits,
+)
 
 DEFAULT_DATA_ROOT = "../shared/data"
+MFCC_MIN_MEL_BINS = 23  # MFCCs come from at least this many mel bins (asrbench.data.fbank)
 
 
 def data_root() -> Path:
@@ -51,6 +62,9 @@ class DataConfig:
     train_fraction: float = 1.0
     subset_seed: int = 0
 
+    LIMITS: ClassVar[dict] = {"max_duration": POSITIVE, "train_fraction": Limit(low=0, high=1, low_open=True),
+                              "subset_seed": NON_NEGATIVE}
+
 
 @dataclass
 class FeatureConfig:
@@ -66,6 +80,11 @@ class FeatureConfig:
     # false: keep no frames on disk; compute them from the audio for each batch (the store holds
     # only frame counts and CMVN sums), for corpora whose features do not fit on disk.
     cache: bool = True
+
+    LIMITS: ClassVar[dict] = {
+        "kind": choices("fbank", "mfcc"), "dtype": choices("float16", "float32"), "sample_rate": POSITIVE,
+        "num_mel_bins": POSITIVE, "num_ceps": POSITIVE, "frame_length_ms": POSITIVE, "frame_shift_ms": POSITIVE,
+    }
 
     def dim(self) -> int:
         return self.num_ceps if self.kind == "mfcc" else self.num_mel_bins
@@ -88,6 +107,9 @@ class AugmentConfig:
     noise_snr: list = field(default_factory=lambda: [0.0, 20.0])
     noise_prob: float = 0.5
 
+    LIMITS: ClassVar[dict] = {"freq_masks": NON_NEGATIVE, "freq_mask_width": NON_NEGATIVE, "time_masks": NON_NEGATIVE,
+                              "time_mask_width": NON_NEGATIVE, "time_mask_ratio": FRACTION, "noise_prob": FRACTION}
+
 
 @dataclass
 class TokenizerConfig:
@@ -100,6 +122,8 @@ class TokenizerConfig:
     # Dev/test characters the training transcripts never had (for phones: words the lexicon lacks,
     # in training too): map them to <unk>, drop those utterances (counted), or fail naming them.
     unknown: str = "map"
+
+    LIMITS: ClassVar[dict] = {"vocab_size": NON_NEGATIVE, "unknown": choices("map", "drop", "fail")}
 
 
 @dataclass
@@ -154,6 +178,19 @@ class TrainConfig:
     tensorboard: bool = False
     tensorboard_every_steps: int = 50
 
+    # The values each field takes (asrbench.schema.Limit); resolve() checks them all.
+    LIMITS: ClassVar[dict] = {
+        "epochs": POSITIVE, "batch_frames": POSITIVE, "max_batch_size": POSITIVE, "lr": POSITIVE,
+        "weight_decay": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE, "schedule": choices("cosine", "constant"),
+        "final_lr_ratio": FRACTION, "grad_clip": NON_NEGATIVE, "patience": NON_NEGATIVE, "average_best": POSITIVE,
+        "max_minutes": NON_NEGATIVE, "budget_clock": choices("auto", "compute", "wall"),
+        "schedule_steps": NON_NEGATIVE, "checkpoint_minutes": NON_NEGATIVE, "max_nonfinite_batches": POSITIVE,
+        "max_steps": NON_NEGATIVE, "grad_accum": POSITIVE, "data_workers": Limit(low=0, special=((-1, "auto"),)),
+        "seed": NON_NEGATIVE, "device": choices("auto", "cpu", "cuda"),
+        "precision": choices("fp32", "bf16", "fp16", "amp"), "num_threads": NON_NEGATIVE,
+        "eval_batch_frames": POSITIVE, "tensorboard_every_steps": NON_NEGATIVE,
+    }
+
 
 @dataclass
 class ModelSpec:
@@ -197,73 +234,26 @@ SECTIONS = {
 # Shared sections a model's recipe entry may override (features stay shared: one cache per corpus).
 MODEL_SECTIONS = ("train", "augment")
 
-CHOICES = {
-    ("features", "kind"): ("fbank", "mfcc"),
-    ("features", "dtype"): ("float16", "float32"),
-    ("tokenizer", "unknown"): ("map", "drop", "fail"),
-    ("train", "schedule"): ("cosine", "constant"),
-    ("train", "device"): ("auto", "cpu", "cuda"),
-    ("train", "precision"): ("fp32", "bf16", "fp16", "amp"),
-    ("train", "budget_clock"): ("auto", "compute", "wall"),
-}
-
-POSITIVE = {
-    ("features", "sample_rate"),
-    ("features", "num_mel_bins"),
-    ("features", "num_ceps"),
-    ("features", "frame_length_ms"),
-    ("features", "frame_shift_ms"),
-    ("data", "max_duration"),
-    ("train", "epochs"),
-    ("train", "batch_frames"),
-    ("train", "max_batch_size"),
-    ("train", "lr"),
-    ("train", "eval_batch_frames"),
-    ("train", "max_nonfinite_batches"),
-    ("train", "grad_accum"),
-    ("train", "average_best"),
-}
-
-
-NON_NEGATIVE = {
-    ("train", "warmup_steps"),
-    ("train", "grad_clip"),
-    ("train", "patience"),
-    ("train", "max_minutes"),
-    ("train", "checkpoint_minutes"),
-    ("train", "max_steps"),
-    ("train", "schedule_steps"),
-    ("train", "weight_decay"),
-    ("train", "num_threads"),
-    ("train", "tensorboard_every_steps"),
-    ("augment", "freq_masks"),
-    ("augment", "time_masks"),
-    ("augment", "freq_mask_width"),
-    ("augment", "time_mask_width"),
-    ("augment", "time_mask_ratio"),
-}
-
-
-def _validate(config: RunConfig, where: str, overridden: dict[tuple[str, str], str] | None = None) -> None:
-    """Value checks; an error names the ``--set`` argument when the value came from one."""
+def _validate(config: RunConfig, where: str, overridden: dict[tuple[str, str], str] | None = None,
+              model_label: str = "model") -> None:
+    """Value checks; an error names the ``--set`` argument when the value came from one.
+    ``model_label``: what the model's options are called where they came from (``models.cnn`` in a recipe)."""
     overridden = overridden or {}
 
     def at(section: str, key: str) -> str:
         return f"--set {overridden[(section, key)]}" if (section, key) in overridden else where
 
-    for (section, key), choices in CHOICES.items():
-        value = getattr(getattr(config, section), key)
-        if value not in choices:
-            raise AsrbenchError(f"{at(section, key)}: {section}.{key} must be one of {', '.join(choices)}, "
-                                f"got {value!r}")
-    for section, key in POSITIVE:
-        value = getattr(getattr(config, section), key)
-        if not value > 0:
-            raise AsrbenchError(f"{at(section, key)}: {section}.{key} must be positive, got {value!r}")
-    for section, key in NON_NEGATIVE:
-        value = getattr(getattr(config, section), key)
-        if value < 0:
-            raise AsrbenchError(f"{at(section, key)}: {section}.{key} must not be negative, got {value!r}")
+    for section in SECTIONS:
+        check_limits(getattr(config, section), section, overridden, where)
+    options = model_config_class(config.model.name)(**config.model.options)
+    check_limits(options, "model", overridden, where, model_label)
+    given = [f"--set {text}" for (section, _), text in overridden.items() if section == "model"]
+    _dry_build(config, ", ".join(given) or where)
+    features = config.features
+    if features.kind == "mfcc" and features.num_ceps > max(features.num_mel_bins, MFCC_MIN_MEL_BINS):
+        raise AsrbenchError(f"{at('features', 'num_ceps')}: features.num_ceps must be at most the "
+                            f"{max(features.num_mel_bins, MFCC_MIN_MEL_BINS)} mel bins mfcc uses, "
+                            f"got {features.num_ceps}")
     if config.tokenizer.kind not in TOKENIZERS:  # read at call time: a registered tokenizer counts at once
         raise AsrbenchError(f"{at('tokenizer', 'kind')}: tokenizer.kind must be one of {', '.join(TOKENIZERS)}, "
                             f"got {config.tokenizer.kind!r}")
@@ -273,13 +263,6 @@ def _validate(config: RunConfig, where: str, overridden: dict[tuple[str, str], s
     if config.tokenizer.kind == "phone" and not config.tokenizer.lexicon:
         raise AsrbenchError(f"{at('tokenizer', 'lexicon')}: tokenizer.kind phone needs tokenizer.lexicon, a "
                             "pronunciation lexicon (CMUdict / Sphinx format, e.g. an4/etc/an4.dic)")
-    if config.train.data_workers < -1:
-        workers = config.train.data_workers
-        raise AsrbenchError(f"{at('train', 'data_workers')}: train.data_workers must be -1 (auto), 0 or more, "
-                            f"got {workers}")
-    if not 0.0 < config.data.train_fraction <= 1.0:
-        raise AsrbenchError(f"{at('data', 'train_fraction')}: data.train_fraction must be in (0, 1], "
-                            f"got {config.data.train_fraction!r}")
     for factor in config.augment.speed_perturb:
         if not isinstance(factor, (int, float)) or not 0.5 <= factor <= 2.0:
             raise AsrbenchError(f"{at('augment', 'speed_perturb')}: augment.speed_perturb factors must be numbers "
@@ -293,13 +276,39 @@ def _validate_noise(augment: AugmentConfig, at) -> None:
         raise AsrbenchError(f"{at('augment', 'noise')}: augment.noise must be a list of noise sources (white, pink, "
                             f"babble or a folder of recordings), got {augment.noise!r}")
     snr = augment.noise_snr
-    if (not isinstance(snr, list) or len(snr) != 2 or not all(isinstance(x, (int, float)) for x in snr)
+    if (not isinstance(snr, list) or len(snr) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in snr)
             or snr[0] > snr[1]):
         raise AsrbenchError(f"{at('augment', 'noise_snr')}: augment.noise_snr must be [low, high] in dB with "
                             f"low <= high, got {snr!r}")
-    if not isinstance(augment.noise_prob, (int, float)) or not 0.0 <= augment.noise_prob <= 1.0:
-        raise AsrbenchError(f"{at('augment', 'noise_prob')}: augment.noise_prob must be in [0, 1], "
-                            f"got {augment.noise_prob!r}")
+
+
+def _dry_build(config: RunConfig, where: str) -> None:
+    """The model's own checks of one option against another (a GRU has no forget_bias), before anything
+    is written: the model is built on the meta device (no memory, milliseconds) for any vocabulary."""
+    import torch  # only here: a FeatureConfig read by an exported model must not pull torch in
+
+    from asrbench.models import build_model  # the registry loads every architecture (see model_config_class)
+
+    try:
+        with torch.device("meta"):
+            build_model(config.model.name, config.model.options, config.features.dim(), 32)
+    except AsrbenchError as err:
+        raise AsrbenchError(f"{where}: {err}") from None
+
+
+def check_limits(values, section: str, overridden: dict[tuple[str, str], str], where: str,
+                 label: str | None = None) -> None:
+    """Every field of one section (a dataclass) within its limit (``LIMITS``, :class:`asrbench.schema.Limit`);
+    the error names the ``--set`` argument that gave the value (or one its limit reads), else ``where``."""
+    fields = {f.name: getattr(values, f.name) for f in dataclasses.fields(values)}
+    for key, limit in field_limits(type(values)).items():
+        if limit.problem(fields[key], fields) is None:
+            continue
+        given = [(section, name) for name in (key, *limit.fields()) if (section, name) in overridden]
+        prefix = section if given or label is None else label
+        message = limit.problem(fields[key], fields, lambda name, prefix=prefix: f"{prefix}.{name}")
+        raise AsrbenchError(f"{f'--set {overridden[given[0]]}' if given else where}: {prefix}.{key} {message}")
 
 
 def _overridden(overrides: list[str], model: str) -> dict[tuple[str, str], str]:
@@ -421,7 +430,7 @@ def resolve(
     if isinstance(sections["data"], dict) and "dir_as_written" in sections["data"]:
         raise AsrbenchError(f"{where}: data.dir_as_written is written by asrbench; set data.dir")
     config = _build(sections, model, where, f"{where}: models.{model}")
-    _validate(config, where, _overridden(overrides or [], model))
+    _validate(config, where, _overridden(overrides or [], model), f"models.{model}")
     _anchor_data_dir(config.data)
     return config
 
@@ -506,4 +515,7 @@ def recipe_features(recipe_path: str | Path, model: str | None = None,
         sections[path[0]][path[1]] = Override(text.split("=", 1)[1], value, text.strip())
     features = build_dataclass(FeatureConfig, sections["features"], f"{where}: features")
     augment = build_dataclass(AugmentConfig, sections["augment"], f"{where}: augment")
+    overridden = _overridden(overrides or [], "")
+    check_limits(features, "features", overridden, where)
+    check_limits(augment, "augment", overridden, where)
     return features, augment

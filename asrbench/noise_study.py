@@ -62,8 +62,10 @@ def parse_conditions(noises: str, snrs: str, reverb: str = "") -> list[Condition
         rt60s = [float(value) for value in reverb.split(",") if value.strip()]
     except ValueError:
         raise AsrbenchError(f"--snr '{snrs}' / --reverb '{reverb}': give numbers, e.g. --snr inf,20,10,5,0") from None
-    if any(rt60 <= 0 for rt60 in rt60s):
+    if any(not math.isfinite(rt60) or rt60 <= 0 for rt60 in rt60s):
         raise AsrbenchError(f"--reverb '{reverb}': reverberation times are positive seconds")
+    if any(math.isnan(level) for level in levels):
+        raise AsrbenchError(f"--snr '{snrs}': SNRs are numbers of dB, or inf for the clean split")
     conditions = [Condition("clean")] if any(math.isinf(level) and level > 0 for level in levels) else []
     for noise in [name.strip() for name in noises.split(",") if name.strip()]:
         if noise not in corruption.KINDS:

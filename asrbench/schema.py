@@ -9,6 +9,7 @@ type fails naming where it came from (the recipe key, or the ``--set`` argument)
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -85,3 +86,110 @@ def build_dataclass(cls: type, values: Any, where: str) -> Any:
                                 f"(valid keys: {', '.join(fields)})")
         kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
     return cls(**kwargs)
+
+
+# --- ranges -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The values a config field (or a command-line option) accepts, checked where it is parsed.
+
+    A number must be finite and within ``low`` .. ``high`` (``low_open`` / ``high_open`` leave the
+    end out); ``low`` and ``high`` may name another field of the same dataclass instead of a number.
+    ``multiple_of``: numbers, or other fields, that divide the value (``d_model`` by 2 and by
+    ``num_heads``: sine/cosine positions come in pairs, and attention splits it into heads). ``odd``: a kernel
+    centred on its frame. ``special``: values taken outside the range, with what each means
+    (``((-1, "all"),)``). ``choices``: the strings a text field takes. None passes (an optional field).
+    """
+
+    low: float | str | None = None
+    high: float | str | None = None
+    low_open: bool = False
+    high_open: bool = False
+    multiple_of: tuple = ()
+    odd: bool = False
+    special: tuple = ()
+    choices: tuple = ()
+
+    def fields(self) -> tuple[str, ...]:
+        """The other fields this limit reads."""
+        return tuple(ref for ref in (self.low, self.high, *self.multiple_of) if isinstance(ref, str))
+
+    def _range(self, values: dict, name) -> str:
+        """'must be positive', 'must be at least 1', 'must be in [0, 1)' ... with other fields named
+        by ``name`` and the special values first ('must be -1 (all) or at least 0')."""
+        def show(bound):
+            return f"{name(bound)} ({values[bound]})" if isinstance(bound, str) else f"{bound:g}"
+
+        low, high = self.low, self.high
+        if low is not None and high is not None:
+            phrase = f"in {'(' if self.low_open else '['}{show(low)}, {show(high)}{')' if self.high_open else ']'}"
+        elif low is not None:
+            phrase = f"{'greater than' if self.low_open else 'at least'} {show(low)}"
+            if low == 0 and not self.special:
+                return "must be positive" if self.low_open else "must not be negative"
+        else:
+            phrase = f"{'less than' if self.high_open else 'at most'} {show(high)}"
+        return "must be " + " or ".join([*(f"{special:g} ({meaning})" for special, meaning in self.special), phrase])
+
+    def problem(self, value: Any, values: dict | None = None, name=str) -> str | None:
+        """What is wrong with ``value`` ("must be positive, got -1"), None when nothing is.
+        ``values``: the dataclass's fields (for limits that name another); ``name`` labels a field."""
+        values = values or {}
+        if value is None:
+            return None
+        if self.choices:
+            return None if value in self.choices else f"must be one of {', '.join(self.choices)}, got {value!r}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None  # a type error, which coerce reports
+        if any(value == special for special, _ in self.special):
+            return None
+        if not math.isfinite(value):
+            return f"must be a finite number, got {value!r}"
+        low, high = (values.get(bound) if isinstance(bound, str) else bound for bound in (self.low, self.high))
+        if ((low is not None and (value < low or (self.low_open and value == low)))
+                or (high is not None and (value > high or (self.high_open and value == high)))):
+            return f"{self._range(values, name)}, got {value!r}"
+        if self.odd and value % 2 != 1:
+            return f"must be odd, got {value!r}"
+        for factor in self.multiple_of:
+            divisor = values.get(factor) if isinstance(factor, str) else factor
+            if isinstance(divisor, int) and divisor > 0 and value % divisor:
+                shown = f"{name(factor)} ({divisor})" if isinstance(factor, str) else f"{divisor}"
+                return f"must be divisible by {shown}, got {value!r}"
+        return None
+
+
+POSITIVE = Limit(low=0, low_open=True)
+NON_NEGATIVE = Limit(low=0)
+AT_LEAST_ONE = Limit(low=1)
+FRACTION = Limit(low=0, high=1)  # a share or a weight, both ends included
+PROBABILITY = Limit(low=0, high=1, high_open=True)  # dropout, label smoothing: 1 would keep nothing
+FINITE = Limit()
+ALL_OR_COUNT = Limit(low=0, special=((-1, "all"),))  # left chunks: -1 means every one
+ODD = Limit(low=1, odd=True)  # a kernel centred on its frame (padding kernel // 2 on each side)
+
+
+def choices(*values: str) -> Limit:
+    return Limit(choices=values)
+
+
+def field_limits(cls: type) -> dict[str, Limit]:
+    """The ``LIMITS`` of a dataclass and of the classes it derives from (a subclass's win)."""
+    merged: dict[str, Limit] = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(vars(klass).get("LIMITS", {}))
+    return merged
+
+
+def limit_problems(instance: Any, name=str) -> list[tuple[str, tuple[str, ...], str]]:
+    """Every field of a dataclass ``instance`` outside its limit: (field, the other fields its limit
+    reads, the message, e.g. "must be positive, got 0"), fields labelled by ``name``."""
+    values = {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance)}
+    found = []
+    for key, limit in field_limits(type(instance)).items():
+        message = limit.problem(values[key], values, name) if key in values else None
+        if message is not None:
+            found.append((key, limit.fields(), message))
+    return found

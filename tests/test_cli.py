@@ -7,9 +7,11 @@ import io
 import json
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
+import typer
 from helpers import run_main
 from typer.testing import CliRunner
 
@@ -304,3 +306,98 @@ def test_data_prepare_manifest_takes_files_by_split(tmp_path, write_audio):
                                  str(files["dev"]), "--test", str(files["test"]), "--out", str(tmp_path / "data")])
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in (tmp_path / "data").iterdir()) == ["dev.jsonl", "test.jsonl", "train.jsonl"]
+
+
+# --- numbers checked where they are parsed, before anything is written (issue 28.4) -------------
+
+
+def fake_run_dir(root: Path) -> Path:
+    """A folder that passes for a run dir (config.yaml, checkpoints/best.pt) until it is read."""
+    run_dir = root / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("{}\n", encoding="utf-8")
+    (run_dir / "checkpoints" / "best.pt").write_bytes(b"")
+    return run_dir
+
+
+TRAIN = ["train", str(RECIPE), "--out", "new-run"]
+BAD_NUMBERS = [
+    (TRAIN + ["--model", "conformer", "--set", "model.d_model=63"], "model.d_model must be divisible by "
+                                                                      "model.num_heads (4), got 63"),
+    (TRAIN + ["--model", "conformer", "--set", "model.num_heads=5"], "--set model.num_heads=5: model.d_model"),
+    (TRAIN + ["--model", "conformer", "--set", "model.num_layers=-1"], "model.num_layers must be positive"),
+    (TRAIN + ["--model", "cnn", "--set", "model.kernel_size=8"], "model.kernel_size must be odd"),
+    (TRAIN + ["--model", "gru", "--set", "model.forget_bias=1"], "forget_bias applies to LSTMs only"),
+    (TRAIN + ["--model", "cnn", "--set", "train.lr=nan"], "train.lr must be a finite number"),
+    (TRAIN + ["--model", "cnn", "--set", "features.frame_shift_ms=0"], "features.frame_shift_ms must be positive"),
+    (TRAIN + ["--model", "cnn", "--set", "augment.time_mask_ratio=2"], "augment.time_mask_ratio must be in [0, 1]"),
+    (TRAIN + ["--model", "cnn", "--set", "data.subset_seed=-1"], "data.subset_seed must not be negative"),
+    (TRAIN + ["--model", "cnn", "--epochs", "0"], "'--epochs'"),
+    (TRAIN + ["--model", "cnn", "--max-minutes", "nan"], "'--max-minutes'"),
+    (TRAIN + ["--model", "cnn", "--seed", "-1"], "'--seed'"),
+    (TRAIN + ["--model", "cnn", "--threads", "-2"], "'--threads'"),
+    (["decode", "run", "--lm-weight", "nan"], "'--lm-weight': must be a finite number, got nan"),
+    (["decode", "run", "--lm-weight", "-1", "--lm", "lm"], "'--lm-weight': must not be negative"),
+    (["decode", "run", "--threads", "-2"], "'--threads': must not be negative, got -2"),
+    (["decode", "run", "--beam", "0"], "'--beam'"),
+    (["decode", "run", "--ctc-weight", "1.5"], "'--ctc-weight': must be in [0, 1]"),
+    (["decode", "run", "--word-bonus", "inf", "--lm", "lm"], "'--word-bonus'"),
+    (["decode", "run", "--chunk-ms", "-40"], "'--chunk-ms'"),
+    (["decode", "run", "--chunk-ms", "320", "--left-chunks", "-3"], "'--left-chunks': must be -1 (all) or at least"),
+    (["transcribe", "run", "a.wav", "--max-segment", "nan"], "'--max-segment'"),
+    (["transcribe", "run", "a.wav", "--vad-pad", "-1"], "'--vad-pad'"),
+    (["transcribe", "run", "a.wav", "--stream", "--chunk-ms", "0"], "'--chunk-ms': must be positive"),
+    (["transcribe", "run", "a.wav", "--threads", "-1"], "'--threads'"),
+    (["bench", str(RECIPE), "--max-minutes", "-1"], "'--max-minutes'"),
+    (["bench", str(RECIPE), "--jobs", "0"], "'--jobs'"),
+    (["bench", str(RECIPE), "--seeds", "0"], "'--seeds'"),
+    (["study", "data", str(RECIPE), "--epochs", "0"], "'--epochs'"),
+    (["study", "noise", "run", "--beam", "0"], "'--beam'"),
+    (["study", "noise", "run", "--threads", "-3"], "'--threads'"),
+    (["study", "noise", "run", "--reverb", "nan"], "--reverb"),
+    (["study", "noise", "run", "--snr", "nan"], "--snr"),
+    (["compare", "run", "--alpha", "nan"], "'--alpha'"),
+    (["score", "ref.txt", "hyp.txt", "--seed", "-1"], "'--seed'"),
+    (["lm", "train", "data", "--order", "0", "--out", "lm"], "'--order'"),
+    (["data", "synth", "--out", "synth", "--train", "-5"], "'--train'"),
+    (["tune", "run", "--beams", "10,0"], "--beams"),
+    (["tune", "run", "--lm", "lm", "--lm-weights", "0.5,nan"], "--lm-weights"),
+    (["tune", "run", "--ctc-weights", "1.5"], "--ctc-weights"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_NUMBERS, ids=[" ".join(args[:1] + args[-2:]) for args, _ in
+                                                                 BAD_NUMBERS])
+def test_bad_numbers_fail_in_one_line_before_anything_is_written(monkeypatch, capsys, tmp_path, args, message):
+    """Regression (issue 28.4): ``decode --lm-weight nan`` wrote a 100% WER result with exit 0,
+    ``--threads -2`` was accepted, ``--set model.d_model=63`` ended in a traceback leaving a run dir
+    with only ``.lock``. Every numeric option and config value is checked where it is parsed."""
+    monkeypatch.chdir(tmp_path)
+    fake_run_dir(tmp_path)
+    before = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*"))
+    code, out, err = run_main(monkeypatch, capsys, *args)
+    assert code == 2, (out, err)
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err, err
+    assert "Traceback" not in err
+    assert sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*")) == before
+
+
+def _numeric_options() -> list:
+    found = []
+
+    def walk(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+        for param in [] if hasattr(command, "commands") else command.params:
+            annotation = param.type_descriptor.annotation
+            if annotation in (int, float) or set(typing.get_args(annotation)) & {int, float}:
+                found.append(pytest.param(" ".join(path), param.name, id=f"{' '.join(path)} {param.opts[0]}"))
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+@pytest.mark.parametrize(("command", "name"), _numeric_options())
+def test_every_numeric_option_has_a_range(command, name):
+    assert cli.option_limit(command, name) is not None, f"asrbench {command}: no range for {name}"

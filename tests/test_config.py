@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,14 @@ from asrbench.config import (
     RunConfig,
     TrainConfig,
     parse_override,
+    recipe_features,
     resolve,
     run_config_from_dict,
+    with_overrides,
 )
 from asrbench.errors import AsrbenchError
 from asrbench.models import MODELS, build_model, count_parameters, default_options
+from asrbench.schema import field_limits
 
 RECIPES_DIR = Path(__file__).parents[1] / "recipes"
 
@@ -545,3 +549,126 @@ def test_data_dir_is_stored_absolute_and_the_hash_does_not_see_the_working_dir(t
     assert resolve(recipe, "lstm", ["data.dir=other"]).data.dir == str(tmp_path / "b" / "c" / "other")
     with pytest.raises(AsrbenchError, match="data.dir_as_written"):
         resolve(recipe, "lstm", ["data.dir_as_written=x"])
+
+
+# --- ranges: every number checked where it is parsed (issue 28.4) ---------------------------------
+
+
+def _config_classes() -> list:
+    classes = {cls.__name__: cls for cls in SECTIONS.values()}
+    classes.update({entry.config.__name__: entry.config for entry in MODELS.values()})
+    return [pytest.param(cls, id=name) for name, cls in classes.items()]
+
+
+@pytest.mark.parametrize("cls", _config_classes())
+def test_every_numeric_field_has_a_range(cls):
+    """Every int / float field of every config section and model options class says which values
+    it takes (positive, non-negative, a fraction ...), so none is accepted unchecked."""
+    hints = typing.get_type_hints(cls)
+    numeric = [f.name for f in dataclasses.fields(cls)
+               if hints[f.name] in (int, float) or set(typing.get_args(hints[f.name])) & {int, float}]
+    assert numeric or cls.__name__ == "TokenizerConfig"
+    missing = [name for name in numeric if name not in field_limits(cls)]
+    assert not missing, f"{cls.__name__}: no range for {missing}"
+
+
+ALL_MODELS = "models:\n" + "".join(f"  {name}: {{}}\n" for name in MODELS)
+
+# (model, --set KEY, value, what the message says)
+BAD_VALUES = [
+    ("lstm", "train.lr", "nan", "train.lr must be a finite number, got nan"),
+    ("lstm", "train.weight_decay", "nan", "train.weight_decay must be a finite number"),
+    ("lstm", "train.max_minutes", "inf", "train.max_minutes must be a finite number"),
+    ("lstm", "train.grad_clip", "-1", "train.grad_clip must not be negative"),
+    ("lstm", "train.seed", "-1", "train.seed must not be negative"),
+    ("lstm", "train.final_lr_ratio", "1.5", "train.final_lr_ratio must be in [0, 1]"),
+    ("lstm", "features.frame_shift_ms", "nan", "features.frame_shift_ms must be a finite number"),
+    ("lstm", "features.num_mel_bins", "0", "features.num_mel_bins must be positive, got 0"),
+    ("lstm", "augment.time_mask_ratio", "1.5", "augment.time_mask_ratio must be in [0, 1]"),
+    ("lstm", "augment.noise_prob", "nan", "augment.noise_prob must be"),
+    ("lstm", "data.subset_seed", "-3", "data.subset_seed must not be negative"),
+    ("lstm", "data.max_duration", "inf", "data.max_duration must be a finite number"),
+    ("lstm", "tokenizer.vocab_size", "-5", "tokenizer.vocab_size must not be negative"),
+    ("lstm", "model.num_layers", "0", "model.num_layers must be positive"),
+    ("lstm", "model.dropout", "1.0", "model.dropout must be in [0, 1)"),
+    ("lstm", "model.forget_bias", "nan", "model.forget_bias must be a finite number"),
+    ("conformer", "model.num_layers", "-1", "model.num_layers must be positive, got -1"),
+    ("conformer", "model.d_model", "63", "model.d_model must be divisible by model.num_heads (4), got 63"),
+    ("conformer", "model.num_heads", "5", "model.d_model must be divisible by model.num_heads (5), got 144"),
+    ("conformer", "model.kernel_size", "14", "model.kernel_size must be odd, got 14"),
+    ("conformer", "model.train_left_chunks", "-2", "model.train_left_chunks must be -1 (all) or at least 0"),
+    ("conformer", "model.conv_context", "future", "model.conv_context must be one of causal, chunk"),
+    ("transformer", "model.positional", "rotary", "model.positional must be one of sinusoidal, conv, none"),
+    ("transformer", "model.attention_window", "-4", "model.attention_window must not be negative"),
+    ("conformer_transducer", "model.ctc_weight", "1.0", "model.ctc_weight must be in [0, 1)"),
+    ("conformer_transducer", "model.max_symbols_per_frame", "0", "model.max_symbols_per_frame must be positive"),
+    ("lstm_transducer", "model.predictor", "gru", "model.predictor must be one of stateless, lstm"),
+    ("conformer_aed", "model.decoder_layers", "0", "model.decoder_layers must be positive"),
+    ("transformer_aed", "model.label_smoothing", "1", "model.label_smoothing must be in [0, 1)"),
+    ("las", "model.location_kernel", "30", "model.location_kernel must be odd"),
+    ("las", "model.max_length_ratio", "0", "model.max_length_ratio must be positive"),
+    ("crdnn", "model.rnn_type", "rnn", "model.rnn_type must be one of gru, lstm"),
+    ("crdnn", "model.dnn_layers", "-1", "model.dnn_layers must not be negative"),
+    ("dnn", "model.stride", "0", "model.stride must be positive"),
+    ("cnn", "model.kernel_size", "10", "model.kernel_size must be odd"),
+    ("gru", "model.hidden_size", "0", "model.hidden_size must be positive"),
+]
+
+
+@pytest.mark.parametrize(("model", "key", "value", "message"), BAD_VALUES,
+                         ids=[f"{model}-{key}={value}" for model, key, value, _ in BAD_VALUES])
+def test_bad_values_fail_at_resolution_naming_the_key(tmp_path, model, key, value, message):
+    """Regression (issue 28.4): ``--set model.num_layers=-1`` trained a conformer with no blocks,
+    ``model.d_model=63`` ended in a traceback, ``train.lr=nan`` was accepted."""
+    with pytest.raises(AsrbenchError) as err:
+        resolve(write_recipe(tmp_path, ALL_MODELS), model, [f"{key}={value}"])
+    assert str(err.value).startswith(f"--set {key}={value}: "), err.value
+    assert message in str(err.value)
+
+
+def test_options_a_model_refuses_together_fail_at_resolution(tmp_path):
+    """What one option means for another (a GRU has no forget gate) is the model's own check: it runs
+    when the config is resolved (a dry build on the meta device), not after the run dir is locked."""
+    with pytest.raises(AsrbenchError, match=r"^--set model.forget_bias=1.0: model gru: forget_bias applies to "
+                                            r"LSTMs only$"):
+        resolve(write_recipe(tmp_path, ALL_MODELS), "gru", ["model.forget_bias=1.0"])
+
+
+def test_a_bad_recipe_value_names_the_recipe_and_the_model_key(tmp_path):
+    recipe = write_recipe(tmp_path, "models:\n  conformer: {d_model: 63}\n")
+    with pytest.raises(AsrbenchError, match=r"recipe.yaml: models.conformer.d_model must be divisible by "
+                                            r"models.conformer.num_heads \(4\), got 63$"):
+        resolve(recipe, "conformer")
+    recipe = write_recipe(tmp_path, "train: {lr: .nan}\nmodels:\n  lstm: {}\n")
+    with pytest.raises(AsrbenchError, match=r"recipe.yaml: train.lr must be a finite number, got nan$"):
+        resolve(recipe, "lstm")
+
+
+def test_mfcc_takes_at_most_as_many_cepstra_as_mel_bins(tmp_path):
+    recipe = write_recipe(tmp_path, ALL_MODELS)
+    with pytest.raises(AsrbenchError, match=r"^--set features.num_ceps=30: features.num_ceps must be at most "
+                                            r"the 23 mel bins mfcc uses, got 30$"):
+        resolve(recipe, "lstm", ["features.kind=mfcc", "features.num_mel_bins=23", "features.num_ceps=30"])
+    assert resolve(recipe, "lstm", ["features.num_mel_bins=10"]).features.num_ceps == 13  # fbank: not used
+
+
+def test_a_resumed_run_checks_its_new_values(tmp_path):
+    config = resolve(write_recipe(tmp_path), "lstm")
+    with pytest.raises(AsrbenchError, match=r"^--set train.max_minutes=nan: train.max_minutes must be a finite"):
+        with_overrides(config, ["train.max_minutes=nan"])
+
+
+def test_recipe_features_without_a_model_are_checked(tmp_path):
+    """``asrbench data features --recipe R --set ...`` resolves no model but still checks its values."""
+    with pytest.raises(AsrbenchError, match=r"^--set features.num_mel_bins=0: features.num_mel_bins must be positive"):
+        recipe_features(write_recipe(tmp_path), None, ["features.num_mel_bins=0"])
+    with pytest.raises(AsrbenchError, match=r"augment.time_mask_ratio must be in \[0, 1\]"):
+        recipe_features(write_recipe(tmp_path), None, ["augment.time_mask_ratio=-0.5"])
+
+
+def test_valid_edge_values_are_kept(tmp_path):
+    recipe = write_recipe(tmp_path, ALL_MODELS)
+    config = resolve(recipe, "conformer", ["model.d_model=8", "model.num_heads=2", "model.train_left_chunks=-1",
+                                           "train.max_minutes=0", "train.final_lr_ratio=1"])
+    assert config.model.options["d_model"] == 8 and config.train.max_minutes == 0.0
+    assert resolve(recipe, "lstm", ["model.forget_bias=1.0"]).model.options["forget_bias"] == 1.0

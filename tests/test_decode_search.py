@@ -200,3 +200,18 @@ def test_decode_names_a_mistyped_data_dir_and_lists_the_splits(workspace, tmp_pa
     assert outcome.exit_code != 0 and "no such data dir" in str(outcome.exception)
     with pytest.raises(AsrbenchError, match=r"no split 'tset' \(prepared splits: train, dev, test\)"):
         decode(run, "tset")
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"lm_weight": float("nan"), "lm": "lm"}, "--lm-weight must be a finite number"),
+    ({"lm_weight": -0.5, "lm": "lm"}, "--lm-weight must not be negative"),
+    ({"word_bonus": float("inf")}, "--word-bonus must be a finite number"),
+    ({"length_bonus": float("nan")}, "--length-bonus must be a finite number"),
+    ({"ctc_weight": float("nan")}, "--ctc-weight must be in [0, 1]"),
+])
+def test_decode_options_refuse_values_that_would_score_garbage(values, message):
+    """Regression (issue 28.4): ``DecodeOptions(lm_weight=nan)`` (from the CLI, a library call or an
+    edited tuned.json) decoded every utterance to nothing and wrote a 100% WER result."""
+    with pytest.raises(AsrbenchError) as err:
+        DecodeOptions(**values)
+    assert message in str(err.value)

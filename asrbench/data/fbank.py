@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from asrbench.config import FeatureConfig
+from asrbench.config import MFCC_MIN_MEL_BINS, FeatureConfig
 from asrbench.torchaudio_compat import functional as audio_functional
 from asrbench.torchaudio_compat import kaldi
 
@@ -100,7 +100,8 @@ class FeatureExtractor:
             dither=0.0,
         )
         scaled = self._scaled(waveform).unsqueeze(0)
-        return kaldi.mfcc(scaled, num_ceps=config.num_ceps, num_mel_bins=max(config.num_mel_bins, 23), **common)
+        return kaldi.mfcc(scaled, num_ceps=config.num_ceps, num_mel_bins=max(config.num_mel_bins, MFCC_MIN_MEL_BINS),
+                          **common)
 
 
 def speed_perturb(waveform: torch.Tensor, sample_rate: int, factor: float) -> torch.Tensor:

@@ -19,6 +19,7 @@ Which search runs:
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,6 +62,11 @@ class DecodeOptions:
             raise AsrbenchError(f"unknown CTC search backend '{self.backend}' (valid: {', '.join(BACKENDS)})")
         if self.ctc_weight is not None and not 0.0 <= self.ctc_weight <= 1.0:
             raise AsrbenchError(f"--ctc-weight must be in [0, 1], not {self.ctc_weight}")
+        for name in ("lm_weight", "word_bonus", "length_bonus"):  # a nan scores every hypothesis as nan
+            if not math.isfinite(getattr(self, name)):
+                raise AsrbenchError(f"--{name.replace('_', '-')} must be a finite number, not {getattr(self, name)}")
+        if self.lm_weight < 0:
+            raise AsrbenchError(f"--lm-weight must not be negative, not {self.lm_weight}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 from asrbench.models.attention import AttentionModel, TransformerDecoder, TransformerDecoderMixin
 from asrbench.models.conformer import Conformer, ConformerConfig
 from asrbench.models.transformer import Transformer, TransformerConfig
+from asrbench.schema import FRACTION, POSITIVE, PROBABILITY
 
 
 @dataclass
@@ -24,6 +26,9 @@ class DecoderOptions:
     ctc_weight: float = 0.3  # hybrid CTC/attention; 0 = pure attention (ESPnet's AN4 recipe uses 0.3)
     label_smoothing: float = 0.1
     max_length_ratio: float = 1.0  # decoding stops after this many tokens per encoder frame
+
+    LIMITS: ClassVar[dict] = {"decoder_layers": POSITIVE, "decoder_ff_dim": POSITIVE, "ctc_weight": FRACTION,
+                              "label_smoothing": PROBABILITY, "max_length_ratio": POSITIVE}
 
 
 @dataclass

@@ -9,6 +9,7 @@ true`` each depthwise convolution reads only the current and past frames, so the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ from torch import nn
 from asrbench.models.chunked import ChunkIndependent
 from asrbench.models.common import Conv2dSubsampling, MaskedBatchNorm1d, padding_mask
 from asrbench.models.ctc import CTCHead, CTCModel
+from asrbench.schema import ODD, POSITIVE, PROBABILITY
 
 
 @dataclass
@@ -26,6 +28,9 @@ class CNNConfig:
     num_blocks: int = 5
     dropout: float = 0.1
     causal: bool = False  # convolutions over past frames only: the encoder streams
+
+    LIMITS: ClassVar[dict] = {"subsample_channels": POSITIVE, "channels": POSITIVE, "kernel_size": ODD,
+                              "num_blocks": POSITIVE, "dropout": PROBABILITY}
 
 
 class SeparableBlock(nn.Module):

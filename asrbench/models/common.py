@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from asrbench.schema import Limit
+
 
 def padding_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
     """(B,) lengths -> (B, T) bool mask, True at padded positions."""
@@ -192,6 +194,10 @@ class Conv2dSubsampling(nn.Module):
         batch, channels, time, freq = x.shape
         x = self.out(x.transpose(1, 2).reshape(batch, time, channels * freq))
         return self.dropout(x), self.output_lengths(lengths).clamp(min=1, max=time)
+
+
+# d_model of the attention encoders: split into num_heads heads, and paired into sines and cosines.
+D_MODEL = Limit(low=0, low_open=True, multiple_of=("num_heads", 2))
 
 
 class SinusoidalPositionalEncoding(nn.Module):

@@ -20,6 +20,7 @@ ours, for three things torchaudio's does not do:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -34,8 +35,15 @@ from asrbench.models.chunked import (
     chunk_mask,
     keep,
 )
-from asrbench.models.common import Conv2dSubsampling, MaskedBatchNorm1d, SinusoidalPositionalEncoding, padding_mask
+from asrbench.models.common import (
+    D_MODEL,
+    Conv2dSubsampling,
+    MaskedBatchNorm1d,
+    SinusoidalPositionalEncoding,
+    padding_mask,
+)
 from asrbench.models.ctc import CTCHead, CTCModel
+from asrbench.schema import ALL_OR_COUNT, ODD, POSITIVE, PROBABILITY, choices
 from asrbench.torchaudio_compat import torchaudio
 
 
@@ -56,6 +64,12 @@ class ConformerConfig:
     # chunk: kernel // 2 on each side, the right ones only inside the frame's chunk (dynamic chunk
     # convolution, Li et al. 2023): no more latency, and at full context an ordinary convolution.
     conv_context: str = "causal"
+
+    LIMITS: ClassVar[dict] = {
+        "d_model": D_MODEL, "num_heads": POSITIVE, "num_layers": POSITIVE, "ff_dim": POSITIVE, "kernel_size": ODD,
+        "dropout": PROBABILITY, "subsample_channels": POSITIVE, "max_train_chunk": POSITIVE,
+        "train_left_chunks": ALL_OR_COUNT, "conv_context": choices("causal", "chunk"),
+    }
 
 
 class Conformer(ChunkedAttention, CTCModel):

@@ -7,12 +7,14 @@ time by 4, bidirectional GRUs model the sequence, and a DNN stack sits before th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from asrbench.models.common import padding_mask, run_recurrent
 from asrbench.models.ctc import CTCHead, CTCModel
+from asrbench.schema import NON_NEGATIVE, POSITIVE, PROBABILITY, choices
 
 
 @dataclass
@@ -24,6 +26,10 @@ class CRDNNConfig:
     dnn_hidden: int = 256
     dnn_layers: int = 1
     dropout: float = 0.1
+
+    LIMITS: ClassVar[dict] = {"conv_channels": POSITIVE, "rnn_type": choices("gru", "lstm"), "rnn_hidden": POSITIVE,
+                              "rnn_layers": POSITIVE, "dnn_hidden": POSITIVE, "dnn_layers": NON_NEGATIVE,
+                              "dropout": PROBABILITY}
 
 
 class CRDNN(CTCModel):

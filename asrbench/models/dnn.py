@@ -8,12 +8,14 @@ convolutions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from asrbench.models.common import MaskedBatchNorm1d, padding_mask
 from asrbench.models.ctc import CTCHead, CTCModel
+from asrbench.schema import NON_NEGATIVE, POSITIVE, PROBABILITY
 
 
 @dataclass
@@ -23,6 +25,9 @@ class DNNConfig:
     hidden_size: int = 512
     num_layers: int = 4
     dropout: float = 0.1
+
+    LIMITS: ClassVar[dict] = {"context": NON_NEGATIVE, "stride": POSITIVE, "hidden_size": POSITIVE,
+                              "num_layers": POSITIVE, "dropout": PROBABILITY}
 
 
 class DNN(CTCModel):

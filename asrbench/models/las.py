@@ -10,6 +10,7 @@ output layer sees the decoder state and the new context.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from torch import nn
 from asrbench.models.attention import AttentionModel
 from asrbench.models.common import padding_mask
 from asrbench.models.rnn import LSTM, RNNConfig
+from asrbench.schema import FRACTION, ODD, POSITIVE, PROBABILITY
 
 
 @dataclass
@@ -34,6 +36,13 @@ class LASConfig:
     ctc_weight: float = 0.3
     label_smoothing: float = 0.1
     max_length_ratio: float = 1.0
+
+    LIMITS: ClassVar[dict] = {
+        "subsample_channels": POSITIVE, "encoder_hidden": POSITIVE, "encoder_layers": POSITIVE,
+        "decoder_hidden": POSITIVE, "decoder_layers": POSITIVE, "embed_dim": POSITIVE, "attention_dim": POSITIVE,
+        "location_channels": POSITIVE, "location_kernel": ODD, "dropout": PROBABILITY, "ctc_weight": FRACTION,
+        "label_smoothing": PROBABILITY, "max_length_ratio": POSITIVE,
+    }
 
 
 class LocationAwareAttention(nn.Module):

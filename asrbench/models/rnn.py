@@ -9,7 +9,7 @@ carries the recurrence's state from chunk to chunk (the same outputs as one pass
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -17,6 +17,7 @@ from torch import nn
 from asrbench.models.chunked import ChunkIndependent
 from asrbench.models.common import Conv2dSubsampling, run_recurrent
 from asrbench.models.ctc import CTCHead, CTCModel
+from asrbench.schema import FINITE, POSITIVE, PROBABILITY
 
 
 @dataclass
@@ -29,6 +30,9 @@ class RNNConfig:
     # LSTM only: the forget gates' bias at initialization (None: PyTorch's uniform init). 1.0 is
     # the usual choice (Gers et al. 2000; Jozefowicz et al. 2015): cells keep their state early on.
     forget_bias: float | None = None
+
+    LIMITS: ClassVar[dict] = {"subsample_channels": POSITIVE, "hidden_size": POSITIVE, "num_layers": POSITIVE,
+                              "dropout": PROBABILITY, "forget_bias": FINITE}
 
 
 @dataclass

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -48,6 +49,7 @@ from asrbench.models.conformer import Conformer, ConformerConfig
 from asrbench.models.ctc import CTCHead, ctc_loss
 from asrbench.models.rnn import LSTM, RNNConfig
 from asrbench.models.rnnt_loss import rnnt_loss
+from asrbench.schema import NON_NEGATIVE, POSITIVE, PROBABILITY, choices
 
 BLANK = 0
 PREDICTORS = ("stateless", "lstm")
@@ -70,6 +72,12 @@ class TransducerOptions:
     # holds one sub-batch's (b, T', U+1, V) joint tensor at a time, not the batch's (NeMo's
     # fused_batch_size). 0: the whole batch at once (fastest when it fits).
     fused_batch_size: int = 0
+
+    LIMITS: ClassVar[dict] = {
+        "predictor": choices(*PREDICTORS), "predictor_dim": POSITIVE, "predictor_layers": POSITIVE,
+        "context_size": POSITIVE, "joiner_dim": POSITIVE, "ctc_weight": PROBABILITY,
+        "max_symbols_per_frame": POSITIVE, "fused_batch_size": NON_NEGATIVE,
+    }
 
 
 class StatelessPredictor(nn.Module):

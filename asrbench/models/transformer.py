@@ -8,14 +8,16 @@ trained with dynamic chunks, the convolutional positions (``positional: conv``) 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from asrbench.errors import AsrbenchError
 from asrbench.models.chunked import ChunkedAttention, ChunkStream, attend_cached, causal_convolve
-from asrbench.models.common import Conv2dSubsampling, SinusoidalPositionalEncoding, padding_mask
+from asrbench.models.common import D_MODEL, Conv2dSubsampling, SinusoidalPositionalEncoding, padding_mask
 from asrbench.models.ctc import CTCHead, CTCModel
+from asrbench.schema import ALL_OR_COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, choices
 
 
 @dataclass
@@ -34,6 +36,13 @@ class TransformerConfig:
     streaming: bool = False
     max_train_chunk: int = 25  # streaming: chunks of 1..this many encoder frames in half the batches
     train_left_chunks: int = -1  # streaming: left chunks seen in training; -1 = all
+
+    LIMITS: ClassVar[dict] = {
+        "d_model": D_MODEL, "num_heads": POSITIVE, "num_layers": POSITIVE, "ff_dim": POSITIVE, "dropout": PROBABILITY,
+        "subsample_channels": POSITIVE, "positional": choices("sinusoidal", "conv", "none"),
+        "conv_positional_kernel": POSITIVE, "attention_window": NON_NEGATIVE, "max_train_chunk": POSITIVE,
+        "train_left_chunks": ALL_OR_COUNT,
+    }
 
 
 class Transformer(ChunkedAttention, CTCModel):
