@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +37,56 @@ def is_run_dir(path: Path) -> bool:
 
 def select_runs(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
     """(run dirs, other paths) of a shell glob such as ``runs/an4/*``, which also matches LM dirs
-    and result files. With a single path nothing is set aside: :func:`collect` names it."""
+    and result files. With a single path nothing is set aside: :func:`collect` names it.
+
+    The shell expands the glob, so a glob's match is told from a path the user named by what a glob
+    can give: a path that exists, in the folder of another argument. A path that does not exist (a
+    typo) is an error, and so is one alone in its folder that is not a run dir.
+    """
     paths = [Path(path) for path in paths]
+    for path in paths:
+        if not path.exists():
+            raise AsrbenchError(f"{path}: run dir not found")
     if len(paths) < 2:
         return paths, []
     runs = [path for path in paths if is_run_dir(path)]
     if not runs:
         return paths, []  # collect says what the first one is
-    return runs, [path for path in paths if not is_run_dir(path)]
+    others = [path for path in paths if not is_run_dir(path)]
+    for path in others:
+        if sum(other.parent == path.parent for other in paths) < 2:  # no other match of a glob beside it
+            raise AsrbenchError(f"{path}: not a run dir (no {rundir.CONFIG} or decode/ in it)")
+    return runs, others
+
+
+_CHUNK_TAG = re.compile(r"^chunk(?P<ms>\d+(?:\.\d+)?)(?:-left(?P<left>\d+))?$")
+
+
+def decode_advice(run_dir: Path, name: str) -> str:
+    """The ``asrbench decode`` command that writes ``decode/<name>/`` of a run.
+
+    ``name`` is a split (``test``) or a split and a tag (``test-tuned``: ``--split test --tuned
+    --tag tuned``; ``test-chunk320``: ``--chunk-ms 320``, whose tag is the default). A split's
+    name may hold a '-' only when the run's data dir has that split.
+    """
+    split, _, tag = name.partition("-")
+    if not tag or _has_split(run_dir, name):
+        return f"asrbench decode {run_dir} --split {name}"
+    chunked = _CHUNK_TAG.match(tag)
+    if tag == "tuned":
+        options = "--tuned --tag tuned"
+    elif chunked:
+        options = f"--chunk-ms {chunked['ms']}" + (f" --left-chunks {chunked['left']}" if chunked["left"] else "")
+    else:
+        options = f"--tag {tag}"
+    return f"asrbench decode {run_dir} --split {split} {options}"
+
+
+def _has_split(run_dir: Path, name: str) -> bool:
+    try:
+        return (Path(rundir.read_config(run_dir).data.dir) / f"{name}.jsonl").is_file()
+    except (AsrbenchError, OSError, ValueError, TypeError, AttributeError, KeyError):  # advice only: by the name
+        return False
 
 
 def collect(run_dirs: list[str | Path], split: str = "test", resamples: int = stats.DEFAULT_RESAMPLES,
@@ -73,8 +116,8 @@ def collect(run_dirs: list[str | Path], split: str = "test", resamples: int = st
         if not result_path.is_file():
             decoded = sorted(path.parent.name for path in (run_dir / "decode").glob("*/result.json"))
             have = f"; it has decode results for: {', '.join(decoded)}" if decoded else ""
-            raise AsrbenchError(f"{run_dir}: no decode result for split '{split}' (run `asrbench decode {run_dir} "
-                                f"--split {split}` first{have})")
+            raise AsrbenchError(f"{run_dir}: no decode result for split '{split}' "
+                                f"(run `{decode_advice(run_dir, split)}` first{have})")
         result = rundir.read_json(result_path)
         summary_path = run_dir / rundir.SUMMARY
         summary = rundir.read_json(summary_path) if summary_path.is_file() else {}

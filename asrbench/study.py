@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asrbench import fileio, rundir, scoring, stats
+from asrbench import compare, fileio, rundir, scoring, stats
 from asrbench.data.manifest import read_manifest, split_path
 from asrbench.errors import AsrbenchError
 
@@ -36,8 +36,8 @@ def _decoded(run_dir: Path, split: str) -> tuple[dict, list[dict]]:
     if not run_dir.is_dir():
         raise AsrbenchError(f"{run_dir}: run dir not found")
     if not result_path.is_file():
-        raise AsrbenchError(f"{run_dir}: no decode result for split '{split}' (run `asrbench decode {run_dir} "
-                            f"--split {split}` first)")
+        raise AsrbenchError(f"{run_dir}: no decode result for split '{split}' "
+                            f"(run `{compare.decode_advice(run_dir, split)}` first)")
     path = result_path.parent / "hypotheses.jsonl"
     rows = []
     lines = path.read_text(encoding="utf-8-sig").splitlines() if path.is_file() else []  # -sig: a BOM is no id

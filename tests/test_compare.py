@@ -325,3 +325,42 @@ def test_the_same_ids_with_other_references_are_another_set(tmp_path):
     (second / "decode" / "test" / "hypotheses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(AsrbenchError, match="the same utterance ids with different reference texts"):
         collect([first, second])
+
+
+# --- advice and named paths (issue 28.8) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "command"), [
+    ("test-tuned", "--split test --tuned --tag tuned"),
+    ("test-chunk320", "--split test --chunk-ms 320"),
+    ("test-chunk320-left2", "--split test --chunk-ms 320 --left-chunks 2"),
+    ("dev-beam10", "--split dev --tag beam10"),
+    ("test_other", "--split test_other"),
+])
+def test_the_advice_for_a_missing_decode_is_a_command_that_writes_it(tmp_path, name, command):
+    """Regression (issue 28.8): ``compare --split test-tuned`` advised ``asrbench decode RUN --split
+    test-tuned``, which fails (no such split): a tagged decode dir is ``--split SPLIT --tag TAG``."""
+    run = fake_run(tmp_path, "cnn", 1.0, 10)
+    with pytest.raises(AsrbenchError) as err:
+        collect([run], split=name)
+    assert f"(run `asrbench decode {run} {command}` first" in str(err.value)
+    if "-" in name:  # a decode dir name, not a split
+        assert f"--split {name}" not in str(err.value)
+
+
+def test_a_named_path_that_is_not_a_run_dir_is_an_error(tmp_path, monkeypatch, capsys):
+    """Regression (issue 28.8): a mistyped run path was skipped with a note, exit 0. Only what looks
+    like a glob's match (another argument in the same folder) is set aside; a path that does not
+    exist, or a folder named alone in its own folder, is an error naming it."""
+    runs = [str(fake_run(tmp_path / "runs", "lstm", 12.5, 10)), str(fake_run(tmp_path / "runs", "cnn", 9.0, 10))]
+    typo = tmp_path / "runs" / "cnnn"
+    code, out, err = run_main(monkeypatch, capsys, "compare", *runs, str(typo), "--format", "json")
+    assert (code, out) == (2, "") and err == f"error: {typo}: run dir not found\n"
+    with pytest.raises(AsrbenchError, match=f"^{typo}: run dir not found"):
+        select_runs([typo, *runs])
+    parent = tmp_path / "runs"  # the folder of the runs, named by mistake beside them
+    code, out, err = run_main(monkeypatch, capsys, "compare", *runs, str(parent), "--format", "json")
+    assert code == 2 and err.count("\n") == 1 and f"error: {parent}: not a run dir" in err
+    lm_dir = tmp_path / "runs" / "lm3"  # what `runs/*` also matches: set aside with a note, as before
+    lm_dir.mkdir()
+    assert select_runs([*runs, lm_dir]) == ([Path(r) for r in runs], [lm_dir])

@@ -113,6 +113,9 @@ def test_missing_decodes_and_foreign_hypotheses_are_one_line(tmp_path: Path, mon
     a, _ = _runs(tmp_path)
     code, _, err = run_main(monkeypatch, capsys, "study", "length", str(a), "--split", "dev")
     assert code == 2 and "no decode result for split 'dev'" in err and "Traceback" not in err
+    # Regression (issue 28.8): a tagged decode dir is written by --split SPLIT --tag TAG, not --split SPLIT-TAG.
+    code, _, err = run_main(monkeypatch, capsys, "study", "length", str(a), "--split", "test-tuned")
+    assert code == 2 and f"`asrbench decode {a} --split test --tuned --tag tuned`" in err
     hypotheses = a / "decode" / "test" / "hypotheses.jsonl"
     hypotheses.write_text(hypotheses.read_text() + json.dumps({"id": "other", "ref": "x", "hyp": "x"}) + "\n")
     code, _, err = run_main(monkeypatch, capsys, "study", "length", str(a))
