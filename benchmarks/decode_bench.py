@@ -26,7 +26,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from _common import best_time, figure, record, set_threads
+from _common import best_time, figure, record, set_threads, skipped
 
 from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decoding.searchers import DecodeOptions, ctc_searcher
@@ -94,7 +94,8 @@ def measure(tokenizer: CharTokenizer, emissions: list[torch.Tensor], references:
     try:
         flashlight = ctc_searcher(None, tokenizer, DecodeOptions(beam=beam, backend="flashlight")).search
     except AsrbenchError as err:
-        figures["ctc_beam_vs_flashlight"] = figure(None, 1.0, "x flashlight speed", note=str(err), **details)
+        figures["ctc_beam_vs_flashlight"] = skipped(1.0, "x flashlight speed", f"no flashlight to compare with: {err}",
+                                                    note=str(err), **details)
         return figures
     flashlight_seconds, flashlight_texts = timed(flashlight, tokenizer, by_size[16], count, repeat)
     flashlight_wer = error_rates(references, flashlight_texts).wer

@@ -27,7 +27,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import figure, record  # noqa: E402
+from _common import figure, record, skipped  # noqa: E402
+
+NOT_FIGURES = ("model", "exporter", "utterances", "untrained")  # what measure() reports besides figures
 
 
 def _batches(features, cmvn, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -155,6 +157,28 @@ def measure(run_dir: Path, split: str, repeat: int, speed: bool) -> dict:
     return result
 
 
+def flat_figures(results: dict[str, dict]) -> dict:
+    """The suite's flat figures from :func:`measure` / :func:`measure_untrained` results by run
+    (``untrained`` for the untrained model). One result keeps the figure names; several prefix each
+    with its run's folder name. Each figure names its run, model and exporter. Without a trained run
+    the figures only a trained run gives are skipped figures that say so, not missing ones."""
+    figures = {}
+    for run, result in results.items():
+        about = {"run": run, "model": result.get("model"), "exporter": result.get("exporter")}
+        if "utterances" in result:
+            about["utterances"] = result["utterances"]
+        measured = {key: value for key, value in result.items() if key not in NOT_FIGURES}
+        if run == "untrained":
+            reason = ("no trained CTC run given (run_all passes runs/final/an4/conformer when it exists): parity "
+                      "and speed measured on an untrained model")
+            measured.setdefault("identical_hypotheses", skipped(1.0, "fraction of utterances", reason))
+            measured.setdefault("int8_wer_delta", skipped(0.5, "WER points, int8 - float32", reason, better="lower"))
+        prefix = f"{Path(run).name}_" if len(results) > 1 else ""
+        for key, value in measured.items():
+            figures[prefix + key] = {**value, **about}
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="*", help="trained CTC run dirs (none: an untrained model, speed)")
@@ -164,16 +188,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args()
-    figures = {}
+    results = {}
     if not args.runs:
-        figures["untrained"] = measure_untrained(args.recipe, args.model, args.repeat)
-        print({key: round(value["value"], 6) for key, value in figures["untrained"].items()
-               if isinstance(value, dict) and "value" in value})
+        results["untrained"] = measure_untrained(args.recipe, args.model, args.repeat)
     for run in args.runs:
-        figures[str(run)] = measure(run, args.split, args.repeat, not args.skip_speed)
-        summary = {key: round(value["value"], 6) for key, value in figures[str(run)].items()
-                   if isinstance(value, dict) and "value" in value}
-        print(run, figures[str(run)]["model"], figures[str(run)]["exporter"], summary)
+        results[str(run)] = measure(run, args.split, args.repeat, not args.skip_speed)
+    figures = flat_figures(results)
+    for name, value in figures.items():
+        shown = f"skipped: {value['skipped_reason']}" if value["value"] is None else f"{value['value']:.6g}"
+        print(f"{name} ({value['run']}, {value['model']}): {shown}")
     record("export_bench", figures)
 
 

@@ -195,7 +195,9 @@ def main() -> None:
                                                  processes=result["processes"])
         figures[f"rss_growth_{model}"] = figure(growth, 0.05, "fraction of peak", better="lower",
                                                 epoch_rss_mb=[round(value, 1) for value in rss],
-                                                epochs=result["epochs"])
+                                                epochs=result["epochs"],
+                                                skipped_reason="fewer than 3 epoch ends sampled (the run stopped "
+                                                               "early)")
         print(f"{model}: peak {result['peak_mb']:.0f} MB, RSS at epoch ends "
               f"{', '.join(f'{value:.0f}' for value in rss)} MB, growth "
               f"{'n/a' if growth is None else f'{growth:+.1%}'} ({result['seconds']:.0f} s)", flush=True)

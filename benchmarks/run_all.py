@@ -4,9 +4,11 @@
 
 Each script runs in its own process (so timings and memory do not leak between them), prints
 one JSON line and appends it to ``benchmarks/results/<name>.jsonl``. This collects every figure
-into ``benchmarks/results/latest.json`` — per figure ``value``, ``target``, ``unit``, ``ok`` —
-plus the environment, and prints one rich table. A script that fails is reported as failed (and
-the exit code is 1), the others still run.
+(one shape: ``_common.check_figure``) into ``benchmarks/results/latest.json``, plus the
+environment, and prints one rich table. A figure a script could not measure is skipped: no value,
+its reason in the table and in ``latest.json`` (``skipped`` lists them). A script that fails, or
+whose result is not in that shape, is reported as failed (and the exit code is 1); the others still
+run, and latest.json is written in every case.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import subprocess
 import sys
 import time
 
-from _common import RESULTS, ROOT, environment
+from _common import RESULTS, ROOT, check_figures, environment
+
+from asrbench.errors import excerpt
 
 # name -> script and arguments; sized so that the whole suite takes <= 15 minutes on 2 cores.
 # decode_bench decodes real emissions of the AN4 Conformer when its run dir exists (docs/benchmarks.md),
@@ -80,23 +84,31 @@ def main() -> None:
         raise SystemExit(f"unknown benchmark(s): {', '.join(sorted(unknown))} (valid: {', '.join(SUITE)})")
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(width=140)
-    latest: dict = {"figures": {}, "benchmarks": {}, "environment": environment()}
+    latest: dict = {"figures": {}, "skipped": [], "benchmarks": {}, "environment": environment()}
     failed = False
     for name, command in SUITE.items():
         if (only and name not in only) or name in skip:
             continue
         console.print(f"[bold]{name}[/bold]: {' '.join(command)}")
         line, seconds, error = run(name, command)
+        if not error:
+            try:
+                check_figures(line.get("figures"))
+            except ValueError as err:  # not through _common.record: its figures are not read
+                error = f"malformed result: {err}"
         latest["benchmarks"][name] = {"seconds": seconds, "ok": not error, "error": error or None}
         if error:
             failed = True
-            console.print(f"[red]failed[/red]: {error}")
+            console.print(f"[red]failed[/red]: {error}", soft_wrap=True, highlight=False)
             continue
         for figure_name, figure in line["figures"].items():
             latest["figures"][figure_name] = {"benchmark": name, **figure}
+            if figure["value"] is None:
+                latest["skipped"].append(figure_name)
 
     table = Table(title="asrbench benchmarks")
     for column in ("benchmark", "figure", "value", "target", "unit", "met"):
@@ -105,12 +117,15 @@ def main() -> None:
         value = figure["value"]
         shown = "-" if value is None else f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
         sign = "≥" if figure["better"] == "higher" else "≤"
-        table.add_row(figure["benchmark"], figure_name, shown, f"{sign} {figure['target']:,.3g}", figure["unit"],
-                      "[green]yes[/green]" if figure["ok"] else "[red]no[/red]")
+        met = (f"[yellow]skipped: {escape(figure['skipped_reason'])}[/yellow]" if value is None
+               else "[green]yes[/green]" if figure["ok"] else "[red]no[/red]")
+        table.add_row(figure["benchmark"], figure_name, shown, f"{sign} {figure['target']:,.3g}", figure["unit"], met)
     for name, info in latest["benchmarks"].items():
         if info["error"]:
-            table.add_row(name, "(failed)", "-", "-", "", f"[red]{info['error'][:60]}[/red]")
+            table.add_row(name, "(failed)", "-", "-", "", f"[red]{escape(excerpt(info['error'], 120))}[/red]")
     console.print(table)
+    if latest["skipped"]:
+        console.print(f"{len(latest['skipped'])} figures skipped (not measured here; the reasons above)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(latest, indent=2) + "\n")
     console.print(f"wrote {RESULTS / 'latest.json'}")

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, figure, record
+from _common import ROOT, figure, record, skipped
 
 TORCH_INFO = 'import json, torch; print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda}))'
 
@@ -85,8 +85,9 @@ def main() -> None:
         seconds = time.perf_counter() - start
         if returncode != 0:
             tail = "\n".join(str(output).splitlines()[-20:])
-            figures = {"setup_seconds": figure(None, 180.0, "s", better="lower", returncode=returncode, tail=tail),
-                       "cuda_free": figure(None, 1.0, "1 = no CUDA installed")}
+            reason = f"make setup failed (exit {returncode})"
+            figures = {"setup_seconds": skipped(180.0, "s", reason, better="lower", returncode=returncode, tail=tail),
+                       "cuda_free": skipped(1.0, "1 = no CUDA installed", reason)}
             record("setup_time", figures, extra)
             raise SystemExit(f"make setup failed ({returncode}):\n{tail}")
 

@@ -68,10 +68,9 @@ def main() -> None:
                      f"{latency['first_token_latency_ms_p90']:<7.0f} {latency['final_latency_ms_p50']:6.0f}/"
                      f"{latency['final_latency_ms_p90']:<7.0f} "
                      f"{latency['streamed_equals_chunked_pass']:>8}/{latency['utterances']}")
-    figures["setup"] = {"run": str(args.run), "split": args.split, "threads": args.threads,
-                        "checkpoint": args.checkpoint,
-                        "left_chunks": args.left_chunks, "model": full["model"], "config_hash": full["config_hash"]}
-    record("streaming_latency", figures)
+    setup = {"run": str(args.run), "split": args.split, "threads": args.threads, "checkpoint": args.checkpoint,
+             "left_chunks": args.left_chunks, "model": full["model"], "config_hash": full["config_hash"]}
+    record("streaming_latency", figures, {"setup": setup})
     print(f"full context: WER {full['wer']:.2f}")
     print("\n".join(lines))
 

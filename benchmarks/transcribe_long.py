@@ -29,7 +29,7 @@ import soundfile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import figure, record  # noqa: E402
+from _common import figure, record, skipped  # noqa: E402
 
 
 def concatenate(utterances, sample_rate: int, out: Path) -> float:
@@ -99,7 +99,8 @@ def main() -> None:
                 transcript = next(iter(transcriber.transcribe([long_file])))
                 elapsed = time.perf_counter() - start
             except Exception as err:  # a missing optional VAD: recorded, the others still measured
-                figures[f"long_{vad}"] = {"error": str(err)}
+                figures[f"long_{vad}"] = skipped(2.0, "WER points above the utterances decoded one by one",
+                                                 f"the {vad} VAD could not run: {err}", better="lower")
                 continue
             rates = error_rates([joined], [transcript.text]).to_dict()
             name = f"long_{vad}" + (f"_{margin:g}db" if margin is not None else "") + (
@@ -111,12 +112,13 @@ def main() -> None:
                                    segments=len(transcript.segments),
                                    seconds=elapsed, rtfx=seconds / elapsed, vad=options.to_dict(),
                                    audio_seconds=seconds)
-    figures["setup"] = {"run": str(args.run), "split": args.split, "model": transcriber.model_name,
-                        "decoder": transcriber.searcher.description, "audio_seconds": seconds,
-                        "threads": args.threads}
-    record("transcribe_long", figures)
+    setup = {"run": str(args.run), "split": args.split, "model": transcriber.model_name,
+             "decoder": transcriber.searcher.description, "audio_seconds": seconds, "threads": args.threads}
+    record("transcribe_long", figures, {"setup": setup})
     for name, value in figures.items():
-        if isinstance(value, dict) and "value" in value:
+        if value["value"] is None:
+            print(f"{name}: skipped ({value['skipped_reason']})")
+        else:
             print(f"{name}: {value['value']:.2f} (WER {value.get('wer', value['value']):.2f}, "
                   f"{value.get('segments', '-')} segments)")
 
