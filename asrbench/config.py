@@ -490,6 +490,8 @@ def with_overrides(config: RunConfig, overrides: list[str], where: str = "--set"
 
 def run_config_from_dict(values: dict, where: str) -> RunConfig:
     """Rebuild a RunConfig from a saved run dir or checkpoint."""
+    if not isinstance(values, dict):
+        raise AsrbenchError(f"{where}: not a run config (expected a mapping of sections, got {type(values).__name__})")
     model = values.get("model") or {}
     if not isinstance(model, dict):
         raise AsrbenchError(f"{where}: model: expected a mapping")

@@ -30,7 +30,7 @@ from asrbench.decoding.searchers import (
     ctc_searcher,
     transducer_searcher,
 )
-from asrbench.errors import AsrbenchError
+from asrbench.errors import AsrbenchError, excerpt
 from asrbench.frontend import NumpyFbank
 
 EXPORT_FORMAT = "asrbench-export/1"
@@ -38,14 +38,9 @@ MANIFEST = "manifest.json"
 
 
 def is_export(path: str | Path) -> bool:
-    """Whether ``path`` is a directory ``asrbench export`` wrote."""
-    manifest = Path(path) / MANIFEST
-    if not manifest.is_file():
-        return False
-    try:
-        return json.loads(manifest.read_text()).get("format") == EXPORT_FORMAT
-    except (ValueError, AttributeError):
-        return False
+    """Whether ``path`` is a directory ``asrbench export`` wrote: one with a ``manifest.json`` (a run dir
+    has none), readable or not, so that a damaged manifest is reported as such (:func:`load_export`)."""
+    return (Path(path) / MANIFEST).is_file()
 
 
 class ExportedCTC:
@@ -83,12 +78,26 @@ class _Session:
         if threads > 0:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.path = path
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 - onnxruntime's own exception types: a damaged or foreign file
+            raise AsrbenchError(f"{path}: not a readable ONNX graph ({excerpt(_onnx_reason(err))})") from None
         self.names = [node.name for node in self.session.get_inputs()]
 
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         feed = {name: value.detach().cpu().numpy() for name, value in zip(self.names, inputs, strict=True)}
-        return [torch.from_numpy(output) for output in self.session.run(None, feed)]
+        try:
+            outputs = self.session.run(None, feed)
+        except Exception as err:  # noqa: BLE001 - a graph that loads but is not the one the manifest describes
+            raise AsrbenchError(f"{self.path}: the graph failed ({excerpt(_onnx_reason(err))})") from None
+        return [torch.from_numpy(output) for output in outputs]
+
+
+def _onnx_reason(err: Exception) -> str:
+    """onnxruntime's message without its ``[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Load model from
+    PATH failed:`` preamble (the path is named once, by the caller)."""
+    return str(err).rsplit(" failed:", 1)[-1] if "Load model from" in str(err) else str(err)
 
 
 BLANK = 0
@@ -263,12 +272,14 @@ def load_export(directory: str | Path, threads: int = 0, verify: bool = True) ->
     """Read an export dir; with ``verify``, every file's SHA-256 must match the manifest's."""
     directory = Path(directory)
     manifest_path = directory / MANIFEST
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as err:
-        raise AsrbenchError(f"{manifest_path}: not a readable export manifest ({err})") from None
+    manifest = _read(manifest_path, lambda path: json.loads(path.read_text()))
+    if not isinstance(manifest, dict):
+        raise AsrbenchError(f"{manifest_path}: not an export manifest (expected a JSON object)")
     if manifest.get("format") != EXPORT_FORMAT:
         raise AsrbenchError(f"{manifest_path}: format {manifest.get('format')!r}, expected {EXPORT_FORMAT!r}")
+    for key in ("files", "graphs", "model"):
+        if not isinstance(manifest.get(key), (dict, str)):
+            raise AsrbenchError(f"{manifest_path}: no {key!r} entry (written by `asrbench export`)")
     if verify:
         for name, digest in manifest["files"].items():
             path = directory / name
@@ -276,21 +287,51 @@ def load_export(directory: str | Path, threads: int = 0, verify: bool = True) ->
                 raise AsrbenchError(f"{path}: missing from the export")
             if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
                 raise AsrbenchError(f"{path}: checksum differs from {manifest_path} (damaged or edited)")
-    frontend = json.loads((directory / "frontend.json").read_text())
-    features = FeatureConfig(kind="fbank", sample_rate=frontend["sample_rate"], num_mel_bins=frontend["num_mel_bins"],
-                             frame_length_ms=frontend["frame_length_ms"], frame_shift_ms=frontend["frame_shift_ms"],
-                             dtype=frontend["dtype"])
-    banks = np.load(directory / "mel_banks.npy", allow_pickle=False)
-    cmvn_values = json.loads((directory / "cmvn.json").read_text())
-    cmvn = GlobalCMVN(torch.tensor(cmvn_values["mean"]), torch.tensor(cmvn_values["std"]))
-    tokenizer = tokenizer_from_dict(json.loads((directory / "tokenizer.json").read_text()))
+    features = _read(directory / "frontend.json", _frontend_features)
+    banks = _read(directory / "mel_banks.npy", lambda path: np.load(path, allow_pickle=False))
+    cmvn = _read(directory / "cmvn.json", _cmvn)
+    tokenizer = _read(directory / "tokenizer.json", lambda path: tokenizer_from_dict(json.loads(path.read_text())))
     extractor = _NumpyExtractor(NumpyFbank(features.sample_rate, features.frame_length_ms, features.frame_shift_ms,
                                            banks))
+    try:
+        model = _graphs(directory, manifest, threads)
+    except KeyError as err:
+        raise AsrbenchError(f"{manifest_path}: no {err} entry (written by `asrbench export`)") from None
+    return LoadedExport(manifest["model"], features, tokenizer, cmvn, model, extractor, manifest.get("data_dir"),
+                        manifest)
+
+
+def _graphs(directory: Path, manifest: dict, threads: int) -> ExportedCTC | ExportedTransducer | ExportedAttention:
+    """The runtime model the manifest's ``search`` names, on its graphs."""
     if manifest.get("search") == "transducer":
         model = ExportedTransducer(directory, manifest, threads)
     elif manifest.get("search") == "attention":
         model = ExportedAttention(directory, manifest, threads)
     else:
         model = ExportedCTC(directory / manifest["graphs"]["model"], threads)
-    return LoadedExport(manifest["model"], features, tokenizer, cmvn, model, extractor, manifest.get("data_dir"),
-                        manifest)
+    return model
+
+
+def _read(path: Path, parse):
+    """``parse(path)``; a file that is missing or damaged is one line naming it."""
+    try:
+        return parse(path)
+    except FileNotFoundError:
+        raise AsrbenchError(f"{path}: missing from the export") from None
+    except AsrbenchError as err:
+        raise AsrbenchError(f"{path}: {err}") from None
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+        raise AsrbenchError(f"{path}: damaged or not written by `asrbench export` "
+                            f"({type(err).__name__}: {excerpt(err)})") from None
+
+
+def _frontend_features(path: Path) -> FeatureConfig:
+    values = json.loads(path.read_text())
+    return FeatureConfig(kind="fbank", sample_rate=values["sample_rate"], num_mel_bins=values["num_mel_bins"],
+                         frame_length_ms=values["frame_length_ms"], frame_shift_ms=values["frame_shift_ms"],
+                         dtype=values["dtype"])
+
+
+def _cmvn(path: Path) -> GlobalCMVN:
+    values = json.loads(path.read_text())
+    return GlobalCMVN(torch.tensor(values["mean"]), torch.tensor(values["std"]))

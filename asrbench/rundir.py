@@ -106,18 +106,28 @@ def read_config(run_dir: Path) -> RunConfig:
     path = run_dir / CONFIG
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise AsrbenchError(f"{path}{line}: unreadable run config (invalid YAML: {problem})") from None
+    except (OSError, UnicodeDecodeError) as err:
         raise AsrbenchError(f"{path}: unreadable run config ({err})") from None
+    if values is not None and not isinstance(values, dict):
+        raise AsrbenchError(f"{path}: not a run config (expected a mapping of sections, got {type(values).__name__})")
     return run_config_from_dict(values or {}, str(path))
 
 
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        values = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise AsrbenchError(f"{path}: not found") from None
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise AsrbenchError(f"{path}: unreadable JSON ({err})") from None
+    if not isinstance(values, dict):  # every JSON file asrbench writes holds one object
+        raise AsrbenchError(f"{path}: unreadable JSON (expected an object, got {type(values).__name__})")
+    return values
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

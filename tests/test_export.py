@@ -218,3 +218,66 @@ def test_export_shows_its_progress_graph_by_graph(tone_run, tmp_path, monkeypatc
     export_run(run, tmp_path / "exported", quantize="int8")
     assert bar.unit == "graphs" and bar.total == 2  # model.onnx, then model.int8.onnx
     assert bar.completed == 2 and bar.history == sorted(bar.history) and bar.fields["graph"] == "model.int8.onnx"
+
+
+# --- a damaged export dir: one line naming the file (issue 28.11) ---------------------------------
+
+
+def hand_made_export(root: Path, graph: bytes = b"\x08\x07\x12\x07pytorch") -> Path:
+    """An export dir as `asrbench export` lays it out, written by hand (no training, no export):
+    ``graph`` as model.onnx, every checksum in the manifest matching its file."""
+    import hashlib
+
+    from asrbench.data.tokenizer import CharTokenizer
+
+    out = root / "exported"
+    out.mkdir()
+    config = FeatureConfig(sample_rate=8000, num_mel_bins=23)
+    (out / "model.onnx").write_bytes(graph)
+    np.save(out / "mel_banks.npy", FeatureExtractor(config).banks.to_dense().numpy().astype(np.float32))
+    (out / "frontend.json").write_text(json.dumps({
+        "kind": "fbank", "sample_rate": 8000, "num_mel_bins": 23, "frame_length_ms": 25.0, "frame_shift_ms": 10.0,
+        "dtype": "float16"}))
+    (out / "cmvn.json").write_text(json.dumps({"mean": [0.0] * 23, "std": [1.0] * 23}))
+    (out / "tokenizer.json").write_text(json.dumps(CharTokenizer.build(["yes no"]).to_dict()))
+    files = ["model.onnx", "mel_banks.npy", "frontend.json", "cmvn.json", "tokenizer.json"]
+    (out / "manifest.json").write_text(json.dumps({
+        "format": "asrbench-export/1", "search": "ctc", "graphs": {"model": "model.onnx"}, "model": "cnn",
+        "source_run": "run", "units": "char",
+        "files": {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in files}}))
+    return out
+
+
+def test_a_truncated_graph_with_its_checksum_updated_is_one_line_naming_it(tmp_path, monkeypatch, capsys,
+                                                                           write_audio):
+    """Regression (issue 28.11): a truncated model.onnx whose checksum was updated ended in a 54-line
+    onnxruntime traceback."""
+    out = hand_made_export(tmp_path)
+    with pytest.raises(AsrbenchError, match=rf"^{out / 'model.onnx'}: not a readable ONNX graph \("):
+        load_export(out)
+    audio = write_audio(tmp_path / "a.wav", seconds=1.0, rate=8000)
+    code, _, err = run_main(monkeypatch, capsys, "transcribe", str(out), str(audio))
+    assert code == 2 and err.startswith(f"error: {out / 'model.onnx'}: not a readable ONNX graph")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"format": "asrbench-export/1"}', ""])
+def test_an_export_manifest_that_is_not_json_is_named_not_called_a_run_dir(tmp_path, monkeypatch, capsys,
+                                                                           write_audio, text):
+    """Regression (issue 28.11): a manifest.json that is not JSON made transcribe say "not a run dir"."""
+    out = hand_made_export(tmp_path)
+    (out / "manifest.json").write_text(text)
+    assert is_export(out)  # a folder with a manifest.json is an export dir, readable or not
+    audio = write_audio(tmp_path / "a.wav", seconds=1.0, rate=8000)
+    code, _, err = run_main(monkeypatch, capsys, "transcribe", str(out), str(audio))
+    assert code == 2 and err.startswith(f"error: {out / 'manifest.json'}: "), err
+    assert "not a run dir" not in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name,text", [("frontend.json", "{oops"), ("cmvn.json", "[]"), ("tokenizer.json", "{}"),
+                                       ("mel_banks.npy", "not numpy")])
+def test_a_damaged_file_of_an_unverified_export_names_the_file(tmp_path, name, text):
+    out = hand_made_export(tmp_path)
+    (out / name).write_text(text)
+    with pytest.raises(AsrbenchError, match=rf"^{out / name}: "):
+        load_export(out, verify=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import run_main
 
 from asrbench import rundir
 from asrbench.config import ModelSpec, RunConfig, TrainConfig
@@ -97,3 +98,41 @@ def test_decode_from_another_directory_finds_the_data_dir(tmp_path, monkeypatch,
     monkeypatch.chdir(project)
     code, _, err = run_main(monkeypatch, capsys, "decode", str(old), "--split", "test")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("text", ["just text\n", "[1, 2]\n", "model: cnn\n", "train: [unclosed\n",
+                                  "data: 3\nmodel: {name: cnn}\n"])
+def test_a_damaged_config_yaml_is_one_line_naming_it(tmp_path, monkeypatch, capsys, text):
+    """Regression (issue 28.11): a config.yaml that is YAML but not a mapping (a line of text, a
+    list) ended in an AttributeError traceback (``train --resume``)."""
+    (tmp_path / rundir.CONFIG).write_text(text, encoding="utf-8")
+    with pytest.raises(AsrbenchError, match=rf"^{tmp_path / rundir.CONFIG}(:\d+)?: "):
+        rundir.read_config(tmp_path)
+    code, _, err = run_main(monkeypatch, capsys, "train", "--out", str(tmp_path), "--resume")
+    assert code == 2 and err.startswith(f"error: {tmp_path / rundir.CONFIG}")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80\x02garbage", b"PK\x03\x04truncated zip"])
+def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, monkeypatch, capsys, content):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / rundir.CONFIG).write_text("{}\n", encoding="utf-8")
+    (run_dir / rundir.BEST).write_bytes(content)
+    for command in (["decode", str(run_dir)], ["export", str(run_dir), "--out", str(tmp_path / "x")],
+                    ["transcribe", str(run_dir), str(tmp_path / "a.wav")]):
+        code, _, err = run_main(monkeypatch, capsys, *command)
+        assert code == 2 and err.startswith(f"error: {run_dir / rundir.BEST}: unreadable checkpoint"), (command, err)
+        assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text", ['{"model": "cnn", "wer": ', "[1, 2]", "null"])
+def test_a_damaged_result_json_is_one_line_naming_it(tmp_path, monkeypatch, capsys, text):
+    run_dir = tmp_path / "run"
+    (run_dir / "decode" / "test").mkdir(parents=True)
+    (run_dir / "decode" / "test" / "result.json").write_text(text, encoding="utf-8")
+    for command in (["compare", str(run_dir)], ["report", str(run_dir), "-o", str(tmp_path / "r.html")]):
+        code, _, err = run_main(monkeypatch, capsys, *command)
+        assert code == 2, (command, err)
+        assert err.splitlines()[-1].startswith(f"error: {run_dir / 'decode' / 'test' / 'result.json'}: unreadable")
+        assert "Traceback" not in err
