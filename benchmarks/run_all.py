@@ -125,7 +125,8 @@ def main() -> None:
             table.add_row(name, "(failed)", "-", "-", "", f"[red]{escape(excerpt(info['error'], 120))}[/red]")
     console.print(table)
     if latest["skipped"]:
-        console.print(f"{len(latest['skipped'])} figures skipped (not measured here; the reasons above)")
+        count = len(latest["skipped"])
+        console.print(f"{count} figure{'s' * (count != 1)} skipped (not measured here; the reasons above)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(latest, indent=2) + "\n")
     console.print(f"wrote {RESULTS / 'latest.json'}")
