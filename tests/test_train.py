@@ -577,3 +577,32 @@ def test_tensorboard_events_mirror_the_metrics(recipe: Path, tmp_path: Path):
     plain = tmp_path / "plain"
     train(recipe, "dnn", plain, epochs=1)
     assert not (plain / "tensorboard").exists()  # off by default
+
+
+@pytest.mark.slow
+def test_the_training_bar_ends_at_its_total(recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Issue 28.14: bucketed epochs differ in batch count; the bar neither stops short nor overshoots."""
+    import asrbench.train as trainer
+
+    bars = []
+
+    def recording_bar(*columns, **kwargs):
+        bars.append(trainer_progress(*columns, **kwargs))
+        return bars[-1]
+
+    trainer_progress = trainer.progress_bar
+    monkeypatch.setattr(trainer, "progress_bar", recording_bar)
+    from asrbench.data.batching import BucketBatchSampler
+
+    real_batches = BucketBatchSampler.batches
+
+    def uneven(self, group=1):  # bucketing noise changes an epoch's batch count; here every other epoch
+        batches = real_batches(self, group)
+        return batches[:-1] if self.epoch % 2 else batches
+
+    monkeypatch.setattr(BucketBatchSampler, "batches", uneven)
+    summary = train(recipe, "dnn", tmp_path / "run", epochs=5, seed=1)
+    counts = {row["loop_steps"] for row in rundir.read_metrics(tmp_path / "run")}
+    assert len(counts) > 1  # the case that matters: epochs of different lengths
+    (task,) = bars[0].tasks
+    assert task.completed == task.total == summary["steps"]
