@@ -152,6 +152,12 @@ def _print_summary(fmt: str, markdown_text: str, rows: list[dict], document: dic
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
 
 
+# One text for every time budget (train, bench, study data): what it counts and how to repeat it.
+BUDGET_HELP = ("Training budget in minutes of compute (0 = no budget): on a CPU the training process's CPU time "
+               "over its threads, so other jobs on the machine do not shorten it; on a GPU wall time "
+               "(--set train.budget_clock=wall|compute to choose). train_summary.json's 'repeat' gives "
+               "the --max-steps that replays the run exactly.")
+
 INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C (128 + SIGINT)
 
 
@@ -326,7 +332,7 @@ def train_command(
     set_: List[str] = typer.Option([], "--set", help="Override, e.g. train.lr=1e-3 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run dir's last checkpoint."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Number of epochs."),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Wall-clock training budget."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help=BUDGET_HELP),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda (sets train.device)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Write TensorBoard events to <out>/tensorboard/ "
@@ -509,7 +515,7 @@ def bench_command(
     models: str = typer.Option("all", "--models", help="'all' (every model of the recipe) or a,b,c."),
     seeds: int = typer.Option(1, "--seeds", help="Runs per model (seeds first-seed, first-seed+1, ...)."),
     budget_minutes: Optional[float] = typer.Option(None, "--max-minutes", "--budget-minutes",
-                                                   help="Same training budget for all."),
+                                                   help="The same training budget for all: " + BUDGET_HELP),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Same number of epochs for all."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Sweep dir (default runs/bench/<recipe>); an "
                                        "existing one is resumed."),
@@ -679,7 +685,7 @@ def study_data(
     fractions: str = typer.Option("0.1,0.25,0.5,1.0", "--fractions", help="Shares of train (nested subsets)."),
     seeds: int = typer.Option(1, "--seeds", help="Runs per model and fraction."),
     budget_minutes: Optional[float] = typer.Option(None, "--max-minutes", "--budget-minutes",
-                                                   help="Same training budget for all."),
+                                                   help="The same training budget for all: " + BUDGET_HELP),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Same number of epochs for all."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study dir (default runs/study_data/<recipe>); "
                                        "an existing one is resumed."),
