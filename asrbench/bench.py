@@ -293,7 +293,7 @@ def bench(
     if jobs < 1:
         raise AsrbenchError(f"--jobs must be at least 1, not {jobs}")
     if budget_minutes is not None and epochs is not None:
-        raise AsrbenchError("give --budget-minutes or --epochs, not both")
+        raise AsrbenchError("give --max-minutes or --epochs, not both")
     names = select_models(recipe, models)
     if data_dir is not None:
         require_prepared(data_dir, ("train", *SPLITS), "--data")  # a named data dir is never prepared on the fly

@@ -14,8 +14,12 @@ from asrbench.schema import ALL_OR_COUNT, FINITE, FRACTION, NON_NEGATIVE, POSITI
 
 try:  # typer >= 0.2x vendors click as typer._click; older typer uses click itself
     from typer._click import exceptions as click_exceptions
+    from typer._click.core import ParameterSource
+    from typer._click.globals import get_current_context
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exceptions
+    from click import get_current_context
+    from click.core import ParameterSource
 
 
 def _flags_without_placeholder(params: list) -> list:
@@ -104,6 +108,16 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for 
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
+
+
+def _ignored(reason: str, *names: str) -> None:
+    """Options (parameter names) that mean nothing here: typed on the command line, each is an error
+    naming it and ``reason`` ("only applies with --stream"), never a silent no-op. Defaults pass."""
+    ctx = get_current_context()
+    params = {param.name: param for param in ctx.command.params}
+    for name in names:
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+            _fail(f"{'/'.join([*params[name].opts, *params[name].secondary_opts])} {reason}")
 
 
 def _threads(threads: int) -> None:
@@ -393,6 +407,12 @@ def decode_command(
              "backend": backend}
     explicit = {key for key, value in given.items() if value is not None}
     values = {key: value for key, value in given.items() if value is not None}
+    if not lm and not tuned:  # with --tuned, decode checks that the tuned values hold an LM
+        _ignored("only applies with --lm", "lm_weight")
+    if not tuned and (beam or 1) == 1 and not lm and not lexicon:
+        _ignored("only applies to beam search (--beam N above 1, --lm or --lexicon)", "backend", "word_bonus")
+    if not chunk_ms:
+        _ignored("only applies with --chunk-ms", "left_chunks")
     if lm and lm_weight is None:
         values["lm_weight"] = 0.5  # --tuned replaces it with the tuned weight
     result = decode(run_dir, split, data, device, checkpoint=checkpoint, options=DecodeOptions(**values), tag=tag,
@@ -417,6 +437,22 @@ def decode_command(
                       f"pass for {latency['streamed_equals_chunked_pass']}/{latency['utterances']}", soft_wrap=True)
 
 
+def _transcribe_combinations(stream: bool, vad: str, lm: bool) -> None:
+    """transcribe's options that apply only with another: chunks and endpoints to --stream, the VAD's
+    to whole-file decoding (its energy margin to --vad energy), the LM weight to an LM."""
+    if not stream:
+        _ignored("only applies with --stream", "chunk_ms", "left_chunks", "endpoint_silence", "partials")
+    else:
+        _ignored("does not apply with --stream (a stream ends its segments at endpoints: --endpoint-silence, "
+                 "--max-segment)", "vad", "min_silence", "vad_pad", "energy_margin")
+    if vad == "none":
+        _ignored("does not apply with --vad none (fixed pieces of --max-segment seconds)", "min_silence", "vad_pad")
+    if vad != "energy":
+        _ignored(f"only applies with --vad energy (not --vad {vad})", "energy_margin")
+    if not lm:
+        _ignored("only applies with --lm", "lm_weight")
+
+
 @_command(app, "transcribe")
 def transcribe_command(
     model: Path = typer.Argument(..., help="Run dir from `asrbench train`, or a dir from `asrbench export`."),
@@ -424,8 +460,9 @@ def transcribe_command(
                                       "stdin)."),
     fmt: str = typer.Option("text", "--format", "-f", help="text (path, tab, transcript) | jsonl (segments, words, "
                             "times, confidences) | srt | vtt"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", "--output", help="Output file (text, jsonl) or "
-                                       "directory (srt, vtt); default stdout."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", "--output", help="Output file (text, jsonl); srt, vtt: "
+                                       "the file itself when one audio file is given and -o ends in .srt / .vtt, "
+                                       "else a directory of one file per input. Default: stdout."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an output that is already there (without "
                                    "it: refused; an interrupted run's -o FILE.partial is resumed)."),
     vad: str = typer.Option("energy", "--vad", help="Splitting of long files at pauses: energy | silero (the vad "
@@ -466,6 +503,7 @@ def transcribe_command(
     given = {"beam": beam, "mode": mode, "lm": lm, "lm_weight": lm_weight, "word_bonus": word_bonus,
              "lexicon": lexicon}
     values = {key: value for key, value in given.items() if value is not None}
+    _transcribe_combinations(stream, vad, bool(lm) or tuned)
     if lm and lm_weight is None:
         values["lm_weight"] = 0.5
     if out is not None and out.is_file() and not out.with_name(out.name + ".partial").exists():
@@ -573,6 +611,8 @@ def tune_command(
                 _fail(f"{name} {text}: each value {limit.problem(value)}")
         return values
 
+    if not lm:
+        _ignored("only applies with --lm", "lm_weights")
     _threads(threads)
     result = tune(run_dir, split, lm, numbers(beams, int, "--beams", POSITIVE),
                   numbers(lm_weights, float, "--lm-weights", NON_NEGATIVE),

@@ -185,6 +185,8 @@ def resolve_options(run_dir: Path, options: DecodeOptions, explicit: set[str], u
             console.print(f"[yellow]note[/yellow]: {TUNED} was tuned with LM {tuned_lm}; its other values are used "
                           f"with --lm {options.lm or 'none'}")
     merged = DecodeOptions(**{**options.to_dict(), **values})
+    if "lm_weight" in explicit and not merged.lm:
+        raise AsrbenchError(f"--lm-weight only applies with --lm ({run_dir / TUNED} has no LM)")
     return merged, {"file": str(run_dir / TUNED), "split": tuned.get("split"), "values": values}
 
 

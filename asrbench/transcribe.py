@@ -329,6 +329,12 @@ def _done_paths(partial: Path, fmt: str) -> dict[str, str]:
     return done
 
 
+def subtitle_file(out: Path, inputs: int, fmt: str) -> bool:
+    """Whether ``-o out`` names the subtitle file itself: one input, and ``out`` ends in the format's
+    suffix (``-f srt -o talk.srt``); otherwise it is a directory of one file per input."""
+    return inputs == 1 and out.suffix.lower() == f".{fmt}" and not out.is_dir()
+
+
 def _subtitle_paths(paths: list[Path], out: Path, fmt: str) -> dict[Path, Path]:
     """Where each input's subtitle file goes in ``out``: its stem, numbered when stems repeat."""
     taken: Counter = Counter()
@@ -347,7 +353,8 @@ def transcribe_files(transcriber: Transcriber, inputs: list[str], fmt: str = "te
     ``text``/``jsonl`` go to ``out`` (a file) or ``stdout``; a file is written line by line to
     ``<out>.partial`` and renamed when all are done, so a killed run keeps what it finished and
     the same command resumes it (files already in the ``.partial`` are not redone). ``srt``/``vtt``
-    write one file per input into ``out`` (a directory; stdout when one file and no ``out``). Without
+    write one file per input into ``out`` (a directory; stdout when one file and no ``out``), or, for
+    one input and an ``out`` with the format's suffix, ``out`` itself (:func:`subtitle_file`). Without
     ``overwrite``, subtitle files already in ``out`` are refused (the command line's rule).
     """
     if fmt not in FORMATS:
@@ -369,9 +376,13 @@ def transcribe_files(transcriber: Transcriber, inputs: list[str], fmt: str = "te
     todo = [path for path in paths if str(path) not in done]
     counts["resumed"] = len(paths) - len(todo)
     if subtitles and out is not None:
-        where = _subtitle_paths(paths, out, fmt)
+        if subtitle_file(out, len(paths), fmt):
+            where = {paths[0]: out}
+            out.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            where = _subtitle_paths(paths, out, fmt)
+            out.mkdir(parents=True, exist_ok=True)
         fileio.refuse_to_replace(where.values(), overwrite)
-        out.mkdir(parents=True, exist_ok=True)
     handle = None
     if partial is not None:
         partial.parent.mkdir(parents=True, exist_ok=True)

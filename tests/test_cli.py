@@ -401,3 +401,75 @@ def _numeric_options() -> list:
 @pytest.mark.parametrize(("command", "name"), _numeric_options())
 def test_every_numeric_option_has_a_range(command, name):
     assert cli.option_limit(command, name) is not None, f"asrbench {command}: no range for {name}"
+
+
+# --- options that mean something only with another (issue 28.12) ------------------------------
+
+TRANSCRIBE = ["transcribe", "run", "a.wav"]
+IGNORED = [
+    (TRANSCRIBE + ["--chunk-ms", "640"], "--chunk-ms only applies with --stream"),
+    (TRANSCRIBE + ["--left-chunks", "2"], "--left-chunks only applies with --stream"),
+    (TRANSCRIBE + ["--endpoint-silence", "0.5"], "--endpoint-silence only applies with --stream"),
+    (TRANSCRIBE + ["--no-partials"], "--partials/--no-partials only applies with --stream"),
+    (TRANSCRIBE + ["--stream", "--vad-pad", "0.2"], "--vad-pad does not apply with --stream"),
+    (TRANSCRIBE + ["--stream", "--vad", "silero"], "--vad does not apply with --stream"),
+    (TRANSCRIBE + ["--vad", "silero", "--energy-margin", "10"], "--energy-margin only applies with --vad energy"),
+    (TRANSCRIBE + ["--vad", "none", "--min-silence", "0.5"], "--min-silence does not apply with --vad none"),
+    (TRANSCRIBE + ["--lm-weight", "0.3"], "--lm-weight only applies with --lm"),
+    (["decode", "run", "--lm-weight", "0.3"], "--lm-weight only applies with --lm"),
+    (["decode", "run", "--left-chunks", "2"], "--left-chunks only applies with --chunk-ms"),
+    (["decode", "run", "--backend", "flashlight"], "--backend only applies to beam search"),
+    (["decode", "run", "--word-bonus", "1"], "--word-bonus only applies to beam search"),
+    (["tune", "run", "--lm-weights", "0.5,1"], "--lm-weights only applies with --lm"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), IGNORED, ids=[" ".join(args[:1] + args[3:]) for args, _ in IGNORED])
+def test_an_option_without_the_one_it_needs_is_an_error_naming_both(monkeypatch, capsys, tmp_path, args, message):
+    """Regression (issue 28.12): ``transcribe --chunk-ms`` without ``--stream`` and ``decode --lm-weight``
+    without ``--lm`` were silently ignored."""
+    monkeypatch.chdir(tmp_path)
+    fake_run_dir(tmp_path)
+    code, out, err = run_main(monkeypatch, capsys, *args)
+    assert code == 2, (out, err)
+    assert err == f"error: {message}" + err[len(f"error: {message}"):] and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("args", [
+    ["decode", "run", "--lm-weight", "0.3", "--lm", "lm"],
+    ["decode", "run", "--chunk-ms", "320", "--left-chunks", "2"],
+    ["decode", "run", "--beam", "4", "--backend", "flashlight", "--word-bonus", "1"],
+    ["decode", "run", "--lexicon", "train", "--word-bonus", "1"],
+    TRANSCRIBE + ["--stream", "--chunk-ms", "640", "--left-chunks", "2", "--no-partials"],
+    TRANSCRIBE + ["--vad", "silero", "--min-silence", "0.5"],
+    TRANSCRIBE + ["--energy-margin", "12", "--vad-pad", "0.3"],
+])
+def test_an_option_with_the_one_it_needs_gets_past_the_check(monkeypatch, capsys, tmp_path, args):
+    monkeypatch.chdir(tmp_path)
+    fake_run_dir(tmp_path)
+    code, _, err = run_main(monkeypatch, capsys, *args)
+    assert "only applies" not in err and "does not apply" not in err
+    assert "unreadable checkpoint" in err  # it got as far as loading the (fake) model
+
+
+def test_lm_weight_with_tuned_values_that_have_no_lm_is_an_error(tmp_path):
+    """``decode --tuned --lm-weight W``: the weight applies to the tuned LM; without one it means nothing."""
+    from asrbench.decode import resolve_options
+    from asrbench.decoding.searchers import DecodeOptions
+
+    (tmp_path / "tuned.json").write_text(json.dumps({"split": "dev", "options": {"beam": 4}}), encoding="utf-8")
+    with pytest.raises(AsrbenchError, match=r"^--lm-weight only applies with --lm \(.*tuned.json has no LM\)"):
+        resolve_options(tmp_path, DecodeOptions(lm_weight=0.3), {"lm_weight"}, use_tuned=True)
+    (tmp_path / "tuned.json").write_text(json.dumps({"split": "dev", "options": {"beam": 4, "lm": "lm",
+                                                                                 "lm_weight": 0.5}}))
+    options, _ = resolve_options(tmp_path, DecodeOptions(lm_weight=0.3), {"lm_weight"}, use_tuned=True)
+    assert options.lm == "lm" and options.lm_weight == 0.3
+
+
+@pytest.mark.parametrize("command", [["train"], ["bench"], ["study", "data"]])
+def test_max_minutes_says_that_zero_is_no_budget(command):
+    group = typer.main.get_command(app)
+    for name in command:
+        group = group.commands[name]
+    option = next(param for param in group.params if "--max-minutes" in param.opts)
+    assert "0 = no budget" in option.help, option.help
