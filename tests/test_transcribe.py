@@ -203,4 +203,4 @@ def test_the_vad_options_reach_the_detector_and_default_to_the_dev_choice(traine
     assert code == 0, err
     assert json.loads(out.read_text().splitlines()[0])["vad"] == VadOptions().to_dict()
     code, _, err = run_main(monkeypatch, capsys, "transcribe", str(run), str(path), "--vad-pad", "-1")
-    assert code == 2 and "pad must not be negative" in err
+    assert code == 2 and "'--vad-pad': must not be negative" in err  # checked as the option is parsed
