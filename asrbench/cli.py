@@ -100,8 +100,18 @@ app.add_typer(data_app, name="data")
 _state = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from asrbench.version import version_line
+
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
 @app.callback()
-def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+         version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                      help="Print the version and the git commit, then exit.")) -> None:
     _state["debug"] = debug
 
 
@@ -337,11 +347,30 @@ def models_command() -> None:
     Console().print(table)
 
 
+@_command(app, "recipes")
+def recipes_command() -> None:
+    """List the bundled recipes (`asrbench train NAME --model M` trains one): corpus, models, description."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from asrbench.recipes import FOLDER, summaries
+
+    table = Table(title=f"bundled recipes ({FOLDER})", caption="A path to your own YAML works wherever a name does; "
+                  "copy one of these to start it.")
+    for header in ("name", "corpus", "models", "description"):
+        table.add_column(header)
+    for row in summaries():
+        table.add_row(row.name, row.corpus or "-", ", ".join(row.models), row.description)
+    Console().print(table)
+
+
 @_command(app, "train")
 def train_command(
-    recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (not needed with --resume)."),
+    recipe: Optional[Path] = typer.Argument(None, help="Recipe: a bundled one's name (`asrbench recipes`) or a "
+                                            "YAML path (not needed with --resume)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model name (see `asrbench models`)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run dir (one that holds a run is refused: --resume it)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run dir (one that holds a run is refused: --resume "
+                                       "it); default runs/<recipe>/<model> for a new run."),
     data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (overrides data.dir)."),
     set_: List[str] = typer.Option([], "--set", help="Override, e.g. train.lr=1e-3 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run dir's last checkpoint."),
@@ -361,6 +390,12 @@ def train_command(
     if tensorboard:
         overrides.append("train.tensorboard=true")
     overrides = _train_threads(overrides, threads)
+    if out is None:
+        if resume:
+            _fail("--resume needs the run dir: --out DIR")
+        if recipe is None or model is None:
+            _fail("a recipe and --model are needed to start a new run")
+        out = Path("runs") / Path(recipe).name.removesuffix(".yaml").removesuffix(".yml") / model
     try:
         train(recipe, model, out, data, overrides, resume, epochs, max_minutes, seed)
     except KeyboardInterrupt:

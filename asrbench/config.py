@@ -1,6 +1,6 @@
 """Recipe configuration: dataclasses validated against YAML, with dotted ``--set`` overrides.
 
-A recipe (``recipes/*.yaml``) has shared sections (``data``, ``features``, ``augment``,
+A recipe (``asrbench/recipes/*.yaml``, or any file) has shared sections (``data``, ``features``, ``augment``,
 ``tokenizer``, ``train``) and a ``models`` section with one entry per architecture. An entry
 holds the model's constructor options and, under ``train``, overrides of the shared training
 options for that model. Resolving a recipe for one model gives a :class:`RunConfig`, the
@@ -25,6 +25,7 @@ import yaml
 
 from asrbench.data.tokenizer import TOKENIZERS
 from asrbench.errors import AsrbenchError, did_you_mean
+from asrbench.recipes import bundled, find_recipe
 from asrbench.schema import (
     FRACTION,
     NON_NEGATIVE,
@@ -335,9 +336,12 @@ _RecipeLoader.add_implicit_resolver(
 
 
 def load_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise AsrbenchError(f"{path}: recipe not found")
+    """A recipe: a file, or a bundled recipe named (``an4``, ``an4.yaml``; see :mod:`asrbench.recipes`)."""
+    found = find_recipe(path)
+    if found is None:
+        raise AsrbenchError(f"{path}: recipe not found (a path, or a bundled recipe: {', '.join(bundled())}; "
+                            "`asrbench recipes` lists them)")
+    path = found
     try:
         data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_RecipeLoader)  # noqa: S506 - safe loader
     except yaml.YAMLError as err:

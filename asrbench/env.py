@@ -6,28 +6,13 @@ import ctypes
 import ctypes.util
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 import torch
 
 import asrbench
 from asrbench.errors import AsrbenchError
-
-
-def git_commit() -> str | None:
-    """Commit of the asrbench checkout, or None when installed from a wheel."""
-    root = Path(asrbench.__file__).resolve().parent.parent
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = result.stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                           capture_output=True, text=True, timeout=5).stdout.strip()
-    return commit + ("-dirty" if dirty else "")
+from asrbench.version import git_commit  # noqa: F401 - re-exported: export.py records it
 
 
 def cpu_name() -> str:

@@ -15,11 +15,23 @@ from asrbench.errors import AsrbenchError
 FILES = ("wer_vs_params.png", "wer_vs_rtfx.png", "learning_curves.png")  # what write_plots writes
 
 
+INSTALL = "pip install 'asrbench[plot]'"
+
+
+def available() -> bool:
+    """Whether matplotlib (the plot extra) is installed: without it a report leaves its plots out."""
+    try:
+        import matplotlib  # noqa: F401 - only asked whether it imports
+    except ImportError:
+        return False
+    return True
+
+
 def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise AsrbenchError("plots need matplotlib: pip install 'asrbench[plot]'") from None
+        raise AsrbenchError(f"plots need matplotlib: {INSTALL}") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

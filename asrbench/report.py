@@ -13,6 +13,9 @@ It holds:
   alignment (substitutions, deletions, insertions coloured), an audio player and the CTC
   posteriorgram of that utterance (the CTC branch for hybrid and transducer models).
 
+The plots and posteriorgrams need matplotlib (the ``plot`` extra); without it the page is still
+written, with the tables, the breakdowns and the error browser, and a note where the plots go.
+
 Every text that comes from files (transcripts, hypotheses, ids, speakers, paths, study values)
 is HTML-escaped where it is written, and none goes into a script: the page's one script only
 sorts tables and reads nothing but cell text and ``data-v`` attributes.
@@ -35,13 +38,14 @@ import numpy as np
 import soundfile
 import torch
 
-from asrbench import compare, fileio, rundir, scoring, study
+from asrbench import compare, fileio, plots, rundir, scoring, study
 from asrbench.data.audio import load_audio
 from asrbench.data.manifest import read_manifest, split_path
 from asrbench.errors import AsrbenchError
-from asrbench.progress import progress_bar
+from asrbench.progress import console, progress_bar
 
 MAX_CLIP_SECONDS = 20.0  # a longer utterance's clip is cut (the page says so)
+PLOTS_LEFT_OUT = f"plots left out: matplotlib is not installed ({plots.INSTALL})"
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;
@@ -162,6 +166,8 @@ def comparison_section(rows: list[dict]) -> str:
 def plots_section(rows: list[dict], scratch: Path) -> str:
     from asrbench.plots import write_plots  # matplotlib (the plot extra) only when a report is made
 
+    if not plots.available():
+        return f'<h2>Pareto plots and learning curves</h2><p class="muted">{esc(PLOTS_LEFT_OUT)}.</p>'
     images = [image(path.read_bytes(), path.stem.replace("_", " "), "wide" if path.stem == "learning_curves" else "")
               for path in write_plots(rows, scratch)]
     return '<h2>Pareto plots and learning curves</h2><div class="plots">' + "".join(images) + "</div>"
@@ -170,7 +176,8 @@ def plots_section(rows: list[dict], scratch: Path) -> str:
 def length_section(run_dirs: list[Path], split: str, scratch: Path) -> str:
     found = study.length_study(run_dirs, split)
     parts = ['<h2 id="breakdowns">By utterance length, reference words and speaker</h2>']
-    parts.append(image(study.plot_length(found, scratch / "wer_by_duration.png").read_bytes(), "WER by duration"))
+    if plots.available():
+        parts.append(image(study.plot_length(found, scratch / "wer_by_duration.png").read_bytes(), "WER by duration"))
     titles = {"duration": "duration", "words": "reference words", "speaker": "speaker"}
     for axis, title in titles.items():
         rows = [row for row in found["rows"] if row["axis"] == axis]
@@ -286,6 +293,7 @@ def error_browser(run_dir: Path, split: str, worst: int, link_audio: bool, progr
     parts = [f"<details><summary>{esc(run_dir)} ({esc(result.get('model'))}): {len(ranked)} worst of "
              f"{len(scores)} utterances</summary>"]
     given = {row["id"]: row["speaker"] for row in rows}  # the decode's copy of the manifest's speaker
+    drawn = plots.available()  # posteriorgrams need the plot extra
     progress()
     for score in ranked:
         utt = utterances.get(score.id)
@@ -297,9 +305,9 @@ def error_browser(run_dir: Path, split: str, worst: int, link_audio: bool, progr
             span = utt.duration if utt.offset else None
             waveform = load_audio(utt.audio, rate, utt.offset, span)
             media = _audio_tag(utt, waveform.numpy(), rate, link_audio)
-            png = posteriorgram(loaded, waveform, extractor) if loaded is not None else None
+            png = posteriorgram(loaded, waveform, extractor) if loaded is not None and drawn else None
             gram = (image(png, f"CTC posteriorgram of {score.id}") if png is not None
-                    else '<p class="muted">no CTC posteriorgram for this model</p>')
+                    else "" if not drawn else '<p class="muted">no CTC posteriorgram for this model</p>')
         who = f"speaker {esc(speaker)}, " if speaker else ""
         parts.append(
             f'<div class="utt"><header>{esc(score.id)} <span class="muted">{who}'
@@ -370,6 +378,9 @@ def build_report(inputs: list[str | Path], split: str = "test", worst: int = 10,
     if not run_dirs and not studies:
         raise AsrbenchError("give at least one run dir or study dir")
     sections = []
+    if not plots.available():
+        console.print(f"[yellow]note[/yellow]: {PLOTS_LEFT_OUT}; the tables and the error browser are complete",
+                      soft_wrap=True)
     # The bar's steps: the comparison, its plots, the length breakdown, each study, and per run its
     # scoring (with its model loaded) and each of its worst utterances (audio, posteriorgram).
     before_errors = 3 * bool(run_dirs) + len(studies)

@@ -46,33 +46,79 @@ def close_inherited_locks() -> None:
 def lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on the run dir; a second holder fails at once with a clear error.
 
-    ``flock`` locks die with their process, so a killed training never leaves a stale lock.
+    ``flock`` locks die with their process, so a killed training never leaves a stale lock. The
+    ``.lock`` file goes when the lock is released, and so does a run dir this call created that is
+    still empty then: a start that fails leaves nothing behind (issue 28.16).
     """
     try:
         import fcntl
     except ImportError:  # not POSIX: no locking
         yield
         return
+    created = _first_missing(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / LOCK, "a+")  # noqa: SIM115 - held for the whole block
+    handle = _acquire(run_dir / LOCK, fcntl)
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip()
-            raise AsrbenchError(f"{run_dir}: another asrbench process is training here"
-                                f"{f' (pid {holder})' if holder else ''}; wait for it or use another --out") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
         _held_locks.append(handle)
         yield
     finally:
         if handle in _held_locks:
             _held_locks.remove(handle)
+        try:
+            (run_dir / LOCK).unlink(missing_ok=True)  # while still held: see _acquire
+        finally:
+            handle.close()
+        if created is not None:
+            _remove_empty(run_dir, created)
+
+
+def _acquire(path: Path, fcntl):
+    """The open, locked ``.lock`` file; the holder's pid is written into it."""
+    while True:
+        handle = open(path, "a+")  # noqa: SIM115 - held until the lock is released
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            handle.close()
+            raise AsrbenchError(f"{path.parent}: another asrbench process is training here"
+                                f"{f' (pid {holder})' if holder else ''}; wait for it or use another --out") from None
+        # A holder releasing as we opened the file has removed it: our lock is then on a file nobody else
+        # sees, so open the one at the path again.
+        try:
+            same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
         handle.close()
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost of ``path`` and its parents that does not exist yet (None: ``path`` exists)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_empty(path: Path, top: Path) -> None:
+    """Remove ``path`` and its parents up to ``top`` while they are empty."""
+    for folder in (path, *path.parents):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (the run wrote something), or gone
+            return
+        if folder == top:
+            return
 
 
 def require_run_dir(run_dir: str | Path) -> Path:

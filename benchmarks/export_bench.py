@@ -1,7 +1,7 @@
 """Exported models against their PyTorch runs: parity on a test split, int8 accuracy, speed.
 
     python benchmarks/export_bench.py RUN [RUN ...] [--split test] [--repeat 3] [--skip-speed]
-    python benchmarks/export_bench.py [--recipe recipes/an4.yaml --model conformer]   # untrained: speed
+    python benchmarks/export_bench.py [--recipe asrbench/recipes/an4.yaml --model conformer]   # untrained: speed
 
 For each run (a CTC model): ``asrbench export`` with ``--quantize int8`` into a scratch dir, then
 on every utterance of the split (features from the run's store, batched as ``decode`` batches):
@@ -182,7 +182,7 @@ def flat_figures(results: dict[str, dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="*", help="trained CTC run dirs (none: an untrained model, speed)")
-    parser.add_argument("--recipe", default="recipes/an4.yaml", help="without runs: the recipe of the model")
+    parser.add_argument("--recipe", default="asrbench/recipes/an4.yaml", help="without runs: the recipe of the model")
     parser.add_argument("--model", default="conformer", help="without runs: the model to time")
     parser.add_argument("--split", default="test")
     parser.add_argument("--repeat", type=int, default=3)

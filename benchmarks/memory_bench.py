@@ -1,6 +1,6 @@
 """Peak resident memory of training, per architecture, and a leak check across epochs.
 
-    python benchmarks/memory_bench.py [--recipe recipes/an4.yaml] [--models dnn,cnn,...] [--epochs 5]
+    python benchmarks/memory_bench.py [--recipe asrbench/recipes/an4.yaml] [--models dnn,cnn,...] [--epochs 5]
                                       [--threads 1] [--max-utterances N] [--data DIR] [--keep]
 
 Each model trains in a fresh ``python -m asrbench train`` process (CPU, ``--threads`` torch
@@ -157,7 +157,7 @@ def measure(args: argparse.Namespace, model: str, data_dir: str | None, environm
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", type=Path, default=Path("recipes/an4.yaml"))
+    parser.add_argument("--recipe", type=Path, default=Path("asrbench/recipes/an4.yaml"))
     parser.add_argument("--models", default=CTC_MODELS, help="Comma-separated model names.")
     parser.add_argument("--epochs", type=int, default=5, help="At least 3, so growth spans two epoch ends.")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each training process.")

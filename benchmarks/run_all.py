@@ -30,15 +30,16 @@ AN4_RUN = ROOT / "runs" / "final" / "an4" / "conformer"
 # transducer_bench decodes with the trained AN4 conformer_transducer when its run dir exists, with the
 # untrained model otherwise (its decoding figures then say "untrained model").
 AN4_TRANSDUCER_RUN = ROOT / "runs" / "final" / "an4" / "conformer_transducer"
+AN4_RECIPE = "asrbench/recipes/an4.yaml"
 SUITE: dict[str, list[str]] = {
     "bootstrap_speed": ["bootstrap_speed.py"],
     "feature_speed": ["feature_speed.py", "--data", "data/an4"],
-    "trainer_bench": ["trainer_bench.py", "--recipe", "recipes/an4.yaml", "--steps", "30", "--repeat", "2"],
+    "trainer_bench": ["trainer_bench.py", "--recipe", AN4_RECIPE, "--steps", "30", "--repeat", "2"],
     "decode_bench": ["decode_bench.py", "--threads", "1"] + (["--run", str(AN4_RUN)] if AN4_RUN.is_dir() else []),
-    "transducer_bench": ["transducer_bench.py", "--recipe", "recipes/an4.yaml", "--batches", "10", "--repeat", "2"]
+    "transducer_bench": ["transducer_bench.py", "--recipe", AN4_RECIPE, "--batches", "10", "--repeat", "2"]
     + (["--run", str(AN4_TRANSDUCER_RUN)] if AN4_TRANSDUCER_RUN.is_dir() else []),
-    "memory_bench": ["memory_bench.py", "--recipe", "recipes/an4.yaml", "--max-utterances", "100", "--epochs", "5"],
-    "ddp_bench": ["ddp_bench.py", "--recipe", "recipes/an4.yaml", "--model", "cnn", "--batches", "40"],
+    "memory_bench": ["memory_bench.py", "--recipe", AN4_RECIPE, "--max-utterances", "100", "--epochs", "5"],
+    "ddp_bench": ["ddp_bench.py", "--recipe", AN4_RECIPE, "--model", "cnn", "--batches", "40"],
     "setup_time": ["setup_time.py"],
     # onnxruntime against PyTorch eager (speed), and with the trained AN4 Conformer parity on AN4 test too.
     "export_bench": ["export_bench.py", "--repeat", "2"] + ([str(AN4_RUN)] if AN4_RUN.is_dir() else []),

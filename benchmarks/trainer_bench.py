@@ -1,6 +1,6 @@
 """Trainer overhead, compute utilisation and padding waste, per architecture, on a real recipe.
 
-    python benchmarks/trainer_bench.py [--recipe recipes/an4.yaml] [--models dnn,cnn,...] [--steps 30] [--repeat 2]
+    python benchmarks/trainer_bench.py [--recipe an4] [--models dnn,cnn,...] [--steps 30] [--repeat 2]
 
 For each model, in this process, side by side:
 
@@ -79,7 +79,7 @@ def bare_run(config, vocab: int, collated: list) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="recipes/an4.yaml")
+    parser.add_argument("--recipe", default="asrbench/recipes/an4.yaml")
     parser.add_argument("--models", default="dnn,cnn,lstm,gru,crdnn,transformer,conformer")
     parser.add_argument("--flops-models", default="transformer,conformer")
     parser.add_argument("--steps", type=int, default=30)

@@ -1,6 +1,6 @@
 """Transducer (RNN-T) cost on AN4: the loss against the encoder, a training step's memory, decoding speed.
 
-    python benchmarks/transducer_bench.py [--recipe recipes/an4.yaml] [--model conformer_transducer]
+    python benchmarks/transducer_bench.py [--recipe asrbench/recipes/an4.yaml] [--model conformer_transducer]
                                           [--run RUN_DIR] [--batches 10] [--threads 2] [--repeat 3]
                                           [--split test] [--max-utterances N]
     python benchmarks/transducer_bench.py --batches 2 --repeat 1 --threads 1     # a quick check
@@ -246,7 +246,7 @@ def print_table(figures: dict[str, dict], title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", default="recipes/an4.yaml")
+    parser.add_argument("--recipe", default="asrbench/recipes/an4.yaml")
     parser.add_argument("--model", default="conformer_transducer")
     parser.add_argument("--run", type=Path, help="Trained run dir of a transducer: its best checkpoint decodes "
                                                  "(else the untrained model does).")

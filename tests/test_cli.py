@@ -21,7 +21,7 @@ from asrbench.compare import collect
 from asrbench.errors import AsrbenchError
 from asrbench.models import MODELS, build_model, count_parameters, default_options
 
-RECIPE = Path(__file__).parents[1] / "recipes" / "yesno.yaml"
+RECIPE = Path(__file__).parents[1] / "asrbench" / "recipes" / "yesno.yaml"
 
 runner = CliRunner()
 

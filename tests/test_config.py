@@ -28,7 +28,7 @@ from asrbench.errors import AsrbenchError
 from asrbench.models import MODELS, build_model, count_parameters, default_options
 from asrbench.schema import field_limits
 
-RECIPES_DIR = Path(__file__).parents[1] / "recipes"
+RECIPES_DIR = Path(__file__).parents[1] / "asrbench" / "recipes"
 
 RECIPE = """\
 data:
@@ -310,7 +310,7 @@ def test_override_with_wrong_type_names_the_key(tmp_path):
 
 def test_override_errors_name_the_set_argument_not_the_recipe(tmp_path):
     """Regression (issue 15.8): ``--set train.lr=abc`` blamed the recipe file
-    (``recipes/yesno.yaml: train.lr: expected float``); a --set value's error names the --set."""
+    (``yesno.yaml: train.lr: expected float``); a --set value's error names the --set."""
     recipe = write_recipe(tmp_path)
     with pytest.raises(AsrbenchError, match=r"^--set train.lr=abc: expected float, got str 'abc'$"):
         resolve(recipe, "lstm", ["train.lr=abc"])
@@ -507,7 +507,7 @@ def test_every_real_recipe_resolves_for_every_model_it_lists(recipe, model):
 
 
 def test_real_recipes_exist():
-    assert list(RECIPES_DIR.glob("*.yaml")), "no recipes/*.yaml found"
+    assert list(RECIPES_DIR.glob("*.yaml")), "no asrbench/recipes/*.yaml found"
 
 
 def test_a_model_entry_may_override_the_shared_augment_section(tmp_path):

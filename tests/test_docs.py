@@ -196,7 +196,7 @@ Decode with a beam:
 ```bash
 asrbench decode runs/an4/conformer --beem 10 \\
     [--tag NAME] [--lexicon train|FILE] ...   # a comment: --not-a-flag
-torchrun --nproc_per_node 2 -m asrbench train recipes/yesno.yaml --model cnn --out DIR --epoch 3
+torchrun --nproc_per_node 2 -m asrbench train yesno --model cnn --out DIR --epoch 3
 python benchmarks/no_such_script.py --out runs/x
 make no-such-target
 ```
@@ -210,7 +210,7 @@ def test_the_extractor_joins_continuations_and_drops_brackets_and_comments() -> 
     commands = asrbench_commands(BAD)
     assert commands[0] == ["decode", "runs/an4/conformer", "--beem", "10", "--tag", "NAME", "--lexicon",
                            "train|FILE", "..."]
-    assert commands[1][:2] == ["train", "recipes/yesno.yaml"]  # from torchrun's -m asrbench
+    assert commands[1][:2] == ["train", "yesno"]  # from torchrun's -m asrbench
     assert [arguments[0] for arguments in commands[2:]] == ["decod", "data", "compare"]
 
 

@@ -196,3 +196,35 @@ def test_the_page_works_in_headless_chromium(report_page, tmp_path):
         browser.close()
         assert errors == []
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_without_matplotlib_the_page_is_written_without_plots(tmp_path, monkeypatch, write_audio):
+    """Regression (issue 28.16): without the plot extra, `report` failed ("plots need matplotlib"); the tables
+    and the error browser need none, so the page is written with the plots left out and a note."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    data = tmp_path / "data"
+    data.mkdir()
+    manifest = [{"id": f"u{i}", "audio": str(write_audio(tmp_path / f"u{i}.wav", 0.3)), "duration": 0.3,
+                 "text": "YES NO"} for i in range(3)]
+    (data / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in manifest))
+    runs = []
+    for name, hyp in (("cnn", "YES"), ("lstm", "NO NO")):
+        decoded = tmp_path / name / "decode" / "test"
+        decoded.mkdir(parents=True)
+        (decoded / "result.json").write_text(json.dumps({
+            "model": name, "split": "test", "wer": 50.0, "cer": 30.0, "params": 1000, "rtfx": 20.0,
+            "data_dir": str(data), "words": 6, "utterances": 3}))
+        (decoded / "hypotheses.jsonl").write_text("".join(
+            json.dumps({"id": row["id"], "ref": row["text"], "hyp": hyp}) + "\n" for row in manifest))
+        runs.append(tmp_path / name)
+    page = write_report(runs, tmp_path / "report.html", worst=2).read_text()
+    assert "plots left out: matplotlib is not installed" in page
+    assert 'id="comparison-table"' in page and 'id="errors"' in page and page.count('<div class="utt">') == 4
+    assert "data:image/png" not in page
+    with pytest.raises(AsrbenchError, match="matplotlib"):  # --plot itself still says what it needs
+        from asrbench.plots import write_plots
+
+        write_plots([], tmp_path)

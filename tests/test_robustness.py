@@ -135,7 +135,7 @@ def test_a_second_ctrl_c_stops_at_once_and_says_how_to_resume(recipe: Path, tmp_
     assert last.endswith(f"resume with: asrbench train --out {tmp_path / 'run'} --resume")
 
 
-YESNO_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "yesno.yaml"
+YESNO_RECIPE = Path(__file__).resolve().parents[1] / "asrbench" / "recipes" / "yesno.yaml"
 
 
 def _train_command(out: Path, data: Path, *extra: str) -> list[str]:

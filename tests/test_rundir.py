@@ -136,3 +136,33 @@ def test_a_damaged_result_json_is_one_line_naming_it(tmp_path, monkeypatch, caps
         assert code == 2, (command, err)
         assert err.splitlines()[-1].startswith(f"error: {run_dir / 'decode' / 'test' / 'result.json'}: unreadable")
         assert "Traceback" not in err
+
+
+def test_a_failed_start_leaves_no_stray_lock(tmp_path):
+    """Regression (issue 28.16): an error right after the run dir was locked left a run dir holding only
+    ``.lock``. The lock file goes with the lock; a run dir the lock created and nothing filled goes too."""
+    run = tmp_path / "run"
+    with pytest.raises(AsrbenchError, match="boom"), rundir.lock(run):
+        assert (run / rundir.LOCK).is_file()
+        raise AsrbenchError("boom")
+    assert not run.exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with rundir.lock(existing):
+        (existing / "config.yaml").write_text("{}\n")
+    assert sorted(path.name for path in existing.iterdir()) == ["config.yaml"]
+    # ... and the lock still excludes a second holder while it is held
+    with rundir.lock(existing), pytest.raises(AsrbenchError, match="another asrbench process"), rundir.lock(existing):
+        pass
+    assert sorted(path.name for path in existing.iterdir()) == ["config.yaml"]
+
+
+@pytest.mark.slow
+def test_a_training_that_fails_at_start_leaves_no_run_dir(tmp_path):
+    from asrbench.train import train
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"data: {{dir: {tmp_path / 'never_prepared'}}}\nmodels: {{cnn: {{}}}}\n")
+    with pytest.raises(AsrbenchError, match="no train.jsonl"):
+        train(recipe, "cnn", tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -16,6 +16,7 @@ import torch
 
 from asrbench import fileio
 from asrbench.config import RunConfig, data_root
+from asrbench.data.download import CORPORA as DOWNLOADABLE
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.prepare import prepare_corpus
 from asrbench.data.synth import synthesize_corpus
@@ -46,6 +47,9 @@ def ensure_data_dir(config: RunConfig) -> Path:
         return data_dir
     if not config.data.corpus:
         raise AsrbenchError(f"{data_dir}: no train.jsonl (run `asrbench data prepare` or set data.corpus)")
+    source = _corpus_source(config)
+    if source is not None and not source.exists():  # before anything is written, the prepare lock included
+        raise AsrbenchError(_corpus_not_found(config, source))
     # Several processes (torchrun ranks) may start at once: one prepares, the others wait.
     with fileio.build_lock(data_dir.parent / f".{data_dir.name}.prepare.lock"):
         if not (data_dir / "train.jsonl").is_file():
@@ -58,11 +62,28 @@ def _prepare_data_dir(config: RunConfig, data_dir: Path) -> None:
         console.print(f"preparing the built-in corpus in {data_dir}")
         synthesize_corpus(data_dir)
     else:
-        source = Path(config.data.source or config.data.corpus)
-        if not source.is_absolute():
-            source = data_root() / source
+        source = _corpus_source(config)
         console.print(f"preparing {config.data.corpus} from {source} into {data_dir}")
         prepare_corpus(config.data.corpus, source, data_dir)
+
+
+def _corpus_source(config: RunConfig) -> Path | None:
+    """The corpus folder a recipe prepares from (a relative data.source is under $ASRBENCH_DATA_ROOT);
+    None for the built-in corpus, which is synthesized."""
+    if config.data.corpus == "synth":
+        return None
+    source = Path(config.data.source or config.data.corpus)
+    return source if source.is_absolute() else data_root() / source
+
+
+def _corpus_not_found(config: RunConfig, source: Path) -> str:
+    """Where the corpus was looked for, and the two ways to get it there (issue 28.16)."""
+    corpus = config.data.corpus
+    download = corpus if corpus in DOWNLOADABLE else "CORPUS"
+    return (f"{source}: {corpus} corpus not found (data.source {config.data.source or corpus!r} is looked up under "
+            f"$ASRBENCH_DATA_ROOT, now {data_root()}): set ASRBENCH_DATA_ROOT to the folder that holds it, or get "
+            f"it with `asrbench data download {download} --dest DIR` and set ASRBENCH_DATA_ROOT (or data.source) "
+            "to where it lands")
 
 
 def train_subset(utterances: list, fraction: float, seed: int) -> set[int]:

@@ -1,6 +1,6 @@
 """K-fold cross-validation on a corpus's non-test utterances: compare recipe settings without the test set.
 
-    python benchmarks/experiments/cross_validate.py recipes/yesno.yaml --out runs/cv [--folds 5] [--models dnn,cnn]
+    python benchmarks/experiments/cross_validate.py yesno --out runs/cv [--folds 5] [--models dnn,cnn]
         [--set train.average_best=5 ...] [--tag NAME] [--threads 1] [--jobs 2] [--attention-beam 10]
         [--also-average 5] [--lexicon-beam 10]
 

@@ -1,6 +1,6 @@
 """Accuracy benchmark: train every model of a recipe, decode the test split, print and save the table.
 
-    python benchmarks/experiments/recipe_table.py recipes/yesno.yaml --out runs/yesno [--models dnn,cnn] [--threads N]
+    python benchmarks/experiments/recipe_table.py yesno --out runs/yesno [--models dnn,cnn] [--threads N]
         [--ctc-beam 10 --ctc-lexicon train --name yesno_lexicon]
 
 CTC models are decoded greedily, or with prefix beam search (--ctc-beam, optionally over a
