@@ -140,8 +140,8 @@ YESNO_RECIPE = Path(__file__).resolve().parents[1] / "asrbench" / "recipes" / "y
 
 def _train_command(out: Path, data: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "asrbench", "train", str(YESNO_RECIPE), "--model", "cnn", "--out", str(out),
-            "--data", str(data), "--epochs", "8", "--set", "train.num_threads=1", "--set", "train.max_minutes=0",
-            "--set", "train.data_workers=1", *extra]
+            "--data", str(data), "--epochs", "8", "--set", "train.num_threads=1", "--set", "train.data_workers=1",
+            *extra]  # under the recipe's 1-minute budget, which 8 epochs never reach: it must change nothing
 
 
 ENV = {**os.environ, "ASRBENCH_NO_PROGRESS": "1"}
