@@ -70,7 +70,7 @@ demo: setup
 	test -f data/synth/train.jsonl || $(BIN)/asrbench data synth --out data/synth
 	for model in $(DEMO_MODELS); do \
 	  test -f $(DEMO_DIR)/$$model/train_summary.json || \
-	    $(BIN)/asrbench train recipes/synth.yaml --model $$model --out $(DEMO_DIR)/$$model || exit 1; \
+	    $(BIN)/asrbench train synth --model $$model --out $(DEMO_DIR)/$$model || exit 1; \
 	  $(BIN)/asrbench decode $(DEMO_DIR)/$$model --split test || exit 1; \
 	done
 	$(BIN)/asrbench compare $(addprefix $(DEMO_DIR)/,$(DEMO_MODELS))
