@@ -157,7 +157,8 @@ def test_a_killed_run_resumes_from_its_partial_output(trained, tmp_path: Path, m
     transcriber = Transcriber(run, device="cpu")
     seen = []
     original = transcriber._file
-    monkeypatch.setattr(transcriber, "_file", lambda i, path, d: seen.append(str(path)) or original(i, path, d))
+    monkeypatch.setattr(transcriber, "_file",
+                        lambda i, path, d, progress=None: seen.append(str(path)) or original(i, path, d, progress))
     counts = transcribe_files(transcriber, files, "jsonl", out)
     assert counts["resumed"] == 1 and files[1] not in seen and len(seen) == len(files) - 1
     rows = [json.loads(line) for line in out.read_text().splitlines()]
