@@ -420,11 +420,12 @@ def test_score_reads_the_trn_files_decode_writes(tmp_path, monkeypatch, capsys):
         read_transcripts(twice)
 
 
-def test_score_title_names_reference_then_hypothesis(tmp_path):
+def test_score_title_names_reference_then_hypothesis(tmp_path, monkeypatch):
     """Regression (issue 28.10): the title read "HYP vs REF", the reverse of the argument order."""
-    ref = write(tmp_path / "truth.txt", "u1 a b\n")
-    hyp = write(tmp_path / "system.txt", "u1 a c\n")
-    table = runner.invoke(app, ["score", str(ref), str(hyp)], terminal_width=300).stdout
+    monkeypatch.chdir(tmp_path)  # short relative names: a long temp path would be folded mid-name
+    write(tmp_path / "truth.txt", "u1 a b\n")
+    write(tmp_path / "system.txt", "u1 a c\n")
+    table = runner.invoke(app, ["score", "truth.txt", "system.txt"], terminal_width=300).stdout
     title = " ".join(table.split("┏")[0].split())  # the title, wrapped or not, comes before the table
     assert title.index("truth.txt") < title.index("system.txt")
     assert "truth.txt (reference)" in title and "system.txt (hypothesis)" in title
