@@ -134,3 +134,13 @@ class RecordingBar:
 
     def advance(self, task, advance=1):
         self.update(task, advance=advance)
+
+
+def fake_run(root: Path, name: str, wer: float) -> Path:
+    """A run dir holding only what compare reads: a test decode's result.json and a train summary."""
+    run_dir = root / name
+    (run_dir / "decode" / "test").mkdir(parents=True)
+    result = {"model": name, "wer": wer, "cer": wer / 2, "params": 1000, "rtfx": 50.0, "words": 10}
+    (run_dir / "decode" / "test" / "result.json").write_text(json.dumps(result), encoding="utf-8")
+    (run_dir / "train_summary.json").write_text(json.dumps({"train_seconds": 3.0, "epochs": 2}), encoding="utf-8")
+    return run_dir

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from helpers import run_main
+from helpers import fake_run, run_main
 from typer.testing import CliRunner
 
 from asrbench import cli
@@ -24,15 +24,6 @@ from asrbench.models import MODELS, build_model, count_parameters, default_optio
 RECIPE = Path(__file__).parents[1] / "asrbench" / "recipes" / "yesno.yaml"
 
 runner = CliRunner()
-
-
-def fake_run(root: Path, name: str, wer: float) -> Path:
-    run_dir = root / name
-    (run_dir / "decode" / "test").mkdir(parents=True)
-    result = {"model": name, "wer": wer, "cer": wer / 2, "params": 1000, "rtfx": 50.0, "words": 10}
-    (run_dir / "decode" / "test" / "result.json").write_text(json.dumps(result), encoding="utf-8")
-    (run_dir / "train_summary.json").write_text(json.dumps({"train_seconds": 3.0, "epochs": 2}), encoding="utf-8")
-    return run_dir
 
 
 def test_models_lists_every_model_with_its_parameter_count():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import typer.main
-from helpers import run_main
+from helpers import fake_run, run_main
 
 from asrbench.cli import app
 
@@ -109,15 +109,6 @@ def test_the_convention_is_written_down():
 
 
 # --- behaviour: an existing output is refused unless --overwrite -----------------------------------
-
-
-def fake_run(root: Path, name: str, wer: float) -> Path:
-    run_dir = root / name
-    (run_dir / "decode" / "test").mkdir(parents=True)
-    result = {"model": name, "wer": wer, "cer": wer / 2, "params": 1000, "rtfx": 50.0, "words": 10}
-    (run_dir / "decode" / "test" / "result.json").write_text(json.dumps(result), encoding="utf-8")
-    (run_dir / "train_summary.json").write_text(json.dumps({"train_seconds": 3.0, "epochs": 2}), encoding="utf-8")
-    return run_dir
 
 
 def refused(code: int, err: str, path: Path) -> bool:

@@ -38,6 +38,22 @@ models:
     return path
 
 
+def _train_killed_after_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int, *args, **kwargs) -> None:
+    """``train(*args, **kwargs)`` dying (KeyboardInterrupt) right after the resumable checkpoint of
+    ``epoch`` is written, as a killed process would."""
+    real_save = checkpoint.save
+
+    def save_then_die(path, *save_args, **save_kwargs):
+        real_save(path, *save_args, **save_kwargs)
+        if path.name == "last.pt" and save_kwargs["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(*args, **kwargs)
+    monkeypatch.setattr(checkpoint, "save", real_save)
+
+
 @pytest.mark.slow
 def test_run_dir_holds_everything_decode_needs(recipe: Path, tmp_path: Path):
     run = tmp_path / "run"
@@ -65,17 +81,7 @@ def test_resume_reaches_the_same_state_as_an_uninterrupted_run(
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(recipe, "gru", straight, epochs=3, seed=3)
 
-    real_save = checkpoint.save
-
-    def save_then_die_after_epoch_2(path, *args, **kwargs):
-        real_save(path, *args, **kwargs)
-        if path.name == "last.pt" and kwargs["epoch"] == 2:
-            raise KeyboardInterrupt  # the process dies right after the epoch-2 checkpoint
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die_after_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        train(recipe, "gru", resumed, epochs=3, seed=3)
-    monkeypatch.setattr(checkpoint, "save", real_save)
+    _train_killed_after_epoch(monkeypatch, 2, recipe, "gru", resumed, epochs=3, seed=3)
     assert len(rundir.read_metrics(resumed)) == 2
     train(None, None, resumed, resume=True)
     assert len(rundir.read_metrics(resumed)) == 3
@@ -163,17 +169,7 @@ def test_the_same_seed_trains_to_the_same_bits_however_busy_the_machine(
     monkeypatch.setattr(batching.Collator, "__call__", real_collate)
     assert busy["stop_reason"] == "epochs"
 
-    real_save = checkpoint.save
-
-    def save_then_die_after_epoch_2(path, *args, **kwargs):
-        real_save(path, *args, **kwargs)
-        if path.name == "last.pt" and kwargs["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die_after_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        train(recipe, "gru", tmp_path / "resumed", **budget)
-    monkeypatch.setattr(checkpoint, "save", real_save)
+    _train_killed_after_epoch(monkeypatch, 2, recipe, "gru", tmp_path / "resumed", **budget)
     train(None, None, tmp_path / "resumed", resume=True)
 
     idle = _losses(tmp_path / "idle")
@@ -420,17 +416,7 @@ def test_average_best_survives_a_resume(recipe: Path, tmp_path: Path, monkeypatc
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     overrides = ["train.average_best=2"]
     train(recipe, "gru", straight, epochs=4, seed=3, overrides=overrides)
-    real_save = checkpoint.save
-
-    def save_then_die_after_epoch_3(path, *args, **kwargs):
-        real_save(path, *args, **kwargs)
-        if path.name == "last.pt" and kwargs["epoch"] == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die_after_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        train(recipe, "gru", resumed, epochs=4, seed=3, overrides=overrides)
-    monkeypatch.setattr(checkpoint, "save", real_save)
+    _train_killed_after_epoch(monkeypatch, 3, recipe, "gru", resumed, epochs=4, seed=3, overrides=overrides)
     summary = train(None, None, resumed, resume=True)
     assert summary["averaged"]["epochs"] == _ranked_epochs(straight, 2) == _ranked_epochs(resumed, 2)
     a = checkpoint.load_state(straight / rundir.BEST)["model_state"]
