@@ -35,7 +35,8 @@ def _flags_without_placeholder(params: list) -> list:
 # "COMMAND NAME" is one command's own). Checked as the value is parsed, so a bad number fails in one
 # line naming the option before the command starts; tests/test_cli.py checks that no option lacks one.
 OPTION_LIMITS = {
-    "epochs": POSITIVE, "max_minutes": NON_NEGATIVE, "budget_minutes": NON_NEGATIVE, "seeds": POSITIVE,
+    "epochs": POSITIVE, "max_minutes": NON_NEGATIVE, "max_steps": NON_NEGATIVE, "budget_minutes": NON_NEGATIVE,
+    "seeds": POSITIVE,
     "seed": NON_NEGATIVE, "first_seed": NON_NEGATIVE, "subset_seed": NON_NEGATIVE, "threads": NON_NEGATIVE,
     "jobs": POSITIVE, "data features jobs": NON_NEGATIVE, "gpus_per_run": NON_NEGATIVE,
     "beam": POSITIVE, "lm_weight": NON_NEGATIVE, "word_bonus": FINITE, "length_bonus": FINITE, "ctc_weight": FRACTION,
@@ -376,6 +377,9 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue from the run dir's last checkpoint."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Number of epochs."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help=BUDGET_HELP),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps (sets "
+                                            "train.max_steps; 0 = no limit): a budget that does not depend on the "
+                                            "machine."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda (sets train.device)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Write TensorBoard events to <out>/tensorboard/ "
@@ -389,6 +393,8 @@ def train_command(
     overrides = [*set_, f"train.device={device}"] if device is not None else list(set_)
     if tensorboard:
         overrides.append("train.tensorboard=true")
+    if max_steps is not None:
+        overrides.append(f"train.max_steps={max_steps}")
     overrides = _train_threads(overrides, threads)
     if out is None:
         if resume:

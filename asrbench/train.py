@@ -263,8 +263,8 @@ def _resume_state(run_dir: Path) -> dict:
 
 
 # What a resumed run may change: its budget and the hardware it runs on.
-RESUMABLE_OVERRIDES = ("train.epochs", "train.max_minutes", "train.device", "train.num_threads", "train.data_workers",
-                       "train.tensorboard", "train.tensorboard_every_steps")
+RESUMABLE_OVERRIDES = ("train.epochs", "train.max_minutes", "train.max_steps", "train.device", "train.num_threads",
+                       "train.data_workers", "train.tensorboard", "train.tensorboard_every_steps")
 
 
 def _start(recipe, model_name, run_dir: Path, data_dir, overrides, resume, epochs, max_minutes,

@@ -247,6 +247,20 @@ def test_train_threads_sets_train_num_threads_and_o_names_the_run_dir(monkeypatc
     assert seen["overrides"][-1] == "train.num_threads=3"  # after --set: --threads wins
 
 
+def test_train_max_steps_sets_train_max_steps(monkeypatch, capsys, tmp_path):
+    """The repeat train_summary.json records for a budgeted run (--max-steps S) is a train option."""
+    import asrbench.train as train_module
+
+    seen = {}
+    monkeypatch.setattr(train_module, "train", lambda *args: seen.update(overrides=args[4]))
+    code, _, err = run_main(monkeypatch, capsys, "train", "yesno", "--model", "cnn", "-o", str(tmp_path / "run"),
+                            "--max-steps", "376", "--set", "train.schedule_steps=372")
+    assert code == 0, err
+    assert seen["overrides"] == ["train.schedule_steps=372", "train.max_steps=376"]
+    code, _, err = run_main(monkeypatch, capsys, "train", "yesno", "--model", "cnn", "--max-steps", "-1")
+    assert code == 2 and "--max-steps" in err
+
+
 @pytest.mark.parametrize("flag", ["--max-minutes", "--budget-minutes"])
 def test_bench_budget_alias_threads_and_formats(monkeypatch, capsys, tmp_path, flag):
     import asrbench.bench as bench_module
