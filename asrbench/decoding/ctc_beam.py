@@ -264,33 +264,97 @@ def ctc_prefix_beam_search(
     return results
 
 
+# A prefix's words (WordRules): (LM state, unweighted LM log-prob, words closed, the word being spelled,
+# its lexicon node). A plain tuple: the CTC search creates one per trie node in its hot loop.
+WordState = tuple
+
+
+class WordRules:
+    """How a search's tokens make words, and what the words score: the one implementation behind
+    CTC prefix beam search (:class:`_Search`) and the label-synchronous searches' word fusion
+    (:class:`asrbench.decoding.word_fusion.WordFusion`).
+
+    A separator token (``word_separator_id``: the space, the phones' ``|``) closes the word before
+    it; a word-start token (``word_start_ids``: sentencepiece's ``▁`` pieces) closes the word before
+    it and begins one. A closed word is scored by a word LM and counted (for the word bonus); with
+    a lexicon, a token that leaves the lexicon's trie, or a word closed on a node that is no word,
+    is not allowed (None). With a char LM every character is scored, the space between words too.
+    With an LM or a lexicon, words matter: a leading or second separator is not allowed.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, lm=None, lexicon: Lexicon | None = None, who: str = ""):
+        self.lm, self.lexicon = lm, lexicon
+        self.pieces = [tokenizer.piece(token) for token in range(len(tokenizer))]
+        self.separator = tokenizer.word_separator_id  # None: this tokenizer has no separator
+        self.starts = tokenizer.word_start_ids
+        self.word_lm = lm is not None and getattr(lm, "unit", "word") == "word"
+        self.char_lm = lm is not None and not self.word_lm
+        if self.char_lm and tokenizer.writes_words_through_lexicon:
+            raise AsrbenchError(f"{who}a char LM scores characters; {tokenizer.kind} units are not written in "
+                                "characters (use a word LM)")
+        self.lm_space = CHAR_LM_SPACE if self.char_lm and CHAR_LM_SPACE in lm.vocabulary else " "
+        self.words_matter = lm is not None or lexicon is not None
+
+    def start(self) -> WordState:
+        return (self.lm.start() if self.lm is not None else None, 0.0, 0, "", 0)
+
+    def append(self, state: WordState, token: int) -> WordState | None:
+        """``state`` followed by ``token`` (None: not allowed)."""
+        lm_state, lm_raw, words, partial, lex_node = state
+        separator = token == self.separator
+        if separator or (token in self.starts and (partial or lex_node)):
+            if partial or lex_node:
+                closed = self.close(state)
+                if closed is None:
+                    return None
+                lm_state, lm_raw, words, partial, lex_node = closed
+            elif self.words_matter:  # a leading or second space: plain CTC allows it, word-level decoding not
+                return None
+            if self.char_lm:
+                logprob, lm_state = self.lm.score(lm_state, self.lm_space)
+                lm_raw += logprob
+        if not separator:
+            if self.lexicon is not None:
+                lex_node = self.lexicon.children[lex_node].get(token, -1)
+                if lex_node < 0:
+                    return None
+            text = self.pieces[token]
+            partial = partial + text
+            if self.char_lm:
+                for char in text:
+                    logprob, lm_state = self.lm.score(lm_state, char)
+                    lm_raw += logprob
+        return (lm_state, lm_raw, words, partial, lex_node)
+
+    def close(self, state: WordState) -> WordState | None:
+        """The word being spelled, closed: scored by a word LM and counted; None if it is no lexicon word."""
+        lm_state, lm_raw, words, word, lex_node = state
+        if self.lexicon is not None:
+            word = self.lexicon.words[lex_node]
+            if word is None:
+                return None
+        if self.word_lm:
+            logprob, lm_state = self.lm.score(lm_state, word)
+            lm_raw += logprob
+        return (lm_state, lm_raw, words + 1, "", 0)
+
+
 class _Search:
     """The per-utterance loop; prefix-trie nodes are kept in parallel lists indexed by node id."""
 
     def __init__(self, tokenizer: Tokenizer, options: CTCBeamOptions, lm, lexicon: Lexicon | None):
         self.options = options
         self.lm = lm
-        self.lexicon = lexicon
-        self.strings = [tokenizer.piece(token) for token in range(len(tokenizer))]
+        self.rules = WordRules(tokenizer, lm, lexicon, "ctc beam: ")
         self.vocab = len(tokenizer)
-        self.space = tokenizer.word_separator_id  # closes a word (None: this tokenizer has no separator)
-        self.starts = tokenizer.word_start_ids  # begin a word, closing the one before (sentencepiece)
-        self.word_lm = lm is not None and getattr(lm, "unit", "word") == "word"
-        self.char_lm = lm is not None and not self.word_lm
-        if self.char_lm and tokenizer.writes_words_through_lexicon:
-            raise AsrbenchError(f"ctc beam: a char LM scores characters; {tokenizer.kind} units are not written in "
-                                "characters (use a word LM)")
-        self.lm_space = CHAR_LM_SPACE if self.char_lm and CHAR_LM_SPACE in lm.vocabulary else " "
-        # With an LM or lexicon, words matter: spaces only close non-empty words.
-        self.words_matter = lm is not None or lexicon is not None
-        self.fused = self.words_matter or options.word_bonus != 0.0
+        self.fused = self.rules.words_matter or options.word_bonus != 0.0
 
     def run(self, rows: list[list[float]], candidates: list[list[tuple[int, float]]], skipped: list[int],
             offset: float) -> list[Hypothesis]:
         # Prefix trie of this utterance; node 0 is the empty prefix.
         self.parent, self.last, self.fused_score = [-1], [-1], [0.0]
         # (LM state, unweighted LM log-prob, words closed, partial word, lexicon node); fused search only
-        self.info = [(self.lm.start() if self.lm is not None else None, 0.0, 0, "", 0)]
+        self.info = [self.rules.start()]
         self.children: dict[int, int] = {}  # node * V + token -> child node, or -1 where not allowed
         vocab, beam, fused = self.vocab, self.options.beam, self.fused
         children, parent, last_token, fused_score = self.children, self.parent, self.last, self.fused_score
@@ -375,52 +439,17 @@ class _Search:
     def _extend(self, node: int, token: int) -> int:
         """Create the child prefix ``node + token`` (LM-scored, lexicon-checked); -1 if not allowed."""
         key = node * self.vocab + token
-        lm_state, lm_raw, words, partial, lex_node = self.info[node]
-        separator = token == self.space
-        # A separator closes the word before it; so does a word-start token (sentencepiece's "▁").
-        if separator or (token in self.starts and (partial or lex_node)):
-            if partial or lex_node:
-                lm_state, lm_raw, words, ok = self._close_word(lm_state, lm_raw, words, partial, lex_node)
-            else:  # a leading or second space: plain CTC allows it, word-level decoding does not
-                ok = not self.words_matter
-            if not ok:
-                self.children[key] = -1
-                return -1
-            if self.char_lm:
-                logprob, lm_state = self.lm.score(lm_state, self.lm_space)
-                lm_raw += logprob
-            partial, lex_node = "", 0
-        if not separator:
-            if self.lexicon is not None:
-                lex_node = self.lexicon.children[lex_node].get(token, -1)
-                if lex_node < 0:
-                    self.children[key] = -1
-                    return -1
-            text = self.strings[token]
-            partial = partial + text
-            if self.char_lm:
-                for char in text:
-                    logprob, lm_state = self.lm.score(lm_state, char)
-                    lm_raw += logprob
+        state = self.rules.append(self.info[node], token)
+        if state is None:
+            self.children[key] = -1
+            return -1
         child = len(self.parent)
         self.parent.append(node)
         self.last.append(token)
-        self.fused_score.append(self.options.lm_weight * lm_raw + self.options.word_bonus * words)
-        self.info.append((lm_state, lm_raw, words, partial, lex_node))
+        self.fused_score.append(self.options.lm_weight * state[1] + self.options.word_bonus * state[2])
+        self.info.append(state)
         self.children[key] = child
         return child
-
-    def _close_word(self, lm_state, lm_raw: float, words: int, partial: str, lex_node: int):
-        """Score a finished word: -> (lm_state, lm_raw, words, allowed)."""
-        word = partial
-        if self.lexicon is not None:
-            word = self.lexicon.words[lex_node]
-            if word is None:
-                return lm_state, lm_raw, words, False
-        if self.word_lm:
-            logprob, lm_state = self.lm.score(lm_state, word)
-            lm_raw += logprob
-        return lm_state, lm_raw, words + 1, True
 
     def _finish(self, beams: list[tuple[int, float, float]], offset: float) -> list[Hypothesis]:
         options = self.options
@@ -433,10 +462,13 @@ class _Search:
             if not self.fused:  # plain CTC: the trie kept no LM or word fields
                 finished.append((True, acoustic, acoustic, 0.0, node))
                 continue
-            lm_state, lm_raw, words, partial, lex_node = self.info[node]
+            state = self.info[node]
             complete = True
-            if partial or lex_node:
-                lm_state, lm_raw, words, complete = self._close_word(lm_state, lm_raw, words, partial, lex_node)
+            if state[3] or state[4]:  # a word being spelled: close it (an unfinished lexicon word stays open)
+                closed = self.rules.close(state)
+                complete = closed is not None
+                state = closed or state
+            lm_state, lm_raw, words = state[:3]
             if self.lm is not None:
                 lm_raw += self.lm.finish(lm_state)
             score = acoustic + options.lm_weight * lm_raw + options.word_bonus * words
