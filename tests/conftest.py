@@ -16,28 +16,23 @@ import torch
 
 import asrbench.train
 
-# Whether the test being set up may train (it is marked slow); checked when a Trainer is built,
-# so a module-scoped fixture that trains counts for the first test that uses it.
-_may_train = {"value": True}
+
+def _refuse_to_train(self, *args, **kwargs):
+    raise AssertionError("this test trains a model: mark it @pytest.mark.slow (make test-fast is the quick "
+                         "unit suite)")
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_setup(item: pytest.Item):
-    _may_train["value"] = item.get_closest_marker("slow") is not None
-    yield
-
-
-_build_trainer = asrbench.train.Trainer.__init__
-
-
-def _guarded_trainer(self, *args, **kwargs):
-    if not _may_train["value"]:
-        raise AssertionError("this test trains a model: mark it @pytest.mark.slow (make test-fast is the quick "
-                             "unit suite)")
-    _build_trainer(self, *args, **kwargs)
-
-
-asrbench.train.Trainer.__init__ = _guarded_trainer
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """A test not marked slow cannot build a :class:`asrbench.train.Trainer`, from its setup to its
+    teardown: a module- or session-scoped fixture that trains counts for the first test using it
+    (an autouse function fixture would come too late, after the wider-scoped fixtures). Nothing is
+    patched at import, and the patch is undone after each test. Training in a subprocess (``python
+    -m asrbench train``) is outside this guard."""
+    with pytest.MonkeyPatch.context() as patch:
+        if item.get_closest_marker("slow") is None:
+            patch.setattr(asrbench.train.Trainer, "__init__", _refuse_to_train)
+        yield
 
 
 @pytest.fixture(autouse=True)
