@@ -5,7 +5,7 @@
 
 Emissions (log-probs, (T', V) per utterance) are made once, untimed: with ``--run``, the run's
 best checkpoint over the split's cached features (``ctc_log_probs``, as decoding calls it);
-without, synthetic peaky CTC outputs (``asrbench.experiment_data.peaky_log_probs``) for the split's
+without, synthetic peaky CTC outputs (``experiment_data.peaky_log_probs``) for the split's
 manifest texts and durations, at 25 frames per second (10 ms frames, 4x subsampling), over a
 character tokenizer built from the split's texts (~30 tokens). They are padded into length-sorted
 batches (as decoding's bucketed batches are) before timing.
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import torch
 from _common import best_time, figure, record, set_threads, skipped
+from experiment_data import sorted_batches, synthetic_emissions
 
 from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decoding.searchers import DecodeOptions, ctc_searcher
 from asrbench.errors import AsrbenchError
-from asrbench.experiment_data import sorted_batches, synthetic_emissions
 from asrbench.scoring import error_rates
 
 GREEDY_TARGET = 50000.0  # x real time

@@ -1,15 +1,23 @@
-"""asrbench.experiment_data.fold_dirs (benchmarks/experiments/cross_validate.py): the folds, a
+"""benchmarks/experiment_data.py's fold_dirs (benchmarks/experiments/cross_validate.py): the folds, a
 partition of train + dev; the test split is never read."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
 
 from asrbench.data.manifest import Utterance, read_manifest, write_manifest
 from asrbench.errors import AsrbenchError
-from asrbench.experiment_data import fold_dirs
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def fold_dirs(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the experiment scripts import it from benchmarks/
+    return importlib.import_module("experiment_data").fold_dirs
 
 
 def _data_dir(root: Path, train: int, dev: int) -> Path:
@@ -23,7 +31,7 @@ def _data_dir(root: Path, train: int, dev: int) -> Path:
     return data
 
 
-def test_folds_score_every_non_test_utterance_once_on_a_run_that_never_saw_it(tmp_path):
+def test_folds_score_every_non_test_utterance_once_on_a_run_that_never_saw_it(tmp_path, fold_dirs):
     data = _data_dir(tmp_path, train=24, dev=6)
     folds = fold_dirs(data, tmp_path / "cv", 5)
     pool = {f"t{i:02d}" for i in range(24)} | {f"d{i:02d}" for i in range(6)}
@@ -38,7 +46,7 @@ def test_folds_score_every_non_test_utterance_once_on_a_run_that_never_saw_it(tm
     assert sorted(held_out) == sorted(pool)  # a partition: every utterance scored exactly once
 
 
-def test_too_few_utterances_for_the_folds_is_refused(tmp_path):
+def test_too_few_utterances_for_the_folds_is_refused(tmp_path, fold_dirs):
     data = _data_dir(tmp_path, train=10, dev=2)
     with pytest.raises(AsrbenchError, match="12 train \\+ dev utterances are too few for 5 folds"):
         fold_dirs(data, tmp_path / "cv", 5)

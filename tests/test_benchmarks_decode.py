@@ -1,4 +1,4 @@
-"""Synthetic CTC emissions (asrbench.experiment_data) and benchmarks/decode_bench.py's measurement
+"""Synthetic CTC emissions (benchmarks/experiment_data.py) and benchmarks/decode_bench.py's measurement
 on a few of them (nothing recorded)."""
 
 from __future__ import annotations
@@ -7,8 +7,6 @@ import importlib
 from pathlib import Path
 
 import pytest
-
-from asrbench.experiment_data import sorted_batches, synthetic_emissions
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TEXTS = ["ERASE C Q Q F SEVEN", "ENTER SIX", "RUBOUT G M E F THREE NINE", "NO"]
@@ -21,17 +19,23 @@ def decode_bench(monkeypatch: pytest.MonkeyPatch):
     return importlib.import_module("decode_bench")
 
 
-def test_synthetic_emissions_have_an4_shapes() -> None:
-    tokenizer, emissions, references, durations = synthetic_emissions(TEXTS, DURATIONS, TEXTS)
+@pytest.fixture
+def experiment_data(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the benchmarks import it as a sibling
+    return importlib.import_module("experiment_data")
+
+
+def test_synthetic_emissions_have_an4_shapes(experiment_data) -> None:
+    tokenizer, emissions, references, durations = experiment_data.synthetic_emissions(TEXTS, DURATIONS, TEXTS)
     assert references == TEXTS and durations == DURATIONS  # all fit in 25 frames per second
     assert [e.shape for e in emissions] == [(int(d * 25), len(tokenizer)) for d in DURATIONS]
-    batches = sorted_batches(emissions, 3)
+    batches = experiment_data.sorted_batches(emissions, 3)
     assert [len(indices) for indices, _, _ in batches] == [3, 1]
     assert batches[0][0] == [3, 1, 2] and batches[0][2].tolist() == [17, 40, 100]  # shortest first
 
 
-def test_measure_gives_the_three_figures(decode_bench) -> None:
-    tokenizer, emissions, references, durations = synthetic_emissions(TEXTS, DURATIONS, TEXTS)
+def test_measure_gives_the_three_figures(decode_bench, experiment_data) -> None:
+    tokenizer, emissions, references, durations = experiment_data.synthetic_emissions(TEXTS, DURATIONS, TEXTS)
     figures = decode_bench.measure(tokenizer, emissions, references, sum(durations), beam=4, repeat=1)
     assert set(figures) == {"greedy_rtfx_batch1", "greedy_rtfx_batch16", "ctc_beam_vs_flashlight"}
     batch1, batch16 = figures["greedy_rtfx_batch1"], figures["greedy_rtfx_batch16"]

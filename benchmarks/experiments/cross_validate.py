@@ -30,11 +30,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for _common (which adds the repo)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common (adds the repo), experiment_data
 from _common import RESULTS  # noqa: E402
+from experiment_data import fold_dirs  # noqa: E402
 
 from asrbench.errors import AsrbenchError  # noqa: E402
-from asrbench.experiment_data import fold_dirs  # noqa: E402
 
 
 def run_one(recipe: str, model: str, fold: str, run_dir: str, overrides: list[str], threads: int,

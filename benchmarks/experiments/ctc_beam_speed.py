@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,8 +32,10 @@ from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decoding.ctc_beam import CTCBeamOptions, Lexicon, ctc_prefix_beam_search
 from asrbench.decoding.greedy import ctc_greedy
 from asrbench.env import environment
-from asrbench.experiment_data import FRAME_RATE, peaky_log_probs
 from asrbench.scoring import error_rates
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for experiment_data
+from experiment_data import FRAME_RATE, peaky_log_probs  # noqa: E402
 
 WORDS = (
     "the of and to in is was he for it with as his on be at by had not are but from or have an they which one "

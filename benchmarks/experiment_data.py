@@ -2,8 +2,8 @@
 synthetic CTC outputs.
 
 The experiment scripts (``benchmarks/experiments/``) and the benchmark suite (``benchmarks/``)
-call these; they live in the library so that tests import them from here rather than from a
-script.
+call these, and their tests import them from here (``benchmarks/`` on ``sys.path``, as for
+``_common``); like every benchmark, this uses only public names of asrbench.
 
 - :func:`fold_dirs` cuts a data dir's train + dev utterances into K folds, each a prepared data
   dir whose ``test`` split is the held-out fold (``benchmarks/experiments/cross_validate.py``).
