@@ -221,9 +221,7 @@ def decode(
     if tag and not tag.replace("-", "").replace("_", "").isalnum():
         raise AsrbenchError(f"--tag '{tag}': use letters, digits, '-' and '_' only")
     options, tuned_from = resolve_options(run_dir, options or DecodeOptions(), explicit or set(), use_tuned)
-    # best: the final model (the n-best average under train.average_best); last: the resumable one;
-    # anything else is a checkpoint file inside the run dir, e.g. checkpoints/nbest/epoch0012.pt.
-    loaded = load_model(run_dir / {"best": rundir.BEST, "last": rundir.LAST}.get(checkpoint, Path(checkpoint)))
+    loaded = load_model(rundir.checkpoint_path(run_dir, checkpoint))
     config = loaded.config
     if data_dir:
         require_prepared(data_dir, (), "--data")  # a folder that exists; split_path names the missing split

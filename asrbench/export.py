@@ -406,7 +406,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
         raise AsrbenchError(f"unknown --quantize '{quantize}' (valid: int8)")
     run_dir = rundir.require_run_dir(run_dir)
     onnxruntime = _require_onnx()
-    loaded = load_model(run_dir / {"best": rundir.BEST, "last": rundir.LAST}.get(checkpoint, Path(checkpoint)))
+    loaded = load_model(rundir.checkpoint_path(run_dir, checkpoint))
     config, model = loaded.config, loaded.model.eval()
     search = model.search_modes()[0]  # the model's own search: which graphs it needs
     if config.features.kind != "fbank":

@@ -287,7 +287,7 @@ def error_browser(run_dir: Path, split: str, worst: int, link_audio: bool, progr
     manifest_path = split_path(Path(result["data_dir"]), split)
     utterances = {utt.id: utt for utt in read_manifest(manifest_path)} if manifest_path.is_file() else {}
     checkpoint = (result.get("decoder") or {}).get("checkpoint") or "best"
-    checkpoint_path = run_dir / {"best": rundir.BEST, "last": rundir.LAST}.get(checkpoint, Path(checkpoint))
+    checkpoint_path = rundir.checkpoint_path(run_dir, checkpoint, must_exist=False)  # gone: no posteriorgrams
     loaded = load_model(checkpoint_path) if checkpoint_path.is_file() else None
     extractor = FeatureExtractor(loaded.config.features) if loaded is not None else None
     parts = [f"<details><summary>{esc(run_dir)} ({esc(result.get('model'))}): {len(ranked)} worst of "

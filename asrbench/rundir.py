@@ -27,6 +27,18 @@ NBEST = Path("checkpoints") / "nbest"  # the N best epochs on dev, averaged into
 
 def nbest_checkpoint(epoch: int) -> Path:
     return NBEST / f"epoch{epoch:04d}.pt"
+
+
+def checkpoint_path(run_dir: Path, checkpoint: str = "best", must_exist: bool = True) -> Path:
+    """A ``--checkpoint`` value as a path: ``best`` (the final model: the n-best average under
+    train.average_best), ``last`` (the resumable one), or a checkpoint file relative to the run dir
+    (e.g. ``checkpoints/nbest/epoch0012.pt``) or absolute. A missing one is an error naming it."""
+    path = Path(run_dir) / {"best": BEST, "last": LAST}.get(checkpoint, Path(checkpoint))
+    if must_exist and not path.is_file():
+        raise AsrbenchError(f"{path}: checkpoint not found")
+    return path
+
+
 LOCK = ".lock"
 _held_locks: list = []  # open lock files of this process (see close_inherited_locks)
 

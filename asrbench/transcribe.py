@@ -122,7 +122,7 @@ class Transcriber:
 
             run_dir = rundir.require_run_dir(model_dir)
             options, tuned_from = resolve_options(run_dir, options, explicit or set(), use_tuned)
-            loaded = load_model(run_dir / {"best": rundir.BEST, "last": rundir.LAST}.get(checkpoint, Path(checkpoint)))
+            loaded = load_model(rundir.checkpoint_path(run_dir, checkpoint))
             self.model_name, self.features, self.data_dir = (loaded.config.model.name, loaded.config.features,
                                                              loaded.config.data.dir)
             self.tokenizer, self.cmvn = loaded.tokenizer, loaded.cmvn

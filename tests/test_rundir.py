@@ -166,3 +166,19 @@ def test_a_training_that_fails_at_start_leaves_no_run_dir(tmp_path):
     with pytest.raises(AsrbenchError, match="no train.jsonl"):
         train(recipe, "cnn", tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_checkpoint_path_resolves_every_spelling_and_names_a_missing_one(tmp_path):
+    """``--checkpoint`` of decode, transcribe, export and the report's posteriorgrams: one resolver."""
+    for relative in (rundir.BEST, rundir.LAST, rundir.nbest_checkpoint(3)):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.pt"
+    outside.write_bytes(b"")
+    assert rundir.checkpoint_path(tmp_path, "best") == tmp_path / "checkpoints" / "best.pt"
+    assert rundir.checkpoint_path(tmp_path, "last") == tmp_path / "checkpoints" / "last.pt"
+    assert rundir.checkpoint_path(tmp_path, "checkpoints/nbest/epoch0003.pt") == tmp_path / rundir.nbest_checkpoint(3)
+    assert rundir.checkpoint_path(tmp_path, str(outside)) == outside  # an absolute path is taken as it is
+    with pytest.raises(AsrbenchError, match=r"^.*checkpoints/nbest/epoch0009\.pt: checkpoint not found$"):
+        rundir.checkpoint_path(tmp_path, "checkpoints/nbest/epoch0009.pt")
+    assert rundir.checkpoint_path(tmp_path, "missing.pt", must_exist=False) == tmp_path / "missing.pt"
