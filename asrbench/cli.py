@@ -439,24 +439,20 @@ def decode_command(
 ) -> None:
     """Decode a split; writes decode/<split>/hypotheses.jsonl and result.json."""
     from asrbench.decode import decode
-    from asrbench.decoding.searchers import DecodeOptions
+    from asrbench.decoding.searchers import given_options
     from asrbench.progress import console
     from asrbench.scoring import format_rate, undefined_rate_warning
 
-    given = {"beam": beam, "mode": mode, "lm": lm, "lm_weight": lm_weight, "word_bonus": word_bonus,
-             "lexicon": lexicon, "ctc_weight": ctc_weight, "length_bonus": length_bonus, "length_norm": length_norm,
-             "backend": backend}
-    explicit = {key for key, value in given.items() if value is not None}
-    values = {key: value for key, value in given.items() if value is not None}
     if not lm and not tuned:  # with --tuned, decode checks that the tuned values hold an LM
         _ignored("only applies with --lm", "lm_weight")
     if not tuned and (beam or 1) == 1 and not lm and not lexicon:
         _ignored("only applies to beam search (--beam N above 1, --lm or --lexicon)", "backend", "word_bonus")
     if not chunk_ms:
         _ignored("only applies with --chunk-ms", "left_chunks")
-    if lm and lm_weight is None:
-        values["lm_weight"] = 0.5  # --tuned replaces it with the tuned weight
-    result = decode(run_dir, split, data, device, checkpoint=checkpoint, options=DecodeOptions(**values), tag=tag,
+    options, explicit = given_options(beam=beam, mode=mode, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus,
+                                      lexicon=lexicon, ctc_weight=ctc_weight, length_bonus=length_bonus,
+                                      length_norm=length_norm, backend=backend)
+    result = decode(run_dir, split, data, device, checkpoint=checkpoint, options=options, tag=tag,
                     explicit=explicit, use_tuned=tuned, threads=threads, chunk_ms=chunk_ms, left_chunks=left_chunks)
     where = f"{split}-{result['tag']}" if result["tag"] else split
     search = f", search RTFx {result['search_rtfx']:,.0f}" if result.get("search_rtfx") else ""
@@ -519,7 +515,8 @@ def transcribe_command(
     beam: Optional[int] = typer.Option(None, "--beam", help="Beam size; 1 (default) is greedy search."),
     mode: Optional[str] = typer.Option(None, "--mode", help="auto | ctc | attention | transducer"),
     lm: Optional[str] = typer.Option(None, "--lm", help="LM dir from `asrbench lm train`."),
-    lm_weight: Optional[float] = typer.Option(None, "--lm-weight", help="LM weight (default 0.5)."),
+    lm_weight: Optional[float] = typer.Option(None, "--lm-weight", help="LM weight (default 0.5; the tuned one "
+                                              "with --tuned)."),
     word_bonus: Optional[float] = typer.Option(None, "--word-bonus", help="Score added per word."),
     lexicon: Optional[str] = typer.Option(None, "--lexicon", help="'train' (training words) or a lexicon file."),
     tuned: bool = typer.Option(False, "--tuned", help="Use every value saved by `asrbench tune`."),
@@ -535,22 +532,19 @@ def transcribe_command(
 ) -> None:
     """Transcribe audio files: text, JSONL with word times and confidences, or subtitles."""
     from asrbench import fileio
-    from asrbench.decoding.searchers import DecodeOptions
+    from asrbench.decoding.searchers import given_options
     from asrbench.progress import console
     from asrbench.streaming import StreamOptions
     from asrbench.transcribe import Transcriber, transcribe_files
     from asrbench.vad import VadOptions
 
-    given = {"beam": beam, "mode": mode, "lm": lm, "lm_weight": lm_weight, "word_bonus": word_bonus,
-             "lexicon": lexicon}
-    values = {key: value for key, value in given.items() if value is not None}
     _transcribe_combinations(stream, vad, bool(lm) or tuned)
-    if lm and lm_weight is None:
-        values["lm_weight"] = 0.5
     if out is not None and out.is_file() and not out.with_name(out.name + ".partial").exists():
         fileio.refuse_to_replace(out, overwrite)  # before loading the model; a .partial file is resumed
+    options, explicit = given_options(beam=beam, mode=mode, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus,
+                                      lexicon=lexicon)
     streamed = StreamOptions(chunk_ms, left_chunks, endpoint_silence, max_segment) if stream else None
-    transcriber = Transcriber(model, DecodeOptions(**values), device, checkpoint, set(values), tuned,
+    transcriber = Transcriber(model, options, device, checkpoint, explicit, tuned,
                               VadOptions(kind=vad, max_segment=max_segment, min_silence=min_silence, pad=vad_pad,
                                          energy_margin_db=energy_margin), threads, streamed, partials)
     console.print(f"transcribing with {model}: {transcriber.description}", soft_wrap=True, highlight=False)
@@ -808,7 +802,7 @@ def study_noise(
     """WER of each run under noise at several SNRs and in reverberant rooms, with CIs and pairwise tests."""
     import torch
 
-    from asrbench.decoding.searchers import DecodeOptions
+    from asrbench.decoding.searchers import given_options
     from asrbench.noise_study import FORMATS, noise_study, parse_conditions, render, write_study
     from asrbench.progress import console
 
@@ -821,7 +815,7 @@ def study_noise(
     if threads > 0:
         torch.set_num_threads(threads)
     conditions = parse_conditions(noise, snr, reverb)
-    options = DecodeOptions(**({"beam": beam} if beam else {}))
+    options, _ = given_options(beam=beam)  # --beam is positive (OPTION_LIMITS)
     study = noise_study(run_dirs, conditions, split, data, seed, options, device, resamples=resamples)
     typer.echo(render(study, fmt), nl=False)
     if out is not None:

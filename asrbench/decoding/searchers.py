@@ -72,6 +72,21 @@ class DecodeOptions:
         return asdict(self)
 
 
+DEFAULT_LM_WEIGHT = 0.5  # with an LM and no weight given
+
+
+def given_options(**given) -> tuple[DecodeOptions, set[str]]:
+    """What a user gave (``DecodeOptions`` fields; None: not given) -> the validated options, defaults
+    for the rest, and the names given. An LM without a weight gets :data:`DEFAULT_LM_WEIGHT`, not
+    counted as given: ``--tuned`` (:func:`asrbench.decode.resolve_options`) puts the tuned weight
+    in its place, while given values always win over tuned ones."""
+    explicit = {key for key, value in given.items() if value is not None}
+    values = {key: given[key] for key in explicit}
+    if values.get("lm") and "lm_weight" not in values:
+        values["lm_weight"] = DEFAULT_LM_WEIGHT
+    return DecodeOptions(**values), explicit
+
+
 class Searcher:
     """Runs a model and a search: ``outputs`` (network) then ``search`` (token ids per utterance)."""
 
