@@ -11,7 +11,6 @@ import pytest
 import torch
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "bit_identity.py"
-REPO = TOOL.parents[1]
 
 
 def _tool():
@@ -28,7 +27,7 @@ def test_the_weights_digest_sees_every_bit_and_nothing_else(tmp_path: Path):
 
     def digest(state: dict, name: str) -> str:
         torch.save({"model_state": state, "epoch": len(name)}, tmp_path / name)  # other entries do not count
-        return tool.weights_digest(tmp_path / name, REPO)
+        return tool.weights_digest(tmp_path / name)
 
     same = digest(dict(weights), "a.pt")
     assert digest(dict(weights), "other_name.pt") == same

@@ -60,19 +60,18 @@ def _models(tree: Path, recipe: Path) -> list[str]:
     return _run([sys.executable, "-c", code], tree, tree).split()
 
 
-def weights_digest(checkpoint: Path, tree: Path) -> str:
-    """SHA-256 over a checkpoint's model weights, read by ``tree``'s own loader (weights_only)."""
-    code = (
-        "import hashlib, sys, torch\n"
-        f"state = torch.load({str(checkpoint)!r}, map_location='cpu', weights_only=True)['model_state']\n"
-        "digest = hashlib.sha256()\n"
-        "for name in sorted(state):\n"
-        "    tensor = state[name].contiguous()\n"
-        "    digest.update(f'{name} {tensor.dtype} {tuple(tensor.shape)}'.encode())\n"
-        "    digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # the raw bytes, any dtype\n"
-        "print(digest.hexdigest())\n"
-    )
-    return _run([sys.executable, "-c", code], tree, tree).strip()
+def weights_digest(checkpoint: Path) -> str:
+    """SHA-256 over a checkpoint's model weights: names, dtypes, shapes and raw bytes, in name order.
+    Read here (the same torch for every tree): the bytes do not depend on the code that wrote them."""
+    import torch  # here: `compare` runs without torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model_state"]
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # the raw bytes, any dtype
+    return digest.hexdigest()
 
 
 def fingerprint(tree: Path, corpus: str, model: str, data: Path, work: Path) -> dict:
@@ -90,8 +89,8 @@ def fingerprint(tree: Path, corpus: str, model: str, data: Path, work: Path) -> 
     texts = [(row["id"], row["hyp"]) for row in map(json.loads, hypotheses)]  # speakers etc. may come and go
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {
-        "weights": weights_digest(run / "checkpoints" / "best.pt", tree),  # the final model
-        "last_weights": weights_digest(run / "checkpoints" / "last.pt", tree),  # training's end, before any choice
+        "weights": weights_digest(run / "checkpoints" / "best.pt"),  # the final model
+        "last_weights": weights_digest(run / "checkpoints" / "last.pt"),  # training's end, before any choice
         "hypotheses": hashlib.sha256(json.dumps(sorted(texts)).encode()).hexdigest(),
         "losses": [[row["train_loss"], row["dev_loss"]] for row in metrics],
         "test_wer": json.loads((run / "decode" / "test" / "result.json").read_text())["wer"],
