@@ -571,8 +571,6 @@ class Trainer:
         ``--max-steps`` and ``train.schedule_steps`` (train_summary.json's ``repeat``).
         """
         tc, state = self.tc, self.state
-        if state.schedule_steps:  # fixed before a resume
-            return
         if tc.schedule_steps:
             state.schedule_steps = tc.schedule_steps
             return
