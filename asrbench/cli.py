@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from asrbench.errors import AsrbenchError
-from asrbench.schema import ALL_OR_COUNT, FINITE, FRACTION, NON_NEGATIVE, POSITIVE, Limit
+from asrbench.recipe.schema import ALL_OR_COUNT, FINITE, FRACTION, NON_NEGATIVE, POSITIVE, Limit
 
 try:  # typer >= 0.2x vendors click as typer._click; older typer uses click itself
     from typer._click import exceptions as click_exceptions
@@ -270,9 +270,9 @@ def data_features(
     from rich.console import Console
     from rich.table import Table
 
-    from asrbench.config import FeatureConfig, recipe_features
     from asrbench.data.features import extract_data_dir
     from asrbench.data.manifest import require_prepared
+    from asrbench.recipe.config import FeatureConfig, recipe_features
 
     require_prepared(data_dir, (), "data dir")
     if recipe is not None:
@@ -354,7 +354,7 @@ def recipes_command() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from asrbench.recipes import FOLDER, summaries
+    from asrbench.recipe.bundled import FOLDER, summaries
 
     table = Table(title=f"bundled recipes ({FOLDER})", caption="A path to your own YAML works wherever a name does; "
                   "copy one of these to start it.")
@@ -388,7 +388,7 @@ def train_command(
                                 "recipe's)."),
 ) -> None:
     """Train one model from a recipe into a run dir (also under torchrun, one process per rank)."""
-    from asrbench.train import stopped_at_once, train
+    from asrbench.training.trainer import stopped_at_once, train
 
     overrides = [*set_, f"train.device={device}"] if device is not None else list(set_)
     if tensorboard:
@@ -438,10 +438,10 @@ def decode_command(
     left_chunks: int = typer.Option(-1, "--left-chunks", help="With --chunk-ms: chunks of left context (-1: all)."),
 ) -> None:
     """Decode a split; writes decode/<split>/hypotheses.jsonl and result.json."""
-    from asrbench.decode import decode
+    from asrbench.decoding.decode import decode
     from asrbench.decoding.searchers import given_options
     from asrbench.progress import console
-    from asrbench.scoring import format_rate, undefined_rate_warning
+    from asrbench.scoring.metrics import format_rate, undefined_rate_warning
 
     if not lm and not tuned:  # with --tuned, decode checks that the tuned values hold an LM
         _ignored("only applies with --lm", "lm_weight")
@@ -533,10 +533,10 @@ def transcribe_command(
     """Transcribe audio files: text, JSONL with word times and confidences, or subtitles."""
     from asrbench import fileio
     from asrbench.decoding.searchers import given_options
+    from asrbench.decoding.streaming import StreamOptions
+    from asrbench.deploy.transcribe import Transcriber, transcribe_files
+    from asrbench.deploy.vad import VadOptions
     from asrbench.progress import console
-    from asrbench.streaming import StreamOptions
-    from asrbench.transcribe import Transcriber, transcribe_files
-    from asrbench.vad import VadOptions
 
     _transcribe_combinations(stream, vad, bool(lm) or tuned)
     if out is not None and out.is_file() and not out.with_name(out.name + ".partial").exists():
@@ -571,7 +571,7 @@ def export_command(
 ) -> None:
     """Export a CTC model to a self-contained ONNX dir that `asrbench transcribe` runs on onnxruntime."""
     from asrbench import fileio
-    from asrbench.export import export_run
+    from asrbench.deploy.export import export_run
     from asrbench.progress import console
 
     fileio.refuse_to_replace(out, overwrite)
@@ -606,7 +606,7 @@ def bench_command(
     fmt: str = typer.Option("table", "--format", help="table | markdown | csv | json"),
 ) -> None:
     """Train, decode (dev and test) and compare models under one budget; resumable."""
-    from asrbench.bench import bench, markdown
+    from asrbench.studies.bench import bench, markdown
 
     _check_format(fmt, SUMMARY_FORMATS)
     report = bench(recipe, models, seeds, out, budget_minutes, epochs, data, _train_threads(set_, threads),
@@ -631,8 +631,8 @@ def tune_command(
     threads: int = typer.Option(0, "--threads", min=0, help="Torch threads (0: torch's default)."),
 ) -> None:
     """Grid-search beam, LM weight, word bonus (or CTC weight) on dev; saves tuned.json in the run dir."""
+    from asrbench.decoding.tune import summarize_tuning, tune
     from asrbench.progress import console
-    from asrbench.tune import summarize_tuning, tune
 
     def numbers(text: Optional[str], kind, name: str, limit: Limit):
         if text is None:
@@ -679,12 +679,12 @@ def compare_command(
     from rich.console import Console
 
     from asrbench import fileio
-    from asrbench.compare import FORMATS, collect, render, rich_table, select_runs
     from asrbench.progress import console
+    from asrbench.studies.compare import FORMATS, collect, render, rich_table, select_runs
 
     if fmt not in FORMATS:
         _fail(f"unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
-    from asrbench.plots import FILES as PLOT_FILES
+    from asrbench.studies.plots import FILES as PLOT_FILES
 
     fileio.refuse_to_replace(([output] if output else []) + ([plot / name for name in PLOT_FILES] if plot else []),
                              overwrite)
@@ -693,7 +693,7 @@ def compare_command(
         console.print(f"[yellow]note[/yellow]: skipped {path}: not a run dir", soft_wrap=True)
     rows = collect(runs, split, resamples=resamples, alpha=alpha, seed=seed, allow_mixed=allow_mixed)
     if plot is not None:
-        from asrbench.plots import write_plots
+        from asrbench.studies.plots import write_plots
 
         for path in write_plots(rows, plot):
             console.print(f"wrote {path}", soft_wrap=True)
@@ -732,7 +732,7 @@ def score_command(
     as references, 'hyp' as hypotheses). Per-speaker rates come
     only when every utterance's speaker is given: --utt2spk or a JSONL 'speaker' field (never the ids)."""
     from asrbench.progress import console
-    from asrbench.scoring import REPORT_FILES, render_score, score_files, undefined_rate_warning
+    from asrbench.scoring.metrics import REPORT_FILES, render_score, score_files, undefined_rate_warning
 
     if fmt not in ("table", "json"):
         _fail(f"unknown format '{fmt}' (valid: table, json)")
@@ -773,7 +773,7 @@ def study_data(
     fmt: str = typer.Option("table", "--format", help="table | markdown | csv | json"),
 ) -> None:
     """Data-scaling curve: every model trained on nested subsets of train, test WER against hours; resumable."""
-    from asrbench.data_study import data_study, markdown, parse_fractions
+    from asrbench.studies.data_size import data_study, markdown, parse_fractions
 
     _check_format(fmt, SUMMARY_FORMATS)
     study = data_study(recipe, models, parse_fractions(fractions), seeds, out, budget_minutes, epochs, data,
@@ -803,8 +803,8 @@ def study_noise(
     import torch
 
     from asrbench.decoding.searchers import given_options
-    from asrbench.noise_study import FORMATS, noise_study, parse_conditions, render, write_study
     from asrbench.progress import console
+    from asrbench.studies.noise import FORMATS, noise_study, parse_conditions, render, write_study
 
     if fmt not in FORMATS:
         _fail(f"unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
@@ -836,7 +836,7 @@ def study_length(
 ) -> None:
     """WER by utterance duration, by reference length in words and by speaker, with CIs per bin."""
     from asrbench.progress import console
-    from asrbench.study import FORMATS, length_study, render, write_study
+    from asrbench.studies.length import FORMATS, length_study, render, write_study
 
     if fmt not in FORMATS:
         _fail(f"unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
@@ -868,7 +868,7 @@ def report(
     """One self-contained HTML page: comparison, plots, breakdowns, studies and an error browser."""
     from asrbench import fileio
     from asrbench.progress import console
-    from asrbench.report import select_inputs, take_screenshot, write_report
+    from asrbench.studies.report import select_inputs, take_screenshot, write_report
 
     fileio.refuse_to_replace([out] + ([screenshot] if screenshot else []), overwrite)
     _threads(threads)
@@ -894,7 +894,7 @@ def lm_train(
 ) -> None:
     """Train a Kneser-Ney n-gram LM on a data dir's training transcripts."""
     from asrbench import fileio
-    from asrbench.lm import train_lm
+    from asrbench.decoding.lm import train_lm
     from asrbench.progress import console
 
     fileio.refuse_to_replace([out / name for name in ("lm.arpa", "lexicon.txt", "lm.json")], overwrite)

@@ -140,3 +140,17 @@ def refuse_to_replace(paths, overwrite: bool) -> None:
     for path in map(Path, [paths] if isinstance(paths, (str, os.PathLike)) else paths):
         if path.is_file() or (path.is_dir() and any(path.iterdir())):
             raise AsrbenchError(f"{path}: already exists (pass --overwrite to replace it)")
+
+
+HELD_LOCKS: list = []  # this process's open lock files (a run dir's, see asrbench.runs.rundir.lock)
+
+
+def close_inherited_locks() -> None:
+    """In a forked child (a data-loader worker): drop the copies of the parent's lock files.
+
+    A ``flock`` lock lives as long as any copy of its file descriptor, so a worker outliving a
+    killed trainer would otherwise keep the run dir locked.
+    """
+    for handle in HELD_LOCKS:
+        handle.close()
+    HELD_LOCKS.clear()

@@ -1,4 +1,4 @@
-"""Speed of bootstrap CIs plus all pairwise tests: vectorized (asrbench.stats) against per-resample loops.
+"""Speed of bootstrap CIs plus all pairwise tests: vectorized (asrbench.scoring.stats) against per-resample loops.
 
     python benchmarks/bootstrap_speed.py [--systems 10] [--utterances 10000] [--resamples 1000] [--json OUT]
 
@@ -32,8 +32,8 @@ import jiwer
 import numpy as np
 from _common import figure, record
 
-from asrbench import stats
-from asrbench.scoring import score_utterances
+from asrbench.scoring import stats
+from asrbench.scoring.metrics import score_utterances
 
 
 def synthetic_texts(systems: int, utterances: int, seed: int) -> tuple[list[str], list[list[str]]]:
@@ -130,7 +130,7 @@ def main() -> None:
     }
     print(f"{args.systems} systems x {args.utterances:,} utterances x {args.resamples:,} resamples: "
           f"CIs + {pairs} pairwise tests (paired bootstrap, sign, matched pairs)")
-    print(f"  vectorized (asrbench.stats):  {vectorized:.3f} s best of {args.repeat} "
+    print(f"  vectorized (asrbench.scoring.stats):  {vectorized:.3f} s best of {args.repeat} "
           f"(first {timings[0]:.3f} s, median {statistics.median(timings):.3f} s)")
     print(f"  numpy per-resample loop:      {loop_seconds:.3f} s  ({loop_seconds / vectorized:,.1f}x slower)")
     print(f"  naive jiwer loop:             {naive_seconds:,.0f} s extrapolated = {naive_seconds / 60:.1f} min "

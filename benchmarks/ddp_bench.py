@@ -1,6 +1,6 @@
 """Training throughput of 1 process against 2 torchrun ranks (Gloo) on this machine's CPU.
 
-    python benchmarks/ddp_bench.py [--recipe asrbench/recipes/an4.yaml] [--model cnn] [--batches 40]
+    python benchmarks/ddp_bench.py [--recipe asrbench/recipe/an4.yaml] [--model cnn] [--batches 40]
 
 Each side runs ``asrbench train`` in a subprocess on the same recipe and stops after the same
 number of batches (``--batches``: 1 rank takes one batch per step, 2 ranks take one each, so half
@@ -55,7 +55,7 @@ def run(recipe: str, model: str, ranks: int, steps: int, out: Path, extra: list[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="asrbench/recipes/an4.yaml")
+    parser.add_argument("--recipe", default="asrbench/recipe/an4.yaml")
     parser.add_argument("--model", default="cnn")
     parser.add_argument("--batches", type=int, default=40, help="Batches each side trains on (even).")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Extra recipe overrides.")

@@ -32,7 +32,7 @@ from experiment_data import sorted_batches, synthetic_emissions
 from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decoding.searchers import DecodeOptions, ctc_searcher
 from asrbench.errors import AsrbenchError
-from asrbench.scoring import error_rates
+from asrbench.scoring.metrics import error_rates
 
 GREEDY_TARGET = 50000.0  # x real time
 
@@ -40,10 +40,10 @@ GREEDY_TARGET = 50000.0  # x real time
 @torch.inference_mode()
 def model_emissions(run_dir: Path, data_dir: Path, split: str, limit: int):
     """-> (tokenizer, [log_probs (T', V)], references, durations) from a run's best checkpoint, on CPU."""
-    from asrbench import rundir
-    from asrbench.checkpoint import load_model
     from asrbench.data.features import load_features
-    from asrbench.decode import batches_of
+    from asrbench.decoding.decode import batches_of
+    from asrbench.runs import rundir
+    from asrbench.runs.checkpoint import load_model
 
     loaded = load_model(rundir.require_run_dir(run_dir) / rundir.BEST)
     features = load_features(data_dir, split, loaded.config.features)
@@ -61,7 +61,7 @@ def model_emissions(run_dir: Path, data_dir: Path, split: str, limit: int):
 
 
 def transcribe(search, tokenizer: CharTokenizer, batches, count: int) -> list[str]:
-    """What ``asrbench.decode.recognize`` does after the network: search, then ids -> text."""
+    """What ``asrbench.decoding.decode.recognize`` does after the network: search, then ids -> text."""
     texts = [""] * count
     for indices, log_probs, lengths in batches:
         for index, ids in zip(indices, search((log_probs, lengths)), strict=True):

@@ -1,7 +1,7 @@
 """Exported models against their PyTorch runs: parity on a test split, int8 accuracy, speed.
 
     python benchmarks/export_bench.py RUN [RUN ...] [--split test] [--repeat 3] [--skip-speed]
-    python benchmarks/export_bench.py [--recipe asrbench/recipes/an4.yaml --model conformer]   # untrained: speed
+    python benchmarks/export_bench.py [--recipe asrbench/recipe/an4.yaml --model conformer]   # untrained: speed
 
 For each run (a CTC model): ``asrbench export`` with ``--quantize int8`` into a scratch dir, then
 on every utterance of the split (features from the run's store, batched as ``decode`` batches):
@@ -56,7 +56,7 @@ def _time(run, batches, repeat: int) -> float:
 def measure_speed(model, graph_path: Path, batches: dict[int, list], frame_shift_ms: float, repeat: int) -> dict:
     """The network alone, PyTorch eager against onnxruntime, at 1 and 2 threads, for each batch size
     (batch 1: 40 utterances across the lengths)."""
-    from asrbench.exported import ExportedCTC
+    from asrbench.deploy.onnx_runtime import ExportedCTC
 
     result = {}
     for threads in (1, 2):
@@ -77,9 +77,9 @@ def measure_speed(model, graph_path: Path, batches: dict[int, list], frame_shift
 def measure_untrained(recipe: str, name: str, repeat: int) -> dict:
     """Speed only, without a trained run: the recipe's ``name`` freshly initialised, on random
     features of AN4 test's utterance lengths (130 utterances, 1-8 s)."""
-    from asrbench.config import resolve
-    from asrbench.export import write_ctc_graph
+    from asrbench.deploy.export import write_ctc_graph
     from asrbench.models import build_model
+    from asrbench.recipe.config import resolve
 
     config = resolve(recipe, name)
     torch.manual_seed(0)
@@ -104,12 +104,12 @@ def measure_untrained(recipe: str, name: str, repeat: int) -> dict:
 
 
 def measure(run_dir: Path, split: str, repeat: int, speed: bool) -> dict:
-    from asrbench.checkpoint import load_model
     from asrbench.data.features import load_features
     from asrbench.decoding.greedy import ctc_greedy
-    from asrbench.export import export_run
-    from asrbench.exported import ExportedCTC
-    from asrbench.scoring import error_rates
+    from asrbench.deploy.export import export_run
+    from asrbench.deploy.onnx_runtime import ExportedCTC
+    from asrbench.runs.checkpoint import load_model
+    from asrbench.scoring.metrics import error_rates
 
     loaded = load_model(run_dir / "checkpoints" / "best.pt")
     model, tokenizer = loaded.model.eval(), loaded.tokenizer
@@ -182,7 +182,7 @@ def flat_figures(results: dict[str, dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="*", help="trained CTC run dirs (none: an untrained model, speed)")
-    parser.add_argument("--recipe", default="asrbench/recipes/an4.yaml", help="without runs: the recipe of the model")
+    parser.add_argument("--recipe", default="asrbench/recipe/an4.yaml", help="without runs: the recipe of the model")
     parser.add_argument("--model", default="conformer", help="without runs: the model to time")
     parser.add_argument("--split", default="test")
     parser.add_argument("--repeat", type=int, default=3)

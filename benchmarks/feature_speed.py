@@ -37,13 +37,13 @@ def main() -> None:
 
     import torch
 
-    from asrbench.config import AugmentConfig, FeatureConfig
     from asrbench.data.audio import load_audio
     from asrbench.data.batching import BucketBatchSampler, Collator
     from asrbench.data.fbank import FeatureExtractor
     from asrbench.data.features import load_features
     from asrbench.data.manifest import read_manifest, split_path
     from asrbench.data.store import CHUNK_SECONDS, chunked
+    from asrbench.recipe.config import AugmentConfig, FeatureConfig
     from asrbench.torchaudio_compat import kaldi
 
     utterances = [utt for split in args.splits.split(",") for utt in read_manifest(split_path(args.data, split))]

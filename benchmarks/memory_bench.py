@@ -1,6 +1,6 @@
 """Peak resident memory of training, per architecture, and a leak check across epochs.
 
-    python benchmarks/memory_bench.py [--recipe asrbench/recipes/an4.yaml] [--models dnn,cnn,...] [--epochs 5]
+    python benchmarks/memory_bench.py [--recipe asrbench/recipe/an4.yaml] [--models dnn,cnn,...] [--epochs 5]
                                       [--threads 1] [--max-utterances N] [--data DIR] [--keep]
 
 Each model trains in a fresh ``python -m asrbench train`` process (CPU, ``--threads`` torch
@@ -42,8 +42,8 @@ POLL_SECONDS = 0.2
 # Loads the training data as train() does (features cached on disk), in a child process.
 WARM_CACHE = """
 import sys
-from asrbench.config import resolve
-from asrbench.data.training import load_training_data
+from asrbench.recipe.config import resolve
+from asrbench.data.pipeline import load_training_data
 load_training_data(resolve(sys.argv[1], sys.argv[2], sys.argv[3:]))
 """
 
@@ -157,7 +157,7 @@ def measure(args: argparse.Namespace, model: str, data_dir: str | None, environm
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", type=Path, default=Path("asrbench/recipes/an4.yaml"))
+    parser.add_argument("--recipe", type=Path, default=Path("asrbench/recipe/an4.yaml"))
     parser.add_argument("--models", default=CTC_MODELS, help="Comma-separated model names.")
     parser.add_argument("--epochs", type=int, default=5, help="At least 3, so growth spans two epoch ends.")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each training process.")
@@ -172,7 +172,7 @@ def main() -> None:
     args.recipe, args.out = args.recipe.resolve(), args.out.resolve()
     models = [name.strip() for name in args.models.split(",") if name.strip()]
 
-    from asrbench.config import resolve
+    from asrbench.recipe.config import resolve
 
     data_dir = args.data.resolve() if args.data else None
     if args.max_utterances > 0:

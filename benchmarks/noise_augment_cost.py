@@ -2,7 +2,7 @@
 (on the fly: read, speed, mix, fbank) against collating it from the feature store, and against
 the training step it feeds.
 
-    python benchmarks/noise_augment_cost.py [--recipe asrbench/recipes/an4.yaml] [--model conformer]
+    python benchmarks/noise_augment_cost.py [--recipe asrbench/recipe/an4.yaml] [--model conformer]
         [--noise white,babble,noise] [--prob 0.5] [--batches 20] [--threads 1]
 
 Over the first ``--batches`` batches of epoch 0 of the recipe (SpecAugment and speed copies as
@@ -29,7 +29,7 @@ def collate_seconds(dataset, count: int) -> tuple[float, list]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="asrbench/recipes/an4.yaml")
+    parser.add_argument("--recipe", default="asrbench/recipe/an4.yaml")
     parser.add_argument("--model", default="conformer")
     parser.add_argument("--noise", default="white,babble,noise", help="augment.noise sources (comma-separated).")
     parser.add_argument("--prob", type=float, default=0.5)
@@ -38,11 +38,11 @@ def main() -> None:
     args = parser.parse_args()
     threads = set_threads(args.threads)
 
-    from asrbench.config import resolve
     from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches
     from asrbench.data.noise_augment import NoiseAugment
-    from asrbench.data.training import load_training_data
-    from asrbench.train import noise_augment
+    from asrbench.data.pipeline import load_training_data
+    from asrbench.recipe.config import resolve
+    from asrbench.training.trainer import noise_augment
 
     sources = args.noise.split(",")
     config = resolve(args.recipe, args.model, [f"augment.noise={sources}"])

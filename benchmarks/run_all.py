@@ -30,7 +30,7 @@ AN4_RUN = ROOT / "runs" / "final" / "an4" / "conformer"
 # transducer_bench decodes with the trained AN4 conformer_transducer when its run dir exists, with the
 # untrained model otherwise (its decoding figures then say "untrained model").
 AN4_TRANSDUCER_RUN = ROOT / "runs" / "final" / "an4" / "conformer_transducer"
-AN4_RECIPE = "asrbench/recipes/an4.yaml"
+AN4_RECIPE = "asrbench/recipe/an4.yaml"
 SUITE: dict[str, list[str]] = {
     "bootstrap_speed": ["bootstrap_speed.py"],
     "feature_speed": ["feature_speed.py", "--data", "data/an4"],

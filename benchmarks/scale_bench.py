@@ -6,7 +6,7 @@
 For each size, a data dir whose train split is AN4's training utterances repeated under new ids
 (``r<k>-<id>``, the same audio files) until it holds that many hours, and AN4's dev split:
 
-- extraction: ``asrbench data features DIR --recipe asrbench/recipes/an4.yaml --jobs J`` (train and its 0.9
+- extraction: ``asrbench data features DIR --recipe asrbench/recipe/an4.yaml --jobs J`` (train and its 0.9
   and 1.1 speed copies) in a child process: audio seconds per wall second (× real time), and the
   peak resident memory of the largest process of the extraction (the parent or a worker);
 - the store on disk: bytes per hour of audio and per stored feature value (float16 + indexes);
@@ -48,7 +48,7 @@ from pathlib import Path
 
 from _common import ROOT, best_time, figure, record, set_threads
 
-RECIPE = ROOT / "asrbench" / "recipes" / "an4.yaml"
+RECIPE = ROOT / "asrbench" / "recipe" / "an4.yaml"
 POLL_SECONDS = 0.1
 
 
@@ -187,11 +187,11 @@ def side_by_side(data: Path, repeat: int) -> dict:
     """Batch reads and training steps, store against one in-memory tensor, on ``data`` (warm)."""
     import torch
 
-    from asrbench.config import resolve
     from asrbench.data.batching import BucketBatchSampler, Collator
     from asrbench.data.features import FeatureSet
-    from asrbench.data.training import load_training_data
+    from asrbench.data.pipeline import load_training_data
     from asrbench.models import build_model
+    from asrbench.recipe.config import resolve
 
     config = resolve(RECIPE, "cnn", [f"data.dir={data}"])
     training = load_training_data(config)

@@ -6,7 +6,7 @@
 RUN is a model trained with ``streaming: true``. For the split it runs ``asrbench decode`` at full
 context, then ``asrbench decode --chunk-ms C`` for each chunk size: the chunked masked pass gives
 the WER, and every utterance is also streamed from its audio through the streaming front end and
-search (:func:`asrbench.streaming.measure`), replayed in real time with its measured per-chunk
+search (:func:`asrbench.decoding.streaming.measure`), replayed in real time with its measured per-chunk
 compute, for the latency figures (algorithmic latency; per-chunk compute and RTF; first-token and
 final-result latency after the end of speech, p50 and p90). ``--baseline`` adds a non-streaming run
 of the same recipe decoded at full context.
@@ -39,7 +39,7 @@ def main() -> None:
                         help="best, last, or a checkpoint file in the run dir (the one chosen on dev)")
     args = parser.parse_args()
 
-    from asrbench.decode import decode
+    from asrbench.decoding.decode import decode
 
     full = decode(args.run, args.split, device="cpu", threads=args.threads, checkpoint=args.checkpoint)
     figures: dict = {"full_context_wer": figure(full["wer"], 100.0, "% WER at full context", better="lower",

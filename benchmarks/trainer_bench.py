@@ -47,8 +47,8 @@ def matmul_flops_per_second(size: int = 2048, repeat: int = 5) -> float:
 
 def trainer_run(recipe: str, name: str, run_dir: Path, overrides: list[str]) -> float:
     """``asrbench train`` end to end; -> its batch loop's steps/s."""
-    from asrbench import rundir
-    from asrbench.train import train
+    from asrbench.runs import rundir
+    from asrbench.training.trainer import train
 
     shutil.rmtree(run_dir, ignore_errors=True)
     train(recipe, name, run_dir, overrides=overrides)
@@ -61,7 +61,7 @@ def bare_run(config, vocab: int, collated: list) -> tuple[float, object]:
     import torch
 
     from asrbench.models import build_model
-    from asrbench.train import seed_everything
+    from asrbench.training.trainer import seed_everything
 
     tc = config.train
     seed_everything(tc.seed)
@@ -79,7 +79,7 @@ def bare_run(config, vocab: int, collated: list) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="asrbench/recipes/an4.yaml")
+    parser.add_argument("--recipe", default="asrbench/recipe/an4.yaml")
     parser.add_argument("--models", default="dnn,cnn,lstm,gru,crdnn,transformer,conformer")
     parser.add_argument("--flops-models", default="transformer,conformer")
     parser.add_argument("--steps", type=int, default=30)
@@ -91,9 +91,9 @@ def main() -> None:
     args = parser.parse_args()
     threads = set_threads(args.threads)
 
-    from asrbench.config import resolve
     from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches
-    from asrbench.data.training import load_training_data
+    from asrbench.data.pipeline import load_training_data
+    from asrbench.recipe.config import resolve
 
     scratch = Path(args.out or tempfile.mkdtemp(prefix="trainer_bench_"))
     peak_flops = matmul_flops_per_second()

@@ -62,9 +62,9 @@ def main() -> None:
 
     from asrbench.data.manifest import read_manifest, split_path
     from asrbench.decoding.searchers import DecodeOptions
-    from asrbench.scoring import error_rates
-    from asrbench.transcribe import Transcriber
-    from asrbench.vad import VadOptions
+    from asrbench.deploy.transcribe import Transcriber
+    from asrbench.deploy.vad import VadOptions
+    from asrbench.scoring.metrics import error_rates
 
     torch.set_num_threads(args.threads)
     transcriber = Transcriber(args.run, DecodeOptions(), "cpu", vad=VadOptions(kind="none"), threads=args.threads)

@@ -1,6 +1,6 @@
 """Transducer (RNN-T) cost on AN4: the loss against the encoder, a training step's memory, decoding speed.
 
-    python benchmarks/transducer_bench.py [--recipe asrbench/recipes/an4.yaml] [--model conformer_transducer]
+    python benchmarks/transducer_bench.py [--recipe asrbench/recipe/an4.yaml] [--model conformer_transducer]
                                           [--run RUN_DIR] [--batches 10] [--threads 2] [--repeat 3]
                                           [--split test] [--max-utterances N]
     python benchmarks/transducer_bench.py --batches 2 --repeat 1 --threads 1     # a quick check
@@ -28,7 +28,7 @@ memory step:
   the joint tensor's bytes (``joint_memory_bytes``; the step holds about three of them). Beside
   it, this process's own peak so far: the training data loaded and the loss passes run, closer
   to what the trainer holds (``benchmarks/memory_bench.py`` measures the trainer itself).
-- Decoding: the test split with ``asrbench.decode.recognize`` (features from the cache, the run's
+- Decoding: the test split with ``asrbench.decoding.decode.recognize`` (features from the cache, the run's
   ``eval_batch_frames`` batches, one warm-up batch) and the model's own searchers,
   ``make_searcher(tokenizer, DecodeOptions(beam=1 | 4))``: greedy search and modified beam search,
   best of ``--repeat``. RTFx = audio seconds / (network + search) seconds; target greedy >= 100x
@@ -66,7 +66,7 @@ MEMORY_STEP = """
 import json, sys
 import torch
 from asrbench.models import build_model
-from asrbench.train import seed_everything
+from asrbench.training.trainer import seed_everything
 
 def status_mb(key):
     with open("/proc/self/status") as handle:
@@ -92,7 +92,7 @@ def resolve_config(recipe: str, model: str):
     model's config defaults), through a copy of the recipe in a temp file."""
     import yaml
 
-    from asrbench.config import load_yaml, recipe_models, resolve
+    from asrbench.recipe.config import load_yaml, recipe_models, resolve
 
     if model in recipe_models(load_yaml(recipe), recipe):
         return resolve(recipe, model), "recipe"
@@ -211,9 +211,9 @@ def decoding_speed(model, tokenizer, cmvn, features, batch_frames: int, repeat: 
     """beam -> RTFx (network + search), search RTFx, WER, tokens emitted; best of ``repeat`` passes."""
     import torch
 
-    from asrbench.decode import recognize
+    from asrbench.decoding.decode import recognize
     from asrbench.decoding.searchers import DecodeOptions
-    from asrbench.scoring import error_rates
+    from asrbench.scoring.metrics import error_rates
 
     references = [utt.text for utt in features.utterances]
     results = {}
@@ -246,7 +246,7 @@ def print_table(figures: dict[str, dict], title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", default="asrbench/recipes/an4.yaml")
+    parser.add_argument("--recipe", default="asrbench/recipe/an4.yaml")
     parser.add_argument("--model", default="conformer_transducer")
     parser.add_argument("--run", type=Path, help="Trained run dir of a transducer: its best checkpoint decodes "
                                                  "(else the untrained model does).")
@@ -260,15 +260,15 @@ def main() -> None:
 
     import torch
 
-    from asrbench import rundir
-    from asrbench.checkpoint import load_model
     from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches
     from asrbench.data.features import load_features
-    from asrbench.data.training import load_training_data
+    from asrbench.data.pipeline import load_training_data
     from asrbench.models import build_model, count_parameters
     from asrbench.models.rnnt_loss import joint_memory_bytes
     from asrbench.models.transducer import TransducerModel
-    from asrbench.train import seed_everything
+    from asrbench.runs import rundir
+    from asrbench.runs.checkpoint import load_model
+    from asrbench.training.trainer import seed_everything
 
     loaded = None  # the trained model that decodes, loaded first so that a wrong --run fails at once
     if args.run is not None:

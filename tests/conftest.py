@@ -14,7 +14,7 @@ import pytest
 import soundfile
 import torch
 
-import asrbench.train
+import asrbench.training.trainer
 
 
 def _refuse_to_train(self, *args, **kwargs):
@@ -24,14 +24,14 @@ def _refuse_to_train(self, *args, **kwargs):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
-    """A test not marked slow cannot build a :class:`asrbench.train.Trainer`, from its setup to its
+    """A test not marked slow cannot build a :class:`asrbench.training.trainer.Trainer`, from its setup to its
     teardown: a module- or session-scoped fixture that trains counts for the first test using it
     (an autouse function fixture would come too late, after the wider-scoped fixtures). Nothing is
     patched at import, and the patch is undone after each test. Training in a subprocess (``python
     -m asrbench train``) is outside this guard."""
     with pytest.MonkeyPatch.context() as patch:
         if item.get_closest_marker("slow") is None:
-            patch.setattr(asrbench.train.Trainer, "__init__", _refuse_to_train)
+            patch.setattr(asrbench.training.trainer.Trainer, "__init__", _refuse_to_train)
         yield
 
 
@@ -108,7 +108,7 @@ models:
   cnn: {{subsample_channels: 4, channels: 16, kernel_size: 5, num_blocks: 2}}
 """)
     run = root / "run"
-    asrbench.train.train(recipe, "cnn", run, seed=0)
+    asrbench.training.trainer.train(recipe, "cnn", run, seed=0)
     return run, data_dir
 
 
@@ -131,5 +131,5 @@ models:
               streaming: true, max_train_chunk: 4}}
 """)
     run = root / "run"
-    asrbench.train.train(recipe, "conformer", run, seed=0)
+    asrbench.training.trainer.train(recipe, "conformer", run, seed=0)
     return run, data_dir

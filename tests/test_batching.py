@@ -7,10 +7,10 @@ import random
 import pytest
 import torch
 
-from asrbench.config import AugmentConfig
 from asrbench.data.batching import BucketBatchSampler, Collator, spec_augment
 from asrbench.data.features import FeatureSet, GlobalCMVN
 from asrbench.data.manifest import Utterance
+from asrbench.recipe.config import AugmentConfig
 
 
 def random_lengths(count: int = 500, seed: int = 0) -> list[int]:

@@ -11,11 +11,11 @@ import pytest
 from helpers import write_tone_corpus
 from typer.testing import CliRunner
 
-from asrbench import rundir
-from asrbench.bench import add_statistics, bench, markdown, select_models, summarize
 from asrbench.cli import app
 from asrbench.env import CORES_VARIABLE, available_cores
 from asrbench.errors import AsrbenchError
+from asrbench.runs import rundir
+from asrbench.studies.bench import add_statistics, bench, markdown, select_models, summarize
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_parallel_jobs_train_every_run(recipe: Path, tmp_path: Path):
 def test_parallel_jobs_fan_out_round_robin_over_the_gpus(monkeypatch):
     import multiprocessing
 
-    from asrbench import bench as bench_module
+    from asrbench.studies import bench as bench_module
 
     counter = multiprocessing.get_context("spawn").Value("i", 0)
     claimed = []
@@ -173,7 +173,7 @@ def test_parallel_jobs_fan_out_round_robin_over_the_gpus(monkeypatch):
 def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
     import torch
 
-    from asrbench import bench as bench_module
+    from asrbench.studies import bench as bench_module
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert bench_module.visible_gpus() == []

@@ -44,15 +44,15 @@ def private_asrbench_names(source: str) -> list[str]:
 
 def test_the_scan_finds_every_kind_of_private_use() -> None:
     source = """
-import asrbench.decode
-import asrbench.train as training
+import asrbench.decoding.decode
+import asrbench.training.trainer as training
 from asrbench import fileio
 from asrbench.data import _shards
 from asrbench.decoding.searchers import DecodeOptions, _resolve as resolve
 from _common import _number  # the suite's own helper: not asrbench
 import numpy as np
 
-asrbench.decode._checkpoint_path(1)
+asrbench.decoding.decode._checkpoint_path(1)
 training.Trainer._step
 fileio._tmp
 DecodeOptions.__doc__, np._private, fileio.atomic_write
@@ -60,7 +60,7 @@ DecodeOptions.__doc__, np._private, fileio.atomic_write
     assert private_asrbench_names(source) == [
         "5: from asrbench.data import _shards",
         "6: from asrbench.decoding.searchers import _resolve",
-        "10: asrbench.decode._checkpoint_path",
+        "10: asrbench.decoding.decode._checkpoint_path",
         "11: training.Trainer._step",
         "12: fileio._tmp",
     ]

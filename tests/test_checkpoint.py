@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asrbench import checkpoint
-from asrbench.config import FeatureConfig, ModelSpec, RunConfig
 from asrbench.data.features import GlobalCMVN
 from asrbench.data.tokenizer import CharTokenizer
 from asrbench.errors import AsrbenchError
 from asrbench.models import build_model, default_options
+from asrbench.recipe.config import FeatureConfig, ModelSpec, RunConfig
+from asrbench.runs import checkpoint
 
 OPTIONS = {**default_options("gru"), "subsample_channels": 4, "hidden_size": 16, "num_layers": 1}
 

@@ -17,11 +17,11 @@ from typer.testing import CliRunner
 
 from asrbench import cli
 from asrbench.cli import app, run_app
-from asrbench.compare import collect
 from asrbench.errors import AsrbenchError
 from asrbench.models import MODELS, build_model, count_parameters, default_options
+from asrbench.studies.compare import collect
 
-RECIPE = Path(__file__).parents[1] / "asrbench" / "recipes" / "yesno.yaml"
+RECIPE = Path(__file__).parents[1] / "asrbench" / "recipe" / "yesno.yaml"
 
 runner = CliRunner()
 
@@ -445,7 +445,7 @@ def test_an_option_with_the_one_it_needs_gets_past_the_check(monkeypatch, capsys
 
 def test_lm_weight_with_tuned_values_that_have_no_lm_is_an_error(tmp_path):
     """``decode --tuned --lm-weight W``: the weight applies to the tuned LM; without one it means nothing."""
-    from asrbench.decode import resolve_options
+    from asrbench.decoding.decode import resolve_options
     from asrbench.decoding.searchers import DecodeOptions
 
     (tmp_path / "tuned.json").write_text(json.dumps({"split": "dev", "options": {"beam": 4}}), encoding="utf-8")

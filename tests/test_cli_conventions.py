@@ -145,7 +145,7 @@ def test_report_refuses_an_existing_page(monkeypatch, capsys, tmp_path):
 
 
 def test_export_refuses_a_folder_with_files_and_takes_an_empty_one(monkeypatch, capsys, tmp_path):
-    import asrbench.export as export_module
+    import asrbench.deploy.export as export_module
 
     calls = []
     monkeypatch.setattr(export_module, "export_run", lambda *args, **kw: calls.append(args) or {
@@ -231,7 +231,7 @@ def test_transcribe_refuses_a_finished_output_file_before_loading_the_model(monk
 
 
 def test_train_threads_sets_train_num_threads_and_o_names_the_run_dir(monkeypatch, capsys, tmp_path):
-    import asrbench.train as train_module
+    import asrbench.training.trainer as train_module
 
     seen = {}
 
@@ -249,7 +249,7 @@ def test_train_threads_sets_train_num_threads_and_o_names_the_run_dir(monkeypatc
 
 def test_train_max_steps_sets_train_max_steps(monkeypatch, capsys, tmp_path):
     """The repeat train_summary.json records for a budgeted run (--max-steps S) is a train option."""
-    import asrbench.train as train_module
+    import asrbench.training.trainer as train_module
 
     seen = {}
     monkeypatch.setattr(train_module, "train", lambda *args: seen.update(overrides=args[4]))
@@ -263,7 +263,7 @@ def test_train_max_steps_sets_train_max_steps(monkeypatch, capsys, tmp_path):
 
 @pytest.mark.parametrize("flag", ["--max-minutes", "--budget-minutes"])
 def test_bench_budget_alias_threads_and_formats(monkeypatch, capsys, tmp_path, flag):
-    import asrbench.bench as bench_module
+    import asrbench.studies.bench as bench_module
 
     seen = {}
     row = {"model": "cnn", "seeds": 1, "wer": 10.0, "wer_sd": None, "wer_ci": None, "cer": 5.0, "cer_sd": None,
@@ -287,7 +287,7 @@ def test_bench_budget_alias_threads_and_formats(monkeypatch, capsys, tmp_path, f
 
 @pytest.mark.parametrize("flag", ["--max-minutes", "--budget-minutes"])
 def test_study_data_budget_alias_threads_and_format(monkeypatch, capsys, tmp_path, flag):
-    import asrbench.data_study as study_module
+    import asrbench.studies.data_size as study_module
 
     seen = {}
     study = {"kind": "data", "runs": [], "summary": [
@@ -326,9 +326,9 @@ def test_data_download_keeps_dest_as_an_alias_of_out(monkeypatch, capsys, tmp_pa
 def test_threads_sets_torch_threads(monkeypatch, capsys, tmp_path, command):
     import torch
 
-    import asrbench.export as export_module
-    import asrbench.report as report_module
-    import asrbench.tune as tune_module
+    import asrbench.decoding.tune as tune_module
+    import asrbench.deploy.export as export_module
+    import asrbench.studies.report as report_module
 
     set_to = []
     monkeypatch.setattr(torch, "set_num_threads", set_to.append)
@@ -349,8 +349,8 @@ def test_threads_sets_torch_threads(monkeypatch, capsys, tmp_path, command):
 
 
 def test_transcribe_refuses_subtitles_already_in_the_folder(tmp_path, write_audio):
+    from asrbench.deploy.transcribe import transcribe_files
     from asrbench.errors import AsrbenchError
-    from asrbench.transcribe import transcribe_files
 
     audio = write_audio(tmp_path / "talk.wav")
     subs = tmp_path / "subs"

@@ -11,8 +11,8 @@ import pytest
 from helpers import run_main
 from rich.console import Console
 
-from asrbench.compare import COLUMNS, FORMATS, collect, render, rich_table, select_runs
 from asrbench.errors import AsrbenchError
+from asrbench.studies.compare import COLUMNS, FORMATS, collect, render, rich_table, select_runs
 
 
 def fake_run(root: Path, name: str, wer: float, params: int, split: str = "test", summary: bool = True,

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from asrbench.config import (
+from asrbench.errors import AsrbenchError
+from asrbench.models import MODELS, build_model, count_parameters, default_options
+from asrbench.recipe.config import (
     SECTIONS,
     ModelSpec,
     RunConfig,
@@ -24,11 +26,9 @@ from asrbench.config import (
     run_config_from_dict,
     with_overrides,
 )
-from asrbench.errors import AsrbenchError
-from asrbench.models import MODELS, build_model, count_parameters, default_options
-from asrbench.schema import field_limits
+from asrbench.recipe.schema import field_limits
 
-RECIPES_DIR = Path(__file__).parents[1] / "asrbench" / "recipes"
+RECIPES_DIR = Path(__file__).parents[1] / "asrbench" / "recipe"
 
 RECIPE = """\
 data:
@@ -466,7 +466,7 @@ def test_hash_is_stable_and_sensitive_to_every_change(tmp_path):
 def test_hash_is_the_same_in_another_process():
     config = RunConfig(model=ModelSpec("lstm", {"hidden_size": 8, "num_layers": 1}))
     code = (
-        "from asrbench.config import RunConfig, ModelSpec;"
+        "from asrbench.recipe.config import RunConfig, ModelSpec;"
         "print(RunConfig(model=ModelSpec('lstm', {'num_layers': 1, 'hidden_size': 8})).hash())"
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -507,7 +507,7 @@ def test_every_real_recipe_resolves_for_every_model_it_lists(recipe, model):
 
 
 def test_real_recipes_exist():
-    assert list(RECIPES_DIR.glob("*.yaml")), "no asrbench/recipes/*.yaml found"
+    assert list(RECIPES_DIR.glob("*.yaml")), "no asrbench/recipe/*.yaml found"
 
 
 def test_a_model_entry_may_override_the_shared_augment_section(tmp_path):

@@ -1,4 +1,4 @@
-"""Noise and reverberation (asrbench/corruption.py) and the noise study (asrbench/noise_study.py):
+"""Noise and reverberation (asrbench/data/corruption.py) and the noise study (asrbench/studies/noise.py):
 SNRs measured over speech, noise colours, babble from other speakers, looping recordings, room
 impulse responses, seeded reproducibility; end to end on the tone runs."""
 
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from asrbench import corruption
-from asrbench.decode import decode
+from asrbench.data import corruption
+from asrbench.decoding.decode import decode
 from asrbench.errors import AsrbenchError
-from asrbench.noise_study import Condition, noise_study, parse_conditions, render, write_study
+from asrbench.studies.noise import Condition, noise_study, parse_conditions, render, write_study
 
 RATE = 16000
 
@@ -86,7 +86,7 @@ def test_babble_speakers_are_given_never_read_off_the_id():
     (ids ``0_0_1_...``) babble for an utterance left out every utterance that starts with the same
     label. Without speakers only the utterance itself is left out."""
     from asrbench.data.manifest import Utterance
-    from asrbench.noise_study import _talker
+    from asrbench.studies.noise import _talker
 
     first, second = Utterance("0_0_1", "a.wav", 1.0, "NO NO YES"), Utterance("0_1_1", "b.wav", 1.0, "NO YES YES")
     assert _talker(first) != _talker(second)
@@ -162,7 +162,7 @@ def test_the_noise_study_decodes_every_run_on_the_same_audio(tone_run, streaming
 def test_the_degradation_ci_is_of_the_paired_difference():
     """Noise that adds exactly one error to every utterance: the CI of the degradation stays within
     one error per 5 to 20 words (the utterances' lengths), however much their clean errors vary."""
-    from asrbench.noise_study import _degradation
+    from asrbench.studies.noise import _degradation
 
     words = np.array([5.0, 10.0, 5.0, 20.0])
     clean_errors = np.array([0.0, 7.0, 1.0, 12.0])

@@ -12,8 +12,8 @@ import torch
 from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decoding.ctc_beam import CTCBeamOptions, Hypothesis, Lexicon, ctc_prefix_beam_search
 from asrbench.decoding.greedy import ctc_greedy
+from asrbench.decoding.lm import train_ngram
 from asrbench.errors import AsrbenchError
-from asrbench.lm import train_ngram
 
 EXHAUSTIVE = CTCBeamOptions(beam=10_000, token_top_k=100, token_beam=math.inf, score_beam=math.inf, blank_skip=1.0)
 TOKENIZER = CharTokenizer.build(["the cat cab sat on a mat"])
@@ -272,7 +272,7 @@ def test_flashlight_with_a_word_lm_dir(tmp_path):
     pytest.importorskip("flashlight.lib.text.decoder.kenlm")
     from asrbench import fileio
     from asrbench.decoding.flashlight import flashlight_beam_search
-    from asrbench.lm import LM_FORMAT
+    from asrbench.decoding.lm import LM_FORMAT
 
     sentences = ["the cab"] * 20 + ["the cat sat on a mat"]
     train_ngram([s.split() for s in sentences], 3).write_arpa(tmp_path / "lm.arpa")

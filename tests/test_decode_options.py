@@ -8,7 +8,7 @@ import json
 import pytest
 from helpers import run_main
 
-from asrbench.decode import resolve_options
+from asrbench.decoding.decode import resolve_options
 from asrbench.decoding.searchers import DEFAULT_LM_WEIGHT, DecodeOptions, given_options
 from asrbench.errors import AsrbenchError
 
@@ -60,8 +60,8 @@ def test_decode_and_transcribe_hand_the_same_options_on(tmp_path, monkeypatch, c
     """The CLI's decode and transcribe build their options with one function: the same flags give
     the same options and the same given names (transcribe once counted the default LM weight as given,
     so its --tuned kept 0.5 where decode took the tuned weight)."""
-    import asrbench.decode
-    import asrbench.transcribe
+    import asrbench.decoding.decode
+    import asrbench.deploy.transcribe
 
     seen = {}
 
@@ -73,8 +73,8 @@ def test_decode_and_transcribe_hand_the_same_options_on(tmp_path, monkeypatch, c
         seen["transcribe"] = (options, set(explicit), use_tuned)
         raise _Stop
 
-    monkeypatch.setattr(asrbench.decode, "decode", fake_decode)
-    monkeypatch.setattr(asrbench.transcribe, "Transcriber", fake_transcriber)
+    monkeypatch.setattr(asrbench.decoding.decode, "decode", fake_decode)
+    monkeypatch.setattr(asrbench.deploy.transcribe, "Transcriber", fake_transcriber)
     flags = ["--lm", "lm", "--beam", "3", "--word-bonus", "1.5", "--lexicon", "train", "--tuned"]
     for command in (["decode", "run"], ["transcribe", "run", "a.wav"]):
         with pytest.raises(_Stop):

@@ -12,10 +12,10 @@ from helpers import write_tone_corpus
 from typer.testing import CliRunner
 
 from asrbench.cli import app
-from asrbench.decode import decode
+from asrbench.decoding.decode import decode
 from asrbench.decoding.searchers import DecodeOptions
 from asrbench.errors import AsrbenchError
-from asrbench.train import train
+from asrbench.training.trainer import train
 
 runner = CliRunner()
 pytestmark = pytest.mark.slow  # every test decodes the runs its module fixture trains

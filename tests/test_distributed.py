@@ -14,13 +14,14 @@ import pytest
 import torch
 from helpers import TINY, make, write_tone_corpus
 
-from asrbench import checkpoint, distributed, rundir
-from asrbench.config import FeatureConfig
 from asrbench.data import features as features_module
 from asrbench.data.batching import BucketBatchSampler, EpochKeys
 from asrbench.data.manifest import Utterance, write_manifest
 from asrbench.errors import AsrbenchError
 from asrbench.models import MODELS
+from asrbench.recipe.config import FeatureConfig
+from asrbench.runs import checkpoint, rundir
+from asrbench.training import distributed
 
 # --- the batch split -------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from asrbench.cli import app
 
 DATA_ROOT = Path(os.environ.get("ASRBENCH_DATA_ROOT", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
-RECIPE = Path(__file__).resolve().parents[1] / "asrbench" / "recipes" / "yesno.yaml"
+RECIPE = Path(__file__).resolve().parents[1] / "asrbench" / "recipe" / "yesno.yaml"
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

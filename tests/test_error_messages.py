@@ -7,8 +7,8 @@ import fractions
 import pytest
 import torch
 
-from asrbench.checkpoint import load_state
 from asrbench.errors import AsrbenchError, excerpt
+from asrbench.runs.checkpoint import load_state
 
 
 def test_a_long_message_is_cut_at_a_word_boundary_with_an_ellipsis():

@@ -14,16 +14,16 @@ import torch
 import yaml
 from helpers import INPUT_DIM, TINY, RecordingBar, make, run_main
 
-from asrbench.config import FeatureConfig
 from asrbench.data.fbank import FeatureExtractor
 from asrbench.decoding.searchers import DecodeOptions
+from asrbench.deploy.export import export_run, write_ctc_graph
+from asrbench.deploy.numpy_fbank import NumpyFbank
+from asrbench.deploy.onnx_runtime import is_export, load_export
+from asrbench.deploy.transcribe import Transcriber
 from asrbench.errors import AsrbenchError
-from asrbench.export import export_run, write_ctc_graph
-from asrbench.exported import is_export, load_export
-from asrbench.frontend import NumpyFbank
 from asrbench.models import default_mode
-from asrbench.train import train
-from asrbench.transcribe import Transcriber
+from asrbench.recipe.config import FeatureConfig
+from asrbench.training.trainer import train
 
 CTC_MODELS = sorted(name for name in TINY if default_mode(name) == "ctc")
 
@@ -106,7 +106,7 @@ try:
     run_app()
 except SystemExit as exit_:
     assert not exit_.code, exit_.code
-loaded = sorted(name for name in sys.modules if name.startswith(("asrbench.models", "asrbench.checkpoint")))
+loaded = sorted(name for name in sys.modules if name.startswith(("asrbench.models", "asrbench.runs.checkpoint")))
 assert not loaded, loaded
 print("no model code")
 """
@@ -210,7 +210,7 @@ def test_las_exports_its_recurrent_decoder_state_and_beam_searches_like_its_run(
 @pytest.mark.slow
 def test_export_shows_its_progress_graph_by_graph(tone_run, tmp_path, monkeypatch):
     """Regression (issue 28.14): ``export`` was silent for ~10 s."""
-    import asrbench.export as export_module
+    import asrbench.deploy.export as export_module
 
     bar = RecordingBar()
     monkeypatch.setattr(export_module, "progress_bar", bar)

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from asrbench import models
 from asrbench.cli import app
-from asrbench.decode import decode
+from asrbench.decoding.decode import decode
 from asrbench.decoding.searchers import DecodeOptions
-from asrbench.train import train
+from asrbench.training.trainer import train
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from asrbench.config import FeatureConfig
 from asrbench.data import fbank as fbank_module
 from asrbench.data import store as store_module
 from asrbench.data.audio import load_audio
@@ -21,6 +20,7 @@ from asrbench.data.fbank import FeatureExtractor, speed_perturb
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.manifest import Utterance, write_manifest
 from asrbench.data.store import ShardedFrames, bytes_per_hour
+from asrbench.recipe.config import FeatureConfig
 from asrbench.torchaudio_compat import kaldi
 
 SMALL = FeatureConfig(sample_rate=8000, num_mel_bins=23)

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from asrbench import cli
 from asrbench.cli import app, run_app
+from asrbench.decoding.lm import BOS, EOS, FALLBACK_DISCOUNTS, FLOOR_LOG10, UNK, NGramLM, load_lm, train_lm, train_ngram
 from asrbench.errors import AsrbenchError
-from asrbench.lm import BOS, EOS, FALLBACK_DISCOUNTS, FLOOR_LOG10, UNK, NGramLM, load_lm, train_lm, train_ngram
 
 LN10 = math.log(10.0)
 

@@ -12,12 +12,12 @@ import torch
 import yaml
 from helpers import write_tone_corpus
 
-import asrbench.train
-from asrbench.config import AugmentConfig, FeatureConfig, resolve
+import asrbench.training.trainer
 from asrbench.data.batching import Collator
 from asrbench.data.features import GlobalCMVN, load_features
 from asrbench.data.noise_augment import BABBLE_POOL, NoiseAugment
 from asrbench.errors import AsrbenchError
+from asrbench.recipe.config import AugmentConfig, FeatureConfig, resolve
 
 FEATURES = FeatureConfig(sample_rate=8000, num_mel_bins=23)
 
@@ -158,7 +158,7 @@ models:
   cnn: {{subsample_channels: 4, channels: 16, kernel_size: 5, num_blocks: 2}}
 """)
     run = tmp_path / "run"
-    asrbench.train.train(recipe, "cnn", run, seed=0)
+    asrbench.training.trainer.train(recipe, "cnn", run, seed=0)
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["epochs"] == 2
     recorded = yaml.safe_load((run / "config.yaml").read_text())["augment"]

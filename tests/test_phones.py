@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from asrbench.config import TokenizerConfig
 from asrbench.data.phones import BOUNDARY, PhoneTokenizer, read_pronunciations
+from asrbench.data.pipeline import resolve_lexicon_path
 from asrbench.data.special_tokens import BLANK, SOS_EOS, UNK
 from asrbench.data.tokenizer import build_tokenizer, tokenizer_from_dict
-from asrbench.data.training import resolve_lexicon_path
 from asrbench.errors import AsrbenchError
+from asrbench.recipe.config import TokenizerConfig
 
 LEXICON = """;;; a comment, as CMUdict writes them
 A                    AH
@@ -130,7 +130,7 @@ def test_the_lexicon_is_required_and_resolved_under_the_data_root(tmp_path, monk
 
 
 def test_a_phone_recipe_without_a_lexicon_fails_naming_the_key(tmp_path):
-    from asrbench.config import resolve
+    from asrbench.recipe.config import resolve
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("data: {dir: data/x}\ntokenizer: {kind: phone}\nmodels: {cnn: {}}\n")
@@ -142,9 +142,9 @@ def test_training_words_missing_from_the_lexicon_drop_their_utterances_or_fail(t
     """tokenizer.unknown for training text: drop (counted, the rest trains) or fail (naming them)."""
     from helpers import write_tone_corpus
 
-    from asrbench.config import resolve
     from asrbench.data.manifest import read_manifest
-    from asrbench.data.training import load_training_data
+    from asrbench.data.pipeline import load_training_data
+    from asrbench.recipe.config import resolve
 
     data_dir = write_tone_corpus(tmp_path)
     lexicon = tmp_path / "low-only.dic"

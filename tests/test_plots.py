@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from asrbench.plots import pareto_front, write_plots
+from asrbench.studies.plots import pareto_front, write_plots
 
 
 def test_pareto_front_keeps_points_nothing_beats():
@@ -67,7 +67,7 @@ def _visible_tick_labels(axes, renderer) -> list:
 def test_speed_plot_ticks_do_not_overlap_and_labels_stay_inside(rtfx):
     """Regression (issue 15.11): on a narrow log range the tick labels overlapped (matplotlib labels
     the minor ticks 2x10^2 ... 9x10^2), and labels of points at the right edge were clipped."""
-    from asrbench.plots import _pyplot, _scatter
+    from asrbench.studies.plots import _pyplot, _scatter
 
     plt = _pyplot()
     rows = [{"run": name, "model": name, "rtfx": x, "wer": wer, "wer_ci": [wer - 1, wer + 1]}

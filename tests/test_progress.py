@@ -70,8 +70,8 @@ def test_feature_extraction_counts_utterances_and_hours_of_audio(monkeypatch, tm
     from helpers import write_tone_corpus
 
     import asrbench.data.store as store_module
-    from asrbench.config import FeatureConfig
     from asrbench.data.features import extract_data_dir
+    from asrbench.recipe.config import FeatureConfig
 
     bars = []
 
@@ -89,8 +89,8 @@ def test_feature_extraction_counts_utterances_and_hours_of_audio(monkeypatch, tm
 
 def test_a_long_file_moves_the_transcribe_bar_by_seconds_of_audio(monkeypatch):
     """Regression (issue 28.14): one long file showed a bar that did not move until the file ended."""
-    import asrbench.transcribe as transcribe_module
-    from asrbench.transcribe import Transcriber, _Piece
+    import asrbench.deploy.transcribe as transcribe_module
+    from asrbench.deploy.transcribe import Transcriber, _Piece
 
     bar = RecordingBar()
     monkeypatch.setattr(transcribe_module, "progress_bar", bar)
@@ -111,7 +111,7 @@ def test_report_shows_progress_over_its_parts(monkeypatch, tmp_path):
     """Regression (issue 28.14): ``report`` was silent for ~16 s."""
     import json
 
-    import asrbench.report as report_module
+    import asrbench.studies.report as report_module
 
     data = tmp_path / "data"
     data.mkdir()

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asrbench.config import RunConfig, resolve
 from asrbench.data.manifest import read_manifest
 from asrbench.errors import AsrbenchError
+from asrbench.recipe.config import RunConfig, resolve
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

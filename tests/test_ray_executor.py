@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from helpers import write_tone_corpus
 
-from asrbench import ray_executor
-from asrbench.bench import bench
 from asrbench.errors import AsrbenchError
+from asrbench.studies import ray_executor
+from asrbench.studies.bench import bench
 
 pytestmark = pytest.mark.slow
 RAY = Path(sys.executable).parent / "ray"
@@ -83,8 +83,8 @@ models:
   gru: {{subsample_channels: 4, hidden_size: 16, num_layers: 1}}
 """)
     # Extract the features once, so that both executors read the same store.
-    from asrbench.config import resolve
-    from asrbench.data.training import load_training_data
+    from asrbench.data.pipeline import load_training_data
+    from asrbench.recipe.config import resolve
 
     load_training_data(resolve(path, "dnn"))
     return path

@@ -10,26 +10,27 @@ import pytest
 from helpers import run_main
 
 import asrbench
-from asrbench.config import DataConfig, RunConfig, load_yaml, resolve
 from asrbench.errors import AsrbenchError
-from asrbench.recipes import FOLDER, bundled, find_recipe, summaries
+from asrbench.recipe.bundled import FOLDER, bundled, find_recipe, summaries
+from asrbench.recipe.config import DataConfig, RunConfig, load_yaml, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["an4", "fsdd", "librispeech100", "synth", "yesno"]
 
 
 def test_the_recipes_live_in_the_package_and_nowhere_else():
-    """One source of truth: the YAMLs are package data (asrbench/recipes/), not a folder beside it."""
-    assert FOLDER == ROOT / "asrbench" / "recipes"
+    """One source of truth: the YAMLs are package data (asrbench/recipe/), not a folder beside it."""
+    assert FOLDER == ROOT / "asrbench" / "recipe"
     assert sorted(bundled()) == NAMES
-    assert not (ROOT / "recipes").exists()
+    assert not (ROOT / "recipes").exists() and not (ROOT / "asrbench" / "recipes").exists()
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert '"recipes/*.yaml"' in pyproject  # shipped in the wheel (tests/test_wheel.py installs one)
+    assert '"recipe/*.yaml"' in pyproject  # shipped in the wheel (tests/test_wheel.py installs one)
 
 
 def test_a_bare_name_is_the_bundled_recipe_and_a_path_that_exists_wins(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # an empty directory, as a pip user's
-    for spec in ("yesno", "yesno.yaml", "recipes/yesno.yaml"):  # recipes/ is where a checkout kept them before
+    # recipes/, then asrbench/recipes/, is where a checkout kept them before
+    for spec in ("yesno", "yesno.yaml", "recipes/yesno.yaml", "asrbench/recipes/yesno.yaml"):
         assert find_recipe(spec) == FOLDER / "yesno.yaml", spec
         assert resolve(spec, "cnn").features.sample_rate == 8000
     assert resolve("an4", "conformer").model.name == "conformer"
@@ -73,7 +74,7 @@ def test_version_prints_the_version_and_the_commit(monkeypatch, capsys):
 
 
 def test_a_missing_corpus_names_the_data_root_and_the_download_command(tmp_path, monkeypatch):
-    from asrbench.data.training import ensure_data_dir
+    from asrbench.data.pipeline import ensure_data_dir
 
     monkeypatch.setenv("ASRBENCH_DATA_ROOT", str(tmp_path / "corpora"))
     config = RunConfig(data=DataConfig(dir=str(tmp_path / "data" / "yesno"), corpus="yesno", source="yesno"))
@@ -86,12 +87,18 @@ def test_a_missing_corpus_names_the_data_root_and_the_download_command(tmp_path,
 
 
 def test_the_documents_name_recipe_files_that_exist():
-    """After the move every recipe file the documents name is the package's (``asrbench/recipes/X.yaml``);
-    commands name a bundled recipe by its name (``asrbench train an4``)."""
+    """Every recipe file the documents name exists (``asrbench/recipe/X.yaml``), or is a folder where
+    a checkout kept them before (``asrbench/recipes/``, ``recipes/``, as results record the exact
+    commands run then), which a recipe argument still resolves to the bundled recipe."""
     import re
+
+    from asrbench.recipe.bundled import find_recipe
 
     documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(ROOT.glob("results/*/RESULTS.md"))]
     for document in documents:
-        for match in re.finditer(r"(?<![\w.])((?:\w+/)*)recipes/(\w+)\.yaml", document.read_text()):
-            assert match[1] == "asrbench/", f"{document.name}: {match[0]} (use asrbench/recipes/ or the bare name)"
-            assert (ROOT / match[0]).is_file(), f"{document.name}: {match[0]} does not exist"
+        for match in re.finditer(r"(?<![\w.])((?:\w+/)*)recipes?/(\w+)\.yaml", document.read_text()):
+            if match[1] == "asrbench/" and "/recipe/" in match[0]:
+                assert (ROOT / match[0]).is_file(), f"{document.name}: {match[0]} does not exist"
+            else:
+                assert match[1] in ("", "asrbench/"), f"{document.name}: {match[0]} (use the bare name)"
+                assert find_recipe(match[0]) == ROOT / "asrbench" / "recipe" / f"{match[2]}.yaml", match[0]

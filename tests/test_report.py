@@ -12,15 +12,16 @@ import pytest
 import torch
 from helpers import INPUT_DIM, TINY, run_main
 
-from asrbench.checkpoint import LoadedModel
-from asrbench.config import FeatureConfig
 from asrbench.data.fbank import FeatureExtractor
 from asrbench.data.features import GlobalCMVN
 from asrbench.data.tokenizer import CharTokenizer
-from asrbench.decode import decode
+from asrbench.decoding.decode import decode
 from asrbench.errors import AsrbenchError
 from asrbench.models import build_model
-from asrbench.report import (
+from asrbench.recipe.config import FeatureConfig
+from asrbench.runs.checkpoint import LoadedModel
+from asrbench.scoring.metrics import score_utterances
+from asrbench.studies.report import (
     alignment_html,
     build_report,
     comparison_section,
@@ -32,7 +33,6 @@ from asrbench.report import (
     table,
     write_report,
 )
-from asrbench.scoring import score_utterances
 
 ATTACK = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
 
@@ -93,7 +93,7 @@ def test_the_comparison_names_each_runs_test_set(tmp_path):
     """Regression (issue 28.2): runs decoded on different utterances were ranked in one table. The
     report shows each run's test set (hash, count), warns when there are several, and ranks within
     a set only."""
-    from asrbench.compare import collect
+    from asrbench.studies.compare import collect
 
     runs = []
     for name, ids in (("cnn", ["a", "b", "c"]), ("lstm", ["x", "y"])):
@@ -225,6 +225,6 @@ def test_without_matplotlib_the_page_is_written_without_plots(tmp_path, monkeypa
     assert 'id="comparison-table"' in page and 'id="errors"' in page and page.count('<div class="utt">') == 4
     assert "data:image/png" not in page
     with pytest.raises(AsrbenchError, match="matplotlib"):  # --plot itself still says what it needs
-        from asrbench.plots import write_plots
+        from asrbench.studies.plots import write_plots
 
         write_plots([], tmp_path)

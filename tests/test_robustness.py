@@ -16,15 +16,16 @@ import soundfile
 import torch
 from helpers import run_main, write_tone_corpus
 
-from asrbench import checkpoint, fileio, rundir
-from asrbench.config import data_root
+from asrbench import fileio
 from asrbench.data.audio import load_audio
 from asrbench.data.features import load_features
 from asrbench.data.manifest import Utterance, split_path, write_manifest
-from asrbench.decode import decode
+from asrbench.decoding.decode import decode
 from asrbench.env import resolve_device
 from asrbench.errors import AsrbenchError
-from asrbench.train import Interrupted, train
+from asrbench.recipe.config import data_root
+from asrbench.runs import checkpoint, rundir
+from asrbench.training.trainer import Interrupted, train
 
 RECIPE = """
 data: {{dir: {data_dir}}}
@@ -135,7 +136,7 @@ def test_a_second_ctrl_c_stops_at_once_and_says_how_to_resume(recipe: Path, tmp_
     assert last.endswith(f"resume with: asrbench train --out {tmp_path / 'run'} --resume")
 
 
-YESNO_RECIPE = Path(__file__).resolve().parents[1] / "asrbench" / "recipes" / "yesno.yaml"
+YESNO_RECIPE = Path(__file__).resolve().parents[1] / "asrbench" / "recipe" / "yesno.yaml"
 
 
 def _train_command(out: Path, data: Path, *extra: str) -> list[str]:
@@ -315,7 +316,7 @@ def test_split_names_cannot_be_paths(tmp_path: Path):
 
 @pytest.mark.slow
 def test_an_interrupted_decode_leaves_no_result(recipe: Path, tmp_path: Path, monkeypatch):
-    import asrbench.decode as decode_module
+    import asrbench.decoding.decode as decode_module
 
     run = tmp_path / "run"
     train(recipe, "dnn", run, epochs=1)
@@ -352,7 +353,7 @@ def test_system_errors_become_one_line(monkeypatch, capsys, tmp_path: Path):
 
 
 def test_resampling_and_downmixing_are_noted_once_per_split(tmp_path: Path, capsys):
-    from asrbench.config import FeatureConfig
+    from asrbench.recipe.config import FeatureConfig
 
     stereo = np.stack([np.sin(np.arange(16000) / 10), np.zeros(16000)], axis=1) * 0.1
     utterances = []

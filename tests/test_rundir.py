@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from helpers import run_main
 
-from asrbench import rundir
-from asrbench.config import ModelSpec, RunConfig, TrainConfig
 from asrbench.errors import AsrbenchError
 from asrbench.models import default_options
+from asrbench.recipe.config import ModelSpec, RunConfig, TrainConfig
+from asrbench.runs import rundir
 
 
 def test_config_round_trip(tmp_path):
@@ -63,7 +63,7 @@ def test_decode_from_another_directory_finds_the_data_dir(tmp_path, monkeypatch,
     import yaml
     from helpers import run_main, write_tone_corpus
 
-    from asrbench.train import train
+    from asrbench.training.trainer import train
 
     project = tmp_path / "project"
     write_tone_corpus(project)
@@ -159,7 +159,7 @@ def test_a_failed_start_leaves_no_stray_lock(tmp_path):
 
 @pytest.mark.slow
 def test_a_training_that_fails_at_start_leaves_no_run_dir(tmp_path):
-    from asrbench.train import train
+    from asrbench.training.trainer import train
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"data: {{dir: {tmp_path / 'never_prepared'}}}\nmodels: {{cnn: {{}}}}\n")

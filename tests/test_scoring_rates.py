@@ -1,4 +1,4 @@
-"""asrbench/scoring.py, the arithmetic: corpus WER/CER and error counts against an independent
+"""asrbench/scoring/metrics.py, the arithmetic: corpus WER/CER and error counts against an independent
 Levenshtein distance, and the text normalization both sides go through (asrbench/text.py).
 
 The files, alignments, trn/sclite, reports and the `score` command: tests/test_scoring_reports.py.
@@ -12,7 +12,7 @@ import pytest
 from helpers import levenshtein
 
 from asrbench.errors import AsrbenchError
-from asrbench.scoring import error_rates
+from asrbench.scoring.metrics import error_rates
 from asrbench.text import DEFAULT_NORMALIZER, NORMALIZERS, normalize
 
 

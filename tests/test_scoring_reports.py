@@ -1,4 +1,4 @@
-"""asrbench/scoring.py, what it reads and writes: per-utterance scores and their alignments,
+"""asrbench/scoring/metrics.py, what it reads and writes: per-utterance scores and their alignments,
 confusions, speakers, trn files checked by NIST sclite, transcript files, the report files,
 `asrbench score` and the report decode writes.
 
@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from asrbench.cli import app
 from asrbench.errors import AsrbenchError
-from asrbench.scoring import (
+from asrbench.scoring.metrics import (
     confusions,
     error_rates,
     format_alignment,
@@ -93,7 +93,7 @@ def test_empty_reference_convention():
 def test_empty_references_in_the_bootstrap():
     """Resamples that draw only empty references have no rate: they are left out of the CI, and a
     set with no reference word at all has no CI."""
-    from asrbench.scoring import confidence_intervals
+    from asrbench.scoring.metrics import confidence_intervals
 
     assert confidence_intervals(score_utterances([""], ["A B"]))["wer_ci"] is None
     scores = score_utterances(["", "", "", "A"], ["B", "C", "", "A"])  # 2 insertions, 1 reference word
@@ -101,7 +101,7 @@ def test_empty_references_in_the_bootstrap():
     # A resample that draws the one real utterance k times and j insertions has rate 100 j / k;
     # the all-empty resamples ((3/4)^4 = 32%) would have pulled the lower bound to 0% as "rates" of 0.
     assert interval is not None and 0.0 <= interval[0] <= summarize(scores).wer <= interval[1]
-    rates = [r for r in __import__("asrbench.stats", fromlist=["x"]).resampled_rates(
+    rates = [r for r in __import__("asrbench.scoring.stats", fromlist=["x"]).resampled_rates(
         [[s.word_errors for s in scores]], [s.words for s in scores], 2000)[:, 0]]
     assert sum(rate != rate for rate in rates) > 400  # NaN: undefined, not 0
 
@@ -370,7 +370,7 @@ def test_decode_hypotheses_carry_the_manifest_speaker(tmp_path):
     from types import SimpleNamespace
 
     from asrbench.data.manifest import Utterance
-    from asrbench.decode import _write_scores
+    from asrbench.decoding.decode import _write_scores
 
     utterances = [Utterance("an251-fash-b", "a.wav", 1.0, "YES NO", "fash"),
                   Utterance("cen1-mblw-b", "b.wav", 1.0, "ONE", "mblw")]
@@ -483,9 +483,9 @@ def test_score_command_user_errors_exit_2(monkeypatch, capsys, tmp_path):
 def test_decode_writes_alignments_trn_report_and_cis(tmp_path):
     import shutil
 
-    from asrbench.compare import collect
-    from asrbench.decode import decode
-    from asrbench.train import train
+    from asrbench.decoding.decode import decode
+    from asrbench.studies.compare import collect
+    from asrbench.training.trainer import train
 
     data_dir = write_tone_corpus(tmp_path)
     recipe = write(tmp_path / "recipe.yaml", f"""

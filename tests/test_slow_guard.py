@@ -1,7 +1,7 @@
 """tests/conftest.py's rule that a test which trains a model is marked ``slow``, run on an inner test
 file with the real conftest (pytester, in a subprocess so the outer run's modules stay untouched).
 
-The guard makes building a :class:`asrbench.train.Trainer` fail in a test not marked slow, during
+The guard makes building a :class:`asrbench.training.trainer.Trainer` fail in a test not marked slow, during
 its setup too (a module- or session-scoped fixture that trains counts for the first test using it),
 and patches nothing at import: a slow test sees the class's own ``__init__``. Tests that train in a
 subprocess (``python -m asrbench train``) are outside any in-process guard.
@@ -21,13 +21,13 @@ GUARD = "this test trains a model: mark it @pytest.mark.slow"
 INNER = '''
 import pytest
 
-import asrbench.train
+import asrbench.training.trainer
 
-AT_IMPORT = asrbench.train.Trainer.__init__  # after the conftest was imported, at collection
+AT_IMPORT = asrbench.training.trainer.Trainer.__init__  # after the conftest was imported, at collection
 
 
 def build():
-    asrbench.train.Trainer(None, None, None, None, "cpu")
+    asrbench.training.trainer.Trainer(None, None, None, None, "cpu")
 
 
 def test_fast_builds_a_trainer():
@@ -45,8 +45,8 @@ def test_fast_uses_a_fixture_that_trains(trained):
 
 @pytest.mark.slow
 def test_slow_sees_the_class_itself():
-    assert AT_IMPORT.__module__ == "asrbench.train" and AT_IMPORT.__qualname__ == "Trainer.__init__"
-    assert asrbench.train.Trainer.__init__ is AT_IMPORT
+    assert AT_IMPORT.__module__ == "asrbench.training.trainer" and AT_IMPORT.__qualname__ == "Trainer.__init__"
+    assert asrbench.training.trainer.Trainer.__init__ is AT_IMPORT
     with pytest.raises(AttributeError):  # the real __init__ runs (and fails on config=None)
         build()
 

@@ -8,8 +8,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from asrbench import stats
-from asrbench.stats import (
+from asrbench.scoring import stats
+from asrbench.scoring.stats import (
     binomial_two_sided,
     bootstrap_ci,
     bootstrap_cis,

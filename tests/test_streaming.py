@@ -1,4 +1,4 @@
-"""Streaming (asrbench/streaming.py and the Conformer's chunked mode): chunked attention masks,
+"""Streaming (asrbench/decoding/streaming.py and the Conformer's chunked mode): chunked attention masks,
 chunk-by-chunk encoding equal to the masked pass, the streaming front end, the latency replay,
 and end to end on a small streaming Conformer: decode --chunk-ms, transcribe --stream."""
 
@@ -13,18 +13,18 @@ import soundfile
 import torch
 from helpers import INPUT_DIM, TINY, VOCAB, run_main
 
-from asrbench import streaming
-from asrbench.compare import collect, render
-from asrbench.config import FeatureConfig
 from asrbench.data.fbank import FeatureExtractor
 from asrbench.data.features import GlobalCMVN
-from asrbench.decode import decode
+from asrbench.decoding import streaming
+from asrbench.decoding.decode import decode
 from asrbench.decoding.greedy import ctc_greedy
 from asrbench.decoding.transducer_search import greedy_search
+from asrbench.deploy.transcribe import Transcriber
 from asrbench.errors import AsrbenchError
 from asrbench.models import build_model
 from asrbench.models.chunked import chunk_mask
-from asrbench.transcribe import Transcriber
+from asrbench.recipe.config import FeatureConfig
+from asrbench.studies.compare import collect, render
 
 STREAMING = {**TINY["conformer"], "streaming": True, "max_train_chunk": 4}
 
@@ -379,7 +379,7 @@ def streaming_transducer_run(tmp_path_factory) -> tuple[Path, Path]:
     attention, the dynamic chunk convolution), trained on the tone corpus."""
     from helpers import write_tone_corpus
 
-    import asrbench.train
+    import asrbench.training.trainer
 
     root = tmp_path_factory.mktemp("streaming_transducer")
     data_dir = write_tone_corpus(root, pauses=(0.1, 0.4, 0.8))
@@ -395,7 +395,7 @@ models:
                           predictor_dim: 32, joiner_dim: 32}}
 """)
     run = root / "run"
-    asrbench.train.train(recipe, "conformer_transducer", run, seed=0)
+    asrbench.training.trainer.train(recipe, "conformer_transducer", run, seed=0)
     return run, data_dir
 
 

@@ -11,7 +11,7 @@ import pytest
 from helpers import run_main
 
 from asrbench.errors import AsrbenchError
-from asrbench.study import duration_edges, length_study, render, write_study
+from asrbench.studies.length import duration_edges, length_study, render, write_study
 
 # (id, speaker, duration, reference, hypothesis of run a, of run b)
 UTTERANCES = [
@@ -137,7 +137,7 @@ def test_the_command_prints_the_tables(tmp_path: Path, monkeypatch, capsys):
 
 def test_train_subsets_are_nested_seeded_and_the_same_whatever_the_order():
     from asrbench.data.manifest import Utterance
-    from asrbench.data.training import train_subset
+    from asrbench.data.pipeline import train_subset
 
     utterances = [Utterance(f"u{i:03d}", f"u{i}.wav", 1.0, "x") for i in range(200)]
     tenth, half = train_subset(utterances, 0.1, 0), train_subset(utterances, 0.5, 0)
@@ -149,8 +149,8 @@ def test_train_subsets_are_nested_seeded_and_the_same_whatever_the_order():
 
 
 def test_fractions_and_the_subset_override_are_checked(tmp_path: Path):
-    from asrbench.config import resolve
-    from asrbench.data_study import data_study, parse_fractions
+    from asrbench.recipe.config import resolve
+    from asrbench.studies.data_size import data_study, parse_fractions
 
     assert parse_fractions("1.0,0.25") == [0.25, 1.0]
     for bad in ("0", "1.5", "a", "0.5,0.5"):
@@ -168,8 +168,8 @@ def test_fractions_and_the_subset_override_are_checked(tmp_path: Path):
 def test_the_data_study_trains_every_model_on_the_same_nested_subsets(tmp_path: Path):
     from helpers import write_tone_corpus
 
-    from asrbench.data_study import data_study
-    from asrbench.rundir import read_config
+    from asrbench.runs.rundir import read_config
+    from asrbench.studies.data_size import data_study
 
     data_dir = write_tone_corpus(tmp_path)
     recipe = tmp_path / "recipe.yaml"

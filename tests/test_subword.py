@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from asrbench.config import TokenizerConfig
 from asrbench.data.special_tokens import BLANK, SOS_EOS, UNK
 from asrbench.data.subword import WORD_START, SentencePieceTokenizer
 from asrbench.data.tokenizer import build_tokenizer, tokenizer_from_dict
 from asrbench.errors import AsrbenchError
+from asrbench.recipe.config import TokenizerConfig
 
 NUMBERS = ["ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE", "TEN", "ELEVEN", "TWELVE",
            "TWENTY", "THIRTY", "HUNDRED", "THOUSAND", "AND", "ERASE", "RUBOUT", "ENTER"]
@@ -99,7 +99,7 @@ def test_a_vocabulary_larger_than_the_text_allows_is_one_clear_error():
 
 
 def test_a_recipe_without_vocab_size_fails_naming_the_key(tmp_path):
-    from asrbench.config import resolve
+    from asrbench.recipe.config import resolve
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("data: {dir: data/x}\ntokenizer: {kind: unigram}\nmodels: {cnn: {}}\n")

@@ -1,4 +1,4 @@
-"""asrbench/tensorboard.py: events written through the module and read back with TensorBoard's own reader."""
+"""asrbench/training/tensorboard.py: events written through the module and read back with TensorBoard's own reader."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # the extra `make setup` installs
 
 from asrbench.errors import AsrbenchError
-from asrbench.tensorboard import MISSING_PACKAGE, TrainingLog
+from asrbench.training.tensorboard import MISSING_PACKAGE, TrainingLog
 
 
 def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
@@ -91,13 +91,14 @@ def test_disabled_or_other_ranks_write_nothing_and_import_nothing(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from asrbench.tensorboard import TrainingLog
+        from asrbench.training.tensorboard import TrainingLog
         for enabled, main in [(False, True), (True, False), (False, False)]:
             with TrainingLog.open(Path({str(tmp_path)!r}), enabled=enabled, main=main, every_steps=1) as log:
                 assert not log.enabled and log.log_dir is None
                 log.step(1, 1.0, 0.1)
                 log.epoch(1, 1, {{"train_loss": 1.0, "dev_cer": 2.0}})
-        imported = sorted(name for name in sys.modules if "tensorboard" in name and name != "asrbench.tensorboard")
+        imported = sorted(name for name in sys.modules
+                          if "tensorboard" in name and name != "asrbench.training.tensorboard")
         assert not imported, imported
         assert "torch" not in sys.modules
     """)

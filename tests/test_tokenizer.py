@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from asrbench.config import TokenizerConfig
 from asrbench.data.tokenizer import (
     BLANK,
     SOS_EOS,
@@ -15,6 +14,7 @@ from asrbench.data.tokenizer import (
     tokenizer_from_dict,
 )
 from asrbench.errors import AsrbenchError
+from asrbench.recipe.config import TokenizerConfig
 
 
 @pytest.fixture

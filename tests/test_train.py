@@ -11,13 +11,13 @@ import pytest
 import torch
 from helpers import write_tone_corpus
 
-from asrbench import checkpoint, rundir
-from asrbench.config import resolve
-from asrbench.data.training import ensure_data_dir
-from asrbench.decode import decode
+from asrbench.data.pipeline import ensure_data_dir
+from asrbench.decoding.decode import decode
 from asrbench.env import CORES_VARIABLE, available_cores
 from asrbench.errors import AsrbenchError
-from asrbench.train import loader_workers, lr_factor, train
+from asrbench.recipe.config import resolve
+from asrbench.runs import checkpoint, rundir
+from asrbench.training.trainer import loader_workers, lr_factor, train
 
 
 @pytest.fixture
@@ -205,7 +205,7 @@ def test_a_budgeted_run_is_repeated_exactly_by_its_recorded_steps(recipe: Path, 
 def test_the_compute_clock_does_not_count_a_stalled_process():
     import time
 
-    from asrbench.train import BudgetClock
+    from asrbench.training.trainer import BudgetClock
 
     clock = BudgetClock("auto", torch.device("cpu"))
     assert clock.kind == "compute" and BudgetClock("auto", torch.device("cuda")).kind == "wall"
@@ -278,7 +278,7 @@ def test_each_epoch_records_the_resident_memory_after_returning_free_heap_pages(
 
 @pytest.mark.slow
 def test_amp_picks_bf16_where_the_gpu_has_it_else_fp16_and_fp32_on_cpu(monkeypatch, recipe: Path, tmp_path: Path):
-    from asrbench.train import resolve_precision
+    from asrbench.training.trainer import resolve_precision
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
@@ -293,7 +293,7 @@ def test_amp_picks_bf16_where_the_gpu_has_it_else_fp16_and_fp32_on_cpu(monkeypat
 
 
 def test_flat_gradients_clip_like_torch_and_stay_views_through_backward():
-    from asrbench.train import FlatGradients
+    from asrbench.training.trainer import FlatGradients
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
@@ -380,7 +380,7 @@ def test_batch_norm_is_re_estimated_as_a_cumulative_mean_over_the_batches():
     from types import SimpleNamespace
 
     from asrbench.models.common import MaskedBatchNorm1d
-    from asrbench.train import recompute_batch_norm
+    from asrbench.training.trainer import recompute_batch_norm
 
     class Tiny(torch.nn.Module):
         def __init__(self):
@@ -502,7 +502,7 @@ def test_a_resume_forgets_kept_epochs_whose_files_are_gone(recipe: Path, tmp_pat
 def test_a_named_data_dir_must_be_prepared_and_is_never_prepared_from_the_recipe(tmp_path: Path, monkeypatch):
     """Regression (issue 15.1): ``--data data/mykaldl`` (a typo) printed "preparing yesno from ..."
     and trained on the recipe's corpus. A data dir the user names must already be prepared."""
-    import asrbench.data.training as prepare_module
+    import asrbench.data.pipeline as prepare_module
 
     def must_not_prepare(*args, **kwargs):
         raise AssertionError("a named --data dir was prepared from the recipe's corpus")
@@ -526,7 +526,7 @@ def test_a_named_data_dir_must_be_prepared_and_is_never_prepared_from_the_recipe
 
 
 def test_the_recipes_own_data_dir_is_still_prepared_on_the_fly(tmp_path: Path, monkeypatch):
-    import asrbench.data.training as prepare_module
+    import asrbench.data.pipeline as prepare_module
 
     calls = []
     monkeypatch.setattr(prepare_module, "prepare_corpus", lambda corpus, source, out, *a, **k: calls.append(
@@ -568,7 +568,7 @@ def test_tensorboard_events_mirror_the_metrics(recipe: Path, tmp_path: Path):
 @pytest.mark.slow
 def test_the_training_bar_ends_at_its_total(recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Issue 28.14: bucketed epochs differ in batch count; the bar neither stops short nor overshoots."""
-    import asrbench.train as trainer
+    import asrbench.training.trainer as trainer
 
     bars = []
 

@@ -13,10 +13,10 @@ import soundfile
 import torch
 from helpers import run_main
 
-from asrbench.decode import decode
+from asrbench.decoding.decode import decode
+from asrbench.deploy.transcribe import Transcriber, find_audio, transcribe_files
+from asrbench.deploy.vad import VadOptions
 from asrbench.torchaudio_compat import functional
-from asrbench.transcribe import Transcriber, find_audio, transcribe_files
-from asrbench.vad import VadOptions
 
 pytestmark = pytest.mark.slow
 

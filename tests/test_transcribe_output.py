@@ -1,4 +1,4 @@
-"""Where ``transcribe`` writes (:func:`asrbench.transcribe.transcribe_files`), with a stand-in
+"""Where ``transcribe`` writes (:func:`asrbench.deploy.transcribe.transcribe_files`), with a stand-in
 transcriber: no model, so these run in the quick suite."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from asrbench.deploy.transcribe import FileTranscript, Segment, transcribe_files
 from asrbench.errors import AsrbenchError
-from asrbench.transcribe import FileTranscript, Segment, transcribe_files
 
 
 class ScriptedTranscriber:

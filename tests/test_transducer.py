@@ -333,9 +333,9 @@ def test_a_transducer_trains_decodes_and_tunes_through_the_run_dir(tmp_path):
     carries it all (a tiny conformer_transducer, three epochs on the tone corpus)."""
     from helpers import write_tone_corpus
 
-    from asrbench.decode import decode
-    from asrbench.train import train
-    from asrbench.tune import tune
+    from asrbench.decoding.decode import decode
+    from asrbench.decoding.tune import tune
+    from asrbench.training.trainer import train
 
     data_dir = write_tone_corpus(tmp_path)
     recipe = tmp_path / "recipe.yaml"

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from asrbench.config import TokenizerConfig
 from asrbench.data.tokenizer import build_tokenizer
 from asrbench.decoding.ctc_beam import CTCBeamOptions, Lexicon, ctc_prefix_beam_search
 from asrbench.decoding.greedy import ctc_greedy
+from asrbench.decoding.lm import train_ngram
 from asrbench.decoding.searchers import DecodeOptions, ctc_searcher
 from asrbench.errors import AsrbenchError
-from asrbench.lm import train_ngram
+from asrbench.recipe.config import TokenizerConfig
 
 WORDS = ["ONE", "TWO", "THREE", "FOUR", "FIVE", "SEVEN", "EIGHT", "NINE", "TEN", "ENTER", "ERASE", "RUBOUT"]
 TEXTS = [" ".join(WORDS[(i * 5 + j * 7) % len(WORDS)] for j in range(1 + i % 4)) for i in range(150)]

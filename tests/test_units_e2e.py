@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from helpers import write_tone_corpus
 
-from asrbench import rundir
 from asrbench.data.tokenizer import tokenizer_from_dict
-from asrbench.decode import decode
+from asrbench.decoding.decode import decode
 from asrbench.decoding.searchers import DecodeOptions
-from asrbench.train import train
+from asrbench.runs import rundir
+from asrbench.training.trainer import train
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from asrbench import vad
+from asrbench.deploy import vad
+from asrbench.deploy.vad import VadOptions, detect, energy_scores, pieces_of, speech_regions
 from asrbench.errors import AsrbenchError
-from asrbench.vad import VadOptions, detect, energy_scores, pieces_of, speech_regions
 
 RATE = 16000
 BURSTS = [(1.0, 3.0), (4.5, 7.0), (8.0, 8.6), (12.0, 24.0)]  # seconds of "speech" in a 26 s file

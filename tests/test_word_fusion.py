@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from asrbench.config import TokenizerConfig
 from asrbench.data.tokenizer import CharTokenizer, build_tokenizer
 from asrbench.decoding.ctc_beam import Lexicon
+from asrbench.decoding.lm import train_ngram
 from asrbench.decoding.word_fusion import WordFusion
 from asrbench.errors import AsrbenchError
-from asrbench.lm import train_ngram
+from asrbench.recipe.config import TokenizerConfig
 
 CHARS = CharTokenizer.build(["THE CAT SAT ON A MAT"])
 SENTENCES = [["THE", "CAT", "SAT"], ["THE", "MAT"], ["A", "CAT"]]

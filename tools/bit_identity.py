@@ -48,14 +48,16 @@ def _run(command: list[str], tree: Path, cwd: Path) -> str:
 
 def _recipe(tree: Path, corpus: str) -> Path:
     """The corpus's bundled recipe in ``tree`` (recipes/ before the recipes moved into the package)."""
-    for candidate in (tree / "asrbench" / "recipes" / f"{corpus}.yaml", tree / "recipes" / f"{corpus}.yaml"):
+    for candidate in (tree / "asrbench" / "recipe" / f"{corpus}.yaml", tree / "asrbench" / "recipes" / f"{corpus}.yaml",
+                      tree / "recipes" / f"{corpus}.yaml"):
         if candidate.is_file():
             return candidate
     raise SystemExit(f"{tree}: no recipe for {corpus}")
 
 
 def _models(tree: Path, recipe: Path) -> list[str]:
-    code = ("import sys, yaml; from asrbench.config import recipe_models; "
+    code = ("import sys, yaml\ntry: from asrbench.recipe.config import recipe_models\n"
+            "except ImportError: from asrbench.config import recipe_models\n"  # before the stage packages
             f"print(' '.join(recipe_models(yaml.safe_load(open({str(recipe)!r})), 'recipe')))")
     return _run([sys.executable, "-c", code], tree, tree).split()
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from asrbench import rundir
-from asrbench.config import AugmentConfig
+from asrbench import fileio
 from asrbench.data.features import FeatureSet, GlobalCMVN
 from asrbench.data.noise_augment import NoiseAugment
+from asrbench.recipe.config import AugmentConfig
 
 
 class BucketBatchSampler:
@@ -43,7 +43,7 @@ class BucketBatchSampler:
 
     def batches(self, group: int = 1) -> list[list[int]]:
         """The epoch's batches. With ``group`` > 1 (batches per optimizer step over all ranks and
-        micro-batches, see asrbench.distributed), runs of ``group`` batches of neighbouring lengths
+        micro-batches, see asrbench.training.distributed), runs of ``group`` batches of neighbouring lengths
         stay together so the ranks of a step get similarly sized batches; the groups are shuffled,
         and ``len % group`` batches drawn at random (different ones every epoch) are left out."""
         rng = random.Random(self.seed * 100003 + self.epoch)
@@ -252,7 +252,7 @@ def _init_worker(worker_id: int) -> None:
     # Ctrl-C reaches the whole process group; the training process decides what happens (it
     # finishes the batch and saves), so its workers must keep serving batches until then.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    rundir.close_inherited_locks()  # the run dir's lock must die with the trainer
+    fileio.close_inherited_locks()  # the run dir's lock must die with the trainer
 
 
 def train_loader(dataset: EpochBatches, keys: EpochKeys, workers: int,

@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from asrbench.config import MFCC_MIN_MEL_BINS, FeatureConfig
+from asrbench.recipe.config import MFCC_MIN_MEL_BINS, FeatureConfig
 from asrbench.torchaudio_compat import functional as audio_functional
 from asrbench.torchaudio_compat import kaldi
 

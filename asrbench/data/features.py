@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from asrbench import fileio
-from asrbench.config import FeatureConfig
 from asrbench.data.manifest import Utterance, prepared_splits, read_manifest, split_path
 from asrbench.data.store import OnTheFlyFrames, ShardedFrames, build_store, bytes_per_hour, open_store
 from asrbench.errors import AsrbenchError
+from asrbench.recipe.config import FeatureConfig
 
 CACHE_VERSION = 4  # 3: one in-memory tensor per split; 4: the sharded store
 

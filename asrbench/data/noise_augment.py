@@ -1,7 +1,7 @@
 """Noise-augmented training (``augment.noise``): additive noise at a random SNR, mixed into the
 waveform before its features, so that "robust training" is itself something to compare.
 
-The sources are those of ``asrbench study noise`` (:mod:`asrbench.corruption`): ``white``,
+The sources are those of ``asrbench study noise`` (:mod:`asrbench.data.corruption`): ``white``,
 ``pink``, ``babble`` (a sum of other training speakers' utterances) and folders of noise
 recordings. A batch's draws come from its seed alone (:func:`asrbench.data.batching.batch_seed`,
 the seed SpecAugment uses, through a generator of its own so SpecAugment's draws do not change):
@@ -28,13 +28,13 @@ import numpy as np
 import soundfile
 import torch
 
-from asrbench import corruption
-from asrbench.config import AugmentConfig, FeatureConfig, data_root
+from asrbench.data import corruption
 from asrbench.data.audio import load_audio
 from asrbench.data.fbank import FeatureExtractor, speed_perturb
 from asrbench.data.manifest import Utterance
 from asrbench.data.store import DTYPES
 from asrbench.errors import AsrbenchError
+from asrbench.recipe.config import AugmentConfig, FeatureConfig, data_root
 
 BABBLE_POOL = 64  # training utterances babble is made from (a seeded choice, loaded once per worker)
 POOL_SEED = 20  # which utterances the pool holds: the same for every run of a corpus

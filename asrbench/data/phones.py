@@ -100,7 +100,7 @@ class PhoneTokenizer(StandardIds):
         if not config.lexicon:
             raise AsrbenchError("tokenizer.kind phone needs tokenizer.lexicon: a pronunciation lexicon file "
                                 "(CMUdict / Sphinx format, e.g. an4/etc/an4.dic)")
-        path = Path(config.lexicon)  # resolved by the caller (asrbench.data.training)
+        path = Path(config.lexicon)  # resolved by the caller (asrbench.data.pipeline)
         pronunciations = read_pronunciations(path)
         counts = Counter(word for text in texts for word in text.split())
         missing = sorted(word for word in counts if word not in pronunciations)

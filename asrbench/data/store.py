@@ -40,13 +40,13 @@ import numpy as np
 import torch
 
 from asrbench import fileio
-from asrbench.config import FeatureConfig
 from asrbench.data.audio import load_audio
 from asrbench.data.fbank import FeatureExtractor, speed_perturb
 from asrbench.data.manifest import Utterance
 from asrbench.env import available_cores
 from asrbench.errors import AsrbenchError
 from asrbench.progress import console, progress_bar
+from asrbench.recipe.config import FeatureConfig
 
 STORE_VERSION = 1
 SHARD_SECONDS = 1800.0  # audio per shard: ~29 MB of float16 80-dim fbank, 200 shards for 100 h

@@ -166,7 +166,7 @@ TOKENIZERS: dict[str, type] = {
 
 
 def build_tokenizer(config, texts: list[str]) -> Tokenizer:
-    """The tokenizer ``config.kind`` names (a :class:`asrbench.config.TokenizerConfig`), learned from
+    """The tokenizer ``config.kind`` names (a :class:`asrbench.recipe.config.TokenizerConfig`), learned from
     the normalized training transcripts ``texts`` only."""
     if config.kind not in TOKENIZERS:
         raise AsrbenchError(f"tokenizer.kind: unknown kind {config.kind!r} (valid: {', '.join(TOKENIZERS)})")

@@ -47,7 +47,7 @@ from asrbench.data.phones import read_pronunciations
 from asrbench.data.tokenizer import Tokenizer
 from asrbench.errors import AsrbenchError
 
-CHAR_LM_SPACE = "<space>"  # how ARPA files of char LMs write the space; asrbench.lm reads it back as " "
+CHAR_LM_SPACE = "<space>"  # how ARPA files of char LMs write the space; asrbench.decoding.lm reads it back as " "
 _RESCALE_BELOW = 1e-100  # renormalize the beams before their probabilities can underflow
 _second = itemgetter(1)
 
@@ -204,7 +204,7 @@ def ctc_prefix_beam_search(
 ) -> list[list[Hypothesis]]:
     """(B, T, V) log-softmax outputs, (B,) lengths -> per utterance the n-best, best first.
 
-    ``lm`` is an n-gram LM from :mod:`asrbench.lm` (or anything with ``start``/``score``/``finish``,
+    ``lm`` is an n-gram LM from :mod:`asrbench.decoding.lm` (or anything with ``start``/``score``/``finish``,
     ``unit`` "word" or "char"). With ``options.lexicon`` the words come from ``lexicon`` or, when it
     is None, from the word LM's vocabulary (rebuilt on every call: pass a :class:`Lexicon` when
     decoding many batches). Without an LM or lexicon the search is plain CTC prefix search; with

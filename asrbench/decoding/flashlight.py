@@ -46,8 +46,8 @@ import torch
 
 from asrbench.data.tokenizer import Tokenizer
 from asrbench.decoding.ctc_beam import CHAR_LM_SPACE, CTCBeamOptions, Hypothesis, Lexicon
+from asrbench.decoding.lm import load_lm
 from asrbench.errors import AsrbenchError
-from asrbench.lm import load_lm
 
 BEAM_THRESHOLD = 25.0  # nats below the best hypothesis at which flashlight drops one
 _NEVER = -1e9  # log-probability of the added <space> column when the tokenizer has no space

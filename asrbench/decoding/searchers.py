@@ -30,10 +30,10 @@ from asrbench.data.tokenizer import Tokenizer
 from asrbench.decoding.attention_beam import AttentionBeamOptions, search_encoded
 from asrbench.decoding.ctc_beam import CTCBeamOptions, Lexicon, ctc_prefix_beam_search
 from asrbench.decoding.greedy import ctc_greedy
+from asrbench.decoding.lm import load_lm
 from asrbench.decoding.transducer_search import TransducerBeamOptions, greedy_search, modified_beam_search
 from asrbench.decoding.word_fusion import WordFusion
 from asrbench.errors import AsrbenchError
-from asrbench.lm import load_lm
 from asrbench.text import normalize
 
 MODES = ("auto", "ctc", "attention", "transducer")
@@ -78,7 +78,7 @@ DEFAULT_LM_WEIGHT = 0.5  # with an LM and no weight given
 def given_options(**given) -> tuple[DecodeOptions, set[str]]:
     """What a user gave (``DecodeOptions`` fields; None: not given) -> the validated options, defaults
     for the rest, and the names given. An LM without a weight gets :data:`DEFAULT_LM_WEIGHT`, not
-    counted as given: ``--tuned`` (:func:`asrbench.decode.resolve_options`) puts the tuned weight
+    counted as given: ``--tuned`` (:func:`asrbench.decoding.decode.resolve_options`) puts the tuned weight
     in its place, while given values always win over tuned ones."""
     explicit = {key for key, value in given.items() if value is not None}
     values = {key: given[key] for key in explicit}

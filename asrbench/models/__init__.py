@@ -46,7 +46,7 @@ from asrbench.models.transducer import (
     LSTMTransducerConfig,
 )
 from asrbench.models.transformer import Transformer, TransformerConfig
-from asrbench.schema import build_dataclass
+from asrbench.recipe.schema import build_dataclass
 
 FAMILIES: tuple[Family, ...] = (CTC, ATTENTION, TRANSDUCER)
 

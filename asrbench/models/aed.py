@@ -14,7 +14,7 @@ from typing import ClassVar
 from asrbench.models.attention import AttentionModel, TransformerDecoder, TransformerDecoderMixin
 from asrbench.models.conformer import Conformer, ConformerConfig
 from asrbench.models.transformer import Transformer, TransformerConfig
-from asrbench.schema import FRACTION, POSITIVE, PROBABILITY
+from asrbench.recipe.schema import FRACTION, POSITIVE, PROBABILITY
 
 
 @dataclass

@@ -17,7 +17,7 @@ from torch import nn
 from asrbench.models.chunked import ChunkIndependent
 from asrbench.models.common import Conv2dSubsampling, MaskedBatchNorm1d, padding_mask
 from asrbench.models.ctc import CTCHead, CTCModel
-from asrbench.schema import ODD, POSITIVE, PROBABILITY
+from asrbench.recipe.schema import ODD, POSITIVE, PROBABILITY
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asrbench.schema import Limit
+from asrbench.recipe.schema import Limit
 
 
 def padding_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
@@ -246,7 +246,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         var = ((x - mean[None, :, None]).pow(2) * valid).sum(dim=(0, 2)) / count
         with torch.no_grad():
             # momentum None: a cumulative average, as nn.BatchNorm1d's (statistics re-estimated
-            # for averaged weights, asrbench.train.recompute_batch_norm)
+            # for averaged weights, asrbench.training.trainer.recompute_batch_norm)
             momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked + 1)
             self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
             unbiased = var.detach() * count / (count - 1)

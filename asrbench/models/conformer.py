@@ -43,7 +43,7 @@ from asrbench.models.common import (
     padding_mask,
 )
 from asrbench.models.ctc import CTCHead, CTCModel
-from asrbench.schema import ALL_OR_COUNT, ODD, POSITIVE, PROBABILITY, choices
+from asrbench.recipe.schema import ALL_OR_COUNT, ODD, POSITIVE, PROBABILITY, choices
 from asrbench.torchaudio_compat import torchaudio
 
 

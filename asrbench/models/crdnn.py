@@ -14,7 +14,7 @@ from torch import nn
 
 from asrbench.models.common import padding_mask, run_recurrent
 from asrbench.models.ctc import CTCHead, CTCModel
-from asrbench.schema import NON_NEGATIVE, POSITIVE, PROBABILITY, choices
+from asrbench.recipe.schema import NON_NEGATIVE, POSITIVE, PROBABILITY, choices
 
 
 @dataclass

@@ -15,7 +15,7 @@ from torch import nn
 
 from asrbench.models.common import MaskedBatchNorm1d, padding_mask
 from asrbench.models.ctc import CTCHead, CTCModel
-from asrbench.schema import NON_NEGATIVE, POSITIVE, PROBABILITY
+from asrbench.recipe.schema import NON_NEGATIVE, POSITIVE, PROBABILITY
 
 
 @dataclass

@@ -18,7 +18,7 @@ from torch import nn
 from asrbench.models.attention import AttentionModel
 from asrbench.models.common import padding_mask
 from asrbench.models.rnn import LSTM, RNNConfig
-from asrbench.schema import FRACTION, ODD, POSITIVE, PROBABILITY
+from asrbench.recipe.schema import FRACTION, ODD, POSITIVE, PROBABILITY
 
 
 @dataclass

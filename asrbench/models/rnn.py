@@ -17,7 +17,7 @@ from torch import nn
 from asrbench.models.chunked import ChunkIndependent
 from asrbench.models.common import Conv2dSubsampling, run_recurrent
 from asrbench.models.ctc import CTCHead, CTCModel
-from asrbench.schema import FINITE, POSITIVE, PROBABILITY
+from asrbench.recipe.schema import FINITE, POSITIVE, PROBABILITY
 
 
 @dataclass

@@ -49,7 +49,7 @@ from asrbench.models.conformer import Conformer, ConformerConfig
 from asrbench.models.ctc import CTCHead, ctc_loss
 from asrbench.models.rnn import LSTM, RNNConfig
 from asrbench.models.rnnt_loss import rnnt_loss
-from asrbench.schema import NON_NEGATIVE, POSITIVE, PROBABILITY, choices
+from asrbench.recipe.schema import NON_NEGATIVE, POSITIVE, PROBABILITY, choices
 
 BLANK = 0
 PREDICTORS = ("stateless", "lstm")

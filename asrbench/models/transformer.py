@@ -17,7 +17,7 @@ from asrbench.errors import AsrbenchError
 from asrbench.models.chunked import ChunkedAttention, ChunkStream, attend_cached, causal_convolve
 from asrbench.models.common import D_MODEL, Conv2dSubsampling, SinusoidalPositionalEncoding, padding_mask
 from asrbench.models.ctc import CTCHead, CTCModel
-from asrbench.schema import ALL_OR_COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, choices
+from asrbench.recipe.schema import ALL_OR_COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY, choices
 
 
 @dataclass

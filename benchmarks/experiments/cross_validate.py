@@ -42,11 +42,11 @@ def run_one(recipe: str, model: str, fold: str, run_dir: str, overrides: list[st
     """Train (unless finished) and score one fold's run; its held-out error counts, final and single best."""
     import torch
 
-    from asrbench.decode import decode
+    from asrbench.decoding.decode import decode
     from asrbench.decoding.searchers import DecodeOptions
     from asrbench.env import CORES_VARIABLE
     from asrbench.models import default_mode
-    from asrbench.train import train
+    from asrbench.training.trainer import train
 
     if threads:
         torch.set_num_threads(threads)
@@ -65,8 +65,8 @@ def run_one(recipe: str, model: str, fold: str, run_dir: str, overrides: list[st
     options = DecodeOptions(beam=attention_beam) if attention else None
     checkpoints = {"final": "best"}
     if summary.get("averaged"):
-        from asrbench import checkpoint as checkpoints_module
-        from asrbench import rundir
+        from asrbench.runs import checkpoint as checkpoints_module
+        from asrbench.runs import rundir
 
         ranked = summary["averaged"]["epochs"]  # best first
         checkpoints["single_best"] = str(rundir.nbest_checkpoint(ranked[0]))
@@ -109,8 +109,8 @@ def main() -> None:
                              "for each k given (comma-separated, 1 < k < N).")
     args = parser.parse_args()
 
-    from asrbench.config import load_yaml, recipe_models, resolve
     from asrbench.env import available_cores, environment
+    from asrbench.recipe.config import load_yaml, recipe_models, resolve
 
     names = list(recipe_models(load_yaml(args.recipe), str(args.recipe)))
     if args.models != "all":

@@ -32,7 +32,7 @@ from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decoding.ctc_beam import CTCBeamOptions, Lexicon, ctc_prefix_beam_search
 from asrbench.decoding.greedy import ctc_greedy
 from asrbench.env import environment
-from asrbench.scoring import error_rates
+from asrbench.scoring.metrics import error_rates
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for experiment_data
 from experiment_data import FRAME_RATE, peaky_log_probs  # noqa: E402
@@ -90,10 +90,10 @@ def synthetic_batches(seconds: float, seed: int, batch_size: int = 16):
 @torch.inference_mode()
 def model_batches(run_dir: Path, split: str, data_dir: Path | None):
     """-> (tokenizer, [(log_probs, lengths)], audio seconds, references) from a trained run dir, on CPU."""
-    from asrbench import rundir
-    from asrbench.checkpoint import load_model
     from asrbench.data.batching import BucketBatchSampler, Collator
     from asrbench.data.features import load_features
+    from asrbench.runs import rundir
+    from asrbench.runs.checkpoint import load_model
 
     run_dir = rundir.require_run_dir(run_dir)
     loaded = load_model(run_dir / rundir.BEST)
@@ -114,7 +114,7 @@ def model_batches(run_dir: Path, split: str, data_dir: Path | None):
 
 def train_synthetic_lm(texts: list[str], out_dir: Path) -> Path:
     from asrbench import fileio
-    from asrbench.lm import LM_FORMAT, train_ngram
+    from asrbench.decoding.lm import LM_FORMAT, train_ngram
 
     lm = train_ngram([text.split() for text in texts], 3)
     lm.write_arpa(out_dir / "lm.arpa")
@@ -186,7 +186,7 @@ def run_all(tokenizer, batches, audio_seconds: float, references: list[str], arg
     searches = [("greedy", lambda lp, ln: ctc_greedy(lp, ln))]
     searches.append((f"ours beam {args.beam}", lambda lp, ln: ctc_prefix_beam_search(lp, ln, tokenizer, plain)))
     if lm_dir is not None:
-        from asrbench.lm import load_lm
+        from asrbench.decoding.lm import load_lm
 
         lm, metadata = load_lm(lm_dir)
         lexicon = Lexicon.from_file(Path(lm_dir) / "lexicon.txt", tokenizer) if metadata["unit"] == "word" else None

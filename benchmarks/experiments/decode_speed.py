@@ -1,4 +1,4 @@
-"""Decode one split with several searches through `asrbench.decode.decode`, in one process, and
+"""Decode one split with several searches through `asrbench.decoding.decode.decode`, in one process, and
 report WER and speed for each: RTFx (network + search) and search RTFx (the search alone; for
 attention search the decoder network is part of the search), with the ratio to greedy measured
 in the same run.
@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.table import Table
 
 from asrbench import fileio
-from asrbench.checkpoint import load_model
-from asrbench.decode import decode
+from asrbench.decoding.decode import decode
 from asrbench.decoding.searchers import DecodeOptions
+from asrbench.runs.checkpoint import load_model
 
 
 def searches(run_dir: Path, lm: str | None, beam: int) -> list[tuple[str, DecodeOptions]]:

@@ -23,13 +23,13 @@ import torch
 from rich.console import Console
 
 from asrbench import fileio
-from asrbench.compare import collect, render, rich_table
-from asrbench.config import load_yaml, recipe_models
-from asrbench.decode import decode
+from asrbench.decoding.decode import decode
 from asrbench.decoding.searchers import DecodeOptions
 from asrbench.env import environment
 from asrbench.models import default_mode
-from asrbench.train import train
+from asrbench.recipe.config import load_yaml, recipe_models
+from asrbench.studies.compare import collect, render, rich_table
+from asrbench.training.trainer import train
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"  # benchmarks/results
 

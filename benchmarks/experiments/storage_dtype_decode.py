@@ -28,11 +28,11 @@ def main() -> None:
 
     import torch
 
-    from asrbench import rundir
-    from asrbench.checkpoint import load_model
     from asrbench.data.features import load_features
-    from asrbench.decode import recognize
-    from asrbench.scoring import error_rates
+    from asrbench.decoding.decode import recognize
+    from asrbench.runs import rundir
+    from asrbench.runs.checkpoint import load_model
+    from asrbench.scoring.metrics import error_rates
 
     torch.set_num_threads(1)
     figures = {}

@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from asrbench import fileio
-from asrbench.config import RunConfig, run_config_from_dict
 from asrbench.data.features import GlobalCMVN
 from asrbench.data.tokenizer import Tokenizer, tokenizer_from_dict
 from asrbench.errors import AsrbenchError, excerpt
 from asrbench.models import build_model
+from asrbench.recipe.config import RunConfig, run_config_from_dict
 
 FORMAT = "asrbench-checkpoint-1"
 
@@ -48,7 +48,7 @@ def save_rotating(path: Path, previous: Path, *args, **extra) -> None:
 
 def load_resumable(path: Path, required: tuple[str, ...]) -> dict:
     """A checkpoint to resume training from (``required``: the keys the trainer needs, see
-    ``asrbench.train.RESUME_KEYS``); a damaged or incomplete one is a clear error."""
+    ``asrbench.training.trainer.RESUME_KEYS``); a damaged or incomplete one is a clear error."""
     state = load_state(path)
     missing = [key for key in required if key not in state]
     if missing:

@@ -1,6 +1,6 @@
 """``asrbench study noise RUN...``: every run decodes the same corrupted copies of a split.
 
-Conditions: clean (``--snr inf``), each noise source (:mod:`asrbench.corruption`: white, pink,
+Conditions: clean (``--snr inf``), each noise source (:mod:`asrbench.data.corruption`: white, pink,
 babble, a directory of recordings) at each finite SNR, and each reverberation time (``--reverb``).
 An utterance's corruption is drawn from a generator seeded by (``--seed``, condition, utterance
 id), so every model hears the same audio, in any order, and a re-run gives the same audio again:
@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asrbench import corruption, rundir, scoring, stats
-from asrbench.checkpoint import load_model
+from asrbench.data import corruption
 from asrbench.data.audio import load_audio
 from asrbench.data.fbank import FeatureExtractor
 from asrbench.data.manifest import read_manifest, split_path
@@ -34,7 +33,10 @@ from asrbench.data.store import DTYPES
 from asrbench.decoding.searchers import DecodeOptions, build_searcher
 from asrbench.errors import AsrbenchError
 from asrbench.progress import progress_bar
-from asrbench.study import write_files
+from asrbench.runs import rundir
+from asrbench.runs.checkpoint import load_model
+from asrbench.scoring import metrics, stats
+from asrbench.studies.length import write_files
 
 BABBLE_POOL = 200  # utterances of the split the babble is drawn from (the rest are not loaded)
 FORMATS = ("table", "markdown", "csv", "json")
@@ -203,7 +205,7 @@ def noise_study(run_dirs: list[str | Path], conditions: list[Condition], split: 
 def _score(runs: _Runs, condition: Condition, references: list[str], hypotheses: list[list[str]], checksum: str,
            resamples: int, alpha: float, seed: int) -> list[dict]:
     """Rows of one condition: every run's rates and CIs, and the pairwise tests between runs."""
-    scores = [scoring.score_utterances(references, hyps) for hyps in hypotheses]
+    scores = [metrics.score_utterances(references, hyps) for hyps in hypotheses]
     errors = np.array([[s.word_errors for s in run_scores] for run_scores in scores], float)
     words = np.array([s.words for s in scores[0]], float)
     comparison = None
@@ -212,8 +214,8 @@ def _score(runs: _Runs, condition: Condition, references: list[str], hypotheses:
                                            seed=seed)
     rows = []
     for index, (run_dir, run_scores) in enumerate(zip(runs.dirs, scores, strict=True)):
-        rates = scoring.summarize(run_scores).to_dict()
-        intervals = scoring.confidence_intervals(run_scores, resamples, seed=seed)
+        rates = metrics.summarize(run_scores).to_dict()
+        intervals = metrics.confidence_intervals(run_scores, resamples, seed=seed)
         system = comparison.systems[index] if comparison else None
         rows.append({"run": str(run_dir), "model": runs.loaded[index].config.model.name, "condition": condition.name,
                      "noise": condition.noise, "snr": condition.snr, "rt60": condition.rt60,
@@ -263,7 +265,7 @@ def _pivot(study: dict) -> tuple[list[str], list[str], dict]:
 
 def _cell(row: dict) -> str:
     mark = {"best": " ★", "not significantly worse": " ≈"}.get(row.get("vs_best") or "", "")
-    return f"{scoring.format_rate(row['wer'])} ({scoring.format_ci(row['wer_ci'])}){mark}"
+    return f"{metrics.format_rate(row['wer'])} ({metrics.format_ci(row['wer_ci'])}){mark}"
 
 
 LEGEND = ("WER % (95% bootstrap CI). Per condition: ★ the best run, ≈ not significantly worse than it "
@@ -317,7 +319,7 @@ def render(study: dict, fmt: str) -> str:
 
 def plot_noise(study: dict, path: Path) -> Path:
     """WER against SNR, one panel per noise (clean at the left), and against RT60 for reverb."""
-    from asrbench.plots import _pyplot, _save  # matplotlib is the plot extra's: imported when plotting
+    from asrbench.studies.plots import _pyplot, _save  # matplotlib is the plot extra's: imported when plotting
 
     plt = _pyplot()
     rows = study["rows"]

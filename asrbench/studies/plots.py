@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asrbench import fileio, rundir
+from asrbench import fileio
 from asrbench.errors import AsrbenchError
+from asrbench.runs import rundir
 
 FILES = ("wer_vs_params.png", "wer_vs_rtfx.png", "learning_curves.png")  # what write_plots writes
 

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from asrbench import fileio
-from asrbench.config import RunConfig, data_root
 from asrbench.data.download import CORPORA as DOWNLOADABLE
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.prepare import prepare_corpus
@@ -23,6 +22,7 @@ from asrbench.data.synth import synthesize_corpus
 from asrbench.data.tokenizer import Tokenizer, TokenTable, build_tokenizer
 from asrbench.errors import AsrbenchError
 from asrbench.progress import console
+from asrbench.recipe.config import RunConfig, data_root
 from asrbench.text import normalize
 
 

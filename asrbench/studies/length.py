@@ -4,7 +4,7 @@
 words and by speaker, per run, from the runs' decode results (``decode/<split>/hypotheses.jsonl``)
 and the split's manifest (durations, speakers). Speakers are those the decode or the manifest
 gives, never guessed from ids: a run without a speaker for every utterance has no speaker rows.
-Every bin has its WER with a bootstrap CI over the bin's utterances (:mod:`asrbench.stats`, the
+Every bin has its WER with a bootstrap CI over the bin's utterances (:mod:`asrbench.scoring.stats`, the
 same resampling as ``compare``), so a claim such as
 "recurrent models help most on long utterances" can be read with its uncertainty.
 
@@ -21,9 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from asrbench import compare, fileio, rundir, scoring, stats
+from asrbench import fileio
 from asrbench.data.manifest import read_manifest, split_path
 from asrbench.errors import AsrbenchError
+from asrbench.runs import rundir
+from asrbench.scoring import metrics, stats
+from asrbench.studies import compare
 
 AXES = ("duration", "words", "speaker")
 WORD_BINS = (1, 2, 4, 8)  # reference words: 1, 2-3, 4-7, 8+
@@ -106,7 +109,7 @@ def length_study(run_dirs: list[str | Path], split: str = "test", bins: str = "a
     edges = duration_edges(pooled, bins)
     out = []
     for run_dir, result, rows, utterances in decoded:
-        scores = scoring.score_utterances([row["ref"] for row in rows], [row["hyp"] for row in rows], "none",
+        scores = metrics.score_utterances([row["ref"] for row in rows], [row["hyp"] for row in rows], "none",
                                           [row["id"] for row in rows])
         keys = {"duration": [], "words": [], "speaker": []}
         for score, row in zip(scores, rows, strict=True):
@@ -166,7 +169,7 @@ def render(study: dict, fmt: str) -> str:
             lines += [f"### WER by {axis} ({study['split']})", "", "| run | model | bin | utterances | words | WER % "
                       "| WER 95% CI |", "|---|---|---|---:|---:|---:|---:|"]
             lines += [f"| {row['run']} | {row['model']} | {row['bin']} | {row['utterances']} | {row['words']} | "
-                      f"{scoring.format_rate(row['wer'])} | {scoring.format_ci(row['wer_ci'])} |"
+                      f"{metrics.format_rate(row['wer'])} | {metrics.format_ci(row['wer_ci'])} |"
                       for row in _axis_rows(study, axis)]
             lines.append("")
         return "\n".join(lines)
@@ -191,14 +194,14 @@ def rich_tables(study: dict) -> list:
             table.add_column(name, justify="left" if name in ("run", "model", "bin") else "right")
         for row in _axis_rows(study, axis):
             table.add_row(row["run"], str(row["model"]), row["bin"], str(row["utterances"]), str(row["words"]),
-                          scoring.format_rate(row["wer"]), scoring.format_ci(row["wer_ci"]))
+                          metrics.format_rate(row["wer"]), metrics.format_ci(row["wer_ci"]))
         tables.append(table)
     return tables
 
 
 def plot_length(study: dict, path: Path) -> Path:
     """WER by duration bin, one line per run with its CI as a band (PNG)."""
-    from asrbench.plots import _pyplot, _save  # matplotlib is the plot extra's: imported when plotting
+    from asrbench.studies.plots import _pyplot, _save  # matplotlib is the plot extra's: imported when plotting
 
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.2))

@@ -15,17 +15,18 @@ from pathlib import Path
 
 import torch
 
-from asrbench import fileio, rundir
-from asrbench.checkpoint import load_model
+from asrbench import fileio
 from asrbench.data.features import load_features
 from asrbench.data.manifest import require_prepared
-from asrbench.decode import TUNED, batches_of
+from asrbench.decoding.decode import TUNED, batches_of
+from asrbench.decoding.lm import load_lm
 from asrbench.decoding.searchers import DecodeOptions, TuningRequest, build_searcher, load_lexicon
 from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
-from asrbench.lm import load_lm
 from asrbench.progress import progress_bar
-from asrbench.scoring import error_rates
+from asrbench.runs import rundir
+from asrbench.runs.checkpoint import load_model
+from asrbench.scoring.metrics import error_rates
 from asrbench.text import DEFAULT_NORMALIZER
 
 TIE_RULE = "lowest WER, then lowest CER, then the smallest beam, then the first in grid order"

@@ -15,7 +15,7 @@ paired bootstrap probability, the sign test and the matched-pairs test on those 
 
 ``jobs`` > 1 trains that many runs at once in worker processes (give each one thread with
 ``--set train.num_threads=1`` on a CPU); ``executor="ray"`` runs each run as a Ray task on a
-cluster (:mod:`asrbench.ray_executor`). The table does not depend on either.
+cluster (:mod:`asrbench.studies.ray_executor`). The table does not depend on either.
 """
 
 from __future__ import annotations
@@ -30,16 +30,19 @@ from pathlib import Path
 
 import numpy as np
 
-from asrbench import fileio, ray_executor, rundir, stats
-from asrbench.compare import BEST, MARKS, NOT_WORSE, WORSE, read_utterance_errors
-from asrbench.config import load_yaml, recipe_models
+from asrbench import fileio
 from asrbench.data.manifest import require_prepared
-from asrbench.decode import decode
+from asrbench.decoding.decode import decode
 from asrbench.env import CORES_VARIABLE, available_cores
 from asrbench.errors import AsrbenchError
 from asrbench.models import MODELS
 from asrbench.progress import console, progress_bar
-from asrbench.train import train
+from asrbench.recipe.config import load_yaml, recipe_models
+from asrbench.runs import rundir
+from asrbench.scoring import stats
+from asrbench.studies import ray_executor
+from asrbench.studies.compare import BEST, MARKS, NOT_WORSE, WORSE, read_utterance_errors
+from asrbench.training.trainer import train
 
 SPLITS = ("dev", "test")
 
@@ -245,7 +248,7 @@ def _run_parallel(tasks: list[tuple], jobs: int) -> None:
     """Run ``_run_one`` tasks in ``jobs`` worker processes with one progress bar over the runs."""
     context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
     # Each job sizes its automatic data-loader workers (train.data_workers = -1) on its share of
-    # the cores, not on all of them: see asrbench.train.loader_workers.
+    # the cores, not on all of them: see asrbench.training.trainer.loader_workers.
     share = max(available_cores() // jobs, 1)
     gpus = visible_gpus()
     if gpus:

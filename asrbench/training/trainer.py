@@ -24,23 +24,25 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from asrbench import checkpoint, distributed, fileio, rundir
-from asrbench.config import RunConfig, resolve, with_overrides
+from asrbench import fileio
 from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches, EpochKeys, train_loader
 from asrbench.data.features import GlobalCMVN
 from asrbench.data.manifest import require_prepared
 from asrbench.data.noise_augment import NoiseAugment
+from asrbench.data.pipeline import TrainingData, load_training_data
 from asrbench.data.tokenizer import tokenizer_from_dict
-from asrbench.data.training import TrainingData, load_training_data
-from asrbench.decode import recognize
-from asrbench.distributed import Context
+from asrbench.decoding.decode import recognize
 from asrbench.env import available_cores, environment, peak_memory_mb, release_free_memory, resident_mb, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.models import build_model, count_parameters
 from asrbench.progress import console, progress_bar
-from asrbench.scoring import error_rates
-from asrbench.tensorboard import TrainingLog
+from asrbench.recipe.config import RunConfig, resolve, with_overrides
+from asrbench.runs import checkpoint, rundir
+from asrbench.scoring.metrics import error_rates
 from asrbench.text import DEFAULT_NORMALIZER
+from asrbench.training import distributed
+from asrbench.training.distributed import Context
+from asrbench.training.tensorboard import TrainingLog
 
 
 def lr_factor(step: int, total_steps: int, config) -> float:
@@ -470,7 +472,7 @@ class Trainer:
     def _build_optimization(self) -> None:
         """Optimizer, learning-rate schedule, gradient scaler, batch sampler and loader."""
         tc, data, context = self.tc, self.data, self.context
-        # One optimizer step consumes a group of world * grad_accum batches (asrbench.distributed).
+        # One optimizer step consumes a group of world * grad_accum batches (asrbench.training.distributed).
         self.accum, self.group = tc.grad_accum, context.world * tc.grad_accum
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.sampler = BucketBatchSampler(data.train.lengths.tolist(), tc.batch_frames, tc.max_batch_size, True,

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from asrbench import rundir, scoring
-from asrbench.bench import bench
 from asrbench.errors import AsrbenchError
-from asrbench.study import write_files
+from asrbench.runs import rundir
+from asrbench.scoring import metrics
+from asrbench.studies.bench import bench
+from asrbench.studies.length import write_files
 
 
 def parse_fractions(text: str) -> list[float]:
@@ -88,13 +89,13 @@ def markdown(study: dict) -> str:
         spread = "-" if row["wer_min"] is None else f"{row['wer_min']:.2f}–{row['wer_max']:.2f}"
         sd = "-" if row["wer_sd"] is None else f"{row['wer_sd']:.2f}"
         lines.append(f"| {row['model']} | {row['fraction']:g} | {hours} | {row['seeds']} | "
-                     f"{scoring.format_rate(row['wer'])} | {sd} | {spread} |")
+                     f"{metrics.format_rate(row['wer'])} | {sd} | {spread} |")
     return "\n".join(lines) + "\n"
 
 
 def plot_data(study: dict, path: Path) -> Path:
     """Test WER against training hours (log x), one line per model, the seeds' min-max as a band."""
-    from asrbench.plots import _pyplot, _save  # matplotlib is the plot extra's: imported when plotting
+    from asrbench.studies.plots import _pyplot, _save  # matplotlib is the plot extra's: imported when plotting
 
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.2))

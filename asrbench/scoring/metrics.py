@@ -32,8 +32,9 @@ from pathlib import Path
 import jiwer
 import numpy as np
 
-from asrbench import fileio, stats
+from asrbench import fileio
 from asrbench.errors import AsrbenchError
+from asrbench.scoring import stats
 from asrbench.text import DEFAULT_NORMALIZER, normalize
 
 

@@ -1,6 +1,6 @@
 """Dataclasses from plain mappings (YAML, JSON, ``--set`` values), checked key by key.
 
-A leaf module: the recipe config (``asrbench.config``) and the model registry
+A leaf module: the recipe config (``asrbench.recipe.config``) and the model registry
 (``asrbench.models``) both build their dataclasses with it, so neither imports the other for it.
 Unknown keys fail with the valid keys listed and the closest one suggested; a value of the wrong
 type fails naming where it came from (the recipe key, or the ``--set`` argument).

@@ -1,6 +1,6 @@
 """Recipe configuration: dataclasses validated against YAML, with dotted ``--set`` overrides.
 
-A recipe (``asrbench/recipes/*.yaml``, or any file) has shared sections (``data``, ``features``, ``augment``,
+A recipe (``asrbench/recipe/*.yaml``, or any file) has shared sections (``data``, ``features``, ``augment``,
 ``tokenizer``, ``train``) and a ``models`` section with one entry per architecture. An entry
 holds the model's constructor options and, under ``train``, overrides of the shared training
 options for that model. Resolving a recipe for one model gives a :class:`RunConfig`, the
@@ -23,10 +23,9 @@ from typing import Any, ClassVar
 
 import yaml
 
-from asrbench.data.tokenizer import TOKENIZERS
 from asrbench.errors import AsrbenchError, did_you_mean
-from asrbench.recipes import bundled, find_recipe
-from asrbench.schema import (
+from asrbench.recipe.bundled import bundled, find_recipe
+from asrbench.recipe.schema import (
     FRACTION,
     NON_NEGATIVE,
     POSITIVE,
@@ -161,11 +160,11 @@ class TrainConfig:
     max_nonfinite_batches: int = 20
     max_steps: int = 0  # stop after this many optimizer steps in all (0 = no limit)
     # Batches whose gradients add up to one optimizer step, per rank: a step sees
-    # world_size * grad_accum batches (asrbench.distributed).
+    # world_size * grad_accum batches (asrbench.training.distributed).
     grad_accum: int = 1
     # Processes collating batches ahead of the training step (0 = in the training process; -1 =
     # auto: on a CPU only cores left over by the compute threads, since a worker sharing a core with
-    # them stalls every parallel op of the step; see asrbench.train.loader_workers).
+    # them stalls every parallel op of the step; see asrbench.training.trainer.loader_workers).
     data_workers: int = -1
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -179,7 +178,7 @@ class TrainConfig:
     tensorboard: bool = False
     tensorboard_every_steps: int = 50
 
-    # The values each field takes (asrbench.schema.Limit); resolve() checks them all.
+    # The values each field takes (asrbench.recipe.schema.Limit); resolve() checks them all.
     LIMITS: ClassVar[dict] = {
         "epochs": POSITIVE, "batch_frames": POSITIVE, "max_batch_size": POSITIVE, "lr": POSITIVE,
         "weight_decay": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE, "schedule": choices("cosine", "constant"),
@@ -255,7 +254,9 @@ def _validate(config: RunConfig, where: str, overridden: dict[tuple[str, str], s
         raise AsrbenchError(f"{at('features', 'num_ceps')}: features.num_ceps must be at most the "
                             f"{max(features.num_mel_bins, MFCC_MIN_MEL_BINS)} mel bins mfcc uses, "
                             f"got {features.num_ceps}")
-    if config.tokenizer.kind not in TOKENIZERS:  # read at call time: a registered tokenizer counts at once
+    # The tokenizer registry (a later stage), read at call time: a registered tokenizer counts at once.
+    from asrbench.data.tokenizer import TOKENIZERS
+    if config.tokenizer.kind not in TOKENIZERS:
         raise AsrbenchError(f"{at('tokenizer', 'kind')}: tokenizer.kind must be one of {', '.join(TOKENIZERS)}, "
                             f"got {config.tokenizer.kind!r}")
     if config.tokenizer.kind in ("bpe", "unigram") and config.tokenizer.vocab_size < 2:
@@ -300,7 +301,7 @@ def _dry_build(config: RunConfig, where: str) -> None:
 
 def check_limits(values, section: str, overridden: dict[tuple[str, str], str], where: str,
                  label: str | None = None) -> None:
-    """Every field of one section (a dataclass) within its limit (``LIMITS``, :class:`asrbench.schema.Limit`);
+    """Every field of one section (a dataclass) within its limit (``LIMITS``, :class:`asrbench.recipe.schema.Limit`);
     the error names the ``--set`` argument that gave the value (or one its limit reads), else ``where``."""
     fields = {f.name: getattr(values, f.name) for f in dataclasses.fields(values)}
     for key, limit in field_limits(type(values)).items():
@@ -336,7 +337,7 @@ _RecipeLoader.add_implicit_resolver(
 
 
 def load_yaml(path: str | Path) -> dict:
-    """A recipe: a file, or a bundled recipe named (``an4``, ``an4.yaml``; see :mod:`asrbench.recipes`)."""
+    """A recipe: a file, or a bundled recipe named (``an4``, ``an4.yaml``; see :mod:`asrbench.recipe.bundled`)."""
     found = find_recipe(path)
     if found is None:
         raise AsrbenchError(f"{path}: recipe not found (a path, or a bundled recipe: {', '.join(bundled())}; "
@@ -361,7 +362,7 @@ def load_yaml(path: str | Path) -> dict:
 def model_config_class(model: str) -> type:
     """The options dataclass of ``model`` (an unknown name fails with the valid ones)."""
     # Imported here: the model registry loads every architecture (torch.nn modules), which a
-    # FeatureConfig read by an exported model (asrbench.exported) must not pull in.
+    # FeatureConfig read by an exported model (asrbench.deploy.onnx_runtime) must not pull in.
     from asrbench.models import model_config_class as registered
 
     return registered(model)

@@ -38,11 +38,14 @@ import numpy as np
 import soundfile
 import torch
 
-from asrbench import compare, fileio, plots, rundir, scoring, study
+from asrbench import fileio
 from asrbench.data.audio import load_audio
 from asrbench.data.manifest import read_manifest, split_path
 from asrbench.errors import AsrbenchError
 from asrbench.progress import console, progress_bar
+from asrbench.runs import rundir
+from asrbench.scoring import metrics
+from asrbench.studies import compare, length, plots
 
 MAX_CLIP_SECONDS = 20.0  # a longer utterance's clip is cut (the page says so)
 PLOTS_LEFT_OUT = f"plots left out: matplotlib is not installed ({plots.INSTALL})"
@@ -143,7 +146,7 @@ def comparison_section(rows: list[dict]) -> str:
             (row["run"], row["run"]), (row.get("model"), row.get("model")),
             (compare.test_set_label(row), compare.test_set_label(row)),
             (f"{row['params'] / 1e6:.2f}M" if row.get("params") else "–", row.get("params")),
-            (_number(row.get("wer")), row.get("wer")), (scoring.format_ci(row.get("wer_ci")), None),
+            (_number(row.get("wer")), row.get("wer")), (metrics.format_ci(row.get("wer_ci")), None),
             (row.get("vs_best") or "–", None), (_number(row.get("cer")), row.get("cer")),
             (_number(row.get("rtfx"), 0), row.get("rtfx")),
             (_number(row.get("train_seconds"), 0), row.get("train_seconds")), (row.get("epochs"), row.get("epochs")),
@@ -164,7 +167,7 @@ def comparison_section(rows: list[dict]) -> str:
 
 
 def plots_section(rows: list[dict], scratch: Path) -> str:
-    from asrbench.plots import write_plots  # matplotlib (the plot extra) only when a report is made
+    from asrbench.studies.plots import write_plots  # matplotlib (the plot extra) only when a report is made
 
     if not plots.available():
         return f'<h2>Pareto plots and learning curves</h2><p class="muted">{esc(PLOTS_LEFT_OUT)}.</p>'
@@ -174,10 +177,10 @@ def plots_section(rows: list[dict], scratch: Path) -> str:
 
 
 def length_section(run_dirs: list[Path], split: str, scratch: Path) -> str:
-    found = study.length_study(run_dirs, split)
+    found = length.length_study(run_dirs, split)
     parts = ['<h2 id="breakdowns">By utterance length, reference words and speaker</h2>']
     if plots.available():
-        parts.append(image(study.plot_length(found, scratch / "wer_by_duration.png").read_bytes(), "WER by duration"))
+        parts.append(image(length.plot_length(found, scratch / "wer_by_duration.png").read_bytes(), "WER by duration"))
     titles = {"duration": "duration", "words": "reference words", "speaker": "speaker"}
     for axis, title in titles.items():
         rows = [row for row in found["rows"] if row["axis"] == axis]
@@ -185,7 +188,7 @@ def length_section(run_dirs: list[Path], split: str, scratch: Path) -> str:
             continue  # speakers not known: no speaker table
         body = [[(row["run"], row["run"]), (row["bin"], row["order"] if axis != "speaker" else row["bin"]),
                  (row["utterances"], row["utterances"]), (row["words"], row["words"]),
-                 (_number(row["wer"]), row["wer"]), (scoring.format_ci(row["wer_ci"]), None)] for row in rows]
+                 (_number(row["wer"]), row["wer"]), (metrics.format_ci(row["wer_ci"]), None)] for row in rows]
         parts.append(f"<details><summary>WER by {esc(title)}</summary>"
                      + table(["run", title, "utterances", "words", "WER %", "95% CI"], body) + "</details>")
     return "".join(parts)
@@ -193,7 +196,7 @@ def length_section(run_dirs: list[Path], split: str, scratch: Path) -> str:
 
 def _cell_value(value) -> tuple[str, object]:
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
-        return scoring.format_ci(value), None
+        return metrics.format_ci(value), None
     if isinstance(value, float):
         return _number(value), value
     if isinstance(value, (dict, list)):
@@ -214,7 +217,7 @@ def study_section(directory: Path) -> str:
         f"<details open><summary>{len(rows)} rows</summary>" + table(keys, body) + "</details>"
 
 
-def alignment_html(score: scoring.UtteranceScore) -> str:
+def alignment_html(score: metrics.UtteranceScore) -> str:
     spans = []
     for operation, ref, hyp in score.alignment:
         if operation == "C":
@@ -239,7 +242,7 @@ def clip(waveform: np.ndarray, sample_rate: int) -> bytes:
 def posteriorgram(loaded, waveform: torch.Tensor, extractor) -> bytes | None:
     """PNG of the CTC posteriors (tokens that reach 5% somewhere, against encoder frames); None
     for a model without a CTC output."""
-    from asrbench.plots import _pyplot  # matplotlib is the plot extra's: imported when plotting
+    from asrbench.studies.plots import _pyplot  # matplotlib is the plot extra's: imported when plotting
 
     plt = _pyplot()
     if getattr(loaded.model, "ctc_head", True) is None:  # an attention model or transducer with no CTC branch
@@ -276,11 +279,11 @@ def error_browser(run_dir: Path, split: str, worst: int, link_audio: bool, progr
     audio, CTC posteriorgram. ``progress()`` is called once the run is scored and its model loaded,
     then after each utterance."""
     progress = progress or (lambda: None)
-    from asrbench.checkpoint import load_model  # the model registry: only for the posteriorgrams
     from asrbench.data.fbank import FeatureExtractor  # torchaudio mel banks: only for the posteriorgrams
+    from asrbench.runs.checkpoint import load_model  # the model registry: only for the posteriorgrams
 
-    result, rows = study._decoded(run_dir, split)
-    scores = scoring.score_utterances([r["ref"] for r in rows], [r["hyp"] for r in rows], "none",
+    result, rows = length._decoded(run_dir, split)
+    scores = metrics.score_utterances([r["ref"] for r in rows], [r["hyp"] for r in rows], "none",
                                       [r["id"] for r in rows])
     wrong = [score for score in scores if score.word_errors]
     ranked = sorted(wrong, key=lambda s: (-s.word_errors, -s.word_errors / max(1, s.words), s.id))[:worst]

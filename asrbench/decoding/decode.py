@@ -16,18 +16,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from asrbench import fileio, rundir, streaming
-from asrbench.checkpoint import load_model
+from asrbench import fileio
 from asrbench.data.batching import BucketBatchSampler, Collator
 from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.manifest import require_prepared, split_path
 from asrbench.data.tokenizer import Tokenizer
+from asrbench.decoding import streaming
 from asrbench.decoding.searchers import DecodeOptions, Searcher, build_searcher, describe_search
 from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.models import count_parameters
 from asrbench.progress import console
-from asrbench.scoring import confidence_intervals, error_rates, score_utterances, token_error_rate, write_report
+from asrbench.runs import rundir
+from asrbench.runs.checkpoint import load_model
+from asrbench.scoring.metrics import confidence_intervals, error_rates, score_utterances, token_error_rate, write_report
 from asrbench.text import DEFAULT_NORMALIZER, normalize
 
 
@@ -138,7 +140,7 @@ def _streaming_figures(run_dir: Path, split: str, model: nn.Module, loaded, feat
                        recognition: Recognition, chunk_ms: float, left_chunks: int, device: torch.device,
                        references: list[str]) -> dict:
     """``result.json``'s ``streaming``: the chunk and its algorithmic latency; for a CTC model or a transducer on
-    CPU also the measured latencies (:func:`asrbench.streaming.measure`); and the split's
+    CPU also the measured latencies (:func:`asrbench.decoding.streaming.measure`); and the split's
     full-context WER when the run has it."""
     config, tokenizer = loaded.config, loaded.tokenizer
     figures = {"chunk_ms": chunk_ms, "left_chunks": left_chunks, "algorithmic_latency_ms": round(

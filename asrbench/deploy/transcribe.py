@@ -2,7 +2,7 @@
 
 For each file: its audio is read as mono at the model's sample rate (any format libsndfile reads;
 other rates are resampled and channels downmixed, noted once per kind), a file longer than the
-VAD's ``max_segment`` is split at pauses (:mod:`asrbench.vad`), and the pieces are decoded in
+VAD's ``max_segment`` is split at pauses (:mod:`asrbench.deploy.vad`), and the pieces are decoded in
 batches with the same features, CMVN and search as ``asrbench decode`` (so a prepared utterance
 transcribes to exactly its ``decode`` hypothesis). Each hypothesis is then aligned to the model's
 output frames (:mod:`asrbench.decoding.alignment`) for word times and confidences.
@@ -25,17 +25,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asrbench import fileio, rundir, streaming
+from asrbench import fileio
 from asrbench.data.audio import audio_extensions, audio_info, load_audio
 from asrbench.data.store import DTYPES
+from asrbench.decoding import streaming
 from asrbench.decoding.alignment import word_spans
 from asrbench.decoding.searchers import DecodeOptions, build_searcher, describe_search
+from asrbench.decoding.streaming import StreamOptions
+from asrbench.deploy.onnx_runtime import is_export, load_export
+from asrbench.deploy.vad import VadOptions, detect
 from asrbench.env import resolve_device
 from asrbench.errors import AsrbenchError
-from asrbench.exported import is_export, load_export
 from asrbench.progress import console, progress_bar
-from asrbench.streaming import StreamOptions
-from asrbench.vad import VadOptions, detect
+from asrbench.runs import rundir
 
 BATCH_SECONDS = 120.0  # audio decoded in one batch
 
@@ -95,7 +97,7 @@ class _Piece:
 
 class Transcriber:
     """A model with its features, CMVN, tokenizer and searcher, ready for audio: a run dir's
-    (PyTorch), or an export dir's (onnxruntime and the NumPy front end; :mod:`asrbench.exported`).
+    (PyTorch), or an export dir's (onnxruntime and the NumPy front end; :mod:`asrbench.deploy.onnx_runtime`).
     Word times run the network a second time (``model.align``) on each batch after the search."""
 
     def __init__(self, model_dir: str | Path, options: DecodeOptions | None = None, device: str = "auto",
@@ -115,10 +117,9 @@ class Transcriber:
             graphs = ", ".join(exported.manifest["graphs"].values())
             checkpoint = f"{graphs} (exported from {exported.manifest['source_run']})"
         else:
-            # A run dir needs its PyTorch model; an export (above) must not load asrbench.models.
-            from asrbench.checkpoint import load_model
             from asrbench.data.fbank import FeatureExtractor  # torchaudio's mel banks: not for an export
-            from asrbench.decode import resolve_options  # decode imports the model registry
+            from asrbench.decoding.decode import resolve_options  # decode imports the model registry
+            from asrbench.runs.checkpoint import load_model  # a run dir's PyTorch model: not for an export
 
             run_dir = rundir.require_run_dir(model_dir)
             options, tuned_from = resolve_options(run_dir, options, explicit or set(), use_tuned)
@@ -161,7 +162,7 @@ class Transcriber:
                 "vad": (self.stream or self.vad).to_dict()}
 
     def _streamed(self, path: Path, duration: float, progress=None) -> list[Segment]:
-        """The file streamed chunk by chunk (:func:`asrbench.streaming.stream_file`), partial
+        """The file streamed chunk by chunk (:func:`asrbench.decoding.streaming.stream_file`), partial
         results shown as they grow when ``show_partials``; ``progress(seconds)`` hears each."""
         shown = {"text": ""}
 

@@ -1,8 +1,9 @@
 """The bundled recipes: one YAML per corpus, shipped inside the package (``asrbench recipes`` lists them).
 
 A recipe argument (``asrbench train RECIPE``, ``bench``, ``study data``, ``data features --recipe``) is
-a path, or the name of a bundled recipe: ``an4``, ``an4.yaml``, or ``recipes/an4.yaml`` (where a
-checkout kept them before they moved into the package, so older commands still run). A path that
+a path, or the name of a bundled recipe: ``an4``, ``an4.yaml``, ``recipes/an4.yaml`` or
+``asrbench/recipes/an4.yaml`` (where a checkout kept them before they moved into
+``asrbench/recipe/``, so older commands still run). A path that
 exists always wins, so a copy edited in the working directory is the one used.
 
 The first comment of a recipe describes it: its first sentence is the description ``asrbench
@@ -19,7 +20,8 @@ import yaml
 
 FOLDER = Path(__file__).resolve().parent
 SUFFIXES = (".yaml", ".yml")
-OLD_FOLDER = Path("recipes")  # the checkout's folder before the recipes moved into the package
+# Where a checkout kept them before: recipes/, then asrbench/recipes/ (until the stage packages).
+OLD_FOLDERS = (Path("recipes"), Path("asrbench") / "recipes")
 
 
 def bundled() -> dict[str, Path]:
@@ -33,7 +35,7 @@ def find_recipe(spec: str | Path) -> Path | None:
     path = Path(spec)
     if path.is_file():
         return path
-    if path.parent not in (Path("."), OLD_FOLDER):
+    if path.parent not in (Path("."), *OLD_FOLDERS):
         return None
     name = path.name
     for suffix in SUFFIXES:

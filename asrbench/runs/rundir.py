@@ -11,8 +11,8 @@ from pathlib import Path
 import yaml
 
 from asrbench import fileio
-from asrbench.config import RunConfig, run_config_from_dict
 from asrbench.errors import AsrbenchError
+from asrbench.recipe.config import RunConfig, run_config_from_dict
 
 CONFIG = "config.yaml"
 TOKENIZER = "tokenizer.json"
@@ -40,20 +40,6 @@ def checkpoint_path(run_dir: Path, checkpoint: str = "best", must_exist: bool = 
 
 
 LOCK = ".lock"
-_held_locks: list = []  # open lock files of this process (see close_inherited_locks)
-
-
-def close_inherited_locks() -> None:
-    """In a forked child (a data-loader worker): drop the copies of the parent's lock files.
-
-    A ``flock`` lock lives as long as any copy of its file descriptor, so a worker outliving a
-    killed trainer would otherwise keep the run dir locked.
-    """
-    for handle in _held_locks:
-        handle.close()
-    _held_locks.clear()
-
-
 @contextmanager
 def lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on the run dir; a second holder fails at once with a clear error.
@@ -71,11 +57,11 @@ def lock(run_dir: Path) -> Iterator[None]:
     run_dir.mkdir(parents=True, exist_ok=True)
     handle = _acquire(run_dir / LOCK, fcntl)
     try:
-        _held_locks.append(handle)
+        fileio.HELD_LOCKS.append(handle)
         yield
     finally:
-        if handle in _held_locks:
-            _held_locks.remove(handle)
+        if handle in fileio.HELD_LOCKS:
+            fileio.HELD_LOCKS.remove(handle)
         try:
             (run_dir / LOCK).unlink(missing_ok=True)  # while still held: see _acquire
         finally:

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asrbench.config import FeatureConfig
 from asrbench.data.features import GlobalCMVN
 from asrbench.data.tokenizer import Tokenizer, tokenizer_from_dict
 from asrbench.decoding.alignment import ctc_alignments, transducer_alignments
@@ -30,8 +29,9 @@ from asrbench.decoding.searchers import (
     ctc_searcher,
     transducer_searcher,
 )
+from asrbench.deploy.numpy_fbank import NumpyFbank
 from asrbench.errors import AsrbenchError, excerpt
-from asrbench.frontend import NumpyFbank
+from asrbench.recipe.config import FeatureConfig
 
 EXPORT_FORMAT = "asrbench-export/1"
 MANIFEST = "manifest.json"

@@ -2,7 +2,7 @@
 
 A sweep (models x seeds) is embarrassingly parallel: each (model, seed) is one Ray task that
 trains (or resumes) its run and decodes dev and test, exactly as the local executor does
-(:func:`asrbench.bench._run_one`), writing into the sweep's run dir. That dir must be on a file
+(:func:`asrbench.studies.bench._run_one`), writing into the sweep's run dir. That dir must be on a file
 system every node sees (and so must the data dir), as for any multi-node training. The driver
 then builds the table from those files, so the table does not depend on where the tasks ran.
 

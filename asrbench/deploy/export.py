@@ -14,7 +14,7 @@ What the directory holds (``manifest.json`` lists every file with its SHA-256):
 - ``*.int8.onnx`` with ``--quantize int8``: onnxruntime's dynamic int8 quantization of the weights,
   used in place of the float graphs.
 - ``mel_banks.npy`` and ``frontend.json``: the filterbank front end, computed by
-  :mod:`asrbench.frontend` in NumPy with the mel banks training used; ``cmvn.json``,
+  :mod:`asrbench.deploy.numpy_fbank` in NumPy with the mel banks training used; ``cmvn.json``,
   ``tokenizer.json`` (a sentencepiece model inside, as in the checkpoint).
 - ``manifest.json``: format tag, search (ctc, transducer, attention), graphs, source run and
   checkpoint, model name, config hash, versions (asrbench, torch, onnx, onnxruntime, opsets), the
@@ -41,13 +41,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from asrbench import __version__, fileio, rundir
-from asrbench.checkpoint import load_model
+from asrbench import __version__, fileio
 from asrbench.data.fbank import FeatureExtractor
+from asrbench.deploy.onnx_runtime import EXPORT_FORMAT, MANIFEST
 from asrbench.env import git_commit
 from asrbench.errors import AsrbenchError, excerpt
-from asrbench.exported import EXPORT_FORMAT, MANIFEST
 from asrbench.progress import progress_bar
+from asrbench.runs import rundir
+from asrbench.runs.checkpoint import load_model
 
 FORMATS = ("onnx",)
 QUANTIZATIONS = ("", "int8")

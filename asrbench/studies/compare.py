@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from asrbench import rundir, scoring, stats
 from asrbench.errors import AsrbenchError
+from asrbench.runs import rundir
+from asrbench.scoring import metrics, stats
 
 FORMATS = ("table", "markdown", "csv", "json")
 COLUMNS = ("run", "model", "units", "params", "wer", "wer_ci", "vs_best", "cer", "rtfx", "train_seconds", "epochs",
@@ -204,11 +205,11 @@ def read_utterance_errors(path: Path) -> tuple[tuple, np.ndarray, np.ndarray] | 
     """
     if not path.is_file():
         return None
-    refs, hyps = scoring.read_transcripts(path, "ref"), scoring.read_transcripts(path, "hyp")
+    refs, hyps = metrics.read_transcripts(path, "ref"), metrics.read_transcripts(path, "hyp")
     ids = sorted(refs.texts)
     if not ids:
         return None
-    scores = scoring.score_utterances([refs.texts[i] for i in ids], [hyps.texts[i] for i in ids], "none", ids)
+    scores = metrics.score_utterances([refs.texts[i] for i in ids], [hyps.texts[i] for i in ids], "none", ids)
     key = tuple((i, refs.texts[i]) for i in ids)
     return key, np.array([s.word_errors for s in scores], float), np.array([s.words for s in scores], float)
 
@@ -252,9 +253,9 @@ MIXED_LEGEND = ("Test set: a hash of the utterance ids and references, and the u
 
 def _cell(key: str, value) -> str:
     if key in ("wer", "cer"):
-        return scoring.format_rate(value)  # "n/a": no reference words, the rate is undefined
+        return metrics.format_rate(value)  # "n/a": no reference words, the rate is undefined
     if key == "wer_ci":
-        return scoring.format_ci(value)
+        return metrics.format_ci(value)
     if value is None:
         return "-"
     if key == "vs_best":
@@ -266,7 +267,7 @@ def _cell(key: str, value) -> str:
     if key in ("train_seconds", "algorithmic_latency_ms", "final_latency_ms_p90", "chunk_ms"):
         return f"{value:.0f}"
     if key == "full_context_wer":
-        return scoring.format_rate(value)
+        return metrics.format_rate(value)
     return str(value)
 
 
