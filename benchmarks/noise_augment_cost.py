@@ -42,7 +42,7 @@ def main() -> None:
     from asrbench.data.noise_augment import NoiseAugment
     from asrbench.data.pipeline import load_training_data
     from asrbench.recipe.config import resolve
-    from asrbench.training.trainer import noise_augment
+    from asrbench.training.loader import noise_augment
 
     sources = args.noise.split(",")
     config = resolve(args.recipe, args.model, [f"augment.noise={sources}"])

@@ -61,7 +61,7 @@ def bare_run(config, vocab: int, collated: list) -> tuple[float, object]:
     import torch
 
     from asrbench.models import build_model
-    from asrbench.training.trainer import seed_everything
+    from asrbench.training.state import seed_everything
 
     tc = config.train
     seed_everything(tc.seed)

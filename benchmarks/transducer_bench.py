@@ -66,7 +66,7 @@ MEMORY_STEP = """
 import json, sys
 import torch
 from asrbench.models import build_model
-from asrbench.training.trainer import seed_everything
+from asrbench.training.state import seed_everything
 
 def status_mb(key):
     with open("/proc/self/status") as handle:
@@ -268,7 +268,7 @@ def main() -> None:
     from asrbench.models.transducer import TransducerModel
     from asrbench.runs import rundir
     from asrbench.runs.checkpoint import load_model
-    from asrbench.training.trainer import seed_everything
+    from asrbench.training.state import seed_everything
 
     loaded = None  # the trained model that decodes, loaded first so that a wrong --run fails at once
     if args.run is not None:

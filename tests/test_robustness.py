@@ -25,7 +25,8 @@ from asrbench.env import resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.recipe.config import data_root
 from asrbench.runs import checkpoint, rundir
-from asrbench.training.trainer import Interrupted, train
+from asrbench.training.state import Interrupted
+from asrbench.training.trainer import train
 
 RECIPE = """
 data: {{dir: {data_dir}}}

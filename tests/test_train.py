@@ -17,7 +17,9 @@ from asrbench.env import CORES_VARIABLE, available_cores
 from asrbench.errors import AsrbenchError
 from asrbench.recipe.config import resolve
 from asrbench.runs import checkpoint, rundir
-from asrbench.training.trainer import loader_workers, lr_factor, train
+from asrbench.training.loader import loader_workers
+from asrbench.training.schedule import lr_factor
+from asrbench.training.trainer import train
 
 
 @pytest.fixture
@@ -205,7 +207,7 @@ def test_a_budgeted_run_is_repeated_exactly_by_its_recorded_steps(recipe: Path, 
 def test_the_compute_clock_does_not_count_a_stalled_process():
     import time
 
-    from asrbench.training.trainer import BudgetClock
+    from asrbench.training.schedule import BudgetClock
 
     clock = BudgetClock("auto", torch.device("cpu"))
     assert clock.kind == "compute" and BudgetClock("auto", torch.device("cuda")).kind == "wall"
@@ -278,7 +280,7 @@ def test_each_epoch_records_the_resident_memory_after_returning_free_heap_pages(
 
 @pytest.mark.slow
 def test_amp_picks_bf16_where_the_gpu_has_it_else_fp16_and_fp32_on_cpu(monkeypatch, recipe: Path, tmp_path: Path):
-    from asrbench.training.trainer import resolve_precision
+    from asrbench.training.optimization import resolve_precision
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
@@ -293,7 +295,7 @@ def test_amp_picks_bf16_where_the_gpu_has_it_else_fp16_and_fp32_on_cpu(monkeypat
 
 
 def test_flat_gradients_clip_like_torch_and_stay_views_through_backward():
-    from asrbench.training.trainer import FlatGradients
+    from asrbench.training.optimization import FlatGradients
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
@@ -380,7 +382,7 @@ def test_batch_norm_is_re_estimated_as_a_cumulative_mean_over_the_batches():
     from types import SimpleNamespace
 
     from asrbench.models.common import MaskedBatchNorm1d
-    from asrbench.training.trainer import recompute_batch_norm
+    from asrbench.training.averaging import recompute_batch_norm
 
     class Tiny(torch.nn.Module):
         def __init__(self):

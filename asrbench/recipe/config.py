@@ -447,6 +447,14 @@ def _anchor_data_dir(data: DataConfig) -> None:
         data.dir_as_written, data.dir = data.dir, os.path.abspath(data.dir)
 
 
+def with_data_dir(config: RunConfig, data_dir: str) -> RunConfig:
+    """A copy of ``config`` that reads its prepared data from ``data_dir`` (``--data``), a relative one
+    anchored as :func:`resolve` anchors it."""
+    data = dataclasses.replace(config.data, dir=data_dir, dir_as_written="")
+    _anchor_data_dir(data)
+    return dataclasses.replace(config, data=data)
+
+
 def _build(sections: dict, model: str, where: str, model_where: str) -> RunConfig:
     """RunConfig from plain section mappings plus the model's options, every key validated."""
     built = {name: build_dataclass(cls, sections.get(name), f"{where}: {name}") for name, cls in SECTIONS.items()}
