@@ -388,14 +388,12 @@ def train_command(
                                 "recipe's)."),
 ) -> None:
     """Train one model from a recipe into a run dir (also under torchrun, one process per rank)."""
-    from asrbench.training.trainer import stopped_at_once, train
+    from asrbench.training.start import TrainValues
+    from asrbench.training.state import stopped_at_once
+    from asrbench.training.trainer import train
 
-    overrides = [*set_, f"train.device={device}"] if device is not None else list(set_)
-    if tensorboard:
-        overrides.append("train.tensorboard=true")
-    if max_steps is not None:
-        overrides.append(f"train.max_steps={max_steps}")
-    overrides = _train_threads(overrides, threads)
+    values = TrainValues(data_dir=data, epochs=epochs, max_minutes=max_minutes, max_steps=max_steps, seed=seed,
+                         device=device, tensorboard=tensorboard or None, num_threads=threads or None)
     if out is None:
         if resume:
             _fail("--resume needs the run dir: --out DIR")
@@ -403,7 +401,7 @@ def train_command(
             _fail("a recipe and --model are needed to start a new run")
         out = Path("runs") / Path(recipe).name.removesuffix(".yaml").removesuffix(".yml") / model
     try:
-        train(recipe, model, out, data, overrides, resume, epochs, max_minutes, seed)
+        train(recipe, model, out, overrides=set_, resume=resume, values=values)
     except KeyboardInterrupt:
         raise stopped_at_once(out) from None
 

@@ -231,32 +231,36 @@ def test_transcribe_refuses_a_finished_output_file_before_loading_the_model(monk
 
 
 def test_train_threads_sets_train_num_threads_and_o_names_the_run_dir(monkeypatch, capsys, tmp_path):
+    """The train command's typed options reach the library as values (TrainValues), the --set texts as given."""
     import asrbench.training.trainer as train_module
+    from asrbench.training.start import TrainValues
 
     seen = {}
 
-    def fake_train(recipe, model, out, data, overrides, resume, epochs, max_minutes, seed):
-        seen.update(out=out, overrides=overrides, max_minutes=max_minutes)
+    def fake_train(recipe, model, out, overrides=None, resume=False, values=None):
+        seen.update(out=out, overrides=overrides, values=values)
 
     monkeypatch.setattr(train_module, "train", fake_train)
     code, _, err = run_main(monkeypatch, capsys, "train", "recipes/yesno.yaml", "--model", "cnn", "-o",
                             str(tmp_path / "run"), "--threads", "3", "--set", "train.num_threads=1",
                             "--max-minutes", "2")
     assert code == 0, err
-    assert seen["out"] == tmp_path / "run" and seen["max_minutes"] == 2.0
-    assert seen["overrides"][-1] == "train.num_threads=3"  # after --set: --threads wins
+    assert seen["out"] == tmp_path / "run"
+    assert seen["overrides"] == ["train.num_threads=1"]
+    assert seen["values"] == TrainValues(max_minutes=2.0, num_threads=3)  # applied after --set: --threads wins
 
 
 def test_train_max_steps_sets_train_max_steps(monkeypatch, capsys, tmp_path):
     """The repeat train_summary.json records for a budgeted run (--max-steps S) is a train option."""
     import asrbench.training.trainer as train_module
+    from asrbench.training.start import TrainValues
 
     seen = {}
-    monkeypatch.setattr(train_module, "train", lambda *args: seen.update(overrides=args[4]))
+    monkeypatch.setattr(train_module, "train", lambda *args, **kwargs: seen.update(kwargs))
     code, _, err = run_main(monkeypatch, capsys, "train", "yesno", "--model", "cnn", "-o", str(tmp_path / "run"),
                             "--max-steps", "376", "--set", "train.schedule_steps=372")
     assert code == 0, err
-    assert seen["overrides"] == ["train.schedule_steps=372", "train.max_steps=376"]
+    assert seen["overrides"] == ["train.schedule_steps=372"] and seen["values"] == TrainValues(max_steps=376)
     code, _, err = run_main(monkeypatch, capsys, "train", "yesno", "--model", "cnn", "--max-steps", "-1")
     assert code == 2 and "--max-steps" in err
 
