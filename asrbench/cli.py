@@ -452,24 +452,24 @@ def decode_command(
                                       length_norm=length_norm, backend=backend)
     result = decode(run_dir, split, data, device, checkpoint=checkpoint, options=options, tag=tag,
                     explicit=explicit, use_tuned=tuned, threads=threads, chunk_ms=chunk_ms, left_chunks=left_chunks)
-    where = f"{split}-{result['tag']}" if result["tag"] else split
-    search = f", search RTFx {result['search_rtfx']:,.0f}" if result.get("search_rtfx") else ""
-    warning = undefined_rate_warning(result, f"{run_dir} {split}")
+    where = f"{split}-{result.tag}" if result.tag else split
+    search = f", search RTFx {result.search_rtfx:,.0f}" if result.search_rtfx else ""
+    warning = undefined_rate_warning(result.to_dict(), f"{run_dir} {split}")
     if warning:
         console.print(f"[yellow]warning[/yellow]: {warning}", soft_wrap=True, highlight=False)
     console.print(
-        f"{result['model']} {split} ({result['decoder']['kind']}): WER {format_rate(result['wer'])}% "
-        f"CER {format_rate(result['cer'])}% "
-        f"({result['utterances']} utterances, RTFx {result['rtfx']:,.0f}{search}) -> {run_dir}/decode/{where}"
+        f"{result.model} {split} ({result.decoder.kind}): WER {format_rate(result.wer)}% "
+        f"CER {format_rate(result.cer)}% "
+        f"({result.utterances} utterances, RTFx {result.rtfx:,.0f}{search}) -> {run_dir}/decode/{where}"
     )
-    latency = result.get("streaming") or {}
-    if latency.get("final_latency_ms_p90") is not None:
-        console.print(f"streaming {latency['chunk_ms']:g} ms: algorithmic latency "
-                      f"{latency['algorithmic_latency_ms']:g} ms, final-result latency p50 "
-                      f"{latency['final_latency_ms_p50']:g} / p90 "
-                      f"{latency['final_latency_ms_p90']:g} ms, first token p90 "
-                      f"{latency['first_token_latency_ms_p90']:g} ms, RTF {latency['rtf']:g}; streamed = chunked "
-                      f"pass for {latency['streamed_equals_chunked_pass']}/{latency['utterances']}", soft_wrap=True)
+    latency = result.streaming
+    if latency is not None and latency.final_latency_ms_p90 is not None:
+        console.print(f"streaming {latency.chunk_ms:g} ms: algorithmic latency "
+                      f"{latency.algorithmic_latency_ms:g} ms, final-result latency p50 "
+                      f"{latency.final_latency_ms_p50:g} / p90 "
+                      f"{latency.final_latency_ms_p90:g} ms, first token p90 "
+                      f"{latency.first_token_latency_ms_p90:g} ms, RTF {latency.rtf:g}; streamed = chunked "
+                      f"pass for {latency.streamed_equals_chunked_pass}/{latency.utterances}", soft_wrap=True)
 
 
 def _transcribe_combinations(stream: bool, vad: str, lm: bool) -> None:

@@ -134,7 +134,7 @@ def test_the_noise_study_decodes_every_run_on_the_same_audio(tone_run, streaming
     study = noise_study([cnn, conformer], conditions, seed=0, batch_seconds=1.0, resamples=200)
     assert len(study["rows"]) == 2 * len(conditions)
     clean = {row["run"]: row for row in study["rows"] if row["noise"] == "clean"}
-    assert clean[str(cnn)]["wer"] == decode(cnn, "test")["wer"]  # clean audio: decode's own figure
+    assert clean[str(cnn)]["wer"] == decode(cnn, "test").wer  # clean audio: decode's own figure
     checksums = {c["name"]: c["checksum"] for c in study["conditions"]}
     assert len(set(checksums.values())) == len(conditions)  # every condition its own audio
     rows_of = {(row["run"], row["condition"]): row for row in study["rows"]}

@@ -53,9 +53,9 @@ def _result(run: Path, name: str) -> dict:
 
 def test_greedy_is_the_default_and_records_its_options(workspace):
     result = decode(workspace["ctc"], "test")
-    assert result["decoder"]["kind"] == "ctc_greedy"
-    assert result["decoder"]["options"]["beam"] == 1
-    assert result["search_rtfx"] > 0 and result["rtfx"] > 0
+    assert result.decoder.kind == "ctc_greedy"
+    assert result.decoder.options["beam"] == 1
+    assert result.search_rtfx > 0 and result.rtfx > 0
 
 
 def test_ctc_beam_with_lm_and_lexicon_records_them(workspace):
@@ -77,12 +77,12 @@ def test_ctc_beam_with_lm_and_lexicon_records_them(workspace):
 def test_hybrid_decodes_with_attention_beam_and_with_its_ctc_branch(workspace):
     run = workspace["hybrid"]
     attention = decode(run, "test", options=DecodeOptions(beam=3), tag="att")
-    assert attention["decoder"]["kind"] == "attention_beam"
-    assert attention["decoder"]["ctc_weight"] == 0.5  # the training weight by default
+    assert attention.decoder.kind == "attention_beam"
+    assert attention.decoder.search["ctc_weight"] == 0.5  # the training weight by default
     pure = decode(run, "test", options=DecodeOptions(beam=3, ctc_weight=0.0), tag="pure")
-    assert pure["decoder"]["ctc_weight"] == 0.0
+    assert pure.decoder.search["ctc_weight"] == 0.0
     ctc = decode(run, "test", options=DecodeOptions(beam=3, mode="ctc"), tag="ctc")
-    assert ctc["decoder"]["kind"] == "ctc_prefix_beam"
+    assert ctc.decoder.kind == "ctc_prefix_beam"
 
 
 def test_lm_needs_ctc_search_for_an_attention_model(workspace):

@@ -57,9 +57,9 @@ models:
     summary = train(recipe, "tiny_conv", tmp_path / "run", seed=0)
     assert summary["epochs"] == 3 and summary["params"] > 0
     result = decode(tmp_path / "run", "test")
-    assert result["model"] == "tiny_conv" and result["utterances"] == 4 and result["wer"] is not None
+    assert result.model == "tiny_conv" and result.utterances == 4 and result.wer is not None
     beam = decode(tmp_path / "run", "test", options=DecodeOptions(beam=4, lexicon="train"), tag="lexicon")
-    assert beam["decoder"]["kind"] == "ctc_prefix_beam" and beam["decoder"]["lexicon_words"] == 2
+    assert beam.decoder.kind == "ctc_prefix_beam" and beam.decoder.search["lexicon_words"] == 2
 
 
 def test_a_documented_option_typo_is_refused_with_the_valid_keys(tiny_conv):

@@ -502,7 +502,7 @@ models:
     for name in ("hypotheses.jsonl", "alignments.txt", "ref.trn", "hyp.trn", "report.json", "result.json"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "result.json").read_text())
-    assert saved["normalizer"] == "basic-1" and saved["wer_ci"] == result["wer_ci"]
+    assert saved["normalizer"] == "basic-1" and saved["wer_ci"] == list(result.wer_ci)
     for key in ("wer", "cer"):
         low, high = saved[f"{key}_ci"]
         assert low <= saved[key] <= high

@@ -290,8 +290,8 @@ def _rows(data_dir: Path, split: str = "test") -> list[dict]:
 @pytest.mark.slow
 def test_decode_with_chunks_records_the_latency_figures(streaming_run):
     run, _ = streaming_run
-    full = decode(run, "test", threads=1)
-    result = decode(run, "test", threads=1, chunk_ms=80)
+    full = decode(run, "test", threads=1).to_dict()
+    result = decode(run, "test", threads=1, chunk_ms=80).to_dict()
     assert (run / "decode" / "test-chunk80" / "result.json").exists()
     figures = result["streaming"]
     assert figures["chunk_ms"] == 80 and figures["algorithmic_latency_ms"] == 125.0  # 8 kHz: 80 + 30 + 15
@@ -404,8 +404,8 @@ def test_a_streaming_transducer_streams_what_its_chunked_pass_decodes(streaming_
     """decode --chunk-ms streams every utterance through the transducer search and measures the
     latencies; transcribe --stream gives the chunked pass's text, with word times in segments."""
     run, data_dir = streaming_transducer_run
-    full = decode(run, "test", threads=1)
-    result = decode(run, "test", threads=1, chunk_ms=160)
+    full = decode(run, "test", threads=1).to_dict()
+    result = decode(run, "test", threads=1, chunk_ms=160).to_dict()
     figures = result["streaming"]
     assert figures["streamed_equals_chunked_pass"] == figures["utterances"] == 4
     assert figures["final_latency_ms_p90"] is not None and 0 < figures["rtf"] < 1

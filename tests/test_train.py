@@ -68,10 +68,10 @@ def test_run_dir_holds_everything_decode_needs(recipe: Path, tmp_path: Path):
     assert summary["best_dev_cer"] == min(row["dev_cer"] for row in metrics)
     assert rundir.read_config(run).train.seed == 1
     result = decode(run, "test")
-    assert result["utterances"] == 4 and result["model"] == "dnn"
-    assert {"wer", "cer", "substitutions", "deletions", "insertions", "words", "rtfx", "params"} <= set(result)
+    assert result.utterances == 4 and result.model == "dnn"
     saved = json.loads((run / "decode" / "test" / "result.json").read_text())
-    assert saved["wer"] == result["wer"]
+    assert {"wer", "cer", "substitutions", "deletions", "insertions", "words", "rtfx", "params"} <= set(saved)
+    assert saved["wer"] == result.wer
     lines = (run / "decode" / "test" / "hypotheses.jsonl").read_text().splitlines()
     assert len(lines) == 4
 
@@ -229,7 +229,7 @@ def test_mixed_precision_trains_on_cpu(recipe: Path, tmp_path: Path, precision: 
     assert summary["skipped_batches"] == 0 and all(np.isfinite(row["train_loss"]) for row in rows)
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert rundir.read_config(tmp_path / "run").train.precision == precision
-    assert decode(tmp_path / "run", "test")["utterances"] == 4
+    assert decode(tmp_path / "run", "test").utterances == 4
 
 
 def test_automatic_data_workers_leave_the_compute_threads_their_cores(monkeypatch):
@@ -349,7 +349,7 @@ def test_average_best_writes_the_mean_of_the_n_best_epochs_as_the_final_model(re
         assert summary["final_model"] == {"kept": "best epoch", "epochs": [epochs[0]], "dev_cer": best["dev_cer"]}
     # The average's own dev figures are measured and recorded either way; the run decodes.
     assert 0.0 <= averaged["dev_loss"] < float("inf")
-    assert decode(run, "test")["utterances"] == 4
+    assert decode(run, "test").utterances == 4
 
 
 @pytest.mark.slow
@@ -375,7 +375,7 @@ def test_an_average_worse_on_dev_than_the_best_epoch_is_not_kept(
     single = checkpoint.load_state(run / rundir.nbest_checkpoint(best_epoch))["model_state"]
     assert all(torch.equal(best["model_state"][key], single[key]) for key in single)
     result = decode(run, "dev")
-    assert result["cer"] == pytest.approx(summary["best_dev_cer"])
+    assert result.cer == pytest.approx(summary["best_dev_cer"])
 
 
 def test_batch_norm_is_re_estimated_as_a_cumulative_mean_over_the_batches():

@@ -352,12 +352,12 @@ models:
     summary = train(recipe, "conformer_transducer", run, seed=0)
     assert summary["epochs"] == 3
     greedy = decode(run, "test")
-    assert greedy["decoder"]["kind"] == "transducer_greedy" and greedy["utterances"] == 4
-    assert greedy["decoder"]["max_symbols_per_frame"] == 3
+    assert greedy.decoder.kind == "transducer_greedy" and greedy.utterances == 4
+    assert greedy.decoder.search["max_symbols_per_frame"] == 3
     beam = decode(run, "test", options=DecodeOptions(beam=3), tag="beam")
-    assert beam["decoder"]["kind"] == "transducer_modified_beam" and beam["decoder"]["beam"] == 3
+    assert beam.decoder.kind == "transducer_modified_beam" and beam.decoder.search["beam"] == 3
     ctc = decode(run, "test", options=DecodeOptions(mode="ctc"), tag="ctc")
-    assert ctc["decoder"]["kind"] == "ctc_greedy"
+    assert ctc.decoder.kind == "ctc_greedy"
     tuned = tune(run, beams=[1, 2])
     assert [row["options"]["beam"] for row in tuned["grid"]] == [1, 2]
 

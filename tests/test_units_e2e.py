@@ -53,14 +53,14 @@ def test_each_unit_trains_decodes_and_reports_its_token_error_rate(recipe: Path,
     assert saved["kind"] == kind
     tokenizer = tokenizer_from_dict(saved)
     (tmp_path / "tones.dic").unlink()  # the run dir and checkpoint describe themselves
-    result = decode(run, "test")
+    result = decode(run, "test").to_dict()
     hypotheses = [json.loads(line) for line in (run / "decode" / "test" / "hypotheses.jsonl").read_text().splitlines()]
     assert result["units"] == kind
     assert result["tokens"] == sum(len(tokenizer.encode(row["ref"])) for row in hypotheses)
     assert 0.0 <= result["ter"] <= 100.0 and result["wer"] <= 50.0  # it learned the two tones, roughly
     if kind == "char":
         assert result["wer"] == 0.0 and result["ter"] == 0.0
-    beam = decode(run, "test", options=DecodeOptions(beam=4), tag="beam")
+    beam = decode(run, "test", options=DecodeOptions(beam=4), tag="beam").to_dict()
     assert beam["units"] == kind and beam["wer"] <= 50.0
     if kind == "phone":
         assert beam["decoder"]["lexicon"] == "tokenizer"  # phones search their own lexicon ...

@@ -22,6 +22,7 @@ from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.manifest import require_prepared, split_path
 from asrbench.data.tokenizer import Tokenizer
 from asrbench.decoding import streaming
+from asrbench.decoding.result import FORMAT, DecodeResult, load_result, result_path, write_result
 from asrbench.decoding.searchers import DecodeOptions, Searcher, build_searcher, describe_search
 from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
@@ -151,8 +152,8 @@ def _streaming_figures(run_dir: Path, split: str, model: nn.Module, loaded, feat
         figures = streaming.measure(model, tokenizer, loaded.cmvn, config.features, features.utterances, chunk_ms,
                                     left_chunks, recognition.token_ids,
                                     [[i for i in tokenizer.encode(text) if i not in ignored] for text in references])
-    full_context = run_dir / "decode" / split / "result.json"  # the same split at full context, if decoded
-    figures["full_context_wer"] = rundir.read_json(full_context).get("wer") if full_context.is_file() else None
+    full_context = result_path(run_dir, split)  # the same split at full context, if decoded
+    figures["full_context_wer"] = load_result(full_context).wer if full_context.is_file() else None
     return figures
 
 
@@ -206,8 +207,8 @@ def decode(
     threads: int = 0,
     chunk_ms: float = 0.0,
     left_chunks: int = -1,
-) -> dict:
-    """Decode ``split`` with the run's best checkpoint; returns the result dict written to disk.
+) -> DecodeResult:
+    """Decode ``split`` with the run's best checkpoint; returns the :class:`DecodeResult` written to result.json.
 
     Results go to ``decode/<split>/`` (or ``decode/<split>-<tag>/`` to keep several decodings of
     one split side by side). ``options`` selects greedy, CTC beam (+ lexicon, LM) or attention
@@ -258,7 +259,8 @@ def decode(
         run_dir, split, model, loaded, features, recognition, chunk_ms, left_chunks, torch_device,
         [normalize(text, normalizer) for text in references])
     audio = recognition.audio_seconds
-    result = {
+    result = DecodeResult.from_dict({
+        "format": FORMAT,
         "run": str(run_dir),
         "model": config.model.name,
         "split": split,
@@ -287,6 +289,6 @@ def decode(
         "streaming": streamed,
         "config_hash": config.hash(),
         "environment": environment(torch_device),
-    }
-    fileio.write_json(out_dir / "result.json", result)
+    })
+    write_result(out_dir / "result.json", result)
     return result

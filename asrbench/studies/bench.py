@@ -33,6 +33,7 @@ import numpy as np
 from asrbench import fileio
 from asrbench.data.manifest import require_prepared
 from asrbench.decoding.decode import decode
+from asrbench.decoding.result import DecodeResult, load_result, result_path, write_result
 from asrbench.env import CORES_VARIABLE, available_cores
 from asrbench.errors import AsrbenchError
 from asrbench.models import MODELS
@@ -65,14 +66,14 @@ def select_models(recipe: str | Path, models: str) -> list[str]:
     return chosen
 
 
-def _decoded(run_dir: Path, split: str) -> dict | None:
+def _decoded(run_dir: Path, split: str) -> DecodeResult | None:
     """The split's result when it was decoded from the run's current best checkpoint."""
-    path = run_dir / "decode" / split / "result.json"
+    path = result_path(run_dir, split)
     if not path.is_file():
         return None
-    result = rundir.read_json(path)
+    result = load_result(path)
     best = run_dir / rundir.BEST
-    if result.get("checkpoint_mtime") not in (None, best.stat().st_mtime):
+    if result.checkpoint_mtime not in (None, best.stat().st_mtime):
         return None
     return result
 
@@ -198,12 +199,11 @@ def _run_one(recipe: str, name: str, run_dir: str, data_dir: str | None, extra: 
     return str(run_dir)
 
 
-def _decode_split(run_dir: Path, split: str) -> dict:
+def _decode_split(run_dir: Path, split: str) -> DecodeResult:
     result = _decoded(run_dir, split)
     if result is None:
-        result = decode(run_dir, split)
-        result["checkpoint_mtime"] = (run_dir / rundir.BEST).stat().st_mtime
-        fileio.write_json(run_dir / "decode" / split / "result.json", result)
+        result = decode(run_dir, split).with_checkpoint_mtime((run_dir / rundir.BEST).stat().st_mtime)
+        write_result(result_path(run_dir, split), result)
     return result
 
 
@@ -329,16 +329,16 @@ def bench(
         test, dev = results["test"], results["dev"]
         runs.append({
             "run": str(run_dir), "model": name, "seed": seed,
-            "wer": test["wer"], "cer": test["cer"], "dev_wer": dev["wer"], "dev_cer": dev["cer"],
-            "dev_test_gap": None if None in (test["wer"], dev["wer"]) else test["wer"] - dev["wer"],
-            "params": test["params"],
+            "wer": test.wer, "cer": test.cer, "dev_wer": dev.wer, "dev_cer": dev.cer,
+            "dev_test_gap": None if None in (test.wer, dev.wer) else test.wer - dev.wer,
+            "params": test.params,
             "train_seconds": summary.get("train_seconds"), "epochs": summary.get("epochs"),
-            "stop_reason": summary.get("stop_reason"), "rtfx": test["rtfx"],
-            "rtfx_conditions": {key: test["decoder"].get(key) for key in ("batch_frames", "threads")}
-            | {"device": test["environment"].get("device")},
+            "stop_reason": summary.get("stop_reason"), "rtfx": test.rtfx,
+            "rtfx_conditions": {"batch_frames": test.decoder.batch_frames if test.decoder else None,
+                                "threads": test.decoder.threads if test.decoder else None, "device": test.device},
             "peak_memory_mb": (summary.get("peak_memory") or {}).get("mb"),
             "peak_memory_kind": (summary.get("peak_memory") or {}).get("kind"),
-            "config_hash": test.get("config_hash"),
+            "config_hash": test.config_hash,
         })
     rows = summarize(runs)
     pairs = add_statistics(rows, runs)

@@ -6,12 +6,12 @@ import csv
 import hashlib
 import io
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 from rich.table import Table
 
+from asrbench.decoding.result import read_result
 from asrbench.errors import AsrbenchError
 from asrbench.runs import rundir
 from asrbench.scoring import metrics, stats
@@ -60,39 +60,10 @@ def select_runs(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
     return runs, others
 
 
-_CHUNK_TAG = re.compile(r"^chunk(?P<ms>\d+(?:\.\d+)?)(?:-left(?P<left>\d+))?$")
-
-
-def decode_advice(run_dir: Path, name: str) -> str:
-    """The ``asrbench decode`` command that writes ``decode/<name>/`` of a run.
-
-    ``name`` is a split (``test``) or a split and a tag (``test-tuned``: ``--split test --tuned
-    --tag tuned``; ``test-chunk320``: ``--chunk-ms 320``, whose tag is the default). A split's
-    name may hold a '-' only when the run's data dir has that split.
-    """
-    split, _, tag = name.partition("-")
-    if not tag or _has_split(run_dir, name):
-        return f"asrbench decode {run_dir} --split {name}"
-    chunked = _CHUNK_TAG.match(tag)
-    if tag == "tuned":
-        options = "--tuned --tag tuned"
-    elif chunked:
-        options = f"--chunk-ms {chunked['ms']}" + (f" --left-chunks {chunked['left']}" if chunked["left"] else "")
-    else:
-        options = f"--tag {tag}"
-    return f"asrbench decode {run_dir} --split {split} {options}"
-
-
-def _has_split(run_dir: Path, name: str) -> bool:
-    try:
-        return (Path(rundir.read_config(run_dir).data.dir) / f"{name}.jsonl").is_file()
-    except (AsrbenchError, OSError, ValueError, TypeError, AttributeError, KeyError):  # advice only: by the name
-        return False
-
-
 def collect(run_dirs: list[str | Path], split: str = "test", resamples: int = stats.DEFAULT_RESAMPLES,
             alpha: float = stats.DEFAULT_ALPHA, seed: int = 0, allow_mixed: bool = False) -> list[dict]:
-    """One row per run, read from ``decode/<split>/result.json`` and ``train_summary.json``.
+    """One row per run, read from ``decode/<split>/result.json`` (:func:`asrbench.decoding.result.read_result`)
+    and ``train_summary.json``.
 
     Each row names its test set (``test_set``: a short hash of the sorted utterance ids and their
     normalized references, from ``hypotheses.jsonl``; ``test_set_utterances``: their count; None
@@ -109,51 +80,45 @@ def collect(run_dirs: list[str | Path], split: str = "test", resamples: int = st
     rows, utterance_errors = [], []
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
-        result_path = run_dir / "decode" / split / "result.json"
         if not run_dir.exists():
             raise AsrbenchError(f"{run_dir}: run dir not found")
         if not is_run_dir(run_dir):
             raise AsrbenchError(f"{run_dir}: not a run dir (no {rundir.CONFIG} or decode/ in it)")
-        if not result_path.is_file():
-            decoded = sorted(path.parent.name for path in (run_dir / "decode").glob("*/result.json"))
-            have = f"; it has decode results for: {', '.join(decoded)}" if decoded else ""
-            raise AsrbenchError(f"{run_dir}: no decode result for split '{split}' "
-                                f"(run `{decode_advice(run_dir, split)}` first{have})")
-        result = rundir.read_json(result_path)
+        result = read_result(run_dir, split)
         summary_path = run_dir / rundir.SUMMARY
         summary = rundir.read_json(summary_path) if summary_path.is_file() else {}
-        streamed = result.get("streaming") or {}
+        streamed = result.streaming
         rows.append(
             {
                 "run": str(run_dir),
-                "model": result.get("model"),
-                "units": result.get("units", "char"),  # results older than subword and phone units: char
-                "params": result.get("params"),
-                "wer": result.get("wer"),
-                "wer_ci": result.get("wer_ci"),
+                "model": result.model,
+                "units": result.units,
+                "params": result.params,
+                "wer": result.wer,
+                "wer_ci": _listed(result.wer_ci),
                 "vs_best": None,
-                "cer": result.get("cer"),
-                "cer_ci": result.get("cer_ci"),
-                "ter": result.get("ter"),
-                "rtfx": result.get("rtfx"),
+                "cer": result.cer,
+                "cer_ci": _listed(result.cer_ci),
+                "ter": result.ter,
+                "rtfx": result.rtfx,
                 "train_seconds": summary.get("train_seconds"),
                 "epochs": summary.get("epochs"),
                 "split": split,
-                "substitutions": result.get("substitutions"),
-                "deletions": result.get("deletions"),
-                "insertions": result.get("insertions"),
-                "words": result.get("words"),
-                "utterances": result.get("utterances"),
-                "normalizer": result.get("normalizer"),
-                "config_hash": result.get("config_hash"),
-                "decoder": (result.get("decoder") or {}).get("kind"),
-                "environment": result.get("environment"),
-                **{key: streamed.get(key) for key in STREAM_COLUMNS},
-                "streaming": streamed or None,
+                "substitutions": result.substitutions,
+                "deletions": result.deletions,
+                "insertions": result.insertions,
+                "words": result.words,
+                "utterances": result.utterances,
+                "normalizer": result.normalizer,
+                "config_hash": result.config_hash,
+                "decoder": result.decoder.kind if result.decoder else None,
+                "environment": result.environment,
+                **{key: getattr(streamed, key) if streamed else None for key in STREAM_COLUMNS},
+                "streaming": streamed.to_dict() if streamed else None,
                 "pairs": [],
             }
         )
-        found = read_utterance_errors(result_path.parent / HYPOTHESES)
+        found = read_utterance_errors(run_dir / "decode" / split / HYPOTHESES)
         rows[-1][TEST_SET_COLUMN] = test_set_hash(found[0]) if found else None
         rows[-1]["test_set_utterances"] = len(found[0]) if found else None
         utterance_errors.append(found)
@@ -161,6 +126,10 @@ def collect(run_dirs: list[str | Path], split: str = "test", resamples: int = st
         _refuse_mixed_sets(rows, utterance_errors)
     _add_significance(rows, utterance_errors, resamples, alpha, seed)
     return rows
+
+
+def _listed(interval: tuple[float, float] | None) -> list[float] | None:
+    return None if interval is None else list(interval)
 
 
 def test_set_hash(key: tuple) -> str:

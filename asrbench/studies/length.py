@@ -23,25 +23,21 @@ import numpy as np
 
 from asrbench import fileio
 from asrbench.data.manifest import read_manifest, split_path
+from asrbench.decoding.result import DecodeResult, read_result, result_path
 from asrbench.errors import AsrbenchError
-from asrbench.runs import rundir
 from asrbench.scoring import metrics, stats
-from asrbench.studies import compare
 
 AXES = ("duration", "words", "speaker")
 WORD_BINS = (1, 2, 4, 8)  # reference words: 1, 2-3, 4-7, 8+
 FORMATS = ("table", "markdown", "csv", "json")
 
 
-def _decoded(run_dir: Path, split: str) -> tuple[dict, list[dict]]:
-    """(result.json, hypotheses rows) of a run's decode of ``split``; a user error when missing."""
-    result_path = run_dir / "decode" / split / "result.json"
+def read_decode(run_dir: Path, split: str) -> tuple[DecodeResult, list[dict]]:
+    """(result, hypotheses rows) of a run's decode of ``split``; a user error when missing."""
     if not run_dir.is_dir():
         raise AsrbenchError(f"{run_dir}: run dir not found")
-    if not result_path.is_file():
-        raise AsrbenchError(f"{run_dir}: no decode result for split '{split}' "
-                            f"(run `{compare.decode_advice(run_dir, split)}` first)")
-    path = result_path.parent / "hypotheses.jsonl"
+    result = read_result(run_dir, split)
+    path = result_path(run_dir, split).parent / "hypotheses.jsonl"
     rows = []
     lines = path.read_text(encoding="utf-8-sig").splitlines() if path.is_file() else []  # -sig: a BOM is no id
     for number, line in enumerate(lines, 1):
@@ -54,7 +50,14 @@ def _decoded(run_dir: Path, split: str) -> tuple[dict, list[dict]]:
             raise AsrbenchError(f"{path}:{number}: not a decode hypothesis (JSON with id, ref, hyp)") from None
     if not rows:
         raise AsrbenchError(f"{path}: no hypotheses (decode the split again)")
-    return rundir.read_json(result_path), rows
+    return result, rows
+
+
+def manifest_of(run_dir: Path, split: str, result: DecodeResult) -> Path:
+    """The manifest a decode scored (its ``data_dir``'s split); a user error for a result without one."""
+    if result.data_dir is None:
+        raise AsrbenchError(f"{result_path(run_dir, split)}: no 'data_dir' (decode the split again)")
+    return split_path(Path(result.data_dir), split)
 
 
 def duration_edges(durations: list[float], bins: str = "auto") -> list[float]:
@@ -96,12 +99,12 @@ def length_study(run_dirs: list[str | Path], split: str = "test", bins: str = "a
     """
     decoded = []
     for run_dir in map(Path, run_dirs):
-        result, rows = _decoded(run_dir, split)
-        utterances = {utt.id: utt for utt in read_manifest(split_path(Path(result["data_dir"]), split))}
+        result, rows = read_decode(run_dir, split)
+        manifest = manifest_of(run_dir, split, result)
+        utterances = {utt.id: utt for utt in read_manifest(manifest)}
         missing = [row["id"] for row in rows if row["id"] not in utterances]
         if missing:
-            raise AsrbenchError(f"{run_dir}: utterance '{missing[0]}' of its decode is not in "
-                                f"{split_path(Path(result['data_dir']), split)}")
+            raise AsrbenchError(f"{run_dir}: utterance '{missing[0]}' of its decode is not in {manifest}")
         decoded.append((run_dir, result, rows, utterances))
     if not decoded:
         raise AsrbenchError("give at least one run dir")
@@ -133,7 +136,7 @@ def length_study(run_dirs: list[str | Path], split: str = "test", bins: str = "a
                 total = float(words[members].sum())
                 wrong = float(errors[members].sum())
                 ci = list(stats.bootstrap_ci(errors[members], words[members], resamples, seed=seed)) if total else None
-                out.append({"run": str(run_dir), "model": result.get("model"), "axis": axis, "bin": name,
+                out.append({"run": str(run_dir), "model": result.model, "axis": axis, "bin": name,
                             "order": order[name], "utterances": len(members),
                             "words": int(total), "errors": int(wrong),
                             "wer": 100.0 * wrong / total if total else None, "wer_ci": ci})

@@ -282,18 +282,19 @@ def error_browser(run_dir: Path, split: str, worst: int, link_audio: bool, progr
     from asrbench.data.fbank import FeatureExtractor  # torchaudio mel banks: only for the posteriorgrams
     from asrbench.runs.checkpoint import load_model  # the model registry: only for the posteriorgrams
 
-    result, rows = length._decoded(run_dir, split)
+    result, rows = length.read_decode(run_dir, split)
     scores = metrics.score_utterances([r["ref"] for r in rows], [r["hyp"] for r in rows], "none",
                                       [r["id"] for r in rows])
     wrong = [score for score in scores if score.word_errors]
     ranked = sorted(wrong, key=lambda s: (-s.word_errors, -s.word_errors / max(1, s.words), s.id))[:worst]
-    manifest_path = split_path(Path(result["data_dir"]), split)
-    utterances = {utt.id: utt for utt in read_manifest(manifest_path)} if manifest_path.is_file() else {}
-    checkpoint = (result.get("decoder") or {}).get("checkpoint") or "best"
+    manifest_path = split_path(Path(result.data_dir), split) if result.data_dir else None  # none: no audio
+    utterances = ({utt.id: utt for utt in read_manifest(manifest_path)}
+                  if manifest_path is not None and manifest_path.is_file() else {})
+    checkpoint = (result.decoder.checkpoint if result.decoder else None) or "best"
     checkpoint_path = rundir.checkpoint_path(run_dir, checkpoint, must_exist=False)  # gone: no posteriorgrams
     loaded = load_model(checkpoint_path) if checkpoint_path.is_file() else None
     extractor = FeatureExtractor(loaded.config.features) if loaded is not None else None
-    parts = [f"<details><summary>{esc(run_dir)} ({esc(result.get('model'))}): {len(ranked)} worst of "
+    parts = [f"<details><summary>{esc(run_dir)} ({esc(result.model)}): {len(ranked)} worst of "
              f"{len(scores)} utterances</summary>"]
     given = {row["id"]: row["speaker"] for row in rows}  # the decode's copy of the manifest's speaker
     drawn = plots.available()  # posteriorgrams need the plot extra
