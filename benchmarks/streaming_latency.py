@@ -41,18 +41,18 @@ def main() -> None:
 
     from asrbench.decoding.decode import decode
 
-    full = decode(args.run, args.split, device="cpu", threads=args.threads, checkpoint=args.checkpoint)
+    full = decode(args.run, args.split, device="cpu", threads=args.threads, checkpoint=args.checkpoint).to_dict()
     figures: dict = {"full_context_wer": figure(full["wer"], 100.0, "% WER at full context", better="lower",
                                                 wer_ci=full.get("wer_ci"), cer=full["cer"])}
     if args.baseline is not None:
-        baseline = decode(args.baseline, args.split, device="cpu", threads=args.threads)
+        baseline = decode(args.baseline, args.split, device="cpu", threads=args.threads).to_dict()
         figures["non_streaming_wer"] = figure(baseline["wer"], 100.0, "% WER of the non-streaming baseline",
                                               better="lower", wer_ci=baseline.get("wer_ci"), run=str(args.baseline))
     lines = [f"{'chunk':>6} {'WER':>6} {'vs full':>7} {'algo ms':>7} {'chunk ms p50/p90':>16} {'RTF':>6} "
              f"{'first p50/p90':>14} {'final p50/p90':>14} {'streamed=chunked':>16}"]
     for chunk_ms in [float(value) for value in args.chunks.split(",")]:
         result = decode(args.run, args.split, device="cpu", threads=args.threads, chunk_ms=chunk_ms,
-                        left_chunks=args.left_chunks, checkpoint=args.checkpoint)
+                        left_chunks=args.left_chunks, checkpoint=args.checkpoint).to_dict()
         latency = result["streaming"]
         name = f"chunk{chunk_ms:g}"
         figures[f"{name}_wer_vs_full"] = figure(result["wer"] - full["wer"], 2.5,

@@ -84,7 +84,7 @@ def run_one(recipe: str, model: str, fold: str, run_dir: str, overrides: list[st
         decodings.append(("lexicon_beam", "best", DecodeOptions(beam=lexicon_beam, lexicon="train")))
     scores = {}
     for name, checkpoint, options in decodings:
-        result = decode(run, "test", options=options, checkpoint=checkpoint, tag=name, threads=threads)
+        result = decode(run, "test", options=options, checkpoint=checkpoint, tag=name, threads=threads).to_dict()
         errors = result["substitutions"] + result["deletions"] + result["insertions"]
         scores[name] = {"word_errors": errors, "words": result["words"], "wer": result["wer"], "cer": result["cer"]}
     return {"model": model, "fold": fold, "train_seconds": summary["train_seconds"], "scores": scores}

@@ -57,7 +57,7 @@ def main() -> None:
 
     rows = []
     for name, options in searches(args.run, args.lm, args.beam):
-        result = decode(args.run, args.split, options=options, tag=f"speed-{name}", threads=args.threads)
+        result = decode(args.run, args.split, options=options, tag=f"speed-{name}", threads=args.threads).to_dict()
         rows.append({"search": name, "kind": result["decoder"]["kind"], "wer": result["wer"], "cer": result["cer"],
                      "rtfx": result["rtfx"], "search_rtfx": result["search_rtfx"],
                      "decode_seconds": result["decode_seconds"], "search_seconds": result["search_seconds"],
