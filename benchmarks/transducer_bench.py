@@ -30,7 +30,7 @@ memory step:
   to what the trainer holds (``benchmarks/memory_bench.py`` measures the trainer itself).
 - Decoding: the test split with ``asrbench.decoding.decode.recognize`` (features from the cache, the run's
   ``eval_batch_frames`` batches, one warm-up batch) and the model's own searchers,
-  ``make_searcher(tokenizer, DecodeOptions(beam=1 | 4))``: greedy search and modified beam search,
+  ``build_searcher(model, tokenizer, DecodeOptions(beam=1 | 4))``: greedy search and modified beam search,
   best of ``--repeat``. RTFx = audio seconds / (network + search) seconds; target greedy >= 100x
   and beam 4 >= 20x real time. With ``--run`` the run's best checkpoint decodes (WERs reported);
   without, the randomly initialised model does, and every decoding figure says "untrained": its
@@ -212,13 +212,14 @@ def decoding_speed(model, tokenizer, cmvn, features, batch_frames: int, repeat: 
     import torch
 
     from asrbench.decoding.decode import recognize
+    from asrbench.decoding.search_table import build_searcher
     from asrbench.decoding.searchers import DecodeOptions
     from asrbench.scoring.metrics import error_rates
 
     references = [utt.text for utt in features.utterances]
     results = {}
     for beam in RTFX_TARGETS:
-        searcher = model.make_searcher(tokenizer, DecodeOptions(beam=beam))
+        searcher = build_searcher(model, tokenizer, DecodeOptions(beam=beam))
         passes = [recognize(model, features, cmvn, tokenizer, torch.device("cpu"), batch_frames, warmup=True,
                             searcher=searcher) for _ in range(repeat)]
         best = min(passes, key=lambda recognition: recognition.model_seconds)

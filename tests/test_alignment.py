@@ -16,6 +16,7 @@ from asrbench.decoding.alignment import (
     word_groups,
     word_spans,
 )
+from asrbench.decoding.search_table import align
 
 
 def _brute_ctc(log_probs: torch.Tensor, tokens: list[int]) -> list[tuple[int, int]] | None:
@@ -129,7 +130,7 @@ def test_subword_word_start_pieces_begin_new_words():
 def test_every_family_aligns_its_hypotheses_within_their_frames(name: str):
     model = make(name).eval()
     features, lengths = torch.randn(2, 60, 20), torch.tensor([60, 41])
-    alignments = model.align(features, lengths, [[1, 2, 3], [4]])
+    alignments = align(model, features, lengths, [[1, 2, 3], [4]])
     assert len(alignments) == 2
     for alignment, tokens, length in zip(alignments, [[1, 2, 3], [4]], lengths.tolist(), strict=True):
         if alignment is None:  # an attention model without a CTC branch

@@ -16,6 +16,7 @@ from asrbench.decoding.attention_beam import (
     attention_beam_search,
     batch_attention_beam_search,
 )
+from asrbench.decoding.search_table import greedy_decode
 from asrbench.errors import AsrbenchError
 from asrbench.models import build_model, count_parameters
 from asrbench.models.attention import IGNORE
@@ -179,7 +180,7 @@ def test_ctc_prefix_scores_match_enumeration(seed):
 def test_beam_one_without_ctc_equals_greedy(name):
     model = make(name, seed=4).eval()
     features, lengths = torch.randn(3, 70, INPUT_DIM), torch.tensor([70, 55, 40])
-    greedy = model.greedy_decode(features, lengths)
+    greedy = greedy_decode(model, features, lengths)
     beam = batch_attention_beam_search(model, features, lengths, AttentionBeamOptions(beam=1, length_norm=False))
     assert beam == greedy
 
@@ -219,6 +220,6 @@ def _overfit(name: str, ctc_weight: float) -> tuple[torch.nn.Module, torch.Tenso
 @pytest.mark.parametrize("ctc_weight", [0.0, 0.3])
 def test_tiny_overfit_learns_every_utterance(name, ctc_weight):
     model, features, lengths, labels = _overfit(name, ctc_weight)
-    assert model.greedy_decode(features, lengths) == labels
+    assert greedy_decode(model, features, lengths) == labels
     beam = AttentionBeamOptions(beam=4, ctc_weight=ctc_weight)
     assert batch_attention_beam_search(model, features, lengths, beam) == labels

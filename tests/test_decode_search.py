@@ -90,7 +90,7 @@ def test_lm_needs_ctc_search_for_an_attention_model(workspace):
         decode(workspace["hybrid"], "test", options=DecodeOptions(beam=2, lm=str(workspace["lm"])))
     with pytest.raises(AsrbenchError, match="CTC search backend"):
         decode(workspace["hybrid"], "test", options=DecodeOptions(beam=2, backend="flashlight"))
-    with pytest.raises(AsrbenchError, match="attention model"):
+    with pytest.raises(AsrbenchError, match="^--mode attention: this ctc model decodes with --mode ctc only$"):
         decode(workspace["ctc"], "test", options=DecodeOptions(beam=2, mode="attention"))
 
 

@@ -43,6 +43,9 @@ def test_the_checks_find_cycles_and_broken_rules():
     assert layering.violations({"asrbench.decoding.decode": {"asrbench.runs.checkpoint", "asrbench.data.store"}}) == []
     assert layering.violations({"asrbench.models.dnn": {"asrbench.data.manifest"}}) == [
         "asrbench.models.dnn imports asrbench.data.manifest (layer rule for asrbench.models)"]
+    assert layering.violations({"asrbench.models.ctc": {"asrbench.decoding.searchers"}}) == [
+        "asrbench.models.ctc imports asrbench.decoding.searchers "
+        "(stage order: asrbench.models comes before asrbench.decoding)"]
     # a leaf utility imports no stage
     assert layering.violations({"asrbench.fileio": {"asrbench.runs.rundir"}}) == [
         "asrbench.fileio imports asrbench.runs.rundir (stage order: a leaf utility comes before asrbench.runs)"]

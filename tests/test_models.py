@@ -10,6 +10,8 @@ import pytest
 import torch
 from helpers import INPUT_DIM, TINY, VOCAB, make
 
+from asrbench.decoding.greedy import ctc_greedy
+from asrbench.decoding.search_table import dev_searcher, greedy_decode
 from asrbench.errors import AsrbenchError
 from asrbench.models import MODELS, build_model, count_parameters, default_options, model_config_class
 
@@ -343,17 +345,21 @@ def test_every_model_belongs_to_a_family_and_satisfies_its_protocol(name):
 
 
 def test_the_dev_searcher_gives_dev_decode_and_compute_loss_from_one_pass(name):
-    """The trainer scores dev with ``dev_searcher``: its ids are ``dev_decode``'s and its loss,
-    from the same network outputs, is ``compute_loss``'s (one pass instead of two)."""
+    """The trainer scores dev with ``dev_searcher``: its ids are the head's greedy search (a hybrid's
+    CTC branch's best path) and its loss, from the same network outputs, is ``compute_loss``'s (one
+    pass instead of two)."""
     model = settle(make(name))
     features, lengths = torch.randn(3, 70, INPUT_DIM) * 2 + 1, torch.tensor([70, 52, 31])
     generator = torch.Generator().manual_seed(0)
     target_lengths = torch.tensor([4, 3, 2])
     targets = torch.randint(1, VOCAB - 1, (int(target_lengths.sum()),), generator=generator)
-    searcher = model.dev_searcher()
+    searcher = dev_searcher(model)
     with torch.no_grad():
         outputs = searcher.outputs(features, lengths)
-        assert searcher.search(outputs) == model.dev_decode(features, lengths)
+        hybrid = model.head_kind == "attention" and model.ctc_head is not None
+        expected = (ctc_greedy(*model.ctc_log_probs(features, lengths)) if hybrid
+                    else greedy_decode(model, features, lengths))
+        assert searcher.search(outputs) == expected
         assert searcher.loss is not None
         shared = searcher.loss(outputs, targets, target_lengths)
         separate = model.compute_loss(features, lengths, targets, target_lengths)
@@ -425,3 +431,4 @@ def test_a_model_that_satisfies_no_family_is_refused_at_registration():
         register("dnn", MODELS["dnn"].config, MODELS["dnn"].model)
     assert "not_a_model" not in MODELS
     unregister("not_a_model")
+

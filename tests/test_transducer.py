@@ -9,6 +9,7 @@ import torch
 
 from asrbench.data.tokenizer import BLANK, SOS_EOS, UNK, CharTokenizer
 from asrbench.decoding.ctc_beam import Lexicon
+from asrbench.decoding.search_table import build_searcher, dev_searcher, greedy_decode, tuning_grid
 from asrbench.decoding.searchers import DecodeOptions, TuningRequest
 from asrbench.decoding.transducer_search import TransducerBeamOptions, greedy_search, modified_beam_search
 from asrbench.errors import AsrbenchError
@@ -102,7 +103,7 @@ def test_padding_changes_no_utterance_loss_or_output(variant, pad):
         batch_loss = model.compute_loss(batch, torch.tensor(lengths), targets, target_lengths)
         encoded, encoded_lengths = model.encode(batch, torch.tensor(lengths))
         joint = model.joint_log_probs(encoded, padded)
-        batch_greedy = model.greedy_decode(batch, torch.tensor(lengths))
+        batch_greedy = greedy_decode(model, batch, torch.tensor(lengths))
         alone_losses = []
         for i, utterance in enumerate(utterances):
             features, length = utterance[None], torch.tensor([lengths[i]])
@@ -113,7 +114,7 @@ def test_padding_changes_no_utterance_loss_or_output(variant, pad):
             assert int(encoded_lengths[i]) == frames
             difference = (joint[i, :frames, :positions, :EOS] - alone_joint[0, :, :, :EOS]).abs().max().item()
             assert difference < 1e-4, f"utterance {i}: max |difference| {difference:.3g}"
-            assert model.greedy_decode(features, length) == [batch_greedy[i]]
+            assert greedy_decode(model, features, length) == [batch_greedy[i]]
     assert batch_loss.item() == pytest.approx(torch.stack(alone_losses).mean().item(), rel=1e-4, abs=1e-4)
 
 
@@ -233,38 +234,40 @@ def test_the_family_hands_out_its_searchers_and_grid():
     assert MODELS["conformer_transducer"].family.default_mode == "transducer"
     assert MODELS["lstm_transducer"].family.default_mode == "transducer"
     assert model.search_modes() == ("transducer", "ctc")
-    greedy = model.make_searcher(TOKENIZER, DecodeOptions())
+    greedy = build_searcher(model, TOKENIZER, DecodeOptions())
     assert greedy.description == {"kind": "transducer_greedy", "beam": 1, "max_symbols_per_frame": 3,
                                   "lm": None, "lexicon": None}
-    beam = model.make_searcher(TOKENIZER, DecodeOptions(beam=5, mode="transducer", length_norm=True))
+    beam = build_searcher(model, TOKENIZER, DecodeOptions(beam=5, mode="transducer", length_norm=True))
     assert beam.description == {"kind": "transducer_modified_beam", "beam": 5, "length_norm": True,
                                 "max_symbols_per_frame": 1, "lm": None, "lm_weight": 0.0, "word_bonus": 0.0,
                                 "lexicon": None, "lexicon_words": None}
-    assert model.make_searcher(TOKENIZER, DecodeOptions(mode="ctc")).kind == "ctc_greedy"
+    assert build_searcher(model, TOKENIZER, DecodeOptions(mode="ctc")).kind == "ctc_greedy"
     features, lengths = torch.randn(2, 40, INPUT_DIM), torch.tensor([40, 31])
-    assert greedy(features, lengths) == model.greedy_decode(features, lengths) == model.dev_decode(features, lengths)
+    assert greedy(features, lengths) == greedy_decode(model, features, lengths) == _dev_decode(model, features, lengths)
     assert len(beam(features, lengths)) == 2
-    grid = model.tuning_grid(TuningRequest(beams=(1, 4, 8)))
+    grid = tuning_grid(model, TuningRequest(beams=(1, 4, 8)))
     assert [(options.beam, options.mode) for options in grid] == [(1, "auto"), (4, "auto"), (8, "auto")]
-    assert all(options.mode == "ctc" for options in model.tuning_grid(TuningRequest(mode="ctc")))
+    assert all(options.mode == "ctc" for options in tuning_grid(model, TuningRequest(mode="ctc")))
 
 
 def test_options_the_family_cannot_honour_are_one_line_errors():
     model = make("lstm_transducer", "lstm", ctc_weight=0.0).eval()
     assert model.search_modes() == ("transducer",) and model.ctc_head is None
     for options, fragment in ((DecodeOptions(beam=4, lexicon="train"), "--lexicon train needs the run's data dir"),
-                              (DecodeOptions(mode="ctc"), "needs a CTC branch"),
-                              (DecodeOptions(mode="attention"), "needs an attention model"),
+                              (DecodeOptions(mode="ctc"), r"^--mode ctc: this transducer model decodes with "
+                                                          r"--mode transducer only \(it has no CTC branch"),
+                              (DecodeOptions(mode="attention"), "^--mode attention: this transducer model decodes "
+                                                                "with --mode transducer only$"),
                               (DecodeOptions(beam=4, backend="flashlight"), "CTC search backend")):
         with pytest.raises(AsrbenchError, match=fragment):
-            model.make_searcher(TOKENIZER, options)
-    grid = model.tuning_grid(TuningRequest(beams=(4,), lm="runs/lm"))  # an LM: weights and bonuses too
+            build_searcher(model, TOKENIZER, options)
+    grid = tuning_grid(model, TuningRequest(beams=(4,), lm="runs/lm"))  # an LM: weights and bonuses too
     assert len({(options.lm_weight, options.word_bonus) for options in grid}) == len(grid) > 1
     with pytest.raises(AsrbenchError, match="no CTC branch"):
         model(torch.randn(1, 40, INPUT_DIM), torch.tensor([40]))
     ctc_model = build_model("dnn", {}, INPUT_DIM, VOCAB)
-    with pytest.raises(AsrbenchError, match="--mode transducer needs a transducer"):
-        ctc_model.make_searcher(TOKENIZER, DecodeOptions(mode="transducer"))
+    with pytest.raises(AsrbenchError, match="^--mode transducer: this ctc model decodes with --mode ctc only$"):
+        build_searcher(ctc_model, TOKENIZER, DecodeOptions(mode="transducer"))
     with pytest.raises(AsrbenchError, match="unknown decoding mode"):
         DecodeOptions(mode="rnnt")
     with pytest.raises(AsrbenchError, match="beam must be at least 1"):
@@ -315,14 +318,14 @@ def _overfit(name: str, predictor: str, ctc_weight: float):
                           ("lstm_transducer", "lstm", 0.3), ("lstm_transducer", "stateless", 0.0)])
 def test_tiny_overfit_learns_every_utterance(name, predictor, ctc_weight):
     model, features, lengths, labels = _overfit(name, predictor, ctc_weight)
-    assert model.greedy_decode(features, lengths) == labels
+    assert greedy_decode(model, features, lengths) == labels
     encoded, encoded_lengths = model.encode(features, lengths)
     beam = modified_beam_search(model, encoded, encoded_lengths, TransducerBeamOptions(beam=4))
     assert [hypotheses[0].token_ids for hypotheses in beam] == labels
-    assert model.make_searcher(TOKENIZER, DecodeOptions(beam=4))(features, lengths) == labels
+    assert build_searcher(model, TOKENIZER, DecodeOptions(beam=4))(features, lengths) == labels
     # A lexicon keeps the search to its words: "CDE" (utterance 1) is not one of them.
     lexicon = Lexicon.from_words(["AB", "AAD", "E"], TOKENIZER)
-    constrained = model.make_searcher(TOKENIZER, DecodeOptions(beam=4), lexicon=lexicon)(features, lengths)
+    constrained = build_searcher(model, TOKENIZER, DecodeOptions(beam=4), lexicon=lexicon)(features, lengths)
     assert constrained[1] != labels[1]
     assert all(set(TOKENIZER.decode(ids).split()) <= {"AB", "AAD", "E"} for ids in constrained)
 
@@ -401,3 +404,9 @@ def test_a_no_grad_loss_pass_splits_big_batches_and_gives_the_same_loss(monkeypa
         monkeypatch.setattr(transducer, "EVAL_JOINT_BYTES", 1)  # one utterance per sub-batch
         split = model.compute_loss(features, lengths, targets, target_lengths)
     assert len(calls) == 5 and float(split) == pytest.approx(float(whole), rel=1e-5)
+
+
+def _dev_decode(model, features, lengths):
+    """The ids the trainer's dev search gives (network and search in one call)."""
+    searcher = dev_searcher(model)
+    return searcher.search(searcher.outputs(features, lengths))

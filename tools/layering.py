@@ -40,8 +40,6 @@ UTILITIES = ("asrbench", "asrbench.errors", "asrbench.fileio", "asrbench.env", "
              "asrbench.progress", "asrbench.text", "asrbench.torchaudio_compat")
 TOP_LEVEL = (*UTILITIES, "asrbench.__main__", "asrbench.cli")
 MAX_TOP_LEVEL = 10
-# Imports against the stage order still being removed (issue 29: models choose their searchers).
-TRANSITIONAL = {("asrbench.models", "asrbench.decoding")}
 # Rules on top of the stage order: a module under the key's prefix never imports one under these.
 FORBIDDEN = {
     # Models never read files and know nothing of search: no data layer (manifests, features, audio),
@@ -172,8 +170,7 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
         here = stage_of(module)
         for target in sorted(targets):
             there = stage_of(target)
-            if there is not None and (here is None or there > here) and (
-                    here is None or (STAGES[here], STAGES[there]) not in TRANSITIONAL):
+            if there is not None and (here is None or there > here):
                 where = "a leaf utility" if here is None else STAGES[here]
                 problems.append(f"{module} imports {target} (stage order: {where} comes before {STAGES[there]})")
         for prefix, forbidden in FORBIDDEN.items():

@@ -23,7 +23,8 @@ from asrbench.data.manifest import require_prepared, split_path
 from asrbench.data.tokenizer import Tokenizer
 from asrbench.decoding import streaming
 from asrbench.decoding.result import FORMAT, DecodeResult, load_result, result_path, write_result
-from asrbench.decoding.searchers import DecodeOptions, Searcher, build_searcher, describe_search
+from asrbench.decoding.search_table import build_searcher, greedy_searcher
+from asrbench.decoding.searchers import DecodeOptions, Searcher, describe_search
 from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.models import count_parameters
@@ -42,11 +43,6 @@ class Recognition:
     audio_seconds: float  # audio covered by the timed batches
     search_seconds: float = 0.0  # the search alone (for attention search: the decoder network included)
     token_ids: list[list[int]] = field(default_factory=list)  # what the search output, per utterance
-
-
-def _greedy_searcher(model: nn.Module) -> Searcher:
-    return Searcher("greedy", lambda features, lengths: (features, lengths),
-                    lambda out: model.greedy_decode(*out), {"kind": "greedy"})
 
 
 def batches_of(features: FeatureSet, cmvn: GlobalCMVN, batch_frames: int,
@@ -80,7 +76,7 @@ def recognize(
     (best path for CTC, argmax for attention decoders). The network and the search are timed
     separately, after one untimed warm-up batch when ``warmup`` is set.
     """
-    searcher = searcher or _greedy_searcher(model)
+    searcher = searcher or greedy_searcher(model)
     was_training = model.training
     model.eval()
     collate, batches = batches_of(features, cmvn, batch_frames, token_ids)

@@ -142,14 +142,6 @@ def word_knowledge(options: DecodeOptions, tokenizer: Tokenizer, data_dir, lm=No
     return lm, lm_metadata, lexicon, source
 
 
-def build_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir: str | Path | None = None,
-                   lm=None, lexicon=None) -> Searcher:
-    """The searcher for ``options``: the model's family decides (``model.make_searcher``); ``lm``
-    and ``lexicon`` may come already loaded (tuning builds one searcher per grid point and loads
-    them once)."""
-    return model.make_searcher(tokenizer, options, data_dir, lm=lm, lexicon=lexicon)
-
-
 def ctc_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=None, lm=None,
                  lexicon=None) -> Searcher:
     """Greedy or prefix beam search (lexicon, LM, flashlight) over ``model.ctc_log_probs``."""
@@ -219,14 +211,8 @@ def attention_searcher(model, options: DecodeOptions) -> Searcher:
 
 def attention_model_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=None, lm=None,
                              lexicon=None) -> Searcher:
-    """An attention model's searcher (PyTorch or exported): attention beam search, or with
-    ``mode`` "ctc" its CTC branch's search (lexicon and LM included)."""
-    if options.mode == "ctc":
-        if model.ctc_head is None:
-            raise AsrbenchError("--mode ctc needs a CTC branch; this model was trained with ctc_weight 0")
-        return ctc_searcher(model, tokenizer, options, data_dir, lm, lexicon)
-    if options.mode == "transducer":
-        raise AsrbenchError(f"--mode transducer needs a transducer; {type(model).__name__} is an attention model")
+    """An attention model's decoder search (PyTorch or exported): attention beam search; the options
+    that belong to CTC search are refused with the mode that takes them."""
     if options.lm or options.lexicon:
         raise AsrbenchError("LM fusion and lexicons apply to CTC search: add --mode ctc to decode an attention "
                             "model's CTC branch with them")

@@ -31,6 +31,7 @@ from torch import nn
 from asrbench.data.audio import load_audio
 from asrbench.data.store import DTYPES
 from asrbench.decoding.alignment import TokenAlignment, ctc_viterbi, transducer_alignments, word_spans
+from asrbench.decoding.search_table import align
 from asrbench.decoding.transducer_search import greedy_advance, greedy_init
 from asrbench.errors import AsrbenchError
 
@@ -309,7 +310,7 @@ def reference_times(model: nn.Module, features: torch.Tensor, token_ids: list[in
     encoder.set_chunk(0)
     try:
         with torch.no_grad():
-            alignment = model.align(features.unsqueeze(0), torch.tensor([features.size(0)]), [list(token_ids)])[0]
+            alignment = align(model, features.unsqueeze(0), torch.tensor([features.size(0)]), [list(token_ids)])[0]
     finally:
         encoder.set_chunk(*saved)
     if alignment is None or not token_ids or len(token_ids) > alignment.frames:

@@ -20,7 +20,8 @@ from asrbench.data.features import load_features
 from asrbench.data.manifest import require_prepared
 from asrbench.decoding.decode import TUNED, batches_of
 from asrbench.decoding.lm import load_lm
-from asrbench.decoding.searchers import DecodeOptions, TuningRequest, build_searcher, load_lexicon
+from asrbench.decoding.search_table import build_searcher, tuning_grid
+from asrbench.decoding.searchers import DecodeOptions, TuningRequest, load_lexicon
 from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.progress import progress_bar
@@ -64,7 +65,7 @@ def tune(
         return None if values is None else tuple(values)
 
     # The model's family decides which values make up the grid (see asrbench.decoding.searchers).
-    grid = model.tuning_grid(TuningRequest(
+    grid = tuning_grid(model, TuningRequest(
         beams=tuple(beams or [10]), lm=str(lm or ""), lm_weights=listed(lm_weights), word_bonuses=listed(word_bonuses),
         ctc_weights=listed(ctc_weights), length_bonuses=listed(length_bonuses), lexicon=lexicon, mode=mode))
     lm_model = load_lm(lm)[0] if lm and any(options.lm for options in grid) else None

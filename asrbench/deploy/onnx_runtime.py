@@ -2,11 +2,12 @@
 tokenizer and the searches. Nothing here imports :mod:`asrbench.models` or builds a PyTorch module:
 ``tests/test_export.py`` transcribes through it in a subprocess that asserts so.
 
-:class:`ExportedCTC` offers what CTC search and alignment call on a model (``ctc_log_probs``,
-``make_searcher``, ``align``, ``search_modes``) and :class:`ExportedTransducer` the transducer
-protocol (encoder, predictor step, state selection, joiner), :class:`ExportedAttention` what
-attention beam search calls (encoder, decoder step, CTC branch), so ``transcribe`` drives an exported
-model exactly as it drives a run dir's: the same search code runs on both.
+:class:`ExportedCTC` offers what CTC search and alignment call on a model (``ctc_log_probs``),
+:class:`ExportedTransducer` the transducer protocol (encoder, predictor step, state selection,
+joiner), :class:`ExportedAttention` what attention beam search calls (encoder, decoder step, CTC
+branch). Each declares its ``head_kind`` and ``search_modes`` as a PyTorch model does, so
+``transcribe`` picks its search from the same table (:mod:`asrbench.decoding.search_table`) and
+drives an exported model exactly as it drives a run dir's: the same search code runs on both.
 """
 
 from __future__ import annotations
@@ -21,14 +22,6 @@ import torch
 
 from asrbench.data.features import GlobalCMVN
 from asrbench.data.tokenizer import Tokenizer, tokenizer_from_dict
-from asrbench.decoding.alignment import ctc_alignments, transducer_alignments
-from asrbench.decoding.searchers import (
-    DecodeOptions,
-    Searcher,
-    attention_model_searcher,
-    ctc_searcher,
-    transducer_searcher,
-)
 from asrbench.deploy.numpy_fbank import NumpyFbank
 from asrbench.errors import AsrbenchError, excerpt
 from asrbench.recipe.config import FeatureConfig
@@ -46,6 +39,8 @@ def is_export(path: str | Path) -> bool:
 class ExportedCTC:
     """An exported CTC graph on onnxruntime, with the CTC model calls search and alignment use."""
 
+    head_kind = "ctc"
+
     def __init__(self, path: Path, threads: int = 0):
         self.graph = _Session(path, threads)
 
@@ -56,14 +51,6 @@ class ExportedCTC:
     def search_modes(self) -> tuple[str, ...]:
         return ("ctc",)
 
-    def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
-        if options.mode not in ("auto", "ctc"):
-            raise AsrbenchError(f"--mode {options.mode}: an exported CTC model decodes its CTC output only")
-        return ctc_searcher(self, tokenizer, options, data_dir, lm, lexicon)
-
-    def align(self, features: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]) -> list:
-        log_probs, lengths = self.ctc_log_probs(features, feature_lengths)
-        return ctc_alignments(log_probs, lengths, feature_lengths, token_ids)
 
 
 class _Session:
@@ -107,6 +94,8 @@ class ExportedTransducer:
     """An exported transducer: encoder, predictor step and joiner graphs on onnxruntime, with the
     transducer protocol the searches drive (:class:`asrbench.models.base.TransducerFamily`), so
     greedy and modified beam search (LM, lexicon) run on it as on the PyTorch model."""
+
+    head_kind = "transducer"
 
     def __init__(self, directory: Path, manifest: dict, threads: int = 0):
         graphs = manifest["graphs"]
@@ -168,22 +157,15 @@ class ExportedTransducer:
         return self.join(encoded[:, :, None], predicted[:, None])
 
     def search_modes(self) -> tuple[str, ...]:
-        return ("transducer",)
-
-    def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
-        if options.mode not in ("auto", "transducer"):
-            raise AsrbenchError(f"--mode {options.mode}: an exported transducer decodes with transducer search only")
-        return transducer_searcher(self, tokenizer, options, data_dir, lm, lexicon)
-
-    def align(self, features: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]) -> list:
-        encoded, lengths = self.encode(features, feature_lengths)
-        return transducer_alignments(self, encoded, lengths, feature_lengths, token_ids)
+        return ("transducer",)  # the CTC branch is not exported
 
 
 class ExportedAttention:
     """An exported encoder-decoder (Transformer decoder or LAS): encoder, decoder-step and (hybrids)
     CTC graphs on onnxruntime, with what attention beam search (joint CTC scoring) and CTC search call
     on a model (``encode``, ``init_state``, ``step``, ``reorder_state``, ``ctc_head``)."""
+
+    head_kind = "attention"
 
     def __init__(self, directory: Path, manifest: dict, threads: int = 0):
         graphs = manifest["graphs"]
@@ -234,14 +216,6 @@ class ExportedAttention:
     def search_modes(self) -> tuple[str, ...]:
         return ("attention", "ctc") if self.ctc_head is not None else ("attention",)
 
-    def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
-        return attention_model_searcher(self, tokenizer, options, data_dir, lm, lexicon)
-
-    def align(self, features: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]) -> list:
-        if self.ctc_head is None:
-            return [None] * len(token_ids)
-        log_probs, lengths = self.ctc_log_probs(features, feature_lengths)
-        return ctc_alignments(log_probs, lengths, feature_lengths, token_ids)
 
 
 class _NumpyExtractor:

@@ -30,7 +30,8 @@ from asrbench.data.audio import audio_extensions, audio_info, load_audio
 from asrbench.data.store import DTYPES
 from asrbench.decoding import streaming
 from asrbench.decoding.alignment import word_spans
-from asrbench.decoding.searchers import DecodeOptions, build_searcher, describe_search
+from asrbench.decoding.search_table import align, build_searcher
+from asrbench.decoding.searchers import DecodeOptions, describe_search
 from asrbench.decoding.streaming import StreamOptions
 from asrbench.deploy.onnx_runtime import is_export, load_export
 from asrbench.deploy.vad import VadOptions, detect
@@ -206,7 +207,7 @@ class Transcriber:
         lengths = torch.tensor([f.size(0) for f in features], dtype=torch.long)
         padded = torch.nn.utils.rnn.pad_sequence(features, batch_first=True).to(self.device)
         token_ids = self.searcher(padded, lengths.to(self.device))
-        alignments = self.model.align(padded, lengths.to(self.device), token_ids)
+        alignments = align(self.model, padded, lengths.to(self.device), token_ids)
         segments = []
         for piece, ids, alignment in zip(pieces, token_ids, alignments, strict=True):
             words = []

@@ -1,13 +1,11 @@
 """The attention encoder-decoder family and the Transformer decoder it shares.
 
-A family contributes its loss and its decoding entry points; the trainer and ``decode`` call
-only these, never a model's name:
+A family contributes its loss and what search drives (search itself is chosen in
+:mod:`asrbench.decoding.search_table`); the trainer and ``decode`` never read a model's name:
 
 - ``compute_loss``: teacher-forced cross-entropy with label smoothing on ``<sos> y`` -> ``y <eos>``,
   plus, when ``ctc_weight > 0``, CTC on the encoder output (hybrid CTC/attention, Watanabe et
   al. 2017): ``(1 - ctc_weight) * attention + ctc_weight * ctc``, each summed and divided by B.
-- ``greedy_decode``: batched argmax decoding until every utterance has emitted ``<eos>``;
-  ``dev_decode``: what checkpoints are chosen by (the CTC branch's best path for hybrids).
 - ``encode``, ``init_state``, ``step``, ``reorder_state``: what beam search needs.
 - ``ctc_log_probs``: the CTC branch, for joint CTC/attention scoring and CTC decoding.
 
@@ -19,16 +17,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from asrbench.decoding.alignment import ctc_alignments
-from asrbench.decoding.greedy import ctc_greedy
-from asrbench.decoding.searchers import (
-    DecodeOptions,
-    Searcher,
-    TuningRequest,
-    attention_model_searcher,
-    attention_tuning_grid,
-    ctc_tuning_grid,
-)
 from asrbench.errors import AsrbenchError
 from asrbench.models.base import AttentionFamily, Family
 from asrbench.models.common import SinusoidalPositionalEncoding, padding_mask
@@ -41,6 +29,7 @@ class AttentionModel(nn.Module):
     """Base of attention encoder-decoders. Subclasses set ``ctc_head`` (or None) and ``encoder_dim``,
     and implement ``encode``, ``decoder_logits``, ``init_state``, ``step`` and ``reorder_state``."""
 
+    head_kind = "attention"  # how it decodes: the rows of asrbench.decoding.search_table
     encoder_dim: int
 
     def __init__(self, vocab_size: int, ctc_weight: float, label_smoothing: float, max_length_ratio: float):
@@ -114,70 +103,8 @@ class AttentionModel(nn.Module):
     def max_length(self, memory_length: int) -> int:
         return max(1, int(self.max_length_ratio * memory_length))
 
-    def dev_decode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
-        """What the trainer scores on dev to pick checkpoints: the CTC branch's best path when there
-        is one (it tracks the encoder from the first epoch, while a decoder that has not learned
-        to align yet loops or stops early and makes greedy CER noise), else attention greedy."""
-        return self._dev_from_memory(*self.encode(features, feature_lengths))
-
-    def _dev_from_memory(self, memory: torch.Tensor, memory_lengths: torch.Tensor) -> list[list[int]]:
-        if self.ctc_head is None:
-            return self._greedy_from_memory(memory, memory_lengths)
-        return ctc_greedy(self.ctc_head(memory), memory_lengths)
-
-    def dev_searcher(self) -> Searcher:
-        """``dev_decode`` and the loss from one encoder pass."""
-        return Searcher("dev", self.encode, lambda out: self._dev_from_memory(*out), {"kind": "dev"},
-                        loss=lambda out, targets, lengths: self.loss_from_memory(*out, targets, lengths))
-
     def search_modes(self) -> tuple[str, ...]:
         return ("attention", "ctc") if self.ctc_head is not None else ("attention",)
-
-    @torch.no_grad()
-    def align(self, features: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]) -> list:
-        """The CTC branch's Viterbi alignment; None for every utterance without a CTC branch (the
-        attention weights say where the decoder looked, not when a token was spoken)."""
-        if self.ctc_head is None:
-            return [None] * len(token_ids)
-        log_probs, lengths = self.ctc_log_probs(features, feature_lengths)
-        return ctc_alignments(log_probs, lengths, feature_lengths, token_ids)
-
-    def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
-        """Attention beam search, or with ``mode`` "ctc" the CTC branch's search (lexicon and LM included)."""
-        return attention_model_searcher(self, tokenizer, options, data_dir, lm, lexicon)
-
-    def tuning_grid(self, request: TuningRequest) -> list[DecodeOptions]:
-        if request.mode == "ctc":
-            return ctc_tuning_grid(request)
-        return attention_tuning_grid(request, has_ctc=self.ctc_head is not None)
-
-    @torch.no_grad()
-    def greedy_decode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
-        return self._greedy_from_memory(*self.encode(features, feature_lengths))
-
-    @torch.no_grad()
-    def _greedy_from_memory(self, memory: torch.Tensor, memory_lengths: torch.Tensor) -> list[list[int]]:
-        batch = memory.size(0)
-        state = self.init_state(memory, memory_lengths)
-        prefixes = torch.full((batch, 1), self.sos, dtype=torch.long, device=memory.device)
-        limits = [self.max_length(int(length)) for length in memory_lengths]
-        finished = [False] * batch
-        hypotheses: list[list[int]] = [[] for _ in range(batch)]
-        for position in range(max(limits)):
-            log_probs, state = self.step(state, prefixes)
-            log_probs[:, 0] = float("-inf")  # the CTC blank is never a decoder output
-            best = log_probs.argmax(dim=-1)
-            for i, token in enumerate(best.tolist()):
-                if finished[i]:
-                    continue
-                if token == self.eos or position >= limits[i]:
-                    finished[i] = True
-                else:
-                    hypotheses[i].append(token)
-            if all(finished):
-                break
-            prefixes = torch.cat([prefixes, best.unsqueeze(1)], dim=1)
-        return hypotheses
 
 
 class TransformerDecoder(nn.Module):

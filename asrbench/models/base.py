@@ -1,7 +1,9 @@
 """The written contracts between the models and everything that trains, decodes and tunes them.
 
 The trainer, ``decode``, ``tune``, ``bench`` and the benchmark scripts call only what these
-protocols name; they never branch on a model's name or family. A family is a base class that
+protocols name; they never branch on a model's name. Search is not the models' business: it is
+chosen in :mod:`asrbench.decoding.search_table` from the ``head_kind`` and ``search_modes`` a model
+declares. A family is a base class that
 implements its protocol once (:class:`asrbench.models.ctc.CTCModel`,
 :class:`asrbench.models.attention.AttentionModel`, :class:`asrbench.models.transducer.TransducerModel`)
 plus a :class:`Family` record; the registry (:mod:`asrbench.models`) refuses a model class that satisfies no family.
@@ -18,8 +20,6 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from asrbench.decoding.searchers import DecodeOptions, Searcher, TuningRequest
-
 
 @runtime_checkable
 class Encoder(Protocol):
@@ -35,43 +35,22 @@ class Encoder(Protocol):
 
 @runtime_checkable
 class ASRModel(Protocol):
-    """What every family gives the trainer, the decoder and the tuner."""
+    """What every family gives the trainer, and what it declares to decoding.
+
+    Models know nothing of search: ``head_kind`` and ``search_modes`` are declarations, and
+    :mod:`asrbench.decoding.search_table` chooses the searcher, the tuning grid, the dev search and
+    the alignment from them (the one table from (head, mode) to search)."""
+
+    head_kind: str  # "ctc" | "attention" | "transducer": the head it decodes through
 
     def compute_loss(self, features: torch.Tensor, feature_lengths: torch.Tensor, targets: torch.Tensor,
                      target_lengths: torch.Tensor) -> torch.Tensor:
         """The training loss of the batch: a scalar, summed over utterances and divided by B."""
         ...
 
-    def greedy_decode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
-        """The family's cheapest search: token ids per utterance."""
-        ...
-
-    def dev_decode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
-        """What the trainer scores on dev after each epoch to choose checkpoints."""
-        ...
-
-    def dev_searcher(self) -> Searcher:
-        """What the trainer runs on dev: ``dev_decode``'s ids and, from the same network outputs,
-        ``compute_loss`` (``Searcher.loss``), so that scoring dev costs one pass, not two."""
-        ...
-
-    def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
-        """The searcher ``options`` select (greedy, beam, lexicon, LM ...); a user error for
-        options this family cannot honour."""
-        ...
-
-    def tuning_grid(self, request: TuningRequest) -> list[DecodeOptions]:
-        """The grid ``asrbench tune`` searches on dev for this model."""
-        ...
-
     def search_modes(self) -> tuple[str, ...]:
-        """The decoding modes this model offers, its default first (e.g. ("ctc",), ("attention", "ctc"))."""
-        ...
-
-    def align(self, features: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]) -> list:
-        """Where each utterance's ``token_ids`` (from any search) sit on the output frames: a
-        :class:`asrbench.decoding.alignment.TokenAlignment` per utterance, or None for one this
-        model cannot align (an attention model without a CTC branch). For word times."""
+        """The decoding modes (``--mode``) this model offers, its default first (e.g. ("ctc",),
+        ("attention", "ctc") for a hybrid with a CTC branch)."""
         ...
 
 
@@ -99,6 +78,15 @@ class AttentionFamily(ASRModel, Encoder, Protocol):
 
     def reorder_state(self, state, indices: torch.Tensor): ...
 
+    def max_length(self, memory_length: int) -> int:
+        """Search stops an utterance after this many tokens."""
+        ...
+
+    def loss_from_memory(self, memory: torch.Tensor, memory_lengths: torch.Tensor, targets: torch.Tensor,
+                         target_lengths: torch.Tensor) -> torch.Tensor:
+        """``compute_loss`` from the encoder's output (dev scores loss and CER from one encoder pass)."""
+        ...
+
 
 @runtime_checkable
 class TransducerFamily(ASRModel, Encoder, Protocol):
@@ -124,6 +112,15 @@ class TransducerFamily(ASRModel, Encoder, Protocol):
     def merge_state(self, state, new_state, mask: torch.Tensor): ...
 
     def join(self, encoded: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor: ...
+
+    def joint_log_probs(self, encoded: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """encoded (B, T', D), targets (B, U) -> the lattice (B, T', U+1, V), for alignment."""
+        ...
+
+    def loss_from_encoded(self, encoded: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
+                          target_lengths: torch.Tensor) -> torch.Tensor:
+        """``compute_loss`` from the encoder's output (dev scores loss and CER from one encoder pass)."""
+        ...
 
 
 def protocol_members(protocol: type) -> list[str]:
@@ -161,4 +158,4 @@ class Family:
         if not issubclass(model_class, self.base):
             return [f"a subclass of {self.base.__name__}"]
         return [name for name in protocol_members(self.protocol)
-                if name not in ("encoder_dim",) and not callable(getattr(model_class, name, None))]
+                if name not in ("encoder_dim", "head_kind") and not callable(getattr(model_class, name, None))]

@@ -2,8 +2,8 @@
 
 A CTC model implements ``encode(features, feature_lengths) -> (encoded (B, T', encoder_dim),
 output_lengths (B,))`` and sets ``encoder_dim`` and ``head`` (a :class:`CTCHead`); this base class
-gives it everything else the trainer, ``decode`` and ``tune`` call (:class:`CTCFamily`): the loss,
-greedy and dev decoding, the searcher for any decoding options, and the tuning grid.
+gives it everything else the trainer calls (:class:`CTCFamily`): the loss and the log-probabilities
+search reads. Which search runs is chosen in :mod:`asrbench.decoding.search_table`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from asrbench.decoding.alignment import ctc_alignments
-from asrbench.decoding.greedy import ctc_greedy
-from asrbench.decoding.searchers import DecodeOptions, Searcher, TuningRequest, ctc_searcher, ctc_tuning_grid
-from asrbench.errors import AsrbenchError
 from asrbench.models.base import CTCFamily, Family
 
 
@@ -35,6 +31,7 @@ def ctc_loss(log_probs, output_lengths, targets, target_lengths, blank: int = 0)
 class CTCModel(nn.Module):
     """Base of CTC models: ``forward`` gives ``(log_probs (B, T', V), output_lengths (B,))``."""
 
+    head_kind = "ctc"  # how it decodes: the rows of asrbench.decoding.search_table
     encoder_dim: int  # D of ``encode``'s output; set by each model in __init__
     head: nn.Module  # (B, T', D) -> log-probabilities (B, T', V)
 
@@ -54,35 +51,8 @@ class CTCModel(nn.Module):
         log_probs, output_lengths = self(features, feature_lengths)
         return ctc_loss(log_probs, output_lengths, targets, target_lengths)
 
-    def greedy_decode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
-        log_probs, output_lengths = self(features, feature_lengths)
-        return ctc_greedy(log_probs, output_lengths)
-
-    dev_decode = greedy_decode  # what the trainer scores on dev to pick checkpoints
-
-    def dev_searcher(self) -> Searcher:
-        """``dev_decode`` and the loss from one forward pass."""
-        return Searcher("dev", self, lambda out: ctc_greedy(*out), {"kind": "dev"},
-                        loss=lambda out, targets, lengths: ctc_loss(*out, targets, lengths))
-
-    @torch.no_grad()
-    def align(self, features: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]) -> list:
-        """CTC Viterbi alignment of each hypothesis over this model's log-probs."""
-        log_probs, lengths = self(features, feature_lengths)
-        return ctc_alignments(log_probs, lengths, feature_lengths, token_ids)
-
     def search_modes(self) -> tuple[str, ...]:
         return ("ctc",)
-
-    def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
-        if options.mode == "attention":
-            raise AsrbenchError(f"--mode attention needs an attention model; {type(self).__name__} is CTC only")
-        if options.mode == "transducer":
-            raise AsrbenchError(f"--mode transducer needs a transducer; {type(self).__name__} is CTC only")
-        return ctc_searcher(self, tokenizer, options, data_dir, lm, lexicon)
-
-    def tuning_grid(self, request: TuningRequest) -> list[DecodeOptions]:
-        return ctc_tuning_grid(request)
 
 
 class CTCHead(nn.Module):

@@ -32,17 +32,6 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from asrbench.decoding.alignment import transducer_alignments
-from asrbench.decoding.searchers import (
-    DecodeOptions,
-    Searcher,
-    TuningRequest,
-    ctc_searcher,
-    ctc_tuning_grid,
-    transducer_searcher,
-    transducer_tuning_grid,
-)
-from asrbench.decoding.transducer_search import greedy_search
 from asrbench.errors import AsrbenchError
 from asrbench.models.base import Family, TransducerFamily
 from asrbench.models.conformer import Conformer, ConformerConfig
@@ -181,8 +170,9 @@ def build_predictor(vocab_size: int, options: TransducerOptions, dropout: float)
 
 class TransducerModel(nn.Module):
     """Base of transducers: built around an encoder (any zoo model's ``encode``); the predictor,
-    the joiner, the loss and the searches are the family's. ``forward`` is the CTC branch."""
+    the joiner and the loss are the family's. ``forward`` is the CTC branch."""
 
+    head_kind = "transducer"  # how it decodes: the rows of asrbench.decoding.search_table
     encoder_dim: int
 
     def __init__(self, encoder: nn.Module, vocab_size: int, options: TransducerOptions, dropout: float = 0.0):
@@ -288,45 +278,8 @@ class TransducerModel(nn.Module):
         ctc = ctc_loss(self.ctc_head(encoded), lengths, targets, target_lengths)
         return (1.0 - self.ctc_weight) * rnnt + self.ctc_weight * ctc
 
-    @torch.no_grad()
-    def greedy_decode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> list[list[int]]:
-        return self._greedy_from_encoded(*self.encode(features, feature_lengths))
-
-    @torch.no_grad()
-    def _greedy_from_encoded(self, encoded: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-        return [hypothesis.token_ids for hypothesis in greedy_search(self, encoded, lengths,
-                                                                     self.max_symbols_per_frame)]
-
-    dev_decode = greedy_decode  # what the trainer scores on dev: the transducer's own greedy search
-
-    def dev_searcher(self) -> Searcher:
-        """``dev_decode`` and the loss from one encoder pass."""
-        return Searcher("dev", self.encode, lambda out: self._greedy_from_encoded(*out), {"kind": "dev"},
-                        loss=lambda out, targets, lengths: self.loss_from_encoded(*out, targets, lengths))
-
     def search_modes(self) -> tuple[str, ...]:
         return ("transducer", "ctc") if self.ctc_head is not None else ("transducer",)
-
-    @torch.no_grad()
-    def align(self, features: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]) -> list:
-        """Viterbi alignment through the joiner's lattice: each token on the frame that emits it."""
-        encoded, lengths = self.encode(features, feature_lengths)
-        return transducer_alignments(self, encoded, lengths, feature_lengths, token_ids)
-
-    def make_searcher(self, tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
-        """Transducer search (greedy or modified beam), or with ``mode`` "ctc" the CTC branch's."""
-        if options.mode == "ctc":
-            if self.ctc_head is None:
-                raise AsrbenchError("--mode ctc needs a CTC branch; this transducer was trained with ctc_weight 0")
-            return ctc_searcher(self, tokenizer, options, data_dir, lm, lexicon)
-        if options.mode == "attention":
-            raise AsrbenchError(f"--mode attention needs an attention model; {type(self).__name__} is a transducer")
-        return transducer_searcher(self, tokenizer, options, data_dir, lm, lexicon)
-
-    def tuning_grid(self, request: TuningRequest) -> list[DecodeOptions]:
-        if request.mode == "ctc":
-            return ctc_tuning_grid(request)
-        return transducer_tuning_grid(request)
 
 
 # --- the architectures -----------------------------------------------------------------------

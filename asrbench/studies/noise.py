@@ -30,7 +30,8 @@ from asrbench.data.audio import load_audio
 from asrbench.data.fbank import FeatureExtractor
 from asrbench.data.manifest import read_manifest, split_path
 from asrbench.data.store import DTYPES
-from asrbench.decoding.searchers import DecodeOptions, build_searcher
+from asrbench.decoding.search_table import build_searcher
+from asrbench.decoding.searchers import DecodeOptions
 from asrbench.errors import AsrbenchError
 from asrbench.progress import progress_bar
 from asrbench.runs import rundir

@@ -1,8 +1,8 @@
 """One training loop for every model: AdamW, warm-up then cosine decay, clipping, budgets.
 
 The trainer knows nothing about architectures: it builds the model from the registry and calls
-only the family contract (:mod:`asrbench.models.base`): ``compute_loss`` to train and
-``dev_decode`` to choose checkpoints. After every epoch it
+only the family contract (:mod:`asrbench.models.base`): ``compute_loss`` to train and the head's
+dev search (:mod:`asrbench.decoding.search_table`) to choose checkpoints. After every epoch it
 measures dev CER, keeps the best checkpoint and a resumable last one, appends to metrics.jsonl
 (and to TensorBoard with ``train.tensorboard``).
 
@@ -29,6 +29,7 @@ from asrbench.data.features import GlobalCMVN
 from asrbench.data.pipeline import load_training_data
 from asrbench.data.tokenizer import tokenizer_from_dict
 from asrbench.decoding.decode import recognize
+from asrbench.decoding.search_table import dev_searcher
 from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.models import build_model, count_parameters
@@ -122,7 +123,7 @@ class Trainer:
             seed_rank(tc.seed, context.rank, 0)  # every rank its own dropout stream; the weights come from rank 0
         self.gradients = FlatGradients(self.model)
         self.train_module = distributed.wrap(self.model, context, self.device)
-        self.dev_searcher = self.model.dev_searcher()
+        self.dev_searcher = dev_searcher(self.model)
         self.budget_seconds = tc.max_minutes * 60 if tc.max_minutes > 0 else math.inf
         self.checkpoint_seconds = tc.checkpoint_minutes * 60 if tc.checkpoint_minutes > 0 else math.inf
         self.eval_seconds = 0.0  # the last dev pass (budget clock); the budget keeps room for the final one
