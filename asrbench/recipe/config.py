@@ -164,7 +164,7 @@ class TrainConfig:
     grad_accum: int = 1
     # Processes collating batches ahead of the training step (0 = in the training process; -1 =
     # auto: on a CPU only cores left over by the compute threads, since a worker sharing a core with
-    # them stalls every parallel op of the step; see asrbench.training.trainer.loader_workers).
+    # them stalls every parallel op of the step; see asrbench.training.loader.loader_workers).
     data_workers: int = -1
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda

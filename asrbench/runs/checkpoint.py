@@ -48,7 +48,7 @@ def save_rotating(path: Path, previous: Path, *args, **extra) -> None:
 
 def load_resumable(path: Path, required: tuple[str, ...]) -> dict:
     """A checkpoint to resume training from (``required``: the keys the trainer needs, see
-    ``asrbench.training.trainer.RESUME_KEYS``); a damaged or incomplete one is a clear error."""
+    ``asrbench.training.state.RESUME_KEYS``); a damaged or incomplete one is a clear error."""
     state = load_state(path)
     missing = [key for key in required if key not in state]
     if missing:
