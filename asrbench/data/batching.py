@@ -17,6 +17,7 @@ import torch
 from asrbench import fileio
 from asrbench.data.features import FeatureSet, GlobalCMVN
 from asrbench.data.noise_augment import NoiseAugment
+from asrbench.data.tokenizer import TokenTable
 from asrbench.recipe.config import AugmentConfig
 
 
@@ -148,7 +149,7 @@ class Collator:
     def __init__(
         self,
         features: FeatureSet,
-        token_ids: list[list[int]],
+        token_ids: TokenTable | list[list[int]],  # per utterance: its token ids
         cmvn: GlobalCMVN,
         augment: AugmentConfig | None = None,
         noise: NoiseAugment | None = None,
@@ -183,15 +184,17 @@ class Collator:
 
     def _noised(self, indices: list[int], seed: int | None) -> list[torch.Tensor]:
         """The batch's features, each utterance noised or not as the batch's noise draws say."""
-        rng = self.noise.generator(seed)
+        noise = self.noise
+        assert noise is not None  # called only with augment.noise
+        rng = noise.generator(seed)
         pieces = []
         for index in indices:
-            draw = self.noise.draw(rng)
+            draw = noise.draw(rng)
             if draw is None:
                 pieces.append(self.features[index])
             else:
                 utt, length = self.features.utterances[index], int(self.features.lengths[index])
-                pieces.append(self.noise.features(utt, self.features.speed(index), length, *draw, rng))
+                pieces.append(noise.features(utt, self.features.speed(index), length, *draw, rng))
         return pieces
 
 

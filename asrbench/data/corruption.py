@@ -91,7 +91,7 @@ class NoiseSource:
 
     kind: str
     sample_rate: int
-    pool: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    pool: list[tuple[str | None, np.ndarray]] = field(default_factory=list)
     recordings: list[np.ndarray] = field(default_factory=list)
     talkers: int = 4
 

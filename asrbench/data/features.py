@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -90,7 +91,7 @@ class FeatureSet:
             count += values.size(0)
         return {"count": count, "sum": total, "sum_squares": squares}
 
-    def cmvn(self, leave_out: list[int] = ()) -> GlobalCMVN:
+    def cmvn(self, leave_out: Sequence[int] = ()) -> GlobalCMVN:
         """Global CMVN statistics of these utterances but ``leave_out``: from the store's sums when
         there are any (minus the utterances left out), else by reading the frames."""
         if self.statistics is None:

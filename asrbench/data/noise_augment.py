@@ -112,7 +112,7 @@ class NoiseAugment:
     def _source_list(self) -> list:
         if self._sources is None:
             rate = self.config.sample_rate
-            sources = []
+            sources: list[corruption.NoiseSource | RecordingNoise] = []
             for kind in self.kinds:
                 if kind == "babble":
                     pool = [(utt.speaker, _waveform(utt, rate)) for utt in self.pool]

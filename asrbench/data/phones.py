@@ -115,7 +115,7 @@ class PhoneTokenizer(StandardIds):
     # -- the Tokenizer contract --------------------------------------------------------------------
 
     @property
-    def word_separator_id(self) -> int | None:
+    def word_separator_id(self) -> int:
         return self._index[BOUNDARY]
 
     @property
@@ -140,7 +140,8 @@ class PhoneTokenizer(StandardIds):
         return ids
 
     def decode(self, ids: list[int]) -> str:
-        words, group = [], []
+        words: list[str] = []
+        group: list[int] = []
         separator = self.word_separator_id
         for token in [*ids, separator]:
             if token == separator:

@@ -140,10 +140,10 @@ def load_training_data(config: RunConfig, tokenizer: Tokenizer | None = None) ->
     # Training texts the tokenizer cannot write in full: only a lexicon's missing words (phones).
     unknown_rows = {row for row in set(rows) if tokenizer.unknown_characters(texts[row])}
     if unknown_rows:  # notes them, fails, or (drop) returns the other utterances
-        kept = apply_unknown_policy(train, tokenizer, config.tokenizer.unknown, data_dir / "train.jsonl",
-                                    texts=[texts[row] for row in rows])
-        if kept is not train:
-            train, rows = kept, [row for row in rows if row not in unknown_rows]
+        known = apply_unknown_policy(train, tokenizer, config.tokenizer.unknown, data_dir / "train.jsonl",
+                                     texts=[texts[row] for row in rows])
+        if known is not train:
+            train, rows = known, [row for row in rows if row not in unknown_rows]
     dev = apply_unknown_policy(dev, tokenizer, config.tokenizer.unknown, data_dir / "dev.jsonl")
     return TrainingData(
         train=train,

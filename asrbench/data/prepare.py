@@ -500,8 +500,8 @@ def _build_splits(
         splits[split] = sorted(utterances.values(), key=lambda utterance: utterance.id)
     if without_audio:
         _refuse_missing(corpus, without_audio)
-    for split, utterances in splits.items():
-        if not utterances:
+    for split, split_utterances in splits.items():
+        if not split_utterances:
             skipped = "; ".join(f"{reason}: {count}" for reason, count in report.skipped.items()) or "none"
             raise AsrbenchError(
                 f"{corpus}: split '{split}' has no usable utterances (skipped: {skipped}); nothing written"

@@ -145,15 +145,15 @@ def _extract_shard(directory: str, shard: int, utterances: list[Utterance], conf
     if feature_config.cache:
         with fileio.atomic_open(array_path, "wb") as handle:
             np.save(handle, np.ascontiguousarray(frames))
-    index = {
+    shard_meta = {
         "version": STORE_VERSION, "ids": [u.id for u in utterances], "lengths": [int(p.shape[0]) for p in pieces],
         "dtype": dtype, "dim": int(frames.shape[1]), "stored": feature_config.cache,
         "bytes": array_path.stat().st_size if feature_config.cache else 0,
         "crc32": _crc32(array_path) if feature_config.cache else 0, "sum": total.tolist(),
         "sum_squares": squares.tolist(), "frames": int(frames.shape[0]), "notes": dict(notes),
     }
-    fileio.write_json(index_path, index)
-    return index
+    fileio.write_json(index_path, shard_meta)
+    return shard_meta
 
 
 def _init_worker(progress, threads: int) -> None:
@@ -165,8 +165,9 @@ def _init_worker(progress, threads: int) -> None:
 _progress = None
 
 
-def _extract_in_worker(*args) -> dict:
-    return _extract_shard(*args, progress=_progress)
+def _extract_in_worker(directory: str, shard: int, utterances: list[Utterance], config: dict, speed: float,
+                       dtype: str) -> dict:
+    return _extract_shard(directory, shard, utterances, config, speed, dtype, progress=_progress)
 
 
 # Audio a worker process must have to extract before starting one pays off: a spawned worker
@@ -323,7 +324,7 @@ class ShardedFrames:
         return {"paths": self.paths}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["paths"])
+        type(self).__init__(self, state["paths"])
 
 
 class OnTheFlyFrames:
@@ -350,7 +351,7 @@ class OnTheFlyFrames:
         return {"utterances": self.utterances, "config": self.config, "speed": self.speed}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["utterances"], state["config"], state["speed"])
+        type(self).__init__(self, state["utterances"], state["config"], state["speed"])
 
 
 def open_store(directory: Path, utterances: list[Utterance]
@@ -366,7 +367,8 @@ def open_store(directory: Path, utterances: list[Utterance]
     plan = plan_shards([u.duration for u in utterances])
     if meta.get("version") != STORE_VERSION or meta.get("shards") != len(plan):
         return None
-    locations, paths = [], []
+    rows: list[tuple[int, int, int]] = []
+    paths: list[Path] = []
     count, total, squares = 0, None, None
     for shard, (start, stop) in enumerate(plan):
         index = _shard_index(directory, shard, [u.id for u in utterances[start:stop]])
@@ -375,13 +377,13 @@ def open_store(directory: Path, utterances: list[Utterance]
         paths.append(_shard_paths(directory, shard)[0])
         offset = 0
         for length in index["lengths"]:
-            locations.append((shard, offset, length))
+            rows.append((shard, offset, length))
             offset += length
         count += index["frames"]
         total = np.asarray(index["sum"]) if total is None else total + np.asarray(index["sum"])
         squares = np.asarray(index["sum_squares"]) if squares is None else squares + np.asarray(index["sum_squares"])
     statistics = {"count": count, "sum": total, "sum_squares": squares}
-    locations = torch.tensor(locations, dtype=torch.int64).reshape(-1, 3)
+    locations = torch.tensor(rows, dtype=torch.int64).reshape(-1, 3)
     if not meta["config"].get("cache", True):
         locations[:, 0], locations[:, 1] = torch.arange(len(utterances)), 0
         return OnTheFlyFrames(utterances, FeatureConfig(**meta["config"]), meta["speed"]), locations, statistics

@@ -156,8 +156,15 @@ class CharTokenizer:
         return cls(list(values["tokens"]))
 
 
+class TokenizerKind(Protocol):
+    """A tokenizer class, as :data:`TOKENIZERS` holds it: its two constructors."""
+
+    def build(self, texts: list[str], config) -> Tokenizer: ...
+    def from_dict(self, values: dict) -> Tokenizer: ...
+
+
 # kind -> class with ``build(texts, config)`` and ``from_dict(values)``; recipes choose with tokenizer.kind.
-TOKENIZERS: dict[str, type] = {
+TOKENIZERS: dict[str, TokenizerKind] = {
     "char": CharTokenizer,
     "bpe": SentencePieceTokenizer,
     "unigram": SentencePieceTokenizer,
