@@ -7,6 +7,7 @@ import ctypes.util
 import os
 import platform
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -115,4 +116,4 @@ def release_free_memory() -> None:
         _libc.malloc_trim(0)
 
 
-_libc = None
+_libc: ctypes.CDLL | Literal[False] | None = None  # None: not looked up yet; False: no libc to trim

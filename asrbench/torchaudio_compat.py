@@ -17,9 +17,6 @@ EXTENSION_AVAILABLE = True
 
 def _stub_extension() -> types.ModuleType:
     stub = types.ModuleType("torchaudio._extension")
-    stub._IS_TORCHAUDIO_EXT_AVAILABLE = False
-    stub._IS_ALIGN_AVAILABLE = False
-    stub._load_lib = lambda lib: False
 
     def fail_if_no_align(func):
         def unavailable(*args, **kwargs):
@@ -27,7 +24,9 @@ def _stub_extension() -> types.ModuleType:
 
         return unavailable
 
-    stub.fail_if_no_align = fail_if_no_align
+    # the module's attributes, set through its namespace (a ModuleType declares none of them)
+    vars(stub).update(_IS_TORCHAUDIO_EXT_AVAILABLE=False, _IS_ALIGN_AVAILABLE=False, _load_lib=lambda lib: False,
+                      fail_if_no_align=fail_if_no_align)
     return stub
 
 

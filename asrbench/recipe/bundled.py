@@ -53,7 +53,7 @@ class RecipeSummary:
 
 def _description(text: str) -> str:
     """The first sentence of the first block of ``#`` lines (up to a ``Prepare:`` line)."""
-    lines = []
+    lines: list[str] = []
     for line in text.splitlines():
         stripped = line.strip()
         if not stripped.startswith("#"):

@@ -26,6 +26,7 @@ import io
 import json
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -241,7 +242,7 @@ def confidence_intervals(scores: list[UtteranceScore], resamples: int = stats.DE
 UNKNOWN_SPEAKER = "unknown"  # the speaker part of a trn id when none is given (sclite needs one)
 
 
-def known_speakers(ids: list[str], given: dict[str, str | None] | None = None) -> tuple[dict[str, str], str] | None:
+def known_speakers(ids: list[str], given: Mapping[str, str | None] | None = None) -> tuple[dict[str, str], str] | None:
     """Each utterance's speaker and where the speakers come from, or None when they are not known.
 
     Speakers are known when every utterance has one given (a manifest's ``speaker``, a JSONL
@@ -254,7 +255,7 @@ def known_speakers(ids: list[str], given: dict[str, str | None] | None = None) -
     return {utterance_id: str(given[utterance_id]) for utterance_id in ids}, "given"
 
 
-def per_speaker(scores: list[UtteranceScore], speakers: dict[str, str | None] | None = None) -> list[dict]:
+def per_speaker(scores: list[UtteranceScore], speakers: Mapping[str, str | None] | None = None) -> list[dict]:
     """Error rates per speaker, sorted by speaker; ``speakers`` maps ids to their given speakers
     (an utterance without one is counted under ``unknown``)."""
     speakers = speakers or {}
@@ -273,7 +274,9 @@ def per_speaker(scores: list[UtteranceScore], speakers: dict[str, str | None] | 
 
 def confusions(scores: list[UtteranceScore], top: int | None = 20) -> dict:
     """The most frequent substitutions (ref -> hyp), deleted words and inserted words, with counts."""
-    substituted, deleted, inserted = Counter(), Counter(), Counter()
+    substituted: Counter[tuple[str | None, str | None]] = Counter()
+    deleted: Counter[str | None] = Counter()
+    inserted: Counter[str | None] = Counter()
     for score in scores:
         for operation, ref, hyp in score.alignment:
             if operation == "S":
@@ -297,8 +300,11 @@ def format_alignment(score: UtteranceScore, utterance_id: str | None = None) -> 
     """sclite-style REF/HYP/Eval lines; ``***`` (as wide as the other word) stands for a missing word."""
     ref_cells, hyp_cells, eval_cells = [], [], []
     for operation, ref, hyp in score.alignment:
-        ref = ref if ref is not None else "*" * max(3, len(hyp))
-        hyp = hyp if hyp is not None else "*" * max(3, len(ref))
+        if ref is None:
+            assert hyp is not None  # a step has a word on one side at least
+            ref = "*" * max(3, len(hyp))
+        elif hyp is None:
+            hyp = "*" * max(3, len(ref))
         width = max(len(ref), len(hyp))
         ref_cells.append(ref.ljust(width))
         hyp_cells.append(hyp.ljust(width))
@@ -365,7 +371,7 @@ def _is_trn(path: Path, lines: list[str]) -> bool:
 REPORT_FILES = ("alignments.txt", "ref.trn", "hyp.trn", "report.json")
 
 
-def write_report(out_dir: str | Path, scores: list[UtteranceScore], speakers: dict[str, str | None] | None = None,
+def write_report(out_dir: str | Path, scores: list[UtteranceScore], speakers: Mapping[str, str | None] | None = None,
                  normalizer: str = DEFAULT_NORMALIZER, top: int = 50) -> None:
     """Write ``alignments.txt``, ``ref.trn``, ``hyp.trn`` and ``report.json`` (per speaker, confusions)."""
     out_dir = Path(out_dir)
@@ -387,7 +393,7 @@ def write_report(out_dir: str | Path, scores: list[UtteranceScore], speakers: di
     })
 
 
-def speaker_report(scores: list[UtteranceScore], speakers: dict[str, str | None] | None = None) -> dict:
+def speaker_report(scores: list[UtteranceScore], speakers: Mapping[str, str | None] | None = None) -> dict:
     """``per_speaker`` rows (None when speakers are unknown, see :func:`known_speakers`) and
     ``speakers``, where they come from."""
     known = known_speakers([score.id for score in scores], speakers)

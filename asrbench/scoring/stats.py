@@ -205,8 +205,8 @@ def binomial_two_sided(successes: int, trials: int) -> float:
     log_choose = np.concatenate([[0.0], np.cumsum(np.log(trials - steps + 1) - np.log(steps))])
     log_pmf = log_choose - trials * math.log(2.0)
     peak = log_pmf.max()
-    tail = math.exp(peak) * float(np.exp(log_pmf - peak).sum())
-    return min(1.0, 2.0 * tail)
+    upper_tail = math.exp(peak) * float(np.exp(log_pmf - peak).sum())
+    return min(1.0, 2.0 * upper_tail)
 
 
 def sign_test(errors_a, errors_b) -> SignTest:
