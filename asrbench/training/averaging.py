@@ -9,10 +9,12 @@ epoch there (:data:`FINAL_MODEL_RULE`), as ESPnet's ``--keep_nbest_models`` aver
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
 
+from asrbench.models.base import ASRModel
 from asrbench.runs import checkpoint, rundir
 
 FINAL_MODEL_RULE = ("the average of the train.average_best best epochs when its dev (CER, loss) is lower than "
@@ -49,9 +51,10 @@ def recompute_batch_norm(model: nn.Module, batches) -> int:
         norm.reset_running_stats()
         norm.momentum = None
         norm.train()
+    loss_model = cast(ASRModel, model)  # every family's contract (asrbench.models.base)
     with torch.no_grad():
         for batch in batches:
-            model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)
+            loss_model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
     model.train(was_training)

@@ -18,12 +18,14 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from asrbench.errors import AsrbenchError
+from asrbench.models.base import ASRModel
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,8 @@ class LossModule(nn.Module):
         self.model = model
 
     def forward(self, features, feature_lengths, targets, target_lengths) -> torch.Tensor:
-        return self.model.compute_loss(features, feature_lengths, targets, target_lengths)
+        model = cast(ASRModel, self.model)  # every family's contract (asrbench.models.base)
+        return model.compute_loss(features, feature_lengths, targets, target_lengths)
 
 
 def wrap(model: nn.Module, context: Context, device: torch.device) -> nn.Module:

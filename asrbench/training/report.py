@@ -19,8 +19,9 @@ class EpochLoop:
 
     steps: int = 0
     seconds: float = 0.0
-    utterances: int = 0
-    frames: int = 0
+    # counts: whole numbers, floats after Context.sum over the ranks (Trainer.end_epoch)
+    utterances: float = 0
+    frames: float = 0
 
 
 def announcement(trainer: Trainer) -> str:

@@ -13,9 +13,11 @@ import math
 import random
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from types import FrameType
+from typing import Any, ClassVar
 
 import torch
 
@@ -44,7 +46,7 @@ class TrainState:
     schedule_steps: int = 0  # where the learning-rate decay ends, once fixed (schedule.fit_schedule); 0: not yet
     skipped_batches: int = 0  # non-finite losses or gradients
     loss_sum: float = 0.0  # the epoch's running training loss (summed over utterances and ranks)
-    loss_count: int = 0
+    loss_count: float = 0  # utterances: a whole number, a float after Context.sum over the ranks
     nbest: list = field(default_factory=list)  # [dev CER, dev loss, epoch] kept for averaging, best first
 
     # Older checkpoints lack the others; they start from the defaults.
@@ -159,7 +161,8 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        # the SIGINT handler to restore (signal.signal's: a function, SIG_DFL / SIG_IGN, or None)
+        self._previous: Callable[[int, FrameType | None], Any] | int | None = None
 
     def _handle(self, signum, frame) -> None:
         if self.requested:

@@ -24,6 +24,7 @@ two-minute flush had written since).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import SupportsFloat
 
 from asrbench.errors import AsrbenchError
 
@@ -76,7 +77,7 @@ class TrainingLog:
     def log_dir(self) -> Path | None:
         return Path(self._writer.log_dir) if self._writer is not None else None
 
-    def step(self, step: int, loss, lr: float) -> None:
+    def step(self, step: int, loss, lr: SupportsFloat) -> None:
         """After optimizer step ``step`` (1, 2, ...): ``train/loss`` and ``lr`` on every ``every_steps``-th.
 
         ``loss`` may be a 0-d tensor: it is read (a device sync) only on the steps that are written.

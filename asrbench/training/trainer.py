@@ -20,8 +20,10 @@ import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any, cast
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from asrbench import fileio
 from asrbench.data.batching import Collator
@@ -78,7 +80,7 @@ def train(
     The run dir is locked while training: a second process aiming at it stops with an error.
     """
     run_dir = Path(out)
-    shorthand = {"data_dir": data_dir, "epochs": epochs, "max_minutes": max_minutes, "seed": seed}
+    shorthand: dict[str, Any] = {"data_dir": data_dir, "epochs": epochs, "max_minutes": max_minutes, "seed": seed}
     values = dataclasses.replace(values or TrainValues(), **{k: v for k, v in shorthand.items() if v is not None})
     config, last_state = start(recipe, model_name, run_dir, overrides, resume, values)
     # Under torchrun: join the process group (every rank has read the run dir by now), then only
@@ -280,7 +282,8 @@ class Trainer:
             batch = batch.to(device)
             # DDP averages gradients over the ranks on the group's last backward only.
             sync = micro == accum - 1 or not context.distributed
-            with nullcontext() if sync else self.train_module.no_sync():
+            # not sync: distributed, so train_module is the DDP wrapper (distributed.wrap)
+            with nullcontext() if sync else cast(DistributedDataParallel, self.train_module).no_sync():
                 with autocast(device, self.precision):
                     loss = self.train_module(batch.features, batch.feature_lengths, batch.targets,
                                              batch.target_lengths)
