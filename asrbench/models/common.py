@@ -60,7 +60,7 @@ def run_recurrent(rnn: nn.LSTM | nn.GRU, x: torch.Tensor, lengths: torch.Tensor)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         output, _ = rnn(packed)
         return pad_packed_sequence(output, batch_first=True, total_length=x.size(1))[0]
-    if not rnn.batch_first or getattr(rnn, "proj_size", 0):
+    if not rnn.batch_first or bool(getattr(rnn, "proj_size", 0)):
         raise ValueError("run_recurrent needs a batch_first LSTM or GRU without projections")
     lstm = isinstance(rnn, nn.LSTM)
     directions = 2 if rnn.bidirectional else 1
@@ -203,6 +203,8 @@ D_MODEL = Limit(low=0, low_open=True, multiple_of=("num_heads", 2))
 class SinusoidalPositionalEncoding(nn.Module):
     """Adds fixed sine/cosine position codes to (B, T, d_model) inputs scaled by sqrt(d_model)."""
 
+    table: torch.Tensor  # (max_length, d_model), a buffer
+
     def __init__(self, d_model: int, dropout: float = 0.0, max_length: int = 10000):
         super().__init__()
         position = torch.arange(max_length).unsqueeze(1)
@@ -247,10 +249,13 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         with torch.no_grad():
             # momentum None: a cumulative average, as nn.BatchNorm1d's (statistics re-estimated
             # for averaged weights, asrbench.training.trainer.recompute_batch_norm)
-            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked + 1)
-            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
+            running_mean, running_var, tracked = self.running_mean, self.running_var, self.num_batches_tracked
+            # None only with track_running_stats=False, which this class never sets
+            assert running_mean is not None and running_var is not None and tracked is not None
+            momentum = self.momentum if self.momentum is not None else 1.0 / float(tracked + 1)
+            running_mean.lerp_(mean.detach().to(running_mean.dtype), momentum)
             unbiased = var.detach() * count / (count - 1)
-            self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
-            self.num_batches_tracked += 1
+            running_var.lerp_(unbiased.to(running_var.dtype), momentum)
+            tracked += 1
         x = (x - mean[None, :, None]) * torch.rsqrt(var[None, :, None] + self.eps)
         return x * self.weight[None, :, None] + self.bias[None, :, None]

@@ -20,10 +20,9 @@ ours, for three things torchaudio's does not do:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
 from asrbench.models.chunked import (
     ChunkedAttention,
@@ -101,7 +100,8 @@ class Conformer(ChunkedAttention, CTCModel):
         self.head = CTCHead(config.d_model, vocab_size)
 
     # -- one Conformer block -------------------------------------------------------------------
-    def _convolve(self, layer: nn.Module, x: torch.Tensor, pad: torch.Tensor | None,
+    # ``layer``: a torchaudio ConformerLayer; torchaudio ships no type information, so it is Any to mypy.
+    def _convolve(self, layer: Any, x: torch.Tensor, pad: torch.Tensor | None,
                   cache: torch.Tensor | None = None, chunk: int = 0, streamed: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The convolution module with its residual: (T, B, D) -> (T, B, D), and in streaming mode
@@ -126,7 +126,7 @@ class Conformer(ChunkedAttention, CTCModel):
         y = conv[6](conv[5](conv[4](y)))
         return x + y.permute(2, 0, 1), new_cache
 
-    def _block(self, layer: nn.Module, x: torch.Tensor, pad: torch.Tensor | None,
+    def _block(self, layer: Any, x: torch.Tensor, pad: torch.Tensor | None,
                attention_mask: torch.Tensor | None, chunk: int = 0) -> torch.Tensor:
         """torchaudio's ConformerLayer.forward (convolution after attention), with the attention
         mask and the padding-aware convolution. x: (T, B, D)."""

@@ -48,7 +48,8 @@ class RecurrentStream:
 class RNNEncoder(ChunkIndependent, CTCModel):
     """CTC: recurrent layers (``cell``) over 4x conv-subsampled frames."""
 
-    cell: type[nn.RNNBase] = nn.LSTM
+    cell: type[nn.LSTM] | type[nn.GRU] = nn.LSTM
+    head: CTCHead
     streaming_option = "bidirectional: false"
     no_left_chunks = "a recurrent encoder carries its whole history"
     stream_state = RecurrentStream

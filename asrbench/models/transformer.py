@@ -58,7 +58,7 @@ class Transformer(ChunkedAttention, CTCModel):
             if config.positional == "sinusoidal"
             else nn.Dropout(config.dropout)
         )
-        self.conv_positions = None
+        self.conv_positions: nn.Sequential | None = None  # (depthwise Conv1d, GELU) when positional: conv
         self._init_chunking(config)
         if config.positional == "conv":
             # Relative positions from a depthwise convolution over time, added to the input: the
@@ -102,7 +102,9 @@ class Transformer(ChunkedAttention, CTCModel):
 
     def _conv_positions(self, x: torch.Tensor, cache: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, D, T) -> the positional term (B, D, T), and in streaming mode the last inputs for the next chunk."""
+        assert self.conv_positions is not None  # callers check
         conv, activation = self.conv_positions
+        assert isinstance(conv, nn.Conv1d)
         if not self.streaming:
             return activation(conv(x)), None
         out, cache = causal_convolve(conv, x, cache, conv.kernel_size[0] - 1)
