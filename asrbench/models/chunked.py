@@ -110,6 +110,8 @@ def chunk_convolve_cached(conv: nn.Conv1d, x: torch.Tensor, cache: torch.Tensor 
 class ChunkedAttention:
     """Mixin: the chunk a streaming attention encoder uses, in training (drawn) and decoding (set)."""
 
+    training: bool  # nn.Module's, in the encoders this mixes into
+
     streaming: bool = False
     max_train_chunk: int = 25
     train_left_chunks: int = -1
