@@ -140,7 +140,7 @@ def attention_beam_search(model, memory: torch.Tensor, memory_length: int, optio
     eos, beam = model.eos, options.beam
     weight = options.ctc_weight if ctc_log_probs is not None else 0.0
     scorer = None
-    if weight > 0:
+    if weight > 0 and ctc_log_probs is not None:  # weight > 0 only with ctc_log_probs
         scorer = CTCPrefixScorer(ctc_log_probs[:memory_length].float().cpu().numpy(), 0, eos)
         ctc_states = scorer.initial_state()
         ctc_prefix = np.zeros(1)
@@ -162,6 +162,7 @@ def attention_beam_search(model, memory: torch.Tensor, memory_length: int, optio
         joint = attention.copy()
         if weight > 0:
             last = prefixes[:, -1].cpu().numpy() if position > 0 else np.full(len(scores), -1)
+            assert scorer is not None  # built above when weight > 0
             psi, new_states = scorer.score(ctc_states, last, position, candidates)
             joint = (1 - weight) * attention + weight * (psi - ctc_prefix[:, None])
         total = scores[:, None] + joint + options.length_bonus

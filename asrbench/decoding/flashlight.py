@@ -104,6 +104,7 @@ class FlashlightDecoder:
         )
         ctc_decoder = _ctc_decoder()
         if unit == "word":
+            assert lm_dir is not None  # unit comes from the LM dir's metadata
             lexicon = Lexicon.from_file(Path(lm_dir) / "lexicon.txt", tokenizer)
             self.spellings = {word: ids for word, ids in lexicon.spellings()}
             if not len(lexicon):
@@ -117,7 +118,7 @@ class FlashlightDecoder:
                 self.decoder = ctc_decoder(lexicon=str(lexicon_path), lm=str(Path(lm_dir) / "lm.arpa"),
                                            word_score=options.word_bonus, **settings)
         else:
-            lm = str(Path(lm_dir) / "lm.arpa") if unit == "char" else None
+            lm = str(Path(lm_dir) / "lm.arpa") if unit == "char" and lm_dir is not None else None
             self.decoder = ctc_decoder(lexicon=None, lm=lm, sil_score=options.word_bonus, **settings)
 
     def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[Hypothesis]]:
@@ -156,11 +157,14 @@ class FlashlightDecoder:
             # letters repeat without the blank CTC needs between them ("all" from frames a l l),
             # so its frame tokens would collapse to a word it did not mean ("al").
             word_dict = self.decoder.word_dict
-            ids = []
+            separator_id = self.tokenizer.word_separator_id
+            ids: list[int] = []
             for index in result.words:
                 if index >= 0:
-                    separator = [self.tokenizer.word_separator_id] if ids else []
-                    ids.extend(separator + self.spellings[word_dict.get_entry(index)])
+                    if ids:
+                        assert separator_id is not None  # a character tokenizer that writes words has its space
+                        ids.append(separator_id)
+                    ids.extend(self.spellings[word_dict.get_entry(index)])
         else:
             # One token per frame plus the start and end <space> the decoder adds.
             ids, previous = [], None

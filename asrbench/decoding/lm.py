@@ -248,6 +248,7 @@ class NGramLM:
                         raise AsrbenchError(f"{where}: header must declare orders 1..N, got {sorted(declared)}")
                     expected = 1
                 else:
+                    assert isinstance(section, int)  # past the header: the order last read
                     check_complete(where)
                     expected = section + 1
                 if order != expected:
@@ -265,6 +266,7 @@ class NGramLM:
                     raise AsrbenchError(f"{where}: order {order} declared twice")
                 declared[order] = count
                 continue
+            assert isinstance(section, int)  # past the header: the order being read
             fields = line.split()
             if len(fields) not in (section + 1, section + 2):
                 raise AsrbenchError(f"{where}: a {section}-gram line needs a log10 probability, {section} "
@@ -308,7 +310,8 @@ def _discounts(counts: dict, discount: str) -> tuple[float, float, float]:
     if not (n[1] and n[2] and n[3]):
         return FALLBACK_DISCOUNTS
     y = n[1] / (n[1] + 2 * n[2])
-    found = tuple(k - (k + 1) * y * n[k + 1] / n[k] for k in (1, 2, 3))
+    once, twice, more = (k - (k + 1) * y * n[k + 1] / n[k] for k in (1, 2, 3))
+    found = (once, twice, more)
     if all(0.0 < value < k for k, value in enumerate(found, start=1)):
         return found
     return FALLBACK_DISCOUNTS

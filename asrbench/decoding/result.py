@@ -217,7 +217,7 @@ class DecodeResult:
         match = _FORMAT_PATTERN.match(found) if isinstance(found, str) else None
         if match is None:
             raise _Malformed(f"unknown format {found!r}; expected {FORMAT}")
-        if int(match[1]) > int(_FORMAT_PATTERN.match(FORMAT)[1]):
+        if int(match[1]) > int(FORMAT.rsplit("-", 1)[1]):  # FORMAT's own number
             raise _Malformed(f"format {found} is newer than {FORMAT}, the newest this asrbench reads; upgrade asrbench")
         checked = {key: _check(key, values.get(key), kind or "mapping") for key, kind in _KEYS.items()}
         checked["ci"] = None if checked["ci"] is None else Bootstrap.from_dict(checked["ci"])

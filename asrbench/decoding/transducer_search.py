@@ -146,9 +146,9 @@ def _proposals(beams: _Beams, log_probs: torch.Tensor, beam: int,
     """Each utterance's ``beam`` best (source row, token, score) extensions, identical prefixes
     merged by log-add; grouped by utterance, best first within each. log_probs (N, V)."""
     width = min(beam, log_probs.size(1))
-    top_log_probs, top_tokens = log_probs.topk(width, dim=-1)  # (N, K): the only tokens a hypothesis can keep
+    top_log_probs, top_token_ids = log_probs.topk(width, dim=-1)  # (N, K): the only tokens a hypothesis can keep
     totals = np.asarray(beams.scores)[:, None] + top_log_probs.double().cpu().numpy()
-    top_tokens = top_tokens.cpu().numpy()
+    top_tokens = top_token_ids.cpu().numpy()
     if score_extension is not None:
         for row in range(len(beams.owners)):
             labels = top_tokens[row] != BLANK
