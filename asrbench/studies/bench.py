@@ -78,11 +78,11 @@ def _decoded(run_dir: Path, split: str) -> DecodeResult | None:
     return result
 
 
-def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
+def _mean_sd(values: list[float | None]) -> tuple[float | None, float | None]:
+    present = [v for v in values if v is not None]
+    if not present:
         return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    return statistics.fmean(present), (statistics.stdev(present) if len(present) > 1 else 0.0)
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -122,7 +122,7 @@ def add_statistics(rows: list[dict], runs: list[dict], resamples: int = stats.DE
         averaged[model] = np.mean([item[1] for item in found], axis=0)
     for row in rows:
         row.setdefault("wer_ci", None), row.setdefault("pooled_wer", None), row.setdefault("vs_best", None)
-    if not averaged or not words.sum() > 0:  # no reference words: nothing to compare (WER undefined)
+    if not averaged or words is None or not words.sum() > 0:  # no reference words: nothing to compare (WER undefined)
         return []
     names = list(averaged)
     comparison = stats.compare_systems(np.stack([averaged[name] for name in names]), words, names, resamples,
@@ -159,7 +159,7 @@ def markdown(rows: list[dict], pairs: list[dict] | None = None) -> str:
         params = f"{row['params'] / 1e6:.2f}M" if row["params"] else "-"
         wer = "n/a" if row["wer"] is None else _format(row["wer"], row["wer_sd"])  # n/a: no reference words
         cells = [row["model"], str(row["seeds"]), wer, _ci(row),
-                 MARKS.get(row.get("vs_best"), "-")]
+                 MARKS.get(row.get("vs_best") or "", "-")]
         cells += [_format(row[key], row[f"{key}_sd"]) for key in ("cer", "dev_wer", "dev_test_gap")]
         cells += [params] + [_format(row[key], row[f"{key}_sd"], digits) for key, digits in
                              (("train_seconds", 0), ("epochs", 1), ("rtfx", 0), ("peak_memory_mb", 0))]
@@ -187,16 +187,16 @@ def _run_one(recipe: str, name: str, run_dir: str, data_dir: str | None, extra: 
     """Train (or resume) one run, then decode dev and test; in a worker process when ``jobs`` > 1."""
     if quiet:
         os.environ["ASRBENCH_NO_PROGRESS"] = "1"
-    run_dir = Path(run_dir)
-    if (run_dir / rundir.SUMMARY).is_file():
+    run_path = Path(run_dir)
+    if (run_path / rundir.SUMMARY).is_file():
         pass
-    elif (run_dir / rundir.CONFIG).is_file():
-        train(None, None, run_dir, resume=True)
+    elif (run_path / rundir.CONFIG).is_file():
+        train(None, None, run_path, resume=True)
     else:
-        train(recipe, name, run_dir, data_dir, extra, epochs=epochs, max_minutes=budget_minutes, seed=seed)
+        train(recipe, name, run_path, data_dir, extra, epochs=epochs, max_minutes=budget_minutes, seed=seed)
     for split in SPLITS:
-        _decode_split(run_dir, split)
-    return str(run_dir)
+        _decode_split(run_path, split)
+    return str(run_path)
 
 
 def _decode_split(run_dir: Path, split: str) -> DecodeResult:
@@ -244,6 +244,14 @@ def _claim_gpu(counter, gpus: list[str]) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
 
 
+def _worker_pool(jobs: int, context, gpus: list[str]) -> ProcessPoolExecutor:
+    """``jobs`` spawned workers; with GPUs, each claims one of ``gpus`` as it starts (_claim_gpu)."""
+    if gpus:
+        return ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_claim_gpu,
+                                   initargs=(context.Value("i", 0), gpus))
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+
+
 def _run_parallel(tasks: list[tuple], jobs: int) -> None:
     """Run ``_run_one`` tasks in ``jobs`` worker processes with one progress bar over the runs."""
     context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
@@ -255,12 +263,11 @@ def _run_parallel(tasks: list[tuple], jobs: int) -> None:
         console.print(f"bench: {jobs} jobs over {len(gpus)} GPU{'s' * (len(gpus) > 1)} ({', '.join(gpus)})")
     with (
         _environment(**{CORES_VARIABLE: str(share)}),
-        ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_claim_gpu if gpus else None,
-                            initargs=(context.Value("i", 0), gpus) if gpus else ()) as pool,
+        _worker_pool(jobs, context, gpus) as pool,
         progress_bar("last") as progress,
     ):
         bar = progress.add_task(f"bench ({jobs} jobs)", total=len(tasks), last="-")
-        pending = {pool.submit(_run_one, *task, True): task for task in tasks}
+        pending = {pool.submit(_run_one, *(*task, True)): task for task in tasks}  # quiet=True
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -330,7 +337,7 @@ def bench(
         runs.append({
             "run": str(run_dir), "model": name, "seed": seed,
             "wer": test.wer, "cer": test.cer, "dev_wer": dev.wer, "dev_cer": dev.cer,
-            "dev_test_gap": None if None in (test.wer, dev.wer) else test.wer - dev.wer,
+            "dev_test_gap": None if test.wer is None or dev.wer is None else test.wer - dev.wer,
             "params": test.params,
             "train_seconds": summary.get("train_seconds"), "epochs": summary.get("epochs"),
             "stop_reason": summary.get("stop_reason"), "rtfx": test.rtfx,

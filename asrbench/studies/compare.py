@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,23 +45,23 @@ def select_runs(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
     can give: a path that exists, in the folder of another argument. A path that does not exist (a
     typo) is an error, and so is one alone in its folder that is not a run dir.
     """
-    paths = [Path(path) for path in paths]
-    for path in paths:
+    named = [Path(path) for path in paths]
+    for path in named:
         if not path.exists():
             raise AsrbenchError(f"{path}: run dir not found")
-    if len(paths) < 2:
-        return paths, []
-    runs = [path for path in paths if is_run_dir(path)]
+    if len(named) < 2:
+        return named, []
+    runs = [path for path in named if is_run_dir(path)]
     if not runs:
-        return paths, []  # collect says what the first one is
-    others = [path for path in paths if not is_run_dir(path)]
+        return named, []  # collect says what the first one is
+    others = [path for path in named if not is_run_dir(path)]
     for path in others:
-        if sum(other.parent == path.parent for other in paths) < 2:  # no other match of a glob beside it
+        if sum(other.parent == path.parent for other in named) < 2:  # no other match of a glob beside it
             raise AsrbenchError(f"{path}: not a run dir (no {rundir.CONFIG} or decode/ in it)")
     return runs, others
 
 
-def collect(run_dirs: list[str | Path], split: str = "test", resamples: int = stats.DEFAULT_RESAMPLES,
+def collect(run_dirs: Sequence[str | Path], split: str = "test", resamples: int = stats.DEFAULT_RESAMPLES,
             alpha: float = stats.DEFAULT_ALPHA, seed: int = 0, allow_mixed: bool = False) -> list[dict]:
     """One row per run, read from ``decode/<split>/result.json`` (:func:`asrbench.decoding.result.read_result`)
     and ``train_summary.json``.
@@ -255,7 +256,7 @@ def is_mixed(rows: list[dict]) -> bool:
 def columns(rows: list[dict]) -> tuple[str, ...]:
     """The table's columns: the streaming ones after RTFx when a row was decoded in chunks; the
     test set before the WER when the rows come from several sets."""
-    shown = COLUMNS
+    shown: tuple[str, ...] = COLUMNS
     if is_mixed(rows):
         at = shown.index("wer")
         shown = shown[:at] + (TEST_SET_COLUMN,) + shown[at:]
@@ -321,8 +322,9 @@ def render(rows: list[dict], fmt: str) -> str:
         lines = ["| " + " | ".join(HEADERS[k] for k in shown) + " |",
                  "|" + "|".join("---" if k in ("run", "model", "units", "split") else "---:" for k in shown) + "|"]
         lines += ["| " + " | ".join(_row_cells(row, shown)) + " |" for row in rows]
-        if _legend(rows):
-            lines += ["", _legend(rows)]
+        legend = _legend(rows)
+        if legend:
+            lines += ["", legend]
         lines += ["", *_provenance(rows)]
         return "\n".join(lines) + "\n"
     if fmt == "table":

@@ -13,6 +13,7 @@ range as a band).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def parse_fractions(text: str) -> list[float]:
     return sorted(fractions)
 
 
-def data_study(recipe: str | Path, models: str = "all", fractions: list[float] = (0.1, 0.25, 0.5, 1.0),
+def data_study(recipe: str | Path, models: str = "all", fractions: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
                seeds: int = 1, out: str | Path | None = None, budget_minutes: float | None = None,
                epochs: int | None = None, data_dir: str | None = None, overrides: list[str] | None = None,
                subset_seed: int = 0, jobs: int = 1, executor: str = "local", address: str = "local",

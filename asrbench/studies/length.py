@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,7 @@ def _word_bin(words: int) -> tuple[int, str]:
     return -1, "0 words"
 
 
-def length_study(run_dirs: list[str | Path], split: str = "test", bins: str = "auto",
+def length_study(run_dirs: Sequence[str | Path], split: str = "test", bins: str = "auto",
                  resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0) -> dict:
     """Per run, per axis (duration, words, speaker), per bin: utterances, words, WER and its CI.
 
@@ -114,7 +115,8 @@ def length_study(run_dirs: list[str | Path], split: str = "test", bins: str = "a
     for run_dir, result, rows, utterances in decoded:
         scores = metrics.score_utterances([row["ref"] for row in rows], [row["hyp"] for row in rows], "none",
                                           [row["id"] for row in rows])
-        keys = {"duration": [], "words": [], "speaker": []}
+        # axis -> per utterance (rank, bin name); a speaker may be unknown (None): then no speaker rows
+        keys: dict[str, list[tuple[object, str | None]]] = {"duration": [], "words": [], "speaker": []}
         for score, row in zip(scores, rows, strict=True):
             utt = utterances[score.id]
             index = next(i for i in range(len(edges) - 1) if edges[i] <= utt.duration < edges[i + 1])
@@ -127,8 +129,8 @@ def length_study(run_dirs: list[str | Path], split: str = "test", bins: str = "a
         errors = np.array([s.word_errors for s in scores], float)
         words = np.array([s.words for s in scores], float)
         for axis in AXES:
-            groups: dict[str, list[int]] = {}
-            order: dict[str, object] = {}
+            groups: dict[str | None, list[int]] = {}
+            order: dict[str | None, object] = {}
             for position, (rank, name) in enumerate(keys[axis]):
                 groups.setdefault(name, []).append(position)
                 order[name] = rank

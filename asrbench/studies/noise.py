@@ -123,7 +123,8 @@ def _source(condition: Condition, utterances: list, sample_rate: int, seed: int)
     if condition.noise == "babble":
         rng = corruption.generator(seed, "babble pool")
         chosen = sorted(rng.choice(len(utterances), size=min(BABBLE_POOL, len(utterances)), replace=False))
-        pool = [(_talker(utterances[i]), _audio(utterances[i], sample_rate)) for i in chosen]
+        pool: list[tuple[str | None, np.ndarray]] = [(_talker(utterances[i]), _audio(utterances[i], sample_rate))
+                                                     for i in chosen]
         return corruption.NoiseSource("babble", sample_rate, pool=pool)
     if condition.noise in corruption.KINDS:
         return corruption.NoiseSource(condition.noise, sample_rate)
@@ -148,8 +149,10 @@ def corrupt(speech: np.ndarray, condition: Condition, source, utterance, sample_
         return speech.astype(np.float32)
     rng = corruption.generator(seed, condition.name, utterance.id)
     if condition.noise == "reverb":
+        assert condition.rt60 is not None  # a reverb condition has its RT60 (parse_conditions)
         return corruption.reverberate(speech, condition.rt60, sample_rate, rng)
     noise = source.sample(speech.size, rng, _talker(utterance))
+    assert condition.snr is not None  # a noise condition has its SNR (parse_conditions)
     return corruption.mix(speech, noise, condition.snr, sample_rate)
 
 
@@ -239,7 +242,7 @@ def _degradation(rows: list[dict], resamples: int = stats.DEFAULT_RESAMPLES, see
         base = None if reference is None else reference["wer"]
         row["degradation_points"] = None if base is None or row["wer"] is None else row["wer"] - base
         row["degradation_ci"] = None
-        if row["degradation_points"] is not None and row["noise"] != "clean":
+        if reference is not None and row["degradation_points"] is not None and row["noise"] != "clean":
             difference = row["_errors"] - reference["_errors"]
             row["degradation_ci"] = list(stats.bootstrap_ci(difference, row["_words"], resamples, seed=seed))
         row["degradation_relative"] = (None if not base or row["wer"] is None

@@ -331,9 +331,9 @@ def is_study_dir(path: Path) -> bool:
 def select_inputs(paths: list[str | Path]) -> list[Path]:
     """The run and study dirs of a shell glob such as ``runs/an4/*`` (logs and other files set
     aside); a single path is kept as given, for :func:`build_report` to name."""
-    paths = [Path(path) for path in paths]
-    chosen = [path for path in paths if compare.is_run_dir(path) or is_study_dir(path)]
-    return chosen if len(paths) > 1 and chosen else paths
+    named = [Path(path) for path in paths]
+    chosen = [path for path in named if compare.is_run_dir(path) or is_study_dir(path)]
+    return chosen if len(named) > 1 and chosen else named
 
 
 def find_browser() -> str | None:
