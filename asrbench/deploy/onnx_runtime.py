@@ -277,6 +277,7 @@ def load_export(directory: str | Path, threads: int = 0, verify: bool = True) ->
 
 def _graphs(directory: Path, manifest: dict, threads: int) -> ExportedCTC | ExportedTransducer | ExportedAttention:
     """The runtime model the manifest's ``search`` names, on its graphs."""
+    model: ExportedCTC | ExportedTransducer | ExportedAttention
     if manifest.get("search") == "transducer":
         model = ExportedTransducer(directory, manifest, threads)
     elif manifest.get("search") == "attention":

@@ -21,9 +21,11 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import nn
 
 from asrbench import fileio
 from asrbench.data.audio import audio_extensions, audio_info, load_audio
@@ -39,6 +41,10 @@ from asrbench.env import resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.progress import console, progress_bar
 from asrbench.runs import rundir
+
+if TYPE_CHECKING:  # imported where used: torchaudio's mel banks are not for an export
+    from asrbench.data.fbank import FeatureExtractor
+    from asrbench.deploy.onnx_runtime import ExportedAttention, ExportedCTC, ExportedTransducer, _NumpyExtractor
 
 BATCH_SECONDS = 120.0  # audio decoded in one batch
 
@@ -101,6 +107,9 @@ class Transcriber:
     (PyTorch), or an export dir's (onnxruntime and the NumPy front end; :mod:`asrbench.deploy.onnx_runtime`).
     Word times run the network a second time (``model.align``) on each batch after the search."""
 
+    model: nn.Module | ExportedCTC | ExportedTransducer | ExportedAttention  # a run dir's, or an export's graphs
+    extractor: FeatureExtractor | _NumpyExtractor
+
     def __init__(self, model_dir: str | Path, options: DecodeOptions | None = None, device: str = "auto",
                  checkpoint: str = "best", explicit: set[str] | None = None, use_tuned: bool = False,
                  vad: VadOptions | None = None, threads: int = 0, stream: StreamOptions | None = None,
@@ -150,12 +159,14 @@ class Transcriber:
             raise AsrbenchError("--stream needs a run dir: exported models decode whole segments")
         if options.beam > 1 or options.lm or options.lexicon:
             raise AsrbenchError("--stream decodes greedily: drop --beam, --lm and --lexicon")
-        if not streaming.streams(self.model):
-            streaming.require_streaming(self.model, self.model_name)  # names the option when it cannot stream
+        model, stream = self.model, self.stream
+        assert isinstance(model, nn.Module) and stream is not None  # a run dir's model (exports are refused above)
+        if not streaming.streams(model):
+            streaming.require_streaming(model, self.model_name)  # names the option when it cannot stream
             raise AsrbenchError(f"model {self.model_name}: --stream has CTC and transducer searches only; decode "
                                 f"this model with `asrbench decode --chunk-ms` instead")
-        chunk = streaming.chunk_frames(self.model, self.stream.chunk_ms, self.features.frame_shift_ms)
-        self.recognizer = streaming.make_recognizer(self.model, chunk, self.stream.left_chunks)
+        chunk = streaming.chunk_frames(model, stream.chunk_ms, self.features.frame_shift_ms)
+        self.recognizer = streaming.make_recognizer(model, chunk, stream.left_chunks)
         self.front_end = streaming.StreamingFrontEnd(self.extractor, self.cmvn, self.features.dtype)
 
     def describe(self) -> dict:
@@ -176,6 +187,7 @@ class Transcriber:
             shown["text"] = text
 
         notes: Counter = Counter()
+        assert self.stream is not None  # called with --stream only
         pieces = streaming.stream_file(str(path), duration, self.recognizer, self.front_end, self.stream,
                                        partial, notes)
         self.notes.update(notes.keys())
@@ -226,8 +238,9 @@ class Transcriber:
         durations: list[float | None] = []
         for path in paths:
             try:
-                durations.append(audio_info(str(path))[0])
-                total += durations[-1]
+                duration = audio_info(str(path))[0]
+                durations.append(duration)
+                total += duration
             except AsrbenchError:
                 durations.append(None)
         # The bar counts seconds of audio, so that one long file moves it batch by batch.
@@ -246,7 +259,7 @@ class Transcriber:
         progress = progress or (lambda seconds: None)
         if duration is None:
             try:
-                audio_info(str(path))
+                duration = audio_info(str(path))[0]  # readable now, though it was not when the files were listed
             except AsrbenchError as err:
                 return FileTranscript(str(path), 0.0, [], error=str(err))
         segments: list[Segment] = []
@@ -419,6 +432,7 @@ def transcribe_files(transcriber: Transcriber, inputs: list[str], fmt: str = "te
     if partial is not None:
         # In input order, resumed lines included; then the finished file replaces the partial one.
         finished = _done_paths(partial, fmt)
+        assert out is not None  # partial is out's sibling
         fileio.write_text(out, "".join(finished[str(path)] + "\n" for path in paths if str(path) in finished))
         os.unlink(partial)
     counts["seconds"] = time.perf_counter() - start
