@@ -37,7 +37,7 @@ def is_run_dir(path: Path) -> bool:
                               or (path / rundir.SUMMARY).is_file())
 
 
-def select_runs(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
+def select_runs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
     """(run dirs, other paths) of a shell glob such as ``runs/an4/*``, which also matches LM dirs
     and result files. With a single path nothing is set aside: :func:`collect` names it.
 

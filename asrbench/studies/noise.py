@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -167,7 +168,7 @@ def _batches(utterances: list, seconds: float) -> list[list[int]]:
     return batches + ([current] if current else [])
 
 
-def noise_study(run_dirs: list[str | Path], conditions: list[Condition], split: str = "test",
+def noise_study(run_dirs: Sequence[str | Path], conditions: list[Condition], split: str = "test",
                 data_dir: str | Path | None = None, seed: int = 0, options: DecodeOptions | None = None,
                 device: str = "cpu", batch_seconds: float = 60.0, resamples: int = stats.DEFAULT_RESAMPLES,
                 alpha: float = stats.DEFAULT_ALPHA) -> dict:

@@ -32,6 +32,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -328,7 +329,7 @@ def is_study_dir(path: Path) -> bool:
     return (path / "study.json").is_file()
 
 
-def select_inputs(paths: list[str | Path]) -> list[Path]:
+def select_inputs(paths: Sequence[str | Path]) -> list[Path]:
     """The run and study dirs of a shell glob such as ``runs/an4/*`` (logs and other files set
     aside); a single path is kept as given, for :func:`build_report` to name."""
     named = [Path(path) for path in paths]
@@ -366,7 +367,7 @@ def take_screenshot(page: Path, png: Path, width: int = 1280, height: int = 1600
     return png
 
 
-def build_report(inputs: list[str | Path], split: str = "test", worst: int = 10, link_audio: bool = False,
+def build_report(inputs: Sequence[str | Path], split: str = "test", worst: int = 10, link_audio: bool = False,
                  title: str = "asrbench report") -> str:
     """The page for run dirs and study dirs (a folder with a study.json); a user error names a bad input."""
     run_dirs, studies = [], []
@@ -421,7 +422,7 @@ def build_report(inputs: list[str | Path], split: str = "test", worst: int = 10,
             f"{esc(split)}; made {esc(made)}.</p>" + "".join(sections) + f"<script>{SCRIPT}</script></body></html>")
 
 
-def write_report(inputs: list[str | Path], out: str | Path, **options) -> Path:
+def write_report(inputs: Sequence[str | Path], out: str | Path, **options) -> Path:
     """Build the page and write it atomically to ``out``."""
     page = build_report(inputs, **options)
     out = Path(out)
