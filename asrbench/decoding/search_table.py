@@ -128,7 +128,7 @@ def _ctc_dev(model) -> Searcher:
     from asrbench.models.ctc import ctc_loss
 
     return Searcher("dev", model.ctc_log_probs, lambda out: ctc_greedy(*out), {"kind": "dev"},
-                    loss=lambda out, targets, lengths: ctc_loss(*out, targets, lengths))
+                    loss=lambda out, targets, lengths: ctc_loss(out[0], out[1], targets, lengths))
 
 
 @torch.no_grad()
