@@ -329,23 +329,39 @@ def data_download(
 
 
 @_command(app, "models")
-def models_command() -> None:
-    """List every model with its parameter count at the default size."""
+def models_command(
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Count parameters at this recipe's options (its "
+                                         "features; a model it lists at its entry's options) instead of the "
+                                         "defaults."),
+) -> None:
+    """The encoder x head matrix (a model under each cell) and every model with its parameter count."""
     from rich.console import Console
     from rich.table import Table
 
-    from asrbench.models import MODELS, build_model, count_parameters, default_options, describe_model
+    from asrbench.models import HEADS, MATRIX, MODELS, describe_model, parameter_counts
+    from asrbench.recipe.config import recipe_sizes
 
-    table = Table(title="models (80-dim features, 30 tokens, default options)",
+    input_dim, options, where = recipe_sizes(recipe) if recipe else (80, {}, "default options")
+    counts = parameter_counts(options, input_dim, 30)
+    matrix = Table(title=f"encoder x head ({input_dim}-dim features, 30 tokens, {where}): model, parameters",
+                   caption="Any encoder trains under any head: `asrbench train RECIPE --model NAME`.")
+    matrix.add_column("encoder")
+    for head in HEADS:
+        matrix.add_column(head, justify="right")
+    for encoder in dict.fromkeys(cell[0] for cell in MATRIX):
+        cells = [MATRIX.get((encoder, head)) for head in HEADS]
+        matrix.add_row(encoder, *[f"{name} {counts[name]:,}" if name else "-" for name in cells])
+    table = Table(title=f"models ({input_dim}-dim features, 30 tokens, {where})",
                   caption="CTC models emit one token distribution per frame; attention models add a decoder; "
                           "transducers a prediction network and a joiner. `make demo` trains the seven CTC models.")
     table.add_column("name")
     table.add_column("params", justify="right")
     table.add_column("description")
     for name in MODELS:
-        model = build_model(name, default_options(name), 80, 30)
-        table.add_row(name, f"{count_parameters(model):,}", describe_model(name))
-    Console().print(table)
+        table.add_row(name, f"{counts[name]:,}", describe_model(name))
+    console = Console()
+    console.print(matrix)
+    console.print(table)
 
 
 @_command(app, "recipes")

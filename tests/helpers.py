@@ -13,7 +13,7 @@ import torch
 
 from asrbench import cli
 from asrbench.cli import run_app
-from asrbench.models import build_model
+from asrbench.models import build_model, model_cell
 
 INPUT_DIM = 20
 VOCAB = 9
@@ -40,9 +40,26 @@ TINY = {
 }
 
 
+# The heads' options at tiny sizes, added to the encoder's TINY for a model of the matrix (cnn_aed ...).
+HEAD_TINY = {
+    "aed": {"decoder_layers": 1, "decoder_ff_dim": 32, "decoder_heads": 2},
+    "transducer": {"predictor_dim": 16, "joiner_dim": 16},
+}
+
+
+def tiny_options(name: str) -> dict:
+    """A model's options at test size: its own TINY entry, else its encoder's plus its head's."""
+    if name in TINY:
+        return dict(TINY[name])
+    cell = model_cell(name)
+    if cell is None:
+        return {}
+    return {**TINY.get(cell[0], {}), **HEAD_TINY.get(cell[1], {})}
+
+
 def make(name: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model(name, TINY.get(name, {}), INPUT_DIM, VOCAB)
+    return build_model(name, tiny_options(name), INPUT_DIM, VOCAB)
 
 
 

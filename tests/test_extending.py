@@ -32,10 +32,10 @@ def tiny_conv():
     module = types.ModuleType("tiny_conv_example")
     sys.modules[module.__name__] = module  # dataclasses look their module up there
     exec(compile(model_file, str(DOC), "exec"), module.__dict__)  # noqa: S102 - our own documentation
-    assert registry_line.strip() == 'register("tiny_conv", TinyConvConfig, TinyConv)'
-    exec(registry_line, {"register": models.register, **module.__dict__})  # noqa: S102
+    assert registry_line.strip() == 'register_encoder("tiny_conv", TinyConvConfig, TinyConv)'
+    exec(registry_line, {"register_encoder": models.register_encoder, **module.__dict__})  # noqa: S102
     yield module
-    models.unregister("tiny_conv")
+    models.unregister_encoder("tiny_conv")
     del sys.modules[module.__name__]
 
 
@@ -51,14 +51,20 @@ def test_the_documented_model_registers_trains_and_decodes(tiny_conv, tmp_path: 
 data: {{dir: {data_dir}}}
 features: {{sample_rate: 8000, num_mel_bins: 23}}
 train: {{epochs: 3, batch_frames: 400, lr: 3.0e-3, warmup_steps: 5}}
-models:
+encoders:
   tiny_conv: {{hidden_size: 32}}
+models:
+  tiny_conv: {{}}
+  tiny_conv_aed: {{decoder_layers: 1, decoder_ff_dim: 32, decoder_heads: 2}}
+  tiny_conv_transducer: {{predictor_dim: 16, joiner_dim: 16}}
 """)
-    summary = train(recipe, "tiny_conv", tmp_path / "run", seed=0)
-    assert summary["epochs"] == 3 and summary["params"] > 0
-    result = decode(tmp_path / "run", "test")
-    assert result.model == "tiny_conv" and result.utterances == 4 and result.wer is not None
-    beam = decode(tmp_path / "run", "test", options=DecodeOptions(beam=4, lexicon="train"), tag="lexicon")
+    assert models.MATRIX[("tiny_conv", "transducer")] == "tiny_conv_transducer"
+    for name in ("tiny_conv", "tiny_conv_aed", "tiny_conv_transducer"):
+        summary = train(recipe, name, tmp_path / name, seed=0)
+        assert summary["epochs"] == 3 and summary["params"] > 0
+        result = decode(tmp_path / name, "test")
+        assert result.model == name and result.utterances == 4 and result.wer is not None
+    beam = decode(tmp_path / "tiny_conv", "test", options=DecodeOptions(beam=4, lexicon="train"), tag="lexicon")
     assert beam.decoder.kind == "ctc_prefix_beam" and beam.decoder.search["lexicon_words"] == 2
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import INPUT_DIM, TINY, VOCAB, make
+from helpers import INPUT_DIM, TINY, VOCAB, make, tiny_options
 
 from asrbench.decoding.greedy import ctc_greedy
 from asrbench.decoding.search_table import dev_searcher, greedy_decode
@@ -189,7 +189,7 @@ def test_count_parameters(name):
     assert total == sum(p.numel() for p in model.parameters())
     # More output tokens mean a bigger output layer, so more parameters.
     torch.manual_seed(0)
-    bigger = build_model(name, TINY.get(name, {}), INPUT_DIM, VOCAB + 10)
+    bigger = build_model(name, tiny_options(name), INPUT_DIM, VOCAB + 10)
     assert count_parameters(bigger) > total
 
 

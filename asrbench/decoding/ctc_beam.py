@@ -108,11 +108,13 @@ class Lexicon:
 
     def spellings(self) -> list[tuple[str, list[int]]]:
         """Every (word, token ids) in the trie, depth first."""
-        found, stack = [], [(0, [])]
+        found: list[tuple[str, list[int]]] = []
+        stack: list[tuple[int, list[int]]] = [(0, [])]
         while stack:
             node, prefix = stack.pop()
-            if self.words[node] is not None:
-                found.append((self.words[node], prefix))
+            word = self.words[node]
+            if word is not None:
+                found.append((word, prefix))
             stack.extend((child, prefix + [token]) for token, child in self.children[node].items())
         return found
 
@@ -421,11 +423,11 @@ class _Search:
                     for key, node in ranked[:beam] if key >= floor
                 ]
             else:
-                ranked = sorted(totals.items(), key=_second, reverse=True)[:beam]
-                floor = ranked[0][1] * cut
+                kept = sorted(totals.items(), key=_second, reverse=True)[:beam]  # (node, total)
+                floor = kept[0][1] * cut
                 beams = [
                     (node, next_blank.get(node, 0.0), next_label.get(node, 0.0), key)
-                    for node, key in ranked if key >= floor
+                    for node, key in kept if key >= floor
                 ]
             if not beams:  # every prefix was forbidden (lexicon) or underflowed
                 return []

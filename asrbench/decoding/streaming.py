@@ -40,11 +40,10 @@ RECEPTIVE_FIELD = 7  # feature frames one output frame of the 4x subsampling rea
 
 
 def streaming_encoder(model: nn.Module) -> nn.Module | None:
-    """The model's encoder if it can run chunk by chunk (``streaming: true``), else None."""
-    for candidate in (model, getattr(model, "encoder", None)):
-        if candidate is not None and getattr(candidate, "streaming", False) and hasattr(candidate, "encode_chunk"):
-            return candidate
-    return None
+    """The model's encoder if it can run chunk by chunk (``streaming: true``), else None: what the
+    encoder declares (``chunk_streaming``, :class:`asrbench.models.base.Encoder`)."""
+    encoder = model.acoustic_encoder()
+    return encoder if encoder.chunk_streaming and encoder.streaming else None
 
 
 def chunk_frames(model: nn.Module, chunk_ms: float, frame_shift_ms: float) -> int:
@@ -233,14 +232,12 @@ def streams(model: nn.Module) -> bool:
     """Whether the streaming search here serves this model: its encoder streams, and a CTC head
     (CTC models) or a joiner (transducers) reads it. Attention encoder-decoders decode masked
     chunks (``decode --chunk-ms``) but have no streaming search."""
-    encoder = streaming_encoder(model)
-    return encoder is not None and (
-        (encoder is model and hasattr(model, "head")) or (encoder is not model and hasattr(model, "joiner")))
+    return model.head_kind in ("ctc", "transducer") and streaming_encoder(model) is not None
 
 
 def make_recognizer(model: nn.Module, chunk: int, left_chunks: int = -1) -> ChunkRecognizer:
     """The streaming search for this model (:func:`streams` must hold)."""
-    kind = StreamingTransducer if hasattr(model, "joiner") else StreamingCTC
+    kind = StreamingTransducer if model.head_kind == "transducer" else StreamingCTC
     return kind(model, chunk, left_chunks)
 
 

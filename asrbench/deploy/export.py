@@ -275,7 +275,7 @@ def _transducer_specs(model: nn.Module, dim: int, vocab: int) -> tuple[dict[str,
                          "encoded": {0: "batch", 1: "frames"}, "output_lengths": {0: "batch"}},
                         _check_batches(dim), _sequence_difference)
     tokens = [torch.randint(0, vocab - 1, (rows,), generator=generator) for rows in (6, 1, 33)]
-    if hasattr(predictor, "lstm"):
+    if predictor.kind == "lstm":
         layers, width = predictor.lstm.num_layers, predictor.lstm.hidden_size
         step = GraphSpec(_LSTMStep(predictor), ["tokens", "h", "c"], ["predicted", "h_out", "c_out"],
                          {"tokens": {0: "rows"}, "h": {1: "rows"}, "c": {1: "rows"}, "predicted": {0: "rows"},

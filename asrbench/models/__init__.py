@@ -27,7 +27,14 @@ from typing import NamedTuple
 from torch import nn
 
 from asrbench.errors import AsrbenchError, did_you_mean
-from asrbench.models.aed import ConformerAED, ConformerAEDConfig, TransformerAED, TransformerAEDConfig
+from asrbench.models.aed import (
+    AEDOptions,
+    ComposedAED,
+    ConformerAED,
+    ConformerAEDConfig,
+    TransformerAED,
+    TransformerAEDConfig,
+)
 from asrbench.models.attention import ATTENTION
 from asrbench.models.base import Family
 from asrbench.models.cnn import CNN, CNNConfig
@@ -40,15 +47,17 @@ from asrbench.models.las import LAS, LASConfig
 from asrbench.models.rnn import GRU, LSTM, RNNConfig
 from asrbench.models.transducer import (
     TRANSDUCER,
+    ComposedTransducer,
     ConformerTransducer,
     ConformerTransducerConfig,
     LSTMTransducer,
     LSTMTransducerConfig,
+    TransducerOptions,
 )
 from asrbench.models.transformer import Transformer, TransformerConfig
 from asrbench.recipe.schema import build_dataclass
 
-FAMILIES: tuple[Family, ...] = (CTC, ATTENTION, TRANSDUCER)
+FAMILIES: list[Family] = [CTC, ATTENTION, TRANSDUCER]
 
 
 class ModelEntry(NamedTuple):
@@ -57,7 +66,24 @@ class ModelEntry(NamedTuple):
     family: Family
 
 
+class EncoderEntry(NamedTuple):
+    config: type  # the encoder's options dataclass
+    model: type[nn.Module]  # a CTC model (its ``encode`` + a CTC head): the encoder and its CTC cell at once
+
+
+class HeadEntry(NamedTuple):
+    suffix: str  # the model name is <encoder>_<suffix> ("" for CTC: the encoder's own name)
+    options: type | None  # the head's options dataclass, added to the encoder's (None: CTC, the encoder's own)
+    base: type | None  # built as base subclass with encoder_class / encoder_config (None: the encoder itself)
+    describe: str  # "{encoder}" is replaced: the first line of the composed class's docstring
+
+
 MODELS: dict[str, ModelEntry] = {}
+ENCODERS: dict[str, EncoderEntry] = {}
+HEADS: dict[str, HeadEntry] = {}
+MATRIX: dict[tuple[str, str], str] = {}  # (encoder, head) -> model name
+# Cells whose model keeps an older, hand-written name (its options and checkpoints included).
+NAMED_CELLS: dict[tuple[str, str], str] = {("lstm", "aed"): "las"}
 
 
 def family_of(model_class: type) -> Family:
@@ -86,18 +112,102 @@ def unregister(name: str) -> None:
     MODELS.pop(name, None)
 
 
-register("dnn", DNNConfig, DNN)
-register("cnn", CNNConfig, CNN)
-register("lstm", RNNConfig, LSTM)
-register("gru", RNNConfig, GRU)
-register("crdnn", CRDNNConfig, CRDNN)
-register("transformer", TransformerConfig, Transformer)
-register("conformer", ConformerConfig, Conformer)
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))  # aed -> Aed
+
+
+def _compose(encoder: str, head: str) -> None:
+    """Register the model of one cell of the matrix, unless a hand-written model holds its name."""
+    enc, spec = ENCODERS[encoder], HEADS[head]
+    name = NAMED_CELLS.get((encoder, head), f"{encoder}_{spec.suffix}" if spec.suffix else encoder)
+    MATRIX[(encoder, head)] = name
+    if name in MODELS:  # transformer_aed, las, conformer_transducer ...: written before the matrix
+        return
+    if spec.base is None:
+        register(name, enc.config, enc.model)
+        return
+    clash = {f.name for f in dataclasses.fields(enc.config)} & {f.name for f in dataclasses.fields(spec.options)}
+    if clash:
+        raise TypeError(f"encoder '{encoder}' and head '{head}' both have the options {', '.join(sorted(clash))}")
+    class_name = enc.model.__name__ + _camel(spec.suffix)  # CNNTransducer, GRUAed
+    config = dataclasses.make_dataclass(f"{class_name}Config", [], bases=(enc.config, spec.options))
+    model = type(class_name, (spec.base,), {
+        "encoder_class": enc.model, "encoder_config": enc.config, "__module__": spec.base.__module__,
+        "__doc__": spec.describe.format(encoder=encoder)})
+    register(name, config, model)
+
+
+def register_encoder(name: str, config_class: type, encoder_class: type[nn.Module]) -> None:
+    """Add an encoder: its options dataclass and its class (a CTC model: ``encode`` + ``head``). It
+    is at once the CTC model ``name`` and, under every registered head, ``name_<suffix>``."""
+    if name in ENCODERS:
+        raise TypeError(f"encoder '{name}' is registered twice")
+    ENCODERS[name] = EncoderEntry(config_class, encoder_class)
+    for head in HEADS:
+        _compose(name, head)
+
+
+def register_head(name: str, suffix: str, options: type | None, base: type | None, describe: str,
+                  family: Family | None = None) -> None:
+    """Add a head: its options dataclass and the base class composed with each encoder (a class
+    taking ``(input_dim, vocab_size, config)`` that builds ``encoder_class`` from ``encoder_config``'s
+    fields of the config). A head of a new family passes its :class:`Family`; its searchers go in
+    :mod:`asrbench.decoding.search_table`."""
+    if name in HEADS:
+        raise TypeError(f"head '{name}' is registered twice")
+    if family is not None and family not in FAMILIES:
+        FAMILIES.append(family)
+    HEADS[name] = HeadEntry(suffix, options, base, describe)
+    for encoder in ENCODERS:
+        _compose(encoder, name)
+
+
+def unregister_encoder(name: str) -> None:
+    """Remove an encoder and the models of its row (tests and plugins)."""
+    ENCODERS.pop(name, None)
+    for cell in [cell for cell in MATRIX if cell[0] == name]:
+        unregister(MATRIX.pop(cell))
+
+
+def unregister_head(name: str) -> None:
+    """Remove a head and the models of its column (tests and plugins)."""
+    HEADS.pop(name, None)
+    for cell in [cell for cell in MATRIX if cell[1] == name]:
+        unregister(MATRIX.pop(cell))
+
+
+def model_cell(name: str) -> tuple[str, str] | None:
+    """(encoder, head) of a model of the matrix; None for one outside it."""
+    return next((cell for cell, model in MATRIX.items() if model == name), None)
+
+
+# Models written before the matrix keep their names, classes, options and checkpoints; each fills
+# its cell (las is the lstm row's attention decoder: Listen, Attend and Spell's LSTM decoder).
 register("las", LASConfig, LAS)
 register("transformer_aed", TransformerAEDConfig, TransformerAED)
 register("conformer_aed", ConformerAEDConfig, ConformerAED)
 register("conformer_transducer", ConformerTransducerConfig, ConformerTransducer)
 register("lstm_transducer", LSTMTransducerConfig, LSTMTransducer)
+
+register_head("ctc", "", None, None, "")
+register_head("aed", "aed", AEDOptions, ComposedAED,
+              "Attention: {encoder} encoder + Transformer decoder, with an optional CTC branch (hybrid).")
+register_head("transducer", "transducer", TransducerOptions, ComposedTransducer,
+              "Transducer: {encoder} encoder + prediction network (stateless by default) + joiner, optional "
+              "CTC branch.")
+
+register_encoder("dnn", DNNConfig, DNN)
+register_encoder("cnn", CNNConfig, CNN)
+register_encoder("lstm", RNNConfig, LSTM)
+register_encoder("gru", RNNConfig, GRU)
+register_encoder("crdnn", CRDNNConfig, CRDNN)
+register_encoder("transformer", TransformerConfig, Transformer)
+register_encoder("conformer", ConformerConfig, Conformer)
+
+# `asrbench models` and the error messages list the models row by row of the matrix.
+_ordered = {name: MODELS[name] for name in [*MATRIX.values(), *MODELS] if name in MODELS}
+MODELS.clear()
+MODELS.update(_ordered)
 
 
 def _entry(name: str) -> ModelEntry:
@@ -141,3 +251,9 @@ def default_options(name: str) -> dict:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def parameter_counts(options: dict[str, dict], input_dim: int, vocab_size: int) -> dict[str, int]:
+    """Every model's parameter count: at ``options[name]`` where given, else at its defaults."""
+    return {name: count_parameters(build_model(name, options.get(name, default_options(name)), input_dim,
+                                               vocab_size)) for name in MODELS}

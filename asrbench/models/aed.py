@@ -47,14 +47,18 @@ def _encoder_options(encoder_config, config):
 
 
 class _EncoderDecoder(TransformerDecoderMixin, AttentionModel):
-    def __init__(self, encoder, vocab_size: int, config):
+    """An encoder of the zoo + a Transformer decoder of width ``d_model`` with ``heads`` heads (by
+    default the encoder's own ``d_model`` and ``num_heads``: transformer_aed, conformer_aed)."""
+
+    def __init__(self, encoder, vocab_size: int, config, d_model: int | None = None, heads: int | None = None):
         super().__init__(vocab_size, config.ctc_weight, config.label_smoothing, config.max_length_ratio)
         self.encoder = encoder
         self.encoder_dim = encoder.encoder_dim
         self.ctc_head = encoder.head if config.ctc_weight > 0 else None
         del encoder.head  # registered once, as ctc_head
-        self.decoder = TransformerDecoder(vocab_size, config.d_model, config.num_heads, config.decoder_layers,
-                                          config.decoder_ff_dim, config.dropout)
+        self.decoder = TransformerDecoder(vocab_size, d_model or config.d_model, heads or config.num_heads,
+                                          config.decoder_layers, config.decoder_ff_dim,
+                                          getattr(config, "dropout", 0.0))
 
     def encode(self, features, feature_lengths):
         """(B, T, F), (B,) -> memory (B, T/4, d_model), memory_lengths (B,)."""
@@ -75,3 +79,28 @@ class ConformerAED(_EncoderDecoder):
     def __init__(self, input_dim: int, vocab_size: int, config: ConformerAEDConfig):
         encoder = Conformer(input_dim, vocab_size, _encoder_options(ConformerConfig, config))
         super().__init__(encoder, vocab_size, config)
+
+
+@dataclass
+class AEDOptions(DecoderOptions):
+    """The attention-decoder head's options for any encoder (``<encoder>_aed``): the decoder's width is
+    the encoder's output width, so only its number of heads is new."""
+
+    decoder_heads: int = 4  # must divide the encoder's output width
+
+    LIMITS: ClassVar[dict] = {"decoder_heads": POSITIVE}
+
+
+class ComposedAED(_EncoderDecoder):
+    """The attention-decoder head over any registered encoder (``encoder_class`` built from the
+    config's encoder fields); the encoder's CTC head is the hybrid CTC branch."""
+
+    encoder_class: ClassVar[type]
+    encoder_config: ClassVar[type]
+
+    def __init__(self, input_dim: int, vocab_size: int, config):
+        encoder = self.encoder_class(input_dim, vocab_size, _encoder_options(self.encoder_config, config))
+        if encoder.encoder_dim % config.decoder_heads:
+            raise ValueError(f"decoder_heads {config.decoder_heads} must divide the encoder's output width "
+                             f"{encoder.encoder_dim}")
+        super().__init__(encoder, vocab_size, config, d_model=encoder.encoder_dim, heads=config.decoder_heads)

@@ -30,6 +30,7 @@ class AttentionModel(nn.Module):
     and implement ``encode``, ``decoder_logits``, ``init_state``, ``step`` and ``reorder_state``."""
 
     head_kind = "attention"  # how it decodes: the rows of asrbench.decoding.search_table
+    encoder: nn.Module  # set by each model: the acoustic encoder (a zoo CTC model without its head)
     encoder_dim: int
 
     def __init__(self, vocab_size: int, ctc_weight: float, label_smoothing: float, max_length_ratio: float):
@@ -105,6 +106,13 @@ class AttentionModel(nn.Module):
 
     def search_modes(self) -> tuple[str, ...]:
         return ("attention", "ctc") if self.ctc_head is not None else ("attention",)
+
+    def acoustic_encoder(self) -> nn.Module:
+        return self.encoder
+
+    @property
+    def chunk_streaming(self) -> bool:
+        return self.encoder.chunk_streaming
 
 
 class TransformerDecoder(nn.Module):

@@ -29,8 +29,17 @@ class Encoder(Protocol):
     a transducer joiner."""
 
     encoder_dim: int
+    # Declared capabilities, read by streaming and export (never probed with hasattr): an encoder
+    # with chunk_streaming has ``encode_chunk`` and runs chunk by chunk when trained with
+    # ``streaming: true`` (its ``streaming`` attribute).
+    chunk_streaming: bool
 
     def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def acoustic_encoder(self) -> torch.nn.Module:
+        """The module that holds the encoder's own capabilities: a CTC model itself, the wrapped
+        encoder of an attention model or a transducer."""
+        ...
 
 
 @runtime_checkable
@@ -158,4 +167,5 @@ class Family:
         if not issubclass(model_class, self.base):
             return [f"a subclass of {self.base.__name__}"]
         return [name for name in protocol_members(self.protocol)
-                if name not in ("encoder_dim", "head_kind") and not callable(getattr(model_class, name, None))]
+                if name not in ("encoder_dim", "head_kind", "chunk_streaming")
+                and not callable(getattr(model_class, name, None))]

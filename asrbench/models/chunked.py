@@ -110,6 +110,7 @@ def chunk_convolve_cached(conv: nn.Conv1d, x: torch.Tensor, cache: torch.Tensor 
 class ChunkedAttention:
     """Mixin: the chunk a streaming attention encoder uses, in training (drawn) and decoding (set)."""
 
+    chunk_streaming = True  # declared capability (asrbench.models.base.Encoder): it has encode_chunk
     training: bool  # nn.Module's, in the encoders this mixes into
 
     streaming: bool = False
@@ -163,6 +164,8 @@ class ChunkIndependent:
     """Mixin: a streaming encoder that looks no further ahead than its subsampling whatever the
     chunk (causal convolutions, a unidirectional recurrence), so a chunk size is only checked.
     A class names the option that makes it streaming, why left chunks do not apply, and its state."""
+
+    chunk_streaming = True  # declared capability (asrbench.models.base.Encoder): it has encode_chunk
 
     streaming: bool = False
     streaming_option: str = ""  # e.g. "causal: true"

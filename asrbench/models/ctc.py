@@ -32,6 +32,7 @@ class CTCModel(nn.Module):
     """Base of CTC models: ``forward`` gives ``(log_probs (B, T', V), output_lengths (B,))``."""
 
     head_kind = "ctc"  # how it decodes: the rows of asrbench.decoding.search_table
+    chunk_streaming = False  # True on the encoders that have encode_chunk (asrbench.models.chunked)
     encoder_dim: int  # D of ``encode``'s output; set by each model in __init__
     head: nn.Module  # (B, T', D) -> log-probabilities (B, T', V)
 
@@ -53,6 +54,9 @@ class CTCModel(nn.Module):
 
     def search_modes(self) -> tuple[str, ...]:
         return ("ctc",)
+
+    def acoustic_encoder(self) -> nn.Module:
+        return self  # a CTC model is its own encoder
 
 
 class CTCHead(nn.Module):

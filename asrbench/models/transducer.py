@@ -73,6 +73,8 @@ class StatelessPredictor(nn.Module):
     """Embedding + depthwise convolution over the last ``context_size`` tokens + ReLU (icefall).
     Its state is those tokens, (N, context_size) int64."""
 
+    kind = "stateless"  # what an export reads to choose the predictor graph
+
     def __init__(self, vocab_size: int, dim: int, context_size: int):
         super().__init__()
         self.context_size = context_size
@@ -110,6 +112,8 @@ class StatelessPredictor(nn.Module):
 class LSTMPredictor(nn.Module):
     """Embedding + LSTM layers (the classic RNN-T prediction network). Its state is the LSTM's
     ``(h, c)``, each (layers, N, dim)."""
+
+    kind = "lstm"
 
     def __init__(self, vocab_size: int, dim: int, num_layers: int, dropout: float):
         super().__init__()
@@ -281,6 +285,13 @@ class TransducerModel(nn.Module):
     def search_modes(self) -> tuple[str, ...]:
         return ("transducer", "ctc") if self.ctc_head is not None else ("transducer",)
 
+    def acoustic_encoder(self) -> nn.Module:
+        return self.encoder
+
+    @property
+    def chunk_streaming(self) -> bool:
+        return self.encoder.chunk_streaming
+
 
 # --- the architectures -----------------------------------------------------------------------
 
@@ -293,6 +304,18 @@ class ConformerTransducerConfig(ConformerConfig, TransducerOptions):
 @dataclass
 class LSTMTransducerConfig(RNNConfig, TransducerOptions):
     predictor: str = "lstm"
+
+
+class ComposedTransducer(TransducerModel):
+    """The transducer head over any registered encoder (``encoder_class`` built from the config's
+    encoder fields); the encoder's CTC head is the auxiliary CTC branch."""
+
+    encoder_class: ClassVar[type]
+    encoder_config: ClassVar[type]
+
+    def __init__(self, input_dim: int, vocab_size: int, config):
+        encoder = self.encoder_class(input_dim, vocab_size, _encoder_options(self.encoder_config, config))
+        super().__init__(encoder, vocab_size, config, getattr(config, "dropout", 0.0))
 
 
 def _encoder_options(encoder_config, config):

@@ -3,7 +3,9 @@
 A recipe (``asrbench/recipe/*.yaml``, or any file) has shared sections (``data``, ``features``, ``augment``,
 ``tokenizer``, ``train``) and a ``models`` section with one entry per architecture. An entry
 holds the model's constructor options and, under ``train``, overrides of the shared training
-options for that model. Resolving a recipe for one model gives a :class:`RunConfig`, the
+options for that model. An optional ``encoders`` section sets an encoder's options once for every
+model built on it (``encoders: {cnn: {channels: 96}}`` reaches ``cnn``, ``cnn_aed`` and
+``cnn_transducer``); a model's own entry wins over it. Resolving a recipe for one model gives a :class:`RunConfig`, the
 resolved config written into every run dir. Unknown keys and wrong types are rejected with the
 valid keys listed, so a typo never silently changes nothing.
 """
@@ -368,6 +370,34 @@ def model_config_class(model: str) -> type:
     return registered(model)
 
 
+def encoder_options(recipe: dict, model: str, where: str) -> dict:
+    """The ``encoders`` section's options for ``model``'s encoder: those of them that the model's own
+    options have (``las``, the lstm row's attention model, names its encoder options its own way).
+    Every key is checked against the encoder's options, so a typo is an error, never ignored."""
+    section = recipe.get("encoders") or {}
+    if not isinstance(section, dict):
+        raise AsrbenchError(f"{where}: 'encoders' must map encoder names to their options")
+    # The registry of encoders and models (a later stage), read only when a recipe has this section.
+    from asrbench.models import ENCODERS, model_cell, model_config_class
+
+    for encoder, options in section.items():
+        if encoder not in ENCODERS:
+            raise AsrbenchError(f"{where}: encoders.{encoder}: unknown encoder{did_you_mean(str(encoder), ENCODERS)} "
+                                f"(valid encoders: {', '.join(ENCODERS)})")
+        if not isinstance(options, dict):
+            raise AsrbenchError(f"{where}: encoders.{encoder} must be a mapping")
+        valid = [f.name for f in dataclasses.fields(ENCODERS[encoder].config)]
+        for key in options:
+            if key not in valid:
+                raise AsrbenchError(f"{where}: encoders.{encoder}.{key}: unknown option"
+                                    f"{did_you_mean(str(key), valid)} (valid: {', '.join(valid)})")
+    cell = model_cell(model)
+    if cell is None or cell[0] not in section:
+        return {}
+    own = {f.name for f in dataclasses.fields(model_config_class(model))}
+    return {key: copy.deepcopy(value) for key, value in section[cell[0]].items() if key in own}
+
+
 def recipe_models(recipe: dict, where: str) -> dict:
     models = recipe.get("models") or {}
     if not isinstance(models, dict):
@@ -397,6 +427,15 @@ def _looks_like_float(raw: str) -> bool:
     return True
 
 
+def recipe_sizes(recipe_path: str | Path) -> tuple[int, dict[str, dict], str]:
+    """What sizes a recipe's models: (feature dim, model -> its resolved options for each model the
+    recipe lists, where they came from), for ``asrbench models --recipe``."""
+    recipe = load_yaml(recipe_path)
+    resolved = {model: resolve(recipe_path, model) for model in recipe_models(recipe, str(recipe_path))}
+    dim = next(iter(resolved.values())).features.dim() if resolved else RunConfig().features.dim()
+    return dim, {model: config.model.options for model, config in resolved.items()}, f"{recipe_path}'s options"
+
+
 def resolve(
     recipe_path: str | Path,
     model: str,
@@ -405,7 +444,7 @@ def resolve(
     """Resolve a recipe for one model: shared sections + the model's entry + ``--set`` overrides."""
     where = str(recipe_path)
     recipe = load_yaml(recipe_path)
-    valid = list(SECTIONS) + ["models"]
+    valid = list(SECTIONS) + ["models", "encoders"]
     for key in recipe:
         if key not in valid:
             raise AsrbenchError(f"{where}: unknown key '{key}'{did_you_mean(key, valid)} "
@@ -428,7 +467,7 @@ def resolve(
         if not isinstance(sections[name], dict):
             raise AsrbenchError(f"{where}: {name}: expected a mapping")
         sections[name].update(override)
-    sections["model"] = entry
+    sections["model"] = {**encoder_options(recipe, model, where), **entry}
     for text in overrides or []:
         path, value = parse_override(text)
         _apply_override(sections, path, value, text, model)
