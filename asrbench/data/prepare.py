@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from asrbench.data.audio import audio_info
@@ -510,7 +510,7 @@ def _build_splits(
 
 
 def prepare_corpus(corpus: str, src: Path | None, out: Path, progress: bool = True,
-                   files: dict[str, Path] | None = None, skip_missing: bool = False) -> PrepareReport:
+                   files: Mapping[str, Path | None] | None = None, skip_missing: bool = False) -> PrepareReport:
     """Write ``out/<split>.jsonl`` for ``corpus`` found at ``src``; see the module docstring.
 
     ``files`` (corpora in :data:`FILE_READERS`) maps splits to manifest files, instead of a folder ``src``.
