@@ -520,18 +520,18 @@ def prepare_corpus(corpus: str, src: Path | None, out: Path, progress: bool = Tr
     """
     if corpus not in CORPORA:
         raise AsrbenchError(f"unknown corpus '{corpus}'{did_you_mean(corpus, CORPORA)} (valid: {', '.join(CORPORA)})")
-    files = {split: Path(path) for split, path in (files or {}).items() if path is not None}
+    named = {split: Path(path) for split, path in (files or {}).items() if path is not None}
     report = PrepareReport()
-    if files:
+    if named:
         if corpus not in FILE_READERS:
             raise AsrbenchError(f"--train/--dev/--test name manifest files: use them with "
                                 f"{' or '.join(repr(name) for name in FILE_READERS)}, not '{corpus}'")
         if src is not None:
             raise AsrbenchError(f"give a folder ({src}) or manifest files (--train/--dev/--test), not both")
-        for split, path in files.items():
+        for split, path in named.items():
             if not path.is_file():
                 raise AsrbenchError(f"--{split} {path}: manifest file not found")
-        candidates = {split: FILE_READERS[corpus](Path(absolute(path)), report) for split, path in files.items()}
+        candidates = {split: FILE_READERS[corpus](Path(absolute(path)), report) for split, path in named.items()}
     else:
         if src is None:
             raise AsrbenchError(f"{corpus}: give the corpus folder"
