@@ -27,15 +27,33 @@ runner = CliRunner()
 
 
 def test_models_lists_every_model_with_its_parameter_count():
-    result = runner.invoke(app, ["models"])
+    result = runner.invoke(app, ["models"], terminal_width=250, env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     for name in MODELS:
         parameters = count_parameters(build_model(name, default_options(name), 80, 30))
         row = [line for line in lines if line.count("│") >= 2 and line.split("│")[1].strip() == name]
         assert row, f"{name} missing from:\n{result.output}"
-        assert f"{parameters:,}" in row[0]
-    assert len(MODELS) >= 7
+        assert f"{parameters:,}" in row[-1]  # the models table (the matrix comes first)
+    assert len(MODELS) >= 21
+
+
+def test_models_prints_the_encoder_by_head_matrix_at_a_recipe_s_options():
+    from asrbench.models import MATRIX
+    from asrbench.recipe.config import resolve
+
+    result = runner.invoke(app, ["models", "--recipe", "yesno"], terminal_width=250, env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.output.splitlines() if "encoder" in line and "transducer" in line)
+    assert [cell.strip() for cell in header.split("┃")[1:-1]] == ["encoder", "ctc", "aed", "transducer"]
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+            for line in result.output.splitlines() if line.count("│") == 5}
+    cnn = resolve(RECIPE, "cnn")  # yesno's options and its 40 mel bins
+    count = count_parameters(build_model("cnn", cnn.model.options, cnn.features.dim(), 30))
+    assert rows["cnn"][0] == f"cnn {count:,}"
+    assert rows["lstm"][1].startswith("las ") and rows["gru"][1].startswith("gru_aed ")
+    assert [rows[encoder][2].split()[0] for encoder in ("cnn", "conformer")] == [
+        MATRIX[("cnn", "transducer")], "conformer_transducer"]
 
 
 def test_train_with_unknown_model_lists_valid_models(monkeypatch, capsys, tmp_path):
