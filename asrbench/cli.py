@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import typing
 from pathlib import Path
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 import typer
 
@@ -17,9 +17,10 @@ try:  # typer >= 0.2x vendors click as typer._click; older typer uses click itse
     from typer._click.core import ParameterSource
     from typer._click.globals import get_current_context
 except ImportError:  # pragma: no cover - depends on the installed typer
-    from click import exceptions as click_exceptions
-    from click import get_current_context
-    from click.core import ParameterSource
+    # the same names from click itself, which mypy sees as other definitions
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+    from click import get_current_context  # type: ignore[no-redef]
+    from click.core import ParameterSource  # type: ignore[assignment]
 
 
 def _flags_without_placeholder(params: list) -> list:
@@ -116,7 +117,7 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for 
     _state["debug"] = debug
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
 
@@ -474,7 +475,7 @@ def decode_command(
     if warning:
         console.print(f"[yellow]warning[/yellow]: {warning}", soft_wrap=True, highlight=False)
     console.print(
-        f"{result.model} {split} ({result.decoder.kind}): WER {format_rate(result.wer)}% "
+        f"{result.model} {split} ({result.decoder.kind if result.decoder else '-'}): WER {format_rate(result.wer)}% "
         f"CER {format_rate(result.cer)}% "
         f"({result.utterances} utterances, RTFx {result.rtfx:,.0f}{search}) -> {run_dir}/decode/{where}"
     )

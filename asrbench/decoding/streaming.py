@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -35,15 +36,31 @@ from asrbench.decoding.search_table import align
 from asrbench.decoding.transducer_search import greedy_advance, greedy_init
 from asrbench.errors import AsrbenchError
 
+if TYPE_CHECKING:  # not at run time: an export's transcribe imports this module without the model registry
+    from asrbench.models.base import Encoder
+
 BLANK = 0
 RECEPTIVE_FIELD = 7  # feature frames one output frame of the 4x subsampling reads
 
 
-def streaming_encoder(model: nn.Module) -> nn.Module | None:
+class ChunkEncoder(Protocol):
+    """A streaming encoder as chunked decoding drives it (:mod:`asrbench.models.chunked`): the chunk it
+    decodes with, a stream's caches, one chunk's encoding."""
+
+    decode_chunk: int
+    decode_left_chunks: int
+
+    def set_chunk(self, chunk: int, left_chunks: int = -1) -> None: ...
+    def chunk_window(self, chunk: int) -> tuple[int, int]: ...
+    def init_stream(self, chunk: int, left_chunks: int = -1) -> Any: ...
+    def encode_chunk(self, features: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]: ...
+
+
+def streaming_encoder(model: nn.Module) -> ChunkEncoder | None:
     """The model's encoder if it can run chunk by chunk (``streaming: true``), else None: what the
     encoder declares (``chunk_streaming``, :class:`asrbench.models.base.Encoder`)."""
-    encoder = model.acoustic_encoder()
-    return encoder if encoder.chunk_streaming and encoder.streaming else None
+    encoder = cast("Encoder", model).acoustic_encoder()
+    return cast(ChunkEncoder, encoder) if encoder.chunk_streaming and encoder.streaming else None
 
 
 def chunk_frames(model: nn.Module, chunk_ms: float, frame_shift_ms: float) -> int:
@@ -56,7 +73,7 @@ def chunk_frames(model: nn.Module, chunk_ms: float, frame_shift_ms: float) -> in
     return int(round(frames))
 
 
-def require_streaming(model: nn.Module, name: str) -> nn.Module:
+def require_streaming(model: nn.Module, name: str) -> ChunkEncoder:
     encoder = streaming_encoder(model)
     if encoder is None:
         raise AsrbenchError(f"model {name} was not trained to stream: --chunk-ms and --stream need a model trained "
@@ -112,6 +129,8 @@ class ChunkRecognizer:
     """A streaming encoder's chunk loop for one stream (batch 1): feature frames in, chunks of the
     encoder run as soon as their frames are there, and the subclass's search extends the
     hypothesis, which only grows. :class:`StreamingCTC` and :class:`StreamingTransducer`."""
+
+    model: Any  # a CTC model or a transducer of the zoo: the subclasses read its head, or its predictor and joiner
 
     def __init__(self, model: nn.Module, chunk: int, left_chunks: int = -1):
         self.model, self.chunk, self.left_chunks = model, chunk, left_chunks
@@ -303,6 +322,7 @@ def reference_times(model: nn.Module, features: torch.Tensor, token_ids: list[in
     model's full-context alignment of the reference (CTC or transducer Viterbi, the model's
     ``align``); None when it does not fit."""
     encoder = streaming_encoder(model)
+    assert encoder is not None  # measured: a streaming model
     saved = (encoder.decode_chunk, encoder.decode_left_chunks)
     encoder.set_chunk(0)
     try:
@@ -376,7 +396,7 @@ def measure(model: nn.Module, tokenizer, cmvn, features_config, utterances: list
         shown_first, shown_last = first_and_last(times)
         features = cmvn(torch.from_numpy(extractor(waveform).numpy().astype(front_end.dtype).astype(np.float32)))
         spoken = reference_times(model, features, reference, tokenizer, shift_seconds)
-        if spoken is not None and shown_first is not None:
+        if spoken is not None and shown_first is not None and shown_last is not None:  # both or neither
             first_token.append(shown_first - spoken[0])
             final.append(shown_last - spoken[1])
         if progress is not None:
