@@ -126,6 +126,7 @@ def _compose(encoder: str, head: str) -> None:
     if spec.base is None:
         register(name, enc.config, enc.model)
         return
+    assert spec.options is not None  # a head built on a base class adds its options
     clash = {f.name for f in dataclasses.fields(enc.config)} & {f.name for f in dataclasses.fields(spec.options)}
     if clash:
         raise TypeError(f"encoder '{encoder}' and head '{head}' both have the options {', '.join(sorted(clash))}")

@@ -20,7 +20,7 @@ from torch import nn
 from asrbench.errors import AsrbenchError
 from asrbench.models.base import AttentionFamily, Family
 from asrbench.models.common import SinusoidalPositionalEncoding, padding_mask
-from asrbench.models.ctc import CTCHead, ctc_loss
+from asrbench.models.ctc import CTCHead, CTCModel, ctc_loss
 
 IGNORE = -1
 
@@ -30,7 +30,7 @@ class AttentionModel(nn.Module):
     and implement ``encode``, ``decoder_logits``, ``init_state``, ``step`` and ``reorder_state``."""
 
     head_kind = "attention"  # how it decodes: the rows of asrbench.decoding.search_table
-    encoder: nn.Module  # set by each model: the acoustic encoder (a zoo CTC model without its head)
+    encoder: CTCModel  # set by each model: the acoustic encoder (a zoo CTC model without its head)
     encoder_dim: int
 
     def __init__(self, vocab_size: int, ctc_weight: float, label_smoothing: float, max_length_ratio: float):

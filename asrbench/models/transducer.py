@@ -35,7 +35,7 @@ from torch.utils.checkpoint import checkpoint
 from asrbench.errors import AsrbenchError
 from asrbench.models.base import Family, TransducerFamily
 from asrbench.models.conformer import Conformer, ConformerConfig
-from asrbench.models.ctc import CTCHead, ctc_loss
+from asrbench.models.ctc import CTCHead, CTCModel, ctc_loss
 from asrbench.models.rnn import LSTM, RNNConfig
 from asrbench.models.rnnt_loss import rnnt_loss
 from asrbench.recipe.schema import NON_NEGATIVE, POSITIVE, PROBABILITY, choices
@@ -162,7 +162,7 @@ class Joiner(nn.Module):
         return nn.functional.pad(log_probs, (0, 1), value=float("-inf"))
 
 
-def build_predictor(vocab_size: int, options: TransducerOptions, dropout: float) -> nn.Module:
+def build_predictor(vocab_size: int, options: TransducerOptions, dropout: float) -> StatelessPredictor | LSTMPredictor:
     if options.predictor not in PREDICTORS:
         raise ValueError(f"unknown predictor '{options.predictor}' (valid: {', '.join(PREDICTORS)})")
     if options.predictor_dim < 1 or options.predictor_layers < 1 or options.context_size < 1:
@@ -179,7 +179,7 @@ class TransducerModel(nn.Module):
     head_kind = "transducer"  # how it decodes: the rows of asrbench.decoding.search_table
     encoder_dim: int
 
-    def __init__(self, encoder: nn.Module, vocab_size: int, options: TransducerOptions, dropout: float = 0.0):
+    def __init__(self, encoder: CTCModel, vocab_size: int, options: TransducerOptions, dropout: float = 0.0):
         super().__init__()
         if not 0.0 <= options.ctc_weight < 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1), not {options.ctc_weight}")
