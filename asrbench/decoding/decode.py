@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -28,6 +29,7 @@ from asrbench.decoding.searchers import DecodeOptions, Searcher, describe_search
 from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.models import count_parameters
+from asrbench.models.base import ASRModel
 from asrbench.progress import console
 from asrbench.runs import rundir
 from asrbench.runs.checkpoint import load_model
@@ -105,7 +107,8 @@ def recognize(
             if searcher.loss is not None:
                 loss = searcher.loss(outputs, batch.targets, batch.target_lengths)
             else:
-                loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)
+                loss = cast(ASRModel, model).compute_loss(batch.features, batch.feature_lengths, batch.targets,
+                                                          batch.target_lengths)
             total_loss += float(loss) * len(indices)
     model.train(was_training)
     mean_loss = total_loss / len(features) if token_ids is not None and len(features) else float("nan")
@@ -140,7 +143,7 @@ def _streaming_figures(run_dir: Path, split: str, model: nn.Module, loaded, feat
     CPU also the measured latencies (:func:`asrbench.decoding.streaming.measure`); and the split's
     full-context WER when the run has it."""
     config, tokenizer = loaded.config, loaded.tokenizer
-    figures = {"chunk_ms": chunk_ms, "left_chunks": left_chunks, "algorithmic_latency_ms": round(
+    figures: dict[str, Any] = {"chunk_ms": chunk_ms, "left_chunks": left_chunks, "algorithmic_latency_ms": round(
         streaming.algorithmic_latency_ms(chunk_ms, config.features.frame_shift_ms, config.features.frame_length_ms), 1)}
     if streaming.streams(model) and device.type == "cpu":
         console.print(f"streaming {len(features)} utterances at {chunk_ms:g} ms chunks for the latency figures")
