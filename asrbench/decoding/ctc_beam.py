@@ -353,6 +353,13 @@ class _Search:
 
     def run(self, rows: list[list[float]], candidates: list[list[tuple[int, float]]], skipped: list[int],
             offset: float) -> list[Hypothesis]:
+        """Prefix beam search over one utterance's active frames (the hot loop: every frame and
+        candidate token runs through it, so it stays one function with attributes bound to locals;
+        a helper call per frame or per candidate would cost more than the work it holds).
+
+        ``rows``: each active frame's probabilities scaled by its best one; ``candidates``: its
+        tokens worth extending, most likely first; ``skipped``: the blank-only frames before it;
+        ``offset``: the sum of every frame's best log-prob (the scale taken out of the rows)."""
         # Prefix trie of this utterance; node 0 is the empty prefix.
         self.parent, self.last, self.fused_score = [-1], [-1], [0.0]
         # (LM state, unweighted LM log-prob, words closed, partial word, lexicon node); fused search only

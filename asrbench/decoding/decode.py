@@ -192,6 +192,73 @@ def resolve_options(run_dir: Path, options: DecodeOptions, explicit: set[str], u
     return merged, {"file": str(run_dir / TUNED), "split": tuned.get("split"), "values": values}
 
 
+def _split_data_dir(run_dir: Path, config, data_dir: str | Path | None, split: str) -> Path:
+    """The prepared data dir to decode ``split`` from: ``--data`` (a folder that exists) or the
+    run's own; refuses a split that is not prepared there (:func:`split_path` names it)."""
+    if data_dir:
+        require_prepared(data_dir, (), "--data")  # a folder that exists; split_path names the missing split
+    data_dir = Path(data_dir) if data_dir else rundir.data_dir(run_dir, config)
+    split_path(data_dir, split)  # a plain, prepared split name
+    return data_dir
+
+
+def _fresh_decode_dir(run_dir: Path, split: str, tag: str) -> Path:
+    """``<run>/decode/<split>`` (or ``<split>-<tag>``), without the result.json of an earlier decode."""
+    out_dir = run_dir / "decode" / (f"{split}-{tag}" if tag else split)
+    # The result is written last; an old one goes first, so an interrupted decode leaves none behind.
+    (out_dir / "result.json").unlink(missing_ok=True)
+    return out_dir
+
+
+def _token_rates(tokenizer: Tokenizer, references: list[str], token_ids: list[list[int]], normalizer: str) -> dict:
+    """The token error rate of what the search output against the normalized references, in the
+    tokenizer's units, blank and <sos/eos> left out of both."""
+    ignored = {tokenizer.blank_id, tokenizer.sos_id}
+    return token_error_rate(
+        [[i for i in tokenizer.encode(normalize(text, normalizer)) if i not in ignored] for text in references],
+        [[i for i in ids if i not in ignored] for ids in token_ids])
+
+
+def _score_split(out_dir: Path, features: FeatureSet, recognition: Recognition, tokenizer: Tokenizer,
+                 normalizer: str) -> dict:
+    """``result.json``'s error rates: WER and CER with their bootstrap CIs, and the token error
+    rate; writes the per-utterance scores into ``out_dir`` on the way (:func:`_write_scores`)."""
+    references = [utt.text for utt in features.utterances]
+    rates = error_rates(references, recognition.hypotheses, normalizer)
+    token_rates = _token_rates(tokenizer, references, recognition.token_ids, normalizer)
+    scores = _write_scores(out_dir, features, recognition.hypotheses, normalizer)
+    return {**rates.to_dict(), **confidence_intervals(scores), **token_rates}
+
+
+def _speed(recognition: Recognition, features: FeatureSet) -> dict:
+    """``result.json``'s speed figures: RTFx of network + search and of the search alone over the
+    timed batches, the split's audio and the seconds spent."""
+    audio = recognition.audio_seconds
+    return {
+        "rtfx": audio / recognition.model_seconds if recognition.model_seconds else None,
+        "search_rtfx": audio / recognition.search_seconds if recognition.search_seconds else None,
+        "audio_seconds": sum(utt.duration for utt in features.utterances),
+        "decode_seconds": recognition.model_seconds,
+        "search_seconds": recognition.search_seconds,
+    }
+
+
+def _decoder_settings(searcher: Searcher, options: DecodeOptions, tuned_from: dict | None, batch_frames: int,
+                      checkpoint: str) -> dict:
+    """``result.json``'s ``decoder``: the search, the options it ran with (and the tuned values
+    among them), the batch size, checkpoint and thread count the speed was measured with."""
+    return {
+        **searcher.description,
+        "options": options.to_dict(),
+        "tuned": tuned_from,
+        "batch_frames": batch_frames,
+        "checkpoint": checkpoint,
+        "threads": torch.get_num_threads(),
+        "rtfx_covers": "network + search after one warm-up batch, features from cache; search_rtfx: the "
+                       "search alone (attention search includes its decoder network)",
+    }
+
+
 def decode(
     run_dir: str | Path,
     split: str = "test",
@@ -225,17 +292,12 @@ def decode(
     options, tuned_from = resolve_options(run_dir, options or DecodeOptions(), explicit or set(), use_tuned)
     loaded = load_model(rundir.checkpoint_path(run_dir, checkpoint))
     config = loaded.config
-    if data_dir:
-        require_prepared(data_dir, (), "--data")  # a folder that exists; split_path names the missing split
-    data_dir = Path(data_dir) if data_dir else rundir.data_dir(run_dir, config)
-    split_path(data_dir, split)  # a plain, prepared split name
+    data_dir = _split_data_dir(run_dir, config, data_dir, split)
     model = loaded.model
     if chunk_ms:
         chunked_tag = _set_chunks(model, config, chunk_ms, left_chunks)
         tag = tag or chunked_tag
-    out_dir = run_dir / "decode" / (f"{split}-{tag}" if tag else split)
-    # The result is written last; an old one goes first, so an interrupted decode leaves none behind.
-    (out_dir / "result.json").unlink(missing_ok=True)
+    out_dir = _fresh_decode_dir(run_dir, split, tag)
     torch_device = resolve_device(device)
     model = model.to(torch_device)
     searcher = build_searcher(model, loaded.tokenizer, options, config.data.dir)
@@ -246,18 +308,10 @@ def decode(
     recognition = recognize(model, features, loaded.cmvn, loaded.tokenizer, torch_device, batch_frames,
                             warmup=True, searcher=searcher)
     normalizer = DEFAULT_NORMALIZER
-    references = [utt.text for utt in features.utterances]
-    rates = error_rates(references, recognition.hypotheses, normalizer)
-    tokenizer = loaded.tokenizer
-    ignored = {tokenizer.blank_id, tokenizer.sos_id}
-    token_rates = token_error_rate(
-        [[i for i in tokenizer.encode(normalize(text, normalizer)) if i not in ignored] for text in references],
-        [[i for i in ids if i not in ignored] for ids in recognition.token_ids])
-    scores = _write_scores(out_dir, features, recognition.hypotheses, normalizer)
+    rates = _score_split(out_dir, features, recognition, loaded.tokenizer, normalizer)
     streamed = None if not chunk_ms else _streaming_figures(
         run_dir, split, model, loaded, features, recognition, chunk_ms, left_chunks, torch_device,
-        [normalize(text, normalizer) for text in references])
-    audio = recognition.audio_seconds
+        [normalize(utt.text, normalizer) for utt in features.utterances])
     result = DecodeResult.from_dict({
         "format": FORMAT,
         "run": str(run_dir),
@@ -265,26 +319,11 @@ def decode(
         "split": split,
         "tag": tag or None,
         "data_dir": str(data_dir),
-        **rates.to_dict(),
-        **confidence_intervals(scores),
-        **token_rates,
-        "units": tokenizer.kind,
-        "rtfx": audio / recognition.model_seconds if recognition.model_seconds else None,
-        "search_rtfx": audio / recognition.search_seconds if recognition.search_seconds else None,
-        "audio_seconds": sum(utt.duration for utt in features.utterances),
-        "decode_seconds": recognition.model_seconds,
-        "search_seconds": recognition.search_seconds,
+        **rates,
+        "units": loaded.tokenizer.kind,
+        **_speed(recognition, features),
         "params": count_parameters(model),
-        "decoder": {
-            **searcher.description,
-            "options": options.to_dict(),
-            "tuned": tuned_from,
-            "batch_frames": batch_frames,
-            "checkpoint": checkpoint,
-            "threads": torch.get_num_threads(),
-            "rtfx_covers": "network + search after one warm-up batch, features from cache; search_rtfx: the "
-                           "search alone (attention search includes its decoder network)",
-        },
+        "decoder": _decoder_settings(searcher, options, tuned_from, batch_frames, checkpoint),
         "streaming": streamed,
         "config_hash": config.hash(),
         "environment": environment(torch_device),

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from asrbench import fileio
-from asrbench.data.features import load_features
+from asrbench.data.features import FeatureSet, GlobalCMVN, load_features
 from asrbench.data.manifest import require_prepared
+from asrbench.data.tokenizer import Tokenizer
 from asrbench.decoding.decode import TUNED, batches_of
 from asrbench.decoding.lm import load_lm
 from asrbench.decoding.search_table import build_searcher, tuning_grid
-from asrbench.decoding.searchers import DecodeOptions, TuningRequest, load_lexicon
+from asrbench.decoding.searchers import DecodeOptions, Searcher, TuningRequest, load_lexicon
 from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.progress import progress_bar
@@ -31,6 +33,60 @@ from asrbench.scoring.metrics import error_rates
 from asrbench.text import DEFAULT_NORMALIZER
 
 TIE_RULE = "lowest WER, then lowest CER, then the smallest beam, then the first in grid order"
+
+
+def _network_outputs(model: torch.nn.Module, base: Searcher, features: FeatureSet, cmvn: GlobalCMVN,
+                     batch_frames: int, device: torch.device) -> list[tuple[list[int], object]]:
+    """The network's outputs over the whole split, once, with the utterance indices of each batch:
+    every grid point's search runs on these."""
+    collate, batches = batches_of(features, cmvn, batch_frames)
+    stored = []
+    with torch.inference_mode():
+        model.eval()
+        for indices in batches:
+            batch = collate(indices).to(device)
+            stored.append((indices, base.outputs(batch.features, batch.feature_lengths)))
+    return stored
+
+
+def _search_grid(grid: list[DecodeOptions], searcher_for: Callable[[DecodeOptions], Searcher],
+                 stored: list[tuple[list[int], object]], tokenizer: Tokenizer, features: FeatureSet,
+                 split: str) -> list[dict]:
+    """Each grid point's search over the stored outputs, scored against the split's references: one
+    row per point (its options, WER, CER and search seconds), in grid order."""
+    references = [utt.text for utt in features.utterances]
+    rows = []
+    with progress_bar("wer") as progress, torch.inference_mode():
+        task = progress.add_task(f"tune on {split}", total=len(grid), wer="-")
+        for options in grid:
+            searcher = searcher_for(options)
+            hypotheses = [""] * len(features)
+            start = time.perf_counter()
+            for indices, outputs in stored:
+                for index, ids in zip(indices, searcher.search(outputs), strict=True):
+                    hypotheses[index] = tokenizer.decode(ids)
+            seconds = time.perf_counter() - start
+            rates = error_rates(references, hypotheses, DEFAULT_NORMALIZER)
+            rows.append({"options": options.to_dict(), "wer": rates.wer, "cer": rates.cer,
+                         "search_seconds": seconds})
+            progress.update(task, advance=1, wer=f"{rates.wer:.2f}")
+    return rows
+
+
+def _best_point(rows: list[dict]) -> dict:
+    """``tuned.json``'s choice: the best row's options, WER and CER by :data:`TIE_RULE`, and the
+    options of every point that tied with it."""
+    best = min(rows, key=lambda row: (row["wer"], row["cer"], row["options"]["beam"]))
+    chosen = dict(best["options"])
+    tied = [row for row in rows if (row["wer"], row["cer"]) == (best["wer"], best["cer"])]
+    return {
+        "options": chosen,
+        "wer": best["wer"],
+        "cer": best["cer"],
+        # Grid points as good as the chosen one on dev (WER and CER); TIE_RULE says which one won.
+        "tied": [row["options"] for row in tied],
+        "tie_rule": TIE_RULE,
+    }
 
 
 def tune(
@@ -71,47 +127,21 @@ def tune(
     lm_model = load_lm(lm)[0] if lm and any(options.lm for options in grid) else None
     lexicon_trie = (load_lexicon(lexicon, tokenizer, config.data.dir) if any(options.lexicon for options in grid)
                     else None)
+
+    def searcher_for(options: DecodeOptions) -> Searcher:
+        return build_searcher(model, tokenizer, options, config.data.dir, lm=lm_model, lexicon=lexicon_trie)
+
     # The network runs once; outputs of a searcher that needs the most (CTC branch included).
     widest = max(grid, key=lambda o: (o.ctc_weight or 0.0))
-    base = build_searcher(model, tokenizer, widest, config.data.dir, lm=lm_model, lexicon=lexicon_trie)
-    collate, batches = batches_of(features, loaded.cmvn, config.train.eval_batch_frames)
-    stored = []
-    with torch.inference_mode():
-        model.eval()
-        for indices in batches:
-            batch = collate(indices).to(torch_device)
-            stored.append((indices, base.outputs(batch.features, batch.feature_lengths)))
-
-    references = [utt.text for utt in features.utterances]
-    rows = []
-    with progress_bar("wer") as progress, torch.inference_mode():
-        task = progress.add_task(f"tune on {split}", total=len(grid), wer="-")
-        for options in grid:
-            searcher = build_searcher(model, tokenizer, options, config.data.dir, lm=lm_model, lexicon=lexicon_trie)
-            hypotheses = [""] * len(features)
-            start = time.perf_counter()
-            for indices, outputs in stored:
-                for index, ids in zip(indices, searcher.search(outputs), strict=True):
-                    hypotheses[index] = tokenizer.decode(ids)
-            seconds = time.perf_counter() - start
-            rates = error_rates(references, hypotheses, DEFAULT_NORMALIZER)
-            rows.append({"options": options.to_dict(), "wer": rates.wer, "cer": rates.cer,
-                         "search_seconds": seconds})
-            progress.update(task, advance=1, wer=f"{rates.wer:.2f}")
+    stored = _network_outputs(model, searcher_for(widest), features, loaded.cmvn, config.train.eval_batch_frames,
+                              torch_device)
+    rows = _search_grid(grid, searcher_for, stored, tokenizer, features, split)
     if rows and rows[0]["wer"] is None:
         raise AsrbenchError(f"{data_dir}/{split}.jsonl: no reference words after normalization; nothing to tune on")
-    best = min(rows, key=lambda row: (row["wer"], row["cer"], row["options"]["beam"]))
-    chosen = dict(best["options"])
-    tied = [row for row in rows if (row["wer"], row["cer"]) == (best["wer"], best["cer"])]
     result = {
         "split": split,
         "data_dir": str(data_dir),
-        "options": chosen,
-        "wer": best["wer"],
-        "cer": best["cer"],
-        # Grid points as good as the chosen one on dev (WER and CER); TIE_RULE says which one won.
-        "tied": [row["options"] for row in tied],
-        "tie_rule": TIE_RULE,
+        **_best_point(rows),
         "grid": rows,
         "config_hash": config.hash(),
         "environment": environment(torch_device),

@@ -48,7 +48,7 @@ from asrbench.env import git_commit
 from asrbench.errors import AsrbenchError, excerpt
 from asrbench.progress import progress_bar
 from asrbench.runs import rundir
-from asrbench.runs.checkpoint import load_model
+from asrbench.runs.checkpoint import LoadedModel, load_model
 
 FORMATS = ("onnx",)
 QUANTIZATIONS = ("", "int8")
@@ -397,37 +397,28 @@ def _attention_specs(model: nn.Module, dim: int, vocab: int) -> tuple[dict[str, 
     return specs, described
 
 
-def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize: str = "",
-               checkpoint: str = "best") -> dict:
-    """Export ``run_dir``'s model to ``out``; returns the manifest written there."""
-    if fmt not in FORMATS:
-        raise AsrbenchError(f"unknown --format '{fmt}' (valid: {', '.join(FORMATS)}; TorchScript is not supported: "
-                            "torch.jit is deprecated in the torch this runs on)")
-    if quantize not in QUANTIZATIONS:
-        raise AsrbenchError(f"unknown --quantize '{quantize}' (valid: int8)")
-    run_dir = rundir.require_run_dir(run_dir)
-    onnxruntime = _require_onnx()
-    loaded = load_model(rundir.checkpoint_path(run_dir, checkpoint))
-    config, model = loaded.config, loaded.model.eval()
-    search = model.search_modes()[0]  # the model's own search: which graphs it needs
-    if config.features.kind != "fbank":
-        raise AsrbenchError(f"{config.model.name}: the exported front end computes fbank features; this run uses "
-                            f"{config.features.kind}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # written last: a half-written export has none
-    dim = config.features.dim()
+def _graph_specs(model: nn.Module, search: str, dim: int, vocab: int) -> tuple[dict[str, GraphSpec], dict]:
+    """The graphs ``search`` (ctc, transducer or attention) needs, by file name, and what the
+    manifest records for it beyond them (the predictor's or the decoder's description)."""
     extra: dict = {}
     if search == "ctc":
         specs = _ctc_specs(model, dim)
     elif search == "transducer":
-        specs, extra["predictor"] = _transducer_specs(model, dim, len(loaded.tokenizer))
+        specs, extra["predictor"] = _transducer_specs(model, dim, vocab)
         extra["max_symbols_per_frame"] = model.max_symbols_per_frame
     else:
-        specs, extra["decoder"] = _attention_specs(model, dim, len(loaded.tokenizer))
+        specs, extra["decoder"] = _attention_specs(model, dim, vocab)
+    return specs, extra
+
+
+def _write_graphs(specs: dict[str, GraphSpec], out: Path, quantize: str, onnxruntime,
+                  model_name: str) -> tuple[list[str], dict[str, str], dict[str, str], dict[str, float]]:
+    """Export each graph into ``out`` and check it against PyTorch; with ``quantize`` int8 also its
+    int8 version, checked the same way, which then serves in its place. Returns the files written,
+    each role's graph file, each graph's exporter and each file's largest difference from PyTorch."""
     files, difference, exporters, graphs = [], {}, {}, {}
     with progress_bar("graph", unit="graphs") as bar:  # each graph: export, then the check against PyTorch
-        task = bar.add_task(f"export {config.model.name}", total=len(specs) * (2 if quantize else 1),
+        task = bar.add_task(f"export {model_name}", total=len(specs) * (2 if quantize else 1),
                             graph=next(iter(specs)))
         for name, spec in specs.items():
             bar.update(task, graph=name)
@@ -448,16 +439,48 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
                 files.append(quantized)
                 graphs[name.removesuffix(".onnx")] = quantized
                 bar.advance(task)
-    extractor = FeatureExtractor(config.features)
+    return files, graphs, exporters, difference
+
+
+def _write_front_end(out: Path, loaded: LoadedModel) -> list[str]:
+    """The files that turn audio into the graphs' input: the fbank front end (mel banks and its
+    settings, for :mod:`asrbench.deploy.numpy_fbank`), the CMVN statistics and the tokenizer.
+    Returns their names."""
+    features = loaded.config.features
+    extractor = FeatureExtractor(features)
     with fileio.atomic_open(out / "mel_banks.npy", "wb") as handle:
         np.save(handle, extractor.banks.to_dense().numpy().astype(np.float32))
     fileio.write_json(out / "frontend.json", {
-        "kind": "fbank", "sample_rate": config.features.sample_rate, "num_mel_bins": config.features.num_mel_bins,
-        "frame_length_ms": config.features.frame_length_ms, "frame_shift_ms": config.features.frame_shift_ms,
-        "dtype": config.features.dtype})
+        "kind": "fbank", "sample_rate": features.sample_rate, "num_mel_bins": features.num_mel_bins,
+        "frame_length_ms": features.frame_length_ms, "frame_shift_ms": features.frame_shift_ms,
+        "dtype": features.dtype})
     fileio.write_json(out / "cmvn.json", {"mean": loaded.cmvn.mean.tolist(), "std": loaded.cmvn.std.tolist()})
     fileio.write_json(out / "tokenizer.json", loaded.tokenizer.to_dict())
-    files += ["mel_banks.npy", "frontend.json", "cmvn.json", "tokenizer.json"]
+    return ["mel_banks.npy", "frontend.json", "cmvn.json", "tokenizer.json"]
+
+
+def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize: str = "",
+               checkpoint: str = "best") -> dict:
+    """Export ``run_dir``'s model to ``out``; returns the manifest written there."""
+    if fmt not in FORMATS:
+        raise AsrbenchError(f"unknown --format '{fmt}' (valid: {', '.join(FORMATS)}; TorchScript is not supported: "
+                            "torch.jit is deprecated in the torch this runs on)")
+    if quantize not in QUANTIZATIONS:
+        raise AsrbenchError(f"unknown --quantize '{quantize}' (valid: int8)")
+    run_dir = rundir.require_run_dir(run_dir)
+    onnxruntime = _require_onnx()
+    loaded = load_model(rundir.checkpoint_path(run_dir, checkpoint))
+    config, model = loaded.config, loaded.model.eval()
+    search = model.search_modes()[0]  # the model's own search: which graphs it needs
+    if config.features.kind != "fbank":
+        raise AsrbenchError(f"{config.model.name}: the exported front end computes fbank features; this run uses "
+                            f"{config.features.kind}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # written last: a half-written export has none
+    specs, extra = _graph_specs(model, search, config.features.dim(), len(loaded.tokenizer))
+    files, graphs, exporters, difference = _write_graphs(specs, out, quantize, onnxruntime, config.model.name)
+    files += _write_front_end(out, loaded)
     import onnx  # its version for the manifest (_require_onnx checked it is there)
 
     manifest = {
