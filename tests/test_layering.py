@@ -1,5 +1,5 @@
 """The package's layering (tools/layering.py): no import cycle, the layer rules, no import inside a
-function without a reason, no function over ~100 lines without one."""
+function without a reason, no function over ~80 lines without one."""
 
 from __future__ import annotations
 
@@ -70,3 +70,28 @@ def test_the_script_prints_the_import_graph():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "asrbench.decoding.tune: " in result.stdout and "asrbench.runs.checkpoint" in result.stdout
     assert result.stdout.strip().endswith("layering: no cycle, every layer rule holds")
+
+
+def _function(name: str, lines: int, docstring: str = "") -> str:
+    """A function of exactly ``lines`` lines (its def line included)."""
+    body = [f'    """{docstring}"""'] if docstring else []
+    body += [f"    x{i} = {i}" for i in range(lines - 1 - len(body))]
+    return "\n".join([f"def {name}():", *body]) + "\n\n\n"
+
+
+def test_a_function_over_80_lines_must_say_why(tmp_path, monkeypatch):
+    layering = _layering()
+    package = tmp_path / "asrbench"
+    (package / "decoding").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "decoding" / "__init__.py").write_text("")
+    (package / "decoding" / "search.py").write_text(
+        _function("long_plain", 81) + _function("just_short_enough", 80)
+        + _function("long_loop", 81, "The per-frame loop (the hot loop: one function, locals bound once)."))
+    monkeypatch.setattr(layering, "ROOT", tmp_path)
+    monkeypatch.setattr(layering, "PACKAGE", package)
+    result = layering.scan()
+    assert [(function, length) for _, function, length, _ in result.long_functions] == [
+        ("long_plain", 81), ("long_loop", 81)]
+    assert [problem for problem in layering.checks(result) if "lines (over" in problem] == [
+        "asrbench.decoding.search.long_plain: 81 lines (over 80) without saying why ('hot loop')"]
