@@ -36,6 +36,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -50,6 +51,12 @@ from asrbench.progress import progress_bar
 from asrbench.runs import rundir
 from asrbench.runs.checkpoint import LoadedModel, load_model
 
+if TYPE_CHECKING:  # the families' classes, for the graphs of each (the model is chosen by its search)
+    from asrbench.models.attention import AttentionModel
+    from asrbench.models.base import ASRModel, CTCFamily
+    from asrbench.models.las import LAS
+    from asrbench.models.transducer import LSTMPredictor, StatelessPredictor, TransducerModel
+
 FORMATS = ("onnx",)
 QUANTIZATIONS = ("", "int8")
 OPSET = 18  # the dynamo exporter's
@@ -60,7 +67,7 @@ EXPORTERS = ("dynamo", "torchscript")
 class _CTCGraph(nn.Module):
     """What the graph computes: a CTC model's (log_probs, output_lengths)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: CTCFamily):
         super().__init__()
         self.model = model
 
@@ -154,7 +161,6 @@ def _quiet_exporters():
 
 
 def _export(spec: GraphSpec, path: Path, exporter: str) -> None:
-    names = {"input_names": spec.inputs, "output_names": spec.outputs}
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), _quiet_exporters():
         warnings.simplefilter("ignore")  # the exporters' deprecation and tracing notes
         if exporter == "dynamo":
@@ -162,13 +168,17 @@ def _export(spec: GraphSpec, path: Path, exporter: str) -> None:
             shapes = {name: {axis: dims[dim] for axis, dim in spec.dynamic.get(name, {}).items()}
                       for name in spec.inputs}
             program = torch.onnx.export(spec.module, spec.examples[0], dynamo=True, opset_version=OPSET,
-                                        verbose=False, dynamic_shapes=shapes, **names)
+                                        verbose=False, dynamic_shapes=shapes, input_names=spec.inputs,
+                                        output_names=spec.outputs)
+            assert program is not None  # dynamo=True returns the program
             with fileio.atomic_open(path, "wb") as handle:
                 handle.write(program.model_proto.SerializeToString())
         else:
             with fileio.atomic_open(path, "wb") as handle:
-                torch.onnx.export(spec.module, spec.examples[0], handle, dynamo=False, opset_version=LEGACY_OPSET,
-                                  dynamic_axes=spec.dynamic, **names)
+                # torch's stub names a path; the TorchScript exporter writes to a file object too
+                torch.onnx.export(spec.module, spec.examples[0], handle,  # type: ignore[arg-type]
+                                  dynamo=False, opset_version=LEGACY_OPSET, dynamic_axes=spec.dynamic,
+                                  input_names=spec.inputs, output_names=spec.outputs)
 
 
 def _largest_difference(spec: GraphSpec, session) -> float:
@@ -219,7 +229,7 @@ def write_ctc_graph(model: nn.Module, dim: int, path: Path):
 
 
 class _EncoderGraph(nn.Module):
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: TransducerModel | AttentionModel):
         super().__init__()
         self.model = model
 
@@ -230,7 +240,7 @@ class _EncoderGraph(nn.Module):
 class _StatelessStep(nn.Module):
     """The stateless predictor on its new context (N, context_size) -> (N, P); Python keeps the context."""
 
-    def __init__(self, predictor: nn.Module):
+    def __init__(self, predictor: StatelessPredictor):
         super().__init__()
         self.predictor = predictor
 
@@ -241,7 +251,7 @@ class _StatelessStep(nn.Module):
 class _LSTMStep(nn.Module):
     """The LSTM predictor reading one token per hypothesis: tokens (N,), h, c (L, N, P)."""
 
-    def __init__(self, predictor: nn.Module):
+    def __init__(self, predictor: LSTMPredictor):
         super().__init__()
         self.predictor = predictor
 
@@ -251,7 +261,7 @@ class _LSTMStep(nn.Module):
 
 
 class _JoinerGraph(nn.Module):
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: TransducerModel):
         super().__init__()
         self.model = model
 
@@ -261,12 +271,12 @@ class _JoinerGraph(nn.Module):
 
 def _ctc_specs(model: nn.Module, dim: int) -> dict[str, GraphSpec]:
     return {"model.onnx": GraphSpec(
-        _CTCGraph(model), ["features", "lengths"], ["log_probs", "output_lengths"],
+        _CTCGraph(cast("CTCFamily", model)), ["features", "lengths"], ["log_probs", "output_lengths"],
         {"features": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "log_probs": {0: "batch", 1: "frames"},
          "output_lengths": {0: "batch"}}, _check_batches(dim), _sequence_difference)}
 
 
-def _transducer_specs(model: nn.Module, dim: int, vocab: int) -> tuple[dict[str, GraphSpec], dict]:
+def _transducer_specs(model: TransducerModel, dim: int, vocab: int) -> tuple[dict[str, GraphSpec], dict]:
     """Encoder, predictor step and joiner: the search (greedy, modified beam) stays in Python."""
     generator = torch.Generator().manual_seed(0)
     predictor = model.predictor
@@ -276,8 +286,9 @@ def _transducer_specs(model: nn.Module, dim: int, vocab: int) -> tuple[dict[str,
                         _check_batches(dim), _sequence_difference)
     tokens = [torch.randint(0, vocab - 1, (rows,), generator=generator) for rows in (6, 1, 33)]
     if predictor.kind == "lstm":
-        layers, width = predictor.lstm.num_layers, predictor.lstm.hidden_size
-        step = GraphSpec(_LSTMStep(predictor), ["tokens", "h", "c"], ["predicted", "h_out", "c_out"],
+        lstm = cast("LSTMPredictor", predictor)  # kind names the predictor's class
+        layers, width = lstm.lstm.num_layers, lstm.lstm.hidden_size
+        step = GraphSpec(_LSTMStep(lstm), ["tokens", "h", "c"], ["predicted", "h_out", "c_out"],
                          {"tokens": {0: "rows"}, "h": {1: "rows"}, "c": {1: "rows"}, "predicted": {0: "rows"},
                           "h_out": {1: "rows"}, "c_out": {1: "rows"}},
                          [(t, torch.randn(layers, t.numel(), width, generator=generator),
@@ -285,8 +296,9 @@ def _transducer_specs(model: nn.Module, dim: int, vocab: int) -> tuple[dict[str,
                          _all_difference)
         described = {"kind": "lstm", "layers": layers, "dim": width}
     else:
-        size = predictor.context_size
-        step = GraphSpec(_StatelessStep(predictor), ["context"], ["predicted"],
+        stateless = cast("StatelessPredictor", predictor)
+        size = stateless.context_size
+        step = GraphSpec(_StatelessStep(stateless), ["context"], ["predicted"],
                          {"context": {0: "rows"}, "predicted": {0: "rows"}},
                          [(torch.randint(0, vocab - 1, (t.numel(), size), generator=generator),) for t in tokens],
                          lambda expected, got: _all_difference((expected,), got))
@@ -312,7 +324,7 @@ class _CTCHeadGraph(nn.Module):
 class _DecoderStep(nn.Module):
     """A Transformer decoder's next-token log-probs for prefixes (N, U) over memory (N, T, D)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: AttentionModel):
         super().__init__()
         self.model = model
 
@@ -325,7 +337,7 @@ class _LASStep(nn.Module):
     """LAS's decoder step with its state as tensors: the previous tokens (N,), the LSTM cells' h and
     c stacked (L, N, H), the attention context (N, D) and weights (N, T), over memory (N, T, D)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: LAS):
         super().__init__()
         self.model = model
 
@@ -337,8 +349,8 @@ class _LASStep(nn.Module):
                 state["context"], state["weights"])
 
 
-def _las_step_spec(model: nn.Module, vocab: int, generator: torch.Generator) -> tuple[GraphSpec, dict]:
-    layers, hidden = len(model.cells), model.cells[0].hidden_size
+def _las_step_spec(model: LAS, vocab: int, generator: torch.Generator) -> tuple[GraphSpec, dict]:
+    layers, hidden = len(model.cells), cast(nn.LSTMCell, model.cells[0]).hidden_size
     examples = []
     for rows, frames in ((3, 40), (1, 9), (6, 71)):
         lengths = torch.randint(max(1, frames // 2), frames + 1, (rows,), generator=generator)
@@ -359,7 +371,7 @@ def _las_step_spec(model: nn.Module, vocab: int, generator: torch.Generator) -> 
             {"kind": "las", "layers": layers, "hidden": hidden})
 
 
-def _attention_specs(model: nn.Module, dim: int, vocab: int) -> tuple[dict[str, GraphSpec], dict]:
+def _attention_specs(model: AttentionModel, dim: int, vocab: int) -> tuple[dict[str, GraphSpec], dict]:
     """Encoder, the CTC branch (hybrids) and the decoder step: beam search stays in Python. The
     Transformer decoder's state is the memory (it re-reads the prefix each step); LAS's is its
     cells, attention context and weights, which go in and out of the step graph."""
@@ -383,7 +395,7 @@ def _attention_specs(model: nn.Module, dim: int, vocab: int) -> tuple[dict[str, 
                         examples, lambda expected, got: _all_difference((expected,), got))
     kind: dict = {"kind": "transformer"}
     if not isinstance(model, TransformerDecoderMixin):
-        decoder, kind = _las_step_spec(model, vocab, generator)
+        decoder, kind = _las_step_spec(cast("LAS", model), vocab, generator)  # the other decoder: LAS's
     specs = {"encoder.onnx": encoder, "decoder.onnx": decoder}
     if model.ctc_head is not None:
         specs["ctc_head.onnx"] = GraphSpec(
@@ -401,13 +413,15 @@ def _graph_specs(model: nn.Module, search: str, dim: int, vocab: int) -> tuple[d
     """The graphs ``search`` (ctc, transducer or attention) needs, by file name, and what the
     manifest records for it beyond them (the predictor's or the decoder's description)."""
     extra: dict = {}
+    # the model's class follows from its search (its head): what each graph builder is given
     if search == "ctc":
         specs = _ctc_specs(model, dim)
     elif search == "transducer":
-        specs, extra["predictor"] = _transducer_specs(model, dim, vocab)
-        extra["max_symbols_per_frame"] = model.max_symbols_per_frame
+        transducer = cast("TransducerModel", model)
+        specs, extra["predictor"] = _transducer_specs(transducer, dim, vocab)
+        extra["max_symbols_per_frame"] = transducer.max_symbols_per_frame
     else:
-        specs, extra["decoder"] = _attention_specs(model, dim, vocab)
+        specs, extra["decoder"] = _attention_specs(cast("AttentionModel", model), dim, vocab)
     return specs, extra
 
 
@@ -471,7 +485,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
     onnxruntime = _require_onnx()
     loaded = load_model(rundir.checkpoint_path(run_dir, checkpoint))
     config, model = loaded.config, loaded.model.eval()
-    search = model.search_modes()[0]  # the model's own search: which graphs it needs
+    search = cast("ASRModel", model).search_modes()[0]  # the model's own search: which graphs it needs
     if config.features.kind != "fbank":
         raise AsrbenchError(f"{config.model.name}: the exported front end computes fbank features; this run uses "
                             f"{config.features.kind}")
