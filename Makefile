@@ -61,8 +61,10 @@ test: setup sctk chromium
 test-fast: setup sctk
 	$(PYTEST) -m "not slow"
 
+# mypy: configured in pyproject.toml [tool.mypy]; tests/test_lint.py holds asrbench/ at zero errors.
 lint: setup
 	$(BIN)/ruff check asrbench tests benchmarks tools
+	$(BIN)/mypy asrbench
 
 # The main job on the built-in corpus: synthesize, train the 7 CTC architectures (dnn ... conformer; the
 # attention models are in the recipes, not in the demo), decode, compare.
@@ -83,4 +85,4 @@ bench: setup
 	ASRBENCH_NO_PROGRESS=1 $(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) runs data .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs data .pytest_cache .ruff_cache .mypy_cache
