@@ -36,16 +36,37 @@ def _flags_without_placeholder(params: list) -> list:
 # "COMMAND NAME" is one command's own). Checked as the value is parsed, so a bad number fails in one
 # line naming the option before the command starts; tests/test_cli.py checks that no option lacks one.
 OPTION_LIMITS = {
-    "epochs": POSITIVE, "max_minutes": NON_NEGATIVE, "max_steps": NON_NEGATIVE, "budget_minutes": NON_NEGATIVE,
+    "epochs": POSITIVE,
+    "max_minutes": NON_NEGATIVE,
+    "max_steps": NON_NEGATIVE,
+    "budget_minutes": NON_NEGATIVE,
     "seeds": POSITIVE,
-    "seed": NON_NEGATIVE, "first_seed": NON_NEGATIVE, "subset_seed": NON_NEGATIVE, "threads": NON_NEGATIVE,
-    "jobs": POSITIVE, "data features jobs": NON_NEGATIVE, "gpus_per_run": NON_NEGATIVE,
-    "beam": POSITIVE, "lm_weight": NON_NEGATIVE, "word_bonus": FINITE, "length_bonus": FINITE, "ctc_weight": FRACTION,
-    "chunk_ms": NON_NEGATIVE, "transcribe chunk_ms": POSITIVE, "left_chunks": ALL_OR_COUNT,
-    "max_segment": NON_NEGATIVE, "min_silence": NON_NEGATIVE, "vad_pad": NON_NEGATIVE, "energy_margin": NON_NEGATIVE,
-    "endpoint_silence": NON_NEGATIVE, "resamples": POSITIVE, "alpha": Limit(low=0, high=1, low_open=True,
-                                                                             high_open=True),
-    "worst": NON_NEGATIVE, "data synth train": POSITIVE, "data synth dev": POSITIVE, "data synth test": POSITIVE,
+    "seed": NON_NEGATIVE,
+    "first_seed": NON_NEGATIVE,
+    "subset_seed": NON_NEGATIVE,
+    "threads": NON_NEGATIVE,
+    "jobs": POSITIVE,
+    "data features jobs": NON_NEGATIVE,
+    "gpus_per_run": NON_NEGATIVE,
+    "beam": POSITIVE,
+    "lm_weight": NON_NEGATIVE,
+    "word_bonus": FINITE,
+    "length_bonus": FINITE,
+    "ctc_weight": FRACTION,
+    "chunk_ms": NON_NEGATIVE,
+    "transcribe chunk_ms": POSITIVE,
+    "left_chunks": ALL_OR_COUNT,
+    "max_segment": NON_NEGATIVE,
+    "min_silence": NON_NEGATIVE,
+    "vad_pad": NON_NEGATIVE,
+    "energy_margin": NON_NEGATIVE,
+    "endpoint_silence": NON_NEGATIVE,
+    "resamples": POSITIVE,
+    "alpha": Limit(low=0, high=1, low_open=True, high_open=True),
+    "worst": NON_NEGATIVE,
+    "data synth train": POSITIVE,
+    "data synth dev": POSITIVE,
+    "data synth test": POSITIVE,
     "order": POSITIVE,
 }
 
@@ -94,8 +115,11 @@ def _command(group: typer.Typer, name: str):
     return group.command(name, cls=_Command)
 
 
-app = _typer(add_completion=False, pretty_exceptions_enable=False,
-             help="Train, decode and compare speech-recognition architectures side by side.")
+app = _typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Train, decode and compare speech-recognition architectures side by side.",
+)
 data_app = _typer(help="Prepare, synthesize and download corpora.")
 app.add_typer(data_app, name="data")
 
@@ -111,9 +135,16 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
-         version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                      help="Print the version and the git commit, then exit.")) -> None:
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="Print the version and the git commit, then exit.",
+    ),
+) -> None:
     _state["debug"] = debug
 
 
@@ -171,18 +202,22 @@ def _print_summary(fmt: str, markdown_text: str, rows: list[dict], document: dic
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
-        writer.writerows({key: json.dumps(value) if isinstance(value, (list, dict)) else value
-                          for key, value in row.items()} for row in rows)
+        writer.writerows(
+            {key: json.dumps(value) if isinstance(value, (list, dict)) else value for key, value in row.items()}
+            for row in rows
+        )
         typer.echo(buffer.getvalue(), nl=False)
     else:
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
 
 
 # One text for every time budget (train, bench, study data): what it counts and how to repeat it.
-BUDGET_HELP = ("Training budget in minutes of compute (0 = no budget): on a CPU the training process's CPU time "
-               "over its threads, so other jobs on the machine do not shorten it; on a GPU wall time "
-               "(--set train.budget_clock=wall|compute to choose). train_summary.json's 'repeat' gives "
-               "the --max-steps that replays the run exactly.")
+BUDGET_HELP = (
+    "Training budget in minutes of compute (0 = no budget): on a CPU the training process's CPU time "
+    "over its threads, so other jobs on the machine do not shorten it; on a GPU wall time "
+    "(--set train.budget_clock=wall|compute to choose). train_summary.json's 'repeat' gives "
+    "the --max-steps that replays the run exactly."
+)
 
 INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C (128 + SIGINT)
 
@@ -233,9 +268,13 @@ def data_prepare(
     train: Optional[Path] = typer.Option(None, "--train", help="manifest, lhotse: the training manifest file."),
     dev: Optional[Path] = typer.Option(None, "--dev", help="manifest, lhotse: the dev (validation) manifest file."),
     test: Optional[Path] = typer.Option(None, "--test", help="manifest, lhotse: the test manifest file."),
-    skip_missing: bool = typer.Option(False, "--skip-missing", help="Leave out dev/test utterances whose audio "
-                                      "is missing or unreadable (default: fail, naming them; train always "
-                                      "skips them with a note)."),
+    skip_missing: bool = typer.Option(
+        False,
+        "--skip-missing",
+        help="Leave out dev/test utterances whose audio "
+        "is missing or unreadable (default: fail, naming them; train always "
+        "skips them with a note).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
 ) -> None:
     """Write JSONL manifests for a corpus on disk.
@@ -247,10 +286,12 @@ def data_prepare(
     from asrbench.progress import console
 
     fileio.refuse_to_replace([out / f"{split}.jsonl" for split in ("train", "dev", "test")], overwrite)
-    report = prepare_corpus(corpus, src, out, files={"train": train, "dev": dev, "test": test},
-                            skip_missing=skip_missing)
-    console.print(f"{corpus}: " + ", ".join(f"{split} {count}" for split, count in report.counts.items())
-                  + f" -> {out}")
+    report = prepare_corpus(
+        corpus, src, out, files={"train": train, "dev": dev, "test": test}, skip_missing=skip_missing
+    )
+    console.print(
+        f"{corpus}: " + ", ".join(f"{split} {count}" for split, count in report.counts.items()) + f" -> {out}"
+    )
     for reason, count in report.skipped.items():
         examples = ", ".join(report.examples.get(reason, []))
         console.print(f"[yellow]skipped {count}: {reason}[/yellow]" + (f" (e.g. {examples})" if examples else ""))
@@ -259,11 +300,15 @@ def data_prepare(
 @_command(data_app, "features")
 def data_features(
     data_dir: Path = typer.Argument(..., help="Prepared data dir."),
-    recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe whose features (and train speed "
-                                          "perturbation) to extract; default: the default features."),
+    recipe: Optional[Path] = typer.Option(
+        None,
+        "--recipe",
+        help="Recipe whose features (and train speed perturbation) to extract; default: the default features.",
+    ),
     model: Optional[str] = typer.Option(None, "--model", help="Take the recipe's sections as resolved for this model."),
-    splits: Optional[str] = typer.Option(None, "--splits", help="Comma-separated splits (default: every "
-                                         "prepared one)."),
+    splits: Optional[str] = typer.Option(
+        None, "--splits", help="Comma-separated splits (default: every prepared one)."
+    ),
     jobs: int = typer.Option(0, "--jobs", min=0, help="Worker processes (0: one per core)."),
     set_: List[str] = typer.Option([], "--set", help="Override, e.g. features.dtype=float32 (repeatable)."),
 ) -> None:
@@ -289,8 +334,14 @@ def data_features(
     for header in ("split", "speed", "utterances", "hours", "MB/hour", "store"):
         table.add_column(header, justify="left" if header in ("split", "store") else "right")
     for row in rows:
-        table.add_row(row["split"], f"{row['speed']:g}", f"{row['utterances']:,}", f"{row['hours']:.2f}",
-                      f"{row['bytes_per_hour'] / 1e6:.1f}", row["store"])
+        table.add_row(
+            row["split"],
+            f"{row['speed']:g}",
+            f"{row['utterances']:,}",
+            f"{row['hours']:.2f}",
+            f"{row['bytes_per_hour'] / 1e6:.1f}",
+            row["store"],
+        )
     Console(width=160).print(table)
 
 
@@ -309,16 +360,22 @@ def data_synth(
     from asrbench.progress import console
 
     fileio.refuse_to_replace([out / f"{split}.jsonl" for split in ("train", "dev", "test")], overwrite)
-    counts = synthesize_corpus(out, SynthConfig(seed=seed, train_utterances=train, dev_utterances=dev,
-                                                test_utterances=test))
+    counts = synthesize_corpus(
+        out, SynthConfig(seed=seed, train_utterances=train, dev_utterances=dev, test_utterances=test)
+    )
     console.print("synth: " + ", ".join(f"{split} {count}" for split, count in counts.items()) + f" -> {out}")
 
 
 @_command(data_app, "download")
 def data_download(
     corpus: str = typer.Argument(..., help="an4 | fsdd | yesno | a LibriSpeech subset"),
-    out: Path = typer.Option(..., "--out", "-o", "--dest", help="Folder to download and extract into (archives "
-                             "already there are reused; --dest: the old spelling)."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        "--dest",
+        help="Folder to download and extract into (archives already there are reused; --dest: the old spelling).",
+    ),
     mirror: Optional[str] = typer.Option(None, help="Base URL of a mirror (or $ASRBENCH_MIRROR)."),
 ) -> None:
     """Download a public corpus archive, verify its checksum and extract it."""
@@ -331,9 +388,13 @@ def data_download(
 
 @_command(app, "models")
 def models_command(
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="Count parameters at this recipe's options (its "
-                                         "features; a model it lists at its entry's options) instead of the "
-                                         "defaults."),
+    recipe: Optional[str] = typer.Option(
+        None,
+        "--recipe",
+        help="Count parameters at this recipe's options (its "
+        "features; a model it lists at its entry's options) instead of the "
+        "defaults.",
+    ),
 ) -> None:
     """The encoder x head matrix (a model under each cell) and every model with its parameter count."""
     from rich.console import Console
@@ -344,17 +405,21 @@ def models_command(
 
     input_dim, options, where = recipe_sizes(recipe) if recipe else (80, {}, "default options")
     counts = parameter_counts(options, input_dim, 30)
-    matrix = Table(title=f"encoder x head ({input_dim}-dim features, 30 tokens, {where}): model, parameters",
-                   caption="Any encoder trains under any head: `asrbench train RECIPE --model NAME`.")
+    matrix = Table(
+        title=f"encoder x head ({input_dim}-dim features, 30 tokens, {where}): model, parameters",
+        caption="Any encoder trains under any head: `asrbench train RECIPE --model NAME`.",
+    )
     matrix.add_column("encoder")
     for head in HEADS:
         matrix.add_column(head, justify="right")
     for encoder in dict.fromkeys(cell[0] for cell in MATRIX):
         cells = [MATRIX.get((encoder, head)) for head in HEADS]
         matrix.add_row(encoder, *[f"{name} {counts[name]:,}" if name else "-" for name in cells])
-    table = Table(title=f"models ({input_dim}-dim features, 30 tokens, {where})",
-                  caption="CTC models emit one token distribution per frame; attention models add a decoder; "
-                          "transducers a prediction network and a joiner. `make demo` trains the seven CTC models.")
+    table = Table(
+        title=f"models ({input_dim}-dim features, 30 tokens, {where})",
+        caption="CTC models emit one token distribution per frame; attention models add a decoder; "
+        "transducers a prediction network and a joiner. `make demo` trains the seven CTC models.",
+    )
     table.add_column("name")
     table.add_column("params", justify="right")
     table.add_column("description")
@@ -373,8 +438,10 @@ def recipes_command() -> None:
 
     from asrbench.recipe.bundled import FOLDER, summaries
 
-    table = Table(title=f"bundled recipes ({FOLDER})", caption="A path to your own YAML works wherever a name does; "
-                  "copy one of these to start it.")
+    table = Table(
+        title=f"bundled recipes ({FOLDER})",
+        caption="A path to your own YAML works wherever a name does; copy one of these to start it.",
+    )
     for header in ("name", "corpus", "models", "description"):
         table.add_column(header)
     for row in summaries():
@@ -384,33 +451,52 @@ def recipes_command() -> None:
 
 @_command(app, "train")
 def train_command(
-    recipe: Optional[Path] = typer.Argument(None, help="Recipe: a bundled one's name (`asrbench recipes`) or a "
-                                            "YAML path (not needed with --resume)."),
+    recipe: Optional[Path] = typer.Argument(
+        None, help="Recipe: a bundled one's name (`asrbench recipes`) or a YAML path (not needed with --resume)."
+    ),
     model: Optional[str] = typer.Option(None, "--model", help="Model name (see `asrbench models`)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run dir (one that holds a run is refused: --resume "
-                                       "it); default runs/<recipe>/<model> for a new run."),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Run dir (one that holds a run is refused: --resume it); default runs/<recipe>/<model> for a new run.",
+    ),
     data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (overrides data.dir)."),
     set_: List[str] = typer.Option([], "--set", help="Override, e.g. train.lr=1e-3 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run dir's last checkpoint."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Number of epochs."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help=BUDGET_HELP),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps (sets "
-                                            "train.max_steps; 0 = no limit): a budget that does not depend on the "
-                                            "machine."),
+    max_steps: Optional[int] = typer.Option(
+        None,
+        "--max-steps",
+        help="Stop after this many optimizer steps (sets "
+        "train.max_steps; 0 = no limit): a budget that does not depend on the "
+        "machine.",
+    ),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda (sets train.device)."),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Write TensorBoard events to <out>/tensorboard/ "
-                                     "(sets train.tensorboard; needs asrbench\\[tensorboard])."),
-    threads: int = typer.Option(0, "--threads", min=0, help="Torch threads (sets train.num_threads; 0: the "
-                                "recipe's)."),
+    tensorboard: bool = typer.Option(
+        False,
+        "--tensorboard",
+        help="Write TensorBoard events to <out>/tensorboard/ (sets train.tensorboard; needs asrbench\\[tensorboard]).",
+    ),
+    threads: int = typer.Option(0, "--threads", min=0, help="Torch threads (sets train.num_threads; 0: the recipe's)."),
 ) -> None:
     """Train one model from a recipe into a run dir (also under torchrun, one process per rank)."""
     from asrbench.training.start import TrainValues
     from asrbench.training.state import stopped_at_once
     from asrbench.training.trainer import train
 
-    values = TrainValues(data_dir=data, epochs=epochs, max_minutes=max_minutes, max_steps=max_steps, seed=seed,
-                         device=device, tensorboard=tensorboard or None, num_threads=threads or None)
+    values = TrainValues(
+        data_dir=data,
+        epochs=epochs,
+        max_minutes=max_minutes,
+        max_steps=max_steps,
+        seed=seed,
+        device=device,
+        tensorboard=tensorboard or None,
+        num_threads=threads or None,
+    )
     if out is None:
         if resume:
             _fail("--resume needs the run dir: --out DIR")
@@ -430,26 +516,36 @@ def decode_command(
     data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (default: the run's)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     beam: Optional[int] = typer.Option(None, "--beam", help="Beam size; 1 (default) is greedy search."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="auto | ctc (a hybrid's or transducer's CTC branch) | "
-                                       "attention | transducer"),
+    mode: Optional[str] = typer.Option(
+        None, "--mode", help="auto | ctc (a hybrid's or transducer's CTC branch) | attention | transducer"
+    ),
     lm: Optional[str] = typer.Option(None, "--lm", help="LM dir from `asrbench lm train` (CTC search)."),
-    lm_weight: Optional[float] = typer.Option(None, "--lm-weight", help="LM weight (default 0.5; the tuned one "
-                                              "with --tuned)."),
+    lm_weight: Optional[float] = typer.Option(
+        None, "--lm-weight", help="LM weight (default 0.5; the tuned one with --tuned)."
+    ),
     word_bonus: Optional[float] = typer.Option(None, "--word-bonus", help="Score added per word (CTC search)."),
     lexicon: Optional[str] = typer.Option(None, "--lexicon", help="'train' (training words) or a lexicon file."),
     ctc_weight: Optional[float] = typer.Option(None, "--ctc-weight", help="Joint CTC/attention weight."),
     length_bonus: Optional[float] = typer.Option(None, "--length-bonus", help="Attention search: per token."),
-    length_norm: Optional[bool] = typer.Option(None, "--length-norm/--no-length-norm",
-                                               help="Attention search: rank by score / length."),
+    length_norm: Optional[bool] = typer.Option(
+        None, "--length-norm/--no-length-norm", help="Attention search: rank by score / length."
+    ),
     backend: Optional[str] = typer.Option(None, "--backend", help="CTC beam search: native | flashlight"),
     tag: str = typer.Option("", "--tag", help="Write to decode/<split>-<tag>/ instead of decode/<split>/."),
     tuned: bool = typer.Option(False, "--tuned", help="Use every value saved by `asrbench tune`."),
     threads: int = typer.Option(0, "--threads", help="Torch threads (0: torch's default); recorded with RTFx."),
-    checkpoint: str = typer.Option("best", "--checkpoint",
-                                   help="best (the final model: the n-best average with train.average_best), last, "
-                                        "or a checkpoint file in the run dir, e.g. checkpoints/nbest/epoch0012.pt"),
-    chunk_ms: float = typer.Option(0.0, "--chunk-ms", help="Streaming model: decode with chunks of this many ms "
-                                   "(a multiple of 40) and measure its latency; 0: full context."),
+    checkpoint: str = typer.Option(
+        "best",
+        "--checkpoint",
+        help="best (the final model: the n-best average with train.average_best), last, "
+        "or a checkpoint file in the run dir, e.g. checkpoints/nbest/epoch0012.pt",
+    ),
+    chunk_ms: float = typer.Option(
+        0.0,
+        "--chunk-ms",
+        help="Streaming model: decode with chunks of this many ms "
+        "(a multiple of 40) and measure its latency; 0: full context.",
+    ),
     left_chunks: int = typer.Option(-1, "--left-chunks", help="With --chunk-ms: chunks of left context (-1: all)."),
 ) -> None:
     """Decode a split; writes decode/<split>/hypotheses.jsonl and result.json."""
@@ -464,11 +560,32 @@ def decode_command(
         _ignored("only applies to beam search (--beam N above 1, --lm or --lexicon)", "backend", "word_bonus")
     if not chunk_ms:
         _ignored("only applies with --chunk-ms", "left_chunks")
-    options, explicit = given_options(beam=beam, mode=mode, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus,
-                                      lexicon=lexicon, ctc_weight=ctc_weight, length_bonus=length_bonus,
-                                      length_norm=length_norm, backend=backend)
-    result = decode(run_dir, split, data, device, checkpoint=checkpoint, options=options, tag=tag,
-                    explicit=explicit, use_tuned=tuned, threads=threads, chunk_ms=chunk_ms, left_chunks=left_chunks)
+    options, explicit = given_options(
+        beam=beam,
+        mode=mode,
+        lm=lm,
+        lm_weight=lm_weight,
+        word_bonus=word_bonus,
+        lexicon=lexicon,
+        ctc_weight=ctc_weight,
+        length_bonus=length_bonus,
+        length_norm=length_norm,
+        backend=backend,
+    )
+    result = decode(
+        run_dir,
+        split,
+        data,
+        device,
+        checkpoint=checkpoint,
+        options=options,
+        tag=tag,
+        explicit=explicit,
+        use_tuned=tuned,
+        threads=threads,
+        chunk_ms=chunk_ms,
+        left_chunks=left_chunks,
+    )
     where = f"{split}-{result.tag}" if result.tag else split
     search = f", search RTFx {result.search_rtfx:,.0f}" if result.search_rtfx else ""
     warning = undefined_rate_warning(result.to_dict(), f"{run_dir} {split}")
@@ -481,12 +598,15 @@ def decode_command(
     )
     latency = result.streaming
     if latency is not None and latency.final_latency_ms_p90 is not None:
-        console.print(f"streaming {latency.chunk_ms:g} ms: algorithmic latency "
-                      f"{latency.algorithmic_latency_ms:g} ms, final-result latency p50 "
-                      f"{latency.final_latency_ms_p50:g} / p90 "
-                      f"{latency.final_latency_ms_p90:g} ms, first token p90 "
-                      f"{latency.first_token_latency_ms_p90:g} ms, RTF {latency.rtf:g}; streamed = chunked "
-                      f"pass for {latency.streamed_equals_chunked_pass}/{latency.utterances}", soft_wrap=True)
+        console.print(
+            f"streaming {latency.chunk_ms:g} ms: algorithmic latency "
+            f"{latency.algorithmic_latency_ms:g} ms, final-result latency p50 "
+            f"{latency.final_latency_ms_p50:g} / p90 "
+            f"{latency.final_latency_ms_p90:g} ms, first token p90 "
+            f"{latency.first_token_latency_ms_p90:g} ms, RTF {latency.rtf:g}; streamed = chunked "
+            f"pass for {latency.streamed_equals_chunked_pass}/{latency.utterances}",
+            soft_wrap=True,
+        )
 
 
 def _transcribe_combinations(stream: bool, vad: str, lm: bool) -> None:
@@ -495,8 +615,13 @@ def _transcribe_combinations(stream: bool, vad: str, lm: bool) -> None:
     if not stream:
         _ignored("only applies with --stream", "chunk_ms", "left_chunks", "endpoint_silence", "partials")
     else:
-        _ignored("does not apply with --stream (a stream ends its segments at endpoints: --endpoint-silence, "
-                 "--max-segment)", "vad", "min_silence", "vad_pad", "energy_margin")
+        _ignored(
+            "does not apply with --stream (a stream ends its segments at endpoints: --endpoint-silence, --max-segment)",
+            "vad",
+            "min_silence",
+            "vad_pad",
+            "energy_margin",
+        )
     if vad == "none":
         _ignored("does not apply with --vad none (fixed pieces of --max-segment seconds)", "min_silence", "vad_pad")
     if vad != "energy":
@@ -508,41 +633,70 @@ def _transcribe_combinations(stream: bool, vad: str, lm: bool) -> None:
 @_command(app, "transcribe")
 def transcribe_command(
     model: Path = typer.Argument(..., help="Run dir from `asrbench train`, or a dir from `asrbench export`."),
-    audio: List[str] = typer.Argument(..., help="Audio files, directories (searched for audio), or - (paths on "
-                                      "stdin)."),
-    fmt: str = typer.Option("text", "--format", "-f", help="text (path, tab, transcript) | jsonl (segments, words, "
-                            "times, confidences) | srt | vtt"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", "--output", help="Output file (text, jsonl); srt, vtt: "
-                                       "the file itself when one audio file is given and -o ends in .srt / .vtt, "
-                                       "else a directory of one file per input. Default: stdout."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an output that is already there (without "
-                                   "it: refused; an interrupted run's -o FILE.partial is resumed)."),
-    vad: str = typer.Option("energy", "--vad", help="Splitting of long files at pauses: energy | silero (the vad "
-                            "extra) | none (fixed pieces)."),
-    max_segment: float = typer.Option(20.0, "--max-segment", help="Seconds: shorter files are decoded whole; "
-                                      "longer speech is cut at its longest pauses."),
+    audio: List[str] = typer.Argument(
+        ..., help="Audio files, directories (searched for audio), or - (paths on stdin)."
+    ),
+    fmt: str = typer.Option(
+        "text",
+        "--format",
+        "-f",
+        help="text (path, tab, transcript) | jsonl (segments, words, times, confidences) | srt | vtt",
+    ),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        "--output",
+        help="Output file (text, jsonl); srt, vtt: "
+        "the file itself when one audio file is given and -o ends in .srt / .vtt, "
+        "else a directory of one file per input. Default: stdout.",
+    ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace an output that is already there (without "
+        "it: refused; an interrupted run's -o FILE.partial is resumed).",
+    ),
+    vad: str = typer.Option(
+        "energy",
+        "--vad",
+        help="Splitting of long files at pauses: energy | silero (the vad extra) | none (fixed pieces).",
+    ),
+    max_segment: float = typer.Option(
+        20.0,
+        "--max-segment",
+        help="Seconds: shorter files are decoded whole; longer speech is cut at its longest pauses.",
+    ),
     min_silence: float = typer.Option(0.3, "--min-silence", help="VAD: seconds; shorter pauses do not split."),
-    vad_pad: float = typer.Option(0.6, "--vad-pad", help="VAD: seconds of context kept on each side of speech "
-                                  "(never past the middle of a pause)."),
-    energy_margin: float = typer.Option(16.0, "--energy-margin", help="--vad energy: dB above the noise floor "
-                                        "that is speech."),
+    vad_pad: float = typer.Option(
+        0.6, "--vad-pad", help="VAD: seconds of context kept on each side of speech (never past the middle of a pause)."
+    ),
+    energy_margin: float = typer.Option(
+        16.0, "--energy-margin", help="--vad energy: dB above the noise floor that is speech."
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     beam: Optional[int] = typer.Option(None, "--beam", help="Beam size; 1 (default) is greedy search."),
     mode: Optional[str] = typer.Option(None, "--mode", help="auto | ctc | attention | transducer"),
     lm: Optional[str] = typer.Option(None, "--lm", help="LM dir from `asrbench lm train`."),
-    lm_weight: Optional[float] = typer.Option(None, "--lm-weight", help="LM weight (default 0.5; the tuned one "
-                                              "with --tuned)."),
+    lm_weight: Optional[float] = typer.Option(
+        None, "--lm-weight", help="LM weight (default 0.5; the tuned one with --tuned)."
+    ),
     word_bonus: Optional[float] = typer.Option(None, "--word-bonus", help="Score added per word."),
     lexicon: Optional[str] = typer.Option(None, "--lexicon", help="'train' (training words) or a lexicon file."),
     tuned: bool = typer.Option(False, "--tuned", help="Use every value saved by `asrbench tune`."),
     threads: int = typer.Option(0, "--threads", help="Torch threads (0: torch's default)."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, or a checkpoint file in the run dir."),
-    stream: bool = typer.Option(False, "--stream", help="Feed the audio chunk by chunk through a streaming model "
-                                "(trained with streaming: true), showing partial results."),
+    stream: bool = typer.Option(
+        False,
+        "--stream",
+        help="Feed the audio chunk by chunk through a streaming model "
+        "(trained with streaming: true), showing partial results.",
+    ),
     chunk_ms: float = typer.Option(320.0, "--chunk-ms", help="--stream: chunk in ms (a multiple of 40)."),
     left_chunks: int = typer.Option(-1, "--left-chunks", help="--stream: chunks of left context (-1: all)."),
-    endpoint_silence: float = typer.Option(1.2, "--endpoint-silence", help="--stream: seconds of blank output "
-                                           "after a token that end a segment (0: never)."),
+    endpoint_silence: float = typer.Option(
+        1.2, "--endpoint-silence", help="--stream: seconds of blank output after a token that end a segment (0: never)."
+    ),
     partials: bool = typer.Option(True, "--partials/--no-partials", help="--stream: show partial results."),
 ) -> None:
     """Transcribe audio files: text, JSONL with word times and confidences, or subtitles."""
@@ -556,20 +710,34 @@ def transcribe_command(
     _transcribe_combinations(stream, vad, bool(lm) or tuned)
     if out is not None and out.is_file() and not out.with_name(out.name + ".partial").exists():
         fileio.refuse_to_replace(out, overwrite)  # before loading the model; a .partial file is resumed
-    options, explicit = given_options(beam=beam, mode=mode, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus,
-                                      lexicon=lexicon)
+    options, explicit = given_options(
+        beam=beam, mode=mode, lm=lm, lm_weight=lm_weight, word_bonus=word_bonus, lexicon=lexicon
+    )
     streamed = StreamOptions(chunk_ms, left_chunks, endpoint_silence, max_segment) if stream else None
-    transcriber = Transcriber(model, options, device, checkpoint, explicit, tuned,
-                              VadOptions(kind=vad, max_segment=max_segment, min_silence=min_silence, pad=vad_pad,
-                                         energy_margin_db=energy_margin), threads, streamed, partials)
+    transcriber = Transcriber(
+        model,
+        options,
+        device,
+        checkpoint,
+        explicit,
+        tuned,
+        VadOptions(
+            kind=vad, max_segment=max_segment, min_silence=min_silence, pad=vad_pad, energy_margin_db=energy_margin
+        ),
+        threads,
+        streamed,
+        partials,
+    )
     console.print(f"transcribing with {model}: {transcriber.description}", soft_wrap=True, highlight=False)
     counts = transcribe_files(transcriber, audio, fmt, out, overwrite=overwrite)
     rtfx = counts["audio_seconds"] / counts["seconds"] if counts["seconds"] else 0.0
     resumed = f", {counts['resumed']} already done" if counts["resumed"] else ""
     failed = f", [red]{counts['failed']} failed[/red]" if counts["failed"] else ""
-    console.print(f"{counts['files'] - counts['failed']} of {counts['files']} files transcribed "
-                  f"({counts['audio_seconds'] / 3600:.2f} h, RTFx {rtfx:,.0f}{resumed}){failed}"
-                  + (f" -> {out}" if out else ""), highlight=False)
+    console.print(
+        f"{counts['files'] - counts['failed']} of {counts['files']} files transcribed "
+        f"({counts['audio_seconds'] / 3600:.2f} h, RTFx {rtfx:,.0f}{resumed}){failed}" + (f" -> {out}" if out else ""),
+        highlight=False,
+    )
     if counts["failed"]:
         raise typer.Exit(1)
 
@@ -593,8 +761,11 @@ def export_command(
     _threads(threads)
     manifest = export_run(run_dir, out, fmt, quantize, checkpoint)
     differences = ", ".join(f"{name} {value:.1e}" for name, value in manifest["max_abs_difference_vs_pytorch"].items())
-    console.print(f"exported {manifest['model']} ({manifest['units']}) -> {out}; largest log-prob difference from "
-                  f"PyTorch on a check batch: {differences}", highlight=False)
+    console.print(
+        f"exported {manifest['model']} ({manifest['units']}) -> {out}; largest log-prob difference from "
+        f"PyTorch on a check batch: {differences}",
+        highlight=False,
+    )
 
 
 @_command(app, "bench")
@@ -602,30 +773,51 @@ def bench_command(
     recipe: Path = typer.Argument(..., help="Recipe YAML."),
     models: str = typer.Option("all", "--models", help="'all' (every model of the recipe) or a,b,c."),
     seeds: int = typer.Option(1, "--seeds", help="Runs per model (seeds first-seed, first-seed+1, ...)."),
-    budget_minutes: Optional[float] = typer.Option(None, "--max-minutes", "--budget-minutes",
-                                                   help="The same training budget for all: " + BUDGET_HELP),
+    budget_minutes: Optional[float] = typer.Option(
+        None, "--max-minutes", "--budget-minutes", help="The same training budget for all: " + BUDGET_HELP
+    ),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Same number of epochs for all."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Sweep dir (default runs/bench/<recipe>); an "
-                                       "existing one is resumed."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Sweep dir (default runs/bench/<recipe>); an existing one is resumed."
+    ),
     data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (overrides data.dir)."),
     set_: List[str] = typer.Option([], "--set", help="Override for every run, e.g. train.num_threads=1."),
     first_seed: int = typer.Option(0, "--first-seed", help="The first seed."),
-    jobs: int = typer.Option(1, "--jobs", help="Runs trained at once (worker processes); pair with "
-                             "--threads N so jobs x N fits the cores."),
+    jobs: int = typer.Option(
+        1, "--jobs", help="Runs trained at once (worker processes); pair with --threads N so jobs x N fits the cores."
+    ),
     executor: str = typer.Option("local", "--executor", help="local (this machine) | ray (one Ray task per run)."),
-    address: str = typer.Option("local", "--address", help="--executor ray: local (a Ray instance for this "
-                                "sweep) | auto (this machine's cluster) | HOST:PORT (a cluster's head)."),
+    address: str = typer.Option(
+        "local",
+        "--address",
+        help="--executor ray: local (a Ray instance for this "
+        "sweep) | auto (this machine's cluster) | HOST:PORT (a cluster's head).",
+    ),
     gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", min=0.0, help="--executor ray: GPUs each run asks for."),
-    threads: int = typer.Option(0, "--threads", min=0, help="Torch threads of each run (sets train.num_threads; "
-                                "0: the recipe's)."),
+    threads: int = typer.Option(
+        0, "--threads", min=0, help="Torch threads of each run (sets train.num_threads; 0: the recipe's)."
+    ),
     fmt: str = typer.Option("table", "--format", help="table | markdown | csv | json"),
 ) -> None:
     """Train, decode (dev and test) and compare models under one budget; resumable."""
     from asrbench.studies.bench import bench, markdown
 
     _check_format(fmt, SUMMARY_FORMATS)
-    report = bench(recipe, models, seeds, out, budget_minutes, epochs, data, _train_threads(set_, threads),
-                   first_seed, jobs, executor, address, gpus_per_run)
+    report = bench(
+        recipe,
+        models,
+        seeds,
+        out,
+        budget_minutes,
+        epochs,
+        data,
+        _train_threads(set_, threads),
+        first_seed,
+        jobs,
+        executor,
+        address,
+        gpus_per_run,
+    )
     _print_summary(fmt, markdown(report["summary"], report["pairs"]), report["summary"], report)
 
 
@@ -664,11 +856,20 @@ def tune_command(
     if not lm:
         _ignored("only applies with --lm", "lm_weights")
     _threads(threads)
-    result = tune(run_dir, split, lm, numbers(beams, int, "--beams", POSITIVE),
-                  numbers(lm_weights, float, "--lm-weights", NON_NEGATIVE),
-                  numbers(word_bonuses, float, "--word-bonuses", FINITE),
-                  numbers(ctc_weights, float, "--ctc-weights", FRACTION),
-                  numbers(length_bonuses, float, "--length-bonuses", FINITE), lexicon, mode, data, device)
+    result = tune(
+        run_dir,
+        split,
+        lm,
+        numbers(beams, int, "--beams", POSITIVE),
+        numbers(lm_weights, float, "--lm-weights", NON_NEGATIVE),
+        numbers(word_bonuses, float, "--word-bonuses", FINITE),
+        numbers(ctc_weights, float, "--ctc-weights", FRACTION),
+        numbers(length_bonuses, float, "--length-bonuses", FINITE),
+        lexicon,
+        mode,
+        data,
+        device,
+    )
     console.print(summarize_tuning(result, split) + f" -> {run_dir}/tuned.json", soft_wrap=True)
 
 
@@ -677,15 +878,20 @@ def compare_command(
     run_dirs: List[Path] = typer.Argument(..., help="Run dirs with decode results."),
     split: str = typer.Option("test", "--split", help="Split to compare."),
     fmt: str = typer.Option("table", "--format", help="table | markdown | csv | json"),
-    output: Optional[Path] = typer.Option(None, "--out", "-o", "--output",
-                                          help="Write to a file instead of stdout (--output: the old spelling)."),
+    output: Optional[Path] = typer.Option(
+        None, "--out", "-o", "--output", help="Write to a file instead of stdout (--output: the old spelling)."
+    ),
     resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for CIs and paired tests."),
     alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0, help="Significance level for '≈best'."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG figures (WER vs size/speed, learning curves)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
-    allow_mixed: bool = typer.Option(False, "--allow-mixed", help="Allow runs decoded on different test sets: a "
-                                     "'test set' column (hash, utterances) and a ranking within each set only."),
+    allow_mixed: bool = typer.Option(
+        False,
+        "--allow-mixed",
+        help="Allow runs decoded on different test sets: a "
+        "'test set' column (hash, utterances) and a ranking within each set only.",
+    ),
 ) -> None:
     """Compare decode results of several runs (CIs, pairwise tests on runs with the same test utterances).
 
@@ -701,8 +907,9 @@ def compare_command(
         _fail(f"unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
     from asrbench.studies.plots import FILES as PLOT_FILES
 
-    fileio.refuse_to_replace(([output] if output else []) + ([plot / name for name in PLOT_FILES] if plot else []),
-                             overwrite)
+    fileio.refuse_to_replace(
+        ([output] if output else []) + ([plot / name for name in PLOT_FILES] if plot else []), overwrite
+    )
     runs, skipped = select_runs(run_dirs)
     for path in skipped:
         console.print(f"[yellow]note[/yellow]: skipped {path}: not a run dir", soft_wrap=True)
@@ -725,17 +932,22 @@ def compare_command(
 
 @_command(app, "score")
 def score_command(
-    reference: Path = typer.Argument(..., help="References: 'id text' lines (Kaldi), JSONL (id + ref or text) or "
-                                     "sclite trn ('text (id)', e.g. decode's ref.trn)."),
+    reference: Path = typer.Argument(
+        ...,
+        help="References: 'id text' lines (Kaldi), JSONL (id + ref or text) or "
+        "sclite trn ('text (id)', e.g. decode's ref.trn).",
+    ),
     hypothesis: Path = typer.Argument(..., help="Hypotheses: 'id text' lines, JSONL (id + hyp or text) or trn."),
     fmt: str = typer.Option("table", "--format", help="table | json"),
-    missing_as_empty: bool = typer.Option(False, "--missing-as-empty",
-                                          help="Score an id missing from one file as an empty text."),
+    missing_as_empty: bool = typer.Option(
+        False, "--missing-as-empty", help="Score an id missing from one file as an empty text."
+    ),
     normalizer: str = typer.Option("basic-1", "--normalizer", help="Text normalizer for both sides: basic-1 | none"),
     resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for the 95% CIs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write alignments.txt, ref.trn, hyp.trn, "
-                                       "report.json in this folder."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Also write alignments.txt, ref.trn, hyp.trn, report.json in this folder."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
     utt2spk: Optional[Path] = typer.Option(None, "--utt2spk", help="Kaldi utt2spk file: the speaker of each id."),
 ) -> None:
@@ -774,25 +986,39 @@ def study_data(
     models: str = typer.Option("all", "--models", help="'all' (every model of the recipe) or a,b,c."),
     fractions: str = typer.Option("0.1,0.25,0.5,1.0", "--fractions", help="Shares of train (nested subsets)."),
     seeds: int = typer.Option(1, "--seeds", help="Runs per model and fraction."),
-    budget_minutes: Optional[float] = typer.Option(None, "--max-minutes", "--budget-minutes",
-                                                   help="The same training budget for all: " + BUDGET_HELP),
+    budget_minutes: Optional[float] = typer.Option(
+        None, "--max-minutes", "--budget-minutes", help="The same training budget for all: " + BUDGET_HELP
+    ),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Same number of epochs for all."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Study dir (default runs/study_data/<recipe>); "
-                                       "an existing one is resumed."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Study dir (default runs/study_data/<recipe>); an existing one is resumed."
+    ),
     data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (overrides data.dir)."),
     set_: List[str] = typer.Option([], "--set", help="Override for every run, e.g. train.num_threads=1."),
     subset_seed: int = typer.Option(0, "--subset-seed", help="Seed of the subsets (the same for every model)."),
     jobs: int = typer.Option(1, "--jobs", help="Runs trained at once; pair with --threads N."),
-    threads: int = typer.Option(0, "--threads", min=0, help="Torch threads of each run (sets train.num_threads; "
-                                "0: the recipe's)."),
+    threads: int = typer.Option(
+        0, "--threads", min=0, help="Torch threads of each run (sets train.num_threads; 0: the recipe's)."
+    ),
     fmt: str = typer.Option("table", "--format", help="table | markdown | csv | json"),
 ) -> None:
     """Data-scaling curve: every model trained on nested subsets of train, test WER against hours; resumable."""
     from asrbench.studies.data_size import data_study, markdown, parse_fractions
 
     _check_format(fmt, SUMMARY_FORMATS)
-    study = data_study(recipe, models, parse_fractions(fractions), seeds, out, budget_minutes, epochs, data,
-                       _train_threads(set_, threads), subset_seed, jobs)
+    study = data_study(
+        recipe,
+        models,
+        parse_fractions(fractions),
+        seeds,
+        out,
+        budget_minutes,
+        epochs,
+        data,
+        _train_threads(set_, threads),
+        subset_seed,
+        jobs,
+    )
     _print_summary(fmt, markdown(study), study["summary"], study)
 
 
@@ -800,8 +1026,9 @@ def study_data(
 def study_noise(
     run_dirs: List[Path] = typer.Argument(..., help="Run dirs to decode under noise (the same audio for each)."),
     snr: str = typer.Option("inf,20,10,5,0", "--snr", help="SNRs in dB; inf: the clean split."),
-    noise: str = typer.Option("white", "--noise", help="white, pink, babble, or a directory of noise recordings; "
-                              "several, comma-separated."),
+    noise: str = typer.Option(
+        "white", "--noise", help="white, pink, babble, or a directory of noise recordings; several, comma-separated."
+    ),
     reverb: str = typer.Option("", "--reverb", help="RT60s in seconds of synthetic rooms, e.g. 0.3,0.6,0.9."),
     split: str = typer.Option("test", "--split", help="Split to corrupt and decode."),
     data: Optional[str] = typer.Option(None, "--data", help="Prepared data dir (default: the first run's)."),
@@ -874,10 +1101,12 @@ def report(
     worst: int = typer.Option(10, "--worst", min=0, help="Utterances per run in the error browser."),
     link_audio: bool = typer.Option(False, "--link-audio", help="Link the audio files instead of embedding clips."),
     title: str = typer.Option("asrbench report", "--title", help="The page's title."),
-    screenshot: Optional[Path] = typer.Option(None, "--screenshot",
-                                              help="Also save a PNG of the page (headless Chromium, report extra)."),
-    threads: int = typer.Option(0, "--threads", min=0, help="Torch threads for the posteriorgrams (0: torch's "
-                                "default)."),
+    screenshot: Optional[Path] = typer.Option(
+        None, "--screenshot", help="Also save a PNG of the page (headless Chromium, report extra)."
+    ),
+    threads: int = typer.Option(
+        0, "--threads", min=0, help="Torch threads for the posteriorgrams (0: torch's default)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
 ) -> None:
     """One self-contained HTML page: comparison, plots, breakdowns, studies and an error browser."""

@@ -72,8 +72,15 @@ class FittingProgress(Progress):
             cells: list = []
             if room >= MIN_BAR:
                 cells.append(head)
-                cells.append(ProgressBar(total=task.total, completed=task.completed, width=room,
-                                         pulse=not task.started, animation_time=task.get_time()))
+                cells.append(
+                    ProgressBar(
+                        total=task.total,
+                        completed=task.completed,
+                        width=room,
+                        pulse=not task.started,
+                        animation_time=task.get_time(),
+                    )
+                )
             else:  # no bar; the description gives way to the numbers
                 head.truncate(max(width - len(tail) - 1, 1), overflow="ellipsis")
                 cells.append(head)
@@ -91,5 +98,6 @@ def progress_bar(*extra_columns: str, unit: str = "", disable: bool = False) -> 
 
     Disabled when ``ASRBENCH_NO_PROGRESS`` is set (tests, logs piped to files).
     """
-    return FittingProgress(*extra_columns, unit=unit, console=console,
-                           disable=disable or bool(os.environ.get("ASRBENCH_NO_PROGRESS")))
+    return FittingProgress(
+        *extra_columns, unit=unit, console=console, disable=disable or bool(os.environ.get("ASRBENCH_NO_PROGRESS"))
+    )

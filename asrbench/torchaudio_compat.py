@@ -25,8 +25,12 @@ def _stub_extension() -> types.ModuleType:
         return unavailable
 
     # the module's attributes, set through its namespace (a ModuleType declares none of them)
-    vars(stub).update(_IS_TORCHAUDIO_EXT_AVAILABLE=False, _IS_ALIGN_AVAILABLE=False, _load_lib=lambda lib: False,
-                      fail_if_no_align=fail_if_no_align)
+    vars(stub).update(
+        _IS_TORCHAUDIO_EXT_AVAILABLE=False,
+        _IS_ALIGN_AVAILABLE=False,
+        _load_lib=lambda lib: False,
+        fail_if_no_align=fail_if_no_align,
+    )
     return stub
 
 

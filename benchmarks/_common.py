@@ -49,8 +49,15 @@ def figure(value: float | None, target: float, unit: str, better: str = "higher"
     if better not in ("higher", "lower"):
         raise ValueError(f"better must be 'higher' or 'lower', not {better!r}")
     ok = value >= target if better == "higher" else value <= target
-    return {"value": float(value), "target": float(target), "unit": unit, "better": better, "ok": bool(ok),
-            "skipped_reason": None, **details}
+    return {
+        "value": float(value),
+        "target": float(target),
+        "unit": unit,
+        "better": better,
+        "ok": bool(ok),
+        "skipped_reason": None,
+        **details,
+    }
 
 
 def skipped(target: float, unit: str, reason: str, better: str = "higher", **details) -> dict:
@@ -59,23 +66,36 @@ def skipped(target: float, unit: str, reason: str, better: str = "higher", **det
         raise ValueError(f"better must be 'higher' or 'lower', not {better!r}")
     if not reason:
         raise ValueError("a skipped figure says why")
-    return {"value": None, "target": float(target), "unit": unit, "better": better, "ok": False,
-            "skipped_reason": str(reason), **details}
+    return {
+        "value": None,
+        "target": float(target),
+        "unit": unit,
+        "better": better,
+        "ok": False,
+        "skipped_reason": str(reason),
+        **details,
+    }
 
 
 def check_figure(name: str, figure: object) -> dict:
     """``figure`` if it has the one shape (see the module docstring); else ValueError naming it."""
     if not isinstance(figure, dict) or not set(FIELDS) <= set(figure):
         missing = [key for key in FIELDS if key not in figure] if isinstance(figure, dict) else list(FIELDS)
-        raise ValueError(f"figure {name!r} is not a figure (no {', '.join(missing)}): make it with figure() or "
-                         "skipped(), and put settings in record()'s extra")
+        raise ValueError(
+            f"figure {name!r} is not a figure (no {', '.join(missing)}): make it with figure() or "
+            "skipped(), and put settings in record()'s extra"
+        )
     value, reason = figure["value"], figure["skipped_reason"]
     if value is None and not (isinstance(reason, str) and reason):
         raise ValueError(f"figure {name!r}: no value and no skipped_reason")
     if value is not None and (not _number(value) or reason is not None):
         raise ValueError(f"figure {name!r}: value {value!r} must be a finite number, with no skipped_reason")
-    if not _number(figure["target"]) or figure["better"] not in ("higher", "lower") or \
-            not isinstance(figure["ok"], bool) or not isinstance(figure["unit"], str):
+    if (
+        not _number(figure["target"])
+        or figure["better"] not in ("higher", "lower")
+        or not isinstance(figure["ok"], bool)
+        or not isinstance(figure["unit"], str)
+    ):
         raise ValueError(f"figure {name!r}: target a number, better 'higher' or 'lower', ok a bool, unit a string")
     return figure
 
@@ -100,13 +120,23 @@ def environment() -> dict:
     return info
 
 
-def record(name: str, figures: dict[str, dict], extra: dict | None = None, results_dir: Path = RESULTS,
-           environment_info: dict | None = None) -> dict:
+def record(
+    name: str,
+    figures: dict[str, dict],
+    extra: dict | None = None,
+    results_dir: Path = RESULTS,
+    environment_info: dict | None = None,
+) -> dict:
     """Check every figure's shape, then print the result as one JSON line and append it to
     ``results/<name>.jsonl``; ``extra`` holds the settings (run, split, threads...), never figures."""
     check_figures(figures)
-    line = {"benchmark": name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "figures": figures,
-            **(extra or {}), "environment": environment() if environment_info is None else environment_info}
+    line = {
+        "benchmark": name,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "figures": figures,
+        **(extra or {}),
+        "environment": environment() if environment_info is None else environment_info,
+    }
     text = json.dumps(line)
     print(text)
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -108,42 +108,64 @@ def main() -> None:
         raise SystemExit("the numpy loop and compare_systems disagree on the CIs")
 
     start = time.perf_counter()
-    for drawn in indices[:args.naive_resamples]:
+    for drawn in indices[: args.naive_resamples]:
         jiwer.wer([references[i] for i in drawn], [hypotheses[0][i] for i in drawn])
     per_evaluation = (time.perf_counter() - start) / args.naive_resamples
     naive_seconds = per_evaluation * args.resamples * args.systems
 
     pairs = len(comparison.pairs)
     report = {
-        "systems": args.systems, "utterances": args.utterances, "resamples": args.resamples, "pairs": pairs,
-        "vectorized_seconds": vectorized, "vectorized_first_seconds": timings[0],
+        "systems": args.systems,
+        "utterances": args.utterances,
+        "resamples": args.resamples,
+        "pairs": pairs,
+        "vectorized_seconds": vectorized,
+        "vectorized_first_seconds": timings[0],
         "vectorized_median_seconds": statistics.median(timings),
         "numpy_loop_seconds": loop_seconds,
         "naive_jiwer_seconds_per_system_resample": per_evaluation,
         "naive_jiwer_extrapolated_seconds": naive_seconds,
-        "speedup_vs_numpy_loop": loop_seconds / vectorized, "speedup_vs_naive_jiwer": naive_seconds / vectorized,
+        "speedup_vs_numpy_loop": loop_seconds / vectorized,
+        "speedup_vs_naive_jiwer": naive_seconds / vectorized,
         "scoring_seconds_once": scoring_seconds,
         "best": comparison.best,
         "not_significantly_worse": [s.name for s in comparison.systems if s.not_significantly_worse and not s.best],
-        "environment": {"cpus": os.cpu_count(), "numpy": np.__version__, "python": platform.python_version(),
-                        "machine": platform.machine()},
+        "environment": {
+            "cpus": os.cpu_count(),
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+        },
     }
-    print(f"{args.systems} systems x {args.utterances:,} utterances x {args.resamples:,} resamples: "
-          f"CIs + {pairs} pairwise tests (paired bootstrap, sign, matched pairs)")
-    print(f"  vectorized (asrbench.scoring.stats):  {vectorized:.3f} s best of {args.repeat} "
-          f"(first {timings[0]:.3f} s, median {statistics.median(timings):.3f} s)")
+    print(
+        f"{args.systems} systems x {args.utterances:,} utterances x {args.resamples:,} resamples: "
+        f"CIs + {pairs} pairwise tests (paired bootstrap, sign, matched pairs)"
+    )
+    print(
+        f"  vectorized (asrbench.scoring.stats):  {vectorized:.3f} s best of {args.repeat} "
+        f"(first {timings[0]:.3f} s, median {statistics.median(timings):.3f} s)"
+    )
     print(f"  numpy per-resample loop:      {loop_seconds:.3f} s  ({loop_seconds / vectorized:,.1f}x slower)")
-    print(f"  naive jiwer loop:             {naive_seconds:,.0f} s extrapolated = {naive_seconds / 60:.1f} min "
-          f"({per_evaluation:.3f} s per system-resample x {args.resamples * args.systems:,}; "
-          f"{naive_seconds / vectorized:,.0f}x slower)")
+    print(
+        f"  naive jiwer loop:             {naive_seconds:,.0f} s extrapolated = {naive_seconds / 60:.1f} min "
+        f"({per_evaluation:.3f} s per system-resample x {args.resamples * args.systems:,}; "
+        f"{naive_seconds / vectorized:,.0f}x slower)"
+    )
     print(f"  per-utterance scoring, once:  {scoring_seconds:.2f} s for {args.systems} systems (not per resample)")
     print(f"  best {comparison.best}; not significantly worse: {report['not_significantly_worse'] or 'none'}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    figures = {"bootstrap_seconds": figure(vectorized, 1.0, "s", better="lower",
-                                           speedup_vs_numpy_loop=loop_seconds / vectorized,
-                                           speedup_vs_naive_jiwer=naive_seconds / vectorized)}
+    figures = {
+        "bootstrap_seconds": figure(
+            vectorized,
+            1.0,
+            "s",
+            better="lower",
+            speedup_vs_numpy_loop=loop_seconds / vectorized,
+            speedup_vs_naive_jiwer=naive_seconds / vectorized,
+        )
+    }
     record("bootstrap_speed", figures, {key: report[key] for key in ("systems", "utterances", "resamples", "pairs")})
 
 

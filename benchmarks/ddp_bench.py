@@ -34,10 +34,25 @@ def run(recipe: str, model: str, ranks: int, steps: int, out: Path, extra: list[
     launcher = [sys.executable]
     if ranks > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
-    command = launcher + ["-m", "asrbench", "train", recipe, "--model", model, "--out", str(out),
-                          "--set", f"train.max_steps={steps}", "--set", "train.patience=0",
-                          "--set", "train.max_minutes=0", "--set", "train.epochs=1",
-                          *[arg for value in extra for arg in ("--set", value)]]
+    command = launcher + [
+        "-m",
+        "asrbench",
+        "train",
+        recipe,
+        "--model",
+        model,
+        "--out",
+        str(out),
+        "--set",
+        f"train.max_steps={steps}",
+        "--set",
+        "train.patience=0",
+        "--set",
+        "train.max_minutes=0",
+        "--set",
+        "train.epochs=1",
+        *[arg for value in extra for arg in ("--set", value)],
+    ]
     subprocess.run(command, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     row = rows[-1]
@@ -70,8 +85,14 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     ratio = two["samples_per_second"] / one["samples_per_second"]
     figures = {
-        "ddp_two_ranks_vs_one": figure(ratio, 0.0, "x samples/s of 1 process", one_rank=one, two_ranks=two,
-                                       note="2 CPU cores: no speed-up expected; the target only asks it be measured"),
+        "ddp_two_ranks_vs_one": figure(
+            ratio,
+            0.0,
+            "x samples/s of 1 process",
+            one_rank=one,
+            two_ranks=two,
+            note="2 CPU cores: no speed-up expected; the target only asks it be measured",
+        ),
     }
     record("ddp_bench", figures, {"recipe": args.recipe, "model": args.model, "batches": args.batches})
 

@@ -75,8 +75,14 @@ def timed(search, tokenizer, batches, count: int, repeat: int) -> tuple[float, l
     return best_time(lambda: transcribe(search, tokenizer, batches, count), repeat), texts
 
 
-def measure(tokenizer: CharTokenizer, emissions: list[torch.Tensor], references: list[str], audio_seconds: float,
-            beam: int = 10, repeat: int = 3) -> dict[str, dict]:
+def measure(
+    tokenizer: CharTokenizer,
+    emissions: list[torch.Tensor],
+    references: list[str],
+    audio_seconds: float,
+    beam: int = 10,
+    repeat: int = 3,
+) -> dict[str, dict]:
     """The three figures: greedy RTFx at batch 1 and 16, and our beam search's speed / flashlight's."""
     count, figures = len(emissions), {}
     by_size = {size: sorted_batches(emissions, size) for size in (1, 16)}
@@ -84,18 +90,29 @@ def measure(tokenizer: CharTokenizer, emissions: list[torch.Tensor], references:
     greedy = ctc_searcher(None, tokenizer, DecodeOptions(beam=1)).search
     for size, batches in by_size.items():
         seconds, texts = timed(greedy, tokenizer, batches, count, repeat)
-        figures[f"greedy_rtfx_batch{size}"] = figure(audio_seconds / seconds, GREEDY_TARGET, "x real time",
-                                                     seconds=seconds, wer=error_rates(references, texts).wer)
+        figures[f"greedy_rtfx_batch{size}"] = figure(
+            audio_seconds / seconds,
+            GREEDY_TARGET,
+            "x real time",
+            seconds=seconds,
+            wer=error_rates(references, texts).wer,
+        )
 
     native = ctc_searcher(None, tokenizer, DecodeOptions(beam=beam))
     native_seconds, native_texts = timed(native.search, tokenizer, by_size[16], count, repeat)
-    details = {"beam": beam, "batch_size": 16, "native_rtfx": audio_seconds / native_seconds,
-               "native_wer": error_rates(references, native_texts).wer, "search": native.description}
+    details = {
+        "beam": beam,
+        "batch_size": 16,
+        "native_rtfx": audio_seconds / native_seconds,
+        "native_wer": error_rates(references, native_texts).wer,
+        "search": native.description,
+    }
     try:
         flashlight = ctc_searcher(None, tokenizer, DecodeOptions(beam=beam, backend="flashlight")).search
     except AsrbenchError as err:
-        figures["ctc_beam_vs_flashlight"] = skipped(1.0, "x flashlight speed", f"no flashlight to compare with: {err}",
-                                                    note=str(err), **details)
+        figures["ctc_beam_vs_flashlight"] = skipped(
+            1.0, "x flashlight speed", f"no flashlight to compare with: {err}", note=str(err), **details
+        )
         return figures
     flashlight_seconds, flashlight_texts = timed(flashlight, tokenizer, by_size[16], count, repeat)
     flashlight_wer = error_rates(references, flashlight_texts).wer
@@ -103,9 +120,15 @@ def measure(tokenizer: CharTokenizer, emissions: list[torch.Tensor], references:
     difference = details["native_wer"] - flashlight_wer
     note = "same WER" if abs(difference) < 1e-9 else f"WER differs: native - flashlight = {difference:+.2f} points"
     figures["ctc_beam_vs_flashlight"] = figure(
-        flashlight_seconds / native_seconds, 1.0, "x flashlight speed", **details,
-        flashlight_rtfx=audio_seconds / flashlight_seconds, flashlight_wer=flashlight_wer, same_text_fraction=same,
-        note=note)
+        flashlight_seconds / native_seconds,
+        1.0,
+        "x flashlight speed",
+        **details,
+        flashlight_rtfx=audio_seconds / flashlight_seconds,
+        flashlight_wer=flashlight_wer,
+        same_text_fraction=same,
+        note=note,
+    )
     return figures
 
 
@@ -123,22 +146,35 @@ def main() -> None:
     threads = set_threads(args.threads)
 
     if args.run is not None:
-        tokenizer, emissions, references, durations = model_emissions(args.run, args.data, args.split,
-                                                                      args.max_utterances)
+        tokenizer, emissions, references, durations = model_emissions(
+            args.run, args.data, args.split, args.max_utterances
+        )
     else:
         from asrbench.data.manifest import read_manifest, split_path
 
         every = read_manifest(split_path(args.data, args.split))
-        utterances = every[:args.max_utterances] if args.max_utterances else every
+        utterances = every[: args.max_utterances] if args.max_utterances else every
         tokenizer, emissions, references, durations = synthetic_emissions(
-            [u.text for u in utterances], [u.duration for u in utterances], [u.text for u in every], args.seed)
+            [u.text for u in utterances], [u.duration for u in utterances], [u.text for u in every], args.seed
+        )
     audio_seconds = sum(durations)
     figures = measure(tokenizer, emissions, references, audio_seconds, args.beam, args.repeat)
-    record("decode_bench", figures, {
-        "utterances": len(emissions), "audio_seconds": audio_seconds, "frames": sum(e.size(0) for e in emissions),
-        "vocab": len(tokenizer), "threads": threads, "run": str(args.run) if args.run else None,
-        "emissions": "model" if args.run else f"synthetic (seed {args.seed})", "data": str(args.data),
-        "split": args.split, "repeat": args.repeat})
+    record(
+        "decode_bench",
+        figures,
+        {
+            "utterances": len(emissions),
+            "audio_seconds": audio_seconds,
+            "frames": sum(e.size(0) for e in emissions),
+            "vocab": len(tokenizer),
+            "threads": threads,
+            "run": str(args.run) if args.run else None,
+            "emissions": "model" if args.run else f"synthetic (seed {args.seed})",
+            "data": str(args.data),
+            "split": args.split,
+            "repeat": args.repeat,
+        },
+    )
 
 
 if __name__ == "__main__":

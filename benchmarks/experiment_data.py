@@ -36,8 +36,10 @@ def fold_dirs(data_dir: Path, out: Path, folds: int) -> list[Path]:
     non-test utterance is scored exactly once by a run that never saw it. Fewer than 3 utterances
     per fold is an :class:`AsrbenchError`.
     """
-    pool = sorted(read_manifest(split_path(data_dir, "train")) + read_manifest(split_path(data_dir, "dev")),
-                  key=lambda utt: utt.id)
+    pool = sorted(
+        read_manifest(split_path(data_dir, "train")) + read_manifest(split_path(data_dir, "dev")),
+        key=lambda utt: utt.id,
+    )
     if len(pool) < 3 * folds:
         raise AsrbenchError(f"{data_dir}: {len(pool)} train + dev utterances are too few for {folds} folds")
     parts = [pool[k::folds] for k in range(folds)]
@@ -70,7 +72,7 @@ def peaky_log_probs(text: str, frames: int, tokenizer: CharTokenizer, rng: np.ra
     targets = np.zeros(frames, dtype=np.int64)
     position = gaps[0]
     for token, span, gap in zip(ids, spans, gaps[1:], strict=True):
-        targets[position:position + span] = token
+        targets[position : position + span] = token
         position += span + 1 + gap  # at least one blank after every character
     probs = rng.dirichlet(np.full(vocab, 0.3), size=frames)  # (frames, V): how the leftover mass spreads
     spike = targets != 0
@@ -115,7 +117,7 @@ def sorted_batches(emissions: list[torch.Tensor], batch_size: int) -> list[tuple
     order = sorted(range(len(emissions)), key=lambda i: emissions[i].size(0))
     batches = []
     for start in range(0, len(order), batch_size):
-        indices = order[start:start + batch_size]
+        indices = order[start : start + batch_size]
         pieces = [emissions[i] for i in indices]
         padded = torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True, padding_value=0.0)
         batches.append((indices, padded, torch.tensor([piece.size(0) for piece in pieces])))

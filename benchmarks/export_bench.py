@@ -37,7 +37,7 @@ def _batches(features, cmvn, size: int) -> list[tuple[torch.Tensor, torch.Tensor
     order = sorted(range(len(features)), key=lambda i: -int(features.lengths[i]))
     batches = []
     for start in range(0, len(order), size):
-        pieces = [cmvn(features[i]) for i in order[start:start + size]]
+        pieces = [cmvn(features[i]) for i in order[start : start + size]]
         lengths = torch.tensor([p.size(0) for p in pieces])
         batches.append((torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True), lengths))
     return batches
@@ -69,8 +69,12 @@ def measure_speed(model, graph_path: Path, batches: dict[int, list], frame_shift
             onnx = _time(session.ctc_log_probs, chosen, repeat)
             audio = sum(int(n.sum()) for _, n in chosen) * frame_shift_ms / 1000
             result[f"speed_threads{threads}_batch{size}"] = figure(
-                eager / onnx, 1.5 if size == 1 else 0.0, "PyTorch eager time / onnxruntime time",
-                eager_rtfx=audio / eager, onnx_rtfx=audio / onnx)
+                eager / onnx,
+                1.5 if size == 1 else 0.0,
+                "PyTorch eager time / onnxruntime time",
+                eager_rtfx=audio / eager,
+                onnx_rtfx=audio / onnx,
+            )
     return result
 
 
@@ -90,16 +94,23 @@ def measure_untrained(recipe: str, name: str, repeat: int) -> dict:
     for size in (1, 16):
         batches[size] = []
         for start in range(0, len(lengths), size):
-            chunk = torch.tensor(lengths[start:start + size])
-            batches[size].append((torch.randn(len(chunk), int(chunk.max()), config.features.dim(),
-                                              generator=generator), chunk))
+            chunk = torch.tensor(lengths[start : start + size])
+            batches[size].append(
+                (torch.randn(len(chunk), int(chunk.max()), config.features.dim(), generator=generator), chunk)
+            )
     with tempfile.TemporaryDirectory() as scratch:
         _, _, exporter, difference = write_ctc_graph(model, config.features.dim(), Path(scratch) / "model.onnx")
-        result = {"model": name, "exporter": exporter, "untrained": True,
-                  "parity_max_abs_log_prob": figure(difference, 1e-4, "largest |ONNX - PyTorch| log-prob, "
-                                                    "check batches", better="lower")}
-        result.update(measure_speed(model, Path(scratch) / "model.onnx", batches, config.features.frame_shift_ms,
-                                    repeat))
+        result = {
+            "model": name,
+            "exporter": exporter,
+            "untrained": True,
+            "parity_max_abs_log_prob": figure(
+                difference, 1e-4, "largest |ONNX - PyTorch| log-prob, check batches", better="lower"
+            ),
+        }
+        result.update(
+            measure_speed(model, Path(scratch) / "model.onnx", batches, config.features.frame_shift_ms, repeat)
+        )
     return result
 
 
@@ -118,12 +129,15 @@ def measure(run_dir: Path, split: str, repeat: int, speed: bool) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         manifest = export_run(run_dir, scratch, quantize="int8")
         graphs = {name: ExportedCTC(Path(scratch) / name, threads=2) for name in ("model.onnx", "model.int8.onnx")}
-        hypotheses = {"pytorch": [""] * len(features), "model.onnx": [""] * len(features),
-                      "model.int8.onnx": [""] * len(features)}
+        hypotheses = {
+            "pytorch": [""] * len(features),
+            "model.onnx": [""] * len(features),
+            "model.int8.onnx": [""] * len(features),
+        }
         largest = 0.0
         order = sorted(range(len(features)), key=lambda i: -int(features.lengths[i]))
         for start in range(0, len(order), 16):
-            indices = order[start:start + 16]
+            indices = order[start : start + 16]
             pieces = [loaded.cmvn(features[i]) for i in indices]
             lengths = torch.tensor([p.size(0) for p in pieces])
             padded = torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True)
@@ -140,20 +154,32 @@ def measure(run_dir: Path, split: str, repeat: int, speed: bool) -> dict:
         rates = {name: error_rates(references, hyps).to_dict() for name, hyps in hypotheses.items()}
         identical = sum(a == b for a, b in zip(hypotheses["model.onnx"], hypotheses["pytorch"], strict=True))
         result = {
-            "model": loaded.config.model.name, "exporter": manifest["exporter"], "utterances": len(features),
-            "parity_max_abs_log_prob": figure(largest, 1e-4, "largest |ONNX - PyTorch| log-prob, all frames",
-                                              better="lower"),
-            "identical_hypotheses": figure(identical / len(features), 1.0, "fraction of utterances",
-                                           identical=identical),
-            "int8_wer_delta": figure(rates["model.int8.onnx"]["wer"] - rates["model.onnx"]["wer"], 0.5,
-                                     "WER points, int8 - float32", better="lower",
-                                     wer_pytorch=rates["pytorch"]["wer"], wer_onnx=rates["model.onnx"]["wer"],
-                                     wer_int8=rates["model.int8.onnx"]["wer"]),
+            "model": loaded.config.model.name,
+            "exporter": manifest["exporter"],
+            "utterances": len(features),
+            "parity_max_abs_log_prob": figure(
+                largest, 1e-4, "largest |ONNX - PyTorch| log-prob, all frames", better="lower"
+            ),
+            "identical_hypotheses": figure(
+                identical / len(features), 1.0, "fraction of utterances", identical=identical
+            ),
+            "int8_wer_delta": figure(
+                rates["model.int8.onnx"]["wer"] - rates["model.onnx"]["wer"],
+                0.5,
+                "WER points, int8 - float32",
+                better="lower",
+                wer_pytorch=rates["pytorch"]["wer"],
+                wer_onnx=rates["model.onnx"]["wer"],
+                wer_int8=rates["model.int8.onnx"]["wer"],
+            ),
         }
         if speed:
             batches = {size: _batches(features, loaded.cmvn, size) for size in (1, 16)}
-            result.update(measure_speed(model, Path(scratch) / "model.onnx", batches,
-                                        loaded.config.features.frame_shift_ms, repeat))
+            result.update(
+                measure_speed(
+                    model, Path(scratch) / "model.onnx", batches, loaded.config.features.frame_shift_ms, repeat
+                )
+            )
     return result
 
 
@@ -169,8 +195,10 @@ def flat_figures(results: dict[str, dict]) -> dict:
             about["utterances"] = result["utterances"]
         measured = {key: value for key, value in result.items() if key not in NOT_FIGURES}
         if run == "untrained":
-            reason = ("no trained CTC run given (run_all passes runs/final/an4/conformer when it exists): parity "
-                      "and speed measured on an untrained model")
+            reason = (
+                "no trained CTC run given (run_all passes runs/final/an4/conformer when it exists): parity "
+                "and speed measured on an untrained model"
+            )
             measured.setdefault("identical_hypotheses", skipped(1.0, "fraction of utterances", reason))
             measured.setdefault("int8_wer_delta", skipped(0.5, "WER points, int8 - float32", reason, better="lower"))
         prefix = f"{Path(run).name}_" if len(results) > 1 else ""

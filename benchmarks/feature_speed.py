@@ -56,8 +56,17 @@ def main() -> None:
     audio_seconds = sum(w.numel() for w in waveforms) / rate
 
     def baseline() -> list[torch.Tensor]:
-        return [kaldi.fbank((w * 32768.0).unsqueeze(0), num_mel_bins=args.mel_bins, sample_frequency=rate,
-                            frame_length=25.0, frame_shift=10.0, dither=0.0) for w in waveforms]
+        return [
+            kaldi.fbank(
+                (w * 32768.0).unsqueeze(0),
+                num_mel_bins=args.mel_bins,
+                sample_frequency=rate,
+                frame_length=25.0,
+                frame_shift=10.0,
+                dither=0.0,
+            )
+            for w in waveforms
+        ]
 
     extractor = FeatureExtractor(config)
 
@@ -70,8 +79,17 @@ def main() -> None:
     max_difference = max(float((a - b).abs().max()) for a, b in zip(reference, ours, strict=True))
     # Both are float32; the float64 Kaldi computation says which one rounding moved (differences
     # concentrate in near-digital-silence frames, where the DC-free signal is tiny).
-    exact = [kaldi.fbank((w.double() * 32768.0).unsqueeze(0), num_mel_bins=args.mel_bins, sample_frequency=rate,
-                         frame_length=25.0, frame_shift=10.0, dither=0.0).float() for w in waveforms]
+    exact = [
+        kaldi.fbank(
+            (w.double() * 32768.0).unsqueeze(0),
+            num_mel_bins=args.mel_bins,
+            sample_frequency=rate,
+            frame_length=25.0,
+            frame_shift=10.0,
+            dither=0.0,
+        ).float()
+        for w in waveforms
+    ]
     ours_vs_float64 = max(float((a - b).abs().max()) for a, b in zip(ours, exact, strict=True))
     baseline_vs_float64 = max(float((a - b).abs().max()) for a, b in zip(reference, exact, strict=True))
     baseline_seconds = best_time(baseline, args.repeat)
@@ -95,16 +113,35 @@ def main() -> None:
     split_audio = sum(utt.duration for utt in features.utterances)
     figures = {
         "feature_extraction_speedup": figure(
-            baseline_seconds / batched_seconds, 3.0, "x vs per-utterance kaldi.fbank",
-            asrbench_rtfx=audio_seconds / batched_seconds, baseline_rtfx=audio_seconds / baseline_seconds,
-            max_abs_difference=max_difference, asrbench_vs_float64=ours_vs_float64,
-            baseline_vs_float64=baseline_vs_float64),
+            baseline_seconds / batched_seconds,
+            3.0,
+            "x vs per-utterance kaldi.fbank",
+            asrbench_rtfx=audio_seconds / batched_seconds,
+            baseline_rtfx=audio_seconds / baseline_seconds,
+            max_abs_difference=max_difference,
+            asrbench_vs_float64=ours_vs_float64,
+            baseline_vs_float64=baseline_vs_float64,
+        ),
         "cache_epoch_rtfx": figure(
-            split_audio / (load_seconds + epoch_seconds), 10000.0, "x real time",
-            load_seconds=load_seconds, epoch_seconds=epoch_seconds, split=split),
+            split_audio / (load_seconds + epoch_seconds),
+            10000.0,
+            "x real time",
+            load_seconds=load_seconds,
+            epoch_seconds=epoch_seconds,
+            split=split,
+        ),
     }
-    record("feature_speed", figures, {"utterances": len(utterances), "audio_seconds": audio_seconds,
-                                      "threads": threads, "data": args.data, "mel_bins": args.mel_bins})
+    record(
+        "feature_speed",
+        figures,
+        {
+            "utterances": len(utterances),
+            "audio_seconds": audio_seconds,
+            "threads": threads,
+            "data": args.data,
+            "mel_bins": args.mel_bins,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,11 @@ def status_mb(pid: int) -> dict[str, float]:
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:
         return {}
-    return {key: float(rest.split()[0]) / 1024 for key, _, rest in (line.partition(":") for line in lines)
-            if key in ("VmRSS", "VmHWM") and rest.strip()}
+    return {
+        key: float(rest.split()[0]) / 1024
+        for key, _, rest in (line.partition(":") for line in lines)
+        if key in ("VmRSS", "VmHWM") and rest.strip()
+    }
 
 
 def count_lines(path: Path) -> int:
@@ -121,12 +124,27 @@ def measure(args: argparse.Namespace, model: str, data_dir: str | None, environm
     overrides = [f"train.num_threads={args.threads}", f"train.device={args.device}", "train.patience=0"]
     if data_dir:
         overrides.append(f"data.dir={data_dir}")
-    warm = subprocess.run([sys.executable, "-c", WARM_CACHE, str(args.recipe), model, *overrides],
-                          cwd=ROOT, env=environment, stdout=subprocess.DEVNULL)
+    warm = subprocess.run(
+        [sys.executable, "-c", WARM_CACHE, str(args.recipe), model, *overrides],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+    )
     if warm.returncode != 0:
         raise SystemExit(f"loading the training data of {model} failed (exit {warm.returncode}; see above)")
-    command = [sys.executable, "-m", "asrbench", "train", str(args.recipe), "--model", model, "--out", str(run_dir),
-               "--epochs", str(args.epochs)]
+    command = [
+        sys.executable,
+        "-m",
+        "asrbench",
+        "train",
+        str(args.recipe),
+        "--model",
+        model,
+        "--out",
+        str(run_dir),
+        "--epochs",
+        str(args.epochs),
+    ]
     for override in overrides:
         command += ["--set", override]
     epoch_rss: list[float] = []
@@ -149,10 +167,18 @@ def measure(args: argparse.Namespace, model: str, data_dir: str | None, environm
     recorded = [json.loads(line).get("rss_mb") for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     if recorded and all(value is not None for value in recorded):
         epoch_rss = recorded
-    return {"epoch_rss_mb": epoch_rss, "sampled_peak_mb": peaks["vmhwm"], "summary_peak_mb": summary_peak,
-            "peak_mb": max(peaks["vmhwm"], summary_peak), "with_workers_mb": peaks["with_workers"],
-            "processes": peaks["processes"], "epochs": summary["epochs"], "seconds": seconds,
-            "params": summary["params"], "stop_reason": summary["stop_reason"]}
+    return {
+        "epoch_rss_mb": epoch_rss,
+        "sampled_peak_mb": peaks["vmhwm"],
+        "summary_peak_mb": summary_peak,
+        "peak_mb": max(peaks["vmhwm"], summary_peak),
+        "with_workers_mb": peaks["with_workers"],
+        "processes": peaks["processes"],
+        "epochs": summary["epochs"],
+        "seconds": seconds,
+        "params": summary["params"],
+        "stop_reason": summary["stop_reason"],
+    }
 
 
 def main() -> None:
@@ -188,19 +214,31 @@ def main() -> None:
         rss = result["epoch_rss_mb"]
         growth = (rss[-1] - rss[1]) / result["peak_mb"] if len(rss) >= 3 and result["peak_mb"] else None
         results[model] = result
-        figures[f"peak_rss_mb_{model}"] = figure(result["peak_mb"], 4000.0, "MB", better="lower",
-                                                 sampled_vmhwm_mb=result["sampled_peak_mb"],
-                                                 summary_max_rss_mb=result["summary_peak_mb"],
-                                                 with_workers_peak_mb=result["with_workers_mb"],
-                                                 processes=result["processes"])
-        figures[f"rss_growth_{model}"] = figure(growth, 0.05, "fraction of peak", better="lower",
-                                                epoch_rss_mb=[round(value, 1) for value in rss],
-                                                epochs=result["epochs"],
-                                                skipped_reason="fewer than 3 epoch ends sampled (the run stopped "
-                                                               "early)")
-        print(f"{model}: peak {result['peak_mb']:.0f} MB, RSS at epoch ends "
-              f"{', '.join(f'{value:.0f}' for value in rss)} MB, growth "
-              f"{'n/a' if growth is None else f'{growth:+.1%}'} ({result['seconds']:.0f} s)", flush=True)
+        figures[f"peak_rss_mb_{model}"] = figure(
+            result["peak_mb"],
+            4000.0,
+            "MB",
+            better="lower",
+            sampled_vmhwm_mb=result["sampled_peak_mb"],
+            summary_max_rss_mb=result["summary_peak_mb"],
+            with_workers_peak_mb=result["with_workers_mb"],
+            processes=result["processes"],
+        )
+        figures[f"rss_growth_{model}"] = figure(
+            growth,
+            0.05,
+            "fraction of peak",
+            better="lower",
+            epoch_rss_mb=[round(value, 1) for value in rss],
+            epochs=result["epochs"],
+            skipped_reason="fewer than 3 epoch ends sampled (the run stopped early)",
+        )
+        print(
+            f"{model}: peak {result['peak_mb']:.0f} MB, RSS at epoch ends "
+            f"{', '.join(f'{value:.0f}' for value in rss)} MB, growth "
+            f"{'n/a' if growth is None else f'{growth:+.1%}'} ({result['seconds']:.0f} s)",
+            flush=True,
+        )
         if not args.keep:
             shutil.rmtree(args.out / model, ignore_errors=True)
             (args.out / f"{model}.log").unlink(missing_ok=True)
@@ -209,13 +247,22 @@ def main() -> None:
             shutil.rmtree(data_dir, ignore_errors=True)
         if args.out.is_dir() and not any(args.out.iterdir()):
             args.out.rmdir()
-    record("memory_bench", figures, {
-        "recipe": str(args.recipe.relative_to(ROOT) if args.recipe.is_relative_to(ROOT) else args.recipe),
-        "epochs": args.epochs, "threads": args.threads, "device": args.device,
-        "data": str(data_dir) if data_dir else None, "max_utterances": args.max_utterances or None,
-        "runs": {model: {key: result[key] for key in ("epochs", "seconds", "params", "stop_reason")}
-                 for model, result in results.items()},
-    })
+    record(
+        "memory_bench",
+        figures,
+        {
+            "recipe": str(args.recipe.relative_to(ROOT) if args.recipe.is_relative_to(ROOT) else args.recipe),
+            "epochs": args.epochs,
+            "threads": args.threads,
+            "device": args.device,
+            "data": str(data_dir) if data_dir else None,
+            "max_utterances": args.max_utterances or None,
+            "runs": {
+                model: {key: result[key] for key in ("epochs", "seconds", "params", "stop_reason")}
+                for model, result in results.items()
+            },
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,9 @@ def main() -> None:
             config.augment.noise_prob = prob
             augmenter = noise_augment(config, data)
             assert isinstance(augmenter, NoiseAugment)
-        dataset = EpochBatches(Collator(data.train, data.train_tokens, data.cmvn, config.augment, augmenter),
-                               sampler, tc.seed)
+        dataset = EpochBatches(
+            Collator(data.train, data.train_tokens, data.cmvn, config.augment, augmenter), sampler, tc.seed
+        )
         collate_seconds(dataset, 2)  # warm: the babble pool, the extractor
         timings[label], batches = collate_seconds(dataset, count)
         collated = collated or batches
@@ -70,9 +71,19 @@ def main() -> None:
     noised = timings[f"noise p={args.prob:g}"]
     figures = {
         f"noise_collation_per_step_{args.model}": figure(
-            noised / step, 1.0, "noised collation / training step", better="lower",
-            collate_store_s=timings["store"], collate_noise_s=noised, collate_noise_all_s=timings["noise p=1"],
-            step_s=step, batches=count, sources=sources, prob=args.prob, threads=threads),
+            noised / step,
+            1.0,
+            "noised collation / training step",
+            better="lower",
+            collate_store_s=timings["store"],
+            collate_noise_s=noised,
+            collate_noise_all_s=timings["noise p=1"],
+            step_s=step,
+            batches=count,
+            sources=sources,
+            prob=args.prob,
+            threads=threads,
+        ),
     }
     for label, seconds in timings.items():
         print(f"{label:>12}: {seconds * 1000:8.1f} ms per batch")

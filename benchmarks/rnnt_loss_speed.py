@@ -54,9 +54,15 @@ def measure(batch: int, frames: int, units: int, vocab: int, repeat: int, seed: 
         log_probs.grad = None
         rnnt_loss(log_probs, targets, logit_lengths, target_lengths).backward()
 
-    return {"batch": batch, "frames": frames, "units": units, "vocab": vocab,
-            "forward_ms": median_ms(forward, repeat), "forward_backward_ms": median_ms(forward_backward, repeat),
-            "joint_mib": joint_memory_bytes(batch, frames, units, vocab) / 2**20}
+    return {
+        "batch": batch,
+        "frames": frames,
+        "units": units,
+        "vocab": vocab,
+        "forward_ms": median_ms(forward, repeat),
+        "forward_backward_ms": median_ms(forward_backward, repeat),
+        "joint_mib": joint_memory_bytes(batch, frames, units, vocab) / 2**20,
+    }
 
 
 def main() -> None:
@@ -79,12 +85,23 @@ def main() -> None:
 
     print(f"{'B':>4} {'T':>5} {'U':>4} {'V':>5} {'forward ms':>11} {'fwd+bwd ms':>11} {'joint MiB':>10}")
     for row in rows:
-        print(f"{row['batch']:>4} {row['frames']:>5} {row['units']:>4} {row['vocab']:>5} {row['forward_ms']:>11.1f} "
-              f"{row['forward_backward_ms']:>11.1f} {row['joint_mib']:>10.1f}")
-    report = {"benchmark": "rnnt_loss_speed", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "repeat": args.repeat,
-              "statistic": "median after one warm-up", "results": rows,
-              "environment": {"cpu_model": cpu_name(), "torch_threads": torch.get_num_threads(),
-                              "torch": torch.__version__, "python": platform.python_version()}}
+        print(
+            f"{row['batch']:>4} {row['frames']:>5} {row['units']:>4} {row['vocab']:>5} {row['forward_ms']:>11.1f} "
+            f"{row['forward_backward_ms']:>11.1f} {row['joint_mib']:>10.1f}"
+        )
+    report = {
+        "benchmark": "rnnt_loss_speed",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "repeat": args.repeat,
+        "statistic": "median after one warm-up",
+        "results": rows,
+        "environment": {
+            "cpu_model": cpu_name(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"cpu: {report['environment']['cpu_model']}, torch threads: {torch.get_num_threads()}; wrote {args.json}")

@@ -51,8 +51,13 @@ SUITE: dict[str, list[str]] = {
 
 def run(name: str, command: list[str]) -> tuple[dict | None, float, str]:
     start = time.perf_counter()
-    process = subprocess.run([sys.executable, str(ROOT / "benchmarks" / command[0]), *command[1:]], cwd=ROOT,
-                             capture_output=True, text=True, env=None)
+    process = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / command[0]), *command[1:]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=None,
+    )
     seconds = time.perf_counter() - start
     line = None
     for text in reversed(process.stdout.splitlines()):
@@ -118,8 +123,13 @@ def main() -> None:
         value = figure["value"]
         shown = "-" if value is None else f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
         sign = "≥" if figure["better"] == "higher" else "≤"
-        met = (f"[yellow]skipped: {escape(figure['skipped_reason'])}[/yellow]" if value is None
-               else "[green]yes[/green]" if figure["ok"] else "[red]no[/red]")
+        met = (
+            f"[yellow]skipped: {escape(figure['skipped_reason'])}[/yellow]"
+            if value is None
+            else "[green]yes[/green]"
+            if figure["ok"]
+            else "[red]no[/red]"
+        )
         table.add_row(figure["benchmark"], figure_name, shown, f"{sign} {figure['target']:,.3g}", figure["unit"], met)
     for name, info in latest["benchmarks"].items():
         if info["error"]:

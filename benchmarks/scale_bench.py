@@ -59,8 +59,11 @@ def _status(pid: int) -> dict[str, float]:
     except OSError:
         return {}
     keys = ("VmHWM", "VmRSS", "RssAnon", "RssFile")
-    return {key: float(rest.split()[0]) / 1024 for key, _, rest in (line.partition(":") for line in lines)
-            if key in keys and rest.strip()}
+    return {
+        key: float(rest.split()[0]) / 1024
+        for key, _, rest in (line.partition(":") for line in lines)
+        if key in keys and rest.strip()
+    }
 
 
 def _descendants(pid: int) -> list[int]:
@@ -81,8 +84,14 @@ def run_measured(command: list[str]) -> dict:
     """Run ``command``; its wall time and the peak VmHWM of its largest process (with that
     process's RssAnon/RssFile at the sample where its RSS was highest)."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "ASRBENCH_NO_PROGRESS": "1"})
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "ASRBENCH_NO_PROGRESS": "1"},
+    )
     peak = {"VmHWM": 0.0, "RssAnon": 0.0, "RssFile": 0.0, "VmRSS": 0.0}
     done = threading.Event()
 
@@ -103,8 +112,13 @@ def run_measured(command: list[str]) -> dict:
     thread.join()
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{err[-2000:]}")
-    return {"seconds": time.perf_counter() - start, "peak_mb": peak["VmHWM"], "anon_mb": peak["RssAnon"],
-            "file_mb": peak["RssFile"], "stdout": out}
+    return {
+        "seconds": time.perf_counter() - start,
+        "peak_mb": peak["VmHWM"],
+        "anon_mb": peak["RssAnon"],
+        "file_mb": peak["RssFile"],
+        "stdout": out,
+    }
 
 
 def replicated(source: Path, out: Path, hours: float) -> tuple[Path, float]:
@@ -130,8 +144,9 @@ def _python(*args: str) -> list[str]:
 
 def measure_size(source: Path, root: Path, hours: float, jobs: int, steps: int, repeat: int) -> dict:
     data, seconds = replicated(source, root / f"{hours:g}h", hours)
-    extraction = run_measured(_python("data", "features", str(data), "--recipe", str(RECIPE), "--splits",
-                                      "train", "--jobs", str(jobs)))
+    extraction = run_measured(
+        _python("data", "features", str(data), "--recipe", str(RECIPE), "--splits", "train", "--jobs", str(jobs))
+    )
     from asrbench.data.store import bytes_per_hour
 
     stores = [path for path in (data / "features").iterdir() if path.is_dir()]
@@ -142,18 +157,41 @@ def measure_size(source: Path, root: Path, hours: float, jobs: int, steps: int, 
     trainings = []
     for attempt in range(repeat):
         run = root / f"run-{hours:g}h-{attempt}"
-        trainings.append(run_measured(_python("train", str(RECIPE), "--model", "cnn", "--data", str(data), "--out",
-                                              str(run), "--set", f"train.max_steps={steps}", "--set",
-                                              "train.max_minutes=0", "--set", "train.checkpoint_minutes=0")))
+        trainings.append(
+            run_measured(
+                _python(
+                    "train",
+                    str(RECIPE),
+                    "--model",
+                    "cnn",
+                    "--data",
+                    str(data),
+                    "--out",
+                    str(run),
+                    "--set",
+                    f"train.max_steps={steps}",
+                    "--set",
+                    "train.max_minutes=0",
+                    "--set",
+                    "train.checkpoint_minutes=0",
+                )
+            )
+        )
         shutil.rmtree(run, ignore_errors=True)
     training = sorted(trainings, key=lambda measured: measured["peak_mb"])[len(trainings) // 2]
     return {
-        "hours": seconds / 3600, "train_utterances": sum(1 for _ in (data / "train.jsonl").open()),
-        "extraction_seconds": extraction["seconds"], "extraction_rtfx": 3 * seconds / extraction["seconds"],
-        "extraction_peak_mb": extraction["peak_mb"], "store_bytes_per_hour": per_hour,
-        "bytes_per_value": per_hour / (360000 * dim), "training_peak_mb": training["peak_mb"],
-        "training_anon_mb": training["anon_mb"], "training_file_mb": training["file_mb"],
-        "training_seconds": training["seconds"], "training_peaks_mb": [measured["peak_mb"] for measured in trainings],
+        "hours": seconds / 3600,
+        "train_utterances": sum(1 for _ in (data / "train.jsonl").open()),
+        "extraction_seconds": extraction["seconds"],
+        "extraction_rtfx": 3 * seconds / extraction["seconds"],
+        "extraction_peak_mb": extraction["peak_mb"],
+        "store_bytes_per_hour": per_hour,
+        "bytes_per_value": per_hour / (360000 * dim),
+        "training_peak_mb": training["peak_mb"],
+        "training_anon_mb": training["anon_mb"],
+        "training_file_mb": training["file_mb"],
+        "training_seconds": training["seconds"],
+        "training_peaks_mb": [measured["peak_mb"] for measured in trainings],
     }
 
 
@@ -162,25 +200,52 @@ def compare_workers(source: Path, root: Path, hours: float, repeat: int) -> dict
     alternating, each side's best of ``repeat``; each run is a fresh child process, so both sides
     pay the same start-up (importing torch, reading the manifest)."""
     data = root / f"{hours:g}h"
-    seconds = replicated(source, data, hours)[1] if not (data / "train.jsonl").exists() else sum(
-        json.loads(line)["duration"] for line in (data / "train.jsonl").open() if line.strip())
+    seconds = (
+        replicated(source, data, hours)[1]
+        if not (data / "train.jsonl").exists()
+        else sum(json.loads(line)["duration"] for line in (data / "train.jsonl").open() if line.strip())
+    )
     times = {1: [], 2: []}
     for _ in range(repeat):
         for jobs in (1, 2):
             shutil.rmtree(data / "features", ignore_errors=True)
-            times[jobs].append(run_measured(_python("data", "features", str(data), "--recipe", str(RECIPE),
-                                                    "--splits", "train", "--set", "augment.speed_perturb=[]",
-                                                    "--jobs", str(jobs)))["seconds"])
+            times[jobs].append(
+                run_measured(
+                    _python(
+                        "data",
+                        "features",
+                        str(data),
+                        "--recipe",
+                        str(RECIPE),
+                        "--splits",
+                        "train",
+                        "--set",
+                        "augment.speed_perturb=[]",
+                        "--jobs",
+                        str(jobs),
+                    )
+                )["seconds"]
+            )
     shutil.rmtree(data / "features", ignore_errors=True)
-    return {"hours": seconds / 3600, "audio_seconds": seconds, "seconds": {jobs: min(t) for jobs, t in times.items()},
-            "all_seconds": times}
+    return {
+        "hours": seconds / 3600,
+        "audio_seconds": seconds,
+        "seconds": {jobs: min(t) for jobs, t in times.items()},
+        "all_seconds": times,
+    }
 
 
 def workers_figure(workers: dict) -> dict:
     one, two = workers["seconds"][1], workers["seconds"][2]
-    return figure(one / two, 1.0, f"2 workers / 1 worker (× real time, {workers['hours']:.3g} h, no speed copies)",
-                  hours=workers["hours"], one_worker_rtfx=workers["audio_seconds"] / one,
-                  two_workers_rtfx=workers["audio_seconds"] / two, seconds=workers["all_seconds"])
+    return figure(
+        one / two,
+        1.0,
+        f"2 workers / 1 worker (× real time, {workers['hours']:.3g} h, no speed copies)",
+        hours=workers["hours"],
+        one_worker_rtfx=workers["audio_seconds"] / one,
+        two_workers_rtfx=workers["audio_seconds"] / two,
+        seconds=workers["all_seconds"],
+    )
 
 
 def side_by_side(data: Path, repeat: int) -> dict:
@@ -196,14 +261,20 @@ def side_by_side(data: Path, repeat: int) -> dict:
     config = resolve(RECIPE, "cnn", [f"data.dir={data}"])
     training = load_training_data(config)
     stored = training.train
-    in_memory = FeatureSet.from_frames(stored.utterances, stored.frames(),
-                                       torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.int64), stored.lengths]), 0))
-    sampler = BucketBatchSampler(stored.lengths.tolist(), config.train.batch_frames, config.train.max_batch_size,
-                                 True, 0)
+    in_memory = FeatureSet.from_frames(
+        stored.utterances,
+        stored.frames(),
+        torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.int64), stored.lengths]), 0),
+    )
+    sampler = BucketBatchSampler(
+        stored.lengths.tolist(), config.train.batch_frames, config.train.max_batch_size, True, 0
+    )
     batches = sampler.batches()
     frames = int(stored.lengths.sum())
-    readers = {name: Collator(features, training.train_tokens, training.cmvn, config.augment)
-               for name, features in (("store", stored), ("memory", in_memory))}
+    readers = {
+        name: Collator(features, training.train_tokens, training.cmvn, config.augment)
+        for name, features in (("store", stored), ("memory", in_memory))
+    }
 
     def epoch(name: str):
         return lambda: [readers[name](indices, seed=i) for i, indices in enumerate(batches)]
@@ -222,6 +293,7 @@ def side_by_side(data: Path, repeat: int) -> dict:
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+
         return run
 
     times = {name: [] for name in readers}
@@ -259,8 +331,9 @@ def manifest_million(source: Path, root: Path) -> dict:
         for index in range(1_000_000):
             row = rows[index % len(rows)]
             handle.write(json.dumps({**row, "id": f"m{index:07d}-{row['id']}"}) + "\n")
-    result = subprocess.run([sys.executable, "-c", MANIFEST_CHILD, str(path)], cwd=ROOT, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", MANIFEST_CHILD, str(path)], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -273,15 +346,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--workers-hours", type=float, default=None,
-                        help="corpus size of the 2-workers / 1-worker comparison (default: the second --hours size)")
+    parser.add_argument(
+        "--workers-hours",
+        type=float,
+        default=None,
+        help="corpus size of the 2-workers / 1-worker comparison (default: the second --hours size)",
+    )
     parser.add_argument("--only-workers", action="store_true", help="measure only the worker comparison")
     args = parser.parse_args()
     set_threads(0)
     hours = [float(value) for value in args.hours.split(",")]
     workers_hours = args.workers_hours if args.workers_hours is not None else hours[min(1, len(hours) - 1)]
-    root = Path(args.out or tempfile.mkdtemp(prefix="scale_bench_", dir=ROOT / "runs" if (ROOT / "runs").is_dir()
-                                             else None))
+    root = Path(
+        args.out or tempfile.mkdtemp(prefix="scale_bench_", dir=ROOT / "runs" if (ROOT / "runs").is_dir() else None)
+    )
     root.mkdir(parents=True, exist_ok=True)
     if args.only_workers:
         try:
@@ -305,19 +383,30 @@ def main() -> None:
     step_ratio = compared["steps_per_second"]["store"] / compared["steps_per_second"]["memory"]
     read_ratio = compared["read_frames_per_second"]["store"] / compared["read_frames_per_second"]["memory"]
     figures = {
-        "training_peak_rss_ratio": figure(largest["training_peak_mb"] / smallest["training_peak_mb"], 1.2,
-                                          f"peak RSS at {largest['hours']:.0f} h / at {smallest['hours']:.0f} h",
-                                          better="lower", sizes=sizes),
-        "extraction_peak_rss_ratio": figure(largest["extraction_peak_mb"] / smallest["extraction_peak_mb"], 1.2,
-                                            "largest extraction process, largest / smallest size", better="lower"),
+        "training_peak_rss_ratio": figure(
+            largest["training_peak_mb"] / smallest["training_peak_mb"],
+            1.2,
+            f"peak RSS at {largest['hours']:.0f} h / at {smallest['hours']:.0f} h",
+            better="lower",
+            sizes=sizes,
+        ),
+        "extraction_peak_rss_ratio": figure(
+            largest["extraction_peak_mb"] / smallest["extraction_peak_mb"],
+            1.2,
+            "largest extraction process, largest / smallest size",
+            better="lower",
+        ),
         "extraction_workers_speedup": workers_figure(workers),
         "store_bytes_per_value": figure(largest["bytes_per_value"], 2.2, "bytes per stored value", better="lower"),
-        "store_steps_ratio": figure(step_ratio, 0.95, "training steps/s, store / in-memory tensor",
-                                    **compared["steps_per_second"]),
-        "store_read_ratio": figure(read_ratio, 0.0, "batch frames/s, store / in-memory tensor (recorded)",
-                                   **compared["read_frames_per_second"]),
-        "manifest_1m_seconds": figure(manifest["seconds"], 20.0, "s to read 1M lines and build batches",
-                                      better="lower", **manifest),
+        "store_steps_ratio": figure(
+            step_ratio, 0.95, "training steps/s, store / in-memory tensor", **compared["steps_per_second"]
+        ),
+        "store_read_ratio": figure(
+            read_ratio, 0.0, "batch frames/s, store / in-memory tensor (recorded)", **compared["read_frames_per_second"]
+        ),
+        "manifest_1m_seconds": figure(
+            manifest["seconds"], 20.0, "s to read 1M lines and build batches", better="lower", **manifest
+        ),
         "manifest_1m_peak_mb": figure(manifest["peak_mb"], 1024.0, "MB", better="lower"),
     }
     record("scale_bench", figures)

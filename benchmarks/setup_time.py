@@ -48,8 +48,12 @@ def folder_mb(path: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()),
-                        help="Parent of the temporary folder (the venv and pip cache go there).")
+    parser.add_argument(
+        "--tmp",
+        type=Path,
+        default=Path(tempfile.gettempdir()),
+        help="Parent of the temporary folder (the venv and pip cache go there).",
+    )
     parser.add_argument("--python", help="PYTHON for make (the interpreter that creates the venv).")
     parser.add_argument("--warm-cache", action="store_true", help="Use the user's pip cache, not an empty one.")
     parser.add_argument("--timeout", type=float, default=1800.0, help="Give up on make after this many seconds.")
@@ -61,8 +65,11 @@ def main() -> None:
     venv, cache = work / "venv", work / "pip-cache"
     make = ["make", "-C", str(ROOT), "setup", f"VENV={venv}"] + ([f"PYTHON={args.python}"] if args.python else [])
     python = str(venv / "bin" / "python")
-    checks = [[python, "-c", TORCH_INFO], [python, "-m", "pip", "list", "--format=json"],
-              [python, "-m", "pip", "config", "list"]]
+    checks = [
+        [python, "-c", TORCH_INFO],
+        [python, "-m", "pip", "list", "--format=json"],
+        [python, "-m", "pip", "config", "list"],
+    ]
     environment = {**os.environ, **({} if args.warm_cache else {"PIP_CACHE_DIR": str(cache)})}
     extra = {"command": shlex.join(make), "pip_cache": "the user's (warm)" if args.warm_cache else "empty"}
     if args.dry_run:
@@ -77,8 +84,9 @@ def main() -> None:
     try:
         start = time.perf_counter()
         try:
-            process = subprocess.run(make, cwd=ROOT, env=environment, capture_output=True, text=True,
-                                     timeout=args.timeout)
+            process = subprocess.run(
+                make, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=args.timeout
+            )
             returncode, output = process.returncode, process.stdout + process.stderr
         except subprocess.TimeoutExpired as err:
             returncode, output = None, f"timed out after {args.timeout:.0f} s\n{err.stdout or ''}{err.stderr or ''}"
@@ -86,8 +94,10 @@ def main() -> None:
         if returncode != 0:
             tail = "\n".join(str(output).splitlines()[-20:])
             reason = f"make setup failed (exit {returncode})"
-            figures = {"setup_seconds": skipped(180.0, "s", reason, better="lower", returncode=returncode, tail=tail),
-                       "cuda_free": skipped(1.0, "1 = no CUDA installed", reason)}
+            figures = {
+                "setup_seconds": skipped(180.0, "s", reason, better="lower", returncode=returncode, tail=tail),
+                "cuda_free": skipped(1.0, "1 = no CUDA installed", reason),
+            }
             record("setup_time", figures, extra)
             raise SystemExit(f"make setup failed ({returncode}):\n{tail}")
 
@@ -99,14 +109,23 @@ def main() -> None:
         # Where the wheels came from (find-links, extra indexes) decides which torch build pip picks.
         extra["pip_config"] = subprocess.run(checks[2], capture_output=True, text=True).stdout.splitlines()
         figures = {
-            "setup_seconds": figure(seconds, 180.0, "s", better="lower", venv_mb=round(folder_mb(venv), 1),
-                                    packages=len(names)),
-            "cuda_free": figure(1.0 if cuda_free else 0.0, 1.0, "1 = no CUDA installed", torch=torch_info["torch"],
-                                torch_cuda=torch_info["cuda"], nvidia_packages=nvidia,
-                                triton="triton" in names),
+            "setup_seconds": figure(
+                seconds, 180.0, "s", better="lower", venv_mb=round(folder_mb(venv), 1), packages=len(names)
+            ),
+            "cuda_free": figure(
+                1.0 if cuda_free else 0.0,
+                1.0,
+                "1 = no CUDA installed",
+                torch=torch_info["torch"],
+                torch_cuda=torch_info["cuda"],
+                nvidia_packages=nvidia,
+                triton="triton" in names,
+            ),
         }
-        print(f"make setup: {seconds:.0f} s; torch {torch_info['torch']} (CUDA {torch_info['cuda']}), "
-              f"{len(nvidia)} nvidia-* packages, venv {figures['setup_seconds']['venv_mb']:.0f} MB")
+        print(
+            f"make setup: {seconds:.0f} s; torch {torch_info['torch']} (CUDA {torch_info['cuda']}), "
+            f"{len(nvidia)} nvidia-* packages, venv {figures['setup_seconds']['venv_mb']:.0f} MB"
+        )
         record("setup_time", figures, extra)
     finally:
         if args.keep:

@@ -35,41 +35,79 @@ def main() -> None:
     parser.add_argument("--left-chunks", type=int, default=-1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--baseline", type=Path, default=None, help="a non-streaming run of the same recipe")
-    parser.add_argument("--checkpoint", default="best",
-                        help="best, last, or a checkpoint file in the run dir (the one chosen on dev)")
+    parser.add_argument(
+        "--checkpoint", default="best", help="best, last, or a checkpoint file in the run dir (the one chosen on dev)"
+    )
     args = parser.parse_args()
 
     from asrbench.decoding.decode import decode
 
     full = decode(args.run, args.split, device="cpu", threads=args.threads, checkpoint=args.checkpoint).to_dict()
-    figures: dict = {"full_context_wer": figure(full["wer"], 100.0, "% WER at full context", better="lower",
-                                                wer_ci=full.get("wer_ci"), cer=full["cer"])}
+    figures: dict = {
+        "full_context_wer": figure(
+            full["wer"], 100.0, "% WER at full context", better="lower", wer_ci=full.get("wer_ci"), cer=full["cer"]
+        )
+    }
     if args.baseline is not None:
         baseline = decode(args.baseline, args.split, device="cpu", threads=args.threads).to_dict()
-        figures["non_streaming_wer"] = figure(baseline["wer"], 100.0, "% WER of the non-streaming baseline",
-                                              better="lower", wer_ci=baseline.get("wer_ci"), run=str(args.baseline))
-    lines = [f"{'chunk':>6} {'WER':>6} {'vs full':>7} {'algo ms':>7} {'chunk ms p50/p90':>16} {'RTF':>6} "
-             f"{'first p50/p90':>14} {'final p50/p90':>14} {'streamed=chunked':>16}"]
+        figures["non_streaming_wer"] = figure(
+            baseline["wer"],
+            100.0,
+            "% WER of the non-streaming baseline",
+            better="lower",
+            wer_ci=baseline.get("wer_ci"),
+            run=str(args.baseline),
+        )
+    lines = [
+        f"{'chunk':>6} {'WER':>6} {'vs full':>7} {'algo ms':>7} {'chunk ms p50/p90':>16} {'RTF':>6} "
+        f"{'first p50/p90':>14} {'final p50/p90':>14} {'streamed=chunked':>16}"
+    ]
     for chunk_ms in [float(value) for value in args.chunks.split(",")]:
-        result = decode(args.run, args.split, device="cpu", threads=args.threads, chunk_ms=chunk_ms,
-                        left_chunks=args.left_chunks, checkpoint=args.checkpoint).to_dict()
+        result = decode(
+            args.run,
+            args.split,
+            device="cpu",
+            threads=args.threads,
+            chunk_ms=chunk_ms,
+            left_chunks=args.left_chunks,
+            checkpoint=args.checkpoint,
+        ).to_dict()
         latency = result["streaming"]
         name = f"chunk{chunk_ms:g}"
-        figures[f"{name}_wer_vs_full"] = figure(result["wer"] - full["wer"], 2.5,
-                                                "WER points above full context", better="lower",
-                                                wer=result["wer"], wer_ci=result.get("wer_ci"), cer=result["cer"])
-        figures[f"{name}_final_latency_p90"] = figure(latency["final_latency_ms_p90"], chunk_ms + 100.0,
-                                                      "ms, p90 of final-result latency after the end of speech",
-                                                      better="lower", **latency)
-        lines.append(f"{chunk_ms:6g} {result['wer']:6.2f} {result['wer'] - full['wer']:+7.2f} "
-                     f"{latency['algorithmic_latency_ms']:7g} "
-                     f"{latency['chunk_compute_ms_p50']:7.1f}/{latency['chunk_compute_ms_p90']:<8.1f} "
-                     f"{latency['rtf']:6.3f} {latency['first_token_latency_ms_p50']:6.0f}/"
-                     f"{latency['first_token_latency_ms_p90']:<7.0f} {latency['final_latency_ms_p50']:6.0f}/"
-                     f"{latency['final_latency_ms_p90']:<7.0f} "
-                     f"{latency['streamed_equals_chunked_pass']:>8}/{latency['utterances']}")
-    setup = {"run": str(args.run), "split": args.split, "threads": args.threads, "checkpoint": args.checkpoint,
-             "left_chunks": args.left_chunks, "model": full["model"], "config_hash": full["config_hash"]}
+        figures[f"{name}_wer_vs_full"] = figure(
+            result["wer"] - full["wer"],
+            2.5,
+            "WER points above full context",
+            better="lower",
+            wer=result["wer"],
+            wer_ci=result.get("wer_ci"),
+            cer=result["cer"],
+        )
+        figures[f"{name}_final_latency_p90"] = figure(
+            latency["final_latency_ms_p90"],
+            chunk_ms + 100.0,
+            "ms, p90 of final-result latency after the end of speech",
+            better="lower",
+            **latency,
+        )
+        lines.append(
+            f"{chunk_ms:6g} {result['wer']:6.2f} {result['wer'] - full['wer']:+7.2f} "
+            f"{latency['algorithmic_latency_ms']:7g} "
+            f"{latency['chunk_compute_ms_p50']:7.1f}/{latency['chunk_compute_ms_p90']:<8.1f} "
+            f"{latency['rtf']:6.3f} {latency['first_token_latency_ms_p50']:6.0f}/"
+            f"{latency['first_token_latency_ms_p90']:<7.0f} {latency['final_latency_ms_p50']:6.0f}/"
+            f"{latency['final_latency_ms_p90']:<7.0f} "
+            f"{latency['streamed_equals_chunked_pass']:>8}/{latency['utterances']}"
+        )
+    setup = {
+        "run": str(args.run),
+        "split": args.split,
+        "threads": args.threads,
+        "checkpoint": args.checkpoint,
+        "left_chunks": args.left_chunks,
+        "model": full["model"],
+        "config_hash": full["config_hash"],
+    }
     record("streaming_latency", figures, {"setup": setup})
     print(f"full context: WER {full['wer']:.2f}")
     print("\n".join(lines))

@@ -85,8 +85,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=2, help="Timed trainer and bare runs, alternating; best of each.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default).")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="Extra recipe overrides for both sides (repeatable), e.g. train.data_workers=0.")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Extra recipe overrides for both sides (repeatable), e.g. train.data_workers=0.",
+    )
     parser.add_argument("--out", default=None, help="Scratch dir for the trainer's run dirs (default: a temp dir).")
     args = parser.parse_args()
     threads = set_threads(args.threads)
@@ -100,8 +105,13 @@ def main() -> None:
     figures, details = {}, {}
     padding = None
     for name in args.models.split(","):
-        overrides = [f"train.max_steps={args.steps}", "train.patience=0", "train.max_minutes=0",
-                     f"train.num_threads={threads}", *args.set]
+        overrides = [
+            f"train.max_steps={args.steps}",
+            "train.patience=0",
+            "train.max_minutes=0",
+            f"train.num_threads={threads}",
+            *args.set,
+        ]
         config = resolve(args.recipe, name, overrides)
         data = load_training_data(config)
         tc = config.train
@@ -126,9 +136,13 @@ def main() -> None:
             bare_speeds.append(speed)
         trainer_steps_per_second, bare_steps_per_second = max(trainer_speeds), max(bare_speeds)
         ratio = trainer_steps_per_second / bare_steps_per_second
-        figures[f"trainer_overhead_{name}"] = figure(ratio, 0.95, "trainer / bare loop steps/s",
-                                                     trainer_steps_per_second=trainer_steps_per_second,
-                                                     bare_steps_per_second=bare_steps_per_second)
+        figures[f"trainer_overhead_{name}"] = figure(
+            ratio,
+            0.95,
+            "trainer / bare loop steps/s",
+            trainer_steps_per_second=trainer_steps_per_second,
+            bare_steps_per_second=bare_steps_per_second,
+        )
 
         if name in args.flops_models.split(","):
             from torch.utils.flop_counter import FlopCounterMode
@@ -141,21 +155,28 @@ def main() -> None:
             step_flops = counter.get_total_flops()
             achieved = step_flops * trainer_steps_per_second
             figures[f"compute_utilisation_{name}"] = figure(
-                achieved / peak_flops, 0.5, "of torch matmul FLOP/s", step_gflops=step_flops / 1e9,
-                achieved_gflops_per_second=achieved / 1e9, matmul_gflops_per_second=peak_flops / 1e9,
-                batch_shape=list(batch.features.shape))
+                achieved / peak_flops,
+                0.5,
+                "of torch matmul FLOP/s",
+                step_gflops=step_flops / 1e9,
+                achieved_gflops_per_second=achieved / 1e9,
+                matmul_gflops_per_second=peak_flops / 1e9,
+                batch_shape=list(batch.features.shape),
+            )
         if padding is None:
             lengths = data.train.lengths.tolist()
             padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
             padding = 1 - sum(lengths) / padded
-            figures["padding_fraction"] = figure(padding, 0.10, "padded / all frames", better="lower",
-                                                 batches=len(batches), batch_frames=tc.batch_frames)
+            figures["padding_fraction"] = figure(
+                padding, 0.10, "padded / all frames", better="lower", batches=len(batches), batch_frames=tc.batch_frames
+            )
         details[name] = {"params": sum(p.numel() for p in model.parameters()), "steps": len(collated)}
         del model, data
     if not args.out:
         shutil.rmtree(scratch, ignore_errors=True)
-    record("trainer_bench", figures, {"recipe": args.recipe, "steps": args.steps, "threads": threads,
-                                      "models": details})
+    record(
+        "trainer_bench", figures, {"recipe": args.recipe, "steps": args.steps, "threads": threads, "models": details}
+    )
 
 
 if __name__ == "__main__":

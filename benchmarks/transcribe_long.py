@@ -53,8 +53,9 @@ def main() -> None:
     parser.add_argument("--margins", default="12", help="energy VAD margins over the noise floor, dB")
     parser.add_argument("--pads", default="0.2", help="seconds kept on each side of a speech region")
     parser.add_argument("--min-silences", default="0.3", help="seconds: shorter pauses do not split")
-    parser.add_argument("--max-segments", default="20",
-                        help="seconds: longer speech regions are cut at their longest pause")
+    parser.add_argument(
+        "--max-segments", default="20", help="seconds: longer speech regions are cut at their longest pause"
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
@@ -80,47 +81,85 @@ def main() -> None:
         baseline_seconds = time.perf_counter() - start
         baseline = error_rates(references, one_by_one).to_dict()
         baseline_long = error_rates([joined], [" ".join(one_by_one)]).to_dict()
-        figures["per_utterance_wer"] = figure(baseline["wer"], 100.0, "% WER, every utterance on its own",
-                                              better="lower", concatenated_wer=baseline_long["wer"],
-                                              seconds=baseline_seconds, utterances=len(utterances))
+        figures["per_utterance_wer"] = figure(
+            baseline["wer"],
+            100.0,
+            "% WER, every utterance on its own",
+            better="lower",
+            concatenated_wer=baseline_long["wer"],
+            seconds=baseline_seconds,
+            utterances=len(utterances),
+        )
         settings = []
         floats = lambda text: [float(value) for value in text.split(",")]  # noqa: E731
         for vad in args.vads.split(","):
             margins = floats(args.margins) if vad == "energy" else [None]
             pads, silences = (floats(args.pads), floats(args.min_silences)) if vad != "none" else ([0.2], [0.3])
-            settings += [(vad, margin, pad, silence, longest) for margin in margins for pad in pads
-                         for silence in silences for longest in floats(args.max_segments)]
+            settings += [
+                (vad, margin, pad, silence, longest)
+                for margin in margins
+                for pad in pads
+                for silence in silences
+                for longest in floats(args.max_segments)
+            ]
         for vad, margin, pad, silence, longest in settings:
-            options = VadOptions(kind=vad, max_segment=longest, pad=pad, min_silence=silence,
-                                 **({"energy_margin_db": margin} if margin is not None else {}))
+            options = VadOptions(
+                kind=vad,
+                max_segment=longest,
+                pad=pad,
+                min_silence=silence,
+                **({"energy_margin_db": margin} if margin is not None else {}),
+            )
             try:
                 transcriber.vad = options
                 start = time.perf_counter()
                 transcript = next(iter(transcriber.transcribe([long_file])))
                 elapsed = time.perf_counter() - start
             except Exception as err:  # a missing optional VAD: recorded, the others still measured
-                figures[f"long_{vad}"] = skipped(2.0, "WER points above the utterances decoded one by one",
-                                                 f"the {vad} VAD could not run: {err}", better="lower")
+                figures[f"long_{vad}"] = skipped(
+                    2.0,
+                    "WER points above the utterances decoded one by one",
+                    f"the {vad} VAD could not run: {err}",
+                    better="lower",
+                )
                 continue
             rates = error_rates([joined], [transcript.text]).to_dict()
-            name = f"long_{vad}" + (f"_{margin:g}db" if margin is not None else "") + (
-                f"_pad{pad:g}_silence{silence:g}" if vad != "none" else "") + (
-                f"_max{longest:g}" if longest != 20 else "")
-            figures[name] = figure(rates["wer"] - baseline_long["wer"], 2.0,
-                                   "WER points above the utterances decoded one by one (both scored as one text)",
-                                   better="lower", wer=rates["wer"], cer=rates["cer"],
-                                   segments=len(transcript.segments),
-                                   seconds=elapsed, rtfx=seconds / elapsed, vad=options.to_dict(),
-                                   audio_seconds=seconds)
-    setup = {"run": str(args.run), "split": args.split, "model": transcriber.model_name,
-             "decoder": transcriber.searcher.description, "audio_seconds": seconds, "threads": args.threads}
+            name = (
+                f"long_{vad}"
+                + (f"_{margin:g}db" if margin is not None else "")
+                + (f"_pad{pad:g}_silence{silence:g}" if vad != "none" else "")
+                + (f"_max{longest:g}" if longest != 20 else "")
+            )
+            figures[name] = figure(
+                rates["wer"] - baseline_long["wer"],
+                2.0,
+                "WER points above the utterances decoded one by one (both scored as one text)",
+                better="lower",
+                wer=rates["wer"],
+                cer=rates["cer"],
+                segments=len(transcript.segments),
+                seconds=elapsed,
+                rtfx=seconds / elapsed,
+                vad=options.to_dict(),
+                audio_seconds=seconds,
+            )
+    setup = {
+        "run": str(args.run),
+        "split": args.split,
+        "model": transcriber.model_name,
+        "decoder": transcriber.searcher.description,
+        "audio_seconds": seconds,
+        "threads": args.threads,
+    }
     record("transcribe_long", figures, {"setup": setup})
     for name, value in figures.items():
         if value["value"] is None:
             print(f"{name}: skipped ({value['skipped_reason']})")
         else:
-            print(f"{name}: {value['value']:.2f} (WER {value.get('wer', value['value']):.2f}, "
-                  f"{value.get('segments', '-')} segments)")
+            print(
+                f"{name}: {value['value']:.2f} (WER {value.get('wer', value['value']):.2f}, "
+                f"{value.get('segments', '-')} segments)"
+            )
 
 
 if __name__ == "__main__":

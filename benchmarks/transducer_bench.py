@@ -145,6 +145,7 @@ def loss_cost(model, collated: list, repeat: int) -> dict:
 
     rows = []
     for batch in collated:
+
         def step(function, batch=batch):
             model.zero_grad(set_to_none=True)
             return timed(lambda: function(batch))
@@ -159,8 +160,9 @@ def loss_cost(model, collated: list, repeat: int) -> dict:
 
         with torch.no_grad():  # the batch's real joint tensor, as a leaf of its own
             encoded, lengths = model.encode(batch.features, batch.feature_lengths)
-            padded = nn.utils.rnn.pad_sequence(list(batch.targets.split(batch.target_lengths.tolist())),
-                                               batch_first=True)
+            padded = nn.utils.rnn.pad_sequence(
+                list(batch.targets.split(batch.target_lengths.tolist())), batch_first=True
+            )
             joint = model.joint_log_probs(encoded, padded)
         joint.requires_grad_(True)
 
@@ -171,10 +173,15 @@ def loss_cost(model, collated: list, repeat: int) -> dict:
         loss_alone()
         loss_seconds = min(timed(loss_alone) for _ in range(repeat))
         size, frames, positions, vocab = joint.shape
-        rows.append({"shape": [size, batch.features.size(1), frames, positions - 1],
-                     "encoder_seconds": min(encoder_times), "transducer_seconds": min(transducer_times),
-                     "rnnt_loss_seconds": loss_seconds,
-                     "joint_mb": joint_memory_bytes(size, frames, positions - 1, vocab) / 2**20})
+        rows.append(
+            {
+                "shape": [size, batch.features.size(1), frames, positions - 1],
+                "encoder_seconds": min(encoder_times),
+                "transducer_seconds": min(transducer_times),
+                "rnnt_loss_seconds": loss_seconds,
+                "joint_mb": joint_memory_bytes(size, frames, positions - 1, vocab) / 2**20,
+            }
+        )
         del joint
     return {"rows": rows}
 
@@ -186,13 +193,25 @@ def step_memory(config, vocab: int, batch, threads: int) -> dict:
     tc = config.train
     with tempfile.TemporaryDirectory(prefix="transducer_bench_") as scratch:
         path = Path(scratch) / "step.pt"
-        torch.save({"name": config.model.name, "options": json.dumps(config.model.options),
-                    "input_dim": config.features.dim(), "vocab": vocab, "seed": tc.seed, "lr": tc.lr,
-                    "weight_decay": tc.weight_decay, "features": batch.features,
-                    "feature_lengths": batch.feature_lengths, "targets": batch.targets,
-                    "target_lengths": batch.target_lengths}, path)
-        process = subprocess.run([sys.executable, "-c", MEMORY_STEP, str(path), str(threads)], cwd=ROOT,
-                                 capture_output=True, text=True)
+        torch.save(
+            {
+                "name": config.model.name,
+                "options": json.dumps(config.model.options),
+                "input_dim": config.features.dim(),
+                "vocab": vocab,
+                "seed": tc.seed,
+                "lr": tc.lr,
+                "weight_decay": tc.weight_decay,
+                "features": batch.features,
+                "feature_lengths": batch.feature_lengths,
+                "targets": batch.targets,
+                "target_lengths": batch.target_lengths,
+            },
+            path,
+        )
+        process = subprocess.run(
+            [sys.executable, "-c", MEMORY_STEP, str(path), str(threads)], cwd=ROOT, capture_output=True, text=True
+        )
     if process.returncode != 0:
         raise SystemExit(f"memory step failed: {(process.stderr.strip().splitlines() or ['no output'])[-1]}")
     return json.loads(process.stdout.strip().splitlines()[-1])
@@ -220,14 +239,22 @@ def decoding_speed(model, tokenizer, cmvn, features, batch_frames: int, repeat: 
     results = {}
     for beam in RTFX_TARGETS:
         searcher = build_searcher(model, tokenizer, DecodeOptions(beam=beam))
-        passes = [recognize(model, features, cmvn, tokenizer, torch.device("cpu"), batch_frames, warmup=True,
-                            searcher=searcher) for _ in range(repeat)]
+        passes = [
+            recognize(
+                model, features, cmvn, tokenizer, torch.device("cpu"), batch_frames, warmup=True, searcher=searcher
+            )
+            for _ in range(repeat)
+        ]
         best = min(passes, key=lambda recognition: recognition.model_seconds)
         results[beam] = {
-            "rtfx": best.audio_seconds / best.model_seconds, "search_rtfx": best.audio_seconds / best.search_seconds,
-            "seconds": best.model_seconds, "search_seconds": best.search_seconds,
-            "wer": error_rates(references, best.hypotheses).wer, "search": searcher.description,
-            "tokens_emitted": sum(len(ids) for ids in best.token_ids)}
+            "rtfx": best.audio_seconds / best.model_seconds,
+            "search_rtfx": best.audio_seconds / best.search_seconds,
+            "seconds": best.model_seconds,
+            "search_seconds": best.search_seconds,
+            "wer": error_rates(references, best.hypotheses).wer,
+            "search": searcher.description,
+            "tokens_emitted": sum(len(ids) for ids in best.token_ids),
+        }
     return results
 
 
@@ -240,8 +267,13 @@ def print_table(figures: dict[str, dict], title: str) -> None:
         table.add_column(column, justify="right" if column in ("value", "target") else "left")
     for name, item in figures.items():
         sign = "≥" if item["better"] == "higher" else "≤"
-        table.add_row(name, f"{item['value']:,.3g}", f"{sign} {item['target']:,.3g}", item["unit"],
-                      "[green]yes[/green]" if item["ok"] else "[red]no[/red]")
+        table.add_row(
+            name,
+            f"{item['value']:,.3g}",
+            f"{sign} {item['target']:,.3g}",
+            item["unit"],
+            "[green]yes[/green]" if item["ok"] else "[red]no[/red]",
+        )
     Console(width=140).print(table)
 
 
@@ -249,8 +281,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="asrbench/recipe/an4.yaml")
     parser.add_argument("--model", default="conformer_transducer")
-    parser.add_argument("--run", type=Path, help="Trained run dir of a transducer: its best checkpoint decodes "
-                                                 "(else the untrained model does).")
+    parser.add_argument(
+        "--run",
+        type=Path,
+        help="Trained run dir of a transducer: its best checkpoint decodes (else the untrained model does).",
+    )
     parser.add_argument("--batches", type=int, default=10, help="Training batches for the loss cost.")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (0 = torch's default).")
     parser.add_argument("--repeat", type=int, default=3, help="Timed passes of each measurement; the fastest counts.")
@@ -307,11 +342,18 @@ def main() -> None:
     name = args.model
     figures = {
         f"{name}_loss_ratio": figure(
-            (transducer - encoder) / encoder, LOSS_RATIO_TARGET, "(transducer - encoder) / encoder fwd+bwd",
-            better="lower", encoder_seconds=encoder, transducer_seconds=transducer, encoder_loss=encoder_loss,
-            per_batch=[(row["transducer_seconds"] - row["encoder_seconds"]) / row["encoder_seconds"] for row in rows]),
-        f"{name}_total_ratio": figure(transducer / encoder, LOSS_RATIO_TARGET + 1, "transducer / encoder fwd+bwd",
-                                      better="lower"),
+            (transducer - encoder) / encoder,
+            LOSS_RATIO_TARGET,
+            "(transducer - encoder) / encoder fwd+bwd",
+            better="lower",
+            encoder_seconds=encoder,
+            transducer_seconds=transducer,
+            encoder_loss=encoder_loss,
+            per_batch=[(row["transducer_seconds"] - row["encoder_seconds"]) / row["encoder_seconds"] for row in rows],
+        ),
+        f"{name}_total_ratio": figure(
+            transducer / encoder, LOSS_RATIO_TARGET + 1, "transducer / encoder fwd+bwd", better="lower"
+        ),
     }
 
     largest = dataset[(0, 1, by_size[-1])]
@@ -320,12 +362,18 @@ def main() -> None:
     longest_target = int(largest.target_lengths.max())
     memory = step_memory(config, vocab, largest, threads)
     figures[f"{name}_step_peak_rss_mb"] = figure(
-        memory["peak_rss_mb"], MEMORY_TARGET_MB, "MB, one training step, fresh process", better="lower",
+        memory["peak_rss_mb"],
+        MEMORY_TARGET_MB,
+        "MB, one training step, fresh process",
+        better="lower",
         rss_before_step_mb=memory["rss_before_step_mb"],
-        step_mb=memory["peak_rss_mb"] - memory["rss_before_step_mb"], batch_shape=list(largest.features.shape),
-        encoder_frames=largest_frames, longest_target=longest_target,
+        step_mb=memory["peak_rss_mb"] - memory["rss_before_step_mb"],
+        batch_shape=list(largest.features.shape),
+        encoder_frames=largest_frames,
+        longest_target=longest_target,
         joint_mb=joint_memory_bytes(len(largest.ids), largest_frames, longest_target, vocab) / 2**20,
-        bench_process_peak_mb=own_peak_mb())
+        bench_process_peak_mb=own_peak_mb(),
+    )
 
     # Decoding: the run's best checkpoint, or the untrained model.
     if loaded is not None:
@@ -339,26 +387,44 @@ def main() -> None:
         features = features.subset(list(range(min(args.max_utterances, len(features)))))
     audio_seconds = sum(utt.duration for utt in features.utterances)
     reference_tokens = sum(len(tokenizer.encode(utt.text)) for utt in features.utterances)
-    decoding = decoding_speed(decoder, tokenizer, cmvn, features, decode_config.train.eval_batch_frames,
-                              args.repeat)
+    decoding = decoding_speed(decoder, tokenizer, cmvn, features, decode_config.train.eval_batch_frames, args.repeat)
     unit = "x real time" + ("" if weights == "trained" else ", untrained model")
     for beam, result in decoding.items():
         label = "greedy" if beam == 1 else f"beam{beam}"
-        figures[f"{name}_{label}_rtfx"] = figure(result.pop("rtfx"), RTFX_TARGETS[beam], unit, weights=weights,
-                                                 tokens_per_reference_token=result["tokens_emitted"] /
-                                                 max(reference_tokens, 1), **result)
+        figures[f"{name}_{label}_rtfx"] = figure(
+            result.pop("rtfx"),
+            RTFX_TARGETS[beam],
+            unit,
+            weights=weights,
+            tokens_per_reference_token=result["tokens_emitted"] / max(reference_tokens, 1),
+            **result,
+        )
 
     print_table(figures, f"{name} ({weights} for decoding), {threads} threads")
-    record("transducer_bench", figures, {
-        "recipe": args.recipe, "model": name, "options_from": options_from, "params": count_parameters(model),
-        "threads": threads, "repeat": args.repeat, "batch_frames": tc.batch_frames,
-        "loss_batches": [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows],
-        "loss_batches_shape": "[B, T, T', U_max]", "rnnt_loss_seconds": loss_alone,
-        "rnnt_loss_share": loss_alone / (transducer - encoder) if transducer > encoder else None,
-        "joint_mb_max": max(row["joint_mb"] for row in rows),
-        "run": str(args.run) if args.run else None, "weights": weights, "split": args.split,
-        "utterances": len(features), "audio_seconds": audio_seconds,
-        "decode_batch_frames": decode_config.train.eval_batch_frames})
+    record(
+        "transducer_bench",
+        figures,
+        {
+            "recipe": args.recipe,
+            "model": name,
+            "options_from": options_from,
+            "params": count_parameters(model),
+            "threads": threads,
+            "repeat": args.repeat,
+            "batch_frames": tc.batch_frames,
+            "loss_batches": [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows],
+            "loss_batches_shape": "[B, T, T', U_max]",
+            "rnnt_loss_seconds": loss_alone,
+            "rnnt_loss_share": loss_alone / (transducer - encoder) if transducer > encoder else None,
+            "joint_mb_max": max(row["joint_mb"] for row in rows),
+            "run": str(args.run) if args.run else None,
+            "weights": weights,
+            "split": args.split,
+            "utterances": len(features),
+            "audio_seconds": audio_seconds,
+            "decode_batch_frames": decode_config.train.eval_batch_frames,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,7 @@ import asrbench.training.trainer
 
 
 def _refuse_to_train(self, *args, **kwargs):
-    raise AssertionError("this test trains a model: mark it @pytest.mark.slow (make test-fast is the quick "
-                         "unit suite)")
+    raise AssertionError("this test trains a model: mark it @pytest.mark.slow (make test-fast is the quick unit suite)")
 
 
 @pytest.hookimpl(hookwrapper=True)

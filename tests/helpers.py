@@ -25,18 +25,60 @@ TINY = {
     "gru": {"subsample_channels": 4, "hidden_size": 16, "num_layers": 2},
     "crdnn": {"conv_channels": 4, "rnn_hidden": 16, "rnn_layers": 2, "dnn_hidden": 16},
     "transformer": {"d_model": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 32, "subsample_channels": 4},
-    "conformer": {"d_model": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 32, "kernel_size": 5,
-                  "subsample_channels": 4},
-    "las": {"subsample_channels": 4, "encoder_hidden": 16, "encoder_layers": 1, "decoder_hidden": 16,
-            "embed_dim": 8, "attention_dim": 16, "location_channels": 4, "location_kernel": 5},
-    "transformer_aed": {"d_model": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 32, "subsample_channels": 4,
-                        "decoder_layers": 1, "decoder_ff_dim": 32},
-    "conformer_aed": {"d_model": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 32, "kernel_size": 5,
-                      "subsample_channels": 4, "decoder_layers": 1, "decoder_ff_dim": 32},
-    "conformer_transducer": {"d_model": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 32, "kernel_size": 5,
-                             "subsample_channels": 4, "predictor_dim": 16, "joiner_dim": 16},
-    "lstm_transducer": {"subsample_channels": 4, "hidden_size": 16, "num_layers": 1, "predictor_dim": 16,
-                        "joiner_dim": 16},
+    "conformer": {
+        "d_model": 16,
+        "num_heads": 2,
+        "num_layers": 2,
+        "ff_dim": 32,
+        "kernel_size": 5,
+        "subsample_channels": 4,
+    },
+    "las": {
+        "subsample_channels": 4,
+        "encoder_hidden": 16,
+        "encoder_layers": 1,
+        "decoder_hidden": 16,
+        "embed_dim": 8,
+        "attention_dim": 16,
+        "location_channels": 4,
+        "location_kernel": 5,
+    },
+    "transformer_aed": {
+        "d_model": 16,
+        "num_heads": 2,
+        "num_layers": 2,
+        "ff_dim": 32,
+        "subsample_channels": 4,
+        "decoder_layers": 1,
+        "decoder_ff_dim": 32,
+    },
+    "conformer_aed": {
+        "d_model": 16,
+        "num_heads": 2,
+        "num_layers": 1,
+        "ff_dim": 32,
+        "kernel_size": 5,
+        "subsample_channels": 4,
+        "decoder_layers": 1,
+        "decoder_ff_dim": 32,
+    },
+    "conformer_transducer": {
+        "d_model": 16,
+        "num_heads": 2,
+        "num_layers": 1,
+        "ff_dim": 32,
+        "kernel_size": 5,
+        "subsample_channels": 4,
+        "predictor_dim": 16,
+        "joiner_dim": 16,
+    },
+    "lstm_transducer": {
+        "subsample_channels": 4,
+        "hidden_size": 16,
+        "num_layers": 1,
+        "predictor_dim": 16,
+        "joiner_dim": 16,
+    },
 }
 
 
@@ -62,7 +104,6 @@ def make(name: str, seed: int = 0) -> torch.nn.Module:
     return build_model(name, tiny_options(name), INPUT_DIM, VOCAB)
 
 
-
 WORDS = {"LOW": 300.0, "HIGH": 1500.0}
 
 
@@ -85,12 +126,12 @@ def write_tone_corpus(root: Path, pauses: tuple[float, ...] = ()) -> Path:
             audio = np.concatenate(pieces) + rng.normal(0, 0.003, sum(len(p) for p in pieces))
             path = root / "audio" / f"{split}{index}.wav"
             soundfile.write(path, audio, 8000, subtype="PCM_16")
-            rows.append({"id": f"{split}{index}", "audio": str(path), "duration": len(audio) / 8000,
-                         "text": " ".join(words)})
+            rows.append(
+                {"id": f"{split}{index}", "audio": str(path), "duration": len(audio) / 8000, "text": " ".join(words)}
+            )
         data_dir.mkdir(exist_ok=True)
         (data_dir / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     return data_dir
-
 
 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -106,16 +147,13 @@ def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-
 def levenshtein(reference: list, hypothesis: list) -> int:
     """Minimum substitutions + deletions + insertions turning ``reference`` into ``hypothesis``."""
     previous = list(range(len(hypothesis) + 1))
     for i, ref_item in enumerate(reference, start=1):
         current = [i]
         for j, hyp_item in enumerate(hypothesis, start=1):
-            current.append(
-                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_item != hyp_item))
-            )
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_item != hyp_item)))
         previous = current
     return previous[-1]
 

@@ -55,7 +55,7 @@ def test_ctc_viterbi_is_the_best_path_found_by_enumeration():
         spans, probabilities = ctc_viterbi(log_probs, tokens)
         assert spans == expected, (tokens, spans, expected)
         for (first, last), token, probability in zip(spans, tokens, probabilities, strict=True):
-            assert probability == pytest.approx(float(log_probs[first:last + 1, token].exp().max()))
+            assert probability == pytest.approx(float(log_probs[first : last + 1, token].exp().max()))
         checked += 1
     assert checked > 30
 
@@ -109,8 +109,9 @@ def test_words_split_at_the_separator_and_take_their_tokens_times_and_lowest_con
     tokenizer = CharTokenizer.build(["AB C"])
     tokens = tokenizer.encode("AB C")
     assert word_groups(tokens, tokenizer) == [[0, 1], [3]]
-    alignment = TokenAlignment(tokens, spans=[(2, 2), (4, 5), (7, 7), (10, 11)],
-                               probabilities=[0.9, 0.6, 1.0, 0.8], frames=20, input_frames=80)
+    alignment = TokenAlignment(
+        tokens, spans=[(2, 2), (4, 5), (7, 7), (10, 11)], probabilities=[0.9, 0.6, 1.0, 0.8], frames=20, input_frames=80
+    )
     words = word_spans(alignment, tokenizer, frame_shift_seconds=0.01)  # 40 ms output frames
     assert [w.word for w in words] == ["AB", "C"]
     assert (words[0].start, words[0].end, words[0].confidence) == (0.08, 0.24, 0.6)

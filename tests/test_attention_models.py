@@ -25,12 +25,38 @@ INPUT_DIM = 20
 VOCAB = 9  # blank, unk, 6 characters, <sos/eos>
 EOS = VOCAB - 1
 TINY = {
-    "las": {"subsample_channels": 4, "encoder_hidden": 16, "encoder_layers": 1, "decoder_hidden": 32,
-            "embed_dim": 16, "attention_dim": 16, "location_channels": 4, "location_kernel": 5, "dropout": 0.0},
-    "transformer_aed": {"d_model": 32, "num_heads": 2, "num_layers": 1, "ff_dim": 64, "subsample_channels": 4,
-                        "decoder_layers": 1, "decoder_ff_dim": 64, "dropout": 0.0},
-    "conformer_aed": {"d_model": 32, "num_heads": 2, "num_layers": 1, "ff_dim": 64, "kernel_size": 5,
-                      "subsample_channels": 4, "decoder_layers": 1, "decoder_ff_dim": 64, "dropout": 0.0},
+    "las": {
+        "subsample_channels": 4,
+        "encoder_hidden": 16,
+        "encoder_layers": 1,
+        "decoder_hidden": 32,
+        "embed_dim": 16,
+        "attention_dim": 16,
+        "location_channels": 4,
+        "location_kernel": 5,
+        "dropout": 0.0,
+    },
+    "transformer_aed": {
+        "d_model": 32,
+        "num_heads": 2,
+        "num_layers": 1,
+        "ff_dim": 64,
+        "subsample_channels": 4,
+        "decoder_layers": 1,
+        "decoder_ff_dim": 64,
+        "dropout": 0.0,
+    },
+    "conformer_aed": {
+        "d_model": 32,
+        "num_heads": 2,
+        "num_layers": 1,
+        "ff_dim": 64,
+        "kernel_size": 5,
+        "subsample_channels": 4,
+        "decoder_layers": 1,
+        "decoder_ff_dim": 64,
+        "dropout": 0.0,
+    },
 }
 ATTENTION_MODELS = sorted(TINY)
 
@@ -128,8 +154,9 @@ def test_pure_attention_model_has_no_ctc_branch(name):
     with pytest.raises(AsrbenchError, match="CTC branch"):
         pure.ctc_log_probs(torch.randn(1, 40, INPUT_DIM), torch.tensor([40]))
     with pytest.raises(AsrbenchError, match="CTC branch"):
-        batch_attention_beam_search(pure.eval(), torch.randn(1, 40, INPUT_DIM), torch.tensor([40]),
-                                    AttentionBeamOptions(beam=2, ctc_weight=0.5))
+        batch_attention_beam_search(
+            pure.eval(), torch.randn(1, 40, INPUT_DIM), torch.tensor([40]), AttentionBeamOptions(beam=2, ctc_weight=0.5)
+        )
 
 
 def test_invalid_weights_are_rejected():

@@ -91,8 +91,9 @@ def test_summary_mean_and_standard_deviation():
 @pytest.mark.slow
 def test_bench_cli(recipe: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("ASRBENCH_NO_PROGRESS", "1")
-    result = CliRunner().invoke(app, ["bench", str(recipe), "--models", "gru", "--seeds", "1", "--epochs", "1",
-                                      "--out", str(tmp_path / "cli")])
+    result = CliRunner().invoke(
+        app, ["bench", str(recipe), "--models", "gru", "--seeds", "1", "--epochs", "1", "--out", str(tmp_path / "cli")]
+    )
     assert result.exit_code == 0, result.output
     assert "gru" in result.output and (tmp_path / "cli" / "bench.json").is_file()
 
@@ -112,8 +113,10 @@ def test_statistics_pool_seeds_per_utterance(tmp_path: Path):
     runs = []
     for (model, seed), wrong in systems.items():
         run = tmp_path / model / f"seed{seed}"
-        _hypotheses(run / "decode" / "test", [(ref, ref.replace("one", "won") if index < wrong else ref)
-                                              for index, ref in enumerate(refs)])
+        _hypotheses(
+            run / "decode" / "test",
+            [(ref, ref.replace("one", "won") if index < wrong else ref) for index, ref in enumerate(refs)],
+        )
         runs.append({"run": str(run), "model": model, "seed": seed, "wer": wrong / 160 * 100})
     other = tmp_path / "c" / "seed0"
     _hypotheses(other / "decode" / "test", [(ref + " four", ref) for ref in refs])

@@ -69,6 +69,9 @@ DecodeOptions.__doc__, np._private, fileio.atomic_write
 def test_benchmarks_use_only_public_asrbench_names() -> None:
     scripts = sorted(BENCHMARKS.rglob("*.py"))
     assert BENCHMARKS / "experiment_data.py" in scripts and BENCHMARKS / "experiments" / "cross_validate.py" in scripts
-    found = [f"{path.relative_to(BENCHMARKS.parent)}:{hit}" for path in scripts
-             for hit in private_asrbench_names(path.read_text())]
+    found = [
+        f"{path.relative_to(BENCHMARKS.parent)}:{hit}"
+        for path in scripts
+        for hit in private_asrbench_names(path.read_text())
+    ]
     assert found == []

@@ -52,16 +52,20 @@ def test_every_figure_has_the_one_shape(common):
         assert set(common.FIELDS) <= set(made)
         assert (made["value"] is None) == (made["skipped_reason"] is not None), name
         assert made["value"] is None or math.isfinite(made["value"])
-    assert common.figure(None, 1.0, "x", note="flashlight not installed")["skipped_reason"] == \
-        "flashlight not installed"
+    assert (
+        common.figure(None, 1.0, "x", note="flashlight not installed")["skipped_reason"] == "flashlight not installed"
+    )
 
 
-@pytest.mark.parametrize("bad", [
-    {"untrained": {"parity": {"value": 1.0}}},  # export_bench's old nesting
-    {"setup": {"run": "runs/x"}},  # a settings dict among the figures
-    {"x": {"value": None, "target": 1.0, "unit": "x", "better": "higher", "ok": False, "skipped_reason": None}},
-    {"x": {"value": "fast", "target": 1.0, "unit": "x", "better": "higher", "ok": True, "skipped_reason": None}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"untrained": {"parity": {"value": 1.0}}},  # export_bench's old nesting
+        {"setup": {"run": "runs/x"}},  # a settings dict among the figures
+        {"x": {"value": None, "target": 1.0, "unit": "x", "better": "higher", "ok": False, "skipped_reason": None}},
+        {"x": {"value": "fast", "target": 1.0, "unit": "x", "better": "higher", "ok": True, "skipped_reason": None}},
+    ],
+)
 def test_record_refuses_anything_else(common, tmp_path, bad):
     with pytest.raises(ValueError, match="figure '"):
         common.record("stub", bad, results_dir=tmp_path, environment_info={})
@@ -69,34 +73,61 @@ def test_record_refuses_anything_else(common, tmp_path, bad):
 
 
 def _stub(path: Path, name: str, body: str) -> Path:
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         import sys
         from pathlib import Path
         sys.path.insert(0, {str(BENCHMARKS)!r})
         from _common import figure, record, skipped
-        """) + textwrap.dedent(body).replace("NAME", name))
+        """)
+        + textwrap.dedent(body).replace("NAME", name)
+    )
     return path
 
 
-def test_run_all_takes_every_shape_marks_skipped_figures_and_writes_latest_json(run_all, tmp_path, capsys,
-                                                                              monkeypatch):
+def test_run_all_takes_every_shape_marks_skipped_figures_and_writes_latest_json(run_all, tmp_path, capsys, monkeypatch):
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     results = str(tmp_path / "stub-results")
     figures = "{" + ", ".join(f"{name!r}: {expression}" for name, expression in SHAPES.items()) + "}"
     suite = {
-        "every_shape": [str(_stub(scripts / "every_shape.py", "every_shape", f"""
+        "every_shape": [
+            str(
+                _stub(
+                    scripts / "every_shape.py",
+                    "every_shape",
+                    f"""
             record("NAME", {figures}, results_dir=Path(sys.argv[1]), environment_info={{}})
-            """)), results],
+            """,
+                )
+            ),
+            results,
+        ],
         # A script that bypasses record() with the old nested shape: failed, not a crash of run_all.
-        "nested": [str(_stub(scripts / "nested.py", "nested", """
+        "nested": [
+            str(
+                _stub(
+                    scripts / "nested.py",
+                    "nested",
+                    """
             import json
             print(json.dumps({"benchmark": "NAME", "figures": {"untrained": {"model": "conformer",
                   "parity": {"value": 1e-6, "target": 1e-4, "unit": "x", "ok": True}}}}))
-            """))],
-        "crashes": [str(_stub(scripts / "crashes.py", "crashes", """
+            """,
+                )
+            )
+        ],
+        "crashes": [
+            str(
+                _stub(
+                    scripts / "crashes.py",
+                    "crashes",
+                    """
             raise SystemExit("no data/an4: run make bench's data step first")
-            """))],
+            """,
+                )
+            )
+        ],
     }
     monkeypatch.setattr(run_all, "SUITE", suite)
     monkeypatch.setattr(sys, "argv", ["run_all.py"])
@@ -120,18 +151,26 @@ def test_every_script_of_the_suite_records_through_common(run_all):
     """Each script's figures go through _common.record (which checks their shape) and nothing else."""
     for name, command in run_all.SUITE.items():
         tree = ast.parse((BENCHMARKS / command[0]).read_text(encoding="utf-8"))
-        calls = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call)
-                 and isinstance(node.func, ast.Name)}
+        calls = {
+            node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        }
         assert "record" in calls, name
         assert not any(isinstance(node, ast.Constant) and node.value == "figures" for node in ast.walk(tree)), name
 
 
 def test_export_bench_without_a_trained_run_gives_flat_figures_and_says_what_it_skipped(common, tmp_path):
     export_bench = importlib.import_module("export_bench")
-    speed = {f"speed_threads{t}_batch{b}": common.figure(1.7, 1.5 if b == 1 else 0.0, "ratio")
-             for t in (1, 2) for b in (1, 16)}
-    untrained = {"model": "conformer", "exporter": "dynamo",
-                 "parity_max_abs_log_prob": common.figure(3e-6, 1e-4, "log-prob", better="lower"), **speed}
+    speed = {
+        f"speed_threads{t}_batch{b}": common.figure(1.7, 1.5 if b == 1 else 0.0, "ratio")
+        for t in (1, 2)
+        for b in (1, 16)
+    }
+    untrained = {
+        "model": "conformer",
+        "exporter": "dynamo",
+        "parity_max_abs_log_prob": common.figure(3e-6, 1e-4, "log-prob", better="lower"),
+        **speed,
+    }
     figures = export_bench.flat_figures({"untrained": untrained})
     common.check_figures(figures)
     assert figures["identical_hypotheses"]["skipped_reason"].startswith("no trained CTC run")
@@ -140,8 +179,11 @@ def test_export_bench_without_a_trained_run_gives_flat_figures_and_says_what_it_
     assert figures["parity_max_abs_log_prob"]["run"] == "untrained"
     assert set(speed) <= set(figures)
     # Two trained runs: each figure named after its run.
-    trained = {**untrained, "identical_hypotheses": common.figure(1.0, 1.0, "fraction"),
-               "int8_wer_delta": common.figure(0.1, 0.5, "points", better="lower")}
+    trained = {
+        **untrained,
+        "identical_hypotheses": common.figure(1.0, 1.0, "fraction"),
+        "int8_wer_delta": common.figure(0.1, 0.5, "points", better="lower"),
+    }
     figures = export_bench.flat_figures({"runs/a/cnn": trained, "runs/a/gru": trained})
     common.check_figures(figures)
     assert "cnn_identical_hypotheses" in figures and "gru_speed_threads1_batch1" in figures

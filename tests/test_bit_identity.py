@@ -43,8 +43,16 @@ def _record(path: Path, **models) -> Path:
     return path
 
 
-@pytest.mark.parametrize("change, code", [({}, 0), ({"losses": [[1.0, 2.5]]}, 1), ({"last_weights": "e"}, 1),
-                                          ({"weights": "f"}, 1), ({"hypotheses": "g"}, 1)])
+@pytest.mark.parametrize(
+    "change, code",
+    [
+        ({}, 0),
+        ({"losses": [[1.0, 2.5]]}, 1),
+        ({"last_weights": "e"}, 1),
+        ({"weights": "f"}, 1),
+        ({"hypotheses": "g"}, 1),
+    ],
+)
 def test_compare_passes_only_when_every_fingerprint_is_equal(tmp_path: Path, capsys, change: dict, code: int):
     tool = _tool()
     row = {"last_weights": "a", "weights": "b", "hypotheses": "c", "losses": [[1.0, 2.0]], "test_wer": 5.0}

@@ -46,19 +46,25 @@ def test_models_prints_the_encoder_by_head_matrix_at_a_recipe_s_options():
     assert result.exit_code == 0, result.output
     header = next(line for line in result.output.splitlines() if "encoder" in line and "transducer" in line)
     assert [cell.strip() for cell in header.split("┃")[1:-1]] == ["encoder", "ctc", "aed", "transducer"]
-    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
-            for line in result.output.splitlines() if line.count("│") == 5}
+    rows = {
+        line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+        for line in result.output.splitlines()
+        if line.count("│") == 5
+    }
     cnn = resolve(RECIPE, "cnn")  # yesno's options and its 40 mel bins
     count = count_parameters(build_model("cnn", cnn.model.options, cnn.features.dim(), 30))
     assert rows["cnn"][0] == f"cnn {count:,}"
     assert rows["lstm"][1].startswith("las ") and rows["gru"][1].startswith("gru_aed ")
     assert [rows[encoder][2].split()[0] for encoder in ("cnn", "conformer")] == [
-        MATRIX[("cnn", "transducer")], "conformer_transducer"]
+        MATRIX[("cnn", "transducer")],
+        "conformer_transducer",
+    ]
 
 
 def test_train_with_unknown_model_lists_valid_models(monkeypatch, capsys, tmp_path):
-    code, out, err = run_main(monkeypatch, capsys, "train", str(RECIPE), "--model", "whisper", "--out",
-                              str(tmp_path / "run"))
+    code, out, err = run_main(
+        monkeypatch, capsys, "train", str(RECIPE), "--model", "whisper", "--out", str(tmp_path / "run")
+    )
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "whisper" in err
@@ -202,9 +208,12 @@ def test_usage_errors_are_one_line_naming_the_help_to_read(monkeypatch, capsys, 
     code, out, err = run_main(monkeypatch, capsys, *args)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: ") and fragment in err, err
-    command = " ".join(["asrbench", *[a for a in args[:2] if not a.startswith("-") and a in ("compare", "train",
-                                                                                         "decode", "data",
-                                                                                         "prepare")]])
+    command = " ".join(
+        [
+            "asrbench",
+            *[a for a in args[:2] if not a.startswith("-") and a in ("compare", "train", "decode", "data", "prepare")],
+        ]
+    )
     assert f"(see '{command} --help')" in err
     assert "╭" not in err and "Usage:" not in err
 
@@ -311,8 +320,22 @@ def test_data_prepare_manifest_takes_files_by_split(tmp_path, write_audio):
         audio = write_audio(tmp_path / "wav" / f"{split}.wav")
         files[split] = tmp_path / f"{split}_list.json"
         files[split].write_text(json.dumps({"audio_filepath": str(audio), "duration": 0.5, "text": "hi"}) + "\n")
-    result = runner.invoke(app, ["data", "prepare", "manifest", "--train", str(files["train"]), "--dev",
-                                 str(files["dev"]), "--test", str(files["test"]), "--out", str(tmp_path / "data")])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "prepare",
+            "manifest",
+            "--train",
+            str(files["train"]),
+            "--dev",
+            str(files["dev"]),
+            "--test",
+            str(files["test"]),
+            "--out",
+            str(tmp_path / "data"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in (tmp_path / "data").iterdir()) == ["dev.jsonl", "test.jsonl", "train.jsonl"]
 
@@ -331,8 +354,10 @@ def fake_run_dir(root: Path) -> Path:
 
 TRAIN = ["train", str(RECIPE), "--out", "new-run"]
 BAD_NUMBERS = [
-    (TRAIN + ["--model", "conformer", "--set", "model.d_model=63"], "model.d_model must be divisible by "
-                                                                      "model.num_heads (4), got 63"),
+    (
+        TRAIN + ["--model", "conformer", "--set", "model.d_model=63"],
+        "model.d_model must be divisible by model.num_heads (4), got 63",
+    ),
     (TRAIN + ["--model", "conformer", "--set", "model.num_heads=5"], "--set model.num_heads=5: model.d_model"),
     (TRAIN + ["--model", "conformer", "--set", "model.num_layers=-1"], "model.num_layers must be positive"),
     (TRAIN + ["--model", "cnn", "--set", "model.kernel_size=8"], "model.kernel_size must be odd"),
@@ -375,8 +400,9 @@ BAD_NUMBERS = [
 ]
 
 
-@pytest.mark.parametrize(("args", "message"), BAD_NUMBERS, ids=[" ".join(args[:1] + args[-2:]) for args, _ in
-                                                                 BAD_NUMBERS])
+@pytest.mark.parametrize(
+    ("args", "message"), BAD_NUMBERS, ids=[" ".join(args[:1] + args[-2:]) for args, _ in BAD_NUMBERS]
+)
 def test_bad_numbers_fail_in_one_line_before_anything_is_written(monkeypatch, capsys, tmp_path, args, message):
     """Regression (issue 28.4): ``decode --lm-weight nan`` wrote a 100% WER result with exit 0,
     ``--threads -2`` was accepted, ``--set model.d_model=63`` ended in a traceback leaving a run dir
@@ -441,18 +467,21 @@ def test_an_option_without_the_one_it_needs_is_an_error_naming_both(monkeypatch,
     fake_run_dir(tmp_path)
     code, out, err = run_main(monkeypatch, capsys, *args)
     assert code == 2, (out, err)
-    assert err == f"error: {message}" + err[len(f"error: {message}"):] and err.count("\n") == 1, err
+    assert err == f"error: {message}" + err[len(f"error: {message}") :] and err.count("\n") == 1, err
 
 
-@pytest.mark.parametrize("args", [
-    ["decode", "run", "--lm-weight", "0.3", "--lm", "lm"],
-    ["decode", "run", "--chunk-ms", "320", "--left-chunks", "2"],
-    ["decode", "run", "--beam", "4", "--backend", "flashlight", "--word-bonus", "1"],
-    ["decode", "run", "--lexicon", "train", "--word-bonus", "1"],
-    TRANSCRIBE + ["--stream", "--chunk-ms", "640", "--left-chunks", "2", "--no-partials"],
-    TRANSCRIBE + ["--vad", "silero", "--min-silence", "0.5"],
-    TRANSCRIBE + ["--energy-margin", "12", "--vad-pad", "0.3"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["decode", "run", "--lm-weight", "0.3", "--lm", "lm"],
+        ["decode", "run", "--chunk-ms", "320", "--left-chunks", "2"],
+        ["decode", "run", "--beam", "4", "--backend", "flashlight", "--word-bonus", "1"],
+        ["decode", "run", "--lexicon", "train", "--word-bonus", "1"],
+        TRANSCRIBE + ["--stream", "--chunk-ms", "640", "--left-chunks", "2", "--no-partials"],
+        TRANSCRIBE + ["--vad", "silero", "--min-silence", "0.5"],
+        TRANSCRIBE + ["--energy-margin", "12", "--vad-pad", "0.3"],
+    ],
+)
 def test_an_option_with_the_one_it_needs_gets_past_the_check(monkeypatch, capsys, tmp_path, args):
     monkeypatch.chdir(tmp_path)
     fake_run_dir(tmp_path)
@@ -469,8 +498,9 @@ def test_lm_weight_with_tuned_values_that_have_no_lm_is_an_error(tmp_path):
     (tmp_path / "tuned.json").write_text(json.dumps({"split": "dev", "options": {"beam": 4}}), encoding="utf-8")
     with pytest.raises(AsrbenchError, match=r"^--lm-weight only applies with --lm \(.*tuned.json has no LM\)"):
         resolve_options(tmp_path, DecodeOptions(lm_weight=0.3), {"lm_weight"}, use_tuned=True)
-    (tmp_path / "tuned.json").write_text(json.dumps({"split": "dev", "options": {"beam": 4, "lm": "lm",
-                                                                                 "lm_weight": 0.5}}))
+    (tmp_path / "tuned.json").write_text(
+        json.dumps({"split": "dev", "options": {"beam": 4, "lm": "lm", "lm_weight": 0.5}})
+    )
     options, _ = resolve_options(tmp_path, DecodeOptions(lm_weight=0.3), {"lm_weight"}, use_tuned=True)
     assert options.lm == "lm" and options.lm_weight == 0.3
 

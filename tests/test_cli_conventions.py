@@ -23,8 +23,18 @@ COMPUTING = {"train", "decode", "tune", "export", "transcribe", "report", "bench
 # Commands that print tables: --format.
 TABLES = {"compare", "score", "bench", "study data", "study noise", "study length"}
 # Commands whose output replaces what is there: refused unless --overwrite.
-REFUSING = {"compare", "score", "report", "transcribe", "export", "data prepare", "data synth", "lm train",
-            "study noise", "study length"}
+REFUSING = {
+    "compare",
+    "score",
+    "report",
+    "transcribe",
+    "export",
+    "data prepare",
+    "data synth",
+    "lm train",
+    "study noise",
+    "study length",
+}
 # Commands whose --out is resumed or refused by their own rule (a run dir holding a run; a sweep
 # or study dir continued; a download dir whose archives are reused).
 RESUMING = {"train", "bench", "study data", "data download"}
@@ -121,8 +131,9 @@ def test_compare_out_refuses_an_existing_file_unless_overwrite(monkeypatch, caps
     target.write_text("mine")
     code, _, err = run_main(monkeypatch, capsys, "compare", run, "--format", "markdown", "-o", str(target))
     assert refused(code, err, target) and target.read_text() == "mine"
-    code, _, err = run_main(monkeypatch, capsys, "compare", run, "--format", "markdown", "-o", str(target),
-                            "--overwrite")
+    code, _, err = run_main(
+        monkeypatch, capsys, "compare", run, "--format", "markdown", "-o", str(target), "--overwrite"
+    )
     assert code == 0, err
     assert target.read_text().startswith("| run | model |")
 
@@ -148,8 +159,14 @@ def test_export_refuses_a_folder_with_files_and_takes_an_empty_one(monkeypatch, 
     import asrbench.deploy.export as export_module
 
     calls = []
-    monkeypatch.setattr(export_module, "export_run", lambda *args, **kw: calls.append(args) or {
-        "model": "cnn", "units": "char", "max_abs_difference_vs_pytorch": {"model.onnx": 1e-6}})
+    monkeypatch.setattr(
+        export_module,
+        "export_run",
+        lambda *args, **kw: (
+            calls.append(args)
+            or {"model": "cnn", "units": "char", "max_abs_difference_vs_pytorch": {"model.onnx": 1e-6}}
+        ),
+    )
     out = tmp_path / "exported"
     out.mkdir()
     code, _, err = run_main(monkeypatch, capsys, "export", str(tmp_path / "run"), "-o", str(out))
@@ -194,15 +211,17 @@ def test_lm_train_refuses_an_existing_lm(monkeypatch, capsys, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     for split in ("train", "dev", "test"):
-        (data / f"{split}.jsonl").write_text(json.dumps({"id": f"{split}1", "audio": "x.wav", "duration": 1.0,
-                                                         "text": "yes no yes"}) + "\n")
+        (data / f"{split}.jsonl").write_text(
+            json.dumps({"id": f"{split}1", "audio": "x.wav", "duration": 1.0, "text": "yes no yes"}) + "\n"
+        )
     out = tmp_path / "lm"
     code, _, err = run_main(monkeypatch, capsys, "lm", "train", str(data), "--order", "2", "-o", str(out))
     assert code == 0, err
     code, _, err = run_main(monkeypatch, capsys, "lm", "train", str(data), "--order", "2", "-o", str(out))
     assert code == 2 and "already exists (pass --overwrite to replace it)" in err
-    code, _, err = run_main(monkeypatch, capsys, "lm", "train", str(data), "--order", "2", "-o", str(out),
-                            "--overwrite")
+    code, _, err = run_main(
+        monkeypatch, capsys, "lm", "train", str(data), "--order", "2", "-o", str(out), "--overwrite"
+    )
     assert code == 0, err
 
 
@@ -217,13 +236,11 @@ def test_study_length_refuses_an_existing_study(monkeypatch, capsys, tmp_path):
 def test_transcribe_refuses_a_finished_output_file_before_loading_the_model(monkeypatch, capsys, tmp_path):
     target = tmp_path / "all.txt"
     target.write_text("mine\n")
-    code, _, err = run_main(monkeypatch, capsys, "transcribe", str(tmp_path / "no-model"), "a.wav", "-o",
-                            str(target))
+    code, _, err = run_main(monkeypatch, capsys, "transcribe", str(tmp_path / "no-model"), "a.wav", "-o", str(target))
     assert refused(code, err, target) and target.read_text() == "mine\n"
     # An interrupted run (its .partial file is there) is resumed, not refused: the model is the next complaint.
     (tmp_path / "all.txt.partial").write_text("")
-    code, _, err = run_main(monkeypatch, capsys, "transcribe", str(tmp_path / "no-model"), "a.wav", "-o",
-                            str(target))
+    code, _, err = run_main(monkeypatch, capsys, "transcribe", str(tmp_path / "no-model"), "a.wav", "-o", str(target))
     assert code == 2 and "already exists" not in err
 
 
@@ -241,9 +258,22 @@ def test_train_threads_sets_train_num_threads_and_o_names_the_run_dir(monkeypatc
         seen.update(out=out, overrides=overrides, values=values)
 
     monkeypatch.setattr(train_module, "train", fake_train)
-    code, _, err = run_main(monkeypatch, capsys, "train", "recipes/yesno.yaml", "--model", "cnn", "-o",
-                            str(tmp_path / "run"), "--threads", "3", "--set", "train.num_threads=1",
-                            "--max-minutes", "2")
+    code, _, err = run_main(
+        monkeypatch,
+        capsys,
+        "train",
+        "recipes/yesno.yaml",
+        "--model",
+        "cnn",
+        "-o",
+        str(tmp_path / "run"),
+        "--threads",
+        "3",
+        "--set",
+        "train.num_threads=1",
+        "--max-minutes",
+        "2",
+    )
     assert code == 0, err
     assert seen["out"] == tmp_path / "run"
     assert seen["overrides"] == ["train.num_threads=1"]
@@ -257,8 +287,20 @@ def test_train_max_steps_sets_train_max_steps(monkeypatch, capsys, tmp_path):
 
     seen = {}
     monkeypatch.setattr(train_module, "train", lambda *args, **kwargs: seen.update(kwargs))
-    code, _, err = run_main(monkeypatch, capsys, "train", "yesno", "--model", "cnn", "-o", str(tmp_path / "run"),
-                            "--max-steps", "376", "--set", "train.schedule_steps=372")
+    code, _, err = run_main(
+        monkeypatch,
+        capsys,
+        "train",
+        "yesno",
+        "--model",
+        "cnn",
+        "-o",
+        str(tmp_path / "run"),
+        "--max-steps",
+        "376",
+        "--set",
+        "train.schedule_steps=372",
+    )
     assert code == 0, err
     assert seen["overrides"] == ["train.schedule_steps=372"] and seen["values"] == TrainValues(max_steps=376)
     code, _, err = run_main(monkeypatch, capsys, "train", "yesno", "--model", "cnn", "--max-steps", "-1")
@@ -270,18 +312,48 @@ def test_bench_budget_alias_threads_and_formats(monkeypatch, capsys, tmp_path, f
     import asrbench.studies.bench as bench_module
 
     seen = {}
-    row = {"model": "cnn", "seeds": 1, "wer": 10.0, "wer_sd": None, "wer_ci": None, "cer": 5.0, "cer_sd": None,
-           "dev_wer": 11.0, "dev_wer_sd": None, "dev_test_gap": -1.0, "dev_test_gap_sd": None, "params": 1000,
-           "train_seconds": 3.0, "train_seconds_sd": None, "epochs": 2, "epochs_sd": None, "rtfx": 50.0,
-           "rtfx_sd": None, "peak_memory_mb": 100.0, "peak_memory_mb_sd": None}
+    row = {
+        "model": "cnn",
+        "seeds": 1,
+        "wer": 10.0,
+        "wer_sd": None,
+        "wer_ci": None,
+        "cer": 5.0,
+        "cer_sd": None,
+        "dev_wer": 11.0,
+        "dev_wer_sd": None,
+        "dev_test_gap": -1.0,
+        "dev_test_gap_sd": None,
+        "params": 1000,
+        "train_seconds": 3.0,
+        "train_seconds_sd": None,
+        "epochs": 2,
+        "epochs_sd": None,
+        "rtfx": 50.0,
+        "rtfx_sd": None,
+        "peak_memory_mb": 100.0,
+        "peak_memory_mb_sd": None,
+    }
 
     def fake_bench(recipe, models, seeds, out, budget_minutes, epochs, data, overrides, *rest):
         seen.update(out=out, budget=budget_minutes, overrides=overrides)
         return {"summary": [row], "pairs": [], "runs": []}
 
     monkeypatch.setattr(bench_module, "bench", fake_bench)
-    code, out, err = run_main(monkeypatch, capsys, "bench", "recipes/yesno.yaml", flag, "1.5", "--threads", "2",
-                              "-o", str(tmp_path / "sweep"), "--format", "json")
+    code, out, err = run_main(
+        monkeypatch,
+        capsys,
+        "bench",
+        "recipes/yesno.yaml",
+        flag,
+        "1.5",
+        "--threads",
+        "2",
+        "-o",
+        str(tmp_path / "sweep"),
+        "--format",
+        "json",
+    )
     assert code == 0, err
     assert seen == {"out": tmp_path / "sweep", "budget": 1.5, "overrides": ["train.num_threads=2"]}
     assert json.loads(out)["summary"][0]["model"] == "cnn"
@@ -294,17 +366,43 @@ def test_study_data_budget_alias_threads_and_format(monkeypatch, capsys, tmp_pat
     import asrbench.studies.data_size as study_module
 
     seen = {}
-    study = {"kind": "data", "runs": [], "summary": [
-        {"model": "cnn", "fraction": 0.5, "train_hours": 0.01, "seeds": 1, "wer": 12.0, "wer_sd": None,
-         "wer_min": 12.0, "wer_max": 12.0}]}
+    study = {
+        "kind": "data",
+        "runs": [],
+        "summary": [
+            {
+                "model": "cnn",
+                "fraction": 0.5,
+                "train_hours": 0.01,
+                "seeds": 1,
+                "wer": 12.0,
+                "wer_sd": None,
+                "wer_min": 12.0,
+                "wer_max": 12.0,
+            }
+        ],
+    }
 
     def fake_study(recipe, models, fractions, seeds, out, budget_minutes, epochs, data, overrides, *rest):
         seen.update(out=out, budget=budget_minutes, overrides=overrides)
         return study
 
     monkeypatch.setattr(study_module, "data_study", fake_study)
-    code, out, err = run_main(monkeypatch, capsys, "study", "data", "recipes/yesno.yaml", flag, "3", "--threads", "1",
-                              "-o", str(tmp_path / "study"), "--format", "json")
+    code, out, err = run_main(
+        monkeypatch,
+        capsys,
+        "study",
+        "data",
+        "recipes/yesno.yaml",
+        flag,
+        "3",
+        "--threads",
+        "1",
+        "-o",
+        str(tmp_path / "study"),
+        "--format",
+        "json",
+    )
     assert code == 0, err
     assert seen == {"out": tmp_path / "study", "budget": 3.0, "overrides": ["train.num_threads=1"]}
     assert json.loads(out) == study
@@ -318,8 +416,9 @@ def test_data_download_keeps_dest_as_an_alias_of_out(monkeypatch, capsys, tmp_pa
     import asrbench.data.download as download_module
 
     seen = []
-    monkeypatch.setattr(download_module, "download_corpus", lambda corpus, dest, base_url=None: seen.append(dest)
-                        or dest / corpus)
+    monkeypatch.setattr(
+        download_module, "download_corpus", lambda corpus, dest, base_url=None: seen.append(dest) or dest / corpus
+    )
     for flag in ("--out", "-o", "--dest"):
         code, _, err = run_main(monkeypatch, capsys, "data", "download", "yesno", flag, str(tmp_path))
         assert code == 0, err

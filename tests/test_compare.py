@@ -15,20 +15,31 @@ from asrbench.errors import AsrbenchError
 from asrbench.studies.compare import COLUMNS, FORMATS, collect, render, rich_table, select_runs
 
 
-def fake_run(root: Path, name: str, wer: float, params: int, split: str = "test", summary: bool = True,
-             **extra) -> Path:
+def fake_run(
+    root: Path, name: str, wer: float, params: int, split: str = "test", summary: bool = True, **extra
+) -> Path:
     run_dir = root / name
     result = {
-        "run": str(run_dir), "model": name, "split": split, "wer": wer, "cer": wer / 3, "params": params,
-        "rtfx": 1234.5, "substitutions": 3, "deletions": 2, "insertions": 1, "words": 100,
-        "utterances": 10, "normalizer": "basic-1", "config_hash": f"hash-{name}", **extra,
+        "run": str(run_dir),
+        "model": name,
+        "split": split,
+        "wer": wer,
+        "cer": wer / 3,
+        "params": params,
+        "rtfx": 1234.5,
+        "substitutions": 3,
+        "deletions": 2,
+        "insertions": 1,
+        "words": 100,
+        "utterances": 10,
+        "normalizer": "basic-1",
+        "config_hash": f"hash-{name}",
+        **extra,
     }
     (run_dir / "decode" / split).mkdir(parents=True)
     (run_dir / "decode" / split / "result.json").write_text(json.dumps(result), encoding="utf-8")
     if summary:
-        (run_dir / "train_summary.json").write_text(
-            json.dumps({"train_seconds": 61.4, "epochs": 12}), encoding="utf-8"
-        )
+        (run_dir / "train_summary.json").write_text(json.dumps({"train_seconds": 61.4, "epochs": 12}), encoding="utf-8")
     return run_dir
 
 
@@ -93,8 +104,9 @@ def test_an_undefined_wer_is_na_and_left_out_of_the_tests(tmp_path, runs):
     """Regression (issue 15.2): a decode with no reference words is n/a in every table."""
     run = tmp_path / "empty-refs"
     (run / "decode" / "test").mkdir(parents=True)
-    (run / "decode" / "test" / "result.json").write_text(json.dumps(
-        {"model": "x", "wer": None, "cer": None, "wer_ci": None, "insertions": 8, "words": 0}))
+    (run / "decode" / "test" / "result.json").write_text(
+        json.dumps({"model": "x", "wer": None, "cer": None, "wer_ci": None, "insertions": 8, "words": 0})
+    )
     (run / "decode" / "test" / "hypotheses.jsonl").write_text(json.dumps({"id": "u1", "ref": "", "hyp": "A B"}) + "\n")
     rows = collect([run])
     assert rows[0]["wer"] is None and rows[0]["vs_best"] is None and rows[0]["wer_ci"] is None
@@ -184,8 +196,10 @@ REFS = [f"W{i % 7} W{(i + 1) % 5} W{i % 3}" for i in range(60)]
 @pytest.fixture
 def decoded(tmp_path) -> list[Path]:
     """Three runs on the same 60 utterances: good (2 errors), close (3), bad (40); one on other utterances."""
-    good, close, bad, other = (fake_run(tmp_path, name, wer, 1000) for name, wer in
-                               (("good", 1.1), ("close", 1.7), ("bad", 22.2), ("other", 5.0)))
+    good, close, bad, other = (
+        fake_run(tmp_path, name, wer, 1000)
+        for name, wer in (("good", 1.1), ("close", 1.7), ("bad", 22.2), ("other", 5.0))
+    )
     write_hypotheses(good, [(r, "X" + r if i < 2 else r) for i, r in enumerate(REFS)])
     write_hypotheses(close, [(r, "X" + r if i in (3, 4, 5) else r) for i, r in enumerate(REFS)])
     write_hypotheses(bad, [(r, "X" + r if i < 40 else r) for i, r in enumerate(REFS)])
@@ -246,8 +260,9 @@ def test_corrupt_hypotheses_are_an_error_naming_file_and_line(tmp_path):
 
 def _on(run_dir: Path, ids: list[str], errors: int = 0) -> Path:
     """Hypotheses of ``run_dir`` on the utterances ``ids`` (3 words each), the first ``errors`` wrong."""
-    rows = [{"id": i, "ref": f"YES NO {i}", "hyp": ("NO NO " if n < errors else "YES NO ") + i}
-            for n, i in enumerate(ids)]
+    rows = [
+        {"id": i, "ref": f"YES NO {i}", "hyp": ("NO NO " if n < errors else "YES NO ") + i} for n, i in enumerate(ids)
+    ]
     (run_dir / "decode" / "test" / "hypotheses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return run_dir
 
@@ -259,9 +274,11 @@ OTHER_IDS = [f"train{i:02d}" for i in range(30)]  # decoded on train + dev: a 0.
 @pytest.fixture
 def mixed(tmp_path) -> list[Path]:
     """The issue's three runs: 30 test utterances, 20 of them, and 30 other (train+dev) utterances."""
-    return [_on(fake_run(tmp_path, "cnn", 1.25, 1000), TEST_IDS, errors=1),
-            _on(fake_run(tmp_path, "lstm", 3.33, 1000), TEST_IDS[:20], errors=2),
-            _on(fake_run(tmp_path, "gru", 0.0, 1000), OTHER_IDS)]
+    return [
+        _on(fake_run(tmp_path, "cnn", 1.25, 1000), TEST_IDS, errors=1),
+        _on(fake_run(tmp_path, "lstm", 3.33, 1000), TEST_IDS[:20], errors=2),
+        _on(fake_run(tmp_path, "gru", 0.0, 1000), OTHER_IDS),
+    ]
 
 
 def test_runs_on_different_test_sets_are_refused_naming_runs_and_sets(mixed, monkeypatch, capsys):
@@ -273,8 +290,16 @@ def test_runs_on_different_test_sets_are_refused_naming_runs_and_sets(mixed, mon
     for run in mixed:
         assert str(run) in message
     assert "30 utterances" in message and "20 utterances" in message and "--allow-mixed" in message
-    assert len({word for word in message.replace(",", " ").replace(":", " ").split()
-                if len(word) == 8 and all(c in "0123456789abcdef" for c in word)}) == 3  # three set hashes
+    assert (
+        len(
+            {
+                word
+                for word in message.replace(",", " ").replace(":", " ").split()
+                if len(word) == 8 and all(c in "0123456789abcdef" for c in word)
+            }
+        )
+        == 3
+    )  # three set hashes
     code, out, err = run_main(monkeypatch, capsys, "compare", *map(str, mixed))
     assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("error: ") and str(mixed[2]) in err
     # Runs on one set are compared as before; the set is named in every export.
@@ -330,13 +355,16 @@ def test_the_same_ids_with_other_references_are_another_set(tmp_path):
 # --- advice and named paths (issue 28.8) -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "command"), [
-    ("test-tuned", "--split test --tuned --tag tuned"),
-    ("test-chunk320", "--split test --chunk-ms 320"),
-    ("test-chunk320-left2", "--split test --chunk-ms 320 --left-chunks 2"),
-    ("dev-beam10", "--split dev --tag beam10"),
-    ("test_other", "--split test_other"),
-])
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [
+        ("test-tuned", "--split test --tuned --tag tuned"),
+        ("test-chunk320", "--split test --chunk-ms 320"),
+        ("test-chunk320-left2", "--split test --chunk-ms 320 --left-chunks 2"),
+        ("dev-beam10", "--split dev --tag beam10"),
+        ("test_other", "--split test_other"),
+    ],
+)
 def test_the_advice_for_a_missing_decode_is_a_command_that_writes_it(tmp_path, name, command):
     """Regression (issue 28.8): ``compare --split test-tuned`` advised ``asrbench decode RUN --split
     test-tuned``, which fails (no such split): a tagged decode dir is ``--split SPLIT --tag TAG``."""

@@ -565,8 +565,11 @@ def test_every_numeric_field_has_a_range(cls):
     """Every int / float field of every config section and model options class says which values
     it takes (positive, non-negative, a fraction ...), so none is accepted unchecked."""
     hints = typing.get_type_hints(cls)
-    numeric = [f.name for f in dataclasses.fields(cls)
-               if hints[f.name] in (int, float) or set(typing.get_args(hints[f.name])) & {int, float}]
+    numeric = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if hints[f.name] in (int, float) or set(typing.get_args(hints[f.name])) & {int, float}
+    ]
     assert numeric or cls.__name__ == "TokenizerConfig"
     missing = [name for name in numeric if name not in field_limits(cls)]
     assert not missing, f"{cls.__name__}: no range for {missing}"
@@ -615,8 +618,11 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(("model", "key", "value", "message"), BAD_VALUES,
-                         ids=[f"{model}-{key}={value}" for model, key, value, _ in BAD_VALUES])
+@pytest.mark.parametrize(
+    ("model", "key", "value", "message"),
+    BAD_VALUES,
+    ids=[f"{model}-{key}={value}" for model, key, value, _ in BAD_VALUES],
+)
 def test_bad_values_fail_at_resolution_naming_the_key(tmp_path, model, key, value, message):
     """Regression (issue 28.4): ``--set model.num_layers=-1`` trained a conformer with no blocks,
     ``model.d_model=63`` ended in a traceback, ``train.lr=nan`` was accepted."""
@@ -629,15 +635,21 @@ def test_bad_values_fail_at_resolution_naming_the_key(tmp_path, model, key, valu
 def test_options_a_model_refuses_together_fail_at_resolution(tmp_path):
     """What one option means for another (a GRU has no forget gate) is the model's own check: it runs
     when the config is resolved (a dry build on the meta device), not after the run dir is locked."""
-    with pytest.raises(AsrbenchError, match=r"^--set model.forget_bias=1.0: model gru: forget_bias applies to "
-                                            r"LSTMs only$"):
+    with pytest.raises(
+        AsrbenchError,
+        match=r"^--set model.forget_bias=1.0: model gru: forget_bias applies to "
+        r"LSTMs only$",
+    ):
         resolve(write_recipe(tmp_path, ALL_MODELS), "gru", ["model.forget_bias=1.0"])
 
 
 def test_a_bad_recipe_value_names_the_recipe_and_the_model_key(tmp_path):
     recipe = write_recipe(tmp_path, "models:\n  conformer: {d_model: 63}\n")
-    with pytest.raises(AsrbenchError, match=r"recipe.yaml: models.conformer.d_model must be divisible by "
-                                            r"models.conformer.num_heads \(4\), got 63$"):
+    with pytest.raises(
+        AsrbenchError,
+        match=r"recipe.yaml: models.conformer.d_model must be divisible by "
+        r"models.conformer.num_heads \(4\), got 63$",
+    ):
         resolve(recipe, "conformer")
     recipe = write_recipe(tmp_path, "train: {lr: .nan}\nmodels:\n  lstm: {}\n")
     with pytest.raises(AsrbenchError, match=r"recipe.yaml: train.lr must be a finite number, got nan$"):
@@ -646,8 +658,11 @@ def test_a_bad_recipe_value_names_the_recipe_and_the_model_key(tmp_path):
 
 def test_mfcc_takes_at_most_as_many_cepstra_as_mel_bins(tmp_path):
     recipe = write_recipe(tmp_path, ALL_MODELS)
-    with pytest.raises(AsrbenchError, match=r"^--set features.num_ceps=30: features.num_ceps must be at most "
-                                            r"the 23 mel bins mfcc uses, got 30$"):
+    with pytest.raises(
+        AsrbenchError,
+        match=r"^--set features.num_ceps=30: features.num_ceps must be at most "
+        r"the 23 mel bins mfcc uses, got 30$",
+    ):
         resolve(recipe, "lstm", ["features.kind=mfcc", "features.num_mel_bins=23", "features.num_ceps=30"])
     assert resolve(recipe, "lstm", ["features.num_mel_bins=10"]).features.num_ceps == 13  # fbank: not used
 
@@ -668,7 +683,16 @@ def test_recipe_features_without_a_model_are_checked(tmp_path):
 
 def test_valid_edge_values_are_kept(tmp_path):
     recipe = write_recipe(tmp_path, ALL_MODELS)
-    config = resolve(recipe, "conformer", ["model.d_model=8", "model.num_heads=2", "model.train_left_chunks=-1",
-                                           "train.max_minutes=0", "train.final_lr_ratio=1"])
+    config = resolve(
+        recipe,
+        "conformer",
+        [
+            "model.d_model=8",
+            "model.num_heads=2",
+            "model.train_left_chunks=-1",
+            "train.max_minutes=0",
+            "train.final_lr_ratio=1",
+        ],
+    )
     assert config.model.options["d_model"] == 8 and config.train.max_minutes == 0.0
     assert resolve(recipe, "lstm", ["model.forget_bias=1.0"]).model.options["forget_bias"] == 1.0

@@ -33,7 +33,7 @@ def test_mixing_reaches_the_snr_over_the_speech_not_the_silence(snr: float):
         noise = np.random.default_rng(0).standard_normal(speech.size)
         mix = corruption.mix(speech, noise, snr, RATE)
         added = mix.astype(np.float64) - speech
-        measured = 10 * np.log10(np.mean(_speech(1.0) ** 2) / np.mean(added ** 2))
+        measured = 10 * np.log10(np.mean(_speech(1.0) ** 2) / np.mean(added**2))
         assert measured == pytest.approx(snr, abs=0.15)  # frame edges: within 0.15 dB
         assert mix.dtype == np.float32 and mix.shape == speech.shape
 
@@ -91,19 +91,20 @@ def test_babble_speakers_are_given_never_read_off_the_id():
     first, second = Utterance("0_0_1", "a.wav", 1.0, "NO NO YES"), Utterance("0_1_1", "b.wav", 1.0, "NO YES YES")
     assert _talker(first) != _talker(second)
     assert _talker(Utterance("an251-fash-b", "c.wav", 1.0, "A", "fash")) == _talker(
-        Utterance("cen1-fash-b", "d.wav", 1.0, "B", "fash"))
+        Utterance("cen1-fash-b", "d.wav", 1.0, "B", "fash")
+    )
 
 
 def test_a_room_impulse_response_decays_sixty_decibels_in_its_rt60():
     rng = np.random.default_rng(0)
     response = corruption.room_impulse_response(0.5, RATE, rng)
-    assert response.size == RATE // 2 and np.sum(response ** 2) == pytest.approx(1.0)
+    assert response.size == RATE // 2 and np.sum(response**2) == pytest.approx(1.0)
     tail = response[1:] ** 2
-    early, late = tail[: RATE // 20].mean(), tail[-RATE // 20:].mean()  # first and last 50 ms of the tail
+    early, late = tail[: RATE // 20].mean(), tail[-RATE // 20 :].mean()  # first and last 50 ms of the tail
     assert 10 * np.log10(early / late) == pytest.approx(60 * 0.45 / 0.5, abs=4.0)
     speech = _speech(1.0)
     wet = corruption.reverberate(speech, 0.5, RATE, rng)
-    assert wet.shape == speech.shape and np.mean(wet.astype(np.float64) ** 2) == pytest.approx(np.mean(speech ** 2))
+    assert wet.shape == speech.shape and np.mean(wet.astype(np.float64) ** 2) == pytest.approx(np.mean(speech**2))
     assert not np.allclose(wet, speech)
 
 
@@ -118,8 +119,14 @@ def test_noise_directories_and_conditions_are_checked_in_one_line(tmp_path: Path
     with pytest.raises(AsrbenchError, match="reverberation times are positive"):
         parse_conditions("white", "inf", "-1")
     conditions = parse_conditions("white,pink", "inf,10,0", "0.3")
-    assert [c.name for c in conditions] == ["clean", "white 10 dB", "white 0 dB", "pink 10 dB", "pink 0 dB",
-                                            "reverb 0.3 s"]
+    assert [c.name for c in conditions] == [
+        "clean",
+        "white 10 dB",
+        "white 0 dB",
+        "pink 10 dB",
+        "pink 0 dB",
+        "reverb 0.3 s",
+    ]
 
 
 @pytest.mark.slow
@@ -129,8 +136,13 @@ def test_the_noise_study_decodes_every_run_on_the_same_audio(tone_run, streaming
     noise_dir = tmp_path / "noise"
     noise_dir.mkdir()
     soundfile.write(noise_dir / "hum.wav", np.random.default_rng(3).normal(0, 0.1, 3000), 8000)
-    conditions = [Condition("clean"), Condition("white", 0.0), Condition("babble", 10.0),
-                  Condition(str(noise_dir), 5.0), Condition("reverb", rt60=0.4)]
+    conditions = [
+        Condition("clean"),
+        Condition("white", 0.0),
+        Condition("babble", 10.0),
+        Condition(str(noise_dir), 5.0),
+        Condition("reverb", rt60=0.4),
+    ]
     study = noise_study([cnn, conformer], conditions, seed=0, batch_seconds=1.0, resamples=200)
     assert len(study["rows"]) == 2 * len(conditions)
     clean = {row["run"]: row for row in study["rows"] if row["noise"] == "clean"}
@@ -166,10 +178,22 @@ def test_the_degradation_ci_is_of_the_paired_difference():
 
     words = np.array([5.0, 10.0, 5.0, 20.0])
     clean_errors = np.array([0.0, 7.0, 1.0, 12.0])
-    rows = [{"run": "r", "noise": "clean", "wer": 100 * clean_errors.sum() / words.sum(), "_errors": clean_errors,
-             "_words": words},
-            {"run": "r", "noise": "white", "wer": 100 * (clean_errors + 1).sum() / words.sum(),
-             "_errors": clean_errors + 1, "_words": words}]
+    rows = [
+        {
+            "run": "r",
+            "noise": "clean",
+            "wer": 100 * clean_errors.sum() / words.sum(),
+            "_errors": clean_errors,
+            "_words": words,
+        },
+        {
+            "run": "r",
+            "noise": "white",
+            "wer": 100 * (clean_errors + 1).sum() / words.sum(),
+            "_errors": clean_errors + 1,
+            "_words": words,
+        },
+    ]
     _degradation(rows, resamples=300)
     noisy = rows[1]
     assert noisy["degradation_points"] == pytest.approx(100 * 4 / 40)

@@ -28,8 +28,13 @@ def random_log_probs(batch: int, frames: int, vocab: int, seed: int, sharpness: 
     return logits.log_softmax(-1)
 
 
-def peaky(text: str, tokenizer: CharTokenizer, seed: int, frames: int | None = None,
-          overrides: dict[int, dict[str, float]] | None = None) -> torch.Tensor:
+def peaky(
+    text: str,
+    tokenizer: CharTokenizer,
+    seed: int,
+    frames: int | None = None,
+    overrides: dict[int, dict[str, float]] | None = None,
+) -> torch.Tensor:
     """(T, V) log-probs: each character a spike frame followed by two blank frames.
 
     ``overrides`` maps a character's index in ``text`` to the probabilities of its spike frame.
@@ -51,8 +56,11 @@ def peaky(text: str, tokenizer: CharTokenizer, seed: int, frames: int | None = N
 def ctc_log_prob(log_probs: torch.Tensor, labels: list[int]) -> float:
     """log P(labels | frames) by torch's CTC forward algorithm: (T, V) -> float."""
     loss = torch.nn.functional.ctc_loss(
-        log_probs.double().unsqueeze(1), torch.tensor([labels], dtype=torch.long),
-        torch.tensor([log_probs.size(0)]), torch.tensor([len(labels)]), reduction="sum",
+        log_probs.double().unsqueeze(1),
+        torch.tensor([labels], dtype=torch.long),
+        torch.tensor([log_probs.size(0)]),
+        torch.tensor([len(labels)]),
+        reduction="sum",
     )
     return -float(loss)
 
@@ -78,8 +86,9 @@ def test_matches_brute_force_over_every_alignment(seed):
         totals[labels] = float(np.logaddexp(totals.get(labels, -np.inf), score))
     best = max(totals, key=totals.get)
 
-    hypotheses = ctc_prefix_beam_search(log_probs.float().unsqueeze(0), torch.tensor([frames]), tokenizer,
-                                        EXHAUSTIVE)[0]
+    hypotheses = ctc_prefix_beam_search(log_probs.float().unsqueeze(0), torch.tensor([frames]), tokenizer, EXHAUSTIVE)[
+        0
+    ]
     assert tuple(hypotheses[0].token_ids) == best
     assert hypotheses[0].acoustic == pytest.approx(totals[best], abs=1e-4)
     assert len(hypotheses) == len(totals)  # every label sequence, each once (identical prefixes merged)
@@ -148,7 +157,7 @@ def test_batched_equals_one_by_one_and_lengths_are_honoured():
     pieces = [peaky(text, TOKENIZER, seed=i) for i, text in enumerate(texts)]
     frames = max(piece.size(0) for piece in pieces) + 6
     spike = peaky("sat", TOKENIZER, seed=9, frames=frames)  # what the padding would spell if read
-    padded = torch.stack([torch.cat([piece, spike[piece.size(0):]]) for piece in pieces])
+    padded = torch.stack([torch.cat([piece, spike[piece.size(0) :]]) for piece in pieces])
     lengths = torch.tensor([piece.size(0) for piece in pieces])
     options = CTCBeamOptions(beam=4)
     batched = ctc_prefix_beam_search(padded, lengths, TOKENIZER, options)
@@ -209,7 +218,7 @@ def test_lexicon_flag_needs_words_from_somewhere():
 
 
 def ambiguous_cat_or_cab(seed: int = 3) -> torch.Tensor:
-    """"the ca?": the last spike is t (55%) or b (45%): acoustically "the cat", barely."""
+    """ "the ca?": the last spike is t (55%) or b (45%): acoustically "the cat", barely."""
     return peaky("the cat", TOKENIZER, seed, overrides={6: {"t": 0.55, "b": 0.45}}).unsqueeze(0)
 
 

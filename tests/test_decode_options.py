@@ -44,8 +44,9 @@ def test_the_options_are_validated_and_frozen():
 
 
 def test_tuned_values_replace_the_default_lm_weight_but_never_a_given_one(tmp_path):
-    (tmp_path / "tuned.json").write_text(json.dumps({"split": "dev", "options": {"beam": 4, "lm": "lm",
-                                                                                 "lm_weight": 0.8}}))
+    (tmp_path / "tuned.json").write_text(
+        json.dumps({"split": "dev", "options": {"beam": 4, "lm": "lm", "lm_weight": 0.8}})
+    )
     merged, tuned_from = resolve_options(tmp_path, *given_options(lm="lm"), use_tuned=True)
     assert merged == DecodeOptions(beam=4, lm="lm", lm_weight=0.8) and tuned_from["split"] == "dev"
     merged, _ = resolve_options(tmp_path, *given_options(lm="lm", lm_weight=0.3, beam=2), use_tuned=True)

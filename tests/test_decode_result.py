@@ -44,14 +44,35 @@ WRITTEN_BEFORE_THE_FORMAT = (
 # The first decode's result.json (commit 8b8e01f): no tag, CIs, token rates, units, search timing,
 # streaming figures or decoder options.
 OLDEST = {
-    "run": "runs/yesno/cnn", "model": "cnn", "split": "test", "data_dir": "data/yesno",
-    "wer": 2.5, "cer": 1.25, "substitutions": 4, "deletions": 1, "insertions": 1, "words": 240,
-    "char_substitutions": 8, "char_deletions": 1, "char_insertions": 1, "characters": 480, "utterances": 30,
-    "sentence_errors": 5, "normalizer": "basic-1", "rtfx": 1500.0, "audio_seconds": 186.28,
-    "decode_seconds": 0.124, "params": 60000,
-    "decoder": {"kind": "ctc_greedy", "batch_frames": 40000, "checkpoint": "best",
-                "rtfx_covers": "model forward + greedy search, after one warm-up batch; features from cache"},
-    "config_hash": "0123456789ab", "environment": {"asrbench_version": "0.1.0", "device": "cpu"},
+    "run": "runs/yesno/cnn",
+    "model": "cnn",
+    "split": "test",
+    "data_dir": "data/yesno",
+    "wer": 2.5,
+    "cer": 1.25,
+    "substitutions": 4,
+    "deletions": 1,
+    "insertions": 1,
+    "words": 240,
+    "char_substitutions": 8,
+    "char_deletions": 1,
+    "char_insertions": 1,
+    "characters": 480,
+    "utterances": 30,
+    "sentence_errors": 5,
+    "normalizer": "basic-1",
+    "rtfx": 1500.0,
+    "audio_seconds": 186.28,
+    "decode_seconds": 0.124,
+    "params": 60000,
+    "decoder": {
+        "kind": "ctc_greedy",
+        "batch_frames": 40000,
+        "checkpoint": "best",
+        "rtfx_covers": "model forward + greedy search, after one warm-up batch; features from cache",
+    },
+    "config_hash": "0123456789ab",
+    "environment": {"asrbench_version": "0.1.0", "device": "cpu"},
 }
 
 
@@ -89,8 +110,12 @@ def test_the_oldest_shape_loads_with_the_documented_defaults(tmp_path):
     assert result.units == "char"  # before subword and phone units
     assert result.tag is None and result.wer_ci is None and result.cer_ci is None and result.ci is None
     assert result.ter is None and result.search_rtfx is None and result.streaming is None
-    assert result.decoder == DecoderRecord(search={"kind": "ctc_greedy"}, batch_frames=40000, checkpoint="best",
-                                           rtfx_covers=OLDEST["decoder"]["rtfx_covers"])
+    assert result.decoder == DecoderRecord(
+        search={"kind": "ctc_greedy"},
+        batch_frames=40000,
+        checkpoint="best",
+        rtfx_covers=OLDEST["decoder"]["rtfx_covers"],
+    )
     assert result.decoder.options is None and result.checkpoint_mtime is None
     assert (result.wer, result.words, result.params) == (2.5, 240, 60000)
 
@@ -108,33 +133,51 @@ def test_keys_it_does_not_know_are_kept(tmp_path):
     assert result.to_dict()["site"] == {"gpu": "H100"}
 
 
-@pytest.mark.parametrize("streaming", [
-    {"chunk_ms": 160.0, "left_chunks": -1, "algorithmic_latency_ms": 205.0, "full_context_wer": None},
-    {"chunk_ms": 80.0, "left_chunks": 2, "algorithmic_latency_ms": 125.0, "chunk_compute_ms_p50": 1.5,
-     "chunk_compute_ms_p90": 2.5, "rtf": 0.02, "first_token_latency_ms_p50": 100.0,
-     "first_token_latency_ms_p90": 140.0, "final_latency_ms_p50": 90.0, "final_latency_ms_p90": 130.0,
-     "utterances": 4, "streamed_equals_chunked_pass": 4, "latency_reference": "end of speech", "threads": 1,
-     "full_context_wer": 0.0},
-])
+@pytest.mark.parametrize(
+    "streaming",
+    [
+        {"chunk_ms": 160.0, "left_chunks": -1, "algorithmic_latency_ms": 205.0, "full_context_wer": None},
+        {
+            "chunk_ms": 80.0,
+            "left_chunks": 2,
+            "algorithmic_latency_ms": 125.0,
+            "chunk_compute_ms_p50": 1.5,
+            "chunk_compute_ms_p90": 2.5,
+            "rtf": 0.02,
+            "first_token_latency_ms_p50": 100.0,
+            "first_token_latency_ms_p90": 140.0,
+            "final_latency_ms_p50": 90.0,
+            "final_latency_ms_p90": 130.0,
+            "utterances": 4,
+            "streamed_equals_chunked_pass": 4,
+            "latency_reference": "end of speech",
+            "threads": 1,
+            "full_context_wer": 0.0,
+        },
+    ],
+)
 def test_streaming_figures_keep_their_keys_measured_or_not(streaming):
     figures = StreamingFigures.from_dict(streaming)
     assert figures.to_dict() == streaming and list(figures.to_dict()) == list(streaming)
     assert figures.measured == ("rtf" in streaming)
 
 
-@pytest.mark.parametrize(("text", "problem"), [
-    ('{"model": "cnn", "wer": ', "unreadable JSON"),
-    ("[1, 2]", "unreadable JSON (expected an object"),
-    ("null", "unreadable JSON (expected an object"),
-    ('{"wer": "low"}', "unreadable decode result ('wer' must be a number"),
-    ('{"words": 2.5}', "unreadable decode result ('words' must be a whole number"),
-    ('{"wer_ci": [1.0]}', "unreadable decode result ('wer_ci' must be [low, high]"),
-    ('{"decoder": "greedy"}', "unreadable decode result ('decoder' must be an object"),
-    ('{"decoder": {"kind": 3}}', "unreadable decode result ('decoder.kind' must be a string"),
-    ('{"streaming": {"chunk_ms": "x"}}', "unreadable decode result ('streaming.chunk_ms' must be a number"),
-    ('{"format": "asrbench-result-9"}', "unreadable decode result (format asrbench-result-9 is newer than"),
-    ('{"format": "whisper"}', "unreadable decode result (unknown format 'whisper'"),
-])
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"model": "cnn", "wer": ', "unreadable JSON"),
+        ("[1, 2]", "unreadable JSON (expected an object"),
+        ("null", "unreadable JSON (expected an object"),
+        ('{"wer": "low"}', "unreadable decode result ('wer' must be a number"),
+        ('{"words": 2.5}', "unreadable decode result ('words' must be a whole number"),
+        ('{"wer_ci": [1.0]}', "unreadable decode result ('wer_ci' must be [low, high]"),
+        ('{"decoder": "greedy"}', "unreadable decode result ('decoder' must be an object"),
+        ('{"decoder": {"kind": 3}}', "unreadable decode result ('decoder.kind' must be a string"),
+        ('{"streaming": {"chunk_ms": "x"}}', "unreadable decode result ('streaming.chunk_ms' must be a number"),
+        ('{"format": "asrbench-result-9"}', "unreadable decode result (format asrbench-result-9 is newer than"),
+        ('{"format": "whisper"}', "unreadable decode result (unknown format 'whisper'"),
+    ],
+)
 def test_a_malformed_file_is_one_line_naming_it(tmp_path, text, problem):
     path = _write(tmp_path / "decode" / "test" / "result.json", text)
     with pytest.raises(AsrbenchError) as err:
@@ -149,8 +192,10 @@ def test_a_missing_result_names_the_decode_that_writes_it(tmp_path):
     _write(tmp_path / "run" / "decode" / "test-beam4" / "result.json", json.dumps(OLDEST))
     with pytest.raises(AsrbenchError) as err:
         read_result(tmp_path / "run", "dev")
-    assert str(err.value) == (f"{tmp_path / 'run'}: no decode result for split 'dev' (run `asrbench decode "
-                              f"{tmp_path / 'run'} --split dev` first; it has decode results for: test-beam4)")
+    assert str(err.value) == (
+        f"{tmp_path / 'run'}: no decode result for split 'dev' (run `asrbench decode "
+        f"{tmp_path / 'run'} --split dev` first; it has decode results for: test-beam4)"
+    )
     with pytest.raises(AsrbenchError, match="result.json: not found"):
         load_result(tmp_path / "run" / "decode" / "dev" / "result.json")
 
@@ -158,8 +203,10 @@ def test_a_missing_result_names_the_decode_that_writes_it(tmp_path):
 def _decoded_run(root: Path, name: str, values: dict, pairs: list[tuple[str, str]]) -> Path:
     run = root / name
     _write(run / "decode" / "test" / "result.json", _as_decode_wrote(values))
-    _write(run / "decode" / "test" / "hypotheses.jsonl", "".join(
-        json.dumps({"id": f"u{i}", "ref": ref, "hyp": hyp}) + "\n" for i, (ref, hyp) in enumerate(pairs)))
+    _write(
+        run / "decode" / "test" / "hypotheses.jsonl",
+        "".join(json.dumps({"id": f"u{i}", "ref": ref, "hyp": hyp}) + "\n" for i, (ref, hyp) in enumerate(pairs)),
+    )
     return run
 
 
@@ -167,8 +214,10 @@ def test_compare_ranks_old_and_new_results_alike_and_refuses_mixed_sets(tmp_path
     new = json.loads(WRITTEN_BEFORE_THE_FORMAT)
     good = [("YES NO", "YES NO")] * 20
     bad = [("YES NO", "NO NO")] * 20
-    runs = [_decoded_run(tmp_path, "new", {"format": FORMAT, **new, "model": "new"}, good),
-            _decoded_run(tmp_path, "old", {**OLDEST, "model": "old"}, bad)]
+    runs = [
+        _decoded_run(tmp_path, "new", {"format": FORMAT, **new, "model": "new"}, good),
+        _decoded_run(tmp_path, "old", {**OLDEST, "model": "old"}, bad),
+    ]
     rows = collect(runs)
     assert [(row["model"], row["vs_best"]) for row in rows] == [("new", "best"), ("old", "significantly worse")]
     assert rows[0]["wer_ci"] == [0.0, 2.0833333333333335]  # recorded
@@ -189,14 +238,17 @@ def test_decode_returns_what_it_writes_and_the_loader_gives_it_back(tmp_path):
     from asrbench.training.trainer import train
 
     data_dir = write_tone_corpus(tmp_path)
-    recipe = _write(tmp_path / "recipe.yaml", f"""
+    recipe = _write(
+        tmp_path / "recipe.yaml",
+        f"""
 data: {{dir: {data_dir}}}
 features: {{sample_rate: 8000, num_mel_bins: 23}}
 augment: {{spec_augment: false}}
 train: {{epochs: 1, batch_frames: 400}}
 models:
   cnn: {{subsample_channels: 4, channels: 8, kernel_size: 5, num_blocks: 1}}
-""")
+""",
+    )
     run = tmp_path / "run"
     train(recipe, "cnn", run, seed=0)
     result = decode(run, "test")
@@ -211,5 +263,8 @@ models:
     # bench records the checkpoint the result belongs to, and reads it back through the loader
     dev = _decode_split(run, "dev")
     assert dev.checkpoint_mtime == (run / "checkpoints" / "best.pt").stat().st_mtime
-    assert read_result(run, "dev") == dev and json.loads((run / "decode" / "dev" / "result.json").read_text(
-        encoding="utf-8"))["checkpoint_mtime"] == dev.checkpoint_mtime
+    assert (
+        read_result(run, "dev") == dev
+        and json.loads((run / "decode" / "dev" / "result.json").read_text(encoding="utf-8"))["checkpoint_mtime"]
+        == dev.checkpoint_mtime
+    )

@@ -60,8 +60,23 @@ def test_greedy_is_the_default_and_records_its_options(workspace):
 
 def test_ctc_beam_with_lm_and_lexicon_records_them(workspace):
     run = workspace["ctc"]
-    outcome = runner.invoke(app, ["decode", str(run), "--beam", "4", "--lm", str(workspace["lm"]),
-                                  "--lm-weight", "0.8", "--lexicon", "train", "--tag", "lm"])
+    outcome = runner.invoke(
+        app,
+        [
+            "decode",
+            str(run),
+            "--beam",
+            "4",
+            "--lm",
+            str(workspace["lm"]),
+            "--lm-weight",
+            "0.8",
+            "--lexicon",
+            "train",
+            "--tag",
+            "lm",
+        ],
+    )
     assert outcome.exit_code == 0, outcome.output
     result = _result(run, "test-lm")
     decoder = result["decoder"]
@@ -69,8 +84,9 @@ def test_ctc_beam_with_lm_and_lexicon_records_them(workspace):
     assert decoder["lm"] == str(workspace["lm"]) and decoder["lm_weight"] == 0.8
     assert decoder["lexicon"] == "train" and decoder["lexicon_words"] == 2  # LOW, HIGH
     assert result["split"] == "test" and result["tag"] == "lm"
-    hypotheses = [json.loads(line)["hyp"] for line in
-                  (run / "decode" / "test-lm" / "hypotheses.jsonl").read_text().splitlines()]
+    hypotheses = [
+        json.loads(line)["hyp"] for line in (run / "decode" / "test-lm" / "hypotheses.jsonl").read_text().splitlines()
+    ]
     assert all(word in ("LOW", "HIGH") for hyp in hypotheses for word in hyp.split())  # lexicon words only
 
 
@@ -104,8 +120,21 @@ def test_tune_refuses_test_and_bad_lists(workspace):
 
 def test_tune_on_dev_saves_the_best_point_and_decode_uses_it(workspace):
     run = workspace["ctc"]
-    outcome = runner.invoke(app, ["tune", str(run), "--lm", str(workspace["lm"]), "--beams", "2,4",
-                                  "--lm-weights", "0,0.5", "--word-bonuses", "0,1"])
+    outcome = runner.invoke(
+        app,
+        [
+            "tune",
+            str(run),
+            "--lm",
+            str(workspace["lm"]),
+            "--beams",
+            "2,4",
+            "--lm-weights",
+            "0,0.5",
+            "--word-bonuses",
+            "0,1",
+        ],
+    )
     assert outcome.exit_code == 0, outcome.output
     tuned = json.loads((run / "tuned.json").read_text())
     assert tuned["split"] == "dev" and len(tuned["grid"]) == 8
@@ -136,16 +165,21 @@ def test_tune_on_dev_saves_the_best_point_and_decode_uses_it(workspace):
 
 
 def test_tune_an_attention_model_grids_ctc_weight(workspace):
-    result = runner.invoke(app, ["tune", str(workspace["hybrid"]), "--beams", "2", "--ctc-weights", "0,0.5",
-                                 "--length-bonuses", "0"])
+    result = runner.invoke(
+        app, ["tune", str(workspace["hybrid"]), "--beams", "2", "--ctc-weights", "0,0.5", "--length-bonuses", "0"]
+    )
     assert result.exit_code == 0, result.output
     tuned = json.loads((workspace["hybrid"] / "tuned.json").read_text())
     assert sorted(row["options"]["ctc_weight"] for row in tuned["grid"]) == [0.0, 0.5]
 
 
 def test_bad_decode_options_are_errors(workspace, tmp_path):
-    for values, needle in (({"beam": 0}, "--beam"), ({"mode": "rnnt"}, "decoding mode"),
-                           ({"backend": "kenlm"}, "backend"), ({"ctc_weight": 2.0}, "--ctc-weight")):
+    for values, needle in (
+        ({"beam": 0}, "--beam"),
+        ({"mode": "rnnt"}, "decoding mode"),
+        ({"backend": "kenlm"}, "backend"),
+        ({"ctc_weight": 2.0}, "--ctc-weight"),
+    ):
         with pytest.raises(AsrbenchError, match=needle):
             DecodeOptions(**values)
     with pytest.raises(AsrbenchError, match="--tag"):
@@ -162,16 +196,31 @@ def test_tune_summary_prints_every_chosen_value_and_says_how_a_tie_was_broken(wo
     ``value not in (None, "", False)``) and did not say when several grid points tied."""
     run = tmp_path / "ctc"
     shutil.copytree(workspace["ctc"], run)
-    outcome = runner.invoke(app, ["tune", str(run), "--lm", str(workspace["lm"]), "--beams", "2",
-                                  "--lm-weights", "0,0.0001", "--word-bonuses", "0"])
+    outcome = runner.invoke(
+        app,
+        [
+            "tune",
+            str(run),
+            "--lm",
+            str(workspace["lm"]),
+            "--beams",
+            "2",
+            "--lm-weights",
+            "0,0.0001",
+            "--word-bonuses",
+            "0",
+        ],
+    )
     assert outcome.exit_code == 0, outcome.output
     tuned = json.loads((run / "tuned.json").read_text())
     # A negligible LM weight cannot change the search here: both points tie, and the first one wins.
     assert len(tuned["tied"]) == 2 and tuned["options"]["lm_weight"] == 0.0
     summary = " ".join(outcome.stderr.split())
     assert "with lm_weight 0.0 (fixed: beam 2, lm " in summary
-    assert "2 points tie at this WER and CER, picked by lowest WER, then lowest CER, then the smallest beam, " \
-           "then the first in grid order" in summary
+    assert (
+        "2 points tie at this WER and CER, picked by lowest WER, then lowest CER, then the smallest beam, "
+        "then the first in grid order" in summary
+    )
 
 
 def test_decode_with_no_reference_words_reports_an_undefined_wer(workspace, tmp_path):
@@ -187,8 +236,9 @@ def test_decode_with_no_reference_words_reports_an_undefined_wer(workspace, tmp_
     assert outcome.exit_code == 0, outcome.output
     result = _result(run, "test")
     assert result["words"] == 0 and result["wer"] is None and result["wer_ci"] is None
-    assert result["insertions"] == len(json.loads((run / "decode" / "test" / "hypotheses.jsonl")
-                                                  .read_text())["hyp"].split())
+    assert result["insertions"] == len(
+        json.loads((run / "decode" / "test" / "hypotheses.jsonl").read_text())["hyp"].split()
+    )
     assert "WER n/a%" in outcome.stderr and "the WER is undefined (n/a)" in " ".join(outcome.stderr.split())
     assert (run / "decode" / "test" / "alignments.txt").read_text().startswith("# normalizer basic-1; WER n/a%")
 
@@ -202,13 +252,16 @@ def test_decode_names_a_mistyped_data_dir_and_lists_the_splits(workspace, tmp_pa
         decode(run, "tset")
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"lm_weight": float("nan"), "lm": "lm"}, "--lm-weight must be a finite number"),
-    ({"lm_weight": -0.5, "lm": "lm"}, "--lm-weight must not be negative"),
-    ({"word_bonus": float("inf")}, "--word-bonus must be a finite number"),
-    ({"length_bonus": float("nan")}, "--length-bonus must be a finite number"),
-    ({"ctc_weight": float("nan")}, "--ctc-weight must be in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"lm_weight": float("nan"), "lm": "lm"}, "--lm-weight must be a finite number"),
+        ({"lm_weight": -0.5, "lm": "lm"}, "--lm-weight must not be negative"),
+        ({"word_bonus": float("inf")}, "--word-bonus must be a finite number"),
+        ({"length_bonus": float("nan")}, "--length-bonus must be a finite number"),
+        ({"ctc_weight": float("nan")}, "--ctc-weight must be in [0, 1]"),
+    ],
+)
 def test_decode_options_refuse_values_that_would_score_garbage(values, message):
     """Regression (issue 28.4): ``DecodeOptions(lm_weight=nan)`` (from the CLI, a library call or an
     edited tuned.json) decoded every utterance to nothing and wrote a 100% WER result."""

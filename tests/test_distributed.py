@@ -50,7 +50,7 @@ def test_groups_hold_neighbouring_lengths_and_leave_out_different_batches(group)
         # The batches of one step (one per rank) have similar lengths: within a group, the
         # longest utterances differ far less than across the epoch.
         longest = [max(lengths[i] for i in batch) for batch in batches]
-        spread = max(max(longest[s:s + group]) - min(longest[s:s + group]) for s in range(0, len(batches), group))
+        spread = max(max(longest[s : s + group]) - min(longest[s : s + group]) for s in range(0, len(batches), group))
         assert spread < (max(longest) - min(longest)) / 3
         left_out_by_epoch.append(frozenset(range(len(lengths))) - frozenset(used))
     assert len(every) % group == 0 or len(set(left_out_by_epoch)) > 1
@@ -109,8 +109,10 @@ def test_context_reads_torchrun_variables_and_rejects_bad_ones(monkeypatch):
 
 
 def test_concurrent_loaders_extract_the_features_once(tmp_path, write_audio, monkeypatch):
-    utterances = [Utterance(f"u{i}", str(write_audio(tmp_path / f"u{i}.wav", 0.4, rate=8000, frequency=400 + i)),
-                            0.4, "yes") for i in range(3)]
+    utterances = [
+        Utterance(f"u{i}", str(write_audio(tmp_path / f"u{i}.wav", 0.4, rate=8000, frequency=400 + i)), 0.4, "yes")
+        for i in range(3)
+    ]
     write_manifest(tmp_path / "data" / "train.jsonl", utterances)
     calls, real_build = [], features_module.build_store
 

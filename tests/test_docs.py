@@ -20,8 +20,11 @@ from typer.testing import CliRunner
 from asrbench.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
-             *sorted((ROOT / "results").glob("*/RESULTS.md"))]
+DOCUMENTS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "results").glob("*/RESULTS.md")),
+]
 README_LIMIT = 15 * 1024  # bytes: internals go to docs/, results to results/
 INLINE = re.compile(r"`([^`]+)`")
 SEPARATORS = {"&&", "||", ";", "|", "&", ">", ">>", "2>&1"}
@@ -79,12 +82,15 @@ def asrbench_commands(markdown: str) -> list[list[str]]:
             tokens = tokens[1:]
         if not fenced and not line.startswith("asrbench "):
             continue
-        starts = [i for i, token in enumerate(tokens)
-                  if (token == "asrbench" or token.endswith("/asrbench"))
-                  and (i == 0 or tokens[i - 1] == "-m" or tokens[i - 1] in SEPARATORS)]
+        starts = [
+            i
+            for i, token in enumerate(tokens)
+            if (token == "asrbench" or token.endswith("/asrbench"))
+            and (i == 0 or tokens[i - 1] == "-m" or tokens[i - 1] in SEPARATORS)
+        ]
         for start in starts:
             arguments = []
-            for token in tokens[start + 1:]:
+            for token in tokens[start + 1 :]:
                 if token in SEPARATORS:
                     break
                 arguments.append(token)
@@ -122,8 +128,9 @@ def problems_of(arguments: list[str], command=None, path: tuple[str, ...] = ()) 
     index = 0
     if subcommands is not None:  # a group: its own options, then one of its subcommands
         while index < len(arguments) and arguments[index].startswith("-"):
-            problems += [f"{shown}: no option {flag}" for flag in _flags(arguments[index:index + 1])
-                         if flag not in options]
+            problems += [
+                f"{shown}: no option {flag}" for flag in _flags(arguments[index : index + 1]) if flag not in options
+            ]
             index += 1
         if index == len(arguments) or arguments[index] in PLACEHOLDERS:
             return problems
@@ -131,7 +138,7 @@ def problems_of(arguments: list[str], command=None, path: tuple[str, ...] = ()) 
             if name not in subcommands:
                 problems.append(f"{shown}: no such command {name!r} (valid: {', '.join(sorted(subcommands))})")
                 continue
-            problems += problems_of(arguments[index + 1:], subcommands[name], (*path, name))
+            problems += problems_of(arguments[index + 1 :], subcommands[name], (*path, name))
         return problems
     return [f"{shown}: no option {flag}" for flag in _flags(arguments) if flag not in options]
 
@@ -143,8 +150,9 @@ def _flags(arguments: list[str]) -> list[str]:
 
 def missing_paths(markdown: str) -> list[str]:
     """``benchmarks/...py`` scripts named in code that do not exist."""
-    return sorted({script for line, _ in code_lines(markdown) for script in SCRIPT.findall(line)
-                   if not (ROOT / script).is_file()})
+    return sorted(
+        {script for line, _ in code_lines(markdown) for script in SCRIPT.findall(line) if not (ROOT / script).is_file()}
+    )
 
 
 def makefile_targets() -> set[str]:
@@ -156,16 +164,23 @@ def missing_make_targets(markdown: str) -> list[str]:
     """``make TARGET`` quoted in code (fenced lines, or inline code starting with ``make ``) whose
     target the Makefile does not define."""
     targets = makefile_targets()
-    quoted = {match for line, fenced in code_lines(markdown) if fenced or line.startswith("make ")
-              for match in MAKE.findall(line)}
+    quoted = {
+        match
+        for line, fenced in code_lines(markdown)
+        if fenced or line.startswith("make ")
+        for match in MAKE.findall(line)
+    }
     return sorted(quoted - targets)
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: str(path.relative_to(ROOT)))
 def test_every_quoted_asrbench_command_parses(document: Path) -> None:
     markdown = document.read_text(encoding="utf-8")
-    problems = [f"asrbench {' '.join(arguments)}: {problem}"
-                for arguments in asrbench_commands(markdown) for problem in problems_of(arguments)]
+    problems = [
+        f"asrbench {' '.join(arguments)}: {problem}"
+        for arguments in asrbench_commands(markdown)
+        for problem in problems_of(arguments)
+    ]
     assert problems == []
 
 
@@ -178,11 +193,21 @@ def test_every_quoted_script_and_make_target_exists(document: Path) -> None:
 
 def test_the_documents_quote_commands_at_all() -> None:
     """A broken extractor would pass the tests above on nothing."""
-    commands = [arguments for document in DOCUMENTS
-                for arguments in asrbench_commands(document.read_text(encoding="utf-8"))]
+    commands = [
+        arguments for document in DOCUMENTS for arguments in asrbench_commands(document.read_text(encoding="utf-8"))
+    ]
     assert len(commands) >= 30
     assert {arguments[0] for arguments in commands if arguments} >= {
-        "data", "models", "train", "decode", "tune", "lm", "score", "compare", "bench"}
+        "data",
+        "models",
+        "train",
+        "decode",
+        "tune",
+        "lm",
+        "score",
+        "compare",
+        "bench",
+    }
 
 
 def test_readme_is_short() -> None:
@@ -208,8 +233,17 @@ compare runs/* [--format markdown|csv|json] [-o FILE]` (wrapped); prose `--notch
 
 def test_the_extractor_joins_continuations_and_drops_brackets_and_comments() -> None:
     commands = asrbench_commands(BAD)
-    assert commands[0] == ["decode", "runs/an4/conformer", "--beem", "10", "--tag", "NAME", "--lexicon",
-                           "train|FILE", "..."]
+    assert commands[0] == [
+        "decode",
+        "runs/an4/conformer",
+        "--beem",
+        "10",
+        "--tag",
+        "NAME",
+        "--lexicon",
+        "train|FILE",
+        "...",
+    ]
     assert commands[1][:2] == ["train", "yesno"]  # from torchrun's -m asrbench
     assert [arguments[0] for arguments in commands[2:]] == ["decod", "data", "compare"]
 
@@ -219,7 +253,8 @@ def test_a_nonexistent_flag_or_subcommand_is_reported() -> None:
     assert problems[:2] == ["asrbench decode: no option --beem", "asrbench train: no option --epoch"]
     assert len(problems) == 3 and problems[2].startswith("asrbench: no such command 'decod' (valid: bench, ")
     assert problems_of(["data", "prepare|synth|downlaod", "x"])[0].startswith(
-        "asrbench data: no such command 'downlaod'")
+        "asrbench data: no such command 'downlaod'"
+    )
 
 
 def test_a_missing_script_or_make_target_is_reported() -> None:

@@ -117,9 +117,7 @@ def _serve(server: _ServerState, monkeypatch, corpus: str, archive: bytes, algor
     """Put ``archive`` on the server under the corpus' archive name and pin its checksum."""
     entry = download.CORPORA[corpus]
     checksum = hashlib.new(algorithm, archive).hexdigest() if algorithm else None
-    monkeypatch.setitem(
-        download.CORPORA, corpus, dataclasses.replace(entry, checksum=checksum, algorithm=algorithm)
-    )
+    monkeypatch.setitem(download.CORPORA, corpus, dataclasses.replace(entry, checksum=checksum, algorithm=algorithm))
     server.files[f"mirror/{entry.archive_name}"] = archive
     return archive
 
@@ -152,9 +150,7 @@ def test_second_call_is_a_noop(server, monkeypatch, tmp_path):
 
 def test_librispeech_subsets_share_one_folder(server, monkeypatch, tmp_path):
     for subset, algorithm in [("dev-clean", "sha256"), ("dev-clean-2", "md5")]:
-        archive = _tar_gz(
-            {"LibriSpeech/LICENSE.TXT": b"CC BY 4.0\n", f"LibriSpeech/{subset}/1/2/1-2.trans.txt": b"x"}
-        )
+        archive = _tar_gz({"LibriSpeech/LICENSE.TXT": b"CC BY 4.0\n", f"LibriSpeech/{subset}/1/2/1-2.trans.txt": b"x"})
         _serve(server, monkeypatch, subset, archive, algorithm)
         folder = download.download_corpus(subset, tmp_path, base_url=server.base_url, progress=False)
         assert folder == tmp_path / "LibriSpeech" / subset
@@ -170,9 +166,7 @@ def test_resume_from_partial_file_uses_range(server, monkeypatch, tmp_path):
     half = len(archive) // 2
     part.write_bytes(archive[:half])
     folder = download.download_corpus("yesno", tmp_path, base_url=server.base_url, progress=False)
-    assert server.requests == [
-        {"path": "/mirror/waves_yesno.tar.gz", "range": f"bytes={half}-", "status": 206}
-    ]
+    assert server.requests == [{"path": "/mirror/waves_yesno.tar.gz", "range": f"bytes={half}-", "status": 206}]
     assert (folder / "0_1_0_1_0_1_0_1.wav").read_bytes() == PAYLOAD
 
 
@@ -216,9 +210,7 @@ def test_complete_partial_file_is_not_downloaded_again(server, monkeypatch, tmp_
 def test_checksum_mismatch_deletes_download(server, monkeypatch, tmp_path):
     archive = _serve(server, monkeypatch, "yesno", _yesno_archive())
     wrong = "0" * 64
-    monkeypatch.setitem(
-        download.CORPORA, "yesno", dataclasses.replace(download.CORPORA["yesno"], checksum=wrong)
-    )
+    monkeypatch.setitem(download.CORPORA, "yesno", dataclasses.replace(download.CORPORA["yesno"], checksum=wrong))
     actual = hashlib.sha256(archive).hexdigest()
     with pytest.raises(AsrbenchError) as caught:
         download.download_corpus("yesno", tmp_path, base_url=server.base_url, progress=False)
@@ -310,9 +302,7 @@ def test_mirror_from_environment(server, monkeypatch, tmp_path):
 
 
 def test_unknown_corpus_lists_valid_names(tmp_path):
-    with pytest.raises(
-        AsrbenchError, match="unknown corpus 'librispeech'; choose one of: .*yesno.*dev-clean"
-    ):
+    with pytest.raises(AsrbenchError, match="unknown corpus 'librispeech'; choose one of: .*yesno.*dev-clean"):
         download.download_corpus("librispeech", tmp_path)
 
 

@@ -36,10 +36,29 @@ def test_yesno_prepare_train_decode_compare(tmp_path: Path, monkeypatch: pytest.
         run_dir = tmp_path / "runs" / model
         # The recipe's 1-minute budget is a speed target; here (--max-minutes 0: no budget) the epochs decide,
         # so a loaded CI machine cannot cut training short or change the result.
-        invoke("train", str(RECIPE), "--model", model, "--out", str(run_dir), "--data", str(data_dir), "--seed", "0",
-               "--max-minutes", "0")
-        for name in ("config.yaml", "tokenizer.json", "environment.json", "metrics.jsonl", "train_summary.json",
-                     "checkpoints/best.pt", "checkpoints/last.pt"):
+        invoke(
+            "train",
+            str(RECIPE),
+            "--model",
+            model,
+            "--out",
+            str(run_dir),
+            "--data",
+            str(data_dir),
+            "--seed",
+            "0",
+            "--max-minutes",
+            "0",
+        )
+        for name in (
+            "config.yaml",
+            "tokenizer.json",
+            "environment.json",
+            "metrics.jsonl",
+            "train_summary.json",
+            "checkpoints/best.pt",
+            "checkpoints/last.pt",
+        ):
             assert (run_dir / name).is_file(), name
         invoke("decode", str(run_dir), "--split", "test")
         runs.append(run_dir)
@@ -58,16 +77,29 @@ def test_yesno_prepare_train_decode_compare(tmp_path: Path, monkeypatch: pytest.
     assert all({"run", "model", "params", "wer", "cer", "rtfx", "train_seconds"} <= set(row) for row in table)
 
 
-def test_yesno_hybrid_attention_model_with_beam_search_lm_and_tuning(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_yesno_hybrid_attention_model_with_beam_search_lm_and_tuning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """conformer_aed (hybrid CTC/attention): train, joint beam search, then its CTC branch with a
     lexicon and an n-gram LM whose weights are tuned on dev and used on test."""
     monkeypatch.setenv("ASRBENCH_NO_PROGRESS", "1")
     data_dir = tmp_path / "data"
     invoke("data", "prepare", "yesno", str(DATA_ROOT / "yesno"), "--out", str(data_dir))
     run_dir = tmp_path / "runs" / "conformer_aed"
-    invoke("train", str(RECIPE), "--model", "conformer_aed", "--out", str(run_dir), "--data", str(data_dir),
-           "--seed", "0", "--max-minutes", "0")
+    invoke(
+        "train",
+        str(RECIPE),
+        "--model",
+        "conformer_aed",
+        "--out",
+        str(run_dir),
+        "--data",
+        str(data_dir),
+        "--seed",
+        "0",
+        "--max-minutes",
+        "0",
+    )
     invoke("decode", str(run_dir), "--beam", "10", "--tag", "beam10")
     joint = json.loads((run_dir / "decode" / "test-beam10" / "result.json").read_text())
     assert joint["decoder"]["kind"] == "attention_beam" and joint["decoder"]["ctc_weight"] == 0.3
@@ -75,8 +107,22 @@ def test_yesno_hybrid_attention_model_with_beam_search_lm_and_tuning(tmp_path: P
 
     lm_dir = tmp_path / "lm"
     invoke("lm", "train", str(data_dir), "--order", "2", "--out", str(lm_dir))
-    invoke("tune", str(run_dir), "--mode", "ctc", "--lm", str(lm_dir), "--lexicon", "train", "--beams", "4",
-           "--lm-weights", "0,0.5", "--word-bonuses", "0,1")
+    invoke(
+        "tune",
+        str(run_dir),
+        "--mode",
+        "ctc",
+        "--lm",
+        str(lm_dir),
+        "--lexicon",
+        "train",
+        "--beams",
+        "4",
+        "--lm-weights",
+        "0,0.5",
+        "--word-bonuses",
+        "0,1",
+    )
     invoke("decode", str(run_dir), "--tuned", "--tag", "tuned")
     tuned = json.loads((run_dir / "decode" / "test-tuned" / "result.json").read_text())
     assert tuned["decoder"]["kind"] == "ctc_prefix_beam" and tuned["decoder"]["tuned"]["split"] == "dev"

@@ -110,8 +110,13 @@ loaded = sorted(name for name in sys.modules if name.startswith(("asrbench.model
 assert not loaded, loaded
 print("no model code")
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                            env={**__import__("os").environ, "ASRBENCH_NO_PROGRESS": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "ASRBENCH_NO_PROGRESS": "1"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     row = json.loads(result.stdout.splitlines()[0])
     assert row["model"] == "cnn" and row["segments"][0]["words"]
@@ -141,14 +146,22 @@ def decoder_runs(tone_run, tmp_path_factory) -> dict[str, Path]:
     _, data_dir = tone_run
     root = tmp_path_factory.mktemp("transducers")
     recipe = root / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "data": {"dir": str(data_dir)}, "features": {"sample_rate": 8000, "num_mel_bins": 23},
-        "augment": {"spec_augment": False}, "train": {"epochs": 3, "batch_frames": 400, "lr": 5.0e-3,
-                                                      "warmup_steps": 5},
-        "models": {"conformer_transducer": TINY["conformer_transducer"],
-                   "lstm_transducer": {**TINY["lstm_transducer"], "predictor": "lstm"},
-                   "conformer_aed": TINY["conformer_aed"],
-                   "transformer_aed": {**TINY["transformer_aed"], "ctc_weight": 0.0}}}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"dir": str(data_dir)},
+                "features": {"sample_rate": 8000, "num_mel_bins": 23},
+                "augment": {"spec_augment": False},
+                "train": {"epochs": 3, "batch_frames": 400, "lr": 5.0e-3, "warmup_steps": 5},
+                "models": {
+                    "conformer_transducer": TINY["conformer_transducer"],
+                    "lstm_transducer": {**TINY["lstm_transducer"], "predictor": "lstm"},
+                    "conformer_aed": TINY["conformer_aed"],
+                    "transformer_aed": {**TINY["transformer_aed"], "ctc_weight": 0.0},
+                },
+            }
+        )
+    )
     runs = {}
     for name in ("conformer_transducer", "lstm_transducer", "conformer_aed", "transformer_aed"):
         runs[name] = root / name
@@ -158,8 +171,9 @@ def decoder_runs(tone_run, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,predictor", [("conformer_transducer", "stateless"), ("lstm_transducer", "lstm")])
-def test_a_transducer_exports_as_three_graphs_and_searches_like_its_run(decoder_runs, tone_run, tmp_path,
-                                                                       name, predictor):
+def test_a_transducer_exports_as_three_graphs_and_searches_like_its_run(
+    decoder_runs, tone_run, tmp_path, name, predictor
+):
     run, (_, data_dir) = decoder_runs[name], tone_run
     manifest = export_run(run, tmp_path / "exported")
     assert manifest["search"] == "transducer" and manifest["predictor"]["kind"] == predictor
@@ -175,10 +189,12 @@ def test_a_transducer_exports_as_three_graphs_and_searches_like_its_run(decoder_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,graphs", [("conformer_aed", {"encoder", "decoder", "ctc_head"}),
-                                         ("transformer_aed", {"encoder", "decoder"})])
-def test_an_attention_model_exports_its_decoder_step_and_beam_searches_like_its_run(decoder_runs, tone_run, tmp_path,
-                                                                                   name, graphs):
+@pytest.mark.parametrize(
+    "name,graphs", [("conformer_aed", {"encoder", "decoder", "ctc_head"}), ("transformer_aed", {"encoder", "decoder"})]
+)
+def test_an_attention_model_exports_its_decoder_step_and_beam_searches_like_its_run(
+    decoder_runs, tone_run, tmp_path, name, graphs
+):
     run, (_, data_dir) = decoder_runs[name], tone_run
     manifest = export_run(run, tmp_path / "exported")
     assert manifest["search"] == "attention" and set(manifest["graphs"]) == graphs
@@ -194,10 +210,17 @@ def test_an_attention_model_exports_its_decoder_step_and_beam_searches_like_its_
 def test_las_exports_its_recurrent_decoder_state_and_beam_searches_like_its_run(tmp_path, tone_run):
     _, data_dir = tone_run
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "data": {"dir": str(data_dir)}, "features": {"sample_rate": 8000, "num_mel_bins": 23},
-        "augment": {"spec_augment": False}, "train": {"epochs": 3, "batch_frames": 400, "lr": 5.0e-3},
-        "models": {"las": {**TINY["las"], "ctc_weight": 0.3}}}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"dir": str(data_dir)},
+                "features": {"sample_rate": 8000, "num_mel_bins": 23},
+                "augment": {"spec_augment": False},
+                "train": {"epochs": 3, "batch_frames": 400, "lr": 5.0e-3},
+                "models": {"las": {**TINY["las"], "ctc_weight": 0.3}},
+            }
+        )
+    )
     train(recipe, "las", tmp_path / "las", seed=0)
     manifest = export_run(tmp_path / "las", tmp_path / "exported")
     assert manifest["decoder"]["kind"] == "las" and set(manifest["graphs"]) == {"encoder", "decoder", "ctc_head"}
@@ -235,21 +258,38 @@ def hand_made_export(root: Path, graph: bytes = b"\x08\x07\x12\x07pytorch") -> P
     config = FeatureConfig(sample_rate=8000, num_mel_bins=23)
     (out / "model.onnx").write_bytes(graph)
     np.save(out / "mel_banks.npy", FeatureExtractor(config).banks.to_dense().numpy().astype(np.float32))
-    (out / "frontend.json").write_text(json.dumps({
-        "kind": "fbank", "sample_rate": 8000, "num_mel_bins": 23, "frame_length_ms": 25.0, "frame_shift_ms": 10.0,
-        "dtype": "float16"}))
+    (out / "frontend.json").write_text(
+        json.dumps(
+            {
+                "kind": "fbank",
+                "sample_rate": 8000,
+                "num_mel_bins": 23,
+                "frame_length_ms": 25.0,
+                "frame_shift_ms": 10.0,
+                "dtype": "float16",
+            }
+        )
+    )
     (out / "cmvn.json").write_text(json.dumps({"mean": [0.0] * 23, "std": [1.0] * 23}))
     (out / "tokenizer.json").write_text(json.dumps(CharTokenizer.build(["yes no"]).to_dict()))
     files = ["model.onnx", "mel_banks.npy", "frontend.json", "cmvn.json", "tokenizer.json"]
-    (out / "manifest.json").write_text(json.dumps({
-        "format": "asrbench-export/1", "search": "ctc", "graphs": {"model": "model.onnx"}, "model": "cnn",
-        "source_run": "run", "units": "char",
-        "files": {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in files}}))
+    (out / "manifest.json").write_text(
+        json.dumps(
+            {
+                "format": "asrbench-export/1",
+                "search": "ctc",
+                "graphs": {"model": "model.onnx"},
+                "model": "cnn",
+                "source_run": "run",
+                "units": "char",
+                "files": {name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in files},
+            }
+        )
+    )
     return out
 
 
-def test_a_truncated_graph_with_its_checksum_updated_is_one_line_naming_it(tmp_path, monkeypatch, capsys,
-                                                                           write_audio):
+def test_a_truncated_graph_with_its_checksum_updated_is_one_line_naming_it(tmp_path, monkeypatch, capsys, write_audio):
     """Regression (issue 28.11): a truncated model.onnx whose checksum was updated ended in a 54-line
     onnxruntime traceback."""
     out = hand_made_export(tmp_path)
@@ -262,8 +302,9 @@ def test_a_truncated_graph_with_its_checksum_updated_is_one_line_naming_it(tmp_p
 
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"format": "asrbench-export/1"}', ""])
-def test_an_export_manifest_that_is_not_json_is_named_not_called_a_run_dir(tmp_path, monkeypatch, capsys,
-                                                                           write_audio, text):
+def test_an_export_manifest_that_is_not_json_is_named_not_called_a_run_dir(
+    tmp_path, monkeypatch, capsys, write_audio, text
+):
     """Regression (issue 28.11): a manifest.json that is not JSON made transcribe say "not a run dir"."""
     out = hand_made_export(tmp_path)
     (out / "manifest.json").write_text(text)
@@ -274,8 +315,10 @@ def test_an_export_manifest_that_is_not_json_is_named_not_called_a_run_dir(tmp_p
     assert "not a run dir" not in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-@pytest.mark.parametrize("name,text", [("frontend.json", "{oops"), ("cmvn.json", "[]"), ("tokenizer.json", "{}"),
-                                       ("mel_banks.npy", "not numpy")])
+@pytest.mark.parametrize(
+    "name,text",
+    [("frontend.json", "{oops"), ("cmvn.json", "[]"), ("tokenizer.json", "{}"), ("mel_banks.npy", "not numpy")],
+)
 def test_a_damaged_file_of_an_unverified_export_names_the_file(tmp_path, name, text):
     out = hand_made_export(tmp_path)
     (out / name).write_text(text)

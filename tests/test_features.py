@@ -78,14 +78,20 @@ def test_fbank_equals_kaldi_on_int16_scaled_samples():
     waveform = torch.randn(12000) * 0.05
     config = FeatureConfig(sample_rate=16000, num_mel_bins=40)
     expected = kaldi.fbank(
-        (waveform * 32768.0).unsqueeze(0), num_mel_bins=40, sample_frequency=16000, frame_length=25.0,
-        frame_shift=10.0, dither=0.0,
+        (waveform * 32768.0).unsqueeze(0),
+        num_mel_bins=40,
+        sample_frequency=16000,
+        frame_length=25.0,
+        frame_shift=10.0,
+        dither=0.0,
     )
     assert torch.allclose(FeatureExtractor(config)(waveform), expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("rate,mels,length_ms,shift_ms", [(16000, 80, 25.0, 10.0), (8000, 40, 25.0, 5.0),
-                                                          (22050, 64, 20.0, 10.0), (16000, 23, 32.0, 12.5)])
+@pytest.mark.parametrize(
+    "rate,mels,length_ms,shift_ms",
+    [(16000, 80, 25.0, 10.0), (8000, 40, 25.0, 5.0), (22050, 64, 20.0, 10.0), (16000, 23, 32.0, 12.5)],
+)
 def test_batched_fbank_matches_kaldi_for_every_utterance(rate, mels, length_ms, shift_ms):
     torch.manual_seed(1)
     config = FeatureConfig(sample_rate=rate, num_mel_bins=mels, frame_length_ms=length_ms, frame_shift_ms=shift_ms)
@@ -95,8 +101,14 @@ def test_batched_fbank_matches_kaldi_for_every_utterance(rate, mels, length_ms, 
     waveforms += [torch.zeros(int(rate * 0.5)), torch.randn(int(rate * 0.7)) * 0.05 + 0.2]
     batched = FeatureExtractor(config).batch(waveforms)
     for waveform, features in zip(waveforms, batched, strict=True):
-        expected = kaldi.fbank((waveform * 32768.0).unsqueeze(0), num_mel_bins=mels, sample_frequency=rate,
-                               frame_length=length_ms, frame_shift=shift_ms, dither=0.0)
+        expected = kaldi.fbank(
+            (waveform * 32768.0).unsqueeze(0),
+            num_mel_bins=mels,
+            sample_frequency=rate,
+            frame_length=length_ms,
+            frame_shift=shift_ms,
+            dither=0.0,
+        )
         assert features.shape == expected.shape
         assert torch.allclose(features, expected, atol=2e-3, rtol=1e-4), (features - expected).abs().max()
 
@@ -219,8 +231,9 @@ def test_float16_storage_rounds_to_half_precision_and_reads_back_float32(data_di
     for i in range(len(half)):
         assert half[i].dtype == torch.float32
         assert torch.equal(half[i], exact[i].half().float())
-    (store,) = [path for path in _stores(data_dir)
-                if json.loads((path / "store.json").read_text())["dtype"] == "float16"]
+    (store,) = [
+        path for path in _stores(data_dir) if json.loads((path / "store.json").read_text())["dtype"] == "float16"
+    ]
     (shard,) = store.glob("shard-*.npy")
     frames = int(half.lengths.sum())
     assert np.load(shard, mmap_mode="r").dtype == np.float16
@@ -246,7 +259,12 @@ def test_shards_follow_the_plan_and_memory_maps_serve_the_frames(data_dir, monke
     features = load_features(data_dir, "train", EXACT)
     (store,) = _stores(data_dir)
     assert sorted(path.name for path in store.iterdir()) == [
-        "shard-00000.json", "shard-00000.npy", "shard-00001.json", "shard-00001.npy", "store.json"]
+        "shard-00000.json",
+        "shard-00000.npy",
+        "shard-00001.json",
+        "shard-00001.npy",
+        "store.json",
+    ]
     assert features.locations[:, 1].tolist() == [0, 0, 1]
     assert isinstance(features.sources[0], ShardedFrames)
     # The frames pickle as paths and map again: what a loader worker receives.
@@ -266,8 +284,10 @@ def test_a_second_load_reads_the_store(data_dir, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "change", [{"num_mel_bins": 24}, {"frame_shift_ms": 20.0}, {"kind": "mfcc"}, {"dtype": "float16"}],
-    ids=lambda c: next(iter(c)))
+    "change",
+    [{"num_mel_bins": 24}, {"frame_shift_ms": 20.0}, {"kind": "mfcc"}, {"dtype": "float16"}],
+    ids=lambda c: next(iter(c)),
+)
 def test_changing_the_feature_config_extracts_a_new_store(data_dir, monkeypatch, change):
     load_features(data_dir, "train", EXACT)
     calls = _count_shard_extractions(monkeypatch)
@@ -458,8 +478,9 @@ def test_features_computed_on_the_fly_equal_the_stored_ones(data_dir, dtype, spe
     assert torch.equal(live.lengths, stored.lengths)
     for i in range(len(live)):
         assert torch.equal(live[i], stored[i])
-    (directory,) = [path for path in _stores(data_dir) if not json.loads(
-        (path / "store.json").read_text())["config"]["cache"]]
+    (directory,) = [
+        path for path in _stores(data_dir) if not json.loads((path / "store.json").read_text())["config"]["cache"]
+    ]
     assert not list(directory.glob("*.npy"))
     assert torch.allclose(live.cmvn().mean, stored.cmvn().mean, atol=1e-5)
     clone = pickle.loads(pickle.dumps(live))  # a loader worker's copy computes the same

@@ -37,18 +37,22 @@ def test_the_checks_find_cycles_and_broken_rules():
     assert layering.cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert layering.cycles({"a": {"b"}, "b": set()}) == []
     problems = layering.violations({"asrbench.data.features": {"asrbench.models.ctc"}, "asrbench.cli": {"x"}})
-    assert problems == ["asrbench.data.features imports asrbench.models.ctc "
-                        "(stage order: asrbench.data comes before asrbench.models)"]
+    assert problems == [
+        "asrbench.data.features imports asrbench.models.ctc (stage order: asrbench.data comes before asrbench.models)"
+    ]
     # a later stage may import an earlier one, but models never read files nor know search
     assert layering.violations({"asrbench.decoding.decode": {"asrbench.runs.checkpoint", "asrbench.data.store"}}) == []
     assert layering.violations({"asrbench.models.dnn": {"asrbench.data.manifest"}}) == [
-        "asrbench.models.dnn imports asrbench.data.manifest (layer rule for asrbench.models)"]
+        "asrbench.models.dnn imports asrbench.data.manifest (layer rule for asrbench.models)"
+    ]
     assert layering.violations({"asrbench.models.ctc": {"asrbench.decoding.searchers"}}) == [
         "asrbench.models.ctc imports asrbench.decoding.searchers "
-        "(stage order: asrbench.models comes before asrbench.decoding)"]
+        "(stage order: asrbench.models comes before asrbench.decoding)"
+    ]
     # a leaf utility imports no stage
     assert layering.violations({"asrbench.fileio": {"asrbench.runs.rundir"}}) == [
-        "asrbench.fileio imports asrbench.runs.rundir (stage order: a leaf utility comes before asrbench.runs)"]
+        "asrbench.fileio imports asrbench.runs.rundir (stage order: a leaf utility comes before asrbench.runs)"
+    ]
 
 
 def test_a_module_left_at_the_top_level_is_named(tmp_path, monkeypatch):
@@ -56,13 +60,25 @@ def test_a_module_left_at_the_top_level_is_named(tmp_path, monkeypatch):
     assert layering.unplaced(set(layering.scan().graph)) == []
     package = tmp_path / "asrbench"
     package.mkdir()
-    for name in ("__init__", "__main__", "cli", "errors", "fileio", "env", "version", "progress", "text",
-                 "torchaudio_compat", "scoring_old"):
+    for name in (
+        "__init__",
+        "__main__",
+        "cli",
+        "errors",
+        "fileio",
+        "env",
+        "version",
+        "progress",
+        "text",
+        "torchaudio_compat",
+        "scoring_old",
+    ):
         (package / f"{name}.py").write_text("")
     monkeypatch.setattr(layering, "PACKAGE", package)
     assert layering.unplaced({"asrbench.cli", "asrbench.scoring_old", "asrbench.fileio"}) == [
         "asrbench.scoring_old: a module at the top level that is no leaf utility: move it into its stage",
-        "asrbench/ holds 11 modules at its top level (at most 10)"]
+        "asrbench/ holds 11 modules at its top level (at most 10)",
+    ]
 
 
 def test_the_script_prints_the_import_graph():
@@ -86,12 +102,17 @@ def test_a_function_over_80_lines_must_say_why(tmp_path, monkeypatch):
     (package / "__init__.py").write_text("")
     (package / "decoding" / "__init__.py").write_text("")
     (package / "decoding" / "search.py").write_text(
-        _function("long_plain", 81) + _function("just_short_enough", 80)
-        + _function("long_loop", 81, "The per-frame loop (the hot loop: one function, locals bound once)."))
+        _function("long_plain", 81)
+        + _function("just_short_enough", 80)
+        + _function("long_loop", 81, "The per-frame loop (the hot loop: one function, locals bound once).")
+    )
     monkeypatch.setattr(layering, "ROOT", tmp_path)
     monkeypatch.setattr(layering, "PACKAGE", package)
     result = layering.scan()
     assert [(function, length) for _, function, length, _ in result.long_functions] == [
-        ("long_plain", 81), ("long_loop", 81)]
+        ("long_plain", 81),
+        ("long_loop", 81),
+    ]
     assert [problem for problem in layering.checks(result) if "lines (over" in problem] == [
-        "asrbench.decoding.search.long_plain: 81 lines (over 80) without saying why ('hot loop')"]
+        "asrbench.decoding.search.long_plain: 81 lines (over 80) without saying why ('hot loop')"
+    ]

@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_mypy_finds_no_error_in_asrbench():
-    done = subprocess.run([sys.executable, "-m", "mypy", "asrbench"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "asrbench"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     report = done.stdout + done.stderr
     assert done.returncode == 0, f"mypy asrbench:\n{report}"
     assert report.strip().startswith("Success: no issues found"), report

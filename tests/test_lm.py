@@ -44,7 +44,7 @@ def test_conditional_probabilities_sum_to_one(order, discount):
     lm = train_ngram(words(CORPUS * 3 + ["A FISH"]), order, discount=discount)
     states = [lm.start(), (), ("THE",), ("THE", "CAT"), ("CAT", "SAT", "ON"), ("FISH",), ("MAT", "A", "LOG")]
     for state in states:
-        assert conditional_total(lm, state[-(order - 1):] if order > 1 else ()) == pytest.approx(1.0, abs=1e-6)
+        assert conditional_total(lm, state[-(order - 1) :] if order > 1 else ()) == pytest.approx(1.0, abs=1e-6)
     # Histories reached by scoring real sentences, including an unseen word.
     state = lm.start()
     for token in ["A", "DOG", "SAW", "ZEBRA", "THE"]:
@@ -110,7 +110,8 @@ def test_continuation_counts_favour_words_seen_in_many_contexts():
     texts += ["MY GLASSES", "THE GLASSES BROKE", "NEW GLASSES", "READING GLASSES HELP"]
     lm = train_ngram(words(texts), 3)
     assert sum(text.split().count("FRANCISCO") for text in texts) > 2 * sum(
-        text.split().count("GLASSES") for text in texts)
+        text.split().count("GLASSES") for text in texts
+    )
     unigram_francisco = lm.score((), "FRANCISCO")[0]
     unigram_glasses = lm.score((), "GLASSES")[0]
     assert unigram_francisco < unigram_glasses
@@ -224,8 +225,10 @@ def test_bad_training_input_is_a_user_error():
 
 
 def write_split(path: Path, texts: list[str]) -> None:
-    rows = [{"id": f"{path.stem}-{index}", "audio": f"{index}.wav", "duration": 1.0, "text": text}
-            for index, text in enumerate(texts)]
+    rows = [
+        {"id": f"{path.stem}-{index}", "audio": f"{index}.wav", "duration": 1.0, "text": text}
+        for index, text in enumerate(texts)
+    ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
 
 
@@ -251,13 +254,22 @@ def test_train_lm_writes_lm_dir_from_train_split_only(data_dir, tmp_path):
     assert summary["dev_oov_rate"] == pytest.approx(1 / 8)  # ZEBRA
     assert len(summary["train_manifest_sha256"]) == 64
     lexicon = (out / "lexicon.txt").read_text(encoding="utf-8").splitlines()
-    assert lexicon == ["A\tA", "CAT\tC A T", "DOG'S\tD O G ' S", "LOG\tL O G", "MAT\tM A T", "ON\tO N",
-                       "SAT\tS A T", "THE\tT H E"]
+    assert lexicon == [
+        "A\tA",
+        "CAT\tC A T",
+        "DOG'S\tD O G ' S",
+        "LOG\tL O G",
+        "MAT\tM A T",
+        "ON\tO N",
+        "SAT\tS A T",
+        "THE\tT H E",
+    ]
 
     lm, metadata = load_lm(out)
     assert metadata == summary and lm.order == 3
     assert lm.perplexity([["THE", "CAT", "SAT", "ON", "A", "LOG"], ["A", "ZEBRA"]]) == pytest.approx(
-        summary["dev_perplexity"])
+        summary["dev_perplexity"]
+    )
     # dev is only scored: without it the model is byte for byte the same.
     (data_dir / "dev.jsonl").unlink()
     again = train_lm(data_dir, tmp_path / "no_dev", order=3)
@@ -291,11 +303,13 @@ def test_cli_lm_train(data_dir, tmp_path):
     assert json.loads((out / "lm.json").read_text(encoding="utf-8"))["order"] == 2
 
 
-@pytest.mark.parametrize("args", [["lm", "train", "MISSING", "--out", "LM"],
-                                  ["lm", "train", "DATA", "--out", "LM", "--unit", "phone"]])
+@pytest.mark.parametrize(
+    "args", [["lm", "train", "MISSING", "--out", "LM"], ["lm", "train", "DATA", "--out", "LM", "--unit", "phone"]]
+)
 def test_cli_bad_input_is_one_line_error(monkeypatch, capsys, data_dir, tmp_path, args):
-    args = [str(data_dir) if arg == "DATA" else str(tmp_path / arg) if arg in ("MISSING", "LM") else arg
-            for arg in args]
+    args = [
+        str(data_dir) if arg == "DATA" else str(tmp_path / arg) if arg in ("MISSING", "LM") else arg for arg in args
+    ]
     monkeypatch.setattr(sys, "argv", ["asrbench", *args])
     monkeypatch.setitem(cli._state, "debug", False)
     with pytest.raises(SystemExit) as exit_:

@@ -57,9 +57,12 @@ def test_a_head_that_does_not_divide_the_encoder_width_is_one_error():
 
 def test_a_recipe_sets_an_encoder_s_options_once_for_every_head(tmp_path):
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("encoders:\n  cnn: {channels: 24, num_blocks: 1}\n"
-                      "models:\n  cnn: {}\n  cnn_transducer: {joiner_dim: 16, num_blocks: 3}\n  cnn_aed: {}\n"
-                      "  las: {}\n")
+    recipe.write_text(
+        "encoders:\n  cnn: {channels: 24, num_blocks: 1}\n"
+        "models:\n  cnn: {}\n  cnn_transducer: {joiner_dim: 16, num_blocks: 3}\n  cnn_aed: {}\n"
+        "  las: {}\n"
+    )
+
     def options(model):
         return resolve(recipe, model).model.options
 
@@ -79,11 +82,18 @@ def test_a_recipe_sets_an_encoder_s_options_once_for_every_head(tmp_path):
 def _tone_recipe(tmp_path, models: dict, encoders: dict | None = None):
     data_dir = write_tone_corpus(tmp_path / "data")
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(json.dumps({
-        "data": {"dir": str(data_dir)}, "features": {"sample_rate": 8000, "num_mel_bins": 23},
-        "augment": {"spec_augment": False},
-        "train": {"epochs": 2, "batch_frames": 400, "lr": 5.0e-3, "warmup_steps": 2, "average_best": 1},
-        **({"encoders": encoders} if encoders else {}), "models": models}))
+    recipe.write_text(
+        json.dumps(
+            {
+                "data": {"dir": str(data_dir)},
+                "features": {"sample_rate": 8000, "num_mel_bins": 23},
+                "augment": {"spec_augment": False},
+                "train": {"epochs": 2, "batch_frames": 400, "lr": 5.0e-3, "warmup_steps": 2, "average_best": 1},
+                **({"encoders": encoders} if encoders else {}),
+                "models": models,
+            }
+        )
+    )
     return recipe
 
 
@@ -100,10 +110,13 @@ def _trains_and_decodes(recipe, name: str, run) -> None:
 def test_every_encoder_trains_and_decodes_under_every_head(tmp_path):
     """The 7 x 3 matrix at tiny sizes: two epochs each on the tone corpus, then the default search
     on test. The encoders' options are given once (``encoders:``), the heads' per model."""
-    models = {name: dict(HEAD_TINY.get(cell[1], {})) if name not in TINY else {}
-              for cell, name in MATRIX.items()}
-    models.update({name: dict(TINY[name]) for name in ("las", "transformer_aed", "conformer_aed",
-                                                       "conformer_transducer", "lstm_transducer")})
+    models = {name: dict(HEAD_TINY.get(cell[1], {})) if name not in TINY else {} for cell, name in MATRIX.items()}
+    models.update(
+        {
+            name: dict(TINY[name])
+            for name in ("las", "transformer_aed", "conformer_aed", "conformer_transducer", "lstm_transducer")
+        }
+    )
     recipe = _tone_recipe(tmp_path, models, encoders={encoder: TINY[encoder] for encoder in ENCODER_NAMES})
     for (encoder, _head), name in MATRIX.items():
         _trains_and_decodes(recipe, name, tmp_path / "runs" / name)
@@ -113,6 +126,7 @@ def test_every_encoder_trains_and_decodes_under_every_head(tmp_path):
 
 
 # --- a toy encoder and a toy head, registered from outside the package ------------------------------
+
 
 @dataclass
 class ToyEncoderConfig:
@@ -154,12 +168,14 @@ class ToyHead(nn.Module):
     def __init__(self, input_dim: int, vocab_size: int, config):
         super().__init__()
         names = [f.name for f in dataclasses.fields(self.encoder_config)]
-        self.encoder = self.encoder_class(input_dim, vocab_size,
-                                          self.encoder_config(**{n: getattr(config, n) for n in names}))
+        self.encoder = self.encoder_class(
+            input_dim, vocab_size, self.encoder_config(**{n: getattr(config, n) for n in names})
+        )
         del self.encoder.head
         self.encoder_dim = self.encoder.encoder_dim
-        self.projection = nn.Sequential(nn.Linear(self.encoder_dim, config.hidden), nn.ReLU(),
-                                        nn.Linear(config.hidden, vocab_size))
+        self.projection = nn.Sequential(
+            nn.Linear(self.encoder_dim, config.hidden), nn.ReLU(), nn.Linear(config.hidden, vocab_size)
+        )
 
     def encode(self, features, feature_lengths):
         return self.encoder.encode(features, feature_lengths)
@@ -193,12 +209,15 @@ class ToyFamily(Protocol):
 
 TOY_SEARCH = search_table.Search(
     build=lambda model, tokenizer, options, data_dir, lm, lexicon: Searcher(
-        "toy_greedy", model.log_probs, lambda out: ctc_greedy(*out), {"kind": "toy_greedy"}),
-    grid=lambda model, request: [])
+        "toy_greedy", model.log_probs, lambda out: ctc_greedy(*out), {"kind": "toy_greedy"}
+    ),
+    grid=lambda model, request: [],
+)
 TOY_HEAD_SEARCH = search_table.HeadSearch(
     greedy=lambda model, features, lengths: ctc_greedy(*model.log_probs(features, lengths)),
     dev=lambda model: Searcher("dev", model.log_probs, lambda out: ctc_greedy(*out), {"kind": "dev"}),
-    align=lambda model, features, lengths, token_ids: [None] * len(token_ids))
+    align=lambda model, features, lengths, token_ids: [None] * len(token_ids),
+)
 
 
 @pytest.fixture
@@ -209,8 +228,9 @@ def toys(monkeypatch):
     monkeypatch.setitem(search_table.SEARCHES, ("toy", "toy"), TOY_SEARCH)
     monkeypatch.setitem(search_table.HEAD_SEARCHES, "toy", TOY_HEAD_SEARCH)
     registry.register_encoder("toy", ToyEncoderConfig, ToyEncoder)
-    registry.register_head("toy", "toy", ToyHeadOptions, ToyHead,
-                           "Toy: {encoder} encoder + a two-layer CTC projection.", family=family)
+    registry.register_head(
+        "toy", "toy", ToyHeadOptions, ToyHead, "Toy: {encoder} encoder + a two-layer CTC projection.", family=family
+    )
     yield
     registry.unregister_head("toy")
     registry.unregister_encoder("toy")
@@ -242,9 +262,11 @@ def test_unregistering_removes_the_row_and_the_column(toys):
 def test_every_combination_of_the_toy_encoder_and_the_toy_head_trains_a_few_steps(toys, tmp_path):
     names = sorted({name for cell, name in MATRIX.items() if "toy" in cell})
     assert len(names) == len(ENCODERS) + len(HEADS) - 1
-    models = {name: ({"width": 8} if model_cell(name)[0] == "toy" else dict(TINY.get(model_cell(name)[0], {})))
-              | (dict(HEAD_TINY.get(model_cell(name)[1], {})) if model_cell(name)[1] != "toy" else {"hidden": 8})
-              for name in names}
+    models = {
+        name: ({"width": 8} if model_cell(name)[0] == "toy" else dict(TINY.get(model_cell(name)[0], {})))
+        | (dict(HEAD_TINY.get(model_cell(name)[1], {})) if model_cell(name)[1] != "toy" else {"hidden": 8})
+        for name in names
+    }
     recipe = _tone_recipe(tmp_path, models)
     for name in names:
         _trains_and_decodes(recipe, name, tmp_path / "runs" / name)

@@ -357,8 +357,9 @@ def test_the_dev_searcher_gives_dev_decode_and_compute_loss_from_one_pass(name):
     with torch.no_grad():
         outputs = searcher.outputs(features, lengths)
         hybrid = model.head_kind == "attention" and model.ctc_head is not None
-        expected = (ctc_greedy(*model.ctc_log_probs(features, lengths)) if hybrid
-                    else greedy_decode(model, features, lengths))
+        expected = (
+            ctc_greedy(*model.ctc_log_probs(features, lengths)) if hybrid else greedy_decode(model, features, lengths)
+        )
         assert searcher.search(outputs) == expected
         assert searcher.loss is not None
         shared = searcher.loss(outputs, targets, target_lengths)
@@ -408,9 +409,13 @@ def test_any_encoder_can_back_an_attention_decoder(name):
     # Every encoder weight learned from the decoder's loss (not the CTC heads, and of an attention
     # model or a transducer only its encoder: encode runs neither its decoder nor its predictor and joiner).
     own_decoder = MODELS[name].family.default_mode != "ctc"
-    assert all(p.grad is not None for key, p in encoder.named_parameters()
-               if p.dim() > 1 and not key.startswith(("head.", "ctc_head."))
-               and (key.startswith("encoder.") or not own_decoder))
+    assert all(
+        p.grad is not None
+        for key, p in encoder.named_parameters()
+        if p.dim() > 1
+        and not key.startswith(("head.", "ctc_head."))
+        and (key.startswith("encoder.") or not own_decoder)
+    )
 
 
 def test_a_model_that_satisfies_no_family_is_refused_at_registration():
@@ -431,4 +436,3 @@ def test_a_model_that_satisfies_no_family_is_refused_at_registration():
         register("dnn", MODELS["dnn"].config, MODELS["dnn"].model)
     assert "not_a_model" not in MODELS
     unregister("not_a_model")
-

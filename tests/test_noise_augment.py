@@ -132,12 +132,15 @@ def test_the_babble_pool_is_bounded(corpus):
     assert len(NoiseAugment(AugmentConfig(noise=["babble"]), FEATURES, many).pool) == BABBLE_POOL
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("noise", ["white", 3], "augment.noise must be a list of noise sources"),
-    ("noise_snr", [20, 0], "low <= high"),
-    ("noise_snr", [5], "augment.noise_snr must be"),
-    ("noise_prob", 1.5, "augment.noise_prob must be in"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("noise", ["white", 3], "augment.noise must be a list of noise sources"),
+        ("noise_snr", [20, 0], "low <= high"),
+        ("noise_snr", [5], "augment.noise_snr must be"),
+        ("noise_prob", 1.5, "augment.noise_prob must be in"),
+    ],
+)
 def test_recipe_values_are_checked(tmp_path, key, value, message):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("data: {dir: d}\nmodels:\n  cnn: {}\n")

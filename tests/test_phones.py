@@ -46,11 +46,14 @@ def test_read_pronunciations_keeps_alternatives_in_file_order(lexicon_file):
     assert ";;;" not in entries and len(entries) == 7
 
 
-@pytest.mark.parametrize("text, message", [
-    ("A AH\nBROKEN\n", r"words.dic:2: expected 'WORD PH O N E S', got 'BROKEN'"),
-    ("A AH\nB | IY\n", r"words.dic:2: '\|' is the word boundary token"),
-    (";;; only comments\n", "no pronunciations"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("A AH\nBROKEN\n", r"words.dic:2: expected 'WORD PH O N E S', got 'BROKEN'"),
+        ("A AH\nB | IY\n", r"words.dic:2: '\|' is the word boundary token"),
+        (";;; only comments\n", "no pronunciations"),
+    ],
+)
 def test_malformed_lexicons_name_the_file_and_line(tmp_path, text, message):
     path = tmp_path / "words.dic"
     path.write_text(text)
@@ -106,8 +109,11 @@ def test_saved_dict_is_json_and_decodes_without_the_file(lexicon_file):
 
 
 def test_words_missing_from_the_lexicon(lexicon_file):
-    with pytest.raises(AsrbenchError, match=r"words.dic: 2 training words are not in the lexicon: NINE TEN "
-                                            r"\(add them, or set tokenizer.unknown=map or drop\)"):
+    with pytest.raises(
+        AsrbenchError,
+        match=r"words.dic: 2 training words are not in the lexicon: NINE TEN "
+        r"\(add them, or set tokenizer.unknown=map or drop\)",
+    ):
         phones(lexicon_file, ["A NINE", "TEN TWO"], unknown="fail")
     tokenizer = phones(lexicon_file, ["A NINE", "TEN TWO"])  # map: each such word is the <unk> token
     assert tokenizer.unknown_characters("A NINE TWO") == {"NINE"}
@@ -152,9 +158,11 @@ def test_training_words_missing_from_the_lexicon_drop_their_utterances_or_fail(t
     recipe = tmp_path / "recipe.yaml"
 
     def load(unknown: str):
-        recipe.write_text(f"data: {{dir: {data_dir}}}\nfeatures: {{sample_rate: 8000, num_mel_bins: 23}}\n"
-                          f"tokenizer: {{kind: phone, lexicon: {lexicon}, unknown: {unknown}}}\n"
-                          "models: {cnn: {}}\n")
+        recipe.write_text(
+            f"data: {{dir: {data_dir}}}\nfeatures: {{sample_rate: 8000, num_mel_bins: 23}}\n"
+            f"tokenizer: {{kind: phone, lexicon: {lexicon}, unknown: {unknown}}}\n"
+            "models: {cnn: {}}\n"
+        )
         return load_training_data(resolve(recipe, "cnn"))
 
     manifest = read_manifest(data_dir / "train.jsonl")

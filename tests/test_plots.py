@@ -26,8 +26,17 @@ def test_write_plots_writes_three_pngs(tmp_path: Path):
         run.mkdir()
         metrics = [{"epoch": e, "dev_cer": 50.0 / e, "train_seconds": 30.0 * e} for e in range(1, 6)]
         (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
-        rows.append({"run": str(run), "model": f"m{index}", "params": params, "wer": wer, "rtfx": rtfx,
-                     "wer_ci": [wer - 1, wer + 1], "split": "test"})
+        rows.append(
+            {
+                "run": str(run),
+                "model": f"m{index}",
+                "params": params,
+                "wer": wer,
+                "rtfx": rtfx,
+                "wer_ci": [wer - 1, wer + 1],
+                "split": "test",
+            }
+        )
     written = write_plots(rows, tmp_path / "plots")
     assert [path.name for path in written] == ["wer_vs_params.png", "wer_vs_rtfx.png", "learning_curves.png"]
     for path in written:
@@ -51,34 +60,46 @@ def test_compare_plot_option_writes_the_figures(tmp_path: Path):
     outcome = CliRunner().invoke(app, ["compare", *runs, "--format", "json", "--plot", str(tmp_path / "figures")])
     assert outcome.exit_code == 0, outcome.output
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
-        "learning_curves.png", "wer_vs_params.png", "wer_vs_rtfx.png"]
+        "learning_curves.png",
+        "wer_vs_params.png",
+        "wer_vs_rtfx.png",
+    ]
 
 
 def _visible_tick_labels(axes, renderer) -> list:
     labels = axes.get_xticklabels() + axes.xaxis.get_minorticklabels()
     low, high = axes.get_xlim()
-    return [label for label in labels if label.get_visible() and label.get_text()
-            and min(low, high) <= label.get_position()[0] <= max(low, high)]
+    return [
+        label
+        for label in labels
+        if label.get_visible() and label.get_text() and min(low, high) <= label.get_position()[0] <= max(low, high)
+    ]
 
 
-@pytest.mark.parametrize("rtfx", [(310.0, 420.0, 560.0), (150.0, 480.0, 900.0), (200.0, 900.0, 3000.0),
-                                  (120.0, 2500.0, 90000.0), (50.0, 3e4, 4e6)],
-                         ids=["within-a-decade", "most-of-a-decade", "over-a-decade", "three-decades", "five-decades"])
+@pytest.mark.parametrize(
+    "rtfx",
+    [(310.0, 420.0, 560.0), (150.0, 480.0, 900.0), (200.0, 900.0, 3000.0), (120.0, 2500.0, 90000.0), (50.0, 3e4, 4e6)],
+    ids=["within-a-decade", "most-of-a-decade", "over-a-decade", "three-decades", "five-decades"],
+)
 def test_speed_plot_ticks_do_not_overlap_and_labels_stay_inside(rtfx):
     """Regression (issue 15.11): on a narrow log range the tick labels overlapped (matplotlib labels
     the minor ticks 2x10^2 ... 9x10^2), and labels of points at the right edge were clipped."""
     from asrbench.studies.plots import _pyplot, _scatter
 
     plt = _pyplot()
-    rows = [{"run": name, "model": name, "rtfx": x, "wer": wer, "wer_ci": [wer - 1, wer + 1]}
-            for name, x, wer in zip(("conformer_aed_long", "transformer_aed", "crdnn_rightmost"), rtfx, (10, 12, 9),
-                                    strict=True)]
+    rows = [
+        {"run": name, "model": name, "rtfx": x, "wer": wer, "wer_ci": [wer - 1, wer + 1]}
+        for name, x, wer in zip(
+            ("conformer_aed_long", "transformer_aed", "crdnn_rightmost"), rtfx, (10, 12, 9), strict=True
+        )
+    ]
     figure = _scatter(plt, rows, "rtfx", "RTFx", True, True, "narrow")
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
     axes = figure.axes[0]
-    boxes = sorted((label.get_window_extent(renderer) for label in _visible_tick_labels(axes, renderer)),
-                   key=lambda box: box.x0)
+    boxes = sorted(
+        (label.get_window_extent(renderer) for label in _visible_tick_labels(axes, renderer)), key=lambda box: box.x0
+    )
     assert len(boxes) >= 2, "the x axis needs at least two labelled ticks"
     for left, right in zip(boxes, boxes[1:], strict=False):
         assert left.x1 <= right.x0, f"tick labels overlap: {left} and {right}"

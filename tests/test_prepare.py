@@ -298,9 +298,14 @@ def _nemo_rows(src: Path, names: list[str]) -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize("names", [("train_manifest.json", "validation_manifest.json", "test_manifest.json"),
-                                   ("train_manifest.jsonl", "val_manifest.json", "test_manifest.jsonl"),
-                                   ("train.json", "dev_manifest.json", "test.json")])
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("train_manifest.json", "validation_manifest.json", "test_manifest.json"),
+        ("train_manifest.jsonl", "val_manifest.json", "test_manifest.jsonl"),
+        ("train.json", "dev_manifest.json", "test.json"),
+    ],
+)
 def test_manifest_folder_accepts_nemos_usual_names(tmp_path, names):
     """Regression (issue 15.7): NeMo's ``train_manifest.json`` names were refused."""
     src = tmp_path / "nemo"
@@ -320,8 +325,11 @@ def test_manifest_files_named_one_by_one(tmp_path):
     report = prepare_corpus("manifest", None, out, progress=False, files={"train": train_file, "test": test_file})
     assert report.counts == {"train": 2, "test": 1}
     assert sorted(path.name for path in out.iterdir()) == ["test.jsonl", "train.jsonl"]
-    with pytest.raises(AsrbenchError, match=r"a.json: a file, not a corpus folder; to prepare one manifest file, "
-                                            r"name its split: --train .*a.json"):
+    with pytest.raises(
+        AsrbenchError,
+        match=r"a.json: a file, not a corpus folder; to prepare one manifest file, "
+        r"name its split: --train .*a.json",
+    ):
         prepare_corpus("manifest", train_file, tmp_path / "out2", progress=False)
     with pytest.raises(AsrbenchError, match=r"--dev .*missing.json: manifest file not found"):
         prepare_corpus("manifest", None, tmp_path / "out2", progress=False, files={"dev": src / "missing.json"})
@@ -336,9 +344,7 @@ def test_manifest_files_named_one_by_one(tmp_path):
 
 
 def test_unknown_corpus_lists_valid_names(tmp_path):
-    with pytest.raises(
-        AsrbenchError, match="unknown corpus 'timit'.*an4, fsdd, yesno, librispeech, kaldi, manifest"
-    ):
+    with pytest.raises(AsrbenchError, match="unknown corpus 'timit'.*an4, fsdd, yesno, librispeech, kaldi, manifest"):
         prepare_corpus("timit", tmp_path, tmp_path / "out")
     assert set(CORPORA) == {"an4", "fsdd", "yesno", "librispeech", "kaldi", "manifest", "lhotse"}
 
@@ -369,9 +375,7 @@ def test_progress_bar_runs(tmp_path, capsys, monkeypatch):
 
 def real_corpus(name: str) -> Path:
     path = DATA_ROOT / name
-    assert path.is_dir(), (
-        f"corpus {name} not found at {path} (set ASRBENCH_DATA_ROOT to the shared data folder)"
-    )
+    assert path.is_dir(), f"corpus {name} not found at {path} (set ASRBENCH_DATA_ROOT to the shared data folder)"
     return path
 
 
@@ -428,8 +432,14 @@ def test_real_yesno(tmp_path):
 
 def _lhotse_recording(rec_id: str, path: Path, seconds: float, rate: int = 16000) -> dict:
     """A Recording as lhotse writes it (``Recording.to_dict()``)."""
-    return {"id": rec_id, "sources": [{"type": "file", "channels": [0], "source": str(path)}],
-            "sampling_rate": rate, "num_samples": int(seconds * rate), "duration": seconds, "channel_ids": [0]}
+    return {
+        "id": rec_id,
+        "sources": [{"type": "file", "channels": [0], "source": str(path)}],
+        "sampling_rate": rate,
+        "num_samples": int(seconds * rate),
+        "duration": seconds,
+        "channel_ids": [0],
+    }
 
 
 def _write_jsonl_gz(path: Path, rows: list[dict]) -> Path:
@@ -448,28 +458,88 @@ def _lhotse_corpus(root: Path) -> Path:
     long = write_tone(root / "audio" / "long.wav", seconds=2.0)
     short = write_tone(root / "audio" / "short.wav", seconds=0.6)
     cuts = [
-        {"id": "cut-a", "start": 0.5, "duration": 1.0, "channel": 0, "type": "MonoCut",
-         "supervisions": [{"id": "sup-a", "recording_id": "long", "start": 0.1, "duration": 0.6, "channel": 0,
-                           "text": "hello  world", "speaker": "spk1", "language": "English"}],
-         "recording": _lhotse_recording("long", long, 2.0)},
-        {"id": "cut-b", "start": 0.0, "duration": 0.6, "channel": 0, "type": "MonoCut",
-         "supervisions": [{"id": "b1", "recording_id": "short", "start": 0.0, "duration": 0.3, "channel": 0,
-                           "text": "one", "speaker": "spk2"},
-                          {"id": "b2", "recording_id": "short", "start": 0.3, "duration": 0.3, "channel": 0,
-                           "text": "two", "speaker": "spk2"}],
-         "recording": _lhotse_recording("short", short, 0.6)},
-        {"id": "cut-url", "start": 0.0, "duration": 1.0, "channel": 0, "type": "MonoCut",
-         "supervisions": [{"id": "u", "recording_id": "r", "start": 0.0, "duration": 1.0, "text": "x"}],
-         "recording": {"id": "r", "sources": [{"type": "url", "channels": [0], "source": "https://x/y.flac"}],
-                       "sampling_rate": 16000, "num_samples": 16000, "duration": 1.0}},
+        {
+            "id": "cut-a",
+            "start": 0.5,
+            "duration": 1.0,
+            "channel": 0,
+            "type": "MonoCut",
+            "supervisions": [
+                {
+                    "id": "sup-a",
+                    "recording_id": "long",
+                    "start": 0.1,
+                    "duration": 0.6,
+                    "channel": 0,
+                    "text": "hello  world",
+                    "speaker": "spk1",
+                    "language": "English",
+                }
+            ],
+            "recording": _lhotse_recording("long", long, 2.0),
+        },
+        {
+            "id": "cut-b",
+            "start": 0.0,
+            "duration": 0.6,
+            "channel": 0,
+            "type": "MonoCut",
+            "supervisions": [
+                {
+                    "id": "b1",
+                    "recording_id": "short",
+                    "start": 0.0,
+                    "duration": 0.3,
+                    "channel": 0,
+                    "text": "one",
+                    "speaker": "spk2",
+                },
+                {
+                    "id": "b2",
+                    "recording_id": "short",
+                    "start": 0.3,
+                    "duration": 0.3,
+                    "channel": 0,
+                    "text": "two",
+                    "speaker": "spk2",
+                },
+            ],
+            "recording": _lhotse_recording("short", short, 0.6),
+        },
+        {
+            "id": "cut-url",
+            "start": 0.0,
+            "duration": 1.0,
+            "channel": 0,
+            "type": "MonoCut",
+            "supervisions": [{"id": "u", "recording_id": "r", "start": 0.0, "duration": 1.0, "text": "x"}],
+            "recording": {
+                "id": "r",
+                "sources": [{"type": "url", "channels": [0], "source": "https://x/y.flac"}],
+                "sampling_rate": 16000,
+                "num_samples": 16000,
+                "duration": 1.0,
+            },
+        },
     ]
     _write_jsonl_gz(src / "librispeech_cuts_train-clean-100.jsonl.gz", cuts)
     for part in ("dev-clean", "dev-other", "test-clean"):
         _write_jsonl_gz(src / f"librispeech_recordings_{part}.jsonl.gz", [_lhotse_recording("long", long, 2.0)])
-        _write_jsonl_gz(src / f"librispeech_supervisions_{part}.jsonl.gz", [
-            {"id": f"{part}-1", "recording_id": "long", "start": 1.2, "duration": 0.5, "channel": 0,
-             "text": part.upper(), "speaker": "spk3"},
-            {"id": f"{part}-gone", "recording_id": "nowhere", "start": 0.0, "duration": 0.5, "text": "lost"}])
+        _write_jsonl_gz(
+            src / f"librispeech_supervisions_{part}.jsonl.gz",
+            [
+                {
+                    "id": f"{part}-1",
+                    "recording_id": "long",
+                    "start": 1.2,
+                    "duration": 0.5,
+                    "channel": 0,
+                    "text": part.upper(),
+                    "speaker": "spk3",
+                },
+                {"id": f"{part}-gone", "recording_id": "nowhere", "start": 0.0, "duration": 0.5, "text": "lost"},
+            ],
+        )
     return src
 
 
@@ -478,8 +548,10 @@ def test_lhotse_cuts_supervisions_and_recordings_become_utterances(tmp_path):
     out = tmp_path / "out"
     report = prepare_corpus("lhotse", src, out, progress=False, skip_missing=True)
     assert report.counts == {"train": 3, "dev": 1, "dev_other": 1, "test": 1}
-    assert report.skipped == {"recording is not an audio file (url, command or memory source)": 1,
-                              "no recording in the RecordingSet": 3}
+    assert report.skipped == {
+        "recording is not an audio file (url, command or memory source)": 1,
+        "no recording in the RecordingSet": 3,
+    }
     train = load(out, "train")
     assert sorted(train) == ["b1", "b2", "cut-a"]
     # A cut's supervision starts relative to the cut, the cut relative to its recording.
@@ -495,12 +567,18 @@ def test_lhotse_files_named_by_split_and_clear_errors(tmp_path):
     src = _lhotse_corpus(tmp_path)
     cuts = src / "librispeech_cuts_train-clean-100.jsonl.gz"
     supervisions = src / "librispeech_supervisions_test-clean.jsonl.gz"
-    report = prepare_corpus("lhotse", None, tmp_path / "out", progress=False, skip_missing=True,
-                            files={"train": cuts, "test": supervisions})
+    report = prepare_corpus(
+        "lhotse", None, tmp_path / "out", progress=False, skip_missing=True, files={"train": cuts, "test": supervisions}
+    )
     assert report.counts == {"train": 3, "test": 1}
     with pytest.raises(AsrbenchError, match="a RecordingSet has no transcripts"):
-        prepare_corpus("lhotse", None, tmp_path / "o2", progress=False,
-                       files={"test": src / "librispeech_recordings_test-clean.jsonl.gz"})
+        prepare_corpus(
+            "lhotse",
+            None,
+            tmp_path / "o2",
+            progress=False,
+            files={"test": src / "librispeech_recordings_test-clean.jsonl.gz"},
+        )
     bad = _write_jsonl_gz(tmp_path / "bad" / "cuts_train.jsonl.gz", [{"id": "c", "start": 0.0}])
     with pytest.raises(AsrbenchError, match=r"cuts_train.jsonl.gz:1: missing field 'recording'"):
         prepare_corpus("lhotse", None, tmp_path / "o3", progress=False, files={"train": bad})
@@ -517,10 +595,17 @@ def _lhotse_cuts(root: Path, name: str, ids: list[str], missing: set[str]) -> Pa
         audio = root / "audio" / f"{cut_id}.wav"
         if cut_id not in missing:
             write_tone(audio, seconds=0.4)
-        rows.append({"id": cut_id, "start": 0.0, "duration": 0.4, "channel": 0, "type": "MonoCut",
-                     "supervisions": [{"id": cut_id, "recording_id": cut_id, "start": 0.0, "duration": 0.4,
-                                       "text": "yes"}],
-                     "recording": _lhotse_recording(cut_id, audio, 0.4)})
+        rows.append(
+            {
+                "id": cut_id,
+                "start": 0.0,
+                "duration": 0.4,
+                "channel": 0,
+                "type": "MonoCut",
+                "supervisions": [{"id": cut_id, "recording_id": cut_id, "start": 0.0, "duration": 0.4, "text": "yes"}],
+                "recording": _lhotse_recording(cut_id, audio, 0.4),
+            }
+        )
     return _write_jsonl_gz(root / "manifests" / f"cuts_{name}.jsonl.gz", rows)
 
 
@@ -550,8 +635,11 @@ def test_missing_audio_is_refused_alike_by_every_importer(tmp_path):
     recording is not in the RecordingSet, and the built-in corpora (AN4) refuse it the same way."""
     kaldi = make_kaldi(tmp_path / "kaldi")  # dev: b's audio file is missing
     write_text(kaldi / "test/text", "b TEST ME\nz NOT LISTED\n")  # z: no wav.scp entry
-    with pytest.raises(AsrbenchError, match=r"dev: 1 utterance without audio \(b\); test: 1 utterance without "
-                                            r"audio \(z\)"):
+    with pytest.raises(
+        AsrbenchError,
+        match=r"dev: 1 utterance without audio \(b\); test: 1 utterance without "
+        r"audio \(z\)",
+    ):
         prepare_corpus("kaldi", kaldi, tmp_path / "o1", progress=False)
     report = prepare_corpus("kaldi", kaldi, tmp_path / "o1", progress=False, skip_missing=True)
     assert report.counts == {"train": 4, "dev": 1, "test": 1}
@@ -559,14 +647,21 @@ def test_missing_audio_is_refused_alike_by_every_importer(tmp_path):
     nemo = tmp_path / "nemo"
     write_text(nemo / "train.json", "".join(_nemo_rows(nemo, ["one"])))
     write_text(nemo / "dev.json", "".join(_nemo_rows(nemo, ["two"])))
-    write_text(nemo / "test.json", "".join(_nemo_rows(nemo, ["three"]))
-               + json.dumps({"audio_filepath": "wav/gone.wav", "duration": 1.0, "text": "GONE"}) + "\n")
+    write_text(
+        nemo / "test.json",
+        "".join(_nemo_rows(nemo, ["three"]))
+        + json.dumps({"audio_filepath": "wav/gone.wav", "duration": 1.0, "text": "GONE"})
+        + "\n",
+    )
     with pytest.raises(AsrbenchError, match=r"test: 1 utterance without audio \(gone\)"):
         prepare_corpus("manifest", nemo, tmp_path / "o2", progress=False)
 
     lhotse = _lhotse_corpus(tmp_path / "lh")  # dev, dev-other and test each hold a supervision with no recording
-    with pytest.raises(AsrbenchError, match=r"dev: 1 utterance without audio \(dev-clean-gone\); test: 1 "
-                                            r"utterance without audio \(test-clean-gone\); dev_other: 1 "):
+    with pytest.raises(
+        AsrbenchError,
+        match=r"dev: 1 utterance without audio \(dev-clean-gone\); test: 1 "
+        r"utterance without audio \(test-clean-gone\); dev_other: 1 ",
+    ):
         prepare_corpus("lhotse", lhotse, tmp_path / "o3", progress=False)
 
     an4 = make_an4(tmp_path / "an4")
@@ -582,12 +677,14 @@ def test_cli_prepare_with_missing_test_audio_is_one_line_exit_2(tmp_path, monkey
     for split, names in (("train", ["t1"]), ("dev", ["d1"]), ("test", ["e1", "e2"])):
         _lhotse_cuts(root, split, names, missing={"e2"})
     out = tmp_path / "out"
-    code, _, err = run_main(monkeypatch, capsys, "data", "prepare", "lhotse", str(root / "manifests"),
-                            "--out", str(out))
+    code, _, err = run_main(
+        monkeypatch, capsys, "data", "prepare", "lhotse", str(root / "manifests"), "--out", str(out)
+    )
     assert (code, err.count("\n")) == (2, 1), err
     assert err.startswith("error: lhotse: test: 1 utterance without audio (e2)")
     assert not out.exists()
-    code, _, err = run_main(monkeypatch, capsys, "data", "prepare", "lhotse", str(root / "manifests"),
-                            "--out", str(out), "--skip-missing")
+    code, _, err = run_main(
+        monkeypatch, capsys, "data", "prepare", "lhotse", str(root / "manifests"), "--out", str(out), "--skip-missing"
+    )
     assert code == 0
     assert "test 1" in err and "skipped 1: missing audio" in err

@@ -83,8 +83,9 @@ def test_feature_extraction_counts_utterances_and_hours_of_audio(monkeypatch, tm
     data_dir = write_tone_corpus(tmp_path)
     extract_data_dir(data_dir, FeatureConfig(sample_rate=8000, num_mel_bins=23), [], ["train"], 1)
     (task,) = bars[0].tasks
-    assert re.match(r"12/12 utterances audio 0\.0\d/0\.0\d h ", bars[0]._tail(task, elapsed=False)), \
-        bars[0]._tail(task, elapsed=False)
+    assert re.match(r"12/12 utterances audio 0\.0\d/0\.0\d h ", bars[0]._tail(task, elapsed=False)), bars[0]._tail(
+        task, elapsed=False
+    )
 
 
 def test_a_long_file_moves_the_transcribe_bar_by_seconds_of_audio(monkeypatch):
@@ -98,7 +99,8 @@ def test_a_long_file_moves_the_transcribe_bar_by_seconds_of_audio(monkeypatch):
     transcriber = object.__new__(Transcriber)  # a model is not needed: pieces and decoding are stubbed
     transcriber.stream = None
     transcriber._pieces = lambda index, path, duration: (
-        _Piece(index, start, start + 30.0, None) for start in range(0, 600, 30))
+        _Piece(index, start, start + 30.0, None) for start in range(0, 600, 30)
+    )
     decoded_at = []
     transcriber._decode = lambda pieces: decoded_at.append(bar.completed) or []
     (transcript,) = list(transcriber.transcribe([Path("long.wav")]))
@@ -121,11 +123,25 @@ def test_report_shows_progress_over_its_parts(monkeypatch, tmp_path):
     for name in ("cnn", "gru"):
         decoded = tmp_path / name / "decode" / "test"
         decoded.mkdir(parents=True)
-        (decoded / "result.json").write_text(json.dumps({"model": name, "data_dir": str(data), "wer": 50.0,
-                                                         "cer": 20.0, "params": 1000, "rtfx": 50.0, "words": 8}))
-        (decoded / "hypotheses.jsonl").write_text("".join(
-            json.dumps({"id": row["id"], "ref": row["text"], "hyp": "NO", "duration": row["duration"]}) + "\n"
-            for row in manifest))
+        (decoded / "result.json").write_text(
+            json.dumps(
+                {
+                    "model": name,
+                    "data_dir": str(data),
+                    "wer": 50.0,
+                    "cer": 20.0,
+                    "params": 1000,
+                    "rtfx": 50.0,
+                    "words": 8,
+                }
+            )
+        )
+        (decoded / "hypotheses.jsonl").write_text(
+            "".join(
+                json.dumps({"id": row["id"], "ref": row["text"], "hyp": "NO", "duration": row["duration"]}) + "\n"
+                for row in manifest
+            )
+        )
         runs.append(tmp_path / name)
     bar = RecordingBar()
     monkeypatch.setattr(report_module, "progress_bar", bar)

@@ -18,20 +18,32 @@ from asrbench.recipe.config import RunConfig, resolve
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=12))
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
 FIELDS = ("id", "audio", "duration", "text", "speaker", "offset")
 # Rows that are nearly right: the manifest's own field names with values of any JSON type.
 manifest_rows = st.one_of(
     st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=6),
     st.fixed_dictionaries(
-        {"id": st.one_of(st.sampled_from(["", " ", "a\x00"]), st.text(max_size=6)),
-         "audio": st.one_of(st.sampled_from(["", "a\x00b.wav", "../x.wav", "/abs.wav"]), st.text(max_size=10)),
-         "duration": st.one_of(st.sampled_from([math.inf, -math.inf, math.nan, 0, -1, "1.5", None]), st.floats(),
-                               st.integers(), st.text(max_size=4)),
-         "text": st.one_of(st.sampled_from(["", "  ", "ok"]), st.text(max_size=10))},
-        optional={"offset": st.one_of(st.sampled_from([math.inf, math.nan, -0.5, "x"]), st.floats()),
-                  "speaker": json_values}),
+        {
+            "id": st.one_of(st.sampled_from(["", " ", "a\x00"]), st.text(max_size=6)),
+            "audio": st.one_of(st.sampled_from(["", "a\x00b.wav", "../x.wav", "/abs.wav"]), st.text(max_size=10)),
+            "duration": st.one_of(
+                st.sampled_from([math.inf, -math.inf, math.nan, 0, -1, "1.5", None]),
+                st.floats(),
+                st.integers(),
+                st.text(max_size=4),
+            ),
+            "text": st.one_of(st.sampled_from(["", "  ", "ok"]), st.text(max_size=10)),
+        },
+        optional={
+            "offset": st.one_of(st.sampled_from([math.inf, math.nan, -0.5, "x"]), st.floats()),
+            "speaker": json_values,
+        },
+    ),
     json_values,
 )
 
@@ -64,11 +76,32 @@ def test_manifest_reader_on_random_json_lines(tmp_path: Path, rows: list, crlf: 
         assert len({utt.id for utt in utterances}) == len(utterances)
 
 
-RECIPE_KEYS = ("data", "features", "augment", "train", "tokenizer", "models", "dnn", "epochs", "lr", "dir",
-               "sample_rate", "num_mel_bins", "spec_augment", "hidden_size", "num_layers", "context")
-recipe_trees = st.recursive(json_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=3),
-    st.dictionaries(st.one_of(st.sampled_from(RECIPE_KEYS), st.text(max_size=6)), inner, max_size=4)), max_leaves=15)
+RECIPE_KEYS = (
+    "data",
+    "features",
+    "augment",
+    "train",
+    "tokenizer",
+    "models",
+    "dnn",
+    "epochs",
+    "lr",
+    "dir",
+    "sample_rate",
+    "num_mel_bins",
+    "spec_augment",
+    "hidden_size",
+    "num_layers",
+    "context",
+)
+recipe_trees = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.one_of(st.sampled_from(RECIPE_KEYS), st.text(max_size=6)), inner, max_size=4),
+    ),
+    max_leaves=15,
+)
 
 
 def _resolve(path: Path, text: str, overrides: list[str] | None = None):

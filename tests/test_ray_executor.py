@@ -37,9 +37,13 @@ def cluster(tmp_path_factory):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     temp = tmp_path_factory.mktemp("ray")
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--block", "--disable-usage-stats"]
-    head = subprocess.Popen([str(RAY), "start", "--head", f"--port={port}", "--include-dashboard=false",
-                             f"--temp-dir={temp}", *common], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    head = subprocess.Popen(
+        [str(RAY), "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     nodes = [head]
     try:
         address = f"127.0.0.1:{port}"
@@ -49,8 +53,15 @@ def cluster(tmp_path_factory):
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.5)
-        nodes.append(subprocess.Popen([str(RAY), "start", f"--address={address}", *common], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        nodes.append(
+            subprocess.Popen(
+                [str(RAY), "start", f"--address={address}", *common],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
         time.sleep(3)  # the worker node registers with the head
         yield address
     finally:
@@ -96,10 +107,12 @@ COLUMNS = ("model", "seeds", "wer", "cer", "dev_wer", "params", "epochs")
 def test_ray_tasks_give_the_local_executors_table(cluster, recipe: Path, tmp_path: Path):
     overrides = ["train.num_threads=1"]
     local = bench(recipe, "dnn,gru", seeds=1, out=tmp_path / "local", overrides=overrides)
-    on_ray = bench(recipe, "dnn,gru", seeds=1, out=tmp_path / "ray", overrides=overrides, executor="ray",
-                   address=cluster)
-    assert [{key: row[key] for key in COLUMNS} for row in on_ray["summary"]] == \
-        [{key: row[key] for key in COLUMNS} for row in local["summary"]]
+    on_ray = bench(
+        recipe, "dnn,gru", seeds=1, out=tmp_path / "ray", overrides=overrides, executor="ray", address=cluster
+    )
+    assert [{key: row[key] for key in COLUMNS} for row in on_ray["summary"]] == [
+        {key: row[key] for key in COLUMNS} for row in local["summary"]
+    ]
     # Disconnected after the sweep: a driver left joined to a cluster that then stops is killed by
     # Ray (this once took the whole test session down), and a later --address must not reuse it.
     import ray
@@ -111,18 +124,29 @@ def test_ray_tasks_give_the_local_executors_table(cluster, recipe: Path, tmp_pat
         assert (run_dir / ray_executor.LOG).is_file()  # each task's output went to its run dir
     # Resumable: a second sweep submits nothing (finished runs are skipped).
     stamps = {run["run"]: (Path(run["run"]) / "train_summary.json").stat().st_mtime for run in on_ray["runs"]}
-    again = bench(recipe, "dnn,gru", seeds=1, out=tmp_path / "ray", overrides=overrides, executor="ray",
-                  address=cluster)
+    again = bench(
+        recipe, "dnn,gru", seeds=1, out=tmp_path / "ray", overrides=overrides, executor="ray", address=cluster
+    )
     assert {run["run"]: (Path(run["run"]) / "train_summary.json").stat().st_mtime for run in again["runs"]} == stamps
 
 
 def test_a_failed_ray_task_is_reported_with_its_log(cluster, recipe: Path, tmp_path: Path):
     broken = tmp_path / "broken.yaml"
     broken.write_text(recipe.read_text().replace("hidden_size: 16", "hidden_size: 16, forget_bias: 1.0"))
-    with pytest.raises(AsrbenchError, match=r"1 of 2 runs failed on Ray: .*gru/seed0: .*forget_bias applies to "
-                                            r"LSTMs only \(log: .*gru/seed0/bench.log\)"):
-        bench(broken, "dnn,gru", seeds=1, out=tmp_path / "sweep", overrides=["train.num_threads=1"], executor="ray",
-              address=cluster)
+    with pytest.raises(
+        AsrbenchError,
+        match=r"1 of 2 runs failed on Ray: .*gru/seed0: .*forget_bias applies to "
+        r"LSTMs only \(log: .*gru/seed0/bench.log\)",
+    ):
+        bench(
+            broken,
+            "dnn,gru",
+            seeds=1,
+            out=tmp_path / "sweep",
+            overrides=["train.num_threads=1"],
+            executor="ray",
+            address=cluster,
+        )
     assert (tmp_path / "sweep" / "dnn" / "seed0" / "train_summary.json").is_file()  # the other run finished
 
 
@@ -135,7 +159,14 @@ def test_without_ray_installed_the_executor_says_how_to_get_it(monkeypatch, reci
 def test_address_local_starts_a_ray_instance_for_the_sweep_and_stops_it(recipe: Path, tmp_path: Path):
     import ray
 
-    report = bench(recipe, "dnn", seeds=1, out=tmp_path / "sweep", overrides=["train.num_threads=1"], executor="ray",
-                   address="local")
+    report = bench(
+        recipe,
+        "dnn",
+        seeds=1,
+        out=tmp_path / "sweep",
+        overrides=["train.num_threads=1"],
+        executor="ray",
+        address="local",
+    )
     assert report["executor"] == "ray" and report["runs"][0]["wer"] is not None
     assert not ray.is_initialized()  # shut down after the sweep

@@ -39,8 +39,11 @@ def test_a_bare_name_is_the_bundled_recipe_and_a_path_that_exists_wins(tmp_path,
     assert find_recipe("yesno.yaml") == Path("yesno.yaml")
     assert resolve("yesno.yaml", "cnn").features.sample_rate == 16000
     for missing in ("yesn", "elsewhere/yesno.yaml"):
-        with pytest.raises(AsrbenchError, match=rf"{missing}: recipe not found \(a path, or a bundled recipe: "
-                                                r"an4, fsdd, librispeech100, synth, yesno; `asrbench recipes`"):
+        with pytest.raises(
+            AsrbenchError,
+            match=rf"{missing}: recipe not found \(a path, or a bundled recipe: "
+            r"an4, fsdd, librispeech100, synth, yesno; `asrbench recipes`",
+        ):
             load_yaml(missing)
 
 
@@ -56,8 +59,9 @@ def test_recipes_lists_name_corpus_models_and_description(monkeypatch, capsys):
     rows = {row.name: row for row in summaries()}
     assert list(rows) == NAMES
     assert rows["yesno"].corpus == "yesno" and "cnn" in rows["yesno"].models and "conformer" in rows["yesno"].models
-    assert rows["yesno"].description == ("Kaldi's yesno corpus (60 files, one speaker, 8 kHz): a smoke test that "
-                                         "trains in seconds.")
+    assert rows["yesno"].description == (
+        "Kaldi's yesno corpus (60 files, one speaker, 8 kHz): a smoke test that trains in seconds."
+    )
     assert rows["fsdd"].description == "Free Spoken Digit Dataset: 6 speakers, isolated digits, 8 kHz."
     assert rows["librispeech100"].description.endswith("(icefall's RESULTS-100hours).")
     flat = " ".join(out.split())

@@ -47,8 +47,14 @@ def test_text_is_escaped_in_cells_attributes_and_alignments():
     assert aligned.count('class="S"') == 1 and aligned.count('class="I"') == 1
 
 
-@pytest.mark.parametrize(("name", "options", "drawn"), [
-    ("cnn", {}, True), ("transformer_aed", {"ctc_weight": 0.3}, True), ("transformer_aed", {"ctc_weight": 0.0}, False)])
+@pytest.mark.parametrize(
+    ("name", "options", "drawn"),
+    [
+        ("cnn", {}, True),
+        ("transformer_aed", {"ctc_weight": 0.3}, True),
+        ("transformer_aed", {"ctc_weight": 0.0}, False),
+    ],
+)
 def test_posteriorgrams_come_from_the_ctc_output_or_are_declined(name, options, drawn):
     config = FeatureConfig(sample_rate=8000, num_mel_bins=INPUT_DIM)
     tokenizer = CharTokenizer.build(["ab cd"])
@@ -76,14 +82,17 @@ def test_the_error_browser_names_only_known_speakers(tmp_path):
     label of the id. A speaker is shown only when the manifest gives one."""
     data = tmp_path / "data"
     data.mkdir()
-    manifest = [{"id": "0_1_1_0", "audio": "a.wav", "duration": 1.0, "text": "NO YES YES NO"},
-                {"id": "1_0_0_1", "audio": "b.wav", "duration": 1.0, "text": "YES NO NO YES", "speaker": "ann"}]
+    manifest = [
+        {"id": "0_1_1_0", "audio": "a.wav", "duration": 1.0, "text": "NO YES YES NO"},
+        {"id": "1_0_0_1", "audio": "b.wav", "duration": 1.0, "text": "YES NO NO YES", "speaker": "ann"},
+    ]
     (data / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in manifest))
     decoded = tmp_path / "run" / "decode" / "test"
     decoded.mkdir(parents=True)
     (decoded / "result.json").write_text(json.dumps({"model": "cnn", "data_dir": str(data)}))
-    (decoded / "hypotheses.jsonl").write_text("".join(json.dumps({"id": row["id"], "ref": row["text"], "hyp": "NO"})
-                                                      + "\n" for row in manifest))
+    (decoded / "hypotheses.jsonl").write_text(
+        "".join(json.dumps({"id": row["id"], "ref": row["text"], "hyp": "NO"}) + "\n" for row in manifest)
+    )
     page = error_browser(tmp_path / "run", "test", 5, link_audio=True)
     assert page.count('<div class="utt">') == 2
     assert "speaker 0" not in page and "speaker 1" not in page and "speaker ann" in page
@@ -100,8 +109,9 @@ def test_the_comparison_names_each_runs_test_set(tmp_path):
         decoded = tmp_path / name / "decode" / "test"
         decoded.mkdir(parents=True)
         (decoded / "result.json").write_text(json.dumps({"model": name, "wer": 0.0, "cer": 0.0}))
-        (decoded / "hypotheses.jsonl").write_text("".join(json.dumps({"id": i, "ref": "YES", "hyp": "YES"}) + "\n"
-                                                          for i in ids))
+        (decoded / "hypotheses.jsonl").write_text(
+            "".join(json.dumps({"id": i, "ref": "YES", "hyp": "YES"}) + "\n" for i in ids)
+        )
         runs.append(tmp_path / name)
     rows = collect(runs, allow_mixed=True)
     section = comparison_section(rows)
@@ -126,8 +136,9 @@ def report_runs(tone_run, streaming_run, tmp_path_factory) -> tuple[Path, list[P
     hypotheses.write_text("".join(json.dumps(row) + "\n" for row in rows))
     study = root / "study"
     study.mkdir()
-    (study / "study.json").write_text(json.dumps({"rows": [{"run": ATTACK, "noise": "white", "snr": 10.0,
-                                                            "wer": 12.5, "wer_ci": [10.0, 15.0]}]}))
+    (study / "study.json").write_text(
+        json.dumps({"rows": [{"run": ATTACK, "noise": "white", "snr": 10.0, "wer": 12.5, "wer_ci": [10.0, 15.0]}]})
+    )
     return root, runs + [study]
 
 
@@ -160,8 +171,9 @@ def test_the_page_works_in_headless_chromium(report_page, tmp_path):
 
     out = report_page
     with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=find_browser(),
-                                         args=["--autoplay-policy=no-user-gesture-required"])
+        browser = driver.chromium.launch(
+            executable_path=find_browser(), args=["--autoplay-policy=no-user-gesture-required"]
+        )
         page = browser.new_page(viewport={"width": 1280, "height": 1400})
         errors = []
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
@@ -207,18 +219,33 @@ def test_without_matplotlib_the_page_is_written_without_plots(tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     data = tmp_path / "data"
     data.mkdir()
-    manifest = [{"id": f"u{i}", "audio": str(write_audio(tmp_path / f"u{i}.wav", 0.3)), "duration": 0.3,
-                 "text": "YES NO"} for i in range(3)]
+    manifest = [
+        {"id": f"u{i}", "audio": str(write_audio(tmp_path / f"u{i}.wav", 0.3)), "duration": 0.3, "text": "YES NO"}
+        for i in range(3)
+    ]
     (data / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in manifest))
     runs = []
     for name, hyp in (("cnn", "YES"), ("lstm", "NO NO")):
         decoded = tmp_path / name / "decode" / "test"
         decoded.mkdir(parents=True)
-        (decoded / "result.json").write_text(json.dumps({
-            "model": name, "split": "test", "wer": 50.0, "cer": 30.0, "params": 1000, "rtfx": 20.0,
-            "data_dir": str(data), "words": 6, "utterances": 3}))
-        (decoded / "hypotheses.jsonl").write_text("".join(
-            json.dumps({"id": row["id"], "ref": row["text"], "hyp": hyp}) + "\n" for row in manifest))
+        (decoded / "result.json").write_text(
+            json.dumps(
+                {
+                    "model": name,
+                    "split": "test",
+                    "wer": 50.0,
+                    "cer": 30.0,
+                    "params": 1000,
+                    "rtfx": 20.0,
+                    "data_dir": str(data),
+                    "words": 6,
+                    "utterances": 3,
+                }
+            )
+        )
+        (decoded / "hypotheses.jsonl").write_text(
+            "".join(json.dumps({"id": row["id"], "ref": row["text"], "hyp": hyp}) + "\n" for row in manifest)
+        )
         runs.append(tmp_path / name)
     page = write_report(runs, tmp_path / "report.html", worst=2).read_text()
     assert "plots left out: matplotlib is not installed" in page

@@ -43,16 +43,26 @@ def random_batch(frames: list[int], units: list[int], vocab: int, blank: int = 0
     labels = [i for i in range(vocab) if i != blank]
     targets = torch.full((batch, max_units), -1, dtype=torch.long)
     for b in range(batch):
-        log_probs[b, frames[b]:] = pad
-        log_probs[b, :, units[b] + 1:] = pad
+        log_probs[b, frames[b] :] = pad
+        log_probs[b, :, units[b] + 1 :] = pad
         choice = torch.randint(len(labels), (units[b],), generator=generator)
-        targets[b, :units[b]] = torch.tensor(labels)[choice]
+        targets[b, : units[b]] = torch.tensor(labels)[choice]
     return log_probs, targets, torch.tensor(frames), torch.tensor(units)
 
 
-@pytest.mark.parametrize("frames, units, vocab, blank", [
-    (1, 0, 2, 0), (1, 1, 3, 0), (1, 3, 4, 0), (2, 0, 3, 0), (2, 1, 2, 1), (3, 2, 4, 3), (4, 4, 4, 0), (4, 1, 3, 2),
-])
+@pytest.mark.parametrize(
+    "frames, units, vocab, blank",
+    [
+        (1, 0, 2, 0),
+        (1, 1, 3, 0),
+        (1, 3, 4, 0),
+        (2, 0, 3, 0),
+        (2, 1, 2, 1),
+        (3, 2, 4, 3),
+        (4, 4, 4, 0),
+        (4, 1, 3, 2),
+    ],
+)
 def test_loss_and_gradient_match_every_alignment_summed(frames, units, vocab, blank):
     seed = frames * 7 + units
     log_probs, targets, frame_lengths, unit_lengths = random_batch([frames], [units], vocab, blank, seed=seed)
@@ -97,14 +107,15 @@ def test_padded_batch_equals_one_utterance_at_a_time():
 
     assert torch.isfinite(losses).all() and torch.isfinite(grad).all()
     for b, (t, u) in enumerate(zip(frames, units, strict=True)):
-        alone = log_probs.detach()[b:b + 1, :t, :u + 1].clone().requires_grad_(True)
-        loss = rnnt_loss(alone, targets[b:b + 1, :u], torch.tensor([t]), torch.tensor([u]), reduction="sum")
+        alone = log_probs.detach()[b : b + 1, :t, : u + 1].clone().requires_grad_(True)
+        loss = rnnt_loss(alone, targets[b : b + 1, :u], torch.tensor([t]), torch.tensor([u]), reduction="sum")
         (alone_grad,) = torch.autograd.grad(loss, alone)
         assert losses[b].item() == pytest.approx(loss.item(), abs=1e-10)
-        assert losses[b].item() == pytest.approx(-brute_force_loglik(alone.detach()[0], targets[b, :u].tolist()).item(),
-                                                 abs=1e-5)
-        assert torch.allclose(grad[b, :t, :u + 1], weights[b] * alone_grad, atol=1e-12)
-        assert (grad[b, t:] == 0).all() and (grad[b, :, u + 1:] == 0).all()
+        assert losses[b].item() == pytest.approx(
+            -brute_force_loglik(alone.detach()[0], targets[b, :u].tolist()).item(), abs=1e-5
+        )
+        assert torch.allclose(grad[b, :t, : u + 1], weights[b] * alone_grad, atol=1e-12)
+        assert (grad[b, t:] == 0).all() and (grad[b, :, u + 1 :] == 0).all()
 
 
 def test_logit_gradients_are_finite_zero_in_padding_and_sum_to_zero_over_the_vocabulary():
@@ -117,19 +128,21 @@ def test_logit_gradients_are_finite_zero_in_padding_and_sum_to_zero_over_the_voc
 
     assert torch.isfinite(grad).all()
     for b, (t, u) in enumerate(zip(frames, units, strict=True)):
-        inside = grad[b, :t, :u + 1]
+        inside = grad[b, :t, : u + 1]
         # Every lattice point is on some alignment, so each one's logits get a nonzero gradient...
         assert (inside.abs().sum(-1) > 1e-6).all()
         # ...and the softmax's shift invariance makes it sum to zero over V.
         assert inside.sum(-1).abs().max().item() < 1e-6
-        assert (grad[b, t:] == 0).all() and (grad[b, :, u + 1:] == 0).all()
+        assert (grad[b, t:] == 0).all() and (grad[b, :, u + 1 :] == 0).all()
 
 
 def test_reductions_agree():
     log_probs, targets, frame_lengths, unit_lengths = random_batch([3, 4, 2], [2, 1, 3], vocab=4, seed=5)
     log_probs.requires_grad_(True)
-    losses = {reduction: rnnt_loss(log_probs, targets, frame_lengths, unit_lengths, reduction=reduction)
-              for reduction in ("none", "sum", "mean")}
+    losses = {
+        reduction: rnnt_loss(log_probs, targets, frame_lengths, unit_lengths, reduction=reduction)
+        for reduction in ("none", "sum", "mean")
+    }
     assert losses["none"].shape == (3,) and (losses["none"] > 0).all()
     assert losses["sum"].item() == pytest.approx(losses["none"].sum().item(), rel=1e-12)
     assert losses["mean"].item() == pytest.approx(losses["sum"].item() / 3, rel=1e-12)
@@ -145,8 +158,12 @@ def test_one_frame_emits_several_labels():
     loss = rnnt_loss(log_probs, targets, frame_lengths, unit_lengths)
     (grad,) = torch.autograd.grad(loss, log_probs)
     # One alignment only: three labels at t = 0, then the final blank.
-    expected = -(log_probs[0, 0, 0, targets[0, 0]] + log_probs[0, 0, 1, targets[0, 1]]
-                 + log_probs[0, 0, 2, targets[0, 2]] + log_probs[0, 0, 3, 0])
+    expected = -(
+        log_probs[0, 0, 0, targets[0, 0]]
+        + log_probs[0, 0, 1, targets[0, 1]]
+        + log_probs[0, 0, 2, targets[0, 2]]
+        + log_probs[0, 0, 3, 0]
+    )
     assert loss.item() == pytest.approx(expected.item(), abs=1e-12)
     assert torch.isfinite(grad).all() and (grad != 0).sum() == 4
     assert torch.allclose(grad[grad != 0], torch.tensor(-1.0, dtype=torch.float64), atol=1e-12)
@@ -175,18 +192,26 @@ def test_impossible_utterance_has_infinite_loss_and_zero_gradient():
     assert (grad[0] == 0).all() and torch.isfinite(grad).all() and grad[1].abs().max() > 0.1
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"logit_lengths": torch.tensor([0, 2])}, "logit_lengths"),
-    ({"logit_lengths": torch.tensor([3, 4])}, "logit_lengths"),
-    ({"target_lengths": torch.tensor([3, 1])}, "target_lengths"),
-    ({"targets": torch.tensor([[1, 7], [1, -1]])}, "targets within"),
-    ({"targets": torch.tensor([[1.0, 2.0], [1.0, 0.0]])}, "integer"),
-    ({"reduction": "avg"}, "reduction"),
-    ({"blank": 3}, "blank"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"logit_lengths": torch.tensor([0, 2])}, "logit_lengths"),
+        ({"logit_lengths": torch.tensor([3, 4])}, "logit_lengths"),
+        ({"target_lengths": torch.tensor([3, 1])}, "target_lengths"),
+        ({"targets": torch.tensor([[1, 7], [1, -1]])}, "targets within"),
+        ({"targets": torch.tensor([[1.0, 2.0], [1.0, 0.0]])}, "integer"),
+        ({"reduction": "avg"}, "reduction"),
+        ({"blank": 3}, "blank"),
+    ],
+)
 def test_bad_inputs_are_refused(change, message):
-    arguments = {"log_probs": torch.zeros(2, 3, 3, 3), "targets": torch.tensor([[1, 2], [1, -1]]),
-                 "logit_lengths": torch.tensor([3, 2]), "target_lengths": torch.tensor([2, 1]), **change}
+    arguments = {
+        "log_probs": torch.zeros(2, 3, 3, 3),
+        "targets": torch.tensor([[1, 2], [1, -1]]),
+        "logit_lengths": torch.tensor([3, 2]),
+        "target_lengths": torch.tensor([2, 1]),
+        **change,
+    }
     with pytest.raises(ValueError, match=message):
         rnnt_loss(**arguments)
 

@@ -56,16 +56,19 @@ def _same_weights(a: dict, b: dict) -> bool:
 def _metrics(run: Path) -> list[dict]:
     # How long, how much of the epoch this process did (loop_*) and its memory: the rest must match.
     varying = ("train_seconds", "rss_mb", "peak_memory_mb")
-    return [{k: v for k, v in row.items() if k not in varying and not k.startswith("loop_")}
-            for row in rundir.read_metrics(run)]
+    return [
+        {k: v for k, v in row.items() if k not in varying and not k.startswith("loop_")}
+        for row in rundir.read_metrics(run)
+    ]
 
 
 # --- Ctrl-C, kill -9 and resume -------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_mid_epoch_and_resume_matches_an_uninterrupted_run(recipe: Path, tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch):
+def test_ctrl_c_saves_mid_epoch_and_resume_matches_an_uninterrupted_run(
+    recipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     reference = tmp_path / "reference"
     train(recipe, "dnn", reference)
 
@@ -106,8 +109,7 @@ def test_ctrl_c_exits_130_with_one_line(recipe: Path, tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(DNN, "compute_loss", interrupt)
     monkeypatch.setenv("ASRBENCH_NO_PROGRESS", "1")
-    code, _, err = run_main(monkeypatch, capsys, "train", str(recipe), "--model", "dnn", "--out",
-                            str(tmp_path / "run"))
+    code, _, err = run_main(monkeypatch, capsys, "train", str(recipe), "--model", "dnn", "--out", str(tmp_path / "run"))
     last = err.strip().splitlines()[-1]
     # Regression (issue 15.10): reported as "interrupted", not as an error.
     assert code == 130 and last.startswith("interrupted: ") and "--resume" in last and "Traceback" not in err
@@ -129,8 +131,7 @@ def test_a_second_ctrl_c_stops_at_once_and_says_how_to_resume(recipe: Path, tmp_
         return original(self, *args)
 
     monkeypatch.setattr(DNN, "compute_loss", interrupt_twice)
-    code, _, err = run_main(monkeypatch, capsys, "train", str(recipe), "--model", "dnn", "--out",
-                            str(tmp_path / "run"))
+    code, _, err = run_main(monkeypatch, capsys, "train", str(recipe), "--model", "dnn", "--out", str(tmp_path / "run"))
     last = err.strip().splitlines()[-1]
     assert code == 130 and "Traceback" not in err
     assert last.startswith(f"interrupted: {tmp_path / 'run'}: stopped at once by a second Ctrl-C; ")
@@ -141,9 +142,26 @@ YESNO_RECIPE = Path(__file__).resolve().parents[1] / "asrbench" / "recipe" / "ye
 
 
 def _train_command(out: Path, data: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "asrbench", "train", str(YESNO_RECIPE), "--model", "cnn", "--out", str(out),
-            "--data", str(data), "--epochs", "8", "--set", "train.num_threads=1", "--set", "train.data_workers=1",
-            *extra]  # under the recipe's 1-minute budget, which 8 epochs never reach: it must change nothing
+    return [
+        sys.executable,
+        "-m",
+        "asrbench",
+        "train",
+        str(YESNO_RECIPE),
+        "--model",
+        "cnn",
+        "--out",
+        str(out),
+        "--data",
+        str(data),
+        "--epochs",
+        "8",
+        "--set",
+        "train.num_threads=1",
+        "--set",
+        "train.data_workers=1",
+        *extra,
+    ]  # under the recipe's 1-minute budget, which 8 epochs never reach: it must change nothing
 
 
 ENV = {**os.environ, "ASRBENCH_NO_PROGRESS": "1"}
@@ -155,15 +173,25 @@ def yesno_reference(tmp_path_factory) -> tuple[Path, Path]:
     source = data_root() / "yesno"
     assert source.is_dir(), f"yesno corpus expected at {source} (set ASRBENCH_DATA_ROOT)"
     root = tmp_path_factory.mktemp("yesno")
-    subprocess.run([sys.executable, "-m", "asrbench", "data", "prepare", "yesno", str(source), "--out",
-                    str(root / "data")], check=True, env=ENV, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "asrbench", "data", "prepare", "yesno", str(source), "--out", str(root / "data")],
+        check=True,
+        env=ENV,
+        capture_output=True,
+    )
     subprocess.run(_train_command(root / "reference", root / "data"), check=True, env=ENV, capture_output=True)
     return root / "data", root / "reference"
 
 
 def _interrupt_after(run: Path, data: Path, epochs: int, kill) -> subprocess.Popen:
-    process = subprocess.Popen(_train_command(run, data), env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        _train_command(run, data),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while len(rundir.read_metrics(run)) < epochs and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -177,8 +205,10 @@ def _assert_resumes_like(run: Path, data: Path, reference: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     assert _metrics(run) == _metrics(reference)
     assert _same_weights(_weights(run), _weights(reference))
-    assert json.loads((run / rundir.SUMMARY).read_text())["best_dev_cer"] == \
-        json.loads((reference / rundir.SUMMARY).read_text())["best_dev_cer"]
+    assert (
+        json.loads((run / rundir.SUMMARY).read_text())["best_dev_cer"]
+        == json.loads((reference / rundir.SUMMARY).read_text())["best_dev_cer"]
+    )
 
 
 @pytest.mark.slow
@@ -343,8 +373,9 @@ def test_bad_device_names_are_clear_errors():
 def test_system_errors_become_one_line(monkeypatch, capsys, tmp_path: Path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    code, _, err = run_main(monkeypatch, capsys, "data", "prepare", "yesno", str(data_root() / "yesno"), "--out",
-                            str(blocker / "data"))
+    code, _, err = run_main(
+        monkeypatch, capsys, "data", "prepare", "yesno", str(data_root() / "yesno"), "--out", str(blocker / "data")
+    )
     last = err.strip().splitlines()[-1]
     assert code == 2 and last.startswith("error: ") and str(blocker) in last and "Traceback" not in err
     assert blocker.read_text() == "not a folder"

@@ -70,7 +70,8 @@ def test_decode_from_another_directory_finds_the_data_dir(tmp_path, monkeypatch,
     (project / "recipe.yaml").write_text(
         "data: {dir: data}\nfeatures: {sample_rate: 8000, num_mel_bins: 23}\naugment: {spec_augment: false}\n"
         "train: {epochs: 1, batch_frames: 400, warmup_steps: 1}\n"
-        "models: {cnn: {subsample_channels: 4, channels: 8, kernel_size: 5, num_blocks: 1}}\n")
+        "models: {cnn: {subsample_channels: 4, channels: 8, kernel_size: 5, num_blocks: 1}}\n"
+    )
     monkeypatch.chdir(project)
     train("recipe.yaml", "cnn", "run", seed=0)
     elsewhere = tmp_path / "elsewhere"
@@ -87,7 +88,7 @@ def test_decode_from_another_directory_finds_the_data_dir(tmp_path, monkeypatch,
     shutil.copytree(project / "run", old)
     best = old / rundir.BEST
     state = torch.load(best, weights_only=True)
-    for values in (state["config"], ):
+    for values in (state["config"],):
         values["data"].pop("dir_as_written", None)
         values["data"]["dir"] = "data"
     torch.save(state, best)
@@ -100,8 +101,9 @@ def test_decode_from_another_directory_finds_the_data_dir(tmp_path, monkeypatch,
     assert code == 0, err
 
 
-@pytest.mark.parametrize("text", ["just text\n", "[1, 2]\n", "model: cnn\n", "train: [unclosed\n",
-                                  "data: 3\nmodel: {name: cnn}\n"])
+@pytest.mark.parametrize(
+    "text", ["just text\n", "[1, 2]\n", "model: cnn\n", "train: [unclosed\n", "data: 3\nmodel: {name: cnn}\n"]
+)
 def test_a_damaged_config_yaml_is_one_line_naming_it(tmp_path, monkeypatch, capsys, text):
     """Regression (issue 28.11): a config.yaml that is YAML but not a mapping (a line of text, a
     list) ended in an AttributeError traceback (``train --resume``)."""
@@ -119,8 +121,11 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, monkeypatch, capsy
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / rundir.CONFIG).write_text("{}\n", encoding="utf-8")
     (run_dir / rundir.BEST).write_bytes(content)
-    for command in (["decode", str(run_dir)], ["export", str(run_dir), "--out", str(tmp_path / "x")],
-                    ["transcribe", str(run_dir), str(tmp_path / "a.wav")]):
+    for command in (
+        ["decode", str(run_dir)],
+        ["export", str(run_dir), "--out", str(tmp_path / "x")],
+        ["transcribe", str(run_dir), str(tmp_path / "a.wav")],
+    ):
         code, _, err = run_main(monkeypatch, capsys, *command)
         assert code == 2 and err.startswith(f"error: {run_dir / rundir.BEST}: unreadable checkpoint"), (command, err)
         assert err.count("\n") == 1 and "Traceback" not in err

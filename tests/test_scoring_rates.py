@@ -139,7 +139,7 @@ def test_basic_1_upper_cases_and_removes_punctuation():
     assert normalize("  yes\tno \n ") == "YES NO"
     assert normalize("well-known") == "WELL KNOWN"
     assert normalize("a_b") == "A B"
-    assert normalize("(one) [two] {three} \"four\"") == "ONE TWO THREE FOUR"
+    assert normalize('(one) [two] {three} "four"') == "ONE TWO THREE FOUR"
 
 
 def test_basic_1_keeps_apostrophes_digits_and_letters():

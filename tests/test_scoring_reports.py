@@ -62,7 +62,10 @@ def test_per_utterance_counts_equal_levenshtein_on_random_pairs():
         assert all(r != h for op, r, h in score.alignment if op == "S")
         ops = [op for op, _, _ in score.alignment]
         assert (ops.count("S"), ops.count("D"), ops.count("I")) == (
-            score.substitutions, score.deletions, score.insertions)
+            score.substitutions,
+            score.deletions,
+            score.insertions,
+        )
     rates = summarize(scores, "none")
     total_errors = sum(levenshtein(r.split(), h.split()) for r, h in zip(references, hypotheses, strict=True))
     assert rates.substitutions + rates.deletions + rates.insertions == total_errors
@@ -101,15 +104,20 @@ def test_empty_references_in_the_bootstrap():
     # A resample that draws the one real utterance k times and j insertions has rate 100 j / k;
     # the all-empty resamples ((3/4)^4 = 32%) would have pulled the lower bound to 0% as "rates" of 0.
     assert interval is not None and 0.0 <= interval[0] <= summarize(scores).wer <= interval[1]
-    rates = [r for r in __import__("asrbench.scoring.stats", fromlist=["x"]).resampled_rates(
-        [[s.word_errors for s in scores]], [s.words for s in scores], 2000)[:, 0]]
+    rates = [
+        r
+        for r in __import__("asrbench.scoring.stats", fromlist=["x"]).resampled_rates(
+            [[s.word_errors for s in scores]], [s.words for s in scores], 2000
+        )[:, 0]
+    ]
     assert sum(rate != rate for rate in rates) > 400  # NaN: undefined, not 0
 
 
 def test_agrees_with_jiwer_on_its_documented_examples():
     # jiwer's README: one substitution in two words.
-    assert error_rates(["hello world"], ["hello duck"], "none").wer == pytest.approx(100 * jiwer.wer("hello world",
-                                                                                                    "hello duck"))
+    assert error_rates(["hello world"], ["hello duck"], "none").wer == pytest.approx(
+        100 * jiwer.wer("hello world", "hello duck")
+    )
     assert error_rates(["hello world"], ["hello duck"], "none").wer == 50.0
     # jiwer.visualize_alignment / visualize_error_counts docstring example: S=2 D=2 I=4, hits 5, WER 88.89%.
     references = ["short one here", "quite a bit of longer sentence"]
@@ -168,11 +176,12 @@ def test_speakers_come_from_the_manifest_never_from_the_id():
     assert speaker_report(scores) == {"per_speaker": None, "speakers": None}
     assert speaker_report(scores, {"0_0_1_0": "s1"}) == {"per_speaker": None, "speakers": None}  # not all known
     known = speaker_report(scores, {"0_0_1_0": "s1", "1_1_0_0": "s1", "fash-an251-b": "fash"})
-    assert [(r["speaker"], r["utterances"], r["words"]) for r in known["per_speaker"]] == [("fash", 1, 1),
-                                                                                          ("s1", 2, 8)]
+    assert [(r["speaker"], r["utterances"], r["words"]) for r in known["per_speaker"]] == [("fash", 1, 1), ("s1", 2, 8)]
     rows = per_speaker(scores, {"0_0_1_0": "s1", "1_1_0_0": "s1", "fash-an251-b": "s2"})
-    assert [(r["speaker"], r["utterances"], r["words"], r["wer"]) for r in rows] == [("s1", 2, 8, 12.5),
-                                                                                     ("s2", 1, 1, 0.0)]
+    assert [(r["speaker"], r["utterances"], r["words"], r["wer"]) for r in rows] == [
+        ("s1", 2, 8, 12.5),
+        ("s2", 1, 1, 0.0),
+    ]
 
 
 def test_trn_ids_put_the_speaker_before_the_first_dash():
@@ -208,17 +217,24 @@ SCLITE = shutil.which("sclite") or next((p for p in ["/usr/lib/sctk/bin/sclite"]
 def test_sclite_agrees_on_the_trn_files(tmp_path):
     # No skip: CI must run this (`make test` installs SCTK when it is root with apt-get).
     if SCLITE is None:
-        pytest.fail("NIST sclite (SCTK) is not installed: apt-get install sctk (Debian/Ubuntu, as root; "
-                    "`make test` does it when it can), or build SCTK from source and put sclite on PATH",
-                    pytrace=False)
+        pytest.fail(
+            "NIST sclite (SCTK) is not installed: apt-get install sctk (Debian/Ubuntu, as root; "
+            "`make test` does it when it can), or build SCTK from source and put sclite on PATH",
+            pytrace=False,
+        )
     rng = random.Random(3)
     speakers = {f"u{index:03d}": rng.choice(["ann", "bob_x", "c-d"]) for index in range(80)}
     references = [random_words(rng) or "A" for _ in speakers]
     hypotheses = [random_words(rng) if rng.random() < 0.5 else ref for ref in references]
     scores = score_utterances(references, hypotheses, ids=list(speakers))
     write_report(tmp_path, scores, speakers)
-    output = subprocess.run([SCLITE, "-r", "ref.trn", "trn", "-h", "hyp.trn", "trn", "-i", "spu_id", "-o", "sum",
-                             "stdout"], cwd=tmp_path, capture_output=True, text=True, timeout=60).stdout
+    output = subprocess.run(
+        [SCLITE, "-r", "ref.trn", "trn", "-h", "hyp.trn", "trn", "-i", "spu_id", "-o", "sum", "stdout"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     table = {}  # first cell -> cells of the rows "| SPKR | # Snt # Wrd | Corr Sub Del Ins Err S.Err |"
     for line in output.splitlines():
         cells = [cell.split() for cell in line.strip().strip("|").split("|")]
@@ -325,16 +341,21 @@ def test_score_command_on_kaldi_files(tmp_path):
     assert scored["per_speaker"] is None  # "spk1-" is an id, not a speaker: no utt2spk, no speakers
     table = runner.invoke(app, ["score", str(ref), str(hyp)])
     assert table.exit_code == 0 and "33.33" in table.stdout and "WORLD -> WORD" in table.stdout
-    none = json.loads(runner.invoke(app, ["score", str(ref), str(hyp), "--format", "json",
-                                          "--normalizer", "none"]).stdout)
+    none = json.loads(
+        runner.invoke(app, ["score", str(ref), str(hyp), "--format", "json", "--normalizer", "none"]).stdout
+    )
     assert none["normalizer"] == "none" and none["wer"] > scored["wer"]  # case and punctuation now count
 
 
 def test_score_command_on_jsonl_and_decode_output(tmp_path):
-    ref = write(tmp_path / "ref.jsonl", "".join(json.dumps({"id": f"u{i}", "text": t, "speaker": "s"}) + "\n"
-                                                for i, t in enumerate(["a b", "c d e"])))
-    hyp = write(tmp_path / "hyp.jsonl", "".join(json.dumps({"id": f"u{i}", "text": t}) + "\n"
-                                                for i, t in enumerate(["a", "c d e f"])))
+    ref = write(
+        tmp_path / "ref.jsonl",
+        "".join(json.dumps({"id": f"u{i}", "text": t, "speaker": "s"}) + "\n" for i, t in enumerate(["a b", "c d e"])),
+    )
+    hyp = write(
+        tmp_path / "hyp.jsonl",
+        "".join(json.dumps({"id": f"u{i}", "text": t}) + "\n" for i, t in enumerate(["a", "c d e f"])),
+    )
     out = tmp_path / "report"
     result = runner.invoke(app, ["score", str(ref), str(hyp), "--format", "json", "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -342,8 +363,10 @@ def test_score_command_on_jsonl_and_decode_output(tmp_path):
     assert (scored["deletions"], scored["insertions"], scored["words"]) == (1, 1, 5)
     assert [i for i, _ in read_trn(out / "ref.trn")] == ["s-u0", "s-u1"]
     pairs = [("A B", "A B"), ("C", "D")]
-    decoded = write(tmp_path / "hypotheses.jsonl", "".join(
-        json.dumps({"id": f"u{i}", "ref": r, "hyp": h}) + "\n" for i, (r, h) in enumerate(pairs)))
+    decoded = write(
+        tmp_path / "hypotheses.jsonl",
+        "".join(json.dumps({"id": f"u{i}", "ref": r, "hyp": h}) + "\n" for i, (r, h) in enumerate(pairs)),
+    )
     result = runner.invoke(app, ["score", str(decoded), str(decoded), "--format", "json"])
     assert json.loads(result.stdout)["substitutions"] == 1
 
@@ -372,8 +395,10 @@ def test_decode_hypotheses_carry_the_manifest_speaker(tmp_path):
     from asrbench.data.manifest import Utterance
     from asrbench.decoding.decode import _write_scores
 
-    utterances = [Utterance("an251-fash-b", "a.wav", 1.0, "YES NO", "fash"),
-                  Utterance("cen1-mblw-b", "b.wav", 1.0, "ONE", "mblw")]
+    utterances = [
+        Utterance("an251-fash-b", "a.wav", 1.0, "YES NO", "fash"),
+        Utterance("cen1-mblw-b", "b.wav", 1.0, "ONE", "mblw"),
+    ]
     _write_scores(tmp_path, SimpleNamespace(utterances=utterances), ["YES", "ONE"], "basic-1")
     rows = [json.loads(line) for line in (tmp_path / "hypotheses.jsonl").read_text().splitlines()]
     assert [row.get("speaker") for row in rows] == ["fash", "mblw"]
@@ -396,13 +421,17 @@ def test_score_reads_the_trn_files_decode_writes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "decode"
     write_report(out, score_utterances(refs, hyps, ids=ids), {"an251-fash-b": "fash"})
     expected = error_rates(refs, hyps)
-    code, stdout, err = run_main(monkeypatch, capsys, "score", str(out / "ref.trn"), str(out / "hyp.trn"),
-                                 "--format", "json")
+    code, stdout, err = run_main(
+        monkeypatch, capsys, "score", str(out / "ref.trn"), str(out / "hyp.trn"), "--format", "json"
+    )
     assert code == 0, err
     scored = json.loads(stdout)
     assert (scored["wer"], scored["words"], scored["utterances"]) == (expected.wer, expected.words, 4)
     assert (scored["substitutions"], scored["deletions"], scored["insertions"]) == (
-        expected.substitutions, expected.deletions, expected.insertions)
+        expected.substitutions,
+        expected.deletions,
+        expected.insertions,
+    )
     assert scored["per_speaker"] is None  # a trn id's speaker part is not a given speaker
     # Without the suffix: every line ends in "(id)", so it is a trn file too.
     plain = write(tmp_path / "hyp.txt", (out / "hyp.trn").read_text())
@@ -436,8 +465,10 @@ def test_a_utf8_bom_is_not_part_of_the_first_id(tmp_path):
     'u1' had no hypothesis. Kaldi text, JSONL, trn, utt2spk and manifests are read as utf-8-sig."""
     bom = "\ufeff"
     ref = write(tmp_path / "ref.txt", bom + "u1 a b\nu2 c\n")
-    hyp = write(tmp_path / "hyp.jsonl", bom + json.dumps({"id": "u1", "text": "a b"}) + "\n"
-                + json.dumps({"id": "u2", "text": "d"}) + "\n")
+    hyp = write(
+        tmp_path / "hyp.jsonl",
+        bom + json.dumps({"id": "u1", "text": "a b"}) + "\n" + json.dumps({"id": "u2", "text": "d"}) + "\n",
+    )
     assert list(read_transcripts(ref).texts) == ["u1", "u2"]
     assert list(read_transcripts(hyp, "hyp").texts) == ["u1", "u2"]  # JSONL found despite the BOM
     utt2spk = write(tmp_path / "utt2spk", bom + "u1 ann\nu2 bob\n")
@@ -447,8 +478,9 @@ def test_a_utf8_bom_is_not_part_of_the_first_id(tmp_path):
     assert list(read_transcripts(trn, "hyp").texts) == ["u1", "u2"] and read_trn(trn)[0][0] == "u1"
     from asrbench.data.manifest import read_manifest
 
-    manifest = write(tmp_path / "test.jsonl", bom + json.dumps({"id": "u1", "audio": "a.wav", "duration": 1.0,
-                                                                "text": "A B"}) + "\n")
+    manifest = write(
+        tmp_path / "test.jsonl", bom + json.dumps({"id": "u1", "audio": "a.wav", "duration": 1.0, "text": "A B"}) + "\n"
+    )
     assert read_manifest(manifest)[0].id == "u1"
 
 
@@ -458,8 +490,7 @@ def test_score_command_missing_ids_exit_2_naming_id_and_file(monkeypatch, capsys
     code, out, err = run_main(monkeypatch, capsys, "score", str(ref), str(hyp), "--format", "json")
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "'u2'" in err and str(hyp) in err and "--missing-as-empty" in err
-    code, out, _ = run_main(monkeypatch, capsys, "score", str(ref), str(hyp), "--format", "json",
-                            "--missing-as-empty")
+    code, out, _ = run_main(monkeypatch, capsys, "score", str(ref), str(hyp), "--format", "json", "--missing-as-empty")
     assert code == 0
     scored = json.loads(out)
     assert scored["deletions"] == 1 and scored["wer"] == pytest.approx(100 / 3)
@@ -488,13 +519,16 @@ def test_decode_writes_alignments_trn_report_and_cis(tmp_path):
     from asrbench.training.trainer import train
 
     data_dir = write_tone_corpus(tmp_path)
-    recipe = write(tmp_path / "recipe.yaml", f"""
+    recipe = write(
+        tmp_path / "recipe.yaml",
+        f"""
 data: {{dir: {data_dir}}}
 features: {{sample_rate: 8000, num_mel_bins: 23}}
 train: {{epochs: 1, batch_frames: 400}}
 models:
   dnn: {{context: 1, stride: 2, hidden_size: 8, num_layers: 1}}
-""")
+""",
+    )
     run = tmp_path / "run"
     train(recipe, "dnn", run, seed=0)
     result = decode(run, "test")

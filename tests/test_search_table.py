@@ -52,10 +52,16 @@ class _Declared:
 
 
 def test_a_mode_the_model_does_not_declare_is_one_error_listing_its_modes():
-    with pytest.raises(AsrbenchError, match=r"^--mode ctc: this attention model decodes with --mode attention only "
-                                            r"\(it has no CTC branch: trained with ctc_weight 0\)$"):
+    with pytest.raises(
+        AsrbenchError,
+        match=r"^--mode ctc: this attention model decodes with --mode attention only "
+        r"\(it has no CTC branch: trained with ctc_weight 0\)$",
+    ):
         resolve_mode(_Declared(), "ctc")
-    with pytest.raises(AsrbenchError, match=r"^--mode transducer: this attention model decodes with --mode "
-                                            r"attention only$"):
+    with pytest.raises(
+        AsrbenchError,
+        match=r"^--mode transducer: this attention model decodes with --mode "
+        r"attention only$",
+    ):
         build_searcher(_Declared(), TOKENIZER, DecodeOptions(mode="transducer"))
     assert resolve_mode(_Declared(), "auto") == "attention"

@@ -18,7 +18,7 @@ pytest_plugins = ["pytester"]
 CONFTEST = Path(__file__).with_name("conftest.py")
 GUARD = "this test trains a model: mark it @pytest.mark.slow"
 
-INNER = '''
+INNER = """
 import pytest
 
 import asrbench.training.trainer
@@ -53,19 +53,22 @@ def test_slow_sees_the_class_itself():
 
 def test_fast_again_after_a_slow_one():
     build()
-'''
+"""
 
 
-def test_a_fast_test_that_trains_fails_with_the_guards_message(pytester: pytest.Pytester,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fast_test_that_trains_fails_with_the_guards_message(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytester.makeconftest(CONFTEST.read_text())
     pytester.makeini("[pytest]\nmarkers =\n    slow: trains\n    e2e: real corpus\n")
     pytester.makepyfile(test_inner=INNER)
     monkeypatch.setenv("COLUMNS", "400")  # the short summary keeps the whole message
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist", "-rA")
     result.assert_outcomes(passed=1, failed=2, errors=1)
-    for line in (f"FAILED test_inner.py::test_fast_builds_a_trainer - AssertionError: {GUARD}*",
-                 f"ERROR test_inner.py::test_fast_uses_a_fixture_that_trains - AssertionError: {GUARD}*",
-                 "PASSED test_inner.py::test_slow_sees_the_class_itself",
-                 f"FAILED test_inner.py::test_fast_again_after_a_slow_one - AssertionError: {GUARD}*"):
+    for line in (
+        f"FAILED test_inner.py::test_fast_builds_a_trainer - AssertionError: {GUARD}*",
+        f"ERROR test_inner.py::test_fast_uses_a_fixture_that_trains - AssertionError: {GUARD}*",
+        "PASSED test_inner.py::test_slow_sees_the_class_itself",
+        f"FAILED test_inner.py::test_fast_again_after_a_slow_one - AssertionError: {GUARD}*",
+    ):
         result.stdout.fnmatch_lines([line])

@@ -41,7 +41,7 @@ def _streamed_encoding(model, features: torch.Tensor, chunk: int, left: int) -> 
     pieces = []
     for start in range(0, features.size(1), stride):
         if features.size(1) - start >= 7:
-            encoded, state = model.encode_chunk(features[:, start: start + window], state)
+            encoded, state = model.encode_chunk(features[:, start : start + window], state)
             pieces.append(encoded)
     return torch.cat(pieces, dim=1)
 
@@ -68,11 +68,12 @@ def test_the_conformer_blocks_compute_what_torchaudio_computes():
     torch.testing.assert_close(ours, reference)
 
 
-ATTENTION_STREAMS = {"conformer": STREAMING,
-                     "conformer-chunkconv": {**STREAMING, "conv_context": "chunk"},
-                     "transformer": {**TINY["transformer"], "streaming": True, "max_train_chunk": 4},
-                     "transformer-conv": {**TINY["transformer"], "streaming": True, "positional": "conv",
-                                          "conv_positional_kernel": 5}}
+ATTENTION_STREAMS = {
+    "conformer": STREAMING,
+    "conformer-chunkconv": {**STREAMING, "conv_context": "chunk"},
+    "transformer": {**TINY["transformer"], "streaming": True, "max_train_chunk": 4},
+    "transformer-conv": {**TINY["transformer"], "streaming": True, "positional": "conv", "conv_positional_kernel": 5},
+}
 
 
 @pytest.mark.parametrize("name", list(ATTENTION_STREAMS))
@@ -103,8 +104,9 @@ def test_the_chunked_convolution_at_full_context_is_the_ordinary_one():
         _model("conformer", **{**STREAMING, "conv_context": "future"})
 
 
-@pytest.mark.parametrize("name,option", [("lstm", {"bidirectional": False}), ("gru", {"bidirectional": False}),
-                                         ("cnn", {"causal": True})])
+@pytest.mark.parametrize(
+    "name,option", [("lstm", {"bidirectional": False}), ("gru", {"bidirectional": False}), ("cnn", {"causal": True})]
+)
 def test_recurrent_and_causal_convolution_encoders_stream_with_their_state(name: str, option: dict):
     model = _model(name, **option)
     features = torch.randn(1, 97, INPUT_DIM)
@@ -129,7 +131,7 @@ def test_a_chunk_sees_no_future_and_the_causal_convolution_no_right_context(name
     model.set_chunk(2)
     features = torch.randn(1, 81, INPUT_DIM)
     changed = features.clone()
-    changed[:, 4 * 8 + 3:] += torch.randn_like(changed[:, 4 * 8 + 3:])  # after chunk 3 (frames 0..7)'s window
+    changed[:, 4 * 8 + 3 :] += torch.randn_like(changed[:, 4 * 8 + 3 :])  # after chunk 3 (frames 0..7)'s window
     with torch.no_grad():
         before, _ = model.encode(features, torch.tensor([81]))
         after, _ = model.encode(changed, torch.tensor([81]))
@@ -137,8 +139,9 @@ def test_a_chunk_sees_no_future_and_the_causal_convolution_no_right_context(name
     assert not torch.allclose(before[:, 8:], after[:, 8:])
     full = _model(name.split("-")[0])  # full context: the first frames depend on the end
     with torch.no_grad():
-        assert not torch.allclose(full.encode(features, torch.tensor([81]))[0][:, :8],
-                                  full.encode(changed, torch.tensor([81]))[0][:, :8])
+        assert not torch.allclose(
+            full.encode(features, torch.tensor([81]))[0][:, :8], full.encode(changed, torch.tensor([81]))[0][:, :8]
+        )
 
 
 def test_a_chunked_utterance_decodes_the_same_alone_and_in_a_padded_batch():
@@ -180,8 +183,15 @@ def test_models_not_trained_to_stream_refuse_chunks():
     assert streaming.streaming_encoder(aed) is aed.encoder and not streaming.streams(aed)
 
 
-@pytest.mark.parametrize("name,option", [("conformer", {"streaming": True}), ("lstm", {"bidirectional": False}),
-                                         ("cnn", {"causal": True}), ("transformer", {"streaming": True})])
+@pytest.mark.parametrize(
+    "name,option",
+    [
+        ("conformer", {"streaming": True}),
+        ("lstm", {"bidirectional": False}),
+        ("cnn", {"causal": True}),
+        ("transformer", {"streaming": True}),
+    ],
+)
 def test_a_window_too_short_for_one_output_frame_gives_none(name: str, option: dict):
     model = _model(name, **option)
     state = model.init_stream(2)
@@ -208,7 +218,7 @@ def test_the_streaming_front_end_gives_the_whole_utterance_frames():
     cmvn = GlobalCMVN(torch.full((20,), 2.0), torch.full((20,), 3.0))
     whole = cmvn(torch.from_numpy(extractor(waveform).numpy().astype(np.float16).astype(np.float32)))
     front_end = streaming.StreamingFrontEnd(extractor, cmvn, "float16")
-    pieces = [front_end.accept(waveform[start: start + 517]) for start in range(0, waveform.numel(), 517)]
+    pieces = [front_end.accept(waveform[start : start + 517]) for start in range(0, waveform.numel(), 517)]
     streamed = torch.cat([piece for piece in pieces if piece.numel()])
     assert streamed.shape == whole.shape
     torch.testing.assert_close(streamed, whole, atol=2e-3, rtol=1e-3)  # float16 steps, identical nearly all
@@ -226,7 +236,7 @@ def test_greedy_streaming_ctc_gives_the_masked_pass_tokens():
     expected = ctc_greedy(log_probs, lengths)[0]
     done = []
     for start in range(0, 209, 10):  # frames arrive 10 at a time
-        done += recognizer.accept(features[0, start: start + 10])
+        done += recognizer.accept(features[0, start : start + 10])
     done += recognizer.finish()
     assert recognizer.tokens == expected and recognizer.frames == int(lengths[0])
     assert [r.last_frame for r in done[:3]] == [10, 18, 26]  # windows of 11 frames, stride 8
@@ -239,9 +249,12 @@ def test_greedy_streaming_transducer_gives_the_masked_pass_tokens_and_times(pred
     """Chunk by chunk, with the predictor's state carried over, the transducer's greedy search
     gives the batch search's tokens over one chunked pass; its alignment is the Viterbi one."""
     torch.manual_seed(3)
-    model = build_model("conformer_transducer", {**TINY["conformer_transducer"], "streaming": True,
-                                                 "predictor": predictor, "max_symbols_per_frame": 2},
-                        INPUT_DIM, VOCAB).eval()
+    model = build_model(
+        "conformer_transducer",
+        {**TINY["conformer_transducer"], "streaming": True, "predictor": predictor, "max_symbols_per_frame": 2},
+        INPUT_DIM,
+        VOCAB,
+    ).eval()
     with torch.no_grad():  # a joiner that emits often, so the search crosses chunk ends mid-symbols
         model.joiner.out.bias[0] -= 3.0
     recognizer = streaming.make_recognizer(model, chunk=3)
@@ -254,7 +267,7 @@ def test_greedy_streaming_transducer_gives_the_masked_pass_tokens_and_times(pred
     assert len(expected) > 10
     done = []
     for start in range(0, 157, 7):
-        done += recognizer.accept(features[0, start: start + 7])
+        done += recognizer.accept(features[0, start : start + 7])
     done += recognizer.finish()
     assert recognizer.tokens == expected and recognizer.frames == int(lengths[0])
     assert [token for r in done for token in r.tokens] == expected
@@ -266,8 +279,11 @@ def test_greedy_streaming_transducer_gives_the_masked_pass_tokens_and_times(pred
 
 
 def test_the_replay_waits_for_arrival_and_for_the_chunk_before():
-    results = [streaming.ChunkResult(10, [3], 0.05, False), streaming.ChunkResult(18, [], 0.2, False),
-               streaming.ChunkResult(20, [4], 0.01, True)]
+    results = [
+        streaming.ChunkResult(10, [3], 0.05, False),
+        streaming.ChunkResult(18, [], 0.2, False),
+        streaming.ChunkResult(20, [4], 0.01, True),
+    ]
     times = streaming.simulate(results, duration=0.3, shift=160, size=400, sample_rate=16000)
     # Frame 10 arrives at (1600 + 400) / 16000 = 0.125 s; frame 18 at 0.205 s; the end at 0.3 s.
     assert times.done == pytest.approx([0.175, 0.405, 0.415])
@@ -313,8 +329,10 @@ def test_decode_with_chunks_records_the_latency_figures(streaming_run):
 def test_transcribe_stream_gives_the_chunked_pass_text(streaming_run, tmp_path: Path):
     run, data_dir = streaming_run
     decode(run, "test", chunk_ms=160, left_chunks=2)
-    chunked = {json.loads(line)["id"]: json.loads(line)["hyp"]
-               for line in (run / "decode" / "test-chunk160-left2" / "hypotheses.jsonl").read_text().splitlines()}
+    chunked = {
+        json.loads(line)["id"]: json.loads(line)["hyp"]
+        for line in (run / "decode" / "test-chunk160-left2" / "hypotheses.jsonl").read_text().splitlines()
+    }
     rows = _rows(data_dir)
     options = streaming.StreamOptions(chunk_ms=160, left_chunks=2)
     transcripts = list(Transcriber(run, device="cpu", stream=options).transcribe([Path(r["audio"]) for r in rows]))
@@ -354,8 +372,7 @@ def test_a_stream_ends_segments_at_pauses_and_at_the_longest_segment(streaming_r
 
 
 @pytest.mark.slow
-def test_the_stream_command_shows_partials_and_refuses_what_it_cannot_do(streaming_run, tone_run, monkeypatch,
-                                                                          capsys):
+def test_the_stream_command_shows_partials_and_refuses_what_it_cannot_do(streaming_run, tone_run, monkeypatch, capsys):
     run, data_dir = streaming_run
     audio = _rows(data_dir)[1]["audio"]
     code, out, err = run_main(monkeypatch, capsys, "transcribe", str(run), audio, "--stream", "--chunk-ms", "80")
@@ -412,11 +429,16 @@ def test_a_streaming_transducer_streams_what_its_chunked_pass_decodes(streaming_
     assert figures["final_latency_ms_p90"] is not None and 0 < figures["rtf"] < 1
     assert figures["full_context_wer"] == full["wer"]
     assert result["wer"] <= 50.0  # it learned the tones at 160 ms chunks
-    chunked = {json.loads(line)["id"]: json.loads(line)["hyp"]
-               for line in (run / "decode" / "test-chunk160" / "hypotheses.jsonl").read_text().splitlines()}
+    chunked = {
+        json.loads(line)["id"]: json.loads(line)["hyp"]
+        for line in (run / "decode" / "test-chunk160" / "hypotheses.jsonl").read_text().splitlines()
+    }
     rows = _rows(data_dir)
-    transcripts = list(Transcriber(run, device="cpu", stream=streaming.StreamOptions(chunk_ms=160))
-                       .transcribe([Path(r["audio"]) for r in rows]))
+    transcripts = list(
+        Transcriber(run, device="cpu", stream=streaming.StreamOptions(chunk_ms=160)).transcribe(
+            [Path(r["audio"]) for r in rows]
+        )
+    )
     assert [t.text for t in transcripts] == [chunked[r["id"]] for r in rows]
     assert any(t.text for t in transcripts)
     for transcript in transcripts:

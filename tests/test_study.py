@@ -27,15 +27,20 @@ UTTERANCES = [
 def _runs(root: Path) -> tuple[Path, Path]:
     data = root / "data"
     data.mkdir(parents=True)
-    (data / "test.jsonl").write_text("".join(json.dumps({"id": u, "audio": f"{u}.wav", "duration": d, "text": ref,
-                                                         "speaker": s}) + "\n" for u, s, d, ref, _, _ in UTTERANCES))
+    (data / "test.jsonl").write_text(
+        "".join(
+            json.dumps({"id": u, "audio": f"{u}.wav", "duration": d, "text": ref, "speaker": s}) + "\n"
+            for u, s, d, ref, _, _ in UTTERANCES
+        )
+    )
     runs = []
     for name, column in (("a", 4), ("b", 5)):
         decoded = root / name / "decode" / "test"
         decoded.mkdir(parents=True)
         (decoded / "result.json").write_text(json.dumps({"model": f"model_{name}", "data_dir": str(data)}))
-        (decoded / "hypotheses.jsonl").write_text("".join(json.dumps({"id": row[0], "ref": row[3], "hyp": row[column]})
-                                                          + "\n" for row in UTTERANCES))
+        (decoded / "hypotheses.jsonl").write_text(
+            "".join(json.dumps({"id": row[0], "ref": row[3], "hyp": row[column]}) + "\n" for row in UTTERANCES)
+        )
         runs.append(root / name)
     return runs[0], runs[1]
 
@@ -93,8 +98,12 @@ def test_no_speaker_axis_without_speakers(tmp_path: Path, monkeypatch, capsys):
     manifest = tmp_path / "data" / "test.jsonl"
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     renamed = {row["id"]: "_".join(format(i, "03b")) for i, row in enumerate(rows)}  # 0_0_0, 0_0_1, ...
-    manifest.write_text("".join(json.dumps({**{k: v for k, v in row.items() if k != "speaker"},
-                                            "id": renamed[row["id"]]}) + "\n" for row in rows))
+    manifest.write_text(
+        "".join(
+            json.dumps({**{k: v for k, v in row.items() if k != "speaker"}, "id": renamed[row["id"]]}) + "\n"
+            for row in rows
+        )
+    )
     hypotheses = a / "decode" / "test" / "hypotheses.jsonl"
     decoded = [json.loads(line) for line in hypotheses.read_text().splitlines()]
     hypotheses.write_text("".join(json.dumps({**row, "id": renamed[row["id"]]}) + "\n" for row in decoded))
@@ -103,8 +112,9 @@ def test_no_speaker_axis_without_speakers(tmp_path: Path, monkeypatch, capsys):
     assert {row["axis"] for row in study["rows"]} == {"duration", "words"}
     assert "WER by speaker" not in render(study, "markdown") and "WER by speaker" not in render(study, "table")
     # The decode's hypotheses carry the manifest's speaker: it is used as given.
-    hypotheses.write_text("".join(json.dumps({**row, "id": renamed[row["id"]], "speaker": "ann"}) + "\n"
-                                  for row in decoded))
+    hypotheses.write_text(
+        "".join(json.dumps({**row, "id": renamed[row["id"]], "speaker": "ann"}) + "\n" for row in decoded)
+    )
     speakers = [row for row in length_study([a])["rows"] if row["axis"] == "speaker"]
     assert [(row["bin"], row["utterances"]) for row in speakers] == [("ann", len(UTTERANCES))]
 
@@ -127,8 +137,9 @@ def test_missing_decodes_and_foreign_hypotheses_are_one_line(tmp_path: Path, mon
 
 def test_the_command_prints_the_tables(tmp_path: Path, monkeypatch, capsys):
     a, b = _runs(tmp_path)
-    code, out, _ = run_main(monkeypatch, capsys, "study", "length", str(a), str(b), "--format", "markdown",
-                            "-o", str(tmp_path / "out"))
+    code, out, _ = run_main(
+        monkeypatch, capsys, "study", "length", str(a), str(b), "--format", "markdown", "-o", str(tmp_path / "out")
+    )
     assert code == 0 and out.count("### WER by") == 3 and (tmp_path / "out" / "study.json").is_file()
 
 

@@ -12,8 +12,28 @@ from asrbench.data.tokenizer import build_tokenizer, tokenizer_from_dict
 from asrbench.errors import AsrbenchError
 from asrbench.recipe.config import TokenizerConfig
 
-NUMBERS = ["ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE", "TEN", "ELEVEN", "TWELVE",
-           "TWENTY", "THIRTY", "HUNDRED", "THOUSAND", "AND", "ERASE", "RUBOUT", "ENTER"]
+NUMBERS = [
+    "ONE",
+    "TWO",
+    "THREE",
+    "FOUR",
+    "FIVE",
+    "SIX",
+    "SEVEN",
+    "EIGHT",
+    "NINE",
+    "TEN",
+    "ELEVEN",
+    "TWELVE",
+    "TWENTY",
+    "THIRTY",
+    "HUNDRED",
+    "THOUSAND",
+    "AND",
+    "ERASE",
+    "RUBOUT",
+    "ENTER",
+]
 TEXTS = [" ".join(NUMBERS[(i * 7 + j * 3) % len(NUMBERS)] for j in range(1 + i % 6)) for i in range(200)]
 
 
@@ -89,8 +109,11 @@ def test_bpe_and_unigram_differ():
 
 
 def test_a_vocabulary_larger_than_the_text_allows_is_one_clear_error():
-    with pytest.raises(AsrbenchError, match=r"tokenizer.vocab_size: 5000 is more unigram pieces than the training "
-                                            r"transcripts allow \(at most \d+\)"):
+    with pytest.raises(
+        AsrbenchError,
+        match=r"tokenizer.vocab_size: 5000 is more unigram pieces than the training "
+        r"transcripts allow \(at most \d+\)",
+    ):
         build_tokenizer(TokenizerConfig(kind="unigram", vocab_size=5000), TEXTS)
     with pytest.raises(AsrbenchError, match="tokenizer.vocab_size: set it"):
         build_tokenizer(TokenizerConfig(kind="bpe", vocab_size=0), TEXTS)

@@ -17,13 +17,22 @@ def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
     """tag -> [(step, value)] as TensorBoard shows them (its purging of resumed runs included)."""
     accumulator = EventAccumulator(str(folder))
     accumulator.Reload()
-    return {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)]
-            for tag in accumulator.Tags()["scalars"]}
+    return {
+        tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
+    }
 
 
 def metrics_row(epoch: int, step: int, **values) -> dict:
-    row = {"epoch": epoch, "step": step, "train_loss": 2.0 / epoch, "dev_loss": 1.5 / epoch,
-           "dev_cer": 40.0 / epoch, "dev_wer": 80.0 / epoch, "lr": 0.001 * epoch, "train_seconds": 1.0}
+    row = {
+        "epoch": epoch,
+        "step": step,
+        "train_loss": 2.0 / epoch,
+        "dev_loss": 1.5 / epoch,
+        "dev_cer": 40.0 / epoch,
+        "dev_wer": 80.0 / epoch,
+        "lr": 0.001 * epoch,
+        "train_seconds": 1.0,
+    }
     row.update(values)
     return row
 
@@ -70,8 +79,16 @@ def test_resumed_run_appends_and_hides_what_the_interrupted_run_logged_after_the
             log.step(step, 100.0 + step, 0.1)
     assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 2
     scalars = read_scalars(tmp_path / "tensorboard")
-    assert scalars["train/loss"] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 105.0), (6, 106.0), (7, 107.0),
-                                     (8, 108.0)]
+    assert scalars["train/loss"] == [
+        (1, 1.0),
+        (2, 2.0),
+        (3, 3.0),
+        (4, 4.0),
+        (5, 105.0),
+        (6, 106.0),
+        (7, 107.0),
+        (8, 108.0),
+    ]
     assert scalars["dev/cer"] == [(4, 40.0)]  # the epoch at the checkpoint's step stays
 
 
@@ -113,8 +130,7 @@ def test_missing_package_is_a_one_line_error(tmp_path, monkeypatch):
     with pytest.raises(AsrbenchError) as error:
         TrainingLog.open(tmp_path, enabled=True, main=True, every_steps=1)
     assert str(error.value) == MISSING_PACKAGE
-    assert str(error.value) == ("train.tensorboard needs the tensorboard package: "
-                                "pip install 'asrbench[tensorboard]'")
+    assert str(error.value) == ("train.tensorboard needs the tensorboard package: pip install 'asrbench[tensorboard]'")
     assert error.value.__cause__ is None and error.value.__suppress_context__
     assert not (tmp_path / "tensorboard").exists()
     # Disabled, the missing package does not matter.

@@ -133,8 +133,14 @@ def test_learning_rate_warms_up_then_decays():
 def test_budgeted_run_ends_near_the_final_learning_rate(recipe: Path, tmp_path: Path):
     # 1000 epochs could never finish in 0.05 minutes; the schedule, fitted to the budget after the
     # first epoch, must still decay to (near) its end.
-    summary = train(recipe, "dnn", tmp_path / "run", epochs=1000, max_minutes=0.05,
-                    overrides=["train.warmup_steps=1", "train.final_lr_ratio=0.1"])
+    summary = train(
+        recipe,
+        "dnn",
+        tmp_path / "run",
+        epochs=1000,
+        max_minutes=0.05,
+        overrides=["train.warmup_steps=1", "train.final_lr_ratio=0.1"],
+    )
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     config = rundir.read_config(tmp_path / "run")
     assert rows[-1]["epoch"] < 1000 and summary["stop_reason"] == "time budget"
@@ -187,8 +193,7 @@ def test_a_budgeted_run_is_repeated_exactly_by_its_recorded_steps(recipe: Path, 
     """Issue 28.7: train_summary.json's ``repeat`` (--max-steps, train.schedule_steps) gives the
     budget-stopped run's learning rates and losses step for step, with no budget."""
     overrides = ["train.num_threads=1", "train.data_workers=0", "train.warmup_steps=2"]
-    budgeted = train(recipe, "dnn", tmp_path / "budgeted", epochs=400, seed=4, max_minutes=0.03,
-                     overrides=overrides)
+    budgeted = train(recipe, "dnn", tmp_path / "budgeted", epochs=400, seed=4, max_minutes=0.03, overrides=overrides)
     assert budgeted["stop_reason"] == "time budget" and budgeted["budget"]["clock"] == "compute"
     words = budgeted["repeat"].split()
     assert words[:2] == ["--max-steps", str(budgeted["steps"])]
@@ -196,8 +201,9 @@ def test_a_budgeted_run_is_repeated_exactly_by_its_recorded_steps(recipe: Path, 
     if len(words) > 2:
         assert words[2:4] == ["--set", f"train.schedule_steps={budgeted['schedule_steps']}"]
         repeat.append(words[3])
-    repeated = train(recipe, "dnn", tmp_path / "repeated", epochs=400, seed=4, max_minutes=0,
-                     overrides=overrides + repeat)
+    repeated = train(
+        recipe, "dnn", tmp_path / "repeated", epochs=400, seed=4, max_minutes=0, overrides=overrides + repeat
+    )
     assert repeated["stop_reason"] == "max steps" and repeated["steps"] == budgeted["steps"]
     assert _losses(tmp_path / "repeated") == _losses(tmp_path / "budgeted")
     lrs = [[row["lr"] for row in rundir.read_metrics(tmp_path / name)] for name in ("budgeted", "repeated")]
@@ -360,8 +366,10 @@ def test_an_average_worse_on_dev_than_the_best_epoch_is_not_kept(
     real_average = checkpoint.average_weights
 
     def ruined(paths):  # an average that has lost what the epochs learnt
-        return {key: torch.zeros_like(value) if value.is_floating_point() else value
-                for key, value in real_average(paths).items()}
+        return {
+            key: torch.zeros_like(value) if value.is_floating_point() else value
+            for key, value in real_average(paths).items()
+        }
 
     monkeypatch.setattr(checkpoint, "average_weights", ruined)
     run = tmp_path / "run"
@@ -401,8 +409,15 @@ def test_batch_norm_is_re_estimated_as_a_cumulative_mean_over_the_batches():
     torch.manual_seed(0)
     model = Tiny().eval()
     model.norm.running_mean.fill_(5.0)  # stale statistics, as an average of checkpoints has
-    batches = [SimpleNamespace(features=torch.randn(2, 6, 3) * (i + 1), feature_lengths=torch.tensor([6, 4]),
-                               targets=None, target_lengths=None) for i in range(3)]
+    batches = [
+        SimpleNamespace(
+            features=torch.randn(2, 6, 3) * (i + 1),
+            feature_lengths=torch.tensor([6, 4]),
+            targets=None,
+            target_lengths=None,
+        )
+        for i in range(3)
+    ]
     assert recompute_batch_norm(model, batches) == 2
     assert not model.training and model.norm.momentum == 0.1 and model.masked.momentum == 0.1
     with torch.no_grad():
@@ -410,7 +425,6 @@ def test_batch_norm_is_re_estimated_as_a_cumulative_mean_over_the_batches():
     expected = torch.stack([h.mean(dim=(0, 2)) for h in hidden]).mean(0)
     assert torch.allclose(model.norm.running_mean, expected, atol=1e-5)
     assert model.norm.num_batches_tracked.item() == 3 and model.masked.num_batches_tracked.item() == 3
-
 
 
 @pytest.mark.slow
@@ -511,16 +525,18 @@ def test_a_named_data_dir_must_be_prepared_and_is_never_prepared_from_the_recipe
 
     monkeypatch.setattr(prepare_module, "prepare_corpus", must_not_prepare)
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(f"data: {{dir: {tmp_path / 'own'}, corpus: yesno, source: yesno}}\n"
-                      "models:\n  dnn: {}\n")
+    recipe.write_text(f"data: {{dir: {tmp_path / 'own'}, corpus: yesno, source: yesno}}\nmodels:\n  dnn: {{}}\n")
     typo = tmp_path / "mykaldl"
     with pytest.raises(AsrbenchError, match=r"--data .*mykaldl: no such data dir"):
         train(recipe, "dnn", tmp_path / "run", data_dir=str(typo))
     assert not typo.exists() and not (tmp_path / "run").exists()
     typo.mkdir()
     (typo / "test.jsonl").write_text("")
-    with pytest.raises(AsrbenchError, match=r"not a prepared data dir \(missing train.jsonl, dev.jsonl; it holds "
-                                            r"test.jsonl"):
+    with pytest.raises(
+        AsrbenchError,
+        match=r"not a prepared data dir \(missing train.jsonl, dev.jsonl; it holds "
+        r"test.jsonl",
+    ):
         train(recipe, "dnn", tmp_path / "run", data_dir=str(typo))
     with pytest.raises(AsrbenchError, match=r"--set data.dir .*mykaldl: not a prepared data dir"):
         train(recipe, "dnn", tmp_path / "run", overrides=[f"data.dir={typo}"])
@@ -531,8 +547,9 @@ def test_the_recipes_own_data_dir_is_still_prepared_on_the_fly(tmp_path: Path, m
     import asrbench.data.pipeline as prepare_module
 
     calls = []
-    monkeypatch.setattr(prepare_module, "prepare_corpus", lambda corpus, source, out, *a, **k: calls.append(
-        (corpus, Path(out))))
+    monkeypatch.setattr(
+        prepare_module, "prepare_corpus", lambda corpus, source, out, *a, **k: calls.append((corpus, Path(out)))
+    )
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"data: {{dir: {tmp_path / 'own'}, corpus: yesno, source: yesno}}\nmodels:\n  dnn: {{}}\n")
     assert ensure_data_dir(resolve(recipe, "dnn")) == tmp_path / "own"
@@ -549,8 +566,20 @@ def test_tensorboard_events_mirror_the_metrics(recipe: Path, tmp_path: Path):
     from asrbench.cli import app
 
     run = tmp_path / "run"
-    outcome = CliRunner().invoke(app, ["train", str(recipe), "--model", "dnn", "--out", str(run), "--tensorboard",
-                                       "--set", "train.tensorboard_every_steps=2"])
+    outcome = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(recipe),
+            "--model",
+            "dnn",
+            "--out",
+            str(run),
+            "--tensorboard",
+            "--set",
+            "train.tensorboard_every_steps=2",
+        ],
+    )
     assert outcome.exit_code == 0, outcome.output
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()

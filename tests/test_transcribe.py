@@ -33,8 +33,10 @@ def _rows(data_dir: Path, split: str = "test") -> list[dict]:
 def test_transcribing_a_prepared_utterance_gives_its_decode_hypothesis(trained):
     run, data_dir = trained
     decode(run, "test")
-    hypotheses = {json.loads(line)["id"]: json.loads(line)["hyp"]
-                  for line in (run / "decode" / "test" / "hypotheses.jsonl").read_text().splitlines()}
+    hypotheses = {
+        json.loads(line)["id"]: json.loads(line)["hyp"]
+        for line in (run / "decode" / "test" / "hypotheses.jsonl").read_text().splitlines()
+    }
     rows = _rows(data_dir)
     transcripts = list(Transcriber(run, device="cpu").transcribe([Path(row["audio"]) for row in rows]))
     assert [t.text for t in transcripts] == [hypotheses[row["id"]] for row in rows]
@@ -68,8 +70,7 @@ def _long_file(data_dir: Path, path: Path, gap: float = 0.5) -> tuple[Path, list
 def test_a_long_file_is_split_at_pauses_into_timed_segments(trained, tmp_path: Path):
     run, data_dir = trained
     path, _ = _long_file(data_dir, tmp_path / "long.wav")
-    whole = next(iter(Transcriber(run, device="cpu", vad=VadOptions(kind="none", max_segment=60.0))
-                      .transcribe([path])))
+    whole = next(iter(Transcriber(run, device="cpu", vad=VadOptions(kind="none", max_segment=60.0)).transcribe([path])))
     split = next(iter(Transcriber(run, device="cpu", vad=VadOptions(max_segment=2.0, pad=0.2)).transcribe([path])))
     assert len(whole.segments) == 1 and len(split.segments) >= 4
     starts = [s.start for s in split.segments]
@@ -88,7 +89,7 @@ def test_a_long_file_is_split_at_pauses_into_timed_segments(trained, tmp_path: P
     alone = []
     for k, segment in enumerate(split.segments):
         piece = tmp_path / f"piece{k}.wav"
-        soundfile.write(piece, samples[int(round(segment.start * rate)):int(round(segment.end * rate))], rate)
+        soundfile.write(piece, samples[int(round(segment.start * rate)) : int(round(segment.end * rate))], rate)
         alone.append(piece)
     assert [t.text for t in Transcriber(run, device="cpu").transcribe(alone)] == [s.text for s in split.segments]
     words = [w for s in split.segments for w in s.words]
@@ -126,8 +127,9 @@ def test_a_bad_file_is_reported_and_skipped_and_the_exit_code_says_so(trained, t
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x00\x00not audio at all")
     out = tmp_path / "out.txt"
-    code, _, err = run_main(monkeypatch, capsys, "transcribe", str(run), str(corrupt), good, str(tmp_path / "gone.wav"),
-                            "-o", str(out))
+    code, _, err = run_main(
+        monkeypatch, capsys, "transcribe", str(run), str(corrupt), good, str(tmp_path / "gone.wav"), "-o", str(out)
+    )
     assert code == 1
     assert f"{corrupt}: unreadable audio" in err and "gone.wav: audio file not found" in err
     assert "1 of 3 files transcribed" in err and "Traceback" not in err
@@ -152,13 +154,15 @@ def test_a_killed_run_resumes_from_its_partial_output(trained, tmp_path: Path, m
     run, data_dir = trained
     files = [row["audio"] for row in _rows(data_dir)]
     out = tmp_path / "out.jsonl"
-    (tmp_path / "out.jsonl.partial").write_text(json.dumps({"path": files[1], "text": "DONE BEFORE"}) + "\n"
-                                                + '{"path": "cut sho')  # the kill cut this line
+    (tmp_path / "out.jsonl.partial").write_text(
+        json.dumps({"path": files[1], "text": "DONE BEFORE"}) + "\n" + '{"path": "cut sho'
+    )  # the kill cut this line
     transcriber = Transcriber(run, device="cpu")
     seen = []
     original = transcriber._file
-    monkeypatch.setattr(transcriber, "_file",
-                        lambda i, path, d, progress=None: seen.append(str(path)) or original(i, path, d, progress))
+    monkeypatch.setattr(
+        transcriber, "_file", lambda i, path, d, progress=None: seen.append(str(path)) or original(i, path, d, progress)
+    )
     counts = transcribe_files(transcriber, files, "jsonl", out)
     assert counts["resumed"] == 1 and files[1] not in seen and len(seen) == len(files) - 1
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -185,8 +189,9 @@ def test_user_errors_are_one_line(trained, tmp_path, monkeypatch, capsys):
     assert code == 2 and "name a directory with -o" in err
     code, _, err = run_main(monkeypatch, capsys, "transcribe", str(tmp_path / "norun"), audio)
     assert code == 2 and "norun" in err and "Traceback" not in err
-    code, _, err = run_main(monkeypatch, capsys, "transcribe", str(run), str(tmp_path / "empty_dir_missing"),
-                            "--vad", "webrtc")
+    code, _, err = run_main(
+        monkeypatch, capsys, "transcribe", str(run), str(tmp_path / "empty_dir_missing"), "--vad", "webrtc"
+    )
     assert code == 2 and "unknown --vad 'webrtc'" in err
 
 
@@ -194,13 +199,31 @@ def test_the_vad_options_reach_the_detector_and_default_to_the_dev_choice(traine
     run, data_dir = trained
     path, _ = _long_file(data_dir, tmp_path / "long.wav")
     out = tmp_path / "out.jsonl"
-    code, _, err = run_main(monkeypatch, capsys, "transcribe", str(run), str(path), "-f", "jsonl", "-o", str(out),
-                            "--max-segment", "2", "--min-silence", "0.2", "--vad-pad", "0.1", "--energy-margin", "12")
+    code, _, err = run_main(
+        monkeypatch,
+        capsys,
+        "transcribe",
+        str(run),
+        str(path),
+        "-f",
+        "jsonl",
+        "-o",
+        str(out),
+        "--max-segment",
+        "2",
+        "--min-silence",
+        "0.2",
+        "--vad-pad",
+        "0.1",
+        "--energy-margin",
+        "12",
+    )
     assert code == 0, err
     vad = json.loads(out.read_text().splitlines()[0])["vad"]
     assert (vad["max_segment"], vad["min_silence"], vad["pad"], vad["energy_margin_db"]) == (2.0, 0.2, 0.1, 12.0)
-    code, _, err = run_main(monkeypatch, capsys, "transcribe", str(run), str(path), "-f", "jsonl", "-o", str(out),
-                            "--overwrite")
+    code, _, err = run_main(
+        monkeypatch, capsys, "transcribe", str(run), str(path), "-f", "jsonl", "-o", str(out), "--overwrite"
+    )
     assert code == 0, err
     assert json.loads(out.read_text().splitlines()[0])["vad"] == VadOptions().to_dict()
     code, _, err = run_main(monkeypatch, capsys, "transcribe", str(run), str(path), "--vad-pad", "-1")

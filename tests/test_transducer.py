@@ -21,8 +21,14 @@ VOCAB = 9  # blank, unk, 6 characters, <sos/eos>
 EOS = VOCAB - 1
 TOKENIZER = CharTokenizer([BLANK, UNK, " ", "A", "B", "C", "D", "E", SOS_EOS])  # ids 2..7: " ABCDE"
 ENCODER = {
-    "conformer_transducer": {"d_model": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 32, "kernel_size": 5,
-                             "subsample_channels": 4},
+    "conformer_transducer": {
+        "d_model": 16,
+        "num_heads": 2,
+        "num_layers": 1,
+        "ff_dim": 32,
+        "kernel_size": 5,
+        "subsample_channels": 4,
+    },
     "lstm_transducer": {"subsample_channels": 4, "hidden_size": 16, "num_layers": 1},
 }
 # Every model with each predictor: (model, predictor) pairs.
@@ -58,8 +64,10 @@ def _batch(seed: int = 1):
 
 
 def _targets(labels: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    return (torch.tensor([t for label in labels for t in label], dtype=torch.long),
-            torch.tensor([len(label) for label in labels]))
+    return (
+        torch.tensor([t for label in labels for t in label], dtype=torch.long),
+        torch.tensor([len(label) for label in labels]),
+    )
 
 
 def test_joint_tensor_shapes_and_normalized_log_probs(variant):
@@ -161,7 +169,7 @@ def test_greedy_search_of_a_batch_equals_one_utterance_at_a_time(variant, max_sy
     batch = greedy_search(model, encoded, lengths, max_symbols)
     assert any(hypothesis.token_ids for hypothesis in batch)  # an untrained joiner still emits
     for i, hypothesis in enumerate(batch):
-        alone = greedy_search(model, encoded[i:i + 1, :int(lengths[i])], lengths[i:i + 1], max_symbols)[0]
+        alone = greedy_search(model, encoded[i : i + 1, : int(lengths[i])], lengths[i : i + 1], max_symbols)[0]
         assert alone.token_ids == hypothesis.token_ids
         assert alone.score == pytest.approx(hypothesis.score, abs=1e-4)
         assert all(0 < token < EOS for token in hypothesis.token_ids)
@@ -199,7 +207,7 @@ def test_beam_search_of_a_batch_equals_one_utterance_at_a_time(variant):
     options = TransducerBeamOptions(beam=3)
     batch = modified_beam_search(model, encoded, lengths, options)
     for i, hypotheses in enumerate(batch):
-        alone = modified_beam_search(model, encoded[i:i + 1, :int(lengths[i])], lengths[i:i + 1], options)[0]
+        alone = modified_beam_search(model, encoded[i : i + 1, : int(lengths[i])], lengths[i : i + 1], options)[0]
         assert [h.token_ids for h in alone] == [h.token_ids for h in hypotheses]
         assert [h.score for h in alone] == pytest.approx([h.score for h in hypotheses], abs=1e-4)
 
@@ -235,12 +243,25 @@ def test_the_family_hands_out_its_searchers_and_grid():
     assert MODELS["lstm_transducer"].family.default_mode == "transducer"
     assert model.search_modes() == ("transducer", "ctc")
     greedy = build_searcher(model, TOKENIZER, DecodeOptions())
-    assert greedy.description == {"kind": "transducer_greedy", "beam": 1, "max_symbols_per_frame": 3,
-                                  "lm": None, "lexicon": None}
+    assert greedy.description == {
+        "kind": "transducer_greedy",
+        "beam": 1,
+        "max_symbols_per_frame": 3,
+        "lm": None,
+        "lexicon": None,
+    }
     beam = build_searcher(model, TOKENIZER, DecodeOptions(beam=5, mode="transducer", length_norm=True))
-    assert beam.description == {"kind": "transducer_modified_beam", "beam": 5, "length_norm": True,
-                                "max_symbols_per_frame": 1, "lm": None, "lm_weight": 0.0, "word_bonus": 0.0,
-                                "lexicon": None, "lexicon_words": None}
+    assert beam.description == {
+        "kind": "transducer_modified_beam",
+        "beam": 5,
+        "length_norm": True,
+        "max_symbols_per_frame": 1,
+        "lm": None,
+        "lm_weight": 0.0,
+        "word_bonus": 0.0,
+        "lexicon": None,
+        "lexicon_words": None,
+    }
     assert build_searcher(model, TOKENIZER, DecodeOptions(mode="ctc")).kind == "ctc_greedy"
     features, lengths = torch.randn(2, 40, INPUT_DIM), torch.tensor([40, 31])
     assert greedy(features, lengths) == greedy_decode(model, features, lengths) == _dev_decode(model, features, lengths)
@@ -253,12 +274,19 @@ def test_the_family_hands_out_its_searchers_and_grid():
 def test_options_the_family_cannot_honour_are_one_line_errors():
     model = make("lstm_transducer", "lstm", ctc_weight=0.0).eval()
     assert model.search_modes() == ("transducer",) and model.ctc_head is None
-    for options, fragment in ((DecodeOptions(beam=4, lexicon="train"), "--lexicon train needs the run's data dir"),
-                              (DecodeOptions(mode="ctc"), r"^--mode ctc: this transducer model decodes with "
-                                                          r"--mode transducer only \(it has no CTC branch"),
-                              (DecodeOptions(mode="attention"), "^--mode attention: this transducer model decodes "
-                                                                "with --mode transducer only$"),
-                              (DecodeOptions(beam=4, backend="flashlight"), "CTC search backend")):
+    for options, fragment in (
+        (DecodeOptions(beam=4, lexicon="train"), "--lexicon train needs the run's data dir"),
+        (
+            DecodeOptions(mode="ctc"),
+            r"^--mode ctc: this transducer model decodes with "
+            r"--mode transducer only \(it has no CTC branch",
+        ),
+        (
+            DecodeOptions(mode="attention"),
+            "^--mode attention: this transducer model decodes with --mode transducer only$",
+        ),
+        (DecodeOptions(beam=4, backend="flashlight"), "CTC search backend"),
+    ):
         with pytest.raises(AsrbenchError, match=fragment):
             build_searcher(model, TOKENIZER, options)
     grid = tuning_grid(model, TuningRequest(beams=(4,), lm="runs/lm"))  # an LM: weights and bonuses too
@@ -274,8 +302,9 @@ def test_options_the_family_cannot_honour_are_one_line_errors():
         TransducerBeamOptions(beam=0)
 
 
-@pytest.mark.parametrize(("option", "value"), [("predictor", "gru"), ("ctc_weight", 1.0), ("context_size", 0),
-                                               ("max_symbols_per_frame", 0)])
+@pytest.mark.parametrize(
+    ("option", "value"), [("predictor", "gru"), ("ctc_weight", 1.0), ("context_size", 0), ("max_symbols_per_frame", 0)]
+)
 def test_invalid_options_are_refused(option, value):
     with pytest.raises(AsrbenchError, match=option):
         build_model("conformer_transducer", {**ENCODER["conformer_transducer"], option: value}, INPUT_DIM, VOCAB)
@@ -313,9 +342,15 @@ def _overfit(name: str, predictor: str, ctc_weight: float):
 
 
 @pytest.mark.slow  # trains: in make test, not in test-fast
-@pytest.mark.parametrize(("name", "predictor", "ctc_weight"),
-                         [("conformer_transducer", "stateless", 0.0), ("conformer_transducer", "lstm", 0.3),
-                          ("lstm_transducer", "lstm", 0.3), ("lstm_transducer", "stateless", 0.0)])
+@pytest.mark.parametrize(
+    ("name", "predictor", "ctc_weight"),
+    [
+        ("conformer_transducer", "stateless", 0.0),
+        ("conformer_transducer", "lstm", 0.3),
+        ("lstm_transducer", "lstm", 0.3),
+        ("lstm_transducer", "stateless", 0.0),
+    ],
+)
 def test_tiny_overfit_learns_every_utterance(name, predictor, ctc_weight):
     model, features, lengths, labels = _overfit(name, predictor, ctc_weight)
     assert greedy_decode(model, features, lengths) == labels
@@ -377,8 +412,12 @@ def test_fused_sub_batches_give_the_dense_loss_and_gradients(name):
         model = make(name, "stateless", seed=1, fused_batch_size=fused).train()
         loss = model.compute_loss(features, lengths, targets, target_lengths)
         loss.backward()
-        results.append((float(loss.detach()), {key: param.grad.clone() for key, param in model.named_parameters()
-                                      if param.grad is not None}))
+        results.append(
+            (
+                float(loss.detach()),
+                {key: param.grad.clone() for key, param in model.named_parameters() if param.grad is not None},
+            )
+        )
     (dense_loss, dense_grads), (fused_loss, fused_grads) = results
     assert fused_loss == pytest.approx(dense_loss, rel=1e-5)
     assert dense_grads.keys() == fused_grads.keys() and any("joiner" in key for key in dense_grads)

@@ -62,8 +62,10 @@ def phone(tmp_path_factory):
 
 
 def best_text(tokenizer, log_probs, **kwargs) -> str:
-    options = CTCBeamOptions(beam=kwargs.pop("beam", 8), **{k: kwargs.pop(k) for k in list(kwargs)
-                                                           if k in ("lm_weight", "word_bonus", "lexicon")})
+    options = CTCBeamOptions(
+        beam=kwargs.pop("beam", 8),
+        **{k: kwargs.pop(k) for k in list(kwargs) if k in ("lm_weight", "word_bonus", "lexicon")},
+    )
     hypotheses = ctc_prefix_beam_search(log_probs, torch.tensor([log_probs.size(1)]), tokenizer, options, **kwargs)
     return tokenizer.decode(hypotheses[0][0].token_ids)
 
@@ -75,8 +77,9 @@ def test_subword_beam_search_finds_the_spoken_words(subword):
     assert best_text(subword, log_probs) == text
     lexicon = Lexicon.from_words(WORDS, subword)
     assert len(lexicon) == len(WORDS) and lexicon.skipped == 0
-    hypotheses = ctc_prefix_beam_search(log_probs, torch.tensor([log_probs.size(1)]), subword,
-                                        CTCBeamOptions(beam=8, lexicon=True), lexicon=lexicon)
+    hypotheses = ctc_prefix_beam_search(
+        log_probs, torch.tensor([log_probs.size(1)]), subword, CTCBeamOptions(beam=8, lexicon=True), lexicon=lexicon
+    )
     assert subword.decode(hypotheses[0][0].token_ids) == text
 
 
@@ -84,14 +87,21 @@ def test_the_lexicon_turns_a_misheard_subword_word_into_a_lexicon_word(subword):
     # The acoustics favour a word outside the lexicon ("SEVEN" with its last piece swapped for
     # a likelier wrong one); the lexicon keeps the search to words it lists.
     ids = subword.encode("SEVEN")
-    wrong = next(i for i in range(2, len(subword) - 1) if i not in subword.word_start_ids and i != ids[-1]
-                 and subword.piece(i) and subword.decode(ids[:-1] + [i]) not in WORDS)
+    wrong = next(
+        i
+        for i in range(2, len(subword) - 1)
+        if i not in subword.word_start_ids
+        and i != ids[-1]
+        and subword.piece(i)
+        and subword.decode(ids[:-1] + [i]) not in WORDS
+    )
     confused = {len(ids) - 1: {wrong: 0.6, ids[-1]: 0.4}}
     log_probs = spikes(ids, len(subword), confusions=confused)
     assert best_text(subword, log_probs) != "SEVEN"
     lexicon = Lexicon.from_words(WORDS, subword)
-    hypotheses = ctc_prefix_beam_search(log_probs, torch.tensor([log_probs.size(1)]), subword,
-                                        CTCBeamOptions(beam=8, lexicon=True), lexicon=lexicon)
+    hypotheses = ctc_prefix_beam_search(
+        log_probs, torch.tensor([log_probs.size(1)]), subword, CTCBeamOptions(beam=8, lexicon=True), lexicon=lexicon
+    )
     assert subword.decode(hypotheses[0][0].token_ids) == "SEVEN"
 
 
@@ -107,8 +117,10 @@ def test_a_word_lm_scores_subword_words_where_a_word_start_closes_them(subword):
     first, second = next((a, b) for a in WORDS for b in WORDS if a < b and differ_everywhere(a, b))
     one = subword.spell("ONE")
     ids = one + subword.spell(first)
-    confusions = {len(one) + i: {x: 0.5, y: 0.5}
-                  for i, (x, y) in enumerate(zip(subword.spell(first), subword.spell(second), strict=True))}
+    confusions = {
+        len(one) + i: {x: 0.5, y: 0.5}
+        for i, (x, y) in enumerate(zip(subword.spell(first), subword.spell(second), strict=True))
+    }
     log_probs = spikes(ids, len(subword), confusions=confusions)
     lm = train_ngram([["ONE", first]] * 5 + [[second]], order=2)
     assert best_text(subword, log_probs, lm=lm, lm_weight=1.0) == f"ONE {first}"

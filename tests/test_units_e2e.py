@@ -36,7 +36,7 @@ def recipe(tmp_path: Path, request) -> Path:
 data: {{dir: {data_dir}}}
 features: {{sample_rate: 8000, num_mel_bins: 23}}
 augment: {{spec_augment: false}}
-tokenizer: {{kind: {kind}{', ' + settings if settings else ''}}}
+tokenizer: {{kind: {kind}{", " + settings if settings else ""}}}
 train: {{epochs: 80, batch_frames: 400, lr: 5.0e-3, warmup_steps: 5}}
 models:
   gru: {{subsample_channels: 4, hidden_size: 32, num_layers: 1}}

@@ -21,8 +21,9 @@ def _recording(path: Path, bursts=BURSTS, seconds: float = 26.0, rate: int = RAT
     samples = rng.normal(0.0, 0.001, int(seconds * rate))  # a quiet background
     for start, end in bursts:
         time = np.arange(int(start * rate), int(end * rate)) / rate
-        samples[int(start * rate):int(end * rate)] += 0.3 * np.sin(2 * np.pi * 220 * time) * (
-            1 + 0.5 * np.sin(2 * np.pi * 3 * time))  # a syllable-rate envelope
+        samples[int(start * rate) : int(end * rate)] += (
+            0.3 * np.sin(2 * np.pi * 220 * time) * (1 + 0.5 * np.sin(2 * np.pi * 3 * time))
+        )  # a syllable-rate envelope
     soundfile.write(path, samples, rate, subtype="PCM_16")
     return path
 
@@ -70,8 +71,9 @@ def test_smoothing_merges_short_pauses_and_drops_short_blips():
     flags = np.zeros(300, dtype=bool)
     flags[10:50] = flags[60:100] = True  # a 0.1 s pause: merged
     flags[200:205] = True  # 50 ms: dropped
-    regions = speech_regions(flags, flags.astype(float), 0.01, VadOptions(min_silence=0.3, min_speech=0.2, pad=0.0),
-                             3.0)
+    regions = speech_regions(
+        flags, flags.astype(float), 0.01, VadOptions(min_silence=0.3, min_speech=0.2, pad=0.0), 3.0
+    )
     assert regions == [(0.1, 1.0)]
 
 
@@ -97,11 +99,14 @@ def test_a_long_region_is_cut_at_its_longest_pause_not_its_quietest_frame():
     assert padded == [(0.0, 3.1), (3.1, 6.05), (6.05, 9.0)]
 
 
-@pytest.mark.parametrize("settings,message", [
-    ({"kind": "webrtc"}, "unknown --vad 'webrtc'"),
-    ({"max_segment": 1.0}, "--max-segment must be at least 2"),
-    ({"pad": -1.0}, "pad must not be negative"),
-])
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        ({"kind": "webrtc"}, "unknown --vad 'webrtc'"),
+        ({"max_segment": 1.0}, "--max-segment must be at least 2"),
+        ({"pad": -1.0}, "pad must not be negative"),
+    ],
+)
 def test_bad_vad_settings_are_one_clear_error(settings, message):
     with pytest.raises(AsrbenchError, match=message):
         VadOptions(**settings)

@@ -27,8 +27,9 @@ SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE")
 
 
 def _run(command: list, cwd: Path, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(part) for part in command], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run(
+        [str(part) for part in command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, f"{command}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done
 
@@ -46,15 +47,31 @@ def test_a_wheel_in_a_fresh_venv_lists_recipes_and_trains_yesno(tmp_path):
         shutil.copy2(ROOT / name, source / name)
     shutil.copytree(ROOT / "asrbench", source / "asrbench", ignore=shutil.ignore_patterns("__pycache__", "COMMIT"))
     commit = git_commit()
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-          "-w", tmp_path / "dist", source], source, {**env, "ASRBENCH_BUILD_COMMIT": commit or ""})
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            tmp_path / "dist",
+            source,
+        ],
+        source,
+        {**env, "ASRBENCH_BUILD_COMMIT": commit or ""},
+    )
     (wheel,) = (tmp_path / "dist").glob("asrbench-*.whl")
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", venv], tmp_path, env)
     python = venv / "bin" / "python"
-    site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path,
-                     env).stdout.strip())
+    site = Path(
+        _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path, env).stdout.strip()
+    )
     ours = dict.fromkeys(sysconfig.get_paths()[kind] for kind in ("purelib", "platlib"))
     (site / "asrbench_test_dependencies.pth").write_text("".join(f"{path}\n" for path in ours))
     # --ignore-installed: this venv's site-packages (on sys.path now) hold the editable asrbench's
@@ -73,8 +90,11 @@ def test_a_wheel_in_a_fresh_venv_lists_recipes_and_trains_yesno(tmp_path):
         assert f"│ {name} " in listed, listed
     assert "Kaldi's yesno corpus" in listed and str(site) in " ".join(listed.split())
 
-    trained = _run([asrbench, "train", "yesno", "--model", "cnn", "--epochs", "1"], work,
-                   {**env, "ASRBENCH_DATA_ROOT": str(DATA_ROOT)})
+    trained = _run(
+        [asrbench, "train", "yesno", "--model", "cnn", "--epochs", "1"],
+        work,
+        {**env, "ASRBENCH_DATA_ROOT": str(DATA_ROOT)},
+    )
     assert "preparing yesno" in trained.stdout + trained.stderr
     assert len((work / "data" / "yesno" / "test.jsonl").read_text().splitlines()) == 30
     assert (work / "runs" / "yesno" / "cnn" / "checkpoints" / "best.pt").is_file()

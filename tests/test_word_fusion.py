@@ -70,6 +70,7 @@ def test_phones_need_a_word_lm_not_a_char_lm(tmp_path):
     phones = build_tokenizer(TokenizerConfig(kind="phone", lexicon=str(path)), ["CAT"])
     with pytest.raises(AsrbenchError, match="a char LM scores characters; phone units"):
         WordFusion(phones, lm=train_ngram([list("CAT")], order=2, unit="char"))
-    fusion = WordFusion(phones, lm=train_ngram([["CAT"]], order=2), lexicon=Lexicon.from_words(["CAT"], phones),
-                        lm_weight=1.0)
+    fusion = WordFusion(
+        phones, lm=train_ngram([["CAT"]], order=2), lexicon=Lexicon.from_words(["CAT"], phones), lm_weight=1.0
+    )
     assert walk(fusion, phones.encode("CAT")) > -1.0  # the one word the LM knows

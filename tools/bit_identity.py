@@ -48,17 +48,22 @@ def _run(command: list[str], tree: Path, cwd: Path) -> str:
 
 def _recipe(tree: Path, corpus: str) -> Path:
     """The corpus's bundled recipe in ``tree`` (recipes/ before the recipes moved into the package)."""
-    for candidate in (tree / "asrbench" / "recipe" / f"{corpus}.yaml", tree / "asrbench" / "recipes" / f"{corpus}.yaml",
-                      tree / "recipes" / f"{corpus}.yaml"):
+    for candidate in (
+        tree / "asrbench" / "recipe" / f"{corpus}.yaml",
+        tree / "asrbench" / "recipes" / f"{corpus}.yaml",
+        tree / "recipes" / f"{corpus}.yaml",
+    ):
         if candidate.is_file():
             return candidate
     raise SystemExit(f"{tree}: no recipe for {corpus}")
 
 
 def _models(tree: Path, recipe: Path) -> list[str]:
-    code = ("import sys, yaml\ntry: from asrbench.recipe.config import recipe_models\n"
-            "except ImportError: from asrbench.config import recipe_models\n"  # before the stage packages
-            f"print(' '.join(recipe_models(yaml.safe_load(open({str(recipe)!r})), 'recipe')))")
+    code = (
+        "import sys, yaml\ntry: from asrbench.recipe.config import recipe_models\n"
+        "except ImportError: from asrbench.config import recipe_models\n"  # before the stage packages
+        f"print(' '.join(recipe_models(yaml.safe_load(open({str(recipe)!r})), 'recipe')))"
+    )
     return _run([sys.executable, "-c", code], tree, tree).split()
 
 
@@ -80,9 +85,29 @@ def fingerprint(tree: Path, corpus: str, model: str, data: Path, work: Path) -> 
     """Train one model, decode its test split; -> the digests that must not change."""
     epochs, extra = CORPORA[corpus]
     run = work / corpus / model
-    command = [sys.executable, "-m", "asrbench", "train", str(_recipe(tree, corpus)), "--model", model,
-               "--out", str(run), "--data", str(data), "--epochs", str(epochs), "--seed", "0",
-               "--set", "train.num_threads=1", "--set", "train.max_minutes=0", "--set", "train.data_workers=0"]
+    command = [
+        sys.executable,
+        "-m",
+        "asrbench",
+        "train",
+        str(_recipe(tree, corpus)),
+        "--model",
+        model,
+        "--out",
+        str(run),
+        "--data",
+        str(data),
+        "--epochs",
+        str(epochs),
+        "--seed",
+        "0",
+        "--set",
+        "train.num_threads=1",
+        "--set",
+        "train.max_minutes=0",
+        "--set",
+        "train.data_workers=0",
+    ]
     for override in extra:
         command += ["--set", override]
     _run(command, tree, work)
@@ -105,16 +130,33 @@ def record(args: argparse.Namespace) -> None:
         work, tree = Path(temp), REPO
         if args.rev:
             tree = work / "tree"
-            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), args.rev], check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), args.rev],
+                check=True,
+                capture_output=True,
+            )
         try:
-            commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True,
-                                    text=True).stdout.strip()
+            commit = subprocess.run(
+                ["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True
+            ).stdout.strip()
             rows = {}
             for corpus in args.corpus:
                 data = work / "data" / corpus
-                _run([sys.executable, "-m", "asrbench", "data", "prepare", corpus, str(data_root / corpus), "--out",
-                      str(data)], tree, work)
+                _run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "asrbench",
+                        "data",
+                        "prepare",
+                        corpus,
+                        str(data_root / corpus),
+                        "--out",
+                        str(data),
+                    ],
+                    tree,
+                    work,
+                )
                 models = args.models.split(",") if args.models else _models(tree, _recipe(tree, corpus))
                 for model in models:
                     print(f"{corpus} {model} ...", flush=True)
@@ -122,8 +164,9 @@ def record(args: argparse.Namespace) -> None:
         finally:
             if args.rev:
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
-    Path(args.out).write_text(json.dumps({"commit": commit, "rev": args.rev or "working tree", "models": rows},
-                                         indent=1) + "\n")
+    Path(args.out).write_text(
+        json.dumps({"commit": commit, "rev": args.rev or "working tree", "models": rows}, indent=1) + "\n"
+    )
     print(f"{len(rows)} fingerprints at {commit[:12]} -> {args.out}")
 
 
@@ -141,8 +184,10 @@ def compare(args: argparse.Namespace) -> None:
         same = {key: old.get(key) == new.get(key) for key in ("last_weights", "losses", "weights", "hypotheses")}
         failures += not all(same.values())
         marks = {key: "same" if value else "DIFFERS" for key, value in same.items()}
-        print(f"{name:32} {marks['last_weights']:12} {marks['losses']:7} {marks['weights']:8} "
-              f"{marks['hypotheses']:10} {old['test_wer']:.2f} -> {new['test_wer']:.2f}")
+        print(
+            f"{name:32} {marks['last_weights']:12} {marks['losses']:7} {marks['weights']:8} "
+            f"{marks['hypotheses']:10} {old['test_wer']:.2f} -> {new['test_wer']:.2f}"
+        )
     print("bit-identical" if not failures else f"{failures} model(s) differ")
     raise SystemExit(1 if failures else 0)
 

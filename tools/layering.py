@@ -24,20 +24,28 @@ PACKAGE = ROOT / "asrbench"
 # utilities at the top level and modules of its own or an earlier stage (asrbench/<stage>/__init__.py
 # says what enters and leaves each). The CLI comes last and may import anything.
 STAGES = (
-    "asrbench.recipe",     # YAML -> validated config dataclasses
-    "asrbench.data",       # corpus -> manifest -> features -> batches
-    "asrbench.scoring",    # texts -> error rates, CIs (pure: no models, no run dirs)
-    "asrbench.models",     # encoders x heads: features -> outputs and losses
-    "asrbench.runs",       # the run dir and its checkpoints
-    "asrbench.decoding",   # search, LM, decode a run dir, tune
-    "asrbench.training",   # the trainer: a recipe -> a run dir
-    "asrbench.studies",    # compare, bench, studies, report: several runs' results
-    "asrbench.deploy",     # transcribe, export, the ONNX runtime
+    "asrbench.recipe",  # YAML -> validated config dataclasses
+    "asrbench.data",  # corpus -> manifest -> features -> batches
+    "asrbench.scoring",  # texts -> error rates, CIs (pure: no models, no run dirs)
+    "asrbench.models",  # encoders x heads: features -> outputs and losses
+    "asrbench.runs",  # the run dir and its checkpoints
+    "asrbench.decoding",  # search, LM, decode a run dir, tune
+    "asrbench.training",  # the trainer: a recipe -> a run dir
+    "asrbench.studies",  # compare, bench, studies, report: several runs' results
+    "asrbench.deploy",  # transcribe, export, the ONNX runtime
     "asrbench.cli",
 )
 # The top level keeps the CLI, the errors and a few leaf utilities (issue 29: at most 10 modules).
-UTILITIES = ("asrbench", "asrbench.errors", "asrbench.fileio", "asrbench.env", "asrbench.version",
-             "asrbench.progress", "asrbench.text", "asrbench.torchaudio_compat")
+UTILITIES = (
+    "asrbench",
+    "asrbench.errors",
+    "asrbench.fileio",
+    "asrbench.env",
+    "asrbench.version",
+    "asrbench.progress",
+    "asrbench.text",
+    "asrbench.torchaudio_compat",
+)
 TOP_LEVEL = (*UTILITIES, "asrbench.__main__", "asrbench.cli")
 MAX_TOP_LEVEL = 10
 # Rules on top of the stage order: a module under the key's prefix never imports one under these.
@@ -110,12 +118,15 @@ def scan() -> Scan:
                         for target in _resolve(inner, name, is_package, known):
                             above = lines[inner.lineno - 2].strip() if inner.lineno >= 2 else ""
                             here = lines[inner.lineno - 1]
-                            comment = here.split("#", 1)[1].strip() if "#" in here else (
-                                above[1:].strip() if above.startswith("#") else "")
+                            comment = (
+                                here.split("#", 1)[1].strip()
+                                if "#" in here
+                                else (above[1:].strip() if above.startswith("#") else "")
+                            )
                             local.append((name, inner.lineno, target, comment))
                 length = (node.end_lineno or node.lineno) - node.lineno + 1
                 if length > MAX_FUNCTION_LINES:
-                    head = " ".join(lines[node.lineno - 1: node.lineno + 4])
+                    head = " ".join(lines[node.lineno - 1 : node.lineno + 4])
                     long.append((name, node.name, length, LONG_REASON in head))
     return Scan(graph, local, long)
 
@@ -177,8 +188,10 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
             if module != prefix and not module.startswith(prefix + "."):
                 continue
             for target in sorted(targets):
-                if any(target == bad.rstrip(".") or target.startswith(bad if bad.endswith(".") else bad + ".")
-                       for bad in forbidden):
+                if any(
+                    target == bad.rstrip(".") or target.startswith(bad if bad.endswith(".") else bad + ".")
+                    for bad in forbidden
+                ):
                     problems.append(f"{module} imports {target} (layer rule for {prefix})")
     return problems
 
@@ -186,8 +199,14 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
 def unplaced(names: set[str]) -> list[str]:
     """Modules at the package's top level that are neither a stage nor a listed utility, and the
     count rule."""
-    top = sorted(name for name in names if name.count(".") == 1 and stage_of(name) is None
-                 and name not in TOP_LEVEL and (PACKAGE / f"{name.split('.')[1]}.py").is_file())
+    top = sorted(
+        name
+        for name in names
+        if name.count(".") == 1
+        and stage_of(name) is None
+        and name not in TOP_LEVEL
+        and (PACKAGE / f"{name.split('.')[1]}.py").is_file()
+    )
     problems = [f"{name}: a module at the top level that is no leaf utility: move it into its stage" for name in top]
     count = sum(1 for path in PACKAGE.glob("*.py"))
     if count > MAX_TOP_LEVEL:
@@ -200,11 +219,16 @@ def checks(result: Scan) -> list[str]:
     problems = [f"import cycle: {' -> '.join(cycle)}" for cycle in cycles(result.graph)]
     problems += violations(result.graph)
     problems += unplaced(set(result.graph))
-    problems += [f"{module}:{line}: import of {target} inside a function without a comment saying why"
-                 for module, line, target, comment in result.local_imports
-                 if module != "asrbench.cli" and not comment]
-    problems += [f"{module}.{function}: {length} lines (over {MAX_FUNCTION_LINES}) without saying why "
-                 f"('{LONG_REASON}')" for module, function, length, why in result.long_functions if not why]
+    problems += [
+        f"{module}:{line}: import of {target} inside a function without a comment saying why"
+        for module, line, target, comment in result.local_imports
+        if module != "asrbench.cli" and not comment
+    ]
+    problems += [
+        f"{module}.{function}: {length} lines (over {MAX_FUNCTION_LINES}) without saying why ('{LONG_REASON}')"
+        for module, function, length, why in result.long_functions
+        if not why
+    ]
     return problems
 
 
@@ -214,8 +238,10 @@ def listing(result: Scan) -> str:
         targets = sorted(result.graph[module])
         lines.append(f"{module}: {', '.join(targets) if targets else '-'}")
     lines.append("")
-    lines.append("# imports inside functions (asrbench.cli imports each command's module when it runs, so "
-                 "`asrbench --help` stays fast)")
+    lines.append(
+        "# imports inside functions (asrbench.cli imports each command's module when it runs, so "
+        "`asrbench --help` stays fast)"
+    )
     for module, line, target, comment in result.local_imports:
         if module != "asrbench.cli":
             lines.append(f"{module}:{line}: {target}  # {comment}")

@@ -43,8 +43,9 @@ def audio_info(path: str) -> tuple[float, int]:
     return info.frames / info.samplerate, info.samplerate
 
 
-def load_audio(path: str, sample_rate: int, offset: float = 0.0, duration: float | None = None,
-               notes: Counter | None = None) -> torch.Tensor:
+def load_audio(
+    path: str, sample_rate: int, offset: float = 0.0, duration: float | None = None, notes: Counter | None = None
+) -> torch.Tensor:
     """Load ``path`` as a mono float32 tensor of shape (samples,) at ``sample_rate``.
 
     ``notes`` counts the conversions made (``"resampled from N Hz"``, ``"downmixed from C channels"``)

@@ -95,8 +95,13 @@ class Batch:
 
     def pin_memory(self) -> Batch:
         """Page-locked copies, so that ``to(cuda, non_blocking=True)`` overlaps with compute."""
-        return Batch(self.ids, self.features.pin_memory(), self.feature_lengths.pin_memory(),
-                     self.targets.pin_memory(), self.target_lengths.pin_memory())
+        return Batch(
+            self.ids,
+            self.features.pin_memory(),
+            self.feature_lengths.pin_memory(),
+            self.targets.pin_memory(),
+            self.target_lengths.pin_memory(),
+        )
 
     def to(self, device: torch.device) -> Batch:
         non_blocking = device.type == "cuda"
@@ -120,8 +125,9 @@ def _mask(spec: torch.Tensor, max_width: int, value: float, axis: int, generator
         spec.narrow(axis, first, last - first).fill_(value)
 
 
-def spec_augment(features: torch.Tensor, config: AugmentConfig,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def spec_augment(
+    features: torch.Tensor, config: AugmentConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """(T, F) -> (T, F) with frequency and time masks (Park et al., 2019) filled with the mean.
 
     Draws come from ``generator`` (torch's global RNG without one), so a batch can be augmented
@@ -130,8 +136,9 @@ def spec_augment(features: torch.Tensor, config: AugmentConfig,
     return spec_augment_(features.clone(), config, generator)
 
 
-def spec_augment_(features: torch.Tensor, config: AugmentConfig,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def spec_augment_(
+    features: torch.Tensor, config: AugmentConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """:func:`spec_augment` in place (on a view into a padded batch, say)."""
     mean = float(features.mean())
     for _ in range(config.freq_masks):
@@ -258,8 +265,7 @@ def _init_worker(worker_id: int) -> None:
     fileio.close_inherited_locks()  # the run dir's lock must die with the trainer
 
 
-def train_loader(dataset: EpochBatches, keys: EpochKeys, workers: int,
-                 pin_memory: bool) -> torch.utils.data.DataLoader:
+def train_loader(dataset: EpochBatches, keys: EpochKeys, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
     """Batches in key order, collated by ``workers`` persistent processes ahead of the training
     step (0: in the training process).
 
@@ -267,7 +273,13 @@ def train_loader(dataset: EpochBatches, keys: EpochKeys, workers: int,
     RNG that dropout uses, or a resumed run would diverge from an uninterrupted one.
     """
     return torch.utils.data.DataLoader(
-        dataset, batch_size=None, sampler=keys, num_workers=workers, pin_memory=pin_memory,
-        prefetch_factor=4 if workers else None, persistent_workers=workers > 0, generator=torch.Generator(),
+        dataset,
+        batch_size=None,
+        sampler=keys,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=workers > 0,
+        generator=torch.Generator(),
         worker_init_fn=_init_worker if workers else None,
     )

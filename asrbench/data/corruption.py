@@ -48,7 +48,7 @@ def speech_power(waveform: np.ndarray, sample_rate: int) -> float:
     if waveform.size < size:
         return float(np.mean(waveform.astype(np.float64) ** 2)) if waveform.size else 0.0
     frames = np.lib.stride_tricks.sliding_window_view(waveform.astype(np.float64), size)[::shift]
-    power = np.mean(frames ** 2, axis=1)
+    power = np.mean(frames**2, axis=1)
     decibels = 10 * np.log10(power + 1e-12)
     speech = decibels >= np.percentile(decibels, 10) + SPEECH_MARGIN_DB
     return float(np.mean(power[speech] if speech.any() else power))
@@ -81,7 +81,7 @@ def fit(samples: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarra
     if samples.size < length:
         samples = np.tile(samples, -(-length // samples.size) + 1)
     start = int(rng.integers(0, samples.size - length + 1))
-    return samples[start: start + length]
+    return samples[start : start + length]
 
 
 @dataclass
@@ -108,7 +108,7 @@ class NoiseSource:
             total = np.zeros(length)
             for index in chosen:
                 piece = fit(others[index], length, rng).astype(np.float64)
-                total += piece / (np.sqrt(np.mean(piece ** 2)) + 1e-12)
+                total += piece / (np.sqrt(np.mean(piece**2)) + 1e-12)
             return total
         recording = self.recordings[int(rng.integers(0, len(self.recordings)))]
         return fit(recording, length, rng).astype(np.float64)
@@ -131,13 +131,13 @@ def room_impulse_response(rt60: float, sample_rate: int, rng: np.random.Generato
     time = np.arange(length) / sample_rate
     response = rng.standard_normal(length) * np.exp(-6.907755 * time / rt60)  # ln(1000): 60 dB in amplitude
     response[0] = 1.0  # the direct path
-    return response / np.sqrt(np.sum(response ** 2))
+    return response / np.sqrt(np.sum(response**2))
 
 
 def reverberate(speech: np.ndarray, rt60: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
     """``speech`` in a synthetic room of ``rt60`` seconds, cut to its own length, at its own level."""
     wet = np.convolve(speech.astype(np.float64), room_impulse_response(rt60, sample_rate, rng))[: speech.size]
-    level = np.sqrt(np.mean(speech.astype(np.float64) ** 2) / (np.mean(wet ** 2) + 1e-20))
+    level = np.sqrt(np.mean(speech.astype(np.float64) ** 2) / (np.mean(wet**2) + 1e-20))
     return (wet * level).astype(np.float32)
 
 

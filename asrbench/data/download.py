@@ -352,9 +352,7 @@ def _digest(path: Path, algorithm: str, progress: bool) -> str:
     digest = hashlib.new(algorithm, usedforsecurity=False)
     with (
         open(path, "rb") as handle,
-        _progress_bar(
-            f"checking {path.name.removesuffix('.part')}", path.stat().st_size, 0, progress
-        ) as advance,
+        _progress_bar(f"checking {path.name.removesuffix('.part')}", path.stat().st_size, 0, progress) as advance,
     ):
         while chunk := handle.read(CHUNK_BYTES):
             digest.update(chunk)
@@ -390,9 +388,7 @@ def _extract(archive: Path, dest: Path, entry: CorpusArchive, marker: dict) -> N
         try:
             os.rename(source, target)
         except OSError as err:
-            raise AsrbenchError(
-                f"{target}: cannot move the extracted corpus into place ({err.strerror})"
-            ) from None
+            raise AsrbenchError(f"{target}: cannot move the extracted corpus into place ({err.strerror})") from None
         if len(folder.parts) > 1:
             for sibling in source.parent.iterdir():
                 if not (target.parent / sibling.name).exists():
@@ -416,9 +412,7 @@ def _extract_tar(archive: Path, staging: Path) -> None:
     except _TAR_FILTER_ERROR as err:  # anything data_filter refuses that our own checks let through
         raise AsrbenchError(f"{archive.name}: refusing unsafe member ({err})") from None
     except (tarfile.TarError, EOFError, OSError) as err:
-        raise AsrbenchError(
-            f"{archive.name}: cannot extract ({_reason(err)}); the archive may be corrupt"
-        ) from None
+        raise AsrbenchError(f"{archive.name}: cannot extract ({_reason(err)}); the archive may be corrupt") from None
 
 
 _TAR_FILTER_ERROR = getattr(tarfile, "FilterError", ())  # () catches nothing on older Pythons
@@ -465,9 +459,7 @@ def _extract_zip(archive: Path, staging: Path) -> None:
     except _UnsafeMember as err:
         raise AsrbenchError(f"{archive.name}: refusing unsafe member {err.name!r} ({err.why})") from None
     except (zipfile.BadZipFile, OSError) as err:
-        raise AsrbenchError(
-            f"{archive.name}: cannot extract ({_reason(err)}); the archive may be corrupt"
-        ) from None
+        raise AsrbenchError(f"{archive.name}: cannot extract ({_reason(err)}); the archive may be corrupt") from None
 
 
 # --- terminal output ----------------------------------------------------------------------

@@ -31,8 +31,9 @@ class FeatureExtractor:
         self.padded = 1 << (self.size - 1).bit_length()
         self.window = torch.hann_window(self.size, periodic=False, dtype=torch.float64).pow(0.85).float()
         if config.kind == "fbank":
-            banks, _ = kaldi.get_mel_banks(config.num_mel_bins, self.padded, float(config.sample_rate), 20.0, 0.0,
-                                           100.0, -500.0, 1.0)
+            banks, _ = kaldi.get_mel_banks(
+                config.num_mel_bins, self.padded, float(config.sample_rate), 20.0, 0.0, 100.0, -500.0, 1.0
+            )
             banks = torch.nn.functional.pad(banks.float(), (0, 1))  # (mels, padded/2 + 1)
             # Each FFT bin feeds at most two triangles: a sparse product is ~3x cheaper than a dense one.
             with warnings.catch_warnings():
@@ -100,8 +101,9 @@ class FeatureExtractor:
             dither=0.0,
         )
         scaled = self._scaled(waveform).unsqueeze(0)
-        return kaldi.mfcc(scaled, num_ceps=config.num_ceps, num_mel_bins=max(config.num_mel_bins, MFCC_MIN_MEL_BINS),
-                          **common)
+        return kaldi.mfcc(
+            scaled, num_ceps=config.num_ceps, num_mel_bins=max(config.num_mel_bins, MFCC_MIN_MEL_BINS), **common
+        )
 
 
 def speed_perturb(waveform: torch.Tensor, sample_rate: int, factor: float) -> torch.Tensor:

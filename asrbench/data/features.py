@@ -61,13 +61,14 @@ class FeatureSet:
         frames = self.sources[source]
         if isinstance(frames, (ShardedFrames, OnTheFlyFrames)):
             return frames.slice(shard, start, length)
-        return frames[start:start + length].float()
+        return frames[start : start + length].float()
 
     def subset(self, keep: list[int]) -> FeatureSet:
         """The utterances ``keep`` (a view: no frames are copied)."""
         index = torch.tensor(keep, dtype=torch.int64)
-        return FeatureSet([self.utterances[i] for i in keep], self.sources, self.locations[index].reshape(-1, 4),
-                          speeds=self.speeds)
+        return FeatureSet(
+            [self.utterances[i] for i in keep], self.sources, self.locations[index].reshape(-1, 4), speeds=self.speeds
+        )
 
     def concat(self, other: FeatureSet) -> FeatureSet:
         """This set's utterances, then ``other``'s (a view over both sets' sources)."""
@@ -76,8 +77,12 @@ class FeatureSet:
         speeds = None
         if self.speeds is not None or other.speeds is not None:
             speeds = (self.speeds or [1.0] * len(self.sources)) + (other.speeds or [1.0] * len(other.sources))
-        return FeatureSet(self.utterances + other.utterances, self.sources + other.sources,
-                          torch.cat([self.locations, shifted]), speeds=speeds)
+        return FeatureSet(
+            self.utterances + other.utterances,
+            self.sources + other.sources,
+            torch.cat([self.locations, shifted]),
+            speeds=speeds,
+        )
 
     def frame_statistics(self, indices: list[int] | None = None) -> dict:
         """Frame count and float64 per-dimension sums of frames and squares over ``indices`` (all
@@ -101,10 +106,11 @@ class FeatureSet:
             left = self.frame_statistics(list(leave_out)) if leave_out else None
             stats = {key: self.statistics[key] for key in ("count", "sum", "sum_squares")}
             if left is not None and left["count"]:
-                stats = {"count": stats["count"] - left["count"],
-                         "sum": torch.as_tensor(stats["sum"], dtype=torch.float64) - left["sum"],
-                         "sum_squares": torch.as_tensor(stats["sum_squares"], dtype=torch.float64)
-                         - left["sum_squares"]}
+                stats = {
+                    "count": stats["count"] - left["count"],
+                    "sum": torch.as_tensor(stats["sum"], dtype=torch.float64) - left["sum"],
+                    "sum_squares": torch.as_tensor(stats["sum_squares"], dtype=torch.float64) - left["sum_squares"],
+                }
         return GlobalCMVN.from_statistics(stats["count"], stats["sum"], stats["sum_squares"])
 
     def frames(self) -> torch.Tensor:
@@ -127,8 +133,9 @@ def cache_key(utterances: list[Utterance], config: FeatureConfig, speed: float) 
     return digest.hexdigest()[:20]
 
 
-def split_utterances(data_dir: str | Path, split: str, speed: float = 1.0,
-                     manifest: list[Utterance] | None = None) -> list[Utterance]:
+def split_utterances(
+    data_dir: str | Path, split: str, speed: float = 1.0, manifest: list[Utterance] | None = None
+) -> list[Utterance]:
     """A split's utterances (``manifest``, or read from the data dir); speed-perturbed copies get
     ``sp<factor>-`` ids and scaled durations."""
     utterances = manifest if manifest is not None else read_manifest(split_path(data_dir, split))
@@ -140,15 +147,26 @@ def split_utterances(data_dir: str | Path, split: str, speed: float = 1.0,
     return utterances
 
 
-def store_dir(data_dir: str | Path, split: str, config: FeatureConfig, speed: float = 1.0,
-              utterances: list[Utterance] | None = None) -> Path:
+def store_dir(
+    data_dir: str | Path,
+    split: str,
+    config: FeatureConfig,
+    speed: float = 1.0,
+    utterances: list[Utterance] | None = None,
+) -> Path:
     """Where the store of a split's features (for this config and speed) lives."""
     utterances = utterances if utterances is not None else split_utterances(data_dir, split, speed)
     return Path(data_dir) / "features" / f"{split}-{cache_key(utterances, config, speed)}"
 
 
-def load_features(data_dir: str | Path, split: str, config: FeatureConfig, speed: float = 1.0,
-                  jobs: int = 0, manifest: list[Utterance] | None = None) -> FeatureSet:
+def load_features(
+    data_dir: str | Path,
+    split: str,
+    config: FeatureConfig,
+    speed: float = 1.0,
+    jobs: int = 0,
+    manifest: list[Utterance] | None = None,
+) -> FeatureSet:
     """Features of a prepared split from its store, extracting what is missing first (``jobs``
     worker processes; 0: one per core). ``manifest``: the split's utterances when the caller
     has read them already (the speed copies of train are made from them, not read again)."""
@@ -171,8 +189,13 @@ def load_features(data_dir: str | Path, split: str, config: FeatureConfig, speed
     return FeatureSet(utterances, [frames], torch.cat([sources, locations], 1), statistics, [float(speed)])
 
 
-def extract_data_dir(data_dir: str | Path, config: FeatureConfig, speeds: list[float] | None = None,
-                     splits: list[str] | None = None, jobs: int = 0) -> list[dict]:
+def extract_data_dir(
+    data_dir: str | Path,
+    config: FeatureConfig,
+    speeds: list[float] | None = None,
+    splits: list[str] | None = None,
+    jobs: int = 0,
+) -> list[dict]:
     """Build (or check) the stores of a data dir's splits (all that are prepared by default) and of
     train's speed-perturbed copies; one row per store: split, speed, utterances, hours, bytes/hour, path."""
     rows = []
@@ -181,9 +204,17 @@ def extract_data_dir(data_dir: str | Path, config: FeatureConfig, speeds: list[f
             features = load_features(data_dir, split, config, speed, jobs)
             directory = store_dir(data_dir, split, config, speed, features.utterances)
             hours = sum(u.duration for u in features.utterances) / 3600
-            rows.append({"split": split, "speed": speed, "utterances": len(features), "hours": hours,
-                         "frames": int(features.lengths.sum()), "bytes_per_hour": bytes_per_hour(directory),
-                         "store": str(directory)})
+            rows.append(
+                {
+                    "split": split,
+                    "speed": speed,
+                    "utterances": len(features),
+                    "hours": hours,
+                    "frames": int(features.lengths.sum()),
+                    "bytes_per_hour": bytes_per_hour(directory),
+                    "store": str(directory),
+                }
+            )
     return rows
 
 

@@ -92,8 +92,14 @@ def _candidate(where: str, supervision: dict, audio: str, offset: float, utteran
     if not isinstance(text, str):
         raise AsrbenchError(f"{where}: supervision '{utterance_id}': field 'text' must be a string")
     speaker = supervision.get("speaker")
-    return Candidate(utterance_id, audio, collapse_spaces(text), None if speaker is None else str(speaker),
-                     round(offset + start, 6), duration)
+    return Candidate(
+        utterance_id,
+        audio,
+        collapse_spaces(text),
+        None if speaker is None else str(speaker),
+        round(offset + start, 6),
+        duration,
+    )
 
 
 def read_cuts(path: Path, report: PrepareReport) -> list[Candidate]:
@@ -176,6 +182,8 @@ def prepare_lhotse(src: Path, report: PrepareReport) -> dict[str, list[Candidate
         splits.setdefault(split, []).extend(read_lhotse_file(manifests[part], report))
     missing = [split for split in SPLITS if split not in splits]
     if missing:
-        raise AsrbenchError(f"{src}: no lhotse manifest for {', '.join(missing)} (found parts: {', '.join(parts)}); "
-                            "or name the files with --train/--dev/--test")
+        raise AsrbenchError(
+            f"{src}: no lhotse manifest for {', '.join(missing)} (found parts: {', '.join(parts)}); "
+            "or name the files with --train/--dev/--test"
+        )
     return splits

@@ -132,10 +132,14 @@ def write_manifest(path: str | Path, utterances: list[Utterance]) -> None:
 def write_data_dir(out_dir: str | Path, splits: dict[str, list[Utterance]]) -> dict[str, int]:
     """Write ``<split>.jsonl`` for each split, all or nothing; returns utterance counts per split."""
     out_dir = Path(out_dir)
-    fileio.write_texts_together({
-        out_dir / f"{split}.jsonl": "".join(json.dumps(utt.to_json(), ensure_ascii=False) + "\n" for utt in utterances)
-        for split, utterances in splits.items()
-    })
+    fileio.write_texts_together(
+        {
+            out_dir / f"{split}.jsonl": "".join(
+                json.dumps(utt.to_json(), ensure_ascii=False) + "\n" for utt in utterances
+            )
+            for split, utterances in splits.items()
+        }
+    )
     return {split: len(utts) for split, utts in splits.items()}
 
 
@@ -158,13 +162,16 @@ def split_path(data_dir: str | Path, split: str) -> Path:
         present = prepared_splits(data_dir)
         if present:
             raise AsrbenchError(f"{data_dir}: no split '{split}' (prepared splits: {', '.join(present)})")
-        raise AsrbenchError(f"{data_dir}: split '{split}' was never prepared: the folder holds no <split>.jsonl "
-                            "manifests (run `asrbench data prepare` first)")
+        raise AsrbenchError(
+            f"{data_dir}: split '{split}' was never prepared: the folder holds no <split>.jsonl "
+            "manifests (run `asrbench data prepare` first)"
+        )
     return path
 
 
-def require_prepared(data_dir: str | Path, splits: tuple[str, ...] = ("train", "dev"),
-                     given_by: str = "--data") -> Path:
+def require_prepared(
+    data_dir: str | Path, splits: tuple[str, ...] = ("train", "dev"), given_by: str = "--data"
+) -> Path:
     """``data_dir`` as given by the user (``--data``): it must already be a prepared data dir.
 
     Only a recipe's own ``data.dir`` is ever prepared on the fly; a data dir the user names is
@@ -172,12 +179,15 @@ def require_prepared(data_dir: str | Path, splits: tuple[str, ...] = ("train", "
     """
     path = Path(data_dir)
     if not path.is_dir():
-        raise AsrbenchError(f"{given_by} {path}: no such data dir (prepare one with "
-                            f"`asrbench data prepare CORPUS SRC --out {path}`)")
+        raise AsrbenchError(
+            f"{given_by} {path}: no such data dir (prepare one with `asrbench data prepare CORPUS SRC --out {path}`)"
+        )
     missing = [f"{split}.jsonl" for split in splits if not (path / f"{split}.jsonl").is_file()]
     if missing:
         present = prepared_splits(path)
         held = f"; it holds {', '.join(f'{split}.jsonl' for split in present)}" if present else ""
-        raise AsrbenchError(f"{given_by} {path}: not a prepared data dir (missing {', '.join(missing)}{held}; "
-                            f"prepare one with `asrbench data prepare CORPUS SRC --out {path}`)")
+        raise AsrbenchError(
+            f"{given_by} {path}: not a prepared data dir (missing {', '.join(missing)}{held}; "
+            f"prepare one with `asrbench data prepare CORPUS SRC --out {path}`)"
+        )
     return path

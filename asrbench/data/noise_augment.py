@@ -48,8 +48,9 @@ def resolve_noise_folder(name: str) -> Path:
     else:
         folder = data_root() / path
     if not folder.is_dir():
-        raise AsrbenchError(f"augment.noise: {name}: not white, pink, babble or a folder of noise recordings "
-                            f"(nor {folder})")
+        raise AsrbenchError(
+            f"augment.noise: {name}: not white, pink, babble or a folder of noise recordings (nor {folder})"
+        )
     return folder
 
 
@@ -91,8 +92,11 @@ class NoiseAugment:
         self.config = features
         # Each folder's file list and durations, read once here (a bad folder fails now, in one line,
         # not in a loader worker) and carried to the workers with this object.
-        self.recordings = {kind: RecordingNoise(resolve_noise_folder(kind), features.sample_rate)
-                           for kind in self.kinds if kind not in corruption.KINDS}
+        self.recordings = {
+            kind: RecordingNoise(resolve_noise_folder(kind), features.sample_rate)
+            for kind in self.kinds
+            if kind not in corruption.KINDS
+        }
         if "babble" in self.kinds:
             by_id = sorted(utterances, key=lambda utt: utt.id)
             order = np.random.default_rng(POOL_SEED).permutation(len(by_id))[:BABBLE_POOL]
@@ -134,8 +138,9 @@ class NoiseAugment:
             return None
         return int(rng.integers(0, len(self.kinds))), float(rng.uniform(self.low, self.high))
 
-    def features(self, utt: Utterance, speed: float, length: int, source: int, snr: float,
-                 rng: np.random.Generator) -> torch.Tensor:
+    def features(
+        self, utt: Utterance, speed: float, length: int, source: int, snr: float, rng: np.random.Generator
+    ) -> torch.Tensor:
         """(length, F) float32: ``utt``'s features (at ``speed``) with noise from ``source`` at ``snr``
         dB, rounded to ``features.dtype`` like the store's; ``length`` is the store's frame count."""
         rate = self.config.sample_rate

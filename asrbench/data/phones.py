@@ -86,8 +86,9 @@ class PhoneTokenizer(StandardIds):
         self._index = {token: i for i, token in enumerate(self.tokens)}
         self._special = self.special_ids
         self._unk = 1
-        self._encoded = {word: [self._index[phone] for phone in entries[0]]
-                         for word, entries in self.pronunciations.items()}
+        self._encoded = {
+            word: [self._index[phone] for phone in entries[0]] for word, entries in self.pronunciations.items()
+        }
         # phone ids -> word, every pronunciation; the most frequent training word wins a homophone.
         order = sorted(self.pronunciations, key=lambda word: -self.counts.get(word, 0))
         self._words: dict[tuple[int, ...], str] = {}
@@ -98,19 +99,27 @@ class PhoneTokenizer(StandardIds):
     @classmethod
     def build(cls, texts: list[str], config) -> PhoneTokenizer:
         if not config.lexicon:
-            raise AsrbenchError("tokenizer.kind phone needs tokenizer.lexicon: a pronunciation lexicon file "
-                                "(CMUdict / Sphinx format, e.g. an4/etc/an4.dic)")
+            raise AsrbenchError(
+                "tokenizer.kind phone needs tokenizer.lexicon: a pronunciation lexicon file "
+                "(CMUdict / Sphinx format, e.g. an4/etc/an4.dic)"
+            )
         path = Path(config.lexicon)  # resolved by the caller (asrbench.data.pipeline)
         pronunciations = read_pronunciations(path)
         counts = Counter(word for text in texts for word in text.split())
         missing = sorted(word for word in counts if word not in pronunciations)
         if missing and config.unknown == "fail":
-            raise AsrbenchError(f"{path}: {len(missing)} training words are not in the lexicon: "
-                                f"{' '.join(missing[:20])}{' ...' if len(missing) > 20 else ''} "
-                                "(add them, or set tokenizer.unknown=map or drop)")
+            raise AsrbenchError(
+                f"{path}: {len(missing)} training words are not in the lexicon: "
+                f"{' '.join(missing[:20])}{' ...' if len(missing) > 20 else ''} "
+                "(add them, or set tokenizer.unknown=map or drop)"
+            )
         phones = sorted({phone for entries in pronunciations.values() for entry in entries for phone in entry})
-        return cls([BLANK, UNK] + phones + [BOUNDARY, SOS_EOS], pronunciations,
-                   {word: counts[word] for word in pronunciations if counts[word]}, str(path))
+        return cls(
+            [BLANK, UNK] + phones + [BOUNDARY, SOS_EOS],
+            pronunciations,
+            {word: counts[word] for word in pronunciations if counts[word]},
+            str(path),
+        )
 
     # -- the Tokenizer contract --------------------------------------------------------------------
 
@@ -171,12 +180,19 @@ class PhoneTokenizer(StandardIds):
         return sorted(self.pronunciations, key=lambda word: (-self.counts.get(word, 0), word))
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "tokens": list(self.tokens), "pronunciations": self.pronunciations,
-                "counts": dict(self.counts), "source": self.source}
+        return {
+            "kind": self.kind,
+            "tokens": list(self.tokens),
+            "pronunciations": self.pronunciations,
+            "counts": dict(self.counts),
+            "source": self.source,
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> PhoneTokenizer:
-        return cls(list(values["tokens"]), {word: [list(entry) for entry in entries]
-                                            for word, entries in values["pronunciations"].items()},
-                   dict(values.get("counts", {})), str(values.get("source", "")))
-
+        return cls(
+            list(values["tokens"]),
+            {word: [list(entry) for entry in entries] for word, entries in values["pronunciations"].items()},
+            dict(values.get("counts", {})),
+            str(values.get("source", "")),
+        )

@@ -80,10 +80,12 @@ def _corpus_not_found(config: RunConfig, source: Path) -> str:
     """Where the corpus was looked for, and the two ways to get it there (issue 28.16)."""
     corpus = config.data.corpus
     download = corpus if corpus in DOWNLOADABLE else "CORPUS"
-    return (f"{source}: {corpus} corpus not found (data.source {config.data.source or corpus!r} is looked up under "
-            f"$ASRBENCH_DATA_ROOT, now {data_root()}): set ASRBENCH_DATA_ROOT to the folder that holds it, or get "
-            f"it with `asrbench data download {download} --dest DIR` and set ASRBENCH_DATA_ROOT (or data.source) "
-            "to where it lands")
+    return (
+        f"{source}: {corpus} corpus not found (data.source {config.data.source or corpus!r} is looked up under "
+        f"$ASRBENCH_DATA_ROOT, now {data_root()}): set ASRBENCH_DATA_ROOT to the folder that holds it, or get "
+        f"it with `asrbench data download {download} --dest DIR` and set ASRBENCH_DATA_ROOT (or data.source) "
+        "to where it lands"
+    )
 
 
 def train_subset(utterances: list, fraction: float, seed: int) -> set[int]:
@@ -110,8 +112,11 @@ def load_training_data(config: RunConfig, tokenizer: Tokenizer | None = None) ->
         # Longer than data.max_duration, or more frames than a whole batch may hold: skipped, counted.
         # Outside data.train_fraction's subset: left out (not counted as skipped).
         lengths = features.lengths.tolist()
-        return [i for i, utt in enumerate(features.utterances)
-                if i in chosen and utt.duration <= config.data.max_duration and lengths[i] <= config.train.batch_frames]
+        return [
+            i
+            for i, utt in enumerate(features.utterances)
+            if i in chosen and utt.duration <= config.data.max_duration and lengths[i] <= config.train.batch_frames
+        ]
 
     keep = fits(train)
     skipped_long = len(chosen) - len(keep)
@@ -134,14 +139,16 @@ def load_training_data(config: RunConfig, tokenizer: Tokenizer | None = None) ->
     if tokenizer is None:
         tokenizer_config = config.tokenizer
         if tokenizer_config.lexicon:
-            tokenizer_config = dataclasses.replace(tokenizer_config,
-                                                   lexicon=str(resolve_lexicon_path(tokenizer_config.lexicon)))
+            tokenizer_config = dataclasses.replace(
+                tokenizer_config, lexicon=str(resolve_lexicon_path(tokenizer_config.lexicon))
+            )
         tokenizer = build_tokenizer(tokenizer_config, [texts[row] for row in sorted(set(rows))])
     # Training texts the tokenizer cannot write in full: only a lexicon's missing words (phones).
     unknown_rows = {row for row in set(rows) if tokenizer.unknown_characters(texts[row])}
     if unknown_rows:  # notes them, fails, or (drop) returns the other utterances
-        known = apply_unknown_policy(train, tokenizer, config.tokenizer.unknown, data_dir / "train.jsonl",
-                                     texts=[texts[row] for row in rows])
+        known = apply_unknown_policy(
+            train, tokenizer, config.tokenizer.unknown, data_dir / "train.jsonl", texts=[texts[row] for row in rows]
+        )
         if known is not train:
             train, rows = known, [row for row in rows if row not in unknown_rows]
     dev = apply_unknown_policy(dev, tokenizer, config.tokenizer.unknown, data_dir / "dev.jsonl")
@@ -157,8 +164,9 @@ def load_training_data(config: RunConfig, tokenizer: Tokenizer | None = None) ->
     )
 
 
-def apply_unknown_policy(features: FeatureSet, tokenizer: Tokenizer, policy: str, where: Path,
-                         texts: list[str] | None = None) -> FeatureSet:
+def apply_unknown_policy(
+    features: FeatureSet, tokenizer: Tokenizer, policy: str, where: Path, texts: list[str] | None = None
+) -> FeatureSet:
     """Utterances with characters the tokenizer lacks (for phones: words the lexicon lacks): ``map``
     to <unk>, ``drop`` them, or ``fail``. ``texts``: the normalized transcripts of ``features``
     (read from its utterances when None).
@@ -171,18 +179,25 @@ def apply_unknown_policy(features: FeatureSet, tokenizer: Tokenizer, policy: str
     if not unknown:
         return features
     unit = tokenizer.unit_name
-    joined = " ".join(sorted(set().union(*unknown.values()))) if unit == "words" else \
-        "".join(sorted(set().union(*unknown.values())))
+    joined = (
+        " ".join(sorted(set().union(*unknown.values())))
+        if unit == "words"
+        else "".join(sorted(set().union(*unknown.values())))
+    )
     shown = joined if len(joined) <= 200 else joined[:200] + " ..."
     first = features.utterances[min(unknown)].id
     fix = "add them to the lexicon" if unit == "words" else "add them to the training text"
     if policy == "fail":
-        raise AsrbenchError(f"{where}: utterance '{first}' has {unit} outside the tokenizer ({shown!r}); "
-                            f"set tokenizer.unknown=map or drop, or {fix}")
+        raise AsrbenchError(
+            f"{where}: utterance '{first}' has {unit} outside the tokenizer ({shown!r}); "
+            f"set tokenizer.unknown=map or drop, or {fix}"
+        )
     utterances = len({features.utterances[i].id for i in unknown})
     action = "mapped to <unk>" if policy == "map" else "dropped"
-    console.print(f"[yellow]note[/yellow]: {where}: {utterances} utterances with {unit} outside the "
-                  f"tokenizer ({shown!r}), {action} (tokenizer.unknown={policy})")
+    console.print(
+        f"[yellow]note[/yellow]: {where}: {utterances} utterances with {unit} outside the "
+        f"tokenizer ({shown!r}), {action} (tokenizer.unknown={policy})"
+    )
     if policy == "drop":
         keep = [i for i in range(len(features)) if i not in unknown]
         if not keep:
@@ -202,5 +217,3 @@ def resolve_lexicon_path(name: str) -> Path:
     if under_root.is_file():
         return under_root
     raise AsrbenchError(f"tokenizer.lexicon: {name}: no such file (nor {under_root})")
-
-

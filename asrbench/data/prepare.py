@@ -112,9 +112,7 @@ def prepare_an4(src: Path, report: PrepareReport) -> dict[str, list[Candidate]]:
     for split, (transcription, wav_folder) in AN4_SOURCES.items():
         path = root / "etc" / transcription
         if not path.is_file():
-            raise AsrbenchError(
-                f"{path}: AN4 transcription not found (src must be the an4 folder with etc/ and wav/)"
-            )
+            raise AsrbenchError(f"{path}: AN4 transcription not found (src must be the an4 folder with etc/ and wav/)")
         found[split] = _read_an4_transcription(path, root / "wav" / wav_folder)
     return {
         "train": found["train"][AN4_DEV_SIZE:],
@@ -139,9 +137,7 @@ def prepare_fsdd(src: Path, report: PrepareReport) -> dict[str, list[Candidate]]
     folder = src / "recordings" if (src / "recordings").is_dir() else src
     paths = sorted(folder.glob("*.wav"))
     if not paths:
-        raise AsrbenchError(
-            f"{folder}: no .wav files (src must be FSDD's recordings/ folder or the one holding it)"
-        )
+        raise AsrbenchError(f"{folder}: no .wav files (src must be FSDD's recordings/ folder or the one holding it)")
     splits: dict[str, list[Candidate]] = {split: [] for split in SPLITS}
     for path in paths:
         match = FSDD_NAME.match(path.stem)
@@ -219,9 +215,7 @@ def prepare_librispeech(src: Path, report: PrepareReport) -> dict[str, list[Cand
     root = src / "LibriSpeech" if (src / "LibriSpeech").is_dir() else src
     if _is_librispeech_subset(root):
         return {_librispeech_split(root): _read_librispeech_subset(root)}
-    subsets = [
-        folder for folder in sorted(root.iterdir()) if folder.is_dir() and _is_librispeech_subset(folder)
-    ]
+    subsets = [folder for folder in sorted(root.iterdir()) if folder.is_dir() and _is_librispeech_subset(folder)]
     splits: dict[str, list[Candidate]] = {}
     for subset in subsets:
         splits.setdefault(_librispeech_split(subset), []).extend(_read_librispeech_subset(subset))
@@ -269,9 +263,7 @@ def _read_wav_scp(path: Path) -> dict[str, str]:
                 "the audio to files (WAV, FLAC, SPHERE) and list their paths in wav.scp"
             )
         if re.search(r"\.ark:\d+$", location):
-            raise AsrbenchError(
-                f"{where}: Kaldi archive offsets ({location!r}) are not supported; list audio files"
-            )
+            raise AsrbenchError(f"{where}: Kaldi archive offsets ({location!r}) are not supported; list audio files")
         if key in recordings:
             raise AsrbenchError(f"{where}: duplicate recording id {key!r}")
         recordings[key] = absolute(path.parent / location)
@@ -312,9 +304,7 @@ def _read_kaldi_dir(data_dir: Path, report: PrepareReport) -> list[Candidate]:
             continue
         recording, offset, duration = segments[utt_id]
         speaker = speakers[utt_id][1][0] if utt_id in speakers else None
-        candidates.append(
-            Candidate(utt_id, recordings[recording], " ".join(words), speaker, offset, duration)
-        )
+        candidates.append(Candidate(utt_id, recordings[recording], " ".join(words), speaker, offset, duration))
     for utt_id in sorted(segments.keys() - texts.keys()):
         report.skip("no transcript", utt_id)
     return candidates
@@ -349,9 +339,7 @@ def _find_manifest(src: Path, split: str) -> Path:
     if not found:
         raise AsrbenchError(f"{src}: no {split} manifest (expected one of {', '.join(names)})")
     if len(found) > 1:
-        raise AsrbenchError(
-            f"{src}: several {split} manifests ({', '.join(path.name for path in found)}); keep one"
-        )
+        raise AsrbenchError(f"{src}: several {split} manifests ({', '.join(path.name for path in found)}); keep one")
     return found[0]
 
 
@@ -450,9 +438,7 @@ def _to_utterance(candidate: Candidate, file_duration: float) -> Utterance | Non
     duration = round(min(duration, available), 6)
     if duration <= 0:
         return None
-    return Utterance(
-        candidate.id, candidate.audio, duration, candidate.text, candidate.speaker, candidate.offset
-    )
+    return Utterance(candidate.id, candidate.audio, duration, candidate.text, candidate.speaker, candidate.offset)
 
 
 def _refuse_missing(corpus: str, without_audio: dict[str, list[str]]) -> None:
@@ -461,20 +447,26 @@ def _refuse_missing(corpus: str, without_audio: dict[str, list[str]]) -> None:
     for split, utt_ids in without_audio.items():
         shown = ", ".join(utt_ids[:MAX_EXAMPLES]) + (", ..." if len(utt_ids) > MAX_EXAMPLES else "")
         parts.append(f"{split}: {len(utt_ids)} utterance{'s' if len(utt_ids) != 1 else ''} without audio ({shown})")
-    raise AsrbenchError(f"{corpus}: {'; '.join(parts)}; an evaluation split must not shrink silently: fix the "
-                        "audio paths, or pass --skip-missing to leave them out; nothing written")
+    raise AsrbenchError(
+        f"{corpus}: {'; '.join(parts)}; an evaluation split must not shrink silently: fix the "
+        "audio paths, or pass --skip-missing to leave them out; nothing written"
+    )
 
 
 def _build_splits(
-    corpus: str, candidates: dict[str, list[Candidate]], report: PrepareReport, progress: bool,
+    corpus: str,
+    candidates: dict[str, list[Candidate]],
+    report: PrepareReport,
+    progress: bool,
     skip_missing: bool = False,
 ) -> dict[str, list[Utterance]]:
     for split_candidates in candidates.values():
         for candidate in split_candidates:
             if not candidate.text:
                 report.skip("empty transcript", candidate.id)
-    paths = sorted({c.audio for split_candidates in candidates.values() for c in split_candidates
-                    if c.text and c.no_audio is None})
+    paths = sorted(
+        {c.audio for split_candidates in candidates.values() for c in split_candidates if c.text and c.no_audio is None}
+    )
     durations = _header_durations(paths, f"{corpus}: reading audio headers", progress)
     splits: dict[str, list[Utterance]] = {}
     without_audio: dict[str, list[str]] = {}  # dev/test split -> ids whose audio is missing or unreadable
@@ -509,8 +501,14 @@ def _build_splits(
     return splits
 
 
-def prepare_corpus(corpus: str, src: Path | None, out: Path, progress: bool = True,
-                   files: Mapping[str, Path | None] | None = None, skip_missing: bool = False) -> PrepareReport:
+def prepare_corpus(
+    corpus: str,
+    src: Path | None,
+    out: Path,
+    progress: bool = True,
+    files: Mapping[str, Path | None] | None = None,
+    skip_missing: bool = False,
+) -> PrepareReport:
     """Write ``out/<split>.jsonl`` for ``corpus`` found at ``src``; see the module docstring.
 
     ``files`` (corpora in :data:`FILE_READERS`) maps splits to manifest files, instead of a folder ``src``.
@@ -524,8 +522,10 @@ def prepare_corpus(corpus: str, src: Path | None, out: Path, progress: bool = Tr
     report = PrepareReport()
     if named:
         if corpus not in FILE_READERS:
-            raise AsrbenchError(f"--train/--dev/--test name manifest files: use them with "
-                                f"{' or '.join(repr(name) for name in FILE_READERS)}, not '{corpus}'")
+            raise AsrbenchError(
+                f"--train/--dev/--test name manifest files: use them with "
+                f"{' or '.join(repr(name) for name in FILE_READERS)}, not '{corpus}'"
+            )
         if src is not None:
             raise AsrbenchError(f"give a folder ({src}) or manifest files (--train/--dev/--test), not both")
         for split, path in named.items():
@@ -534,11 +534,16 @@ def prepare_corpus(corpus: str, src: Path | None, out: Path, progress: bool = Tr
         candidates = {split: FILE_READERS[corpus](Path(absolute(path)), report) for split, path in named.items()}
     else:
         if src is None:
-            raise AsrbenchError(f"{corpus}: give the corpus folder"
-                                + (" or manifest files (--train F --dev F --test F)" if corpus in FILE_READERS else ""))
+            raise AsrbenchError(
+                f"{corpus}: give the corpus folder"
+                + (" or manifest files (--train F --dev F --test F)" if corpus in FILE_READERS else "")
+            )
         if Path(src).is_file():
-            hint = (f"; to prepare one manifest file, name its split: --train {src}, --dev {src} or --test {src}"
-                    if corpus in FILE_READERS else "")
+            hint = (
+                f"; to prepare one manifest file, name its split: --train {src}, --dev {src} or --test {src}"
+                if corpus in FILE_READERS
+                else ""
+            )
             raise AsrbenchError(f"{src}: a file, not a corpus folder{hint}")
         if not Path(src).is_dir():
             raise AsrbenchError(f"{src}: corpus folder not found")

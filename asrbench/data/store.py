@@ -113,8 +113,9 @@ def _shard_index(directory: Path, shard: int, ids: list[str]) -> dict | None:
 # --- extraction ------------------------------------------------------------------------------------
 
 
-def _extract_shard(directory: str, shard: int, utterances: list[Utterance], config: dict, speed: float,
-                   dtype: str, progress=None) -> dict:
+def _extract_shard(
+    directory: str, shard: int, utterances: list[Utterance], config: dict, speed: float, dtype: str, progress=None
+) -> dict:
     """Extract one shard's utterances and write its ``.npy`` then its ``.json``; returns the index.
 
     Runs in a worker process (``progress``: a queue the parent's bar reads) or in the caller's.
@@ -146,11 +147,18 @@ def _extract_shard(directory: str, shard: int, utterances: list[Utterance], conf
         with fileio.atomic_open(array_path, "wb") as handle:
             np.save(handle, np.ascontiguousarray(frames))
     shard_meta = {
-        "version": STORE_VERSION, "ids": [u.id for u in utterances], "lengths": [int(p.shape[0]) for p in pieces],
-        "dtype": dtype, "dim": int(frames.shape[1]), "stored": feature_config.cache,
+        "version": STORE_VERSION,
+        "ids": [u.id for u in utterances],
+        "lengths": [int(p.shape[0]) for p in pieces],
+        "dtype": dtype,
+        "dim": int(frames.shape[1]),
+        "stored": feature_config.cache,
         "bytes": array_path.stat().st_size if feature_config.cache else 0,
-        "crc32": _crc32(array_path) if feature_config.cache else 0, "sum": total.tolist(),
-        "sum_squares": squares.tolist(), "frames": int(frames.shape[0]), "notes": dict(notes),
+        "crc32": _crc32(array_path) if feature_config.cache else 0,
+        "sum": total.tolist(),
+        "sum_squares": squares.tolist(),
+        "frames": int(frames.shape[0]),
+        "notes": dict(notes),
     }
     fileio.write_json(index_path, shard_meta)
     return shard_meta
@@ -165,8 +173,9 @@ def _init_worker(progress, threads: int) -> None:
 _progress = None
 
 
-def _extract_in_worker(directory: str, shard: int, utterances: list[Utterance], config: dict, speed: float,
-                       dtype: str) -> dict:
+def _extract_in_worker(
+    directory: str, shard: int, utterances: list[Utterance], config: dict, speed: float, dtype: str
+) -> dict:
     return _extract_shard(directory, shard, utterances, config, speed, dtype, progress=_progress)
 
 
@@ -182,25 +191,32 @@ def extraction_jobs(requested: int, shards: int, hours: float) -> int:
     return max(1, min(jobs, shards))
 
 
-def build_store(directory: Path, utterances: list[Utterance], config: FeatureConfig, speed: float, jobs: int,
-                description: str) -> None:
+def build_store(
+    directory: Path, utterances: list[Utterance], config: FeatureConfig, speed: float, jobs: int, description: str
+) -> None:
     """Extract every shard that is not complete yet, then write ``store.json``."""
     dtype = config.dtype
     plan = plan_shards([u.duration for u in utterances])
     directory.mkdir(parents=True, exist_ok=True)
-    todo = [k for k, (start, stop) in enumerate(plan)
-            if _shard_index(directory, k, [u.id for u in utterances[start:stop]]) is None]
+    todo = [
+        k
+        for k, (start, stop) in enumerate(plan)
+        if _shard_index(directory, k, [u.id for u in utterances[start:stop]]) is None
+    ]
     if todo:
-        hours = sum(u.duration for k in todo for u in utterances[plan[k][0]:plan[k][1]]) / 3600
+        hours = sum(u.duration for k in todo for u in utterances[plan[k][0] : plan[k][1]]) / 3600
         jobs = extraction_jobs(jobs, len(todo), hours)
         done_before = len(plan) - len(todo)
         if done_before:
             console.print(f"{description}: {done_before} of {len(plan)} shards already extracted, resuming")
         notes: Counter = Counter()
-        tasks = [(str(directory), k, utterances[plan[k][0]:plan[k][1]], asdict(config), speed, dtype) for k in todo]
+        tasks = [(str(directory), k, utterances[plan[k][0] : plan[k][1]], asdict(config), speed, dtype) for k in todo]
         with progress_bar("audio", unit="utterances") as bar:  # "24/24 utterances audio 0.04/0.04 h"
-            task = bar.add_task(f"{description} ({jobs} job{'s' * (jobs > 1)})",
-                                total=sum(plan[k][1] - plan[k][0] for k in todo), audio=f"0.00/{hours:.2f} h")
+            task = bar.add_task(
+                f"{description} ({jobs} job{'s' * (jobs > 1)})",
+                total=sum(plan[k][1] - plan[k][0] for k in todo),
+                audio=f"0.00/{hours:.2f} h",
+            )
             if jobs == 1:
                 feed = _BarFeed(bar, task, hours)
                 for arguments in tasks:
@@ -210,10 +226,17 @@ def build_store(directory: Path, utterances: list[Utterance], config: FeatureCon
         extracted = sum(plan[k][1] - plan[k][0] for k in todo)
         for what, count in sorted(notes.items()):
             console.print(f"[yellow]note[/yellow]: {description}: {count} of {extracted} files {what}")
-    fileio.write_json(directory / "store.json", {
-        "version": STORE_VERSION, "shards": len(plan), "utterances": len(utterances), "dtype": dtype,
-        "config": asdict(config), "speed": speed,
-    })
+    fileio.write_json(
+        directory / "store.json",
+        {
+            "version": STORE_VERSION,
+            "shards": len(plan),
+            "utterances": len(utterances),
+            "dtype": dtype,
+            "config": asdict(config),
+            "speed": speed,
+        },
+    )
 
 
 class _BarFeed:
@@ -236,8 +259,9 @@ def _extract_in_workers(tasks: list[tuple], jobs: int, bar, task, hours: float) 
     threads = max(1, available_cores() // jobs)
     notes: Counter = Counter()
     feed = _BarFeed(bar, task, hours)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
-                             initargs=(progress, threads)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(progress, threads)
+    ) as pool:
         pending = {pool.submit(_extract_in_worker, *arguments) for arguments in tasks}
         try:
             while pending:
@@ -345,7 +369,7 @@ class OnTheFlyFrames:
         waveform = load_audio(utt.audio, self.config.sample_rate, utt.offset, span)
         features = self._extractor(speed_perturb(waveform, self.config.sample_rate, self.speed))
         rounded = features.numpy().astype(DTYPES[self.config.dtype]).astype(np.float32)
-        return torch.from_numpy(rounded[start:start + length])
+        return torch.from_numpy(rounded[start : start + length])
 
     def __getstate__(self) -> dict:
         return {"utterances": self.utterances, "config": self.config, "speed": self.speed}
@@ -354,8 +378,9 @@ class OnTheFlyFrames:
         type(self).__init__(self, state["utterances"], state["config"], state["speed"])
 
 
-def open_store(directory: Path, utterances: list[Utterance]
-               ) -> tuple[ShardedFrames | OnTheFlyFrames, torch.Tensor, dict] | None:
+def open_store(
+    directory: Path, utterances: list[Utterance]
+) -> tuple[ShardedFrames | OnTheFlyFrames, torch.Tensor, dict] | None:
     """(frames, locations (N, 3) int64 [shard, start, length], statistics) of a complete store
     holding exactly ``utterances``; None when it is missing, incomplete, stale or damaged. For a
     store of ``features.cache: false`` the frames are :class:`OnTheFlyFrames` and each location's

@@ -33,24 +33,38 @@ def train_sentencepiece(texts: list[str], kind: str, vocab_size: int) -> bytes:
     if kind not in KINDS:
         raise AsrbenchError(f"tokenizer.kind: {kind!r} is not a sentencepiece model type ({', '.join(KINDS)})")
     if vocab_size < 2:
-        raise AsrbenchError(f"tokenizer.vocab_size: set it for tokenizer.kind {kind} "
-                            f"(got {vocab_size}; e.g. 30 or 500)")
+        raise AsrbenchError(
+            f"tokenizer.vocab_size: set it for tokenizer.kind {kind} (got {vocab_size}; e.g. 30 or 500)"
+        )
     sentences = [text for text in texts if text.strip()]
     if not sentences:
         raise AsrbenchError("tokenizer: no training text to learn subword units from")
     model = io.BytesIO()
     try:
         sentencepiece.SentencePieceTrainer.train(
-            sentence_iterator=iter(sentences), model_writer=model, model_type=kind, vocab_size=vocab_size,
-            character_coverage=1.0, normalization_rule_name="identity", unk_id=0, bos_id=-1, eos_id=-1,
-            pad_id=-1, num_threads=1, shuffle_input_sentence=False, input_sentence_size=0, minloglevel=2,
+            sentence_iterator=iter(sentences),
+            model_writer=model,
+            model_type=kind,
+            vocab_size=vocab_size,
+            character_coverage=1.0,
+            normalization_rule_name="identity",
+            unk_id=0,
+            bos_id=-1,
+            eos_id=-1,
+            pad_id=-1,
+            num_threads=1,
+            shuffle_input_sentence=False,
+            input_sentence_size=0,
+            minloglevel=2,
         )
     except RuntimeError as err:
         message = str(err).strip().splitlines()[-1]
         limit = re.search(r"value <= (\d+)", message)
         if limit:
-            raise AsrbenchError(f"tokenizer.vocab_size: {vocab_size} is more {kind} pieces than the training "
-                                f"transcripts allow (at most {limit.group(1)})") from None
+            raise AsrbenchError(
+                f"tokenizer.vocab_size: {vocab_size} is more {kind} pieces than the training "
+                f"transcripts allow (at most {limit.group(1)})"
+            ) from None
         raise AsrbenchError(f"tokenizer: sentencepiece training failed ({message})") from None
     return model.getvalue()
 
@@ -72,8 +86,9 @@ class SentencePieceTokenizer(StandardIds):
         self.tokens = [BLANK, UNK] + pieces[1:] + [SOS_EOS]
         self._special = self.special_ids
         self._starts = frozenset(i + 1 for i, piece in enumerate(pieces) if i and piece.startswith(WORD_START))
-        self._pieces = [token.lstrip(WORD_START) if i not in self._special else ""
-                        for i, token in enumerate(self.tokens)]
+        self._pieces = [
+            token.lstrip(WORD_START) if i not in self._special else "" for i, token in enumerate(self.tokens)
+        ]
         self._characters = {char for piece in pieces[1:] for char in piece if char != WORD_START}
 
     @classmethod
@@ -121,8 +136,11 @@ class SentencePieceTokenizer(StandardIds):
         return []
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "model": base64.b64encode(self.model_proto).decode("ascii"),
-                "tokens": list(self.tokens)}
+        return {
+            "kind": self.kind,
+            "model": base64.b64encode(self.model_proto).decode("ascii"),
+            "tokens": list(self.tokens),
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> SentencePieceTokenizer:

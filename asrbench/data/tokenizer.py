@@ -30,8 +30,17 @@ from asrbench.data.special_tokens import BLANK, SOS_EOS, UNK
 from asrbench.data.subword import SentencePieceTokenizer
 from asrbench.errors import AsrbenchError
 
-__all__ = ["BLANK", "SOS_EOS", "TOKENIZERS", "UNK", "CharTokenizer", "TokenTable", "Tokenizer", "build_tokenizer",
-           "tokenizer_from_dict"]
+__all__ = [
+    "BLANK",
+    "SOS_EOS",
+    "TOKENIZERS",
+    "UNK",
+    "CharTokenizer",
+    "TokenTable",
+    "Tokenizer",
+    "build_tokenizer",
+    "tokenizer_from_dict",
+]
 
 
 @runtime_checkable
@@ -217,4 +226,4 @@ class TokenTable:
 
     def __getitem__(self, index: int) -> torch.Tensor:
         row = int(self.rows[index])
-        return self.flat[int(self.offsets[row]):int(self.offsets[row + 1])].long()
+        return self.flat[int(self.offsets[row]) : int(self.offsets[row + 1])].long()

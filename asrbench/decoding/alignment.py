@@ -42,8 +42,9 @@ class TokenAlignment:
         return frame_shift_seconds * self.input_frames / max(1, self.frames)
 
 
-def ctc_viterbi(log_probs: torch.Tensor, tokens: list[int], blank: int = BLANK
-                ) -> tuple[list[tuple[int, int]], list[float]]:
+def ctc_viterbi(
+    log_probs: torch.Tensor, tokens: list[int], blank: int = BLANK
+) -> tuple[list[tuple[int, int]], list[float]]:
     """Best CTC path of ``tokens`` through ``log_probs`` (T, V): per token its (first, last) frame
     and the probability of its best frame. Tokens that cannot fit (more than T frames needed) get
     the spans of a uniform split, with probability 0."""
@@ -95,8 +96,9 @@ def _uniform(frames: int, count: int) -> tuple[list[tuple[int, int]], list[float
     return spans, [0.0] * count
 
 
-def transducer_viterbi(lattice: torch.Tensor, tokens: list[int], blank: int = BLANK
-                       ) -> tuple[list[tuple[int, int]], list[float]]:
+def transducer_viterbi(
+    lattice: torch.Tensor, tokens: list[int], blank: int = BLANK
+) -> tuple[list[tuple[int, int]], list[float]]:
     """Best transducer path of ``tokens`` through the joiner's ``lattice`` (T, U+1, V) of
     log-probabilities (row u: after the first u tokens): per token the frame that emits it (as a
     (frame, frame) span) and its emission probability."""
@@ -129,8 +131,10 @@ def transducer_viterbi(lattice: torch.Tensor, tokens: list[int], blank: int = BL
             emitted_at[u] = t
         else:
             t -= 1
-    return ([(frame, frame) for frame in emitted_at],
-            [float(np.exp(emits[frame, position])) for position, frame in enumerate(emitted_at)])
+    return (
+        [(frame, frame) for frame in emitted_at],
+        [float(np.exp(emits[frame, position])) for position, frame in enumerate(emitted_at)],
+    )
 
 
 @dataclass(frozen=True)
@@ -173,13 +177,20 @@ def word_spans(alignment: TokenAlignment, tokenizer, frame_shift_seconds: float)
         if not text:
             continue
         first, last = alignment.spans[group[0]][0], alignment.spans[group[-1]][1]
-        words.append(WordSpan(text, round(first * step, 3), round((last + 1) * step, 3),
-                              round(min(alignment.probabilities[i] for i in group), 4)))
+        words.append(
+            WordSpan(
+                text,
+                round(first * step, 3),
+                round((last + 1) * step, 3),
+                round(min(alignment.probabilities[i] for i in group), 4),
+            )
+        )
     return words
 
 
-def ctc_alignments(log_probs: torch.Tensor, lengths: torch.Tensor, feature_lengths: torch.Tensor,
-                   token_ids: list[list[int]]) -> list[TokenAlignment]:
+def ctc_alignments(
+    log_probs: torch.Tensor, lengths: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]
+) -> list[TokenAlignment]:
     """A batch: log_probs (B, T', V), lengths (B,), feature_lengths (B,) -> one alignment each."""
     alignments = []
     for i, tokens in enumerate(token_ids):
@@ -190,15 +201,16 @@ def ctc_alignments(log_probs: torch.Tensor, lengths: torch.Tensor, feature_lengt
 
 
 @torch.no_grad()
-def transducer_alignments(model, encoded: torch.Tensor, lengths: torch.Tensor, feature_lengths: torch.Tensor,
-                          token_ids: list[list[int]]) -> list[TokenAlignment]:
+def transducer_alignments(
+    model, encoded: torch.Tensor, lengths: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]
+) -> list[TokenAlignment]:
     """A batch through a transducer's joiner (``model.joint_log_probs``), one utterance at a time
     so the lattice is one utterance's T' x (U+1) x V."""
     alignments = []
     for i, tokens in enumerate(token_ids):
         frames = int(lengths[i])
         targets = torch.tensor([list(tokens)], dtype=torch.long, device=encoded.device)
-        lattice = model.joint_log_probs(encoded[i:i + 1, :frames], targets)[0]  # (T', U+1, V)
+        lattice = model.joint_log_probs(encoded[i : i + 1, :frames], targets)[0]  # (T', U+1, V)
         spans, probabilities = transducer_viterbi(lattice, list(tokens))
         alignments.append(TokenAlignment(list(tokens), spans, probabilities, frames, int(feature_lengths[i])))
     return alignments

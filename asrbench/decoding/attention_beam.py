@@ -95,8 +95,7 @@ class CTCPrefixScorer:
             r[1:, 0] = cum + np.logaddexp(r[0, 0][None], steps)
             blank_cum = np.cumsum(self.x[1:, self.blank])  # B[1..T-1]
             blank_prev = np.concatenate([[0.0], blank_cum[:-1]])
-            r[1:, 1] = blank_cum[:, None, None] + np.logaddexp.accumulate(
-                r[:-1, 0] - blank_prev[:, None, None], axis=0)
+            r[1:, 1] = blank_cum[:, None, None] + np.logaddexp.accumulate(r[:-1, 0] - blank_prev[:, None, None], axis=0)
             np.maximum(r, NEG_INF, out=r)
         terms = np.concatenate([r[:1, 0], phi[:-1] + xs[1:]], axis=0)  # (T, N, K)
         psi = np.logaddexp.reduce(terms, axis=0)
@@ -110,8 +109,9 @@ END_MARGIN = 10.0  # nats: ESPnet's end detection threshold (D_end = log 1e-10 ~
 END_LENGTHS = 3  # ... over this many consecutive lengths
 
 
-def _search_is_over(ended: list[AttentionHypothesis], best_running: float, position: int,
-                    options: AttentionBeamOptions) -> bool:
+def _search_is_over(
+    ended: list[AttentionHypothesis], best_running: float, position: int, options: AttentionBeamOptions
+) -> bool:
     """Whether more steps can no longer change the best hypothesis.
 
     Without length normalization or bonus, scores only fall as tokens are added, so once every
@@ -130,8 +130,13 @@ def _search_is_over(ended: list[AttentionHypothesis], best_running: float, posit
 
 
 @torch.no_grad()
-def attention_beam_search(model, memory: torch.Tensor, memory_length: int, options: AttentionBeamOptions,
-                          ctc_log_probs: torch.Tensor | None = None) -> list[AttentionHypothesis]:
+def attention_beam_search(
+    model,
+    memory: torch.Tensor,
+    memory_length: int,
+    options: AttentionBeamOptions,
+    ctc_log_probs: torch.Tensor | None = None,
+) -> list[AttentionHypothesis]:
     """Beam search for one utterance: memory (1, T, D); ``ctc_log_probs`` (T, V) enables joint
     scoring with ``options.ctc_weight``. Returns the ended hypotheses, best first."""
     memory = memory[:, :memory_length]
@@ -174,11 +179,14 @@ def attention_beam_search(model, memory: torch.Tensor, memory_length: int, optio
                 continue
             token = int(candidates[row, col])
             if token == eos:
-                ended.append(AttentionHypothesis(
-                    prefixes[row, 1:].tolist(), float(total[row, col]),
-                    float(attention_scores[row] + attention[row, col]),
-                    float(psi[row, col]) if weight > 0 else 0.0,
-                ))
+                ended.append(
+                    AttentionHypothesis(
+                        prefixes[row, 1:].tolist(),
+                        float(total[row, col]),
+                        float(attention_scores[row] + attention[row, col]),
+                        float(psi[row, col]) if weight > 0 else 0.0,
+                    )
+                )
             else:
                 keep_rows.append(row)
                 keep_tokens.append((row, col))
@@ -205,8 +213,9 @@ def attention_beam_search(model, memory: torch.Tensor, memory_length: int, optio
 
 
 @torch.no_grad()
-def batch_attention_beam_search(model, features: torch.Tensor, feature_lengths: torch.Tensor,
-                                options: AttentionBeamOptions) -> list[list[int]]:
+def batch_attention_beam_search(
+    model, features: torch.Tensor, feature_lengths: torch.Tensor, options: AttentionBeamOptions
+) -> list[list[int]]:
     """Encode a batch once, then search each utterance; returns the best token ids per utterance."""
     memory, memory_lengths = model.encode(features, feature_lengths)
     ctc = None
@@ -217,13 +226,15 @@ def batch_attention_beam_search(model, features: torch.Tensor, feature_lengths: 
     return search_encoded(model, memory, memory_lengths, ctc, options)
 
 
-def search_encoded(model, memory: torch.Tensor, memory_lengths: torch.Tensor, ctc: torch.Tensor | None,
-                   options: AttentionBeamOptions) -> list[list[int]]:
+def search_encoded(
+    model, memory: torch.Tensor, memory_lengths: torch.Tensor, ctc: torch.Tensor | None, options: AttentionBeamOptions
+) -> list[list[int]]:
     """Beam search each utterance of an encoded batch: memory (B, T, D), CTC log-probs (B, T, V)
     or None; returns the best token ids per utterance."""
     best = []
     for i, length in enumerate(memory_lengths.tolist()):
-        hypotheses = attention_beam_search(model, memory[i:i + 1], int(length), options,
-                                           None if ctc is None else ctc[i])
+        hypotheses = attention_beam_search(
+            model, memory[i : i + 1], int(length), options, None if ctc is None else ctc[i]
+        )
         best.append(hypotheses[0].token_ids)
     return best

@@ -169,7 +169,6 @@ class Lexicon:
                 lexicon.add(word, ids)
         return lexicon
 
-
     @classmethod
     def _from_pronunciations(cls, path: str | Path, tokenizer: Tokenizer) -> Lexicon | None:
         """A pronunciation lexicon file in the tokenizer's phones; None for a word list (one word a
@@ -180,8 +179,11 @@ class Lexicon:
         text = path.read_text(encoding="utf-8", errors="replace")
         if "\t" in text or all(len(line.split()) <= 1 for line in text.splitlines()):
             return None
-        index = {token: i for i, token in enumerate(tokenizer.tokens)
-                 if i not in tokenizer.special_ids and i != tokenizer.word_separator_id}
+        index = {
+            token: i
+            for i, token in enumerate(tokenizer.tokens)
+            if i not in tokenizer.special_ids and i != tokenizer.word_separator_id
+        }
         lexicon = cls()
         for word, entries in read_pronunciations(path).items():
             usable = [entry for entry in entries if all(phone in index for phone in entry)]
@@ -240,8 +242,10 @@ def ctc_prefix_beam_search(
     # Candidate labels per frame: top-k of the allowed ones, and within token_beam of the frame's best.
     masked = np.where(allowed, scores, -np.inf)
     k = min(options.token_top_k, int(allowed.sum()))
-    top = np.argpartition(-masked, k - 1, axis=2)[..., :k] if k < vocab else np.broadcast_to(
-        np.arange(vocab), masked.shape
+    top = (
+        np.argpartition(-masked, k - 1, axis=2)[..., :k]
+        if k < vocab
+        else np.broadcast_to(np.arange(vocab), masked.shape)
     )
     top_scores = np.take_along_axis(masked, top, axis=2)
     order = np.argsort(-top_scores, axis=2, kind="stable")  # most likely first: the search stops early
@@ -292,8 +296,10 @@ class WordRules:
         self.word_lm = lm is not None and getattr(lm, "unit", "word") == "word"
         self.char_lm = lm is not None and not self.word_lm
         if self.char_lm and tokenizer.writes_words_through_lexicon:
-            raise AsrbenchError(f"{who}a char LM scores characters; {tokenizer.kind} units are not written in "
-                                "characters (use a word LM)")
+            raise AsrbenchError(
+                f"{who}a char LM scores characters; {tokenizer.kind} units are not written in "
+                "characters (use a word LM)"
+            )
         self.lm_space = CHAR_LM_SPACE if self.char_lm and CHAR_LM_SPACE in lm.vocabulary else " "
         self.words_matter = lm is not None or lexicon is not None
 
@@ -351,8 +357,9 @@ class _Search:
         self.vocab = len(tokenizer)
         self.fused = self.rules.words_matter or options.word_bonus != 0.0
 
-    def run(self, rows: list[list[float]], candidates: list[list[tuple[int, float]]], skipped: list[int],
-            offset: float) -> list[Hypothesis]:
+    def run(
+        self, rows: list[list[float]], candidates: list[list[tuple[int, float]]], skipped: list[int], offset: float
+    ) -> list[Hypothesis]:
         """Prefix beam search over one utterance's active frames (the hot loop: every frame and
         candidate token runs through it, so it stays one function with attributes bound to locals;
         a helper call per frame or per candidate would cost more than the work it holds).
@@ -427,14 +434,16 @@ class _Search:
                 floor = ranked[0][0] - theta if ranked else 0.0
                 beams = [
                     (node, next_blank.get(node, 0.0), next_label.get(node, 0.0), key)
-                    for key, node in ranked[:beam] if key >= floor
+                    for key, node in ranked[:beam]
+                    if key >= floor
                 ]
             else:
                 kept = sorted(totals.items(), key=_second, reverse=True)[:beam]  # (node, total)
                 floor = kept[0][1] * cut
                 beams = [
                     (node, next_blank.get(node, 0.0), next_label.get(node, 0.0), key)
-                    for node, key in kept if key >= floor
+                    for node, key in kept
+                    if key >= floor
                 ]
             if not beams:  # every prefix was forbidden (lexicon) or underflowed
                 return []
@@ -486,8 +495,7 @@ class _Search:
             finished = [entry for entry in finished if entry[0]]
         finished.sort(key=lambda entry: entry[1], reverse=True)
         return [
-            Hypothesis(self._token_ids(node), score, acoustic, lm_raw)
-            for _, score, acoustic, lm_raw, node in finished
+            Hypothesis(self._token_ids(node), score, acoustic, lm_raw) for _, score, acoustic, lm_raw, node in finished
         ]
 
     def _token_ids(self, node: int) -> list[int]:

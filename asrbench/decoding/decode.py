@@ -47,8 +47,9 @@ class Recognition:
     token_ids: list[list[int]] = field(default_factory=list)  # what the search output, per utterance
 
 
-def batches_of(features: FeatureSet, cmvn: GlobalCMVN, batch_frames: int,
-               token_ids: list[list[int]] | None = None) -> tuple[Collator, list[list[int]]]:
+def batches_of(
+    features: FeatureSet, cmvn: GlobalCMVN, batch_frames: int, token_ids: list[list[int]] | None = None
+) -> tuple[Collator, list[list[int]]]:
     """Length-bucketed, unshuffled batches of a FeatureSet (as decoding uses them)."""
     collate = Collator(features, token_ids or [[] for _ in range(len(features))], cmvn)
     sampler = BucketBatchSampler(features.lengths.tolist(), batch_frames, max_batch_size=256, shuffle=False)
@@ -107,8 +108,9 @@ def recognize(
             if searcher.loss is not None:
                 loss = searcher.loss(outputs, batch.targets, batch.target_lengths)
             else:
-                loss = cast(ASRModel, model).compute_loss(batch.features, batch.feature_lengths, batch.targets,
-                                                          batch.target_lengths)
+                loss = cast(ASRModel, model).compute_loss(
+                    batch.features, batch.feature_lengths, batch.targets, batch.target_lengths
+                )
             total_loss += float(loss) * len(indices)
     model.train(was_training)
     mean_loss = total_loss / len(features) if token_ids is not None and len(features) else float("nan")
@@ -120,10 +122,18 @@ def _write_scores(out_dir: Path, features: FeatureSet, hypotheses: list[str], no
     scores: readable alignments, sclite trn files, per-speaker rates, confusions (the CIs come
     from the returned scores)."""
     utterances = features.utterances
-    fileio.write_jsonl(out_dir / "hypotheses.jsonl", [
-        {"id": utt.id, "ref": normalize(utt.text, normalizer), "hyp": normalize(hyp, normalizer),
-         **({"speaker": utt.speaker} if utt.speaker else {})}
-        for utt, hyp in zip(utterances, hypotheses, strict=True)])
+    fileio.write_jsonl(
+        out_dir / "hypotheses.jsonl",
+        [
+            {
+                "id": utt.id,
+                "ref": normalize(utt.text, normalizer),
+                "hyp": normalize(hyp, normalizer),
+                **({"speaker": utt.speaker} if utt.speaker else {}),
+            }
+            for utt, hyp in zip(utterances, hypotheses, strict=True)
+        ],
+    )
     scores = score_utterances([utt.text for utt in utterances], hypotheses, normalizer, [utt.id for utt in utterances])
     write_report(out_dir, scores, {utt.id: utt.speaker for utt in utterances}, normalizer)
     return scores
@@ -136,21 +146,44 @@ def _set_chunks(model: nn.Module, config, chunk_ms: float, left_chunks: int) -> 
     return f"chunk{chunk_ms:g}" + (f"-left{left_chunks}" if left_chunks >= 0 else "")
 
 
-def _streaming_figures(run_dir: Path, split: str, model: nn.Module, loaded, features: FeatureSet,
-                       recognition: Recognition, chunk_ms: float, left_chunks: int, device: torch.device,
-                       references: list[str]) -> dict:
+def _streaming_figures(
+    run_dir: Path,
+    split: str,
+    model: nn.Module,
+    loaded,
+    features: FeatureSet,
+    recognition: Recognition,
+    chunk_ms: float,
+    left_chunks: int,
+    device: torch.device,
+    references: list[str],
+) -> dict:
     """``result.json``'s ``streaming``: the chunk and its algorithmic latency; for a CTC model or a transducer on
     CPU also the measured latencies (:func:`asrbench.decoding.streaming.measure`); and the split's
     full-context WER when the run has it."""
     config, tokenizer = loaded.config, loaded.tokenizer
-    figures: dict[str, Any] = {"chunk_ms": chunk_ms, "left_chunks": left_chunks, "algorithmic_latency_ms": round(
-        streaming.algorithmic_latency_ms(chunk_ms, config.features.frame_shift_ms, config.features.frame_length_ms), 1)}
+    figures: dict[str, Any] = {
+        "chunk_ms": chunk_ms,
+        "left_chunks": left_chunks,
+        "algorithmic_latency_ms": round(
+            streaming.algorithmic_latency_ms(chunk_ms, config.features.frame_shift_ms, config.features.frame_length_ms),
+            1,
+        ),
+    }
     if streaming.streams(model) and device.type == "cpu":
         console.print(f"streaming {len(features)} utterances at {chunk_ms:g} ms chunks for the latency figures")
         ignored = {tokenizer.blank_id, tokenizer.sos_id}
-        figures = streaming.measure(model, tokenizer, loaded.cmvn, config.features, features.utterances, chunk_ms,
-                                    left_chunks, recognition.token_ids,
-                                    [[i for i in tokenizer.encode(text) if i not in ignored] for text in references])
+        figures = streaming.measure(
+            model,
+            tokenizer,
+            loaded.cmvn,
+            config.features,
+            features.utterances,
+            chunk_ms,
+            left_chunks,
+            recognition.token_ids,
+            [[i for i in tokenizer.encode(text) if i not in ignored] for text in references],
+        )
     full_context = result_path(run_dir, split)  # the same split at full context, if decoded
     figures["full_context_wer"] = load_result(full_context).wer if full_context.is_file() else None
     return figures
@@ -174,8 +207,10 @@ def resolve_options(run_dir: Path, options: DecodeOptions, explicit: set[str], u
     tuned = read_tuned(run_dir)
     if not use_tuned:
         if tuned is not None:
-            console.print(f"[dim]note: {run_dir / TUNED} holds values tuned on {tuned.get('split', 'dev')}; "
-                          "add --tuned to use them[/dim]")
+            console.print(
+                f"[dim]note: {run_dir / TUNED} holds values tuned on {tuned.get('split', 'dev')}; "
+                "add --tuned to use them[/dim]"
+            )
         return options, None
     if tuned is None:
         raise AsrbenchError(f"{run_dir}: no {TUNED} (run `asrbench tune {run_dir} --split dev` first)")
@@ -184,8 +219,10 @@ def resolve_options(run_dir: Path, options: DecodeOptions, explicit: set[str], u
         values.pop("lm", None)
         tuned_lm = tuned["options"].get("lm") or "none"
         if tuned_lm != (options.lm or "none"):
-            console.print(f"[yellow]note[/yellow]: {TUNED} was tuned with LM {tuned_lm}; its other values are used "
-                          f"with --lm {options.lm or 'none'}")
+            console.print(
+                f"[yellow]note[/yellow]: {TUNED} was tuned with LM {tuned_lm}; its other values are used "
+                f"with --lm {options.lm or 'none'}"
+            )
     merged = DecodeOptions(**{**options.to_dict(), **values})
     if "lm_weight" in explicit and not merged.lm:
         raise AsrbenchError(f"--lm-weight only applies with --lm ({run_dir / TUNED} has no LM)")
@@ -216,11 +253,13 @@ def _token_rates(tokenizer: Tokenizer, references: list[str], token_ids: list[li
     ignored = {tokenizer.blank_id, tokenizer.sos_id}
     return token_error_rate(
         [[i for i in tokenizer.encode(normalize(text, normalizer)) if i not in ignored] for text in references],
-        [[i for i in ids if i not in ignored] for ids in token_ids])
+        [[i for i in ids if i not in ignored] for ids in token_ids],
+    )
 
 
-def _score_split(out_dir: Path, features: FeatureSet, recognition: Recognition, tokenizer: Tokenizer,
-                 normalizer: str) -> dict:
+def _score_split(
+    out_dir: Path, features: FeatureSet, recognition: Recognition, tokenizer: Tokenizer, normalizer: str
+) -> dict:
     """``result.json``'s error rates: WER and CER with their bootstrap CIs, and the token error
     rate; writes the per-utterance scores into ``out_dir`` on the way (:func:`_write_scores`)."""
     references = [utt.text for utt in features.utterances]
@@ -243,8 +282,9 @@ def _speed(recognition: Recognition, features: FeatureSet) -> dict:
     }
 
 
-def _decoder_settings(searcher: Searcher, options: DecodeOptions, tuned_from: dict | None, batch_frames: int,
-                      checkpoint: str) -> dict:
+def _decoder_settings(
+    searcher: Searcher, options: DecodeOptions, tuned_from: dict | None, batch_frames: int, checkpoint: str
+) -> dict:
     """``result.json``'s ``decoder``: the search, the options it ran with (and the tuned values
     among them), the batch size, checkpoint and thread count the speed was measured with."""
     return {
@@ -255,7 +295,7 @@ def _decoder_settings(searcher: Searcher, options: DecodeOptions, tuned_from: di
         "checkpoint": checkpoint,
         "threads": torch.get_num_threads(),
         "rtfx_covers": "network + search after one warm-up batch, features from cache; search_rtfx: the "
-                       "search alone (attention search includes its decoder network)",
+        "search alone (attention search includes its decoder network)",
     }
 
 
@@ -301,32 +341,49 @@ def decode(
     torch_device = resolve_device(device)
     model = model.to(torch_device)
     searcher = build_searcher(model, loaded.tokenizer, options, config.data.dir)
-    console.print(f"decoding {run_dir} {split}: {describe_search(searcher.description, checkpoint, tuned_from)}",
-                  soft_wrap=True)
+    console.print(
+        f"decoding {run_dir} {split}: {describe_search(searcher.description, checkpoint, tuned_from)}", soft_wrap=True
+    )
     features = load_features(data_dir, split, config.features)
     batch_frames = batch_frames or config.train.eval_batch_frames
-    recognition = recognize(model, features, loaded.cmvn, loaded.tokenizer, torch_device, batch_frames,
-                            warmup=True, searcher=searcher)
+    recognition = recognize(
+        model, features, loaded.cmvn, loaded.tokenizer, torch_device, batch_frames, warmup=True, searcher=searcher
+    )
     normalizer = DEFAULT_NORMALIZER
     rates = _score_split(out_dir, features, recognition, loaded.tokenizer, normalizer)
-    streamed = None if not chunk_ms else _streaming_figures(
-        run_dir, split, model, loaded, features, recognition, chunk_ms, left_chunks, torch_device,
-        [normalize(utt.text, normalizer) for utt in features.utterances])
-    result = DecodeResult.from_dict({
-        "format": FORMAT,
-        "run": str(run_dir),
-        "model": config.model.name,
-        "split": split,
-        "tag": tag or None,
-        "data_dir": str(data_dir),
-        **rates,
-        "units": loaded.tokenizer.kind,
-        **_speed(recognition, features),
-        "params": count_parameters(model),
-        "decoder": _decoder_settings(searcher, options, tuned_from, batch_frames, checkpoint),
-        "streaming": streamed,
-        "config_hash": config.hash(),
-        "environment": environment(torch_device),
-    })
+    streamed = (
+        None
+        if not chunk_ms
+        else _streaming_figures(
+            run_dir,
+            split,
+            model,
+            loaded,
+            features,
+            recognition,
+            chunk_ms,
+            left_chunks,
+            torch_device,
+            [normalize(utt.text, normalizer) for utt in features.utterances],
+        )
+    )
+    result = DecodeResult.from_dict(
+        {
+            "format": FORMAT,
+            "run": str(run_dir),
+            "model": config.model.name,
+            "split": split,
+            "tag": tag or None,
+            "data_dir": str(data_dir),
+            **rates,
+            "units": loaded.tokenizer.kind,
+            **_speed(recognition, features),
+            "params": count_parameters(model),
+            "decoder": _decoder_settings(searcher, options, tuned_from, batch_frames, checkpoint),
+            "streaming": streamed,
+            "config_hash": config.hash(),
+            "environment": environment(torch_device),
+        }
+    )
     write_result(out_dir / "result.json", result)
     return result

@@ -69,13 +69,16 @@ def _ctc_decoder():
 class FlashlightDecoder:
     """Build once (loading the LM is the slow part), then call on batches of log-probs."""
 
-    def __init__(self, tokenizer: Tokenizer, options: CTCBeamOptions = CTCBeamOptions(),
-                 lm_dir: str | Path | None = None):
+    def __init__(
+        self, tokenizer: Tokenizer, options: CTCBeamOptions = CTCBeamOptions(), lm_dir: str | Path | None = None
+    ):
         if tokenizer.kind != "char":
             # Its lexicons are spelled in characters (lm dirs' lexicon.txt) and a token is a whole
             # LM unit: subword and phone models use the native search.
-            raise AsrbenchError(f"--backend flashlight decodes character units; this model's are {tokenizer.kind} "
-                                "(use the native backend)")
+            raise AsrbenchError(
+                f"--backend flashlight decodes character units; this model's are {tokenizer.kind} "
+                "(use the native backend)"
+            )
         self.tokenizer = tokenizer
         self.options = options
         self.vocab = len(tokenizer)
@@ -115,8 +118,12 @@ class FlashlightDecoder:
                     f"{word}\t{' '.join(tokens[i] for i in ids)} {CHAR_LM_SPACE}\n" for word, ids in lexicon.spellings()
                 ]
                 lexicon_path.write_text("".join(lines), encoding="utf-8")
-                self.decoder = ctc_decoder(lexicon=str(lexicon_path), lm=str(Path(lm_dir) / "lm.arpa"),
-                                           word_score=options.word_bonus, **settings)
+                self.decoder = ctc_decoder(
+                    lexicon=str(lexicon_path),
+                    lm=str(Path(lm_dir) / "lm.arpa"),
+                    word_score=options.word_bonus,
+                    **settings,
+                )
         else:
             lm = str(Path(lm_dir) / "lm.arpa") if unit == "char" and lm_dir is not None else None
             self.decoder = ctc_decoder(lexicon=None, lm=lm, sil_score=options.word_bonus, **settings)

@@ -149,7 +149,7 @@ class NGramLM:
                 break
             logprob += self._backoff.get(context, 0.0)
             context = context[1:]
-        history = (state + (token,))[-(self.order - 1):] if self.order > 1 else ()
+        history = (state + (token,))[-(self.order - 1) :] if self.order > 1 else ()
         while history and history not in self._backoff:
             history = history[1:]
         result = (logprob, history)
@@ -224,8 +224,9 @@ class NGramLM:
 
         def check_complete(where: str) -> None:
             if isinstance(section, int) and in_section != declared[section]:
-                raise AsrbenchError(f"{where}: \\{section}-grams: has {in_section} entries, "
-                                    f"the header says {declared[section]}")
+                raise AsrbenchError(
+                    f"{where}: \\{section}-grams: has {in_section} entries, the header says {declared[section]}"
+                )
 
         for line_number, line in _numbered_lines(path):
             where = f"{path}:{line_number}"
@@ -269,17 +270,19 @@ class NGramLM:
             assert isinstance(section, int)  # past the header: the order being read
             fields = line.split()
             if len(fields) not in (section + 1, section + 2):
-                raise AsrbenchError(f"{where}: a {section}-gram line needs a log10 probability, {section} "
-                                    f"token(s) and an optional backoff; got {len(fields)} field(s)")
+                raise AsrbenchError(
+                    f"{where}: a {section}-gram line needs a log10 probability, {section} "
+                    f"token(s) and an optional backoff; got {len(fields)} field(s)"
+                )
             try:
-                values = [float(field) for field in (fields[0], *fields[section + 1:])]
+                values = [float(field) for field in (fields[0], *fields[section + 1 :])]
             except ValueError:
                 raise AsrbenchError(f"{where}: not a number in {line!r}") from None
             if any(math.isnan(value) for value in values):
                 raise AsrbenchError(f"{where}: NaN in {line!r}")
-            gram = tuple(" " if unit == "char" and token == SPACE else token for token in fields[1:section + 1])
+            gram = tuple(" " if unit == "char" and token == SPACE else token for token in fields[1 : section + 1])
             if gram in logprobs:
-                raise AsrbenchError(f"{where}: duplicate n-gram {' '.join(fields[1:section + 1])!r}")
+                raise AsrbenchError(f"{where}: duplicate n-gram {' '.join(fields[1 : section + 1])!r}")
             logprobs[gram] = values[0]
             if len(values) == 2:
                 backoffs[gram] = values[1]
@@ -356,7 +359,7 @@ def train_ngram(
         for n in range(1, order + 1):
             counter = raw[n - 1]
             for start in range(len(padded) - n + 1):
-                counter[padded[start:start + n]] += 1
+                counter[padded[start : start + n]] += 1
     for (token,) in raw[0]:
         space_ok = unit == "char" and token == " "
         if not isinstance(token, str) or not token or (not space_ok and (token.split() != [token])):

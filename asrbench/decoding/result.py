@@ -44,12 +44,19 @@ def _check(key: str, value, kind: str):
         "number": isinstance(value, (int, float)) and not isinstance(value, bool),
         "bool": isinstance(value, bool),
         "mapping": isinstance(value, dict),
-        "interval": isinstance(value, list) and len(value) == 2
+        "interval": isinstance(value, list)
+        and len(value) == 2
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
     }[kind]
     if not ok:
-        expected = {"str": "a string", "int": "a whole number", "number": "a number", "bool": "true or false",
-                    "mapping": "an object", "interval": "[low, high]"}[kind]
+        expected = {
+            "str": "a string",
+            "int": "a whole number",
+            "number": "a number",
+            "bool": "true or false",
+            "mapping": "an object",
+            "interval": "[low, high]",
+        }[kind]
         raise _Malformed(f"'{key}' must be {expected} or null, not {value!r}"[:200])
     return tuple(value) if kind == "interval" else value
 
@@ -72,8 +79,14 @@ class Bootstrap:
         return {"method": self.method, "resamples": self.resamples, "confidence": self.confidence, "seed": self.seed}
 
 
-_DECODER_KEYS = {"options": "mapping", "tuned": "mapping", "batch_frames": "int", "checkpoint": "str",
-                 "threads": "int", "rtfx_covers": "str"}
+_DECODER_KEYS = {
+    "options": "mapping",
+    "tuned": "mapping",
+    "batch_frames": "int",
+    "checkpoint": "str",
+    "threads": "int",
+    "rtfx_covers": "str",
+}
 
 
 @dataclass(frozen=True)
@@ -101,16 +114,32 @@ class DecoderRecord:
         return cls(search={key: value for key, value in values.items() if key not in _DECODER_KEYS}, **known)
 
     def to_dict(self) -> dict:
-        return {**self.search, "options": self.options, "tuned": self.tuned, "batch_frames": self.batch_frames,
-                "checkpoint": self.checkpoint, "threads": self.threads, "rtfx_covers": self.rtfx_covers}
+        return {
+            **self.search,
+            "options": self.options,
+            "tuned": self.tuned,
+            "batch_frames": self.batch_frames,
+            "checkpoint": self.checkpoint,
+            "threads": self.threads,
+            "rtfx_covers": self.rtfx_covers,
+        }
 
 
 # The figures measured by streaming a CTC model or a transducer on CPU
 # (:func:`asrbench.decoding.streaming.latency_summary`); absent when only the chunk was set.
-_MEASURED = {"chunk_compute_ms_p50": "number", "chunk_compute_ms_p90": "number", "rtf": "number",
-             "first_token_latency_ms_p50": "number", "first_token_latency_ms_p90": "number",
-             "final_latency_ms_p50": "number", "final_latency_ms_p90": "number", "utterances": "int",
-             "streamed_equals_chunked_pass": "int", "latency_reference": "str", "threads": "int"}
+_MEASURED = {
+    "chunk_compute_ms_p50": "number",
+    "chunk_compute_ms_p90": "number",
+    "rtf": "number",
+    "first_token_latency_ms_p50": "number",
+    "first_token_latency_ms_p90": "number",
+    "final_latency_ms_p50": "number",
+    "final_latency_ms_p90": "number",
+    "utterances": "int",
+    "streamed_equals_chunked_pass": "int",
+    "latency_reference": "str",
+    "threads": "int",
+}
 
 
 @dataclass(frozen=True)
@@ -137,29 +166,63 @@ class StreamingFigures:
 
     @classmethod
     def from_dict(cls, values: dict) -> StreamingFigures:
-        kinds = {"chunk_ms": "number", "left_chunks": "int", "algorithmic_latency_ms": "number", **_MEASURED,
-                 "full_context_wer": "number"}
+        kinds = {
+            "chunk_ms": "number",
+            "left_chunks": "int",
+            "algorithmic_latency_ms": "number",
+            **_MEASURED,
+            "full_context_wer": "number",
+        }
         checked = {key: _check(f"streaming.{key}", values.get(key), kind) for key, kind in kinds.items()}
         return cls(measured=any(key in values for key in _MEASURED), **checked)
 
     def to_dict(self) -> dict:
-        head = {"chunk_ms": self.chunk_ms, "left_chunks": self.left_chunks,
-                "algorithmic_latency_ms": self.algorithmic_latency_ms}
+        head = {
+            "chunk_ms": self.chunk_ms,
+            "left_chunks": self.left_chunks,
+            "algorithmic_latency_ms": self.algorithmic_latency_ms,
+        }
         measured = {key: getattr(self, key) for key in _MEASURED} if self.measured else {}
         return {**head, **measured, "full_context_wer": self.full_context_wer}
 
 
 # Top-level keys in the order decode writes them, with their types ("" marks a nested object).
 _KEYS = {
-    "run": "str", "model": "str", "split": "str", "tag": "str", "data_dir": "str",
+    "run": "str",
+    "model": "str",
+    "split": "str",
+    "tag": "str",
+    "data_dir": "str",
     # rates (asrbench.scoring.metrics.ErrorRates), percent; None: no reference word / character
-    "wer": "number", "cer": "number", "substitutions": "int", "deletions": "int", "insertions": "int",
-    "words": "int", "char_substitutions": "int", "char_deletions": "int", "char_insertions": "int",
-    "characters": "int", "utterances": "int", "sentence_errors": "int", "normalizer": "str",
-    "wer_ci": "interval", "cer_ci": "interval", "ci": "",
-    "ter": "number", "token_errors": "int", "tokens": "int", "units": "str",
-    "rtfx": "number", "search_rtfx": "number", "audio_seconds": "number", "decode_seconds": "number",
-    "search_seconds": "number", "params": "int", "decoder": "", "streaming": "", "config_hash": "str",
+    "wer": "number",
+    "cer": "number",
+    "substitutions": "int",
+    "deletions": "int",
+    "insertions": "int",
+    "words": "int",
+    "char_substitutions": "int",
+    "char_deletions": "int",
+    "char_insertions": "int",
+    "characters": "int",
+    "utterances": "int",
+    "sentence_errors": "int",
+    "normalizer": "str",
+    "wer_ci": "interval",
+    "cer_ci": "interval",
+    "ci": "",
+    "ter": "number",
+    "token_errors": "int",
+    "tokens": "int",
+    "units": "str",
+    "rtfx": "number",
+    "search_rtfx": "number",
+    "audio_seconds": "number",
+    "decode_seconds": "number",
+    "search_seconds": "number",
+    "params": "int",
+    "decoder": "",
+    "streaming": "",
+    "config_hash": "str",
     "environment": "mapping",
     "checkpoint_mtime": "number",  # bench: the best checkpoint's mtime the result belongs to
 }
@@ -222,8 +285,9 @@ class DecodeResult:
         checked = {key: _check(key, values.get(key), kind or "mapping") for key, kind in _KEYS.items()}
         checked["ci"] = None if checked["ci"] is None else Bootstrap.from_dict(checked["ci"])
         checked["decoder"] = None if checked["decoder"] is None else DecoderRecord.from_dict(checked["decoder"])
-        checked["streaming"] = None if checked["streaming"] is None else StreamingFigures.from_dict(
-            checked["streaming"])
+        checked["streaming"] = (
+            None if checked["streaming"] is None else StreamingFigures.from_dict(checked["streaming"])
+        )
         if checked["units"] is None:
             checked["units"] = "char"  # results older than subword and phone units
         extra = {key: value for key, value in values.items() if key not in _KEYS and key != "format"}
@@ -284,8 +348,9 @@ def read_result(run_dir: str | Path, split: str) -> DecodeResult:
     if not path.is_file():
         decoded = decoded_names(run_dir)
         have = f"; it has decode results for: {', '.join(decoded)}" if decoded else ""
-        raise AsrbenchError(f"{run_dir}: no decode result for split '{split}' "
-                            f"(run `{decode_advice(Path(run_dir), split)}` first{have})")
+        raise AsrbenchError(
+            f"{run_dir}: no decode result for split '{split}' (run `{decode_advice(Path(run_dir), split)}` first{have})"
+        )
     return load_result(path)
 
 

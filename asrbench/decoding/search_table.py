@@ -78,8 +78,9 @@ def resolve_mode(model, mode: str) -> str:
         return modes[0]
     if mode not in modes:
         branch = "" if "ctc" in modes or mode != "ctc" else " (it has no CTC branch: trained with ctc_weight 0)"
-        raise AsrbenchError(f"--mode {mode}: this {model.head_kind} model decodes with --mode "
-                            f"{' or '.join(modes)} only{branch}")
+        raise AsrbenchError(
+            f"--mode {mode}: this {model.head_kind} model decodes with --mode {' or '.join(modes)} only{branch}"
+        )
     return mode
 
 
@@ -87,8 +88,9 @@ def search_for(model, mode: str) -> Search:
     return SEARCHES[(model.head_kind, resolve_mode(model, mode))]
 
 
-def build_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir: str | Path | None = None,
-                   lm=None, lexicon=None) -> Searcher:
+def build_searcher(
+    model, tokenizer: Tokenizer, options: DecodeOptions, data_dir: str | Path | None = None, lm=None, lexicon=None
+) -> Searcher:
     """The searcher ``options`` select for ``model``; ``lm`` and ``lexicon`` may come already loaded
     (tuning builds one searcher per grid point and loads them once)."""
     return search_for(model, options.mode).build(model, tokenizer, options, data_dir, lm, lexicon)
@@ -100,6 +102,7 @@ def tuning_grid(model, request: TuningRequest) -> list[DecodeOptions]:
 
 
 # --- per head: greedy, dev and alignment -----------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class HeadSearch:
@@ -127,8 +130,13 @@ def _ctc_dev(model) -> Searcher:
     # exported model's transcribe (this module, without PyTorch models) must not load the registry.
     from asrbench.models.ctc import ctc_loss
 
-    return Searcher("dev", model.ctc_log_probs, lambda out: ctc_greedy(*out), {"kind": "dev"},
-                    loss=lambda out, targets, lengths: ctc_loss(out[0], out[1], targets, lengths))
+    return Searcher(
+        "dev",
+        model.ctc_log_probs,
+        lambda out: ctc_greedy(*out),
+        {"kind": "dev"},
+        loss=lambda out, targets, lengths: ctc_loss(out[0], out[1], targets, lengths),
+    )
 
 
 @torch.no_grad()
@@ -152,8 +160,13 @@ def _attention_dev_search(model, memory, memory_lengths):
 
 
 def _attention_dev(model) -> Searcher:
-    return Searcher("dev", model.encode, lambda out: _attention_dev_search(model, *out), {"kind": "dev"},
-                    loss=lambda out, targets, lengths: model.loss_from_memory(*out, targets, lengths))
+    return Searcher(
+        "dev",
+        model.encode,
+        lambda out: _attention_dev_search(model, *out),
+        {"kind": "dev"},
+        loss=lambda out, targets, lengths: model.loss_from_memory(*out, targets, lengths),
+    )
 
 
 def _attention_align(model, features, feature_lengths, token_ids):
@@ -166,8 +179,7 @@ def _attention_align(model, features, feature_lengths, token_ids):
 
 @torch.no_grad()
 def _transducer_greedy_search(model, encoded, lengths):
-    return [hypothesis.token_ids for hypothesis in greedy_search(model, encoded, lengths,
-                                                                 model.max_symbols_per_frame)]
+    return [hypothesis.token_ids for hypothesis in greedy_search(model, encoded, lengths, model.max_symbols_per_frame)]
 
 
 @torch.no_grad()
@@ -176,8 +188,13 @@ def _transducer_greedy_decode(model, features, feature_lengths):
 
 
 def _transducer_dev(model) -> Searcher:
-    return Searcher("dev", model.encode, lambda out: _transducer_greedy_search(model, *out), {"kind": "dev"},
-                    loss=lambda out, targets, lengths: model.loss_from_encoded(*out, targets, lengths))
+    return Searcher(
+        "dev",
+        model.encode,
+        lambda out: _transducer_greedy_search(model, *out),
+        {"kind": "dev"},
+        loss=lambda out, targets, lengths: model.loss_from_encoded(*out, targets, lengths),
+    )
 
 
 @torch.no_grad()
@@ -201,8 +218,12 @@ def greedy_decode(model, features: torch.Tensor, feature_lengths: torch.Tensor) 
 
 def greedy_searcher(model) -> Searcher:
     """:func:`greedy_decode` as a searcher (network and search timed together)."""
-    return Searcher("greedy", lambda features, lengths: (features, lengths),
-                    lambda out: greedy_decode(model, *out), {"kind": "greedy"})
+    return Searcher(
+        "greedy",
+        lambda features, lengths: (features, lengths),
+        lambda out: greedy_decode(model, *out),
+        {"kind": "greedy"},
+    )
 
 
 def dev_searcher(model) -> Searcher:

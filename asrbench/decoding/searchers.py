@@ -112,8 +112,9 @@ def describe_search(description: dict, checkpoint: str, tuned_from: dict | None)
 
 def training_words(data_dir: str | Path) -> list[str]:
     """The words of a data dir's training transcripts, normalized as scored."""
-    return sorted({word for utt in read_manifest(split_path(Path(data_dir), "train"))
-                   for word in normalize(utt.text).split()})
+    return sorted(
+        {word for utt in read_manifest(split_path(Path(data_dir), "train")) for word in normalize(utt.text).split()}
+    )
 
 
 def load_lexicon(spec: str, tokenizer: Tokenizer, data_dir: str | Path | None):
@@ -125,8 +126,9 @@ def load_lexicon(spec: str, tokenizer: Tokenizer, data_dir: str | Path | None):
     return Lexicon.from_file(spec, tokenizer)
 
 
-def word_knowledge(options: DecodeOptions, tokenizer: Tokenizer, data_dir, lm=None, lexicon=None,
-                   own_lexicon: bool = True) -> tuple:
+def word_knowledge(
+    options: DecodeOptions, tokenizer: Tokenizer, data_dir, lm=None, lexicon=None, own_lexicon: bool = True
+) -> tuple:
     """The LM and lexicon a beam search uses: those given (already loaded), else the ones
     ``options`` names; phone units spell no words by themselves, so without a lexicon their own
     (the tokenizer's pronunciations) is used when ``own_lexicon``. -> (lm, its metadata or None,
@@ -142,9 +144,9 @@ def word_knowledge(options: DecodeOptions, tokenizer: Tokenizer, data_dir, lm=No
     return lm, lm_metadata, lexicon, source
 
 
-def ctc_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=None, lm=None,
-                 lexicon=None) -> Searcher:
+def ctc_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None) -> Searcher:
     """Greedy or prefix beam search (lexicon, LM, flashlight) over ``model.ctc_log_probs``."""
+
     def outputs(features, feature_lengths):
         log_probs, lengths = model.ctc_log_probs(features, feature_lengths)
         return log_probs.float().cpu(), lengths.cpu()
@@ -152,17 +154,28 @@ def ctc_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=N
     if options.beam == 1 and not options.lm and not options.lexicon:
         return Searcher("ctc_greedy", outputs, lambda out: ctc_greedy(*out), {"kind": "ctc_greedy"})
 
-    lm, lm_metadata, lexicon, lexicon_source = word_knowledge(options, tokenizer, data_dir, lm, lexicon,
-                                                              own_lexicon=options.backend != "flashlight")
-    beam_options = CTCBeamOptions(beam=options.beam, lm_weight=options.lm_weight if lm is not None else 0.0,
-                                  word_bonus=options.word_bonus, lexicon=lexicon is not None)
+    lm, lm_metadata, lexicon, lexicon_source = word_knowledge(
+        options, tokenizer, data_dir, lm, lexicon, own_lexicon=options.backend != "flashlight"
+    )
+    beam_options = CTCBeamOptions(
+        beam=options.beam,
+        lm_weight=options.lm_weight if lm is not None else 0.0,
+        word_bonus=options.word_bonus,
+        lexicon=lexicon is not None,
+    )
     description = {
-        "kind": "ctc_prefix_beam", "backend": options.backend, "beam": options.beam,
-        "lm": str(options.lm) if options.lm else None, "lm_weight": beam_options.lm_weight,
-        "word_bonus": options.word_bonus, "lexicon": lexicon_source,
+        "kind": "ctc_prefix_beam",
+        "backend": options.backend,
+        "beam": options.beam,
+        "lm": str(options.lm) if options.lm else None,
+        "lm_weight": beam_options.lm_weight,
+        "word_bonus": options.word_bonus,
+        "lexicon": lexicon_source,
         "lexicon_words": len(lexicon) if lexicon is not None else None,
-        "token_top_k": beam_options.token_top_k, "token_beam": beam_options.token_beam,
-        "blank_skip": beam_options.blank_skip, "score_beam": beam_options.score_beam,
+        "token_top_k": beam_options.token_top_k,
+        "token_beam": beam_options.token_beam,
+        "blank_skip": beam_options.blank_skip,
+        "score_beam": beam_options.score_beam,
     }
     if lm_metadata is not None:
         description["lm_order"], description["lm_unit"] = lm_metadata.get("order"), lm_metadata.get("unit")
@@ -173,14 +186,17 @@ def ctc_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=N
         if options.lexicon:
             raise AsrbenchError("the flashlight backend takes its lexicon from the LM dir; drop --lexicon")
         decoder = FlashlightDecoder(tokenizer, beam_options, options.lm or None)
+
         def flashlight_search(out):
             return [hyps[0].token_ids if hyps else [] for hyps in decoder(*out)]
 
         return Searcher("ctc_flashlight", outputs, flashlight_search, description)
 
     def search(out):
-        return [hyps[0].token_ids if hyps else [] for hyps in
-                ctc_prefix_beam_search(out[0], out[1], tokenizer, beam_options, lm=lm, lexicon=lexicon)]
+        return [
+            hyps[0].token_ids if hyps else []
+            for hyps in ctc_prefix_beam_search(out[0], out[1], tokenizer, beam_options, lm=lm, lexicon=lexicon)
+        ]
 
     return Searcher("ctc_prefix_beam", outputs, search, description)
 
@@ -192,11 +208,17 @@ def attention_searcher(model, options: DecodeOptions) -> Searcher:
         ctc_weight = model.ctc_weight if model.ctc_head is not None else 0.0
     if ctc_weight > 0 and model.ctc_head is None:
         raise AsrbenchError("--ctc-weight needs a CTC branch; this model was trained with ctc_weight 0")
-    beam_options = AttentionBeamOptions(beam=options.beam, ctc_weight=ctc_weight,
-                                        length_bonus=options.length_bonus, length_norm=options.length_norm)
-    description = {"kind": "attention_beam", "beam": options.beam, "ctc_weight": ctc_weight,
-                   "length_bonus": options.length_bonus, "length_norm": options.length_norm,
-                   "pre_beam_ratio": beam_options.pre_beam_ratio}
+    beam_options = AttentionBeamOptions(
+        beam=options.beam, ctc_weight=ctc_weight, length_bonus=options.length_bonus, length_norm=options.length_norm
+    )
+    description = {
+        "kind": "attention_beam",
+        "beam": options.beam,
+        "ctc_weight": ctc_weight,
+        "length_bonus": options.length_bonus,
+        "length_norm": options.length_norm,
+        "pre_beam_ratio": beam_options.pre_beam_ratio,
+    }
 
     def outputs(features, feature_lengths):
         memory, lengths = model.encode(features, feature_lengths)
@@ -209,20 +231,24 @@ def attention_searcher(model, options: DecodeOptions) -> Searcher:
     return Searcher("attention_beam", outputs, search, description)
 
 
-def attention_model_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=None, lm=None,
-                             lexicon=None) -> Searcher:
+def attention_model_searcher(
+    model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None
+) -> Searcher:
     """An attention model's decoder search (PyTorch or exported): attention beam search; the options
     that belong to CTC search are refused with the mode that takes them."""
     if options.lm or options.lexicon:
-        raise AsrbenchError("LM fusion and lexicons apply to CTC search: add --mode ctc to decode an attention "
-                            "model's CTC branch with them")
+        raise AsrbenchError(
+            "LM fusion and lexicons apply to CTC search: add --mode ctc to decode an attention "
+            "model's CTC branch with them"
+        )
     if options.backend != "native":
         raise AsrbenchError(f"--backend {options.backend} is a CTC search backend: add --mode ctc")
     return attention_searcher(model, options)
 
 
-def transducer_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=None, lm=None,
-                        lexicon=None) -> Searcher:
+def transducer_searcher(
+    model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None
+) -> Searcher:
     """Greedy search (beam 1 without an LM or lexicon: up to the model's ``max_symbols_per_frame``
     symbols a frame) or modified beam search (one symbol a frame), with word LM shallow fusion, a
     word bonus and a lexicon (:mod:`asrbench.decoding.word_fusion`), over ``model.encode``; the
@@ -236,8 +262,13 @@ def transducer_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, dat
 
     if options.beam == 1 and not options.lm and not options.lexicon and lm is None and lexicon is None:
         max_symbols = model.max_symbols_per_frame
-        description = {"kind": "transducer_greedy", "beam": 1, "max_symbols_per_frame": max_symbols,
-                       "lm": None, "lexicon": None}
+        description = {
+            "kind": "transducer_greedy",
+            "beam": 1,
+            "max_symbols_per_frame": max_symbols,
+            "lm": None,
+            "lexicon": None,
+        }
 
         def greedy(out):
             return [hypothesis.token_ids for hypothesis in greedy_search(model, *out, max_symbols)]
@@ -247,10 +278,16 @@ def transducer_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, dat
     lm_weight = options.lm_weight if lm is not None else 0.0
     fused = lm is not None or lexicon is not None or options.word_bonus != 0.0
     beam_options = TransducerBeamOptions(beam=options.beam, length_norm=options.length_norm)
-    description = {"kind": "transducer_modified_beam", **asdict(beam_options), "max_symbols_per_frame": 1,
-                   "lm": str(options.lm) if options.lm else None, "lm_weight": lm_weight,
-                   "word_bonus": options.word_bonus, "lexicon": lexicon_source,
-                   "lexicon_words": len(lexicon) if lexicon is not None else None}
+    description = {
+        "kind": "transducer_modified_beam",
+        **asdict(beam_options),
+        "max_symbols_per_frame": 1,
+        "lm": str(options.lm) if options.lm else None,
+        "lm_weight": lm_weight,
+        "word_bonus": options.word_bonus,
+        "lexicon": lexicon_source,
+        "lexicon_words": len(lexicon) if lexicon is not None else None,
+    }
     if lm_metadata is not None:
         description["lm_order"], description["lm_unit"] = lm_metadata.get("order"), lm_metadata.get("unit")
 
@@ -259,8 +296,10 @@ def transducer_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, dat
         if fused:  # fresh per batch: the fusion caches every prefix it scored
             fusion = WordFusion(tokenizer, lm, lexicon, lm_weight, options.word_bonus)
             extension, end = (lambda _, prefix, tokens: fusion.extension(prefix, tokens)), fusion.finish
-        return [hypotheses[0].token_ids if hypotheses else [] for hypotheses in
-                modified_beam_search(model, *out, beam_options, score_extension=extension, score_end=end)]
+        return [
+            hypotheses[0].token_ids if hypotheses else []
+            for hypotheses in modified_beam_search(model, *out, beam_options, score_extension=extension, score_end=end)
+        ]
 
     return Searcher("transducer_modified_beam", outputs, search, description)
 
@@ -290,22 +329,32 @@ class TuningRequest:
 def ctc_tuning_grid(request: TuningRequest) -> list[DecodeOptions]:
     """Beam x LM weight x word bonus for CTC search (the weights only where an LM or lexicon makes
     them mean something)."""
-    lm_weights = request.lm_weights if request.lm_weights is not None else (
-        DEFAULT_LM_WEIGHTS if request.lm else (0.0,))
-    word_bonuses = request.word_bonuses if request.word_bonuses is not None else (
-        DEFAULT_WORD_BONUSES if request.lm or request.lexicon else (0.0,))
-    return [DecodeOptions(beam=beam, mode=request.mode, lm=request.lm, lm_weight=weight, word_bonus=bonus,
-                          lexicon=request.lexicon)
-            for beam, weight, bonus in itertools.product(request.beams, lm_weights, word_bonuses)]
+    lm_weights = (
+        request.lm_weights if request.lm_weights is not None else (DEFAULT_LM_WEIGHTS if request.lm else (0.0,))
+    )
+    word_bonuses = (
+        request.word_bonuses
+        if request.word_bonuses is not None
+        else (DEFAULT_WORD_BONUSES if request.lm or request.lexicon else (0.0,))
+    )
+    return [
+        DecodeOptions(
+            beam=beam, mode=request.mode, lm=request.lm, lm_weight=weight, word_bonus=bonus, lexicon=request.lexicon
+        )
+        for beam, weight, bonus in itertools.product(request.beams, lm_weights, word_bonuses)
+    ]
 
 
 def attention_tuning_grid(request: TuningRequest, has_ctc: bool) -> list[DecodeOptions]:
     """Beam x joint CTC weight (only with a CTC branch) x length bonus for attention search."""
-    ctc_weights = request.ctc_weights if request.ctc_weights is not None else (
-        DEFAULT_CTC_WEIGHTS if has_ctc else (0.0,))
+    ctc_weights = (
+        request.ctc_weights if request.ctc_weights is not None else (DEFAULT_CTC_WEIGHTS if has_ctc else (0.0,))
+    )
     length_bonuses = request.length_bonuses if request.length_bonuses is not None else DEFAULT_LENGTH_BONUSES
-    return [DecodeOptions(beam=beam, mode=request.mode, ctc_weight=weight, length_bonus=bonus)
-            for beam, weight, bonus in itertools.product(request.beams, ctc_weights, length_bonuses)]
+    return [
+        DecodeOptions(beam=beam, mode=request.mode, ctc_weight=weight, length_bonus=bonus)
+        for beam, weight, bonus in itertools.product(request.beams, ctc_weights, length_bonuses)
+    ]
 
 
 def transducer_tuning_grid(request: TuningRequest) -> list[DecodeOptions]:

@@ -68,17 +68,21 @@ def chunk_frames(model: nn.Module, chunk_ms: float, frame_shift_ms: float) -> in
     frame_ms = 4 * frame_shift_ms
     frames = chunk_ms / frame_ms
     if chunk_ms <= 0 or abs(frames - round(frames)) > 1e-6:
-        raise AsrbenchError(f"--chunk-ms {chunk_ms:g}: use a positive multiple of the encoder frame, "
-                            f"{frame_ms:g} ms (e.g. {int(frame_ms * 4)}, {int(frame_ms * 8)}, {int(frame_ms * 16)})")
+        raise AsrbenchError(
+            f"--chunk-ms {chunk_ms:g}: use a positive multiple of the encoder frame, "
+            f"{frame_ms:g} ms (e.g. {int(frame_ms * 4)}, {int(frame_ms * 8)}, {int(frame_ms * 16)})"
+        )
     return int(round(frames))
 
 
 def require_streaming(model: nn.Module, name: str) -> ChunkEncoder:
     encoder = streaming_encoder(model)
     if encoder is None:
-        raise AsrbenchError(f"model {name} was not trained to stream: --chunk-ms and --stream need a model trained "
-                            "with --set model.streaming=true (conformer, transformer), model.bidirectional=false "
-                            "(lstm, gru) or model.causal=true (cnn)")
+        raise AsrbenchError(
+            f"model {name} was not trained to stream: --chunk-ms and --stream need a model trained "
+            "with --set model.streaming=true (conformer, transformer), model.bidirectional=false "
+            "(lstm, gru) or model.causal=true (cnn)"
+        )
     return encoder
 
 
@@ -111,7 +115,7 @@ class StreamingFrontEnd:
             return torch.zeros(0, 0)
         used = (count - 1) * self.shift + self.size
         frames = self.extractor(self.buffer[:used])[:count]
-        self.buffer = self.buffer[count * self.shift:]
+        self.buffer = self.buffer[count * self.shift :]
         return self.cmvn(torch.from_numpy(frames.numpy().astype(self.dtype).astype(np.float32)))
 
 
@@ -179,7 +183,7 @@ class ChunkRecognizer:
         done = []
         while self.pending.size(0) >= self.window:
             done.append(self._run(self.pending[: self.window], final=False))
-            self.pending = self.pending[self.stride:]
+            self.pending = self.pending[self.stride :]
             self.start += self.stride
         return done
 
@@ -231,8 +235,9 @@ class StreamingTransducer(ChunkRecognizer):
 
     def _search(self, encoded: torch.Tensor) -> tuple[list[int], torch.Tensor]:
         before = len(self.search.tokens[0])
-        greedy_advance(self.model, self.search, encoded, torch.tensor([encoded.size(1)]),
-                       self.model.max_symbols_per_frame)
+        greedy_advance(
+            self.model, self.search, encoded, torch.tensor([encoded.size(1)]), self.model.max_symbols_per_frame
+        )
         self.trailing_blanks = int(self.search.quiet[0])
         return self.search.tokens[0][before:], encoded[0]
 
@@ -243,8 +248,9 @@ class StreamingTransducer(ChunkRecognizer):
         encoded = torch.cat(self.outputs).unsqueeze(0)
         frames = torch.tensor([encoded.size(1)])
         with torch.no_grad():
-            return transducer_alignments(self.model, encoded, frames, torch.tensor([input_frames]),
-                                         [list(self.tokens)])[0]
+            return transducer_alignments(
+                self.model, encoded, frames, torch.tensor([input_frames]), [list(self.tokens)]
+            )[0]
 
 
 def streams(model: nn.Module) -> bool:
@@ -279,8 +285,9 @@ def simulate(results: list[ChunkResult], duration: float, shift: int, size: int,
     for the last chunk) and the chunk before it is done, and takes its measured compute time."""
     done, clock = [], 0.0
     for result in results:
-        arrived = duration if result.final else min(duration, frame_available(result.last_frame, shift, size,
-                                                                             sample_rate))
+        arrived = (
+            duration if result.final else min(duration, frame_available(result.last_frame, shift, size, sample_rate))
+        )
         clock = max(clock, arrived) + result.seconds
         done.append(clock)
     return StreamTimes(done, [r.tokens for r in results], [r.seconds for r in results])
@@ -290,9 +297,19 @@ def percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def latency_summary(first_token: list[float], final: list[float], compute: list[float], audio_seconds: float,
-                    chunk_ms: float, left_chunks: int, algorithmic_ms: float, identical: int, utterances: int) -> dict:
+def latency_summary(
+    first_token: list[float],
+    final: list[float],
+    compute: list[float],
+    audio_seconds: float,
+    chunk_ms: float,
+    left_chunks: int,
+    algorithmic_ms: float,
+    identical: int,
+    utterances: int,
+) -> dict:
     """The streaming figures ``result.json`` records (milliseconds; rtf = compute / audio)."""
+
     def ms(value):
         return None if value is None else round(1000 * value, 1)
 
@@ -310,14 +327,15 @@ def latency_summary(first_token: list[float], final: list[float], compute: list[
         "utterances": utterances,
         "streamed_equals_chunked_pass": identical,
         "latency_reference": "first token: when the first token is shown, after the end of the first reference "
-                             "token in the model's full-context alignment of the reference; final: when the "
-                             "last token is shown, after the end of the last reference word (end of speech)",
+        "token in the model's full-context alignment of the reference; final: when the "
+        "last token is shown, after the end of the last reference word (end of speech)",
         "threads": torch.get_num_threads(),
     }
 
 
-def reference_times(model: nn.Module, features: torch.Tensor, token_ids: list[int], tokenizer,
-                    frame_shift_seconds: float) -> tuple[float, float] | None:
+def reference_times(
+    model: nn.Module, features: torch.Tensor, token_ids: list[int], tokenizer, frame_shift_seconds: float
+) -> tuple[float, float] | None:
     """(end of the first reference token, end of the last reference word) in seconds, from the
     model's full-context alignment of the reference (CTC or transducer Viterbi, the model's
     ``align``); None when it does not fit."""
@@ -339,8 +357,9 @@ def reference_times(model: nn.Module, features: torch.Tensor, token_ids: list[in
     return (alignment.spans[0][1] + 1) * per_frame, words[-1].end
 
 
-def stream_utterance(recognizer: ChunkRecognizer, front_end: StreamingFrontEnd, waveform: torch.Tensor,
-                     block_seconds: float) -> list[ChunkResult]:
+def stream_utterance(
+    recognizer: ChunkRecognizer, front_end: StreamingFrontEnd, waveform: torch.Tensor, block_seconds: float
+) -> list[ChunkResult]:
     """Feed a whole waveform through the front end and the recognizer in blocks of ``block_seconds``
     (the chunk size: what a live source delivers), then end the stream."""
     recognizer.reset()
@@ -349,7 +368,7 @@ def stream_utterance(recognizer: ChunkRecognizer, front_end: StreamingFrontEnd, 
     results, front_seconds = [], 0.0  # front-end time not yet charged to a chunk
     for start in range(0, waveform.numel(), block):
         began = time.perf_counter()
-        frames = front_end.accept(waveform[start: start + block])
+        frames = front_end.accept(waveform[start : start + block])
         front_seconds += time.perf_counter() - began
         done = recognizer.accept(frames)
         if done:  # the chunk that needed these frames also waited for their features
@@ -367,8 +386,18 @@ def first_and_last(times: StreamTimes) -> tuple[float | None, float | None]:
 
 
 @torch.inference_mode()
-def measure(model: nn.Module, tokenizer, cmvn, features_config, utterances: list, chunk_ms: float,
-            left_chunks: int, chunked_ids: list[list[int]], references: list[list[int]], progress=None) -> dict:
+def measure(
+    model: nn.Module,
+    tokenizer,
+    cmvn,
+    features_config,
+    utterances: list,
+    chunk_ms: float,
+    left_chunks: int,
+    chunked_ids: list[list[int]],
+    references: list[list[int]],
+    progress=None,
+) -> dict:
     """Stream every utterance's audio (read again from its file) through the real front end and
     the streaming search at ``chunk_ms``, replay each in real time with the measured compute
     times, and summarize the latencies (:func:`latency_summary`). ``chunked_ids`` are the masked
@@ -383,8 +412,7 @@ def measure(model: nn.Module, tokenizer, cmvn, features_config, utterances: list
     rate, shift_seconds = features_config.sample_rate, features_config.frame_shift_ms / 1000
     first_token, final, compute, audio_seconds, identical = [], [], [], 0.0, 0
     for index, (utterance, ids, reference) in enumerate(zip(utterances, chunked_ids, references, strict=True)):
-        waveform = load_audio(utterance.audio, rate, utterance.offset,
-                              utterance.duration if utterance.offset else None)
+        waveform = load_audio(utterance.audio, rate, utterance.offset, utterance.duration if utterance.offset else None)
         if index == 0:  # warm-up: the first chunk of a process pays for allocations
             stream_utterance(recognizer, front_end, waveform, chunk_ms / 1000)
         results = stream_utterance(recognizer, front_end, waveform, chunk_ms / 1000)
@@ -401,9 +429,17 @@ def measure(model: nn.Module, tokenizer, cmvn, features_config, utterances: list
             final.append(shown_last - spoken[1])
         if progress is not None:
             progress()
-    return latency_summary(first_token, final, compute, audio_seconds, chunk_ms, left_chunks,
-                           algorithmic_latency_ms(chunk_ms, features_config.frame_shift_ms,
-                                                  features_config.frame_length_ms), identical, len(utterances))
+    return latency_summary(
+        first_token,
+        final,
+        compute,
+        audio_seconds,
+        chunk_ms,
+        left_chunks,
+        algorithmic_latency_ms(chunk_ms, features_config.frame_shift_ms, features_config.frame_length_ms),
+        identical,
+        len(utterances),
+    )
 
 
 @dataclass(frozen=True)
@@ -418,8 +454,13 @@ class StreamOptions:
     block_seconds: float = 10.0  # audio read from the file at a time
 
     def to_dict(self) -> dict:
-        return {"kind": "stream", "chunk_ms": self.chunk_ms, "left_chunks": self.left_chunks,
-                "endpoint_silence": self.endpoint_silence, "max_segment": self.max_segment}
+        return {
+            "kind": "stream",
+            "chunk_ms": self.chunk_ms,
+            "left_chunks": self.left_chunks,
+            "endpoint_silence": self.endpoint_silence,
+            "max_segment": self.max_segment,
+        }
 
 
 @dataclass
@@ -430,8 +471,15 @@ class StreamSegment:
     alignment: TokenAlignment
 
 
-def stream_file(path: str, duration: float, recognizer: ChunkRecognizer, front_end: StreamingFrontEnd,
-                options: StreamOptions, on_partial=None, notes=None) -> list[StreamSegment]:
+def stream_file(
+    path: str,
+    duration: float,
+    recognizer: ChunkRecognizer,
+    front_end: StreamingFrontEnd,
+    options: StreamOptions,
+    on_partial=None,
+    notes=None,
+) -> list[StreamSegment]:
     """Stream one file, read ``block_seconds`` at a time and fed ``chunk_ms`` at a time, into
     segments at endpoints. ``on_partial(seconds, tokens)`` sees the hypothesis each time it grows.
     Memory: one block of audio, and per segment its caches and output frames (bounded by
@@ -459,8 +507,10 @@ def stream_file(path: str, duration: float, recognizer: ChunkRecognizer, front_e
     def endpoint() -> bool:
         seconds = recognizer.frames * frame_seconds
         silent = recognizer.trailing_blanks * frame_seconds
-        return bool((options.endpoint_silence > 0 and recognizer.tokens and silent >= options.endpoint_silence)
-                    or (options.max_segment > 0 and seconds >= options.max_segment))
+        return bool(
+            (options.endpoint_silence > 0 and recognizer.tokens and silent >= options.endpoint_silence)
+            or (options.max_segment > 0 and seconds >= options.max_segment)
+        )
 
     piece = max(1, int(round(options.chunk_ms / 1000 * rate)))
     offset = 0.0
@@ -468,7 +518,7 @@ def stream_file(path: str, duration: float, recognizer: ChunkRecognizer, front_e
         block = load_audio(path, rate, offset, min(options.block_seconds, duration - offset), notes)
         offset += options.block_seconds
         for start in range(0, block.numel(), piece):
-            done = recognizer.accept(front_end.accept(block[start: start + piece]))
+            done = recognizer.accept(front_end.accept(block[start : start + piece]))
             if any(result.tokens for result in done) and on_partial is not None:
                 on_partial((base + done[-1].last_frame) * shift / rate, recognizer.tokens)
             if done and endpoint():  # every chunk of this piece belongs to the segment that ends

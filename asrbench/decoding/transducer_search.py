@@ -77,14 +77,20 @@ def greedy_init(model, batch: int, device: torch.device) -> GreedyState:
     """The state before the first frame: the predictor has read the start symbol (the blank)."""
     state = model.predictor_init_state(batch, device)
     predicted, state = model.predictor_step(torch.full((batch,), BLANK, dtype=torch.long, device=device), state)
-    return GreedyState(predicted, state, [[] for _ in range(batch)], [[] for _ in range(batch)],
-                       torch.zeros(batch, dtype=torch.float64, device=device),
-                       torch.zeros(batch, dtype=torch.long, device=device))
+    return GreedyState(
+        predicted,
+        state,
+        [[] for _ in range(batch)],
+        [[] for _ in range(batch)],
+        torch.zeros(batch, dtype=torch.float64, device=device),
+        torch.zeros(batch, dtype=torch.long, device=device),
+    )
 
 
 @torch.no_grad()
-def greedy_advance(model, search: GreedyState, encoded: torch.Tensor, lengths: torch.Tensor,
-                   max_symbols_per_frame: int = 3) -> GreedyState:
+def greedy_advance(
+    model, search: GreedyState, encoded: torch.Tensor, lengths: torch.Tensor, max_symbols_per_frame: int = 3
+) -> GreedyState:
     """Search the next frames, encoded (B, T', D) with lengths (B,), from ``search`` (updated)."""
     if max_symbols_per_frame < 1:
         raise AsrbenchError(f"max_symbols_per_frame must be at least 1, not {max_symbols_per_frame}")
@@ -115,11 +121,13 @@ def greedy_advance(model, search: GreedyState, encoded: torch.Tensor, lengths: t
 
 
 @torch.no_grad()
-def greedy_search(model, encoded: torch.Tensor, lengths: torch.Tensor,
-                  max_symbols_per_frame: int = 3) -> list[TransducerHypothesis]:
+def greedy_search(
+    model, encoded: torch.Tensor, lengths: torch.Tensor, max_symbols_per_frame: int = 3
+) -> list[TransducerHypothesis]:
     """Batched greedy search: encoded (B, T', D), lengths (B,) -> one hypothesis per utterance."""
-    search = greedy_advance(model, greedy_init(model, encoded.size(0), encoded.device), encoded, lengths,
-                            max_symbols_per_frame)
+    search = greedy_advance(
+        model, greedy_init(model, encoded.size(0), encoded.device), encoded, lengths, max_symbols_per_frame
+    )
     return [TransducerHypothesis(ids, score) for ids, score in zip(search.tokens, search.scores.tolist(), strict=True)]
 
 
@@ -136,13 +144,18 @@ class _Beams:
 
     def select(self, model, rows: list[int]) -> _Beams:
         index = torch.tensor(rows, dtype=torch.long, device=self.predicted.device)
-        return _Beams([self.owners[r] for r in rows], [self.prefixes[r] for r in rows],
-                      [self.scores[r] for r in rows], self.predicted.index_select(0, index),
-                      model.select_state(self.state, index))
+        return _Beams(
+            [self.owners[r] for r in rows],
+            [self.prefixes[r] for r in rows],
+            [self.scores[r] for r in rows],
+            self.predicted.index_select(0, index),
+            model.select_state(self.state, index),
+        )
 
 
-def _proposals(beams: _Beams, log_probs: torch.Tensor, beam: int,
-               score_extension: ScoreExtension | None) -> list[tuple[int, int, float]]:
+def _proposals(
+    beams: _Beams, log_probs: torch.Tensor, beam: int, score_extension: ScoreExtension | None
+) -> list[tuple[int, int, float]]:
     """Each utterance's ``beam`` best (source row, token, score) extensions, identical prefixes
     merged by log-add; grouped by utterance, best first within each. log_probs (N, V)."""
     width = min(beam, log_probs.size(1))
@@ -187,16 +200,22 @@ def _advance(model, beams: _Beams, chosen: list[tuple[int, int, float]]) -> _Bea
         new_predicted, new_state = model.predictor_step(tokens, state)
         predicted = torch.where(emitted[:, None], new_predicted, predicted)
         state = model.merge_state(state, new_state, emitted)
-    prefixes = [selected.prefixes[i] + (token,) if token != BLANK else selected.prefixes[i]
-                for i, (_, token, _) in enumerate(chosen)]
+    prefixes = [
+        selected.prefixes[i] + (token,) if token != BLANK else selected.prefixes[i]
+        for i, (_, token, _) in enumerate(chosen)
+    ]
     return _Beams(selected.owners, prefixes, [score for _, _, score in chosen], predicted, state)
 
 
 @torch.no_grad()
-def modified_beam_search(model, encoded: torch.Tensor, lengths: torch.Tensor, options: TransducerBeamOptions,
-                         score_extension: ScoreExtension | None = None,
-                         score_end: Callable[[tuple[int, ...]], float] | None = None
-                         ) -> list[list[TransducerHypothesis]]:
+def modified_beam_search(
+    model,
+    encoded: torch.Tensor,
+    lengths: torch.Tensor,
+    options: TransducerBeamOptions,
+    score_extension: ScoreExtension | None = None,
+    score_end: Callable[[tuple[int, ...]], float] | None = None,
+) -> list[list[TransducerHypothesis]]:
     """encoded (B, T', D), lengths (B,) -> each utterance's hypotheses, best first.
 
     ``score_end(tokens)`` is added to each final hypothesis' score before ranking (an LM's end of

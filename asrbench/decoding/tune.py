@@ -35,8 +35,14 @@ from asrbench.text import DEFAULT_NORMALIZER
 TIE_RULE = "lowest WER, then lowest CER, then the smallest beam, then the first in grid order"
 
 
-def _network_outputs(model: torch.nn.Module, base: Searcher, features: FeatureSet, cmvn: GlobalCMVN,
-                     batch_frames: int, device: torch.device) -> list[tuple[list[int], object]]:
+def _network_outputs(
+    model: torch.nn.Module,
+    base: Searcher,
+    features: FeatureSet,
+    cmvn: GlobalCMVN,
+    batch_frames: int,
+    device: torch.device,
+) -> list[tuple[list[int], object]]:
     """The network's outputs over the whole split, once, with the utterance indices of each batch:
     every grid point's search runs on these."""
     collate, batches = batches_of(features, cmvn, batch_frames)
@@ -49,9 +55,14 @@ def _network_outputs(model: torch.nn.Module, base: Searcher, features: FeatureSe
     return stored
 
 
-def _search_grid(grid: list[DecodeOptions], searcher_for: Callable[[DecodeOptions], Searcher],
-                 stored: list[tuple[list[int], object]], tokenizer: Tokenizer, features: FeatureSet,
-                 split: str) -> list[dict]:
+def _search_grid(
+    grid: list[DecodeOptions],
+    searcher_for: Callable[[DecodeOptions], Searcher],
+    stored: list[tuple[list[int], object]],
+    tokenizer: Tokenizer,
+    features: FeatureSet,
+    split: str,
+) -> list[dict]:
     """Each grid point's search over the stored outputs, scored against the split's references: one
     row per point (its options, WER, CER and search seconds), in grid order."""
     references = [utt.text for utt in features.utterances]
@@ -67,8 +78,7 @@ def _search_grid(grid: list[DecodeOptions], searcher_for: Callable[[DecodeOption
                     hypotheses[index] = tokenizer.decode(ids)
             seconds = time.perf_counter() - start
             rates = error_rates(references, hypotheses, DEFAULT_NORMALIZER)
-            rows.append({"options": options.to_dict(), "wer": rates.wer, "cer": rates.cer,
-                         "search_seconds": seconds})
+            rows.append({"options": options.to_dict(), "wer": rates.wer, "cer": rates.cer, "search_seconds": seconds})
             progress.update(task, advance=1, wer=f"{rates.wer:.2f}")
     return rows
 
@@ -121,20 +131,32 @@ def tune(
         return None if values is None else tuple(values)
 
     # The model's family decides which values make up the grid (see asrbench.decoding.searchers).
-    grid = tuning_grid(model, TuningRequest(
-        beams=tuple(beams or [10]), lm=str(lm or ""), lm_weights=listed(lm_weights), word_bonuses=listed(word_bonuses),
-        ctc_weights=listed(ctc_weights), length_bonuses=listed(length_bonuses), lexicon=lexicon, mode=mode))
+    grid = tuning_grid(
+        model,
+        TuningRequest(
+            beams=tuple(beams or [10]),
+            lm=str(lm or ""),
+            lm_weights=listed(lm_weights),
+            word_bonuses=listed(word_bonuses),
+            ctc_weights=listed(ctc_weights),
+            length_bonuses=listed(length_bonuses),
+            lexicon=lexicon,
+            mode=mode,
+        ),
+    )
     lm_model = load_lm(lm)[0] if lm and any(options.lm for options in grid) else None
-    lexicon_trie = (load_lexicon(lexicon, tokenizer, config.data.dir) if any(options.lexicon for options in grid)
-                    else None)
+    lexicon_trie = (
+        load_lexicon(lexicon, tokenizer, config.data.dir) if any(options.lexicon for options in grid) else None
+    )
 
     def searcher_for(options: DecodeOptions) -> Searcher:
         return build_searcher(model, tokenizer, options, config.data.dir, lm=lm_model, lexicon=lexicon_trie)
 
     # The network runs once; outputs of a searcher that needs the most (CTC branch included).
-    widest = max(grid, key=lambda o: (o.ctc_weight or 0.0))
-    stored = _network_outputs(model, searcher_for(widest), features, loaded.cmvn, config.train.eval_batch_frames,
-                              torch_device)
+    widest = max(grid, key=lambda o: o.ctc_weight or 0.0)
+    stored = _network_outputs(
+        model, searcher_for(widest), features, loaded.cmvn, config.train.eval_batch_frames, torch_device
+    )
     rows = _search_grid(grid, searcher_for, stored, tokenizer, features, split)
     if rows and rows[0]["wer"] is None:
         raise AsrbenchError(f"{data_dir}/{split}.jsonl: no reference words after normalization; nothing to tune on")
@@ -164,8 +186,9 @@ def summarize_tuning(result: dict, split: str = "dev") -> str:
     fixed = [key for key, value in result["options"].items() if key not in searched and value != defaults.get(key)]
     options = result["options"]
     chosen = ", ".join(f"{key} {options[key]!r}" for key in searched)
-    line = (f"best on {split} of {len(grid)} grid points: WER {result['wer']:.2f}% CER {result['cer']:.2f}% "
-            f"with {chosen}")
+    line = (
+        f"best on {split} of {len(grid)} grid points: WER {result['wer']:.2f}% CER {result['cer']:.2f}% with {chosen}"
+    )
     if fixed:
         line += " (fixed: " + ", ".join(f"{key} {options[key]!r}" for key in fixed) + ")"
     tied = result.get("tied") or []

@@ -31,8 +31,14 @@ class WordFusion:
     """Scores of word-level knowledge for the hypotheses of one search call (the word rules are
     :class:`asrbench.decoding.ctc_beam.WordRules`, shared with CTC beam search)."""
 
-    def __init__(self, tokenizer: Tokenizer, lm=None, lexicon: Lexicon | None = None, lm_weight: float = 0.0,
-                 word_bonus: float = 0.0):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        lm=None,
+        lexicon: Lexicon | None = None,
+        lm_weight: float = 0.0,
+        word_bonus: float = 0.0,
+    ):
         self.lm, self.lm_weight, self.word_bonus = lm, lm_weight, word_bonus
         self.rules = WordRules(tokenizer, lm, lexicon)
         # Prefix -> its words (None: the lexicon forbids it).

@@ -99,12 +99,19 @@ PARITY = 1e-4  # largest log-prob difference from PyTorch an exported graph may 
 def _check_batches(dim: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The traced batch and others of other sizes and lengths (a graph that baked in a shape fails)."""
     generator = torch.Generator().manual_seed(0)
-    return [(torch.randn(len(lengths), max(lengths), dim, generator=generator), torch.tensor(lengths))
-            for lengths in ([317, 201], [90], [123, 57, 31])]
+    return [
+        (torch.randn(len(lengths), max(lengths), dim, generator=generator), torch.tensor(lengths))
+        for lengths in ([317, 201], [90], [123, 57, 31])
+    ]
 
 
-DIM_RANGES = {"batch": (1, 1024), "time": (16, 200_000), "rows": (1, 1_000_000), "prefix": (1, 4096),
-              "frames": (1, 100_000)}
+DIM_RANGES = {
+    "batch": (1, 1024),
+    "time": (16, 200_000),
+    "rows": (1, 1_000_000),
+    "prefix": (1, 4096),
+    "frames": (1, 100_000),
+}
 
 
 @dataclass
@@ -165,20 +172,35 @@ def _export(spec: GraphSpec, path: Path, exporter: str) -> None:
         warnings.simplefilter("ignore")  # the exporters' deprecation and tracing notes
         if exporter == "dynamo":
             dims = {name: torch.export.Dim(name, min=low, max=high) for name, (low, high) in DIM_RANGES.items()}
-            shapes = {name: {axis: dims[dim] for axis, dim in spec.dynamic.get(name, {}).items()}
-                      for name in spec.inputs}
-            program = torch.onnx.export(spec.module, spec.examples[0], dynamo=True, opset_version=OPSET,
-                                        verbose=False, dynamic_shapes=shapes, input_names=spec.inputs,
-                                        output_names=spec.outputs)
+            shapes = {
+                name: {axis: dims[dim] for axis, dim in spec.dynamic.get(name, {}).items()} for name in spec.inputs
+            }
+            program = torch.onnx.export(
+                spec.module,
+                spec.examples[0],
+                dynamo=True,
+                opset_version=OPSET,
+                verbose=False,
+                dynamic_shapes=shapes,
+                input_names=spec.inputs,
+                output_names=spec.outputs,
+            )
             assert program is not None  # dynamo=True returns the program
             with fileio.atomic_open(path, "wb") as handle:
                 handle.write(program.model_proto.SerializeToString())
         else:
             with fileio.atomic_open(path, "wb") as handle:
                 # torch's stub names a path; the TorchScript exporter writes to a file object too
-                torch.onnx.export(spec.module, spec.examples[0], handle,  # type: ignore[arg-type]
-                                  dynamo=False, opset_version=LEGACY_OPSET, dynamic_axes=spec.dynamic,
-                                  input_names=spec.inputs, output_names=spec.outputs)
+                torch.onnx.export(
+                    spec.module,
+                    spec.examples[0],
+                    handle,  # type: ignore[arg-type]
+                    dynamo=False,
+                    opset_version=LEGACY_OPSET,
+                    dynamic_axes=spec.dynamic,
+                    input_names=spec.inputs,
+                    output_names=spec.outputs,
+                )
 
 
 def _largest_difference(spec: GraphSpec, session) -> float:
@@ -204,7 +226,7 @@ def write_graph(spec: GraphSpec, path: Path):
     module = spec.module.eval()
     recurrent = any(isinstance(part, nn.RNNBase) for part in module.modules())
     failures = []
-    for exporter in (EXPORTERS[::-1] if recurrent else EXPORTERS):
+    for exporter in EXPORTERS[::-1] if recurrent else EXPORTERS:
         try:
             _export(spec, path, exporter)
             session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -270,45 +292,91 @@ class _JoinerGraph(nn.Module):
 
 
 def _ctc_specs(model: nn.Module, dim: int) -> dict[str, GraphSpec]:
-    return {"model.onnx": GraphSpec(
-        _CTCGraph(cast("CTCFamily", model)), ["features", "lengths"], ["log_probs", "output_lengths"],
-        {"features": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "log_probs": {0: "batch", 1: "frames"},
-         "output_lengths": {0: "batch"}}, _check_batches(dim), _sequence_difference)}
+    return {
+        "model.onnx": GraphSpec(
+            _CTCGraph(cast("CTCFamily", model)),
+            ["features", "lengths"],
+            ["log_probs", "output_lengths"],
+            {
+                "features": {0: "batch", 1: "time"},
+                "lengths": {0: "batch"},
+                "log_probs": {0: "batch", 1: "frames"},
+                "output_lengths": {0: "batch"},
+            },
+            _check_batches(dim),
+            _sequence_difference,
+        )
+    }
 
 
 def _transducer_specs(model: TransducerModel, dim: int, vocab: int) -> tuple[dict[str, GraphSpec], dict]:
     """Encoder, predictor step and joiner: the search (greedy, modified beam) stays in Python."""
     generator = torch.Generator().manual_seed(0)
     predictor = model.predictor
-    encoder = GraphSpec(_EncoderGraph(model), ["features", "lengths"], ["encoded", "output_lengths"],
-                        {"features": {0: "batch", 1: "time"}, "lengths": {0: "batch"},
-                         "encoded": {0: "batch", 1: "frames"}, "output_lengths": {0: "batch"}},
-                        _check_batches(dim), _sequence_difference)
+    encoder = GraphSpec(
+        _EncoderGraph(model),
+        ["features", "lengths"],
+        ["encoded", "output_lengths"],
+        {
+            "features": {0: "batch", 1: "time"},
+            "lengths": {0: "batch"},
+            "encoded": {0: "batch", 1: "frames"},
+            "output_lengths": {0: "batch"},
+        },
+        _check_batches(dim),
+        _sequence_difference,
+    )
     tokens = [torch.randint(0, vocab - 1, (rows,), generator=generator) for rows in (6, 1, 33)]
     if predictor.kind == "lstm":
         lstm = cast("LSTMPredictor", predictor)  # kind names the predictor's class
         layers, width = lstm.lstm.num_layers, lstm.lstm.hidden_size
-        step = GraphSpec(_LSTMStep(lstm), ["tokens", "h", "c"], ["predicted", "h_out", "c_out"],
-                         {"tokens": {0: "rows"}, "h": {1: "rows"}, "c": {1: "rows"}, "predicted": {0: "rows"},
-                          "h_out": {1: "rows"}, "c_out": {1: "rows"}},
-                         [(t, torch.randn(layers, t.numel(), width, generator=generator),
-                           torch.randn(layers, t.numel(), width, generator=generator)) for t in tokens],
-                         _all_difference)
+        step = GraphSpec(
+            _LSTMStep(lstm),
+            ["tokens", "h", "c"],
+            ["predicted", "h_out", "c_out"],
+            {
+                "tokens": {0: "rows"},
+                "h": {1: "rows"},
+                "c": {1: "rows"},
+                "predicted": {0: "rows"},
+                "h_out": {1: "rows"},
+                "c_out": {1: "rows"},
+            },
+            [
+                (
+                    t,
+                    torch.randn(layers, t.numel(), width, generator=generator),
+                    torch.randn(layers, t.numel(), width, generator=generator),
+                )
+                for t in tokens
+            ],
+            _all_difference,
+        )
         described = {"kind": "lstm", "layers": layers, "dim": width}
     else:
         stateless = cast("StatelessPredictor", predictor)
         size = stateless.context_size
-        step = GraphSpec(_StatelessStep(stateless), ["context"], ["predicted"],
-                         {"context": {0: "rows"}, "predicted": {0: "rows"}},
-                         [(torch.randint(0, vocab - 1, (t.numel(), size), generator=generator),) for t in tokens],
-                         lambda expected, got: _all_difference((expected,), got))
+        step = GraphSpec(
+            _StatelessStep(stateless),
+            ["context"],
+            ["predicted"],
+            {"context": {0: "rows"}, "predicted": {0: "rows"}},
+            [(torch.randint(0, vocab - 1, (t.numel(), size), generator=generator),) for t in tokens],
+            lambda expected, got: _all_difference((expected,), got),
+        )
         described = {"kind": "stateless", "context_size": size}
     width = model.joiner.predictor_proj.in_features
-    joiner = GraphSpec(_JoinerGraph(model), ["encoded", "predicted"], ["log_probs"],
-                       {"encoded": {0: "rows"}, "predicted": {0: "rows"}, "log_probs": {0: "rows"}},
-                       [(torch.randn(rows, model.encoder_dim, generator=generator),
-                         torch.randn(rows, width, generator=generator)) for rows in (6, 1, 33)],
-                       lambda expected, got: _all_difference((expected,), got))
+    joiner = GraphSpec(
+        _JoinerGraph(model),
+        ["encoded", "predicted"],
+        ["log_probs"],
+        {"encoded": {0: "rows"}, "predicted": {0: "rows"}, "log_probs": {0: "rows"}},
+        [
+            (torch.randn(rows, model.encoder_dim, generator=generator), torch.randn(rows, width, generator=generator))
+            for rows in (6, 1, 33)
+        ],
+        lambda expected, got: _all_difference((expected,), got),
+    )
     return {"encoder.onnx": encoder, "predictor.onnx": step, "joiner.onnx": joiner}, described
 
 
@@ -345,8 +413,13 @@ class _LASStep(nn.Module):
         state = self.model.init_state(memory, memory_lengths)
         state = {**state, "h": list(h.unbind(0)), "c": list(c.unbind(0)), "context": context, "weights": weights}
         logits, state = self.model._advance(state, tokens)
-        return (torch.log_softmax(logits.float(), dim=-1), torch.stack(state["h"]), torch.stack(state["c"]),
-                state["context"], state["weights"])
+        return (
+            torch.log_softmax(logits.float(), dim=-1),
+            torch.stack(state["h"]),
+            torch.stack(state["c"]),
+            state["context"],
+            state["weights"],
+        )
 
 
 def _las_step_spec(model: LAS, vocab: int, generator: torch.Generator) -> tuple[GraphSpec, dict]:
@@ -356,19 +429,37 @@ def _las_step_spec(model: LAS, vocab: int, generator: torch.Generator) -> tuple[
         lengths = torch.randint(max(1, frames // 2), frames + 1, (rows,), generator=generator)
         lengths[0] = frames
         weights = torch.rand(rows, frames, generator=generator)
-        examples.append((torch.randint(1, vocab - 1, (rows,), generator=generator),
-                         torch.randn(layers, rows, hidden, generator=generator),
-                         torch.randn(layers, rows, hidden, generator=generator),
-                         torch.randn(rows, model.encoder_dim, generator=generator), weights / weights.sum(1, True),
-                         torch.randn(rows, frames, model.encoder_dim, generator=generator), lengths))
+        examples.append(
+            (
+                torch.randint(1, vocab - 1, (rows,), generator=generator),
+                torch.randn(layers, rows, hidden, generator=generator),
+                torch.randn(layers, rows, hidden, generator=generator),
+                torch.randn(rows, model.encoder_dim, generator=generator),
+                weights / weights.sum(1, True),
+                torch.randn(rows, frames, model.encoder_dim, generator=generator),
+                lengths,
+            )
+        )
     names = ["tokens", "h", "c", "context", "weights", "memory", "memory_lengths"]
     outputs = ["log_probs", "h_out", "c_out", "context_out", "weights_out"]
-    dynamic = {"tokens": {0: "rows"}, "h": {1: "rows"}, "c": {1: "rows"}, "context": {0: "rows"},
-               "weights": {0: "rows", 1: "frames"}, "memory": {0: "rows", 1: "frames"}, "memory_lengths": {0: "rows"},
-               "log_probs": {0: "rows"}, "h_out": {1: "rows"}, "c_out": {1: "rows"}, "context_out": {0: "rows"},
-               "weights_out": {0: "rows", 1: "frames"}}
-    return (GraphSpec(_LASStep(model), names, outputs, dynamic, examples, _all_difference),
-            {"kind": "las", "layers": layers, "hidden": hidden})
+    dynamic = {
+        "tokens": {0: "rows"},
+        "h": {1: "rows"},
+        "c": {1: "rows"},
+        "context": {0: "rows"},
+        "weights": {0: "rows", 1: "frames"},
+        "memory": {0: "rows", 1: "frames"},
+        "memory_lengths": {0: "rows"},
+        "log_probs": {0: "rows"},
+        "h_out": {1: "rows"},
+        "c_out": {1: "rows"},
+        "context_out": {0: "rows"},
+        "weights_out": {0: "rows", 1: "frames"},
+    }
+    return (
+        GraphSpec(_LASStep(model), names, outputs, dynamic, examples, _all_difference),
+        {"kind": "las", "layers": layers, "hidden": hidden},
+    )
 
 
 def _attention_specs(model: AttentionModel, dim: int, vocab: int) -> tuple[dict[str, GraphSpec], dict]:
@@ -378,10 +469,19 @@ def _attention_specs(model: AttentionModel, dim: int, vocab: int) -> tuple[dict[
     from asrbench.models.attention import TransformerDecoderMixin  # which decoder step to export
 
     generator = torch.Generator().manual_seed(0)
-    encoder = GraphSpec(_EncoderGraph(model), ["features", "lengths"], ["memory", "output_lengths"],
-                        {"features": {0: "batch", 1: "time"}, "lengths": {0: "batch"},
-                         "memory": {0: "batch", 1: "frames"}, "output_lengths": {0: "batch"}},
-                        _check_batches(dim), _sequence_difference)
+    encoder = GraphSpec(
+        _EncoderGraph(model),
+        ["features", "lengths"],
+        ["memory", "output_lengths"],
+        {
+            "features": {0: "batch", 1: "time"},
+            "lengths": {0: "batch"},
+            "memory": {0: "batch", 1: "frames"},
+            "output_lengths": {0: "batch"},
+        },
+        _check_batches(dim),
+        _sequence_difference,
+    )
     examples = []
     for rows, prefix, frames in ((3, 5, 40), (1, 1, 9), (6, 12, 71)):
         prefixes = torch.randint(1, vocab - 1, (rows, prefix), generator=generator)
@@ -389,23 +489,40 @@ def _attention_specs(model: AttentionModel, dim: int, vocab: int) -> tuple[dict[
         lengths = torch.randint(max(1, frames // 2), frames + 1, (rows,), generator=generator)
         lengths[0] = frames
         examples.append((prefixes, torch.randn(rows, frames, model.encoder_dim, generator=generator), lengths))
-    decoder = GraphSpec(_DecoderStep(model), ["prefixes", "memory", "memory_lengths"], ["log_probs"],
-                        {"prefixes": {0: "rows", 1: "prefix"}, "memory": {0: "rows", 1: "frames"},
-                         "memory_lengths": {0: "rows"}, "log_probs": {0: "rows"}},
-                        examples, lambda expected, got: _all_difference((expected,), got))
+    decoder = GraphSpec(
+        _DecoderStep(model),
+        ["prefixes", "memory", "memory_lengths"],
+        ["log_probs"],
+        {
+            "prefixes": {0: "rows", 1: "prefix"},
+            "memory": {0: "rows", 1: "frames"},
+            "memory_lengths": {0: "rows"},
+            "log_probs": {0: "rows"},
+        },
+        examples,
+        lambda expected, got: _all_difference((expected,), got),
+    )
     kind: dict = {"kind": "transformer"}
     if not isinstance(model, TransformerDecoderMixin):
         decoder, kind = _las_step_spec(cast("LAS", model), vocab, generator)  # the other decoder: LAS's
     specs = {"encoder.onnx": encoder, "decoder.onnx": decoder}
     if model.ctc_head is not None:
         specs["ctc_head.onnx"] = GraphSpec(
-            _CTCHeadGraph(model.ctc_head), ["memory"], ["log_probs"],
+            _CTCHeadGraph(model.ctc_head),
+            ["memory"],
+            ["log_probs"],
             {"memory": {0: "batch", 1: "frames"}, "log_probs": {0: "batch", 1: "frames"}},
             [(torch.randn(b, t, model.encoder_dim, generator=generator),) for b, t in ((2, 40), (1, 9), (3, 71))],
-            lambda expected, got: _all_difference((expected,), got))
+            lambda expected, got: _all_difference((expected,), got),
+        )
     ctc_weight = model.ctc_weight if model.ctc_head is not None else 0.0
-    described = {**kind, "sos": model.sos, "eos": model.eos, "ctc_weight": ctc_weight,
-                 "max_length_ratio": model.max_length_ratio}
+    described = {
+        **kind,
+        "sos": model.sos,
+        "eos": model.eos,
+        "ctc_weight": ctc_weight,
+        "max_length_ratio": model.max_length_ratio,
+    }
     return specs, described
 
 
@@ -425,15 +542,15 @@ def _graph_specs(model: nn.Module, search: str, dim: int, vocab: int) -> tuple[d
     return specs, extra
 
 
-def _write_graphs(specs: dict[str, GraphSpec], out: Path, quantize: str, onnxruntime,
-                  model_name: str) -> tuple[list[str], dict[str, str], dict[str, str], dict[str, float]]:
+def _write_graphs(
+    specs: dict[str, GraphSpec], out: Path, quantize: str, onnxruntime, model_name: str
+) -> tuple[list[str], dict[str, str], dict[str, str], dict[str, float]]:
     """Export each graph into ``out`` and check it against PyTorch; with ``quantize`` int8 also its
     int8 version, checked the same way, which then serves in its place. Returns the files written,
     each role's graph file, each graph's exporter and each file's largest difference from PyTorch."""
     files, difference, exporters, graphs = [], {}, {}, {}
     with progress_bar("graph", unit="graphs") as bar:  # each graph: export, then the check against PyTorch
-        task = bar.add_task(f"export {model_name}", total=len(specs) * (2 if quantize else 1),
-                            graph=next(iter(specs)))
+        task = bar.add_task(f"export {model_name}", total=len(specs) * (2 if quantize else 1), graph=next(iter(specs)))
         for name, spec in specs.items():
             bar.update(task, graph=name)
             _, exporters[name], difference[name] = write_graph(spec, out / name)
@@ -464,21 +581,31 @@ def _write_front_end(out: Path, loaded: LoadedModel) -> list[str]:
     extractor = FeatureExtractor(features)
     with fileio.atomic_open(out / "mel_banks.npy", "wb") as handle:
         np.save(handle, extractor.banks.to_dense().numpy().astype(np.float32))
-    fileio.write_json(out / "frontend.json", {
-        "kind": "fbank", "sample_rate": features.sample_rate, "num_mel_bins": features.num_mel_bins,
-        "frame_length_ms": features.frame_length_ms, "frame_shift_ms": features.frame_shift_ms,
-        "dtype": features.dtype})
+    fileio.write_json(
+        out / "frontend.json",
+        {
+            "kind": "fbank",
+            "sample_rate": features.sample_rate,
+            "num_mel_bins": features.num_mel_bins,
+            "frame_length_ms": features.frame_length_ms,
+            "frame_shift_ms": features.frame_shift_ms,
+            "dtype": features.dtype,
+        },
+    )
     fileio.write_json(out / "cmvn.json", {"mean": loaded.cmvn.mean.tolist(), "std": loaded.cmvn.std.tolist()})
     fileio.write_json(out / "tokenizer.json", loaded.tokenizer.to_dict())
     return ["mel_banks.npy", "frontend.json", "cmvn.json", "tokenizer.json"]
 
 
-def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize: str = "",
-               checkpoint: str = "best") -> dict:
+def export_run(
+    run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize: str = "", checkpoint: str = "best"
+) -> dict:
     """Export ``run_dir``'s model to ``out``; returns the manifest written there."""
     if fmt not in FORMATS:
-        raise AsrbenchError(f"unknown --format '{fmt}' (valid: {', '.join(FORMATS)}; TorchScript is not supported: "
-                            "torch.jit is deprecated in the torch this runs on)")
+        raise AsrbenchError(
+            f"unknown --format '{fmt}' (valid: {', '.join(FORMATS)}; TorchScript is not supported: "
+            "torch.jit is deprecated in the torch this runs on)"
+        )
     if quantize not in QUANTIZATIONS:
         raise AsrbenchError(f"unknown --quantize '{quantize}' (valid: int8)")
     run_dir = rundir.require_run_dir(run_dir)
@@ -487,8 +614,9 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
     config, model = loaded.config, loaded.model.eval()
     search = cast("ASRModel", model).search_modes()[0]  # the model's own search: which graphs it needs
     if config.features.kind != "fbank":
-        raise AsrbenchError(f"{config.model.name}: the exported front end computes fbank features; this run uses "
-                            f"{config.features.kind}")
+        raise AsrbenchError(
+            f"{config.model.name}: the exported front end computes fbank features; this run uses {config.features.kind}"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # written last: a half-written export has none
@@ -508,13 +636,20 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize
         "config_hash": config.hash(),
         "data_dir": config.data.dir,
         "units": loaded.tokenizer.kind,
-        "io": {name: {"inputs": spec.inputs, "outputs": spec.outputs, "dynamic": spec.dynamic}
-               for name, spec in specs.items()},
+        "io": {
+            name: {"inputs": spec.inputs, "outputs": spec.outputs, "dynamic": spec.dynamic}
+            for name, spec in specs.items()
+        },
         "exporter": exporters,
         "max_abs_difference_vs_pytorch": difference,
-        "versions": {"asrbench": __version__, "git_commit": git_commit(), "torch": torch.__version__,
-                     "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-                     "opset": {name: OPSET if used == "dynamo" else LEGACY_OPSET for name, used in exporters.items()}},
+        "versions": {
+            "asrbench": __version__,
+            "git_commit": git_commit(),
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "opset": {name: OPSET if used == "dynamo" else LEGACY_OPSET for name, used in exporters.items()},
+        },
         "files": {name: _sha256(out / name) for name in files},
     }
     fileio.write_json(out / MANIFEST, manifest)

@@ -25,8 +25,9 @@ class NumpyFbank:
         self.window = (np.hanning(self.size) ** 0.85).astype(np.float32)
         self.banks = np.asarray(banks, dtype=np.float32)  # (mels, padded / 2 + 1)
         if self.banks.shape[1] != self.padded // 2 + 1:
-            raise ValueError(f"mel banks have {self.banks.shape[1]} bins; a {self.padded}-point FFT gives "
-                             f"{self.padded // 2 + 1}")
+            raise ValueError(
+                f"mel banks have {self.banks.shape[1]} bins; a {self.padded}-point FFT gives {self.padded // 2 + 1}"
+            )
         self.epsilon = np.finfo(np.float32).eps
 
     def __call__(self, waveform: np.ndarray) -> np.ndarray:
@@ -34,12 +35,12 @@ class NumpyFbank:
         if signal.size < self.size:
             signal = np.pad(signal, (0, self.size - signal.size))
         count = 1 + (signal.size - self.size) // self.shift
-        frames = np.lib.stride_tricks.sliding_window_view(signal, self.size)[::self.shift][:count]
+        frames = np.lib.stride_tricks.sliding_window_view(signal, self.size)[:: self.shift][:count]
         frames = frames - frames.mean(axis=1, keepdims=True)
         emphasized = np.empty_like(frames)
         emphasized[:, 1:] = frames[:, 1:] - PREEMPHASIS * frames[:, :-1]
         emphasized[:, 0] = frames[:, 0] * (1 - PREEMPHASIS)  # Kaldi replicates the first sample
         windowed = emphasized * self.window
         spectrum = np.fft.rfft(windowed, n=self.padded, axis=1)
-        power = (spectrum.real ** 2 + spectrum.imag ** 2).astype(np.float32)
+        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
         return np.log(np.maximum(power @ self.banks.T, self.epsilon)).astype(np.float32)

@@ -52,7 +52,6 @@ class ExportedCTC:
         return ("ctc",)
 
 
-
 class _Session:
     """An onnxruntime session on one graph file, fed and returning torch tensors."""
 
@@ -197,17 +196,26 @@ class ExportedAttention:
         if self.kind == "las":  # as LAS.init_state: zero cells and context, uniform weights on real frames
             batch, frames = memory.shape[:2]
             real = (torch.arange(frames)[None] < memory_lengths[:, None]).float()
-            state.update(h=torch.zeros(self.layers, batch, self.hidden), c=torch.zeros(self.layers, batch, self.hidden),
-                         context=torch.zeros(batch, memory.size(2)),
-                         weights=real / memory_lengths.clamp(min=1)[:, None].float())
+            state.update(
+                h=torch.zeros(self.layers, batch, self.hidden),
+                c=torch.zeros(self.layers, batch, self.hidden),
+                context=torch.zeros(batch, memory.size(2)),
+                weights=real / memory_lengths.clamp(min=1)[:, None].float(),
+            )
         return state
 
     def step(self, state: dict, prefixes: torch.Tensor):
         if self.kind != "las":
             return self.decoder(prefixes.long(), state["memory"], state["lengths"])[0], state
-        log_probs, h, c, context, weights = self.decoder(prefixes[:, -1].long(), state["h"], state["c"],
-                                                         state["context"], state["weights"], state["memory"],
-                                                         state["lengths"])
+        log_probs, h, c, context, weights = self.decoder(
+            prefixes[:, -1].long(),
+            state["h"],
+            state["c"],
+            state["context"],
+            state["weights"],
+            state["memory"],
+            state["lengths"],
+        )
         return log_probs, {**state, "h": h, "c": c, "context": context, "weights": weights}
 
     def reorder_state(self, state: dict, indices: torch.Tensor) -> dict:
@@ -215,7 +223,6 @@ class ExportedAttention:
 
     def search_modes(self) -> tuple[str, ...]:
         return ("attention", "ctc") if self.ctc_head is not None else ("attention",)
-
 
 
 class _NumpyExtractor:
@@ -265,14 +272,16 @@ def load_export(directory: str | Path, threads: int = 0, verify: bool = True) ->
     banks = _read(directory / "mel_banks.npy", lambda path: np.load(path, allow_pickle=False))
     cmvn = _read(directory / "cmvn.json", _cmvn)
     tokenizer = _read(directory / "tokenizer.json", lambda path: tokenizer_from_dict(json.loads(path.read_text())))
-    extractor = _NumpyExtractor(NumpyFbank(features.sample_rate, features.frame_length_ms, features.frame_shift_ms,
-                                           banks))
+    extractor = _NumpyExtractor(
+        NumpyFbank(features.sample_rate, features.frame_length_ms, features.frame_shift_ms, banks)
+    )
     try:
         model = _graphs(directory, manifest, threads)
     except KeyError as err:
         raise AsrbenchError(f"{manifest_path}: no {err} entry (written by `asrbench export`)") from None
-    return LoadedExport(manifest["model"], features, tokenizer, cmvn, model, extractor, manifest.get("data_dir"),
-                        manifest)
+    return LoadedExport(
+        manifest["model"], features, tokenizer, cmvn, model, extractor, manifest.get("data_dir"), manifest
+    )
 
 
 def _graphs(directory: Path, manifest: dict, threads: int) -> ExportedCTC | ExportedTransducer | ExportedAttention:
@@ -296,15 +305,21 @@ def _read(path: Path, parse):
     except AsrbenchError as err:
         raise AsrbenchError(f"{path}: {err}") from None
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
-        raise AsrbenchError(f"{path}: damaged or not written by `asrbench export` "
-                            f"({type(err).__name__}: {excerpt(err)})") from None
+        raise AsrbenchError(
+            f"{path}: damaged or not written by `asrbench export` ({type(err).__name__}: {excerpt(err)})"
+        ) from None
 
 
 def _frontend_features(path: Path) -> FeatureConfig:
     values = json.loads(path.read_text())
-    return FeatureConfig(kind="fbank", sample_rate=values["sample_rate"], num_mel_bins=values["num_mel_bins"],
-                         frame_length_ms=values["frame_length_ms"], frame_shift_ms=values["frame_shift_ms"],
-                         dtype=values["dtype"])
+    return FeatureConfig(
+        kind="fbank",
+        sample_rate=values["sample_rate"],
+        num_mel_bins=values["num_mel_bins"],
+        frame_length_ms=values["frame_length_ms"],
+        frame_shift_ms=values["frame_shift_ms"],
+        dtype=values["dtype"],
+    )
 
 
 def _cmvn(path: Path) -> GlobalCMVN:

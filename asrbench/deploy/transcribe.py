@@ -58,8 +58,9 @@ def find_audio(inputs: list[str], stdin=None) -> list[Path]:
         if item == "-":
             found.extend(Path(line.strip()) for line in (stdin or sys.stdin) if line.strip())
         elif Path(item).is_dir():
-            found.extend(sorted(path for path in Path(item).rglob("*")
-                                if path.is_file() and path.suffix.lower() in extensions))
+            found.extend(
+                sorted(path for path in Path(item).rglob("*") if path.is_file() and path.suffix.lower() in extensions)
+            )
         else:
             found.append(Path(item))
     return found
@@ -90,8 +91,12 @@ class FileTranscript:
     def to_dict(self) -> dict:
         if self.error is not None:
             return {"path": self.path, "error": self.error}
-        return {"path": self.path, "duration": self.duration, "text": self.text,
-                "segments": [segment.to_dict() for segment in self.segments]}
+        return {
+            "path": self.path,
+            "duration": self.duration,
+            "text": self.text,
+            "segments": [segment.to_dict() for segment in self.segments],
+        }
 
 
 @dataclass
@@ -110,10 +115,19 @@ class Transcriber:
     model: nn.Module | ExportedCTC | ExportedTransducer | ExportedAttention  # a run dir's, or an export's graphs
     extractor: FeatureExtractor | _NumpyExtractor
 
-    def __init__(self, model_dir: str | Path, options: DecodeOptions | None = None, device: str = "auto",
-                 checkpoint: str = "best", explicit: set[str] | None = None, use_tuned: bool = False,
-                 vad: VadOptions | None = None, threads: int = 0, stream: StreamOptions | None = None,
-                 show_partials: bool = False):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        options: DecodeOptions | None = None,
+        device: str = "auto",
+        checkpoint: str = "best",
+        explicit: set[str] | None = None,
+        use_tuned: bool = False,
+        vad: VadOptions | None = None,
+        threads: int = 0,
+        stream: StreamOptions | None = None,
+        show_partials: bool = False,
+    ):
         if threads > 0:
             torch.set_num_threads(threads)
         options = options or DecodeOptions()
@@ -134,8 +148,11 @@ class Transcriber:
             run_dir = rundir.require_run_dir(model_dir)
             options, tuned_from = resolve_options(run_dir, options, explicit or set(), use_tuned)
             loaded = load_model(rundir.checkpoint_path(run_dir, checkpoint))
-            self.model_name, self.features, self.data_dir = (loaded.config.model.name, loaded.config.features,
-                                                             loaded.config.data.dir)
+            self.model_name, self.features, self.data_dir = (
+                loaded.config.model.name,
+                loaded.config.features,
+                loaded.config.data.dir,
+            )
             self.tokenizer, self.cmvn = loaded.tokenizer, loaded.cmvn
             self.device = resolve_device(device)
             self.model = loaded.model.to(self.device).eval()
@@ -163,15 +180,21 @@ class Transcriber:
         assert isinstance(model, nn.Module) and stream is not None  # a run dir's model (exports are refused above)
         if not streaming.streams(model):
             streaming.require_streaming(model, self.model_name)  # names the option when it cannot stream
-            raise AsrbenchError(f"model {self.model_name}: --stream has CTC and transducer searches only; decode "
-                                f"this model with `asrbench decode --chunk-ms` instead")
+            raise AsrbenchError(
+                f"model {self.model_name}: --stream has CTC and transducer searches only; decode "
+                f"this model with `asrbench decode --chunk-ms` instead"
+            )
         chunk = streaming.chunk_frames(model, stream.chunk_ms, self.features.frame_shift_ms)
         self.recognizer = streaming.make_recognizer(model, chunk, stream.left_chunks)
         self.front_end = streaming.StreamingFrontEnd(self.extractor, self.cmvn, self.features.dtype)
 
     def describe(self) -> dict:
-        return {"model": self.model_name, "units": self.tokenizer.kind, "decoder": self.searcher.description,
-                "vad": (self.stream or self.vad).to_dict()}
+        return {
+            "model": self.model_name,
+            "units": self.tokenizer.kind,
+            "decoder": self.searcher.description,
+            "vad": (self.stream or self.vad).to_dict(),
+        }
 
     def _streamed(self, path: Path, duration: float, progress=None) -> list[Segment]:
         """The file streamed chunk by chunk (:func:`asrbench.decoding.streaming.stream_file`), partial
@@ -188,14 +211,21 @@ class Transcriber:
 
         notes: Counter = Counter()
         assert self.stream is not None  # called with --stream only
-        pieces = streaming.stream_file(str(path), duration, self.recognizer, self.front_end, self.stream,
-                                       partial, notes)
+        pieces = streaming.stream_file(
+            str(path), duration, self.recognizer, self.front_end, self.stream, partial, notes
+        )
         self.notes.update(notes.keys())
         segments = []
         for piece in pieces:
-            words = [{"word": word.word, "start": round(piece.start + word.start, 3),
-                      "end": round(piece.start + word.end, 3), "confidence": word.confidence}
-                     for word in word_spans(piece.alignment, self.tokenizer, self.frame_shift)]
+            words = [
+                {
+                    "word": word.word,
+                    "start": round(piece.start + word.start, 3),
+                    "end": round(piece.start + word.end, 3),
+                    "confidence": word.confidence,
+                }
+                for word in word_spans(piece.alignment, self.tokenizer, self.frame_shift)
+            ]
             text = " ".join(self.tokenizer.decode(piece.tokens).split())
             segments.append(Segment(round(piece.start, 3), round(piece.end, 3), text, words))
         return segments
@@ -204,8 +234,9 @@ class Transcriber:
     def _pieces(self, index: int, path: Path, duration: float) -> Iterator[_Piece]:
         notes: Counter = Counter()
         for start, end in detect(str(path), duration, self.vad):
-            waveform = load_audio(str(path), self.sample_rate, start,
-                                  None if (start, end) == (0.0, duration) else end - start, notes)
+            waveform = load_audio(
+                str(path), self.sample_rate, start, None if (start, end) == (0.0, duration) else end - start, notes
+            )
             if waveform.numel() >= self.extractor.size:
                 yield _Piece(index, start, end, waveform)
         self.notes.update(notes.keys())  # once per file
@@ -213,9 +244,10 @@ class Transcriber:
     @torch.inference_mode()
     def _decode(self, pieces: list[_Piece]) -> list[Segment]:
         """One batch of pieces -> their segments (text, words with file times)."""
-        features = [self.cmvn(torch.from_numpy(f.numpy().astype(DTYPES[self.features.dtype])
-                                               .astype(np.float32)))
-                    for f in self.extractor.batch([piece.waveform for piece in pieces])]
+        features = [
+            self.cmvn(torch.from_numpy(f.numpy().astype(DTYPES[self.features.dtype]).astype(np.float32)))
+            for f in self.extractor.batch([piece.waveform for piece in pieces])
+        ]
         lengths = torch.tensor([f.size(0) for f in features], dtype=torch.long)
         padded = torch.nn.utils.rnn.pad_sequence(features, batch_first=True).to(self.device)
         token_ids = self.searcher(padded, lengths.to(self.device))
@@ -224,9 +256,15 @@ class Transcriber:
         for piece, ids, alignment in zip(pieces, token_ids, alignments, strict=True):
             words = []
             if alignment is not None:
-                words = [{"word": word.word, "start": round(piece.start + word.start, 3),
-                          "end": round(piece.start + word.end, 3), "confidence": word.confidence}
-                         for word in word_spans(alignment, self.tokenizer, self.frame_shift)]
+                words = [
+                    {
+                        "word": word.word,
+                        "start": round(piece.start + word.start, 3),
+                        "end": round(piece.start + word.end, 3),
+                        "confidence": word.confidence,
+                    }
+                    for word in word_spans(alignment, self.tokenizer, self.frame_shift)
+                ]
             text = " ".join(self.tokenizer.decode(list(ids)).split())  # no stray spaces at the ends
             segments.append(Segment(piece.start, piece.end, text, words))
         return segments
@@ -248,8 +286,12 @@ class Transcriber:
             task = bar.add_task("transcribing", total=round(total), files=f"0/{len(paths)}")
             done = 0.0
             for index, path in enumerate(paths):
-                transcript = self._file(index, path, durations[index],
-                                        lambda seconds, before=done: bar.update(task, completed=before + seconds))
+                transcript = self._file(
+                    index,
+                    path,
+                    durations[index],
+                    lambda seconds, before=done: bar.update(task, completed=before + seconds),
+                )
                 done += durations[index] or 0.0
                 bar.update(task, completed=done, files=f"{index + 1}/{len(paths)}")
                 yield transcript
@@ -361,8 +403,14 @@ def _subtitle_paths(paths: list[Path], out: Path, fmt: str) -> dict[Path, Path]:
     return where
 
 
-def transcribe_files(transcriber: Transcriber, inputs: list[str], fmt: str = "text", out: Path | None = None,
-                     stdout=None, overwrite: bool = True) -> dict:
+def transcribe_files(
+    transcriber: Transcriber,
+    inputs: list[str],
+    fmt: str = "text",
+    out: Path | None = None,
+    stdout=None,
+    overwrite: bool = True,
+) -> dict:
     """Transcribe ``inputs`` (files, directories, ``-``) and write them in ``fmt``; returns counts.
 
     ``text``/``jsonl`` go to ``out`` (a file) or ``stdout``; a file is written line by line to
@@ -380,8 +428,9 @@ def transcribe_files(transcriber: Transcriber, inputs: list[str], fmt: str = "te
     stdout = stdout or sys.stdout
     subtitles = fmt in ("srt", "vtt")
     if subtitles and out is None and len(paths) > 1:
-        raise AsrbenchError(f"--format {fmt} writes one file per input: name a directory with -o for {len(paths)} "
-                            "files")
+        raise AsrbenchError(
+            f"--format {fmt} writes one file per input: name a directory with -o for {len(paths)} files"
+        )
     if out is not None and not subtitles and out.is_dir():
         raise AsrbenchError(f"-o {out}: is a directory; --format {fmt} writes one file")
     counts = {"files": len(paths), "failed": 0, "audio_seconds": 0.0, "seconds": 0.0, "resumed": 0}
@@ -418,8 +467,11 @@ def transcribe_files(transcriber: Transcriber, inputs: list[str], fmt: str = "te
                 else:
                     fileio.write_text(where[Path(transcript.path)], text)
                 continue
-            line = (json.dumps({**transcript.to_dict(), **transcriber.describe()}) if fmt == "jsonl"
-                    else f"{transcript.path}\t{transcript.text}")
+            line = (
+                json.dumps({**transcript.to_dict(), **transcriber.describe()})
+                if fmt == "jsonl"
+                else f"{transcript.path}\t{transcript.text}"
+            )
             if handle is not None:
                 handle.write(line + "\n")
                 handle.flush()

@@ -88,9 +88,10 @@ def energy_scores(path: str) -> np.ndarray:
             if count:
                 frames = np.lib.stride_tricks.sliding_window_view(samples, size)[::shift][:count]
                 frames = frames - frames.mean(axis=1, keepdims=True)
-                scores.append((10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-10))
-                              .astype(np.float32))
-            carry = samples[count * shift:]
+                scores.append(
+                    (10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-10)).astype(np.float32)
+                )
+            carry = samples[count * shift :]
     return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
 
 
@@ -135,8 +136,8 @@ def silero_scores(path: str) -> np.ndarray:
             samples = torch.cat([carry, samples])
             count = samples.numel() // window
             for k in range(count):
-                scores.append(float(model(samples[k * window:(k + 1) * window][None], 16000)))
-            carry = samples[count * window:]
+                scores.append(float(model(samples[k * window : (k + 1) * window][None], 16000)))
+            carry = samples[count * window :]
     return np.asarray(scores, dtype=np.float32)
 
 
@@ -156,8 +157,9 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
 
 
-def _cut(start: int, end: int, flags: np.ndarray, scores: np.ndarray, longest: int, margin: int
-         ) -> list[tuple[int, int]]:
+def _cut(
+    start: int, end: int, flags: np.ndarray, scores: np.ndarray, longest: int, margin: int
+) -> list[tuple[int, int]]:
     """Split [start, end) until no piece is longer than ``longest`` frames: at its longest pause
     (a run of non-speech frames, away from both ends; the pause itself dropped), or where it has
     none, at its quietest frame."""
@@ -172,12 +174,14 @@ def _cut(start: int, end: int, flags: np.ndarray, scores: np.ndarray, longest: i
         left_end, right_start = low + first, low + last
     else:
         left_end = right_start = low + int(np.argmin(scores[low:high]))
-    return (_cut(start, left_end, flags, scores, longest, margin)
-            + _cut(right_start, end, flags, scores, longest, margin))
+    return _cut(start, left_end, flags, scores, longest, margin) + _cut(
+        right_start, end, flags, scores, longest, margin
+    )
 
 
-def speech_regions(flags: np.ndarray, scores: np.ndarray, frame_seconds: float, options: VadOptions,
-                   duration: float) -> list[tuple[float, float]]:
+def speech_regions(
+    flags: np.ndarray, scores: np.ndarray, frame_seconds: float, options: VadOptions, duration: float
+) -> list[tuple[float, float]]:
     """Smoothed speech regions, (start, end) seconds, in order and not overlapping."""
     frames = lambda seconds: int(round(seconds / frame_seconds))  # noqa: E731
     regions: list[list[int]] = []
@@ -187,9 +191,18 @@ def speech_regions(flags: np.ndarray, scores: np.ndarray, frame_seconds: float, 
         else:
             regions.append([start, end])
     regions = [region for region in regions if region[1] - region[0] >= max(1, frames(options.min_speech))]
-    pieces = [piece for start, end in regions
-              for piece in _cut(start, end, flags, scores, max(1, frames(options.max_segment - 2 * options.pad)),
-                                frames(min(1.0, options.max_segment / 4)))]
+    pieces = [
+        piece
+        for start, end in regions
+        for piece in _cut(
+            start,
+            end,
+            flags,
+            scores,
+            max(1, frames(options.max_segment - 2 * options.pad)),
+            frames(min(1.0, options.max_segment / 4)),
+        )
+    ]
     seconds: list[tuple[float, float]] = []
     for index, (start, end) in enumerate(pieces):
         before = pieces[index - 1][1] if index else None

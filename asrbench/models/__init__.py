@@ -132,9 +132,16 @@ def _compose(encoder: str, head: str) -> None:
         raise TypeError(f"encoder '{encoder}' and head '{head}' both have the options {', '.join(sorted(clash))}")
     class_name = enc.model.__name__ + _camel(spec.suffix)  # CNNTransducer, GRUAed
     config = dataclasses.make_dataclass(f"{class_name}Config", [], bases=(enc.config, spec.options))
-    model = type(class_name, (spec.base,), {
-        "encoder_class": enc.model, "encoder_config": enc.config, "__module__": spec.base.__module__,
-        "__doc__": spec.describe.format(encoder=encoder)})
+    model = type(
+        class_name,
+        (spec.base,),
+        {
+            "encoder_class": enc.model,
+            "encoder_config": enc.config,
+            "__module__": spec.base.__module__,
+            "__doc__": spec.describe.format(encoder=encoder),
+        },
+    )
     register(name, config, model)
 
 
@@ -148,8 +155,9 @@ def register_encoder(name: str, config_class: type, encoder_class: type[nn.Modul
         _compose(name, head)
 
 
-def register_head(name: str, suffix: str, options: type | None, base: type | None, describe: str,
-                  family: Family | None = None) -> None:
+def register_head(
+    name: str, suffix: str, options: type | None, base: type | None, describe: str, family: Family | None = None
+) -> None:
     """Add a head: its options dataclass and the base class composed with each encoder (a class
     taking ``(input_dim, vocab_size, config)`` that builds ``encoder_class`` from ``encoder_config``'s
     fields of the config). A head of a new family passes its :class:`Family`; its searchers go in
@@ -191,11 +199,20 @@ register("conformer_transducer", ConformerTransducerConfig, ConformerTransducer)
 register("lstm_transducer", LSTMTransducerConfig, LSTMTransducer)
 
 register_head("ctc", "", None, None, "")
-register_head("aed", "aed", AEDOptions, ComposedAED,
-              "Attention: {encoder} encoder + Transformer decoder, with an optional CTC branch (hybrid).")
-register_head("transducer", "transducer", TransducerOptions, ComposedTransducer,
-              "Transducer: {encoder} encoder + prediction network (stateless by default) + joiner, optional "
-              "CTC branch.")
+register_head(
+    "aed",
+    "aed",
+    AEDOptions,
+    ComposedAED,
+    "Attention: {encoder} encoder + Transformer decoder, with an optional CTC branch (hybrid).",
+)
+register_head(
+    "transducer",
+    "transducer",
+    TransducerOptions,
+    ComposedTransducer,
+    "Transducer: {encoder} encoder + prediction network (stateless by default) + joiner, optional CTC branch.",
+)
 
 register_encoder("dnn", DNNConfig, DNN)
 register_encoder("cnn", CNNConfig, CNN)
@@ -256,5 +273,7 @@ def count_parameters(model: nn.Module) -> int:
 
 def parameter_counts(options: dict[str, dict], input_dim: int, vocab_size: int) -> dict[str, int]:
     """Every model's parameter count: at ``options[name]`` where given, else at its defaults."""
-    return {name: count_parameters(build_model(name, options.get(name, default_options(name)), input_dim,
-                                               vocab_size)) for name in MODELS}
+    return {
+        name: count_parameters(build_model(name, options.get(name, default_options(name)), input_dim, vocab_size))
+        for name in MODELS
+    }

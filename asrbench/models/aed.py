@@ -27,8 +27,13 @@ class DecoderOptions:
     label_smoothing: float = 0.1
     max_length_ratio: float = 1.0  # decoding stops after this many tokens per encoder frame
 
-    LIMITS: ClassVar[dict] = {"decoder_layers": POSITIVE, "decoder_ff_dim": POSITIVE, "ctc_weight": FRACTION,
-                              "label_smoothing": PROBABILITY, "max_length_ratio": POSITIVE}
+    LIMITS: ClassVar[dict] = {
+        "decoder_layers": POSITIVE,
+        "decoder_ff_dim": POSITIVE,
+        "ctc_weight": FRACTION,
+        "label_smoothing": PROBABILITY,
+        "max_length_ratio": POSITIVE,
+    }
 
 
 @dataclass
@@ -56,9 +61,14 @@ class _EncoderDecoder(TransformerDecoderMixin, AttentionModel):
         self.encoder_dim = encoder.encoder_dim
         self.ctc_head = encoder.head if config.ctc_weight > 0 else None
         del encoder.head  # registered once, as ctc_head
-        self.decoder = TransformerDecoder(vocab_size, d_model or config.d_model, heads or config.num_heads,
-                                          config.decoder_layers, config.decoder_ff_dim,
-                                          getattr(config, "dropout", 0.0))
+        self.decoder = TransformerDecoder(
+            vocab_size,
+            d_model or config.d_model,
+            heads or config.num_heads,
+            config.decoder_layers,
+            config.decoder_ff_dim,
+            getattr(config, "dropout", 0.0),
+        )
 
     def encode(self, features, feature_lengths):
         """(B, T, F), (B,) -> memory (B, T/4, d_model), memory_lengths (B,)."""
@@ -101,6 +111,7 @@ class ComposedAED(_EncoderDecoder):
     def __init__(self, input_dim: int, vocab_size: int, config):
         encoder = self.encoder_class(input_dim, vocab_size, _encoder_options(self.encoder_config, config))
         if encoder.encoder_dim % config.decoder_heads:
-            raise ValueError(f"decoder_heads {config.decoder_heads} must divide the encoder's output width "
-                             f"{encoder.encoder_dim}")
+            raise ValueError(
+                f"decoder_heads {config.decoder_heads} must divide the encoder's output width {encoder.encoder_dim}"
+            )
         super().__init__(encoder, vocab_size, config, d_model=encoder.encoder_dim, heads=config.decoder_heads)

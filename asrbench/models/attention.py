@@ -79,10 +79,12 @@ class AttentionModel(nn.Module):
         """Concatenated targets -> decoder inputs ``<sos> y`` and outputs ``y <eos>``, (B, U+1) each."""
         pieces = targets.split(target_lengths.tolist())
         sos = targets.new_full((1,), self.sos)
-        inputs = nn.utils.rnn.pad_sequence([torch.cat([sos, y]) for y in pieces], batch_first=True,
-                                           padding_value=self.eos)
-        outputs = nn.utils.rnn.pad_sequence([torch.cat([y, sos]) for y in pieces], batch_first=True,
-                                            padding_value=IGNORE)
+        inputs = nn.utils.rnn.pad_sequence(
+            [torch.cat([sos, y]) for y in pieces], batch_first=True, padding_value=self.eos
+        )
+        outputs = nn.utils.rnn.pad_sequence(
+            [torch.cat([y, sos]) for y in pieces], batch_first=True, padding_value=IGNORE
+        )
         return inputs, outputs, target_lengths + 1
 
     def compute_loss(self, features, feature_lengths, targets, target_lengths) -> torch.Tensor:
@@ -93,8 +95,11 @@ class AttentionModel(nn.Module):
         inputs, outputs, lengths = self.teacher_forcing_pairs(targets, target_lengths)
         logits = self.decoder_logits(memory, memory_lengths, inputs, lengths)
         attention = nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)), outputs.reshape(-1), ignore_index=IGNORE,
-            label_smoothing=self.label_smoothing, reduction="sum",
+            logits.float().reshape(-1, logits.size(-1)),
+            outputs.reshape(-1),
+            ignore_index=IGNORE,
+            label_smoothing=self.label_smoothing,
+            reduction="sum",
         ) / memory.size(0)
         if self.ctc_head is None or self.ctc_weight == 0.0:
             return attention
@@ -119,26 +124,33 @@ class TransformerDecoder(nn.Module):
     """Pre-norm Transformer decoder: token embedding + sinusoidal positions, causal self-attention,
     cross-attention over the encoder output. (B, U) tokens, (B, T, D) memory -> (B, U, V) logits."""
 
-    def __init__(self, vocab_size: int, d_model: int, num_heads: int, num_layers: int, ff_dim: int,
-                 dropout: float):
+    def __init__(self, vocab_size: int, d_model: int, num_heads: int, num_layers: int, ff_dim: int, dropout: float):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model)
         self.positions = SinusoidalPositionalEncoding(d_model, dropout)
-        layer = nn.TransformerDecoderLayer(d_model, num_heads, ff_dim, dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerDecoderLayer(
+            d_model, num_heads, ff_dim, dropout, activation="gelu", batch_first=True, norm_first=True
+        )
         self.layers = nn.TransformerDecoder(layer, num_layers)
         self.norm = nn.LayerNorm(d_model)
         self.out = nn.Linear(d_model, vocab_size)
 
-    def forward(self, tokens: torch.Tensor, token_lengths: torch.Tensor | None, memory: torch.Tensor,
-                memory_pad: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, token_lengths: torch.Tensor | None, memory: torch.Tensor, memory_pad: torch.Tensor
+    ) -> torch.Tensor:
         length = tokens.size(1)
         causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=tokens.device), diagonal=1)
         token_pad = None if token_lengths is None else padding_mask(token_lengths, length)
         # tgt_is_causal: the mask is causal by construction, so torch need not compare it with one
         # it builds (a data-dependent check that ONNX export cannot trace).
-        x = self.layers(self.positions(self.embed(tokens)), memory, tgt_mask=causal, tgt_is_causal=True,
-                        tgt_key_padding_mask=token_pad, memory_key_padding_mask=memory_pad)
+        x = self.layers(
+            self.positions(self.embed(tokens)),
+            memory,
+            tgt_mask=causal,
+            tgt_is_causal=True,
+            tgt_key_padding_mask=token_pad,
+            memory_key_padding_mask=memory_pad,
+        )
         return self.out(self.norm(x))
 
 

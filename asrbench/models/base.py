@@ -52,8 +52,9 @@ class ASRModel(Protocol):
 
     head_kind: str  # "ctc" | "attention" | "transducer": the head it decodes through
 
-    def compute_loss(self, features: torch.Tensor, feature_lengths: torch.Tensor, targets: torch.Tensor,
-                     target_lengths: torch.Tensor) -> torch.Tensor:
+    def compute_loss(
+        self, features: torch.Tensor, feature_lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor
+    ) -> torch.Tensor:
         """The training loss of the batch: a scalar, summed over utterances and divided by B."""
         ...
 
@@ -68,8 +69,9 @@ class CTCFamily(ASRModel, Encoder, Protocol):
     """CTC models: ``forward(features, feature_lengths) -> (log_probs (B, T', V), output_lengths (B,))``,
     ``ctc_log_probs`` the same, for beam search."""
 
-    def ctc_log_probs(self, features: torch.Tensor, feature_lengths: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def ctc_log_probs(
+        self, features: torch.Tensor, feature_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @runtime_checkable
@@ -78,8 +80,9 @@ class AttentionFamily(ASRModel, Encoder, Protocol):
     ``init_state`` / ``step`` / ``reorder_state`` beam search drives; ``ctc_head`` is the hybrid
     CTC branch or None."""
 
-    def decoder_logits(self, memory: torch.Tensor, memory_lengths: torch.Tensor, tokens: torch.Tensor,
-                       token_lengths: torch.Tensor) -> torch.Tensor: ...
+    def decoder_logits(
+        self, memory: torch.Tensor, memory_lengths: torch.Tensor, tokens: torch.Tensor, token_lengths: torch.Tensor
+    ) -> torch.Tensor: ...
 
     def init_state(self, memory: torch.Tensor, memory_lengths: torch.Tensor): ...
 
@@ -91,8 +94,9 @@ class AttentionFamily(ASRModel, Encoder, Protocol):
         """Search stops an utterance after this many tokens."""
         ...
 
-    def loss_from_memory(self, memory: torch.Tensor, memory_lengths: torch.Tensor, targets: torch.Tensor,
-                         target_lengths: torch.Tensor) -> torch.Tensor:
+    def loss_from_memory(
+        self, memory: torch.Tensor, memory_lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor
+    ) -> torch.Tensor:
         """``compute_loss`` from the encoder's output (dev scores loss and CER from one encoder pass)."""
         ...
 
@@ -126,8 +130,9 @@ class TransducerFamily(ASRModel, Encoder, Protocol):
         """encoded (B, T', D), targets (B, U) -> the lattice (B, T', U+1, V), for alignment."""
         ...
 
-    def loss_from_encoded(self, encoded: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
-                          target_lengths: torch.Tensor) -> torch.Tensor:
+    def loss_from_encoded(
+        self, encoded: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor
+    ) -> torch.Tensor:
         """``compute_loss`` from the encoder's output (dev scores loss and CER from one encoder pass)."""
         ...
 
@@ -166,6 +171,9 @@ class Family:
         """
         if not issubclass(model_class, self.base):
             return [f"a subclass of {self.base.__name__}"]
-        return [name for name in protocol_members(self.protocol)
-                if name not in ("encoder_dim", "head_kind", "chunk_streaming")
-                and not callable(getattr(model_class, name, None))]
+        return [
+            name
+            for name in protocol_members(self.protocol)
+            if name not in ("encoder_dim", "head_kind", "chunk_streaming")
+            and not callable(getattr(model_class, name, None))
+        ]

@@ -66,20 +66,21 @@ def attend_cached(attention: nn.MultiheadAttention, x: torch.Tensor, state: Chun
         k, v = k[:, :, -visible:], v[:, :, -visible:]
     # What the next chunk may see of these: everything, or its left_chunks chunks.
     kept = k.size(2) if state.left_chunks < 0 else min(k.size(2), state.left_chunks * state.chunk)
-    keep(state.keys, index, k[:, :, k.size(2) - kept:])
-    keep(state.values, index, v[:, :, v.size(2) - kept:])
+    keep(state.keys, index, k[:, :, k.size(2) - kept :])
+    keep(state.values, index, v[:, :, v.size(2) - kept :])
     out = nn.functional.scaled_dot_product_attention(q, k, v)  # (B, H, T, D/H)
     return attention.out_proj(out.permute(2, 0, 1, 3).reshape(time, batch, width))
 
 
-def causal_convolve(conv: nn.Conv1d, x: torch.Tensor, cache: torch.Tensor | None,
-                    context: int, right: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def causal_convolve(
+    conv: nn.Conv1d, x: torch.Tensor, cache: torch.Tensor | None, context: int, right: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A convolution (built with padding 0) over (B, C, T) with ``context`` frames of left context:
     the cached last inputs of the chunk before, or zeros at a stream's start; and ``right`` zeros
     after the chunk. -> (out, new cache)."""
     left = cache if cache is not None else x.new_zeros(x.size(0), x.size(1), context)
     joined = torch.cat([left, x], dim=2)
-    return conv(nn.functional.pad(joined, (0, right))), joined[:, :, joined.size(2) - context:]
+    return conv(nn.functional.pad(joined, (0, right))), joined[:, :, joined.size(2) - context :]
 
 
 def chunk_convolve(conv: nn.Conv1d, x: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -99,8 +100,9 @@ def chunk_convolve(conv: nn.Conv1d, x: torch.Tensor, chunk: int) -> torch.Tensor
     return out[:, :, :length]
 
 
-def chunk_convolve_cached(conv: nn.Conv1d, x: torch.Tensor, cache: torch.Tensor | None
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+def chunk_convolve_cached(
+    conv: nn.Conv1d, x: torch.Tensor, cache: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`chunk_convolve` for one chunk (B, C, t) after the chunks whose last ``kernel // 2``
     inputs are ``cache`` (zeros at a stream's start): -> (out, new cache)."""
     half = conv.kernel_size[0] // 2

@@ -29,8 +29,13 @@ class CNNConfig:
     dropout: float = 0.1
     causal: bool = False  # convolutions over past frames only: the encoder streams
 
-    LIMITS: ClassVar[dict] = {"subsample_channels": POSITIVE, "channels": POSITIVE, "kernel_size": ODD,
-                              "num_blocks": POSITIVE, "dropout": PROBABILITY}
+    LIMITS: ClassVar[dict] = {
+        "subsample_channels": POSITIVE,
+        "channels": POSITIVE,
+        "kernel_size": ODD,
+        "num_blocks": POSITIVE,
+        "dropout": PROBABILITY,
+    }
 
 
 class SeparableBlock(nn.Module):
@@ -50,10 +55,11 @@ class SeparableBlock(nn.Module):
             return self.depthwise(x), None
         left = cache if cache is not None else x.new_zeros(x.size(0), x.size(1), self.context)
         joined = torch.cat([left, x], dim=2)
-        return self.depthwise(joined), joined[:, :, joined.size(2) - self.context:]
+        return self.depthwise(joined), joined[:, :, joined.size(2) - self.context :]
 
-    def forward(self, x: torch.Tensor, pad: torch.Tensor | None,
-                cache: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, pad: torch.Tensor | None, cache: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> (output, with ``causal`` the last kernel - 1 inputs for the next chunk, else None)."""
         y, cache = self._depthwise(x if pad is None else x.masked_fill(pad.unsqueeze(1), 0.0), cache)
         y = self.norm(self.pointwise(y), None if pad is None else pad.unsqueeze(1))
@@ -107,6 +113,6 @@ class CNN(ChunkIndependent, CTCModel):
         x = x.transpose(1, 2)
         for index, block in enumerate(self.blocks):
             x, cache = block(x, None, state.caches[index] if index < len(state.caches) else None)
-            state.caches[index:index + 1] = [cache]
+            state.caches[index : index + 1] = [cache]
         state.offset += x.size(2)
         return x.transpose(1, 2), state

@@ -100,14 +100,41 @@ class FastMultiheadAttention(nn.MultiheadAttention):
     dropout, weighted sum, output projection); everything else is ``nn.MultiheadAttention``.
     """
 
-    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
-                average_attn_weights=True, is_causal=False):
-        manual = (self.training and self.dropout > 0.0 and query.device.type == "cpu" and not need_weights
-                  and query is key and key is value and self._qkv_same_embed_dim and self.in_proj_bias is not None
-                  and self.bias_k is None and not self.add_zero_attn and not is_causal)
+    def forward(
+        self,
+        query,
+        key,
+        value,
+        key_padding_mask=None,
+        need_weights=True,
+        attn_mask=None,
+        average_attn_weights=True,
+        is_causal=False,
+    ):
+        manual = (
+            self.training
+            and self.dropout > 0.0
+            and query.device.type == "cpu"
+            and not need_weights
+            and query is key
+            and key is value
+            and self._qkv_same_embed_dim
+            and self.in_proj_bias is not None
+            and self.bias_k is None
+            and not self.add_zero_attn
+            and not is_causal
+        )
         if not manual:
-            return super().forward(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
-                                   attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=is_causal)
+            return super().forward(
+                query,
+                key,
+                value,
+                key_padding_mask=key_padding_mask,
+                need_weights=need_weights,
+                attn_mask=attn_mask,
+                average_attn_weights=average_attn_weights,
+                is_causal=is_causal,
+            )
         x = query if self.batch_first else query.transpose(0, 1)  # (B, T, E)
         batch, time, width = x.shape
         heads = self.num_heads
@@ -219,9 +246,10 @@ class SinusoidalPositionalEncoding(nn.Module):
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """x (B, T, d_model) at positions offset .. offset + T - 1 (a chunk of a stream: offset > 0)."""
         if offset + x.size(1) > self.table.size(0):
-            raise ValueError(f"sequence of {offset + x.size(1)} frames exceeds the positional table "
-                             f"({self.table.size(0)})")
-        return self.dropout(x * self.scale + self.table[offset: offset + x.size(1)])
+            raise ValueError(
+                f"sequence of {offset + x.size(1)} frames exceeds the positional table ({self.table.size(0)})"
+            )
+        return self.dropout(x * self.scale + self.table[offset : offset + x.size(1)])
 
 
 class MaskedBatchNorm1d(nn.BatchNorm1d):

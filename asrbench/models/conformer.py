@@ -65,9 +65,16 @@ class ConformerConfig:
     conv_context: str = "causal"
 
     LIMITS: ClassVar[dict] = {
-        "d_model": D_MODEL, "num_heads": POSITIVE, "num_layers": POSITIVE, "ff_dim": POSITIVE, "kernel_size": ODD,
-        "dropout": PROBABILITY, "subsample_channels": POSITIVE, "max_train_chunk": POSITIVE,
-        "train_left_chunks": ALL_OR_COUNT, "conv_context": choices("causal", "chunk"),
+        "d_model": D_MODEL,
+        "num_heads": POSITIVE,
+        "num_layers": POSITIVE,
+        "ff_dim": POSITIVE,
+        "kernel_size": ODD,
+        "dropout": PROBABILITY,
+        "subsample_channels": POSITIVE,
+        "max_train_chunk": POSITIVE,
+        "train_left_chunks": ALL_OR_COUNT,
+        "conv_context": choices("causal", "chunk"),
     }
 
 
@@ -101,9 +108,15 @@ class Conformer(ChunkedAttention, CTCModel):
 
     # -- one Conformer block -------------------------------------------------------------------
     # ``layer``: a torchaudio ConformerLayer; torchaudio ships no type information, so it is Any to mypy.
-    def _convolve(self, layer: Any, x: torch.Tensor, pad: torch.Tensor | None,
-                  cache: torch.Tensor | None = None, chunk: int = 0, streamed: bool = False
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _convolve(
+        self,
+        layer: Any,
+        x: torch.Tensor,
+        pad: torch.Tensor | None,
+        cache: torch.Tensor | None = None,
+        chunk: int = 0,
+        streamed: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The convolution module with its residual: (T, B, D) -> (T, B, D), and in streaming mode
         the last depthwise inputs (B, D, kernel - 1 or kernel // 2) for the next chunk. ``chunk``:
         the pass's chunk (chunked convolution); ``streamed``: x is one chunk after ``cache``."""
@@ -126,14 +139,16 @@ class Conformer(ChunkedAttention, CTCModel):
         y = conv[6](conv[5](conv[4](y)))
         return x + y.permute(2, 0, 1), new_cache
 
-    def _block(self, layer: Any, x: torch.Tensor, pad: torch.Tensor | None,
-               attention_mask: torch.Tensor | None, chunk: int = 0) -> torch.Tensor:
+    def _block(
+        self, layer: Any, x: torch.Tensor, pad: torch.Tensor | None, attention_mask: torch.Tensor | None, chunk: int = 0
+    ) -> torch.Tensor:
         """torchaudio's ConformerLayer.forward (convolution after attention), with the attention
         mask and the padding-aware convolution. x: (T, B, D)."""
         x = x + 0.5 * layer.ffn1(x)
         normed = layer.self_attn_layer_norm(x)
-        attended, _ = layer.self_attn(normed, normed, normed, key_padding_mask=pad, attn_mask=attention_mask,
-                                      need_weights=False)
+        attended, _ = layer.self_attn(
+            normed, normed, normed, key_padding_mask=pad, attn_mask=attention_mask, need_weights=False
+        )
         x = x + layer.self_attn_dropout(attended)
         x, _ = self._convolve(layer, x, pad, chunk=chunk)
         x = x + 0.5 * layer.ffn2(x)
@@ -164,10 +179,10 @@ class Conformer(ChunkedAttention, CTCModel):
         for index, layer in enumerate(self.encoder.conformer_layers):
             x = x + 0.5 * layer.ffn1(x)
             x = x + attend_cached(layer.self_attn, layer.self_attn_layer_norm(x), state, index)
-            x, cache = self._convolve(layer, x, None, state.convolution[index] if index < len(state.convolution)
-                                      else None, streamed=True)
+            x, cache = self._convolve(
+                layer, x, None, state.convolution[index] if index < len(state.convolution) else None, streamed=True
+            )
             keep(state.convolution, index, cache)
             x = layer.final_layer_norm(x + 0.5 * layer.ffn2(x))
         state.offset += x.size(0)
         return x.transpose(0, 1), state
-

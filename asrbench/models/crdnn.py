@@ -27,9 +27,15 @@ class CRDNNConfig:
     dnn_layers: int = 1
     dropout: float = 0.1
 
-    LIMITS: ClassVar[dict] = {"conv_channels": POSITIVE, "rnn_type": choices("gru", "lstm"), "rnn_hidden": POSITIVE,
-                              "rnn_layers": POSITIVE, "dnn_hidden": POSITIVE, "dnn_layers": NON_NEGATIVE,
-                              "dropout": PROBABILITY}
+    LIMITS: ClassVar[dict] = {
+        "conv_channels": POSITIVE,
+        "rnn_type": choices("gru", "lstm"),
+        "rnn_hidden": POSITIVE,
+        "rnn_layers": POSITIVE,
+        "dnn_hidden": POSITIVE,
+        "dnn_layers": NON_NEGATIVE,
+        "dropout": PROBABILITY,
+    }
 
 
 class CRDNN(CTCModel):

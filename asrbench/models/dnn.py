@@ -26,8 +26,13 @@ class DNNConfig:
     num_layers: int = 4
     dropout: float = 0.1
 
-    LIMITS: ClassVar[dict] = {"context": NON_NEGATIVE, "stride": POSITIVE, "hidden_size": POSITIVE,
-                              "num_layers": POSITIVE, "dropout": PROBABILITY}
+    LIMITS: ClassVar[dict] = {
+        "context": NON_NEGATIVE,
+        "stride": POSITIVE,
+        "hidden_size": POSITIVE,
+        "num_layers": POSITIVE,
+        "dropout": PROBABILITY,
+    }
 
 
 class DNN(CTCModel):

@@ -38,10 +38,19 @@ class LASConfig:
     max_length_ratio: float = 1.0
 
     LIMITS: ClassVar[dict] = {
-        "subsample_channels": POSITIVE, "encoder_hidden": POSITIVE, "encoder_layers": POSITIVE,
-        "decoder_hidden": POSITIVE, "decoder_layers": POSITIVE, "embed_dim": POSITIVE, "attention_dim": POSITIVE,
-        "location_channels": POSITIVE, "location_kernel": ODD, "dropout": PROBABILITY, "ctc_weight": FRACTION,
-        "label_smoothing": PROBABILITY, "max_length_ratio": POSITIVE,
+        "subsample_channels": POSITIVE,
+        "encoder_hidden": POSITIVE,
+        "encoder_layers": POSITIVE,
+        "decoder_hidden": POSITIVE,
+        "decoder_layers": POSITIVE,
+        "embed_dim": POSITIVE,
+        "attention_dim": POSITIVE,
+        "location_channels": POSITIVE,
+        "location_kernel": ODD,
+        "dropout": PROBABILITY,
+        "ctc_weight": FRACTION,
+        "label_smoothing": PROBABILITY,
+        "max_length_ratio": POSITIVE,
     }
 
 
@@ -68,10 +77,17 @@ class LAS(AttentionModel):
 
     def __init__(self, input_dim: int, vocab_size: int, config: LASConfig):
         super().__init__(vocab_size, config.ctc_weight, config.label_smoothing, config.max_length_ratio)
-        self.encoder = LSTM(input_dim, vocab_size, RNNConfig(
-            subsample_channels=config.subsample_channels, hidden_size=config.encoder_hidden,
-            num_layers=config.encoder_layers, dropout=config.dropout, bidirectional=True,
-        ))
+        self.encoder = LSTM(
+            input_dim,
+            vocab_size,
+            RNNConfig(
+                subsample_channels=config.subsample_channels,
+                hidden_size=config.encoder_hidden,
+                num_layers=config.encoder_layers,
+                dropout=config.dropout,
+                bidirectional=True,
+            ),
+        )
         self.ctc_head = self.encoder.head if config.ctc_weight > 0 else None
         del self.encoder.head
         memory_dim = self.encoder_dim = self.encoder.encoder_dim
@@ -80,11 +96,15 @@ class LAS(AttentionModel):
             nn.LSTMCell(config.embed_dim + memory_dim if i == 0 else config.decoder_hidden, config.decoder_hidden)
             for i in range(config.decoder_layers)
         )
-        self.attention = LocationAwareAttention(memory_dim, config.decoder_hidden, config.attention_dim,
-                                                config.location_channels, config.location_kernel)
+        self.attention = LocationAwareAttention(
+            memory_dim, config.decoder_hidden, config.attention_dim, config.location_channels, config.location_kernel
+        )
         self.dropout = nn.Dropout(config.dropout)
-        self.output = nn.Sequential(nn.Linear(config.decoder_hidden + memory_dim, config.decoder_hidden), nn.Tanh(),
-                                    nn.Linear(config.decoder_hidden, vocab_size))
+        self.output = nn.Sequential(
+            nn.Linear(config.decoder_hidden + memory_dim, config.decoder_hidden),
+            nn.Tanh(),
+            nn.Linear(config.decoder_hidden, vocab_size),
+        )
 
     def encode(self, features, feature_lengths):
         """(B, T, F), (B,) -> memory (B, T/4, 2 * encoder_hidden), memory_lengths (B,)."""
@@ -97,9 +117,13 @@ class LAS(AttentionModel):
         # Uniform attention over the real frames to start, as the location features expect weights.
         weights = (~memory_pad).to(memory.dtype) / memory_lengths.clamp(min=1).unsqueeze(1).to(memory.dtype)
         return {
-            "memory": memory, "keys": self.attention.memory_proj(memory), "pad": memory_pad,
-            "h": [zeros] * len(self.cells), "c": [zeros] * len(self.cells),
-            "context": memory.new_zeros(batch, memory.size(2)), "weights": weights,
+            "memory": memory,
+            "keys": self.attention.memory_proj(memory),
+            "pad": memory_pad,
+            "h": [zeros] * len(self.cells),
+            "c": [zeros] * len(self.cells),
+            "context": memory.new_zeros(batch, memory.size(2)),
+            "weights": weights,
         }
 
     def _advance(self, state: dict, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:

@@ -31,8 +31,13 @@ class RNNConfig:
     # the usual choice (Gers et al. 2000; Jozefowicz et al. 2015): cells keep their state early on.
     forget_bias: float | None = None
 
-    LIMITS: ClassVar[dict] = {"subsample_channels": POSITIVE, "hidden_size": POSITIVE, "num_layers": POSITIVE,
-                              "dropout": PROBABILITY, "forget_bias": FINITE}
+    LIMITS: ClassVar[dict] = {
+        "subsample_channels": POSITIVE,
+        "hidden_size": POSITIVE,
+        "num_layers": POSITIVE,
+        "dropout": PROBABILITY,
+        "forget_bias": FINITE,
+    }
 
 
 @dataclass

@@ -52,8 +52,9 @@ def rnnt_loss(
     return losses.sum() if reduction == "sum" else losses.mean()
 
 
-def joint_memory_bytes(batch_size: int, frames: int, target_length: int, vocab_size: int,
-                       dtype: torch.dtype = torch.float32) -> int:
+def joint_memory_bytes(
+    batch_size: int, frames: int, target_length: int, vocab_size: int, dtype: torch.dtype = torch.float32
+) -> int:
     """Bytes of one (B, T, U+1, V) joiner tensor; training holds about three of them (logits,
     log-probs, their gradient), which is what limits the batch size of a transducer, not the loss."""
     element = torch.empty((), dtype=dtype).element_size()
@@ -62,16 +63,18 @@ def joint_memory_bytes(batch_size: int, frames: int, target_length: int, vocab_s
 
 def _check_inputs(log_probs, targets, logit_lengths, target_lengths, blank: int) -> None:
     if log_probs.dim() != 4 or not log_probs.is_floating_point():
-        raise ValueError(f"log_probs must be a float (B, T, U+1, V) tensor, not {tuple(log_probs.shape)} "
-                         f"{log_probs.dtype}")
+        raise ValueError(
+            f"log_probs must be a float (B, T, U+1, V) tensor, not {tuple(log_probs.shape)} {log_probs.dtype}"
+        )
     batch, frames, positions, vocab = log_probs.shape
     if targets.shape != (batch, positions - 1) or targets.is_floating_point():
-        raise ValueError(f"targets must be an integer (B, U) = ({batch}, {positions - 1}) tensor, "
-                         f"not {tuple(targets.shape)} {targets.dtype}")
+        raise ValueError(
+            f"targets must be an integer (B, U) = ({batch}, {positions - 1}) tensor, "
+            f"not {tuple(targets.shape)} {targets.dtype}"
+        )
     for name, lengths in (("logit_lengths", logit_lengths), ("target_lengths", target_lengths)):
         if lengths.shape != (batch,) or lengths.is_floating_point():
-            raise ValueError(f"{name} must be an integer ({batch},) tensor, not {tuple(lengths.shape)} "
-                             f"{lengths.dtype}")
+            raise ValueError(f"{name} must be an integer ({batch},) tensor, not {tuple(lengths.shape)} {lengths.dtype}")
     if not 0 <= blank < vocab:
         raise ValueError(f"blank must be in [0, {vocab}), not {blank}")
     if batch == 0:
@@ -105,8 +108,9 @@ class _RNNTLoss(torch.autograd.Function):
         target_lengths = target_lengths.to(device=device, dtype=torch.long)
         # Padded target positions may hold anything (-1, V): point them at the blank, then mask.
         label_positions = torch.arange(positions - 1, device=device)
-        labels = torch.where(label_positions < target_lengths[:, None], targets.to(device=device, dtype=torch.long),
-                             blank)
+        labels = torch.where(
+            label_positions < target_lengths[:, None], targets.to(device=device, dtype=torch.long), blank
+        )
 
         blank_lp, label_lp = _gather_emissions(log_probs.detach().to(compute_dtype), labels, blank)
         blank_lp, label_lp = _mask_padding(blank_lp, label_lp, logit_lengths, target_lengths)
@@ -157,8 +161,11 @@ class _RNNTLoss(torch.autograd.Function):
 
         grad = torch.zeros(ctx.input_shape, dtype=alpha.dtype, device=device)
         grad[..., ctx.blank] = _unskew(grad_blank, frames)
-        grad[:, :, :-1].scatter_add_(3, labels[:, None, :, None].expand(batch, frames, positions - 1, 1),
-                                     _unskew(grad_label, frames)[:, :, :-1, None])
+        grad[:, :, :-1].scatter_add_(
+            3,
+            labels[:, None, :, None].expand(batch, frames, positions - 1, 1),
+            _unskew(grad_label, frames)[:, :, :-1, None],
+        )
         return grad.to(ctx.input_dtype), None, None, None, None
 
 

@@ -63,9 +63,14 @@ class TransducerOptions:
     fused_batch_size: int = 0
 
     LIMITS: ClassVar[dict] = {
-        "predictor": choices(*PREDICTORS), "predictor_dim": POSITIVE, "predictor_layers": POSITIVE,
-        "context_size": POSITIVE, "joiner_dim": POSITIVE, "ctc_weight": PROBABILITY,
-        "max_symbols_per_frame": POSITIVE, "fused_batch_size": NON_NEGATIVE,
+        "predictor": choices(*PREDICTORS),
+        "predictor_dim": POSITIVE,
+        "predictor_layers": POSITIVE,
+        "context_size": POSITIVE,
+        "joiner_dim": POSITIVE,
+        "ctc_weight": PROBABILITY,
+        "max_symbols_per_frame": POSITIVE,
+        "fused_batch_size": NON_NEGATIVE,
     }
 
 
@@ -79,7 +84,7 @@ class StatelessPredictor(nn.Module):
         super().__init__()
         self.context_size = context_size
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=BLANK)  # the blank context is zero
-        self.conv = (nn.Conv1d(dim, dim, context_size, groups=dim, bias=False) if context_size > 1 else None)
+        self.conv = nn.Conv1d(dim, dim, context_size, groups=dim, bias=False) if context_size > 1 else None
 
     def _convolve(self, embedded: torch.Tensor) -> torch.Tensor:
         """(N, L + context_size - 1, E) -> (N, L, E)."""
@@ -119,8 +124,9 @@ class LSTMPredictor(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=BLANK)
         self.dropout = nn.Dropout(dropout)
-        self.lstm = nn.LSTM(dim, dim, num_layers=num_layers, batch_first=True,
-                            dropout=dropout if num_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            dim, dim, num_layers=num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
+        )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: tokens (B, U+1) -> (B, U+1, dim); causal, so padding after an
@@ -262,10 +268,16 @@ class TransducerModel(nn.Module):
         for start in range(0, encoded.size(0), size):
             part = slice(start, start + size)
             frames, labels = int(lengths[part].max()), int(target_lengths[part].max())
-            inputs = (encoded[part, :frames], predicted[part, :labels + 1], padded[part, :labels], lengths[part],
-                      target_lengths[part])
-            total = total + (checkpoint(self._joint_loss, *inputs, use_reentrant=False) if training
-                             else self._joint_loss(*inputs))
+            inputs = (
+                encoded[part, :frames],
+                predicted[part, : labels + 1],
+                padded[part, :labels],
+                lengths[part],
+                target_lengths[part],
+            )
+            total = total + (
+                checkpoint(self._joint_loss, *inputs, use_reentrant=False) if training else self._joint_loss(*inputs)
+            )
         return total
 
     def compute_loss(self, features, feature_lengths, targets, target_lengths) -> torch.Tensor:
@@ -274,8 +286,9 @@ class TransducerModel(nn.Module):
 
     def loss_from_encoded(self, encoded, lengths, targets, target_lengths) -> torch.Tensor:
         """``compute_loss`` after the encoder."""
-        padded = nn.utils.rnn.pad_sequence(list(targets.split(target_lengths.tolist())), batch_first=True,
-                                           padding_value=BLANK)
+        padded = nn.utils.rnn.pad_sequence(
+            list(targets.split(target_lengths.tolist())), batch_first=True, padding_value=BLANK
+        )
         rnnt = self._rnnt(encoded, lengths, padded, target_lengths) / encoded.size(0)
         if self.ctc_head is None:
             return rnnt

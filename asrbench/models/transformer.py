@@ -38,9 +38,16 @@ class TransformerConfig:
     train_left_chunks: int = -1  # streaming: left chunks seen in training; -1 = all
 
     LIMITS: ClassVar[dict] = {
-        "d_model": D_MODEL, "num_heads": POSITIVE, "num_layers": POSITIVE, "ff_dim": POSITIVE, "dropout": PROBABILITY,
-        "subsample_channels": POSITIVE, "positional": choices("sinusoidal", "conv", "none"),
-        "conv_positional_kernel": POSITIVE, "attention_window": NON_NEGATIVE, "max_train_chunk": POSITIVE,
+        "d_model": D_MODEL,
+        "num_heads": POSITIVE,
+        "num_layers": POSITIVE,
+        "ff_dim": POSITIVE,
+        "dropout": PROBABILITY,
+        "subsample_channels": POSITIVE,
+        "positional": choices("sinusoidal", "conv", "none"),
+        "conv_positional_kernel": POSITIVE,
+        "attention_window": NON_NEGATIVE,
+        "max_train_chunk": POSITIVE,
         "train_left_chunks": ALL_OR_COUNT,
     }
 
@@ -66,8 +73,13 @@ class Transformer(ChunkedAttention, CTCModel):
             # Streaming: causal, the kernel - 1 frames before from causal_convolve's left context.
             kernel = config.conv_positional_kernel | 1
             self.conv_positions = nn.Sequential(
-                nn.Conv1d(config.d_model, config.d_model, kernel, padding=0 if self.streaming else kernel // 2,
-                          groups=config.d_model),
+                nn.Conv1d(
+                    config.d_model,
+                    config.d_model,
+                    kernel,
+                    padding=0 if self.streaming else kernel // 2,
+                    groups=config.d_model,
+                ),
                 nn.GELU(),
             )
         layer = nn.TransformerEncoderLayer(
@@ -123,11 +135,15 @@ class Transformer(ChunkedAttention, CTCModel):
             term, cache = self._conv_positions(x.transpose(1, 2), state.convolution[0] if state.convolution else None)
             state.convolution[:1] = [cache]
             x = x + term.transpose(1, 2)
-        x = (self.positions(x, offset=state.offset) if isinstance(self.positions, SinusoidalPositionalEncoding)
-             else self.positions(x))
+        x = (
+            self.positions(x, offset=state.offset)
+            if isinstance(self.positions, SinusoidalPositionalEncoding)
+            else self.positions(x)
+        )
         for index, layer in enumerate(self.encoder.layers):  # pre-norm layers: norm_first=True
-            x = x + layer.dropout1(attend_cached(layer.self_attn, layer.norm1(x).transpose(0, 1), state,
-                                                 index).transpose(0, 1))
+            x = x + layer.dropout1(
+                attend_cached(layer.self_attn, layer.norm1(x).transpose(0, 1), state, index).transpose(0, 1)
+            )
             x = x + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm2(x))))))
         state.offset += x.size(1)
         return self.norm(x), state

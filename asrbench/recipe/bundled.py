@@ -76,6 +76,7 @@ def summaries() -> list[RecipeSummary]:
         text = path.read_text(encoding="utf-8")
         values = yaml.safe_load(text) or {}
         data = values.get("data") or {}
-        rows.append(RecipeSummary(name, str(data.get("corpus") or ""), list(values.get("models") or {}),
-                                  _description(text)))
+        rows.append(
+            RecipeSummary(name, str(data.get("corpus") or ""), list(values.get("models") or {}), _description(text))
+        )
     return rows

@@ -64,8 +64,11 @@ class DataConfig:
     train_fraction: float = 1.0
     subset_seed: int = 0
 
-    LIMITS: ClassVar[dict] = {"max_duration": POSITIVE, "train_fraction": Limit(low=0, high=1, low_open=True),
-                              "subset_seed": NON_NEGATIVE}
+    LIMITS: ClassVar[dict] = {
+        "max_duration": POSITIVE,
+        "train_fraction": Limit(low=0, high=1, low_open=True),
+        "subset_seed": NON_NEGATIVE,
+    }
 
 
 @dataclass
@@ -84,8 +87,13 @@ class FeatureConfig:
     cache: bool = True
 
     LIMITS: ClassVar[dict] = {
-        "kind": choices("fbank", "mfcc"), "dtype": choices("float16", "float32"), "sample_rate": POSITIVE,
-        "num_mel_bins": POSITIVE, "num_ceps": POSITIVE, "frame_length_ms": POSITIVE, "frame_shift_ms": POSITIVE,
+        "kind": choices("fbank", "mfcc"),
+        "dtype": choices("float16", "float32"),
+        "sample_rate": POSITIVE,
+        "num_mel_bins": POSITIVE,
+        "num_ceps": POSITIVE,
+        "frame_length_ms": POSITIVE,
+        "frame_shift_ms": POSITIVE,
     }
 
     def dim(self) -> int:
@@ -109,8 +117,14 @@ class AugmentConfig:
     noise_snr: list = field(default_factory=lambda: [0.0, 20.0])
     noise_prob: float = 0.5
 
-    LIMITS: ClassVar[dict] = {"freq_masks": NON_NEGATIVE, "freq_mask_width": NON_NEGATIVE, "time_masks": NON_NEGATIVE,
-                              "time_mask_width": NON_NEGATIVE, "time_mask_ratio": FRACTION, "noise_prob": FRACTION}
+    LIMITS: ClassVar[dict] = {
+        "freq_masks": NON_NEGATIVE,
+        "freq_mask_width": NON_NEGATIVE,
+        "time_masks": NON_NEGATIVE,
+        "time_mask_width": NON_NEGATIVE,
+        "time_mask_ratio": FRACTION,
+        "noise_prob": FRACTION,
+    }
 
 
 @dataclass
@@ -182,15 +196,31 @@ class TrainConfig:
 
     # The values each field takes (asrbench.recipe.schema.Limit); resolve() checks them all.
     LIMITS: ClassVar[dict] = {
-        "epochs": POSITIVE, "batch_frames": POSITIVE, "max_batch_size": POSITIVE, "lr": POSITIVE,
-        "weight_decay": NON_NEGATIVE, "warmup_steps": NON_NEGATIVE, "schedule": choices("cosine", "constant"),
-        "final_lr_ratio": FRACTION, "grad_clip": NON_NEGATIVE, "patience": NON_NEGATIVE, "average_best": POSITIVE,
-        "max_minutes": NON_NEGATIVE, "budget_clock": choices("auto", "compute", "wall"),
-        "schedule_steps": NON_NEGATIVE, "checkpoint_minutes": NON_NEGATIVE, "max_nonfinite_batches": POSITIVE,
-        "max_steps": NON_NEGATIVE, "grad_accum": POSITIVE, "data_workers": Limit(low=0, special=((-1, "auto"),)),
-        "seed": NON_NEGATIVE, "device": choices("auto", "cpu", "cuda"),
-        "precision": choices("fp32", "bf16", "fp16", "amp"), "num_threads": NON_NEGATIVE,
-        "eval_batch_frames": POSITIVE, "tensorboard_every_steps": NON_NEGATIVE,
+        "epochs": POSITIVE,
+        "batch_frames": POSITIVE,
+        "max_batch_size": POSITIVE,
+        "lr": POSITIVE,
+        "weight_decay": NON_NEGATIVE,
+        "warmup_steps": NON_NEGATIVE,
+        "schedule": choices("cosine", "constant"),
+        "final_lr_ratio": FRACTION,
+        "grad_clip": NON_NEGATIVE,
+        "patience": NON_NEGATIVE,
+        "average_best": POSITIVE,
+        "max_minutes": NON_NEGATIVE,
+        "budget_clock": choices("auto", "compute", "wall"),
+        "schedule_steps": NON_NEGATIVE,
+        "checkpoint_minutes": NON_NEGATIVE,
+        "max_nonfinite_batches": POSITIVE,
+        "max_steps": NON_NEGATIVE,
+        "grad_accum": POSITIVE,
+        "data_workers": Limit(low=0, special=((-1, "auto"),)),
+        "seed": NON_NEGATIVE,
+        "device": choices("auto", "cpu", "cuda"),
+        "precision": choices("fp32", "bf16", "fp16", "amp"),
+        "num_threads": NON_NEGATIVE,
+        "eval_batch_frames": POSITIVE,
+        "tensorboard_every_steps": NON_NEGATIVE,
     }
 
 
@@ -236,8 +266,10 @@ SECTIONS = {
 # Shared sections a model's recipe entry may override (features stay shared: one cache per corpus).
 MODEL_SECTIONS = ("train", "augment")
 
-def _validate(config: RunConfig, where: str, overridden: dict[tuple[str, str], str] | None = None,
-              model_label: str = "model") -> None:
+
+def _validate(
+    config: RunConfig, where: str, overridden: dict[tuple[str, str], str] | None = None, model_label: str = "model"
+) -> None:
     """Value checks; an error names the ``--set`` argument when the value came from one.
     ``model_label``: what the model's options are called where they came from (``models.cnn`` in a recipe)."""
     overridden = overridden or {}
@@ -253,38 +285,55 @@ def _validate(config: RunConfig, where: str, overridden: dict[tuple[str, str], s
     _dry_build(config, ", ".join(given) or where)
     features = config.features
     if features.kind == "mfcc" and features.num_ceps > max(features.num_mel_bins, MFCC_MIN_MEL_BINS):
-        raise AsrbenchError(f"{at('features', 'num_ceps')}: features.num_ceps must be at most the "
-                            f"{max(features.num_mel_bins, MFCC_MIN_MEL_BINS)} mel bins mfcc uses, "
-                            f"got {features.num_ceps}")
+        raise AsrbenchError(
+            f"{at('features', 'num_ceps')}: features.num_ceps must be at most the "
+            f"{max(features.num_mel_bins, MFCC_MIN_MEL_BINS)} mel bins mfcc uses, "
+            f"got {features.num_ceps}"
+        )
     # The tokenizer registry (a later stage), read at call time: a registered tokenizer counts at once.
     from asrbench.data.tokenizer import TOKENIZERS
+
     if config.tokenizer.kind not in TOKENIZERS:
-        raise AsrbenchError(f"{at('tokenizer', 'kind')}: tokenizer.kind must be one of {', '.join(TOKENIZERS)}, "
-                            f"got {config.tokenizer.kind!r}")
+        raise AsrbenchError(
+            f"{at('tokenizer', 'kind')}: tokenizer.kind must be one of {', '.join(TOKENIZERS)}, "
+            f"got {config.tokenizer.kind!r}"
+        )
     if config.tokenizer.kind in ("bpe", "unigram") and config.tokenizer.vocab_size < 2:
-        raise AsrbenchError(f"{at('tokenizer', 'vocab_size')}: tokenizer.kind {config.tokenizer.kind} needs "
-                            f"tokenizer.vocab_size (the number of subword pieces, e.g. 30 or 500)")
+        raise AsrbenchError(
+            f"{at('tokenizer', 'vocab_size')}: tokenizer.kind {config.tokenizer.kind} needs "
+            f"tokenizer.vocab_size (the number of subword pieces, e.g. 30 or 500)"
+        )
     if config.tokenizer.kind == "phone" and not config.tokenizer.lexicon:
-        raise AsrbenchError(f"{at('tokenizer', 'lexicon')}: tokenizer.kind phone needs tokenizer.lexicon, a "
-                            "pronunciation lexicon (CMUdict / Sphinx format, e.g. an4/etc/an4.dic)")
+        raise AsrbenchError(
+            f"{at('tokenizer', 'lexicon')}: tokenizer.kind phone needs tokenizer.lexicon, a "
+            "pronunciation lexicon (CMUdict / Sphinx format, e.g. an4/etc/an4.dic)"
+        )
     for factor in config.augment.speed_perturb:
         if not isinstance(factor, (int, float)) or not 0.5 <= factor <= 2.0:
-            raise AsrbenchError(f"{at('augment', 'speed_perturb')}: augment.speed_perturb factors must be numbers "
-                                f"in [0.5, 2], got {factor!r}")
+            raise AsrbenchError(
+                f"{at('augment', 'speed_perturb')}: augment.speed_perturb factors must be numbers "
+                f"in [0.5, 2], got {factor!r}"
+            )
     _validate_noise(config.augment, at)
 
 
 def _validate_noise(augment: AugmentConfig, at) -> None:
     """augment.noise's sources are names or folders (checked when training opens them), its SNR a range."""
     if not isinstance(augment.noise, list) or not all(isinstance(source, str) and source for source in augment.noise):
-        raise AsrbenchError(f"{at('augment', 'noise')}: augment.noise must be a list of noise sources (white, pink, "
-                            f"babble or a folder of recordings), got {augment.noise!r}")
+        raise AsrbenchError(
+            f"{at('augment', 'noise')}: augment.noise must be a list of noise sources (white, pink, "
+            f"babble or a folder of recordings), got {augment.noise!r}"
+        )
     snr = augment.noise_snr
-    if (not isinstance(snr, list) or len(snr) != 2
-            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in snr)
-            or snr[0] > snr[1]):
-        raise AsrbenchError(f"{at('augment', 'noise_snr')}: augment.noise_snr must be [low, high] in dB with "
-                            f"low <= high, got {snr!r}")
+    if (
+        not isinstance(snr, list)
+        or len(snr) != 2
+        or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in snr)
+        or snr[0] > snr[1]
+    ):
+        raise AsrbenchError(
+            f"{at('augment', 'noise_snr')}: augment.noise_snr must be [low, high] in dB with low <= high, got {snr!r}"
+        )
 
 
 def _dry_build(config: RunConfig, where: str) -> None:
@@ -301,8 +350,9 @@ def _dry_build(config: RunConfig, where: str) -> None:
         raise AsrbenchError(f"{where}: {err}") from None
 
 
-def check_limits(values, section: str, overridden: dict[tuple[str, str], str], where: str,
-                 label: str | None = None) -> None:
+def check_limits(
+    values, section: str, overridden: dict[tuple[str, str], str], where: str, label: str | None = None
+) -> None:
     """Every field of one section (a dataclass) within its limit (``LIMITS``, :class:`asrbench.recipe.schema.Limit`);
     the error names the ``--set`` argument that gave the value (or one its limit reads), else ``where``."""
     fields = {f.name: getattr(values, f.name) for f in dataclasses.fields(values)}
@@ -342,8 +392,10 @@ def load_yaml(path: str | Path) -> dict:
     """A recipe: a file, or a bundled recipe named (``an4``, ``an4.yaml``; see :mod:`asrbench.recipe.bundled`)."""
     found = find_recipe(path)
     if found is None:
-        raise AsrbenchError(f"{path}: recipe not found (a path, or a bundled recipe: {', '.join(bundled())}; "
-                            "`asrbench recipes` lists them)")
+        raise AsrbenchError(
+            f"{path}: recipe not found (a path, or a bundled recipe: {', '.join(bundled())}; "
+            "`asrbench recipes` lists them)"
+        )
     path = found
     try:
         data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_RecipeLoader)  # noqa: S506 - safe loader
@@ -382,15 +434,19 @@ def encoder_options(recipe: dict, model: str, where: str) -> dict:
 
     for encoder, options in section.items():
         if encoder not in ENCODERS:
-            raise AsrbenchError(f"{where}: encoders.{encoder}: unknown encoder{did_you_mean(str(encoder), ENCODERS)} "
-                                f"(valid encoders: {', '.join(ENCODERS)})")
+            raise AsrbenchError(
+                f"{where}: encoders.{encoder}: unknown encoder{did_you_mean(str(encoder), ENCODERS)} "
+                f"(valid encoders: {', '.join(ENCODERS)})"
+            )
         if not isinstance(options, dict):
             raise AsrbenchError(f"{where}: encoders.{encoder} must be a mapping")
         valid = [f.name for f in dataclasses.fields(ENCODERS[encoder].config)]
         for key in options:
             if key not in valid:
-                raise AsrbenchError(f"{where}: encoders.{encoder}.{key}: unknown option"
-                                    f"{did_you_mean(str(key), valid)} (valid: {', '.join(valid)})")
+                raise AsrbenchError(
+                    f"{where}: encoders.{encoder}.{key}: unknown option"
+                    f"{did_you_mean(str(key), valid)} (valid: {', '.join(valid)})"
+                )
     cell = model_cell(model)
     if cell is None or cell[0] not in section:
         return {}
@@ -447,8 +503,9 @@ def resolve(
     valid = list(SECTIONS) + ["models", "encoders"]
     for key in recipe:
         if key not in valid:
-            raise AsrbenchError(f"{where}: unknown key '{key}'{did_you_mean(key, valid)} "
-                                f"(valid keys: {', '.join(valid)})")
+            raise AsrbenchError(
+                f"{where}: unknown key '{key}'{did_you_mean(key, valid)} (valid keys: {', '.join(valid)})"
+            )
     models = recipe_models(recipe, where)
     model_config_class(model)  # an unknown model fails here, with the valid names
     if model not in models:
@@ -506,8 +563,10 @@ def _apply_override(sections: dict, path: list[str], value: Any, text: str, mode
         path = ["model"] + path[2:]
     if path[0] not in sections:
         valid_sections = list(SECTIONS) + ["model"]
-        raise AsrbenchError(f"--set {text}: unknown section '{path[0]}'{did_you_mean(path[0], valid_sections)} "
-                            f"(valid: {', '.join(valid_sections)})")
+        raise AsrbenchError(
+            f"--set {text}: unknown section '{path[0]}'{did_you_mean(path[0], valid_sections)} "
+            f"(valid: {', '.join(valid_sections)})"
+        )
     if len(path) != 2:
         raise AsrbenchError(f"--set {text}: expected SECTION.KEY=VALUE, e.g. train.lr=1e-3")
     section = sections[path[0]]
@@ -516,8 +575,10 @@ def _apply_override(sections: dict, path: list[str], value: Any, text: str, mode
     cls = model_config_class(model) if path[0] == "model" else SECTIONS[path[0]]
     valid = [f.name for f in dataclasses.fields(cls)]
     if path[1] not in valid:
-        raise AsrbenchError(f"--set {text}: unknown key '{path[1]}' in {path[0]}{did_you_mean(path[1], valid)} "
-                            f"(valid keys: {', '.join(valid)})")
+        raise AsrbenchError(
+            f"--set {text}: unknown key '{path[1]}' in {path[0]}{did_you_mean(path[1], valid)} "
+            f"(valid keys: {', '.join(valid)})"
+        )
     if path == ["data", "dir_as_written"]:
         raise AsrbenchError(f"--set {text}: data.dir_as_written is written by asrbench; set data.dir")
     raw = text.split("=", 1)[1]
@@ -552,8 +613,9 @@ def run_config_from_dict(values: dict, where: str) -> RunConfig:
     return _build(sections, model.get("name", ""), where, f"{where}: model")
 
 
-def recipe_features(recipe_path: str | Path, model: str | None = None,
-                    overrides: list[str] | None = None) -> tuple[FeatureConfig, AugmentConfig]:
+def recipe_features(
+    recipe_path: str | Path, model: str | None = None, overrides: list[str] | None = None
+) -> tuple[FeatureConfig, AugmentConfig]:
     """A recipe's feature and augmentation sections: for one model (its own overrides included),
     or the shared sections alone when ``model`` is None (what ``asrbench data features`` extracts)."""
     if model is not None:

@@ -82,8 +82,9 @@ def build_dataclass(cls: type, values: Any, where: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
-            raise AsrbenchError(f"{where}: unknown key '{key}'{did_you_mean(key, fields)} "
-                                f"(valid keys: {', '.join(fields)})")
+            raise AsrbenchError(
+                f"{where}: unknown key '{key}'{did_you_mean(key, fields)} (valid keys: {', '.join(fields)})"
+            )
         kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
     return cls(**kwargs)
 
@@ -119,6 +120,7 @@ class Limit:
     def _range(self, values: dict, name) -> str:
         """'must be positive', 'must be at least 1', 'must be in [0, 1)' ... with other fields named
         by ``name`` and the special values first ('must be -1 (all) or at least 0')."""
+
         def show(bound):
             return f"{name(bound)} ({values[bound]})" if isinstance(bound, str) else f"{bound:g}"
 
@@ -148,8 +150,9 @@ class Limit:
         if not math.isfinite(value):
             return f"must be a finite number, got {value!r}"
         low, high = (values.get(bound) if isinstance(bound, str) else bound for bound in (self.low, self.high))
-        if ((low is not None and (value < low or (self.low_open and value == low)))
-                or (high is not None and (value > high or (self.high_open and value == high)))):
+        if (low is not None and (value < low or (self.low_open and value == low))) or (
+            high is not None and (value > high or (self.high_open and value == high))
+        ):
             return f"{self._range(values, name)}, got {value!r}"
         if self.odd and value % 2 != 1:
             return f"must be odd, got {value!r}"

@@ -23,8 +23,7 @@ from asrbench.recipe.config import RunConfig, run_config_from_dict
 FORMAT = "asrbench-checkpoint-1"
 
 
-def save(path: Path, config: RunConfig, tokenizer: Tokenizer, cmvn: GlobalCMVN, model: nn.Module,
-         **extra) -> None:
+def save(path: Path, config: RunConfig, tokenizer: Tokenizer, cmvn: GlobalCMVN, model: nn.Module, **extra) -> None:
     state = {
         "format": FORMAT,
         "config": config.to_dict(),
@@ -86,7 +85,8 @@ def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
             raise AsrbenchError(f"{path}: its weights do not match {paths[0]}'s; they cannot be averaged")
     return {
         key: torch.stack([state[key].double() for state in states]).mean(0).to(value.dtype)
-        if value.is_floating_point() else value
+        if value.is_floating_point()
+        else value
         for key, value in first.items()
     }
 

@@ -40,6 +40,8 @@ def checkpoint_path(run_dir: Path, checkpoint: str = "best", must_exist: bool = 
 
 
 LOCK = ".lock"
+
+
 @contextmanager
 def lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on the run dir; a second holder fails at once with a clear error.
@@ -80,8 +82,10 @@ def _acquire(path: Path, fcntl):
             handle.seek(0)
             holder = handle.read().strip()
             handle.close()
-            raise AsrbenchError(f"{path.parent}: another asrbench process is training here"
-                                f"{f' (pid {holder})' if holder else ''}; wait for it or use another --out") from None
+            raise AsrbenchError(
+                f"{path.parent}: another asrbench process is training here"
+                f"{f' (pid {holder})' if holder else ''}; wait for it or use another --out"
+            ) from None
         # A holder releasing as we opened the file has removed it: our lock is then on a file nobody else
         # sees, so open the one at the path again.
         try:

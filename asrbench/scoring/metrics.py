@@ -107,22 +107,24 @@ def undefined_rate_warning(rates: dict | ErrorRates, where: str) -> str | None:
     values = rates.to_dict() if isinstance(rates, ErrorRates) else rates
     if values.get("wer") is not None:
         return None
-    return (f"{where}: no reference words after normalization ({values.get('normalizer')}), so the WER is undefined "
-            f"(n/a); {values.get('insertions', 0)} inserted words over {values.get('utterances', 0)} utterances")
+    return (
+        f"{where}: no reference words after normalization ({values.get('normalizer')}), so the WER is undefined "
+        f"(n/a); {values.get('insertions', 0)} inserted words over {values.get('utterances', 0)} utterances"
+    )
 
 
 def _word_operations(chunks, ref_words: list[str], hyp_words: list[str]) -> list[tuple]:
     operations: list[tuple] = []
     for chunk in chunks:
-        ref = ref_words[chunk.ref_start_idx:chunk.ref_end_idx]
-        hyp = hyp_words[chunk.hyp_start_idx:chunk.hyp_end_idx]
+        ref = ref_words[chunk.ref_start_idx : chunk.ref_end_idx]
+        hyp = hyp_words[chunk.hyp_start_idx : chunk.hyp_end_idx]
         if chunk.type == "equal":
             operations += [("C", r, h) for r, h in zip(ref, hyp, strict=True)]
         elif chunk.type == "substitute":
             operations += [("S", r, h) for r, h in zip(ref, hyp, strict=False)]
             # Levenshtein substitutions are one to one; should a chunk ever be uneven, the rest
             # is deletions or insertions, so the counts still add up to the edit distance.
-            operations += [("D", r, None) for r in ref[len(hyp):]] + [("I", None, h) for h in hyp[len(ref):]]
+            operations += [("D", r, None) for r in ref[len(hyp) :]] + [("I", None, h) for h in hyp[len(ref) :]]
         elif chunk.type == "delete":
             operations += [("D", r, None) for r in ref]
         else:
@@ -142,8 +144,9 @@ def _char_counts(chunks) -> tuple[int, int, int]:
     return substitutions, deletions, insertions
 
 
-def score_utterances(references: list[str], hypotheses: list[str], normalizer: str = DEFAULT_NORMALIZER,
-                     ids: list[str] | None = None) -> list[UtteranceScore]:
+def score_utterances(
+    references: list[str], hypotheses: list[str], normalizer: str = DEFAULT_NORMALIZER, ids: list[str] | None = None
+) -> list[UtteranceScore]:
     """Score aligned lists of texts utterance by utterance (ids default to "0", "1", ...)."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
@@ -161,17 +164,28 @@ def score_utterances(references: list[str], hypotheses: list[str], normalizer: s
         operations = _word_operations(words.alignments[index], words.references[index], words.hypotheses[index])
         op_counts = Counter(operation for operation, _, _ in operations)
         char_s, char_d, char_i = _char_counts(chars.alignments[index])
-        scores.append(UtteranceScore(
-            id=utterance_id, ref=refs[index], hyp=hyps[index], words=len(words.references[index]),
-            substitutions=op_counts["S"], deletions=op_counts["D"], insertions=op_counts["I"],
-            characters=len(chars.references[index]), char_substitutions=char_s, char_deletions=char_d,
-            char_insertions=char_i, alignment=operations,
-        ))
+        scores.append(
+            UtteranceScore(
+                id=utterance_id,
+                ref=refs[index],
+                hyp=hyps[index],
+                words=len(words.references[index]),
+                substitutions=op_counts["S"],
+                deletions=op_counts["D"],
+                insertions=op_counts["I"],
+                characters=len(chars.references[index]),
+                char_substitutions=char_s,
+                char_deletions=char_d,
+                char_insertions=char_i,
+                alignment=operations,
+            )
+        )
     return scores
 
 
 def summarize(scores: list[UtteranceScore], normalizer: str = DEFAULT_NORMALIZER) -> ErrorRates:
     """Corpus totals of per-utterance scores: errors and reference lengths are summed, then divided."""
+
     def total(name: str) -> int:
         return sum(getattr(score, name) for score in scores)
 
@@ -210,15 +224,20 @@ def token_error_rate(references: list[list[int]], hypotheses: list[list[int]]) -
     errors = sum(len(hyp) for ref, hyp in zip(references, hypotheses, strict=True) if not ref)
     pairs = [(ref, hyp) for ref, hyp in zip(references, hypotheses, strict=True) if ref]
     if pairs:  # jiwer aligns words: one "word" per token id
-        output = jiwer.process_words([" ".join(map(str, ref)) for ref, _ in pairs],
-                                     [" ".join(map(str, hyp)) for _, hyp in pairs])
+        output = jiwer.process_words(
+            [" ".join(map(str, ref)) for ref, _ in pairs], [" ".join(map(str, hyp)) for _, hyp in pairs]
+        )
         errors += output.substitutions + output.deletions + output.insertions
     tokens = sum(len(ref) for ref in references)
     return {"ter": _percent(errors, tokens), "token_errors": errors, "tokens": tokens}
 
 
-def confidence_intervals(scores: list[UtteranceScore], resamples: int = stats.DEFAULT_RESAMPLES,
-                         confidence: float = stats.DEFAULT_CONFIDENCE, seed: int = 0) -> dict:
+def confidence_intervals(
+    scores: list[UtteranceScore],
+    resamples: int = stats.DEFAULT_RESAMPLES,
+    confidence: float = stats.DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> dict:
     """``wer_ci`` and ``cer_ci`` ([low, high] percent, bootstrap over utterances, the same resamples for both)."""
     errors = np.array([[s.word_errors for s in scores], [s.char_errors for s in scores]], dtype=np.float64)
     totals = np.array([[s.words for s in scores], [s.characters for s in scores]], dtype=np.float64)
@@ -230,8 +249,12 @@ def confidence_intervals(scores: list[UtteranceScore], resamples: int = stats.DE
     return {
         "wer_ci": bounds(wer_ci),
         "cer_ci": bounds(cer_ci),
-        "ci": {"method": "percentile bootstrap over utterances", "resamples": resamples,
-               "confidence": confidence, "seed": seed},
+        "ci": {
+            "method": "percentile bootstrap over utterances",
+            "resamples": resamples,
+            "confidence": confidence,
+            "seed": seed,
+        },
     }
 
 
@@ -265,10 +288,20 @@ def per_speaker(scores: list[UtteranceScore], speakers: Mapping[str, str | None]
     rows = []
     for speaker in sorted(groups):
         rates = summarize(groups[speaker])
-        rows.append({"speaker": speaker, "utterances": rates.utterances, "words": rates.words, "wer": rates.wer,
-                     "substitutions": rates.substitutions, "deletions": rates.deletions,
-                     "insertions": rates.insertions, "characters": rates.characters, "cer": rates.cer,
-                     "sentence_errors": rates.sentence_errors})
+        rows.append(
+            {
+                "speaker": speaker,
+                "utterances": rates.utterances,
+                "words": rates.words,
+                "wer": rates.wer,
+                "substitutions": rates.substitutions,
+                "deletions": rates.deletions,
+                "insertions": rates.insertions,
+                "characters": rates.characters,
+                "cer": rates.cer,
+                "sentence_errors": rates.sentence_errors,
+            }
+        )
     return rows
 
 
@@ -371,26 +404,38 @@ def _is_trn(path: Path, lines: list[str]) -> bool:
 REPORT_FILES = ("alignments.txt", "ref.trn", "hyp.trn", "report.json")
 
 
-def write_report(out_dir: str | Path, scores: list[UtteranceScore], speakers: Mapping[str, str | None] | None = None,
-                 normalizer: str = DEFAULT_NORMALIZER, top: int = 50) -> None:
+def write_report(
+    out_dir: str | Path,
+    scores: list[UtteranceScore],
+    speakers: Mapping[str, str | None] | None = None,
+    normalizer: str = DEFAULT_NORMALIZER,
+    top: int = 50,
+) -> None:
     """Write ``alignments.txt``, ``ref.trn``, ``hyp.trn`` and ``report.json`` (per speaker, confusions)."""
     out_dir = Path(out_dir)
     speakers = speakers or {}
     ids = [trn_id(score.id, speakers.get(score.id)) for score in scores]
     rates = summarize(scores, normalizer)
-    header = (f"# normalizer {normalizer}; WER {format_rate(rates.wer)}% ({rates.substitutions} S, "
-              f"{rates.deletions} D, "
-              f"{rates.insertions} I over {rates.words} words); Eval: S substitution, D deletion, I insertion\n\n")
-    fileio.write_text(out_dir / "alignments.txt",
-                      header + "\n".join(format_alignment(score, i) for score, i in zip(scores, ids, strict=True)))
+    header = (
+        f"# normalizer {normalizer}; WER {format_rate(rates.wer)}% ({rates.substitutions} S, "
+        f"{rates.deletions} D, "
+        f"{rates.insertions} I over {rates.words} words); Eval: S substitution, D deletion, I insertion\n\n"
+    )
+    fileio.write_text(
+        out_dir / "alignments.txt",
+        header + "\n".join(format_alignment(score, i) for score, i in zip(scores, ids, strict=True)),
+    )
     fileio.write_text(out_dir / "ref.trn", "".join(trn_line(s.ref, i) + "\n" for s, i in zip(scores, ids, strict=True)))
     fileio.write_text(out_dir / "hyp.trn", "".join(trn_line(s.hyp, i) + "\n" for s, i in zip(scores, ids, strict=True)))
-    fileio.write_json(out_dir / "report.json", {
-        "normalizer": normalizer,
-        "sclite": "sclite -r ref.trn trn -h hyp.trn trn -i spu_id -o sum pra",
-        **speaker_report(scores, speakers),
-        "confusions": confusions(scores, top),
-    })
+    fileio.write_json(
+        out_dir / "report.json",
+        {
+            "normalizer": normalizer,
+            "sclite": "sclite -r ref.trn trn -h hyp.trn trn -i spu_id -o sum pra",
+            **speaker_report(scores, speakers),
+            "confusions": confusions(scores, top),
+        },
+    )
 
 
 def speaker_report(scores: list[UtteranceScore], speakers: Mapping[str, str | None] | None = None) -> dict:
@@ -497,13 +542,23 @@ def read_utt2spk(path: str | Path) -> dict[str, str]:
 
 def _missing(ids: list[str], in_file: Path, other: Path, what: str) -> AsrbenchError:
     more = f" (and {len(ids) - 1} more)" if len(ids) > 1 else ""
-    return AsrbenchError(f"{in_file}: no {what} for utterance '{ids[0]}' of {other}{more}; "
-                         f"--missing-as-empty scores missing texts as empty")
+    return AsrbenchError(
+        f"{in_file}: no {what} for utterance '{ids[0]}' of {other}{more}; "
+        f"--missing-as-empty scores missing texts as empty"
+    )
 
 
-def score_files(reference_path: str | Path, hypothesis_path: str | Path, normalizer: str = DEFAULT_NORMALIZER,
-                missing_as_empty: bool = False, resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0,
-                out_dir: str | Path | None = None, top: int = 10, utt2spk: str | Path | None = None) -> dict:
+def score_files(
+    reference_path: str | Path,
+    hypothesis_path: str | Path,
+    normalizer: str = DEFAULT_NORMALIZER,
+    missing_as_empty: bool = False,
+    resamples: int = stats.DEFAULT_RESAMPLES,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    top: int = 10,
+    utt2spk: str | Path | None = None,
+) -> dict:
     """Score a hypothesis file against a reference file (see :func:`read_transcripts` for formats).
 
     Utterances are matched by id. An id in one file but not the other is an error, unless
@@ -523,8 +578,9 @@ def score_files(reference_path: str | Path, hypothesis_path: str | Path, normali
     if not missing_as_empty and no_reference:
         raise _missing(no_reference, refs.path, hyps.path, "reference")
     ids = list(refs.texts) + no_reference
-    scores = score_utterances([refs.texts.get(i, "") for i in ids], [hyps.texts.get(i, "") for i in ids],
-                              normalizer, ids)
+    scores = score_utterances(
+        [refs.texts.get(i, "") for i in ids], [hyps.texts.get(i, "") for i in ids], normalizer, ids
+    )
     speakers = {**hyps.speakers, **refs.speakers, **(read_utt2spk(utt2spk) if utt2spk else {})}
     if out_dir is not None:
         write_report(out_dir, scores, speakers, normalizer)
@@ -549,29 +605,46 @@ def render_score(result: dict, fmt: str = "table") -> str:
     from rich.console import Console
     from rich.table import Table
 
-    title = (f"{result['reference_file']} (reference) vs {result['hypothesis_file']} (hypothesis), "
-             f"normalizer {result['normalizer']}")
+    title = (
+        f"{result['reference_file']} (reference) vs {result['hypothesis_file']} (hypothesis), "
+        f"normalizer {result['normalizer']}"
+    )
     table = Table(title=title)
     for header in ("utterances", "words", "WER %", "WER 95% CI", "S", "D", "I", "CER %", "CER 95% CI"):
         table.add_column(header, justify="right")
-    table.add_row(str(result["utterances"]), str(result["words"]), format_rate(result["wer"]),
-                  format_ci(result["wer_ci"]), str(result["substitutions"]), str(result["deletions"]),
-                  str(result["insertions"]), format_rate(result["cer"]), format_ci(result["cer_ci"]))
+    table.add_row(
+        str(result["utterances"]),
+        str(result["words"]),
+        format_rate(result["wer"]),
+        format_ci(result["wer_ci"]),
+        str(result["substitutions"]),
+        str(result["deletions"]),
+        str(result["insertions"]),
+        format_rate(result["cer"]),
+        format_ci(result["cer_ci"]),
+    )
     console = Console(width=140, record=True, file=io.StringIO())
     console.print(table)
     if result.get("per_speaker"):
         console.print(_speaker_table(result["per_speaker"], result.get("speakers")))
     pairs = result["confusions"]
     if pairs["substitutions"]:
-        console.print("top substitutions: " + ", ".join(f"{p['ref']} -> {p['hyp']} ({p['count']})"
-                                                        for p in pairs["substitutions"]), soft_wrap=True)
+        console.print(
+            "top substitutions: "
+            + ", ".join(f"{p['ref']} -> {p['hyp']} ({p['count']})" for p in pairs["substitutions"]),
+            soft_wrap=True,
+        )
     for kind in ("deletions", "insertions"):
         if pairs[kind]:
-            console.print(f"top {kind}: " + ", ".join(f"{p['word']} ({p['count']})" for p in pairs[kind]),
-                          soft_wrap=True)
+            console.print(
+                f"top {kind}: " + ", ".join(f"{p['word']} ({p['count']})" for p in pairs[kind]), soft_wrap=True
+            )
     if result["missing_hypotheses"] or result["missing_references"]:
-        console.print(f"scored as empty: {result['missing_hypotheses']} missing hypotheses, "
-                      f"{result['missing_references']} missing references", soft_wrap=True)
+        console.print(
+            f"scored as empty: {result['missing_hypotheses']} missing hypotheses, "
+            f"{result['missing_references']} missing references",
+            soft_wrap=True,
+        )
     return console.export_text()
 
 
@@ -588,6 +661,14 @@ def _speaker_table(rows: list[dict], source: str | None):
     for header in ("speaker", "utterances", "words", "WER %", "S", "D", "I", "CER %"):
         table.add_column(header, justify="left" if header == "speaker" else "right")
     for row in shown:
-        table.add_row(row["speaker"], str(row["utterances"]), str(row["words"]), format_rate(row["wer"]),
-                      str(row["substitutions"]), str(row["deletions"]), str(row["insertions"]), format_rate(row["cer"]))
+        table.add_row(
+            row["speaker"],
+            str(row["utterances"]),
+            str(row["words"]),
+            format_rate(row["wer"]),
+            str(row["substitutions"]),
+            str(row["deletions"]),
+            str(row["insertions"]),
+            format_rate(row["cer"]),
+        )
     return table

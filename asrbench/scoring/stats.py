@@ -107,7 +107,7 @@ def resampled_rates(errors, totals, resamples: int = DEFAULT_RESAMPLES, seed: in
     shared = bool(np.all(totals == totals[:1]))
     columns = np.concatenate([errors, totals[:1] if shared else totals]).T  # (U, S + 1) or (U, 2S)
     sums = resampled_sums(columns, resamples, seed)
-    total_sums = sums[:, systems:] if not shared else sums[:, systems:systems + 1]
+    total_sums = sums[:, systems:] if not shared else sums[:, systems : systems + 1]
     return _percent(sums[:, :systems], total_sums)
 
 
@@ -130,8 +130,9 @@ def _interval(rates: np.ndarray, confidence: float) -> np.ndarray:
     return intervals
 
 
-def bootstrap_cis(errors, totals, resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
-                  seed: int = 0) -> np.ndarray:
+def bootstrap_cis(
+    errors, totals, resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE, seed: int = 0
+) -> np.ndarray:
     """Confidence intervals in percent for S systems at once, (S, 2) [low, high].
 
     ``errors`` (S, U) per-utterance error counts; ``totals`` (U,) reference words (or characters),
@@ -141,8 +142,9 @@ def bootstrap_cis(errors, totals, resamples: int = DEFAULT_RESAMPLES, confidence
     return _interval(resampled_rates(errors, totals, resamples, seed), confidence)
 
 
-def bootstrap_ci(errors, totals, resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
-                 seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    errors, totals, resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE, seed: int = 0
+) -> tuple[float, float]:
     """Bootstrap confidence interval (low, high) in percent of one system's error rate.
 
     ``errors`` (U,) per-utterance error counts (S + D + I) and ``totals`` (U,) per-utterance
@@ -276,8 +278,16 @@ class SystemComparison:
             if (pair.a, pair.b) == (a, b):
                 return pair
             if (pair.b, pair.a) == (a, b):
-                return PairResult(a, b, 1.0 - pair.p_a_better, pair.sign_p, pair.b_better_utterances,
-                                  pair.a_better_utterances, pair.mp_p, -pair.mp_z)
+                return PairResult(
+                    a,
+                    b,
+                    1.0 - pair.p_a_better,
+                    pair.sign_p,
+                    pair.b_better_utterances,
+                    pair.a_better_utterances,
+                    pair.mp_p,
+                    -pair.mp_z,
+                )
         raise KeyError(f"no pair {a!r}, {b!r}")
 
     def to_dict(self) -> dict:
@@ -293,9 +303,16 @@ def _significantly_worse(pair: PairResult, test: str, alpha: float) -> bool:
     return pair.mp_p < alpha and pair.mp_z < 0
 
 
-def compare_systems(errors, totals, names: list[str] | None = None, resamples: int = DEFAULT_RESAMPLES,
-                    confidence: float = DEFAULT_CONFIDENCE, alpha: float = DEFAULT_ALPHA, seed: int = 0,
-                    test: str = "mp") -> SystemComparison:
+def compare_systems(
+    errors,
+    totals,
+    names: list[str] | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    alpha: float = DEFAULT_ALPHA,
+    seed: int = 0,
+    test: str = "mp",
+) -> SystemComparison:
     """Confidence intervals and all pairwise tests for S systems scored on the same U utterances.
 
     ``errors`` (S, U) per-utterance error counts, ``totals`` (U,) per-utterance reference
@@ -324,11 +341,22 @@ def compare_systems(errors, totals, names: list[str] | None = None, resamples: i
         for j in range(i + 1, systems):
             sign = sign_test(errors[i], errors[j])
             matched = matched_pairs_test(errors[i], errors[j])
-            pairs.append(PairResult(names[i], names[j], float(improvement[i, j]), sign.p_value, sign.a_better,
-                                    sign.b_better, matched.p_value, matched.z))
+            pairs.append(
+                PairResult(
+                    names[i],
+                    names[j],
+                    float(improvement[i, j]),
+                    sign.p_value,
+                    sign.a_better,
+                    sign.b_better,
+                    matched.p_value,
+                    matched.z,
+                )
+            )
     comparison = SystemComparison([], pairs, names[best], test, alpha, resamples, confidence, seed)
     for index, name in enumerate(names):
         worse = index != best and _significantly_worse(comparison.pair(names[best], name), test, alpha)
-        comparison.systems.append(SystemResult(name, float(point[index]), [float(v) for v in intervals[index]],
-                                               index == best, not worse))
+        comparison.systems.append(
+            SystemResult(name, float(point[index]), [float(v) for v in intervals[index]], index == best, not worse)
+        )
     return comparison

@@ -93,15 +93,29 @@ def summarize(runs: list[dict]) -> list[dict]:
     rows = []
     for model, group in by_model.items():
         row = {"model": model, "seeds": len(group)}
-        for key in ("wer", "cer", "dev_wer", "dev_test_gap", "params", "train_seconds", "epochs", "rtfx",
-                    "peak_memory_mb"):
+        for key in (
+            "wer",
+            "cer",
+            "dev_wer",
+            "dev_test_gap",
+            "params",
+            "train_seconds",
+            "epochs",
+            "rtfx",
+            "peak_memory_mb",
+        ):
             row[key], row[f"{key}_sd"] = _mean_sd([run.get(key) for run in group])
         rows.append(row)
     return sorted(rows, key=lambda row: (row["wer"] is None, row["wer"]))
 
 
-def add_statistics(rows: list[dict], runs: list[dict], resamples: int = stats.DEFAULT_RESAMPLES,
-                   alpha: float = stats.DEFAULT_ALPHA, seed: int = 0) -> list[dict]:
+def add_statistics(
+    rows: list[dict],
+    runs: list[dict],
+    resamples: int = stats.DEFAULT_RESAMPLES,
+    alpha: float = stats.DEFAULT_ALPHA,
+    seed: int = 0,
+) -> list[dict]:
     """Per-model WER CI and pairwise tests on seed-averaged per-utterance errors (see module doc).
 
     Adds ``wer_ci``, ``pooled_wer`` and ``vs_best`` to each row and returns the pairs (each once).
@@ -110,7 +124,8 @@ def add_statistics(rows: list[dict], runs: list[dict], resamples: int = stats.DE
     per_model: dict[str, list] = {}
     for run in runs:
         per_model.setdefault(run["model"], []).append(
-            read_utterance_errors(Path(run["run"]) / "decode" / "test" / "hypotheses.jsonl"))
+            read_utterance_errors(Path(run["run"]) / "decode" / "test" / "hypotheses.jsonl")
+        )
     averaged, key, words = {}, None, None
     for model, found in per_model.items():
         if any(item is None for item in found) or len({item[0] for item in found}) != 1:
@@ -125,8 +140,9 @@ def add_statistics(rows: list[dict], runs: list[dict], resamples: int = stats.DE
     if not averaged or words is None or not words.sum() > 0:  # no reference words: nothing to compare (WER undefined)
         return []
     names = list(averaged)
-    comparison = stats.compare_systems(np.stack([averaged[name] for name in names]), words, names, resamples,
-                                       alpha=alpha, seed=seed)
+    comparison = stats.compare_systems(
+        np.stack([averaged[name] for name in names]), words, names, resamples, alpha=alpha, seed=seed
+    )
     by_name = {system.name: system for system in comparison.systems}
     for row in rows:
         system = by_name.get(row["model"])
@@ -134,9 +150,19 @@ def add_statistics(rows: list[dict], runs: list[dict], resamples: int = stats.DE
             continue
         row["pooled_wer"], row["wer_ci"] = system.rate, system.ci
         row["vs_best"] = BEST if system.best else NOT_WORSE if system.not_significantly_worse else WORSE
-    return [{"a": pair.a, "b": pair.b, "p_a_better": pair.p_a_better, "sign_p": pair.sign_p,
-             "a_better_utterances": pair.a_better_utterances, "b_better_utterances": pair.b_better_utterances,
-             "mp_p": pair.mp_p, "mp_z": pair.mp_z} for pair in comparison.pairs]
+    return [
+        {
+            "a": pair.a,
+            "b": pair.b,
+            "p_a_better": pair.p_a_better,
+            "sign_p": pair.sign_p,
+            "a_better_utterances": pair.a_better_utterances,
+            "b_better_utterances": pair.b_better_utterances,
+            "mp_p": pair.mp_p,
+            "mp_z": pair.mp_z,
+        }
+        for pair in comparison.pairs
+    ]
 
 
 def _format(mean, sd, digits: int = 2) -> str:
@@ -152,17 +178,20 @@ def _ci(row: dict) -> str:
 
 def markdown(rows: list[dict], pairs: list[dict] | None = None) -> str:
     """The summary table, then (with ``pairs``) the pairwise matched-pairs p-values and a legend."""
-    header = ("| model | seeds | test WER % | 95% CI | ≈best | test CER % | dev WER % | dev-test gap | params "
-              "| train s | epochs | RTFx | peak MB |")
+    header = (
+        "| model | seeds | test WER % | 95% CI | ≈best | test CER % | dev WER % | dev-test gap | params "
+        "| train s | epochs | RTFx | peak MB |"
+    )
     lines = [header, "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         params = f"{row['params'] / 1e6:.2f}M" if row["params"] else "-"
         wer = "n/a" if row["wer"] is None else _format(row["wer"], row["wer_sd"])  # n/a: no reference words
-        cells = [row["model"], str(row["seeds"]), wer, _ci(row),
-                 MARKS.get(row.get("vs_best") or "", "-")]
+        cells = [row["model"], str(row["seeds"]), wer, _ci(row), MARKS.get(row.get("vs_best") or "", "-")]
         cells += [_format(row[key], row[f"{key}_sd"]) for key in ("cer", "dev_wer", "dev_test_gap")]
-        cells += [params] + [_format(row[key], row[f"{key}_sd"], digits) for key, digits in
-                             (("train_seconds", 0), ("epochs", 1), ("rtfx", 0), ("peak_memory_mb", 0))]
+        cells += [params] + [
+            _format(row[key], row[f"{key}_sd"], digits)
+            for key, digits in (("train_seconds", 0), ("epochs", 1), ("rtfx", 0), ("peak_memory_mb", 0))
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     if pairs:
         names = [row["model"] for row in rows if row.get("wer_ci")]
@@ -170,20 +199,37 @@ def markdown(rows: list[dict], pairs: list[dict] | None = None) -> str:
         for pair in pairs:
             lookup[(pair["a"], pair["b"])] = (pair["mp_p"], pair["p_a_better"])
             lookup[(pair["b"], pair["a"])] = (pair["mp_p"], 1.0 - pair["p_a_better"])
-        lines += ["", "Pairwise tests on seed-averaged per-utterance errors: matched-pairs p-value / paired "
-                  "bootstrap probability that the row model is better than the column model.", "",
-                  "| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        lines += [
+            "",
+            "Pairwise tests on seed-averaged per-utterance errors: matched-pairs p-value / paired "
+            "bootstrap probability that the row model is better than the column model.",
+            "",
+            "| | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
         for a in names:
             cells = ["-" if a == b else f"{lookup[(a, b)][0]:.3f} / {lookup[(a, b)][1]:.2f}" for b in names]
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
-        lines += ["", "95% CI: bootstrap over test utterances of the seed-averaged errors. ≈best: 'best' is the "
-                  "lowest pooled WER, 'yes' a model not significantly worse than it (matched-pairs test, "
-                  "p ≥ 0.05), 'no' one that is."]
+        lines += [
+            "",
+            "95% CI: bootstrap over test utterances of the seed-averaged errors. ≈best: 'best' is the "
+            "lowest pooled WER, 'yes' a model not significantly worse than it (matched-pairs test, "
+            "p ≥ 0.05), 'no' one that is.",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def _run_one(recipe: str, name: str, run_dir: str, data_dir: str | None, extra: list[str], epochs: int | None,
-             budget_minutes: float | None, seed: int, quiet: bool) -> str:
+def _run_one(
+    recipe: str,
+    name: str,
+    run_dir: str,
+    data_dir: str | None,
+    extra: list[str],
+    epochs: int | None,
+    budget_minutes: float | None,
+    seed: int,
+    quiet: bool,
+) -> str:
     """Train (or resume) one run, then decode dev and test; in a worker process when ``jobs`` > 1."""
     if quiet:
         os.environ["ASRBENCH_NO_PROGRESS"] = "1"
@@ -247,8 +293,9 @@ def _claim_gpu(counter, gpus: list[str]) -> None:
 def _worker_pool(jobs: int, context, gpus: list[str]) -> ProcessPoolExecutor:
     """``jobs`` spawned workers; with GPUs, each claims one of ``gpus`` as it starts (_claim_gpu)."""
     if gpus:
-        return ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_claim_gpu,
-                                   initargs=(context.Value("i", 0), gpus))
+        return ProcessPoolExecutor(
+            max_workers=jobs, mp_context=context, initializer=_claim_gpu, initargs=(context.Value("i", 0), gpus)
+        )
     return ProcessPoolExecutor(max_workers=jobs, mp_context=context)
 
 
@@ -309,8 +356,9 @@ def bench(
         require_prepared(data_dir, ("train", *SPLITS), "--data")  # a named data dir is never prepared on the fly
     out = Path(out or Path("runs") / "bench" / Path(recipe).stem)
     extra = list(overrides or [])
-    plan = [(name, seed, out / name / f"seed{seed}") for name in names
-            for seed in range(first_seed, first_seed + seeds)]
+    plan = [
+        (name, seed, out / name / f"seed{seed}") for name in names for seed in range(first_seed, first_seed + seeds)
+    ]
     tasks = []
     for name, seed, run_dir in plan:
         if (run_dir / rundir.SUMMARY).is_file():
@@ -334,25 +382,47 @@ def bench(
         results = {split: _decode_split(run_dir, split) for split in SPLITS}
         summary = rundir.read_json(run_dir / rundir.SUMMARY)
         test, dev = results["test"], results["dev"]
-        runs.append({
-            "run": str(run_dir), "model": name, "seed": seed,
-            "wer": test.wer, "cer": test.cer, "dev_wer": dev.wer, "dev_cer": dev.cer,
-            "dev_test_gap": None if test.wer is None or dev.wer is None else test.wer - dev.wer,
-            "params": test.params,
-            "train_seconds": summary.get("train_seconds"), "epochs": summary.get("epochs"),
-            "stop_reason": summary.get("stop_reason"), "rtfx": test.rtfx,
-            "rtfx_conditions": {"batch_frames": test.decoder.batch_frames if test.decoder else None,
-                                "threads": test.decoder.threads if test.decoder else None, "device": test.device},
-            "peak_memory_mb": (summary.get("peak_memory") or {}).get("mb"),
-            "peak_memory_kind": (summary.get("peak_memory") or {}).get("kind"),
-            "config_hash": test.config_hash,
-        })
+        runs.append(
+            {
+                "run": str(run_dir),
+                "model": name,
+                "seed": seed,
+                "wer": test.wer,
+                "cer": test.cer,
+                "dev_wer": dev.wer,
+                "dev_cer": dev.cer,
+                "dev_test_gap": None if test.wer is None or dev.wer is None else test.wer - dev.wer,
+                "params": test.params,
+                "train_seconds": summary.get("train_seconds"),
+                "epochs": summary.get("epochs"),
+                "stop_reason": summary.get("stop_reason"),
+                "rtfx": test.rtfx,
+                "rtfx_conditions": {
+                    "batch_frames": test.decoder.batch_frames if test.decoder else None,
+                    "threads": test.decoder.threads if test.decoder else None,
+                    "device": test.device,
+                },
+                "peak_memory_mb": (summary.get("peak_memory") or {}).get("mb"),
+                "peak_memory_kind": (summary.get("peak_memory") or {}).get("kind"),
+                "config_hash": test.config_hash,
+            }
+        )
     rows = summarize(runs)
     pairs = add_statistics(rows, runs)
-    report = {"recipe": str(recipe), "models": names, "seeds": seeds, "first_seed": first_seed,
-              "budget_minutes": budget_minutes, "epochs": epochs, "jobs": jobs, "executor": executor,
-              "overrides": extra, "runs": runs,
-              "summary": rows, "pairs": pairs}
+    report = {
+        "recipe": str(recipe),
+        "models": names,
+        "seeds": seeds,
+        "first_seed": first_seed,
+        "budget_minutes": budget_minutes,
+        "epochs": epochs,
+        "jobs": jobs,
+        "executor": executor,
+        "overrides": extra,
+        "runs": runs,
+        "summary": rows,
+        "pairs": pairs,
+    }
     fileio.write_text(out / "bench.json", json.dumps(report, indent=2) + "\n")
     fileio.write_text(out / "bench.md", markdown(rows, pairs))
     return report

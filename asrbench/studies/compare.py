@@ -18,8 +18,20 @@ from asrbench.runs import rundir
 from asrbench.scoring import metrics, stats
 
 FORMATS = ("table", "markdown", "csv", "json")
-COLUMNS = ("run", "model", "units", "params", "wer", "wer_ci", "vs_best", "cer", "rtfx", "train_seconds", "epochs",
-           "split")
+COLUMNS = (
+    "run",
+    "model",
+    "units",
+    "params",
+    "wer",
+    "wer_ci",
+    "vs_best",
+    "cer",
+    "rtfx",
+    "train_seconds",
+    "epochs",
+    "split",
+)
 # Shown when a row was decoded in chunks (decode --chunk-ms): its latency and its full-context WER.
 STREAM_COLUMNS = ("chunk_ms", "full_context_wer", "algorithmic_latency_ms", "final_latency_ms_p90")
 HYPOTHESES = "hypotheses.jsonl"
@@ -33,8 +45,9 @@ TEST_SET_COLUMN = "test_set"
 
 def is_run_dir(path: Path) -> bool:
     """A folder `asrbench train` made (config.yaml), or one holding decode results."""
-    return path.is_dir() and ((path / rundir.CONFIG).is_file() or (path / "decode").is_dir()
-                              or (path / rundir.SUMMARY).is_file())
+    return path.is_dir() and (
+        (path / rundir.CONFIG).is_file() or (path / "decode").is_dir() or (path / rundir.SUMMARY).is_file()
+    )
 
 
 def select_runs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
@@ -61,8 +74,14 @@ def select_runs(paths: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
     return runs, others
 
 
-def collect(run_dirs: Sequence[str | Path], split: str = "test", resamples: int = stats.DEFAULT_RESAMPLES,
-            alpha: float = stats.DEFAULT_ALPHA, seed: int = 0, allow_mixed: bool = False) -> list[dict]:
+def collect(
+    run_dirs: Sequence[str | Path],
+    split: str = "test",
+    resamples: int = stats.DEFAULT_RESAMPLES,
+    alpha: float = stats.DEFAULT_ALPHA,
+    seed: int = 0,
+    allow_mixed: bool = False,
+) -> list[dict]:
     """One row per run, read from ``decode/<split>/result.json`` (:func:`asrbench.decoding.result.read_result`)
     and ``train_summary.json``.
 
@@ -156,15 +175,26 @@ def _refuse_mixed_sets(rows: list[dict], utterance_errors: list) -> None:
     if len(sets) < 2:
         return
     counts = {row[TEST_SET_COLUMN]: row["test_set_utterances"] for row in rows}
-    parts = [f"test set {name} ({counts[name]} utterances): {', '.join(runs)}" if name is not None
-             else f"unknown test set (no {HYPOTHESES}): {', '.join(runs)}" for name, runs in sets.items()]
+    parts = [
+        f"test set {name} ({counts[name]} utterances): {', '.join(runs)}"
+        if name is not None
+        else f"unknown test set (no {HYPOTHESES}): {', '.join(runs)}"
+        for name, runs in sets.items()
+    ]
     id_lists = {tuple(i for i, _ in found[0]) for found in utterance_errors if found}
     known = sum(name is not None for name in sets)
-    same_ids = " (the same utterance ids with different reference texts: see each run's normalizer)" \
-        if known > 1 and len(id_lists) == 1 else ""
-    raise AsrbenchError("runs decoded on different test sets are not ranked against each other: "
-                        + "; ".join(parts) + same_ids + "; compare runs of one set, or rank within each set "
-                        "with `asrbench compare --allow-mixed`")
+    same_ids = (
+        " (the same utterance ids with different reference texts: see each run's normalizer)"
+        if known > 1 and len(id_lists) == 1
+        else ""
+    )
+    raise AsrbenchError(
+        "runs decoded on different test sets are not ranked against each other: "
+        + "; ".join(parts)
+        + same_ids
+        + "; compare runs of one set, or rank within each set "
+        "with `asrbench compare --allow-mixed`"
+    )
 
 
 def read_utterance_errors(path: Path) -> tuple[tuple, np.ndarray, np.ndarray] | None:
@@ -200,25 +230,35 @@ def _add_significance(rows: list[dict], utterance_errors: list, resamples: int, 
             rows[members[0]]["vs_best"] = BEST
             continue
         names = [str(index) for index in members]
-        comparison = stats.compare_systems(np.stack([utterance_errors[i][1] for i in members]),
-                                           utterance_errors[members[0]][2], names, resamples, alpha=alpha,
-                                           seed=seed)
+        comparison = stats.compare_systems(
+            np.stack([utterance_errors[i][1] for i in members]),
+            utterance_errors[members[0]][2],
+            names,
+            resamples,
+            alpha=alpha,
+            seed=seed,
+        )
         for index, system in zip(members, comparison.systems, strict=True):
             rows[index]["vs_best"] = BEST if system.best else NOT_WORSE if system.not_significantly_worse else WORSE
             for other in members:
                 if other == index:
                     continue
                 pair = comparison.pair(str(index), str(other))
-                rows[index]["pairs"].append({"run": rows[other]["run"], "p_better": pair.p_a_better,
-                                             "sign_p": pair.sign_p, "mp_p": pair.mp_p})
+                rows[index]["pairs"].append(
+                    {"run": rows[other]["run"], "p_better": pair.p_a_better, "sign_p": pair.sign_p, "mp_p": pair.mp_p}
+                )
 
 
 MARKS = {BEST: "best", NOT_WORSE: "yes", WORSE: "no"}
-LEGEND = ("≈best: 'best' is the lowest WER among runs decoded on the same utterances; 'yes' a run not "
-          "significantly worse than it (per-utterance matched-pairs test), 'no' one that is. "
-          "WER 95% CI: bootstrap over utterances.")
-MIXED_LEGEND = ("Test set: a hash of the utterance ids and references, and the utterance count; runs are ranked "
-                "only within their own set (--allow-mixed).")
+LEGEND = (
+    "≈best: 'best' is the lowest WER among runs decoded on the same utterances; 'yes' a run not "
+    "significantly worse than it (per-utterance matched-pairs test), 'no' one that is. "
+    "WER 95% CI: bootstrap over utterances."
+)
+MIXED_LEGEND = (
+    "Test set: a hash of the utterance ids and references, and the utterance count; runs are ranked "
+    "only within their own set (--allow-mixed)."
+)
 
 
 def _cell(key: str, value) -> str:
@@ -241,11 +281,25 @@ def _cell(key: str, value) -> str:
     return str(value)
 
 
-HEADERS = {"run": "run", "model": "model", "units": "units", "params": "params", "wer": "WER %", "wer_ci": "WER 95% CI",
-           "vs_best": "≈best", "cer": "CER %", "rtfx": "RTFx", "train_seconds": "train s", "epochs": "epochs",
-           "split": "split", "chunk_ms": "chunk ms", "full_context_wer": "full-context WER %",
-           "algorithmic_latency_ms": "algorithmic latency ms", "final_latency_ms_p90": "final latency p90 ms",
-           TEST_SET_COLUMN: "test set"}
+HEADERS = {
+    "run": "run",
+    "model": "model",
+    "units": "units",
+    "params": "params",
+    "wer": "WER %",
+    "wer_ci": "WER 95% CI",
+    "vs_best": "≈best",
+    "cer": "CER %",
+    "rtfx": "RTFx",
+    "train_seconds": "train s",
+    "epochs": "epochs",
+    "split": "split",
+    "chunk_ms": "chunk ms",
+    "full_context_wer": "full-context WER %",
+    "algorithmic_latency_ms": "algorithmic latency ms",
+    "final_latency_ms_p90": "final latency p90 ms",
+    TEST_SET_COLUMN: "test set",
+}
 
 
 def is_mixed(rows: list[dict]) -> bool:
@@ -295,15 +349,25 @@ def _csv_value(value):
 
 def _provenance(rows: list[dict]) -> list[str]:
     """The Markdown report's second table: where each number comes from."""
-    lines = ["| run | test set | config hash | decoder | asrbench | git commit | torch | device | CPU/GPU |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | test set | config hash | decoder | asrbench | git commit | torch | device | CPU/GPU |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         env = row.get("environment") or {}
         commit = str(env.get("git_commit") or "-")
         commit = commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
-        cells = [row["run"], test_set_label(row), row.get("config_hash") or "-", row.get("decoder") or "-",
-                 env.get("asrbench_version") or "-", commit, env.get("torch_version") or "-",
-                 env.get("device") or "-", env.get("gpu") or env.get("cpu") or "-"]
+        cells = [
+            row["run"],
+            test_set_label(row),
+            row.get("config_hash") or "-",
+            row.get("decoder") or "-",
+            env.get("asrbench_version") or "-",
+            commit,
+            env.get("torch_version") or "-",
+            env.get("device") or "-",
+            env.get("gpu") or env.get("cpu") or "-",
+        ]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return lines
 
@@ -319,8 +383,10 @@ def render(rows: list[dict], fmt: str) -> str:
         return buffer.getvalue()
     if fmt == "markdown":
         shown = columns(rows)
-        lines = ["| " + " | ".join(HEADERS[k] for k in shown) + " |",
-                 "|" + "|".join("---" if k in ("run", "model", "units", "split") else "---:" for k in shown) + "|"]
+        lines = [
+            "| " + " | ".join(HEADERS[k] for k in shown) + " |",
+            "|" + "|".join("---" if k in ("run", "model", "units", "split") else "---:" for k in shown) + "|",
+        ]
         lines += ["| " + " | ".join(_row_cells(row, shown)) + " |" for row in rows]
         legend = _legend(rows)
         if legend:

@@ -45,8 +45,14 @@ def read_decode(run_dir: Path, split: str) -> tuple[DecodeResult, list[dict]]:
         try:
             row = json.loads(line)
             speaker = row.get("speaker")  # decode copies the manifest's, where it gives one
-            rows.append({"id": str(row["id"]), "ref": row["ref"], "hyp": row["hyp"],
-                         "speaker": None if speaker is None else str(speaker)})
+            rows.append(
+                {
+                    "id": str(row["id"]),
+                    "ref": row["ref"],
+                    "hyp": row["hyp"],
+                    "speaker": None if speaker is None else str(speaker),
+                }
+            )
         except (ValueError, KeyError, TypeError):
             raise AsrbenchError(f"{path}:{number}: not a decode hypothesis (JSON with id, ref, hyp)") from None
     if not rows:
@@ -83,15 +89,21 @@ def _label(low: float, high: float, unit: str) -> str:
 
 def _word_bin(words: int) -> tuple[int, str]:
     """(rank, label) of a reference length: 1, 2-3, 4-7, 8+ words."""
-    for rank, (low, high, label) in enumerate(((1, 2, "1 word"), (2, 4, "2–3 words"), (4, 8, "4–7 words"),
-                                               (8, math.inf, "≥ 8 words"))):
+    for rank, (low, high, label) in enumerate(
+        ((1, 2, "1 word"), (2, 4, "2–3 words"), (4, 8, "4–7 words"), (8, math.inf, "≥ 8 words"))
+    ):
         if low <= words < high:
             return rank, label
     return -1, "0 words"
 
 
-def length_study(run_dirs: Sequence[str | Path], split: str = "test", bins: str = "auto",
-                 resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0) -> dict:
+def length_study(
+    run_dirs: Sequence[str | Path],
+    split: str = "test",
+    bins: str = "auto",
+    resamples: int = stats.DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> dict:
     """Per run, per axis (duration, words, speaker), per bin: utterances, words, WER and its CI.
 
     The speaker axis is left out for a run whose speakers are not all known (see the module doc).
@@ -113,8 +125,9 @@ def length_study(run_dirs: Sequence[str | Path], split: str = "test", bins: str 
     edges = duration_edges(pooled, bins)
     out = []
     for run_dir, result, rows, utterances in decoded:
-        scores = metrics.score_utterances([row["ref"] for row in rows], [row["hyp"] for row in rows], "none",
-                                          [row["id"] for row in rows])
+        scores = metrics.score_utterances(
+            [row["ref"] for row in rows], [row["hyp"] for row in rows], "none", [row["id"] for row in rows]
+        )
         # axis -> per utterance (rank, bin name); a speaker may be unknown (None): then no speaker rows
         keys: dict[str, list[tuple[object, str | None]]] = {"duration": [], "words": [], "speaker": []}
         for score, row in zip(scores, rows, strict=True):
@@ -138,10 +151,20 @@ def length_study(run_dirs: Sequence[str | Path], split: str = "test", bins: str 
                 total = float(words[members].sum())
                 wrong = float(errors[members].sum())
                 ci = list(stats.bootstrap_ci(errors[members], words[members], resamples, seed=seed)) if total else None
-                out.append({"run": str(run_dir), "model": result.model, "axis": axis, "bin": name,
-                            "order": order[name], "utterances": len(members),
-                            "words": int(total), "errors": int(wrong),
-                            "wer": 100.0 * wrong / total if total else None, "wer_ci": ci})
+                out.append(
+                    {
+                        "run": str(run_dir),
+                        "model": result.model,
+                        "axis": axis,
+                        "bin": name,
+                        "order": order[name],
+                        "utterances": len(members),
+                        "words": int(total),
+                        "errors": int(wrong),
+                        "wer": 100.0 * wrong / total if total else None,
+                        "wer_ci": ci,
+                    }
+                )
     out.sort(key=lambda row: (AXES.index(row["axis"]), row["run"], row["order"]))
     return {"split": split, "duration_edges": [edge if edge != math.inf else None for edge in edges], "rows": out}
 
@@ -171,11 +194,17 @@ def render(study: dict, fmt: str) -> str:
     if fmt == "markdown":
         lines = []
         for axis in _shown_axes(study):
-            lines += [f"### WER by {axis} ({study['split']})", "", "| run | model | bin | utterances | words | WER % "
-                      "| WER 95% CI |", "|---|---|---|---:|---:|---:|---:|"]
-            lines += [f"| {row['run']} | {row['model']} | {row['bin']} | {row['utterances']} | {row['words']} | "
-                      f"{metrics.format_rate(row['wer'])} | {metrics.format_ci(row['wer_ci'])} |"
-                      for row in _axis_rows(study, axis)]
+            lines += [
+                f"### WER by {axis} ({study['split']})",
+                "",
+                "| run | model | bin | utterances | words | WER % | WER 95% CI |",
+                "|---|---|---|---:|---:|---:|---:|",
+            ]
+            lines += [
+                f"| {row['run']} | {row['model']} | {row['bin']} | {row['utterances']} | {row['words']} | "
+                f"{metrics.format_rate(row['wer'])} | {metrics.format_ci(row['wer_ci'])} |"
+                for row in _axis_rows(study, axis)
+            ]
             lines.append("")
         return "\n".join(lines)
     if fmt == "table":
@@ -193,13 +222,21 @@ def rich_tables(study: dict) -> list:
 
     tables = []
     for axis in _shown_axes(study):
-        table = Table(title=f"WER by {axis} ({study['split']})", caption="WER 95% CI: bootstrap over the bin's "
-                      "utterances")
+        table = Table(
+            title=f"WER by {axis} ({study['split']})", caption="WER 95% CI: bootstrap over the bin's utterances"
+        )
         for name in ("run", "model", "bin", "utterances", "words", "WER %", "WER 95% CI"):
             table.add_column(name, justify="left" if name in ("run", "model", "bin") else "right")
         for row in _axis_rows(study, axis):
-            table.add_row(row["run"], str(row["model"]), row["bin"], str(row["utterances"]), str(row["words"]),
-                          metrics.format_rate(row["wer"]), metrics.format_ci(row["wer_ci"]))
+            table.add_row(
+                row["run"],
+                str(row["model"]),
+                row["bin"],
+                str(row["utterances"]),
+                str(row["words"]),
+                metrics.format_rate(row["wer"]),
+                metrics.format_ci(row["wer_ci"]),
+            )
         tables.append(table)
     return tables
 
@@ -245,5 +282,4 @@ def write_files(study: dict, out_dir: Path, markdown: str, plot=None, plot_name:
 
 def write_study(study: dict, out_dir: Path, plot: bool = True) -> list[Path]:
     """``study.json``, ``study.md`` and (with the plot extra) ``wer_by_duration.png`` in ``out_dir``."""
-    return write_files(study, out_dir, render(study, "markdown"), plot_length if plot else None,
-                       "wer_by_duration.png")
+    return write_files(study, out_dir, render(study, "markdown"), plot_length if plot else None, "wer_by_duration.png")

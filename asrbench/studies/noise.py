@@ -105,13 +105,16 @@ class _Runs:
     @torch.inference_mode()
     def decode(self, waveforms: list[np.ndarray]) -> list[list[str]]:
         """Hypotheses of every run for one batch of corrupted waveforms: [run][utterance]."""
-        features = {key: extractor.batch([torch.from_numpy(w) for w in waveforms])
-                    for key, extractor in self.extractors.items()}
+        features = {
+            key: extractor.batch([torch.from_numpy(w) for w in waveforms]) for key, extractor in self.extractors.items()
+        }
         out = []
         for loaded, searcher in zip(self.loaded, self.searchers, strict=True):
             config = loaded.config.features
-            pieces = [loaded.cmvn(torch.from_numpy(f.numpy().astype(DTYPES[config.dtype]).astype(np.float32)))
-                      for f in features[repr(config)]]
+            pieces = [
+                loaded.cmvn(torch.from_numpy(f.numpy().astype(DTYPES[config.dtype]).astype(np.float32)))
+                for f in features[repr(config)]
+            ]
             lengths = torch.tensor([p.size(0) for p in pieces])
             padded = torch.nn.utils.rnn.pad_sequence(pieces, batch_first=True).to(self.device)
             out.append([loaded.tokenizer.decode(list(ids)) for ids in searcher(padded, lengths.to(self.device))])
@@ -124,8 +127,9 @@ def _source(condition: Condition, utterances: list, sample_rate: int, seed: int)
     if condition.noise == "babble":
         rng = corruption.generator(seed, "babble pool")
         chosen = sorted(rng.choice(len(utterances), size=min(BABBLE_POOL, len(utterances)), replace=False))
-        pool: list[tuple[str | None, np.ndarray]] = [(_talker(utterances[i]), _audio(utterances[i], sample_rate))
-                                                     for i in chosen]
+        pool: list[tuple[str | None, np.ndarray]] = [
+            (_talker(utterances[i]), _audio(utterances[i], sample_rate)) for i in chosen
+        ]
         return corruption.NoiseSource("babble", sample_rate, pool=pool)
     if condition.noise in corruption.KINDS:
         return corruption.NoiseSource(condition.noise, sample_rate)
@@ -140,8 +144,9 @@ def _talker(utterance) -> str:
 
 
 def _audio(utterance, sample_rate: int) -> np.ndarray:
-    return load_audio(utterance.audio, sample_rate, utterance.offset,
-                      utterance.duration if utterance.offset else None).numpy()
+    return load_audio(
+        utterance.audio, sample_rate, utterance.offset, utterance.duration if utterance.offset else None
+    ).numpy()
 
 
 def corrupt(speech: np.ndarray, condition: Condition, source, utterance, sample_rate: int, seed: int) -> np.ndarray:
@@ -168,10 +173,18 @@ def _batches(utterances: list, seconds: float) -> list[list[int]]:
     return batches + ([current] if current else [])
 
 
-def noise_study(run_dirs: Sequence[str | Path], conditions: list[Condition], split: str = "test",
-                data_dir: str | Path | None = None, seed: int = 0, options: DecodeOptions | None = None,
-                device: str = "cpu", batch_seconds: float = 60.0, resamples: int = stats.DEFAULT_RESAMPLES,
-                alpha: float = stats.DEFAULT_ALPHA) -> dict:
+def noise_study(
+    run_dirs: Sequence[str | Path],
+    conditions: list[Condition],
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    options: DecodeOptions | None = None,
+    device: str = "cpu",
+    batch_seconds: float = 60.0,
+    resamples: int = stats.DEFAULT_RESAMPLES,
+    alpha: float = stats.DEFAULT_ALPHA,
+) -> dict:
     """Decode ``split`` (the first run's data dir, or ``data_dir``) under every condition with every run."""
     from asrbench.env import resolve_device  # torch.device from the option, as decode resolves it
 
@@ -192,8 +205,14 @@ def noise_study(run_dirs: Sequence[str | Path], conditions: list[Condition], spl
             for batch in batches:
                 waveforms = []
                 for index in batch:
-                    noisy = corrupt(_audio(utterances[index], runs.sample_rate), condition, source,
-                                    utterances[index], runs.sample_rate, seed)
+                    noisy = corrupt(
+                        _audio(utterances[index], runs.sample_rate),
+                        condition,
+                        source,
+                        utterances[index],
+                        runs.sample_rate,
+                        seed,
+                    )
                     checksum.update(noisy)
                     waveforms.append(noisy)
                 for run, decoded in enumerate(runs.decode(waveforms)):
@@ -202,34 +221,69 @@ def noise_study(run_dirs: Sequence[str | Path], conditions: list[Condition], spl
             checksums[condition.name] = checksum.hexdigest()
             rows += _score(runs, condition, references, hypotheses, checksums[condition.name], resamples, alpha, seed)
     _degradation(rows, resamples, seed)
-    return {"kind": "noise", "split": split, "data_dir": str(data_dir), "seed": seed, "utterances": len(utterances),
-            "conditions": [{**asdict(c), "name": c.name, "checksum": checksums[c.name]} for c in conditions],
-            "decoder": runs.searchers[0].description, "rows": rows}
+    return {
+        "kind": "noise",
+        "split": split,
+        "data_dir": str(data_dir),
+        "seed": seed,
+        "utterances": len(utterances),
+        "conditions": [{**asdict(c), "name": c.name, "checksum": checksums[c.name]} for c in conditions],
+        "decoder": runs.searchers[0].description,
+        "rows": rows,
+    }
 
 
-def _score(runs: _Runs, condition: Condition, references: list[str], hypotheses: list[list[str]], checksum: str,
-           resamples: int, alpha: float, seed: int) -> list[dict]:
+def _score(
+    runs: _Runs,
+    condition: Condition,
+    references: list[str],
+    hypotheses: list[list[str]],
+    checksum: str,
+    resamples: int,
+    alpha: float,
+    seed: int,
+) -> list[dict]:
     """Rows of one condition: every run's rates and CIs, and the pairwise tests between runs."""
     scores = [metrics.score_utterances(references, hyps) for hyps in hypotheses]
     errors = np.array([[s.word_errors for s in run_scores] for run_scores in scores], float)
     words = np.array([s.words for s in scores[0]], float)
     comparison = None
     if len(runs.dirs) > 1 and words.sum() > 0:
-        comparison = stats.compare_systems(errors, words, [str(d) for d in runs.dirs], resamples, alpha=alpha,
-                                           seed=seed)
+        comparison = stats.compare_systems(
+            errors, words, [str(d) for d in runs.dirs], resamples, alpha=alpha, seed=seed
+        )
     rows = []
     for index, (run_dir, run_scores) in enumerate(zip(runs.dirs, scores, strict=True)):
         rates = metrics.summarize(run_scores).to_dict()
         intervals = metrics.confidence_intervals(run_scores, resamples, seed=seed)
         system = comparison.systems[index] if comparison else None
-        rows.append({"run": str(run_dir), "model": runs.loaded[index].config.model.name, "condition": condition.name,
-                     "noise": condition.noise, "snr": condition.snr, "rt60": condition.rt60,
-                     "wer": rates["wer"], "wer_ci": intervals.get("wer_ci"), "cer": rates["cer"],
-                     "cer_ci": intervals.get("cer_ci"), "utterances": len(run_scores), "checksum": checksum,
-                     "vs_best": None if system is None else ("best" if system.best else "not significantly worse"
-                                                             if system.not_significantly_worse
-                                                             else "significantly worse"),
-                     "_errors": errors[index], "_words": words})  # for the degradation's CI; not written
+        rows.append(
+            {
+                "run": str(run_dir),
+                "model": runs.loaded[index].config.model.name,
+                "condition": condition.name,
+                "noise": condition.noise,
+                "snr": condition.snr,
+                "rt60": condition.rt60,
+                "wer": rates["wer"],
+                "wer_ci": intervals.get("wer_ci"),
+                "cer": rates["cer"],
+                "cer_ci": intervals.get("cer_ci"),
+                "utterances": len(run_scores),
+                "checksum": checksum,
+                "vs_best": None
+                if system is None
+                else (
+                    "best"
+                    if system.best
+                    else "not significantly worse"
+                    if system.not_significantly_worse
+                    else "significantly worse"
+                ),
+                "_errors": errors[index],
+                "_words": words,
+            }
+        )  # for the degradation's CI; not written
     return rows
 
 
@@ -246,8 +300,7 @@ def _degradation(rows: list[dict], resamples: int = stats.DEFAULT_RESAMPLES, see
         if reference is not None and row["degradation_points"] is not None and row["noise"] != "clean":
             difference = row["_errors"] - reference["_errors"]
             row["degradation_ci"] = list(stats.bootstrap_ci(difference, row["_words"], resamples, seed=seed))
-        row["degradation_relative"] = (None if not base or row["wer"] is None
-                                       else 100.0 * (row["wer"] - base) / base)
+        row["degradation_relative"] = None if not base or row["wer"] is None else 100.0 * (row["wer"] - base) / base
     for row in rows:
         row.pop("_errors", None)
         row.pop("_words", None)
@@ -273,8 +326,10 @@ def _cell(row: dict) -> str:
     return f"{metrics.format_rate(row['wer'])} ({metrics.format_ci(row['wer_ci'])}){mark}"
 
 
-LEGEND = ("WER % (95% bootstrap CI). Per condition: ★ the best run, ≈ not significantly worse than it "
-          "(matched pairs), no mark: significantly worse.")
+LEGEND = (
+    "WER % (95% bootstrap CI). Per condition: ★ the best run, ≈ not significantly worse than it "
+    "(matched pairs), no mark: significantly worse."
+)
 
 
 def render(study: dict, fmt: str) -> str:
@@ -284,12 +339,29 @@ def render(study: dict, fmt: str) -> str:
         import csv
 
         buffer = io.StringIO()
-        fields = ["run", "model", "condition", "noise", "snr", "rt60", "wer", "wer_ci", "cer", "degradation_points",
-                  "degradation_ci", "degradation_relative", "vs_best", "utterances", "checksum"]
+        fields = [
+            "run",
+            "model",
+            "condition",
+            "noise",
+            "snr",
+            "rt60",
+            "wer",
+            "wer_ci",
+            "cer",
+            "degradation_points",
+            "degradation_ci",
+            "degradation_relative",
+            "vs_best",
+            "utterances",
+            "checksum",
+        ]
         writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({**row, "wer_ci": json.dumps(row["wer_ci"]),
-                          "degradation_ci": json.dumps(row.get("degradation_ci"))} for row in study["rows"])
+        writer.writerows(
+            {**row, "wer_ci": json.dumps(row["wer_ci"]), "degradation_ci": json.dumps(row.get("degradation_ci"))}
+            for row in study["rows"]
+        )
         return buffer.getvalue()
     runs, conditions, cells = _pivot(study)
     if fmt == "markdown":
@@ -300,8 +372,10 @@ def render(study: dict, fmt: str) -> str:
         lines += ["", LEGEND, ""]
         if any(row["degradation_points"] is not None for row in study["rows"]):
             noisy = [c for c in conditions if c != "clean"]
-            lines += ["| run | " + " | ".join(f"{c}: +points (95% CI; rel. %)" for c in noisy) + " |",
-                      "|---|" + "---:|" * len(noisy)]
+            lines += [
+                "| run | " + " | ".join(f"{c}: +points (95% CI; rel. %)" for c in noisy) + " |",
+                "|---|" + "---:|" * len(noisy),
+            ]
             for run in runs:
                 lines.append(f"| {run} | " + " | ".join(_degradation_cell(cells[(run, c)]) for c in noisy) + " |")
         return "\n".join(lines) + "\n"
@@ -343,8 +417,13 @@ def plot_noise(study: dict, path: Path) -> Path:
             wers = [row["wer"] for row in mine]
             (line,) = axis.plot(xs, wers, marker="o", label=f"{mine[0]['model']} ({Path(run).name})")
             if all(row["wer_ci"] for row in mine):
-                axis.fill_between(xs, [r["wer_ci"][0] for r in mine], [r["wer_ci"][1] for r in mine], alpha=0.12,
-                                  color=line.get_color())
+                axis.fill_between(
+                    xs,
+                    [r["wer_ci"][0] for r in mine],
+                    [r["wer_ci"][1] for r in mine],
+                    alpha=0.12,
+                    color=line.get_color(),
+                )
         if noise != "reverb":
             labels = [("clean" if row["snr"] is None else f"{row['snr']:g}") for row in mine]
             axis.set_xticks(range(len(labels)), labels)

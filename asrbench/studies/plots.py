@@ -41,8 +41,9 @@ def _pyplot():
 
 def pareto_front(points: list[tuple[float, float]], higher_x_is_better: bool) -> list[int]:
     """Indices of the points no other point beats on both axes (lower y is better), sorted by x."""
-    order = sorted(range(len(points)), key=lambda i: (-points[i][0] if higher_x_is_better else points[i][0],
-                                                      points[i][1]))
+    order = sorted(
+        range(len(points)), key=lambda i: (-points[i][0] if higher_x_is_better else points[i][0], points[i][1])
+    )
     front, best_y = [], float("inf")
     for i in order:
         if points[i][1] < best_y:
@@ -107,16 +108,29 @@ def _scatter(plt, rows: list[dict], key: str, xlabel: str, log_x: bool, higher_x
         axes.scatter(x, y, s=36, zorder=3)
         # Points in the right half are labelled on their left, so no label runs past the right edge.
         right = _position(x, xs, log_x) > 0.5
-        axes.annotate(_label(row), (x, y), textcoords="offset points", xytext=(-5, 4) if right else (5, 4),
-                      ha="right" if right else "left", fontsize=8)
+        axes.annotate(
+            _label(row),
+            (x, y),
+            textcoords="offset points",
+            xytext=(-5, 4) if right else (5, 4),
+            ha="right" if right else "left",
+            fontsize=8,
+        )
         low_high = row.get("wer_ci")
         if low_high:
-            axes.errorbar(x, y, yerr=[[y - low_high[0]], [low_high[1] - y]], fmt="none", ecolor="grey",
-                          capsize=3, zorder=2)
+            axes.errorbar(
+                x, y, yerr=[[y - low_high[0]], [low_high[1] - y]], fmt="none", ecolor="grey", capsize=3, zorder=2
+            )
     if len(points) > 1:
         front = pareto_front(points, higher_x_is_better)
-        axes.plot([points[i][0] for i in front], [points[i][1] for i in front], "--", color="tab:red",
-                  label="Pareto front", zorder=1)
+        axes.plot(
+            [points[i][0] for i in front],
+            [points[i][1] for i in front],
+            "--",
+            color="tab:red",
+            label="Pareto front",
+            zorder=1,
+        )
         axes.legend(fontsize=8)
     _x_axis(axes, xs, log_x)
     axes.set_xlabel(xlabel)
@@ -136,8 +150,9 @@ def write_plots(rows: list[dict], out_dir: str | Path) -> list[Path]:
     _save(figure, out_dir / "wer_vs_params.png")
     written.append(out_dir / "wer_vs_params.png")
     plt.close(figure)
-    figure = _scatter(plt, rows, "rtfx", "decoding speed (RTFx, higher is faster)", True, True,
-                      f"WER vs decoding speed ({split})")
+    figure = _scatter(
+        plt, rows, "rtfx", "decoding speed (RTFx, higher is faster)", True, True, f"WER vs decoding speed ({split})"
+    )
     _save(figure, out_dir / "wer_vs_rtfx.png")
     written.append(out_dir / "wer_vs_rtfx.png")
     plt.close(figure)

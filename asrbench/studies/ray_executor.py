@@ -94,9 +94,12 @@ def run_tasks(function, tasks: list[tuple], address: str, cpus: int = 1, gpus: f
     connected = connect(address)
     try:
         resources = ray.cluster_resources()
-        console.print(f"bench on Ray ({address}): {len(tasks)} runs, {cpus} CPU{'s' * (cpus != 1)}"
-                      + (f" and {gpus:g} GPU" if gpus else "") + f" each; cluster {resources.get('CPU', 0):g} CPUs"
-                      + (f", {resources.get('GPU', 0):g} GPUs" if resources.get("GPU") else ""))
+        console.print(
+            f"bench on Ray ({address}): {len(tasks)} runs, {cpus} CPU{'s' * (cpus != 1)}"
+            + (f" and {gpus:g} GPU" if gpus else "")
+            + f" each; cluster {resources.get('CPU', 0):g} CPUs"
+            + (f", {resources.get('GPU', 0):g} GPUs" if resources.get("GPU") else "")
+        )
         remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(run_task)
         pending = {remote.remote(function, task, cpus): task for task in tasks}
         failures = []
@@ -112,8 +115,10 @@ def run_tasks(function, tasks: list[tuple], address: str, cpus: int = 1, gpus: f
                     except ray.exceptions.RayError as err:
                         cause = getattr(err, "cause", None)
                         message = str(cause) if cause is not None else str(err).strip().splitlines()[-1]
-                        failures.append(f"{task[2]}: {message.splitlines()[0] if message else type(err).__name__} "
-                                        f"(log: {Path(task[2]) / LOG})")
+                        failures.append(
+                            f"{task[2]}: {message.splitlines()[0] if message else type(err).__name__} "
+                            f"(log: {Path(task[2]) / LOG})"
+                        )
                     progress.update(bar, advance=1, last=f"{task[1]} seed {task[7]}")
         if failures:
             raise AsrbenchError(f"{len(failures)} of {len(tasks)} runs failed on Ray: " + "; ".join(failures))

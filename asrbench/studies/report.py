@@ -135,36 +135,72 @@ def table(headers: list[str], rows: list[list[tuple[str, object]]], table_id: st
 
 # -- sections ------------------------------------------------------------------------------------
 
+
 def comparison_section(rows: list[dict]) -> str:
     """The comparison table. Runs of different test sets are shown with their set and a warning, and
     ranked only within their set (``compare.collect(..., allow_mixed=True)``)."""
-    headers = ["run", "model", "test set", "params", "WER %", "WER 95% CI", "≈best", "CER %", "RTFx", "train s",
-               "epochs", "config hash", "decoder", "asrbench", "commit", "torch", "device"]
+    headers = [
+        "run",
+        "model",
+        "test set",
+        "params",
+        "WER %",
+        "WER 95% CI",
+        "≈best",
+        "CER %",
+        "RTFx",
+        "train s",
+        "epochs",
+        "config hash",
+        "decoder",
+        "asrbench",
+        "commit",
+        "torch",
+        "device",
+    ]
     body = []
     for row in rows:
         env = row.get("environment") or {}
-        body.append([
-            (row["run"], row["run"]), (row.get("model"), row.get("model")),
-            (compare.test_set_label(row), compare.test_set_label(row)),
-            (f"{row['params'] / 1e6:.2f}M" if row.get("params") else "–", row.get("params")),
-            (_number(row.get("wer")), row.get("wer")), (metrics.format_ci(row.get("wer_ci")), None),
-            (row.get("vs_best") or "–", None), (_number(row.get("cer")), row.get("cer")),
-            (_number(row.get("rtfx"), 0), row.get("rtfx")),
-            (_number(row.get("train_seconds"), 0), row.get("train_seconds")), (row.get("epochs"), row.get("epochs")),
-            (row.get("config_hash"), None), (row.get("decoder"), None), (env.get("asrbench_version"), None),
-            ((env.get("git_commit") or "")[:12], None), (env.get("torch_version"), None),
-            (env.get("cpu") if env.get("device") == "cpu" else env.get("gpu") or env.get("device"), None),
-        ])
-    note = ('<p class="muted">≈best: "best" is the lowest WER among runs decoded on the same utterances; "yes" a '
-            'run not significantly worse than it (matched-pairs test), "no" one that is. CIs: bootstrap over '
-            'utterances. Test set: a hash of the utterance ids and references, and their count. Click a header '
-            'to sort.</p>')
+        body.append(
+            [
+                (row["run"], row["run"]),
+                (row.get("model"), row.get("model")),
+                (compare.test_set_label(row), compare.test_set_label(row)),
+                (f"{row['params'] / 1e6:.2f}M" if row.get("params") else "–", row.get("params")),
+                (_number(row.get("wer")), row.get("wer")),
+                (metrics.format_ci(row.get("wer_ci")), None),
+                (row.get("vs_best") or "–", None),
+                (_number(row.get("cer")), row.get("cer")),
+                (_number(row.get("rtfx"), 0), row.get("rtfx")),
+                (_number(row.get("train_seconds"), 0), row.get("train_seconds")),
+                (row.get("epochs"), row.get("epochs")),
+                (row.get("config_hash"), None),
+                (row.get("decoder"), None),
+                (env.get("asrbench_version"), None),
+                ((env.get("git_commit") or "")[:12], None),
+                (env.get("torch_version"), None),
+                (env.get("cpu") if env.get("device") == "cpu" else env.get("gpu") or env.get("device"), None),
+            ]
+        )
+    note = (
+        '<p class="muted">≈best: "best" is the lowest WER among runs decoded on the same utterances; "yes" a '
+        'run not significantly worse than it (matched-pairs test), "no" one that is. CIs: bootstrap over '
+        "utterances. Test set: a hash of the utterance ids and references, and their count. Click a header "
+        "to sort.</p>"
+    )
     sets = {compare.test_set_label(row) for row in rows}
-    warning = (f"<p><strong>These runs were decoded on {len(sets)} different test sets</strong> "
-               f"({esc(', '.join(sorted(sets)))}): each run is ranked only against runs of its own set.</p>"
-               if len(sets) > 1 else "")
-    return f'<h2 id="comparison-table">Comparison ({esc(rows[0]["split"])})</h2>' + warning + \
-        table(headers, body, "comparison") + note
+    warning = (
+        f"<p><strong>These runs were decoded on {len(sets)} different test sets</strong> "
+        f"({esc(', '.join(sorted(sets)))}): each run is ranked only against runs of its own set.</p>"
+        if len(sets) > 1
+        else ""
+    )
+    return (
+        f'<h2 id="comparison-table">Comparison ({esc(rows[0]["split"])})</h2>'
+        + warning
+        + table(headers, body, "comparison")
+        + note
+    )
 
 
 def plots_section(rows: list[dict], scratch: Path) -> str:
@@ -172,8 +208,10 @@ def plots_section(rows: list[dict], scratch: Path) -> str:
 
     if not plots.available():
         return f'<h2>Pareto plots and learning curves</h2><p class="muted">{esc(PLOTS_LEFT_OUT)}.</p>'
-    images = [image(path.read_bytes(), path.stem.replace("_", " "), "wide" if path.stem == "learning_curves" else "")
-              for path in write_plots(rows, scratch)]
+    images = [
+        image(path.read_bytes(), path.stem.replace("_", " "), "wide" if path.stem == "learning_curves" else "")
+        for path in write_plots(rows, scratch)
+    ]
     return '<h2>Pareto plots and learning curves</h2><div class="plots">' + "".join(images) + "</div>"
 
 
@@ -187,11 +225,22 @@ def length_section(run_dirs: list[Path], split: str, scratch: Path) -> str:
         rows = [row for row in found["rows"] if row["axis"] == axis]
         if not rows:
             continue  # speakers not known: no speaker table
-        body = [[(row["run"], row["run"]), (row["bin"], row["order"] if axis != "speaker" else row["bin"]),
-                 (row["utterances"], row["utterances"]), (row["words"], row["words"]),
-                 (_number(row["wer"]), row["wer"]), (metrics.format_ci(row["wer_ci"]), None)] for row in rows]
-        parts.append(f"<details><summary>WER by {esc(title)}</summary>"
-                     + table(["run", title, "utterances", "words", "WER %", "95% CI"], body) + "</details>")
+        body = [
+            [
+                (row["run"], row["run"]),
+                (row["bin"], row["order"] if axis != "speaker" else row["bin"]),
+                (row["utterances"], row["utterances"]),
+                (row["words"], row["words"]),
+                (_number(row["wer"]), row["wer"]),
+                (metrics.format_ci(row["wer_ci"]), None),
+            ]
+            for row in rows
+        ]
+        parts.append(
+            f"<details><summary>WER by {esc(title)}</summary>"
+            + table(["run", title, "utterances", "words", "WER %", "95% CI"], body)
+            + "</details>"
+        )
     return "".join(parts)
 
 
@@ -214,8 +263,13 @@ def study_section(directory: Path) -> str:
         keys += [key for key in row if key not in keys and key not in ("pairs", "order")]
     body = [[_cell_value(row.get(key)) for key in keys] for row in rows]
     plots = "".join(image(path.read_bytes(), path.stem) for path in sorted(directory.glob("*.png")))
-    return f"<h2>Study: {esc(directory)}</h2>" + (f'<div class="plots">{plots}</div>' if plots else "") + \
-        f"<details open><summary>{len(rows)} rows</summary>" + table(keys, body) + "</details>"
+    return (
+        f"<h2>Study: {esc(directory)}</h2>"
+        + (f'<div class="plots">{plots}</div>' if plots else "")
+        + f"<details open><summary>{len(rows)} rows</summary>"
+        + table(keys, body)
+        + "</details>"
+    )
 
 
 def alignment_html(score: metrics.UtteranceScore) -> str:
@@ -253,8 +307,10 @@ def posteriorgram(loaded, waveform: torch.Tensor, extractor) -> bytes | None:
         log_probs, lengths = loaded.model.ctc_log_probs(features[None], torch.tensor([features.size(0)]))
     probs = log_probs[0, : int(lengths[0])].exp().numpy().T  # (V, T')
     shown = [token for token in range(probs.shape[0]) if probs[token].max() >= 0.05]
-    labels = ["∅" if token == loaded.tokenizer.blank_id else (loaded.tokenizer.piece(token) or "␣").replace(" ", "␣")
-              for token in shown]
+    labels = [
+        "∅" if token == loaded.tokenizer.blank_id else (loaded.tokenizer.piece(token) or "␣").replace(" ", "␣")
+        for token in shown
+    ]
     figure, axes = plt.subplots(figsize=(8, 0.14 * len(shown) + 1.2))
     axes.imshow(probs[shown], aspect="auto", origin="lower", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
     axes.set_yticks(range(len(shown)), labels, fontsize=7)
@@ -284,19 +340,25 @@ def error_browser(run_dir: Path, split: str, worst: int, link_audio: bool, progr
     from asrbench.runs.checkpoint import load_model  # the model registry: only for the posteriorgrams
 
     result, rows = length.read_decode(run_dir, split)
-    scores = metrics.score_utterances([r["ref"] for r in rows], [r["hyp"] for r in rows], "none",
-                                      [r["id"] for r in rows])
+    scores = metrics.score_utterances(
+        [r["ref"] for r in rows], [r["hyp"] for r in rows], "none", [r["id"] for r in rows]
+    )
     wrong = [score for score in scores if score.word_errors]
     ranked = sorted(wrong, key=lambda s: (-s.word_errors, -s.word_errors / max(1, s.words), s.id))[:worst]
     manifest_path = split_path(Path(result.data_dir), split) if result.data_dir else None  # none: no audio
-    utterances = ({utt.id: utt for utt in read_manifest(manifest_path)}
-                  if manifest_path is not None and manifest_path.is_file() else {})
+    utterances = (
+        {utt.id: utt for utt in read_manifest(manifest_path)}
+        if manifest_path is not None and manifest_path.is_file()
+        else {}
+    )
     checkpoint = (result.decoder.checkpoint if result.decoder else None) or "best"
     checkpoint_path = rundir.checkpoint_path(run_dir, checkpoint, must_exist=False)  # gone: no posteriorgrams
     loaded = load_model(checkpoint_path) if checkpoint_path.is_file() else None
     extractor = FeatureExtractor(loaded.config.features) if loaded is not None else None
-    parts = [f"<details><summary>{esc(run_dir)} ({esc(result.model)}): {len(ranked)} worst of "
-             f"{len(scores)} utterances</summary>"]
+    parts = [
+        f"<details><summary>{esc(run_dir)} ({esc(result.model)}): {len(ranked)} worst of "
+        f"{len(scores)} utterances</summary>"
+    ]
     given = {row["id"]: row["speaker"] for row in rows}  # the decode's copy of the manifest's speaker
     drawn = plots.available()  # posteriorgrams need the plot extra
     progress()
@@ -311,15 +373,21 @@ def error_browser(run_dir: Path, split: str, worst: int, link_audio: bool, progr
             waveform = load_audio(utt.audio, rate, utt.offset, span)
             media = _audio_tag(utt, waveform.numpy(), rate, link_audio)
             png = posteriorgram(loaded, waveform, extractor) if loaded is not None and drawn else None
-            gram = (image(png, f"CTC posteriorgram of {score.id}") if png is not None
-                    else "" if not drawn else '<p class="muted">no CTC posteriorgram for this model</p>')
+            gram = (
+                image(png, f"CTC posteriorgram of {score.id}")
+                if png is not None
+                else ""
+                if not drawn
+                else '<p class="muted">no CTC posteriorgram for this model</p>'
+            )
         who = f"speaker {esc(speaker)}, " if speaker else ""
         parts.append(
             f'<div class="utt"><header>{esc(score.id)} <span class="muted">{who}'
             f"{score.word_errors} word errors ({score.substitutions} S, {score.deletions} D, {score.insertions} I) "
             f"in {score.words} words</span></header>"
             f'<div class="align">REF: {esc(score.ref)}</div><div class="align">HYP: {esc(score.hyp)}</div>'
-            f'<div class="align">{alignment_html(score)}</div>{media}{gram}</div>')
+            f'<div class="align">{alignment_html(score)}</div>{media}{gram}</div>'
+        )
         progress()
     parts.append("</details>")
     return "".join(parts)
@@ -352,8 +420,10 @@ def take_screenshot(page: Path, png: Path, width: int = 1280, height: int = 1600
     try:
         from playwright.sync_api import Error, sync_playwright  # the report extra: only for --screenshot
     except ImportError:
-        raise AsrbenchError("--screenshot needs Playwright: pip install 'asrbench[report]' (and a Chromium: "
-                            "apt-get install chromium, or `playwright install chromium`)") from None
+        raise AsrbenchError(
+            "--screenshot needs Playwright: pip install 'asrbench[report]' (and a Chromium: "
+            "apt-get install chromium, or `playwright install chromium`)"
+        ) from None
     png.parent.mkdir(parents=True, exist_ok=True)
     try:
         with sync_playwright() as driver:
@@ -367,8 +437,13 @@ def take_screenshot(page: Path, png: Path, width: int = 1280, height: int = 1600
     return png
 
 
-def build_report(inputs: Sequence[str | Path], split: str = "test", worst: int = 10, link_audio: bool = False,
-                 title: str = "asrbench report") -> str:
+def build_report(
+    inputs: Sequence[str | Path],
+    split: str = "test",
+    worst: int = 10,
+    link_audio: bool = False,
+    title: str = "asrbench report",
+) -> str:
     """The page for run dirs and study dirs (a folder with a study.json); a user error names a bad input."""
     run_dirs, studies = [], []
     for path in map(Path, inputs):
@@ -384,8 +459,9 @@ def build_report(inputs: Sequence[str | Path], split: str = "test", worst: int =
         raise AsrbenchError("give at least one run dir or study dir")
     sections = []
     if not plots.available():
-        console.print(f"[yellow]note[/yellow]: {PLOTS_LEFT_OUT}; the tables and the error browser are complete",
-                      soft_wrap=True)
+        console.print(
+            f"[yellow]note[/yellow]: {PLOTS_LEFT_OUT}; the tables and the error browser are complete", soft_wrap=True
+        )
     # The bar's steps: the comparison, its plots, the length breakdown, each study, and per run its
     # scoring (with its model loaded) and each of its worst utterances (audio, posteriorgram).
     before_errors = 3 * bool(run_dirs) + len(studies)
@@ -408,18 +484,22 @@ def build_report(inputs: Sequence[str | Path], split: str = "test", worst: int =
             sections.append(study_section(directory))
             bar.advance(task)
         if run_dirs:
-            sections.append(f'<h2 id="errors">Error browser: the {worst} worst utterances per run</h2>'
-                            '<p class="legend"><span class="S">substitution</span><span class="D">deletion</span>'
-                            '<span class="I">insertion</span> Hover a word for the reference word.</p>')
+            sections.append(
+                f'<h2 id="errors">Error browser: the {worst} worst utterances per run</h2>'
+                '<p class="legend"><span class="S">substitution</span><span class="D">deletion</span>'
+                '<span class="I">insertion</span> Hover a word for the reference word.</p>'
+            )
             for number, run_dir in enumerate(run_dirs):
                 bar.update(task, part=f"worst of {run_dir.name}")
                 sections.append(error_browser(run_dir, split, worst, link_audio, lambda: bar.advance(task)))
                 bar.update(task, completed=before_errors + (number + 1) * (1 + worst))  # fewer wrong ones
     made = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
-            f"<h1>{esc(title)}</h1><p class=\"muted\">{len(run_dirs)} runs, {len(studies)} studies, split "
-            f"{esc(split)}; made {esc(made)}.</p>" + "".join(sections) + f"<script>{SCRIPT}</script></body></html>")
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{esc(title)}</title><style>{STYLE}</style></head><body>"
+        f'<h1>{esc(title)}</h1><p class="muted">{len(run_dirs)} runs, {len(studies)} studies, split '
+        f"{esc(split)}; made {esc(made)}.</p>" + "".join(sections) + f"<script>{SCRIPT}</script></body></html>"
+    )
 
 
 def write_report(inputs: Sequence[str | Path], out: str | Path, **options) -> Path:

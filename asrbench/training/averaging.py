@@ -17,8 +17,10 @@ from torch import nn
 from asrbench.models.base import ASRModel
 from asrbench.runs import checkpoint, rundir
 
-FINAL_MODEL_RULE = ("the average of the train.average_best best epochs when its dev (CER, loss) is lower than "
-                    "the best single epoch's, else that epoch")
+FINAL_MODEL_RULE = (
+    "the average of the train.average_best best epochs when its dev (CER, loss) is lower than "
+    "the best single epoch's, else that epoch"
+)
 BATCH_NORM_BATCHES = 50  # training batches (without augmentation) that re-estimate an average's statistics
 
 

@@ -35,8 +35,10 @@ def train_batches(config: RunConfig, data: TrainingData, device: torch.device, c
     sampler = BucketBatchSampler(data.train.lengths.tolist(), tc.batch_frames, tc.max_batch_size, True, tc.seed)
     steps_per_epoch = len(sampler.batches(group)) // group
     if steps_per_epoch == 0:
-        raise AsrbenchError(f"{config.data.dir}: {len(sampler.batches())} training batches cannot feed one step of "
-                            f"{group} batches ({context.world} ranks x train.grad_accum {tc.grad_accum})")
+        raise AsrbenchError(
+            f"{config.data.dir}: {len(sampler.batches())} training batches cannot feed one step of "
+            f"{group} batches ({context.world} ranks x train.grad_accum {tc.grad_accum})"
+        )
     collate = Collator(data.train, data.train_tokens, data.cmvn, config.augment, noise_augment(config, data))
     keys = EpochKeys()
     workers = loader_workers(tc.data_workers, device)

@@ -25,8 +25,9 @@ class Optimization:
     precision: str  # fp32 | bf16 | fp16, after resolve_precision
 
 
-def build_optimization(model: nn.Module, tc: TrainConfig, device: torch.device,
-                       schedule_end: Callable[[], int]) -> Optimization:
+def build_optimization(
+    model: nn.Module, tc: TrainConfig, device: torch.device, schedule_end: Callable[[], int]
+) -> Optimization:
     """``schedule_end()``: the step where the decay ends, read at every step (a budget fixes it after
     the first epoch, and a resume brings its own)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)

@@ -35,12 +35,22 @@ def announcement(trainer: Trainer) -> str:
         + (f", {context.world} ranks" if context.distributed else "")
         + (f", {trainer.accum} batches per rank and step" if trainer.accum > 1 else "")
         + (f", precision {trainer.precision}" if trainer.precision != "fp32" else "")
-        + (f", {config.data.train_fraction:g} of train ({data.train_hours:.2f} h, data.train_fraction)"
-           if config.data.train_fraction < 1.0 else "")
-        + (f", {data.skipped_long} utterances longer than {config.data.max_duration}s or "
-           f"{tc.batch_frames} frames (train.batch_frames) skipped" if data.skipped_long else "")
-        + (f"; resuming at epoch {state.epoch + 1}" + (f", batch {state.position + 1}" if state.position else "")
-           if trainer.resumed else "")
+        + (
+            f", {config.data.train_fraction:g} of train ({data.train_hours:.2f} h, data.train_fraction)"
+            if config.data.train_fraction < 1.0
+            else ""
+        )
+        + (
+            f", {data.skipped_long} utterances longer than {config.data.max_duration}s or "
+            f"{tc.batch_frames} frames (train.batch_frames) skipped"
+            if data.skipped_long
+            else ""
+        )
+        + (
+            f"; resuming at epoch {state.epoch + 1}" + (f", batch {state.position + 1}" if state.position else "")
+            if trainer.resumed
+            else ""
+        )
         + (f"; TensorBoard events in {trainer.log.log_dir}" if trainer.log.enabled else "")
     )
 
@@ -95,8 +105,10 @@ def summary(trainer: Trainer, averaged: dict | None) -> dict:
         # (--max-steps S --set train.schedule_steps=T: the same learning rates, step for step).
         "budget": {"max_minutes": tc.max_minutes, "clock": trainer.clock.kind, "used_minutes": state.budget_used / 60},
         "schedule_steps": state.schedule_steps or trainer.total_steps,
-        "repeat": (f"--max-steps {state.step}"
-                   + (f" --set train.schedule_steps={state.schedule_steps}" if state.schedule_steps else "")),
+        "repeat": (
+            f"--max-steps {state.step}"
+            + (f" --set train.schedule_steps={state.schedule_steps}" if state.schedule_steps else "")
+        ),
         "skipped_long_utterances": trainer.data.skipped_long,
         "train_hours": trainer.data.train_hours,
         "skipped_batches": state.skipped_batches,
@@ -115,9 +127,12 @@ def done_line(trainer: Trainer, summary: dict) -> str:
     return (
         f"[green]done[/green] {trainer.config.model.name}: best dev CER {state.best_dev_cer:.2f}% "
         f"(epoch {state.best_epoch or None}) after {summary['epochs']} epochs, "
-        + (f"average of {len(averaged['epochs'])} best epochs: dev CER {averaged['dev_cer']:.2f}% "
-           f"({'kept' if averaged['kept'] else 'not kept: the best epoch is the final model'}), "
-           if averaged else "")
+        + (
+            f"average of {len(averaged['epochs'])} best epochs: dev CER {averaged['dev_cer']:.2f}% "
+            f"({'kept' if averaged['kept'] else 'not kept: the best epoch is the final model'}), "
+            if averaged
+            else ""
+        )
         + f"{state.train_seconds:.0f}s ({stop_reason}"
         + (f"; repeat exactly with {summary['repeat']}" if stop_reason == "time budget" else "")
         + f") -> {trainer.run_dir}"

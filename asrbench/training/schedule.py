@@ -50,8 +50,14 @@ class BudgetClock:
         return time.process_time() / max(1, torch.get_num_threads())
 
 
-def fit_schedule(tc: TrainConfig, state: TrainState, budget_seconds: float, final_eval_seconds: float,
-                 steps_per_epoch: int, total_steps: int) -> bool:
+def fit_schedule(
+    tc: TrainConfig,
+    state: TrainState,
+    budget_seconds: float,
+    final_eval_seconds: float,
+    steps_per_epoch: int,
+    total_steps: int,
+) -> bool:
     """At the end of the first epoch, fix where the learning-rate decay ends (``state.schedule_steps``), once;
     -> whether a time budget moved it (worth a line to the user).
 

@@ -24,8 +24,16 @@ from asrbench.runs import rundir
 from asrbench.training.state import resume_state
 
 # What a resumed run may change: its budget and the hardware it runs on.
-RESUMABLE_OVERRIDES = ("train.epochs", "train.max_minutes", "train.max_steps", "train.device", "train.num_threads",
-                       "train.data_workers", "train.tensorboard", "train.tensorboard_every_steps")
+RESUMABLE_OVERRIDES = (
+    "train.epochs",
+    "train.max_minutes",
+    "train.max_steps",
+    "train.device",
+    "train.num_threads",
+    "train.data_workers",
+    "train.tensorboard",
+    "train.tensorboard_every_steps",
+)
 
 
 @dataclass(frozen=True)
@@ -44,13 +52,23 @@ class TrainValues:
 
     # The option each value comes from, as errors and notes name it.
     OPTIONS: ClassVar[dict[str, str]] = {
-        "data_dir": "--data", "epochs": "--epochs", "max_minutes": "--max-minutes", "max_steps": "--max-steps",
-        "seed": "--seed", "device": "--device", "tensorboard": "--tensorboard", "num_threads": "--threads"}
+        "data_dir": "--data",
+        "epochs": "--epochs",
+        "max_minutes": "--max-minutes",
+        "max_steps": "--max-steps",
+        "seed": "--seed",
+        "device": "--device",
+        "tensorboard": "--tensorboard",
+        "num_threads": "--threads",
+    }
 
     def given(self) -> dict[str, str]:
         """config key -> value, for the values given."""
-        return {("data.dir" if name == "data_dir" else f"train.{name}"): value
-                for name, value in dataclasses.asdict(self).items() if value is not None}
+        return {
+            ("data.dir" if name == "data_dir" else f"train.{name}"): value
+            for name, value in dataclasses.asdict(self).items()
+            if value is not None
+        }
 
     def option(self, key: str) -> str:
         """How the user gave the value of config ``key`` ("--epochs 3", "--tensorboard")."""
@@ -60,8 +78,13 @@ class TrainValues:
 
     def only(self, keys: tuple[str, ...]) -> TrainValues:
         """These values with those of the other config keys dropped."""
-        return TrainValues(**{name: value for name, value in dataclasses.asdict(self).items()
-                              if ("data.dir" if name == "data_dir" else f"train.{name}") in keys})
+        return TrainValues(
+            **{
+                name: value
+                for name, value in dataclasses.asdict(self).items()
+                if ("data.dir" if name == "data_dir" else f"train.{name}") in keys
+            }
+        )
 
     def apply(self, config: RunConfig) -> RunConfig:
         """``config`` with these values set, each checked against its field's type and limit; an error
@@ -82,8 +105,9 @@ class TrainValues:
         return config
 
 
-def start(recipe, model_name, run_dir: Path, overrides: list[str] | None, resume: bool,
-          values: TrainValues) -> tuple[RunConfig, dict | None]:
+def start(
+    recipe, model_name, run_dir: Path, overrides: list[str] | None, resume: bool, values: TrainValues
+) -> tuple[RunConfig, dict | None]:
     """The run's config and, when resuming, its checkpoint; nothing is written yet."""
     # A typed option replaces a --set of the same key, which is then never read (as when both were --set).
     given = values.given()
@@ -113,8 +137,10 @@ def _resumed_config(run_dir: Path, overrides: list[str], values: TrainValues) ->
     ignored = [o for o in overrides if _override_key(o) not in RESUMABLE_OVERRIDES]
     ignored += [values.option(key) for key in values.given() if key not in RESUMABLE_OVERRIDES]
     if ignored:
-        console.print(f"[yellow]note[/yellow]: --resume keeps the run's own config; ignored: {', '.join(ignored)} "
-                      f"(a resumed run may change only {', '.join(RESUMABLE_OVERRIDES)})")
+        console.print(
+            f"[yellow]note[/yellow]: --resume keeps the run's own config; ignored: {', '.join(ignored)} "
+            f"(a resumed run may change only {', '.join(RESUMABLE_OVERRIDES)})"
+        )
     config = with_overrides(rundir.read_config(run_dir), allowed, "--resume")
     return values.only(RESUMABLE_OVERRIDES).apply(config)
 

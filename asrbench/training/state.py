@@ -50,8 +50,14 @@ class TrainState:
     nbest: list = field(default_factory=list)  # [dev CER, dev loss, epoch] kept for averaging, best first
 
     # Older checkpoints lack the others; they start from the defaults.
-    REQUIRED: ClassVar[tuple[str, ...]] = ("epoch", "step", "best_dev_cer", "best_dev_loss", "bad_epochs",
-                                           "train_seconds")
+    REQUIRED: ClassVar[tuple[str, ...]] = (
+        "epoch",
+        "step",
+        "best_dev_cer",
+        "best_dev_loss",
+        "bad_epochs",
+        "train_seconds",
+    )
 
     def state_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -63,8 +69,16 @@ class TrainState:
 
 
 # Everything a resumable checkpoint must hold (checkpoint.load_resumable checks it).
-RESUME_KEYS = ("optimizer", "scheduler", *TrainState.REQUIRED, "torch_rng", "python_rng", "model_state", "tokenizer",
-               "cmvn")
+RESUME_KEYS = (
+    "optimizer",
+    "scheduler",
+    *TrainState.REQUIRED,
+    "torch_rng",
+    "python_rng",
+    "model_state",
+    "tokenizer",
+    "cmvn",
+)
 
 
 def resume_state(run_dir: Path) -> dict:
@@ -128,9 +142,11 @@ def restore_rng(state: dict, context: Context, device: torch.device, seed: int) 
         seed_rank(seed, context.rank, state["epoch"])
     saved_world = state.get("world_size", 1)
     if saved_world != context.world and context.main:
-        console.print(f"[yellow]note[/yellow]: the checkpoint was written by {saved_world} rank(s), this run has "
-                      f"{context.world}: steps now take {context.world} x train.grad_accum batches, and ranks "
-                      "without a saved RNG state start fresh dropout streams")
+        console.print(
+            f"[yellow]note[/yellow]: the checkpoint was written by {saved_world} rank(s), this run has "
+            f"{context.world}: steps now take {context.world} x train.grad_accum batches, and ranks "
+            "without a saved RNG state start fresh dropout streams"
+        )
 
 
 # -- stopping --------------------------------------------------------------------------------------
@@ -147,9 +163,11 @@ def stopped_at_once(run_dir: str | Path) -> Interrupted:
     """A second Ctrl-C (KeyboardInterrupt mid-batch) as the command line reports it."""
     run_dir = Path(run_dir)
     saved = (run_dir / rundir.LAST).is_file() or (run_dir / rundir.PREVIOUS).is_file()
-    return Interrupted(f"{run_dir}: stopped at once by a second Ctrl-C; "
-                       + ("the last saved checkpoint is kept" if saved else "no checkpoint had been saved yet")
-                       + f"; resume with: asrbench train --out {run_dir} --resume")
+    return Interrupted(
+        f"{run_dir}: stopped at once by a second Ctrl-C; "
+        + ("the last saved checkpoint is kept" if saved else "no checkpoint had been saved yet")
+        + f"; resume with: asrbench train --out {run_dir} --resume"
+    )
 
 
 class StopRequest:

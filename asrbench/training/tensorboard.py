@@ -49,8 +49,9 @@ class TrainingLog:
         self._lr_step: int | None = None  # the last step whose lr step() wrote
 
     @classmethod
-    def open(cls, run_dir: Path, enabled: bool, main: bool, every_steps: int,
-             resume_step: int | None = None) -> TrainingLog:
+    def open(
+        cls, run_dir: Path, enabled: bool, main: bool, every_steps: int, resume_step: int | None = None
+    ) -> TrainingLog:
         """A log writing to ``<run_dir>/tensorboard/`` when ``enabled`` and on rank 0 (``main``).
 
         ``every_steps``: write the step loss and lr every that many optimizer steps (0: epochs only).

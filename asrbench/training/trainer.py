@@ -107,8 +107,9 @@ class Trainer:
     every rank runs it; only rank 0 evaluates dev and writes files.
     """
 
-    def __init__(self, config: RunConfig, last_state: dict | None, run_dir: Path, context: Context,
-                 device_name: str) -> None:
+    def __init__(
+        self, config: RunConfig, last_state: dict | None, run_dir: Path, context: Context, device_name: str
+    ) -> None:
         tc = self.tc = config.train
         if tc.num_threads > 0:
             torch.set_num_threads(tc.num_threads)
@@ -134,8 +135,13 @@ class Trainer:
         self.nonfinite_in_a_row = 0
         self.stop_reason = "epochs"
         self.stop_request = StopRequest()
-        self.log = TrainingLog.open(run_dir, tc.tensorboard, context.main, tc.tensorboard_every_steps,
-                                    resume_step=self.state.step if last_state is not None else None)
+        self.log = TrainingLog.open(
+            run_dir,
+            tc.tensorboard,
+            context.main,
+            tc.tensorboard_every_steps,
+            resume_step=self.state.step if last_state is not None else None,
+        )
 
     def _load(self, last_state: dict | None) -> None:
         """The data (a resume's tokenizer and CMVN), the model; rank 0 writes the run dir's config,
@@ -145,16 +151,18 @@ class Trainer:
         self.data = load_training_data(config, tokenizer)
         if last_state is not None:
             self.data.cmvn = GlobalCMVN.from_dict(last_state["cmvn"])
-        self.model = build_model(config.model.name, config.model.options, config.features.dim(),
-                                 len(self.data.tokenizer))
+        self.model = build_model(
+            config.model.name, config.model.options, config.features.dim(), len(self.data.tokenizer)
+        )
         self.model.to(self.device)
         self.parameters = count_parameters(self.model)
         if self.context.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             rundir.write_config(run_dir, config)
             fileio.write_json(run_dir / rundir.TOKENIZER, self.data.tokenizer.to_dict())
-            fileio.write_json(run_dir / rundir.ENVIRONMENT,
-                              {**environment(self.device), "world_size": self.context.world})
+            fileio.write_json(
+                run_dir / rundir.ENVIRONMENT, {**environment(self.device), "world_size": self.context.world}
+            )
 
     def _build_optimization(self) -> None:
         """Batch sampler and loader; optimizer, learning-rate schedule, gradient scaler."""
@@ -167,26 +175,41 @@ class Trainer:
         self.steps_per_epoch = batches.steps_per_epoch
         self.total_steps = self.steps_per_epoch * tc.epochs
         self.state = TrainState(group=self.group)  # replaced by the checkpoint's on resume
-        optimization = build_optimization(self.model, tc, self.device,
-                                          lambda: self.state.schedule_steps or self.total_steps)
+        optimization = build_optimization(
+            self.model, tc, self.device, lambda: self.state.schedule_steps or self.total_steps
+        )
         self.optimizer, self.scheduler = optimization.optimizer, optimization.scheduler
         self.scaler, self.precision = optimization.scaler, optimization.precision
 
     # -- resuming ----------------------------------------------------------------------------------
 
-    def resumable_state(self, batches_done: int, seconds: float, epoch_group: int, epoch: int,
-                        budget_used: float) -> dict:
+    def resumable_state(
+        self, batches_done: int, seconds: float, epoch_group: int, epoch: int, budget_used: float
+    ) -> dict:
         """Everything :data:`~asrbench.training.state.RESUME_KEYS` names: the TrainState (at
         ``batches_done`` of ``epoch``, after ``seconds`` of training), the optimizer, scheduler and
         scaler, and every rank's RNG state (every rank takes part: they are gathered to rank 0)."""
         rng_states = self.context.gather(rng_state(self.device))
         losses = self.context.sum(self.state.loss_sum, self.state.loss_count)
-        state = dataclasses.replace(self.state, epoch=epoch, position=batches_done, group=epoch_group,
-                                    train_seconds=seconds, budget_used=budget_used, loss_sum=losses[0],
-                                    loss_count=int(losses[1]))
-        return {**state.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "world_size": self.context.world, "rank_rng": rng_states, **rng_states[0]}
+        state = dataclasses.replace(
+            self.state,
+            epoch=epoch,
+            position=batches_done,
+            group=epoch_group,
+            train_seconds=seconds,
+            budget_used=budget_used,
+            loss_sum=losses[0],
+            loss_count=int(losses[1]),
+        )
+        return {
+            **state.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "world_size": self.context.world,
+            "rank_rng": rng_states,
+            **rng_states[0],
+        }
 
     def _resume(self, last_state: dict) -> None:
         """The inverse of :meth:`resumable_state` (the weights come from the same checkpoint)."""
@@ -201,26 +224,44 @@ class Trainer:
         self.state = state
         restore_rng(last_state, self.context, self.device, self.tc.seed)
 
-    def save_last(self, epoch: int, batches_done: int, seconds: float, epoch_group: int,
-                  budget_used: float | None = None) -> None:
+    def save_last(
+        self, epoch: int, batches_done: int, seconds: float, epoch_group: int, budget_used: float | None = None
+    ) -> None:
         """The resumable checkpoint (every rank takes part; rank 0 writes it); the one it replaces is
         kept as the fallback. ``budget_used``: the budget clock's count now (default: the state's)."""
         budget_used = self.state.budget_used if budget_used is None else budget_used
         resumable = self.resumable_state(batches_done, seconds, epoch_group, epoch, budget_used)
         if self.context.main:
-            checkpoint.save_rotating(self.run_dir / rundir.LAST, self.run_dir / rundir.PREVIOUS, self.config,
-                                     self.data.tokenizer, self.data.cmvn, self.model, **resumable)
+            checkpoint.save_rotating(
+                self.run_dir / rundir.LAST,
+                self.run_dir / rundir.PREVIOUS,
+                self.config,
+                self.data.tokenizer,
+                self.data.cmvn,
+                self.model,
+                **resumable,
+            )
 
     # -- the loop ----------------------------------------------------------------------------------
     def evaluate_dev(self) -> dict:
         """Dev CER, WER (percent) and loss of the model as it is now."""
         data = self.data
-        dev = recognize(self.model, data.dev, data.cmvn, data.tokenizer, self.device, self.tc.eval_batch_frames,
-                        token_ids=data.dev_tokens, searcher=self.dev_searcher)
+        dev = recognize(
+            self.model,
+            data.dev,
+            data.cmvn,
+            data.tokenizer,
+            self.device,
+            self.tc.eval_batch_frames,
+            token_ids=data.dev_tokens,
+            searcher=self.dev_searcher,
+        )
         rates = error_rates([u.text for u in data.dev.utterances], dev.hypotheses, DEFAULT_NORMALIZER)
         if rates.cer is None:
-            raise AsrbenchError(f"{self.config.data.dir}: the dev references have no characters after normalization "
-                                f"({DEFAULT_NORMALIZER}): dev CER, which picks the best epoch, is undefined")
+            raise AsrbenchError(
+                f"{self.config.data.dir}: the dev references have no characters after normalization "
+                f"({DEFAULT_NORMALIZER}): dev CER, which picks the best epoch, is undefined"
+            )
         return {"cer": rates.cer, "wer": rates.wer, "loss": dev.loss}
 
     def limit_reached(self, over_budget: bool) -> str | None:
@@ -235,21 +276,34 @@ class Trainer:
         """At the end of the first epoch, fix where the learning-rate decay ends, once
         (:func:`asrbench.training.schedule.fit_schedule`), keeping room for the final model's extra dev pass."""
         final_eval_seconds = (self.eval_passes - 1) * self.eval_seconds
-        if (fit_schedule(self.tc, self.state, self.budget_seconds, final_eval_seconds, self.steps_per_epoch,
-                         self.total_steps) and self.context.main):
+        if (
+            fit_schedule(
+                self.tc, self.state, self.budget_seconds, final_eval_seconds, self.steps_per_epoch, self.total_steps
+            )
+            and self.context.main
+        ):
             console.print(
                 f"time budget: the learning-rate decay now ends at step {self.state.schedule_steps} (of "
-                f"{self.total_steps} for {self.tc.epochs} epochs), fitted to the first epoch's cost")
+                f"{self.total_steps} for {self.tc.epochs} epochs), fitted to the first epoch's cost"
+            )
 
     def run(self) -> dict:
         state, tc = self.state, self.tc
         console.print(report.announcement(self))
         with progress_bar("loss", "lr", "dev_cer") as progress, self.stop_request, self.log:
             # Under a time budget the bar shows the time left in it when that ends training first.
-            self.progress, self.task = progress, progress.add_task(
-                self.config.model.name, total=self.total_steps, completed=state.step, loss="-", lr="-",
-                dev_cer="-" if state.best_dev_cer == math.inf else f"{state.best_dev_cer:.2f}",
-                deadline=self._deadline(state.budget_used))
+            self.progress, self.task = (
+                progress,
+                progress.add_task(
+                    self.config.model.name,
+                    total=self.total_steps,
+                    completed=state.step,
+                    loss="-",
+                    lr="-",
+                    dev_cer="-" if state.best_dev_cer == math.inf else f"{state.best_dev_cer:.2f}",
+                    deadline=self._deadline(state.budget_used),
+                ),
+            )
             for epoch in range(state.epoch, tc.epochs):
                 self.stop_reason = self.limit_reached(state.budget_used >= self.budget_seconds) or self.stop_reason
                 if self.stop_reason != "epochs":
@@ -285,8 +339,7 @@ class Trainer:
             # not sync: distributed, so train_module is the DDP wrapper (distributed.wrap)
             with nullcontext() if sync else cast(DistributedDataParallel, self.train_module).no_sync():
                 with autocast(device, self.precision):
-                    loss = self.train_module(batch.features, batch.feature_lengths, batch.targets,
-                                             batch.target_lengths)
+                    loss = self.train_module(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)
                 finite = bool(torch.isfinite(loss))
                 bad = bad or not finite
                 # A rank never skips its backward alone: DDP's all-reduce needs every rank.
@@ -307,8 +360,11 @@ class Trainer:
             used = state.budget_used + self.clock() - self.epoch_clock
             # Decisions every rank must take together: one small all-reduce when distributed.
             bad, stop_now, save_now, over_budget = context.any(
-                bad, self.stop_request.requested, now - last_save >= self.checkpoint_seconds,
-                used + self.eval_passes * self.eval_seconds >= self.budget_seconds)
+                bad,
+                self.stop_request.requested,
+                now - last_save >= self.checkpoint_seconds,
+                used + self.eval_passes * self.eval_seconds >= self.budget_seconds,
+            )
             self._apply_step(bad, step_losses, epoch)
             micro, bad, step_losses = 0, False, []
             batches_done += group
@@ -316,21 +372,34 @@ class Trainer:
             state.step += 1
             loop.steps += 1
             lr = self.scheduler.get_last_lr()[0]
-            self.progress.update(self.task, advance=1, loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.1e}",
-                                 deadline=self._deadline(used))
+            self.progress.update(
+                self.task, advance=1, loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.1e}", deadline=self._deadline(used)
+            )
             self.log.step(state.step, loss.detach(), lr)
             # The budget on any rank's clock (over_budget), so every rank stops at the same step.
             self.stop_reason = self.limit_reached(over_budget) or self.stop_reason
             if self.stop_reason != "epochs":
                 break
             if stop_now:  # Ctrl-C: finish the step, save, stop
-                self.save_last(epoch, batches_done, state.train_seconds + time.perf_counter() - epoch_start,
-                               epoch_group, state.budget_used + self.clock() - self.epoch_clock)
-                raise Interrupted(f"{self.run_dir}: checkpoint saved after batch {batches_done} of {len(batches)} "
-                                  f"in epoch {epoch + 1}; resume with: asrbench train --out {self.run_dir} --resume")
+                self.save_last(
+                    epoch,
+                    batches_done,
+                    state.train_seconds + time.perf_counter() - epoch_start,
+                    epoch_group,
+                    state.budget_used + self.clock() - self.epoch_clock,
+                )
+                raise Interrupted(
+                    f"{self.run_dir}: checkpoint saved after batch {batches_done} of {len(batches)} "
+                    f"in epoch {epoch + 1}; resume with: asrbench train --out {self.run_dir} --resume"
+                )
             if save_now and batches_done < stop:
-                self.save_last(epoch, batches_done, state.train_seconds + now - epoch_start, epoch_group,
-                               state.budget_used + self.clock() - self.epoch_clock)
+                self.save_last(
+                    epoch,
+                    batches_done,
+                    state.train_seconds + now - epoch_start,
+                    epoch_group,
+                    state.budget_used + self.clock() - self.epoch_clock,
+                )
                 last_save = time.perf_counter()
         loop.seconds = time.perf_counter() - loop_start
         state.position = 0
@@ -382,23 +451,37 @@ class Trainer:
         """Dev pass, best and n-best checkpoints, metrics, the resumable checkpoint; whether to stop."""
         state, context, tc, run_dir = self.state, self.context, self.tc, self.run_dir
         state.loss_sum, state.loss_count, loop.utterances, loop.frames = context.sum(
-            state.loss_sum, state.loss_count, loop.utterances, loop.frames)
+            state.loss_sum, state.loss_count, loop.utterances, loop.frames
+        )
         if not context.main:
             state.loss_sum, state.loss_count = 0.0, 0  # rank 0 holds the epoch's totals
         eval_clock = self.clock()
         dev_result = self.evaluate_dev() if context.main else None
         # Only rank 0 evaluates; the others wait here for its verdict (and its clocks).
         dev_result, self.eval_seconds, state.train_seconds, state.budget_used = context.broadcast(
-            (dev_result, self.clock() - eval_clock, state.train_seconds + time.perf_counter() - epoch_start,
-             state.budget_used + self.clock() - self.epoch_clock))
+            (
+                dev_result,
+                self.clock() - eval_clock,
+                state.train_seconds + time.perf_counter() - epoch_start,
+                state.budget_used + self.clock() - self.epoch_clock,
+            )
+        )
         if epoch == 0:
             self.fit_schedule()
         self._keep_checkpoints(epoch, dev_result)
         dropped = keep_nbest(state.nbest, [dev_result["cer"], dev_result["loss"], epoch + 1], tc.average_best)
         if context.main and any(entry[2] == epoch + 1 for entry in state.nbest):
-            checkpoint.save(run_dir / rundir.nbest_checkpoint(epoch + 1), self.config, self.data.tokenizer,
-                            self.data.cmvn, self.model, epoch=epoch + 1, step=state.step, dev_cer=dev_result["cer"],
-                            dev_wer=dev_result["wer"])
+            checkpoint.save(
+                run_dir / rundir.nbest_checkpoint(epoch + 1),
+                self.config,
+                self.data.tokenizer,
+                self.data.cmvn,
+                self.model,
+                epoch=epoch + 1,
+                step=state.step,
+                dev_cer=dev_result["cer"],
+                dev_wer=dev_result["wer"],
+            )
         self.metrics_row = report.metrics_row(self, epoch, dev_result, loop)
         if context.main:
             rundir.append_metrics(run_dir, self.metrics_row)
@@ -410,8 +493,10 @@ class Trainer:
                 (run_dir / rundir.nbest_checkpoint(entry[2])).unlink(missing_ok=True)
         self.progress.update(self.task, dev_cer=f"{dev_result['cer']:.2f}")
         if context.any(self.stop_request.requested)[0]:
-            raise Interrupted(f"{run_dir}: checkpoint saved at the end of epoch {epoch + 1}; resume with: "
-                              f"asrbench train --out {run_dir} --resume")
+            raise Interrupted(
+                f"{run_dir}: checkpoint saved at the end of epoch {epoch + 1}; resume with: "
+                f"asrbench train --out {run_dir} --resume"
+            )
         if self.stop_reason in ("time budget", "max steps"):
             return True
         if tc.patience and state.bad_epochs >= tc.patience:
@@ -427,9 +512,17 @@ class Trainer:
             state.best_dev_cer, state.best_dev_loss, state.bad_epochs = dev_result["cer"], dev_result["loss"], 0
             state.best_epoch = epoch + 1
             if self.context.main:
-                checkpoint.save(self.run_dir / rundir.BEST, self.config, self.data.tokenizer, self.data.cmvn,
-                                self.model, epoch=epoch + 1, step=state.step, dev_cer=state.best_dev_cer,
-                                dev_wer=dev_result["wer"])
+                checkpoint.save(
+                    self.run_dir / rundir.BEST,
+                    self.config,
+                    self.data.tokenizer,
+                    self.data.cmvn,
+                    self.model,
+                    epoch=epoch + 1,
+                    step=state.step,
+                    dev_cer=state.best_dev_cer,
+                    dev_wer=dev_result["wer"],
+                )
         else:
             state.bad_epochs += 1
 
@@ -448,12 +541,27 @@ class Trainer:
         result = self.evaluate_dev()
         kept = (result["cer"], result["loss"]) < (state.best_dev_cer, state.best_dev_loss)
         if kept:
-            checkpoint.save(run_dir / rundir.BEST, config, self.data.tokenizer, self.data.cmvn, self.model,
-                            epoch=state.epoch, step=state.step, dev_cer=result["cer"], dev_wer=result["wer"],
-                            averaged_epochs=epochs)
+            checkpoint.save(
+                run_dir / rundir.BEST,
+                config,
+                self.data.tokenizer,
+                self.data.cmvn,
+                self.model,
+                epoch=state.epoch,
+                step=state.step,
+                dev_cer=result["cer"],
+                dev_wer=result["wer"],
+                averaged_epochs=epochs,
+            )
         state.train_seconds += time.perf_counter() - start
-        return {"epochs": epochs, "dev_cer": result["cer"], "dev_wer": result["wer"], "dev_loss": result["loss"],
-                "batch_norm_layers_recomputed": norms, "kept": kept}
+        return {
+            "epochs": epochs,
+            "dev_cer": result["cer"],
+            "dev_wer": result["wer"],
+            "dev_loss": result["loss"],
+            "batch_norm_layers_recomputed": norms,
+            "kept": kept,
+        }
 
     def finish(self) -> dict:
         """Choose the final model (:meth:`average_nbest`), write the summary."""

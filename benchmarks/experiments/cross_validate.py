@@ -37,8 +37,18 @@ from experiment_data import fold_dirs  # noqa: E402
 from asrbench.errors import AsrbenchError  # noqa: E402
 
 
-def run_one(recipe: str, model: str, fold: str, run_dir: str, overrides: list[str], threads: int,
-            attention_beam: int, also_average: list[int], cores: int, lexicon_beam: int) -> dict:
+def run_one(
+    recipe: str,
+    model: str,
+    fold: str,
+    run_dir: str,
+    overrides: list[str],
+    threads: int,
+    attention_beam: int,
+    also_average: list[int],
+    cores: int,
+    lexicon_beam: int,
+) -> dict:
     """Train (unless finished) and score one fold's run; its held-out error counts, final and single best."""
     import torch
 
@@ -59,8 +69,13 @@ def run_one(recipe: str, model: str, fold: str, run_dir: str, overrides: list[st
     else:
         if run.exists():
             raise SystemExit(f"{run}: unfinished run; remove it to train it again")
-        summary = train(recipe, model, run, data_dir=fold, overrides=overrides
-                        + ([f"train.num_threads={threads}"] if threads else []))
+        summary = train(
+            recipe,
+            model,
+            run,
+            data_dir=fold,
+            overrides=overrides + ([f"train.num_threads={threads}"] if threads else []),
+        )
     attention = default_mode(model) == "attention"
     options = DecodeOptions(beam=attention_beam) if attention else None
     checkpoints = {"final": "best"}
@@ -76,7 +91,8 @@ def run_one(recipe: str, model: str, fold: str, run_dir: str, overrides: list[st
                 if not (run / name).is_file():
                     state = checkpoints_module.load_state(run / rundir.nbest_checkpoint(ranked[0]))
                     state["model_state"] = checkpoints_module.average_weights(
-                        [run / rundir.nbest_checkpoint(epoch) for epoch in ranked[:size]])
+                        [run / rundir.nbest_checkpoint(epoch) for epoch in ranked[:size]]
+                    )
                     torch.save(state, run / name)
                 checkpoints[f"average{size}"] = name
     decodings = [(name, checkpoint, options) for name, checkpoint in checkpoints.items()]
@@ -101,12 +117,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run.")
     parser.add_argument("--jobs", type=int, default=1, help="Runs side by side.")
     parser.add_argument("--attention-beam", type=int, default=10)
-    parser.add_argument("--lexicon-beam", type=int, default=0,
-                        help="Also score CTC models' final model with prefix beam search of this width over "
-                             "the fold's training words (--lexicon train); 0 = no.")
-    parser.add_argument("--also-average", default="",
-                        help="With train.average_best=N: also score the average of the k best epochs, "
-                             "for each k given (comma-separated, 1 < k < N).")
+    parser.add_argument(
+        "--lexicon-beam",
+        type=int,
+        default=0,
+        help="Also score CTC models' final model with prefix beam search of this width over "
+        "the fold's training words (--lexicon train); 0 = no.",
+    )
+    parser.add_argument(
+        "--also-average",
+        default="",
+        help="With train.average_best=N: also score the average of the k best epochs, "
+        "for each k given (comma-separated, 1 < k < N).",
+    )
     args = parser.parse_args()
 
     from asrbench.env import available_cores, environment
@@ -123,8 +146,22 @@ def main() -> None:
     tag = args.tag or ",".join(args.overrides) or "recipe"
     also = [int(size) for size in args.also_average.split(",") if size.strip()]
     cores = max(1, available_cores() // args.jobs) if args.jobs > 1 else 0
-    jobs = [(str(args.recipe), model, str(fold), str(args.out / tag / model / fold.name), args.overrides,
-             args.threads, args.attention_beam, also, cores, args.lexicon_beam) for model in names for fold in folds]
+    jobs = [
+        (
+            str(args.recipe),
+            model,
+            str(fold),
+            str(args.out / tag / model / fold.name),
+            args.overrides,
+            args.threads,
+            args.attention_beam,
+            also,
+            cores,
+            args.lexicon_beam,
+        )
+        for model in names
+        for fold in folds
+    ]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(run_one, *zip(*jobs, strict=True)))
 
@@ -137,8 +174,15 @@ def main() -> None:
     rows, env = [], environment(None)
     for model in names:
         runs = [result for result in results if result["model"] == model]
-        row = {"benchmark": "cross_validate", "recipe": str(args.recipe), "tag": tag, "overrides": args.overrides,
-               "model": model, "folds": args.folds, "max_train_seconds": max(r["train_seconds"] for r in runs)}
+        row = {
+            "benchmark": "cross_validate",
+            "recipe": str(args.recipe),
+            "tag": tag,
+            "overrides": args.overrides,
+            "model": model,
+            "folds": args.folds,
+            "max_train_seconds": max(r["train_seconds"] for r in runs),
+        }
         cells = [model]
         for name in kinds:
             if not all(name in r["scores"] for r in runs):
@@ -146,8 +190,12 @@ def main() -> None:
                 continue
             errors = sum(r["scores"][name]["word_errors"] for r in runs)
             words = sum(r["scores"][name]["words"] for r in runs)
-            row[name] = {"wer": 100 * errors / words, "word_errors": errors, "words": words,
-                         "per_fold_errors": [r["scores"][name]["word_errors"] for r in runs]}
+            row[name] = {
+                "wer": 100 * errors / words,
+                "word_errors": errors,
+                "words": words,
+                "per_fold_errors": [r["scores"][name]["word_errors"] for r in runs],
+            }
             cells.append(f"{100 * errors / words:.2f} ({errors})")
         cells.append(f"{row['max_train_seconds']:.0f}")
         table.add_row(*cells)

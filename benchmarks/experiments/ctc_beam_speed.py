@@ -78,7 +78,7 @@ def synthetic_batches(seconds: float, seed: int, batch_size: int = 16):
         references.append(text)
     batches = []
     for start in range(0, len(pieces), batch_size):
-        group = pieces[start:start + batch_size]
+        group = pieces[start : start + batch_size]
         lengths = torch.tensor([piece.size(0) for piece in group])
         padded = torch.nn.utils.rnn.pad_sequence(group, batch_first=True, padding_value=0.0)
         batches.append((padded, lengths))
@@ -100,8 +100,9 @@ def model_batches(run_dir: Path, split: str, data_dir: Path | None):
     config = loaded.config
     features = load_features(Path(data_dir) if data_dir else Path(config.data.dir), split, config.features)
     collate = Collator(features, [[] for _ in range(len(features))], loaded.cmvn)
-    sampler = BucketBatchSampler(features.lengths.tolist(), config.train.eval_batch_frames, max_batch_size=256,
-                                 shuffle=False)
+    sampler = BucketBatchSampler(
+        features.lengths.tolist(), config.train.eval_batch_frames, max_batch_size=256, shuffle=False
+    )
     batches, references = [], []
     for indices in sampler.batches():
         batch = collate(indices)
@@ -167,16 +168,29 @@ def main() -> None:
     for column in ("decoder", "search s", "RTFx", "x greedy time", "WER %", "CER %", "same text as greedy"):
         table.add_column(column, justify="left" if column == "decoder" else "right")
     for row in rows:
-        table.add_row(row["decoder"], f"{row['search_seconds']:.3f}", f"{row['rtfx']:.0f}",
-                      f"{row['ratio_to_greedy']:.1f}", f"{row['wer']:.2f}", f"{row['cer']:.2f}",
-                      f"{row['same_as_greedy']:.1%}")
+        table.add_row(
+            row["decoder"],
+            f"{row['search_seconds']:.3f}",
+            f"{row['rtfx']:.0f}",
+            f"{row['ratio_to_greedy']:.1f}",
+            f"{row['wer']:.2f}",
+            f"{row['cer']:.2f}",
+            f"{row['same_as_greedy']:.1%}",
+        )
     Console(width=140).print(table)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        report = {"benchmark": "ctc_beam_speed", "source": source, "audio_seconds": audio_seconds,
-                  "beam": args.beam, "lm_weight": args.lm_weight, "word_bonus": args.word_bonus,
-                  "lm": str(args.lm) if args.lm else None, "rows": rows,
-                  "environment": environment(torch.device("cpu"))}
+        report = {
+            "benchmark": "ctc_beam_speed",
+            "source": source,
+            "audio_seconds": audio_seconds,
+            "beam": args.beam,
+            "lm_weight": args.lm_weight,
+            "word_bonus": args.word_bonus,
+            "lm": str(args.lm) if args.lm else None,
+            "rows": rows,
+            "environment": environment(torch.device("cpu")),
+        }
         args.json.write_text(json.dumps(report, indent=2))
 
 
@@ -190,11 +204,17 @@ def run_all(tokenizer, batches, audio_seconds: float, references: list[str], arg
 
         lm, metadata = load_lm(lm_dir)
         lexicon = Lexicon.from_file(Path(lm_dir) / "lexicon.txt", tokenizer) if metadata["unit"] == "word" else None
-        options = fused if lexicon is not None else CTCBeamOptions(
-            beam=args.beam, lm_weight=args.lm_weight, word_bonus=args.word_bonus
+        options = (
+            fused
+            if lexicon is not None
+            else CTCBeamOptions(beam=args.beam, lm_weight=args.lm_weight, word_bonus=args.word_bonus)
         )
-        searches.append((f"ours beam {args.beam} + {lm.order}-gram {metadata['unit']} LM",
-                         lambda lp, ln: ctc_prefix_beam_search(lp, ln, tokenizer, options, lm, lexicon)))
+        searches.append(
+            (
+                f"ours beam {args.beam} + {lm.order}-gram {metadata['unit']} LM",
+                lambda lp, ln: ctc_prefix_beam_search(lp, ln, tokenizer, options, lm, lexicon),
+            )
+        )
     if not args.no_flashlight:
         from asrbench.decoding.flashlight import FlashlightDecoder
 
@@ -209,15 +229,26 @@ def run_all(tokenizer, batches, audio_seconds: float, references: list[str], arg
     for name, search in searches:
         seconds, outputs = time_search(search, batches, args.repeat)
         # greedy gives token ids per utterance, the beam searches n-best Hypothesis lists
-        texts = [tokenizer.decode(best if name == "greedy" else (best[0].token_ids if best else []))
-                 for output in outputs for best in output]
+        texts = [
+            tokenizer.decode(best if name == "greedy" else (best[0].token_ids if best else []))
+            for output in outputs
+            for best in output
+        ]
         if greedy_seconds is None:
             greedy_seconds, greedy_texts = seconds, texts
         same = sum(a == b for a, b in zip(texts, greedy_texts, strict=True)) / max(len(texts), 1)
         rates = error_rates(references, texts)
-        rows.append({"decoder": name, "search_seconds": seconds, "rtfx": audio_seconds / seconds,
-                     "ratio_to_greedy": seconds / greedy_seconds, "wer": rates.wer, "cer": rates.cer,
-                     "same_as_greedy": same})
+        rows.append(
+            {
+                "decoder": name,
+                "search_seconds": seconds,
+                "rtfx": audio_seconds / seconds,
+                "ratio_to_greedy": seconds / greedy_seconds,
+                "wer": rates.wer,
+                "cer": rates.cer,
+                "same_as_greedy": same,
+            }
+        )
     return rows
 
 

@@ -37,8 +37,12 @@ def searches(run_dir: Path, lm: str | None, beam: int) -> list[tuple[str, Decode
         rows.append((f"ctc-beam{beam}", DecodeOptions(beam=beam, mode=mode)))
         rows.append((f"ctc-beam{beam}-flashlight", DecodeOptions(beam=beam, mode=mode, backend="flashlight")))
         if lm:
-            rows.append((f"ctc-beam{beam}-lexicon-lm", DecodeOptions(beam=beam, mode=mode, lm=lm, lm_weight=0.5,
-                                                                      lexicon="train")))
+            rows.append(
+                (
+                    f"ctc-beam{beam}-lexicon-lm",
+                    DecodeOptions(beam=beam, mode=mode, lm=lm, lm_weight=0.5, lexicon="train"),
+                )
+            )
     if attention:
         rows.append(("attention-greedy", DecodeOptions(beam=1, mode="attention", ctc_weight=0.0)))
         rows.append((f"attention-beam{beam}", DecodeOptions(beam=beam, mode="attention")))
@@ -58,11 +62,21 @@ def main() -> None:
     rows = []
     for name, options in searches(args.run, args.lm, args.beam):
         result = decode(args.run, args.split, options=options, tag=f"speed-{name}", threads=args.threads).to_dict()
-        rows.append({"search": name, "kind": result["decoder"]["kind"], "wer": result["wer"], "cer": result["cer"],
-                     "rtfx": result["rtfx"], "search_rtfx": result["search_rtfx"],
-                     "decode_seconds": result["decode_seconds"], "search_seconds": result["search_seconds"],
-                     "audio_seconds": result["audio_seconds"], "threads": result["decoder"]["threads"],
-                     "options": options.to_dict()})
+        rows.append(
+            {
+                "search": name,
+                "kind": result["decoder"]["kind"],
+                "wer": result["wer"],
+                "cer": result["cer"],
+                "rtfx": result["rtfx"],
+                "search_rtfx": result["search_rtfx"],
+                "decode_seconds": result["decode_seconds"],
+                "search_seconds": result["search_seconds"],
+                "audio_seconds": result["audio_seconds"],
+                "threads": result["decoder"]["threads"],
+                "options": options.to_dict(),
+            }
+        )
     greedy = rows[0]["decode_seconds"]
     for row in rows:
         row["time_vs_greedy"] = row["decode_seconds"] / greedy if greedy else None
@@ -71,8 +85,14 @@ def main() -> None:
     for column in ("search", "WER %", "CER %", "RTFx", "search RTFx", "time / greedy"):
         table.add_column(column, justify="left" if column == "search" else "right")
     for row in rows:
-        table.add_row(row["search"], f"{row['wer']:.2f}", f"{row['cer']:.2f}", f"{row['rtfx']:,.0f}",
-                      f"{row['search_rtfx']:,.0f}", f"{row['time_vs_greedy']:.1f}x")
+        table.add_row(
+            row["search"],
+            f"{row['wer']:.2f}",
+            f"{row['cer']:.2f}",
+            f"{row['rtfx']:,.0f}",
+            f"{row['search_rtfx']:,.0f}",
+            f"{row['time_vs_greedy']:.1f}x",
+        )
     Console().print(table)
     if args.json:
         fileio.write_text(args.json, json.dumps({"run": str(args.run), "split": args.split, "rows": rows}, indent=2))

@@ -40,9 +40,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="Root folder for the run dirs.")
     parser.add_argument("--models", default="all", help="Comma-separated model names, or 'all' (the recipe's).")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0 = default).")
-    parser.add_argument("--attention-beam", type=int, default=10,
-                        help="Beam for attention models (joint CTC/attention at the training CTC weight); "
-                             "CTC models are decoded greedily unless --ctc-beam is given.")
+    parser.add_argument(
+        "--attention-beam",
+        type=int,
+        default=10,
+        help="Beam for attention models (joint CTC/attention at the training CTC weight); "
+        "CTC models are decoded greedily unless --ctc-beam is given.",
+    )
     parser.add_argument("--ctc-beam", type=int, default=1, help="CTC prefix beam width (1 = greedy).")
     parser.add_argument("--ctc-lexicon", default="", help="CTC search lexicon: 'train' or a lexicon file.")
     parser.add_argument("--name", default="", help="Results file name (default: the recipe's name).")
@@ -61,8 +65,11 @@ def main() -> None:
                 raise SystemExit(f"{run_dir}: unfinished run; resume it with `asrbench train --resume` or remove it")
             train(args.recipe, model, run_dir, overrides=overrides)
         attention = default_mode(model) == "attention"
-        options = (DecodeOptions(beam=args.attention_beam) if attention
-                   else DecodeOptions(beam=args.ctc_beam, lexicon=args.ctc_lexicon))
+        options = (
+            DecodeOptions(beam=args.attention_beam)
+            if attention
+            else DecodeOptions(beam=args.ctc_beam, lexicon=args.ctc_lexicon)
+        )
         decode(run_dir, "test", options=options, threads=args.threads)
         run_dirs.append(run_dir)
     rows = collect(run_dirs, "test")

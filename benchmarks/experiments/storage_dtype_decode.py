@@ -45,12 +45,21 @@ def main() -> None:
             recognition = recognize(loaded.model, features, loaded.cmvn, loaded.tokenizer, torch.device("cpu"))
             rates[dtype] = error_rates([u.text for u in features.utterances], recognition.hypotheses).to_dict()
         difference = rates["float16"]["cer"] - rates["float32"]["cer"]
-        figures[str(run)] = figure(abs(difference), 0.3, f"|CER points| float16 - float32 features, {args.split}",
-                                   better="lower", trained_on=loaded.config.features.dtype,
-                                   cer_float16=rates["float16"]["cer"], cer_float32=rates["float32"]["cer"],
-                                   wer_float16=rates["float16"]["wer"], wer_float32=rates["float32"]["wer"])
-        print(f"{run}: trained on {loaded.config.features.dtype}; {args.split} CER float16 features "
-              f"{rates['float16']['cer']:.2f}, float32 features {rates['float32']['cer']:.2f} ({difference:+.2f})")
+        figures[str(run)] = figure(
+            abs(difference),
+            0.3,
+            f"|CER points| float16 - float32 features, {args.split}",
+            better="lower",
+            trained_on=loaded.config.features.dtype,
+            cer_float16=rates["float16"]["cer"],
+            cer_float32=rates["float32"]["cer"],
+            wer_float16=rates["float16"]["wer"],
+            wer_float32=rates["float32"]["wer"],
+        )
+        print(
+            f"{run}: trained on {loaded.config.features.dtype}; {args.split} CER float16 features "
+            f"{rates['float16']['cer']:.2f}, float32 features {rates['float32']['cer']:.2f} ({difference:+.2f})"
+        )
     record("storage_dtype_decode", figures)
 
 
