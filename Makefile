@@ -64,6 +64,7 @@ test-fast: setup sctk
 # mypy: configured in pyproject.toml [tool.mypy]; tests/test_lint.py holds asrbench/ at zero errors.
 lint: setup
 	$(BIN)/ruff check asrbench tests benchmarks tools
+	$(BIN)/ruff format --check asrbench tests benchmarks tools
 	$(BIN)/mypy asrbench
 
 # The main job on the built-in corpus: synthesize, train the 7 CTC architectures (dnn ... conformer; the

@@ -88,11 +88,14 @@ def test_the_script_prints_the_import_graph():
     assert result.stdout.strip().endswith("layering: no cycle, every layer rule holds")
 
 
-def _function(name: str, lines: int, docstring: str = "") -> str:
-    """A function of exactly ``lines`` lines (its def line included)."""
+def _function(name: str, lines: int, docstring: str = "", signature_lines: int = 1) -> str:
+    """A function whose body (its statements, the docstring included) has exactly ``lines`` lines,
+    under a signature of ``signature_lines`` lines."""
+    signature = [f"def {name}("] + [f"    a{i}=None," for i in range(signature_lines - 2)] + ["):"]
+    signature = [f"def {name}():"] if signature_lines == 1 else signature
     body = [f'    """{docstring}"""'] if docstring else []
-    body += [f"    x{i} = {i}" for i in range(lines - 1 - len(body))]
-    return "\n".join([f"def {name}():", *body]) + "\n\n\n"
+    body += [f"    x{i} = {i}" for i in range(lines - len(body))]
+    return "\n".join([*signature, *body]) + "\n\n\n"
 
 
 def test_a_function_over_80_lines_must_say_why(tmp_path, monkeypatch):
@@ -104,6 +107,7 @@ def test_a_function_over_80_lines_must_say_why(tmp_path, monkeypatch):
     (package / "decoding" / "search.py").write_text(
         _function("long_plain", 81)
         + _function("just_short_enough", 80)
+        + _function("a_long_signature", 80, signature_lines=40)  # a CLI command's options do not count
         + _function("long_loop", 81, "The per-frame loop (the hot loop: one function, locals bound once).")
     )
     monkeypatch.setattr(layering, "ROOT", tmp_path)

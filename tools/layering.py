@@ -1,6 +1,9 @@
 """The package's layering, from its source: the module-level import graph, cycles, layer rules,
 imports inside functions, and functions longer than ~80 lines.
 
+A function's length is its body's: from its first statement (its docstring, when it has one) to its
+last line. The signature does not count: a CLI command's signature is the list of its options.
+
     python tools/layering.py            # the import graph as a listing, then every check
     python tools/layering.py --check    # only the checks; exit code 1 if one fails
 
@@ -124,9 +127,10 @@ def scan() -> Scan:
                                 else (above[1:].strip() if above.startswith("#") else "")
                             )
                             local.append((name, inner.lineno, target, comment))
-                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                start = node.body[0].lineno  # the body's first line: the signature does not count
+                length = (node.end_lineno or node.lineno) - start + 1
                 if length > MAX_FUNCTION_LINES:
-                    head = " ".join(lines[node.lineno - 1 : node.lineno + 4])
+                    head = " ".join(lines[node.lineno - 1 : start + 4])  # the def and the docstring's start
                     long.append((name, node.name, length, LONG_REASON in head))
     return Scan(graph, local, long)
 

@@ -55,6 +55,25 @@ def _check_order(order: int) -> None:
         raise AsrbenchError(f"n-gram order must be a positive integer, got {order!r}")
 
 
+def _ngram_line(line: str, order: int, unit: str, where: str) -> tuple[tuple[str, ...], float, float | None]:
+    """One line of an ``order``-gram section -> (the n-gram, its log10 probability, its backoff or
+    None); a malformed line raises :class:`AsrbenchError` naming ``where``."""
+    fields = line.split()
+    if len(fields) not in (order + 1, order + 2):
+        raise AsrbenchError(
+            f"{where}: a {order}-gram line needs a log10 probability, {order} "
+            f"token(s) and an optional backoff; got {len(fields)} field(s)"
+        )
+    try:
+        values = [float(field) for field in (fields[0], *fields[order + 1 :])]
+    except ValueError:
+        raise AsrbenchError(f"{where}: not a number in {line!r}") from None
+    if any(math.isnan(value) for value in values):
+        raise AsrbenchError(f"{where}: NaN in {line!r}")
+    gram = tuple(" " if unit == "char" and token == SPACE else token for token in fields[1 : order + 1])
+    return gram, values[0], values[1] if len(values) == 2 else None
+
+
 def _numbered_lines(path: Path):
     """``(line number, stripped line)`` pairs, streamed (ARPA files can be gigabytes)."""
     with open(path, "rb") as handle:  # decoded line by line, so a bad byte has an exact line
@@ -268,24 +287,12 @@ class NGramLM:
                 declared[order] = count
                 continue
             assert isinstance(section, int)  # past the header: the order being read
-            fields = line.split()
-            if len(fields) not in (section + 1, section + 2):
-                raise AsrbenchError(
-                    f"{where}: a {section}-gram line needs a log10 probability, {section} "
-                    f"token(s) and an optional backoff; got {len(fields)} field(s)"
-                )
-            try:
-                values = [float(field) for field in (fields[0], *fields[section + 1 :])]
-            except ValueError:
-                raise AsrbenchError(f"{where}: not a number in {line!r}") from None
-            if any(math.isnan(value) for value in values):
-                raise AsrbenchError(f"{where}: NaN in {line!r}")
-            gram = tuple(" " if unit == "char" and token == SPACE else token for token in fields[1 : section + 1])
+            gram, logprob, backoff = _ngram_line(line, section, unit, where)
             if gram in logprobs:
-                raise AsrbenchError(f"{where}: duplicate n-gram {' '.join(fields[1 : section + 1])!r}")
-            logprobs[gram] = values[0]
-            if len(values) == 2:
-                backoffs[gram] = values[1]
+                raise AsrbenchError(f"{where}: duplicate n-gram {' '.join(line.split()[1 : section + 1])!r}")
+            logprobs[gram] = logprob
+            if backoff is not None:
+                backoffs[gram] = backoff
             in_section += 1
         if section == "preamble":
             raise AsrbenchError(f"{path}: not an ARPA file (no \\data\\ line)")

@@ -329,6 +329,36 @@ def _run_parallel(tasks: list[tuple], jobs: int) -> None:
             raise
 
 
+def _run_row(run_dir: Path, name: str, seed: int) -> dict:
+    """One trained run's row of bench.json: its dev and test decodes, training figures and config hash."""
+    results = {split: _decode_split(run_dir, split) for split in SPLITS}
+    summary = rundir.read_json(run_dir / rundir.SUMMARY)
+    test, dev = results["test"], results["dev"]
+    return {
+        "run": str(run_dir),
+        "model": name,
+        "seed": seed,
+        "wer": test.wer,
+        "cer": test.cer,
+        "dev_wer": dev.wer,
+        "dev_cer": dev.cer,
+        "dev_test_gap": None if test.wer is None or dev.wer is None else test.wer - dev.wer,
+        "params": test.params,
+        "train_seconds": summary.get("train_seconds"),
+        "epochs": summary.get("epochs"),
+        "stop_reason": summary.get("stop_reason"),
+        "rtfx": test.rtfx,
+        "rtfx_conditions": {
+            "batch_frames": test.decoder.batch_frames if test.decoder else None,
+            "threads": test.decoder.threads if test.decoder else None,
+            "device": test.device,
+        },
+        "peak_memory_mb": (summary.get("peak_memory") or {}).get("mb"),
+        "peak_memory_kind": (summary.get("peak_memory") or {}).get("kind"),
+        "config_hash": test.config_hash,
+    }
+
+
 def bench(
     recipe: str | Path,
     models: str = "all",
@@ -379,34 +409,7 @@ def bench(
         name, seed, run_dir = task[1], task[7], Path(task[2])
         if _unfinished(run_dir):
             _run_one(*task, False)
-        results = {split: _decode_split(run_dir, split) for split in SPLITS}
-        summary = rundir.read_json(run_dir / rundir.SUMMARY)
-        test, dev = results["test"], results["dev"]
-        runs.append(
-            {
-                "run": str(run_dir),
-                "model": name,
-                "seed": seed,
-                "wer": test.wer,
-                "cer": test.cer,
-                "dev_wer": dev.wer,
-                "dev_cer": dev.cer,
-                "dev_test_gap": None if test.wer is None or dev.wer is None else test.wer - dev.wer,
-                "params": test.params,
-                "train_seconds": summary.get("train_seconds"),
-                "epochs": summary.get("epochs"),
-                "stop_reason": summary.get("stop_reason"),
-                "rtfx": test.rtfx,
-                "rtfx_conditions": {
-                    "batch_frames": test.decoder.batch_frames if test.decoder else None,
-                    "threads": test.decoder.threads if test.decoder else None,
-                    "device": test.device,
-                },
-                "peak_memory_mb": (summary.get("peak_memory") or {}).get("mb"),
-                "peak_memory_kind": (summary.get("peak_memory") or {}).get("kind"),
-                "config_hash": test.config_hash,
-            }
-        )
+        runs.append(_run_row(run_dir, name, seed))
     rows = summarize(runs)
     pairs = add_statistics(rows, runs)
     report = {
