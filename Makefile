@@ -38,15 +38,15 @@ define apt_package
 	  fi
 endef
 
-# tests/test_scoring_reports.py checks our trn files against NIST sclite (SCTK).
+# tests/scoring/test_scoring_reports.py checks our trn files against NIST sclite (SCTK).
 sctk:
-	$(call apt_package,command -v sclite >/dev/null || test -x /usr/lib/sctk/bin/sclite,sctk,tests/test_scoring_reports.py)
+	$(call apt_package,command -v sclite >/dev/null || test -x /usr/lib/sctk/bin/sclite,sctk,tests/scoring/test_scoring_reports.py)
 
-# tests/test_report.py opens the HTML report in a real headless Chromium (Playwright drives it); any Chromium
+# tests/studies/test_report.py opens the HTML report in a real headless Chromium (Playwright drives it); any Chromium
 # on PATH, or the one $$ASRBENCH_CHROMIUM names, will do.
 chromium:
 	$(call apt_package,command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
-	  test -n "$$ASRBENCH_CHROMIUM",chromium,tests/test_report.py)
+	  test -n "$$ASRBENCH_CHROMIUM",chromium,tests/studies/test_report.py)
 
 # TEST_JOBS pytest processes (pytest-xdist), each taking whole test files (--dist loadfile): a file's
 # module fixtures (a Ray cluster, a trained model) stay in one process; the session's trained

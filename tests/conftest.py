@@ -2,7 +2,9 @@
 the rule that a test which trains a model is marked ``slow`` (so ``make test-fast`` stays quick).
 
 Helpers that are plain functions (a tone corpus, tiny models, the CLI entry point) are in
-``tests/helpers.py``.
+``tests/helpers.py``. The folders mirror the package's stages (``tests/data/`` tests
+``asrbench/data/``, ``tests/models/`` the models ...); the tests at this level cover the package as
+a whole: the CLI, the docs, end-to-end runs, the layering, lint, the wheel and the benchmarks.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Computes what :class:`asrbench.data.fbank.FeatureExtractor` computes: Kaldi-comp
 filterbanks (snip edges, DC removal, pre-emphasis 0.97, Povey window, FFT padded to a power of
 two, power spectrum, the mel banks, log), frame by frame in float32. The mel banks are not
 recomputed: an export writes the extractor's own (``mel_banks.npy``), so both front ends multiply
-by the same matrix; ``tests/test_export.py`` checks that their features agree.
+by the same matrix; ``tests/deploy/test_export.py`` checks that their features agree.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """An exported model dir (``asrbench export``) at run time: onnxruntime, the NumPy front end, the
 tokenizer and the searches. Nothing here imports :mod:`asrbench.models` or builds a PyTorch module:
-``tests/test_export.py`` transcribes through it in a subprocess that asserts so.
+``tests/deploy/test_export.py`` transcribes through it in a subprocess that asserts so.
 
 :class:`ExportedCTC` offers what CTC search and alignment call on a model (``ctc_log_probs``),
 :class:`ExportedTransducer` the transducer protocol (encoder, predictor step, state selection,

@@ -10,7 +10,7 @@ One optimizer step consumes a *group* of ``world * grad_accum`` consecutive batc
 list: batch ``(step * grad_accum + micro) * world + rank`` goes to ``rank`` as its micro-batch
 ``micro``. Each micro-batch loss is divided by ``grad_accum`` and DDP averages over the ranks, so
 a step applies the mean of the group's batch gradients whatever the split: 2 ranks with
-``grad_accum`` 1 and 1 rank with ``grad_accum`` 2 take the same steps (tests/test_distributed.py).
+``grad_accum`` 1 and 1 rank with ``grad_accum`` 2 take the same steps (tests/training/test_distributed.py).
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class LossModule(nn.Module):
 def wrap(model: nn.Module, context: Context, device: torch.device) -> nn.Module:
     """The module the training step calls: DDP around :class:`LossModule` when distributed.
 
-    Every parameter of every registered model takes part in its loss (tests/test_distributed.py
+    Every parameter of every registered model takes part in its loss (tests/training/test_distributed.py
     checks it), so DDP need not search the graph for unused ones each step.
     """
     module = LossModule(model)

@@ -14,7 +14,7 @@ from asrbench.errors import AsrbenchError
 from asrbench.recipe.bundled import FOLDER, bundled, find_recipe, summaries
 from asrbench.recipe.config import DataConfig, RunConfig, load_yaml, resolve
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["an4", "fsdd", "librispeech100", "synth", "yesno"]
 
 

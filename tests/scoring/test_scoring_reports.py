@@ -2,7 +2,7 @@
 confusions, speakers, trn files checked by NIST sclite, transcript files, the report files,
 `asrbench score` and the report decode writes.
 
-The error-rate arithmetic and normalization: tests/test_scoring_rates.py.
+The error-rate arithmetic and normalization: tests/scoring/test_scoring_rates.py.
 """
 
 from __future__ import annotations

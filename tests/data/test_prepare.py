@@ -15,7 +15,7 @@ from asrbench.data.manifest import Utterance, read_manifest
 from asrbench.data.prepare import CORPORA, prepare_corpus
 from asrbench.errors import AsrbenchError
 
-DATA_ROOT = Path(os.environ.get("ASRBENCH_DATA_ROOT", Path(__file__).parents[1] / ".." / "shared" / "data"))
+DATA_ROOT = Path(os.environ.get("ASRBENCH_DATA_ROOT", Path(__file__).parents[2] / ".." / "shared" / "data"))
 
 
 def write_tone(path: Path, seconds: float = 0.2, rate: int = 16000, format: str | None = None) -> Path:

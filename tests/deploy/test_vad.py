@@ -114,7 +114,7 @@ def test_bad_vad_settings_are_one_clear_error(settings, message):
 
 def test_silero_finds_the_speech_of_real_recordings_and_not_the_silence_between(tmp_path: Path):
     """Three yesno recordings (real speech, 8 kHz) with 3 s of silence between them."""
-    yesno = Path(__file__).resolve().parents[2] / "shared" / "data" / "yesno"
+    yesno = Path(__file__).resolve().parents[3] / "shared" / "data" / "yesno"
     files = sorted(yesno.rglob("*.wav"))[:3]
     assert len(files) == 3, f"yesno corpus not found under {yesno}"
     pieces, gaps, position = [], [], 0.0

@@ -1,7 +1,7 @@
 """asrbench/scoring/metrics.py, the arithmetic: corpus WER/CER and error counts against an independent
 Levenshtein distance, and the text normalization both sides go through (asrbench/text.py).
 
-The files, alignments, trn/sclite, reports and the `score` command: tests/test_scoring_reports.py.
+The files, alignments, trn/sclite, reports and the `score` command: tests/scoring/test_scoring_reports.py.
 """
 
 from __future__ import annotations

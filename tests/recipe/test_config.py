@@ -28,7 +28,7 @@ from asrbench.recipe.config import (
 )
 from asrbench.recipe.schema import field_limits
 
-RECIPES_DIR = Path(__file__).parents[1] / "asrbench" / "recipe"
+RECIPES_DIR = Path(__file__).parents[2] / "asrbench" / "recipe"
 
 RECIPE = """\
 data:
