@@ -55,7 +55,7 @@ from asrbench.models.transducer import (
     TransducerOptions,
 )
 from asrbench.models.transformer import Transformer, TransformerConfig
-from asrbench.recipe.schema import build_dataclass
+from asrbench.recipe.schema import build_dataclass, check_limits
 
 FAMILIES: list[Family] = [CTC, ATTENTION, TRANSDUCER]
 
@@ -250,6 +250,9 @@ def default_mode(name: str) -> str:
 def build_model(name: str, options: dict, input_dim: int, vocab_size: int) -> nn.Module:
     entry = _entry(name)
     config = build_dataclass(entry.config, options, f"model {name}")
+    # The options' LIMITS are their one statement of valid values; checked here for every caller
+    # (a recipe checks them first, to name the --set that gave a bad value).
+    check_limits(config, "model", {}, f"model {name}")
     try:
         model = entry.model(input_dim, vocab_size, config)
     except ValueError as err:  # an option value the model refuses (e.g. crdnn rnn_type, gru forget_bias)

@@ -35,10 +35,6 @@ class AttentionModel(nn.Module):
 
     def __init__(self, vocab_size: int, ctc_weight: float, label_smoothing: float, max_length_ratio: float):
         super().__init__()
-        if not 0.0 <= ctc_weight <= 1.0:
-            raise AsrbenchError(f"ctc_weight must be in [0, 1], not {ctc_weight}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise AsrbenchError(f"label_smoothing must be in [0, 1), not {label_smoothing}")
         self.vocab_size = vocab_size
         self.sos = self.eos = vocab_size - 1
         self.ctc_weight = ctc_weight

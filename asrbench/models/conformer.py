@@ -95,8 +95,6 @@ class Conformer(ChunkedAttention, CTCModel):
         )
         self._init_chunking(config)
         self.kernel_size = config.kernel_size
-        if config.conv_context not in ("causal", "chunk"):
-            raise ValueError(f"conv_context must be causal or chunk, not {config.conv_context!r}")
         self.chunk_conv = self.streaming and config.conv_context == "chunk"
         for layer in self.encoder.conformer_layers:
             conv = layer.conv_module.sequential

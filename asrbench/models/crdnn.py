@@ -43,8 +43,6 @@ class CRDNN(CTCModel):
 
     def __init__(self, input_dim: int, vocab_size: int, config: CRDNNConfig):
         super().__init__()
-        if config.rnn_type not in ("gru", "lstm"):
-            raise ValueError(f"rnn_type must be gru or lstm, got {config.rnn_type!r}")
         channels = config.conv_channels
         self.conv = nn.ModuleList(
             [

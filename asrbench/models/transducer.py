@@ -169,10 +169,8 @@ class Joiner(nn.Module):
 
 
 def build_predictor(vocab_size: int, options: TransducerOptions, dropout: float) -> StatelessPredictor | LSTMPredictor:
-    if options.predictor not in PREDICTORS:
-        raise ValueError(f"unknown predictor '{options.predictor}' (valid: {', '.join(PREDICTORS)})")
-    if options.predictor_dim < 1 or options.predictor_layers < 1 or options.context_size < 1:
-        raise ValueError("predictor_dim, predictor_layers and context_size must be at least 1")
+    """The prediction network ``options.predictor`` names (the options' LIMITS are checked by
+    asrbench.models.build_model, their one place)."""
     if options.predictor == "lstm":
         return LSTMPredictor(vocab_size, options.predictor_dim, options.predictor_layers, dropout)
     return StatelessPredictor(vocab_size, options.predictor_dim, options.context_size)
@@ -187,12 +185,6 @@ class TransducerModel(nn.Module):
 
     def __init__(self, encoder: CTCModel, vocab_size: int, options: TransducerOptions, dropout: float = 0.0):
         super().__init__()
-        if not 0.0 <= options.ctc_weight < 1.0:
-            raise ValueError(f"ctc_weight must be in [0, 1), not {options.ctc_weight}")
-        if options.max_symbols_per_frame < 1:
-            raise ValueError(f"max_symbols_per_frame must be at least 1, not {options.max_symbols_per_frame}")
-        if options.fused_batch_size < 0:
-            raise ValueError(f"fused_batch_size must be 0 (off) or more, not {options.fused_batch_size}")
         self.vocab_size = vocab_size
         self.fused_batch_size = options.fused_batch_size
         self.ctc_weight = options.ctc_weight

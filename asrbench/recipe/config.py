@@ -34,8 +34,8 @@ from asrbench.recipe.schema import (
     Limit,
     Override,
     build_dataclass,
+    check_limits,
     choices,
-    field_limits,
 )
 
 DEFAULT_DATA_ROOT = "../shared/data"
@@ -348,21 +348,6 @@ def _dry_build(config: RunConfig, where: str) -> None:
             build_model(config.model.name, config.model.options, config.features.dim(), 32)
     except AsrbenchError as err:
         raise AsrbenchError(f"{where}: {err}") from None
-
-
-def check_limits(
-    values, section: str, overridden: dict[tuple[str, str], str], where: str, label: str | None = None
-) -> None:
-    """Every field of one section (a dataclass) within its limit (``LIMITS``, :class:`asrbench.recipe.schema.Limit`);
-    the error names the ``--set`` argument that gave the value (or one its limit reads), else ``where``."""
-    fields = {f.name: getattr(values, f.name) for f in dataclasses.fields(values)}
-    for key, limit in field_limits(type(values)).items():
-        if limit.problem(fields[key], fields) is None:
-            continue
-        given = [(section, name) for name in (key, *limit.fields()) if (section, name) in overridden]
-        prefix = section if given or label is None else label
-        message = limit.problem(fields[key], fields, lambda name, prefix=prefix: f"{prefix}.{name}")
-        raise AsrbenchError(f"{f'--set {overridden[given[0]]}' if given else where}: {prefix}.{key} {message}")
 
 
 def _overridden(overrides: list[str], model: str) -> dict[tuple[str, str], str]:

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,3 +197,18 @@ def limit_problems(instance: Any, name=str) -> list[tuple[str, tuple[str, ...], 
         if message is not None:
             found.append((key, limit.fields(), message))
     return found
+
+
+def check_limits(
+    values, section: str, overridden: Mapping[tuple[str, str], str], where: str, label: str | None = None
+) -> None:
+    """Every field of one section (a dataclass) within its limit (``LIMITS``, :class:`asrbench.recipe.schema.Limit`);
+    the error names the ``--set`` argument that gave the value (or one its limit reads), else ``where``."""
+    fields = {f.name: getattr(values, f.name) for f in dataclasses.fields(values)}
+    for key, limit in field_limits(type(values)).items():
+        if limit.problem(fields[key], fields) is None:
+            continue
+        given = [(section, name) for name in (key, *limit.fields()) if (section, name) in overridden]
+        prefix = section if given or label is None else label
+        message = limit.problem(fields[key], fields, lambda name, prefix=prefix: f"{prefix}.{name}")
+        raise AsrbenchError(f"{f'--set {overridden[given[0]]}' if given else where}: {prefix}.{key} {message}")

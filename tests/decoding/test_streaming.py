@@ -100,7 +100,7 @@ def test_the_chunked_convolution_at_full_context_is_the_ordinary_one():
         torch.testing.assert_close(chunked.encode(features, lengths)[0], offline.encode(features, lengths)[0])
         chunked.set_chunk(3)
         assert not torch.allclose(chunked.encode(features, lengths)[0], offline.encode(features, lengths)[0])
-    with pytest.raises(AsrbenchError, match="conv_context must be causal or chunk"):
+    with pytest.raises(AsrbenchError, match="model.conv_context must be one of causal, chunk, got 'future'"):
         _model("conformer", **{**STREAMING, "conv_context": "future"})
 
 

@@ -436,3 +436,27 @@ def test_a_model_that_satisfies_no_family_is_refused_at_registration():
         register("dnn", MODELS["dnn"].config, MODELS["dnn"].model)
     assert "not_a_model" not in MODELS
     unregister("not_a_model")
+
+
+@pytest.mark.parametrize(
+    "name,options,message",
+    [
+        (
+            "transformer_aed",
+            {"label_smoothing": 1.0},
+            r"model transformer_aed: model\.label_smoothing must be in \[0, 1\)",
+        ),
+        ("las", {"ctc_weight": 1.5}, r"model las: model\.ctc_weight must be in \[0, 1\], got 1\.5"),
+        (
+            "cnn_transducer",
+            {"predictor": "gru"},
+            r"model cnn_transducer: model\.predictor must be one of stateless, lstm",
+        ),
+        ("crdnn", {"rnn_type": "rnn"}, r"model crdnn: model\.rnn_type must be one of gru, lstm"),
+    ],
+)
+def test_build_model_checks_the_options_limits_for_every_caller(name, options, message):
+    """The options' LIMITS are their one statement of valid values: a library caller gets the same
+    check a recipe does (the constructors no longer repeat it)."""
+    with pytest.raises(AsrbenchError, match=message):
+        build_model(name, options, INPUT_DIM, VOCAB)

@@ -423,7 +423,7 @@ def test_fused_sub_batches_give_the_dense_loss_and_gradients(name):
     assert dense_grads.keys() == fused_grads.keys() and any("joiner" in key for key in dense_grads)
     for key, grad in dense_grads.items():
         torch.testing.assert_close(fused_grads[key], grad, rtol=1e-4, atol=1e-5, msg=key)
-    with pytest.raises(AsrbenchError, match="fused_batch_size must be 0"):
+    with pytest.raises(AsrbenchError, match="model.fused_batch_size must not be negative, got -1"):
         build_model(name, {**ENCODER[name], "fused_batch_size": -1}, INPUT_DIM, VOCAB)
 
 
