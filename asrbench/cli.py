@@ -171,11 +171,6 @@ def _threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def _train_threads(overrides: list[str], threads: int) -> list[str]:
-    """``--threads N`` of a command that trains: ``train.num_threads`` of its runs (after any --set)."""
-    return [*overrides, f"train.num_threads={threads}"] if threads > 0 else list(overrides)
-
-
 SUMMARY_FORMATS = ("table", "markdown", "csv", "json")
 
 
@@ -811,12 +806,13 @@ def bench_command(
         budget_minutes,
         epochs,
         data,
-        _train_threads(set_, threads),
+        list(set_),
         first_seed,
         jobs,
         executor,
         address,
         gpus_per_run,
+        threads,
     )
     _print_summary(fmt, markdown(report["summary"], report["pairs"]), report["summary"], report)
 
@@ -1015,9 +1011,10 @@ def study_data(
         budget_minutes,
         epochs,
         data,
-        _train_threads(set_, threads),
+        list(set_),
         subset_seed,
         jobs,
+        threads=threads,
     )
     _print_summary(fmt, markdown(study), study["summary"], study)
 

@@ -336,7 +336,7 @@ def test_bench_budget_alias_threads_and_formats(monkeypatch, capsys, tmp_path, f
     }
 
     def fake_bench(recipe, models, seeds, out, budget_minutes, epochs, data, overrides, *rest):
-        seen.update(out=out, budget=budget_minutes, overrides=overrides)
+        seen.update(out=out, budget=budget_minutes, overrides=overrides, threads=rest[-1])
         return {"summary": [row], "pairs": [], "runs": []}
 
     monkeypatch.setattr(bench_module, "bench", fake_bench)
@@ -355,7 +355,8 @@ def test_bench_budget_alias_threads_and_formats(monkeypatch, capsys, tmp_path, f
         "json",
     )
     assert code == 0, err
-    assert seen == {"out": tmp_path / "sweep", "budget": 1.5, "overrides": ["train.num_threads=2"]}
+    # --threads reaches the runs as a typed value, not as a --set string parsed again
+    assert seen == {"out": tmp_path / "sweep", "budget": 1.5, "overrides": [], "threads": 2}
     assert json.loads(out)["summary"][0]["model"] == "cnn"
     code, out, err = run_main(monkeypatch, capsys, "bench", "recipes/yesno.yaml", "--format", "csv")
     assert code == 0 and out.splitlines()[0].startswith("model,seeds,wer") and "cnn" in out.splitlines()[1]
@@ -383,8 +384,8 @@ def test_study_data_budget_alias_threads_and_format(monkeypatch, capsys, tmp_pat
         ],
     }
 
-    def fake_study(recipe, models, fractions, seeds, out, budget_minutes, epochs, data, overrides, *rest):
-        seen.update(out=out, budget=budget_minutes, overrides=overrides)
+    def fake_study(recipe, models, fractions, seeds, out, budget_minutes, epochs, data, overrides, *rest, threads=0):
+        seen.update(out=out, budget=budget_minutes, overrides=overrides, threads=threads)
         return study
 
     monkeypatch.setattr(study_module, "data_study", fake_study)
@@ -404,7 +405,7 @@ def test_study_data_budget_alias_threads_and_format(monkeypatch, capsys, tmp_pat
         "json",
     )
     assert code == 0, err
-    assert seen == {"out": tmp_path / "study", "budget": 3.0, "overrides": ["train.num_threads=1"]}
+    assert seen == {"out": tmp_path / "study", "budget": 3.0, "overrides": [], "threads": 1}
     assert json.loads(out) == study
     code, out, err = run_main(monkeypatch, capsys, "study", "data", "recipes/yesno.yaml", "--format", "markdown")
     assert code == 0 and out.startswith("| model | fraction |")

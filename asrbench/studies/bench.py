@@ -43,6 +43,7 @@ from asrbench.runs import rundir
 from asrbench.scoring import stats
 from asrbench.studies import ray_executor
 from asrbench.studies.compare import BEST, MARKS, NOT_WORSE, WORSE, read_utterance_errors
+from asrbench.training.start import TrainValues
 from asrbench.training.trainer import train
 
 SPLITS = ("dev", "test")
@@ -228,18 +229,23 @@ def _run_one(
     epochs: int | None,
     budget_minutes: float | None,
     seed: int,
+    threads: int,
     quiet: bool,
 ) -> str:
-    """Train (or resume) one run, then decode dev and test; in a worker process when ``jobs`` > 1."""
+    """Train (or resume) one run, then decode dev and test; in a worker process when ``jobs`` > 1.
+    ``threads`` (``--threads``, 0: not given) reaches the trainer as a typed value, train.num_threads."""
     if quiet:
         os.environ["ASRBENCH_NO_PROGRESS"] = "1"
     run_path = Path(run_dir)
     if (run_path / rundir.SUMMARY).is_file():
         pass
     elif (run_path / rundir.CONFIG).is_file():
-        train(None, None, run_path, resume=True)
+        train(None, None, run_path, resume=True, values=TrainValues(num_threads=threads or None))
     else:
-        train(recipe, name, run_path, data_dir, extra, epochs=epochs, max_minutes=budget_minutes, seed=seed)
+        values = TrainValues(num_threads=threads or None)
+        train(
+            recipe, name, run_path, data_dir, extra, epochs=epochs, max_minutes=budget_minutes, seed=seed, values=values
+        )
     for split in SPLITS:
         _decode_split(run_path, split)
     return str(run_path)
@@ -373,8 +379,10 @@ def bench(
     executor: str = "local",
     address: str = "local",
     gpus_per_run: float = 0.0,
+    threads: int = 0,
 ) -> dict:
-    """Run (or resume) the sweep and write ``bench.json`` and ``bench.md``; returns the summary."""
+    """Run (or resume) the sweep and write ``bench.json`` and ``bench.md``; returns the summary.
+    ``threads``: torch threads of each run (``--threads``; 0 keeps the recipe's train.num_threads)."""
     if seeds < 1:
         raise AsrbenchError(f"--seeds must be at least 1, not {seeds}")
     if jobs < 1:
@@ -395,13 +403,13 @@ def bench(
             console.print(f"[dim]{run_dir}: trained, skipped[/dim]")
         elif (run_dir / rundir.CONFIG).is_file():
             console.print(f"{run_dir}: resuming")
-        tasks.append((str(recipe), name, str(run_dir), data_dir, extra, epochs, budget_minutes, seed))
+        tasks.append((str(recipe), name, str(run_dir), data_dir, extra, epochs, budget_minutes, seed, threads))
     if executor not in EXECUTORS:
         raise AsrbenchError(f"unknown executor '{executor}' (valid: {', '.join(EXECUTORS)})")
     if executor == "ray":
         unfinished = [task for task in tasks if _unfinished(Path(task[2]))]
         if unfinished:
-            ray_executor.run_tasks(_run_one, unfinished, address, cpus=_threads(extra), gpus=gpus_per_run)
+            ray_executor.run_tasks(_run_one, unfinished, address, cpus=threads or _threads(extra), gpus=gpus_per_run)
     elif jobs > 1:
         _run_parallel([task for task in tasks if _unfinished(Path(task[2]))], jobs)
     runs = []
@@ -422,6 +430,7 @@ def bench(
         "jobs": jobs,
         "executor": executor,
         "overrides": extra,
+        "threads": threads or None,
         "runs": runs,
         "summary": rows,
         "pairs": pairs,

@@ -50,6 +50,7 @@ def data_study(
     executor: str = "local",
     address: str = "local",
     gpus_per_run: float = 0.0,
+    threads: int = 0,
 ) -> dict:
     """Run (or resume) one ``bench`` sweep per fraction; returns and writes the study."""
     out = Path(out or Path("runs") / "study_data" / Path(recipe).stem)
@@ -75,6 +76,7 @@ def data_study(
             executor,
             address,
             gpus_per_run,
+            threads,
         )
         for run in report["runs"]:
             summary = rundir.read_json(Path(run["run"]) / rundir.SUMMARY)

@@ -142,8 +142,11 @@ def test_statistics_pool_seeds_per_utterance(tmp_path: Path):
 @pytest.mark.slow  # trains: in make test, not in test-fast
 def test_parallel_jobs_train_every_run(recipe: Path, tmp_path: Path):
     out = tmp_path / "sweep"
-    report = bench(recipe, "all", seeds=1, out=out, epochs=1, jobs=2, overrides=["train.num_threads=1"])
+    report = bench(recipe, "all", seeds=1, out=out, epochs=1, jobs=2, threads=1)
     assert [(run["model"], run["epochs"]) for run in report["runs"]] == [("dnn", 1), ("gru", 1)]
+    # --threads reached each run as a typed value: its resolved config, not its overrides
+    assert report["threads"] == 1 and report["overrides"] == []
+    assert all(rundir.read_config(Path(run["run"])).train.num_threads == 1 for run in report["runs"])
     for run in report["runs"]:
         assert (Path(run["run"]) / "decode" / "test" / "hypotheses.jsonl").is_file()
     assert len(report["pairs"]) == 1 and all(row["wer_ci"] for row in report["summary"])
@@ -153,7 +156,7 @@ def test_parallel_jobs_train_every_run(recipe: Path, tmp_path: Path):
         assert rundir.read_metrics(Path(run["run"]))[-1]["data_workers"] == min(4, max(share - 1, 0))
     assert CORES_VARIABLE not in os.environ
     # Nothing left to do: a second call trains nothing and reproduces the same table.
-    again = bench(recipe, "all", seeds=1, out=out, epochs=1, jobs=2, overrides=["train.num_threads=1"])
+    again = bench(recipe, "all", seeds=1, out=out, epochs=1, jobs=2, threads=1)
     assert again["summary"] == report["summary"]
     with pytest.raises(AsrbenchError, match="--jobs"):
         bench(recipe, "all", jobs=0)
