@@ -1,4 +1,12 @@
-"""The model registry: name -> (options dataclass, module class, family).
+"""Stage 3, the models: options in, ``nn.Module``s out; the registry: name -> (options dataclass,
+module class, family).
+
+Enters: a model's name and options (a recipe's ``models.<name>``, a checkpoint's config), the feature
+dimension and the vocabulary size. Leaves: a module that gives the trainer its loss and declares to
+decoding its ``head_kind`` and ``search_modes`` (search is chosen in :mod:`asrbench.decoding`, never
+here); nothing here reads a file. Encoders and heads are registered apart and composed: every
+encoder under every head, ``<encoder>``, ``<encoder>_aed``, ``<encoder>_transducer`` (``MATRIX``;
+``las`` is the lstm row's attention model).
 
 A model belongs to a family (:mod:`asrbench.models.base`): it derives from the family's base class
 and so satisfies its protocol, which is everything the trainer, ``decode``, ``tune`` and ``bench``
@@ -15,8 +23,9 @@ fails at import time with what it lacks, never later as a silently wrong decode.
   ``predictor_init_state``, ``predictor_step``, ``select_state``, ``merge_state`` and ``join``
   drive greedy and modified beam search.
 
-Adding a model is one file (options dataclass + module class) and one :func:`register` line
-below; see docs/extending.md.
+Adding an encoder is one file and one :func:`register_encoder` line below (it then works under every
+head); a head is one file, one :func:`register_head` line and its searchers in
+:mod:`asrbench.decoding.search_table`; see docs/extending.md.
 """
 
 from __future__ import annotations
