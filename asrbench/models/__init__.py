@@ -64,6 +64,7 @@ from asrbench.models.transducer import (
     TransducerOptions,
 )
 from asrbench.models.transformer import Transformer, TransformerConfig
+from asrbench.models.zipformer import Zipformer, ZipformerConfig
 from asrbench.recipe.schema import build_dataclass, check_limits
 
 FAMILIES: list[Family] = [CTC, ATTENTION, TRANSDUCER]
@@ -230,6 +231,7 @@ register_encoder("gru", RNNConfig, GRU)
 register_encoder("crdnn", CRDNNConfig, CRDNN)
 register_encoder("transformer", TransformerConfig, Transformer)
 register_encoder("conformer", ConformerConfig, Conformer)
+register_encoder("zipformer", ZipformerConfig, Zipformer)
 
 # `asrbench models` and the error messages list the models row by row of the matrix.
 _ordered = {name: MODELS[name] for name in [*MATRIX.values(), *MODELS] if name in MODELS}
