@@ -46,6 +46,16 @@ TINY = {
         "pos_dim": 8,
         "subsample_channels": 4,
     },
+    "e_branchformer": {
+        "d_model": 16,
+        "num_heads": 2,
+        "num_layers": 2,
+        "ff_dim": 32,
+        "cgmlp_units": 32,
+        "cgmlp_kernel": 5,
+        "merge_kernel": 3,
+        "subsample_channels": 4,
+    },
     "las": {
         "subsample_channels": 4,
         "encoder_hidden": 16,

@@ -52,6 +52,7 @@ from asrbench.models.conformer import Conformer, ConformerConfig
 from asrbench.models.crdnn import CRDNN, CRDNNConfig
 from asrbench.models.ctc import CTC
 from asrbench.models.dnn import DNN, DNNConfig
+from asrbench.models.e_branchformer import EBranchformer, EBranchformerConfig
 from asrbench.models.las import LAS, LASConfig
 from asrbench.models.rnn import GRU, LSTM, RNNConfig
 from asrbench.models.transducer import (
@@ -231,6 +232,7 @@ register_encoder("gru", RNNConfig, GRU)
 register_encoder("crdnn", CRDNNConfig, CRDNN)
 register_encoder("transformer", TransformerConfig, Transformer)
 register_encoder("conformer", ConformerConfig, Conformer)
+register_encoder("e_branchformer", EBranchformerConfig, EBranchformer)
 register_encoder("zipformer", ZipformerConfig, Zipformer)
 
 # `asrbench models` and the error messages list the models row by row of the matrix.

@@ -28,13 +28,13 @@ from asrbench.recipe.config import resolve
 from asrbench.recipe.schema import POSITIVE
 from asrbench.training.trainer import train
 
-ENCODER_NAMES = ["dnn", "cnn", "lstm", "gru", "crdnn", "transformer", "conformer"]
+ENCODER_NAMES = ["dnn", "cnn", "lstm", "gru", "crdnn", "transformer", "conformer", "e_branchformer", "zipformer"]
 HEAD_NAMES = ["ctc", "aed", "transducer"]
 
 
 def test_the_registry_is_the_full_matrix_and_old_names_keep_their_cells():
     assert list(ENCODERS) == ENCODER_NAMES and list(HEADS) == HEAD_NAMES
-    assert len(MATRIX) == 21 and set(MATRIX.values()) == set(MODELS)
+    assert len(MATRIX) == 3 * len(ENCODER_NAMES) and set(MATRIX.values()) == set(MODELS)
     for (encoder, head), name in MATRIX.items():
         assert model_cell(name) == (encoder, head)
         assert MODELS[name].family.default_mode == {"ctc": "ctc", "aed": "attention", "transducer": "transducer"}[head]
