@@ -150,7 +150,14 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     warmup_steps: int = 200
-    schedule: str = "cosine"  # cosine | constant
+    # adamw (torch's AdamW) | scaled_adam (icefall's ScaledAdam, the Zipformer's: updates relative to
+    # each tensor's RMS, no weight decay; icefall's lr is 0.045): asrbench.training.optimization.
+    optimizer: str = "adamw"
+    # cosine | constant (after a linear warm-up from 0) | eden (icefall's: lr falls as
+    # step^-0.5 past eden_steps and epoch^-0.5 past eden_epochs; warm-up from 0.5 to 1 over warmup_steps).
+    schedule: str = "cosine"
+    eden_steps: float = 7500.0  # schedule eden: icefall's lr_batches
+    eden_epochs: float = 3.5  # schedule eden: icefall's lr_epochs
     final_lr_ratio: float = 0.05
     grad_clip: float = 5.0
     patience: int = 0  # epochs without dev improvement before stopping; 0 = never stop early
@@ -202,7 +209,10 @@ class TrainConfig:
         "lr": POSITIVE,
         "weight_decay": NON_NEGATIVE,
         "warmup_steps": NON_NEGATIVE,
-        "schedule": choices("cosine", "constant"),
+        "optimizer": choices("adamw", "scaled_adam"),
+        "schedule": choices("cosine", "constant", "eden"),
+        "eden_steps": POSITIVE,
+        "eden_epochs": POSITIVE,
         "final_lr_ratio": FRACTION,
         "grad_clip": NON_NEGATIVE,
         "patience": NON_NEGATIVE,
@@ -248,12 +258,18 @@ class RunConfig:
         """Short, stable hash of the resolved config: every key, with data.dir as the recipe wrote it
         (``data.dir_as_written``), so the working directory a run was started from never changes it."""
         values = self.to_dict()
+        for key, default in TRAIN_KEYS_SINCE_ISSUE_30.items():
+            if values["train"][key] == default:
+                del values["train"][key]  # at its default: the hash older versions recorded
         written = values["data"].pop("dir_as_written")
         if written:
             values["data"]["dir"] = written
         blob = json.dumps(values, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
+
+# train keys added after runs were recorded; at these values a config hashes as it did before them.
+TRAIN_KEYS_SINCE_ISSUE_30 = {key: getattr(TrainConfig(), key) for key in ("optimizer", "eden_steps", "eden_epochs")}
 
 SECTIONS = {
     "data": DataConfig,
