@@ -10,7 +10,7 @@ from typing import List, NoReturn, Optional
 import typer
 
 from asrbench.errors import AsrbenchError
-from asrbench.recipe.schema import ALL_OR_COUNT, FINITE, FRACTION, NON_NEGATIVE, POSITIVE, Limit
+from asrbench.recipe.schema import ALL_OR_COUNT, FINITE, FRACTION, NON_NEGATIVE, POSITIVE, Limit, parse_count
 
 try:  # typer >= 0.2x vendors click as typer._click; older typer uses click itself
     from typer._click import exceptions as click_exceptions
@@ -444,6 +444,16 @@ def recipes_command() -> None:
     Console().print(table)
 
 
+TARGET_PARAMS_HELP = (
+    "Parameter count (5M, 3.2M, 800k) the encoder's width is scaled to, within 5% (sets model.target_params)."
+)
+
+
+def _target_params(text: str | None) -> int | None:
+    """``--target-params 5M`` -> 5000000 (None: not given); a bad count fails naming the option."""
+    return None if text is None else parse_count(text, "--target-params")
+
+
 @_command(app, "train")
 def train_command(
     recipe: Optional[Path] = typer.Argument(
@@ -476,6 +486,7 @@ def train_command(
         help="Write TensorBoard events to <out>/tensorboard/ (sets train.tensorboard; needs asrbench\\[tensorboard]).",
     ),
     threads: int = typer.Option(0, "--threads", min=0, help="Torch threads (sets train.num_threads; 0: the recipe's)."),
+    target_params: Optional[str] = typer.Option(None, "--target-params", help=TARGET_PARAMS_HELP),
 ) -> None:
     """Train one model from a recipe into a run dir (also under torchrun, one process per rank)."""
     from asrbench.training.start import TrainValues
@@ -491,6 +502,7 @@ def train_command(
         device=device,
         tensorboard=tensorboard or None,
         num_threads=threads or None,
+        target_params=_target_params(target_params),
     )
     if out is None:
         if resume:
@@ -792,6 +804,9 @@ def bench_command(
     threads: int = typer.Option(
         0, "--threads", min=0, help="Torch threads of each run (sets train.num_threads; 0: the recipe's)."
     ),
+    target_params: Optional[str] = typer.Option(
+        None, "--target-params", help="Every model of the sweep at this size: " + TARGET_PARAMS_HELP
+    ),
     fmt: str = typer.Option("table", "--format", help="table | markdown | csv | json"),
 ) -> None:
     """Train, decode (dev and test) and compare models under one budget; resumable."""
@@ -813,6 +828,7 @@ def bench_command(
         address,
         gpus_per_run,
         threads,
+        target_params=_target_params(target_params),
     )
     _print_summary(fmt, markdown(report["summary"], report["pairs"]), report["summary"], report)
 

@@ -335,8 +335,8 @@ def test_bench_budget_alias_threads_and_formats(monkeypatch, capsys, tmp_path, f
         "peak_memory_mb_sd": None,
     }
 
-    def fake_bench(recipe, models, seeds, out, budget_minutes, epochs, data, overrides, *rest):
-        seen.update(out=out, budget=budget_minutes, overrides=overrides, threads=rest[-1])
+    def fake_bench(recipe, models, seeds, out, budget_minutes, epochs, data, overrides, *rest, target_params=None):
+        seen.update(out=out, budget=budget_minutes, overrides=overrides, threads=rest[-1], target_params=target_params)
         return {"summary": [row], "pairs": [], "runs": []}
 
     monkeypatch.setattr(bench_module, "bench", fake_bench)
@@ -356,7 +356,7 @@ def test_bench_budget_alias_threads_and_formats(monkeypatch, capsys, tmp_path, f
     )
     assert code == 0, err
     # --threads reaches the runs as a typed value, not as a --set string parsed again
-    assert seen == {"out": tmp_path / "sweep", "budget": 1.5, "overrides": [], "threads": 2}
+    assert seen == {"out": tmp_path / "sweep", "budget": 1.5, "overrides": [], "threads": 2, "target_params": None}
     assert json.loads(out)["summary"][0]["model"] == "cnn"
     code, out, err = run_main(monkeypatch, capsys, "bench", "recipes/yesno.yaml", "--format", "csv")
     assert code == 0 and out.splitlines()[0].startswith("model,seeds,wer") and "cnn" in out.splitlines()[1]

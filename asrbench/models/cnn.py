@@ -29,6 +29,7 @@ class CNNConfig:
     dropout: float = 0.1
     causal: bool = False  # convolutions over past frames only: the encoder streams
 
+    WIDTH: ClassVar[str] = "channels"  # what target_params scales (asrbench.models.sizing)
     LIMITS: ClassVar[dict] = {
         "subsample_channels": POSITIVE,
         "channels": POSITIVE,

@@ -64,6 +64,8 @@ class ConformerConfig:
     # convolution, Li et al. 2023): no more latency, and at full context an ordinary convolution.
     conv_context: str = "causal"
 
+    # What target_params scales (asrbench.models.sizing): d_model, the feed-forward in proportion.
+    WIDTH: ClassVar[tuple] = ("d_model", "ff_dim")
     LIMITS: ClassVar[dict] = {
         "d_model": D_MODEL,
         "num_heads": POSITIVE,

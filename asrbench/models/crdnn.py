@@ -27,6 +27,8 @@ class CRDNNConfig:
     dnn_layers: int = 1
     dropout: float = 0.1
 
+    # What target_params scales (asrbench.models.sizing): the recurrent width, the DNN in proportion.
+    WIDTH: ClassVar[tuple] = ("rnn_hidden", "dnn_hidden")
     LIMITS: ClassVar[dict] = {
         "conv_channels": POSITIVE,
         "rnn_type": choices("gru", "lstm"),

@@ -26,6 +26,7 @@ class DNNConfig:
     num_layers: int = 4
     dropout: float = 0.1
 
+    WIDTH: ClassVar[str] = "hidden_size"  # what target_params scales (asrbench.models.sizing)
     LIMITS: ClassVar[dict] = {
         "context": NON_NEGATIVE,
         "stride": POSITIVE,

@@ -37,6 +37,8 @@ class LASConfig:
     label_smoothing: float = 0.1
     max_length_ratio: float = 1.0
 
+    # What target_params scales (asrbench.models.sizing): the encoder, decoder and attention in proportion.
+    WIDTH: ClassVar[tuple] = ("encoder_hidden", "decoder_hidden", "attention_dim")
     LIMITS: ClassVar[dict] = {
         "subsample_channels": POSITIVE,
         "encoder_hidden": POSITIVE,

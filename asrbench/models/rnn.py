@@ -31,6 +31,7 @@ class RNNConfig:
     # the usual choice (Gers et al. 2000; Jozefowicz et al. 2015): cells keep their state early on.
     forget_bias: float | None = None
 
+    WIDTH: ClassVar[str] = "hidden_size"  # what target_params scales (asrbench.models.sizing)
     LIMITS: ClassVar[dict] = {
         "subsample_channels": POSITIVE,
         "hidden_size": POSITIVE,

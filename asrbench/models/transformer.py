@@ -37,6 +37,8 @@ class TransformerConfig:
     max_train_chunk: int = 25  # streaming: chunks of 1..this many encoder frames in half the batches
     train_left_chunks: int = -1  # streaming: left chunks seen in training; -1 = all
 
+    # What target_params scales (asrbench.models.sizing): d_model, the feed-forward in proportion.
+    WIDTH: ClassVar[tuple] = ("d_model", "ff_dim")
     LIMITS: ClassVar[dict] = {
         "d_model": D_MODEL,
         "num_heads": POSITIVE,

@@ -93,6 +93,8 @@ class ZipformerConfig:
     subsample_channels: int = 64  # the embed's last convolution (the first two have 1/16 and 1/4)
     dropout: float = 0.1
 
+    # What target_params scales (asrbench.models.sizing): every stack's width, its feed-forward in proportion.
+    WIDTH: ClassVar[tuple] = ("encoder_dims", "ff_dims")
     LIMITS: ClassVar[dict] = {
         "downsampling_factors": EachLimit(low=1),
         "num_layers": EachLimit(low=1),

@@ -36,6 +36,7 @@ from asrbench.recipe.schema import (
     build_dataclass,
     check_limits,
     choices,
+    parse_count,
 )
 
 DEFAULT_DATA_ROOT = "../shared/data"
@@ -238,6 +239,10 @@ class TrainConfig:
 class ModelSpec:
     name: str = ""
     options: dict = field(default_factory=dict)
+    # Parameter-matched sizing (``models.<name>.target_params: 3M``, ``--set model.target_params=5M``):
+    # the trainer sets the options' width (asrbench.models.sizing) so that the model built at the run's
+    # feature dimension and vocabulary has this many parameters, +-5%; 0 = the options as given.
+    target_params: int = 0
 
 
 @dataclass
@@ -258,6 +263,8 @@ class RunConfig:
         """Short, stable hash of the resolved config: every key, with data.dir as the recipe wrote it
         (``data.dir_as_written``), so the working directory a run was started from never changes it."""
         values = self.to_dict()
+        if not values["model"]["target_params"]:
+            del values["model"]["target_params"]  # unsized: the hash older versions recorded
         for key, default in TRAIN_KEYS_SINCE_ISSUE_30.items():
             if values["train"][key] == default:
                 del values["train"][key]  # at its default: the hash older versions recorded
@@ -299,6 +306,8 @@ def _validate(
     check_limits(options, "model", overridden, where, model_label)
     given = [f"--set {text}" for (section, _), text in overridden.items() if section == "model"]
     _dry_build(config, ", ".join(given) or where)
+    if config.model.target_params:
+        dry_size(config, ", ".join(given) or f"{where}: {model_label}.target_params")
     features = config.features
     if features.kind == "mfcc" and features.num_ceps > max(features.num_mel_bins, MFCC_MIN_MEL_BINS):
         raise AsrbenchError(
@@ -362,6 +371,17 @@ def _dry_build(config: RunConfig, where: str) -> None:
     try:
         with torch.device("meta"):
             build_model(config.model.name, config.model.options, config.features.dim(), 32)
+    except AsrbenchError as err:
+        raise AsrbenchError(f"{where}: {err}") from None
+
+
+def dry_size(config: RunConfig, where: str) -> None:
+    """A target_params no width reaches fails here, before data or a run dir (the trainer sizes the
+    model again at the real vocabulary, known once the tokenizer is built)."""
+    from asrbench.models.sizing import size_to  # the registry loads every architecture (see model_config_class)
+
+    try:
+        size_to(config.model.name, config.model.options, config.model.target_params, config.features.dim(), 32)
     except AsrbenchError as err:
         raise AsrbenchError(f"{where}: {err}") from None
 
@@ -525,6 +545,7 @@ def resolve(
         if not isinstance(sections[name], dict):
             raise AsrbenchError(f"{where}: {name}: expected a mapping")
         sections[name].update(override)
+    sections["target_params"] = entry.pop("target_params", None)  # sizing, not an option of the model
     sections["model"] = {**encoder_options(recipe, model, where), **entry}
     for text in overrides or []:
         path, value = parse_override(text)
@@ -556,7 +577,17 @@ def _build(sections: dict, model: str, where: str, model_where: str) -> RunConfi
     """RunConfig from plain section mappings plus the model's options, every key validated."""
     built = {name: build_dataclass(cls, sections.get(name), f"{where}: {name}") for name, cls in SECTIONS.items()}
     options = build_dataclass(model_config_class(model), sections.get("model") or {}, model_where)
-    return RunConfig(**built, model=ModelSpec(name=model, options=dataclasses.asdict(options)))
+    target = _target_params(sections.get("target_params"), f"{model_where}.target_params")
+    return RunConfig(**built, model=ModelSpec(name=model, options=dataclasses.asdict(options), target_params=target))
+
+
+def _target_params(value: Any, where: str) -> int:
+    """A parameter count (``5M``, ``800k``); absent or 0: no sizing (``--set model.target_params=0``
+    turns a recipe's off)."""
+    plain = value.value if isinstance(value, Override) else value
+    if plain is None or (isinstance(plain, (int, float)) and not isinstance(plain, bool) and plain == 0):
+        return 0
+    return parse_count(value, where)
 
 
 def _apply_override(sections: dict, path: list[str], value: Any, text: str, model: str) -> None:
@@ -570,11 +601,14 @@ def _apply_override(sections: dict, path: list[str], value: Any, text: str, mode
         )
     if len(path) != 2:
         raise AsrbenchError(f"--set {text}: expected SECTION.KEY=VALUE, e.g. train.lr=1e-3")
+    if path == ["model", "target_params"]:  # sizing, not an option of the model (ModelSpec.target_params)
+        sections["target_params"] = Override(text.split("=", 1)[1], value, text.strip())
+        return
     section = sections[path[0]]
     if not isinstance(section, dict):
         raise AsrbenchError(f"--set {text}: section '{path[0]}' is not a mapping")
     cls = model_config_class(model) if path[0] == "model" else SECTIONS[path[0]]
-    valid = [f.name for f in dataclasses.fields(cls)]
+    valid = [f.name for f in dataclasses.fields(cls)] + (["target_params"] if path[0] == "model" else [])
     if path[1] not in valid:
         raise AsrbenchError(
             f"--set {text}: unknown key '{path[1]}' in {path[0]}{did_you_mean(path[1], valid)} "
@@ -591,6 +625,7 @@ def with_overrides(config: RunConfig, overrides: list[str], where: str = "--set"
     values = config.to_dict()
     sections = {name: values[name] for name in SECTIONS}
     sections["model"] = values["model"]["options"]
+    sections["target_params"] = values["model"]["target_params"]
     for text in overrides:
         path, value = parse_override(text)
         _apply_override(sections, path, value, text, config.model.name)
@@ -611,6 +646,7 @@ def run_config_from_dict(values: dict, where: str) -> RunConfig:
         raise AsrbenchError(f"{where}: model: expected a mapping")
     sections = {name: values.get(name) for name in SECTIONS}
     sections["model"] = model.get("options")
+    sections["target_params"] = model.get("target_params")  # absent before sizing existed
     return _build(sections, model.get("name", ""), where, f"{where}: model")
 
 

@@ -9,6 +9,7 @@ type fails naming where it came from (the recipe key, or the ``--set`` argument)
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import math
 import types
 import typing
@@ -177,6 +178,31 @@ ODD = Limit(low=1, odd=True)  # a kernel centred on its frame (padding kernel //
 
 def choices(*values: str) -> Limit:
     return Limit(choices=values)
+
+
+COUNT_SUFFIXES = {"k": 10**3, "m": 10**6, "g": 10**9}
+
+
+def parse_count(value: Any, where: str) -> int:
+    """A count written as people write model sizes: ``5M``, ``3.2M``, ``800k``, ``1500000`` (or
+    ``1.5e6``), a positive whole number; an error names ``where`` (the recipe key or ``--set``)."""
+    if isinstance(value, Override):
+        if value.text:
+            where = f"--set {value.text}"
+        value = value.raw
+    number: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip().replace("_", "")
+        scale = COUNT_SUFFIXES.get(text[-1:].lower(), 1) if text else 1
+        try:  # decimal: 1.1M is 1100000 exactly, where floats give 1100000.0000000002
+            number = float(decimal.Decimal(text[:-1] if scale > 1 else text) * scale)
+        except decimal.InvalidOperation:
+            number = None
+    if number is None or not math.isfinite(number) or number < 1 or number != round(number):
+        raise AsrbenchError(f"{where}: expected a parameter count such as 5M, 3.2M, 800k or 1500000, got {value!r}")
+    return int(round(number))
 
 
 def field_limits(cls: type) -> dict[str, Limit]:

@@ -38,7 +38,7 @@ from asrbench.env import CORES_VARIABLE, available_cores
 from asrbench.errors import AsrbenchError
 from asrbench.models import MODELS
 from asrbench.progress import console, progress_bar
-from asrbench.recipe.config import load_yaml, recipe_models
+from asrbench.recipe.config import load_yaml, recipe_models, resolve
 from asrbench.runs import rundir
 from asrbench.scoring import stats
 from asrbench.studies import ray_executor
@@ -230,10 +230,12 @@ def _run_one(
     budget_minutes: float | None,
     seed: int,
     threads: int,
+    target_params: int | None,
     quiet: bool,
 ) -> str:
     """Train (or resume) one run, then decode dev and test; in a worker process when ``jobs`` > 1.
-    ``threads`` (``--threads``, 0: not given) reaches the trainer as a typed value, train.num_threads."""
+    ``threads`` (``--threads``, 0: not given) reaches the trainer as a typed value, train.num_threads;
+    ``target_params`` (``--target-params``) as model.target_params of a new run (a resumed one has it)."""
     if quiet:
         os.environ["ASRBENCH_NO_PROGRESS"] = "1"
     run_path = Path(run_dir)
@@ -242,7 +244,7 @@ def _run_one(
     elif (run_path / rundir.CONFIG).is_file():
         train(None, None, run_path, resume=True, values=TrainValues(num_threads=threads or None))
     else:
-        values = TrainValues(num_threads=threads or None)
+        values = TrainValues(num_threads=threads or None, target_params=target_params)
         train(
             recipe, name, run_path, data_dir, extra, epochs=epochs, max_minutes=budget_minutes, seed=seed, values=values
         )
@@ -380,9 +382,11 @@ def bench(
     address: str = "local",
     gpus_per_run: float = 0.0,
     threads: int = 0,
+    target_params: int | None = None,
 ) -> dict:
     """Run (or resume) the sweep and write ``bench.json`` and ``bench.md``; returns the summary.
-    ``threads``: torch threads of each run (``--threads``; 0 keeps the recipe's train.num_threads)."""
+    ``threads``: torch threads of each run (``--threads``; 0 keeps the recipe's train.num_threads);
+    ``target_params``: every model sized to this many parameters (``--target-params``, model.target_params)."""
     if seeds < 1:
         raise AsrbenchError(f"--seeds must be at least 1, not {seeds}")
     if jobs < 1:
@@ -394,6 +398,9 @@ def bench(
         require_prepared(data_dir, ("train", *SPLITS), "--data")  # a named data dir is never prepared on the fly
     out = Path(out or Path("runs") / "bench" / Path(recipe).stem)
     extra = list(overrides or [])
+    if target_params:  # a size some model cannot reach fails now, not after the models before it trained
+        for name in names:
+            TrainValues(target_params=target_params).apply(resolve(recipe, name, extra))
     plan = [
         (name, seed, out / name / f"seed{seed}") for name in names for seed in range(first_seed, first_seed + seeds)
     ]
@@ -403,7 +410,8 @@ def bench(
             console.print(f"[dim]{run_dir}: trained, skipped[/dim]")
         elif (run_dir / rundir.CONFIG).is_file():
             console.print(f"{run_dir}: resuming")
-        tasks.append((str(recipe), name, str(run_dir), data_dir, extra, epochs, budget_minutes, seed, threads))
+        task = (str(recipe), name, str(run_dir), data_dir, extra, epochs, budget_minutes, seed, threads, target_params)
+        tasks.append(task)
     if executor not in EXECUTORS:
         raise AsrbenchError(f"unknown executor '{executor}' (valid: {', '.join(EXECUTORS)})")
     if executor == "ray":
@@ -431,6 +439,7 @@ def bench(
         "executor": executor,
         "overrides": extra,
         "threads": threads or None,
+        "target_params": target_params,
         "runs": runs,
         "summary": rows,
         "pairs": pairs,

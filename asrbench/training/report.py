@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from asrbench.env import environment, peak_memory_mb, release_free_memory, resident_mb
+from asrbench.models.sizing import format_count, sizing_record, width_fields
+from asrbench.runs import rundir
 from asrbench.training.averaging import FINAL_MODEL_RULE, final_model
 
 if TYPE_CHECKING:  # annotations only: the trainer imports this module
@@ -24,14 +26,23 @@ class EpochLoop:
     frames: float = 0
 
 
+def _sized(config) -> str:
+    """' (target_params 3M: d_model=176, ff_dim=704)' for a sized model, '' otherwise."""
+    model = config.model
+    if not model.target_params:
+        return ""
+    width = ", ".join(f"{field}={model.options[field]}" for field in width_fields(model.name))
+    return f" (target_params {format_count(model.target_params)}: {width})"
+
+
 def announcement(trainer: Trainer) -> str:
     """The line a run starts with: the model's size, the data, the hardware, where it resumes."""
     config, tc, data, context, state = trainer.config, trainer.tc, trainer.data, trainer.context, trainer.state
     workers = trainer.workers
     return (
-        f"[bold]{config.model.name}[/bold]: {trainer.parameters:,} parameters, {len(data.train)} training "
-        f"utterances, {trainer.steps_per_epoch} steps/epoch, device {trainer.device}, {workers} data-loader "
-        f"worker{'s' * (workers != 1)}"
+        f"[bold]{config.model.name}[/bold]: {trainer.parameters:,} parameters{_sized(config)}, "
+        f"{len(data.train)} training utterances, {trainer.steps_per_epoch} steps/epoch, device {trainer.device}, "
+        f"{workers} data-loader worker{'s' * (workers != 1)}"
         + (f", {context.world} ranks" if context.distributed else "")
         + (f", {trainer.accum} batches per rank and step" if trainer.accum > 1 else "")
         + (f", precision {trainer.precision}" if trainer.precision != "fp32" else "")
@@ -90,6 +101,12 @@ def summary(trainer: Trainer, averaged: dict | None) -> dict:
     return {
         "model": config.model.name,
         "params": trainer.parameters,
+        # model.target_params: the target, the width chosen for it and how close the count came
+        "sizing": (
+            sizing_record(config.model.name, config.model.options, config.model.target_params, trainer.parameters)
+            if config.model.target_params
+            else None
+        ),
         "epochs": state.epoch,
         "steps": state.step,
         "train_seconds": state.train_seconds,
@@ -111,6 +128,8 @@ def summary(trainer: Trainer, averaged: dict | None) -> dict:
         ),
         "skipped_long_utterances": trainer.data.skipped_long,
         "train_hours": trainer.data.train_hours,
+        # the audio every epoch's batch loop went through: with train_seconds, the training throughput
+        "audio_hours_trained": rundir.audio_hours_trained(trainer.run_dir),
         "skipped_batches": state.skipped_batches,
         "world_size": trainer.context.world,
         "grad_accum": trainer.accum,

@@ -17,8 +17,9 @@ from typing import ClassVar
 
 from asrbench.data.manifest import require_prepared
 from asrbench.errors import AsrbenchError
+from asrbench.models.sizing import size_to
 from asrbench.progress import console
-from asrbench.recipe.config import RunConfig, TrainConfig, resolve, with_data_dir, with_overrides
+from asrbench.recipe.config import RunConfig, TrainConfig, dry_size, resolve, with_data_dir, with_overrides
 from asrbench.recipe.schema import coerce, field_limits
 from asrbench.runs import rundir
 from asrbench.training.state import resume_state
@@ -39,7 +40,8 @@ RESUMABLE_OVERRIDES = (
 @dataclass(frozen=True)
 class TrainValues:
     """The train command's typed options (None: not given), each the config key it sets: ``data_dir``
-    is ``data.dir``, the others the ``train`` field of the same name."""
+    is ``data.dir``, ``target_params`` ``model.target_params``, the others the ``train`` field of the
+    same name."""
 
     data_dir: str | None = None
     epochs: int | None = None
@@ -49,7 +51,10 @@ class TrainValues:
     device: str | None = None
     tensorboard: bool | None = None
     num_threads: int | None = None
+    target_params: int | None = None  # parsed where it is given (asrbench.recipe.schema.parse_count)
 
+    # The config key of a value that is not the train field of its name.
+    KEYS: ClassVar[dict[str, str]] = {"data_dir": "data.dir", "target_params": "model.target_params"}
     # The option each value comes from, as errors and notes name it.
     OPTIONS: ClassVar[dict[str, str]] = {
         "data_dir": "--data",
@@ -60,36 +65,34 @@ class TrainValues:
         "device": "--device",
         "tensorboard": "--tensorboard",
         "num_threads": "--threads",
+        "target_params": "--target-params",
     }
+
+    @classmethod
+    def key(cls, name: str) -> str:
+        """The config key value ``name`` sets."""
+        return cls.KEYS.get(name, f"train.{name}")
 
     def given(self) -> dict[str, str]:
         """config key -> value, for the values given."""
-        return {
-            ("data.dir" if name == "data_dir" else f"train.{name}"): value
-            for name, value in dataclasses.asdict(self).items()
-            if value is not None
-        }
+        return {self.key(name): value for name, value in dataclasses.asdict(self).items() if value is not None}
 
     def option(self, key: str) -> str:
         """How the user gave the value of config ``key`` ("--epochs 3", "--tensorboard")."""
-        name = "data_dir" if key == "data.dir" else key.removeprefix("train.")
+        name = next((name for name, known in self.KEYS.items() if known == key), key.removeprefix("train."))
         value = getattr(self, name)
         return self.OPTIONS[name] if isinstance(value, bool) else f"{self.OPTIONS[name]} {value}"
 
     def only(self, keys: tuple[str, ...]) -> TrainValues:
         """These values with those of the other config keys dropped."""
         return TrainValues(
-            **{
-                name: value
-                for name, value in dataclasses.asdict(self).items()
-                if ("data.dir" if name == "data_dir" else f"train.{name}") in keys
-            }
+            **{name: value for name, value in dataclasses.asdict(self).items() if self.key(name) in keys}
         )
 
     def apply(self, config: RunConfig) -> RunConfig:
         """``config`` with these values set, each checked against its field's type and limit; an error
         names the option ("--epochs 0: train.epochs must be positive, got 0")."""
-        given = {key.removeprefix("train."): value for key, value in self.given().items() if key != "data.dir"}
+        given = {key.removeprefix("train."): value for key, value in self.given().items() if key.startswith("train.")}
         hints = typing.get_type_hints(TrainConfig)
         typed = {name: coerce(value, hints[name], self.option(f"train.{name}")) for name, value in given.items()}
         train = dataclasses.replace(config.train, **typed)
@@ -102,7 +105,23 @@ class TrainValues:
         config = dataclasses.replace(config, train=train)
         if self.data_dir is not None:
             config = with_data_dir(config, coerce(self.data_dir, str, self.option("data.dir")))
+        if self.target_params is not None:
+            config = dataclasses.replace(
+                config, model=dataclasses.replace(config.model, target_params=self.target_params)
+            )
+            if self.target_params:
+                dry_size(config, self.option("model.target_params"))
         return config
+
+
+def sized(config: RunConfig, vocab_size: int) -> RunConfig:
+    """``config`` with its model's width chosen for ``model.target_params`` at its feature dimension and
+    this vocabulary (:func:`asrbench.models.sizing.size_to`); the same config when there is no target."""
+    model = config.model
+    if not model.target_params:
+        return config
+    options = size_to(model.name, model.options, model.target_params, config.features.dim(), vocab_size)
+    return dataclasses.replace(config, model=dataclasses.replace(model, options=options))
 
 
 def start(

@@ -47,7 +47,7 @@ from asrbench.training.loader import train_batches
 from asrbench.training.optimization import FlatGradients, autocast, build_optimization
 from asrbench.training.report import EpochLoop
 from asrbench.training.schedule import BudgetClock, fit_schedule
-from asrbench.training.start import TrainValues, start
+from asrbench.training.start import TrainValues, sized, start
 from asrbench.training.state import (
     Interrupted,
     StopRequest,
@@ -151,6 +151,8 @@ class Trainer:
         self.data = load_training_data(config, tokenizer)
         if last_state is not None:
             self.data.cmvn = GlobalCMVN.from_dict(last_state["cmvn"])
+        else:  # model.target_params: the width is chosen now, at the real vocabulary (a resume has it)
+            config = self.config = sized(config, len(self.data.tokenizer))
         self.model = build_model(
             config.model.name, config.model.options, config.features.dim(), len(self.data.tokenizer)
         )
