@@ -28,7 +28,18 @@ from asrbench.recipe.config import resolve
 from asrbench.recipe.schema import POSITIVE
 from asrbench.training.trainer import train
 
-ENCODER_NAMES = ["dnn", "cnn", "lstm", "gru", "crdnn", "transformer", "conformer", "e_branchformer", "zipformer"]
+ENCODER_NAMES = [
+    "dnn",
+    "cnn",
+    "lstm",
+    "gru",
+    "crdnn",
+    "transformer",
+    "conformer",
+    "fast_conformer",
+    "e_branchformer",
+    "zipformer",
+]
 HEAD_NAMES = ["ctc", "aed", "transducer"]
 
 
@@ -117,6 +128,9 @@ def test_every_encoder_trains_and_decodes_under_every_head(tmp_path):
             for name in ("las", "transformer_aed", "conformer_aed", "conformer_transducer", "lstm_transducer")
         }
     )
+    for (_encoder, head), name in MATRIX.items():
+        if head == "aed":  # an untrained decoder rarely says <eos>: its search stops at a quarter of the frames
+            models[name]["max_length_ratio"] = 0.25
     recipe = _tone_recipe(tmp_path, models, encoders={encoder: TINY[encoder] for encoder in ENCODER_NAMES})
     for (encoder, _head), name in MATRIX.items():
         _trains_and_decodes(recipe, name, tmp_path / "runs" / name)
