@@ -192,6 +192,13 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return rows
 
 
+def audio_hours_trained(run_dir: Path) -> float | None:
+    """Hours of audio the run's batch loops went through, every epoch and rank (metrics.jsonl's
+    ``loop_audio_seconds``, speed-perturbed copies at their own length); None before it was recorded."""
+    seconds = [row["loop_audio_seconds"] for row in read_metrics(run_dir) if row.get("loop_audio_seconds") is not None]
+    return sum(seconds) / 3600 if seconds else None
+
+
 def truncate_metrics(run_dir: Path, epochs: int) -> None:
     """Drop rows after ``epochs`` (written by a run killed before its checkpoint): they are redone."""
     rows = read_metrics(run_dir)

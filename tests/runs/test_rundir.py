@@ -187,3 +187,12 @@ def test_checkpoint_path_resolves_every_spelling_and_names_a_missing_one(tmp_pat
     with pytest.raises(AsrbenchError, match=r"^.*checkpoints/nbest/epoch0009\.pt: checkpoint not found$"):
         rundir.checkpoint_path(tmp_path, "checkpoints/nbest/epoch0009.pt")
     assert rundir.checkpoint_path(tmp_path, "missing.pt", must_exist=False) == tmp_path / "missing.pt"
+
+
+def test_audio_hours_trained_sums_every_epoch_s_batch_loop(tmp_path):
+    assert rundir.audio_hours_trained(tmp_path) is None  # no metrics.jsonl
+    rundir.append_metrics(tmp_path, {"epoch": 1})  # a row written before the loop's audio was recorded
+    assert rundir.audio_hours_trained(tmp_path) is None
+    for epoch in (2, 3):
+        rundir.append_metrics(tmp_path, {"epoch": epoch, "loop_audio_seconds": 5400.0})
+    assert rundir.audio_hours_trained(tmp_path) == 3.0

@@ -623,3 +623,12 @@ def test_the_training_bar_ends_at_its_total(recipe: Path, tmp_path: Path, monkey
     assert len(counts) > 1  # the case that matters: epochs of different lengths
     (task,) = bars[0].tasks
     assert task.completed == task.total == summary["steps"]
+
+
+@pytest.mark.slow
+def test_the_summary_records_the_audio_trained_on_for_the_throughput(recipe: Path, tmp_path: Path):
+    summary = train(recipe, "dnn", tmp_path / "run", epochs=2)
+    rows = rundir.read_metrics(tmp_path / "run")
+    assert summary["audio_hours_trained"] == pytest.approx(sum(row["loop_audio_seconds"] for row in rows) / 3600)
+    # every utterance twice, counted as frames x shift: a 0.4 s utterance's last 15 ms (window - shift) are not
+    assert summary["audio_hours_trained"] == pytest.approx(2 * summary["train_hours"], rel=0.05)
