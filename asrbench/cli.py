@@ -390,18 +390,40 @@ def models_command(
         "features; a model it lists at its entry's options) instead of the "
         "defaults.",
     ),
+    flops: bool = typer.Option(
+        True,
+        "--flops/--no-flops",
+        help="Measure each model's forward GFLOPs per second of audio on a 10 s input (docs/models.md, Cost); "
+        "--no-flops lists parameters alone, at once.",
+    ),
 ) -> None:
-    """The encoder x head matrix (a model under each cell) and every model with its parameter count."""
+    """The encoder x head matrix (a model under each cell) and every model with its parameter count and GFLOPs/s."""
     from rich.console import Console
     from rich.table import Table
 
     from asrbench.models import HEADS, MATRIX, MODELS, describe_model, parameter_counts
-    from asrbench.recipe.config import recipe_sizes
+    from asrbench.models.cost import gflops_per_second_table
+    from asrbench.recipe.config import RunConfig, recipe_sizes, resolve
 
     input_dim, options, where = recipe_sizes(recipe) if recipe else (80, {}, "default options")
     counts = parameter_counts(options, input_dim, 30)
+    # The recipe's framing sets how many frames 10 s of audio is (its first model's, as recipe_sizes' dim).
+    features = resolve(recipe, next(iter(options))).features if recipe and options else RunConfig().features
+    cost = (
+        gflops_per_second_table(options, input_dim, 30, features.frame_shift_ms, features.frame_length_ms)
+        if flops
+        else {}
+    )
+
+    def gflops(name: str) -> str:
+        return f"{cost[name]:.3f}" if name in cost else "-"
+
+    def matrix_cell(name: str | None) -> str:  # a model of the matrix: its name, parameters and GFLOPs/s
+        return "-" if name is None else f"{name} {counts[name]:,}" + (f"\n{gflops(name)} GFLOPs/s" if flops else "")
+
     matrix = Table(
-        title=f"encoder x head ({input_dim}-dim features, 30 tokens, {where}): model, parameters",
+        title=f"encoder x head ({input_dim}-dim features, 30 tokens, {where}): model, parameters"
+        + (", GFLOPs per second of audio" if flops else ""),
         caption="Any encoder trains under any head: `asrbench train RECIPE --model NAME`.",
     )
     matrix.add_column("encoder")
@@ -409,7 +431,7 @@ def models_command(
         matrix.add_column(head, justify="right")
     for encoder in dict.fromkeys(cell[0] for cell in MATRIX):
         cells = [MATRIX.get((encoder, head)) for head in HEADS]
-        matrix.add_row(encoder, *[f"{name} {counts[name]:,}" if name else "-" for name in cells])
+        matrix.add_row(encoder, *[matrix_cell(name) for name in cells])
     table = Table(
         title=f"models ({input_dim}-dim features, 30 tokens, {where})",
         caption="CTC models emit one token distribution per frame; attention models add a decoder; "
@@ -417,9 +439,10 @@ def models_command(
     )
     table.add_column("name")
     table.add_column("params", justify="right")
+    table.add_column("GFLOPs/s", justify="right")
     table.add_column("description")
     for name in MODELS:
-        table.add_row(name, f"{counts[name]:,}", describe_model(name))
+        table.add_row(name, f"{counts[name]:,}", gflops(name), describe_model(name))
     console = Console()
     console.print(matrix)
     console.print(table)

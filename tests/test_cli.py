@@ -46,9 +46,10 @@ def test_models_prints_the_encoder_by_head_matrix_at_a_recipe_s_options():
     assert result.exit_code == 0, result.output
     header = next(line for line in result.output.splitlines() if "encoder" in line and "transducer" in line)
     assert [cell.strip() for cell in header.split("┃")[1:-1]] == ["encoder", "ctc", "aed", "transducer"]
+    matrix = result.output.split("models (")[0]  # the list below it also has four columns (with GFLOPs/s)
     rows = {
         line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
-        for line in result.output.splitlines()
+        for line in matrix.splitlines()
         if line.count("│") == 5
     }
     cnn = resolve(RECIPE, "cnn")  # yesno's options and its 40 mel bins
@@ -59,6 +60,25 @@ def test_models_prints_the_encoder_by_head_matrix_at_a_recipe_s_options():
         MATRIX[("cnn", "transducer")],
         "conformer_transducer",
     ]
+
+
+def test_models_shows_each_model_s_gflops_per_second_beside_its_parameters():
+    """Issue 30: the forward GFLOPs per second of audio (asrbench.models.cost) in the list and the matrix."""
+    from asrbench.models.cost import forward_gflops_per_second
+
+    result = runner.invoke(app, ["models"], terminal_width=250, env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(line for line in lines if "params" in line and "description" in line)
+    assert [cell.strip() for cell in header.split("┃")[1:-1]][:3] == ["name", "params", "GFLOPs/s"]
+    listed = result.output.split("models (")[1].splitlines()  # the list, after the matrix
+    rows = {line.split("│")[1].strip(): line.split("│")[2:-1] for line in listed if line.count("│") == 5}
+    for name in ("dnn", "conformer_transducer"):
+        gflops = forward_gflops_per_second(build_model(name, default_options(name), 80, 30), 80)
+        assert rows[name][1].strip() == f"{gflops:.3f}"
+        assert f"{gflops:.3f} GFLOPs/s" in result.output  # under the model's name in the matrix
+    quick = runner.invoke(app, ["models", "--no-flops"], terminal_width=250, env={"COLUMNS": "250"})
+    assert quick.exit_code == 0 and "GFLOPs/s " not in quick.output.replace("GFLOPs/s ┃", "")
 
 
 def test_train_with_unknown_model_lists_valid_models(monkeypatch, capsys, tmp_path):
