@@ -33,6 +33,7 @@ TINY = {
         "kernel_size": 5,
         "subsample_channels": 4,
     },
+    "fast_conformer": {"d_model": 16, "num_heads": 2, "num_layers": 2, "ff_dim": 32, "subsample_channels": 4},
     "zipformer": {
         "downsampling_factors": [1, 2, 4, 2],
         "num_layers": [1, 1, 1, 1],

@@ -29,17 +29,30 @@ BLANK = 0
 @dataclass(frozen=True)
 class TokenAlignment:
     """One utterance: per token its first and last output frame and its probability, on a grid
-    of ``frames`` output frames that cover ``input_frames`` feature frames."""
+    of ``frames`` output frames that cover ``input_frames`` feature frames, ``subsampling``
+    feature frames to an output frame (what the model declares, :func:`subsampling_of`)."""
 
     tokens: list[int]
     spans: list[tuple[int, int]]  # (first, last) output frame per token, inclusive
     probabilities: list[float]  # per token, in [0, 1]
     frames: int  # T', the output frames of the utterance
     input_frames: int  # T, its feature frames
+    subsampling: int | None  # feature frames per output frame; None: an export that does not say
 
     def seconds_per_frame(self, frame_shift_seconds: float) -> float:
-        """The duration of one output frame (the encoder's subsampling times the feature shift)."""
+        """The duration of one output frame: the encoder's declared subsampling times the feature
+        shift. (Without a declared one, an older export: the utterance's T / T', which overstates
+        it on short utterances, e.g. 20 / 3 frames for an 8x encoder.)"""
+        if self.subsampling is not None:
+            return frame_shift_seconds * self.subsampling
         return frame_shift_seconds * self.input_frames / max(1, self.frames)
+
+
+def subsampling_of(model) -> int | None:
+    """Feature frames per output frame, as the model's encoder declares it (``subsampling_factor``,
+    :class:`asrbench.models.base.Encoder`; an exported model's from its manifest, None when an
+    older export's manifest does not record it)."""
+    return model.acoustic_encoder().subsampling_factor
 
 
 def ctc_viterbi(
@@ -189,14 +202,21 @@ def word_spans(alignment: TokenAlignment, tokenizer, frame_shift_seconds: float)
 
 
 def ctc_alignments(
-    log_probs: torch.Tensor, lengths: torch.Tensor, feature_lengths: torch.Tensor, token_ids: list[list[int]]
+    log_probs: torch.Tensor,
+    lengths: torch.Tensor,
+    feature_lengths: torch.Tensor,
+    token_ids: list[list[int]],
+    subsampling: int | None,
 ) -> list[TokenAlignment]:
-    """A batch: log_probs (B, T', V), lengths (B,), feature_lengths (B,) -> one alignment each."""
+    """A batch: log_probs (B, T', V), lengths (B,), feature_lengths (B,) -> one alignment each;
+    ``subsampling``: the model's feature frames per output frame (:func:`subsampling_of`)."""
     alignments = []
     for i, tokens in enumerate(token_ids):
         frames = int(lengths[i])
         spans, probabilities = ctc_viterbi(log_probs[i, :frames], list(tokens))
-        alignments.append(TokenAlignment(list(tokens), spans, probabilities, frames, int(feature_lengths[i])))
+        alignments.append(
+            TokenAlignment(list(tokens), spans, probabilities, frames, int(feature_lengths[i]), subsampling)
+        )
     return alignments
 
 
@@ -212,5 +232,7 @@ def transducer_alignments(
         targets = torch.tensor([list(tokens)], dtype=torch.long, device=encoded.device)
         lattice = model.joint_log_probs(encoded[i : i + 1, :frames], targets)[0]  # (T', U+1, V)
         spans, probabilities = transducer_viterbi(lattice, list(tokens))
-        alignments.append(TokenAlignment(list(tokens), spans, probabilities, frames, int(feature_lengths[i])))
+        alignments.append(
+            TokenAlignment(list(tokens), spans, probabilities, frames, int(feature_lengths[i]), subsampling_of(model))
+        )
     return alignments

@@ -166,7 +166,12 @@ def _streaming_figures(
         "chunk_ms": chunk_ms,
         "left_chunks": left_chunks,
         "algorithmic_latency_ms": round(
-            streaming.algorithmic_latency_ms(chunk_ms, config.features.frame_shift_ms, config.features.frame_length_ms),
+            streaming.algorithmic_latency_ms(
+                chunk_ms,
+                config.features.frame_shift_ms,
+                config.features.frame_length_ms,
+                streaming.lookahead_frames(streaming.require_streaming(model, config.model.name)),
+            ),
             1,
         ),
     }

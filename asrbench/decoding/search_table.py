@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from asrbench.data.tokenizer import Tokenizer
-from asrbench.decoding.alignment import ctc_alignments, transducer_alignments
+from asrbench.decoding.alignment import ctc_alignments, subsampling_of, transducer_alignments
 from asrbench.decoding.greedy import attention_greedy, ctc_greedy
 from asrbench.decoding.searchers import (
     DecodeOptions,
@@ -142,7 +142,7 @@ def _ctc_dev(model) -> Searcher:
 @torch.no_grad()
 def _ctc_align(model, features, feature_lengths, token_ids):
     log_probs, lengths = model.ctc_log_probs(features, feature_lengths)
-    return ctc_alignments(log_probs, lengths, feature_lengths, token_ids)
+    return ctc_alignments(log_probs, lengths, feature_lengths, token_ids, subsampling_of(model))
 
 
 @torch.no_grad()

@@ -10,11 +10,13 @@ encoder streams). The text at the
 end of a stream equals that of one masked pass over the whole utterance with the same chunk
 configuration (``decode --chunk-ms``), which is what makes the chunk-size WER honest.
 
-Where a chunk's time goes, for an encoder frame of ``4 x shift`` (40 ms at a 10 ms shift) and a
-chunk of ``c`` encoder frames: the chunk reads ``4c + 3`` feature frames, so besides the chunk
-itself it waits for 3 more frame shifts (the subsampling's right context) and for the last
-frame's window to fill (window - shift): the **algorithmic latency** is ``chunk + 3 shifts +
-window - shift`` (320 + 30 + 15 = 365 ms at 320 ms chunks). Computing it adds the chunk's
+Where a chunk's time goes, for an encoder frame of ``s x shift`` (``s`` the encoder's declared
+``subsampling_factor``: 40 ms for the 4x subsampling at a 10 ms shift, 80 ms for FastConformer's
+8x) and a chunk of ``c`` encoder frames: the 4x subsampling's chunk reads ``4c + 3`` feature
+frames (``chunk_window``), so besides the chunk itself it waits for 3 more frame shifts (its
+lookahead; FastConformer's reads its own ``8c``, none) and for the last frame's window to fill
+(window - shift): the **algorithmic latency** is ``chunk + lookahead shifts + window - shift``
+(320 + 30 + 15 = 365 ms at 320 ms chunks for the 4x). Computing it adds the chunk's
 **compute time**; the latency figures (:func:`simulate`) replay a stream in real time with the
 measured compute time of every chunk (a chunk waits for the one before it to finish).
 """
@@ -31,7 +33,13 @@ from torch import nn
 
 from asrbench.data.audio import load_audio
 from asrbench.data.store import DTYPES
-from asrbench.decoding.alignment import TokenAlignment, ctc_viterbi, transducer_alignments, word_spans
+from asrbench.decoding.alignment import (
+    TokenAlignment,
+    ctc_viterbi,
+    subsampling_of,
+    transducer_alignments,
+    word_spans,
+)
 from asrbench.decoding.search_table import align
 from asrbench.decoding.transducer_search import greedy_advance, greedy_init
 from asrbench.errors import AsrbenchError
@@ -40,7 +48,6 @@ if TYPE_CHECKING:  # not at run time: an export's transcribe imports this module
     from asrbench.models.base import Encoder
 
 BLANK = 0
-RECEPTIVE_FIELD = 7  # feature frames one output frame of the 4x subsampling reads
 
 
 class ChunkEncoder(Protocol):
@@ -49,6 +56,7 @@ class ChunkEncoder(Protocol):
 
     decode_chunk: int
     decode_left_chunks: int
+    subsampling_factor: int  # feature frames per encoder frame (asrbench.models.base.Encoder)
 
     def set_chunk(self, chunk: int, left_chunks: int = -1) -> None: ...
     def chunk_window(self, chunk: int) -> tuple[int, int]: ...
@@ -64,8 +72,11 @@ def streaming_encoder(model: nn.Module) -> ChunkEncoder | None:
 
 
 def chunk_frames(model: nn.Module, chunk_ms: float, frame_shift_ms: float) -> int:
-    """Encoder frames per chunk of ``chunk_ms``; a user error unless it is a whole number of them."""
-    frame_ms = 4 * frame_shift_ms
+    """Encoder frames per chunk of ``chunk_ms``; a user error unless it is a whole number of them
+    (an encoder frame: the encoder's declared subsampling times the feature shift)."""
+    subsampling = subsampling_of(model)
+    assert subsampling is not None  # a PyTorch model's encoder declares it
+    frame_ms = subsampling * frame_shift_ms
     frames = chunk_ms / frame_ms
     if chunk_ms <= 0 or abs(frames - round(frames)) > 1e-6:
         raise AsrbenchError(
@@ -86,9 +97,19 @@ def require_streaming(model: nn.Module, name: str) -> ChunkEncoder:
     return encoder
 
 
-def algorithmic_latency_ms(chunk_ms: float, frame_shift_ms: float, frame_length_ms: float) -> float:
-    """The chunk, the subsampling's right context (3 frame shifts) and the last frame's window."""
-    return chunk_ms + 3 * frame_shift_ms + (frame_length_ms - frame_shift_ms)
+def lookahead_frames(encoder: ChunkEncoder) -> int:
+    """Feature frames a chunk reads past its own (the subsampling's right context): 3 for the 4x
+    subsampling (a chunk of c frames reads 4c + 3), 0 for FastConformer's (it reads its 8c)."""
+    window, stride = encoder.chunk_window(1)
+    return window - stride
+
+
+def algorithmic_latency_ms(
+    chunk_ms: float, frame_shift_ms: float, frame_length_ms: float, lookahead_frames: int
+) -> float:
+    """The chunk, the subsampling's right context (``lookahead_frames`` frame shifts, from
+    :func:`lookahead_frames`) and the last frame's window."""
+    return chunk_ms + lookahead_frames * frame_shift_ms + (frame_length_ms - frame_shift_ms)
 
 
 class StreamingFrontEnd:
@@ -165,9 +186,13 @@ class ChunkRecognizer:
         return sum(piece.size(0) for piece in self.outputs)
 
     @torch.no_grad()
-    def _run(self, window: torch.Tensor, final: bool) -> ChunkResult:
+    def _run(self, window: torch.Tensor, final: bool) -> ChunkResult | None:
+        """One chunk; None when its frames give no encoder frame (a stream's last few frames, fewer
+        than the subsampling needs for one: 7 for the 4x, any for FastConformer's)."""
         began = time.perf_counter()
         encoded, self.state = self.encoder.encode_chunk(window.unsqueeze(0).to(self.device), self.state)
+        if encoded.size(1) == 0:
+            return None
         new, kept = self._search(encoded)
         result = ChunkResult(self.start + window.size(0) - 1, new, time.perf_counter() - began, final)
         self.tokens.extend(new)
@@ -182,7 +207,9 @@ class ChunkRecognizer:
         self.pending = features if self.pending.numel() == 0 else torch.cat([self.pending, features])
         done = []
         while self.pending.size(0) >= self.window:
-            done.append(self._run(self.pending[: self.window], final=False))
+            result = self._run(self.pending[: self.window], final=False)
+            if result is not None:  # a whole window always gives frames
+                done.append(result)
             self.pending = self.pending[self.stride :]
             self.start += self.stride
         return done
@@ -190,8 +217,10 @@ class ChunkRecognizer:
     def finish(self) -> list[ChunkResult]:
         """The stream has ended: the frames left make a last, shorter chunk (if they give an output)."""
         done = []
-        if self.pending.size(0) >= RECEPTIVE_FIELD:
-            done.append(self._run(self.pending, final=True))
+        if self.pending.size(0) > 0:
+            result = self._run(self.pending, final=True)
+            if result is not None:
+                done.append(result)
         self.pending = self.pending[:0]
         return done
 
@@ -222,7 +251,9 @@ class StreamingCTC(ChunkRecognizer):
         """The CTC Viterbi alignment of the hypothesis over the stream's own outputs."""
         log_probs = torch.cat(self.outputs) if self.outputs else torch.zeros(0, 1)
         spans, probabilities = ctc_viterbi(log_probs, self.tokens) if self.tokens else ([], [])
-        return TokenAlignment(list(self.tokens), spans, probabilities, log_probs.size(0), input_frames)
+        return TokenAlignment(
+            list(self.tokens), spans, probabilities, log_probs.size(0), input_frames, self.encoder.subsampling_factor
+        )
 
 
 class StreamingTransducer(ChunkRecognizer):
@@ -244,7 +275,7 @@ class StreamingTransducer(ChunkRecognizer):
     def alignment(self, input_frames: int) -> TokenAlignment:
         """The transducer Viterbi alignment of the hypothesis over the stream's own encoder outputs."""
         if not self.outputs:
-            return TokenAlignment(list(self.tokens), [], [], 0, input_frames)
+            return TokenAlignment(list(self.tokens), [], [], 0, input_frames, self.encoder.subsampling_factor)
         encoded = torch.cat(self.outputs).unsqueeze(0)
         frames = torch.tensor([encoded.size(1)])
         with torch.no_grad():
@@ -436,7 +467,12 @@ def measure(
         audio_seconds,
         chunk_ms,
         left_chunks,
-        algorithmic_latency_ms(chunk_ms, features_config.frame_shift_ms, features_config.frame_length_ms),
+        algorithmic_latency_ms(
+            chunk_ms,
+            features_config.frame_shift_ms,
+            features_config.frame_length_ms,
+            lookahead_frames(recognizer.encoder),
+        ),
         identical,
         len(utterances),
     )
@@ -485,7 +521,7 @@ def stream_file(
     Memory: one block of audio, and per segment its caches and output frames (bounded by
     ``max_segment``)."""
     rate, shift, size = front_end.extractor.config.sample_rate, front_end.shift, front_end.size
-    frame_seconds = 4 * shift / rate
+    frame_seconds = recognizer.encoder.subsampling_factor * shift / rate  # one encoder frame
     segments: list[StreamSegment] = []
     recognizer.reset()
     front_end.reset()

@@ -44,6 +44,7 @@ from torch import nn
 
 from asrbench import __version__, fileio
 from asrbench.data.fbank import FeatureExtractor
+from asrbench.decoding.alignment import subsampling_of
 from asrbench.deploy.onnx_runtime import EXPORT_FORMAT, MANIFEST
 from asrbench.env import git_commit
 from asrbench.errors import AsrbenchError, excerpt
@@ -630,6 +631,8 @@ def export_run(
         "search": search,  # the search the graphs serve: ctc, transducer or attention
         "graphs": graphs,  # role -> file: model (CTC); encoder, predictor, joiner; encoder, decoder, ctc_head
         **extra,
+        # feature frames per encoder frame, as the encoder declares it: word times from alignments
+        "subsampling_factor": subsampling_of(model),
         "model": config.model.name,
         "source_run": str(run_dir),
         "checkpoint": checkpoint,

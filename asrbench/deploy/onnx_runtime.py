@@ -36,7 +36,17 @@ def is_export(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
-class ExportedCTC:
+class _DeclaredEncoder:
+    """What an exported model declares of its encoder, as a PyTorch model's ``acoustic_encoder()``
+    does (:class:`asrbench.models.base.Encoder`): its frame rate, from the manifest."""
+
+    subsampling_factor: int | None = None  # feature frames per encoder frame
+
+    def acoustic_encoder(self):
+        return self
+
+
+class ExportedCTC(_DeclaredEncoder):
     """An exported CTC graph on onnxruntime, with the CTC model calls search and alignment use."""
 
     head_kind = "ctc"
@@ -89,7 +99,7 @@ def _onnx_reason(err: Exception) -> str:
 BLANK = 0
 
 
-class ExportedTransducer:
+class ExportedTransducer(_DeclaredEncoder):
     """An exported transducer: encoder, predictor step and joiner graphs on onnxruntime, with the
     transducer protocol the searches drive (:class:`asrbench.models.base.TransducerFamily`), so
     greedy and modified beam search (LM, lexicon) run on it as on the PyTorch model."""
@@ -159,7 +169,7 @@ class ExportedTransducer:
         return ("transducer",)  # the CTC branch is not exported
 
 
-class ExportedAttention:
+class ExportedAttention(_DeclaredEncoder):
     """An exported encoder-decoder (Transformer decoder or LAS): encoder, decoder-step and (hybrids)
     CTC graphs on onnxruntime, with what attention beam search (joint CTC scoring) and CTC search call
     on a model (``encode``, ``init_state``, ``step``, ``reorder_state``, ``ctc_head``)."""
@@ -293,6 +303,9 @@ def _graphs(directory: Path, manifest: dict, threads: int) -> ExportedCTC | Expo
         model = ExportedAttention(directory, manifest, threads)
     else:
         model = ExportedCTC(directory / manifest["graphs"]["model"], threads)
+    # The encoder's declared frame rate, for word times (None in an export written before it was recorded).
+    factor = manifest.get("subsampling_factor")
+    model.subsampling_factor = int(factor) if factor is not None else None
     return model
 
 

@@ -53,6 +53,7 @@ from asrbench.models.crdnn import CRDNN, CRDNNConfig
 from asrbench.models.ctc import CTC
 from asrbench.models.dnn import DNN, DNNConfig
 from asrbench.models.e_branchformer import EBranchformer, EBranchformerConfig
+from asrbench.models.fast_conformer import FastConformer, FastConformerConfig
 from asrbench.models.las import LAS, LASConfig
 from asrbench.models.rnn import GRU, LSTM, RNNConfig
 from asrbench.models.transducer import (
@@ -232,6 +233,7 @@ register_encoder("gru", RNNConfig, GRU)
 register_encoder("crdnn", CRDNNConfig, CRDNN)
 register_encoder("transformer", TransformerConfig, Transformer)
 register_encoder("conformer", ConformerConfig, Conformer)
+register_encoder("fast_conformer", FastConformerConfig, FastConformer)
 register_encoder("e_branchformer", EBranchformerConfig, EBranchformer)
 register_encoder("zipformer", ZipformerConfig, Zipformer)
 

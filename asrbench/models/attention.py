@@ -115,6 +115,10 @@ class AttentionModel(nn.Module):
     def chunk_streaming(self) -> bool:
         return self.encoder.chunk_streaming
 
+    @property
+    def subsampling_factor(self) -> int:
+        return self.encoder.subsampling_factor
+
 
 class TransformerDecoder(nn.Module):
     """Pre-norm Transformer decoder: token embedding + sinusoidal positions, causal self-attention,

@@ -33,6 +33,9 @@ class Encoder(Protocol):
     # with chunk_streaming has ``encode_chunk`` and runs chunk by chunk when trained with
     # ``streaming: true`` (its ``streaming`` attribute).
     chunk_streaming: bool
+    # Feature frames per output frame: what word times (output frame -> seconds), chunk sizes
+    # (milliseconds -> output frames) and streaming latency read, never assume.
+    subsampling_factor: int
 
     def encode(self, features: torch.Tensor, feature_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -174,6 +177,6 @@ class Family:
         return [
             name
             for name in protocol_members(self.protocol)
-            if name not in ("encoder_dim", "head_kind", "chunk_streaming")
+            if name not in ("encoder_dim", "head_kind", "chunk_streaming", "subsampling_factor")
             and not callable(getattr(model_class, name, None))
         ]

@@ -20,9 +20,10 @@ ours, for three things torchaudio's does not do:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
+from torch import nn
 
 from asrbench.models.chunked import (
     ChunkedAttention,
@@ -85,7 +86,7 @@ class Conformer(ChunkedAttention, CTCModel):
 
     def __init__(self, input_dim: int, vocab_size: int, config: ConformerConfig):
         super().__init__()
-        self.subsampling = Conv2dSubsampling(input_dim, config.d_model, config.subsample_channels)
+        self.subsampling = self.make_subsampling(input_dim, config)
         self.positions = SinusoidalPositionalEncoding(config.d_model, config.dropout)
         self.encoder = torchaudio.models.Conformer(
             input_dim=config.d_model,
@@ -105,6 +106,15 @@ class Conformer(ChunkedAttention, CTCModel):
                 conv[2].padding = (0,)  # the context comes from _convolve's padding (causal, or chunked)
         self.encoder_dim = config.d_model
         self.head = CTCHead(config.d_model, vocab_size)
+
+    def make_subsampling(self, input_dim: int, config: ConformerConfig) -> nn.Module:
+        """The front end, (B, T, F) -> (B, T', d_model): 4x here; FastConformer's is 8x."""
+        return Conv2dSubsampling(input_dim, config.d_model, config.subsample_channels)
+
+    def subsample_chunk(self, features: torch.Tensor, state: ChunkStream) -> torch.Tensor:
+        """A chunk's feature window (B, W, F) -> (B, n, d_model); the 4x front end keeps no state
+        (its windows overlap), FastConformer's keeps its convolutions' last inputs in ``state``."""
+        return cast(Conv2dSubsampling, self.subsampling).stream_window(features)
 
     # -- one Conformer block -------------------------------------------------------------------
     # ``layer``: a torchaudio ConformerLayer; torchaudio ships no type information, so it is Any to mypy.
@@ -172,7 +182,7 @@ class Conformer(ChunkedAttention, CTCModel):
         """One chunk of B streams: the chunk's feature window (B, W, F), W = ``chunk_window(chunk)[0]``
         or fewer at a stream's end -> encoder output (B, <= chunk, D). In eval mode, the outputs
         equal those of :meth:`encode` with :meth:`set_chunk` (same chunk and left context)."""
-        x = self.subsampling.stream_window(features)
+        x = self.subsample_chunk(features, state)
         if x.size(1) == 0:
             return x, state
         x = self.positions(x, offset=state.offset).transpose(0, 1)  # (T, B, D)

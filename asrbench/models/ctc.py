@@ -33,6 +33,9 @@ class CTCModel(nn.Module):
 
     head_kind = "ctc"  # how it decodes: the rows of asrbench.decoding.search_table
     chunk_streaming = False  # True on the encoders that have encode_chunk (asrbench.models.chunked)
+    # Feature frames per output frame (the encoder's frame rate), read by word times, chunk sizes
+    # and streaming latency: 4 for the 4x conv subsampling most encoders share.
+    subsampling_factor: int = 4
     encoder_dim: int  # D of ``encode``'s output; set by each model in __init__
     head: nn.Module  # (B, T', D) -> log-probabilities (B, T', V)
 

@@ -42,6 +42,7 @@ class DNN(CTCModel):
     def __init__(self, input_dim: int, vocab_size: int, config: DNNConfig):
         super().__init__()
         self.config = config
+        self.subsampling_factor = config.stride  # one spliced frame kept in every stride
         width = (2 * config.context + 1) * input_dim
         self.linears = nn.ModuleList()
         self.norms = nn.ModuleList()

@@ -297,6 +297,10 @@ class TransducerModel(nn.Module):
     def chunk_streaming(self) -> bool:
         return self.encoder.chunk_streaming
 
+    @property
+    def subsampling_factor(self) -> int:
+        return self.encoder.subsampling_factor
+
 
 # --- the architectures -----------------------------------------------------------------------
 

@@ -110,7 +110,12 @@ def test_words_split_at_the_separator_and_take_their_tokens_times_and_lowest_con
     tokens = tokenizer.encode("AB C")
     assert word_groups(tokens, tokenizer) == [[0, 1], [3]]
     alignment = TokenAlignment(
-        tokens, spans=[(2, 2), (4, 5), (7, 7), (10, 11)], probabilities=[0.9, 0.6, 1.0, 0.8], frames=20, input_frames=80
+        tokens,
+        spans=[(2, 2), (4, 5), (7, 7), (10, 11)],
+        probabilities=[0.9, 0.6, 1.0, 0.8],
+        frames=20,
+        input_frames=80,
+        subsampling=4,
     )
     words = word_spans(alignment, tokenizer, frame_shift_seconds=0.01)  # 40 ms output frames
     assert [w.word for w in words] == ["AB", "C"]

@@ -208,7 +208,7 @@ def test_chunk_sizes_are_whole_encoder_frames():
     for bad in (0, -40, 100):
         with pytest.raises(AsrbenchError, match="multiple of the encoder frame, 40 ms"):
             streaming.chunk_frames(model, bad, 10.0)
-    assert streaming.algorithmic_latency_ms(320, 10.0, 25.0) == 365.0
+    assert streaming.algorithmic_latency_ms(320, 10.0, 25.0, streaming.lookahead_frames(model)) == 365.0
 
 
 def test_the_streaming_front_end_gives_the_whole_utterance_frames():

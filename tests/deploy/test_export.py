@@ -77,7 +77,7 @@ def test_an_exported_dir_describes_itself_and_transcribes_like_its_run(exported)
     manifest = json.loads((out / "manifest.json").read_text())
     assert is_export(out) and not is_export(run)
     assert manifest["model"] == "cnn" and manifest["graphs"] == {"model": "model.int8.onnx"}
-    assert manifest["search"] == "ctc" and manifest["units"] == "char"
+    assert manifest["search"] == "ctc" and manifest["units"] == "char" and manifest["subsampling_factor"] == 4
     assert manifest["max_abs_difference_vs_pytorch"]["model.onnx"] < 1e-4
     assert set(manifest["files"]) >= {"model.onnx", "model.int8.onnx", "tokenizer.json", "cmvn.json", "mel_banks.npy"}
     assert {"torch", "onnx", "onnxruntime", "opset", "asrbench"} <= set(manifest["versions"])

@@ -381,6 +381,19 @@ def test_every_encoder_returns_encoder_dim_features_and_the_output_lengths(name)
     assert torch.equal(encoded_lengths, output_lengths)
 
 
+def test_every_encoder_declares_its_true_frame_rate(name):
+    """``subsampling_factor`` (feature frames per output frame) is what word times, chunk sizes
+    and streaming latency read: it must be the rate the encoder's outputs really have."""
+    model = make(name).eval()
+    factor = model.acoustic_encoder().subsampling_factor
+    frames = {}
+    for length in (64, 200):
+        with torch.no_grad():
+            frames[length] = int(model.encode(torch.randn(1, length, INPUT_DIM), torch.tensor([length]))[1][0])
+    # 136 more feature frames give 136 / factor more output frames (edges aside: within one either way).
+    assert abs((frames[200] - frames[64]) * factor - 136) <= factor, f"{frames} at {factor}x"
+
+
 def test_any_encoder_can_back_an_attention_decoder(name):
     """A Transformer decoder over any model's ``encode`` output (projected to its width) trains:
     the encoder contract is all a head needs."""
