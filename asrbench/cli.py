@@ -936,7 +936,7 @@ def compare_command(
 
     from asrbench import fileio
     from asrbench.progress import console
-    from asrbench.studies.compare import FORMATS, collect, render, rich_table, select_runs
+    from asrbench.studies.compare import FORMATS, collect, fitted_width, render, rich_table, select_runs
 
     if fmt not in FORMATS:
         _fail(f"unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
@@ -955,7 +955,8 @@ def compare_command(
         for path in write_plots(rows, plot):
             console.print(f"wrote {path}", soft_wrap=True)
     if fmt == "table" and output is None:
-        Console(width=140).print(rich_table(rows, title=f"{split} results"))
+        table = rich_table(rows, title=f"{split} results")
+        Console(width=fitted_width(table)).print(table)
         return
     text = render(rows, fmt)
     if output:

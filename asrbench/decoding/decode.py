@@ -26,10 +26,12 @@ from asrbench.decoding import streaming
 from asrbench.decoding.result import FORMAT, DecodeResult, load_result, result_path, write_result
 from asrbench.decoding.search_table import build_searcher, greedy_searcher
 from asrbench.decoding.searchers import DecodeOptions, Searcher, describe_search
+from asrbench.decoding.speed import end_to_end_speed
 from asrbench.env import environment, resolve_device
 from asrbench.errors import AsrbenchError
 from asrbench.models import count_parameters
 from asrbench.models.base import ASRModel
+from asrbench.models.cost import forward_gflops_per_second
 from asrbench.progress import console
 from asrbench.runs import rundir
 from asrbench.runs.checkpoint import load_model
@@ -300,8 +302,19 @@ def _decoder_settings(
         "checkpoint": checkpoint,
         "threads": torch.get_num_threads(),
         "rtfx_covers": "network + search after one warm-up batch, features from cache; search_rtfx: the "
-        "search alone (attention search includes its decoder network)",
+        "search alone (attention search includes its decoder network); rtfx_end_to_end: features included "
+        "(asrbench.decoding.speed)",
     }
+
+
+def _end_to_end(
+    model: nn.Module, searcher: Searcher, features: FeatureSet, loaded, batch_frames: int, device: torch.device
+) -> dict:
+    """``result.json``'s ``rtfx_end_to_end`` figures: decode's batches again, from the audio (features included)."""
+    batches = batches_of(features, loaded.cmvn, batch_frames)[1]
+    return end_to_end_speed(
+        model, searcher, features.utterances, batches, loaded.config.features, loaded.cmvn, loaded.tokenizer, device
+    )
 
 
 def decode(
@@ -339,6 +352,8 @@ def decode(
     config = loaded.config
     data_dir = _split_data_dir(run_dir, config, data_dir, split)
     model = loaded.model
+    frontend = config.features  # the cost at full context, before any chunking
+    gflops = forward_gflops_per_second(model, frontend.dim(), frontend.frame_shift_ms, frontend.frame_length_ms)
     if chunk_ms:
         chunked_tag = _set_chunks(model, config, chunk_ms, left_chunks)
         tag = tag or chunked_tag
@@ -354,6 +369,7 @@ def decode(
     recognition = recognize(
         model, features, loaded.cmvn, loaded.tokenizer, torch_device, batch_frames, warmup=True, searcher=searcher
     )
+    speed = _end_to_end(model, searcher, features, loaded, batch_frames, torch_device)
     normalizer = DEFAULT_NORMALIZER
     rates = _score_split(out_dir, features, recognition, loaded.tokenizer, normalizer)
     streamed = (
@@ -384,6 +400,8 @@ def decode(
             "units": loaded.tokenizer.kind,
             **_speed(recognition, features),
             "params": count_parameters(model),
+            "gflops_per_second": gflops,
+            **speed,
             "decoder": _decoder_settings(searcher, options, tuned_from, batch_frames, checkpoint),
             "streaming": streamed,
             "config_hash": config.hash(),

@@ -10,7 +10,9 @@ Older files load: a file without ``format`` is read as the first layout, and a k
 decode did not write gets its default here — None for every figure (``wer_ci``/``cer_ci``: compare
 computes them from ``hypotheses.jsonl``; ``ter``, ``search_rtfx``, ``streaming``, ``tag``: not
 measured), ``units`` "char" (results older than subword and phone units), ``decoder`` None
-(``report`` then assumes the best checkpoint). Keys this module does not know are kept in
+(``report`` then assumes the best checkpoint), ``gflops_per_second`` and the ``rtfx_end_to_end``
+figures None (measured since issue 30; written only when set, so an older file writes back
+unchanged). Keys this module does not know are kept in
 ``extra`` and written back unchanged. A file of a newer format is refused.
 """
 
@@ -224,8 +226,23 @@ _KEYS = {
     "streaming": "",
     "config_hash": "str",
     "environment": "mapping",
+    # issue 30, cost beside accuracy: written by decode since; absent from older files (loaded as None)
+    "gflops_per_second": "number",
+    "rtfx_end_to_end": "number",
+    "end_to_end_seconds": "number",
+    "end_to_end_batch_size": "number",
+    "end_to_end_threads": "int",
     "checkpoint_mtime": "number",  # bench: the best checkpoint's mtime the result belongs to
 }
+# Keys written only when they hold a value: an older file reads and writes back unchanged.
+_WRITTEN_WHEN_SET = (
+    "gflops_per_second",
+    "rtfx_end_to_end",
+    "end_to_end_seconds",
+    "end_to_end_batch_size",
+    "end_to_end_threads",
+    "checkpoint_mtime",
+)
 
 
 @dataclass(frozen=True)
@@ -267,6 +284,15 @@ class DecodeResult:
     streaming: StreamingFigures | None = None
     config_hash: str | None = None
     environment: dict[str, Any] | None = None  # free-form: asrbench.env.environment()
+    # The model's forward GFLOPs per second of audio (asrbench.models.cost: encoder + its head, 10 s input)
+    gflops_per_second: float | None = None
+    # The Open ASR Leaderboard's RTFx (asrbench.decoding.speed): audio / wall seconds of features +
+    # network + search, after a warm-up; at end_to_end_batch_size utterances per batch (mean) and
+    # end_to_end_threads torch threads. ``rtfx`` keeps its meaning: network + search, features cached.
+    rtfx_end_to_end: float | None = None
+    end_to_end_seconds: float | None = None
+    end_to_end_batch_size: float | None = None
+    end_to_end_threads: int | None = None
     checkpoint_mtime: float | None = None  # written by bench only
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as read
     format: str = FORMAT  # the layout the file was written in (old files: "asrbench-result-0")
@@ -298,8 +324,8 @@ class DecodeResult:
         values = {"format": FORMAT}
         for key in _KEYS:
             value = getattr(self, key)
-            if key == "checkpoint_mtime" and value is None:
-                continue  # only bench writes it
+            if key in _WRITTEN_WHEN_SET and value is None:
+                continue  # only bench writes checkpoint_mtime; older decodes wrote no cost figures
             if key in ("wer_ci", "cer_ci") and value is not None:
                 value = list(value)
             elif key in ("ci", "decoder", "streaming") and value is not None:

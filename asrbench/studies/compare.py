@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
 from rich.table import Table
 
-from asrbench.decoding.result import read_result
+from asrbench.decoding.result import DecodeResult, read_result
 from asrbench.errors import AsrbenchError
 from asrbench.runs import rundir
 from asrbench.scoring import metrics, stats
@@ -23,12 +24,16 @@ COLUMNS = (
     "model",
     "units",
     "params",
+    "gflops_per_second",
     "wer",
     "wer_ci",
     "vs_best",
     "cer",
     "rtfx",
+    "rtfx_end_to_end",
     "train_seconds",
+    "train_audio_hours_per_hour",
+    "peak_memory_mb",
     "epochs",
     "split",
 )
@@ -123,6 +128,7 @@ def collect(
                 "rtfx": result.rtfx,
                 "train_seconds": summary.get("train_seconds"),
                 "epochs": summary.get("epochs"),
+                **_cost(result, run_dir, summary),
                 "split": split,
                 "substitutions": result.substitutions,
                 "deletions": result.deletions,
@@ -146,6 +152,28 @@ def collect(
         _refuse_mixed_sets(rows, utterance_errors)
     _add_significance(rows, utterance_errors, resamples, alpha, seed)
     return rows
+
+
+def _cost(result: DecodeResult, run_dir: Path, summary: dict) -> dict:
+    """A row's cost beside its accuracy: the model's GFLOPs per second of audio, the end-to-end RTFx
+    and its conditions (result.json); the training throughput (audio hours trained per hour of
+    ``train_seconds``) and peak memory (train_summary.json; the audio from metrics.jsonl for runs
+    older than ``audio_hours_trained``). None where the files do not record it."""
+    hours = summary.get("audio_hours_trained")
+    if hours is None and summary:
+        hours = rundir.audio_hours_trained(run_dir)
+    seconds = summary.get("train_seconds")
+    peak = summary.get("peak_memory") or {}
+    return {
+        "gflops_per_second": result.gflops_per_second,
+        "rtfx_end_to_end": result.rtfx_end_to_end,
+        "end_to_end_batch_size": result.end_to_end_batch_size,
+        "end_to_end_threads": result.end_to_end_threads,
+        "train_audio_hours": hours,
+        "train_audio_hours_per_hour": hours / (seconds / 3600) if hours is not None and seconds else None,
+        "peak_memory_mb": peak.get("mb"),
+        "peak_memory_kind": peak.get("kind"),
+    }
 
 
 def _listed(interval: tuple[float, float] | None) -> list[float] | None:
@@ -270,10 +298,14 @@ def _cell(key: str, value) -> str:
         return "-"
     if key == "vs_best":
         return MARKS.get(value, str(value))
-    if key == "rtfx":
+    if key in ("rtfx", "rtfx_end_to_end", "peak_memory_mb"):
         return f"{value:,.0f}"
     if key == "params":
         return f"{value / 1e6:.2f}M"
+    if key == "gflops_per_second":
+        return f"{value:.3f}"
+    if key == "train_audio_hours_per_hour":
+        return f"{value:,.1f}"
     if key in ("train_seconds", "algorithmic_latency_ms", "final_latency_ms_p90", "chunk_ms"):
         return f"{value:.0f}"
     if key == "full_context_wer":
@@ -290,8 +322,12 @@ HEADERS = {
     "wer_ci": "WER 95% CI",
     "vs_best": "≈best",
     "cer": "CER %",
+    "gflops_per_second": "GFLOPs/s",
     "rtfx": "RTFx",
+    "rtfx_end_to_end": "RTFx e2e",
     "train_seconds": "train s",
+    "train_audio_hours_per_hour": "train audio h/h",
+    "peak_memory_mb": "peak MB",
     "epochs": "epochs",
     "split": "split",
     "chunk_ms": "chunk ms",
@@ -341,6 +377,12 @@ def rich_table(rows: list[dict], title: str | None = None) -> Table:
     for row in rows:  # the best of each test set; a row of an unknown set is never marked
         table.add_row(*_row_cells(row, shown), style="bold green" if row.get("vs_best") == BEST else None)
     return table
+
+
+def fitted_width(table: Table, least: int = 140) -> int:
+    """The console width that shows every cell of ``table`` unwrapped (at least ``least``): sixteen
+    columns of cost beside accuracy do not fit in 140 without cutting the run names."""
+    return max(least, Console(width=1000).measure(table).maximum)
 
 
 def _csv_value(value):
@@ -396,7 +438,8 @@ def render(rows: list[dict], fmt: str) -> str:
     if fmt == "table":
         from rich.console import Console
 
-        console = Console(width=140, record=True, file=io.StringIO())
-        console.print(rich_table(rows))
+        table = rich_table(rows)
+        console = Console(width=fitted_width(table), record=True, file=io.StringIO())
+        console.print(table)
         return console.export_text()
     raise AsrbenchError(f"unknown format '{fmt}' (valid: {', '.join(FORMATS)})")

@@ -120,6 +120,31 @@ def test_the_oldest_shape_loads_with_the_documented_defaults(tmp_path):
     assert (result.wer, result.words, result.params) == (2.5, 240, 60000)
 
 
+COST = {
+    "gflops_per_second": 0.035,
+    "rtfx_end_to_end": 812.5,
+    "end_to_end_seconds": 0.23,
+    "end_to_end_batch_size": 7.5,
+    "end_to_end_threads": 1,
+}
+
+
+def test_the_cost_figures_load_as_none_from_older_files_and_round_trip_when_set(tmp_path):
+    old = load_result(_write(tmp_path / "old.json", WRITTEN_BEFORE_THE_FORMAT))
+    assert all(getattr(old, key) is None for key in COST)
+    assert not set(COST) & set(old.to_dict())  # an older file writes back without them
+    new = load_result(_write(tmp_path / "new.json", json.dumps({**json.loads(WRITTEN_BEFORE_THE_FORMAT), **COST})))
+    assert {key: getattr(new, key) for key in COST} == COST and new.extra == {}
+    assert {key: new.to_dict()[key] for key in COST} == COST
+    assert new.rtfx == old.rtfx  # rtfx keeps its meaning (network + search, features cached)
+
+
+def test_a_cost_figure_of_the_wrong_type_is_one_line_naming_the_file(tmp_path):
+    path = _write(tmp_path / "result.json", json.dumps({"gflops_per_second": "fast"}))
+    with pytest.raises(AsrbenchError, match="'gflops_per_second' must be a number or null"):
+        load_result(path)
+
+
 @pytest.mark.parametrize("values", [{}, {"model": "cnn", "data_dir": "data"}, {"model": "x", "wer": None}])
 def test_a_file_with_only_some_keys_loads(tmp_path, values):
     result = load_result(_write(tmp_path / "result.json", json.dumps(values)))
@@ -257,7 +282,10 @@ models:
     assert load_result(path) == result == read_result(run, "test")
     written = json.loads(path.read_text(encoding="utf-8"))
     assert written == result.to_dict()
-    assert list(written) == ["format", *json.loads(WRITTEN_BEFORE_THE_FORMAT)]  # the keys, in decode's order
+    cost = ["gflops_per_second", "rtfx_end_to_end", "end_to_end_seconds", "end_to_end_batch_size", "end_to_end_threads"]
+    # the keys, in decode's order: the older ones, then the cost figures (issue 30)
+    assert list(written) == ["format", *json.loads(WRITTEN_BEFORE_THE_FORMAT), *cost]
+    assert result.gflops_per_second > 0 and result.rtfx_end_to_end > 0 and result.end_to_end_batch_size >= 1
     with pytest.raises(AttributeError):
         result.wer = 0.0  # frozen
     # bench records the checkpoint the result belongs to, and reads it back through the loader

@@ -392,3 +392,59 @@ def test_a_named_path_that_is_not_a_run_dir_is_an_error(tmp_path, monkeypatch, c
     lm_dir = tmp_path / "runs" / "lm3"  # what `runs/*` also matches: set aside with a note, as before
     lm_dir.mkdir()
     assert select_runs([*runs, lm_dir]) == ([Path(r) for r in runs], [lm_dir])
+
+
+# --- cost beside accuracy (issue 30): GFLOPs/s, end-to-end RTFx, training throughput, peak memory ---------
+
+
+def test_cost_columns_come_from_the_result_and_the_train_summary(tmp_path):
+    run = fake_run(
+        tmp_path,
+        "conformer",
+        5.0,
+        2_000_000,
+        gflops_per_second=0.1091,
+        rtfx_end_to_end=812.4,
+        end_to_end_batch_size=7.5,
+        end_to_end_threads=2,
+    )
+    summary = {"train_seconds": 1800.0, "epochs": 3, "audio_hours_trained": 12.5}
+    summary["peak_memory"] = {"kind": "process_max_rss", "mb": 912.3}
+    (run / "train_summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    row = collect([run])[0]
+    assert (row["gflops_per_second"], row["rtfx_end_to_end"], row["rtfx"]) == (0.1091, 812.4, 1234.5)
+    assert (row["end_to_end_batch_size"], row["end_to_end_threads"]) == (7.5, 2)
+    assert row["train_audio_hours"] == 12.5 and row["train_audio_hours_per_hour"] == pytest.approx(25.0)
+    assert (row["peak_memory_mb"], row["peak_memory_kind"]) == (912.3, "process_max_rss")
+    header, _, line = render([row], "markdown").split("\n\n")[0].splitlines()
+    cells = dict(zip(header.strip("|").split(" | "), line.strip("|").split(" | "), strict=True))
+    cells = {key.strip(): value.strip() for key, value in cells.items()}
+    assert (cells["GFLOPs/s"], cells["RTFx"], cells["RTFx e2e"]) == ("0.109", "1,234", "812")
+    assert (cells["train audio h/h"], cells["peak MB"]) == ("25.0", "912")
+    assert json.loads(render([row], "json"))[0]["rtfx_end_to_end"] == 812.4
+    assert next(csv.DictReader(io.StringIO(render([row], "csv"))))["gflops_per_second"] == "0.1091"
+
+
+def test_older_runs_show_a_dash_and_take_the_trained_audio_from_metrics(runs):
+    """Results decoded before the cost figures: '-'; a summary before audio_hours_trained: metrics.jsonl's
+    loop_audio_seconds; no summary at all: nothing."""
+    (runs[0] / "metrics.jsonl").write_text(
+        "".join(json.dumps({"epoch": e, "loop_audio_seconds": 1800.0}) + "\n" for e in (1, 2)), encoding="utf-8"
+    )
+    lstm, cnn = rows = collect(runs)
+    assert lstm["gflops_per_second"] is None and lstm["rtfx_end_to_end"] is None
+    assert lstm["train_audio_hours"] == 1.0 and lstm["train_audio_hours_per_hour"] == pytest.approx(3600 / 61.4)
+    assert lstm["peak_memory_mb"] is None
+    assert cnn["train_audio_hours"] is None and cnn["train_audio_hours_per_hour"] is None
+    header, _, first, second = render(rows, "markdown").split("\n\n")[0].splitlines()
+    names = [cell.strip() for cell in header.strip("|").split("|")]
+    for line in (first, second):
+        cells = dict(zip(names, (cell.strip() for cell in line.strip("|").split("|")), strict=True))
+        assert cells["GFLOPs/s"] == cells["RTFx e2e"] == cells["peak MB"] == "-"
+    assert dict(zip(names, (c.strip() for c in first.strip("|").split("|")), strict=True))["train audio h/h"] == "58.6"
+
+
+def test_the_table_is_as_wide_as_its_cells(tmp_path):
+    """Sixteen columns: the run names are shown whole, not cut to fit 140 characters."""
+    long = fake_run(tmp_path / ("a-rather-long-folder-name-" * 3), "conformer_transducer", 5.0, 3_000_000)
+    assert str(long) in render(collect([long]), "table")
