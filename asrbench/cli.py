@@ -416,7 +416,7 @@ def models_command(
     )
 
     def gflops(name: str) -> str:
-        return f"{cost[name]:.3f}" if name in cost else "-"
+        return f"{cost[name]:.3g}" if name in cost else "-"
 
     def matrix_cell(name: str | None) -> str:  # a model of the matrix: its name, parameters and GFLOPs/s
         return "-" if name is None else f"{name} {counts[name]:,}" + (f"\n{gflops(name)} GFLOPs/s" if flops else "")

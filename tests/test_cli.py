@@ -75,8 +75,8 @@ def test_models_shows_each_model_s_gflops_per_second_beside_its_parameters():
     rows = {line.split("│")[1].strip(): line.split("│")[2:-1] for line in listed if line.count("│") == 5}
     for name in ("dnn", "conformer_transducer"):
         gflops = forward_gflops_per_second(build_model(name, default_options(name), 80, 30), 80)
-        assert rows[name][1].strip() == f"{gflops:.3f}"
-        assert f"{gflops:.3f} GFLOPs/s" in result.output  # under the model's name in the matrix
+        assert rows[name][1].strip() == f"{gflops:.3g}"
+        assert f"{gflops:.3g} GFLOPs/s" in result.output  # under the model's name in the matrix
     quick = runner.invoke(app, ["models", "--no-flops"], terminal_width=250, env={"COLUMNS": "250"})
     assert quick.exit_code == 0 and "GFLOPs/s " not in quick.output.replace("GFLOPs/s ┃", "")
 

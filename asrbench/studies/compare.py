@@ -303,7 +303,7 @@ def _cell(key: str, value) -> str:
     if key == "params":
         return f"{value / 1e6:.2f}M"
     if key == "gflops_per_second":
-        return f"{value:.3f}"
+        return f"{value:.3g}"  # three significant digits: tiny models too
     if key == "train_audio_hours_per_hour":
         return f"{value:,.1f}"
     if key in ("train_seconds", "algorithmic_latency_ms", "final_latency_ms_p90", "chunk_ms"):
