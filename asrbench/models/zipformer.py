@@ -165,17 +165,19 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, time, dim = x.shape
-        groups = -(-time // self.factor)
-        frames = torch.arange(groups * self.factor, device=x.device).unsqueeze(0)
-        index = torch.minimum(frames, (lengths - 1).unsqueeze(1))  # (B, groups * f)
-        x = x.gather(1, index.unsqueeze(2).expand(-1, -1, dim)).view(batch, groups, self.factor, dim)
+        # Shape arithmetic stays on tensors, so an exported graph takes any length (ONNX).
+        frames = torch.arange(time, device=x.device)
+        frames = torch.cat([frames, frames.new_full(((self.factor - time % self.factor) % self.factor,), time - 1)])
+        index = torch.minimum(frames.unsqueeze(0), (lengths - 1).unsqueeze(1))  # (B, ceil(T/f) * f)
+        x = x.gather(1, index.unsqueeze(2).expand(-1, -1, dim)).reshape(batch, -1, self.factor, dim)
         weights = self.weights.softmax(0).view(1, 1, self.factor, 1)
         return (x * weights).sum(2), (lengths + self.factor - 1) // self.factor
 
 
 def upsample(x: torch.Tensor, factor: int, time: int) -> torch.Tensor:
     """(B, T/f, D) -> (B, time, D): each frame repeated ``factor`` times."""
-    return x.repeat_interleave(factor, dim=1)[:, :time]
+    batch, frames, dim = x.shape
+    return x.unsqueeze(2).expand(batch, frames, factor, dim).reshape(batch, frames * factor, dim)[:, :time]
 
 
 def relative_position_code(time: int, dim: int, device: torch.device) -> torch.Tensor:
