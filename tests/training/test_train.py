@@ -632,3 +632,13 @@ def test_the_summary_records_the_audio_trained_on_for_the_throughput(recipe: Pat
     assert summary["audio_hours_trained"] == pytest.approx(sum(row["loop_audio_seconds"] for row in rows) / 3600)
     # every utterance twice, counted as frames x shift: a 0.4 s utterance's last 15 ms (window - shift) are not
     assert summary["audio_hours_trained"] == pytest.approx(2 * summary["train_hours"], rel=0.05)
+
+
+@pytest.mark.slow
+def test_the_loader_workers_are_stopped_when_train_returns(recipe: Path, tmp_path: Path):
+    """Regression: left to the garbage collector, torch's loader shutdown waited 5 s for a worker that
+    never saw its stop sentinel, at the end of every run (and of every test that trains)."""
+    import multiprocessing
+
+    train(recipe, "dnn", tmp_path / "run", epochs=1, seed=0, overrides=["train.data_workers=1"])
+    assert multiprocessing.active_children() == []
