@@ -577,6 +577,9 @@ def decode_command(
         "(a multiple of 40) and measure its latency; 0: full context.",
     ),
     left_chunks: int = typer.Option(-1, "--left-chunks", help="With --chunk-ms: chunks of left context (-1: all)."),
+    no_cost: bool = typer.Option(
+        False, "--no-cost", help="Skip the cost figures (GFLOPs/s and the end-to-end RTFx pass): a faster decode."
+    ),
 ) -> None:
     """Decode a split; writes decode/<split>/hypotheses.jsonl and result.json."""
     from asrbench.decoding.decode import decode
@@ -615,6 +618,7 @@ def decode_command(
         threads=threads,
         chunk_ms=chunk_ms,
         left_chunks=left_chunks,
+        measure_cost=not no_cost,
     )
     where = f"{split}-{result.tag}" if result.tag else split
     search = f", search RTFx {result.search_rtfx:,.0f}" if result.search_rtfx else ""

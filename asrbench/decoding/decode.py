@@ -331,6 +331,7 @@ def decode(
     threads: int = 0,
     chunk_ms: float = 0.0,
     left_chunks: int = -1,
+    measure_cost: bool = True,
 ) -> DecodeResult:
     """Decode ``split`` with the run's best checkpoint; returns the :class:`DecodeResult` written to result.json.
 
@@ -341,6 +342,9 @@ def decode(
     ``chunk_ms`` > 0 decodes a streaming model in chunks of that many ms with ``left_chunks`` of
     left context (-1: all), into ``decode/<split>-chunk<ms>/`` unless tagged, and measures its
     latency (:func:`_streaming_figures`).
+
+    ``measure_cost`` False skips the cost figures (GFLOPs/s, the end-to-end RTFx pass): result.json
+    then holds neither, as a file written before they existed.
     """
     run_dir = rundir.require_run_dir(run_dir)
     if threads > 0:
@@ -353,7 +357,11 @@ def decode(
     data_dir = _split_data_dir(run_dir, config, data_dir, split)
     model = loaded.model
     frontend = config.features  # the cost at full context, before any chunking
-    gflops = forward_gflops_per_second(model, frontend.dim(), frontend.frame_shift_ms, frontend.frame_length_ms)
+    gflops = (
+        forward_gflops_per_second(model, frontend.dim(), frontend.frame_shift_ms, frontend.frame_length_ms)
+        if measure_cost
+        else None
+    )
     if chunk_ms:
         chunked_tag = _set_chunks(model, config, chunk_ms, left_chunks)
         tag = tag or chunked_tag
@@ -369,7 +377,7 @@ def decode(
     recognition = recognize(
         model, features, loaded.cmvn, loaded.tokenizer, torch_device, batch_frames, warmup=True, searcher=searcher
     )
-    speed = _end_to_end(model, searcher, features, loaded, batch_frames, torch_device)
+    speed = _end_to_end(model, searcher, features, loaded, batch_frames, torch_device) if measure_cost else {}
     normalizer = DEFAULT_NORMALIZER
     rates = _score_split(out_dir, features, recognition, loaded.tokenizer, normalizer)
     streamed = (
