@@ -317,6 +317,11 @@ def _end_to_end(
     )
 
 
+def _gflops(model: nn.Module, frontend) -> float:
+    """The model's forward GFLOPs per second of audio at the recipe's framing (asrbench.models.cost)."""
+    return forward_gflops_per_second(model, frontend.dim(), frontend.frame_shift_ms, frontend.frame_length_ms)
+
+
 def decode(
     run_dir: str | Path,
     split: str = "test",
@@ -341,10 +346,8 @@ def decode(
 
     ``chunk_ms`` > 0 decodes a streaming model in chunks of that many ms with ``left_chunks`` of
     left context (-1: all), into ``decode/<split>-chunk<ms>/`` unless tagged, and measures its
-    latency (:func:`_streaming_figures`).
-
-    ``measure_cost`` False skips the cost figures (GFLOPs/s, the end-to-end RTFx pass): result.json
-    then holds neither, as a file written before they existed.
+    latency (:func:`_streaming_figures`). ``measure_cost`` False skips the cost figures (GFLOPs/s,
+    the end-to-end RTFx pass): result.json then holds neither, like a file written before them.
     """
     run_dir = rundir.require_run_dir(run_dir)
     if threads > 0:
@@ -357,11 +360,7 @@ def decode(
     data_dir = _split_data_dir(run_dir, config, data_dir, split)
     model = loaded.model
     frontend = config.features  # the cost at full context, before any chunking
-    gflops = (
-        forward_gflops_per_second(model, frontend.dim(), frontend.frame_shift_ms, frontend.frame_length_ms)
-        if measure_cost
-        else None
-    )
+    gflops = _gflops(model, frontend) if measure_cost else None
     if chunk_ms:
         chunked_tag = _set_chunks(model, config, chunk_ms, left_chunks)
         tag = tag or chunked_tag

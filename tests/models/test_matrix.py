@@ -99,7 +99,14 @@ def _tone_recipe(tmp_path, models: dict, encoders: dict | None = None):
                 "data": {"dir": str(data_dir)},
                 "features": {"sample_rate": 8000, "num_mel_bins": 23},
                 "augment": {"spec_augment": False},
-                "train": {"epochs": 1, "batch_frames": 400, "lr": 5.0e-3, "warmup_steps": 2, "average_best": 1, "data_workers": 0},
+                "train": {
+                    "epochs": 1,
+                    "batch_frames": 400,
+                    "lr": 5.0e-3,
+                    "warmup_steps": 2,
+                    "average_best": 1,
+                    "data_workers": 0,
+                },
                 **({"encoders": encoders} if encoders else {}),
                 "models": models,
             }
