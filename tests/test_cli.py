@@ -27,7 +27,7 @@ runner = CliRunner()
 
 
 def test_models_lists_every_model_with_its_parameter_count():
-    result = runner.invoke(app, ["models"], terminal_width=250, env={"COLUMNS": "250"})
+    result = runner.invoke(app, ["models", "--no-flops"], terminal_width=250, env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     for name in MODELS:
@@ -42,7 +42,9 @@ def test_models_prints_the_encoder_by_head_matrix_at_a_recipe_s_options():
     from asrbench.models import MATRIX
     from asrbench.recipe.config import resolve
 
-    result = runner.invoke(app, ["models", "--recipe", "yesno"], terminal_width=250, env={"COLUMNS": "250"})
+    result = runner.invoke(
+        app, ["models", "--recipe", "yesno", "--no-flops"], terminal_width=250, env={"COLUMNS": "250"}
+    )
     assert result.exit_code == 0, result.output
     header = next(line for line in result.output.splitlines() if "encoder" in line and "transducer" in line)
     assert [cell.strip() for cell in header.split("┃")[1:-1]] == ["encoder", "ctc", "aed", "transducer"]
@@ -299,7 +301,7 @@ def test_models_describes_each_model_differently():
     prefixes = {"CTC": "CTC: ", "attention encoder-decoder": "Attention: ", "transducer": "Transducer: "}
     for name, text in descriptions.items():
         assert text.startswith(prefixes[MODELS[name].family.name]), (name, text)
-    output = runner.invoke(app, ["models"], terminal_width=200).output
+    output = runner.invoke(app, ["models", "--no-flops"], terminal_width=200).output
     assert "make demo` trains the seven CTC models" in " ".join(output.split())
 
 
