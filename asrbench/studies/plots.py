@@ -13,7 +13,8 @@ from asrbench import fileio
 from asrbench.errors import AsrbenchError
 from asrbench.runs import rundir
 
-FILES = ("wer_vs_params.png", "wer_vs_rtfx.png", "learning_curves.png")  # what write_plots writes
+# What write_plots writes: WER (with its CI) against size, compute and speed, each with its Pareto front.
+FILES = ("wer_vs_params.png", "wer_vs_gflops.png", "wer_vs_rtfx.png", "learning_curves.png")
 
 
 INSTALL = "pip install 'asrbench[plot]'"
@@ -141,7 +142,8 @@ def _scatter(plt, rows: list[dict], key: str, xlabel: str, log_x: bool, higher_x
 
 
 def write_plots(rows: list[dict], out_dir: str | Path) -> list[Path]:
-    """rows: ``compare.collect`` output (run, model, params, wer, rtfx, optional wer_ci)."""
+    """rows: ``compare.collect`` output (run, model, params, wer, rtfx, optional wer_ci and
+    gflops_per_second); -> the files written, :data:`FILES` in order."""
     plt = _pyplot()
     out_dir = Path(out_dir)
     written = []
@@ -149,6 +151,18 @@ def write_plots(rows: list[dict], out_dir: str | Path) -> list[Path]:
     figure = _scatter(plt, rows, "params", "parameters", True, False, f"WER vs model size ({split})")
     _save(figure, out_dir / "wer_vs_params.png")
     written.append(out_dir / "wer_vs_params.png")
+    plt.close(figure)
+    figure = _scatter(
+        plt,
+        rows,
+        "gflops_per_second",
+        "forward GFLOPs per second of audio (lower is cheaper)",
+        True,
+        False,
+        f"WER vs compute ({split}; runs decoded before issue 30 have no GFLOPs)",
+    )
+    _save(figure, out_dir / "wer_vs_gflops.png")
+    written.append(out_dir / "wer_vs_gflops.png")
     plt.close(figure)
     figure = _scatter(
         plt, rows, "rtfx", "decoding speed (RTFx, higher is faster)", True, True, f"WER vs decoding speed ({split})"

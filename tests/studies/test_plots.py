@@ -19,7 +19,7 @@ def test_pareto_front_keeps_points_nothing_beats():
     assert pareto_front(speed, higher_x_is_better=True) == [3, 0, 2]
 
 
-def test_write_plots_writes_three_pngs(tmp_path: Path):
+def test_write_plots_writes_four_pngs(tmp_path: Path):
     rows = []
     for index, (params, wer, rtfx) in enumerate([(1e5, 20.0, 900.0), (1e6, 12.0, 300.0), (3e6, 9.0, 120.0)]):
         run = tmp_path / f"run{index}"
@@ -33,12 +33,18 @@ def test_write_plots_writes_three_pngs(tmp_path: Path):
                 "params": params,
                 "wer": wer,
                 "rtfx": rtfx,
+                "gflops_per_second": params / 1e7,
                 "wer_ci": [wer - 1, wer + 1],
                 "split": "test",
             }
         )
     written = write_plots(rows, tmp_path / "plots")
-    assert [path.name for path in written] == ["wer_vs_params.png", "wer_vs_rtfx.png", "learning_curves.png"]
+    assert [path.name for path in written] == [
+        "wer_vs_params.png",
+        "wer_vs_gflops.png",
+        "wer_vs_rtfx.png",
+        "learning_curves.png",
+    ]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
     assert not list((tmp_path / "plots").glob(".*"))  # no temporary files left behind
@@ -61,6 +67,7 @@ def test_compare_plot_option_writes_the_figures(tmp_path: Path):
     assert outcome.exit_code == 0, outcome.output
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
         "learning_curves.png",
+        "wer_vs_gflops.png",
         "wer_vs_params.png",
         "wer_vs_rtfx.png",
     ]
