@@ -223,3 +223,16 @@ def fake_run(root: Path, name: str, wer: float) -> Path:
     (run_dir / "decode" / "test" / "result.json").write_text(json.dumps(result), encoding="utf-8")
     (run_dir / "train_summary.json").write_text(json.dumps({"train_seconds": 3.0, "epochs": 2}), encoding="utf-8")
     return run_dir
+
+
+def streamed_encoding(model, features: torch.Tensor, chunk: int, left: int) -> torch.Tensor:
+    """A chunked encoder's output fed chunk by chunk (``encode_chunk``), each chunk's window read
+    while at least 7 feature frames (the 4x front end's receptive field) remain."""
+    state = model.init_stream(chunk, left)
+    window, stride = model.chunk_window(chunk)
+    pieces = []
+    for start in range(0, features.size(1), stride):
+        if features.size(1) - start >= 7:
+            encoded, state = model.encode_chunk(features[:, start : start + window], state)
+            pieces.append(encoded)
+    return torch.cat(pieces, dim=1)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from helpers import INPUT_DIM, TINY, VOCAB, run_main
+from helpers import INPUT_DIM, TINY, VOCAB, run_main, streamed_encoding
 
 from asrbench.data.fbank import FeatureExtractor
 from asrbench.data.features import GlobalCMVN
@@ -33,17 +33,6 @@ STREAMING = {**TINY["conformer"], "streaming": True, "max_train_chunk": 4}
 def _model(name: str = "conformer", seed: int = 0, **options) -> torch.nn.Module:
     torch.manual_seed(seed)
     return build_model(name, {**TINY[name], **options}, INPUT_DIM, VOCAB).eval()
-
-
-def _streamed_encoding(model, features: torch.Tensor, chunk: int, left: int) -> torch.Tensor:
-    state = model.init_stream(chunk, left)
-    window, stride = model.chunk_window(chunk)
-    pieces = []
-    for start in range(0, features.size(1), stride):
-        if features.size(1) - start >= 7:
-            encoded, state = model.encode_chunk(features[:, start : start + window], state)
-            pieces.append(encoded)
-    return torch.cat(pieces, dim=1)
 
 
 def test_chunk_masks_hide_later_chunks_and_far_left_ones():
@@ -84,7 +73,7 @@ def test_chunk_by_chunk_encoding_equals_the_masked_pass(name: str, chunk: int, l
     model.set_chunk(chunk, left)
     with torch.no_grad():
         masked, lengths = model.encode(features, torch.tensor([131]))
-    streamed = _streamed_encoding(model, features, chunk, left)
+    streamed = streamed_encoding(model, features, chunk, left)
     assert streamed.shape == masked.shape and int(lengths[0]) == masked.size(1)
     torch.testing.assert_close(streamed, masked, atol=1e-5, rtol=1e-4)
 
@@ -113,7 +102,7 @@ def test_recurrent_and_causal_convolution_encoders_stream_with_their_state(name:
     with torch.no_grad():
         whole, _ = model.encode(features, torch.tensor([97]))
     for chunk in (1, 3, 8):
-        torch.testing.assert_close(_streamed_encoding(model, features, chunk, -1), whole, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(streamed_encoding(model, features, chunk, -1), whole, atol=1e-5, rtol=1e-4)
     assert streaming.streams(model)
     with pytest.raises(ValueError, match="left chunks do not apply"):
         model.set_chunk(2, 1)

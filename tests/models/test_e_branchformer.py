@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import INPUT_DIM, TINY, VOCAB
+from helpers import INPUT_DIM, TINY, VOCAB, streamed_encoding
 
 from asrbench.errors import AsrbenchError
 from asrbench.models import build_model, count_parameters
@@ -19,17 +19,6 @@ def _model(seed: int = 0, **options) -> EBranchformer:
     model = build_model("e_branchformer", {**TINY["e_branchformer"], **options}, INPUT_DIM, VOCAB).eval()
     assert isinstance(model, EBranchformer)
     return model
-
-
-def _streamed_encoding(model, features: torch.Tensor, chunk: int, left: int) -> torch.Tensor:
-    state = model.init_stream(chunk, left)
-    window, stride = model.chunk_window(chunk)
-    pieces = []
-    for start in range(0, features.size(1), stride):
-        if features.size(1) - start >= 7:
-            encoded, state = model.encode_chunk(features[:, start : start + window], state)
-            pieces.append(encoded)
-    return torch.cat(pieces, dim=1)
 
 
 def _perturb_gates(model: EBranchformer) -> None:
@@ -110,7 +99,7 @@ def test_chunk_by_chunk_encoding_equals_the_masked_pass(conv_context: str, chunk
     model.set_chunk(chunk, left)
     with torch.no_grad():
         masked, lengths = model.encode(features, torch.tensor([131]))
-    streamed = _streamed_encoding(model, features, chunk, left)
+    streamed = streamed_encoding(model, features, chunk, left)
     assert streamed.shape == masked.shape and int(lengths[0]) == masked.size(1)
     torch.testing.assert_close(streamed, masked, atol=1e-5, rtol=1e-4)
 
