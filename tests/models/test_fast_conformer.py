@@ -66,6 +66,24 @@ def test_an_utterance_gives_the_same_outputs_alone_and_in_a_batch_padded_with_no
             torch.testing.assert_close(together[index, :count], alone[0], atol=1e-5, rtol=1e-4)
 
 
+def test_the_front_end_zeroes_padding_alike_with_and_without_autograd_and_leaves_its_input_alone():
+    """Without autograd the stages' padded tails are zeroed in place, row by row; under autograd by one
+    mask: both give the same bits, and neither writes into the caller's features."""
+    torch.manual_seed(0)
+    front = DepthwiseStridingSubsampling(INPUT_DIM, 16, 8)
+    features = 3 * torch.randn(4, 61, INPUT_DIM)
+    lengths = torch.tensor([61, 60, 23, 1])
+    kept = features.clone()
+    with torch.no_grad():
+        in_place, _ = front(features, lengths)
+    masked, _ = front(features.clone().requires_grad_(), lengths)
+    assert torch.equal(in_place, masked.detach())
+    assert torch.equal(features, kept)
+    with torch.no_grad():  # the zeros reach the next stage: an utterance alone reads the same
+        alone, _ = front(features[2:3, :23], lengths[2:3])
+    torch.testing.assert_close(in_place[2, :3], alone[0], atol=1e-6, rtol=1e-5)
+
+
 def test_the_default_size_has_the_documented_parameter_count():
     """At its defaults (the Conformer's d_model 144, 4 heads, 4 layers, ff_dim 576; kernel 9, 256
     subsampling channels), 80-dim features and 30 tokens: 2,442,574 parameters, of which the 8x
