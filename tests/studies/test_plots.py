@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from asrbench.studies.plots import pareto_front, write_plots
+from asrbench.studies.plots import pareto_front, rtfx_axis, write_plots
 
 
 def test_pareto_front_keeps_points_nothing_beats():
@@ -127,3 +127,19 @@ def test_plots_get_the_usual_file_permissions(tmp_path: Path):
     written = write_plots(rows, tmp_path / "plots")
     for path in written:
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, oct(path.stat().st_mode)
+
+
+def test_the_speed_plot_uses_the_end_to_end_rtfx_only_when_every_scored_run_has_it():
+    """Issue 30: the leaderboard's RTFx (features included) where every run records it; runs decoded
+    before it have only the network + search RTFx, and one axis never mixes the two."""
+    both = [
+        {"run": "a", "wer": 5.0, "rtfx": 300.0, "rtfx_end_to_end": 250.0},
+        {"run": "b", "wer": 7.0, "rtfx": 100.0, "rtfx_end_to_end": 90.0},
+        {"run": "unscored", "wer": None, "rtfx": 10.0},  # no WER: not drawn, not asked for
+    ]
+    key, label = rtfx_axis(both)
+    assert key == "rtfx_end_to_end" and "features" in label
+    older = [*both, {"run": "c", "wer": 6.0, "rtfx": 200.0, "rtfx_end_to_end": None}]
+    key, label = rtfx_axis(older)
+    assert key == "rtfx" and "cached" in label
+    assert rtfx_axis([])[0] == "rtfx"
