@@ -381,6 +381,27 @@ def data_download(
     console.print(f"{corpus} -> {path}")
 
 
+def _kept_flops() -> tuple[dict[str, float], Path]:
+    """The GFLOPs/s counts ``asrbench models`` measured before and the file that keeps them:
+    ``$ASRBENCH_CACHE_DIR/flops.json`` (default ``$XDG_CACHE_HOME/asrbench``, else ``~/.cache/asrbench``).
+    Each count's key holds the models' source and torch's version (asrbench.models.cost.measure_key);
+    an unreadable file is measured afresh and replaced."""
+    import json
+    import os
+
+    root = os.environ.get("ASRBENCH_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "asrbench"
+    )
+    cache = Path(root) / "flops.json"
+    try:
+        kept = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}, cache
+    if not isinstance(kept, dict):
+        return {}, cache
+    return {k: float(v) for k, v in kept.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}, cache
+
+
 @_command(app, "models")
 def models_command(
     recipe: Optional[str] = typer.Option(
@@ -409,11 +430,21 @@ def models_command(
     counts = parameter_counts(options, input_dim, 30)
     # The recipe's framing sets how many frames 10 s of audio is (its first model's, as recipe_sizes' dim).
     features = resolve(recipe, next(iter(options))).features if recipe and options else RunConfig().features
-    cost = (
-        gflops_per_second_table(options, input_dim, 30, features.frame_shift_ms, features.frame_length_ms)
-        if flops
-        else {}
-    )
+    cost = {}
+    if flops:
+        kept, cache = _kept_flops()
+        before = len(kept)
+        cost = gflops_per_second_table(
+            options, input_dim, 30, features.frame_shift_ms, features.frame_length_ms, kept=kept
+        )
+        if len(kept) > before:
+            from asrbench import fileio
+
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                fileio.write_json(cache, kept)
+            except OSError:  # a read-only cache folder: measured again next time, nothing else lost
+                pass
 
     def gflops(name: str) -> str:
         return f"{cost[name]:.3g}" if name in cost else "-"

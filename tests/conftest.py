@@ -37,8 +37,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
 
 
 @pytest.fixture(autouse=True)
-def _no_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_progress(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     monkeypatch.setenv("ASRBENCH_NO_PROGRESS", "1")
+    # `asrbench models` keeps its GFLOPs counts here, not in the user's ~/.cache (one folder per worker).
+    monkeypatch.setenv("ASRBENCH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "asrbench-cache"))
 
 
 @pytest.fixture(autouse=True)

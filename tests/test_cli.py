@@ -534,3 +534,30 @@ def test_max_minutes_says_that_zero_is_no_budget(command):
         group = group.commands[name]
     option = next(param for param in group.params if "--max-minutes" in param.opts)
     assert "0 = no budget" in option.help, option.help
+
+
+def test_models_keeps_its_gflops_counts_and_replaces_an_unreadable_file(monkeypatch, tmp_path):
+    """The second `asrbench models` reads the counts the first measured (a minute of CPU -> a file
+    read); a corrupt file is measured afresh and rewritten. The measure is a stub here (each model's
+    figure its parameter count / 1e7): what is tested is what is kept and read back."""
+    import asrbench.models.cost as cost
+
+    def stub(model, *args):
+        return sum(p.numel() for p in model.parameters()) / 1e7
+
+    monkeypatch.setenv("ASRBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cost, "_MEASURED", {})
+    monkeypatch.setattr(cost, "forward_gflops_per_second", stub)
+    first = runner.invoke(app, ["models"], terminal_width=250, env={"COLUMNS": "250"})
+    assert first.exit_code == 0, first.output
+    kept = json.loads((tmp_path / "flops.json").read_text())
+    assert len(kept) == len(MODELS) and all(value > 0 for value in kept.values())
+    monkeypatch.setattr(cost, "_MEASURED", {})
+    monkeypatch.setattr(cost, "forward_gflops_per_second", lambda *args: pytest.fail("measured again"))
+    again = runner.invoke(app, ["models"], terminal_width=250, env={"COLUMNS": "250"})
+    assert again.exit_code == 0 and again.output == first.output
+    monkeypatch.setattr(cost, "forward_gflops_per_second", stub)
+    (tmp_path / "flops.json").write_text("{not json")
+    repaired = runner.invoke(app, ["models"], terminal_width=250, env={"COLUMNS": "250"})
+    assert repaired.exit_code == 0 and repaired.output == first.output
+    assert json.loads((tmp_path / "flops.json").read_text()) == kept

@@ -24,8 +24,11 @@ cuDNN recurrent layers, the Transformer layers' inference fast path) are switche
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import warnings
+from pathlib import Path
 from typing import cast
 
 import torch
@@ -104,7 +107,23 @@ def forward_gflops_per_second(
     return forward_flops(model, input_dim, frame_shift_ms, frame_length_ms) / 1e9 / SECONDS
 
 
-_MEASURED: dict[tuple, float] = {}  # (model, options, sizes, framing) -> GFLOPs/s: one measure per process
+_MEASURED: dict[str, float] = {}  # measure_key -> GFLOPs/s: one measure per process
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """What a count depends on beside its model, options, sizes and framing: the source of every
+    module of this package and torch's version (a digest; the key of a kept count)."""
+    digest = hashlib.sha256(torch.__version__.encode())
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def measure_key(name: str, options: dict, input_dim: int, vocab_size: int, shift: float, length: float) -> str:
+    """One count's key: the model and everything it was measured at, with :func:`code_fingerprint`."""
+    written = json.dumps([name, options, input_dim, vocab_size, shift, length], sort_keys=True, default=str)
+    return hashlib.sha256(f"{code_fingerprint()} {written}".encode()).hexdigest()[:24]
 
 
 def gflops_per_second_table(
@@ -113,16 +132,23 @@ def gflops_per_second_table(
     vocab_size: int,
     frame_shift_ms: float = 10.0,
     frame_length_ms: float = 25.0,
+    kept: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Every registered model's :func:`forward_gflops_per_second`: at ``options[name]`` where given,
-    else at its defaults (as :func:`asrbench.models.parameter_counts` counts its parameters)."""
+    else at its defaults (as :func:`asrbench.models.parameter_counts` counts its parameters).
+
+    ``kept``: counts measured before (:func:`measure_key` -> GFLOPs/s, as ``asrbench models`` keeps
+    them on disk); a model found there is not measured again, and each new count is added to it.
+    The key holds the package's source, so a changed model is measured afresh."""
+    kept = {} if kept is None else kept
     table = {}
     for name in registry.MODELS:
         given = options.get(name, registry.default_options(name))
-        written = json.dumps(given, sort_keys=True, default=str)
-        key = (name, written, input_dim, vocab_size, frame_shift_ms, frame_length_ms)
-        if key not in _MEASURED:
-            model = registry.build_model(name, given, input_dim, vocab_size)
-            _MEASURED[key] = forward_gflops_per_second(model, input_dim, frame_shift_ms, frame_length_ms)
-        table[name] = _MEASURED[key]
+        key = measure_key(name, given, input_dim, vocab_size, frame_shift_ms, frame_length_ms)
+        if key not in kept:
+            if key not in _MEASURED:
+                model = registry.build_model(name, given, input_dim, vocab_size)
+                _MEASURED[key] = forward_gflops_per_second(model, input_dim, frame_shift_ms, frame_length_ms)
+            kept[key] = _MEASURED[key]
+        table[name] = kept[key]
     return table

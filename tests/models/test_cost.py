@@ -64,3 +64,25 @@ def test_the_table_measures_each_model_once_per_process(monkeypatch):
     monkeypatch.setattr(registry, "build_model", lambda *args: built.append(args))
     assert gflops_per_second_table({}, 40, 30) == first and built == []
     assert first["dnn"] > 0
+
+
+def test_kept_counts_are_not_measured_again_and_a_changed_model_source_is(monkeypatch):
+    """``asrbench models`` keeps its counts on disk (``kept``): a kept count is used as it is, a new one
+    is added, and the key holds the package's source, so an edited model is measured afresh."""
+    import asrbench.models as registry
+    import asrbench.models.cost as cost
+
+    monkeypatch.setattr(registry, "MODELS", {"dnn": registry.MODELS["dnn"]})
+    monkeypatch.setattr(cost, "_MEASURED", {})
+    kept: dict[str, float] = {}
+    measured = gflops_per_second_table({}, 24, 30, kept=kept)
+    assert list(kept.values()) == [measured["dnn"]] and measured["dnn"] > 0
+    monkeypatch.setattr(cost, "_MEASURED", {})
+    built = []
+    monkeypatch.setattr(registry, "build_model", lambda *args: built.append(args))
+    fake = {key: 123.0 for key in kept}  # what a file says is what is shown: it was measured there
+    assert gflops_per_second_table({}, 24, 30, kept=fake) == {"dnn": 123.0} and built == []
+    monkeypatch.setattr(cost, "code_fingerprint", lambda: "another source")
+    with pytest.raises(AttributeError):  # not kept under the new key: measured, with the stub's nothing
+        gflops_per_second_table({}, 24, 30, kept=fake)
+    assert len(built) == 1
