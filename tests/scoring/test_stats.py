@@ -250,3 +250,133 @@ def test_compare_systems_rejects_bad_arguments():
         compare_systems(np.stack([errors, errors]), words, test="t-test")
     with pytest.raises(ValueError, match="names"):
         compare_systems(np.stack([errors, errors]), words, names=["a", "a"])
+
+
+# -- issue 31: speakers, many-way corrections, the minimum detectable difference ------------------
+
+
+def test_holm_and_benjamini_hochberg_against_hand_computed_adjustments():
+    p = [0.01, 0.04, 0.03, 0.005]
+    # Holm: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running max.
+    np.testing.assert_allclose(stats.holm(p), [0.03, 0.06, 0.06, 0.02])
+    # BH: sorted times 4/1, 4/2, 4/3, 4/4 = 0.02, 0.02, 0.04, 0.04 -> running min from the top.
+    np.testing.assert_allclose(stats.benjamini_hochberg(p), [0.02, 0.04, 0.04, 0.02])
+    assert stats.holm([0.9, 0.8]).max() == 1.0 and stats.holm([]).size == 0
+
+
+def test_t_quantiles_match_the_tables():
+    table = {1: 12.706, 2: 4.303, 5: 2.571, 9: 2.262, 30: 2.042}  # two-sided 95%
+    for df, value in table.items():
+        assert stats.t_quantile(0.975, df) == pytest.approx(value, abs=5e-4)
+    assert stats.t_quantile(0.975, 10_000) == pytest.approx(1.960, abs=1e-3)
+    with pytest.raises(ValueError):
+        stats.t_quantile(0.3, 5)
+
+
+def test_the_speaker_sign_flip_test_counts_every_pattern_up_to_16_speakers():
+    # |sum| of (+-1, +-2, +-3): 6, 4, 2, 0, 0, 2, 4, 6 -> 2 of 8 patterns reach the observed 6.
+    assert stats.speaker_flip_tests(np.array([1.0, 2.0, 3.0]))[0] == pytest.approx(0.25)
+    assert stats.speaker_flip_tests(np.zeros(4))[0] == 1.0
+    both = stats.speaker_flip_tests(np.array([[1.0, 5.0], [2.0, -5.0], [3.0, 5.0]]))
+    assert both[0] == pytest.approx(0.25) and both[1] == pytest.approx(stats.speaker_flip_tests([5.0, -5, 5])[0])
+    many = np.full(40, 1.0)  # 40 speakers all one way: beyond exact enumeration, about 2 / 2**40
+    p = stats.speaker_flip_tests(many, seed=1)[0]
+    assert p == pytest.approx(1 / (1 + stats.FLIPS)) and p == stats.speaker_flip_tests(many, seed=1)[0]
+
+
+def test_speaker_intervals_keep_a_speaker_s_utterances_together():
+    """Two speakers with identical utterances inside each: resampling utterances sees 100 independent
+    draws, resampling speakers sees two. The speaker interval is far wider, and relabelling the
+    speakers changes nothing."""
+    words = np.full(100, 10)
+    errors = np.array([0] * 50 + [4] * 50)
+    speakers = ["a"] * 50 + ["b"] * 50
+    utterance = bootstrap_ci(errors, words, 500, seed=2)
+    speaker = bootstrap_ci(errors, words, 500, seed=2, groups=speakers)
+    assert speaker[1] - speaker[0] > 3 * (utterance[1] - utterance[0])
+    assert bootstrap_ci(errors, words, 500, seed=2, groups=["x"] * 50 + ["y"] * 50) == speaker
+    many = np.repeat(np.arange(20), 5)
+    errors, words = synthetic(100, 0.2, seed=4)
+    low, high = bootstrap_ci(errors, words, 500, seed=2, groups=many)
+    assert low < 100 * errors.sum() / words.sum() < high
+    with pytest.raises(ValueError, match="speaker labels"):
+        bootstrap_ci(errors, words, 50, groups=many[:-1])
+
+
+def test_compare_systems_corrects_the_comparisons_with_the_best_by_holm():
+    """Two systems each worse than the best at raw p = 0.034, which Holm's correction over the three
+    comparisons raises to 0.068 (not worse) and Benjamini-Hochberg leaves at 0.034 (worse)."""
+    rng = np.random.default_rng(5)
+    words = rng.integers(5, 15, 300)
+    best = rng.binomial(words, 0.1)
+    far = best.copy()
+    far[:40] += 1
+    lower = np.flatnonzero(best > 0)[-15:]
+    edges = []
+    for start in (0, 100):  # 29 utterances one error worse, 15 one better: z = 2.13, p = 0.034
+        edge = best.copy()
+        edge[lower] -= 1
+        edge[np.setdiff1d(np.arange(300), lower)[start : start + 29]] += 1
+        edges.append(edge)
+    errors = np.stack([best, far, *edges])
+    names = ["best", "far", "edge1", "edge2"]
+    raw = compare_systems(errors, words, names, 200, correction="none")
+    holm = compare_systems(errors, words, names, 200)
+    bh = compare_systems(errors, words, names, 200, correction="bh")
+    assert holm.correction == "holm" and raw.correction == "none"
+    p = {s.name: s.p_value for s in holm.systems}
+    assert p["best"] is None and p["far"] < 1e-6 and p["edge1"] == pytest.approx(0.0338, abs=5e-4)
+    np.testing.assert_allclose([s.p_adjusted for s in holm.systems[1:]], stats.holm([p[n] for n in names[1:]]))
+    worse = {c.correction: [not s.not_significantly_worse for s in c.systems] for c in (raw, holm, bh)}
+    assert worse == {
+        "none": [False, True, True, True],
+        "holm": [False, True, False, False],
+        "bh": [False, True, True, True],
+    }
+    with pytest.raises(ValueError, match="correction"):
+        compare_systems(errors, words, correction="bonferroni")
+
+
+def test_the_bootstrap_decision_is_two_sided():
+    """Regression: 'worse' used to mean P(best better) >= 0.95, one-sided, though the best is read from
+    the data: 10% of equal pairs were called different (the calibration test's simulations)."""
+    pair = stats.PairResult("best", "other", 0.96, 1.0, 0, 0, 1.0, 0.0)
+    p, favours = stats.decision_p(pair, "bootstrap")
+    assert p == pytest.approx(0.08) and favours
+
+
+def test_compare_systems_with_speakers_tests_at_the_speaker_level():
+    rng = np.random.default_rng(6)
+    speakers = np.repeat(np.arange(8), 25)
+    words = rng.integers(5, 15, 200)
+    base = rng.binomial(words, 0.1)
+    errors = np.stack([base, base + (speakers == 0) * rng.integers(0, 3, 200)])  # b worse, on one speaker only
+    comparison = compare_systems(errors, words, ["a", "b"], 300, groups=speakers)
+    assert comparison.resample == "speaker" and comparison.speakers == 8
+    pair = comparison.pair("a", "b")
+    per_speaker = stats.group_sums((errors[0] - errors[1])[:, None], speakers)[:, 0]
+    assert pair.speaker_p == pytest.approx(stats.speaker_flip_tests(per_speaker)[0])
+    assert pair.speaker_bootstrap_p is not None and 0 <= pair.speaker_bootstrap_p <= 1
+    # One speaker carries the difference: utterances call it significant, 1 speaker of 8 cannot be.
+    assert pair.mp_p < 0.05 and pair.speaker_p == 1.0
+    assert comparison.systems[1].not_significantly_worse
+    assert compare_systems(errors, words, ["a", "b"], 300).systems[1].not_significantly_worse is False
+    np.testing.assert_array_equal(
+        [s.ci for s in comparison.systems], bootstrap_cis(errors, words, 300, groups=speakers)
+    )
+
+
+def test_the_minimum_detectable_difference_is_the_paired_standard_error_times_2_8():
+    rng = np.random.default_rng(7)
+    words = rng.integers(5, 15, 500)
+    a, b = rng.binomial(words, 0.1), rng.binomial(words, 0.12)
+    d = (a - b).astype(float)
+    expected = (1.959964 + 0.841621) * 100 * math.sqrt(d.size * d.var(ddof=1)) / words.sum()
+    assert stats.minimum_detectable_difference(a, b, words) == pytest.approx(expected, rel=1e-5)
+    speakers = np.repeat(np.arange(10), 50)
+    per = stats.group_sums(d[:, None], speakers)[:, 0]
+    by_speaker = (1.959964 + 0.841621) * 100 * math.sqrt(10 * per.var(ddof=1)) / words.sum()
+    assert stats.minimum_detectable_difference(a, b, words, speakers) == pytest.approx(by_speaker, rel=1e-5)
+    assert math.isnan(stats.minimum_detectable_difference([1], [0], [3]))
+    comparison = compare_systems(np.stack([a, b]), words, ["a", "b"], 100)
+    assert comparison.mdd == pytest.approx(expected, rel=1e-5) and comparison.mdd_by_system == {"b": comparison.mdd}
