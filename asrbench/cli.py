@@ -954,6 +954,15 @@ def compare_command(
     resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for CIs and paired tests."),
     alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0, help="Significance level for '≈best'."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
+    resample: str = typer.Option(
+        "auto",
+        "--resample",
+        help="What the CIs and tests resample: speaker (utterances of a speaker stay together) | utterance | "
+        "auto (speaker where every test utterance has one and there are two or more; docs/statistics.md).",
+    ),
+    correction: str = typer.Option(
+        "holm", "--correction", help="Multiple-comparison correction of '≈best' over the comparisons: holm | bh | none."
+    ),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG figures (WER vs size/speed, learning curves)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
     allow_mixed: bool = typer.Option(
@@ -975,6 +984,10 @@ def compare_command(
 
     if fmt not in FORMATS:
         _fail(f"unknown format '{fmt}' (valid: {', '.join(FORMATS)})")
+    if resample not in ("auto", "utterance", "speaker"):
+        _fail(f"--resample '{resample}': use auto, utterance or speaker")
+    if correction not in ("holm", "bh", "none"):
+        _fail(f"--correction '{correction}': use holm, bh or none")
     from asrbench.studies.plots import FILES as PLOT_FILES
 
     fileio.refuse_to_replace(
@@ -983,7 +996,16 @@ def compare_command(
     runs, skipped = select_runs(run_dirs)
     for path in skipped:
         console.print(f"[yellow]note[/yellow]: skipped {path}: not a run dir", soft_wrap=True)
-    rows = collect(runs, split, resamples=resamples, alpha=alpha, seed=seed, allow_mixed=allow_mixed)
+    rows = collect(
+        runs,
+        split,
+        resamples=resamples,
+        alpha=alpha,
+        seed=seed,
+        allow_mixed=allow_mixed,
+        resample=resample,
+        correction=correction,
+    )
     if plot is not None:
         from asrbench.studies.plots import write_plots
 

@@ -86,6 +86,8 @@ def collect(
     alpha: float = stats.DEFAULT_ALPHA,
     seed: int = 0,
     allow_mixed: bool = False,
+    resample: str = "auto",
+    correction: str = "holm",
 ) -> list[dict]:
     """One row per run, read from ``decode/<split>/result.json`` (:func:`asrbench.decoding.result.read_result`)
     and ``train_summary.json``.
@@ -101,7 +103,19 @@ def collect(
     is lower), the sign test's and the matched-pairs test's p-values; ``vs_best`` says whether the
     run is the best of its set (a run alone on its set is), not significantly worse, or
     significantly worse (None where the WER is undefined or the set unknown).
+
+    ``resample`` (docs/statistics.md): ``speaker`` resamples speakers (the speaker of each utterance
+    in ``hypotheses.jsonl``; an error naming the file when one has none), ``utterance`` utterances,
+    ``auto`` speakers where every utterance of the set has one and there are two or more, else
+    utterances. With speakers, ``wer_ci`` is recomputed speaker-blocked. ``vs_best`` is corrected over
+    the comparisons with the best (``correction``: holm, bh or none). Each row's ``statistics`` says
+    how: the resampling, the speakers, the deciding test, the correction, its p-value against the best
+    (raw and adjusted) and the test set's minimum detectable difference (``mdd``, WER points).
     """
+    if resample not in ("auto", *stats.RESAMPLING):
+        raise AsrbenchError(f"unknown resampling '{resample}' (valid: auto, {', '.join(stats.RESAMPLING)})")
+    if correction not in stats.CORRECTIONS:
+        raise AsrbenchError(f"unknown correction '{correction}' (valid: {', '.join(stats.CORRECTIONS)})")
     rows, utterance_errors = [], []
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
@@ -144,13 +158,19 @@ def collect(
                 "pairs": [],
             }
         )
-        found = read_utterance_errors(run_dir / "decode" / split / HYPOTHESES)
+        hypotheses = run_dir / "decode" / split / HYPOTHESES
+        found = read_utterance_errors(hypotheses)
         rows[-1][TEST_SET_COLUMN] = test_set_hash(found[0]) if found else None
         rows[-1]["test_set_utterances"] = len(found[0]) if found else None
+        if found and resample == "speaker" and found[3] is None:
+            raise AsrbenchError(
+                f"{hypotheses}: an utterance without a speaker, so --resample speaker cannot block by "
+                "speaker (use --resample utterance, or give the manifest speakers)"
+            )
         utterance_errors.append(found)
     if not allow_mixed:
         _refuse_mixed_sets(rows, utterance_errors)
-    _add_significance(rows, utterance_errors, resamples, alpha, seed)
+    _add_significance(rows, utterance_errors, resamples, alpha, seed, resample, correction)
     return rows
 
 
@@ -225,11 +245,12 @@ def _refuse_mixed_sets(rows: list[dict], utterance_errors: list) -> None:
     )
 
 
-def read_utterance_errors(path: Path) -> tuple[tuple, np.ndarray, np.ndarray] | None:
+def read_utterance_errors(path: Path) -> tuple[tuple, np.ndarray, np.ndarray, tuple | None] | None:
     """Per-utterance word errors of a decode's hypotheses.jsonl, sorted by id, or None without one.
 
-    Returns (key, errors (U,), words (U,)); ``key`` (ids and references) identifies the test set.
-    The stored texts are already normalized, so they are rescored with the ``none`` normalizer.
+    Returns (key, errors (U,), words (U,), speakers (U,) or None when an utterance has none); ``key``
+    (ids and references) identifies the test set. The stored texts are already normalized, so they
+    are rescored with the ``none`` normalizer.
     """
     if not path.is_file():
         return None
@@ -239,50 +260,163 @@ def read_utterance_errors(path: Path) -> tuple[tuple, np.ndarray, np.ndarray] | 
         return None
     scores = metrics.score_utterances([refs.texts[i] for i in ids], [hyps.texts[i] for i in ids], "none", ids)
     key = tuple((i, refs.texts[i]) for i in ids)
-    return key, np.array([s.word_errors for s in scores], float), np.array([s.words for s in scores], float)
+    speakers = _speakers(path)
+    known = tuple(speakers.get(i) for i in ids)
+    return (
+        key,
+        np.array([s.word_errors for s in scores], float),
+        np.array([s.words for s in scores], float),
+        known if all(speaker is not None for speaker in known) else None,
+    )
 
 
-def _add_significance(rows: list[dict], utterance_errors: list, resamples: int, alpha: float, seed: int) -> None:
+def _speakers(path: Path) -> dict[str, str]:
+    """id -> speaker of the hypotheses.jsonl rows that name one (decode writes the manifest's)."""
+    speakers = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                if isinstance(row, dict) and row.get("speaker") is not None and "id" in row:
+                    speakers[str(row["id"])] = str(row["speaker"])
+    return speakers
+
+
+def _add_significance(
+    rows: list[dict],
+    utterance_errors: list,
+    resamples: int,
+    alpha: float,
+    seed: int,
+    resample: str = "auto",
+    correction: str = "holm",
+) -> None:
     groups: dict[tuple, list[int]] = {}
     for index, found in enumerate(utterance_errors):
         if found is None:
             continue
-        key, errors, words = found
+        key, errors, words, _ = found
         if not words.sum() > 0:
             continue  # no reference words: the WER, its CI and any test are undefined ("n/a")
-        if rows[index]["wer_ci"] is None:
-            rows[index]["wer_ci"] = list(stats.bootstrap_ci(errors, words, resamples, seed=seed))
         groups.setdefault(key, []).append(index)
     for members in groups.values():
-        if len(members) < 2:  # alone on its test set: the best of it, with nothing to test against
-            rows[members[0]]["vs_best"] = BEST
-            continue
+        errors = np.stack([utterance_errors[i][1] for i in members])
+        words = utterance_errors[members[0]][2]
+        known = {utterance_errors[i][3] for i in members}  # every run's speakers, or none are known
+        speakers = known.pop() if len(known) == 1 else None
+        blocked = speakers is not None and resample != "utterance" and len(set(speakers)) >= 2
+        if resample == "speaker" and not blocked:
+            raise AsrbenchError(
+                f"{rows[members[0]]['run']}: --resample speaker needs two or more speakers, the same for each "
+                "utterance in every run of the test set"
+            )
         names = [str(index) for index in members]
         comparison = stats.compare_systems(
-            np.stack([utterance_errors[i][1] for i in members]),
-            utterance_errors[members[0]][2],
+            errors,
+            words,
             names,
             resamples,
             alpha=alpha,
             seed=seed,
+            groups=speakers if blocked else None,
+            correction=correction,
         )
         for index, system in zip(members, comparison.systems, strict=True):
-            rows[index]["vs_best"] = BEST if system.best else NOT_WORSE if system.not_significantly_worse else WORSE
+            row = rows[index]
+            if blocked or row["wer_ci"] is None:
+                row["wer_ci"] = [float(value) for value in system.ci]
+            if len(members) > 1:
+                row["vs_best"] = BEST if system.best else NOT_WORSE if system.not_significantly_worse else WORSE
+            else:  # alone on its test set: the best of it, with nothing to test against
+                row["vs_best"] = BEST
+            row["statistics"] = {
+                "resample": comparison.resample,
+                "speakers": comparison.speakers,
+                "test": decision_name(comparison.test, comparison.resample),
+                "correction": comparison.correction,
+                "alpha": alpha,
+                "p_value": system.p_value,
+                "p_adjusted": system.p_adjusted,
+                "mdd": comparison.mdd if len(members) > 1 else None,
+                "systems": len(members),
+            }
             for other in members:
                 if other == index:
                     continue
                 pair = comparison.pair(str(index), str(other))
-                rows[index]["pairs"].append(
-                    {"run": rows[other]["run"], "p_better": pair.p_a_better, "sign_p": pair.sign_p, "mp_p": pair.mp_p}
+                row["pairs"].append(
+                    {
+                        "run": rows[other]["run"],
+                        "p_better": pair.p_a_better,
+                        "sign_p": pair.sign_p,
+                        "mp_p": pair.mp_p,
+                        "speaker_p": pair.speaker_p,
+                        "speaker_bootstrap_p": pair.speaker_bootstrap_p,
+                    }
                 )
 
 
+def decision_name(test: str, resample: str) -> str:
+    """The deciding test in words, as the legend gives it (stats.decision_p)."""
+    if resample == "speaker":
+        return "speaker-blocked bootstrap t test" if test == "bootstrap" else "speaker sign-flip test"
+    return {"mp": "matched-pairs test", "sign": "sign test", "bootstrap": "paired bootstrap"}[test]
+
+
+CORRECTION_NAMES = {"holm": "Holm-corrected", "bh": "Benjamini-Hochberg-corrected", "none": "uncorrected"}
+
+
 MARKS = {BEST: "best", NOT_WORSE: "yes", WORSE: "no"}
-LEGEND = (
+LEGEND = (  # the utterance-resampled form; statistics_legend() words the rows' own
     "≈best: 'best' is the lowest WER among runs decoded on the same utterances; 'yes' a run not "
     "significantly worse than it (per-utterance matched-pairs test), 'no' one that is. "
     "WER 95% CI: bootstrap over utterances."
 )
+
+
+def statistics_legend(rows: list[dict]) -> str | None:
+    """What the ≈best marks and the CIs mean for these rows: the resampling (speakers or utterances),
+    the deciding test, the correction, and per test set the smallest difference it can show."""
+    described = [row["statistics"] for row in rows if row.get("statistics")]
+    if not described:
+        return LEGEND if _has_statistics(rows) else None
+    first = described[0]
+    by_speaker = [d for d in described if d["resample"] == "speaker"]
+    if by_speaker and len(by_speaker) == len(described):
+        counts = sorted({d["speakers"] for d in by_speaker})
+        unit = f"speakers ({', '.join(str(c) for c in counts)} on the test set{'s' if len(counts) > 1 else ''})"
+        ci = (
+            "WER 95% CI: speaker-blocked bootstrap (speakers resampled with their utterances; log-t "
+            "interval, t with speakers - 1 degrees of freedom)."
+        )
+    elif by_speaker:
+        unit = "speakers where every utterance has one, else utterances"
+        ci = "WER 95% CI: speaker-blocked bootstrap where speakers are known, else bootstrap over utterances."
+    else:
+        unit = "utterances"
+        ci = "WER 95% CI: bootstrap over utterances."
+    parts = [
+        "≈best: 'best' is the lowest WER among runs decoded on the same utterances; 'yes' a run not "
+        f"significantly worse than it, 'no' one that is: {first['test']} over {unit} at α = {first['alpha']:g}, "
+        f"{CORRECTION_NAMES[first['correction']]} over each run's comparison with the best.",
+        ci,
+    ]
+    mdds: dict[str | None, float] = {}
+    for row in rows:
+        found = row.get("statistics") or {}
+        if found.get("mdd") is not None and np.isfinite(found["mdd"]):
+            mdds.setdefault(row.get(TEST_SET_COLUMN), found["mdd"])
+    if len(mdds) == 1:
+        parts.append(
+            f"Differences under {next(iter(mdds.values())):.2f} WER points cannot be told apart on this test set "
+            "(the paired test's 80% power at α; median over the comparisons with the best)."
+        )
+    elif mdds:
+        listed = ", ".join(f"{name}: {value:.2f}" for name, value in mdds.items())
+        parts.append(f"Smallest differences each test set can show (WER points, 80% power): {listed}.")
+    return " ".join(parts)
+
+
 MIXED_LEGEND = (
     "Test set: a hash of the utterance ids and references, and the utterance count; runs are ranked "
     "only within their own set (--allow-mixed)."
@@ -365,7 +499,8 @@ def _has_statistics(rows: list[dict]) -> bool:
 
 
 def _legend(rows: list[dict]) -> str | None:
-    legend = [LEGEND] if _has_statistics(rows) else []
+    described = statistics_legend(rows)
+    legend = [described] if described else []
     return " ".join(legend + ([MIXED_LEGEND] if is_mixed(rows) else [])) or None
 
 

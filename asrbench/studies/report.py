@@ -182,11 +182,10 @@ def comparison_section(rows: list[dict]) -> str:
                 (env.get("cpu") if env.get("device") == "cpu" else env.get("gpu") or env.get("device"), None),
             ]
         )
+    described = compare.statistics_legend(rows) or ""
     note = (
-        '<p class="muted">≈best: "best" is the lowest WER among runs decoded on the same utterances; "yes" a '
-        'run not significantly worse than it (matched-pairs test), "no" one that is. CIs: bootstrap over '
-        "utterances. Test set: a hash of the utterance ids and references, and their count. Click a header "
-        "to sort.</p>"
+        f'<p class="muted">{esc(described)} Test set: a hash of the utterance ids and references, and their '
+        "count. Click a header to sort.</p>"
     )
     sets = {compare.test_set_label(row) for row in rows}
     warning = (

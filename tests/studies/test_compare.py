@@ -448,3 +448,68 @@ def test_the_table_is_as_wide_as_its_cells(tmp_path):
     """Sixteen columns: the run names are shown whole, not cut to fit 140 characters."""
     long = fake_run(tmp_path / ("a-rather-long-folder-name-" * 3), "conformer_transducer", 5.0, 3_000_000)
     assert str(long) in render(collect([long]), "table")
+
+
+# --- issue 31: speakers, the correction and the smallest difference, in rows and legends ---------------
+
+
+def _with_speakers(run_dir: Path, hypotheses: list[str], speakers: list[str | None]) -> Path:
+    rows = [
+        {"id": f"utt{index:03d}", "ref": ref, "hyp": hyp, **({"speaker": speaker} if speaker else {})}
+        for index, ((ref, hyp), speaker) in enumerate(zip(hypotheses, speakers, strict=True))
+    ]
+    (run_dir / "decode" / "test" / "hypotheses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run_dir
+
+
+@pytest.fixture
+def spoken(tmp_path) -> list[Path]:
+    """Two runs on 60 utterances of 6 speakers: 'b' makes 12 more errors, all on speaker s0's."""
+    speakers = [f"s{i // 10}" for i in range(60)]
+    a = _with_speakers(fake_run(tmp_path, "a", 1.0, 10), [(r, r) for r in REFS], speakers)
+    b = _with_speakers(
+        fake_run(tmp_path, "b", 7.0, 10), [(r, "X" + r if i < 10 else r) for i, r in enumerate(REFS)], speakers
+    )
+    return [a, b]
+
+
+def test_where_every_utterance_has_a_speaker_the_statistics_resample_speakers(spoken):
+    """b's errors all on one speaker of six: significant counted over utterances; over speakers, every
+    sign pattern of (-10, 0, 0, 0, 0, 0) is as far from zero, so p = 1: one speaker is one observation."""
+    a, b = collect(spoken)
+    assert a["statistics"]["resample"] == "speaker" and a["statistics"]["speakers"] == 6
+    assert b["statistics"]["test"] == "speaker sign-flip test" and b["statistics"]["correction"] == "holm"
+    assert b["vs_best"] == "not significantly worse" and b["statistics"]["p_value"] == 1.0
+    assert b["pairs"][0]["speaker_p"] == 1.0 and b["pairs"][0]["mp_p"] < 1e-3
+    by_utterance = collect(spoken, resample="utterance")
+    assert by_utterance[1]["vs_best"] == "significantly worse" and by_utterance[1]["statistics"]["speakers"] is None
+    assert b["wer_ci"][1] - b["wer_ci"][0] > by_utterance[1]["wer_ci"][1] - by_utterance[1]["wer_ci"][0]
+    assert b["statistics"]["mdd"] > 0 and a["statistics"]["mdd"] == b["statistics"]["mdd"]
+    legend = render([a, b], "markdown")
+    assert "speaker sign-flip test over speakers (6 on the test set)" in legend and "Holm-corrected" in legend
+    assert f"Differences under {b['statistics']['mdd']:.2f} WER points cannot be told apart" in legend
+    assert "bootstrap over utterances" in render(by_utterance, "markdown")
+
+
+def test_without_speakers_auto_resamples_utterances_and_speaker_is_an_error_naming_the_file(tmp_path, spoken):
+    """One run of the two lacks a speaker (a regression: the first run's speakers were used for all)."""
+    _with_speakers(spoken[1], [(r, r) for r in REFS], ["s0"] * 59 + [None])
+    rows = collect(spoken)
+    assert {row["statistics"]["resample"] for row in rows} == {"utterance"}
+    with pytest.raises(AsrbenchError, match=r"b/decode/test/hypotheses.jsonl: an utterance without a speaker"):
+        collect(spoken, resample="speaker")
+    with pytest.raises(AsrbenchError, match="unknown resampling 'speakers'"):
+        collect(spoken, resample="speakers")
+    with pytest.raises(AsrbenchError, match="unknown correction"):
+        collect(spoken, correction="bonferroni")
+
+
+def test_compare_cli_takes_resample_and_correction(spoken, monkeypatch, capsys):
+    code, out, _ = run_main(
+        monkeypatch, capsys, "compare", *map(str, spoken), "--format", "json", "--resample", "utterance"
+    )
+    assert code == 0 and json.loads(out)[1]["statistics"]["resample"] == "utterance"
+    code, out, _ = run_main(monkeypatch, capsys, "compare", *map(str, spoken), "--format", "json", "--correction", "bh")
+    assert code == 0 and json.loads(out)[1]["statistics"]["correction"] == "bh"
+    code, _, err = run_main(monkeypatch, capsys, "compare", *map(str, spoken), "--resample", "speakers")
+    assert code != 0 and "--resample 'speakers'" in err and "Traceback" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -118,6 +119,26 @@ def test_the_comparison_names_each_runs_test_set(tmp_path):
     assert "2 different test sets" in section and "test set" in section
     assert f"{rows[0]['test_set']} (3)" in section and f"{rows[1]['test_set']} (2)" in section
     assert "different test sets" not in comparison_section(rows[:1])
+
+
+def test_the_comparison_legend_says_how_the_statistics_were_made(tmp_path):
+    """Issue 31: the report's legend is compare's: speakers resampled where known, Holm's correction."""
+    from asrbench.studies.compare import collect, statistics_legend
+
+    runs = []
+    for name, wrong in (("cnn", 0), ("lstm", 3)):
+        decoded = tmp_path / name / "decode" / "test"
+        decoded.mkdir(parents=True)
+        (decoded / "result.json").write_text(json.dumps({"model": name, "wer": 0.0, "cer": 0.0}))
+        rows = [
+            {"id": f"u{i}", "ref": "YES", "hyp": "NO" if i < wrong else "YES", "speaker": f"s{i % 4}"} for i in range(8)
+        ]
+        (decoded / "hypotheses.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+        runs.append(tmp_path / name)
+    rows = collect(runs)
+    section = comparison_section(rows)
+    assert "speaker sign-flip test over speakers (4 on the test set)" in section and "Holm-corrected" in section
+    assert html.escape(statistics_legend(rows) or "") in section
 
 
 @pytest.fixture(scope="module")
