@@ -37,10 +37,12 @@ class Design:
     speaker_sd: float = 0.0
     interaction_sd: float = 0.0
     utterance_sd: float = 0.5
+    seeds: int = 1  # training runs per system (calibrate_seeded)
+    seed_sd: float = 0.0  # a training run's own shift of the logit, for all its utterances
 
     def true_rate(self) -> float:
         """The population's expected errors per reference word: E[p] over the logit-normal (quadrature)."""
-        spread = math.sqrt(self.speaker_sd**2 + self.interaction_sd**2 + self.utterance_sd**2)
+        spread = math.sqrt(self.speaker_sd**2 + self.interaction_sd**2 + self.utterance_sd**2 + self.seed_sd**2)
         nodes, weights = np.polynomial.hermite_e.hermegauss(80)
         logits = math.log(self.rate / (1 - self.rate)) + spread * nodes
         return float((weights / (1 + np.exp(-logits))).sum() / weights.sum())
@@ -117,3 +119,53 @@ def calibrate(
         false_positive["matched pairs"] = float((np.array(matched) < alpha).mean())
         false_positive["sign"] = float((np.array(sign) < alpha).mean())
     return Calibration(method, design, simulations, coverage, false_positive)
+
+
+def simulate_seeded(
+    design: Design, simulations: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """As :func:`simulate`, each system trained ``design.seeds`` times: (errors_a (N, m, U), errors_b,
+    words (N, U), speakers (U,)); a run's logit is shifted by its own ``seed_sd`` draw."""
+    rng = np.random.default_rng(seed)
+    count = design.speakers * design.per_speaker
+    speakers = np.repeat(np.arange(design.speakers), design.per_speaker)
+    words = 1 + rng.poisson(6, size=(simulations, count))
+    base = math.log(design.rate / (1 - design.rate))
+    speaker = design.speaker_sd * rng.standard_normal((simulations, design.speakers))[:, speakers]
+    utterance = design.utterance_sd * rng.standard_normal((simulations, count))
+
+    def system() -> np.ndarray:
+        interaction = design.interaction_sd * rng.standard_normal((simulations, design.speakers))[:, speakers]
+        shift = design.seed_sd * rng.standard_normal((simulations, design.seeds, 1))
+        logit = (base + speaker + interaction + utterance)[:, None, :] + shift
+        return rng.binomial(words[:, None, :], 1 / (1 + np.exp(-logit))).astype(np.float64)
+
+    return system(), system(), words.astype(np.float64), speakers
+
+
+def calibrate_seeded(
+    design: Design,
+    method: str,
+    simulations: int = 2000,
+    resamples: int = 300,
+    alpha: float = stats.DEFAULT_ALPHA,
+    seed: int = 0,
+) -> Calibration:
+    """Coverage and false positives of the hierarchical bootstrap (units and seeds resampled:
+    stats.seeded_intervals, stats.seeded_p) over ``design.seeds`` runs per system."""
+    if method not in stats.RESAMPLING:
+        raise ValueError(f"unknown resampling '{method}' (valid: {', '.join(stats.RESAMPLING)})")
+    errors_a, errors_b, words, speakers = simulate_seeded(design, simulations, seed)
+    groups = speakers if method == "speaker" else None
+    truth = 100 * design.true_rate()
+    covered, rejected = 0, 0
+    for index in range(simulations):
+        resampled = stats.seeded_resampling(
+            [errors_a[index], errors_b[index]], words[index], resamples, seed + index, groups
+        )
+        low, high = stats.seeded_intervals(resampled)[0]
+        covered += bool(low <= truth <= high)
+        rejected += stats.seeded_p(resampled, 0, 1) < alpha
+    return Calibration(
+        f"{method} + seeds", design, simulations, covered / simulations, {"seeded t": rejected / simulations}
+    )

@@ -8,10 +8,11 @@ decode results are reused while they belong to the run's current checkpoint.
 Layout: ``<out>/<model>/seed<k>/`` run dirs, then ``<out>/bench.json`` (every run and the
 per-model mean ± standard deviation over seeds) and ``<out>/bench.md``.
 
-Statistics across architectures treat the utterance as the unit, as the test set is what is
-sampled: each model's per-utterance word errors are averaged over its seeds, then a bootstrap
-over utterances gives the model's WER confidence interval, and every pair of models gets the
-paired bootstrap probability, the sign test and the matched-pairs test on those averages.
+Statistics across architectures sample what varies: the test set's speakers (utterances where
+speakers are unknown) and each model's training seeds. The hierarchical bootstrap
+(:func:`asrbench.scoring.stats.compare_seeded_systems`) resamples both for each model's WER
+interval and every pair's t test, Holm-corrected over the comparisons with the best
+(docs/statistics.md); sign tests are on seed-averaged per-utterance errors.
 
 ``jobs`` > 1 trains that many runs at once in worker processes (give each one thread with
 ``--set train.num_threads=1`` on a CPU); ``executor="ray"`` runs each run as a Ray task on a
@@ -116,18 +117,23 @@ def add_statistics(
     resamples: int = stats.DEFAULT_RESAMPLES,
     alpha: float = stats.DEFAULT_ALPHA,
     seed: int = 0,
+    resample: str = "auto",
 ) -> list[dict]:
-    """Per-model WER CI and pairwise tests on seed-averaged per-utterance errors (see module doc).
+    """Per-model WER CI and pairwise tests with every seed in them (see module doc).
 
-    Adds ``wer_ci``, ``pooled_wer`` and ``vs_best`` to each row and returns the pairs (each once).
-    Models whose runs were not all decoded on the same test utterances are left out.
+    Adds ``wer_ci``, ``pooled_wer``, ``vs_best`` and ``statistics`` to each row and returns the pairs
+    (each once). Units are speakers where every test utterance has one (``resample`` auto), else
+    utterances; each model's seeds are resampled too (stats.compare_seeded_systems). Models whose
+    runs were not all decoded on the same test utterances are left out.
     """
     per_model: dict[str, list] = {}
     for run in runs:
         per_model.setdefault(run["model"], []).append(
             read_utterance_errors(Path(run["run"]) / "decode" / "test" / "hypotheses.jsonl")
         )
-    averaged, key, words = {}, None, None
+    seeded: dict[str, np.ndarray] = {}
+    key, words = None, None
+    speakers: set[tuple | None] = set()
     for model, found in per_model.items():
         if any(item is None for item in found) or len({item[0] for item in found}) != 1:
             continue
@@ -135,14 +141,17 @@ def add_statistics(
             key, words = found[0][0], found[0][2]
         if found[0][0] != key:
             continue
-        averaged[model] = np.mean([item[1] for item in found], axis=0)
+        seeded[model] = np.stack([item[1] for item in found])
+        speakers.update(item[3] for item in found)
     for row in rows:
         row.setdefault("wer_ci", None), row.setdefault("pooled_wer", None), row.setdefault("vs_best", None)
-    if not averaged or words is None or not words.sum() > 0:  # no reference words: nothing to compare (WER undefined)
+    if not seeded or words is None or not words.sum() > 0:  # no reference words: nothing to compare (WER undefined)
         return []
-    names = list(averaged)
-    comparison = stats.compare_systems(
-        np.stack([averaged[name] for name in names]), words, names, resamples, alpha=alpha, seed=seed
+    labels = speakers.pop() if len(speakers) == 1 else None
+    groups = labels if labels is not None and resample != "utterance" and len(set(labels)) >= 2 else None
+    names = list(seeded)
+    comparison = stats.compare_seeded_systems(
+        [seeded[name] for name in names], words, names, resamples, alpha=alpha, seed=seed, groups=groups
     )
     by_name = {system.name: system for system in comparison.systems}
     for row in rows:
@@ -151,6 +160,17 @@ def add_statistics(
             continue
         row["pooled_wer"], row["wer_ci"] = system.rate, system.ci
         row["vs_best"] = BEST if system.best else NOT_WORSE if system.not_significantly_worse else WORSE
+        row["statistics"] = {
+            "resample": comparison.resample,
+            "speakers": comparison.speakers,
+            "seeds": int(seeded[row["model"]].shape[0]),
+            "test": "hierarchical bootstrap t test (units and seeds)",
+            "correction": comparison.correction,
+            "alpha": alpha,
+            "p_value": system.p_value,
+            "p_adjusted": system.p_adjusted,
+            "mdd": comparison.mdd,
+        }
     return [
         {
             "a": pair.a,
@@ -159,7 +179,7 @@ def add_statistics(
             "sign_p": pair.sign_p,
             "a_better_utterances": pair.a_better_utterances,
             "b_better_utterances": pair.b_better_utterances,
-            "mp_p": pair.mp_p,
+            "mp_p": pair.mp_p,  # the hierarchical test's p-value (stats.seeded_p)
             "mp_z": pair.mp_z,
         }
         for pair in comparison.pairs
@@ -202,8 +222,8 @@ def markdown(rows: list[dict], pairs: list[dict] | None = None) -> str:
             lookup[(pair["b"], pair["a"])] = (pair["mp_p"], 1.0 - pair["p_a_better"])
         lines += [
             "",
-            "Pairwise tests on seed-averaged per-utterance errors: matched-pairs p-value / paired "
-            "bootstrap probability that the row model is better than the column model.",
+            "Pairwise tests, seeds and test units resampled together: the hierarchical bootstrap t "
+            "test's p-value / the share of resamples in which the row model is better than the column model.",
             "",
             "| | " + " | ".join(names) + " |",
             "|---|" + "---:|" * len(names),
@@ -211,11 +231,22 @@ def markdown(rows: list[dict], pairs: list[dict] | None = None) -> str:
         for a in names:
             cells = ["-" if a == b else f"{lookup[(a, b)][0]:.3f} / {lookup[(a, b)][1]:.2f}" for b in names]
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
+        described = next((row["statistics"] for row in rows if row.get("statistics")), None)
+        unit = "utterances"
+        if described and described["resample"] == "speaker":
+            unit = f"speakers ({described['speakers']} on the test set)"
+        mdd = described.get("mdd") if described else None
         lines += [
             "",
-            "95% CI: bootstrap over test utterances of the seed-averaged errors. ≈best: 'best' is the "
-            "lowest pooled WER, 'yes' a model not significantly worse than it (matched-pairs test, "
-            "p ≥ 0.05), 'no' one that is.",
+            f"95% CI: hierarchical bootstrap over test {unit} and each model's seeds (log-t interval). "
+            "≈best: 'best' is the lowest pooled WER, 'yes' a model not significantly worse than it "
+            "(that bootstrap's t test, α = 0.05, Holm-corrected over the comparisons with the best), "
+            "'no' one that is."
+            + (
+                f" Differences under {mdd:.2f} WER points cannot be told apart on this test set (80% power)."
+                if mdd is not None and np.isfinite(mdd)
+                else ""
+            ),
         ]
     return "\n".join(lines) + "\n"
 

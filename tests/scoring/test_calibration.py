@@ -5,6 +5,8 @@ have the same true error rate (asrbench/scoring/calibration.py says how they are
   simulations, and every 95% interval covers the true rate in 93-97% of them, each with the
   resampling it is meant for: utterances when utterances are independent, speakers when a speaker's
   utterances are alike (from 6 speakers, FSDD's test set, to 50);
+- seeds in the interval: with three training runs per system, the hierarchical bootstrap (units
+  and seeds) holds the same targets;
 - and why speakers are the default where they are known: on test sets with speaker effects, the
   utterance-only interval under-covers and the utterance-level tests call equal systems different
   far more often than alpha.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 
-from asrbench.scoring.calibration import Design, calibrate
+from asrbench.scoring.calibration import Design, calibrate, calibrate_seeded
 
 ALPHA = 0.05
 SIMULATIONS = 2000
@@ -68,3 +70,27 @@ def test_the_true_rate_is_the_populations_errors_per_word():
     with pytest.raises(ValueError, match="unknown resampling"):
         calibrate(design, "speakers", 10)
     assert np.isfinite(design.true_rate())
+
+
+SEEDED = {  # three training runs per system, each shifting its logit by a N(0, 0.3) draw
+    "50 x 10, independent": Design(seeds=3, seed_sd=0.3),
+    "50 x 10, speaker effects": Design(seeds=3, seed_sd=0.3, speaker_sd=0.8, interaction_sd=0.5),
+    "AN4 test, 10 x 13": Design(speakers=10, per_speaker=13, seeds=3, seed_sd=0.3, speaker_sd=0.8, interaction_sd=0.5),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("design", list(SEEDED.values()), ids=list(SEEDED))
+def test_seeds_and_speakers_resampled_together_are_calibrated(design: Design):
+    """The hierarchical bootstrap (speakers and each system's seeds): 93-97% coverage of the true
+    rate of a system over its seeds, and at most alpha + 0.01 false 'different' calls."""
+    result = calibrate_seeded(design, "speaker", SIMULATIONS)
+    assert 0.93 <= result.coverage <= 0.97, result
+    assert result.false_positive["seeded t"] <= ALPHA + 0.01, result
+
+
+@pytest.mark.slow
+def test_seeds_with_utterances_resampled_are_calibrated_when_utterances_are_independent():
+    result = calibrate_seeded(SEEDED["50 x 10, independent"], "utterance", SIMULATIONS)
+    assert 0.93 <= result.coverage <= 0.97, result
+    assert result.false_positive["seeded t"] <= ALPHA + 0.01, result

@@ -380,3 +380,36 @@ def test_the_minimum_detectable_difference_is_the_paired_standard_error_times_2_
     assert math.isnan(stats.minimum_detectable_difference([1], [0], [3]))
     comparison = compare_systems(np.stack([a, b]), words, ["a", "b"], 100)
     assert comparison.mdd == pytest.approx(expected, rel=1e-5) and comparison.mdd_by_system == {"b": comparison.mdd}
+
+
+def test_with_one_seed_the_hierarchical_interval_is_the_speaker_interval():
+    rng = np.random.default_rng(8)
+    speakers = np.repeat(np.arange(12), 10)
+    words = rng.integers(5, 15, 120)
+    errors = np.stack([rng.binomial(words, 0.1), rng.binomial(words, 0.15)])
+    seeded = stats.compare_seeded_systems([errors[:1], errors[1:]], words, ["a", "b"], 400, groups=speakers)
+    plain = compare_systems(errors, words, ["a", "b"], 400, groups=speakers)
+    np.testing.assert_allclose([s.ci for s in seeded.systems], [s.ci for s in plain.systems])
+    assert seeded.test == "seeded" and seeded.best == plain.best == "a" and seeded.speakers == 12
+
+
+def test_seeds_that_disagree_widen_the_interval_and_weaken_the_test():
+    rng = np.random.default_rng(9)
+    words = rng.integers(5, 15, 300)
+    steady = np.stack([rng.binomial(words, 0.10)] * 3)  # three seeds, the same errors
+    shaky = np.stack([rng.binomial(words, rate) for rate in (0.07, 0.10, 0.13)])
+    worse = np.stack([rng.binomial(words, 0.125)] * 3)
+    calm = stats.compare_seeded_systems([steady, worse], words, ["a", "b"], 400)
+    loud = stats.compare_seeded_systems([shaky, worse], words, ["a", "b"], 400)
+    width = [c.systems[0].ci[1] - c.systems[0].ci[0] for c in (calm, loud)]
+    assert width[1] > 2 * width[0]
+    assert not calm.systems[1].not_significantly_worse and loud.systems[1].not_significantly_worse
+    resampled = stats.seeded_resampling([shaky, worse], words, 400)
+    assert resampled.seed_counts == [3, 3] and resampled.full.shape == (400, 2)
+    np.testing.assert_allclose(resampled.point, 100 * np.array([shaky.sum() / 3, worse.sum() / 3]) / words.sum())
+    # the units' draws are resampled_sums' own (the same seed gives the same resamples)
+    np.testing.assert_allclose(
+        resampled.units[:, 1],
+        100 * resampled_sums(np.stack([worse[0], words], 1), 400)[:, 0] / resampled_sums(words, 400)[:, 0],
+    )
+    assert stats.effective_dof([1.0, 10.0], [49, 2]) == 2 and stats.effective_dof([10.0, 0.1], [49, 2]) == 49
