@@ -965,6 +965,11 @@ def compare_command(
     ),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG figures (WER vs size/speed, learning curves)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
+    group_seeds: bool = typer.Option(
+        True,
+        "--group-seeds/--no-group-seeds",
+        help="Runs that differ only by train.seed are one system (seeds resampled in its CI and tests).",
+    ),
     allow_mixed: bool = typer.Option(
         False,
         "--allow-mixed",
@@ -1005,6 +1010,7 @@ def compare_command(
         allow_mixed=allow_mixed,
         resample=resample,
         correction=correction,
+        group_seeds=group_seeds,
     )
     if plot is not None:
         from asrbench.studies.plots import write_plots

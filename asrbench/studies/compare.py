@@ -88,6 +88,7 @@ def collect(
     allow_mixed: bool = False,
     resample: str = "auto",
     correction: str = "holm",
+    group_seeds: bool = True,
 ) -> list[dict]:
     """One row per run, read from ``decode/<split>/result.json`` (:func:`asrbench.decoding.result.read_result`)
     and ``train_summary.json``.
@@ -111,6 +112,11 @@ def collect(
     the comparisons with the best (``correction``: holm, bh or none). Each row's ``statistics`` says
     how: the resampling, the speakers, the deciding test, the correction, its p-value against the best
     (raw and adjusted) and the test set's minimum detectable difference (``mdd``, WER points).
+
+    ``group_seeds``: runs whose resolved configs differ only by ``train.seed``, decoded alike on the
+    same test set, are one system: one row (``seeds``: how many, ``runs``: which; the WER pools their
+    errors, the other figures are means) whose interval and tests resample the seeds with the test
+    units (stats.compare_seeded_systems). False keeps one row per run.
     """
     if resample not in ("auto", *stats.RESAMPLING):
         raise AsrbenchError(f"unknown resampling '{resample}' (valid: auto, {', '.join(stats.RESAMPLING)})")
@@ -155,6 +161,8 @@ def collect(
                 "environment": result.environment,
                 **{key: getattr(streamed, key) if streamed else None for key in STREAM_COLUMNS},
                 "streaming": streamed.to_dict() if streamed else None,
+                "seeds": 1,
+                "runs": [str(run_dir)],
                 "pairs": [],
             }
         )
@@ -170,8 +178,65 @@ def collect(
         utterance_errors.append(found)
     if not allow_mixed:
         _refuse_mixed_sets(rows, utterance_errors)
-    _add_significance(rows, utterance_errors, resamples, alpha, seed, resample, correction)
+    stacked = [None if found is None else (*found[:1], found[1][None, :], *found[2:]) for found in utterance_errors]
+    if group_seeds:
+        rows, stacked = _group_seeds(rows, stacked, [Path(r) for r in run_dirs])
+    _add_significance(rows, stacked, resamples, alpha, seed, resample, correction)
     return rows
+
+
+def _seedless_key(run_dir: Path) -> str | None:
+    """The hash of a run's resolved config with its seed set aside (None without a readable config)."""
+    if not (run_dir / rundir.CONFIG).is_file():
+        return None
+    config = rundir.read_config(run_dir)
+    config.train.seed = 0
+    return config.hash()
+
+
+def _group_seeds(rows: list[dict], stacked: list, run_dirs: list[Path]) -> tuple[list[dict], list]:
+    """Rows of runs that differ only by seed (same config otherwise, decoder, test set) merged into one."""
+    groups: dict[tuple, list[int]] = {}
+    order: list[tuple] = []
+    for index, (row, found, run_dir) in enumerate(zip(rows, stacked, run_dirs, strict=True)):
+        seedless = _seedless_key(run_dir) if found is not None else None
+        key = (seedless, row.get("decoder"), found[0] if found else None) if seedless else ("run", index)
+        if key not in groups:
+            order.append(key)
+        groups.setdefault(key, []).append(index)
+    merged_rows, merged_stacks = [], []
+    for key in order:
+        members = groups[key]
+        first = rows[members[0]]
+        if len(members) == 1:
+            merged_rows.append(first)
+            merged_stacks.append(stacked[members[0]])
+            continue
+        found = stacked[members[0]]
+        errors = np.concatenate([stacked[i][1] for i in members])  # (m, U)
+        row = {**first, "seeds": len(members), "runs": [rows[i]["run"] for i in members]}
+        row["run"] = f"{first['run']} (+{len(members) - 1} seeds)"
+        words = float(found[2].sum())
+        row["wer"] = 100 * float(errors.sum()) / (len(members) * words) if words else None
+        row["wer_ci"], row["cer_ci"] = None, None
+        for field in (
+            "cer",
+            "ter",
+            "rtfx",
+            "rtfx_end_to_end",
+            "train_seconds",
+            "epochs",
+            "gflops_per_second",
+            "train_audio_hours_per_hour",
+            "peak_memory_mb",
+        ):
+            values = [rows[i].get(field) for i in members]
+            numbers = [float(v) for v in values if isinstance(v, (int, float))]
+            row[field] = float(np.mean(numbers)) if numbers and len(numbers) == len(values) else None
+        row["config_hash"] = ",".join(dict.fromkeys(str(rows[i].get("config_hash")) for i in members))
+        merged_rows.append(row)
+        merged_stacks.append((found[0], errors, *found[2:]))
+    return merged_rows, merged_stacks
 
 
 def _cost(result: DecodeResult, run_dir: Path, summary: dict) -> dict:
@@ -300,7 +365,7 @@ def _add_significance(
             continue  # no reference words: the WER, its CI and any test are undefined ("n/a")
         groups.setdefault(key, []).append(index)
     for members in groups.values():
-        errors = np.stack([utterance_errors[i][1] for i in members])
+        stacks = [utterance_errors[i][1] for i in members]  # (seeds, U) each
         words = utterance_errors[members[0]][2]
         known = {utterance_errors[i][3] for i in members}  # every run's speakers, or none are known
         speakers = known.pop() if len(known) == 1 else None
@@ -311,19 +376,32 @@ def _add_significance(
                 "utterance in every run of the test set"
             )
         names = [str(index) for index in members]
-        comparison = stats.compare_systems(
-            errors,
-            words,
-            names,
-            resamples,
-            alpha=alpha,
-            seed=seed,
-            groups=speakers if blocked else None,
-            correction=correction,
-        )
+        seeded = any(stack.shape[0] > 1 for stack in stacks)
+        if seeded:
+            comparison = stats.compare_seeded_systems(
+                stacks,
+                words,
+                names,
+                resamples,
+                alpha=alpha,
+                seed=seed,
+                groups=speakers if blocked else None,
+                correction=correction,
+            )
+        else:
+            comparison = stats.compare_systems(
+                np.concatenate(stacks),
+                words,
+                names,
+                resamples,
+                alpha=alpha,
+                seed=seed,
+                groups=speakers if blocked else None,
+                correction=correction,
+            )
         for index, system in zip(members, comparison.systems, strict=True):
             row = rows[index]
-            if blocked or row["wer_ci"] is None:
+            if blocked or seeded or row["wer_ci"] is None:
                 row["wer_ci"] = [float(value) for value in system.ci]
             if len(members) > 1:
                 row["vs_best"] = BEST if system.best else NOT_WORSE if system.not_significantly_worse else WORSE
@@ -333,6 +411,7 @@ def _add_significance(
                 "resample": comparison.resample,
                 "speakers": comparison.speakers,
                 "test": decision_name(comparison.test, comparison.resample),
+                "seeds": int(stacks[members.index(index)].shape[0]),
                 "correction": comparison.correction,
                 "alpha": alpha,
                 "p_value": system.p_value,
@@ -358,6 +437,8 @@ def _add_significance(
 
 def decision_name(test: str, resample: str) -> str:
     """The deciding test in words, as the legend gives it (stats.decision_p)."""
+    if test == "seeded":
+        return "hierarchical bootstrap t test (seeds and test units resampled)"
     if resample == "speaker":
         return "speaker-blocked bootstrap t test" if test == "bootstrap" else "speaker sign-flip test"
     return {"mp": "matched-pairs test", "sign": "sign test", "bootstrap": "paired bootstrap"}[test]
@@ -463,6 +544,7 @@ HEADERS = {
     "train_audio_hours_per_hour": "train audio h/h",
     "peak_memory_mb": "peak MB",
     "epochs": "epochs",
+    "seeds": "seeds",
     "split": "split",
     "chunk_ms": "chunk ms",
     "full_context_wer": "full-context WER %",
@@ -481,6 +563,9 @@ def columns(rows: list[dict]) -> tuple[str, ...]:
     """The table's columns: the streaming ones after RTFx when a row was decoded in chunks; the
     test set before the WER when the rows come from several sets."""
     shown: tuple[str, ...] = COLUMNS
+    if any((row.get("seeds") or 1) > 1 for row in rows):  # systems of several seeds: how many
+        at = shown.index("model") + 1
+        shown = shown[:at] + ("seeds",) + shown[at:]
     if is_mixed(rows):
         at = shown.index("wer")
         shown = shown[:at] + (TEST_SET_COLUMN,) + shown[at:]

@@ -182,10 +182,11 @@ def write_plots(rows: list[dict], out_dir: str | Path) -> list[Path]:
 
     figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for row in rows:
-        metrics_path = Path(row["run"]) / rundir.METRICS
+        run = Path((row.get("runs") or [row["run"]])[0])  # a system of several seeds: its first run's curve
+        metrics_path = run / rundir.METRICS
         if not metrics_path.is_file():
             continue
-        metrics = [m for m in rundir.read_metrics(Path(row["run"])) if m.get("dev_cer") is not None]
+        metrics = [m for m in rundir.read_metrics(run) if m.get("dev_cer") is not None]
         if not metrics:
             continue
         label = _label(row)

@@ -511,5 +511,47 @@ def test_compare_cli_takes_resample_and_correction(spoken, monkeypatch, capsys):
     assert code == 0 and json.loads(out)[1]["statistics"]["resample"] == "utterance"
     code, out, _ = run_main(monkeypatch, capsys, "compare", *map(str, spoken), "--format", "json", "--correction", "bh")
     assert code == 0 and json.loads(out)[1]["statistics"]["correction"] == "bh"
+    code, out, _ = run_main(monkeypatch, capsys, "compare", *map(str, spoken), "--format", "json", "--no-group-seeds")
+    assert code == 0 and [row["seeds"] for row in json.loads(out)] == [1, 1]
     code, _, err = run_main(monkeypatch, capsys, "compare", *map(str, spoken), "--resample", "speakers")
     assert code != 0 and "--resample 'speakers'" in err and "Traceback" not in err
+
+
+def _seeded_run(root: Path, name: str, seed: int, wrong: int, model: str = "cnn") -> Path:
+    """A run dir with a resolved config (``model``, ``seed``) and a test decode on REFS, 6 speakers."""
+    from asrbench.recipe.config import RunConfig
+    from asrbench.runs import rundir
+
+    run = fake_run(root, name, 100 * wrong / 180, 1000, decoder={"kind": "ctc_greedy"})
+    config = RunConfig()
+    config.model.name = model
+    config.train.seed = seed
+    rundir.write_config(run, config)
+    _with_speakers(
+        run, [(r, "X" + r if i < wrong else r) for i, r in enumerate(REFS)], [f"s{i % 6}" for i in range(60)]
+    )
+    return run
+
+
+def test_runs_that_differ_only_by_seed_are_one_system_with_its_seeds_in_the_interval(tmp_path):
+    runs = [_seeded_run(tmp_path, f"a{seed}", seed, wrong) for seed, wrong in enumerate((6, 12, 9))]
+    runs.append(_seeded_run(tmp_path, "b", 0, 30, model="lstm"))
+    rows = collect(runs)
+    assert [row["seeds"] for row in rows] == [3, 1] and rows[0]["runs"] == [str(run) for run in runs[:3]]
+    assert rows[0]["run"] == f"{runs[0]} (+2 seeds)"
+    assert rows[0]["wer"] == pytest.approx(100 * 27 / (3 * 180))  # the seeds' errors pooled
+    assert rows[0]["statistics"]["test"].startswith("hierarchical bootstrap") and rows[0]["statistics"]["seeds"] == 3
+    assert rows[0]["vs_best"] == "best" and rows[1]["statistics"]["seeds"] == 1
+    markdown = render(rows, "markdown")
+    assert (
+        "| seeds |" in markdown.splitlines()[0].replace("| seeds |", "| seeds |")
+        and "hierarchical bootstrap" in markdown
+    )
+    apart = collect(runs, group_seeds=False)
+    assert len(apart) == 4 and all(row["seeds"] == 1 for row in apart)
+    assert "seeds" not in render(apart, "markdown").splitlines()[0]
+    # Another decoder, or a config that differs in more than the seed, is another system.
+    other = _seeded_run(tmp_path, "a9", 9, 6)
+    config_path = other / "config.yaml"
+    config_path.write_text(config_path.read_text().replace("lr: 0.001", "lr: 0.002"))
+    assert [row["seeds"] for row in collect([*runs[:2], other])] == [2, 1]
