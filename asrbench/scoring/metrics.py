@@ -237,11 +237,13 @@ def confidence_intervals(
     resamples: int = stats.DEFAULT_RESAMPLES,
     confidence: float = stats.DEFAULT_CONFIDENCE,
     seed: int = 0,
+    groups=None,
 ) -> dict:
-    """``wer_ci`` and ``cer_ci`` ([low, high] percent, bootstrap over utterances, the same resamples for both)."""
+    """``wer_ci`` and ``cer_ci`` ([low, high] percent, the same resamples for both): bootstrap over
+    utterances, or over speakers with ``groups`` (stats.bootstrap_cis)."""
     errors = np.array([[s.word_errors for s in scores], [s.char_errors for s in scores]], dtype=np.float64)
     totals = np.array([[s.words for s in scores], [s.characters for s in scores]], dtype=np.float64)
-    wer_ci, cer_ci = stats.bootstrap_cis(errors, totals, resamples, confidence, seed)
+    wer_ci, cer_ci = stats.bootstrap_cis(errors, totals, resamples, confidence, seed, groups)
 
     def bounds(interval) -> list[float] | None:  # None: undefined (no reference word in any resample)
         return None if np.isnan(interval).any() else [float(interval[0]), float(interval[1])]

@@ -262,6 +262,32 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+def difference_ci(
+    differences,
+    totals,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    groups=None,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> tuple[float, float]:
+    """CI in WER points of a paired difference (per-utterance errors of one decoding minus another's,
+    which may be negative) over ``totals`` words: the percentile interval over utterances, or with
+    ``groups`` the point +- t_(G-1) x the speaker-resampled standard deviation x sqrt(G / (G - 1))
+    (a difference has no log: the t interval on its own scale)."""
+    rates = resampled_rates(np.asarray(differences)[None, :], totals, resamples, seed, groups)[:, 0]
+    if groups is None:
+        low, high = _interval(rates[:, None], confidence)[0]
+        return float(low), float(high)
+    count = group_codes(groups)[1]
+    totals = np.asarray(totals, dtype=np.float64)
+    point = float(_percent(np.array(np.asarray(differences, dtype=np.float64).sum()), np.array(totals.sum())))
+    defined = rates[~np.isnan(rates)]
+    if count < 2 or defined.size < 2:
+        return point, point
+    spread = t_quantile(0.5 + confidence / 2, count - 1) * float(defined.std(ddof=1)) * math.sqrt(count / (count - 1))
+    return point - spread, point + spread
+
+
 def _improvement_matrix(rates: np.ndarray) -> np.ndarray:
     """(S, S): entry [i, j] is the share of resamples where system i's rate is below system j's.
 

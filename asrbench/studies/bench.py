@@ -475,9 +475,30 @@ def bench(
         "summary": rows,
         "pairs": pairs,
     }
+    report["too_close"] = too_close(rows)
+    if report["too_close"]:
+        console.print(f"[yellow]note[/yellow]: {report['too_close']}", soft_wrap=True)
     fileio.write_text(out / "bench.json", json.dumps(report, indent=2) + "\n")
     fileio.write_text(out / "bench.md", markdown(rows, pairs))
     return report
+
+
+def too_close(rows: list[dict]) -> str | None:
+    """A warning when the test set is too small for the question: models within the minimum detectable
+    difference of the best, which the paired test cannot tell from it (None when there are none)."""
+    scored = [row for row in rows if row.get("statistics") and row.get("pooled_wer") is not None]
+    best = next((row for row in scored if row.get("vs_best") == BEST), None)
+    mdd = best["statistics"].get("mdd") if best else None
+    if best is None or mdd is None or not np.isfinite(mdd):
+        return None
+    close = [row["model"] for row in scored if row is not best and row["pooled_wer"] - best["pooled_wer"] < mdd]
+    if not close:
+        return None
+    return (
+        f"differences under {mdd:.2f} WER points cannot be told apart on this test set (80% power at α = 0.05), "
+        f"and {', '.join(close)} {'is' if len(close) == 1 else 'are'} within that of {best['model']}: a larger "
+        "test set (more speakers) or more seeds would be needed to rank them"
+    )
 
 
 EXECUTORS = ("local", "ray")

@@ -194,6 +194,9 @@ def noise_study(
     if not utterances:
         raise AsrbenchError(f"{split_path(data_dir, split)}: no utterances")
     references = [utt.text for utt in utterances]
+    labels = [utt.speaker for utt in utterances]
+    # Speakers resampled where every utterance has one (issue 31; docs/statistics.md), else utterances.
+    speakers = labels if all(labels) and len(set(labels)) >= 2 else None
     batches = _batches(utterances, batch_seconds)
     rows, checksums = [], {}
     with progress_bar() as bar:
@@ -219,8 +222,10 @@ def noise_study(
                     hypotheses[run].extend(decoded)
                 bar.update(task, advance=1)
             checksums[condition.name] = checksum.hexdigest()
-            rows += _score(runs, condition, references, hypotheses, checksums[condition.name], resamples, alpha, seed)
-    _degradation(rows, resamples, seed)
+            rows += _score(
+                runs, condition, references, hypotheses, checksums[condition.name], resamples, alpha, seed, speakers
+            )
+    _degradation(rows, resamples, seed, speakers)
     return {
         "kind": "noise",
         "split": split,
@@ -229,6 +234,8 @@ def noise_study(
         "utterances": len(utterances),
         "conditions": [{**asdict(c), "name": c.name, "checksum": checksums[c.name]} for c in conditions],
         "decoder": runs.searchers[0].description,
+        "resample": "speaker" if speakers else "utterance",
+        "speakers": len(set(speakers)) if speakers else None,
         "rows": rows,
     }
 
@@ -242,20 +249,22 @@ def _score(
     resamples: int,
     alpha: float,
     seed: int,
+    speakers: list | None = None,
 ) -> list[dict]:
-    """Rows of one condition: every run's rates and CIs, and the pairwise tests between runs."""
+    """Rows of one condition: every run's rates and CIs (speakers resampled with ``speakers``), and
+    the pairwise tests between runs, Holm-corrected."""
     scores = [metrics.score_utterances(references, hyps) for hyps in hypotheses]
     errors = np.array([[s.word_errors for s in run_scores] for run_scores in scores], float)
     words = np.array([s.words for s in scores[0]], float)
     comparison = None
     if len(runs.dirs) > 1 and words.sum() > 0:
         comparison = stats.compare_systems(
-            errors, words, [str(d) for d in runs.dirs], resamples, alpha=alpha, seed=seed
+            errors, words, [str(d) for d in runs.dirs], resamples, alpha=alpha, seed=seed, groups=speakers
         )
     rows = []
     for index, (run_dir, run_scores) in enumerate(zip(runs.dirs, scores, strict=True)):
         rates = metrics.summarize(run_scores).to_dict()
-        intervals = metrics.confidence_intervals(run_scores, resamples, seed=seed)
+        intervals = metrics.confidence_intervals(run_scores, resamples, seed=seed, groups=speakers)
         system = comparison.systems[index] if comparison else None
         rows.append(
             {
@@ -287,10 +296,12 @@ def _score(
     return rows
 
 
-def _degradation(rows: list[dict], resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0) -> None:
-    """Each row's WER against the same run's clean WER: points, with a bootstrap CI over utterances
-    of the paired difference (each utterance's noisy minus clean errors), and relative % (None
-    without a clean condition)."""
+def _degradation(
+    rows: list[dict], resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0, speakers: list | None = None
+) -> None:
+    """Each row's WER against the same run's clean WER: points, with a bootstrap CI of the paired
+    difference (each utterance's noisy minus clean errors; speakers resampled with ``speakers``, else
+    utterances), and relative % (None without a clean condition)."""
     clean = {row["run"]: row for row in rows if row["noise"] == "clean"}
     for row in rows:
         reference = clean.get(row["run"])
@@ -299,7 +310,7 @@ def _degradation(rows: list[dict], resamples: int = stats.DEFAULT_RESAMPLES, see
         row["degradation_ci"] = None
         if reference is not None and row["degradation_points"] is not None and row["noise"] != "clean":
             difference = row["_errors"] - reference["_errors"]
-            row["degradation_ci"] = list(stats.bootstrap_ci(difference, row["_words"], resamples, seed=seed))
+            row["degradation_ci"] = list(stats.difference_ci(difference, row["_words"], resamples, seed, speakers))
         row["degradation_relative"] = None if not base or row["wer"] is None else 100.0 * (row["wer"] - base) / base
     for row in rows:
         row.pop("_errors", None)
@@ -330,6 +341,20 @@ LEGEND = (
     "WER % (95% bootstrap CI). Per condition: ★ the best run, ≈ not significantly worse than it "
     "(matched pairs), no mark: significantly worse."
 )
+
+
+def legend(study: dict) -> str:
+    """The table's legend, naming how its CIs and tests resampled (studies before issue 31: utterances)."""
+    if study.get("resample") == "speaker":
+        return (
+            f"WER % (95% CI: speaker-blocked bootstrap over the {study['speakers']} speakers, log-t interval; "
+            "degradation: t interval of the paired difference). Per condition: ★ the best run, ≈ not "
+            "significantly worse than it (speaker sign-flip test, Holm-corrected), no mark: significantly worse."
+        )
+    return (
+        "WER % (95% CI: bootstrap over utterances). Per condition: ★ the best run, ≈ not significantly "
+        "worse than it (matched pairs, Holm-corrected), no mark: significantly worse."
+    )
 
 
 def render(study: dict, fmt: str) -> str:
@@ -369,7 +394,7 @@ def render(study: dict, fmt: str) -> str:
         for run in runs:
             model = cells[(run, conditions[0])]["model"]
             lines.append(f"| {run} | {model} | " + " | ".join(_cell(cells[(run, c)]) for c in conditions) + " |")
-        lines += ["", LEGEND, ""]
+        lines += ["", legend(study), ""]
         if any(row["degradation_points"] is not None for row in study["rows"]):
             noisy = [c for c in conditions if c != "clean"]
             lines += [
@@ -383,7 +408,7 @@ def render(study: dict, fmt: str) -> str:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"noise study ({study['split']}, seed {study['seed']})", caption=LEGEND)
+        table = Table(title=f"noise study ({study['split']}, seed {study['seed']})", caption=legend(study))
         table.add_column("run")
         table.add_column("model")
         for condition in conditions:

@@ -200,3 +200,30 @@ def test_the_degradation_ci_is_of_the_paired_difference():
     low, high = noisy["degradation_ci"]
     assert 100 * 1 / 20 - 1e-9 <= low <= high <= 100 * 1 / 5 + 1e-9  # one error per 5..20 words
     assert rows[0]["degradation_ci"] is None and "_errors" not in noisy
+
+
+def test_with_speakers_the_noise_study_s_degradation_ci_is_a_speaker_t_interval():
+    """Issue 31: the paired difference resampled by speaker (t with G - 1 degrees of freedom), wider
+    than over utterances when the speakers' degradations differ, and still holding the point."""
+    from asrbench.studies.noise import _degradation, legend
+
+    rng = np.random.default_rng(4)
+    words = rng.integers(5, 15, 60).astype(float)
+    speakers = [f"s{i % 6}" for i in range(60)]
+    clean = rng.binomial(words.astype(int), 0.1).astype(float)
+    noisy = clean + np.array([(i % 6) for i in range(60)], float)  # speaker k loses k words each
+
+    def rows():
+        return [
+            {"run": "r", "noise": "clean", "wer": 1.0, "_errors": clean, "_words": words},
+            {"run": "r", "noise": "white", "wer": 2.0, "_errors": noisy, "_words": words},
+        ]
+
+    by_utterance, by_speaker = rows(), rows()
+    _degradation(by_utterance, resamples=400)
+    _degradation(by_speaker, resamples=400, speakers=speakers)
+    point = 100 * (noisy - clean).sum() / words.sum()
+    low, high = by_speaker[1]["degradation_ci"]
+    assert low < point < high
+    assert high - low > (by_utterance[1]["degradation_ci"][1] - by_utterance[1]["degradation_ci"][0])
+    assert "6 speakers" in legend({"resample": "speaker", "speakers": 6}) and "utterances" in legend({})

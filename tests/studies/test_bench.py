@@ -15,7 +15,7 @@ from asrbench.cli import app
 from asrbench.env import CORES_VARIABLE, available_cores
 from asrbench.errors import AsrbenchError
 from asrbench.runs import rundir
-from asrbench.studies.bench import add_statistics, bench, markdown, select_models, summarize
+from asrbench.studies.bench import add_statistics, bench, markdown, select_models, summarize, too_close
 
 
 @pytest.fixture
@@ -224,3 +224,19 @@ def test_seeds_that_agree_leave_the_test_set_to_decide(tmp_path: Path):
     utterances = summarize(runs)
     add_statistics(utterances, runs, resamples=500, resample="utterance")
     assert {row["model"]: row["statistics"]["resample"] for row in utterances} == {"a": "utterance", "b": "utterance"}
+
+
+def test_a_test_set_too_small_for_the_question_is_said():
+    """Issue 31: models closer to the best than the minimum detectable difference are named."""
+    statistics = {"mdd": 2.5}
+    rows = [
+        {"model": "a", "pooled_wer": 5.0, "vs_best": "best", "statistics": statistics},
+        {"model": "b", "pooled_wer": 6.0, "vs_best": "not significantly worse", "statistics": statistics},
+        {"model": "c", "pooled_wer": 9.0, "vs_best": "significantly worse", "statistics": statistics},
+    ]
+    warning = too_close(rows)
+    assert warning is not None and "under 2.50 WER points" in warning and "b is within that of a" in warning
+    assert "c" not in warning.split("and ", 1)[1].split(" is")[0]
+    rows[1]["pooled_wer"] = 8.0
+    assert too_close(rows) is None
+    assert too_close([{**rows[0], "statistics": {"mdd": float("nan")}}]) is None
