@@ -185,25 +185,31 @@ def collect(
     return rows
 
 
-def _seedless_key(run_dir: Path) -> str | None:
-    """The hash of a run's resolved config with its seed set aside (None without a readable config)."""
+def _seedless_key(run_dir: Path) -> tuple[str, int] | None:
+    """(the hash of a run's resolved config with its seed set aside, the seed); None without a config."""
     if not (run_dir / rundir.CONFIG).is_file():
         return None
     config = rundir.read_config(run_dir)
+    seed = config.train.seed
     config.train.seed = 0
-    return config.hash()
+    return config.hash(), seed
 
 
 def _group_seeds(rows: list[dict], stacked: list, run_dirs: list[Path]) -> tuple[list[dict], list]:
     """Rows of runs that differ only by seed (same config otherwise, decoder, test set) merged into one."""
     groups: dict[tuple, list[int]] = {}
+    seeds: dict[tuple, list[int]] = {}
     order: list[tuple] = []
     for index, (row, found, run_dir) in enumerate(zip(rows, stacked, run_dirs, strict=True)):
         seedless = _seedless_key(run_dir) if found is not None else None
-        key = (seedless, row.get("decoder"), found[0] if found else None) if seedless else ("run", index)
+        key = (seedless[0], row.get("decoder"), found[0] if found else None) if seedless else ("run", index)
+        if seedless and seedless[1] in seeds.get(key, []):  # the same seed again (a copy, a re-decode): its own row
+            key = ("run", index)
         if key not in groups:
             order.append(key)
         groups.setdefault(key, []).append(index)
+        if seedless:
+            seeds.setdefault(key, []).append(seedless[1])
     merged_rows, merged_stacks = [], []
     for key in order:
         members = groups[key]

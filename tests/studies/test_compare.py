@@ -547,6 +547,11 @@ def test_runs_that_differ_only_by_seed_are_one_system_with_its_seeds_in_the_inte
         "| seeds |" in markdown.splitlines()[0].replace("| seeds |", "| seeds |")
         and "hierarchical bootstrap" in markdown
     )
+    copy = tmp_path / "a0-copy"  # the same seed again is not another seed: its own row
+    import shutil
+
+    shutil.copytree(runs[0], copy)
+    assert [row["seeds"] for row in collect([runs[0], copy])] == [1, 1]
     apart = collect(runs, group_seeds=False)
     assert len(apart) == 4 and all(row["seeds"] == 1 for row in apart)
     assert "seeds" not in render(apart, "markdown").splitlines()[0]
