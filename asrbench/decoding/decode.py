@@ -35,7 +35,14 @@ from asrbench.models.cost import forward_gflops_per_second
 from asrbench.progress import console
 from asrbench.runs import rundir
 from asrbench.runs.checkpoint import load_model
-from asrbench.scoring.metrics import confidence_intervals, error_rates, score_utterances, token_error_rate, write_report
+from asrbench.scoring.metrics import (
+    confidence_intervals,
+    error_rates,
+    score_utterances,
+    speaker_groups,
+    token_error_rate,
+    write_report,
+)
 from asrbench.text import DEFAULT_NORMALIZER, normalize
 
 
@@ -273,7 +280,8 @@ def _score_split(
     rates = error_rates(references, recognition.hypotheses, normalizer)
     token_rates = _token_rates(tokenizer, references, recognition.token_ids, normalizer)
     scores = _write_scores(out_dir, features, recognition.hypotheses, normalizer)
-    return {**rates.to_dict(), **confidence_intervals(scores), **token_rates}
+    speakers = speaker_groups(scores, {utt.id: utt.speaker for utt in features.utterances})
+    return {**rates.to_dict(), **confidence_intervals(scores, groups=speakers), **token_rates}
 
 
 def _speed(recognition: Recognition, features: FeatureSet) -> dict:

@@ -252,7 +252,9 @@ def confidence_intervals(
         "wer_ci": bounds(wer_ci),
         "cer_ci": bounds(cer_ci),
         "ci": {
-            "method": "percentile bootstrap over utterances",
+            "method": "percentile bootstrap over utterances"
+            if groups is None
+            else f"speaker-blocked bootstrap over {stats.group_codes(groups)[1]} speakers, log-t interval",
             "resamples": resamples,
             "confidence": confidence,
             "seed": seed,
@@ -278,6 +280,15 @@ def known_speakers(ids: list[str], given: Mapping[str, str | None] | None = None
     if not ids or not all(given.get(utterance_id) for utterance_id in ids):
         return None
     return {utterance_id: str(given[utterance_id]) for utterance_id in ids}, "given"
+
+
+def speaker_groups(scores: list[UtteranceScore], speakers: Mapping[str, str | None] | None) -> list[str] | None:
+    """Each utterance's speaker, for the speaker-blocked bootstrap, when every utterance has one and
+    there are two or more (docs/statistics.md); else None (the bootstrap resamples utterances)."""
+    known = known_speakers([score.id for score in scores], speakers)
+    if known is None or len(set(known[0].values())) < 2:
+        return None
+    return [known[0][score.id] for score in scores]
 
 
 def per_speaker(scores: list[UtteranceScore], speakers: Mapping[str, str | None] | None = None) -> list[dict]:
@@ -588,7 +599,7 @@ def score_files(
         write_report(out_dir, scores, speakers, normalizer)
     return {
         **summarize(scores, normalizer).to_dict(),
-        **confidence_intervals(scores, resamples, seed=seed),
+        **confidence_intervals(scores, resamples, seed=seed, groups=speaker_groups(scores, speakers)),
         "reference_file": str(refs.path),
         "hypothesis_file": str(hyps.path),
         "missing_hypotheses": len(no_hypothesis),

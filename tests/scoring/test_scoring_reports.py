@@ -555,3 +555,29 @@ models:
     first, second = collect([run, twin])
     assert first["vs_best"] == "best" and second["vs_best"] == "not significantly worse"
     assert first["pairs"][0]["p_better"] == 0.5 and first["pairs"][0]["sign_p"] == 1.0
+
+
+def test_cis_resample_speakers_when_every_utterance_has_one(tmp_path):
+    """Issue 31: score (and decode, through the same function) block the bootstrap by speaker when
+    the speakers are given for every utterance, and say so in ``ci.method``."""
+    import numpy as np
+
+    from asrbench.scoring import stats
+    from asrbench.scoring.metrics import score_files
+
+    rows = [
+        {"id": f"u{i:02d}", "ref": "ONE TWO THREE FOUR", "hyp": "ONE TWO" if i % 4 == 0 else "ONE TWO THREE FOUR"}
+        for i in range(40)
+    ]
+    refs, hyps = tmp_path / "ref.jsonl", tmp_path / "hyp.jsonl"
+    refs.write_text("".join(json.dumps({"id": r["id"], "text": r["ref"]}) + "\n" for r in rows))
+    hyps.write_text("".join(json.dumps({"id": r["id"], "text": r["hyp"]}) + "\n" for r in rows))
+    plain = score_files(refs, hyps)
+    assert plain["ci"]["method"] == "percentile bootstrap over utterances"
+    utt2spk = tmp_path / "utt2spk"
+    utt2spk.write_text("".join(f"{r['id']} s{i % 5}\n" for i, r in enumerate(rows)))
+    blocked = score_files(refs, hyps, utt2spk=utt2spk)
+    assert blocked["ci"]["method"] == "speaker-blocked bootstrap over 5 speakers, log-t interval"
+    errors = np.array([2.0 if i % 4 == 0 else 0.0 for i in range(40)])
+    expected = stats.bootstrap_ci(errors, np.full(40, 4.0), groups=[f"s{i % 5}" for i in range(40)])
+    assert blocked["wer_ci"] == pytest.approx(list(expected))
