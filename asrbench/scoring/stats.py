@@ -558,6 +558,85 @@ def decision_p(pair: PairResult, test: str, resample: str = "utterance") -> tupl
     return pair.mp_p, pair.mp_z < 0
 
 
+def _pair_results(
+    errors: np.ndarray,
+    names: list[str],
+    rates: np.ndarray,
+    point: np.ndarray,
+    improvement: np.ndarray,
+    groups,
+    seed: int,
+) -> list[PairResult]:
+    """Every unordered pair's tests: paired bootstrap, sign, matched pairs, and with ``groups`` the
+    speaker sign-flip test and the speaker bootstrap t test."""
+    index_pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+    speaker_p: list[float | None] = [None] * len(index_pairs)
+    speaker_boot: list[float | None] = [None] * len(index_pairs)
+    if groups is not None and index_pairs:
+        per_speaker = group_sums(errors.T, groups)  # (G, S)
+        differences = np.stack([per_speaker[:, i] - per_speaker[:, j] for i, j in index_pairs], axis=1)
+        speaker_p = [float(p) for p in speaker_flip_tests(differences, seed)]
+        count = per_speaker.shape[0]
+        speaker_boot = [
+            speaker_bootstrap_p(rates[:, i], rates[:, j], float(point[i] - point[j]), count) for i, j in index_pairs
+        ]
+    pairs = []
+    for (i, j), flip_p, boot_p in zip(index_pairs, speaker_p, speaker_boot, strict=True):
+        sign = sign_test(errors[i], errors[j])
+        matched = matched_pairs_test(errors[i], errors[j])
+        pairs.append(
+            PairResult(
+                names[i],
+                names[j],
+                float(improvement[i, j]),
+                sign.p_value,
+                sign.a_better,
+                sign.b_better,
+                matched.p_value,
+                matched.z,
+                flip_p,
+                float(errors[i].sum() - errors[j].sum()),
+                boot_p,
+            )
+        )
+    return pairs
+
+
+def _conclude(
+    comparison: SystemComparison,
+    names: list[str],
+    best: int,
+    point: np.ndarray,
+    intervals: np.ndarray,
+    decisions: list[tuple[float, bool]],
+    errors: list[np.ndarray],
+    totals: np.ndarray,
+    groups,
+) -> None:
+    """The systems' rows: each one's p-value against the best, raw and corrected over the comparisons
+    with the best, its 'not significantly worse' call, and the minimum detectable differences
+    (``errors``: per system, the per-utterance errors the differences are taken of)."""
+    others = [index for index in range(len(names)) if index != best]
+    adjusted = CORRECTIONS[comparison.correction]([p for p, _ in decisions]) if decisions else np.zeros(0)
+    verdict = {
+        index: (p, float(fixed), bool(favours and fixed < comparison.alpha))
+        for index, (p, favours), fixed in zip(others, decisions, adjusted, strict=True)
+    }
+    for index in others:
+        comparison.mdd_by_system[names[index]] = minimum_detectable_difference(
+            errors[best], errors[index], totals, groups, comparison.alpha
+        )
+    finite = [value for value in comparison.mdd_by_system.values() if math.isfinite(value)]
+    comparison.mdd = float(np.median(finite)) if finite else math.nan
+    for index, name in enumerate(names):
+        p, fixed, worse = verdict.get(index, (None, None, False))
+        comparison.systems.append(
+            SystemResult(
+                name, float(point[index]), [float(v) for v in intervals[index]], index == best, not worse, p, fixed
+            )
+        )
+
+
 def compare_systems(
     errors,
     totals,
@@ -604,36 +683,7 @@ def compare_systems(
         intervals = speaker_intervals(rates, point, group_codes(groups)[1], confidence)
     improvement = _improvement_matrix(rates)
     best = int(np.argmin(point))
-    index_pairs = [(i, j) for i in range(systems) for j in range(i + 1, systems)]
-    speaker_p: list[float | None] = [None] * len(index_pairs)
-    speaker_boot: list[float | None] = [None] * len(index_pairs)
-    if groups is not None and index_pairs:
-        per_speaker = group_sums(errors.T, groups)  # (G, S)
-        differences = np.stack([per_speaker[:, i] - per_speaker[:, j] for i, j in index_pairs], axis=1)
-        speaker_p = [float(p) for p in speaker_flip_tests(differences, seed)]
-        count = per_speaker.shape[0]
-        speaker_boot = [
-            speaker_bootstrap_p(rates[:, i], rates[:, j], float(point[i] - point[j]), count) for i, j in index_pairs
-        ]
-    pairs = []
-    for (i, j), flip_p, boot_p in zip(index_pairs, speaker_p, speaker_boot, strict=True):
-        sign = sign_test(errors[i], errors[j])
-        matched = matched_pairs_test(errors[i], errors[j])
-        pairs.append(
-            PairResult(
-                names[i],
-                names[j],
-                float(improvement[i, j]),
-                sign.p_value,
-                sign.a_better,
-                sign.b_better,
-                matched.p_value,
-                matched.z,
-                flip_p,
-                float(errors[i].sum() - errors[j].sum()),
-                boot_p,
-            )
-        )
+    pairs = _pair_results(errors, names, rates, point, improvement, groups, seed)
     comparison = SystemComparison(
         [], pairs, names[best], test, alpha, resamples, confidence, seed, resample, correction
     )
@@ -641,31 +691,7 @@ def compare_systems(
         comparison.speakers = group_codes(groups)[1]
     others = [index for index in range(systems) if index != best]
     decisions = [decision_p(comparison.pair(names[best], names[index]), test, resample) for index in others]
-    adjusted = CORRECTIONS[correction]([p for p, _ in decisions]) if decisions else np.zeros(0)
-    worse = {
-        index: bool(favours and adjusted_p < alpha)
-        for index, (_, favours), adjusted_p in zip(others, decisions, adjusted, strict=True)
-    }
-    for index in others:
-        comparison.mdd_by_system[names[index]] = minimum_detectable_difference(
-            errors[best], errors[index], totals, groups, alpha
-        )
-    finite = [value for value in comparison.mdd_by_system.values() if math.isfinite(value)]
-    comparison.mdd = float(np.median(finite)) if finite else math.nan
-    raw = {index: p for index, (p, _) in zip(others, decisions, strict=True)}
-    fixed = {index: float(p) for index, p in zip(others, adjusted, strict=True)}
-    for index, name in enumerate(names):
-        comparison.systems.append(
-            SystemResult(
-                name,
-                float(point[index]),
-                [float(v) for v in intervals[index]],
-                index == best,
-                not worse.get(index, False),
-                raw.get(index),
-                fixed.get(index),
-            )
-        )
+    _conclude(comparison, names, best, point, intervals, decisions, list(errors), totals, groups)
     return comparison
 
 
@@ -877,22 +903,5 @@ def compare_seeded_systems(
     for index in others:
         pair = comparison.pair(names[best], names[index])
         decisions.append((pair.mp_p, pair.error_difference < 0))
-    adjusted = CORRECTIONS[correction]([p for p, _ in decisions]) if decisions else np.zeros(0)
-    for index in others:
-        comparison.mdd_by_system[names[index]] = minimum_detectable_difference(
-            averaged[best], averaged[index], totals, groups, alpha
-        )
-    finite = [value for value in comparison.mdd_by_system.values() if math.isfinite(value)]
-    comparison.mdd = float(np.median(finite)) if finite else math.nan
-    verdict = {
-        index: (p, float(fixed), bool(favours and fixed < alpha))
-        for index, (p, favours), fixed in zip(others, decisions, adjusted, strict=True)
-    }
-    for index, name in enumerate(names):
-        p, fixed, worse = verdict.get(index, (None, None, False))
-        comparison.systems.append(
-            SystemResult(
-                name, float(point[index]), [float(v) for v in intervals[index]], index == best, not worse, p, fixed
-            )
-        )
+    _conclude(comparison, names, best, point, intervals, decisions, averaged, totals, groups)
     return comparison

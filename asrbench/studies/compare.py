@@ -125,47 +125,7 @@ def collect(
     rows, utterance_errors = [], []
     for run_dir in run_dirs:
         run_dir = Path(run_dir)
-        if not run_dir.exists():
-            raise AsrbenchError(f"{run_dir}: run dir not found")
-        if not is_run_dir(run_dir):
-            raise AsrbenchError(f"{run_dir}: not a run dir (no {rundir.CONFIG} or decode/ in it)")
-        result = read_result(run_dir, split)
-        summary_path = run_dir / rundir.SUMMARY
-        summary = rundir.read_json(summary_path) if summary_path.is_file() else {}
-        streamed = result.streaming
-        rows.append(
-            {
-                "run": str(run_dir),
-                "model": result.model,
-                "units": result.units,
-                "params": result.params,
-                "wer": result.wer,
-                "wer_ci": _listed(result.wer_ci),
-                "vs_best": None,
-                "cer": result.cer,
-                "cer_ci": _listed(result.cer_ci),
-                "ter": result.ter,
-                "rtfx": result.rtfx,
-                "train_seconds": summary.get("train_seconds"),
-                "epochs": summary.get("epochs"),
-                **_cost(result, run_dir, summary),
-                "split": split,
-                "substitutions": result.substitutions,
-                "deletions": result.deletions,
-                "insertions": result.insertions,
-                "words": result.words,
-                "utterances": result.utterances,
-                "normalizer": result.normalizer,
-                "config_hash": result.config_hash,
-                "decoder": result.decoder.kind if result.decoder else None,
-                "environment": result.environment,
-                **{key: getattr(streamed, key) if streamed else None for key in STREAM_COLUMNS},
-                "streaming": streamed.to_dict() if streamed else None,
-                "seeds": 1,
-                "runs": [str(run_dir)],
-                "pairs": [],
-            }
-        )
+        rows.append(_read_row(run_dir, split))
         hypotheses = run_dir / "decode" / split / HYPOTHESES
         found = read_utterance_errors(hypotheses)
         rows[-1][TEST_SET_COLUMN] = test_set_hash(found[0]) if found else None
@@ -183,6 +143,49 @@ def collect(
         rows, stacked = _group_seeds(rows, stacked, [Path(r) for r in run_dirs])
     _add_significance(rows, stacked, resamples, alpha, seed, resample, correction)
     return rows
+
+
+def _read_row(run_dir: Path, split: str) -> dict:
+    """One run's row from its decode of ``split`` (result.json) and train_summary.json (:func:`collect`)."""
+    if not run_dir.exists():
+        raise AsrbenchError(f"{run_dir}: run dir not found")
+    if not is_run_dir(run_dir):
+        raise AsrbenchError(f"{run_dir}: not a run dir (no {rundir.CONFIG} or decode/ in it)")
+    result = read_result(run_dir, split)
+    summary_path = run_dir / rundir.SUMMARY
+    summary = rundir.read_json(summary_path) if summary_path.is_file() else {}
+    streamed = result.streaming
+    return {
+        "run": str(run_dir),
+        "model": result.model,
+        "units": result.units,
+        "params": result.params,
+        "wer": result.wer,
+        "wer_ci": _listed(result.wer_ci),
+        "vs_best": None,
+        "cer": result.cer,
+        "cer_ci": _listed(result.cer_ci),
+        "ter": result.ter,
+        "rtfx": result.rtfx,
+        "train_seconds": summary.get("train_seconds"),
+        "epochs": summary.get("epochs"),
+        **_cost(result, run_dir, summary),
+        "split": split,
+        "substitutions": result.substitutions,
+        "deletions": result.deletions,
+        "insertions": result.insertions,
+        "words": result.words,
+        "utterances": result.utterances,
+        "normalizer": result.normalizer,
+        "config_hash": result.config_hash,
+        "decoder": result.decoder.kind if result.decoder else None,
+        "environment": result.environment,
+        **{key: getattr(streamed, key) if streamed else None for key in STREAM_COLUMNS},
+        "streaming": streamed.to_dict() if streamed else None,
+        "seeds": 1,
+        "runs": [str(run_dir)],
+        "pairs": [],
+    }
 
 
 def _seedless_key(run_dir: Path) -> tuple[str, int] | None:
