@@ -536,6 +536,7 @@ def test_max_minutes_says_that_zero_is_no_budget(command):
     assert "0 = no budget" in option.help, option.help
 
 
+@pytest.mark.slow  # three listings of 30 models: in make test, not in test-fast (its 60 s)
 def test_models_keeps_its_gflops_counts_and_replaces_an_unreadable_file(monkeypatch, tmp_path):
     """The second `asrbench models` reads the counts the first measured (a minute of CPU -> a file
     read); a corrupt file is measured afresh and rewritten. The measure is a stub here (each model's
