@@ -49,21 +49,10 @@ class Design:
 
 
 def simulate(design: Design, simulations: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``simulations`` test sets of two systems -> (errors_a (N, U), errors_b (N, U), words (N, U), speakers (U,))."""
-    rng = np.random.default_rng(seed)
-    count = design.speakers * design.per_speaker
-    speakers = np.repeat(np.arange(design.speakers), design.per_speaker)
-    words = 1 + rng.poisson(6, size=(simulations, count))
-    base = math.log(design.rate / (1 - design.rate))
-    speaker = design.speaker_sd * rng.standard_normal((simulations, design.speakers))[:, speakers]
-    utterance = design.utterance_sd * rng.standard_normal((simulations, count))
-
-    def system() -> np.ndarray:
-        interaction = design.interaction_sd * rng.standard_normal((simulations, design.speakers))[:, speakers]
-        rate = 1 / (1 + np.exp(-(base + speaker + interaction + utterance)))
-        return rng.binomial(words, rate)
-
-    return system().astype(np.float64), system().astype(np.float64), words.astype(np.float64), speakers
+    """``simulations`` test sets of two systems, one run each -> (errors_a (N, U), errors_b (N, U),
+    words (N, U), speakers (U,)): :func:`simulate_seeded`'s first seed."""
+    errors_a, errors_b, words, speakers = simulate_seeded(design, simulations, seed)
+    return errors_a[:, 0], errors_b[:, 0], words, speakers
 
 
 @dataclass(frozen=True)
@@ -136,7 +125,8 @@ def simulate_seeded(
 
     def system() -> np.ndarray:
         interaction = design.interaction_sd * rng.standard_normal((simulations, design.speakers))[:, speakers]
-        shift = design.seed_sd * rng.standard_normal((simulations, design.seeds, 1))
+        # A run's own shift; drawn only where there is one, so a design without seeds draws what it did.
+        shift = design.seed_sd * rng.standard_normal((simulations, design.seeds, 1)) if design.seed_sd else 0.0
         logit = (base + speaker + interaction + utterance)[:, None, :] + shift
         return rng.binomial(words[:, None, :], 1 / (1 + np.exp(-logit))).astype(np.float64)
 

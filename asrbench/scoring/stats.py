@@ -864,27 +864,10 @@ def compare_seeded_systems(
     point = resampled.point
     best = int(np.argmin(point))
     averaged = [np.atleast_2d(np.asarray(e, dtype=np.float64)).mean(axis=0) for e in errors]
-    pairs = []
-    for i in range(len(names)):
-        for j in range(i + 1, len(names)):
-            sign = sign_test(averaged[i], averaged[j])
-            matched = matched_pairs_test(averaged[i], averaged[j])
-            difference = float((averaged[i] - averaged[j]).sum())
-            pairs.append(
-                PairResult(
-                    names[i],
-                    names[j],
-                    float(improvement[i, j]),
-                    sign.p_value,
-                    sign.a_better,
-                    sign.b_better,
-                    seeded_p(resampled, i, j),
-                    matched.z,
-                    None,
-                    difference,
-                    None,
-                )
-            )
+    pairs = _pair_results(np.stack(averaged), names, resampled.full, point, improvement, None, seed)
+    index_pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+    for pair, (i, j) in zip(pairs, index_pairs, strict=True):
+        pair.mp_p = seeded_p(resampled, i, j)  # the deciding test: seeds and units resampled
     comparison = SystemComparison(
         [],
         pairs,

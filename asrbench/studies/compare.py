@@ -8,6 +8,7 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -386,28 +387,16 @@ def _add_significance(
             )
         names = [str(index) for index in members]
         seeded = any(stack.shape[0] > 1 for stack in stacks)
-        if seeded:
-            comparison = stats.compare_seeded_systems(
-                stacks,
-                words,
-                names,
-                resamples,
-                alpha=alpha,
-                seed=seed,
-                groups=speakers if blocked else None,
-                correction=correction,
-            )
+        options: dict[str, Any] = {
+            "alpha": alpha,
+            "seed": seed,
+            "groups": speakers if blocked else None,
+            "correction": correction,
+        }
+        if seeded:  # a row of several seeds: they are resampled too
+            comparison = stats.compare_seeded_systems(stacks, words, names, resamples, **options)
         else:
-            comparison = stats.compare_systems(
-                np.concatenate(stacks),
-                words,
-                names,
-                resamples,
-                alpha=alpha,
-                seed=seed,
-                groups=speakers if blocked else None,
-                correction=correction,
-            )
+            comparison = stats.compare_systems(np.concatenate(stacks), words, names, resamples, **options)
         for index, system in zip(members, comparison.systems, strict=True):
             row = rows[index]
             if blocked or seeded or row["wer_ci"] is None:
