@@ -26,9 +26,9 @@ each at parameters within 10% of the conformer's.
 from __future__ import annotations
 
 import argparse
-import time
 
 from _common import figure, record, set_threads
+from trainer_bench import bare_run  # forward + backward + AdamW over collated batches, freshly seeded
 
 TARGETS = {  # (model, measure) -> (target ratio against the baseline, better)
     ("fast_conformer", "train"): (2.0, "higher"),
@@ -53,26 +53,6 @@ def prepare(recipe: str, name: str, steps: int, threads: int):
     collated = [dataset[(0, 1, i)] for i in range(min(steps, len(sampler.batches())))]
     dev_batches = batches_of(data.dev, data.cmvn, tc.eval_batch_frames)[1]
     return config, data, collated, dev_batches
-
-
-def train_speed(config, vocab: int, collated: list) -> tuple[float, object]:
-    """Steps/s of forward + backward + AdamW over ``collated``, from a freshly seeded model."""
-    import torch
-
-    from asrbench.models import build_model
-    from asrbench.training.state import seed_everything
-
-    seed_everything(config.train.seed)
-    model = build_model(config.model.name, config.model.options, config.features.dim(), vocab)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
-    start = time.perf_counter()
-    for batch in collated:
-        loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return len(collated) / (time.perf_counter() - start), model
 
 
 def decode_speed(model, config, data, batches: list) -> dict:
@@ -114,7 +94,7 @@ def main() -> None:
     for turn in range(args.repeat + 1):  # turn 0 warms every model up, untimed
         for name in names:
             config, data, collated, dev_batches = prepared[name]
-            speed, model = train_speed(config, len(data.tokenizer), collated)
+            speed, model = bare_run(config, len(data.tokenizer), collated)
             rtfx = decode_speed(model, config, data, dev_batches)["rtfx_end_to_end"]
             if turn:
                 train_best[name] = max(train_best[name], speed)
