@@ -74,13 +74,16 @@ def resampled_sums(values: np.ndarray, resamples: int = DEFAULT_RESAMPLES, seed:
     utterances = values.shape[0]
     if utterances == 0:
         return np.zeros((resamples, values.shape[1]))
-    sums = []
-    for indices in _index_blocks(utterances, resamples, seed):
+    return np.concatenate([counts @ values for counts in _count_blocks(utterances, resamples, seed)])
+
+
+def _count_blocks(units: int, resamples: int, seed: int):
+    """Yield the draw counts of :func:`_index_blocks`' resamples, (rows, n) float64 blocks."""
+    for indices in _index_blocks(units, resamples, seed):
         rows = indices.shape[0]
-        offsets = (np.arange(rows, dtype=indices.dtype) * utterances)[:, None]
-        counts = np.bincount((indices + offsets).ravel(), minlength=rows * utterances)
-        sums.append(counts.reshape(rows, utterances).astype(np.float64) @ values)
-    return np.concatenate(sums)
+        offsets = (np.arange(rows, dtype=indices.dtype) * units)[:, None]
+        counts = np.bincount((indices + offsets).ravel(), minlength=rows * units)
+        yield counts.reshape(rows, units).astype(np.float64)
 
 
 def _percent(errors: np.ndarray, totals: np.ndarray) -> np.ndarray:
@@ -758,15 +761,7 @@ def seeded_resampling(
 
 def _draw_counts(units: int, resamples: int, seed: int) -> np.ndarray:
     """(R, n) draw counts of n units in each of R resamples, the draws :func:`resampled_sums` makes."""
-    counts = np.empty((resamples, units))
-    row = 0
-    for indices in _index_blocks(units, resamples, seed):
-        rows = indices.shape[0]
-        offsets = (np.arange(rows, dtype=indices.dtype) * units)[:, None]
-        drawn = np.bincount((indices + offsets).ravel(), minlength=rows * units)
-        counts[row : row + rows] = drawn.reshape(rows, units)
-        row += rows
-    return counts
+    return np.concatenate(list(_count_blocks(units, resamples, seed)))
 
 
 def _satterthwaite(variances: list[float], dofs: list[int]) -> float:
