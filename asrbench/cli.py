@@ -811,13 +811,17 @@ def transcribe_command(
 def export_command(
     run_dir: Path = typer.Argument(..., help="Run dir from `asrbench train`."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the exported model into."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx"),
+    fmt: str = typer.Option(
+        "onnx",
+        "--format",
+        help="onnx (asrbench's own runtime) or sherpa-onnx (the graphs and tokens.txt the sherpa-onnx runtime loads).",
+    ),
     quantize: str = typer.Option("", "--quantize", help="int8: also write a dynamically quantized graph and use it."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, or a checkpoint file in the run dir."),
     threads: int = typer.Option(0, "--threads", min=0, help="Torch threads (0: torch's default)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
 ) -> None:
-    """Export a CTC model to a self-contained ONNX dir that `asrbench transcribe` runs on onnxruntime."""
+    """Export a model to a self-contained ONNX dir for `asrbench transcribe` (--format sherpa-onnx: and sherpa-onnx)."""
     from asrbench import fileio
     from asrbench.deploy.export import export_run
     from asrbench.progress import console

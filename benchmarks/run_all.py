@@ -31,6 +31,9 @@ AN4_RUN = ROOT / "runs" / "final" / "an4" / "conformer"
 # untrained model otherwise (its decoding figures then say "untrained model").
 AN4_TRANSDUCER_RUN = ROOT / "runs" / "final" / "an4" / "conformer_transducer"
 AN4_RECIPE = "asrbench/recipe/an4.yaml"
+# sherpa_bench compares sherpa-onnx with asrbench on the AN4 models trained with features.preset sherpa
+# (results/an4/RESULTS.md has their commands); without them it records why it measured nothing.
+AN4_SHERPA_RUNS = [ROOT / "runs" / "final" / "an4" / f"{name}_sherpa" for name in ("conformer", "conformer_transducer")]
 SUITE: dict[str, list[str]] = {
     "bootstrap_speed": ["bootstrap_speed.py"],
     "feature_speed": ["feature_speed.py", "--data", "data/an4"],
@@ -46,6 +49,7 @@ SUITE: dict[str, list[str]] = {
     "setup_time": ["setup_time.py"],
     # onnxruntime against PyTorch eager (speed), and with the trained AN4 Conformer parity on AN4 test too.
     "export_bench": ["export_bench.py", "--repeat", "2"] + ([str(AN4_RUN)] if AN4_RUN.is_dir() else []),
+    "sherpa_bench": ["sherpa_bench.py", "--threads", "1"] + [str(run) for run in AN4_SHERPA_RUNS if run.is_dir()],
     # 1 and 10 h here (the 100 h size takes ~17 GB of disk and ~10 minutes: run it by hand, see
     # docs/benchmarks.md); the ratios' targets are for the largest size measured.
     "scale_bench": ["scale_bench.py", "--hours", "1,10"],

@@ -6,9 +6,33 @@ import warnings
 
 import torch
 
-from asrbench.recipe.config import MFCC_MIN_MEL_BINS, FeatureConfig
+from asrbench.recipe.config import MFCC_MIN_MEL_BINS, PRESETS, FeatureConfig
 from asrbench.torchaudio_compat import functional as audio_functional
 from asrbench.torchaudio_compat import kaldi
+
+
+def frame_count(samples: int, shift: int, size: int, snip_edges: bool) -> int:
+    """Frames of a ``samples``-long waveform (at least one): Kaldi's count for snip_edges true
+    (frames that fit; a waveform shorter than a window is padded to one) and false (one frame per
+    shift, rounded: frame t is centred on t * shift + shift / 2)."""
+    if snip_edges:
+        return 1 + (max(samples, size) - size) // shift
+    return max(1, (samples + shift // 2) // shift)
+
+
+def centred(waveform: torch.Tensor, shift: int, size: int) -> torch.Tensor:
+    """The samples the centred frames of ``waveform`` read (snip_edges false), laid out so that
+    frame t is ``[t * shift, t * shift + size)`` of the result: frame t starts at
+    ``t * shift + shift // 2 - size // 2`` of the waveform, and a sample before its start or past its
+    end is the waveform reflected there (index -1 reads sample 0, index n reads n - 1), as Kaldi's
+    ExtractWindow reflects them."""
+    n = waveform.numel()
+    if n == 0:
+        return torch.zeros(size)
+    count = frame_count(n, shift, size, snip_edges=False)
+    offset = shift // 2 - size // 2
+    index = torch.arange(offset, offset + (count - 1) * shift + size).remainder(2 * n)
+    return waveform[torch.where(index >= n, 2 * n - 1 - index, index)]
 
 
 class FeatureExtractor:
@@ -26,13 +50,22 @@ class FeatureExtractor:
 
     def __init__(self, config: FeatureConfig):
         self.config = config
+        self.convention = PRESETS[config.preset]
+        self.snip_edges = self.convention.snip_edges  # what a streaming front end needs to know
         self.shift = int(config.sample_rate * config.frame_shift_ms / 1000)
         self.size = int(config.sample_rate * config.frame_length_ms / 1000)
         self.padded = 1 << (self.size - 1).bit_length()
         self.window = torch.hann_window(self.size, periodic=False, dtype=torch.float64).pow(0.85).float()
         if config.kind == "fbank":
             banks, _ = kaldi.get_mel_banks(
-                config.num_mel_bins, self.padded, float(config.sample_rate), 20.0, 0.0, 100.0, -500.0, 1.0
+                config.num_mel_bins,
+                self.padded,
+                float(config.sample_rate),
+                20.0,
+                self.convention.high_freq,
+                100.0,
+                -500.0,
+                1.0,
             )
             banks = torch.nn.functional.pad(banks.float(), (0, 1))  # (mels, padded/2 + 1)
             # Each FFT bin feeds at most two triangles: a sparse product is ~3x cheaper than a dense one.
@@ -65,6 +98,8 @@ class FeatureExtractor:
         pieces, sizes = [], []  # sizes: frames of utterance 0, straddling frames, frames of utterance 1, ...
         padding = torch.zeros(size + shift)
         for waveform in waveforms:
+            if not self.convention.snip_edges:  # its centred frames as frames that fit: the same code cuts them
+                waveform = centred(waveform, shift, size)
             n = waveform.numel()
             span = -(-max(n, size) // shift) * shift  # whole frame shifts, at least one window
             count = 1 + (max(n, size) - size) // shift
@@ -73,7 +108,7 @@ class FeatureExtractor:
                 pieces.append(padding[: span - n])
             sizes += [count, span // shift - count]
         pieces.append(padding[: max(size - shift, 0)])  # the last straddling frames read past the end
-        signal = torch.cat(pieces).mul_(32768.0)  # Kaldi computes on int16-scaled samples
+        signal = torch.cat(pieces).mul_(self.convention.scale)  # Kaldi computes on int16-scaled samples
         total = sum(sizes)
         emphasized = torch.empty_like(signal)
         emphasized[0] = 0.0  # under the window's zero

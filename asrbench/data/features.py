@@ -123,7 +123,10 @@ class FeatureSet:
 
 def cache_key(utterances: list[Utterance], config: FeatureConfig, speed: float) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps({"version": CACHE_VERSION, "config": asdict(config), "speed": speed}).encode())
+    values = asdict(config)
+    if values["preset"] == FeatureConfig.preset:
+        del values["preset"]  # the convention stores had before presets: their keys stay valid
+    digest.update(json.dumps({"version": CACHE_VERSION, "config": values, "speed": speed}).encode())
     for utt in utterances:
         try:
             size = os.path.getsize(utt.audio)

@@ -121,6 +121,11 @@ class StreamingFrontEnd:
     """
 
     def __init__(self, extractor, cmvn, dtype: str):
+        if not extractor.snip_edges:
+            raise AsrbenchError(
+                "streaming reads snip-edges frames as their windows arrive; this model's front end "
+                "(features.preset sherpa) centres its frames: decode it whole, or train it with preset kaldi"
+            )
         self.extractor, self.cmvn, self.dtype = extractor, cmvn, DTYPES[dtype]
         self.shift, self.size = extractor.shift, extractor.size
         self.reset()

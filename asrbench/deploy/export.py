@@ -16,6 +16,9 @@ What the directory holds (``manifest.json`` lists every file with its SHA-256):
 - ``mel_banks.npy`` and ``frontend.json``: the filterbank front end, computed by
   :mod:`asrbench.deploy.numpy_fbank` in NumPy with the mel banks training used; ``cmvn.json``,
   ``tokenizer.json`` (a sentencepiece model inside, as in the checkpoint).
+- ``--format sherpa-onnx``: the graphs in the layouts the sherpa-onnx runtime loads (CMVN and the
+  joiner's projections folded in, its input and output names and metadata) and its ``tokens.txt``,
+  beside the same front-end files and manifest: :mod:`asrbench.deploy.sherpa`.
 - ``manifest.json``: format tag, search (ctc, transducer, attention), graphs, source run and
   checkpoint, model name, config hash, versions (asrbench, torch, onnx, onnxruntime, opsets), the
   exporter of each graph and its largest difference from PyTorch on the examples.
@@ -45,6 +48,7 @@ from torch import nn
 from asrbench import __version__, fileio
 from asrbench.data.fbank import FeatureExtractor
 from asrbench.decoding.alignment import subsampling_of
+from asrbench.deploy import sherpa
 from asrbench.deploy.onnx_runtime import EXPORT_FORMAT, MANIFEST
 from asrbench.env import git_commit
 from asrbench.errors import AsrbenchError, excerpt
@@ -58,7 +62,7 @@ if TYPE_CHECKING:  # the families' classes, for the graphs of each (the model is
     from asrbench.models.las import LAS
     from asrbench.models.transducer import LSTMPredictor, StatelessPredictor, TransducerModel
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "sherpa-onnx")
 QUANTIZATIONS = ("", "int8")
 OPSET = 18  # the dynamo exporter's
 LEGACY_OPSET = 17  # the TorchScript-based exporter's
@@ -527,6 +531,63 @@ def _attention_specs(model: AttentionModel, dim: int, vocab: int) -> tuple[dict[
     return specs, described
 
 
+def _sherpa_specs(model: nn.Module, search: str, cmvn, dim: int, vocab: int) -> tuple[dict[str, GraphSpec], dict]:
+    """The sherpa-onnx layout's graphs (:mod:`asrbench.deploy.sherpa`), and what the manifest
+    records beyond them; CMVN inside the encoder, the joiner's projections folded in."""
+    features = {"x": {0: "batch", 1: "time"}, "x_lens": {0: "batch"}}
+    if search == "ctc":
+        graph = sherpa.SherpaCTC(cast("CTCFamily", model), cmvn)
+        outputs = {"log_probs": {0: "batch", 1: "frames"}, "log_probs_len": {0: "batch"}}
+        spec = GraphSpec(
+            graph, ["x", "x_lens"], list(outputs), {**features, **outputs}, _check_batches(dim), _sequence_difference
+        )
+        return {"model.onnx": spec}, {}
+    transducer = cast("TransducerModel", model)
+    generator = torch.Generator().manual_seed(0)
+    size = cast("StatelessPredictor", transducer.predictor).context_size
+    width = transducer.joiner.out.in_features
+    outputs = {"encoder_out": {0: "batch", 1: "frames"}, "encoder_out_lens": {0: "batch"}}
+    contexts = []
+    for rows in (6, 1, 33):  # real tokens, and -1 where a hypothesis has not started
+        context = torch.randint(0, vocab - 1, (rows, size), generator=generator)
+        context[0, : size - 1] = -1
+        contexts.append((context,))
+    specs = {
+        "encoder.onnx": GraphSpec(
+            sherpa.SherpaEncoder(transducer, cmvn),
+            ["x", "x_lens"],
+            list(outputs),
+            {**features, **outputs},
+            _check_batches(dim),
+            _sequence_difference,
+        ),
+        "decoder.onnx": GraphSpec(
+            sherpa.SherpaDecoder(transducer),
+            ["y"],
+            ["decoder_out"],
+            {"y": {0: "rows"}, "decoder_out": {0: "rows"}},
+            contexts,
+            lambda expected, got: _all_difference((expected,), got),
+        ),
+        "joiner.onnx": GraphSpec(
+            sherpa.SherpaJoiner(transducer),
+            ["encoder_out", "decoder_out"],
+            ["logit"],
+            {"encoder_out": {0: "rows"}, "decoder_out": {0: "rows"}, "logit": {0: "rows"}},
+            [
+                (torch.randn(rows, width, generator=generator), torch.randn(rows, width, generator=generator))
+                for rows in (6, 1, 33)
+            ],
+            lambda expected, got: _all_difference((expected,), got),
+        ),
+    }
+    extra = {
+        "predictor": {"kind": "stateless", "context_size": size},
+        "max_symbols_per_frame": transducer.max_symbols_per_frame,
+    }
+    return specs, extra
+
+
 def _graph_specs(model: nn.Module, search: str, dim: int, vocab: int) -> tuple[dict[str, GraphSpec], dict]:
     """The graphs ``search`` (ctc, transducer or attention) needs, by file name, and what the
     manifest records for it beyond them (the predictor's or the decoder's description)."""
@@ -574,9 +635,11 @@ def _write_graphs(
     return files, graphs, exporters, difference
 
 
-def _write_front_end(out: Path, loaded: LoadedModel) -> list[str]:
+def _write_front_end(out: Path, loaded: LoadedModel, folded: bool = False) -> list[str]:
     """The files that turn audio into the graphs' input: the fbank front end (mel banks and its
     settings, for :mod:`asrbench.deploy.numpy_fbank`), the CMVN statistics and the tokenizer.
+    ``folded``: the graphs normalize their input (sherpa-onnx's layout), so the CMVN written is the
+    identity and the features are not rounded to the store's dtype (sherpa-onnx does not round them).
     Returns their names."""
     features = loaded.config.features
     extractor = FeatureExtractor(features)
@@ -590,12 +653,41 @@ def _write_front_end(out: Path, loaded: LoadedModel) -> list[str]:
             "num_mel_bins": features.num_mel_bins,
             "frame_length_ms": features.frame_length_ms,
             "frame_shift_ms": features.frame_shift_ms,
-            "dtype": features.dtype,
+            "dtype": "float32" if folded else features.dtype,
+            "preset": features.preset,
         },
     )
-    fileio.write_json(out / "cmvn.json", {"mean": loaded.cmvn.mean.tolist(), "std": loaded.cmvn.std.tolist()})
+    mean, std = loaded.cmvn.mean, loaded.cmvn.std
+    if folded:
+        mean, std = torch.zeros_like(mean), torch.ones_like(std)
+    fileio.write_json(out / "cmvn.json", {"mean": mean.tolist(), "std": std.tolist()})
     fileio.write_json(out / "tokenizer.json", loaded.tokenizer.to_dict())
     return ["mel_banks.npy", "frontend.json", "cmvn.json", "tokenizer.json"]
+
+
+def _sherpa_files(out: Path, files: list[str], loaded: LoadedModel, search: str, extra: dict) -> list[str]:
+    """sherpa-onnx's metadata in each graph file (written after the checks, so the checked graph is
+    the one kept) and its ``tokens.txt``. Returns the names of the files added."""
+    vocab, name = len(loaded.tokenizer), loaded.config.model.name
+    common: dict[str, object] = {
+        "vocab_size": vocab,
+        "comment": f"asrbench {__version__} export of {name}",
+        "model_author": "asrbench",
+    }
+    for graph in (file for file in files if file.endswith(".onnx")):
+        role = graph.split(".")[0]
+        if search == "ctc":
+            # sherpa-onnx times words as if 4 feature frames made an encoder frame; the true factor, for the record
+            values = {**common, "model_type": "zipformer2_ctc", "subsampling_factor": subsampling_of(loaded.model)}
+        elif role == "encoder":
+            values = {**common, "model_type": "zipformer2" if "zipformer" in name else "conformer"}
+        elif role == "decoder":
+            values = {**common, "context_size": extra["predictor"]["context_size"]}
+        else:
+            values = {**common, "joiner_dim": cast("TransducerModel", loaded.model).joiner.out.in_features}
+        sherpa.add_metadata(out / graph, values)
+    sherpa.write_tokens(out / "tokens.txt", loaded.tokenizer)
+    return ["tokens.txt"]
 
 
 def export_run(
@@ -618,12 +710,26 @@ def export_run(
         raise AsrbenchError(
             f"{config.model.name}: the exported front end computes fbank features; this run uses {config.features.kind}"
         )
+    sherpa_layout = fmt == "sherpa-onnx"
+    if sherpa_layout:
+        predictor = getattr(getattr(model, "predictor", None), "kind", None)
+        reason = sherpa.refusal(config.features, search, predictor, config.model.name)
+        if reason is not None:
+            raise AsrbenchError(reason)
+        sherpa.token_symbols(loaded.tokenizer)  # a tokenizer tokens.txt cannot hold: refused before any graph
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # written last: a half-written export has none
-    specs, extra = _graph_specs(model, search, config.features.dim(), len(loaded.tokenizer))
+    if sherpa_layout:
+        specs, extra = _sherpa_specs(model, search, loaded.cmvn, config.features.dim(), len(loaded.tokenizer))
+    else:
+        specs, extra = _graph_specs(model, search, config.features.dim(), len(loaded.tokenizer))
     files, graphs, exporters, difference = _write_graphs(specs, out, quantize, onnxruntime, config.model.name)
-    files += _write_front_end(out, loaded)
+    files += _write_front_end(out, loaded, folded=sherpa_layout)
+    if sherpa_layout:
+        files += _sherpa_files(out, files, loaded, search, extra)
+        graphs = {("predictor" if role == "decoder" else role): name for role, name in graphs.items()}
+        extra["layout"] = "sherpa-onnx"
     import onnx  # its version for the manifest (_require_onnx checked it is there)
 
     manifest = {

@@ -14,10 +14,33 @@ import numpy as np
 PREEMPHASIS = 0.97
 
 
-class NumpyFbank:
-    """waveform (samples,) float32 at ``sample_rate`` -> features (T, mels) float32."""
+def centred(waveform: np.ndarray, shift: int, size: int) -> np.ndarray:
+    """The samples centred frames read (Kaldi's snip_edges false), frame t at ``[t * shift, t * shift +
+    size)``: :func:`asrbench.data.fbank.centred` in NumPy (edges reflected)."""
+    n = waveform.size
+    if n == 0:
+        return np.zeros(size, dtype=np.float32)
+    count = max(1, (n + shift // 2) // shift)
+    offset = shift // 2 - size // 2
+    index = np.arange(offset, offset + (count - 1) * shift + size) % (2 * n)
+    return waveform[np.where(index >= n, 2 * n - 1 - index, index)]
 
-    def __init__(self, sample_rate: int, frame_length_ms: float, frame_shift_ms: float, banks: np.ndarray):
+
+class NumpyFbank:
+    """waveform (samples,) float32 at ``sample_rate`` -> features (T, mels) float32, in the
+    convention of ``features.preset`` (:data:`asrbench.data.fbank.PRESETS`): ``snip_edges`` and the
+    ``scale`` of the samples (the mel banks come with their upper edge)."""
+
+    def __init__(
+        self,
+        sample_rate: int,
+        frame_length_ms: float,
+        frame_shift_ms: float,
+        banks: np.ndarray,
+        snip_edges: bool = True,
+        scale: float = 32768.0,
+    ):
+        self.snip_edges, self.scale = snip_edges, scale
         self.shift = int(sample_rate * frame_shift_ms / 1000)
         self.size = int(sample_rate * frame_length_ms / 1000)
         self.padded = 1 << (self.size - 1).bit_length()
@@ -31,7 +54,9 @@ class NumpyFbank:
         self.epsilon = np.finfo(np.float32).eps
 
     def __call__(self, waveform: np.ndarray) -> np.ndarray:
-        signal = np.asarray(waveform, dtype=np.float32) * 32768.0  # Kaldi's int16 scale
+        signal = np.asarray(waveform, dtype=np.float32) * np.float32(self.scale)  # Kaldi's int16 scale, or 1
+        if not self.snip_edges:
+            signal = centred(signal, self.shift, self.size)
         if signal.size < self.size:
             signal = np.pad(signal, (0, self.size - signal.size))
         count = 1 + (signal.size - self.size) // self.shift

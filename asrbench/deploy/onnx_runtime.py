@@ -24,7 +24,7 @@ from asrbench.data.features import GlobalCMVN
 from asrbench.data.tokenizer import Tokenizer, tokenizer_from_dict
 from asrbench.deploy.numpy_fbank import NumpyFbank
 from asrbench.errors import AsrbenchError, excerpt
-from asrbench.recipe.config import FeatureConfig
+from asrbench.recipe.config import PRESETS, FeatureConfig
 
 EXPORT_FORMAT = "asrbench-export/1"
 MANIFEST = "manifest.json"
@@ -239,7 +239,7 @@ class _NumpyExtractor:
     """The exported front end, with :class:`asrbench.data.fbank.FeatureExtractor`'s interface."""
 
     def __init__(self, frontend: NumpyFbank):
-        self.frontend, self.size = frontend, frontend.size
+        self.frontend, self.size, self.snip_edges = frontend, frontend.size, frontend.snip_edges
 
     def batch(self, waveforms: list[torch.Tensor]) -> list[torch.Tensor]:
         return [torch.from_numpy(self.frontend(waveform.numpy())) for waveform in waveforms]
@@ -282,8 +282,16 @@ def load_export(directory: str | Path, threads: int = 0, verify: bool = True) ->
     banks = _read(directory / "mel_banks.npy", lambda path: np.load(path, allow_pickle=False))
     cmvn = _read(directory / "cmvn.json", _cmvn)
     tokenizer = _read(directory / "tokenizer.json", lambda path: tokenizer_from_dict(json.loads(path.read_text())))
+    convention = PRESETS[features.preset]
     extractor = _NumpyExtractor(
-        NumpyFbank(features.sample_rate, features.frame_length_ms, features.frame_shift_ms, banks)
+        NumpyFbank(
+            features.sample_rate,
+            features.frame_length_ms,
+            features.frame_shift_ms,
+            banks,
+            snip_edges=convention.snip_edges,
+            scale=convention.scale,
+        )
     )
     try:
         model = _graphs(directory, manifest, threads)
@@ -332,7 +340,14 @@ def _frontend_features(path: Path) -> FeatureConfig:
         frame_length_ms=values["frame_length_ms"],
         frame_shift_ms=values["frame_shift_ms"],
         dtype=values["dtype"],
+        preset=_preset(values.get("preset", FeatureConfig.preset)),  # absent: written before presets
     )
+
+
+def _preset(name) -> str:
+    if name not in PRESETS:
+        raise AsrbenchError(f"unknown front-end preset {name!r} (valid: {', '.join(PRESETS)})")
+    return name
 
 
 def _cmvn(path: Path) -> GlobalCMVN:

@@ -72,6 +72,25 @@ class DataConfig:
     }
 
 
+@dataclass(frozen=True)
+class Convention:
+    """A filterbank convention (``features.preset``): how frames are cut, where the mel banks end
+    and what scale the samples are on."""
+
+    snip_edges: bool  # True: only frames that fit; False: centred frames, the edges reflected (Kaldi's snip_edges)
+    high_freq: float  # the highest mel bank's upper edge in Hz; <= 0: that far below the Nyquist frequency
+    scale: float  # samples in [-1, 1] are multiplied by this before framing
+
+
+PRESETS = {
+    # Kaldi's compute-fbank-feats defaults, on int16-scaled samples: asrbench's default.
+    "kaldi": Convention(snip_edges=True, high_freq=0.0, scale=32768.0),
+    # sherpa-onnx's FeatureExtractorConfig defaults (kaldi-native-fbank underneath): snip_edges false,
+    # high_freq -400, samples as given in [-1, 1] (normalize_samples true), dither 0.
+    "sherpa": Convention(snip_edges=False, high_freq=-400.0, scale=1.0),
+}
+
+
 @dataclass
 class FeatureConfig:
     kind: str = "fbank"  # fbank | mfcc
@@ -86,9 +105,15 @@ class FeatureConfig:
     # false: keep no frames on disk; compute them from the audio for each batch (the store holds
     # only frame counts and CMVN sums), for corpora whose features do not fit on disk.
     cache: bool = True
+    # Which filterbank convention (fbank only; PRESETS above): kaldi (compute-fbank-feats:
+    # frames that fit, mel banks up to the Nyquist frequency, int16-scaled samples) or sherpa
+    # (sherpa-onnx's front end: centred frames with reflected edges, banks up to rate/2 - 400 Hz,
+    # samples in [-1, 1]), for models that `asrbench export --format sherpa-onnx` hands to sherpa-onnx.
+    preset: str = "kaldi"
 
     LIMITS: ClassVar[dict] = {
         "kind": choices("fbank", "mfcc"),
+        "preset": choices(*PRESETS),
         "dtype": choices("float16", "float32"),
         "sample_rate": POSITIVE,
         "num_mel_bins": POSITIVE,
@@ -268,6 +293,8 @@ class RunConfig:
         for key, default in TRAIN_KEYS_SINCE_ISSUE_30.items():
             if values["train"][key] == default:
                 del values["train"][key]  # at its default: the hash older versions recorded
+        if values["features"]["preset"] == FeatureConfig.preset:
+            del values["features"]["preset"]  # the convention older versions had, hashed as they did
         written = values["data"].pop("dir_as_written")
         if written:
             values["data"]["dir"] = written
@@ -309,6 +336,11 @@ def _validate(
     if config.model.target_params:
         dry_size(config, ", ".join(given) or f"{where}: {model_label}.target_params")
     features = config.features
+    if features.kind == "mfcc" and features.preset != FeatureConfig.preset:
+        raise AsrbenchError(
+            f"{at('features', 'preset')}: features.preset {features.preset} is a filterbank convention; "
+            "features.kind mfcc has none (use kind fbank)"
+        )
     if features.kind == "mfcc" and features.num_ceps > max(features.num_mel_bins, MFCC_MIN_MEL_BINS):
         raise AsrbenchError(
             f"{at('features', 'num_ceps')}: features.num_ceps must be at most the "

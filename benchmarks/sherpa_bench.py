@@ -1,0 +1,170 @@
+"""sherpa-onnx against asrbench on the same export: transcripts, WER and speed, side by side.
+
+    python benchmarks/sherpa_bench.py RUN [RUN ...] [--split test] [--threads 1] [--beam 4] [--limit N]
+
+For each run (trained with ``features.preset: sherpa``; a CTC model or a transducer with the
+stateless predictor): ``asrbench export --format sherpa-onnx`` into a scratch dir, then every
+utterance of the split (its audio files, one at a time, after one warm-up file) through
+
+- the unmodified sherpa-onnx package (``OfflineRecognizer``): greedy search, and for transducers
+  modified beam search with ``--beam`` active paths;
+- ``asrbench transcribe`` on the same export (onnxruntime, the NumPy front end, asrbench's
+  searches; it also aligns each file for word times, which sherpa-onnx does not): greedy and beam;
+- ``asrbench transcribe`` on the run dir (PyTorch eager): greedy.
+
+Figures: the share of utterances whose greedy transcripts are identical (target 129/130), the
+beam-search WER gap between sherpa-onnx and asrbench (target ≤ 0.3 points), and asrbench's ONNX time
+over sherpa-onnx's (target ≤ 1.5). RTFx = audio seconds / wall seconds, reading the files included,
+at ``--threads`` threads for every engine. Without a run it records nothing but why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import figure, record, skipped  # noqa: E402
+
+
+def _sherpa_recognizer(export: Path, threads: int, beam: int):
+    import sherpa_onnx
+
+    manifest = json.loads((export / "manifest.json").read_text())
+    frontend = json.loads((export / "frontend.json").read_text())
+    graphs = manifest["graphs"]
+    common = {
+        "tokens": str(export / "tokens.txt"),
+        "num_threads": threads,
+        "sample_rate": frontend["sample_rate"],
+        "feature_dim": frontend["num_mel_bins"],
+    }
+    if manifest["search"] == "ctc":
+        return sherpa_onnx.OfflineRecognizer.from_zipformer_ctc(model=str(export / graphs["model"]), **common)
+    return sherpa_onnx.OfflineRecognizer.from_transducer(
+        encoder=str(export / graphs["encoder"]),
+        decoder=str(export / graphs["predictor"]),
+        joiner=str(export / graphs["joiner"]),
+        decoding_method="greedy_search" if beam == 1 else "modified_beam_search",
+        max_active_paths=max(beam, 1),
+        **common,
+    )
+
+
+def sherpa_texts(export: Path, audio: list[Path], threads: int, beam: int) -> tuple[list[str], float]:
+    """sherpa-onnx's transcripts of ``audio`` (one stream each) and the wall seconds they took."""
+    import soundfile
+
+    recognizer = _sherpa_recognizer(export, threads, beam)
+
+    def one(path: Path) -> str:
+        samples, rate = soundfile.read(str(path), dtype="float32")
+        stream = recognizer.create_stream()
+        stream.accept_waveform(rate, samples)
+        recognizer.decode_stream(stream)
+        return stream.result.text.strip()
+
+    one(audio[0])  # warm-up
+    start = time.perf_counter()
+    texts = [one(path) for path in audio]
+    return texts, time.perf_counter() - start
+
+
+def asrbench_texts(model_dir: Path, audio: list[Path], threads: int, beam: int) -> tuple[list[str], float]:
+    """``asrbench transcribe``'s transcripts (a run dir: PyTorch eager; an export: onnxruntime)."""
+    from asrbench.decoding.searchers import DecodeOptions
+    from asrbench.deploy.transcribe import Transcriber
+
+    transcriber = Transcriber(model_dir, DecodeOptions(beam=beam), device="cpu", threads=threads)
+    list(transcriber.transcribe(audio[:1]))  # warm-up
+    start = time.perf_counter()
+    texts = [transcript.text for path in audio for transcript in transcriber.transcribe([path])]
+    return texts, time.perf_counter() - start
+
+
+def _wer(references: list[str], hypotheses: list[str]) -> float:
+    import jiwer
+
+    return 100.0 * jiwer.wer(references, [hypothesis or "<empty>" for hypothesis in hypotheses])
+
+
+def measure(run: Path, split: str, threads: int, beam: int, limit: int) -> dict:
+    from asrbench.data.manifest import read_manifest, split_path
+    from asrbench.deploy.export import export_run
+    from asrbench.runs.checkpoint import load_model
+    from asrbench.runs.rundir import checkpoint_path
+
+    loaded = load_model(checkpoint_path(run, "best"))
+    utterances = read_manifest(split_path(loaded.config.data.dir, split))[: limit or None]
+    audio = [Path(utterance.audio) for utterance in utterances]
+    references = [utterance.text for utterance in utterances]
+    seconds = sum(utterance.duration for utterance in utterances)
+    with tempfile.TemporaryDirectory() as scratch:
+        export = Path(scratch) / "sherpa"
+        manifest = export_run(run, export, fmt="sherpa-onnx")
+        transducer = manifest["search"] == "transducer"
+        engines = {
+            "sherpa_greedy": sherpa_texts(export, audio, threads, 1),
+            "asrbench_onnx_greedy": asrbench_texts(export, audio, threads, 1),
+            "pytorch_greedy": asrbench_texts(run, audio, threads, 1),
+        }
+        if transducer:
+            engines["sherpa_beam"] = sherpa_texts(export, audio, threads, beam)
+            engines["asrbench_onnx_beam"] = asrbench_texts(export, audio, threads, beam)
+    same = sum(a == b for a, b in zip(engines["sherpa_greedy"][0], engines["asrbench_onnx_greedy"][0], strict=True))
+    details = {
+        name: {"wer": _wer(references, texts), "rtfx": seconds / wall, "seconds": wall}
+        for name, (texts, wall) in engines.items()
+    }
+    figures = {
+        "greedy_identical": figure(
+            same / len(audio), 129 / 130, "share of utterances", identical=same, utterances=len(audio)
+        ),
+        "onnx_time_over_sherpa": figure(
+            engines["asrbench_onnx_greedy"][1] / engines["sherpa_greedy"][1],
+            1.5,
+            "asrbench transcribe (export) wall / sherpa-onnx wall, greedy",
+            better="lower",
+        ),
+    }
+    if transducer:
+        gap = abs(details["sherpa_beam"]["wer"] - details["asrbench_onnx_beam"]["wer"])
+        figures["beam_wer_gap"] = figure(gap, 0.3, f"WER points, modified beam search {beam}", better="lower")
+    else:
+        figures["beam_wer_gap"] = skipped(0.3, "WER points", "a CTC model: sherpa-onnx decodes it greedily", "lower")
+    return {"measured": figures, "engines": details, "model": manifest["model"], "search": manifest["search"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", type=Path)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--beam", type=int, default=4)
+    parser.add_argument("--limit", type=int, default=0, help="Only the first N utterances (0: all).")
+    args = parser.parse_args()
+    if not args.runs:
+        reason = "no run trained with features.preset sherpa given (see docs/benchmarks.md)"
+        record(
+            "sherpa_bench",
+            {
+                "greedy_identical": skipped(129 / 130, "share of utterances", reason),
+                "onnx_time_over_sherpa": skipped(1.5, "asrbench / sherpa-onnx wall", reason, "lower"),
+                "beam_wer_gap": skipped(0.3, "WER points", reason, "lower"),
+            },
+        )
+        return
+    for run in args.runs:
+        result = measure(run, args.split, args.threads, args.beam, args.limit)
+        figures = {f"{result['model']}_{name}": value for name, value in result["measured"].items()}
+        extra = {"run": str(run), "split": args.split, "threads": args.threads, "beam": args.beam}
+        record("sherpa_bench", figures, {**extra, "engines": result["engines"]})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""`features.preset: sherpa` and `asrbench export --format sherpa-onnx`: the features equal the
+kaldi-native-fbank package's, and the real sherpa-onnx package loads the exports unmodified and
+transcribes as asrbench does on the same files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import kaldi_native_fbank as knf
+import numpy as np
+import onnx
+import pytest
+import sherpa_onnx
+import soundfile as sf
+import torch
+import yaml
+from helpers import TINY, run_main, write_tone_corpus
+
+from asrbench.data.audio import load_audio
+from asrbench.data.fbank import FeatureExtractor
+from asrbench.data.phones import PhoneTokenizer
+from asrbench.data.subword import SentencePieceTokenizer, train_sentencepiece
+from asrbench.data.tokenizer import CharTokenizer
+from asrbench.decoding.searchers import DecodeOptions
+from asrbench.decoding.streaming import StreamingFrontEnd
+from asrbench.deploy.export import export_run
+from asrbench.deploy.numpy_fbank import NumpyFbank
+from asrbench.deploy.onnx_runtime import load_export
+from asrbench.deploy.sherpa import token_symbols
+from asrbench.deploy.transcribe import Transcriber
+from asrbench.errors import AsrbenchError
+from asrbench.recipe.config import PRESETS, FeatureConfig, ModelSpec, RunConfig, with_overrides
+
+DATA_ROOT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+
+
+def _knf(waveform: np.ndarray, rate: int, mels: int) -> np.ndarray:
+    """sherpa-onnx's front end: kaldi-native-fbank with FeatureExtractorConfig's defaults."""
+    options = knf.FbankOptions()
+    options.frame_opts.samp_freq = rate
+    options.frame_opts.dither = 0.0
+    options.frame_opts.snip_edges = False
+    options.mel_opts.num_bins = mels
+    options.mel_opts.low_freq = 20.0
+    options.mel_opts.high_freq = -400.0
+    fbank = knf.OnlineFbank(options)
+    fbank.accept_waveform(rate, waveform.tolist())
+    fbank.input_finished()
+    return np.stack([fbank.get_frame(i) for i in range(fbank.num_frames_ready)]).reshape(-1, mels)
+
+
+def _speech_like(seconds: float, rate: int, seed: int) -> np.ndarray:
+    """Voiced harmonics with a moving pitch, noise bursts and silence: energy in every band."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    pitch = 120 + 40 * np.sin(2 * np.pi * 1.5 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 30)) * (np.sin(2 * np.pi * 2 * t) > 0)
+    noise = rng.normal(0, 0.3, t.size) * (np.sin(2 * np.pi * 0.7 * t) > 0.6)
+    return (0.2 * (voiced + noise) / 3).astype(np.float32)
+
+
+def test_the_sherpa_preset_computes_kaldi_native_fbank_s_features_on_recorded_speech():
+    files = sorted((DATA_ROOT / "yesno").rglob("*.wav"))[:4]
+    assert files, f"yesno corpus expected under {DATA_ROOT} (set ASRBENCH_DATA_ROOT)"
+    extractor = FeatureExtractor(FeatureConfig(sample_rate=8000, num_mel_bins=23, preset="sherpa"))
+    for path in files:
+        waveform, rate = sf.read(path, dtype="float32")
+        assert rate == 8000
+        expected, got = _knf(waveform, rate, 23), extractor(torch.from_numpy(waveform)).numpy()
+        assert got.shape == expected.shape, path.name
+        assert np.abs(got - expected).max() <= 1e-3, path.name
+
+
+@pytest.mark.parametrize("samples", [81, 159, 160, 239, 240, 401, 1999, 20_000])
+def test_centred_frames_and_reflected_edges_match_kaldi_native_fbank_at_16k(samples: int):
+    waveform = _speech_like(samples / 16000, 16000, seed=samples)
+    extractor = FeatureExtractor(FeatureConfig(preset="sherpa"))
+    expected, got = _knf(waveform, 16000, 80), extractor(torch.from_numpy(waveform)).numpy()
+    assert got.shape == expected.shape == ((samples + 80) // 160, 80)
+    assert np.abs(got - expected).max() <= 1e-3
+
+
+def test_the_default_preset_is_unchanged_and_the_two_differ():
+    waveform = torch.from_numpy(_speech_like(1.0, 16000, seed=0))
+    kaldi = FeatureExtractor(FeatureConfig())(waveform)
+    sherpa = FeatureExtractor(FeatureConfig(preset="sherpa"))(waveform)
+    assert kaldi.shape == (1 + (16000 - 400) // 160, 80) and sherpa.shape == (100, 80)
+    assert PRESETS["kaldi"].snip_edges and PRESETS["kaldi"].scale == 32768.0
+    # int16 scaling moves every log-energy by log(32768^2) where the banks overlap (frame 1 of one is 0 of the other)
+    assert abs(float((kaldi[0, :40] - sherpa[1, :40]).mean()) - 2 * np.log(32768.0)) < 0.05
+
+
+def test_the_numpy_front_end_equals_the_extractor_in_the_sherpa_convention():
+    config = FeatureConfig(preset="sherpa")
+    extractor = FeatureExtractor(config)
+    convention = PRESETS["sherpa"]
+    frontend = NumpyFbank(
+        16000, 25.0, 10.0, extractor.banks.to_dense().numpy(), snip_edges=convention.snip_edges, scale=convention.scale
+    )
+    for samples in (100, 401, 12345):
+        waveform = _speech_like(samples / 16000, 16000, seed=1)
+        expected, got = extractor(torch.from_numpy(waveform)).numpy(), frontend(waveform)
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() < 1e-3
+
+
+def test_a_preset_is_checked_and_leaves_older_config_hashes_alone():
+    config = RunConfig(model=ModelSpec(name="cnn"))
+    assert with_overrides(config, ["features.preset=sherpa"]).hash() != config.hash()
+    # the default is not hashed: runs recorded before presets keep their hash (and stores their key)
+    assert config.hash() == "8fa33bacfbd0"  # what asrbench computed for this config before presets
+    assert with_overrides(config, ["features.preset=kaldi"]).hash() == with_overrides(config, []).hash()
+    with pytest.raises(AsrbenchError, match="--set features.preset=htk: features.preset must be one of kaldi, sherpa"):
+        with_overrides(config, ["features.preset=htk"])
+    with pytest.raises(AsrbenchError, match="preset sherpa is a filterbank convention; features.kind mfcc"):
+        with_overrides(config, ["features.preset=sherpa", "features.kind=mfcc"])
+
+
+def test_streaming_refuses_centred_frames_in_one_line():
+    extractor = FeatureExtractor(FeatureConfig(preset="sherpa"))
+    with pytest.raises(AsrbenchError, match="preset sherpa"):
+        StreamingFrontEnd(extractor, lambda frames: frames, "float32")
+
+
+def test_tokens_txt_symbols_for_characters_subwords_and_phones():
+    chars = CharTokenizer.build(["HELLO WORLD"])
+    symbols = token_symbols(chars)
+    assert symbols[0] == "<blk>" and symbols[1] == "<unk>" and "\u2581" in symbols and " " not in symbols
+    assert symbols[chars.encode("H")[0]] == "H"
+    pieces = SentencePieceTokenizer(train_sentencepiece(["HELLO WORLD", "HELP WORDS"] * 20, "unigram", 12), "unigram")
+    symbols = token_symbols(pieces)
+    assert symbols[0] == "<blk>" and symbols[-1] == "<sos/eos>"
+    assert any(symbol.startswith("\u2581") and len(symbol) > 1 for symbol in symbols)  # pieces keep their mark
+    phones = PhoneTokenizer(["<blank>", "<unk>", "AH", "B", "|", "<sos/eos>"], {"A": [["AH"]], "B": [["B"]]})
+    assert token_symbols(phones) == ["<blk>", "<unk>", "\u2581AH", "\u2581B", "\u2581|", "<sos/eos>"]
+
+
+# --- exports, run by the real sherpa-onnx ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sherpa_runs(tmp_path_factory) -> dict[str, Path]:
+    """A CTC cnn and a conformer transducer (stateless predictor) trained on the tone corpus with the
+    sherpa preset, and a transducer with an LSTM predictor (for the refusal)."""
+    from asrbench.training.trainer import train
+
+    root = tmp_path_factory.mktemp("sherpa")
+    data_dir = write_tone_corpus(root)
+    recipe = root / "recipe.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"dir": str(data_dir)},
+                "features": {"sample_rate": 8000, "num_mel_bins": 23, "preset": "sherpa"},
+                "augment": {"spec_augment": False},
+                "train": {"epochs": 60, "batch_frames": 400, "lr": 5.0e-3, "warmup_steps": 5},
+                "models": {
+                    "cnn": {"subsample_channels": 4, "channels": 16, "kernel_size": 5, "num_blocks": 2},
+                    "conformer_transducer": TINY["conformer_transducer"],
+                    "lstm_transducer": {**TINY["lstm_transducer"], "predictor": "lstm", "train": {"epochs": 1}},
+                },
+            }
+        )
+    )
+    runs = {"data": data_dir}
+    for name in ("cnn", "conformer_transducer", "lstm_transducer"):
+        runs[name] = root / name
+        train(recipe, name, runs[name], seed=0)
+    lexicon = root / "tones.dic"
+    lexicon.write_text("".join(f"{word} {' '.join(phones)}\n" for word, phones in TONE_PHONES.items()))
+    units = {
+        "unigram": ["tokenizer.kind=unigram", "tokenizer.vocab_size=8"],
+        "phone": ["tokenizer.kind=phone", f"tokenizer.lexicon={lexicon}"],
+    }
+    for unit, overrides in units.items():
+        runs[f"cnn_{unit}"] = root / f"cnn_{unit}"
+        train(recipe, "cnn", runs[f"cnn_{unit}"], seed=0, overrides=[*overrides, "train.epochs=40"])
+    return runs
+
+
+TONE_PHONES = {"LOW": ["L", "OW"], "HIGH": ["HH", "AY"]}
+
+
+def _audio(data_dir: Path) -> list[Path]:
+    return [
+        Path(json.loads(line)["audio"])
+        for split in ("train", "dev", "test")
+        for line in (data_dir / f"{split}.jsonl").read_text().splitlines()
+    ]
+
+
+def _sherpa_texts(export: Path, audio: list[Path], beam: int = 1) -> list[str]:
+    """The unmodified sherpa-onnx package's OfflineRecognizer on ``export``, one stream per file."""
+    manifest = json.loads((export / "manifest.json").read_text())
+    graphs = manifest["graphs"]
+    common = {"tokens": str(export / "tokens.txt"), "num_threads": 1, "sample_rate": 8000, "feature_dim": 23}
+    if manifest["search"] == "ctc":
+        recognizer = sherpa_onnx.OfflineRecognizer.from_zipformer_ctc(model=str(export / graphs["model"]), **common)
+    else:
+        recognizer = sherpa_onnx.OfflineRecognizer.from_transducer(
+            encoder=str(export / graphs["encoder"]),
+            decoder=str(export / graphs["predictor"]),
+            joiner=str(export / graphs["joiner"]),
+            decoding_method="greedy_search" if beam == 1 else "modified_beam_search",
+            max_active_paths=max(beam, 1),
+            **common,
+        )
+    texts = []
+    for path in audio:
+        waveform, rate = sf.read(path, dtype="float32")
+        stream = recognizer.create_stream()
+        stream.accept_waveform(rate, waveform)
+        recognizer.decode_stream(stream)
+        texts.append(stream.result.text.strip())
+    return texts
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    return {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}
+
+
+@pytest.mark.slow
+def test_a_ctc_export_loads_in_sherpa_onnx_and_transcribes_as_asrbench_does(sherpa_runs, tmp_path):
+    out = tmp_path / "cnn"
+    manifest = export_run(sherpa_runs["cnn"], out, fmt="sherpa-onnx", quantize="int8")
+    assert manifest["layout"] == "sherpa-onnx" and manifest["graphs"] == {"model": "model.int8.onnx"}
+    assert {"model.onnx", "model.int8.onnx", "tokens.txt"} <= set(manifest["files"])
+    assert max(manifest["max_abs_difference_vs_pytorch"][name] for name in ("model.onnx",)) < 1e-4
+    metadata = _metadata(out / "model.onnx")
+    assert metadata["model_type"] == "zipformer2_ctc" and metadata["subsampling_factor"] == "4"
+    assert [i.name for i in onnx.load(str(out / "model.onnx")).graph.input] == ["x", "x_lens"]
+    assert (out / "tokens.txt").read_text(encoding="utf-8").splitlines()[0] == "<blk> 0"
+    audio = _audio(sherpa_runs["data"])
+    ours = [t.text for t in Transcriber(out).transcribe(audio)]
+    assert sum(bool(text) for text in ours) >= len(audio) // 2  # a model that says something
+    assert _sherpa_texts(out, audio) == ours
+    # sherpa-onnx's own command line (sherpa-onnx-bin), as docs/using.md runs it: a JSON line a file
+    command = [
+        str(Path(sys.executable).parent / "sherpa-onnx-offline"),
+        f"--tokens={out / 'tokens.txt'}",
+        f"--zipformer-ctc-model={out / 'model.int8.onnx'}",
+        "--num-threads=1",
+        "--sample-rate=8000",
+        "--feat-dim=23",
+        *map(str, audio[:4]),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"lang"')]
+    assert [line["text"].strip() for line in lines] == ours[:4]
+    # the PyTorch run itself, from the run dir (float graph, store-rounded features): all but one the same
+    from_run = [t.text for t in Transcriber(sherpa_runs["cnn"], device="cpu").transcribe(audio)]
+    assert sum(a == b for a, b in zip(from_run, ours, strict=True)) >= len(audio) - 1
+
+
+@pytest.mark.slow
+def test_subword_and_phone_exports_read_back_in_sherpa_onnx(sherpa_runs, tmp_path):
+    audio = _audio(sherpa_runs["data"])
+    out = tmp_path / "unigram"
+    export_run(sherpa_runs["cnn_unigram"], out, fmt="sherpa-onnx")
+    symbols = [line.split()[0] for line in (out / "tokens.txt").read_text(encoding="utf-8").splitlines()]
+    assert any(symbol.startswith("\u2581") for symbol in symbols)  # the pieces' word marks, kept
+    ours = [t.text for t in Transcriber(out).transcribe(audio)]
+    assert sum(bool(text) for text in ours) >= len(audio) // 2
+    assert _sherpa_texts(out, audio) == ours  # sherpa-onnx turns each leading mark into a space
+    out = tmp_path / "phone"
+    export_run(sherpa_runs["cnn_phone"], out, fmt="sherpa-onnx")
+    phones = {phone for entry in TONE_PHONES.values() for phone in entry}
+    sherpa = _sherpa_texts(out, audio)
+    # sherpa-onnx has no lexicon: phones separated by spaces, | between words
+    assert all(set(text.split()) <= phones | {"|"} for text in sherpa)
+    assert all("  " not in text for text in sherpa) and sum(bool(text) for text in sherpa) >= len(audio) // 2
+    # ... the greedy CTC path of the same graph on asrbench's runtime, its phones joined by spaces
+    # (asrbench itself writes words, through the lexicon)
+    exported = load_export(out)
+    greedy = []
+    for path in audio:
+        features = exported.extractor.batch([load_audio(path, 8000)])[0]
+        log_probs, _ = exported.model.ctc_log_probs(features[None], torch.tensor([features.size(0)]))
+        path_ids = torch.unique_consecutive(log_probs[0].argmax(-1)).tolist()
+        greedy.append(" ".join(exported.tokenizer.tokens[i] for i in path_ids if i != 0))
+    assert sherpa == greedy
+
+
+@pytest.mark.slow
+def test_a_transducer_export_loads_in_sherpa_onnx_for_greedy_and_modified_beam_search(sherpa_runs, tmp_path):
+    out = tmp_path / "transducer"
+    manifest = export_run(sherpa_runs["conformer_transducer"], out, fmt="sherpa-onnx")
+    assert manifest["graphs"] == {"encoder": "encoder.onnx", "predictor": "decoder.onnx", "joiner": "joiner.onnx"}
+    assert max(manifest["max_abs_difference_vs_pytorch"].values()) < 1e-4
+    decoder = _metadata(out / "decoder.onnx")
+    assert decoder["context_size"] == "2" and int(decoder["vocab_size"]) == len(
+        (out / "tokens.txt").read_text(encoding="utf-8").splitlines()
+    )
+    assert _metadata(out / "encoder.onnx")["model_type"] == "conformer"
+    audio = _audio(sherpa_runs["data"])
+    ours = [t.text for t in Transcriber(out).transcribe(audio)]
+    assert sum(bool(text) for text in ours) >= len(audio) // 2
+    greedy = _sherpa_texts(out, audio)
+    # sherpa-onnx's greedy search emits at most one token a frame and reads <unk> as blank
+    assert sum(a == b for a, b in zip(greedy, ours, strict=True)) >= len(audio) - 1
+    beam_ours = [t.text for t in Transcriber(out, DecodeOptions(beam=4)).transcribe(audio)]
+    beam_sherpa = _sherpa_texts(out, audio, beam=4)
+    # two implementations of modified beam search (hypothesis merging, length normalization by
+    # tokens + 1 against tokens + context size): most transcripts the same
+    assert sum(a == b for a, b in zip(beam_sherpa, beam_ours, strict=True)) >= 0.75 * len(audio)
+
+
+@pytest.mark.slow
+def test_what_sherpa_onnx_cannot_run_is_refused_in_one_line(sherpa_runs, tone_run, tmp_path, monkeypatch, capsys):
+    kaldi_run, _ = tone_run  # trained with the default preset
+    code, out, err = run_main(
+        monkeypatch, capsys, "export", str(kaldi_run), "--format", "sherpa-onnx", "-o", str(tmp_path / "a")
+    )
+    assert code == 2 and "--set features.preset=sherpa" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "a").exists()
+    code, out, err = run_main(
+        monkeypatch,
+        capsys,
+        "export",
+        str(sherpa_runs["lstm_transducer"]),
+        "--format",
+        "sherpa-onnx",
+        "-o",
+        str(tmp_path / "b"),
+    )
+    assert code == 2 and "lstm predictor" in err and "NeMo transducer layout" in err
+    code, out, err = run_main(monkeypatch, capsys, "export", str(kaldi_run), "--format", "tflite", "-o", str(tmp_path))
+    assert code != 0 and "sherpa-onnx" in err
+
+
+@pytest.mark.slow
+def test_the_sherpa_benchmark_measures_both_engines_on_the_same_export(sherpa_runs):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import sherpa_bench
+
+    result = sherpa_bench.measure(sherpa_runs["conformer_transducer"], "train", threads=1, beam=4, limit=6)
+    measured, engines = result["measured"], result["engines"]
+    engine_names = {"sherpa_greedy", "asrbench_onnx_greedy", "pytorch_greedy", "sherpa_beam", "asrbench_onnx_beam"}
+    assert set(engines) == engine_names
+    assert all(engine["rtfx"] > 0 and 0 <= engine["wer"] for engine in engines.values())
+    assert measured["greedy_identical"]["utterances"] == 6 and measured["greedy_identical"]["identical"] >= 5
+    gap = abs(engines["sherpa_beam"]["wer"] - engines["asrbench_onnx_beam"]["wer"])
+    assert measured["beam_wer_gap"]["value"] == pytest.approx(gap)
