@@ -1045,7 +1045,9 @@ def score_command(
     missing_as_empty: bool = typer.Option(
         False, "--missing-as-empty", help="Score an id missing from one file as an empty text."
     ),
-    normalizer: str = typer.Option("basic-1", "--normalizer", help="Text normalizer for both sides: basic-1 | none"),
+    normalizer: str = typer.Option(
+        "basic-1", "--normalizer", help="Text normalizer for both sides: basic-1 | none | whisper-en"
+    ),
     resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for the 95% CIs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples."),
     out: Optional[Path] = typer.Option(
@@ -1237,7 +1239,9 @@ def lm_train(
     order: int = typer.Option(3, "--order", help="n-gram order."),
     out: Path = typer.Option(..., "--out", "-o", help="LM dir to write lm.arpa, lexicon.txt and lm.json into."),
     unit: str = typer.Option("word", "--unit", help="word | char"),
-    normalizer: str = typer.Option("basic-1", "--normalizer", help="Text normalizer applied before training."),
+    normalizer: str = typer.Option(
+        "basic-1", "--normalizer", help="Text normalizer applied before training: basic-1 | none | whisper-en"
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
 ) -> None:
     """Train a Kneser-Ney n-gram LM on a data dir's training transcripts."""

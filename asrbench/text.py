@@ -26,7 +26,27 @@ def _none(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-NORMALIZERS = {"basic-1": _basic_1, "none": _none}
+_WHISPER_EN: list = []  # the whisper-normalizer package's EnglishTextNormalizer, built on first use
+
+
+def _whisper_en(text: str) -> str:
+    """Whisper's English normalizer (Radford et al. 2022, appendix C; the Open ASR Leaderboard
+    scores after it): lower case, bracketed and parenthesized spans removed, contractions and
+    titles spelled out, spoken numbers and currencies as digits, British spellings made American.
+    From the whisper-normalizer package (MIT, a copy of openai/whisper's EnglishTextNormalizer
+    without the model), which passes openai/whisper's own normalizer tests."""
+    if not _WHISPER_EN:
+        try:
+            from whisper_normalizer.english import EnglishTextNormalizer
+        except ImportError:
+            raise AsrbenchError(
+                "--normalizer whisper-en needs the whisper-normalizer package: pip install 'asrbench[whisper]'"
+            ) from None
+        _WHISPER_EN.append(EnglishTextNormalizer())
+    return _SPACES.sub(" ", _WHISPER_EN[0](text)).strip()
+
+
+NORMALIZERS = {"basic-1": _basic_1, "none": _none, "whisper-en": _whisper_en}
 DEFAULT_NORMALIZER = "basic-1"
 
 
