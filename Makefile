@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=77"
 	$(BIN)/python -m pip install --quiet "$(TORCH_PIN)" "$(TORCHAUDIO_PIN)"
-	$(BIN)/python -m pip install --quiet -e ".[synth,dev,flashlight,plot,tensorboard,ray,vad,onnx,sherpa,whisper,report]" "$(TORCH_PIN)"
+	$(BIN)/python -m pip install --quiet -e ".[synth,dev,flashlight,plot,tensorboard,ray,vad,onnx,sherpa,whisper,hf,report]" "$(TORCH_PIN)"
 	touch $(STAMP)
 
 # No test is skipped: a test that needs a Debian package gets it installed when it is missing and we are

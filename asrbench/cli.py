@@ -257,7 +257,9 @@ def run_app() -> None:
 
 @_command(data_app, "prepare")
 def data_prepare(
-    corpus: str = typer.Argument(..., help="an4 | fsdd | yesno | librispeech | kaldi | manifest | lhotse"),
+    corpus: str = typer.Argument(
+        ..., help="an4 | fsdd | yesno | librispeech | kaldi | manifest | lhotse | hf | commonvoice"
+    ),
     src: Optional[Path] = typer.Argument(None, help="Corpus folder (for manifest: or name files with --train ...)."),
     out: Path = typer.Option(..., "--out", "-o", help="Data dir to write train/dev/test.jsonl into."),
     train: Optional[Path] = typer.Option(None, "--train", help="manifest, lhotse: the training manifest file."),
@@ -271,18 +273,49 @@ def data_prepare(
         "skips them with a note).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
+    text_column: Optional[str] = typer.Option(
+        None, "--text-column", help="hf: the text column (default: text, sentence, transcription, ...)."
+    ),
+    speaker_column: Optional[str] = typer.Option(
+        None, "--speaker-column", help="hf: the speaker column (default: speaker_id, client_id, speaker)."
+    ),
+    id_column: Optional[str] = typer.Option(
+        None, "--id-column", help="hf: the id column (default: id, ...; else the audio's file name)."
+    ),
+    split_map: Optional[str] = typer.Option(
+        None, "--split-map", help="hf: our splits from the dataset's, e.g. train=train,dev=validation,test=test."
+    ),
+    train_from: Optional[str] = typer.Option(
+        None,
+        "--train-from",
+        help="commonvoice: train (train.tsv, the default) or validated (validated minus dev/test clips and speakers).",
+    ),
 ) -> None:
     """Write JSONL manifests for a corpus on disk.
 
     manifest: a folder of NeMo-style manifests (train[_manifest], dev[_manifest] | validation[_manifest] |
-    val[_manifest], test[_manifest], each .json or .jsonl), or the files one by one with --train/--dev/--test."""
+    val[_manifest], test[_manifest], each .json or .jsonl), or the files one by one with --train/--dev/--test.
+    hf: a Hugging Face dataset on disk (save_to_disk, or Parquet/Arrow shards); audio bytes are written to
+    OUT/audio/ as FLAC once. commonvoice: a Common Voice language folder (clips/, train/dev/test.tsv)."""
     from asrbench import fileio
     from asrbench.data.prepare import prepare_corpus
     from asrbench.progress import console
 
     fileio.refuse_to_replace([out / f"{split}.jsonl" for split in ("train", "dev", "test")], overwrite)
+    options = {
+        "text_column": text_column,
+        "speaker_column": speaker_column,
+        "id_column": id_column,
+        "split_map": split_map,
+        "train_from": train_from,
+    }
     report = prepare_corpus(
-        corpus, src, out, files={"train": train, "dev": dev, "test": test}, skip_missing=skip_missing
+        corpus,
+        src,
+        out,
+        files={"train": train, "dev": dev, "test": test},
+        skip_missing=skip_missing,
+        options=options,
     )
     console.print(
         f"{corpus}: " + ", ".join(f"{split} {count}" for split, count in report.counts.items()) + f" -> {out}"
@@ -611,6 +644,9 @@ def decode_command(
     no_cost: bool = typer.Option(
         False, "--no-cost", help="Skip the cost figures (GFLOPs/s and the end-to-end RTFx pass): a faster decode."
     ),
+    normalizer: str = typer.Option(
+        "basic-1", "--normalizer", help="Text normalizer the WER is scored under: basic-1 | none | whisper-en"
+    ),
 ) -> None:
     """Decode a split; writes decode/<split>/hypotheses.jsonl and result.json."""
     from asrbench.decoding.decode import decode
@@ -650,6 +686,7 @@ def decode_command(
         chunk_ms=chunk_ms,
         left_chunks=left_chunks,
         measure_cost=not no_cost,
+        normalizer=normalizer,
     )
     where = f"{split}-{result.tag}" if result.tag else split
     search = f", search RTFx {result.search_rtfx:,.0f}" if result.search_rtfx else ""
@@ -1033,6 +1070,32 @@ def compare_command(
         typer.echo(text, nl=False)
 
 
+def _score_external(
+    reference, hypothesis, name, out, split, normalizer, missing_as_empty, resamples, seed, utt2spk, overwrite
+):
+    """``score --name``: the system dir (asrbench.studies.external), then its line of figures."""
+    from asrbench import fileio
+    from asrbench.progress import console
+    from asrbench.scoring.metrics import format_rate
+    from asrbench.studies.external import check_name, write_external
+
+    check_name(name)
+    if out is None:
+        _fail(f"--name {name}: give --out, the system dir to write (e.g. --out runs/external/{name})")
+    fileio.refuse_to_replace([out / "decode" / split], overwrite)
+    result = write_external(
+        reference, hypothesis, name, out, split, normalizer, missing_as_empty, resamples, seed, utt2spk
+    )
+    interval = f"{result.wer_ci[0]:.2f}–{result.wer_ci[1]:.2f}" if result.wer_ci else "n/a"
+    method = result.ci.method if result.ci else ""
+    console.print(
+        f"{name} (external): WER {format_rate(result.wer)}% (95% CI {interval}, {method}) over {result.words} "
+        f"words, normalizer {normalizer} -> {out}; compare it: asrbench compare {out} RUN ...",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
 @_command(app, "score")
 def score_command(
     reference: Path = typer.Argument(
@@ -1055,6 +1118,13 @@ def score_command(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
     utt2spk: Optional[Path] = typer.Option(None, "--utt2spk", help="Kaldi utt2spk file: the speaker of each id."),
+    name: Optional[str] = typer.Option(
+        None,
+        "--name",
+        help="Write --out as a system dir named NAME (decode/<split>/result.json, hypotheses.jsonl; "
+        "system: external) that compare, report and the length study take beside trained runs.",
+    ),
+    split: str = typer.Option("test", "--split", help="With --name: the split the result is filed under."),
 ) -> None:
     """Score any system's hypotheses against references: WER, CER, S/D/I, bootstrap CIs.
 
@@ -1062,12 +1132,19 @@ def score_command(
     line ends in '(id)' (the whole id; decode's ref.trn and hyp.trn score as a pair), else Kaldi; a
     UTF-8 byte-order mark is ignored. decode's hypotheses.jsonl works as either file (its 'ref' field
     as references, 'hyp' as hypotheses). Per-speaker rates come
-    only when every utterance's speaker is given: --utt2spk or a JSONL 'speaker' field (never the ids)."""
+    only when every utterance's speaker is given: --utt2spk or a JSONL 'speaker' field (never the ids).
+    A CSV (*.csv) has a header naming its id and text columns (id, utt_id, utterance_id, key; ref/hyp,
+    text, transcript, transcription, prediction, sentence; optionally speaker)."""
     from asrbench.progress import console
     from asrbench.scoring.metrics import REPORT_FILES, render_score, score_files, undefined_rate_warning
 
     if fmt not in ("table", "json"):
         _fail(f"unknown format '{fmt}' (valid: table, json)")
+    if name is not None:
+        _score_external(
+            reference, hypothesis, name, out, split, normalizer, missing_as_empty, resamples, seed, utt2spk, overwrite
+        )
+        return
     if out is not None:
         from asrbench import fileio
 

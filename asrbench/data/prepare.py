@@ -57,8 +57,10 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from asrbench.data.audio import audio_info
+from asrbench.data.commonvoice import prepare_commonvoice
 from asrbench.data.corpus import (
     MAX_EXAMPLES,
     Candidate,
@@ -68,6 +70,7 @@ from asrbench.data.corpus import (
     collapse_spaces,
     read_lines,
 )
+from asrbench.data.hf import prepare_hf, refuse_hub_name
 from asrbench.data.lhotse import prepare_lhotse, read_lhotse_file
 from asrbench.data.manifest import SPLITS, Utterance, json_object, write_data_dir
 from asrbench.errors import AsrbenchError, did_you_mean
@@ -392,6 +395,16 @@ def prepare_manifest(src: Path, report: PrepareReport) -> dict[str, list[Candida
     return {split: _read_nemo_manifest(_find_manifest(src, split)) for split in SPLITS}
 
 
+def _prepare_hf(src: Path, report: PrepareReport, out: Path, options: Mapping[str, Any]) -> dict[str, list[Candidate]]:
+    return prepare_hf(src, report, out, dict(options))
+
+
+def _prepare_commonvoice(
+    src: Path, report: PrepareReport, out: Path, options: Mapping[str, Any]
+) -> dict[str, list[Candidate]]:
+    return prepare_commonvoice(src, report, options.get("train_from") or "train")
+
+
 CORPORA: dict[str, Preparer] = {
     "an4": prepare_an4,
     "fsdd": prepare_fsdd,
@@ -400,6 +413,19 @@ CORPORA: dict[str, Preparer] = {
     "kaldi": prepare_kaldi,
     "manifest": prepare_manifest,
     "lhotse": prepare_lhotse,
+}
+# Corpora whose preparer also takes the output dir (hf writes audio bytes to its store) and options.
+WITH_OPTIONS: dict[str, Callable[[Path, PrepareReport, Path, Mapping[str, Any]], dict[str, list[Candidate]]]] = {
+    "hf": _prepare_hf,
+    "commonvoice": _prepare_commonvoice,
+}
+# Each corpus option (a key of prepare_corpus's ``options``) and the corpus that takes it.
+OPTION_CORPUS = {
+    "text_column": "hf",
+    "speaker_column": "hf",
+    "id_column": "hf",
+    "split_map": "hf",
+    "train_from": "commonvoice",
 }
 
 # Corpora whose splits may also be named file by file (--train F --dev F --test F).
@@ -508,6 +534,7 @@ def prepare_corpus(
     progress: bool = True,
     files: Mapping[str, Path | None] | None = None,
     skip_missing: bool = False,
+    options: Mapping[str, Any] | None = None,
 ) -> PrepareReport:
     """Write ``out/<split>.jsonl`` for ``corpus`` found at ``src``; see the module docstring.
 
@@ -516,8 +543,14 @@ def prepare_corpus(
     skipped in train with a note; in any other split it fails (its ids listed) unless ``skip_missing``:
     a benchmark's dev and test sets never shrink silently.
     """
-    if corpus not in CORPORA:
-        raise AsrbenchError(f"unknown corpus '{corpus}'{did_you_mean(corpus, CORPORA)} (valid: {', '.join(CORPORA)})")
+    known = {**CORPORA, **WITH_OPTIONS}
+    if corpus not in known:
+        raise AsrbenchError(f"unknown corpus '{corpus}'{did_you_mean(corpus, known)} (valid: {', '.join(known)})")
+    options = {key: value for key, value in (options or {}).items() if value not in (None, "")}
+    for key in options:
+        if key != "progress" and OPTION_CORPUS.get(key) != corpus:
+            flag = "--" + key.replace("_", "-")
+            raise AsrbenchError(f"{flag} is an option of `data prepare {OPTION_CORPUS.get(key)}`, not of {corpus}")
     named = {split: Path(path) for split, path in (files or {}).items() if path is not None}
     report = PrepareReport()
     if named:
@@ -545,9 +578,14 @@ def prepare_corpus(
                 else ""
             )
             raise AsrbenchError(f"{src}: a file, not a corpus folder{hint}")
+        if corpus == "hf":
+            refuse_hub_name(Path(src))  # a hub name with no local copy: how to get one
         if not Path(src).is_dir():
             raise AsrbenchError(f"{src}: corpus folder not found")
-        candidates = CORPORA[corpus](Path(absolute(src)), report)
+        if corpus in WITH_OPTIONS:
+            candidates = WITH_OPTIONS[corpus](Path(absolute(src)), report, Path(out), {"progress": progress, **options})
+        else:
+            candidates = CORPORA[corpus](Path(absolute(src)), report)
     splits = _build_splits(corpus, candidates, report, progress, skip_missing)
     report.counts = write_data_dir(out, splits)
     return report

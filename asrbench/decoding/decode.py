@@ -278,7 +278,8 @@ def _score_split(
     rate; writes the per-utterance scores into ``out_dir`` on the way (:func:`_write_scores`)."""
     references = [utt.text for utt in features.utterances]
     rates = error_rates(references, recognition.hypotheses, normalizer)
-    token_rates = _token_rates(tokenizer, references, recognition.token_ids, normalizer)
+    # the token error rate is in the model's units: its references normalized as the tokenizer's were
+    token_rates = _token_rates(tokenizer, references, recognition.token_ids, DEFAULT_NORMALIZER)
     scores = _write_scores(out_dir, features, recognition.hypotheses, normalizer)
     speakers = speaker_groups(scores, {utt.id: utt.speaker for utt in features.utterances})
     return {**rates.to_dict(), **confidence_intervals(scores, groups=speakers), **token_rates}
@@ -345,6 +346,7 @@ def decode(
     chunk_ms: float = 0.0,
     left_chunks: int = -1,
     measure_cost: bool = True,
+    normalizer: str = DEFAULT_NORMALIZER,
 ) -> DecodeResult:
     """Decode ``split`` with the run's best checkpoint; returns the :class:`DecodeResult` written to result.json.
 
@@ -356,7 +358,9 @@ def decode(
     left context (-1: all), into ``decode/<split>-chunk<ms>/`` unless tagged, and measures its
     latency (:func:`_streaming_figures`). ``measure_cost`` False skips the cost figures (GFLOPs/s,
     the end-to-end RTFx pass): result.json then holds neither, like a file written before them.
+    ``normalizer`` (asrbench.text) scores WER and CER; result.json records it.
     """
+    normalize("", normalizer)  # an unknown name, or a normalizer whose package is missing: one line, before any work
     run_dir = rundir.require_run_dir(run_dir)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -385,7 +389,6 @@ def decode(
         model, features, loaded.cmvn, loaded.tokenizer, torch_device, batch_frames, warmup=True, searcher=searcher
     )
     speed = _end_to_end(model, searcher, features, loaded, batch_frames, torch_device) if measure_cost else {}
-    normalizer = DEFAULT_NORMALIZER
     rates = _score_split(out_dir, features, recognition, loaded.tokenizer, normalizer)
     streamed = (
         None
@@ -400,7 +403,7 @@ def decode(
             chunk_ms,
             left_chunks,
             torch_device,
-            [normalize(utt.text, normalizer) for utt in features.utterances],
+            [normalize(utt.text, DEFAULT_NORMALIZER) for utt in features.utterances],  # tokenized: the model's units
         )
     )
     result = DecodeResult.from_dict(

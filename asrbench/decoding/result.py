@@ -233,6 +233,8 @@ _KEYS = {
     "end_to_end_batch_size": "number",
     "end_to_end_threads": "int",
     "checkpoint_mtime": "number",  # bench: the best checkpoint's mtime the result belongs to
+    # issue 33: "external" for a system scored from its transcripts (`asrbench score --name`), not trained here
+    "system": "str",
 }
 # Keys written only when they hold a value: an older file reads and writes back unchanged.
 _WRITTEN_WHEN_SET = (
@@ -242,6 +244,7 @@ _WRITTEN_WHEN_SET = (
     "end_to_end_batch_size",
     "end_to_end_threads",
     "checkpoint_mtime",
+    "system",
 )
 
 
@@ -294,6 +297,7 @@ class DecodeResult:
     end_to_end_batch_size: float | None = None
     end_to_end_threads: int | None = None
     checkpoint_mtime: float | None = None  # written by bench only
+    system: str | None = None  # "external": scored from another system's transcripts, not trained or decoded here
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as read
     format: str = FORMAT  # the layout the file was written in (old files: "asrbench-result-0")
 

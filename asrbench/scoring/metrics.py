@@ -481,9 +481,56 @@ def _read_lines(path: Path) -> list[str]:
         raise AsrbenchError(f"{path}: cannot read ({err})") from None
 
 
-def read_transcripts(path: str | Path, side: str = "ref") -> Transcripts:
-    """Read ``id text`` lines (Kaldi), JSONL or sclite trn (``TEXT (ID)``, what decode writes).
+CSV_ID_COLUMNS = ("id", "utt_id", "utterance_id", "key")
+CSV_TEXT_COLUMNS = ("text", "transcript", "transcription", "prediction", "sentence")
+CSV_SPEAKER_COLUMNS = ("speaker", "spk", "speaker_id", "client_id")
 
+
+def _read_csv(path: Path, lines: list[str], side: str) -> Transcripts:
+    """A CSV with a header row: the id from the first of :data:`CSV_ID_COLUMNS` it has, the text from
+    ``ref``/``hyp`` (by ``side``) or the first of :data:`CSV_TEXT_COLUMNS`, the speaker where a
+    column of :data:`CSV_SPEAKER_COLUMNS` gives one."""
+    import csv
+
+    reader = csv.reader(lines)
+    header = [name.strip() for name in next(reader, [])]
+    lowered = [name.lower() for name in header]
+
+    def find(names: tuple[str, ...]) -> int | None:
+        return next((lowered.index(name) for name in names if name in lowered), None)
+
+    def column(names: tuple[str, ...], what: str) -> int:
+        found = find(names)
+        if found is None:
+            raise AsrbenchError(
+                f"{path}:1: a CSV needs a header naming its {what} column ({', '.join(names)}); "
+                f"it has {', '.join(header) or 'none'}"
+            )
+        return found
+
+    id_column = column(CSV_ID_COLUMNS, "id")
+    text_column = column(("ref" if side == "ref" else "hyp", *CSV_TEXT_COLUMNS), "text")
+    speaker_column = find(CSV_SPEAKER_COLUMNS)
+    texts: dict[str, str] = {}
+    speakers: dict[str, str] = {}
+    for number, row in enumerate(reader, start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise AsrbenchError(f"{path}:{number}: {len(row)} fields, the header has {len(header)}")
+        utterance_id = row[id_column].strip()
+        if not utterance_id or utterance_id in texts:
+            raise AsrbenchError(f"{path}:{number}: {'duplicate' if utterance_id else 'empty'} id {utterance_id!r}")
+        texts[utterance_id] = row[text_column]
+        if speaker_column is not None and row[speaker_column].strip():
+            speakers[utterance_id] = row[speaker_column].strip()
+    return Transcripts(path, texts, speakers)
+
+
+def read_transcripts(path: str | Path, side: str = "ref") -> Transcripts:
+    """Read ``id text`` lines (Kaldi), JSONL, sclite trn (``TEXT (ID)``, what decode writes) or CSV.
+
+    A file named ``*.csv`` is a CSV with a header row (:func:`_read_csv`).
     JSONL when the first non-blank line starts with '{'; else trn when the file is named ``*.trn``
     or every non-blank line ends in ``(ID)``; else Kaldi. JSONL rows need ``id`` and a text: the
     reference side reads ``ref`` else ``text``, the hypothesis side ``hyp`` else ``text`` (so
@@ -495,6 +542,8 @@ def read_transcripts(path: str | Path, side: str = "ref") -> Transcripts:
     """
     path = Path(path)
     lines = _read_lines(path)
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path, lines, side)
     first = next((line.lstrip() for line in lines if line.strip()), "")
     jsonl = first.startswith("{")
     text_keys = ("ref" if side == "ref" else "hyp", "text")
@@ -561,6 +610,43 @@ def _missing(ids: list[str], in_file: Path, other: Path, what: str) -> AsrbenchE
     )
 
 
+@dataclass
+class ScoredPair:
+    """A reference file scored against a hypothesis file, utterance by utterance (:func:`score_pair`)."""
+
+    reference_file: Path
+    hypothesis_file: Path
+    scores: list[UtteranceScore]  # the reference file's order, then ids only the hypotheses have
+    speakers: dict[str, str]  # id -> speaker where given (utt2spk, else the files' speaker fields)
+    missing_hypotheses: int
+    missing_references: int
+
+
+def score_pair(
+    reference_path: str | Path,
+    hypothesis_path: str | Path,
+    normalizer: str = DEFAULT_NORMALIZER,
+    missing_as_empty: bool = False,
+    utt2spk: str | Path | None = None,
+) -> ScoredPair:
+    """Match the two files' utterances by id and score each (see :func:`score_files`)."""
+    refs, hyps = read_transcripts(reference_path, "ref"), read_transcripts(hypothesis_path, "hyp")
+    if not refs.texts:
+        raise AsrbenchError(f"{refs.path}: no utterances")
+    no_hypothesis = [utterance_id for utterance_id in refs.texts if utterance_id not in hyps.texts]
+    no_reference = [utterance_id for utterance_id in hyps.texts if utterance_id not in refs.texts]
+    if not missing_as_empty and no_hypothesis:
+        raise _missing(no_hypothesis, hyps.path, refs.path, "hypothesis")
+    if not missing_as_empty and no_reference:
+        raise _missing(no_reference, refs.path, hyps.path, "reference")
+    ids = list(refs.texts) + no_reference
+    scores = score_utterances(
+        [refs.texts.get(i, "") for i in ids], [hyps.texts.get(i, "") for i in ids], normalizer, ids
+    )
+    speakers = {**hyps.speakers, **refs.speakers, **(read_utt2spk(utt2spk) if utt2spk else {})}
+    return ScoredPair(refs.path, hyps.path, scores, speakers, len(no_hypothesis), len(no_reference))
+
+
 def score_files(
     reference_path: str | Path,
     hypothesis_path: str | Path,
@@ -581,29 +667,17 @@ def score_files(
     come from ``utt2spk``, else from the files' ``speaker`` fields, never from the ids; the
     per-speaker rows are None when they are not known for every utterance (:func:`known_speakers`).
     """
-    refs, hyps = read_transcripts(reference_path, "ref"), read_transcripts(hypothesis_path, "hyp")
-    if not refs.texts:
-        raise AsrbenchError(f"{refs.path}: no utterances")
-    no_hypothesis = [utterance_id for utterance_id in refs.texts if utterance_id not in hyps.texts]
-    no_reference = [utterance_id for utterance_id in hyps.texts if utterance_id not in refs.texts]
-    if not missing_as_empty and no_hypothesis:
-        raise _missing(no_hypothesis, hyps.path, refs.path, "hypothesis")
-    if not missing_as_empty and no_reference:
-        raise _missing(no_reference, refs.path, hyps.path, "reference")
-    ids = list(refs.texts) + no_reference
-    scores = score_utterances(
-        [refs.texts.get(i, "") for i in ids], [hyps.texts.get(i, "") for i in ids], normalizer, ids
-    )
-    speakers = {**hyps.speakers, **refs.speakers, **(read_utt2spk(utt2spk) if utt2spk else {})}
+    pair = score_pair(reference_path, hypothesis_path, normalizer, missing_as_empty, utt2spk)
+    scores, speakers = pair.scores, pair.speakers
     if out_dir is not None:
         write_report(out_dir, scores, speakers, normalizer)
     return {
         **summarize(scores, normalizer).to_dict(),
         **confidence_intervals(scores, resamples, seed=seed, groups=speaker_groups(scores, speakers)),
-        "reference_file": str(refs.path),
-        "hypothesis_file": str(hyps.path),
-        "missing_hypotheses": len(no_hypothesis),
-        "missing_references": len(no_reference),
+        "reference_file": str(pair.reference_file),
+        "hypothesis_file": str(pair.hypothesis_file),
+        "missing_hypotheses": pair.missing_hypotheses,
+        "missing_references": pair.missing_references,
         **speaker_report(scores, speakers),
         "confusions": confusions(scores, top),
     }

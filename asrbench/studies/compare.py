@@ -186,6 +186,7 @@ def _read_row(run_dir: Path, split: str) -> dict:
         "seeds": 1,
         "runs": [str(run_dir)],
         "pairs": [],
+        "system": result.system,  # "external": scored from its transcripts (`score --name`); None: a run
     }
 
 
@@ -573,8 +574,18 @@ def columns(rows: list[dict]) -> tuple[str, ...]:
     return shown[:at] + STREAM_COLUMNS + shown[at:]
 
 
+EXTERNAL_LEGEND = (
+    "(external): a system scored from its transcripts (`asrbench score --name`), not trained or "
+    "decoded here: no parameters, cost or training time."
+)
+
+
 def _row_cells(row: dict, shown: tuple[str, ...]) -> list[str]:
-    return [test_set_label(row) if key == TEST_SET_COLUMN else _cell(key, row.get(key)) for key in shown]
+    cells = [test_set_label(row) if key == TEST_SET_COLUMN else _cell(key, row.get(key)) for key in shown]
+    if row.get("system") and "model" in shown:
+        at = shown.index("model")
+        cells[at] = f"{cells[at]} ({row['system']})"
+    return cells
 
 
 def _has_statistics(rows: list[dict]) -> bool:
@@ -584,7 +595,9 @@ def _has_statistics(rows: list[dict]) -> bool:
 def _legend(rows: list[dict]) -> str | None:
     described = statistics_legend(rows)
     legend = [described] if described else []
-    return " ".join(legend + ([MIXED_LEGEND] if is_mixed(rows) else [])) or None
+    legend += [MIXED_LEGEND] if is_mixed(rows) else []
+    legend += [EXTERNAL_LEGEND] if any(row.get("system") for row in rows) else []
+    return " ".join(legend) or None
 
 
 def rich_table(rows: list[dict], title: str | None = None) -> Table:

@@ -62,6 +62,11 @@ def read_decode(run_dir: Path, split: str) -> tuple[DecodeResult, list[dict]]:
 
 def manifest_of(run_dir: Path, split: str, result: DecodeResult) -> Path:
     """The manifest a decode scored (its ``data_dir``'s split); a user error for a result without one."""
+    if result.data_dir is None and result.system:
+        raise AsrbenchError(
+            f"{result_path(run_dir, split)}: an {result.system} system scored against references that are not a "
+            f"prepared manifest, so no durations: score it again with the data dir's {split}.jsonl as REF"
+        )
     if result.data_dir is None:
         raise AsrbenchError(f"{result_path(run_dir, split)}: no 'data_dir' (decode the split again)")
     return split_path(Path(result.data_dir), split)

@@ -136,6 +136,11 @@ def table(headers: list[str], rows: list[list[tuple[str, object]]], table_id: st
 # -- sections ------------------------------------------------------------------------------------
 
 
+def _model_label(row: dict) -> str | None:
+    """The model's name, and ``(external)`` for a system scored from its transcripts."""
+    return f"{row.get('model')} ({row['system']})" if row.get("system") else row.get("model")
+
+
 def comparison_section(rows: list[dict]) -> str:
     """The comparison table. Runs of different test sets are shown with their set and a warning, and
     ranked only within their set (``compare.collect(..., allow_mixed=True)``)."""
@@ -164,7 +169,7 @@ def comparison_section(rows: list[dict]) -> str:
         body.append(
             [
                 (row["run"], row["run"]),
-                (row.get("model"), row.get("model")),
+                (_model_label(row), row.get("model")),
                 (compare.test_set_label(row), compare.test_set_label(row)),
                 (f"{row['params'] / 1e6:.2f}M" if row.get("params") else "–", row.get("params")),
                 (_number(row.get("wer")), row.get("wer")),
@@ -183,9 +188,10 @@ def comparison_section(rows: list[dict]) -> str:
             ]
         )
     described = compare.statistics_legend(rows) or ""
+    external = f" {compare.EXTERNAL_LEGEND}" if any(row.get("system") for row in rows) else ""
     note = (
         f'<p class="muted">{esc(described)} Test set: a hash of the utterance ids and references, and their '
-        "count. Click a header to sort.</p>"
+        f"count.{esc(external)} Click a header to sort.</p>"
     )
     sets = {compare.test_set_label(row) for row in rows}
     warning = (
@@ -215,8 +221,19 @@ def plots_section(rows: list[dict], scratch: Path) -> str:
 
 
 def length_section(run_dirs: list[Path], split: str, scratch: Path) -> str:
-    found = length.length_study(run_dirs, split)
     parts = ['<h2 id="breakdowns">By utterance length, reference words and speaker</h2>']
+    # A system scored from its transcripts against another reference file than a prepared manifest
+    # has no durations: it is left out here (and said so).
+    known = [run_dir for run_dir in run_dirs if length.read_decode(run_dir, split)[0].data_dir is not None]
+    if len(known) < len(run_dirs):
+        left_out = ", ".join(str(run_dir) for run_dir in run_dirs if run_dir not in known)
+        parts.append(
+            f'<p class="muted">Left out (no data dir to read durations from): {esc(left_out)}; score an '
+            "external system against the data dir's manifest (e.g. data/x/test.jsonl) to have it here.</p>"
+        )
+    if not known:
+        return "".join(parts)
+    found = length.length_study(known, split)
     if plots.available():
         parts.append(image(length.plot_length(found, scratch / "wer_by_duration.png").read_bytes(), "WER by duration"))
     titles = {"duration": "duration", "words": "reference words", "speaker": "speaker"}
