@@ -131,6 +131,20 @@ def make(name: str, seed: int = 0) -> torch.nn.Module:
 WORDS = {"LOW": 300.0, "HIGH": 1500.0}
 
 
+def write_tone_recipe(path: Path, data_dir: Path, models: dict, epochs: int = 60, **features) -> Path:
+    """A recipe for the tone corpus at ``data_dir`` (8 kHz, 23 bins, no SpecAugment, ``features``
+    added to its features section) training ``models`` for ``epochs``."""
+    recipe = {
+        "data": {"dir": str(data_dir)},
+        "features": {"sample_rate": 8000, "num_mel_bins": 23, **features},
+        "augment": {"spec_augment": False},
+        "train": {"epochs": epochs, "batch_frames": 400, "lr": 5.0e-3, "warmup_steps": 5},
+        "models": models,
+    }
+    path.write_text(json.dumps(recipe))  # JSON is YAML
+    return path
+
+
 def write_tone_corpus(root: Path, pauses: tuple[float, ...] = ()) -> Path:
     """Utterances of one or two tone 'words' (300 Hz = LOW, 1500 Hz = HIGH) separated by silence:
     0.1 s after each word, or one of ``pauses`` (seconds, drawn per word) when given."""

@@ -13,8 +13,7 @@ import datasets
 import numpy as np
 import pytest
 import soundfile
-import yaml
-from helpers import TINY, run_main, write_tone_corpus
+from helpers import TINY, run_main, write_tone_corpus, write_tone_recipe
 
 from asrbench.data.manifest import read_manifest
 from asrbench.data.prepare import prepare_corpus
@@ -210,18 +209,7 @@ def test_an_imported_corpus_trains_and_decodes_end_to_end(tmp_path: Path, layout
             )
     data_dir = tmp_path / "data"
     prepare_corpus(layout, source, data_dir, progress=False)
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(
-        yaml.safe_dump(
-            {
-                "data": {"dir": str(data_dir)},
-                "features": {"sample_rate": 8000, "num_mel_bins": 23},
-                "augment": {"spec_augment": False},
-                "train": {"epochs": 60, "batch_frames": 400, "lr": 5.0e-3, "warmup_steps": 5},
-                "models": {"cnn": TINY["cnn"] if "cnn" in TINY else {"subsample_channels": 4, "channels": 16}},
-            }
-        )
-    )
+    recipe = write_tone_recipe(tmp_path / "recipe.yaml", data_dir, {"cnn": TINY["cnn"]})
     run = tmp_path / "run"
     train(recipe, "cnn", run, seed=0)
     result = decode(run, "test")

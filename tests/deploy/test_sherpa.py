@@ -16,8 +16,7 @@ import pytest
 import sherpa_onnx
 import soundfile as sf
 import torch
-import yaml
-from helpers import TINY, run_main, write_tone_corpus
+from helpers import TINY, run_main, write_tone_corpus, write_tone_recipe
 
 from asrbench.data.audio import load_audio
 from asrbench.data.fbank import FeatureExtractor
@@ -150,22 +149,12 @@ def sherpa_runs(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("sherpa")
     data_dir = write_tone_corpus(root)
-    recipe = root / "recipe.yaml"
-    recipe.write_text(
-        yaml.safe_dump(
-            {
-                "data": {"dir": str(data_dir)},
-                "features": {"sample_rate": 8000, "num_mel_bins": 23, "preset": "sherpa"},
-                "augment": {"spec_augment": False},
-                "train": {"epochs": 60, "batch_frames": 400, "lr": 5.0e-3, "warmup_steps": 5},
-                "models": {
-                    "cnn": {"subsample_channels": 4, "channels": 16, "kernel_size": 5, "num_blocks": 2},
-                    "conformer_transducer": TINY["conformer_transducer"],
-                    "lstm_transducer": {**TINY["lstm_transducer"], "predictor": "lstm", "train": {"epochs": 1}},
-                },
-            }
-        )
-    )
+    models = {
+        "cnn": {"subsample_channels": 4, "channels": 16, "kernel_size": 5, "num_blocks": 2},
+        "conformer_transducer": TINY["conformer_transducer"],
+        "lstm_transducer": {**TINY["lstm_transducer"], "predictor": "lstm", "train": {"epochs": 1}},
+    }
+    recipe = write_tone_recipe(root / "recipe.yaml", data_dir, models, preset="sherpa")
     runs = {"data": data_dir}
     for name in ("cnn", "conformer_transducer", "lstm_transducer"):
         runs[name] = root / name
