@@ -625,6 +625,9 @@ def decode_command(
         None, "--length-norm/--no-length-norm", help="Attention search: rank by score / length."
     ),
     backend: Optional[str] = typer.Option(None, "--backend", help="CTC beam search: native | flashlight"),
+    max_symbols: Optional[int] = typer.Option(
+        None, "--max-symbols", help="Transducer beam search: tokens a hypothesis may emit per encoder frame (1)."
+    ),
     tag: str = typer.Option("", "--tag", help="Write to decode/<split>-<tag>/ instead of decode/<split>/."),
     tuned: bool = typer.Option(False, "--tuned", help="Use every value saved by `asrbench tune`."),
     threads: int = typer.Option(0, "--threads", help="Torch threads (0: torch's default); recorded with RTFx."),
@@ -671,6 +674,7 @@ def decode_command(
         length_bonus=length_bonus,
         length_norm=length_norm,
         backend=backend,
+        max_symbols=max_symbols,
     )
     result = decode(
         run_dir,

@@ -52,10 +52,13 @@ class DecodeOptions:
     length_bonus: float = 0.0  # attention beam search: added per token
     length_norm: bool = False  # attention beam search: rank ended hypotheses by score / length
     backend: str = "native"  # CTC beam search: native | flashlight (torchaudio's ctc_decoder)
+    max_symbols: int = 1  # transducer beam search: tokens a hypothesis may emit on one encoder frame
 
     def __post_init__(self) -> None:
         if self.beam < 1:
             raise AsrbenchError(f"--beam must be at least 1, not {self.beam}")
+        if self.max_symbols < 1:
+            raise AsrbenchError(f"--max-symbols must be at least 1, not {self.max_symbols}")
         if self.mode not in MODES:
             raise AsrbenchError(f"unknown decoding mode '{self.mode}' (valid: {', '.join(MODES)})")
         if self.backend not in BACKENDS:
@@ -250,9 +253,9 @@ def transducer_searcher(
     model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=None, lm=None, lexicon=None
 ) -> Searcher:
     """Greedy search (beam 1 without an LM or lexicon: up to the model's ``max_symbols_per_frame``
-    symbols a frame) or modified beam search (one symbol a frame), with word LM shallow fusion, a
-    word bonus and a lexicon (:mod:`asrbench.decoding.word_fusion`), over ``model.encode``; the
-    predictor and joiner run inside the search, so its "search" time includes them (as for
+    symbols a frame) or modified beam search (``options.max_symbols`` symbols a frame, 1 by default),
+    with word LM shallow fusion, a word bonus and a lexicon (:mod:`asrbench.decoding.word_fusion`),
+    over ``model.encode``; the predictor and joiner run inside the search, so its "search" time includes them (as for
     attention beam search). Phone models always search within their lexicon, as in CTC search."""
     if options.backend != "native":
         raise AsrbenchError(f"--backend {options.backend} is a CTC search backend: add --mode ctc")
@@ -277,11 +280,12 @@ def transducer_searcher(
     lm, lm_metadata, lexicon, lexicon_source = word_knowledge(options, tokenizer, data_dir, lm, lexicon)
     lm_weight = options.lm_weight if lm is not None else 0.0
     fused = lm is not None or lexicon is not None or options.word_bonus != 0.0
-    beam_options = TransducerBeamOptions(beam=options.beam, length_norm=options.length_norm)
+    beam_options = TransducerBeamOptions(
+        beam=options.beam, length_norm=options.length_norm, max_symbols_per_frame=options.max_symbols
+    )
     description = {
         "kind": "transducer_modified_beam",
         **asdict(beam_options),
-        "max_symbols_per_frame": 1,
         "lm": str(options.lm) if options.lm else None,
         "lm_weight": lm_weight,
         "word_bonus": options.word_bonus,

@@ -45,10 +45,15 @@ ScoreExtension = Callable[[int, tuple[int, ...], np.ndarray], np.ndarray]
 class TransducerBeamOptions:
     beam: int = 4  # hypotheses kept per utterance after every frame
     length_norm: bool = False  # rank the final hypotheses by score / (tokens + 1); icefall ranks so
+    # tokens a hypothesis may emit on one encoder frame: 1 is icefall's (and sherpa-onnx's) modified
+    # beam search; more lets characters at a low frame rate come out on time, as greedy search does
+    max_symbols_per_frame: int = 1
 
     def __post_init__(self) -> None:
         if self.beam < 1:
             raise AsrbenchError(f"transducer beam: beam must be at least 1, not {self.beam}")
+        if self.max_symbols_per_frame < 1:
+            raise AsrbenchError(f"--max-symbols must be at least 1, not {self.max_symbols_per_frame}")
 
 
 @dataclass
@@ -189,6 +194,72 @@ def _proposals(
     return chosen
 
 
+def _frame_rounds(
+    model, beams: _Beams, frame: torch.Tensor, options: TransducerBeamOptions, score_extension: ScoreExtension | None
+) -> _Beams:
+    """One encoder frame (``frame`` (B, D)) of modified beam search where a hypothesis may emit up
+    to ``options.max_symbols_per_frame`` tokens: in each round the hypotheses still open on the
+    frame extend by blank (which closes them) or by a token (which keeps them open, until the last
+    round); closed ones pass through. Hypotheses with the same tokens and openness merge by log-add,
+    and each utterance keeps its ``beam`` best after every round."""
+    is_open = [True] * len(beams.owners)
+    for round_ in range(options.max_symbols_per_frame):
+        rows = [row for row, flag in enumerate(is_open) if flag]
+        if not rows:
+            break
+        totals, tokens = _extensions(model, beams, rows, frame, options.beam, score_extension)
+        last = round_ + 1 == options.max_symbols_per_frame
+        kept = _round_choice(beams, is_open, rows, totals, tokens, options.beam, last)
+        beams = _advance(model, beams, [(row, token, score) for _, (row, token, score) in kept])
+        is_open = [key[2] for key, _ in kept]
+    return beams
+
+
+def _extensions(
+    model, beams: _Beams, rows: list[int], frame: torch.Tensor, beam: int, score_extension: ScoreExtension | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``beam`` best (scores, tokens) of each of ``rows`` on ``frame``, extension scores added."""
+    index = torch.tensor(rows, dtype=torch.long, device=beams.predicted.device)
+    owners = torch.tensor([beams.owners[row] for row in rows], dtype=torch.long, device=frame.device)
+    log_probs = model.join(frame[owners], beams.predicted.index_select(0, index))  # (rows, V)
+    top_log_probs, top_token_ids = log_probs.topk(min(beam, log_probs.size(1)), dim=-1)
+    totals = np.asarray([beams.scores[row] for row in rows])[:, None] + top_log_probs.double().cpu().numpy()
+    tokens = top_token_ids.cpu().numpy()
+    if score_extension is not None:
+        for at, row in enumerate(rows):
+            labels = tokens[at] != BLANK
+            if labels.any():
+                totals[at, labels] += score_extension(beams.owners[row], beams.prefixes[row], tokens[at, labels])
+    return totals, tokens
+
+
+def _round_choice(
+    beams: _Beams, is_open: list[bool], rows: list[int], totals: np.ndarray, tokens: np.ndarray, beam: int, last: bool
+) -> list[tuple[tuple[int, tuple[int, ...], bool], list]]:
+    """One round's hypotheses, ((owner, prefix, open), [source row, token, score]), each utterance's
+    ``beam`` best, grouped by utterance: closed rows pass through (token blank), open rows extend."""
+    candidates: dict[tuple[int, tuple[int, ...], bool], list] = {}
+    offers = [(row, BLANK, beams.scores[row], False) for row, flag in enumerate(is_open) if not flag]
+    offers += [
+        (row, int(tokens[at, column]), float(totals[at, column]), int(tokens[at, column]) != BLANK and not last)
+        for at, row in enumerate(rows)
+        for column in range(tokens.shape[1])
+        if totals[at, column] != float("-inf")
+    ]
+    for row, token, score, stays_open in offers:
+        prefix = beams.prefixes[row] + (token,) if token != BLANK else beams.prefixes[row]
+        key = (beams.owners[row], prefix, stays_open)
+        if key in candidates:  # the same tokens by another alignment
+            candidates[key][2] = float(np.logaddexp(candidates[key][2], score))
+        else:
+            candidates[key] = [row, token, score]
+    kept: list[tuple[tuple[int, tuple[int, ...], bool], list]] = []
+    by_owner = sorted(candidates.items(), key=lambda item: item[0][0])
+    for _, group in itertools.groupby(by_owner, key=lambda item: item[0][0]):
+        kept += sorted(group, key=lambda item: -item[1][2])[:beam]
+    return kept
+
+
 def _advance(model, beams: _Beams, chosen: list[tuple[int, int, float]]) -> _Beams:
     """The hypotheses ``chosen`` makes: the predictor reads the emitted tokens (one batched step)."""
     rows = [row for row, _, _ in chosen]
@@ -237,6 +308,9 @@ def modified_beam_search(
             beams = beams.select(model, live)
         if not live:
             break
+        if options.max_symbols_per_frame > 1:
+            beams = _frame_rounds(model, beams, encoded[:, t], options, score_extension)
+            continue
         owners = torch.tensor(beams.owners, dtype=torch.long, device=device)
         log_probs = model.join(encoded[owners, t], beams.predicted)  # (N, V)
         beams = _advance(model, beams, _proposals(beams, log_probs, options.beam, score_extension))

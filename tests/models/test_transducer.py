@@ -189,6 +189,36 @@ def test_beam_one_is_greedy_search_with_one_symbol_per_frame(variant):
         assert hypotheses[0].score == pytest.approx(best.score, abs=1e-4)
 
 
+@pytest.mark.parametrize("max_symbols", [2, 3])
+def test_beam_one_with_several_symbols_a_frame_is_greedy_search_with_as_many(variant, max_symbols):
+    model = make(*variant, seed=4).eval()
+    encoded, lengths = _encoded(model)
+    greedy = greedy_search(model, encoded, lengths, max_symbols_per_frame=max_symbols)
+    options = TransducerBeamOptions(beam=1, max_symbols_per_frame=max_symbols)
+    beam = modified_beam_search(model, encoded, lengths, options)
+    assert any(len(h.token_ids) > int(n) for h, n in zip(greedy, lengths, strict=True))  # some frame emits twice
+    for hypotheses, best in zip(beam, greedy, strict=True):
+        assert hypotheses[0].token_ids == best.token_ids
+        assert hypotheses[0].score == pytest.approx(best.score, abs=1e-4)
+
+
+def test_several_symbols_a_frame_widen_beam_search(variant):
+    """Beam 4 with up to 3 symbols a frame: batched as alone, distinct hypotheses best first (beam
+    search keeps no guarantee to reach greedy's score; beam 1 equals greedy, above)."""
+    model = make(*variant, seed=5).eval()
+    encoded, lengths = _encoded(model)
+    options = TransducerBeamOptions(beam=4, max_symbols_per_frame=3)
+    batch = modified_beam_search(model, encoded, lengths, options)
+    for i, hypotheses in enumerate(batch):
+        assert 1 <= len(hypotheses) <= 4
+        assert len({tuple(h.token_ids) for h in hypotheses}) == len(hypotheses)
+        assert [h.score for h in hypotheses] == sorted((h.score for h in hypotheses), reverse=True)
+        alone = modified_beam_search(model, encoded[i : i + 1, : int(lengths[i])], lengths[i : i + 1], options)[0]
+        assert [h.token_ids for h in alone] == [h.token_ids for h in hypotheses]
+    with pytest.raises(AsrbenchError, match="--max-symbols must be at least 1"):
+        TransducerBeamOptions(max_symbols_per_frame=0)
+
+
 def test_beam_search_finds_a_score_at_least_greedy_and_distinct_hypotheses(variant):
     model = make(*variant, seed=5).eval()
     encoded, lengths = _encoded(model)
