@@ -49,6 +49,7 @@ OPTION_LIMITS = {
     "data features jobs": NON_NEGATIVE,
     "gpus_per_run": NON_NEGATIVE,
     "beam": POSITIVE,
+    "max_symbols": POSITIVE,
     "lm_weight": NON_NEGATIVE,
     "word_bonus": FINITE,
     "length_bonus": FINITE,
@@ -626,7 +627,9 @@ def decode_command(
     ),
     backend: Optional[str] = typer.Option(None, "--backend", help="CTC beam search: native | flashlight"),
     max_symbols: Optional[int] = typer.Option(
-        None, "--max-symbols", help="Transducer beam search: tokens a hypothesis may emit per encoder frame (1)."
+        None,
+        "--max-symbols",
+        help="Transducer beam search: tokens a hypothesis may emit per encoder frame (1).",
     ),
     tag: str = typer.Option("", "--tag", help="Write to decode/<split>-<tag>/ instead of decode/<split>/."),
     tuned: bool = typer.Option(False, "--tuned", help="Use every value saved by `asrbench tune`."),
