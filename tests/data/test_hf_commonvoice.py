@@ -9,7 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
 import soundfile
@@ -33,8 +32,17 @@ def _encoded(samples: np.ndarray, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def _dataset(rows: list[dict]) -> datasets.Dataset:
+def _datasets():
+    """The datasets package, imported when a test builds a dataset (it takes seconds to import, and
+    every test process collects this file)."""
+    import datasets
+
+    return datasets
+
+
+def _dataset(rows: list[dict]):
     """A Dataset whose ``audio`` column has the Audio feature (bytes and path stored, as the hub does)."""
+    datasets = _datasets()
     raw = datasets.Features(
         {
             "audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
@@ -58,7 +66,7 @@ def _split_rows(split: str, count: int) -> list[dict]:
 
 def test_a_saved_dataset_dict_prepares_with_its_audio_bytes_written_once_as_flac(tmp_path: Path):
     saved = tmp_path / "saved"
-    datasets.DatasetDict(
+    _datasets().DatasetDict(
         {name: _dataset(_split_rows(name, 3)) for name in ("train", "validation", "test")}
     ).save_to_disk(str(saved))
     out = tmp_path / "data"

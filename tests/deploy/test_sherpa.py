@@ -11,7 +11,6 @@ from pathlib import Path
 
 import kaldi_native_fbank as knf
 import numpy as np
-import onnx
 import pytest
 import sherpa_onnx
 import soundfile as sf
@@ -208,8 +207,14 @@ def _sherpa_texts(export: Path, audio: list[Path], beam: int = 1) -> list[str]:
     return texts
 
 
+def _onnx_model(path: Path):
+    import onnx  # seconds to import: only in the tests that read a graph (every test process collects this file)
+
+    return onnx.load(str(path))
+
+
 def _metadata(path: Path) -> dict[str, str]:
-    return {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}
+    return {entry.key: entry.value for entry in _onnx_model(path).metadata_props}
 
 
 @pytest.mark.slow
@@ -221,7 +226,7 @@ def test_a_ctc_export_loads_in_sherpa_onnx_and_transcribes_as_asrbench_does(sher
     assert max(manifest["max_abs_difference_vs_pytorch"][name] for name in ("model.onnx",)) < 1e-4
     metadata = _metadata(out / "model.onnx")
     assert metadata["model_type"] == "zipformer2_ctc" and metadata["subsampling_factor"] == "4"
-    assert [i.name for i in onnx.load(str(out / "model.onnx")).graph.input] == ["x", "x_lens"]
+    assert [i.name for i in _onnx_model(out / "model.onnx").graph.input] == ["x", "x_lens"]
     assert (out / "tokens.txt").read_text(encoding="utf-8").splitlines()[0] == "<blk> 0"
     audio = _audio(sherpa_runs["data"])
     ours = [t.text for t in Transcriber(out).transcribe(audio)]
