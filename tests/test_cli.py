@@ -64,6 +64,7 @@ def test_models_prints_the_encoder_by_head_matrix_at_a_recipe_s_options():
     ]
 
 
+@pytest.mark.slow  # it counts the FLOPs of all 30 models (about 10 s): in make test, not in make test-fast
 def test_models_shows_each_model_s_gflops_per_second_beside_its_parameters():
     """Issue 30: the forward GFLOPs per second of audio (asrbench.models.cost) in the list and the matrix."""
     from asrbench.models.cost import forward_gflops_per_second
