@@ -49,6 +49,10 @@ Corpora (``src`` is the folder given on the command line):
   ``-2``, ``-3``, ... appended to repeats.
 - ``lhotse``: lhotse CutSets, or SupervisionSets with their RecordingSets (``.jsonl[.gz]``), read
   without lhotse installed; see :mod:`asrbench.data.lhotse`.
+- ``hf``: a Hugging Face dataset on disk (``save_to_disk`` folders, Parquet/Arrow shards), its audio
+  bytes written once to ``out``'s FLAC store; see :mod:`asrbench.data.hf`.
+- ``commonvoice``: a Common Voice language folder (``clips/*.mp3``, the TSVs); see
+  :mod:`asrbench.data.commonvoice`.
 """
 
 from __future__ import annotations
