@@ -12,7 +12,6 @@ from pathlib import Path
 import kaldi_native_fbank as knf
 import numpy as np
 import pytest
-import sherpa_onnx
 import soundfile as sf
 import torch
 from helpers import TINY, run_main, write_tone_corpus, write_tone_recipe
@@ -33,6 +32,8 @@ from asrbench.errors import AsrbenchError
 from asrbench.recipe.config import PRESETS, FeatureConfig, ModelSpec, RunConfig, with_overrides
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import sherpa_bench  # noqa: E402  (benchmarks/ is not a package)
 
 
 def _knf(waveform: np.ndarray, rate: int, mels: int) -> np.ndarray:
@@ -182,29 +183,9 @@ def _audio(data_dir: Path) -> list[Path]:
 
 
 def _sherpa_texts(export: Path, audio: list[Path], beam: int = 1) -> list[str]:
-    """The unmodified sherpa-onnx package's OfflineRecognizer on ``export``, one stream per file."""
-    manifest = json.loads((export / "manifest.json").read_text())
-    graphs = manifest["graphs"]
-    common = {"tokens": str(export / "tokens.txt"), "num_threads": 1, "sample_rate": 8000, "feature_dim": 23}
-    if manifest["search"] == "ctc":
-        recognizer = sherpa_onnx.OfflineRecognizer.from_zipformer_ctc(model=str(export / graphs["model"]), **common)
-    else:
-        recognizer = sherpa_onnx.OfflineRecognizer.from_transducer(
-            encoder=str(export / graphs["encoder"]),
-            decoder=str(export / graphs["predictor"]),
-            joiner=str(export / graphs["joiner"]),
-            decoding_method="greedy_search" if beam == 1 else "modified_beam_search",
-            max_active_paths=max(beam, 1),
-            **common,
-        )
-    texts = []
-    for path in audio:
-        waveform, rate = sf.read(path, dtype="float32")
-        stream = recognizer.create_stream()
-        stream.accept_waveform(rate, waveform)
-        recognizer.decode_stream(stream)
-        texts.append(stream.result.text.strip())
-    return texts
+    """The unmodified sherpa-onnx package's OfflineRecognizer on ``export``, one stream per file:
+    benchmarks/sherpa_bench.py's, one thread."""
+    return sherpa_bench.sherpa_texts(export, audio, threads=1, beam=beam)[0]
 
 
 def _onnx_model(path: Path):
@@ -329,9 +310,6 @@ def test_what_sherpa_onnx_cannot_run_is_refused_in_one_line(sherpa_runs, tone_ru
 
 @pytest.mark.slow
 def test_the_sherpa_benchmark_measures_both_engines_on_the_same_export(sherpa_runs):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    import sherpa_bench
-
     result = sherpa_bench.measure(sherpa_runs["conformer_transducer"], "train", threads=1, beam=4, limit=6)
     measured, engines = result["measured"], result["engines"]
     engine_names = {"sherpa_greedy", "asrbench_onnx_greedy", "pytorch_greedy", "sherpa_beam", "asrbench_onnx_beam"}
