@@ -27,6 +27,7 @@ import torch
 
 from asrbench.data.manifest import read_manifest, split_path
 from asrbench.data.tokenizer import Tokenizer
+from asrbench.decoding import ctc_beam_kernel
 from asrbench.decoding.attention_beam import AttentionBeamOptions, search_encoded
 from asrbench.decoding.ctc_beam import CTCBeamOptions, Lexicon, ctc_prefix_beam_search
 from asrbench.decoding.greedy import ctc_greedy
@@ -180,6 +181,9 @@ def ctc_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=N
         "blank_skip": beam_options.blank_skip,
         "score_beam": beam_options.score_beam,
     }
+    if options.backend != "flashlight":  # which loop runs the search (the same hypotheses either way)
+        fused = lm is not None or lexicon is not None or options.word_bonus != 0.0
+        description["loop"] = "compiled" if not fused and ctc_beam_kernel.available() else "python"
     if lm_metadata is not None:
         description["lm_order"], description["lm_unit"] = lm_metadata.get("order"), lm_metadata.get("unit")
     if options.backend == "flashlight":
@@ -292,6 +296,9 @@ def transducer_searcher(
         "lexicon": lexicon_source,
         "lexicon_words": len(lexicon) if lexicon is not None else None,
     }
+    if options.backend != "flashlight":  # which loop runs the search (the same hypotheses either way)
+        fused = lm is not None or lexicon is not None or options.word_bonus != 0.0
+        description["loop"] = "compiled" if not fused and ctc_beam_kernel.available() else "python"
     if lm_metadata is not None:
         description["lm_order"], description["lm_unit"] = lm_metadata.get("order"), lm_metadata.get("unit")
 

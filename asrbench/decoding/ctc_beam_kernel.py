@@ -1,0 +1,229 @@
+"""The CTC prefix beam search's per-utterance loop without LM fusion, compiled with numba.
+
+:class:`asrbench.decoding.ctc_beam._Search` holds the search in plain Python; this is the same
+loop over arrays, for the searches that score with the acoustic model alone (no LM, no lexicon,
+no word bonus: ``_Search.fused`` is False). It does the same float64 operations in the same
+order, so it returns the same prefixes with the same bits (tests/decoding/test_ctc_beam_kernel.py
+holds both to that): prefix totals are summed in the order the Python loop sums them, and the
+beam is ranked by a stable sort of the prefixes in the order the Python loop first meets them.
+
+What changes is the bookkeeping: the prefix trie is three arrays (parent, last label, and an
+open-addressing hash table from ``node * V + token`` to the child node) and a frame's prefix
+totals live in slots reached through a node -> slot array, instead of dicts.
+
+numba (BSD-2; LLVM through llvmlite) compiles the loop on first use and caches the machine code
+next to this file (``cache=True``; ``NUMBA_CACHE_DIR`` moves it). Measured against the Python loop
+and flashlight-text in benchmarks/decode_bench.py. The fused search (LM, lexicon, word bonus)
+calls back into Python objects for every new prefix and stays in ``_Search``.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import numpy as np
+
+_RESCALE_BELOW = 1e-100  # as in ctc_beam: renormalize the beams before their probabilities underflow
+
+
+def available() -> bool:
+    """Whether the compiled loop can run here (numba imports; imported only when a search asks, as
+    importing numba takes ~0.3 s)."""
+    return _compiled() is not None
+
+
+@cache
+def _compiled():
+    try:
+        from numba import njit
+    except ImportError:  # numba is a dependency; a platform without its wheels still decodes, in Python
+        return None
+    return njit(cache=True, nogil=True)(_prefix_search)
+
+
+def prefix_search(rows, tokens, counts, skipped, beam: int, cut: float):
+    """:func:`_prefix_search`, compiled (call only where :func:`available`)."""
+    return _compiled()(rows, tokens, counts, skipped, beam, cut)
+
+
+def _prefix_search(rows, tokens, counts, skipped, beam, cut):  # pragma: no cover - compiled; tested through it
+    """The hot loop: one utterance's plain prefix beam search over its active frames, in one
+    function because numba compiles one function's locals into registers.
+
+    ``rows`` (A, V) float64: each active frame's probabilities scaled by its best one; ``tokens``
+    (A, K) int64: its candidate labels, most likely first, of which the first ``counts[a]`` are kept;
+    ``skipped`` (A,) int64: the blank-only frames before each; ``beam``: prefixes kept; ``cut``:
+    exp(-score_beam).
+
+    Returns (beam nodes, their pb, their pnb, parent (N,), last label (N,), log scale taken out).
+    """
+    frames, vocab = rows.shape
+    capacity = 1024
+    parent = np.empty(capacity, np.int64)
+    last_token = np.empty(capacity, np.int64)
+    parent[0], last_token[0] = -1, -1
+    nodes = 1
+    # children: open addressing, linear probing; key node * V + token, -1 marks a free cell.
+    table_size = 4096
+    table_keys = np.full(table_size, -1, np.int64)
+    table_values = np.empty(table_size, np.int64)
+    table_used = 0
+    # A frame's prefix totals: node -> slot, and per slot its node, label and blank sums.
+    slot_of = np.full(capacity, -1, np.int64)
+    most = beam * (tokens.shape[1] + 2)
+    slot_node = np.empty(most, np.int64)
+    slot_label = np.zeros(most, np.float64)
+    slot_has_label = np.zeros(most, np.bool_)
+    slot_blank = np.zeros(most, np.float64)
+    slot_has_blank = np.zeros(most, np.bool_)
+    label_order = np.empty(most, np.int64)  # slots in the order their label sum was first added to
+    order_slots = np.empty(most, np.int64)
+    order_totals = np.empty(most, np.float64)
+    ranking = np.empty(most, np.int64)
+
+    beam_node = np.zeros(beam, np.int64)
+    beam_pb = np.zeros(beam, np.float64)
+    beam_pnb = np.zeros(beam, np.float64)
+    beam_key = np.zeros(beam, np.float64)
+    beam_pb[0], beam_key[0] = 1.0, 1.0
+    size = 1
+    log_scale = 0.0
+
+    for frame in range(frames):
+        if skipped[frame]:
+            for i in range(size):
+                beam_pb[i] = beam_pb[i] + beam_pnb[i]
+                beam_pnb[i] = 0.0
+        p_blank = rows[frame, 0]
+        count = counts[frame]
+        frame_best = p_blank
+        if count > 0 and rows[frame, tokens[frame, 0]] > p_blank:
+            frame_best = rows[frame, tokens[frame, 0]]
+        best_key = beam_key[0]
+        slots = 0
+        labelled = 0
+        for i in range(size):
+            node, pb, pnb, key = beam_node[i], beam_pb[i], beam_pnb[i], beam_key[i]
+            total = pb + pnb
+            slot = slot_of[node]
+            if slot < 0:
+                slot = slots
+                slots += 1
+                slot_of[node] = slot
+                slot_node[slot] = node
+                slot_label[slot], slot_has_label[slot], slot_has_blank[slot] = 0.0, False, False
+            slot_blank[slot] = total * p_blank
+            slot_has_blank[slot] = True
+            last = last_token[node]
+            if pnb != 0.0 and last >= 0:  # the last label continues (no new label)
+                if not slot_has_label[slot]:
+                    slot_has_label[slot] = True
+                    label_order[labelled] = slot
+                    labelled += 1
+                slot_label[slot] = slot_label[slot] + pnb * rows[frame, last]
+            if key > 0.0:
+                p_min = frame_best * cut * best_key / key
+            else:
+                p_min = math.inf
+            base = node * vocab
+            for c in range(count):  # sorted, most likely first
+                token = tokens[frame, c]
+                p = rows[frame, token]
+                if p < p_min:
+                    break
+                key_code = base + token
+                cell = key_code % table_size
+                while table_keys[cell] != -1 and table_keys[cell] != key_code:
+                    cell = (cell + 1) % table_size
+                if table_keys[cell] == key_code:
+                    child = table_values[cell]
+                else:
+                    child = nodes
+                    if nodes == capacity:
+                        capacity *= 2
+                        parent = np.concatenate((parent, np.empty(capacity - nodes, np.int64)))
+                        last_token = np.concatenate((last_token, np.empty(capacity - nodes, np.int64)))
+                        slot_of = np.concatenate((slot_of, np.full(capacity - nodes, -1, np.int64)))
+                    parent[nodes], last_token[nodes] = node, token
+                    nodes += 1
+                    table_keys[cell], table_values[cell] = key_code, child
+                    table_used += 1
+                    if 2 * table_used > table_size:  # keep the table at most half full
+                        old_keys, old_values = table_keys, table_values
+                        table_size *= 2
+                        table_keys = np.full(table_size, -1, np.int64)
+                        table_values = np.empty(table_size, np.int64)
+                        for j in range(old_keys.shape[0]):
+                            if old_keys[j] != -1:
+                                moved = old_keys[j] % table_size
+                                while table_keys[moved] != -1:
+                                    moved = (moved + 1) % table_size
+                                table_keys[moved], table_values[moved] = old_keys[j], old_values[j]
+                if token == last:  # a repeat is a new label only after a blank
+                    if pb == 0.0:
+                        continue
+                    added = pb * p
+                else:
+                    added = total * p
+                child_slot = slot_of[child]
+                if child_slot < 0:
+                    child_slot = slots
+                    slots += 1
+                    slot_of[child] = child_slot
+                    slot_node[child_slot] = child
+                    slot_label[child_slot], slot_has_label[child_slot] = 0.0, False
+                    slot_has_blank[child_slot] = False
+                if not slot_has_label[child_slot]:
+                    slot_has_label[child_slot] = True
+                    label_order[labelled] = child_slot
+                    labelled += 1
+                slot_label[child_slot] = slot_label[child_slot] + added
+        # Prefix totals in the Python loop's dict order: labelled prefixes as first met, then the
+        # beam's blank-only ones in beam order; label sum plus blank sum.
+        ordered = 0
+        for j in range(labelled):
+            slot = label_order[j]
+            order_slots[ordered] = slot
+            order_totals[ordered] = slot_label[slot] + slot_blank[slot] if slot_has_blank[slot] else slot_label[slot]
+            ordered += 1
+        for i in range(size):
+            slot = slot_of[beam_node[i]]
+            if not slot_has_label[slot]:
+                order_slots[ordered] = slot
+                order_totals[ordered] = 0.0 + slot_blank[slot]
+                ordered += 1
+        # Rank by total, highest first, ties in order (sorted(reverse=True) is stable): insertion
+        # sort, as there are at most beam x (K + 2) prefixes and it compiles faster than argsort.
+        for j in range(ordered):
+            ranking[j] = j
+            r = j
+            while r > 0 and order_totals[ranking[r - 1]] < order_totals[j]:
+                ranking[r] = ranking[r - 1]
+                r -= 1
+            ranking[r] = j
+        keep = min(beam, ordered)
+        floor = order_totals[ranking[0]] * cut
+        size = 0
+        for r in range(keep):
+            j = ranking[r]
+            total = order_totals[j]
+            if total < floor:
+                continue
+            slot = order_slots[j]
+            beam_node[size] = slot_node[slot]
+            beam_pb[size] = slot_blank[slot] if slot_has_blank[slot] else 0.0
+            beam_pnb[size] = slot_label[slot] if slot_has_label[slot] else 0.0
+            beam_key[size] = total
+            size += 1
+        for j in range(slots):
+            slot_of[slot_node[j]] = -1
+        top = beam_key[0]
+        if 0.0 < top < _RESCALE_BELOW:
+            log_scale += math.log(top)
+            for i in range(size):
+                beam_pb[i] = beam_pb[i] / top
+                beam_pnb[i] = beam_pnb[i] / top
+                beam_key[i] = beam_key[i] / top
+    beams = (beam_node[:size].copy(), beam_pb[:size].copy(), beam_pnb[:size].copy())
+    return beams[0], beams[1], beams[2], parent[:nodes], last_token[:nodes], log_scale
