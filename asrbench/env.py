@@ -26,6 +26,37 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# The instruction-set flags that decide what runs fast here (Linux /proc/cpuinfo names): recorded
+# with every result, as the same code's speed ratios differ between CPU kinds.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """Which of :data:`CPU_FLAGS` this CPU has ([] where /proc/cpuinfo cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in CPU_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
+def bf16_hardware(device: torch.device) -> str | None:
+    """What computes bf16 on ``device``: "amx" or "avx512_bf16" (native on a CPU), "cuda" (a GPU
+    with bf16), "emulated" (converted to and from float32 around each op: slower than float32 on
+    a CPU), or None where the CPU's flags are unknown (not Linux)."""
+    if device.type == "cuda":
+        return "cuda" if torch.cuda.is_bf16_supported() else "emulated"
+    flags = cpu_flags()
+    if not flags:
+        return None
+    if "amx_bf16" in flags:
+        return "amx"
+    return "avx512_bf16" if "avx512_bf16" in flags else "emulated"
+
+
 CORES_VARIABLE = "ASRBENCH_CORES"  # caps the cores asrbench counts as its own (set by bench --jobs)
 
 
@@ -66,6 +97,7 @@ def environment(device: torch.device | None = None) -> dict:
         "platform": platform.platform(),
         "device": str(device),
         "cpu": cpu_name(),
+        "cpu_flags": cpu_flags(),
         "torch_threads": torch.get_num_threads(),
     }
     if device.type == "cuda":

@@ -37,10 +37,11 @@ from pathlib import Path
 from _common import best_time, figure, record, set_threads
 
 
-def matmul_flops_per_second(size: int = 2048, repeat: int = 5) -> float:
+def matmul_flops_per_second(size: int = 2048, repeat: int = 5, dtype=None) -> float:
+    """This machine's ``torch.mm`` rate on (size, size) matrices of ``dtype`` (float32 by default)."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     return 2 * size**3 / best_time(lambda: torch.mm(a, b), repeat)
 

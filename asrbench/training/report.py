@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from asrbench.env import environment, peak_memory_mb, release_free_memory, resident_mb
+from asrbench.env import bf16_hardware, environment, peak_memory_mb, release_free_memory, resident_mb
 from asrbench.models.sizing import format_count, sizing_record, width_fields
 from asrbench.runs import rundir
 from asrbench.training.averaging import FINAL_MODEL_RULE, final_model
@@ -35,6 +35,17 @@ def _sized(config) -> str:
     return f" (target_params {format_count(model.target_params)}: {width})"
 
 
+def _bf16_note(device) -> str:
+    """What runs a bf16 run's matmuls here; a warning where bf16 is emulated (slower than fp32)."""
+    hardware = bf16_hardware(device)
+    if hardware == "emulated":
+        return (
+            " [yellow](emulated: this CPU has neither AVX512-BF16 nor AMX, so bf16 converts around every "
+            "op and is slower than fp32; use train.precision=fp32)[/yellow]"
+        )
+    return f" ({hardware or 'hardware unknown'})"
+
+
 def announcement(trainer: Trainer) -> str:
     """The line a run starts with: the model's size, the data, the hardware, where it resumes."""
     config, tc, data, context, state = trainer.config, trainer.tc, trainer.data, trainer.context, trainer.state
@@ -46,6 +57,7 @@ def announcement(trainer: Trainer) -> str:
         + (f", {context.world} ranks" if context.distributed else "")
         + (f", {trainer.accum} batches per rank and step" if trainer.accum > 1 else "")
         + (f", precision {trainer.precision}" if trainer.precision != "fp32" else "")
+        + (_bf16_note(trainer.device) if trainer.precision == "bf16" else "")
         + (
             f", {config.data.train_fraction:g} of train ({data.train_hours:.2f} h, data.train_fraction)"
             if config.data.train_fraction < 1.0
@@ -134,6 +146,8 @@ def summary(trainer: Trainer, averaged: dict | None) -> dict:
         "world_size": trainer.context.world,
         "grad_accum": trainer.accum,
         "precision": trainer.precision,
+        # what computed bf16 (amx, avx512_bf16, cuda, emulated); None for fp32 / fp16 runs
+        "bf16_hardware": bf16_hardware(trainer.device) if trainer.precision == "bf16" else None,
         "peak_memory": peak_memory_mb(trainer.device),
         "config_hash": config.hash(),
         "environment": environment(trainer.device),
