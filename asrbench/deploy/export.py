@@ -583,7 +583,11 @@ def _sherpa_specs(model: nn.Module, search: str, cmvn, dim: int, vocab: int) -> 
     }
     extra = {
         "predictor": {"kind": "stateless", "context_size": size},
-        "max_symbols_per_frame": transducer.max_symbols_per_frame,
+        # sherpa-onnx's transducer searches (greedy and modified beam) emit at most one token per
+        # encoder frame; the export records that search, so that `asrbench transcribe` on it runs
+        # what sherpa-onnx runs (the run dir's decode keeps the model's own limit).
+        "max_symbols_per_frame": 1,
+        "model_max_symbols_per_frame": transducer.max_symbols_per_frame,
     }
     return specs, extra
 

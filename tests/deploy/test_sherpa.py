@@ -30,6 +30,8 @@ from asrbench.deploy.sherpa import token_symbols
 from asrbench.deploy.transcribe import Transcriber
 from asrbench.errors import AsrbenchError
 from asrbench.recipe.config import PRESETS, FeatureConfig, ModelSpec, RunConfig, with_overrides
+from asrbench.runs.checkpoint import load_model
+from asrbench.runs.rundir import checkpoint_path
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -267,6 +269,12 @@ def test_a_transducer_export_loads_in_sherpa_onnx_for_greedy_and_modified_beam_s
     manifest = export_run(sherpa_runs["conformer_transducer"], out, fmt="sherpa-onnx")
     assert manifest["graphs"] == {"encoder": "encoder.onnx", "predictor": "decoder.onnx", "joiner": "joiner.onnx"}
     assert max(manifest["max_abs_difference_vs_pytorch"].values()) < 1e-4
+    # the export decodes as sherpa-onnx does, one token a frame at most; the model's own limit is kept
+    assert manifest["max_symbols_per_frame"] == 1
+    assert (
+        manifest["model_max_symbols_per_frame"]
+        == load_model(checkpoint_path(sherpa_runs["conformer_transducer"], "best")).model.max_symbols_per_frame
+    )
     decoder = _metadata(out / "decoder.onnx")
     assert decoder["context_size"] == "2" and int(decoder["vocab_size"]) == len(
         (out / "tokens.txt").read_text(encoding="utf-8").splitlines()

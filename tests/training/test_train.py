@@ -13,7 +13,7 @@ from helpers import write_tone_corpus
 
 from asrbench.data.pipeline import ensure_data_dir
 from asrbench.decoding.decode import decode
-from asrbench.env import CORES_VARIABLE, available_cores
+from asrbench.env import CORES_VARIABLE, available_cores, bf16_hardware, cpu_flags
 from asrbench.errors import AsrbenchError
 from asrbench.recipe.config import resolve
 from asrbench.runs import checkpoint, rundir
@@ -236,6 +236,31 @@ def test_mixed_precision_trains_on_cpu(recipe: Path, tmp_path: Path, precision: 
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert rundir.read_config(tmp_path / "run").train.precision == precision
     assert decode(tmp_path / "run", "test").utterances == 4
+    # What computed bf16 is recorded (this CPU's flags decide), and nothing for fp16.
+    assert summary["bf16_hardware"] == (bf16_hardware(torch.device("cpu")) if precision == "bf16" else None)
+    assert summary["environment"]["cpu_flags"] == cpu_flags()
+
+
+def test_bf16_hardware_follows_the_cpu_flags_and_the_trainer_warns_where_it_is_emulated(monkeypatch):
+    from asrbench import env
+    from asrbench.training.report import _bf16_note
+
+    cpu = torch.device("cpu")
+    for flags, expected in [
+        (["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"], "amx"),
+        (["avx2", "avx512f", "avx512_bf16"], "avx512_bf16"),
+        (["avx2", "avx512f"], "emulated"),
+        ([], None),  # flags unknown (not Linux)
+    ]:
+        monkeypatch.setattr(env, "cpu_flags", lambda flags=flags: flags)
+        assert env.bf16_hardware(cpu) == expected
+        note = _bf16_note(cpu)
+        assert ("slower than fp32" in note) == (expected == "emulated")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert env.bf16_hardware(torch.device("cuda", 0)) == "cuda"
+    monkeypatch.undo()
+    flags = open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].split()
+    assert env.cpu_flags() == [flag for flag in env.CPU_FLAGS if flag in flags]
 
 
 def test_automatic_data_workers_leave_the_compute_threads_their_cores(monkeypatch):
