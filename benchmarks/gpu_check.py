@@ -397,6 +397,9 @@ def nccl_probe(run_dir: Path, device_name: str) -> dict:
         targets = torch.randint(1, len(loaded.tokenizer), (2, 6), generator=generator)  # (B, U), no blank
         target_lengths = torch.tensor([6, 4])
         batch = [tensor.to(device) for tensor in (features, feature_lengths, targets, target_lengths)]
+        # Train mode: dropout draws from torch's global RNG, whose startup seed differs from process
+        # to process. Seeded, the loss is a function of the checkpoint (and the device and threads).
+        torch.manual_seed(0)
         loss = ddp(*batch)
         loss.backward()
         optimizer.step()

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -107,3 +108,37 @@ def test_arguments(gpu_check):
     for bad in (["--precisions", "fp8"], ["--steps", "1"], ["--device", "tpu"]):
         with pytest.raises(SystemExit):
             gpu_check.parse_args(bad)
+
+
+def test_the_nccl_probe_loss_is_a_function_of_the_checkpoint(gpu_check, tmp_path, monkeypatch):
+    """The probe runs the model in train mode, so dropout draws from torch's global RNG, whose
+    startup seed differs from process to process: unseeded, the same checkpoint probed twice gave
+    two losses (25.01 and 24.30 for one yesno conformer), which read as two different checkpoints."""
+    import socket
+
+    from asrbench.data.features import GlobalCMVN
+    from asrbench.data.tokenizer import CharTokenizer
+    from asrbench.models import build_model, default_options
+    from asrbench.recipe.config import FeatureConfig, ModelSpec, RunConfig
+    from asrbench.runs import checkpoint, rundir
+
+    options = {**default_options("conformer"), "d_model": 16, "num_heads": 2, "num_layers": 1, "ff_dim": 32,
+               "kernel_size": 5, "subsample_channels": 4, "dropout": 0.3}  # fmt: skip
+    torch.manual_seed(0)
+    config = RunConfig(features=FeatureConfig(num_mel_bins=20), model=ModelSpec("conformer", options))
+    tokenizer = CharTokenizer.build(["YES NO"])
+    model = build_model("conformer", options, 20, len(tokenizer))
+    checkpoint.save(rundir.checkpoint_path(tmp_path, must_exist=False), config, tokenizer,
+                    GlobalCMVN(torch.zeros(20), torch.ones(20)), model)  # fmt: skip
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    losses = []
+    for startup_seed in (1, 2):  # two processes: torch's global RNG starts elsewhere in each
+        torch.manual_seed(startup_seed)
+        probe = gpu_check.nccl_probe(tmp_path, "cpu")
+        assert probe["ok"] and probe["backend"] == "gloo" and probe["world_size"] == 1
+        losses.append(probe["loss"])
+    assert losses[0] == losses[1]
