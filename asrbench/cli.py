@@ -864,6 +864,15 @@ def export_command(
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, or a checkpoint file in the run dir."),
     threads: int = typer.Option(0, "--threads", min=0, help="Torch threads (0: torch's default)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output (else it is refused)."),
+    chunk_ms: float = typer.Option(
+        0.0,
+        "--chunk-ms",
+        min=0.0,
+        help="--format sherpa-onnx, a streaming conformer transducer: sherpa-onnx's online layout at this chunk.",
+    ),
+    left_chunks: int = typer.Option(
+        -1, "--left-chunks", help="With --chunk-ms: chunks of left context the online encoder keeps (1 or more)."
+    ),
 ) -> None:
     """Export a model to a self-contained ONNX dir for `asrbench transcribe` (--format sherpa-onnx: and sherpa-onnx)."""
     from asrbench import fileio
@@ -872,7 +881,7 @@ def export_command(
 
     fileio.refuse_to_replace(out, overwrite)
     _threads(threads)
-    manifest = export_run(run_dir, out, fmt, quantize, checkpoint)
+    manifest = export_run(run_dir, out, fmt, quantize, checkpoint, chunk_ms, left_chunks)
     differences = ", ".join(f"{name} {value:.1e}" for name, value in manifest["max_abs_difference_vs_pytorch"].items())
     console.print(
         f"exported {manifest['model']} ({manifest['units']}) -> {out}; largest log-prob difference from "

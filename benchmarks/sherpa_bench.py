@@ -75,6 +75,37 @@ def sherpa_texts(export: Path, audio: list[Path], threads: int, beam: int) -> tu
     return texts, time.perf_counter() - start
 
 
+def sherpa_online_texts(export: Path, audio: list[Path], threads: int, tail_seconds: float = 0.3) -> list[str]:
+    """sherpa-onnx's OnlineRecognizer (greedy) on an online export: each file fed whole, then
+    ``tail_seconds`` of silence (sherpa-onnx decodes whole chunks only, as its own examples pad)."""
+    import numpy as np
+    import sherpa_onnx
+    import soundfile
+
+    frontend = json.loads((export / "frontend.json").read_text())
+    recognizer = sherpa_onnx.OnlineRecognizer.from_transducer(
+        tokens=str(export / "tokens.txt"),
+        encoder=str(export / "encoder.onnx"),
+        decoder=str(export / "decoder.onnx"),
+        joiner=str(export / "joiner.onnx"),
+        num_threads=threads,
+        sample_rate=frontend["sample_rate"],
+        feature_dim=frontend["num_mel_bins"],
+        decoding_method="greedy_search",
+    )
+    texts = []
+    for path in audio:
+        samples, rate = soundfile.read(str(path), dtype="float32")
+        stream = recognizer.create_stream()
+        stream.accept_waveform(rate, samples)
+        stream.accept_waveform(rate, np.zeros(int(tail_seconds * rate), dtype=np.float32))
+        stream.input_finished()
+        while recognizer.is_ready(stream):
+            recognizer.decode_stream(stream)
+        texts.append(recognizer.get_result(stream).strip())
+    return texts
+
+
 def asrbench_texts(model_dir: Path, audio: list[Path], threads: int, beam: int) -> tuple[list[str], float]:
     """``asrbench transcribe``'s transcripts (a run dir: PyTorch eager; an export: onnxruntime)."""
     from asrbench.decoding.searchers import DecodeOptions

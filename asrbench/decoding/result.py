@@ -165,6 +165,7 @@ class StreamingFigures:
     latency_reference: str | None = None
     threads: int | None = None
     full_context_wer: float | None = None
+    latency_not_measured: str | None = None  # why the latencies were not measured, where asrbench cannot
 
     @classmethod
     def from_dict(cls, values: dict) -> StreamingFigures:
@@ -174,6 +175,7 @@ class StreamingFigures:
             "algorithmic_latency_ms": "number",
             **_MEASURED,
             "full_context_wer": "number",
+            "latency_not_measured": "str",
         }
         checked = {key: _check(f"streaming.{key}", values.get(key), kind) for key, kind in kinds.items()}
         return cls(measured=any(key in values for key in _MEASURED), **checked)
@@ -185,7 +187,8 @@ class StreamingFigures:
             "algorithmic_latency_ms": self.algorithmic_latency_ms,
         }
         measured = {key: getattr(self, key) for key in _MEASURED} if self.measured else {}
-        return {**head, **measured, "full_context_wer": self.full_context_wer}
+        reason = {"latency_not_measured": self.latency_not_measured} if self.latency_not_measured else {}
+        return {**head, **measured, **reason, "full_context_wer": self.full_context_wer}
 
 
 # Top-level keys in the order decode writes them, with their types ("" marks a nested object).

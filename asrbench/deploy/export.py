@@ -48,6 +48,7 @@ from torch import nn
 from asrbench import __version__, fileio
 from asrbench.data.fbank import FeatureExtractor
 from asrbench.decoding.alignment import subsampling_of
+from asrbench.decoding.streaming import chunk_frames
 from asrbench.deploy import sherpa
 from asrbench.deploy.onnx_runtime import EXPORT_FORMAT, MANIFEST
 from asrbench.env import git_commit
@@ -59,6 +60,7 @@ from asrbench.runs.checkpoint import LoadedModel, load_model
 if TYPE_CHECKING:  # the families' classes, for the graphs of each (the model is chosen by its search)
     from asrbench.models.attention import AttentionModel
     from asrbench.models.base import ASRModel, CTCFamily
+    from asrbench.models.conformer import Conformer
     from asrbench.models.las import LAS
     from asrbench.models.transducer import LSTMPredictor, StatelessPredictor, TransducerModel
 
@@ -531,9 +533,50 @@ def _attention_specs(model: AttentionModel, dim: int, vocab: int) -> tuple[dict[
     return specs, described
 
 
-def _sherpa_specs(model: nn.Module, search: str, cmvn, dim: int, vocab: int) -> tuple[dict[str, GraphSpec], dict]:
+def _online_encoder_spec(transducer: TransducerModel, cmvn, dim: int, chunk: int, left_chunks: int) -> GraphSpec:
+    """sherpa-onnx's online conformer encoder at ``chunk`` encoder frames and ``left_chunks`` chunks
+    back, checked on streams of 1 and 3 at their start, a few chunks in and past the left context."""
+    graph = sherpa.SherpaStreamingEncoder(transducer, cmvn, chunk, left_chunks)
+    encoder = graph.encoder
+    layers, width = len(encoder.encoder.conformer_layers), encoder.encoder_dim
+    window = 4 * chunk + 3
+    generator = torch.Generator().manual_seed(0)
+    examples = []
+    for batch, processed in ((1, [0]), (3, [0, 4 * chunk, 4 * chunk * (left_chunks + 3)])):
+        examples.append(
+            (
+                torch.randn(batch, window, dim, generator=generator) * 3 + 10,  # filterbank-like values
+                torch.randn(layers, chunk * left_chunks, batch, width, generator=generator),
+                torch.randn(layers, encoder.kernel_size - 1, batch, width, generator=generator),
+                torch.tensor(processed, dtype=torch.int64),
+            )
+        )
+    examples.reverse()  # the batch of 3 is traced: nothing batch-sized is baked in
+    states = {0: "batch"}
+    return GraphSpec(
+        graph,
+        ["x", "cached_attn", "cached_conv", "processed_frames"],
+        ["encoder_out", "new_cached_attn", "new_cached_conv"],
+        {
+            "x": states,
+            "cached_attn": {2: "batch"},
+            "cached_conv": {2: "batch"},
+            "processed_frames": states,
+            "encoder_out": states,
+            "new_cached_attn": {2: "batch"},
+            "new_cached_conv": {2: "batch"},
+        },
+        examples,
+        _all_difference,
+    )
+
+
+def _sherpa_specs(
+    model: nn.Module, search: str, cmvn, dim: int, vocab: int, stream: tuple[int, int] | None = None
+) -> tuple[dict[str, GraphSpec], dict]:
     """The sherpa-onnx layout's graphs (:mod:`asrbench.deploy.sherpa`), and what the manifest
-    records beyond them; CMVN inside the encoder, the joiner's projections folded in."""
+    records beyond them; CMVN inside the encoder, the joiner's projections folded in. ``stream``:
+    (chunk, left chunks) for the online layout's encoder."""
     features = {"x": {0: "batch", 1: "time"}, "x_lens": {0: "batch"}}
     if search == "ctc":
         graph = sherpa.SherpaCTC(cast("CTCFamily", model), cmvn)
@@ -553,13 +596,17 @@ def _sherpa_specs(model: nn.Module, search: str, cmvn, dim: int, vocab: int) -> 
         context[0, : size - 1] = -1
         contexts.append((context,))
     specs = {
-        "encoder.onnx": GraphSpec(
-            sherpa.SherpaEncoder(transducer, cmvn),
-            ["x", "x_lens"],
-            list(outputs),
-            {**features, **outputs},
-            _check_batches(dim),
-            _sequence_difference,
+        "encoder.onnx": (
+            _online_encoder_spec(transducer, cmvn, dim, *stream)
+            if stream is not None
+            else GraphSpec(
+                sherpa.SherpaEncoder(transducer, cmvn),
+                ["x", "x_lens"],
+                list(outputs),
+                {**features, **outputs},
+                _check_batches(dim),
+                _sequence_difference,
+            )
         ),
         "decoder.onnx": GraphSpec(
             sherpa.SherpaDecoder(transducer),
@@ -683,6 +730,9 @@ def _sherpa_files(out: Path, files: list[str], loaded: LoadedModel, search: str,
         if search == "ctc":
             # sherpa-onnx times words as if 4 feature frames made an encoder frame; the true factor, for the record
             values = {**common, "model_type": "zipformer2_ctc", "subsampling_factor": subsampling_of(loaded.model)}
+        elif role == "encoder" and "streaming" in extra:
+            stream = extra["streaming"]
+            values = {**common, **stream["metadata"], "model_type": "conformer"}
         elif role == "encoder":
             values = {**common, "model_type": "zipformer2" if "zipformer" in name else "conformer"}
         elif role == "decoder":
@@ -694,10 +744,56 @@ def _sherpa_files(out: Path, files: list[str], loaded: LoadedModel, search: str,
     return ["tokens.txt"]
 
 
+def _online_record(transducer: TransducerModel, chunk_ms: float, chunk: int, left_chunks: int) -> dict:
+    """What the manifest records of an online export, with the encoder metadata sherpa-onnx reads."""
+    encoder = cast("Conformer", transducer.encoder)
+    window, advance = encoder.chunk_window(chunk)
+    return {
+        "chunk_ms": chunk_ms,
+        "chunk": chunk,
+        "left_chunks": left_chunks,
+        "metadata": {
+            "num_encoder_layers": len(encoder.encoder.conformer_layers),
+            "T": window,  # feature frames a chunk reads
+            "decode_chunk_len": advance,  # feature frames a chunk advances
+            "left_context": chunk * left_chunks,  # encoder frames of attention context kept
+            "encoder_dim": encoder.encoder_dim,
+            "pad_length": window - advance,  # read by sherpa-onnx, not used: the window's lookahead
+            "cnn_module_kernel": encoder.kernel_size,
+        },
+    }
+
+
+def _stream_of(model: nn.Module, config, sherpa_layout: bool, chunk_ms: float, left_chunks: int):
+    """(chunk in encoder frames, left chunks) of an online export; None for an offline one; the
+    user errors of --chunk-ms / --left-chunks, before anything is written."""
+    if not chunk_ms:
+        if left_chunks >= 0:
+            raise AsrbenchError("--left-chunks only applies with --chunk-ms")
+        return None
+    if not sherpa_layout:
+        raise AsrbenchError(
+            "--chunk-ms: only --format sherpa-onnx has a streaming layout (asrbench streams the run dir: "
+            "decode --chunk-ms, transcribe --stream)"
+        )
+    reason = sherpa.streaming_refusal(model, config.model.name, left_chunks)
+    if reason is not None:
+        raise AsrbenchError(reason)
+    return chunk_frames(model, chunk_ms, config.features.frame_shift_ms), left_chunks
+
+
 def export_run(
-    run_dir: str | Path, out: str | Path, fmt: str = "onnx", quantize: str = "", checkpoint: str = "best"
+    run_dir: str | Path,
+    out: str | Path,
+    fmt: str = "onnx",
+    quantize: str = "",
+    checkpoint: str = "best",
+    chunk_ms: float = 0.0,
+    left_chunks: int = -1,
 ) -> dict:
-    """Export ``run_dir``'s model to ``out``; returns the manifest written there."""
+    """Export ``run_dir``'s model to ``out``; returns the manifest written there. ``chunk_ms`` (with
+    ``fmt`` sherpa-onnx, a streaming conformer transducer): sherpa-onnx's online layout at chunks of
+    that many ms and ``left_chunks`` chunks of left context."""
     if fmt not in FORMATS:
         raise AsrbenchError(
             f"unknown --format '{fmt}' (valid: {', '.join(FORMATS)}; TorchScript is not supported: "
@@ -721,11 +817,14 @@ def export_run(
         if reason is not None:
             raise AsrbenchError(reason)
         sherpa.token_symbols(loaded.tokenizer)  # a tokenizer tokens.txt cannot hold: refused before any graph
+    stream = _stream_of(model, config, sherpa_layout, chunk_ms, left_chunks)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # written last: a half-written export has none
     if sherpa_layout:
-        specs, extra = _sherpa_specs(model, search, loaded.cmvn, config.features.dim(), len(loaded.tokenizer))
+        specs, extra = _sherpa_specs(model, search, loaded.cmvn, config.features.dim(), len(loaded.tokenizer), stream)
+        if stream is not None:
+            extra["streaming"] = _online_record(cast("TransducerModel", model), chunk_ms, *stream)
     else:
         specs, extra = _graph_specs(model, search, config.features.dim(), len(loaded.tokenizer))
     files, graphs, exporters, difference = _write_graphs(specs, out, quantize, onnxruntime, config.model.name)

@@ -271,6 +271,11 @@ def load_export(directory: str | Path, threads: int = 0, verify: bool = True) ->
     for key in ("files", "graphs", "model"):
         if not isinstance(manifest.get(key), (dict, str)):
             raise AsrbenchError(f"{manifest_path}: no {key!r} entry (written by `asrbench export`)")
+    if manifest.get("streaming"):  # sherpa-onnx's online layout: chunk states asrbench's runtime does not carry
+        raise AsrbenchError(
+            f"{directory}: a sherpa-onnx online (streaming) export runs in sherpa-onnx's OnlineRecognizer; "
+            "asrbench streams the run dir (transcribe RUN --stream, decode --chunk-ms)"
+        )
     if verify:
         for name, digest in manifest["files"].items():
             path = directory / name

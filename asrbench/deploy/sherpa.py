@@ -36,6 +36,7 @@ from torch import nn
 from asrbench import fileio
 from asrbench.data.special_tokens import BLANK, SOS_EOS, UNK
 from asrbench.errors import AsrbenchError
+from asrbench.models.conformer import Conformer
 
 if TYPE_CHECKING:
     from asrbench.data.features import GlobalCMVN
@@ -108,6 +109,102 @@ class SherpaEncoder(nn.Module):
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor):
         encoded, lengths = self.model.encode(self.normalize(x), x_lens)
         return self.model.joiner.encoder_proj(encoded), lengths
+
+
+class SherpaStreamingEncoder(nn.Module):
+    """sherpa-onnx's online ``conformer`` encoder (``OnlineConformerTransducerModel``) around
+    asrbench's chunked conformer, at a chunk of ``chunk`` encoder frames with ``left_chunks``
+    chunks of left context. Inputs by position, as sherpa-onnx binds them:
+
+    - ``x`` (N, T, F) raw filterbanks, T = ``4 * chunk + 3`` (the chunk's window; sherpa-onnx
+      advances ``4 * chunk`` frames: metadata ``T`` and ``decode_chunk_len``);
+    - ``cached_attn`` (L, lc, N, D): each layer's last lc = ``left_chunks * chunk`` attention inputs
+      (after its layer norm; keys and values are recomputed from them), zeros at a stream's start;
+    - ``cached_conv`` (L, kernel - 1, N, D): each depthwise convolution's last inputs;
+    - ``processed_frames`` (N,) int64: feature frames consumed before this chunk (4 per encoder
+      frame), which gives the chunk's positions and how many cached frames are real;
+
+    -> ``encoder_out`` (N, chunk, J) with the joiner's encoder projection applied, and the two
+    caches for the next chunk. The outputs equal asrbench's :meth:`Conformer.encode_chunk` (and so
+    one masked pass, ``decode --chunk-ms --left-chunks``): the cache holds what its attention
+    would see, with the slots before the stream's start masked out. Positions past the encoder's
+    table (10,000 frames: 400 s) are clamped to its last row; sherpa-onnx resets
+    ``processed_frames`` at an endpoint.
+    """
+
+    def __init__(self, model: TransducerModel, cmvn: GlobalCMVN, chunk: int, left_chunks: int):
+        super().__init__()
+        self.normalize = _Normalized(cmvn)
+        self.encoder = cast(Conformer, model.encoder)
+        self.proj = model.joiner.encoder_proj
+        self.chunk, self.left = chunk, chunk * left_chunks
+        self.kernel = self.encoder.kernel_size
+
+    def forward(self, x, cached_attn, cached_conv, processed_frames):
+        encoder, chunk, left = self.encoder, self.chunk, self.left
+        x = encoder.subsampling.stream_window(self.normalize(x))  # (N, chunk, D)
+        offset = torch.div(processed_frames, 4, rounding_mode="floor")  # encoder frames before this chunk
+        table = encoder.positions.table
+        positions = (offset[:, None] + torch.arange(chunk, device=x.device)[None]).clamp(max=table.size(0) - 1)
+        x = (x * encoder.positions.scale + table[positions]).transpose(0, 1)  # (chunk, N, D)
+        # Key j of [cache | chunk] is real unless it is a cache slot from before the stream began.
+        real = offset.clamp(max=left)  # (N,)
+        slots = torch.arange(left + chunk, device=x.device)
+        visible = (slots[None, :] >= (left - real)[:, None])[:, None, None, :]  # (N, 1, 1, lc + chunk)
+        half = self.kernel // 2
+        new_attn, new_conv = [], []
+        for index, layer in enumerate(encoder.encoder.conformer_layers):
+            x = x + 0.5 * layer.ffn1(x)
+            normed = layer.self_attn_layer_norm(x)
+            context = torch.cat([cached_attn[index], normed], dim=0)  # (lc + chunk, N, D)
+            new_attn.append(context[chunk:])
+            x = x + _attend(layer.self_attn, normed, context, visible)
+            cache = cached_conv[index].permute(1, 2, 0)  # (N, D, kernel - 1)
+            if encoder.chunk_conv:  # the dynamic chunk convolution sees kernel // 2 frames back
+                cache = cache[:, :, cache.size(2) - half :]
+            x, kept = encoder._convolve(layer, x, None, cache, streamed=True)
+            assert kept is not None  # a streaming conformer keeps its convolution's inputs
+            if encoder.chunk_conv:
+                kept = nn.functional.pad(kept, (self.kernel - 1 - half, 0))
+            new_conv.append(kept.permute(2, 0, 1))
+            x = layer.final_layer_norm(x + 0.5 * layer.ffn2(x))
+        return self.proj(x.transpose(0, 1)), torch.stack(new_attn), torch.stack(new_conv)
+
+
+def _attend(attention: nn.MultiheadAttention, query: torch.Tensor, context: torch.Tensor, visible: torch.Tensor):
+    """Self-attention of a chunk (t, N, D) over ``context`` (s, N, D), the cached inputs then the
+    chunk's, where ``visible`` (N, 1, 1, s) allows: torch's MultiheadAttention with its weights."""
+    time, batch, width = query.shape
+    heads = attention.num_heads
+    weight, bias = attention.in_proj_weight, attention.in_proj_bias
+    q = nn.functional.linear(query, weight[:width], bias[:width])
+    k = nn.functional.linear(context, weight[width : 2 * width], bias[width : 2 * width])
+    v = nn.functional.linear(context, weight[2 * width :], bias[2 * width :])
+
+    def heads_first(y: torch.Tensor) -> torch.Tensor:  # (s, N, D) -> (N, H, s, D/H)
+        return y.reshape(y.size(0), batch, heads, width // heads).permute(1, 2, 0, 3)
+
+    out = nn.functional.scaled_dot_product_attention(heads_first(q), heads_first(k), heads_first(v), visible)
+    return attention.out_proj(out.permute(2, 0, 1, 3).reshape(time, batch, width))
+
+
+def streaming_refusal(model: nn.Module, name: str, left_chunks: int) -> str | None:
+    """Why the online conformer layout cannot hold this transducer (None if it can)."""
+    encoder = getattr(model, "encoder", None)
+    if type(encoder) is not Conformer:
+        kind = type(encoder).__name__ if encoder is not None else "a CTC model"
+        return (
+            f"{name}: sherpa-onnx's online layout written here is its conformer transducer's; this is {kind} "
+            "(export without --chunk-ms for the offline layout)"
+        )
+    if not encoder.streaming:
+        return f"{name}: --chunk-ms needs a conformer trained with streaming: true (export without it)"
+    if left_chunks < 1:
+        return (
+            f"{name}: sherpa-onnx's online conformer keeps a fixed left context: give --left-chunks 1 or more "
+            "(check its WER first with decode --chunk-ms CHUNK --left-chunks N)"
+        )
+    return None
 
 
 class SherpaDecoder(nn.Module):

@@ -21,6 +21,7 @@ from asrbench.data.fbank import FeatureExtractor
 from asrbench.data.phones import PhoneTokenizer
 from asrbench.data.subword import SentencePieceTokenizer, train_sentencepiece
 from asrbench.data.tokenizer import CharTokenizer
+from asrbench.decoding.decode import decode
 from asrbench.decoding.searchers import DecodeOptions
 from asrbench.decoding.streaming import StreamingFrontEnd
 from asrbench.deploy.export import export_run
@@ -32,6 +33,7 @@ from asrbench.errors import AsrbenchError
 from asrbench.recipe.config import PRESETS, FeatureConfig, ModelSpec, RunConfig, with_overrides
 from asrbench.runs.checkpoint import load_model
 from asrbench.runs.rundir import checkpoint_path
+from asrbench.text import normalize
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -161,6 +163,9 @@ def sherpa_runs(tmp_path_factory) -> dict[str, Path]:
     for name in ("cnn", "conformer_transducer", "lstm_transducer"):
         runs[name] = root / name
         train(recipe, name, runs[name], seed=0)
+    runs["streaming_transducer"] = root / "streaming_transducer"  # for the online layout
+    streaming = ["model.streaming=true", "model.max_train_chunk=4"]
+    train(recipe, "conformer_transducer", runs["streaming_transducer"], seed=0, overrides=streaming)
     lexicon = root / "tones.dic"
     lexicon.write_text("".join(f"{word} {' '.join(phones)}\n" for word, phones in TONE_PHONES.items()))
     units = {
@@ -291,6 +296,65 @@ def test_a_transducer_export_loads_in_sherpa_onnx_for_greedy_and_modified_beam_s
     # two implementations of modified beam search (hypothesis merging, length normalization by
     # tokens + 1 against tokens + context size): most transcripts the same
     assert sum(a == b for a, b in zip(beam_sherpa, beam_ours, strict=True)) >= 0.75 * len(audio)
+
+
+@pytest.mark.slow
+def test_a_streaming_conformer_transducer_runs_in_sherpa_onnx_s_online_recognizer(sherpa_runs, tmp_path):
+    run, out = sherpa_runs["streaming_transducer"], tmp_path / "online"
+    manifest = export_run(run, out, fmt="sherpa-onnx", chunk_ms=80, left_chunks=4)  # 2 encoder frames a chunk
+    assert manifest["streaming"]["chunk"] == 2 and manifest["streaming"]["left_chunks"] == 4
+    assert max(manifest["max_abs_difference_vs_pytorch"].values()) < 1e-4
+    encoder = _metadata(out / "encoder.onnx")
+    assert encoder["model_type"] == "conformer"
+    assert {key: encoder[key] for key in ("T", "decode_chunk_len", "left_context", "cnn_module_kernel")} == {
+        "T": "11",
+        "decode_chunk_len": "8",
+        "left_context": "8",
+        "cnn_module_kernel": str(TINY["conformer_transducer"]["kernel_size"]),
+    }
+    names = [i.name for i in _onnx_model(out / "encoder.onnx").graph.input]
+    assert names == ["x", "cached_attn", "cached_conv", "processed_frames"]
+    # sherpa-onnx's OnlineRecognizer against asrbench's masked pass at the same chunk and left context
+    result = decode(run, "test", chunk_ms=80, left_chunks=4, measure_cost=False)
+    rows = [json.loads(line) for line in (run / "decode" / "test-chunk80-left4" / "hypotheses.jsonl").open()]
+    test_audio = [
+        Path(json.loads(line)["audio"]) for line in (sherpa_runs["data"] / "test.jsonl").read_text().splitlines()
+    ]
+    online = sherpa_bench.sherpa_online_texts(out, test_audio, threads=1)
+    assert result.utterances == len(test_audio) and sum(bool(row["hyp"]) for row in rows) >= len(rows) // 2
+    assert result.streaming is not None and not result.streaming.measured
+    assert "centres its frames" in (result.streaming.latency_not_measured or "")
+    same = sum(normalize(text) == row["hyp"] for text, row in zip(online, rows, strict=True))
+    assert same >= len(rows) - 1  # a file's last chunk: sherpa-onnx pads it with silence, asrbench decodes it short
+    # sherpa-onnx's own streaming command line, as docs/using.md runs it
+    command = [
+        str(Path(sys.executable).parent / "sherpa-onnx"),
+        f"--tokens={out / 'tokens.txt'}",
+        *(f"--{role}={out / role}.onnx" for role in ("encoder", "decoder", "joiner")),
+        "--num-threads=1",
+        "--sample-rate=8000",
+        "--feat-dim=23",
+        *map(str, test_audio[:3]),
+    ]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    said = [
+        json.loads(line)["text"].strip()
+        for line in finished.stderr.splitlines() + finished.stdout.splitlines()
+        if line.startswith("{") and '"text"' in line
+    ]
+    assert len(said) == 3 and sum(a == b for a, b in zip(said, online[:3], strict=True)) >= 2
+    # asrbench's own runtime does not carry the online states: one line, the way to stream instead
+    with pytest.raises(AsrbenchError, match="OnlineRecognizer"):
+        load_export(out)
+    with pytest.raises(AsrbenchError, match="--left-chunks 1 or more"):
+        export_run(run, tmp_path / "no_left", fmt="sherpa-onnx", chunk_ms=80)
+    with pytest.raises(AsrbenchError, match="streaming: true"):
+        export_run(
+            sherpa_runs["conformer_transducer"], tmp_path / "offline", fmt="sherpa-onnx", chunk_ms=80, left_chunks=2
+        )
+    with pytest.raises(AsrbenchError, match="only --format sherpa-onnx"):
+        export_run(run, tmp_path / "asrbench_layout", chunk_ms=80, left_chunks=2)
 
 
 @pytest.mark.slow
