@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 from _common import figure, record, set_threads
-from trainer_bench import matmul_flops_per_second, trainer_run
+from trainer_bench import matmul_flops_per_second, step_overrides, trainer_run
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -84,13 +84,7 @@ def measure_speed(args, threads: int, scratch: Path, hardware: str | None) -> di
     peaks = {"fp32": matmul_flops_per_second(), "bf16": matmul_flops_per_second(dtype=torch.bfloat16)}
     figures = {}
     for name in args.models.split(","):
-        base = [
-            f"train.max_steps={args.steps}",
-            "train.patience=0",
-            "train.max_minutes=0",
-            f"train.num_threads={threads}",
-            *args.set,
-        ]
+        base = step_overrides(args.steps, threads, args.set)
         overrides = {p: [*base, f"train.precision={p}"] for p in PRECISIONS}
         for precision in PRECISIONS:  # untimed: allocator growth, oneDNN's kernels for these shapes
             trainer_run(args.recipe, name, scratch / f"{name}-{precision}-warm-up", overrides[precision])

@@ -46,6 +46,17 @@ def matmul_flops_per_second(size: int = 2048, repeat: int = 5, dtype=None) -> fl
     return 2 * size**3 / best_time(lambda: torch.mm(a, b), repeat)
 
 
+def step_overrides(steps: int, threads: int, extra: list[str]) -> list[str]:
+    """A run of ``steps`` optimizer steps on ``threads`` threads, no budget or early stop, then ``extra``."""
+    return [
+        f"train.max_steps={steps}",
+        "train.patience=0",
+        "train.max_minutes=0",
+        f"train.num_threads={threads}",
+        *extra,
+    ]
+
+
 def trainer_run(recipe: str, name: str, run_dir: Path, overrides: list[str]) -> float:
     """``asrbench train`` end to end; -> its batch loop's steps/s."""
     from asrbench.runs import rundir
@@ -106,13 +117,7 @@ def main() -> None:
     figures, details = {}, {}
     padding = None
     for name in args.models.split(","):
-        overrides = [
-            f"train.max_steps={args.steps}",
-            "train.patience=0",
-            "train.max_minutes=0",
-            f"train.num_threads={threads}",
-            *args.set,
-        ]
+        overrides = step_overrides(args.steps, threads, args.set)
         config = resolve(args.recipe, name, overrides)
         data = load_training_data(config)
         tc = config.train

@@ -69,14 +69,14 @@ def _prefix_search(rows, tokens, counts, skipped, beam, cut):  # pragma: no cove
     table_keys = np.full(table_size, -1, np.int64)
     table_values = np.empty(table_size, np.int64)
     table_used = 0
-    # A frame's prefix totals: node -> slot, and per slot its node, label and blank sums.
+    # A frame's prefix totals: node -> slot, and per slot its node, label and blank sums. Slot i < size
+    # is beam prefix i (the only ones with a blank sum), the labelled extensions come after.
     slot_of = np.full(capacity, -1, np.int64)
     most = beam * (tokens.shape[1] + 2)
     slot_node = np.empty(most, np.int64)
     slot_label = np.zeros(most, np.float64)
     slot_has_label = np.zeros(most, np.bool_)
     slot_blank = np.zeros(most, np.float64)
-    slot_has_blank = np.zeros(most, np.bool_)
     label_order = np.empty(most, np.int64)  # slots in the order their label sum was first added to
     order_slots = np.empty(most, np.int64)
     order_totals = np.empty(most, np.float64)
@@ -101,20 +101,17 @@ def _prefix_search(rows, tokens, counts, skipped, beam, cut):  # pragma: no cove
         if count > 0 and rows[frame, tokens[frame, 0]] > p_blank:
             frame_best = rows[frame, tokens[frame, 0]]
         best_key = beam_key[0]
-        slots = 0
+        for i in range(size):
+            slot_of[beam_node[i]] = i
+            slot_node[i] = beam_node[i]
+            slot_label[i], slot_has_label[i] = 0.0, False
+            slot_blank[i] = (beam_pb[i] + beam_pnb[i]) * p_blank
+        slots = size
         labelled = 0
         for i in range(size):
             node, pb, pnb, key = beam_node[i], beam_pb[i], beam_pnb[i], beam_key[i]
             total = pb + pnb
-            slot = slot_of[node]
-            if slot < 0:
-                slot = slots
-                slots += 1
-                slot_of[node] = slot
-                slot_node[slot] = node
-                slot_label[slot], slot_has_label[slot], slot_has_blank[slot] = 0.0, False, False
-            slot_blank[slot] = total * p_blank
-            slot_has_blank[slot] = True
+            slot = i
             last = last_token[node]
             if pnb != 0.0 and last >= 0:  # the last label continues (no new label)
                 if not slot_has_label[slot]:
@@ -173,7 +170,6 @@ def _prefix_search(rows, tokens, counts, skipped, beam, cut):  # pragma: no cove
                     slot_of[child] = child_slot
                     slot_node[child_slot] = child
                     slot_label[child_slot], slot_has_label[child_slot] = 0.0, False
-                    slot_has_blank[child_slot] = False
                 if not slot_has_label[child_slot]:
                     slot_has_label[child_slot] = True
                     label_order[labelled] = child_slot
@@ -185,13 +181,12 @@ def _prefix_search(rows, tokens, counts, skipped, beam, cut):  # pragma: no cove
         for j in range(labelled):
             slot = label_order[j]
             order_slots[ordered] = slot
-            order_totals[ordered] = slot_label[slot] + slot_blank[slot] if slot_has_blank[slot] else slot_label[slot]
+            order_totals[ordered] = slot_label[slot] + slot_blank[slot] if slot < size else slot_label[slot]
             ordered += 1
         for i in range(size):
-            slot = slot_of[beam_node[i]]
-            if not slot_has_label[slot]:
-                order_slots[ordered] = slot
-                order_totals[ordered] = 0.0 + slot_blank[slot]
+            if not slot_has_label[i]:
+                order_slots[ordered] = i
+                order_totals[ordered] = 0.0 + slot_blank[i]
                 ordered += 1
         # Rank by total, highest first, ties in order (sorted(reverse=True) is stable): insertion
         # sort, as there are at most beam x (K + 2) prefixes and it compiles faster than argsort.
@@ -204,7 +199,7 @@ def _prefix_search(rows, tokens, counts, skipped, beam, cut):  # pragma: no cove
             ranking[r] = j
         keep = min(beam, ordered)
         floor = order_totals[ranking[0]] * cut
-        size = 0
+        previous, size = size, 0
         for r in range(keep):
             j = ranking[r]
             total = order_totals[j]
@@ -212,7 +207,7 @@ def _prefix_search(rows, tokens, counts, skipped, beam, cut):  # pragma: no cove
                 continue
             slot = order_slots[j]
             beam_node[size] = slot_node[slot]
-            beam_pb[size] = slot_blank[slot] if slot_has_blank[slot] else 0.0
+            beam_pb[size] = slot_blank[slot] if slot < previous else 0.0
             beam_pnb[size] = slot_label[slot] if slot_has_label[slot] else 0.0
             beam_key[size] = total
             size += 1

@@ -195,6 +195,24 @@ def _sherpa_texts(export: Path, audio: list[Path], beam: int = 1) -> list[str]:
     return sherpa_bench.sherpa_texts(export, audio, threads=1, beam=beam)[0]
 
 
+def _sherpa_command(program: str, export: Path, models: list[str], audio: list[Path]) -> list[str]:
+    """sherpa-onnx's own command line (sherpa-onnx-bin) on the tone corpus's files, as docs/using.md
+    runs it: the text of the JSON line it prints for each file."""
+    command = [
+        str(Path(sys.executable).parent / program),
+        f"--tokens={export / 'tokens.txt'}",
+        *models,
+        "--num-threads=1",
+        "--sample-rate=8000",
+        "--feat-dim=23",
+        *map(str, audio),
+    ]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    lines = finished.stdout.splitlines() + finished.stderr.splitlines()
+    return [json.loads(line)["text"].strip() for line in lines if line.startswith("{") and '"text"' in line]
+
+
 def _onnx_model(path: Path):
     import onnx  # seconds to import: only in the tests that read a graph (every test process collects this file)
 
@@ -221,19 +239,8 @@ def test_a_ctc_export_loads_in_sherpa_onnx_and_transcribes_as_asrbench_does(sher
     assert sum(bool(text) for text in ours) >= len(audio) // 2  # a model that says something
     assert _sherpa_texts(out, audio) == ours
     # sherpa-onnx's own command line (sherpa-onnx-bin), as docs/using.md runs it: a JSON line a file
-    command = [
-        str(Path(sys.executable).parent / "sherpa-onnx-offline"),
-        f"--tokens={out / 'tokens.txt'}",
-        f"--zipformer-ctc-model={out / 'model.int8.onnx'}",
-        "--num-threads=1",
-        "--sample-rate=8000",
-        "--feat-dim=23",
-        *map(str, audio[:4]),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"lang"')]
-    assert [line["text"].strip() for line in lines] == ours[:4]
+    said = _sherpa_command("sherpa-onnx-offline", out, [f"--zipformer-ctc-model={out / 'model.int8.onnx'}"], audio[:4])
+    assert said == ours[:4]
     # the PyTorch run itself, from the run dir (float graph, store-rounded features): all but one the same
     from_run = [t.text for t in Transcriber(sherpa_runs["cnn"], device="cpu").transcribe(audio)]
     assert sum(a == b for a, b in zip(from_run, ours, strict=True)) >= len(audio) - 1
@@ -327,22 +334,8 @@ def test_a_streaming_conformer_transducer_runs_in_sherpa_onnx_s_online_recognize
     same = sum(normalize(text) == row["hyp"] for text, row in zip(online, rows, strict=True))
     assert same >= len(rows) - 1  # a file's last chunk: sherpa-onnx pads it with silence, asrbench decodes it short
     # sherpa-onnx's own streaming command line, as docs/using.md runs it
-    command = [
-        str(Path(sys.executable).parent / "sherpa-onnx"),
-        f"--tokens={out / 'tokens.txt'}",
-        *(f"--{role}={out / role}.onnx" for role in ("encoder", "decoder", "joiner")),
-        "--num-threads=1",
-        "--sample-rate=8000",
-        "--feat-dim=23",
-        *map(str, test_audio[:3]),
-    ]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert finished.returncode == 0, finished.stderr[-2000:]
-    said = [
-        json.loads(line)["text"].strip()
-        for line in finished.stderr.splitlines() + finished.stdout.splitlines()
-        if line.startswith("{") and '"text"' in line
-    ]
+    roles = [f"--{role}={out / role}.onnx" for role in ("encoder", "decoder", "joiner")]
+    said = _sherpa_command("sherpa-onnx", out, roles, test_audio[:3])
     assert len(said) == 3 and sum(a == b for a, b in zip(said, online[:3], strict=True)) >= 2
     # asrbench's own runtime does not carry the online states: one line, the way to stream instead
     with pytest.raises(AsrbenchError, match="OnlineRecognizer"):
