@@ -1,6 +1,7 @@
 """sherpa-onnx against asrbench on the same export: transcripts, WER and speed, side by side.
 
     python benchmarks/sherpa_bench.py RUN [RUN ...] [--split test] [--threads 1] [--beam 4] [--limit N]
+    python benchmarks/sherpa_bench.py STREAMING_RUN --chunk-ms 320 --left-chunks 4
 
 For each run (trained with ``features.preset: sherpa``; a CTC model or a transducer with the
 stateless predictor): ``asrbench export --format sherpa-onnx`` into a scratch dir, then every
@@ -16,6 +17,12 @@ Figures: the share of utterances whose greedy transcripts are identical (target 
 beam-search WER gap between sherpa-onnx and asrbench (target ≤ 0.3 points), and asrbench's ONNX time
 over sherpa-onnx's (target ≤ 1.5). RTFx = audio seconds / wall seconds, reading the files included,
 at ``--threads`` threads for every engine. Without a run it records nothing but why.
+
+With ``--chunk-ms`` (a conformer transducer trained with ``streaming: true``): the online export
+(``--chunk-ms``, ``--left-chunks``) through sherpa-onnx's OnlineRecognizer, each file followed by
+0.3 s of silence, against ``asrbench decode --chunk-ms --left-chunks`` on the run (its masked
+pass, into ``decode/<split>-sherpa-bench-chunk<ms>-left<n>``); the figure is the WER gap (target
+<= 0.5 points). Both WERs through asrbench's default normalizer.
 """
 
 from __future__ import annotations
@@ -119,9 +126,59 @@ def asrbench_texts(model_dir: Path, audio: list[Path], threads: int, beam: int) 
 
 
 def _wer(references: list[str], hypotheses: list[str]) -> float:
-    import jiwer
+    """WER % as asrbench scores a decode: both sides through the default normalizer."""
+    from asrbench.scoring.metrics import error_rates
+    from asrbench.text import normalize
 
-    return 100.0 * jiwer.wer(references, [hypothesis or "<empty>" for hypothesis in hypotheses])
+    return error_rates([normalize(text) for text in references], [normalize(text) for text in hypotheses]).wer
+
+
+def measure_online(run: Path, split: str, threads: int, chunk_ms: float, left_chunks: int, limit: int) -> dict:
+    """A streaming conformer transducer: sherpa-onnx's OnlineRecognizer on the online export against
+    ``asrbench decode --chunk-ms --left-chunks`` (the masked pass) on the run, the same chunk."""
+    from asrbench.data.manifest import read_manifest, split_path
+    from asrbench.decoding.decode import decode
+    from asrbench.deploy.export import export_run
+    from asrbench.runs.checkpoint import load_model
+    from asrbench.runs.rundir import checkpoint_path
+
+    loaded = load_model(checkpoint_path(run, "best"))
+    utterances = read_manifest(split_path(loaded.config.data.dir, split))[: limit or None]
+    audio = [Path(utterance.audio) for utterance in utterances]
+    references = [utterance.text for utterance in utterances]
+    seconds = sum(utterance.duration for utterance in utterances)
+    with tempfile.TemporaryDirectory() as scratch:
+        export = Path(scratch) / "online"
+        export_run(run, export, fmt="sherpa-onnx", chunk_ms=chunk_ms, left_chunks=left_chunks)
+        start = time.perf_counter()
+        online = sherpa_online_texts(export, audio, threads)
+        wall = time.perf_counter() - start
+    tag = f"sherpa-bench-chunk{chunk_ms:g}-left{left_chunks}"
+    decode(run, split, tag=tag, threads=threads, chunk_ms=chunk_ms, left_chunks=left_chunks, measure_cost=False)
+    rows = [json.loads(line) for line in (run / "decode" / f"{split}-{tag}" / "hypotheses.jsonl").open()]
+    by_id = {row["id"]: row["hyp"] for row in rows}
+    chunked = [by_id[utterance.id] for utterance in utterances]
+    same = sum(normalize_text(text) == hypothesis for text, hypothesis in zip(online, chunked, strict=True))
+    sherpa_wer, chunked_wer = _wer(references, online), _wer(references, chunked)
+    details = {
+        "sherpa_online_greedy": {"wer": sherpa_wer, "rtfx": seconds / wall, "seconds": wall},
+        "asrbench_chunked_pass": {"wer": chunked_wer, "decode_dir": f"decode/{split}-{tag}"},
+    }
+    figure_ = figure(
+        abs(sherpa_wer - chunked_wer),
+        0.5,
+        f"WER points, sherpa-onnx online vs decode --chunk-ms {chunk_ms:g} --left-chunks {left_chunks}",
+        better="lower",
+        identical=same,
+        utterances=len(audio),
+    )
+    return {"measured": {"streaming_wer_gap": figure_}, "engines": details, "model": loaded.config.model.name}
+
+
+def normalize_text(text: str) -> str:
+    from asrbench.text import normalize
+
+    return normalize(text)
 
 
 def measure(run: Path, split: str, threads: int, beam: int, limit: int) -> dict:
@@ -178,6 +235,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--beam", type=int, default=4)
     parser.add_argument("--limit", type=int, default=0, help="Only the first N utterances (0: all).")
+    parser.add_argument(
+        "--chunk-ms", type=float, default=0.0, help="Streaming runs: the online export's chunk (and decode's)."
+    )
+    parser.add_argument("--left-chunks", type=int, default=4, help="With --chunk-ms: chunks of left context.")
     args = parser.parse_args()
     if not args.runs:
         reason = "no run trained with features.preset sherpa given (see docs/benchmarks.md)"
@@ -191,9 +252,14 @@ def main() -> None:
         )
         return
     for run in args.runs:
-        result = measure(run, args.split, args.threads, args.beam, args.limit)
+        if args.chunk_ms:
+            result = measure_online(run, args.split, args.threads, args.chunk_ms, args.left_chunks, args.limit)
+        else:
+            result = measure(run, args.split, args.threads, args.beam, args.limit)
         figures = {f"{result['model']}_{name}": value for name, value in result["measured"].items()}
         extra = {"run": str(run), "split": args.split, "threads": args.threads, "beam": args.beam}
+        if args.chunk_ms:
+            extra.update(chunk_ms=args.chunk_ms, left_chunks=args.left_chunks)
         record("sherpa_bench", figures, {**extra, "engines": result["engines"]})
 
 

@@ -383,3 +383,10 @@ def test_the_sherpa_benchmark_measures_both_engines_on_the_same_export(sherpa_ru
     assert measured["greedy_identical"]["utterances"] == 6 and measured["greedy_identical"]["identical"] >= 5
     gap = abs(engines["sherpa_beam"]["wer"] - engines["asrbench_onnx_beam"]["wer"])
     assert measured["beam_wer_gap"]["value"] == pytest.approx(gap)
+    # a streaming run: the online export in sherpa-onnx against asrbench's chunked pass, same chunk
+    online = sherpa_bench.measure_online(sherpa_runs["streaming_transducer"], "train", 1, 80, 4, limit=6)
+    figure = online["measured"]["streaming_wer_gap"]
+    assert figure["utterances"] == 6 and figure["identical"] >= 5
+    engines = online["engines"]
+    gap = abs(engines["sherpa_online_greedy"]["wer"] - engines["asrbench_chunked_pass"]["wer"])
+    assert figure["value"] == pytest.approx(gap) and engines["sherpa_online_greedy"]["rtfx"] > 0
