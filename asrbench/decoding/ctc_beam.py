@@ -2,7 +2,7 @@
 
 Without fusion (no LM, lexicon or word bonus) the per-utterance loop runs compiled by numba
 (:mod:`asrbench.decoding.ctc_beam_kernel`: the same float64 operations in the same order, so the
-same hypotheses and scores, ~5x faster); with fusion it runs here, in Python, calling the LM and
+same hypotheses and scores, 4x faster on AN4); with fusion it runs here, in Python, calling the LM and
 the lexicon for every new prefix.
 
 The search keeps, for every surviving label prefix, the probability of all alignments that
