@@ -133,9 +133,12 @@ def _wer(references: list[str], hypotheses: list[str]) -> float:
     return error_rates([normalize(text) for text in references], [normalize(text) for text in hypotheses]).wer
 
 
-def measure_online(run: Path, split: str, threads: int, chunk_ms: float, left_chunks: int, limit: int) -> dict:
-    """A streaming conformer transducer: sherpa-onnx's OnlineRecognizer on the online export against
-    ``asrbench decode --chunk-ms --left-chunks`` (the masked pass) on the run, the same chunk."""
+def measure_online(
+    run: Path, split: str, threads: int, chunk_ms: float, left_chunks: int, limit: int, export: Path | None = None
+) -> dict:
+    """A streaming conformer transducer: sherpa-onnx's OnlineRecognizer on the online export (made
+    here, or ``export``, made with the same chunk) against ``asrbench decode --chunk-ms
+    --left-chunks`` (the masked pass) on the run, the same chunk."""
     from asrbench.data.manifest import read_manifest, split_path
     from asrbench.decoding.decode import decode
     from asrbench.deploy.export import export_run
@@ -148,8 +151,9 @@ def measure_online(run: Path, split: str, threads: int, chunk_ms: float, left_ch
     references = [utterance.text for utterance in utterances]
     seconds = sum(utterance.duration for utterance in utterances)
     with tempfile.TemporaryDirectory() as scratch:
-        export = Path(scratch) / "online"
-        export_run(run, export, fmt="sherpa-onnx", chunk_ms=chunk_ms, left_chunks=left_chunks)
+        if export is None:
+            export = Path(scratch) / "online"
+            export_run(run, export, fmt="sherpa-onnx", chunk_ms=chunk_ms, left_chunks=left_chunks)
         start = time.perf_counter()
         online = sherpa_online_texts(export, audio, threads)
         wall = time.perf_counter() - start
@@ -172,7 +176,12 @@ def measure_online(run: Path, split: str, threads: int, chunk_ms: float, left_ch
         identical=same,
         utterances=len(audio),
     )
-    return {"measured": {"streaming_wer_gap": figure_}, "engines": details, "model": loaded.config.model.name}
+    return {
+        "measured": {"streaming_wer_gap": figure_},
+        "engines": details,
+        "model": loaded.config.model.name,
+        "texts": online,  # sherpa-onnx's, in the split's order
+    }
 
 
 def normalize_text(text: str) -> str:

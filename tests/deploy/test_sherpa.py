@@ -21,7 +21,7 @@ from asrbench.data.fbank import FeatureExtractor
 from asrbench.data.phones import PhoneTokenizer
 from asrbench.data.subword import SentencePieceTokenizer, train_sentencepiece
 from asrbench.data.tokenizer import CharTokenizer
-from asrbench.decoding.decode import decode
+from asrbench.decoding.result import load_result
 from asrbench.decoding.searchers import DecodeOptions
 from asrbench.decoding.streaming import StreamingFrontEnd
 from asrbench.deploy.export import export_run
@@ -33,7 +33,6 @@ from asrbench.errors import AsrbenchError
 from asrbench.recipe.config import PRESETS, FeatureConfig, ModelSpec, RunConfig, with_overrides
 from asrbench.runs.checkpoint import load_model
 from asrbench.runs.rundir import checkpoint_path
-from asrbench.text import normalize
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -321,18 +320,21 @@ def test_a_streaming_conformer_transducer_runs_in_sherpa_onnx_s_online_recognize
     }
     names = [i.name for i in _onnx_model(out / "encoder.onnx").graph.input]
     assert names == ["x", "cached_attn", "cached_conv", "processed_frames"]
-    # sherpa-onnx's OnlineRecognizer against asrbench's masked pass at the same chunk and left context
-    result = decode(run, "test", chunk_ms=80, left_chunks=4, measure_cost=False)
-    rows = [json.loads(line) for line in (run / "decode" / "test-chunk80-left4" / "hypotheses.jsonl").open()]
+    # sherpa-onnx's OnlineRecognizer against asrbench's masked pass at the same chunk and left context,
+    # as benchmarks/sherpa_bench.py --chunk-ms measures it
+    measured = sherpa_bench.measure_online(run, "test", 1, 80, 4, limit=0, export=out)
+    figure, engines = measured["measured"]["streaming_wer_gap"], measured["engines"]
+    # a file's last chunk: sherpa-onnx pads it with silence, asrbench decodes it short
+    assert figure["identical"] >= figure["utterances"] - 1 and figure["utterances"] >= 4
+    gap = abs(engines["sherpa_online_greedy"]["wer"] - engines["asrbench_chunked_pass"]["wer"])
+    assert figure["value"] == pytest.approx(gap) and engines["sherpa_online_greedy"]["rtfx"] > 0
+    result = load_result(run / engines["asrbench_chunked_pass"]["decode_dir"] / "result.json")
+    assert result.streaming is not None and not result.streaming.measured
+    assert "centres its frames" in (result.streaming.latency_not_measured or "")
     test_audio = [
         Path(json.loads(line)["audio"]) for line in (sherpa_runs["data"] / "test.jsonl").read_text().splitlines()
     ]
-    online = sherpa_bench.sherpa_online_texts(out, test_audio, threads=1)
-    assert result.utterances == len(test_audio) and sum(bool(row["hyp"]) for row in rows) >= len(rows) // 2
-    assert result.streaming is not None and not result.streaming.measured
-    assert "centres its frames" in (result.streaming.latency_not_measured or "")
-    same = sum(normalize(text) == row["hyp"] for text, row in zip(online, rows, strict=True))
-    assert same >= len(rows) - 1  # a file's last chunk: sherpa-onnx pads it with silence, asrbench decodes it short
+    online = measured["texts"]
     # sherpa-onnx's own streaming command line, as docs/using.md runs it
     roles = [f"--{role}={out / role}.onnx" for role in ("encoder", "decoder", "joiner")]
     said = _sherpa_command("sherpa-onnx", out, roles, test_audio[:3])
@@ -383,10 +385,3 @@ def test_the_sherpa_benchmark_measures_both_engines_on_the_same_export(sherpa_ru
     assert measured["greedy_identical"]["utterances"] == 6 and measured["greedy_identical"]["identical"] >= 5
     gap = abs(engines["sherpa_beam"]["wer"] - engines["asrbench_onnx_beam"]["wer"])
     assert measured["beam_wer_gap"]["value"] == pytest.approx(gap)
-    # a streaming run: the online export in sherpa-onnx against asrbench's chunked pass, same chunk
-    online = sherpa_bench.measure_online(sherpa_runs["streaming_transducer"], "train", 1, 80, 4, limit=6)
-    figure = online["measured"]["streaming_wer_gap"]
-    assert figure["utterances"] == 6 and figure["identical"] >= 5
-    engines = online["engines"]
-    gap = abs(engines["sherpa_online_greedy"]["wer"] - engines["asrbench_chunked_pass"]["wer"])
-    assert figure["value"] == pytest.approx(gap) and engines["sherpa_online_greedy"]["rtfx"] > 0
