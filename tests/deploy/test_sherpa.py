@@ -373,6 +373,25 @@ def test_what_sherpa_onnx_cannot_run_is_refused_in_one_line(sherpa_runs, tone_ru
     assert code == 2 and "lstm predictor" in err and "NeMo transducer layout" in err
     code, out, err = run_main(monkeypatch, capsys, "export", str(kaldi_run), "--format", "tflite", "-o", str(tmp_path))
     assert code != 0 and "sherpa-onnx" in err
+    # the online layout's options, from the command line: a fixed left context, and sherpa-onnx's format
+    streaming = str(sherpa_runs["streaming_transducer"])
+    code, out, err = run_main(
+        monkeypatch,
+        capsys,
+        "export",
+        streaming,
+        "--format",
+        "sherpa-onnx",
+        "--chunk-ms",
+        "80",
+        "-o",
+        str(tmp_path / "c"),
+    )
+    assert code == 2 and "--left-chunks 1 or more" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run_main(
+        monkeypatch, capsys, "export", streaming, "--chunk-ms", "100", "--left-chunks", "2", "-o", str(tmp_path / "d")
+    )
+    assert code == 2 and "only --format sherpa-onnx" in err and not (tmp_path / "d").exists()
 
 
 @pytest.mark.slow
