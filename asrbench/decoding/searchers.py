@@ -296,9 +296,6 @@ def transducer_searcher(
         "lexicon": lexicon_source,
         "lexicon_words": len(lexicon) if lexicon is not None else None,
     }
-    if options.backend != "flashlight":  # which loop runs the search (the same hypotheses either way)
-        fused = lm is not None or lexicon is not None or options.word_bonus != 0.0
-        description["loop"] = "compiled" if not fused and ctc_beam_kernel.available() else "python"
     if lm_metadata is not None:
         description["lm_order"], description["lm_unit"] = lm_metadata.get("order"), lm_metadata.get("unit")
 
