@@ -25,6 +25,7 @@ def gpu_check(monkeypatch):
     return importlib.import_module("gpu_check")
 
 
+@pytest.mark.slow  # trains nothing, but starts a Python with torch (3 s): kept out of make test-fast
 def test_without_cuda_it_says_so_in_one_line_measures_nothing_and_exits_0(tmp_path):
     out = tmp_path / "result.json"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
@@ -110,6 +111,7 @@ def test_arguments(gpu_check):
             gpu_check.parse_args(bad)
 
 
+@pytest.mark.slow  # trains nothing, but sets up a process group and DDP (2 s): kept out of make test-fast
 def test_the_nccl_probe_loss_is_a_function_of_the_checkpoint(gpu_check, tmp_path, monkeypatch):
     """The probe runs the model in train mode, so dropout draws from torch's global RNG, whose
     startup seed differs from process to process: unseeded, the same checkpoint probed twice gave
