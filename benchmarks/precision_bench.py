@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 from _common import figure, record, set_threads
+from step_profile import collated_batches
 from trainer_bench import matmul_flops_per_second, step_overrides, trainer_run
 
 PRECISIONS = ("fp32", "bf16")
@@ -57,19 +58,10 @@ def step_flops(recipe: str, name: str, overrides: list[str]) -> tuple[float, lis
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches
-    from asrbench.data.pipeline import load_training_data
     from asrbench.models import build_model
-    from asrbench.recipe.config import resolve
 
-    config = resolve(recipe, name, overrides)
-    data, tc = load_training_data(config), config.train
-    sampler = BucketBatchSampler(data.train.lengths.tolist(), tc.batch_frames, tc.max_batch_size, True, tc.seed)
-    sampler.set_epoch(0)
-    batches = sampler.batches()
-    dataset = EpochBatches(Collator(data.train, data.train_tokens, data.cmvn, config.augment), sampler, tc.seed)
-    batch = dataset[(0, 1, len(batches) // 2)]
-    model = build_model(config.model.name, config.model.options, config.features.dim(), len(data.tokenizer))
+    config, vocab, (batch,) = collated_batches(recipe, name, 1, overrides, middle=True)
+    model = build_model(config.model.name, config.model.options, config.features.dim(), vocab)
     model.train()
     with FlopCounterMode(display=False) as counter:
         model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths).backward()

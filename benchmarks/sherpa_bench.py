@@ -125,6 +125,16 @@ def asrbench_texts(model_dir: Path, audio: list[Path], threads: int, beam: int) 
     return texts, time.perf_counter() - start
 
 
+def _split_of(run: Path, split: str, limit: int):
+    """(the run's best checkpoint, loaded; the first ``limit`` utterances of ``split``, all for 0)."""
+    from asrbench.data.manifest import read_manifest, split_path
+    from asrbench.runs.checkpoint import load_model
+    from asrbench.runs.rundir import checkpoint_path
+
+    loaded = load_model(checkpoint_path(run, "best"))
+    return loaded, read_manifest(split_path(loaded.config.data.dir, split))[: limit or None]
+
+
 def _wer(references: list[str], hypotheses: list[str]) -> float:
     """WER % as asrbench scores a decode: both sides through the default normalizer."""
     from asrbench.scoring.metrics import error_rates
@@ -139,14 +149,10 @@ def measure_online(
     """A streaming conformer transducer: sherpa-onnx's OnlineRecognizer on the online export (made
     here, or ``export``, made with the same chunk) against ``asrbench decode --chunk-ms
     --left-chunks`` (the masked pass) on the run, the same chunk."""
-    from asrbench.data.manifest import read_manifest, split_path
     from asrbench.decoding.decode import decode
     from asrbench.deploy.export import export_run
-    from asrbench.runs.checkpoint import load_model
-    from asrbench.runs.rundir import checkpoint_path
 
-    loaded = load_model(checkpoint_path(run, "best"))
-    utterances = read_manifest(split_path(loaded.config.data.dir, split))[: limit or None]
+    loaded, utterances = _split_of(run, split, limit)
     audio = [Path(utterance.audio) for utterance in utterances]
     references = [utterance.text for utterance in utterances]
     seconds = sum(utterance.duration for utterance in utterances)
@@ -191,13 +197,9 @@ def normalize_text(text: str) -> str:
 
 
 def measure(run: Path, split: str, threads: int, beam: int, limit: int) -> dict:
-    from asrbench.data.manifest import read_manifest, split_path
     from asrbench.deploy.export import export_run
-    from asrbench.runs.checkpoint import load_model
-    from asrbench.runs.rundir import checkpoint_path
 
-    loaded = load_model(checkpoint_path(run, "best"))
-    utterances = read_manifest(split_path(loaded.config.data.dir, split))[: limit or None]
+    loaded, utterances = _split_of(run, split, limit)
     audio = [Path(utterance.audio) for utterance in utterances]
     references = [utterance.text for utterance in utterances]
     seconds = sum(utterance.duration for utterance in utterances)

@@ -36,7 +36,9 @@ MATMUL_OPS = (
 )
 
 
-def collated_batches(recipe: str, name: str, steps: int, overrides: list[str]):
+def collated_batches(recipe: str, name: str, steps: int, overrides: list[str], middle: bool = False):
+    """(config, vocabulary size, epoch 0's first ``steps`` batches collated as the trainer collates
+    them); with ``middle``, only the batch in the middle of the epoch (a typical one)."""
     from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches
     from asrbench.data.pipeline import load_training_data
     from asrbench.recipe.config import resolve
@@ -47,7 +49,8 @@ def collated_batches(recipe: str, name: str, steps: int, overrides: list[str]):
     sampler.set_epoch(0)
     batches = sampler.batches()
     dataset = EpochBatches(Collator(data.train, data.train_tokens, data.cmvn, config.augment), sampler, tc.seed)
-    return config, len(data.tokenizer), [dataset[(0, 1, i)] for i in range(min(steps, len(batches)))]
+    picks = [len(batches) // 2] if middle else range(min(steps, len(batches)))
+    return config, len(data.tokenizer), [dataset[(0, 1, i)] for i in picks]
 
 
 def main() -> None:
