@@ -194,7 +194,8 @@ def chunked_pass(run: Path, split: str, chunk_ms: float, left_chunks: int, ids: 
     import torch
 
     from asrbench.data.features import load_features
-    from asrbench.decoding.decode import _set_chunks, recognize
+    from asrbench.decoding import streaming
+    from asrbench.decoding.decode import recognize
     from asrbench.decoding.search_table import build_searcher
     from asrbench.decoding.searchers import DecodeOptions
     from asrbench.runs import rundir
@@ -202,7 +203,8 @@ def chunked_pass(run: Path, split: str, chunk_ms: float, left_chunks: int, ids: 
     loaded, _ = _split_of(run, split, 1)
     model = loaded.model.eval()
     model.max_symbols_per_frame = 1
-    _set_chunks(model, loaded.config, chunk_ms, left_chunks)
+    chunk = streaming.chunk_frames(model, chunk_ms, loaded.config.features.frame_shift_ms)
+    streaming.require_streaming(model, loaded.config.model.name).set_chunk(chunk, left_chunks)  # as decode does
     features = load_features(rundir.data_dir(run, loaded.config), split, loaded.config.features)
     searcher = build_searcher(model, loaded.tokenizer, DecodeOptions(), loaded.config.data.dir)
     device, frames = torch.device("cpu"), loaded.config.train.eval_batch_frames
