@@ -836,6 +836,7 @@ def transcribe_command(
         threads,
         streamed,
         partials,
+        word_times=fmt != "text",  # text prints no word times: their alignment pass is skipped
     )
     console.print(f"transcribing with {model}: {transcriber.description}", soft_wrap=True, highlight=False)
     counts = transcribe_files(transcriber, audio, fmt, out, overwrite=overwrite)

@@ -100,6 +100,8 @@ def greedy_advance(
     if max_symbols_per_frame < 1:
         raise AsrbenchError(f"max_symbols_per_frame must be at least 1, not {max_symbols_per_frame}")
     lengths = lengths.to(encoded.device)
+    if encoded.size(0) == 1:
+        return _greedy_advance_one(model, search, encoded, int(lengths[0]), max_symbols_per_frame)
     predicted, state, scores, quiet = search.predicted, search.state, search.scores, search.quiet
     for t in range(encoded.size(1)):
         active = lengths > t  # (B,): utterances still on frame t
@@ -121,6 +123,37 @@ def greedy_advance(
                 search.token_frames[i].append(search.frames + t)
             active = emitted  # a blank moves on to the next frame
     search.predicted, search.state, search.scores, search.quiet = predicted, state, scores, quiet
+    search.frames += encoded.size(1)
+    return search
+
+
+def _greedy_advance_one(
+    model, search: GreedyState, encoded: torch.Tensor, length: int, max_symbols_per_frame: int
+) -> GreedyState:
+    """:func:`greedy_advance` for a batch of one (a file being transcribed, a stream): the same
+    joiner and predictor calls on the same rows, and the same float64 path score added in the same
+    order, with the bookkeeping in Python numbers instead of one-element tensors (which cost more
+    than the joiner itself on a small model)."""
+    predicted, state = search.predicted, search.state
+    score, quiet = float(search.scores[0]), int(search.quiet[0])
+    tokens, token_frames = search.tokens[0], search.token_frames[0]
+    frames = encoded[0]
+    for t in range(min(length, encoded.size(1))):
+        quiet += 1
+        frame = frames[t : t + 1]  # (1, D)
+        for _ in range(max_symbols_per_frame):
+            best_log_prob, best_tensor = model.join(frame, predicted).max(dim=-1)
+            score += float(best_log_prob.double())
+            best = int(best_tensor)
+            if best == BLANK:
+                break
+            predicted, state = model.predictor_step(best_tensor, state)
+            quiet = 0
+            tokens.append(best)
+            token_frames.append(search.frames + t)
+    search.predicted, search.state = predicted, state
+    search.scores = torch.tensor([score], dtype=torch.float64, device=encoded.device)
+    search.quiet = torch.tensor([quiet], dtype=torch.long, device=encoded.device)
     search.frames += encoded.size(1)
     return search
 

@@ -145,6 +145,8 @@ class ExportedTransducer(_DeclaredEncoder):
     def join(self, encoded: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
         """Broadcasting like the PyTorch joiner: the graph takes rows, so the leading dimensions
         are expanded and flattened around it."""
+        if encoded.dim() == 2 and encoded.shape[0] == predicted.shape[0]:  # rows already (greedy search)
+            return self.joiner(encoded.float(), predicted.float())[0]
         shape = torch.broadcast_shapes(encoded.shape[:-1], predicted.shape[:-1])
         rows_encoded = encoded.float().expand(*shape, encoded.size(-1)).reshape(-1, encoded.size(-1))
         rows_predicted = predicted.float().expand(*shape, predicted.size(-1)).reshape(-1, predicted.size(-1))

@@ -5,7 +5,8 @@ other rates are resampled and channels downmixed, noted once per kind), a file l
 VAD's ``max_segment`` is split at pauses (:mod:`asrbench.deploy.vad`), and the pieces are decoded in
 batches with the same features, CMVN and search as ``asrbench decode`` (so a prepared utterance
 transcribes to exactly its ``decode`` hypothesis). Each hypothesis is then aligned to the model's
-output frames (:mod:`asrbench.decoding.alignment`) for word times and confidences.
+output frames (:mod:`asrbench.decoding.alignment`) for word times and confidences, for the formats
+that print them (jsonl, srt, vtt).
 
 Memory is bounded by the VAD's per-frame scores and one batch of pieces: a file is never held
 whole unless it is short enough to be decoded whole.
@@ -110,7 +111,8 @@ class _Piece:
 class Transcriber:
     """A model with its features, CMVN, tokenizer and searcher, ready for audio: a run dir's
     (PyTorch), or an export dir's (onnxruntime and the NumPy front end; :mod:`asrbench.deploy.onnx_runtime`).
-    Word times run the network a second time (``model.align``) on each batch after the search."""
+    Word times run the network a second time (``model.align``) on each batch after the search; without
+    ``word_times`` (``--format text``, which prints none) segments have no words and that pass is skipped."""
 
     model: nn.Module | ExportedCTC | ExportedTransducer | ExportedAttention  # a run dir's, or an export's graphs
     extractor: FeatureExtractor | _NumpyExtractor
@@ -127,6 +129,7 @@ class Transcriber:
         threads: int = 0,
         stream: StreamOptions | None = None,
         show_partials: bool = False,
+        word_times: bool = True,
     ):
         if threads > 0:
             torch.set_num_threads(threads)
@@ -157,7 +160,7 @@ class Transcriber:
             self.device = resolve_device(device)
             self.model = loaded.model.to(self.device).eval()
             self.extractor = FeatureExtractor(self.features)
-        self.stream, self.show_partials = stream, show_partials
+        self.stream, self.show_partials, self.word_times = stream, show_partials, word_times
         if stream is not None:
             self._streaming(options, is_export(model_dir))
         self.searcher = build_searcher(self.model, self.tokenizer, options, self.data_dir)
@@ -251,7 +254,11 @@ class Transcriber:
         lengths = torch.tensor([f.size(0) for f in features], dtype=torch.long)
         padded = torch.nn.utils.rnn.pad_sequence(features, batch_first=True).to(self.device)
         token_ids = self.searcher(padded, lengths.to(self.device))
-        alignments = align(self.model, padded, lengths.to(self.device), token_ids)
+        alignments = (
+            align(self.model, padded, lengths.to(self.device), token_ids)
+            if self.word_times
+            else [None] * len(token_ids)
+        )
         segments = []
         for piece, ids, alignment in zip(pieces, token_ids, alignments, strict=True):
             words = []

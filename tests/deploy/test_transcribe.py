@@ -56,6 +56,34 @@ def test_words_carry_times_inside_their_tones_and_confidences(trained):
     assert all(a["end"] <= b["start"] + 1e-6 for a, b in zip(words, words[1:], strict=False))
 
 
+def test_without_word_times_the_text_is_the_same_and_no_alignment_runs(trained, monkeypatch, capsys):
+    """`-f text` prints no word times, so the CLI skips their alignment pass (a second network run)."""
+    import asrbench.deploy.transcribe as transcribe_module
+
+    run, data_dir = trained
+    files = [Path(row["audio"]) for row in _rows(data_dir)]
+    seen, real = {}, transcribe_module.Transcriber
+
+    def spy(*args, **kwargs):
+        seen["word_times"] = kwargs.get("word_times", True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transcribe_module, "Transcriber", spy)
+    for fmt, expected in (("text", False), ("jsonl", True), ("srt", True)):
+        code, _, _ = run_main(monkeypatch, capsys, "transcribe", str(run), str(files[0]), "-f", fmt)
+        assert code == 0 and seen["word_times"] is expected, fmt
+    with_words = list(real(run, device="cpu").transcribe(files))
+    assert any(segment.words for t in with_words for segment in t.segments)
+
+    def no_alignment(*args, **kwargs):
+        raise AssertionError("aligned although no word times were asked for")
+
+    monkeypatch.setattr(transcribe_module, "align", no_alignment)
+    plain = list(real(run, device="cpu", word_times=False).transcribe(files))
+    assert [t.text for t in plain] == [t.text for t in with_words]
+    assert not any(segment.words for t in plain for segment in t.segments)
+
+
 def _long_file(data_dir: Path, path: Path, gap: float = 0.5) -> tuple[Path, list[str]]:
     """Every test utterance end to end with ``gap`` s of near-silence between them."""
     pieces, texts = [], []

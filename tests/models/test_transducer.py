@@ -4,6 +4,8 @@ they hand out, and tiny overfits."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -11,7 +13,13 @@ from asrbench.data.tokenizer import BLANK, SOS_EOS, UNK, CharTokenizer
 from asrbench.decoding.ctc_beam import Lexicon
 from asrbench.decoding.search_table import build_searcher, dev_searcher, greedy_decode, tuning_grid
 from asrbench.decoding.searchers import DecodeOptions, TuningRequest
-from asrbench.decoding.transducer_search import TransducerBeamOptions, greedy_search, modified_beam_search
+from asrbench.decoding.transducer_search import (
+    TransducerBeamOptions,
+    greedy_advance,
+    greedy_init,
+    greedy_search,
+    modified_beam_search,
+)
 from asrbench.errors import AsrbenchError
 from asrbench.models import MODELS, build_model
 from asrbench.models.transducer import TransducerModel
@@ -175,6 +183,30 @@ def test_greedy_search_of_a_batch_equals_one_utterance_at_a_time(variant, max_sy
         assert all(0 < token < EOS for token in hypothesis.token_ids)
     if max_symbols == 1:
         assert all(len(h.token_ids) <= int(length) for h, length in zip(batch, lengths, strict=True))
+
+
+@pytest.mark.parametrize("max_symbols", [1, 3])
+def test_a_batch_of_one_searches_as_the_batched_loop_does_and_resumes(variant, max_symbols):
+    """A batch of one takes its own loop (Python numbers, not one-element tensors); it must keep
+    what the batched loop keeps: tokens, their frames, frames since the last symbol, the predictor's
+    state, and split into chunks it must give the pass in one piece."""
+    model = make(*variant, seed=3).eval()
+    encoded, lengths = _encoded(model)
+    length = lengths[1:2]
+    one = encoded[1:2, : int(length)]
+    twice = greedy_advance(model, greedy_init(model, 2, one.device), one.expand(2, -1, -1), length.expand(2), max_symbols)
+    alone = greedy_advance(model, greedy_init(model, 1, one.device), one, length, max_symbols)
+    assert alone.tokens[0] == twice.tokens[0] and alone.token_frames[0] == twice.token_frames[0]
+    assert alone.tokens[0], "an untrained joiner still emits"
+    assert int(alone.quiet[0]) == int(twice.quiet[0]) and alone.frames == twice.frames == int(length)
+    assert float(alone.scores[0]) == pytest.approx(float(twice.scores[0]), abs=1e-4)
+    assert torch.allclose(alone.predicted, twice.predicted[:1], atol=1e-5)
+    pieces = greedy_init(model, 1, one.device)
+    cuts = [0, 3, 8, int(length)]  # uneven chunks
+    for start, end in itertools.pairwise(cuts):
+        pieces = greedy_advance(model, pieces, one[:, start:end], torch.tensor([end - start]), max_symbols)
+    assert pieces.tokens == alone.tokens and pieces.token_frames == alone.token_frames
+    assert float(pieces.scores[0]) == float(alone.scores[0]) and int(pieces.quiet[0]) == int(alone.quiet[0])
 
 
 def test_beam_one_is_greedy_search_with_one_symbol_per_frame(variant):
