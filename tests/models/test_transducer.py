@@ -194,7 +194,9 @@ def test_a_batch_of_one_searches_as_the_batched_loop_does_and_resumes(variant, m
     encoded, lengths = _encoded(model)
     length = lengths[1:2]
     one = encoded[1:2, : int(length)]
-    twice = greedy_advance(model, greedy_init(model, 2, one.device), one.expand(2, -1, -1), length.expand(2), max_symbols)
+    twice = greedy_advance(
+        model, greedy_init(model, 2, one.device), one.expand(2, -1, -1), length.expand(2), max_symbols
+    )
     alone = greedy_advance(model, greedy_init(model, 1, one.device), one, length, max_symbols)
     assert alone.tokens[0] == twice.tokens[0] and alone.token_frames[0] == twice.token_frames[0]
     assert alone.tokens[0], "an untrained joiner still emits"
