@@ -70,7 +70,7 @@ def test_decode_and_transcribe_hand_the_same_options_on(tmp_path, monkeypatch, c
         seen["decode"] = (options, set(explicit), use_tuned)
         raise _Stop
 
-    def fake_transcriber(model, options, device, checkpoint, explicit, use_tuned, *_):
+    def fake_transcriber(model, options, device, checkpoint, explicit, use_tuned, *_, **__):
         seen["transcribe"] = (options, set(explicit), use_tuned)
         raise _Stop
 
