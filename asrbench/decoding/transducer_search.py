@@ -197,14 +197,7 @@ def _proposals(
     """Each utterance's ``beam`` best (source row, token, score) extensions, identical prefixes
     merged by log-add; grouped by utterance, best first within each. log_probs (N, V)."""
     width = min(beam, log_probs.size(1))
-    top_log_probs, top_token_ids = log_probs.topk(width, dim=-1)  # (N, K): the only tokens a hypothesis can keep
-    totals = np.asarray(beams.scores)[:, None] + top_log_probs.double().cpu().numpy()
-    top_tokens = top_token_ids.cpu().numpy()
-    if score_extension is not None:
-        for row in range(len(beams.owners)):
-            labels = top_tokens[row] != BLANK
-            if labels.any():
-                totals[row, labels] += score_extension(beams.owners[row], beams.prefixes[row], top_tokens[row, labels])
+    totals, top_tokens = _scored_top(beams, list(range(len(beams.owners))), log_probs, beam, score_extension)
     chosen: list[tuple[int, int, float]] = []
     start = 0
     for _, group in itertools.groupby(beams.owners):
@@ -255,6 +248,15 @@ def _extensions(
     index = torch.tensor(rows, dtype=torch.long, device=beams.predicted.device)
     owners = torch.tensor([beams.owners[row] for row in rows], dtype=torch.long, device=frame.device)
     log_probs = model.join(frame[owners], beams.predicted.index_select(0, index))  # (rows, V)
+    return _scored_top(beams, rows, log_probs, beam, score_extension)
+
+
+def _scored_top(
+    beams: _Beams, rows: list[int], log_probs: torch.Tensor, beam: int, score_extension: ScoreExtension | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Path scores (float64) and tokens of the ``beam`` best tokens of each of ``rows`` (log_probs
+    (len(rows), V), one row each): the only tokens a hypothesis can keep; extension scores added to
+    the non-blank ones."""
     top_log_probs, top_token_ids = log_probs.topk(min(beam, log_probs.size(1)), dim=-1)
     totals = np.asarray([beams.scores[row] for row in rows])[:, None] + top_log_probs.double().cpu().numpy()
     tokens = top_token_ids.cpu().numpy()
