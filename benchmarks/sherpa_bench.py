@@ -163,7 +163,7 @@ def measure_online(
         start = time.perf_counter()
         online = sherpa_online_texts(export, audio, threads)
         wall = time.perf_counter() - start
-    chunked = chunked_pass(run, split, chunk_ms, left_chunks, [utterance.id for utterance in utterances])
+    chunked = chunked_pass(run, split, chunk_ms, left_chunks, [utterance.id for utterance in utterances], loaded)
     same = sum(
         normalize_text(text) == normalize_text(hypothesis) for text, hypothesis in zip(online, chunked, strict=True)
     )
@@ -188,10 +188,10 @@ def measure_online(
     }
 
 
-def chunked_pass(run: Path, split: str, chunk_ms: float, left_chunks: int, ids: list[str]) -> list[str]:
+def chunked_pass(run: Path, split: str, chunk_ms: float, left_chunks: int, ids: list[str], loaded=None) -> list[str]:
     """``asrbench decode RUN --chunk-ms --left-chunks``'s greedy transcripts of ``ids`` (the masked
     pass over the stored features), with sherpa-onnx's search: one token an encoder frame at most
-    (decode itself keeps the model's own limit)."""
+    (decode itself keeps the model's own limit). ``loaded``: the run's best checkpoint, when already loaded."""
     import torch
 
     from asrbench.data.features import load_features
@@ -201,7 +201,8 @@ def chunked_pass(run: Path, split: str, chunk_ms: float, left_chunks: int, ids: 
     from asrbench.decoding.searchers import DecodeOptions
     from asrbench.runs import rundir
 
-    loaded, _ = _split_of(run, split, 1)
+    if loaded is None:
+        loaded, _ = _split_of(run, split, 1)
     model = loaded.model.eval()
     model.max_symbols_per_frame = 1
     chunk = streaming.chunk_frames(model, chunk_ms, loaded.config.features.frame_shift_ms)
@@ -295,16 +296,20 @@ def main() -> None:
             },
         )
         return
+    # One result line for all the runs (make bench reads a script's last line): figures named by model.
+    figures, engines = {}, {}
     for run in args.runs:
         if args.chunk_ms:
             result = measure_online(run, args.split, args.threads, args.chunk_ms, args.left_chunks, args.limit)
         else:
             result = measure(run, args.split, args.threads, args.beam, args.limit)
-        figures = {f"{result['model']}_{name}": value for name, value in result["measured"].items()}
-        extra = {"run": str(run), "split": args.split, "threads": args.threads, "beam": args.beam}
-        if args.chunk_ms:
-            extra.update(chunk_ms=args.chunk_ms, left_chunks=args.left_chunks)
-        record("sherpa_bench", figures, {**extra, "engines": result["engines"]})
+        prefix = result["model"] if result["model"] not in engines else run.name  # two runs of one model
+        figures.update({f"{prefix}_{name}": value for name, value in result["measured"].items()})
+        engines[prefix] = {"run": str(run), **result["engines"]}
+    extra = {"runs": [str(run) for run in args.runs], "split": args.split, "threads": args.threads, "beam": args.beam}
+    if args.chunk_ms:
+        extra.update(chunk_ms=args.chunk_ms, left_chunks=args.left_chunks)
+    record("sherpa_bench", figures, {**extra, "engines": engines})
 
 
 if __name__ == "__main__":
