@@ -1,11 +1,13 @@
 """Peak resident memory of training, per architecture, and a leak check across epochs.
 
     python benchmarks/memory_bench.py [--recipe asrbench/recipe/an4.yaml] [--models dnn,cnn,...] [--epochs 5]
-                                      [--threads 1] [--max-utterances N] [--data DIR] [--keep]
+                                      [--threads 1] [--max-utterances N] [--data DIR] [--keep] [--jobs 1]
 
 Each model trains in a fresh ``python -m asrbench train`` process (CPU, ``--threads`` torch
-threads), so its memory is its own. Before that, a short child process loads the model's training
-data once, so the feature cache is warm and no model pays for feature extraction. While the model
+threads), so its memory is its own; ``--jobs`` of them train at once (the figures are per process
+and measure no time; ``make bench`` runs two). Before that, a short child process per model loads
+its training data, one after another, so the feature cache is warm and no model pays for feature
+extraction. While the model
 trains, a thread here reads the child's ``/proc/<pid>/status`` every 0.2 s: VmHWM (the kernel's
 high-water mark of the resident set) for the peak, and VmRSS when a new row appears in the run's
 metrics.jsonl, i.e. at the end of each epoch (after the dev pass). The peak reported is the larger
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _common import ROOT, figure, record
@@ -116,14 +119,14 @@ def subset_data(data_dir: Path, out: Path, utterances: int) -> Path:
     return out
 
 
-def measure(args: argparse.Namespace, model: str, data_dir: str | None, environment: dict) -> dict:
-    """Train ``model`` in a child process; its memory per epoch, the peak and the training summary."""
-    run_dir = args.out / model
-    log_path = args.out / f"{model}.log"
-    shutil.rmtree(run_dir, ignore_errors=True)  # a kept run from before would refuse a new one
+def _overrides(args: argparse.Namespace, data_dir: str | None) -> list[str]:
     overrides = [f"train.num_threads={args.threads}", f"train.device={args.device}", "train.patience=0"]
-    if data_dir:
-        overrides.append(f"data.dir={data_dir}")
+    return overrides + ([f"data.dir={data_dir}"] if data_dir else [])
+
+
+def warm_cache(args: argparse.Namespace, model: str, data_dir: str | None, environment: dict) -> None:
+    """Load ``model``'s training data once in a child process, so its features are cached on disk."""
+    overrides = _overrides(args, data_dir)
     warm = subprocess.run(
         [sys.executable, "-c", WARM_CACHE, str(args.recipe), model, *overrides],
         cwd=ROOT,
@@ -132,6 +135,14 @@ def measure(args: argparse.Namespace, model: str, data_dir: str | None, environm
     )
     if warm.returncode != 0:
         raise SystemExit(f"loading the training data of {model} failed (exit {warm.returncode}; see above)")
+
+
+def measure(args: argparse.Namespace, model: str, data_dir: str | None, environment: dict) -> dict:
+    """Train ``model`` in a child process; its memory per epoch, the peak and the training summary."""
+    run_dir = args.out / model
+    log_path = args.out / f"{model}.log"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a kept run from before would refuse a new one
+    overrides = _overrides(args, data_dir)
     command = [
         sys.executable,
         "-m",
@@ -192,6 +203,9 @@ def main() -> None:
     parser.add_argument("--max-utterances", type=int, default=0, help="Train on the first N utterances (0: all).")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_memory"), help="Run dirs and logs go here.")
     parser.add_argument("--keep", action="store_true", help="Keep the run dirs, logs and data subset.")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="Models trained at once (each its own process: its memory is its own)."
+    )
     args = parser.parse_args()
     if args.epochs < 3:
         parser.error("--epochs must be at least 3 (growth is measured from the end of epoch 2)")
@@ -209,8 +223,12 @@ def main() -> None:
     environment = {**os.environ, "ASRBENCH_NO_PROGRESS": "1", "PYTHONPATH": python_path}
 
     figures, results = {}, {}
-    for model in models:
-        result = measure(args, model, str(data_dir) if data_dir else None, environment)
+    data = str(data_dir) if data_dir else None
+    for model in models:  # one at a time: the models share the recipe's feature cache
+        warm_cache(args, model, data, environment)
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        measured = pool.map(lambda model: measure(args, model, data, environment), models)
+    for model, result in zip(models, measured, strict=True):
         rss = result["epoch_rss_mb"]
         growth = (rss[-1] - rss[1]) / result["peak_mb"] if len(rss) >= 3 and result["peak_mb"] else None
         results[model] = result
@@ -254,6 +272,7 @@ def main() -> None:
             "recipe": str(args.recipe.relative_to(ROOT) if args.recipe.is_relative_to(ROOT) else args.recipe),
             "epochs": args.epochs,
             "threads": args.threads,
+            "jobs": args.jobs,
             "device": args.device,
             "data": str(data_dir) if data_dir else None,
             "max_utterances": args.max_utterances or None,

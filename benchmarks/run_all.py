@@ -8,7 +8,9 @@ one JSON line and appends it to ``benchmarks/results/<name>.jsonl``. This collec
 environment, and prints one rich table. A figure a script could not measure is skipped: no value,
 its reason in the table and in ``latest.json`` (``skipped`` lists them). A script that fails, or
 whose result is not in that shape, is reported as failed (and the exit code is 1); the others still
-run, and latest.json is written in every case.
+run, and latest.json is written in every case, with each script's seconds and the suite's wall time.
+The scripts run one at a time, except the pairs in ``BESIDE`` (a script whose figure is not a time,
+beside one that mostly waits), which start together.
 """
 
 from __future__ import annotations
@@ -37,11 +39,33 @@ AN4_SHERPA_RUNS = [ROOT / "runs" / "final" / "an4" / f"{name}_sherpa" for name i
 SUITE: dict[str, list[str]] = {
     "bootstrap_speed": ["bootstrap_speed.py"],
     "feature_speed": ["feature_speed.py", "--data", "data/an4"],
-    "trainer_bench": ["trainer_bench.py", "--recipe", AN4_RECIPE, "--steps", "30", "--repeat", "2"],
+    # Each timed pass about 8 s: the recurrent models on fewer than 30 batches (trainer_bench's docstring).
+    "trainer_bench": [
+        "trainer_bench.py",
+        "--recipe",
+        AN4_RECIPE,
+        "--steps",
+        "30",
+        "--repeat",
+        "2",
+        "--pass-seconds",
+        "8",
+    ],
     "decode_bench": ["decode_bench.py", "--threads", "1"] + (["--run", str(AN4_RUN)] if AN4_RUN.is_dir() else []),
     "transducer_bench": ["transducer_bench.py", "--recipe", AN4_RECIPE, "--batches", "10", "--repeat", "2"]
     + (["--run", str(AN4_TRANSDUCER_RUN)] if AN4_TRANSDUCER_RUN.is_dir() else []),
-    "memory_bench": ["memory_bench.py", "--recipe", AN4_RECIPE, "--max-utterances", "100", "--epochs", "5"],
+    # Two models at a time, each in its own process: its figures are per-process memory, not time.
+    "memory_bench": [
+        "memory_bench.py",
+        "--recipe",
+        AN4_RECIPE,
+        "--max-utterances",
+        "100",
+        "--epochs",
+        "5",
+        "--jobs",
+        "2",
+    ],
     "ddp_bench": ["ddp_bench.py", "--recipe", AN4_RECIPE, "--model", "cnn", "--batches", "40"],
     # Issue 30's encoders against the conformer at the AN4 recipe's equal sizes (3.0M): FastConformer's
     # training steps/s and RTFx, Zipformer's GFLOPs/s.
@@ -52,22 +76,33 @@ SUITE: dict[str, list[str]] = {
     "sherpa_bench": ["sherpa_bench.py", "--threads", "1"] + [str(run) for run in AN4_SHERPA_RUNS if run.is_dir()],
     # 1 and 10 h here (the 100 h size takes ~17 GB of disk and ~10 minutes: run it by hand, see
     # docs/benchmarks.md); the ratios' targets are for the largest size measured.
-    "scale_bench": ["scale_bench.py", "--hours", "1,10"],
+    "scale_bench": ["scale_bench.py", "--hours", "1,10", "--repeat", "2"],
 }
+# name -> the benchmark it runs beside, started together: setup_time mostly waits on the package
+# registry, and memory_bench measures memory, not time, so neither figure is one the other can
+# flatter (setup_time's wall time can only grow). Everything else runs alone.
+BESIDE = {"setup_time": "memory_bench"}
 
 
-def run(name: str, command: list[str]) -> tuple[dict | None, float, str]:
-    start = time.perf_counter()
-    process = subprocess.run(
+def start(command: list[str]) -> tuple[subprocess.Popen, float]:
+    """A benchmark script started in its own process, output captured."""
+    process = subprocess.Popen(
         [sys.executable, str(ROOT / "benchmarks" / command[0]), *command[1:]],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        env=None,
     )
-    seconds = time.perf_counter() - start
+    return process, time.perf_counter()
+
+
+def finish(name: str, started: tuple[subprocess.Popen, float]) -> tuple[dict | None, float, str]:
+    """Wait for a started benchmark; -> (its result line, its wall seconds, an error or "")."""
+    process, began = started
+    stdout, stderr = process.communicate()
+    seconds = time.perf_counter() - began
     line = None
-    for text in reversed(process.stdout.splitlines()):
+    for text in reversed(stdout.splitlines()):
         if text.startswith("{"):
             try:
                 candidate = json.loads(text)
@@ -76,8 +111,12 @@ def run(name: str, command: list[str]) -> tuple[dict | None, float, str]:
             if candidate.get("benchmark") == name:
                 line = candidate
                 break
-    error = "" if process.returncode == 0 and line else (process.stderr.strip().splitlines() or ["no result"])[-1]
+    error = "" if process.returncode == 0 and line else (stderr.strip().splitlines() or ["no result"])[-1]
     return line, seconds, error
+
+
+def run(name: str, command: list[str]) -> tuple[dict | None, float, str]:
+    return finish(name, start(command))
 
 
 def main() -> None:
@@ -103,25 +142,36 @@ def main() -> None:
     console = Console(width=140)
     latest: dict = {"figures": {}, "skipped": [], "benchmarks": {}, "environment": environment()}
     failed = False
-    for name, command in SUITE.items():
-        if (only and name not in only) or name in skip:
-            continue
-        console.print(f"[bold]{name}[/bold]: {' '.join(command)}")
-        line, seconds, error = run(name, command)
-        if not error:
-            try:
-                check_figures(line.get("figures"))
-            except ValueError as err:  # not through _common.record: its figures are not read
-                error = f"malformed result: {err}"
-        latest["benchmarks"][name] = {"seconds": seconds, "ok": not error, "error": error or None}
-        if error:
-            failed = True
-            console.print(f"[red]failed[/red]: {error}", soft_wrap=True, highlight=False)
-            continue
-        for figure_name, figure in line["figures"].items():
-            latest["figures"][figure_name] = {"benchmark": name, **figure}
-            if figure["value"] is None:
-                latest["skipped"].append(figure_name)
+    selected = [name for name in SUITE if not (only and name not in only) and name not in skip]
+    wall = time.perf_counter()
+    for name in selected:
+        if BESIDE.get(name) in selected:
+            continue  # runs beside its host, below
+        partners = [other for other, host in BESIDE.items() if host == name and other in selected]
+        for other in partners:
+            console.print(f"[bold]{other}[/bold] (beside {name}): {' '.join(SUITE[other])}")
+        beside = {other: start(SUITE[other]) for other in partners}
+        console.print(f"[bold]{name}[/bold]: {' '.join(SUITE[name])}")
+        results = {name: run(name, SUITE[name])}
+        results.update({other: finish(other, started) for other, started in beside.items()})
+        for done, (line, seconds, error) in results.items():
+            if not error:
+                try:
+                    check_figures(line.get("figures"))
+                except ValueError as err:  # not through _common.record: its figures are not read
+                    error = f"malformed result: {err}"
+            latest["benchmarks"][done] = {"seconds": seconds, "ok": not error, "error": error or None}
+            if done in BESIDE:
+                latest["benchmarks"][done]["beside"] = BESIDE[done]
+            if error:
+                failed = True
+                console.print(f"[red]failed[/red] ({done}): {error}", soft_wrap=True, highlight=False)
+                continue
+            for figure_name, figure in line["figures"].items():
+                latest["figures"][figure_name] = {"benchmark": done, **figure}
+                if figure["value"] is None:
+                    latest["skipped"].append(figure_name)
+    latest["wall_seconds"] = time.perf_counter() - wall
 
     table = Table(title="asrbench benchmarks")
     for column in ("benchmark", "figure", "value", "target", "unit", "met"):
@@ -147,7 +197,8 @@ def main() -> None:
         console.print(f"{count} figure{'s' * (count != 1)} skipped (not measured here; the reasons above)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(latest, indent=2) + "\n")
-    console.print(f"wrote {RESULTS / 'latest.json'}")
+    minutes = latest["wall_seconds"] / 60
+    console.print(f"{len(latest['benchmarks'])} benchmarks in {minutes:.1f} min; wrote {RESULTS / 'latest.json'}")
     sys.exit(1 if failed else 0)
 
 

@@ -1,6 +1,7 @@
 """Trainer overhead, compute utilisation and padding waste, per architecture, on a real recipe.
 
     python benchmarks/trainer_bench.py [--recipe an4] [--models dnn,cnn,...] [--steps 30] [--repeat 2]
+                                       [--pass-seconds S]
 
 For each model, in this process, side by side:
 
@@ -11,11 +12,18 @@ For each model, in this process, side by side:
 - bare loop: the same first ``--steps`` batches of the same epoch, collated beforehand with the
   same seeds, then only forward + backward + optimizer step, timed over the same steps.
 
-Both sides are timed warm: each runs once untimed first (a whole trainer run, a whole pass of the
-bare loop with a throwaway model), since the first pass over new batch shapes pays one-off costs
-(allocator growth, oneDNN kernel creation) of about 10% here that the other side would then skip.
-Then trainer and bare loop alternate ``--repeat`` times and each side keeps its fastest run: the
+Both sides are timed warm: one untimed pass of the bare loop over the same batches (a throwaway
+model of the same architecture) comes first, since the first pass over new batch shapes pays
+one-off costs (allocator growth, oneDNN kernel creation) of about 10% here; the trainer's steps
+run in the same process on the same batch shapes, so that pass warms both sides. Then trainer and
+bare loop alternate ``--repeat`` times, the trainer first, and each side keeps its fastest run: the
 machine's speed drifts by several percent between minutes, more than the overhead measured.
+With ``--pass-seconds S`` a model whose warm-up pass of ``--steps`` batches took longer than S
+seconds is timed on its first ``round(steps * S / warm-up seconds)`` batches (at least
+``MIN_STEPS``) instead, on both sides: every timed pass then lasts about S seconds, so the slow
+recurrent models cost no more than the fast ones (``make bench`` uses 8 s, against 5 to 15 s for
+30 steps on the 2-core AMD EPYC). The trainer's first step, which waits for its data-loader worker's
+first batch, weighs more in a shorter pass: the figure errs against the trainer.
   Target: trainer / bare >= 0.95.
 
 Compute utilisation (``--flops-models``, default transformer and conformer): the matmul and
@@ -35,6 +43,8 @@ import time
 from pathlib import Path
 
 from _common import best_time, figure, record, set_threads
+
+MIN_STEPS = 12  # --pass-seconds never times fewer batches than this
 
 
 def matmul_flops_per_second(size: int = 2048, repeat: int = 5, dtype=None) -> float:
@@ -98,6 +108,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="Timed trainer and bare runs, alternating; best of each.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default).")
     parser.add_argument(
+        "--pass-seconds",
+        type=float,
+        default=0.0,
+        help="Time a slow model on fewer batches, so that each timed pass lasts about this long (0: --steps).",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -130,11 +146,15 @@ def main() -> None:
         collated = [dataset[(0, 1, i)] for i in range(min(args.steps, len(batches)))]
         vocab = len(data.tokenizer)
 
-        # Untimed first passes warm the process (allocator, oneDNN's kernels for these batch
-        # shapes) for both; then the two alternate --repeat times and each keeps its best, so
-        # that drift in the machine's speed hits both sides alike.
-        trainer_run(args.recipe, name, scratch / f"{name}-warm-up", overrides)
-        bare_run(config, vocab, collated)
+        # An untimed pass warms the process (allocator, oneDNN's kernels for these batch shapes)
+        # for both sides; then the two alternate --repeat times and each keeps its best, so that
+        # drift in the machine's speed hits both sides alike.
+        warm_speed, _ = bare_run(config, vocab, collated)
+        steps = len(collated)
+        if args.pass_seconds > 0 and steps / warm_speed > args.pass_seconds:
+            steps = max(MIN_STEPS, min(steps, round(args.pass_seconds * warm_speed)))
+            collated = collated[:steps]
+            overrides = step_overrides(steps, threads, args.set)
         trainer_speeds, bare_speeds = [], []
         for attempt in range(args.repeat):
             trainer_speeds.append(trainer_run(args.recipe, name, scratch / f"{name}-timed{attempt}", overrides))
@@ -181,7 +201,15 @@ def main() -> None:
     if not args.out:
         shutil.rmtree(scratch, ignore_errors=True)
     record(
-        "trainer_bench", figures, {"recipe": args.recipe, "steps": args.steps, "threads": threads, "models": details}
+        "trainer_bench",
+        figures,
+        {
+            "recipe": args.recipe,
+            "steps": args.steps,
+            "pass_seconds": args.pass_seconds,
+            "threads": threads,
+            "models": details,
+        },
     )
 
 

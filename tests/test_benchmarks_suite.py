@@ -187,3 +187,48 @@ def test_export_bench_without_a_trained_run_gives_flat_figures_and_says_what_it_
     figures = export_bench.flat_figures({"runs/a/cnn": trained, "runs/a/gru": trained})
     common.check_figures(figures)
     assert "cnn_identical_hypotheses" in figures and "gru_speed_threads1_batch1" in figures
+
+
+def test_a_benchmark_beside_another_runs_while_it_runs(run_all, tmp_path, monkeypatch):
+    """BESIDE pairs start together: the host waits for a file its partner writes, which it could
+    not see if the partner ran after it (it would give up after a minute and record 0)."""
+    scripts, results = tmp_path / "scripts", str(tmp_path / "stub-results")
+    scripts.mkdir()
+    marker = tmp_path / "partner-started"
+    host = _stub(
+        scripts / "host.py",
+        "host",
+        f"""
+        import time
+        deadline = time.time() + 60
+        while not Path({str(marker)!r}).exists() and time.time() < deadline:
+            time.sleep(0.05)
+        record("NAME", {{"saw_partner": figure(float(Path({str(marker)!r}).exists()), 1.0, "x")}},
+               results_dir=Path(sys.argv[1]), environment_info={{}})
+        """,
+    )
+    partner = _stub(
+        scripts / "partner.py",
+        "partner",
+        f"""
+        Path({str(marker)!r}).write_text("1")
+        record("NAME", {{"ran": figure(1.0, 1.0, "x")}}, results_dir=Path(sys.argv[1]), environment_info={{}})
+        """,
+    )
+    monkeypatch.setattr(run_all, "SUITE", {"host": [str(host), results], "partner": [str(partner), results]})
+    monkeypatch.setattr(run_all, "BESIDE", {"partner": "host"})
+    monkeypatch.setattr(sys, "argv", ["run_all.py"])
+    with pytest.raises(SystemExit) as exit_:
+        run_all.main()
+    assert exit_.value.code == 0
+    latest = json.loads((tmp_path / "results" / "latest.json").read_text())
+    assert latest["figures"]["saw_partner"]["value"] == 1.0 and latest["figures"]["ran"]["ok"]
+    assert latest["benchmarks"]["partner"]["beside"] == "host" and "beside" not in latest["benchmarks"]["host"]
+    assert latest["wall_seconds"] > 0
+
+
+def test_the_suite_runs_beside_only_what_measures_no_time(run_all):
+    assert run_all.BESIDE == {"setup_time": "memory_bench"}
+    assert "--jobs" in run_all.SUITE["memory_bench"] and set(run_all.BESIDE) | set(run_all.BESIDE.values()) <= set(
+        run_all.SUITE
+    )
