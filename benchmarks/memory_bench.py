@@ -5,9 +5,9 @@
 
 Each model trains in a fresh ``python -m asrbench train`` process (CPU, ``--threads`` torch
 threads), so its memory is its own; ``--jobs`` of them train at once (the figures are per process
-and measure no time; ``make bench`` runs two). Before that, a short child process per model loads
-its training data, one after another, so the feature cache is warm and no model pays for feature
-extraction. While the model
+and measure no time; ``make bench`` runs two). Before that, a short child process loads the
+training data once per feature cache (data dir, front end, augmentation; the recipe's CTC models
+share one), so the cache is warm and no model pays for feature extraction. While the model
 trains, a thread here reads the child's ``/proc/<pid>/status`` every 0.2 s: VmHWM (the kernel's
 high-water mark of the resident set) for the peak, and VmRSS when a new row appears in the run's
 metrics.jsonl, i.e. at the end of each epoch (after the dev pass). The peak reported is the larger
@@ -124,6 +124,14 @@ def _overrides(args: argparse.Namespace, data_dir: str | None) -> list[str]:
     return overrides + ([f"data.dir={data_dir}"] if data_dir else [])
 
 
+def feature_cache_key(recipe: Path, model: str, overrides: list[str]) -> str:
+    """What decides a model's feature cache: its data dir, front end and augmentation (speed copies)."""
+    from asrbench.recipe.config import resolve
+
+    config = resolve(recipe, model, overrides)
+    return json.dumps([config.data.dir, repr(config.features), repr(config.augment)])
+
+
 def warm_cache(args: argparse.Namespace, model: str, data_dir: str | None, environment: dict) -> None:
     """Load ``model``'s training data once in a child process, so its features are cached on disk."""
     overrides = _overrides(args, data_dir)
@@ -224,8 +232,12 @@ def main() -> None:
 
     figures, results = {}, {}
     data = str(data_dir) if data_dir else None
-    for model in models:  # one at a time: the models share the recipe's feature cache
-        warm_cache(args, model, data, environment)
+    warmed: set[str] = set()
+    for model in models:  # one at a time, once per feature cache: the models share the recipe's front end
+        key = feature_cache_key(args.recipe, model, _overrides(args, data))
+        if key not in warmed:
+            warm_cache(args, model, data, environment)
+            warmed.add(key)
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         measured = pool.map(lambda model: measure(args, model, data, environment), models)
     for model, result in zip(models, measured, strict=True):
