@@ -24,6 +24,7 @@ seconds is timed on its first ``round(steps * S / warm-up seconds)`` batches (at
 recurrent models cost no more than the fast ones (``make bench`` uses 6 s, against 5 to 15 s for
 30 steps on the 2-core AMD EPYC). The ``--flops-models`` keep ``--steps``: their utilisation is the
 trainer's steady rate, which a short pass understates (the trainer's first steps cost more).
+The bare loop's training data is loaded once for the models that share it (the recipe's do).
   Target: trainer / bare >= 0.95.
 
 Compute utilisation (``--flops-models``, default transformer and conformer): the matmul and
@@ -131,11 +132,16 @@ def main() -> None:
     scratch = Path(args.out or tempfile.mkdtemp(prefix="trainer_bench_"))
     peak_flops = matmul_flops_per_second()
     figures, details = {}, {}
+    loaded: dict = {}  # the last model's training data, by what decides it
     padding = None
     for name in args.models.split(","):
         overrides = step_overrides(args.steps, threads, args.set)
         config = resolve(args.recipe, name, overrides)
-        data = load_training_data(config)
+        key = repr((config.data, config.features, config.augment, config.tokenizer))
+        if key not in loaded:  # the recipe's models share their training data: loaded once
+            loaded.clear()
+            loaded[key] = load_training_data(config)
+        data = loaded[key]
         tc = config.train
 
         # The bare loop's batches: epoch 0's first, with the same augmentation seeds.
@@ -200,7 +206,7 @@ def main() -> None:
                 padding, 0.10, "padded / all frames", better="lower", batches=len(batches), batch_frames=tc.batch_frames
             )
         details[name] = {"params": sum(p.numel() for p in model.parameters()), "steps": len(collated)}
-        del model, data
+        del model
     if not args.out:
         shutil.rmtree(scratch, ignore_errors=True)
     record(
