@@ -18,11 +18,10 @@ one-off costs (allocator growth, oneDNN kernel creation) of about 10% here; the 
 run in the same process on the same batch shapes, so that pass warms both sides. Then trainer and
 bare loop alternate ``--repeat`` times, the trainer first, and each side keeps its fastest run: the
 machine's speed drifts by several percent between minutes, more than the overhead measured.
-With ``--pass-seconds S`` a model whose warm-up pass of ``--steps`` batches took longer than S
-seconds is timed on its first ``round(steps * S / warm-up seconds)`` batches (at least
-``MIN_STEPS``) instead, on both sides: every timed pass then lasts about S seconds, so the slow
-recurrent models cost no more than the fast ones (``make bench`` uses 6 s, against 5 to 15 s for
-30 steps on the 2-core AMD EPYC). The ``--flops-models`` keep ``--steps``: their utilisation is the
+With ``--pass-seconds S`` a model's warm-up pass stops once it has run S seconds (and at least
+``MIN_STEPS`` batches), and both sides are timed on the batches it ran: every pass then lasts
+about S seconds (a little less warm), so the slow recurrent models cost no more than the fast ones
+(``make bench`` uses 6 s, against 5 to 15 s for 30 steps on the 2-core AMD EPYC). The ``--flops-models`` keep ``--steps``: their utilisation is the
 trainer's steady rate, which a short pass understates (the trainer's first steps cost more).
 The bare loop's training data is loaded once for the models that share it (the recipe's do).
   Target: trainer / bare >= 0.95.
@@ -79,8 +78,10 @@ def trainer_run(recipe: str, name: str, run_dir: Path, overrides: list[str]) -> 
     return row["loop_steps"] / row["loop_seconds"]
 
 
-def bare_run(config, vocab: int, collated: list) -> tuple[float, object]:
-    """Forward + backward + AdamW step over pre-collated batches, fresh model; -> (steps/s, model)."""
+def bare_run(config, vocab: int, collated: list, stop_after: float = 0.0) -> tuple[float, int, object]:
+    """Forward + backward + AdamW step over pre-collated batches, fresh model; -> (steps/s, batches
+    run, model). With ``stop_after`` > 0 the pass ends after the first batch that brings its time
+    to that many seconds, if at least ``MIN_STEPS`` batches have run."""
     import torch
 
     from asrbench.models import build_model
@@ -92,12 +93,16 @@ def bare_run(config, vocab: int, collated: list) -> tuple[float, object]:
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     start = time.perf_counter()
+    done = 0
     for batch in collated:
         loss = model.compute_loss(batch.features, batch.feature_lengths, batch.targets, batch.target_lengths)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return len(collated) / (time.perf_counter() - start), model
+        done += 1
+        if stop_after > 0 and done >= MIN_STEPS and time.perf_counter() - start >= stop_after:
+            break
+    return done / (time.perf_counter() - start), done, model
 
 
 def main() -> None:
@@ -155,19 +160,19 @@ def main() -> None:
         # An untimed pass warms the process (allocator, oneDNN's kernels for these batch shapes)
         # for both sides; then the two alternate --repeat times and each keeps its best, so that
         # drift in the machine's speed hits both sides alike.
-        warm_speed, _ = bare_run(config, vocab, collated)
-        steps = len(collated)
         # Not the utilisation models: their figure is the trainer's steady rate, which a short pass
-        # understates (the conformer measured 0.89 of the bare loop on 17 steps, 1.02 on 30).
+        # understates (the conformer measured 0.89 of the bare loop on 17 steps, 1.02 on 30). The
+        # others, with --pass-seconds, warm up on the batches that fit in that time and are timed
+        # on exactly those.
         flops_model = name in args.flops_models.split(",")
-        if args.pass_seconds > 0 and not flops_model and steps / warm_speed > args.pass_seconds:
-            steps = max(MIN_STEPS, min(steps, round(args.pass_seconds * warm_speed)))
+        _, steps, _ = bare_run(config, vocab, collated, 0.0 if flops_model else args.pass_seconds)
+        if steps < len(collated):
             collated = collated[:steps]
             overrides = step_overrides(steps, threads, args.set)
         trainer_speeds, bare_speeds = [], []
         for attempt in range(args.repeat):
             trainer_speeds.append(trainer_run(args.recipe, name, scratch / f"{name}-timed{attempt}", overrides))
-            speed, model = bare_run(config, vocab, collated)
+            speed, _, model = bare_run(config, vocab, collated)
             bare_speeds.append(speed)
         trainer_steps_per_second, bare_steps_per_second = max(trainer_speeds), max(bare_speeds)
         ratio = trainer_steps_per_second / bare_steps_per_second
