@@ -21,8 +21,9 @@ machine's speed drifts by several percent between minutes, more than the overhea
 With ``--pass-seconds S`` a model's warm-up pass stops once it has run S seconds (and at least
 ``MIN_STEPS`` batches), and both sides are timed on the batches it ran: every pass then lasts
 about S seconds (a little less warm), so the slow recurrent models cost no more than the fast ones
-(``make bench`` uses 6 s, against 5 to 15 s for 30 steps on the 2-core AMD EPYC). The ``--flops-models`` keep ``--steps``: their utilisation is the
-trainer's steady rate, which a short pass understates (the trainer's first steps cost more).
+(``make bench`` uses 6 s, against 5 to 15 s for 30 steps on the 2-core AMD EPYC). The
+``--flops-models`` keep ``--steps``: their utilisation is the trainer's steady rate, which a short
+pass understates (the trainer's first steps cost more).
 The bare loop's training data is loaded once for the models that share it (the recipe's do).
   Target: trainer / bare >= 0.95.
 
@@ -140,6 +141,7 @@ def main() -> None:
     loaded: dict = {}  # the last model's training data, by what decides it
     padding = None
     for name in args.models.split(","):
+        began = time.perf_counter()
         overrides = step_overrides(args.steps, threads, args.set)
         config = resolve(args.recipe, name, overrides)
         key = repr((config.data, config.features, config.augment, config.tokenizer))
@@ -169,6 +171,7 @@ def main() -> None:
         if steps < len(collated):
             collated = collated[:steps]
             overrides = step_overrides(steps, threads, args.set)
+        warmed = time.perf_counter()
         trainer_speeds, bare_speeds = [], []
         for attempt in range(args.repeat):
             trainer_speeds.append(trainer_run(args.recipe, name, scratch / f"{name}-timed{attempt}", overrides))
@@ -210,7 +213,12 @@ def main() -> None:
             figures["padding_fraction"] = figure(
                 padding, 0.10, "padded / all frames", better="lower", batches=len(batches), batch_frames=tc.batch_frames
             )
-        details[name] = {"params": sum(p.numel() for p in model.parameters()), "steps": len(collated)}
+        details[name] = {
+            "params": sum(p.numel() for p in model.parameters()),
+            "steps": len(collated),
+            # wall seconds: loading and the warm-up, then the timed passes (and the trainer's start-up and dev pass)
+            "seconds": {"warm_up": warmed - began, "timed": time.perf_counter() - warmed},
+        }
         del model
     if not args.out:
         shutil.rmtree(scratch, ignore_errors=True)

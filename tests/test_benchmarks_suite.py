@@ -232,3 +232,22 @@ def test_the_suite_runs_beside_only_what_measures_no_time(run_all):
     assert "--jobs" in run_all.SUITE["memory_bench"] and set(run_all.BESIDE) | set(run_all.BESIDE.values()) <= set(
         run_all.SUITE
     )
+
+
+def test_memory_bench_growth_counts_from_the_chosen_epoch_end(common):
+    memory_bench = importlib.import_module("memory_bench")
+    rss = [371.0, 377.7, 382.5, 386.6]
+    assert memory_bench.rss_growth(rss, 1000.0, 2) == pytest.approx((386.6 - 377.7) / 1000)
+    assert memory_bench.rss_growth(rss, 1000.0, 1) == pytest.approx((386.6 - 371.0) / 1000)
+    # from epoch 1 the allocator's warm-up in epoch 2 counts too: never less than from epoch 2 here
+    assert memory_bench.rss_growth(rss, 1000.0, 1) > memory_bench.rss_growth(rss, 1000.0, 2)
+    assert memory_bench.rss_growth(rss[:2], 1000.0, 2) is None  # no epoch end after epoch 2
+    assert memory_bench.rss_growth(rss[:2], 1000.0, 1) == pytest.approx((377.7 - 371.0) / 1000)
+    assert memory_bench.rss_growth(rss, None, 1) is None
+
+
+def test_make_bench_memory_growth_spans_two_epochs(run_all):
+    command = run_all.SUITE["memory_bench"]
+    epochs = int(command[command.index("--epochs") + 1])
+    growth_from = int(command[command.index("--growth-from") + 1]) if "--growth-from" in command else 2
+    assert epochs - growth_from == 2
