@@ -37,15 +37,20 @@ TARGETS = {  # (model, measure) -> (target ratio against the baseline, better)
 }
 
 
-def prepare(recipe: str, name: str, steps: int, threads: int):
-    """The model's config, training batches (collated) and decode batches of dev."""
+def prepare(recipe: str, name: str, steps: int, threads: int, loaded: dict | None = None):
+    """The model's config, training batches (collated) and decode batches of dev. ``loaded`` keeps
+    the training data by what decides it, so that models sharing it (the recipe's do) load it once."""
     from asrbench.data.batching import BucketBatchSampler, Collator, EpochBatches
     from asrbench.data.pipeline import load_training_data
     from asrbench.decoding.decode import batches_of
     from asrbench.recipe.config import resolve
 
     config = resolve(recipe, name, [f"train.num_threads={threads}", "train.max_minutes=0"])
-    data = load_training_data(config)
+    key = repr((config.data, config.features, config.augment, config.tokenizer))
+    loaded = {} if loaded is None else loaded
+    if key not in loaded:
+        loaded[key] = load_training_data(config)
+    data = loaded[key]
     tc = config.train
     sampler = BucketBatchSampler(data.train.lengths.tolist(), tc.batch_frames, tc.max_batch_size, True, tc.seed)
     sampler.set_epoch(0)
@@ -87,14 +92,15 @@ def main() -> None:
     from asrbench.models.cost import forward_gflops_per_second
 
     names = [name.strip() for name in args.models.split(",") if name.strip()]
-    prepared = {name: prepare(args.recipe, name, args.steps, threads) for name in names}
+    loaded: dict = {}
+    prepared = {name: prepare(args.recipe, name, args.steps, threads, loaded) for name in names}
     train_best = dict.fromkeys(names, 0.0)
     rtfx_best = dict.fromkeys(names, 0.0)
     details: dict[str, dict] = {}
     for turn in range(args.repeat + 1):  # turn 0 warms every model up, untimed
         for name in names:
             config, data, collated, dev_batches = prepared[name]
-            speed, model = bare_run(config, len(data.tokenizer), collated)
+            speed, _, model = bare_run(config, len(data.tokenizer), collated)
             rtfx = decode_speed(model, config, data, dev_batches)["rtfx_end_to_end"]
             if turn:
                 train_best[name] = max(train_best[name], speed)

@@ -66,7 +66,7 @@ def main() -> None:
         timings[label], batches = collate_seconds(dataset, count)
         collated = collated or batches
     bare_run(config, len(data.tokenizer), collated[:3])  # warm the kernels for these shapes
-    steps_per_second, _ = bare_run(config, len(data.tokenizer), collated)
+    steps_per_second, _, _ = bare_run(config, len(data.tokenizer), collated)
     step = 1.0 / steps_per_second
     noised = timings[f"noise p={args.prob:g}"]
     figures = {

@@ -34,7 +34,13 @@ models:
 """)
     argv = ["encoder_speed.py", "--recipe", str(recipe), "--models", "conformer,fast_conformer,zipformer"]
     monkeypatch.setattr(sys, "argv", [*argv, "--steps", "2", "--repeat", "1"])
+    from asrbench.data import pipeline
+
+    loads = []
+    real_load = pipeline.load_training_data
+    monkeypatch.setattr(pipeline, "load_training_data", lambda config: loads.append(config) or real_load(config))
     encoder_speed.main()
+    assert len(loads) == 1  # the three models share the recipe's data, front end and augmentation
     line = json.loads((tmp_path / "encoder_speed.jsonl").read_text().splitlines()[-1])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == line
     models = line["models"]
