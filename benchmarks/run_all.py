@@ -54,7 +54,7 @@ SUITE: dict[str, list[str]] = {
     ],
     "decode_bench": ["decode_bench.py", "--threads", "1"] + (["--run", str(AN4_RUN)] if AN4_RUN.is_dir() else []),
     # The loss figures over 6 batches spread evenly over the epoch's joint sizes (their median is still
-    # a median batch; 10 took 14 s more, and the figure is 0.44 against a target of 2).
+    # a median batch): the loss passes were most of its time with 10, for a figure of 0.44 against 2.
     "transducer_bench": ["transducer_bench.py", "--recipe", AN4_RECIPE, "--batches", "6", "--repeat", "2"]
     + (["--run", str(AN4_TRANSDUCER_RUN)] if AN4_TRANSDUCER_RUN.is_dir() else []),
     # Two models at a time, each in its own process: its figures are per-process memory, not time;
