@@ -2,6 +2,7 @@
 
     python benchmarks/decode_bench.py --run runs/final/an4/conformer [--data data/an4] [--split test]
     python benchmarks/decode_bench.py --max-utterances 5 --repeat 1     # synthetic, a quick check
+    python benchmarks/decode_bench.py --run RUN --lexicon train [--beam 10]   # the lexicon search
 
 Emissions (log-probs, (T', V) per utterance) are made once, untimed: with ``--run``, the run's
 best checkpoint over the split's cached features (``ctc_log_probs``, as decoding calls it);
@@ -21,6 +22,12 @@ decode`` runs it: ``ctc_searcher(...).search((log_probs, lengths))`` per batch, 
   search runs its compiled loop (numba, ``asrbench.decoding.ctc_beam_kernel``); the same search
   with the Python loop (``CTCBeamOptions(kernel="python")``) is timed beside it, and the figure
   records whether the two returned the same n-best lists, scores included, for every utterance.
+
+With ``--lexicon`` (what ``asrbench decode --lexicon`` takes: ``train``, a word list or a
+pronunciation file), or on a phone model (whose searches keep to its lexicon), the beam search is
+the lexicon search instead, and its figure ``ctc_beam_lexicon_vs_python_loop`` is the compiled
+loop's speed over the Python loop's on the same lexicon (target >= 1), with whether the n-best
+lists are the same; flashlight-text (lexicon-free here) is not compared.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from experiment_data import sorted_batches, synthetic_emissions
 
 from asrbench.data.tokenizer import CharTokenizer
 from asrbench.decoding.ctc_beam import CTCBeamOptions, ctc_prefix_beam_search
-from asrbench.decoding.searchers import DecodeOptions, ctc_searcher
+from asrbench.decoding.searchers import DecodeOptions, ctc_searcher, word_knowledge
 from asrbench.errors import AsrbenchError
 from asrbench.scoring.metrics import error_rates
 
@@ -80,13 +87,18 @@ def timed(search, tokenizer, batches, count: int, repeat: int) -> tuple[float, l
     return best_time(lambda: transcribe(search, tokenizer, batches, count), repeat), texts
 
 
-def python_loop(tokenizer: CharTokenizer, batches, beam: int, repeat: int) -> tuple[float, bool]:
+def python_loop(tokenizer: CharTokenizer, batches, beam: int, repeat: int, lexicon=None) -> tuple[float, bool]:
     """(best seconds of the search with the Python loop, whether every utterance's n-best list,
-    scores included, equals the compiled loop's)."""
-    compiled, python = CTCBeamOptions(beam=beam), CTCBeamOptions(beam=beam, kernel="python")
+    scores included, equals the compiled loop's); within ``lexicon`` when one is given."""
+    within = lexicon is not None
+    compiled = CTCBeamOptions(beam=beam, lexicon=within)
+    python = CTCBeamOptions(beam=beam, kernel="python", lexicon=within)
 
     def nbest(options):
-        return [ctc_prefix_beam_search(log_probs, lengths, tokenizer, options) for _, log_probs, lengths in batches]
+        return [
+            ctc_prefix_beam_search(log_probs, lengths, tokenizer, options, lexicon=lexicon)
+            for _, log_probs, lengths in batches
+        ]
 
     same = nbest(compiled) == nbest(python)
     return best_time(lambda: nbest(python), repeat), same
@@ -99,8 +111,11 @@ def measure(
     audio_seconds: float,
     beam: int = 10,
     repeat: int = 3,
+    lexicon_spec: str = "",
+    data_dir: Path | None = None,
 ) -> dict[str, dict]:
-    """The three figures: greedy RTFx at batch 1 and 16, and our beam search's speed / flashlight's."""
+    """The three figures: greedy RTFx at batch 1 and 16, and our beam search's speed / flashlight's
+    (with a lexicon: / the Python loop's)."""
     count, figures = len(emissions), {}
     by_size = {size: sorted_batches(emissions, size) for size in (1, 16)}
     # The model is never called: searches get the emissions directly, so none is needed.
@@ -115,9 +130,11 @@ def measure(
             wer=error_rates(references, texts).wer,
         )
 
-    native = ctc_searcher(None, tokenizer, DecodeOptions(beam=beam))
+    options = DecodeOptions(beam=beam, lexicon=lexicon_spec)
+    _, _, lexicon, _ = word_knowledge(options, tokenizer, data_dir)
+    native = ctc_searcher(None, tokenizer, options, data_dir=data_dir, lexicon=lexicon)
     native_seconds, native_texts = timed(native.search, tokenizer, by_size[16], count, repeat)
-    python_seconds, same_nbest = python_loop(tokenizer, by_size[16], beam, repeat)
+    python_seconds, same_nbest = python_loop(tokenizer, by_size[16], beam, repeat, lexicon)
     details = {
         "beam": beam,
         "batch_size": 16,
@@ -128,6 +145,11 @@ def measure(
         "compiled_vs_python_loop": python_seconds / native_seconds,
         "same_nbest_as_python_loop": same_nbest,
     }
+    if lexicon is not None:
+        figures["ctc_beam_lexicon_vs_python_loop"] = figure(
+            python_seconds / native_seconds, 1.0, "x the Python loop's speed, same lexicon", **details
+        )
+        return figures
     try:
         flashlight = ctc_searcher(None, tokenizer, DecodeOptions(beam=beam, backend="flashlight")).search
     except AsrbenchError as err:
@@ -163,6 +185,7 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=10)
     parser.add_argument("--max-utterances", type=int, default=0, help="Only the first N utterances (0 = all).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the synthetic emissions.")
+    parser.add_argument("--lexicon", default="", help="Search within this lexicon (as decode --lexicon takes it).")
     args = parser.parse_args()
     threads = set_threads(args.threads)
 
@@ -179,7 +202,7 @@ def main() -> None:
             [u.text for u in utterances], [u.duration for u in utterances], [u.text for u in every], args.seed
         )
     audio_seconds = sum(durations)
-    figures = measure(tokenizer, emissions, references, audio_seconds, args.beam, args.repeat)
+    figures = measure(tokenizer, emissions, references, audio_seconds, args.beam, args.repeat, args.lexicon, args.data)
     record(
         "decode_bench",
         figures,
@@ -194,6 +217,7 @@ def main() -> None:
             "data": str(args.data),
             "split": args.split,
             "repeat": args.repeat,
+            "lexicon": args.lexicon or None,
         },
     )
 

@@ -1,9 +1,9 @@
 """CTC prefix beam search with optional n-gram LM fusion and a lexicon constraint.
 
-Without fusion (no LM, lexicon or word bonus) the per-utterance loop runs compiled by numba
-(:mod:`asrbench.decoding.ctc_beam_kernel`: the same float64 operations in the same order, so the
-same hypotheses and scores, 4x faster on AN4); with fusion it runs here, in Python, calling the LM and
-the lexicon for every new prefix.
+Without an LM the per-utterance loop runs compiled by numba (:mod:`asrbench.decoding.ctc_beam_kernel`:
+the same float64 operations in the same order, so the same hypotheses and scores): the plain loop
+(4x faster on AN4), and with a lexicon or a word bonus the fused one, whose word rules are arrays
+there. With an LM it runs here, in Python, calling the LM for every new prefix.
 
 The search keeps, for every surviving label prefix, the probability of all alignments that
 collapse to it and end in blank (``pb``) and in its last label (``pnb``); extending a prefix
@@ -271,9 +271,10 @@ def ctc_prefix_beam_search(
         # Skipped frames before each active frame, and after the last one.
         skipped_before = np.diff(np.concatenate(([-1], active, [length]))) - 1
         offset = float(best[b, :length].sum())
-        if search.compiled:
+        if search.compiled or search.compiled_fused:
             counts = keep[b, active].sum(axis=1)
-            results.append(search.run_compiled(scaled[b, active], top[b, active], counts, skipped_before, offset))
+            run = search.run_compiled if search.compiled else search.run_compiled_fused
+            results.append(run(scaled[b, active], top[b, active], counts, skipped_before, offset))
             continue
         rows = scaled[b, active].tolist()
         tokens_b, keep_b = top[b, active].tolist(), keep[b, active].tolist()
@@ -371,8 +372,18 @@ class _Search:
         self.rules = WordRules(tokenizer, lm, lexicon, "ctc beam: ")
         self.vocab = len(tokenizer)
         self.fused = self.rules.words_matter or options.word_bonus != 0.0
-        # Without fusion the loop runs compiled (same bits; ctc_beam_kernel), unless asked not to.
-        self.compiled = not self.fused and options.kernel != "python" and ctc_beam_kernel.available()
+        self.info: list[WordState] = []  # the Python loop's word state of every trie node
+        # Without an LM the loop runs compiled (same bits; ctc_beam_kernel), unless asked not to: the
+        # plain loop, or with a lexicon or word bonus the fused one. An LM is a Python object the loop
+        # calls for every new prefix, so with one the loop runs here.
+        compiled = options.kernel != "python" and lm is None and ctc_beam_kernel.available()
+        self.compiled = compiled and not self.fused
+        self.compiled_fused = compiled and self.fused
+        self.word_arrays = (
+            ctc_beam_kernel.WordArrays(self.rules, self.vocab, options.lm_weight, options.word_bonus)
+            if self.compiled_fused
+            else None
+        )
 
     def run_compiled(
         self, rows: np.ndarray, tokens: np.ndarray, counts: np.ndarray, skipped: np.ndarray, offset: float
@@ -390,6 +401,34 @@ class _Search:
         self.parent, self.last = parent.tolist(), last.tolist()
         beams = list(zip(nodes.tolist(), pb.tolist(), pnb.tolist(), strict=True))
         return self._finish(beams, offset + log_scale)
+
+    def run_compiled_fused(
+        self, rows: np.ndarray, tokens: np.ndarray, counts: np.ndarray, skipped: np.ndarray, offset: float
+    ) -> list[Hypothesis]:
+        """:meth:`run` with a lexicon or word bonus and no LM, compiled (ctc_beam_kernel.fused_prefix_search);
+        the final prefixes' words are replayed through :class:`WordRules` for :meth:`_finish`."""
+        theta = self.options.score_beam + max(self.options.word_bonus, 0.0)
+        nodes, pb, pnb, parent, last, offset = ctc_beam_kernel.fused_prefix_search(
+            np.ascontiguousarray(rows),
+            np.ascontiguousarray(tokens, dtype=np.int64),
+            counts.astype(np.int64),
+            skipped[: len(rows)].astype(np.int64),
+            self.options.beam,
+            theta,
+            offset,
+            self.word_arrays,
+        )
+        self.parent, self.last = parent.tolist(), last.tolist()
+        beams = list(zip(nodes.tolist(), pb.tolist(), pnb.tolist(), strict=True))
+        info: dict[int, WordState] = {}
+        for node, _, _ in beams:
+            state: WordState | None = self.rules.start()
+            for token in self._token_ids(node):
+                state = self.rules.append(state, token) if state is not None else None
+            if state is None:  # the compiled loop kept a prefix the word rules forbid: a bug, never a result
+                raise RuntimeError(f"ctc beam: the compiled loop kept a forbidden prefix {self._token_ids(node)}")
+            info[node] = state
+        return self._finish(beams, offset, info)
 
     def run(
         self, rows: list[list[float]], candidates: list[list[tuple[int, float]]], skipped: list[int], offset: float
@@ -503,8 +542,16 @@ class _Search:
         self.children[key] = child
         return child
 
-    def _finish(self, beams: list[tuple[int, float, float]], offset: float) -> list[Hypothesis]:
+    def _finish(
+        self,
+        beams: list[tuple[int, float, float]],
+        offset: float,
+        info: dict[int, WordState] | list[WordState] | None = None,
+    ) -> list[Hypothesis]:
+        """The final prefixes as hypotheses, best first; ``info``: their word states (default: the
+        Python loop's, every node's)."""
         options = self.options
+        info = self.info if info is None else info
         finished = []
         for node, pb, pnb in beams:
             total = pb + pnb
@@ -514,7 +561,7 @@ class _Search:
             if not self.fused:  # plain CTC: the trie kept no LM or word fields
                 finished.append((True, acoustic, acoustic, 0.0, node))
                 continue
-            state = self.info[node]
+            state = info[node]
             complete = True
             if state[3] or state[4]:  # a word being spelled: close it (an unfinished lexicon word stays open)
                 closed = self.rules.close(state)

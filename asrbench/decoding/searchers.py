@@ -182,8 +182,8 @@ def ctc_searcher(model, tokenizer: Tokenizer, options: DecodeOptions, data_dir=N
         "score_beam": beam_options.score_beam,
     }
     if options.backend != "flashlight":  # which loop runs the search (the same hypotheses either way)
-        fused = lm is not None or lexicon is not None or options.word_bonus != 0.0
-        description["loop"] = "compiled" if not fused and ctc_beam_kernel.available() else "python"
+        # compiled with or without a lexicon or word bonus; an LM is called from the Python loop
+        description["loop"] = "compiled" if lm is None and ctc_beam_kernel.available() else "python"
     if lm_metadata is not None:
         description["lm_order"], description["lm_unit"] = lm_metadata.get("order"), lm_metadata.get("unit")
     if options.backend == "flashlight":
