@@ -136,9 +136,7 @@ def lexicon_of(tokenizer, words=None) -> Lexicon:
 @pytest.mark.parametrize(
     "options",
     [
-        {"beam": 4, "word_bonus": 0.5},
         {"beam": 10, "word_bonus": -0.7},
-        {"beam": 10, "lexicon": True},
         {"beam": 10, "lexicon": True, "word_bonus": 1.5},
         {"beam": 32, "lexicon": True, "token_top_k": 20, "blank_skip": 1.0},
         {"beam": 10, "lexicon": True, "score_beam": math.inf, "token_beam": math.inf},
