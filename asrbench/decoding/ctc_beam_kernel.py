@@ -23,6 +23,7 @@ Python object) for every new prefix and stays in ``_Search``.
 from __future__ import annotations
 
 import math
+import weakref
 from functools import cache
 
 import numpy as np
@@ -277,13 +278,30 @@ class WordArrays:
         self.words_matter = bool(rules.words_matter)
         lexicon = rules.lexicon
         self.has_lexicon = lexicon is not None
-        children = lexicon.children if lexicon is not None else [{}]
-        self.lex_offsets = np.zeros(len(children) + 1, np.int64)
-        self.lex_offsets[1:] = np.cumsum([len(node) for node in children])
-        self.lex_tokens = np.array([token for node in children for token in node], np.int64)
-        self.lex_children = np.array([child for node in children for child in node.values()], np.int64)
-        words = lexicon.words if lexicon is not None else [None]
-        self.lex_is_word = np.array([word is not None for word in words], np.bool_)
+        self.lex_offsets, self.lex_tokens, self.lex_children, self.lex_is_word = lexicon_arrays(lexicon)
+
+
+def lexicon_arrays(lexicon) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A :class:`asrbench.decoding.ctc_beam.Lexicon` trie as (offsets (N + 1,), tokens, children,
+    is_word (N,)): node n's children are ``children[offsets[n]:offsets[n + 1]]``, reached by
+    ``tokens`` there. Kept per lexicon (a search runs per batch) until a word is added."""
+    children = lexicon.children if lexicon is not None else [{}]
+    version = (len(children), len(lexicon)) if lexicon is not None else None
+    cached = _LEXICON_ARRAYS.get(lexicon) if lexicon is not None else None
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    offsets = np.zeros(len(children) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(node) for node in children])
+    tokens = np.array([token for node in children for token in node], np.int64)
+    targets = np.array([child for node in children for child in node.values()], np.int64)
+    words = lexicon.words if lexicon is not None else [None]
+    arrays = (offsets, tokens, targets, np.array([word is not None for word in words], np.bool_))
+    if lexicon is not None:
+        _LEXICON_ARRAYS[lexicon] = (version, arrays)
+    return arrays
+
+
+_LEXICON_ARRAYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # lexicon -> (version, arrays)
 
 
 def _fused_prefix_search(  # pragma: no cover - compiled; tested through it

@@ -193,3 +193,19 @@ def test_fused_labels_the_lexicon_forbids_leave_the_empty_prefix():
 def test_kernel_option_is_validated():
     with pytest.raises(AsrbenchError, match="kernel"):
         CTCBeamOptions(kernel="fortran")
+
+
+def test_lexicon_arrays_follow_words_added_later():
+    tokenizer = CharTokenizer.build(TEXTS)
+    lexicon = lexicon_of(tokenizer, ["one", "two"])
+    offsets, tokens, children, is_word = ctc_beam_kernel.lexicon_arrays(lexicon)
+    assert ctc_beam_kernel.lexicon_arrays(lexicon)[0] is offsets  # kept between searches
+    assert len(offsets) == len(lexicon.children) + 1 and is_word.sum() == 2
+    lexicon.add("on", tokenizer.encode("on"))  # a word on nodes that exist: no new node
+    assert ctc_beam_kernel.lexicon_arrays(lexicon)[3].sum() == 3
+    lexicon.add("nine", tokenizer.encode("nine"))
+    offsets, tokens, children, is_word = ctc_beam_kernel.lexicon_arrays(lexicon)
+    assert len(offsets) == len(lexicon.children) + 1 and is_word.sum() == 4
+    for node, edges in enumerate(lexicon.children):  # node n's children, as the trie has them
+        span = slice(offsets[node], offsets[node + 1])
+        assert dict(zip(tokens[span].tolist(), children[span].tolist(), strict=True)) == edges
