@@ -250,3 +250,20 @@ def streamed_encoding(model, features: torch.Tensor, chunk: int, left: int) -> t
             encoded, state = model.encode_chunk(features[:, start : start + window], state)
             pieces.append(encoded)
     return torch.cat(pieces, dim=1)
+
+
+# An AN4-like pronunciation lexicon (CMUdict phones) of the digit and command words, for phone units.
+AN4_LIKE_LEXICON = """ONE W AH N
+TWO T UW
+TO T UW
+THREE TH R IY
+FOUR F AO R
+FIVE F AY V
+SEVEN S EH V AH N
+EIGHT EY T
+NINE N AY N
+TEN T EH N
+ENTER EH N T ER
+ERASE IH R EY S
+RUBOUT R AH B AW T
+"""

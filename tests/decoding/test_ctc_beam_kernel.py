@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import AN4_LIKE_LEXICON
 
 from asrbench.data.tokenizer import CharTokenizer, build_tokenizer
 from asrbench.decoding import ctc_beam_kernel
@@ -42,26 +43,10 @@ def both(log_probs, lengths, tokenizer, lexicon_object=None, **options):
     return python, compiled
 
 
-LEXICON = """ONE  W AH N
-TWO  T UW
-TO  T UW
-THREE  TH R IY
-FOUR  F AO R
-FIVE  F AY V
-SEVEN  S EH V AH N
-EIGHT  EY T
-NINE  N AY N
-TEN  T EH N
-ENTER  EH N T ER
-ERASE  IH R EY S
-RUBOUT  R AH B AW T
-"""
-
-
 @pytest.fixture(scope="module")
 def phone_tokenizer(tmp_path_factory):
     path = tmp_path_factory.mktemp("lexicon") / "an4like.dic"
-    path.write_text(LEXICON)
+    path.write_text(AN4_LIKE_LEXICON)
     return build_tokenizer(TokenizerConfig(kind="phone", lexicon=str(path)), [text.upper() for text in TEXTS])
 
 

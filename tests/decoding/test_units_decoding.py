@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import AN4_LIKE_LEXICON
 
 from asrbench.data.tokenizer import build_tokenizer
 from asrbench.decoding.ctc_beam import CTCBeamOptions, Lexicon, ctc_prefix_beam_search
@@ -16,20 +17,7 @@ from asrbench.recipe.config import TokenizerConfig
 
 WORDS = ["ONE", "TWO", "THREE", "FOUR", "FIVE", "SEVEN", "EIGHT", "NINE", "TEN", "ENTER", "ERASE", "RUBOUT"]
 TEXTS = [" ".join(WORDS[(i * 5 + j * 7) % len(WORDS)] for j in range(1 + i % 4)) for i in range(150)]
-LEXICON = """ONE W AH N
-TWO T UW
-TO T UW
-THREE TH R IY
-FOUR F AO R
-FIVE F AY V
-SEVEN S EH V AH N
-EIGHT EY T
-NINE N AY N
-TEN T EH N
-ENTER EH N T ER
-ERASE IH R EY S
-RUBOUT R AH B AW T
-"""
+LEXICON = AN4_LIKE_LEXICON
 
 
 def spikes(ids: list[int], vocab: int, seed: int = 0, confusions: dict[int, dict[int, float]] | None = None):
